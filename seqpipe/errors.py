@@ -1,0 +1,29 @@
+"""The errors seqpipe raises on bad user input. The CLI prints their message and exits non-zero."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class SeqpipeError(Exception):
+    """Base class: a problem the user can fix; shown without a traceback."""
+
+
+class DataError(SeqpipeError, ValueError):
+    """A data file is missing, empty or malformed.
+
+    The message names the file and, when known, the record and line, then what is wrong.
+    """
+
+    def __init__(self, path: str | Path, problem: str, *, record: str | int | None = None, line: int | None = None):
+        where = str(path)
+        if record is not None:
+            where += f", record {record!r}" if isinstance(record, str) else f", record #{record}"
+        if line is not None:
+            where += f", line {line}"
+        super().__init__(f"{where}: {problem}")
+        self.path, self.problem, self.record, self.line = str(path), problem, record, line
+
+
+class ConfigError(SeqpipeError, ValueError):
+    """Arguments that do not fit together (for example data that does not match a checkpoint)."""

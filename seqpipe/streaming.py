@@ -1,0 +1,43 @@
+"""The streaming protocol every sequence block and backbone implements.
+
+    forward(x[B, L, D], lengths=None)          -> y[B, L, D]
+    initial_state(batch_size, device, dtype)   -> state
+    forward_chunk(x[B, T, D], state)           -> (y[B, T, D], state)   continues where state left off
+    step(x_t[B, D], state)                     -> (y_t[B, D], state)    one token, cost independent of L
+
+Invariant (tested for every block): ``forward(x)`` equals the concatenation of ``forward_chunk`` over any
+split of ``x``, and equals ``step`` applied token by token.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+State = Any  # a tensor, or a tuple/list of tensors, owned by the block that made it
+
+
+class StreamingModule(nn.Module):
+    """Base class of blocks and backbones; subclasses implement the four protocol methods."""
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def initial_state(self, batch_size: int, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> State:
+        raise NotImplementedError
+
+    def forward_chunk(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        raise NotImplementedError
+
+    def step(self, x_t: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        """Default: a chunk of one token. Blocks override it where a cheaper update exists."""
+        y, state = self.forward_chunk(x_t.unsqueeze(1), state)
+        return y.squeeze(1), state
+
+
+def no_weight_decay(param: nn.Parameter) -> nn.Parameter:
+    """Mark a parameter (A, Δ bias, D, ...) to be kept out of weight decay; the optimizer setup reads the mark."""
+    param._no_weight_decay = True
+    return param
