@@ -1,0 +1,51 @@
+"""The ``seqpipe`` command: LightningCLI with ``fit``, ``validate``, ``test`` and ``predict``."""
+
+from __future__ import annotations
+
+import sys
+
+from lightning.pytorch import LightningDataModule
+from lightning.pytorch.cli import LightningCLI
+from jsonargparse import Namespace
+
+from seqpipe.errors import SeqpipeError
+from seqpipe.model import SequenceModel
+from seqpipe.prediction import PredictionWriter
+
+
+class SeqpipeCLI(LightningCLI):
+    """Adds the prediction writer (``--prediction.path``); CSVLogger and a rich progress bar by default."""
+
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.add_lightning_class_args(PredictionWriter, "prediction")
+
+    def before_instantiate_classes(self) -> None:
+        trainer = self.config[self.subcommand].trainer
+        if trainer.logger in (None, True):
+            trainer.logger = Namespace(
+                class_path="lightning.pytorch.loggers.CSVLogger",
+                init_args=Namespace(save_dir=trainer.default_root_dir or "."),
+            )
+        if trainer.enable_progress_bar is not False and not trainer.callbacks:
+            trainer.callbacks = [Namespace(class_path="lightning.pytorch.callbacks.RichProgressBar")]
+
+
+def main(args: list[str] | None = None) -> None:
+    """Entry point; ``args`` replaces ``sys.argv[1:]`` (tests call ``main(["fit", "--config", ...])``)."""
+    try:
+        SeqpipeCLI(
+            SequenceModel,
+            LightningDataModule,
+            subclass_mode_data=True,
+            seed_everything_default=42,
+            auto_configure_optimizers=False,
+            save_config_kwargs={"overwrite": True},
+            args=args,
+        )
+    except SeqpipeError as error:
+        print(f"seqpipe: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,55 @@
+"""The interface every task head implements. Built-in heads live in ``seqpipe.tasks``; a user's head
+may live in any importable module and is named in the YAML by ``class_path``."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import pandas as pd
+import torch
+from torch import nn
+from torchmetrics import MetricCollection
+
+
+class TaskHead(nn.Module):
+    """Turns backbone features into task outputs, and owns the loss, metrics and prediction format.
+
+    Layers that depend on the data (number of classes, horizon, ...) are created in :meth:`bind`, from the
+    ``data_info`` dict the data module computed on the training data; the model saves that dict in the
+    checkpoint, so a restored model is bound again before its weights load.
+    """
+
+    #: the validation metric that selects the best checkpoint, and whether larger is better
+    monitor: str = "val/loss"
+    monitor_mode: Literal["min", "max"] = "min"
+
+    def bind(self, d_model: int, data_info: dict[str, Any]) -> None:
+        """Create the data-dependent layers. ``d_model``: channels of the backbone features."""
+
+    def input_spec(self, data_info: dict[str, Any]) -> dict[str, int]:
+        """Keyword arguments for :meth:`Backbone.set_input`: ``vocab_size`` or ``d_input``."""
+        if "vocab_size" in data_info:
+            return {"vocab_size": data_info["vocab_size"]}
+        return {"d_input": data_info["input_dim"]}
+
+    def backbone_input(self, batch: dict[str, Any]) -> torch.Tensor:
+        """The tensor fed to the backbone; heads that reshape or normalise inputs override this."""
+        return batch["x"]
+
+    def forward(self, features: torch.Tensor, lengths: torch.Tensor | None, batch: dict[str, Any]) -> Any:
+        """features (B, L, d_model), lengths (B,) or None -> task outputs (head-specific)."""
+        raise NotImplementedError
+
+    def loss(self, outputs: Any, batch: dict[str, Any]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def metrics(self) -> MetricCollection:
+        """Fresh epoch-level metrics; the model clones them once per split with a ``val/``, ``test/`` prefix."""
+        raise NotImplementedError
+
+    def update_metrics(self, metrics: MetricCollection, outputs: Any, batch: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def predictions(self, outputs: Any, batch: dict[str, Any], data_info: dict[str, Any]) -> pd.DataFrame:
+        """One row per prediction, with an index column (record id, window, timestamp) first."""
+        raise NotImplementedError

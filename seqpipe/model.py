@@ -1,0 +1,133 @@
+"""The one LightningModule: a backbone and a task head, trained with AdamW and a warm-up + cosine schedule."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
+from torch import nn
+
+from seqpipe.backbone import Backbone
+from seqpipe.errors import ConfigError
+from seqpipe.heads import TaskHead
+
+SPLITS = ("val", "test")
+
+
+class SequenceModel(L.LightningModule):
+    """Backbone + task head.
+
+    Args:
+        backbone: the sequence backbone (input layer, blocks, final norm).
+        head: the task head (output layer, loss, metrics, prediction format).
+        lr: peak learning rate of AdamW.
+        weight_decay: AdamW weight decay; never applied to biases, norms, or parameters marked with
+            :func:`seqpipe.streaming.no_weight_decay` (A, Δ bias, D).
+        betas: AdamW betas.
+        warmup_fraction: share of the optimizer steps spent in linear warm-up before the cosine decay.
+        min_lr_ratio: the cosine decays to ``lr * min_lr_ratio``.
+        data_info: what the data module learned from the training data (vocabulary, label names,
+            scalers, ...). Leave unset: it is filled in from the data on ``fit`` and restored from the
+            checkpoint on ``test``/``predict``.
+    """
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        head: TaskHead,
+        lr: float = 1e-3,
+        weight_decay: float = 0.1,
+        betas: tuple[float, float] = (0.9, 0.95),
+        warmup_fraction: float = 0.05,
+        min_lr_ratio: float = 0.01,
+        data_info: dict[str, Any] | None = None,
+    ):
+        super().__init__()
+        # Under LightningCLI the hparams hold the backbone and head *configs*, which restore the model from a
+        # checkpoint; built from Python they are modules, which a checkpoint must not pickle.
+        self.save_hyperparameters(ignore=None if _given_hyperparameters.get() else ["backbone", "head"])
+        self.backbone = backbone
+        self.head = head
+        self.metrics = nn.ModuleDict()
+        if data_info is not None:
+            self._bind(data_info)
+
+    def _bind(self, data_info: dict[str, Any]) -> None:
+        """Create the data-dependent layers and metrics, and remember ``data_info`` for the checkpoint."""
+        self.hparams["data_info"] = data_info
+        if self.backbone.encoder is None:
+            self.backbone.set_input(**self.head.input_spec(data_info))
+        self.head.bind(self.backbone.d_model, data_info)
+        for split in SPLITS:
+            self.metrics[split] = self.head.metrics().clone(prefix=f"{split}/")
+
+    def configure_model(self) -> None:
+        if self.hparams.get("data_info") is not None:
+            return
+        info = getattr(self.trainer.datamodule, "data_info", None)
+        if info is None:
+            raise ConfigError(
+                "the model has no data_info: train it on a data module with training data (data.train), "
+                "or restore it from a checkpoint with --ckpt_path"
+            )
+        self._bind(info)
+
+    def forward(self, batch: dict[str, Any]) -> Any:
+        lengths = batch.get("lengths")
+        features = self.backbone(self.head.backbone_input(batch), lengths)
+        return self.head(features, lengths, batch)
+
+    def _batch_size(self, batch: dict[str, Any]) -> int:
+        return len(batch["x"])
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        loss = self.head.loss(self(batch), batch)
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=self._batch_size(batch))
+        return loss
+
+    def _evaluate(self, batch: dict[str, Any], split: str) -> None:
+        outputs = self(batch)
+        self.log(f"{split}/loss", self.head.loss(outputs, batch), on_epoch=True, batch_size=self._batch_size(batch))
+        self.head.update_metrics(self.metrics[split], outputs, batch)
+        self.log_dict(self.metrics[split], on_step=False, on_epoch=True, prog_bar=split == "val")
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._evaluate(batch, "val")
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._evaluate(batch, "test")
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0):
+        return self.head.predictions(self(batch), batch, self.hparams["data_info"])
+
+    def configure_optimizers(self):
+        decay, no_decay = [], []
+        for param in self.parameters():
+            if param.requires_grad:
+                skip = getattr(param, "_no_weight_decay", False) or param.ndim < 2
+                (no_decay if skip else decay).append(param)
+        optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": self.hparams.weight_decay},
+             {"params": no_decay, "weight_decay": 0.0}],
+            lr=self.hparams.lr, betas=tuple(self.hparams.betas),
+        )
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        warmup = int(self.hparams.warmup_fraction * total)
+        floor = self.hparams.min_lr_ratio
+
+        def lr_factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / (warmup + 1)
+            progress = min(1.0, (step - warmup) / max(1, total - warmup))
+            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def configure_callbacks(self):
+        """Keep the best checkpoint by the head's validation metric (``best.ckpt``) and the last one."""
+        return [ModelCheckpoint(monitor=self.head.monitor, mode=self.head.monitor_mode, filename="best", save_last=True)]

@@ -1,0 +1,50 @@
+"""Writing predictions to disk as they are made."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+from lightning.pytorch.callbacks import BasePredictionWriter
+from lightning.pytorch.utilities import rank_zero_info
+
+
+class PredictionWriter(BasePredictionWriter):
+    """Streams the head's prediction rows (a DataFrame per batch) to a CSV file.
+
+    Rows go to ``<path>.partial`` batch by batch, and the file is renamed to ``path`` only when the whole
+    prediction run has finished, so a failed run leaves no half-written output.
+
+    Args:
+        path: the CSV to write; by default ``predictions.csv`` inside the run directory. Under several
+            processes each rank writes ``<stem>.rank<N>.csv``.
+    """
+
+    def __init__(self, path: str | None = None):
+        super().__init__(write_interval="batch")
+        self.path = path
+        self._target: Path | None = None
+        self._partial: Path | None = None
+
+    def on_predict_start(self, trainer, pl_module) -> None:
+        target = Path(self.path) if self.path else Path(trainer.log_dir or trainer.default_root_dir) / "predictions.csv"
+        if trainer.world_size > 1:
+            target = target.with_name(f"{target.stem}.rank{trainer.global_rank}{target.suffix}")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        self._target, self._partial = target, target.with_name(target.name + ".partial")
+        self._partial.unlink(missing_ok=True)
+
+    def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx) -> None:
+        if not isinstance(prediction, pd.DataFrame):
+            raise TypeError(f"PredictionWriter expects the head's predictions as a DataFrame, got {type(prediction).__name__}")
+        prediction.to_csv(self._partial, mode="a", header=not self._partial.exists(), index=False)
+
+    def on_predict_end(self, trainer, pl_module) -> None:
+        if self._partial is not None and self._partial.exists():
+            os.replace(self._partial, self._target)
+            rank_zero_info(f"predictions written to {self._target}")
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        if self._partial is not None:
+            self._partial.unlink(missing_ok=True)
