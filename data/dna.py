@@ -1,0 +1,290 @@
+"""DNA sequence classification data: FASTA or TSV/CSV files in, padded token batches out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Literal
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from seqpipe.data.readers import Record, read_records
+from seqpipe.data.tokenizers import DNATokenizer
+from seqpipe.errors import ConfigError, DataError
+
+
+@dataclass
+class EncodedSequences:
+    """The records of one split, tokenized once and kept as uint8 arrays.
+
+    ``tokens[i]`` (L_i,) uint8; ``labels`` (n,) int64 indices into ``label_names``, both None for
+    unlabelled data.
+    """
+
+    ids: list[str]
+    tokens: list[np.ndarray]
+    labels: np.ndarray | None
+    label_names: list[str] | None
+
+    def subset(self, indices: np.ndarray) -> EncodedSequences:
+        labels = None if self.labels is None else self.labels[indices]
+        ids, tokens = [self.ids[i] for i in indices], [self.tokens[i] for i in indices]
+        return EncodedSequences(ids, tokens, labels, self.label_names)
+
+
+class DNASequenceDataset(Dataset):
+    """Items ``{"x": LongTensor (L,), "y": int (labelled data only), "id": str}``.
+
+    Sequences longer than ``max_length`` are cropped: at a random offset when ``random_crop``, else around
+    their centre. ``reverse_complement_p``: chance of replacing a sequence by its reverse complement.
+    Randomness uses torch's generator, which Lightning seeds per worker.
+    """
+
+    def __init__(
+        self,
+        data: EncodedSequences,
+        tokenizer: DNATokenizer,
+        max_length: int | None = None,
+        random_crop: bool = False,
+        reverse_complement_p: float = 0.0,
+    ):
+        self.data, self.tokenizer = data, tokenizer
+        self.max_length, self.random_crop, self.reverse_complement_p = max_length, random_crop, reverse_complement_p
+
+    def __len__(self) -> int:
+        return len(self.data.ids)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        tokens = self.data.tokens[index]
+        if self.max_length is not None and len(tokens) > self.max_length:
+            excess = len(tokens) - self.max_length
+            start = int(torch.randint(excess + 1, ())) if self.random_crop else excess // 2
+            tokens = tokens[start : start + self.max_length]
+        x = torch.from_numpy(tokens).long()
+        if self.reverse_complement_p and torch.rand(()) < self.reverse_complement_p:
+            x = self.tokenizer.reverse_complement(x)
+        item = {"x": x, "id": self.data.ids[index]}
+        if self.data.labels is not None:
+            item["y"] = int(self.data.labels[index])
+        return item
+
+
+def pad_batch(items: list[dict[str, Any]], pad_id: int = 0, length: int | None = None) -> dict[str, Any]:
+    """Items from :class:`DNASequenceDataset` -> ``{"x": (B, L), "y": (B,), "lengths": (B,), "ids": [B]}``.
+
+    Padding is on the right, to ``length`` if given, else to the longest sequence; ``y`` only when
+    the items carry labels.
+    """
+    lengths = torch.tensor([len(item["x"]) for item in items])
+    x = torch.full((len(items), length or int(lengths.max())), pad_id, dtype=torch.long)
+    for row, item in enumerate(items):
+        x[row, : len(item["x"])] = item["x"]
+    batch = {"x": x, "lengths": lengths, "ids": [item["id"] for item in items]}
+    if "y" in items[0]:
+        batch["y"] = torch.tensor([item["y"] for item in items])
+    return batch
+
+
+class DNAClassificationData(L.LightningDataModule):
+    """Labelled DNA sequences for classification, from any of three file shapes.
+
+    Each PATH may be a directory with one FASTA file per class (the class is the file name without
+    .fa/.fasta/.fna[.gz]), a .tsv/.csv file (plain or gzipped) with sequence and label columns, or any
+    other file: a FASTA whose headers carry the label. All files are read, checked and tokenized in
+    ``setup``, before training starts; a bad file raises :class:`~seqpipe.errors.DataError`.
+
+    Classes are numbered in sorted order of their names. ``data_info`` (vocabulary size, label names,
+    tokenizer) is saved in the model's checkpoint, and ``predict`` and ``test`` take the label names
+    from the checkpoint when one is loaded.
+
+    Args:
+        train: training data; its labels define the classes.
+        val: validation data; when unset, a seeded stratified ``val_fraction`` of ``train``.
+        test: test data; its labels must all occur in the training data.
+        predict: sequences to classify; labels, if any, are ignored.
+        label_pattern: for a FASTA whose headers carry the label: a regular expression searched in the
+            whole header; the label is its group 1, or the whole match if it has no group. The default
+            takes the header's first word.
+        sequence_column: for TSV/CSV: the column holding the sequences.
+        label_column: for TSV/CSV: the column holding the labels.
+        id_column: for TSV/CSV: the column holding record ids (default: the row number).
+        val_fraction: share of each class of ``train`` held out for validation when ``val`` is unset.
+        max_length: crop longer sequences to this length (training: a random window each epoch;
+            validation, test and predict: the central window) and pad every batch to it. Unset: keep
+            whole sequences and pad each batch to its longest.
+        reverse_complement_augment: replace each training sequence by its reverse complement with
+            probability 0.5 (both strands carry the same label). Never applied outside training.
+        batch_size: sequences per batch.
+        num_workers: DataLoader worker processes.
+        seed: seed of the train/validation split.
+    """
+
+    def __init__(
+        self,
+        train: str | None = None,
+        val: str | None = None,
+        test: str | None = None,
+        predict: str | None = None,
+        label_pattern: str = r"^(\S+)",
+        sequence_column: str = "sequence",
+        label_column: str = "label",
+        id_column: str | None = None,
+        val_fraction: float = 0.1,
+        max_length: int | None = None,
+        reverse_complement_augment: bool = True,
+        batch_size: int = 32,
+        num_workers: int = 0,
+        seed: int = 42,
+    ):
+        super().__init__()
+        if not 0 < val_fraction < 1:
+            raise ConfigError(f"data.val_fraction must be between 0 and 1 (exclusive), got {val_fraction}")
+        for name, value in (("max_length", max_length), ("batch_size", batch_size)):
+            if value is not None and value < 1:
+                raise ConfigError(f"data.{name} must be a positive integer, got {value}")
+        self.paths = {"train": train, "val": val, "test": test, "predict": predict}
+        self.reader_options = {
+            "label_pattern": label_pattern, "sequence_column": sequence_column,
+            "label_column": label_column, "id_column": id_column,
+        }
+        self.val_fraction, self.max_length, self.seed = val_fraction, max_length, seed
+        self.reverse_complement_augment = reverse_complement_augment
+        self.batch_size, self.num_workers = batch_size, num_workers
+        self.tokenizer = DNATokenizer()
+        self.data_info: dict[str, Any] | None = None
+        self.splits: dict[str, EncodedSequences] = {}
+        self._train: EncodedSequences | None = None
+
+    def setup(self, stage: Literal["fit", "validate", "test", "predict"]) -> None:
+        """Read, check and tokenize the files the stage needs; set ``data_info``."""
+        if stage == "predict":
+            self.splits["predict"] = self._encode(self._read("predict", labelled=False), None)
+            self.data_info = self._checkpoint_data_info() or self.data_info
+            return
+        label_names = self._label_names()
+        self.data_info = {"vocab_size": self.tokenizer.vocab_size, "label_names": label_names, "tokenizer": self.tokenizer.name}
+        if stage == "fit":
+            train = self._training_set()
+            self.splits["train"] = train if self.paths["val"] is not None else self._split_training_set()[0]
+        if stage in ("fit", "validate"):
+            self.splits["val"] = self._validation_set(label_names)
+        if stage == "test":
+            self.splits["test"] = self._encode(self._read("test"), label_names)
+
+    def _label_names(self) -> list[str]:
+        """The classes: the sorted training labels, or the checkpoint's when only a checkpoint gives them."""
+        from_checkpoint = (self._checkpoint_data_info() or {}).get("label_names")
+        if self.paths["train"] is None:
+            if from_checkpoint is None:
+                raise ConfigError("data.train is not set: the classes come from the training data (or from --ckpt_path)")
+            return list(from_checkpoint)
+        from_train = self._training_set().label_names
+        if from_checkpoint is not None and list(from_checkpoint) != from_train:
+            raise ConfigError(
+                f"the classes of data.train {self.paths['train']} are {from_train}, but the checkpoint was trained "
+                f"on {list(from_checkpoint)}: pass the training data the checkpoint was made with"
+            )
+        return from_train
+
+    def _training_set(self) -> EncodedSequences:
+        """All of ``train``, read once; its sorted labels are the classes."""
+        if self._train is None:
+            records = self._read("train")
+            label_names = sorted({record.label for record in records})
+            if len(label_names) < 2:
+                raise DataError(
+                    self.paths["train"], f"only one class ({label_names[0]!r}) in the training data; a classifier needs two or more"
+                )
+            self._train = self._encode(records, label_names)
+        return self._train
+
+    def _split_training_set(self) -> tuple[EncodedSequences, EncodedSequences]:
+        """(train, validation): a seeded stratified ``val_fraction`` of each class held out."""
+        train = self._training_set()
+        held_out = stratified_holdout(train.labels, self.val_fraction, self.seed)
+        kept = np.setdiff1d(np.arange(len(train.ids)), held_out)
+        return train.subset(kept), train.subset(held_out)
+
+    def _validation_set(self, label_names: list[str]) -> EncodedSequences:
+        if self.paths["val"] is not None:
+            return self._encode(self._read("val"), label_names)
+        if self.paths["train"] is None:
+            raise ConfigError("no validation data: set data.val, or data.train to hold out data.val_fraction of it")
+        return self._split_training_set()[1]
+
+    def _read(self, split: str, labelled: bool = True) -> list[Record]:
+        path = self.paths[split]
+        if path is None:
+            raise ConfigError(f"data.{split} is not set; give the path of the {split} data")
+        return list(read_records(path, labelled=labelled, **self.reader_options))
+
+    def _encode(self, records: list[Record], label_names: list[str] | None) -> EncodedSequences:
+        """Tokenize ``records``; with ``label_names``, map labels to class indices, rejecting unknown labels."""
+        tokens = [self.tokenizer.encode_array(r.sequence, source=r.path, record=r.id, line=r.line) for r in records]
+        labels = None
+        if label_names is not None:
+            index = {name: i for i, name in enumerate(label_names)}
+            for record in records:
+                if record.label not in index:
+                    raise self._unknown_label(record, label_names)
+            labels = np.array([index[record.label] for record in records], dtype=np.int64)
+        return EncodedSequences([r.id for r in records], tokens, labels, label_names)
+
+    def _unknown_label(self, record: Record, label_names: list[str]) -> Exception:
+        if self.paths["train"] is None:  # the classes came from the checkpoint
+            return ConfigError(
+                f"{record.path}, record {record.id!r}, line {record.line}: label {record.label!r} is not one of the "
+                f"classes the checkpoint was trained on ({label_names})"
+            )
+        return DataError(
+            record.path, f"label {record.label!r} does not occur in the training data (classes: {label_names})",
+            record=record.id, line=record.line,
+        )
+
+    def _checkpoint_data_info(self) -> dict[str, Any] | None:
+        """The ``data_info`` of the model the trainer runs, when it has one (a model restored from a checkpoint)."""
+        model = self.trainer.lightning_module if self.trainer is not None else None
+        info = model.hparams.get("data_info") if model is not None else None
+        return dict(info) if info is not None else None
+
+    def _loader(self, split: str, train: bool = False) -> DataLoader:
+        if split not in self.splits:
+            raise ConfigError(f"no {split} data: set data.{split}")
+        dataset = DNASequenceDataset(
+            self.splits[split], self.tokenizer, self.max_length, random_crop=train,
+            reverse_complement_p=0.5 if train and self.reverse_complement_augment else 0.0,
+        )
+        return DataLoader(
+            dataset, batch_size=self.batch_size, shuffle=train, num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            collate_fn=partial(pad_batch, pad_id=self.tokenizer.pad_id, length=self.max_length),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("predict")
+
+
+def stratified_holdout(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """labels (n,) -> sorted indices of a held-out ``fraction`` of each class, drawn with ``seed``.
+
+    Every class with two or more members gives at least one and keeps at least one.
+    """
+    rng = np.random.default_rng(seed)
+    held_out = []
+    for label in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == label))
+        count = min(max(1, round(fraction * len(members))), len(members) - 1)
+        held_out.append(members[:count])
+    return np.sort(np.concatenate(held_out))

@@ -1,0 +1,209 @@
+"""Readers for labelled sequence files: FASTA (labels in headers, or one file per class) and TSV/CSV.
+
+Every reader yields :class:`Record` tuples and raises :class:`~seqpipe.errors.DataError`, naming the
+file, record and line, on anything it cannot read: it never skips a bad record. Gzipped files are
+recognised by their content, whatever their name.
+"""
+
+from __future__ import annotations
+
+import gzip
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, NamedTuple
+
+import pandas as pd
+
+from seqpipe.errors import ConfigError, DataError
+
+FASTA_SUFFIXES = (".fa", ".fasta", ".fna")
+TABLE_SEPARATORS = {".tsv": "\t", ".csv": ","}
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+class Record(NamedTuple):
+    """One sequence. ``label`` is None when the reader was asked for no labels; ``path`` and ``line``
+    (1-based) say where the record starts, for error messages."""
+
+    id: str
+    sequence: str
+    label: str | None
+    path: Path
+    line: int
+
+
+def read_records(
+    path: str | Path,
+    *,
+    labelled: bool = True,
+    label_pattern: str = r"^(\S+)",
+    sequence_column: str = "sequence",
+    label_column: str = "label",
+    id_column: str | None = None,
+) -> Iterator[Record]:
+    """Read any of the three shapes: a directory (one FASTA per class), a .tsv/.csv[.gz] table, or else
+    a FASTA file whose headers carry the label (found by ``label_pattern``).
+
+    With ``labelled=False`` labels are not required (and not read from FASTA headers or tables).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataError(path, "no such file or directory")
+    if path.is_dir():
+        return read_fasta_per_class(path)
+    if _suffix(path) in TABLE_SEPARATORS:
+        return read_table(
+            path, sequence_column=sequence_column, label_column=label_column if labelled else None, id_column=id_column
+        )
+    return read_labelled_fasta(path, label_pattern if labelled else None)
+
+
+def read_fasta(path: str | Path) -> Iterator[tuple[str, str, int]]:
+    """Yield ``(header, sequence, header_line)`` for each record of a plain or gzipped FASTA file.
+
+    The header is the text after ``>``; the sequence is its lines joined, surrounding whitespace removed.
+    """
+    path = Path(path)
+    with _open_text(path) as lines:
+        header, header_line, chunks, number = None, 0, [], 0
+        try:
+            for number, text in enumerate(lines, start=1):
+                text = text.strip()
+                if text.startswith(">"):
+                    if header is not None:
+                        yield _finish_fasta_record(path, header, header_line, chunks)
+                    header, header_line, chunks = text[1:].strip(), number, []
+                    if not header:
+                        raise DataError(path, "a '>' header without a record name", line=number)
+                elif header is not None:
+                    chunks.append(text)
+                elif text:
+                    raise DataError(path, f"not a FASTA file: expected a '>' header, found {text[:40]!r}", line=number)
+        except (UnicodeDecodeError, OSError, EOFError) as error:
+            raise DataError(path, f"cannot be read as text (plain or gzip): {error}") from None
+        if header is None:
+            raise DataError(path, "the file is empty" if number == 0 else "no FASTA records (only blank lines)")
+        yield _finish_fasta_record(path, header, header_line, chunks)
+
+
+def read_labelled_fasta(path: str | Path, label_pattern: str | None = r"^(\S+)") -> Iterator[Record]:
+    """One FASTA file; the record id is the header's first word, the label is what ``label_pattern``
+    finds in the whole header (its group 1 if it has a group, else the whole match). ``None``: no labels."""
+    pattern = _compile(label_pattern) if label_pattern is not None else None
+    for header, sequence, line in read_fasta(path):
+        record_id = header.split()[0]
+        label = None
+        if pattern is not None:
+            match = pattern.search(header)
+            label = (match.group(1) if pattern.groups else match.group(0)) if match else None
+            if not label:
+                raise DataError(
+                    path, f"header {header!r} gives no label with label_pattern {pattern.pattern!r}", record=record_id, line=line
+                )
+        yield Record(record_id, sequence, label, Path(path), line)
+
+
+def read_fasta_per_class(directory: str | Path) -> Iterator[Record]:
+    """A directory of FASTA files (.fa, .fasta, .fna, optionally .gz), one per class: the label is the
+    file name without those suffixes. Files with other suffixes (indexes, READMEs) are not classes."""
+    directory = Path(directory)
+    files = sorted(p for p in directory.iterdir() if p.is_file() and _suffix(p) in FASTA_SUFFIXES)
+    if not files:
+        found = sorted(p.name for p in directory.iterdir())[:10]
+        raise DataError(directory, f"no FASTA files ({', '.join(FASTA_SUFFIXES)}, optionally .gz); found {found}")
+    owners: dict[str, Path] = {}
+    for file in files:
+        label = _stem(file)
+        if label in owners:
+            raise DataError(directory, f"class {label!r} has two files: {owners[label].name} and {file.name}")
+        owners[label] = file
+    for label, file in owners.items():
+        for header, sequence, line in read_fasta(file):
+            yield Record(header.split()[0], sequence, label, file, line)
+
+
+def read_table(
+    path: str | Path,
+    *,
+    sequence_column: str = "sequence",
+    label_column: str | None = "label",
+    id_column: str | None = None,
+) -> Iterator[Record]:
+    """A .tsv or .csv file (plain or gzipped) with a header row. ``label_column=None``: no labels.
+
+    Record ids come from ``id_column``, or else are the row numbers (1-based, header not counted).
+    Lines are counted with the header as line 1; blank lines are allowed and counted.
+    """
+    path = Path(path)
+    kind = _suffix(path)
+    try:
+        table = pd.read_csv(
+            path, sep=TABLE_SEPARATORS[kind], dtype=str, keep_default_na=False, na_filter=False,
+            skip_blank_lines=False, compression="gzip" if _is_gzip(path) else None,
+        )
+    except pd.errors.EmptyDataError:
+        raise DataError(path, "the file is empty") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, OSError, EOFError) as error:
+        raise DataError(path, f"cannot be read as {kind[1:].upper()}: {error}") from None
+    wanted = [name for name in (sequence_column, label_column, id_column) if name is not None]
+    missing = [name for name in wanted if name not in table.columns]
+    if missing:
+        raise DataError(
+            path,
+            f"no column {' or '.join(map(repr, missing))}; the columns are {list(table.columns)} "
+            "(set data.sequence_column, data.label_column, data.id_column)",
+        )
+    table = table.fillna("").apply(lambda column: column.str.strip())
+    blank = (table == "").all(axis=1)
+    table = table[wanted]
+    if blank.all():
+        raise DataError(path, "no rows after the header")
+    for row, values in enumerate(table.itertuples(index=False)):
+        if blank.iat[row]:
+            continue  # a blank line, not a record
+        cells = dict(zip(wanted, values))
+        line, record_id = row + 2, cells[id_column] if id_column else str(row + 1)
+        for name, value in cells.items():
+            if not value:
+                raise DataError(path, f"empty {name!r} cell", record=record_id or None, line=line)
+        yield Record(record_id, cells[sequence_column], cells[label_column] if label_column else None, path, line)
+
+
+def _finish_fasta_record(path: Path, header: str, line: int, chunks: list[str]) -> tuple[str, str, int]:
+    sequence = "".join(chunks)
+    if not sequence:
+        raise DataError(path, "a header without sequence", record=header.split()[0], line=line)
+    return header, sequence, line
+
+
+def _open_text(path: Path) -> IO[str]:
+    return gzip.open(path, "rt", encoding="utf-8") if _is_gzip(path) else open(path, encoding="utf-8")
+
+
+def _is_gzip(path: Path) -> bool:
+    with open(path, "rb") as handle:
+        return handle.read(2) == _GZIP_MAGIC
+
+
+def _suffix(path: Path) -> str:
+    """The format suffix, lower case, ignoring a final .gz: ``a.TSV.gz`` -> ``.tsv``."""
+    suffixes = [s.lower() for s in path.suffixes]
+    if suffixes and suffixes[-1] == ".gz":
+        suffixes.pop()
+    return suffixes[-1] if suffixes else ""
+
+
+def _stem(path: Path) -> str:
+    """``promoter.fa.gz`` -> ``promoter``."""
+    name = path.name
+    if name.lower().endswith(".gz"):
+        name = name[:-3]
+    return name[: -len(_suffix(path))]
+
+
+def _compile(pattern: str) -> re.Pattern:
+    try:
+        return re.compile(pattern)
+    except re.error as error:
+        raise ConfigError(f"label_pattern {pattern!r} is not a valid regular expression: {error}") from None
