@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import sys
+import warnings
+from pathlib import Path
 
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.cli import LightningCLI
 from jsonargparse import Namespace
 
-from seqpipe.errors import SeqpipeError
+from seqpipe.errors import ConfigError, SeqpipeError
 from seqpipe.model import SequenceModel
 from seqpipe.prediction import PredictionWriter
 
@@ -20,6 +22,9 @@ class SeqpipeCLI(LightningCLI):
         parser.add_lightning_class_args(PredictionWriter, "prediction")
 
     def before_instantiate_classes(self) -> None:
+        ckpt_path = self.config[self.subcommand].get("ckpt_path")
+        if ckpt_path and ckpt_path not in ("best", "last", "hpc", "registry") and not Path(ckpt_path).is_file():
+            raise ConfigError(f"--ckpt_path {ckpt_path}: no such checkpoint file")
         trainer = self.config[self.subcommand].trainer
         if trainer.logger in (None, True):
             trainer.logger = Namespace(
@@ -32,6 +37,8 @@ class SeqpipeCLI(LightningCLI):
 
 def main(args: list[str] | None = None) -> None:
     """Entry point; ``args`` replaces ``sys.argv[1:]`` (tests call ``main(["fit", "--config", ...])``)."""
+    # Lightning 2.6 calls a torch API that torch 2.11 deprecated; nothing a user can act on.
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
     try:
         SeqpipeCLI(
             SequenceModel,

@@ -71,7 +71,7 @@ class SequenceClassification(TaskHead):
 
     def predictions(self, outputs: torch.Tensor, batch: dict[str, Any], data_info: dict[str, Any]) -> pd.DataFrame:
         """Columns: id, predicted label, ``prob_<class>`` for each class."""
-        probs = outputs.float().softmax(-1).cpu().numpy()
+        probs = outputs.detach().float().softmax(-1).cpu().numpy()
         names = list(data_info["label_names"])
         frame = pd.DataFrame({"id": list(batch["ids"]), "label": [names[i] for i in probs.argmax(1)]})
         for k, name in enumerate(names):

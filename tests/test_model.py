@@ -1,0 +1,121 @@
+"""SequenceModel: binding from data_info, optimizer groups, schedule, checkpoint round trip."""
+
+from __future__ import annotations
+
+from unittest import mock
+
+import lightning as L
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from seqpipe.backbone import Backbone
+from seqpipe.mamba import MambaBlock
+from seqpipe.model import SequenceModel
+from seqpipe.tasks.classification import SequenceClassification, pool
+
+INFO = {"vocab_size": 6, "label_names": ["a", "b", "c"]}
+
+
+class RandomTokens(L.LightningDataModule):
+    """Random token sequences whose label is the most frequent of tokens 1..3 (learnable, not constant)."""
+
+    def __init__(self, n: int = 48, length: int = 24):
+        super().__init__()
+        generator = torch.Generator().manual_seed(0)
+        self.x = torch.randint(1, 6, (n, length), generator=generator)
+        counts = torch.stack([(self.x == token).sum(1) for token in (1, 2, 3)], 1)
+        self.y = counts.argmax(1)
+        self.lengths = torch.randint(length // 2, length + 1, (n,), generator=generator)
+
+    def setup(self, stage: str) -> None:
+        self.data_info = INFO
+
+    def _loader(self):
+        items = [{"x": x, "y": y, "lengths": n, "ids": f"r{i}"} for i, (x, y, n) in enumerate(zip(self.x, self.y, self.lengths))]
+        return DataLoader(items, batch_size=16)
+
+    train_dataloader = val_dataloader = test_dataloader = predict_dataloader = _loader
+
+
+def make_model(**kwargs) -> SequenceModel:
+    backbone = Backbone(d_model=16, n_layers=2, block=lambda d: MambaBlock(d, d_state=4, scan_backend="ref"))
+    return SequenceModel(backbone, SequenceClassification(), **kwargs)
+
+
+def trainer(tmp_path, **kwargs) -> L.Trainer:
+    return L.Trainer(default_root_dir=tmp_path, enable_progress_bar=False, logger=False, enable_model_summary=False, **kwargs)
+
+
+def test_pool_respects_lengths():
+    features = torch.randn(2, 5, 3)
+    lengths = torch.tensor([2, 5])
+    torch.testing.assert_close(pool(features, lengths, "mean")[0], features[0, :2].mean(0))
+    torch.testing.assert_close(pool(features, lengths, "mean")[1], features[1].mean(0))
+    torch.testing.assert_close(pool(features, lengths, "last")[0], features[0, 1])
+
+
+def optimizer_setup(model: SequenceModel, tmp_path, total_steps: int) -> dict:
+    """``model.configure_optimizers()`` as if a fit of ``total_steps`` optimizer steps were starting."""
+    model.trainer = trainer(tmp_path)
+    with mock.patch.object(L.Trainer, "estimated_stepping_batches", new_callable=mock.PropertyMock, return_value=total_steps):
+        return model.configure_optimizers()
+
+
+def test_weight_decay_skips_marked_parameters_biases_and_norms(tmp_path):
+    model = make_model(data_info=INFO, weight_decay=0.3)
+    optimizer = optimizer_setup(model, tmp_path, 10)["optimizer"]
+    decayed, not_decayed = (set(map(id, group["params"])) for group in optimizer.param_groups)
+    block = model.backbone.layers[0].mixer
+    for param in (block.A_log, block.D, block.dt_bias, block.conv_bias, model.backbone.norm.weight):
+        assert id(param) in not_decayed
+    for param in (block.in_proj.weight, block.x_proj.weight, block.out_proj.weight):
+        assert id(param) in decayed
+    assert [group["weight_decay"] for group in optimizer.param_groups] == [0.3, 0.0]
+
+
+def test_schedule_warms_up_then_decays_to_the_floor(tmp_path):
+    model = make_model(data_info=INFO, lr=1.0, warmup_fraction=0.2, min_lr_ratio=0.1)
+    scheduler = optimizer_setup(model, tmp_path, 100)["lr_scheduler"]["scheduler"]
+    factors = []
+    for _ in range(100):
+        factors.append(scheduler.get_last_lr()[0])
+        scheduler.optimizer.step()
+        scheduler.step()
+    assert factors[0] < factors[10] < factors[20]
+    assert max(factors) == pytest.approx(1.0, abs=0.05)
+    assert factors[-1] == pytest.approx(0.1, abs=0.01)
+    assert all(a >= b for a, b in zip(factors[20:], factors[21:]))
+
+
+def test_fit_binds_from_data_and_checkpoint_restores_everything(tmp_path):
+    torch.manual_seed(0)
+    model = make_model()
+    data = RandomTokens()
+    fit = trainer(tmp_path, max_epochs=2)
+    fit.fit(model, data)
+    assert model.hparams["data_info"] == INFO
+    path = tmp_path / "model.ckpt"
+    fit.save_checkpoint(path)
+    checkpoint = torch.load(path, weights_only=True)
+    assert checkpoint["hyper_parameters"]["data_info"] == INFO
+
+    restored = SequenceModel(make_model().backbone, SequenceClassification(), data_info=checkpoint["hyper_parameters"]["data_info"])
+    restored.load_state_dict(checkpoint["state_dict"])
+    batch = next(iter(data.test_dataloader()))
+    model.eval(), restored.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(restored(batch), model(batch))
+    frame = restored.predict_step(batch, 0)
+    assert list(frame.columns) == ["id", "label", "prob_a", "prob_b", "prob_c"]
+    assert frame["label"].isin(INFO["label_names"]).all()
+    assert frame.filter(like="prob_").sum(1).to_numpy() == pytest.approx(1.0, abs=1e-5)
+
+
+def test_model_without_data_info_and_without_training_data_says_so(tmp_path):
+    class NoInfo(RandomTokens):
+        def setup(self, stage):
+            pass
+
+    with pytest.raises(ValueError, match="data.train"):
+        trainer(tmp_path, max_epochs=1).validate(make_model(), NoInfo())
