@@ -1,0 +1,67 @@
+"""Long convolution through the FFT: causal, or two-sided with a second (anti-causal) kernel.
+
+    y[t] = Σ_{s ≤ t} k[t - s] u[s]  +  Σ_{s > t} k_b[s - t - 1] u[s]  +  D u[t]
+
+The anti-causal kernel starts at lag 1 (``k_b[0]`` multiplies ``u[t + 1]``): lag 0 belongs to ``k`` and
+``D`` alone. Transforms have length n ≥ 2L, so no lag wraps around.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def _fft_length(length: int) -> int:
+    """Smallest power of two ≥ 2L: fast transforms and room for every lag in (-L, L) without wrap."""
+    return 1 << (2 * length - 1).bit_length()
+
+
+def fft_conv(
+    u: torch.Tensor,
+    k: torch.Tensor,
+    D: torch.Tensor | None = None,
+    bidirectional_k: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Convolve u (B, H, L) with k (H, L') (L' ≤ L is zero-padded; longer is cut) -> y (B, H, L) in u's dtype.
+
+    Args:
+        u: (B, H, L) input.
+        k: (H, L) causal kernel, ``k[:, 0]`` at lag 0.
+        D: (H,) skip term added as ``D u``.
+        bidirectional_k: (H, L) anti-causal kernel, ``bidirectional_k[:, j]`` at lag -(j + 1).
+
+    Computed in float32 at least (float64 stays float64), whatever u's dtype.
+    """
+    length = u.shape[-1]
+    compute = torch.promote_types(u.dtype, torch.float32)
+    n = _fft_length(length)
+    k_f = torch.fft.rfft(k[..., :length].to(compute), n=n)
+    if bidirectional_k is not None:
+        # lag -(j+1) sits at index n - (j+1): the conjugate spectrum of [0, k_b] places it there
+        shifted = torch.nn.functional.pad(bidirectional_k[..., : length - 1].to(compute), (1, 0))
+        k_f = k_f + torch.fft.rfft(shifted, n=n).conj()
+    y = torch.fft.irfft(torch.fft.rfft(u.to(compute), n=n) * k_f, n=n)[..., :length]
+    if D is not None:
+        y = y + u.to(compute) * D.to(compute)[:, None]
+    return y.to(u.dtype)
+
+
+def fft_conv_ref(
+    u: torch.Tensor,
+    k: torch.Tensor,
+    D: torch.Tensor | None = None,
+    bidirectional_k: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Reference for :func:`fft_conv`: the sums written out in float64 with a Toeplitz matrix; O(H L²)."""
+    length = u.shape[-1]
+    t = torch.arange(length, device=u.device)
+    lag = t[:, None] - t[None, :]  # (L_out, L_in): t - s
+    k64 = torch.nn.functional.pad(k[..., :length].double(), (0, length - min(length, k.shape[-1])))
+    toeplitz = torch.where(lag >= 0, k64[:, lag.clamp(min=0)], 0.0)  # (H, L, L)
+    if bidirectional_k is not None:
+        kb = torch.nn.functional.pad(bidirectional_k.double(), (0, max(0, length - bidirectional_k.shape[-1])))
+        toeplitz = toeplitz + torch.where(lag < 0, kb[:, (-lag - 1).clamp(min=0)], 0.0)
+    y = torch.einsum("hts,bhs->bht", toeplitz, u.double())
+    if D is not None:
+        y = y + u.double() * D.double()[:, None]
+    return y

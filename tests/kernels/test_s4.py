@@ -1,0 +1,117 @@
+"""S4 kernels: every init × disc equals the float64 matrix-power kernel; chunked = whole; Triton = reference."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+import torch
+
+import seqpipe.kernels.s4 as s4
+from seqpipe.kernels.s4 import diag_init, discretize_diag, hippo_legs_normal, log_uniform_dt, s4d_kernel, vandermonde
+
+
+def dense_discretization(A: torch.Tensor, B: torch.Tensor, dt: float, disc: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ā, B̄ of a dense complex A (N, N), B (N,), written from the definitions (matrix exponential / Tustin)."""
+    eye = torch.eye(A.shape[0], dtype=A.dtype)
+    if disc == "zoh":
+        dA = torch.linalg.matrix_exp(dt * A)
+        return dA, torch.linalg.solve(A, (dA - eye) @ B)
+    left = eye - dt / 2 * A
+    return torch.linalg.solve(left, eye + dt / 2 * A), torch.linalg.solve(left, dt * B)
+
+
+def matrix_power_kernel(A, B, C, dt, disc, length, readout=2.0) -> torch.Tensor:
+    """K_l = readout · Re(C Ā^l B̄) for l < length, by repeated multiplication in complex128."""
+    dA, dB = dense_discretization(A, B, dt, disc)
+    values, x = [], dB
+    for _ in range(length):
+        values.append(readout * (C @ x).real)
+        x = dA @ x
+    return torch.stack(values)
+
+
+@pytest.mark.parametrize("init", ["legs", "lin", "inv"])
+@pytest.mark.parametrize("disc", ["zoh", "bilinear"])
+def test_diag_kernel_equals_matrix_power_kernel(init, disc):
+    generator = torch.Generator().manual_seed(0)
+    H, N, length = 3, 4, 40
+    A, B = diag_init(init, N)
+    A = A.repeat(H, 1)
+    B = B.repeat(H, 1) * (1 + 0.1 * torch.randn(H, N, generator=generator, dtype=torch.complex128))
+    C = torch.randn(H, N, generator=generator, dtype=torch.complex128)
+    log_dt = log_uniform_dt(H, 1e-2, 5e-1, generator).double()
+    K = s4d_kernel(C, discretize_diag(A, B, log_dt, disc), length, backend="chunked")
+    for h in range(H):
+        expected = matrix_power_kernel(torch.diag(A[h]), B[h], C[h], log_dt[h].exp().item(), disc, length)
+        torch.testing.assert_close(K[h], expected, rtol=0, atol=1e-10 * expected.abs().max())
+    K32 = s4d_kernel(C.to(torch.complex64), discretize_diag(A.to(torch.complex64), B.to(torch.complex64), log_dt.float(), disc), length)
+    torch.testing.assert_close(K32.double(), K, rtol=0, atol=1e-5 * K.abs().max())
+
+
+def test_hippo_legs_normal_plus_low_rank_rebuilds_the_legs_matrix():
+    N = 6
+    n = torch.arange(N, dtype=torch.float64)
+    root = torch.sqrt(2 * n + 1)
+    legs = -torch.tril(root[:, None] * root[None, :], -1) - torch.diag(n + 1)
+    Lambda, V, P, _ = hippo_legs_normal(N)
+    rebuilt = V @ (torch.diag(Lambda) - P[:, None] * P.conj()[None, :]) @ V.conj().T
+    torch.testing.assert_close(rebuilt, legs.to(torch.complex128), rtol=0, atol=1e-12)
+    assert torch.allclose(Lambda.real, torch.full((N,), -0.5, dtype=torch.float64))
+    assert (Lambda[: N // 2].imag > 0).all()
+
+
+def test_initial_step_sizes_are_log_uniform_in_range():
+    log_dt = log_uniform_dt(4000, 1e-3, 1e-1, torch.Generator().manual_seed(1))
+    assert log_dt.exp().min() >= 1e-3 * (1 - 1e-6) and log_dt.exp().max() <= 1e-1 * (1 + 1e-6)
+    assert abs(log_dt.mean().item() - (torch.tensor([1e-3, 1e-1]).log().mean().item())) < 0.1
+    with pytest.raises(ValueError, match="dt_min"):
+        log_uniform_dt(3, 1e-1, 1e-3)
+
+
+def random_vandermonde_inputs(seed: int, shape=(2, 3, 5), dtype=torch.complex128):
+    generator = torch.Generator().manual_seed(seed)
+    W = torch.randn(shape, generator=generator, dtype=dtype)
+    log_z = torch.complex(-torch.rand(shape, generator=generator) * 0.3, torch.randn(shape, generator=generator)).to(dtype)
+    return W, log_z
+
+
+def test_chunked_generation_equals_whole_generation_values_and_gradients(monkeypatch):
+    W, log_z = random_vandermonde_inputs(2)
+    length = 37
+    W_ref, z_ref = W.clone().requires_grad_(), log_z.clone().requires_grad_()
+    K_ref = vandermonde(W_ref, z_ref, length, backend="ref")
+    monkeypatch.setattr(s4, "CHUNK_ELEMENTS", 6 * 5 * 4)  # chunks of 4 steps: 10 chunks, a ragged last one
+    W_c, z_c = W.clone().requires_grad_(), log_z.clone().requires_grad_()
+    K_c = vandermonde(W_c, z_c, length, backend="chunked")
+    torch.testing.assert_close(K_c, K_ref, rtol=0, atol=1e-12)
+    grad = torch.randn(K_ref.shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    K_ref.backward(grad)
+    K_c.backward(grad)
+    torch.testing.assert_close(W_c.grad, W_ref.grad, rtol=0, atol=1e-10)
+    torch.testing.assert_close(z_c.grad, z_ref.grad, rtol=0, atol=1e-10)
+
+
+def test_chunked_vandermonde_passes_gradcheck():
+    W, log_z = random_vandermonde_inputs(4, shape=(2, 3))
+    assert torch.autograd.gradcheck(lambda a, b: vandermonde(a, b, 9, backend="chunked"), (W.requires_grad_(), log_z.requires_grad_()))
+
+
+def test_diag_state_response_equals_the_recurrence():
+    generator = torch.Generator().manual_seed(5)
+    H, N, T = 3, 4, 11
+    A, B = diag_init("lin", N)
+    ssm = discretize_diag(A.repeat(H, 1), B.repeat(H, 1), log_uniform_dt(H, 1e-2, 1e-1, generator).double(), "zoh")
+    u = torch.randn(2, H, T, generator=generator, dtype=torch.float64)
+    state = torch.zeros(2, H, N, dtype=torch.complex128)
+    for t in range(T):
+        state = ssm.dA * state + ssm.dB * u[..., t, None]
+    torch.testing.assert_close(s4.diag_state_response(u, ssm), state, rtol=0, atol=1e-12)
+
+
+def test_backend_names_are_checked():
+    W, log_z = random_vandermonde_inputs(6)
+    with pytest.raises(ValueError, match="backend"):
+        vandermonde(W, log_z, 4, backend="fast")
+    with pytest.raises(ValueError, match="complex"):
+        vandermonde(W.real, log_z, 4)

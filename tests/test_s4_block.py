@@ -1,0 +1,110 @@
+"""S4Block: conv mode = chunks = steps for every configuration; padding; bidirectional; gradients; marks."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from seqpipe.s4 import S4Block
+from streaming_checks import assert_streaming_invariant
+
+CONFIGS = [
+    dict(mode="diag", init=init, disc=disc) for init in ("legs", "lin", "inv") for disc in ("zoh", "bilinear")
+]
+
+
+def config_id(config: dict) -> str:
+    return "-".join(config.values())
+
+
+def streamed(block: S4Block, x: torch.Tensor, split_points: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(forward_chunk over the split, step token by token), both with a state of x's precision."""
+    state = block.initial_state(x.shape[0], x.device, x.dtype)
+    bounds, chunks = [0, *split_points, x.shape[1]], []
+    for start, end in zip(bounds[:-1], bounds[1:]):
+        y, state = block.forward_chunk(x[:, start:end], state)
+        chunks.append(y)
+    state, steps = block.initial_state(x.shape[0], x.device, x.dtype), []
+    for t in range(x.shape[1]):
+        y, state = block.step(x[:, t], state)
+        steps.append(y)
+    return torch.cat(chunks, 1), torch.stack(steps, 1)
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=config_id)
+def test_conv_mode_equals_chunks_and_steps_in_float32(config):
+    torch.manual_seed(0)
+    block = S4Block(16, d_state=8, dt_min=1e-2, dt_max=2e-1, **config).eval()
+    x = torch.randn(2, 57, 16)
+    with torch.no_grad():
+        full = block(x)
+        chunked, stepped = streamed(block, x, sorted(torch.randperm(56)[:4].add(1).tolist()))
+    scale = full.abs().max()
+    torch.testing.assert_close(chunked, full, rtol=0, atol=1e-4 * scale)
+    torch.testing.assert_close(stepped, full, rtol=0, atol=1e-4 * scale)
+
+
+@pytest.mark.parametrize("config", CONFIGS[:2], ids=config_id)
+def test_conv_mode_equals_chunks_and_steps_in_float64(config):
+    torch.manual_seed(1)
+    block = S4Block(8, d_state=6, **config).double()
+    assert_streaming_invariant(block, torch.randn(2, 31, 8, dtype=torch.float64), [1, 2, 20])
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_right_padding_never_reaches_valid_positions(bidirectional):
+    torch.manual_seed(2)
+    block = S4Block(8, d_state=8, bidirectional=bidirectional).double().eval()
+    x = torch.randn(2, 20, 8, dtype=torch.float64)
+    lengths = torch.tensor([20, 13])
+    padded = x.clone()
+    padded[1, 13:] = torch.randn(7, 8, dtype=torch.float64) * 100  # garbage that must not leak
+    with torch.no_grad():
+        y = block(padded, lengths)
+        alone = block(x[1:, :13])
+    torch.testing.assert_close(y[1, :13], alone[0], rtol=0, atol=1e-10)
+    torch.testing.assert_close(y[0], block(x[:1])[0], rtol=0, atol=1e-10)
+
+
+def test_bidirectional_block_sees_the_future_and_refuses_to_stream():
+    torch.manual_seed(3)
+    block = S4Block(8, d_state=8, bidirectional=True).double().eval()
+    x = torch.randn(1, 16, 8, dtype=torch.float64)
+    changed = x.clone()
+    changed[0, -1] += 1.0
+    with torch.no_grad():
+        assert (block(x)[0, 0] - block(changed)[0, 0]).abs().max() > 1e-8
+    state = block.initial_state(1)
+    with pytest.raises(RuntimeError, match="bidirectional"):
+        block.forward_chunk(x, state)
+    with pytest.raises(RuntimeError, match="bidirectional"):
+        block.step(x[:, 0], state)
+
+
+@pytest.mark.parametrize("config", [CONFIGS[0], CONFIGS[3]], ids=config_id)
+def test_gradients_are_finite_and_reach_every_parameter(config):
+    torch.manual_seed(4)
+    block = S4Block(8, d_state=8, bidirectional=True, dropout=0.1, **config)
+    y = block(torch.randn(2, 300, 8), torch.tensor([300, 150]))
+    (y * torch.randn_like(y)).sum().backward()
+    for name, param in block.named_parameters():
+        assert param.grad is not None and torch.isfinite(param.grad).all(), name
+        assert param.grad.abs().sum() > 0, name
+
+
+def test_state_parameters_are_kept_out_of_weight_decay_and_A_stays_stable():
+    block = S4Block(8, d_state=8)
+    marked = {name for name, p in block.named_parameters() if getattr(p, "_no_weight_decay", False)}
+    assert marked == {"log_dt", "A_log_neg_real", "A_imag", "B", "D"}
+    with torch.no_grad():
+        block.A_log_neg_real.fill_(30.0)  # whatever the optimiser does, Re A = -exp(.) < 0
+    assert torch.isfinite(block(torch.randn(1, 64, 8))).all()
+
+
+def test_bad_arguments_say_what_to_fix():
+    with pytest.raises(ValueError, match="d_state"):
+        S4Block(8, d_state=7)
+    with pytest.raises(ValueError, match="init"):
+        S4Block(8, init="fourier")
+    with pytest.raises(ValueError, match="disc"):
+        S4Block(8, disc="euler")
