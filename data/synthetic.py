@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 NUCLEOTIDES = np.array(list("ACGT"))
+_COMPLEMENT = str.maketrans("ACGT", "TGCA")
 
 # Two motifs (the bacterial -10 box with its extension, and the NF-kB site). Every sequence carries one
 # copy of each motif or of a shuffle of it, so all classes share the same base composition and only the
@@ -51,24 +52,31 @@ def shuffled(rng: np.random.Generator, motif: str) -> str:
             return candidate
 
 
+def reverse_complement(sequence: str) -> str:
+    return sequence[::-1].translate(_COMPLEMENT)
+
+
 def motif_sequence(rng: np.random.Generator, label: str, length: int) -> str:
     """Random background with the class's two segments (intact or shuffled motifs) at random,
-    non-overlapping positions."""
-    segments = [
-        motif if intact else shuffled(rng, motif)
-        for motif, intact in zip((PROMOTER_MOTIF, ENHANCER_MOTIF), DNA_MOTIF_CLASSES[label])
-    ]
-    rng.shuffle(segments)
-    free = length - sum(map(len, segments))
-    if free < 0:
-        raise ValueError(f"length {length} is too short for the motifs ({sum(map(len, segments))} bases)")
-    gaps = np.diff(np.sort(rng.integers(0, free + 1, len(segments))), prepend=0)  # left gap before each segment
-    parts, used = [], 0
-    for gap, segment in zip(gaps, segments):
-        parts += [random_dna(rng, int(gap)), segment]
-        used += int(gap) + len(segment)
-    parts.append(random_dna(rng, length - used))
-    return "".join(parts)
+    non-overlapping positions. Drawn again if the background happens to hold a motif the class must
+    not have, on either strand (so no label is wrong)."""
+    wanted = DNA_MOTIF_CLASSES[label]
+    motifs = (PROMOTER_MOTIF, ENHANCER_MOTIF)
+    if length < sum(map(len, motifs)):
+        raise ValueError(f"length {length} is too short for the motifs ({sum(map(len, motifs))} bases)")
+    while True:
+        segments = [motif if intact else shuffled(rng, motif) for motif, intact in zip(motifs, wanted)]
+        rng.shuffle(segments)
+        free = length - sum(map(len, segments))
+        gaps = np.diff(np.sort(rng.integers(0, free + 1, len(segments))), prepend=0)  # background before each
+        parts = []
+        for gap, segment in zip(gaps, segments):
+            parts += [random_dna(rng, int(gap)), segment]
+        parts.append(random_dna(rng, length - sum(map(len, parts))))
+        sequence = "".join(parts)
+        present = tuple(motif in sequence or reverse_complement(motif) in sequence for motif in motifs)
+        if present == wanted:
+            return sequence
 
 
 def make_dna_motif_dataset(

@@ -1,0 +1,228 @@
+import gzip
+import io
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from seqpipe.data.dna import DNAClassificationData, stratified_holdout
+from seqpipe.data.synthetic import DNA_MOTIF_CLASSES, ENHANCER_MOTIF, PROMOTER_MOTIF, make_dna_motif_dataset, write_fasta
+from seqpipe.data.tokenizers import DNATokenizer
+from seqpipe.errors import ConfigError, DataError
+
+CLASSES = sorted(DNA_MOTIF_CLASSES)
+
+
+@pytest.fixture(scope="module")
+def motifs(tmp_path_factory) -> Path:
+    return make_dna_motif_dataset(tmp_path_factory.mktemp("motifs"), seed=0, n_train=60, n_test=15, n_unlabelled=5, length=40)
+
+
+def attach_checkpoint(data: DNAClassificationData, label_names: list[str]) -> None:
+    """Stand in for a trainer running a model restored from a checkpoint."""
+    info = {"vocab_size": 6, "label_names": label_names, "tokenizer": "dna"}
+    data.trainer = SimpleNamespace(lightning_module=SimpleNamespace(hparams={"data_info": info}))
+
+
+def test_data_info_is_plain_and_survives_a_weights_only_checkpoint(motifs):
+    data = DNAClassificationData(train=str(motifs / "train"))
+    data.setup("fit")
+    assert data.data_info == {"vocab_size": 6, "label_names": CLASSES, "tokenizer": "dna"}
+    buffer = io.BytesIO()
+    torch.save({"hyper_parameters": {"data_info": data.data_info}}, buffer)
+    buffer.seek(0)
+    assert torch.load(buffer, weights_only=True)["hyper_parameters"]["data_info"] == data.data_info
+
+
+def test_batches(motifs):
+    data = DNAClassificationData(train=str(motifs / "train"), test=str(motifs / "test"), predict=str(motifs / "unlabelled.fasta"), batch_size=8)
+    for stage in ("fit", "test", "predict"):
+        data.setup(stage)
+    batch = next(iter(data.train_dataloader()))
+    assert batch["x"].shape == (8, 40) and batch["x"].dtype == torch.long
+    assert batch["y"].shape == (8,) and batch["lengths"].tolist() == [40] * 8 and len(batch["ids"]) == 8
+    test_ids = [i for b in data.test_dataloader() for i in b["ids"]]
+    assert len(test_ids) == 15 and all(i.split("_test_")[0] in CLASSES for i in test_ids)
+    predict = next(iter(data.predict_dataloader()))
+    assert set(predict) == {"x", "lengths", "ids"} and predict["ids"][0] == "query_0000"
+
+
+def test_every_shape_gives_the_same_training_set(tmp_path, motifs):
+    rows = ["id\tsequence\tlabel"]
+    headers = []
+    for label in CLASSES:
+        for line in (motifs / "train" / f"{label}.fasta").read_text().split(">")[1:]:
+            record_id, *chunks = line.split("\n")
+            rows.append(f"{record_id}\t{''.join(chunks)}\t{label}")
+            headers.append((f"{record_id} label={label}", "".join(chunks)))
+    table = tmp_path / "train.tsv.gz"
+    table.write_bytes(gzip.compress("\n".join(rows).encode()))
+    fasta = write_fasta(tmp_path / "train.fasta", headers)
+    shapes = [
+        DNAClassificationData(train=str(motifs / "train")),
+        DNAClassificationData(train=str(table), id_column="id"),
+        DNAClassificationData(train=str(fasta), label_pattern=r"label=(\w+)"),
+    ]
+    for data in shapes:
+        data.setup("fit")
+    reference = shapes[0]
+    for data in shapes[1:]:
+        assert data.data_info == reference.data_info
+        for split in ("train", "val"):
+            assert data.splits[split].ids == reference.splits[split].ids
+            assert all(np.array_equal(a, b) for a, b in zip(data.splits[split].tokens, reference.splits[split].tokens))
+
+
+def test_split_is_seeded_and_stratified(motifs):
+    def val_ids(seed: int) -> list[str]:
+        data = DNAClassificationData(train=str(motifs / "train"), val_fraction=0.25, seed=seed)
+        data.setup("fit")
+        assert len(data.splits["train"].ids) + len(data.splits["val"].ids) == 60
+        assert np.bincount(data.splits["val"].labels).tolist() == [5, 5, 5]
+        return data.splits["val"].ids
+
+    assert val_ids(1) == val_ids(1) != val_ids(2)
+
+
+def test_holdout_keeps_small_classes_on_both_sides():
+    labels = np.array([0] * 50 + [1] * 2 + [2])
+    held_out = stratified_holdout(labels, 0.1, seed=0)
+    assert np.bincount(labels[held_out], minlength=3).tolist() == [5, 1, 0]
+
+
+def test_variable_lengths_are_padded_on_the_right(tmp_path):
+    write_fasta(tmp_path / "train" / "a.fa", [("a1", "ACGTAC"), ("a2", "GG")])
+    write_fasta(tmp_path / "train" / "b.fa", [("b1", "TTTTTTTTTT"), ("b2", "CA")])
+    data = DNAClassificationData(train=str(tmp_path / "train"), val=str(tmp_path / "train"), batch_size=4)
+    data.setup("fit")
+    batch = next(iter(data.val_dataloader()))
+    assert batch["lengths"].tolist() == [6, 2, 10, 2] and batch["y"].tolist() == [0, 0, 1, 1]
+    assert batch["x"].shape == (4, 10)
+    assert batch["x"][1].tolist() == [3, 3] + [0] * 8
+    assert batch["x"][3].tolist() == [2, 1] + [0] * 8  # no reverse complement outside training
+
+
+def test_max_length_crops_centre_for_evaluation_and_random_windows_for_training(tmp_path):
+    sequence = "ACGTTGCAAC"
+    write_fasta(tmp_path / "train" / "a.fa", [("a1", sequence), ("a2", "GA")])
+    write_fasta(tmp_path / "train" / "b.fa", [("b1", "TTT"), ("b2", "CA")])
+    data = DNAClassificationData(train=str(tmp_path / "train"), val=str(tmp_path / "train"), max_length=4, batch_size=4)
+    data.setup("fit")
+    tokenizer = DNATokenizer()
+    batch = next(iter(data.val_dataloader()))
+    assert batch["x"].shape == (4, 4) and batch["lengths"].tolist() == [4, 2, 3, 2]
+    assert tokenizer.decode(batch["x"][0]) == sequence[3:7]
+    strands = {sequence, tokenizer.decode(tokenizer.reverse_complement(tokenizer.encode(sequence)))}
+    torch.manual_seed(0)
+    windows = set()
+    for _ in range(200):
+        x = next(iter(data.train_dataloader()))["x"]
+        windows |= {tokenizer.decode(row) for row in x if len(tokenizer.decode(row)) == 4}
+    assert windows == {strand[start : start + 4] for strand in strands for start in range(7)}
+
+
+def test_reverse_complement_augmentation_is_for_training_only(tmp_path):
+    write_fasta(tmp_path / "train" / "a.fa", [("a1", "AAAC")])
+    write_fasta(tmp_path / "train" / "b.fa", [("b1", "GGGA")])
+    data = DNAClassificationData(train=str(tmp_path / "train"), val=str(tmp_path / "train"), batch_size=2)
+    data.setup("fit")
+    tokenizer = DNATokenizer()
+    torch.manual_seed(0)
+    seen = {tokenizer.decode(row) for _ in range(50) for row in next(iter(data.train_dataloader()))["x"]}
+    assert seen == {"AAAC", "GTTT", "GGGA", "TCCC"}
+    assert {tokenizer.decode(row) for row in next(iter(data.val_dataloader()))["x"]} == {"AAAC", "GGGA"}
+    data = DNAClassificationData(train=str(tmp_path / "train"), val=str(tmp_path / "train"), reverse_complement_augment=False)
+    data.setup("fit")
+    assert {tokenizer.decode(row) for _ in range(20) for row in next(iter(data.train_dataloader()))["x"]} == {"AAAC", "GGGA"}
+
+
+def test_predict_takes_label_names_from_the_checkpoint(motifs):
+    data = DNAClassificationData(predict=str(motifs / "unlabelled.fasta"))
+    attach_checkpoint(data, CLASSES)
+    data.setup("predict")
+    assert data.data_info["label_names"] == CLASSES and "y" not in next(iter(data.predict_dataloader()))
+
+
+def test_test_without_train_uses_the_checkpoint_classes(motifs):
+    data = DNAClassificationData(test=str(motifs / "test"))
+    attach_checkpoint(data, CLASSES)
+    data.setup("test")
+    assert len(data.splits["test"].ids) == 15
+    attach_checkpoint(data, ["background", "promoter_like"])
+    with pytest.raises(ConfigError, match=r"enhancer_like\.fasta, record 'enhancer_like_test_0000', line 1: label 'enhancer_like'"):
+        data.setup("test")
+
+
+def test_training_classes_must_match_the_checkpoint(motifs):
+    data = DNAClassificationData(train=str(motifs / "train"), test=str(motifs / "test"))
+    attach_checkpoint(data, ["background", "enhancer_like"])
+    with pytest.raises(ConfigError, match="the checkpoint was trained on"):
+        data.setup("test")
+
+
+def test_generated_motifs_match_their_class(motifs):
+    for label, (promoter, enhancer) in DNA_MOTIF_CLASSES.items():
+        sequences = [s.replace("\n", "") for s in (motifs / "train" / f"{label}.fasta").read_text().split(">")[1:]]
+        assert all((PROMOTER_MOTIF in s) == promoter and (ENHANCER_MOTIF in s) == enhancer for s in sequences)
+
+
+def bad_input(root: Path, case: str) -> tuple[dict, str]:
+    """Write one bad input; return the data module's arguments and what the message must contain."""
+    good = write_fasta(root / "good.fa", [("g1 a", "ACGT"), ("g2 b", "GGCC")])
+    bad = root / "bad.fa"
+    if case == "missing path":
+        return {"train": str(root / "absent.fa")}, "absent.fa: no such file"
+    if case == "empty file":
+        bad.write_text("")
+        return {"train": str(bad)}, "bad.fa: the file is empty"
+    if case == "no records":
+        bad.write_text("\n\n")
+        return {"train": str(bad)}, "bad.fa: no FASTA records"
+    if case == "header without sequence":
+        bad.write_text(">s1 a\nACGT\n>s2 b\n>s3 b\nACGT\n")
+        return {"train": str(bad)}, "bad.fa, record 's2', line 3: a header without sequence"
+    if case == "non-IUPAC character":
+        bad.write_text(">s1 a\nACGT\n>s2 b\nACGT\nAC*T\n")
+        return {"train": str(bad)}, "bad.fa, record 's2', line 3: character '*' at position 7"
+    if case == "single class":
+        write_fasta(bad, [("s1 a", "ACGT"), ("s2 a", "GGCC")])
+        return {"train": str(bad)}, "bad.fa: only one class ('a')"
+    if case == "table without the named columns":
+        table = root / "bad.tsv"
+        table.write_text("seq\ty\nACGT\ta\n")
+        return {"train": str(table), "sequence_column": "dna"}, "bad.tsv: no column 'dna' or 'label'; the columns are ['seq', 'y']"
+    if case == "test label unseen in training":
+        write_fasta(bad, [("t1 a", "ACGT"), ("t2 z", "GG")])
+        return {"train": str(good), "test": str(bad)}, "bad.fa, record 't2', line 3: label 'z' does not occur in the training data"
+    raise AssertionError(case)
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "missing path", "empty file", "no records", "header without sequence", "non-IUPAC character",
+        "single class", "table without the named columns", "test label unseen in training",
+    ],
+)
+def test_bad_input_raises_a_data_error_naming_file_and_record(tmp_path, case):
+    arguments, expected = bad_input(tmp_path, case)
+    data = DNAClassificationData(**arguments, label_pattern=r"\s(\w+)")
+    with pytest.raises(DataError) as error:
+        data.setup("test" if "test" in arguments else "fit")
+    assert expected in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "stage", "expected"),
+    [
+        ({}, "fit", "data.train is not set"),
+        ({"train": "x.fa"}, "predict", "data.predict is not set"),
+        ({"val_fraction": 1.0}, None, "data.val_fraction"),
+        ({"max_length": 0}, None, "data.max_length"),
+    ],
+)
+def test_missing_or_invalid_arguments_are_config_errors(arguments, stage, expected):
+    with pytest.raises(ConfigError, match=expected):
+        DNAClassificationData(**arguments).setup(stage)

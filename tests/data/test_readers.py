@@ -1,0 +1,146 @@
+import gzip
+from pathlib import Path
+
+import pytest
+
+from seqpipe.data.readers import read_records
+from seqpipe.data.synthetic import write_fasta
+from seqpipe.errors import ConfigError, DataError
+
+RECORDS = [("r1", "ACGTACGT", "cat"), ("r2", "GGGCCC", "dog"), ("r3", "ttaann", "cat"), ("r4", "ACGTTT", "dog")]
+
+
+def gzipped(path: Path) -> Path:
+    target = path.with_name(path.name + ".gz")
+    target.write_bytes(gzip.compress(path.read_bytes()))
+    return target
+
+
+def write_table(path: Path, separator: str) -> Path:
+    rows = ["name{0}seq{0}class".format(separator)] + [separator.join(record) for record in RECORDS]
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def write_shapes(root: Path) -> dict[str, tuple[Path, dict]]:
+    """The same records in every input shape: (path, reader options)."""
+    for label in ("cat", "dog"):
+        write_fasta(root / "per_class" / f"{label}.fa", [(i, s) for i, s, l in RECORDS if l == label])
+    header = write_fasta(root / "headers.fasta", [(f"{i} species=x class={l}", s) for i, s, l in RECORDS])
+    columns = {"sequence_column": "seq", "label_column": "class", "id_column": "name"}
+    tsv, csv = write_table(root / "table.tsv", "\t"), write_table(root / "table.csv", ",")
+    return {
+        "directory": (root / "per_class", {}),
+        "header": (header, {"label_pattern": r"class=(\w+)"}),
+        "header.gz": (gzipped(header), {"label_pattern": r"class=(\w+)"}),
+        "tsv": (tsv, columns),
+        "csv": (csv, columns),
+        "tsv.gz": (gzipped(tsv), columns),
+    }
+
+
+def test_every_shape_reads_to_the_same_records(tmp_path):
+    for shape, (path, options) in write_shapes(tmp_path).items():
+        records = sorted((r.id, r.sequence, r.label) for r in read_records(path, **options))
+        assert records == RECORDS, shape
+
+
+def test_gzip_is_recognised_by_content(tmp_path):
+    fasta = write_fasta(tmp_path / "a.fa", [("x", "ACGT")])
+    disguised = tmp_path / "b.fa"
+    disguised.write_bytes(gzip.compress(fasta.read_bytes()))
+    assert [r.sequence for r in read_records(disguised)] == ["ACGT"]
+
+
+def test_default_label_is_the_first_word_of_the_header(tmp_path):
+    path = write_fasta(tmp_path / "promoters.fasta", [("Sigma70 some description", "ACGT"), ("Sigma00", "GG")])
+    assert [(r.id, r.label, r.line) for r in read_records(path)] == [("Sigma70", "Sigma70", 1), ("Sigma00", "Sigma00", 3)]
+
+
+def test_label_pattern_without_group_takes_the_whole_match(tmp_path):
+    path = write_fasta(tmp_path / "a.fasta", [("seq1 promoter_x", "ACGT"), ("seq2 enhancer_y", "ACGT")])
+    assert [r.label for r in read_records(path, label_pattern=r"(promoter|enhancer)_\w")] == ["promoter", "enhancer"]
+    assert [r.label for r in read_records(path, label_pattern=r"[a-z]+_\w")] == ["promoter_x", "enhancer_y"]
+
+
+def test_header_that_the_pattern_does_not_match_names_the_record(tmp_path):
+    path = write_fasta(tmp_path / "a.fasta", [("s1 class=a", "ACGT"), ("s2 nolabel", "ACGT")])
+    with pytest.raises(DataError, match=r"a\.fasta, record 's2', line 3: header 's2 nolabel'"):
+        list(read_records(path, label_pattern=r"class=(\w+)"))
+
+
+def test_invalid_label_pattern_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="label_pattern"):
+        list(read_records(write_fasta(tmp_path / "a.fa", [("s", "A")]), label_pattern="(unclosed"))
+
+
+def test_unlabelled_reading_needs_no_labels(tmp_path):
+    fasta = write_fasta(tmp_path / "q.fa", [("q1 anything", "ACGT")])
+    assert [(r.id, r.label) for r in read_records(fasta, labelled=False, label_pattern="never")] == [("q1", None)]
+    table = tmp_path / "q.csv"
+    table.write_text("sequence\nACGT\n\nGGCC\n")
+    assert [(r.id, r.label, r.line) for r in read_records(table, labelled=False)] == [("1", None, 2), ("3", None, 4)]
+
+
+def test_fasta_sequence_lines_are_joined_and_whitespace_stripped(tmp_path):
+    path = tmp_path / "a.fa"
+    path.write_text("\n>s1 desc\r\nACGT  \r\nGG\n\n>s2\nT\n")
+    assert [(r.id, r.sequence) for r in read_records(path)] == [("s1", "ACGTGG"), ("s2", "T")]
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (b"", "empty"),
+        (b"\n\n  \n", "no FASTA records"),
+        (b"id,sequence\n1,ACGT\n", "not a FASTA file"),
+        (b">s1\nACGT\n>s2\n>s3\nGG\n", "record 's2', line 3: a header without sequence"),
+        (b">s1\nACGT\n>s2\n", "record 's2', line 3: a header without sequence"),
+        (b">\nACGT\n", "line 1: a '>' header without a record name"),
+        (b"\x89PNG\r\n\x1a\n\x00\xff\xfe", "cannot be read as text"),
+    ],
+)
+def test_malformed_fasta(tmp_path, content, problem):
+    path = tmp_path / "bad.fa"
+    path.write_bytes(content)
+    with pytest.raises(DataError, match="bad.fa") as error:
+        list(read_records(path))
+    assert problem in str(error.value)
+
+
+def test_directory_problems(tmp_path):
+    with pytest.raises(DataError, match="no FASTA files"):
+        list(read_records(tmp_path))
+    write_fasta(tmp_path / "a.fa", [("s", "ACGT")])
+    (tmp_path / "a.fa.fai").write_text("index, not a class\n")
+    (tmp_path / "b.fasta").write_text("")
+    with pytest.raises(DataError, match=r"b\.fasta: the file is empty"):
+        list(read_records(tmp_path))
+    write_fasta(tmp_path / "b.fasta", [("t", "GG")])
+    assert [r.label for r in read_records(tmp_path)] == ["a", "b"]
+    write_fasta(tmp_path / "b.fna.gz", [("t", "GG")])
+    with pytest.raises(DataError, match="class 'b' has two files"):
+        list(read_records(tmp_path))
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        ("", "the file is empty"),
+        ("sequence\tlabel\n", "no rows"),
+        ("seq\tclass\nACGT\ta\n", "no column 'sequence' or 'label'; the columns are ['seq', 'class']"),
+        ("sequence\tlabel\nACGT\ta\nGGCC\t\n", "record '2', line 3: empty 'label' cell"),
+        ("sequence\tlabel\nACGT\ta\n\n\tb\n", "record '3', line 4: empty 'sequence' cell"),
+    ],
+)
+def test_malformed_table(tmp_path, content, problem):
+    path = tmp_path / "bad.tsv"
+    path.write_text(content)
+    with pytest.raises(DataError, match="bad.tsv") as error:
+        list(read_records(path))
+    assert problem in str(error.value)
+
+
+def test_missing_path(tmp_path):
+    with pytest.raises(DataError, match="nowhere.fa: no such file"):
+        read_records(tmp_path / "nowhere.fa")
