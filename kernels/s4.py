@@ -20,6 +20,8 @@ from typing import Literal, NamedTuple
 
 import torch
 
+from seqpipe.kernels.fftconv import fft_conv
+
 Init = Literal["legs", "lin", "inv"]
 Disc = Literal["zoh", "bilinear"]
 BACKENDS = ("ref", "chunked", "triton", "auto")
@@ -100,7 +102,8 @@ def vandermonde_ref(W: torch.Tensor, log_z: torch.Tensor, length: int) -> torch.
     return 2 * (W.unsqueeze(-1) * torch.exp(log_z.unsqueeze(-1) * l)).sum(-2).real
 
 
-def _chunk_length(rows: int, N: int) -> int:
+def chunk_length(rows: int, N: int) -> int:
+    """Steps per chunk so that a (rows, N, steps) complex block stays within CHUNK_ELEMENTS."""
     return max(1, CHUNK_ELEMENTS // max(1, rows * N))
 
 
@@ -121,7 +124,7 @@ class _ChunkedVandermonde(torch.autograd.Function):
     def forward(ctx, W: torch.Tensor, log_z: torch.Tensor, length: int) -> torch.Tensor:
         ctx.save_for_backward(W, log_z)
         M, N = W.shape
-        step = _chunk_length(M, N)
+        step = chunk_length(M, N)
         K = W.real.new_empty(M, length)
         for start in range(0, length, step):
             stop = min(length, start + step)
@@ -134,7 +137,7 @@ class _ChunkedVandermonde(torch.autograd.Function):
         W, log_z = ctx.saved_tensors
         M, N = W.shape
         length = grad_K.shape[-1]
-        step = _chunk_length(M, N)
+        step = chunk_length(M, N)
         sum_g = torch.zeros_like(W)
         sum_lg = torch.zeros_like(W)
         for start in range(0, length, step):
@@ -200,8 +203,27 @@ def diag_state_response(u: torch.Tensor, ssm: DiagonalSSM) -> torch.Tensor:
     T = u.shape[-1]
     u_rev = u.flip(-1).to(ssm.dA.dtype)  # u_rev[j] multiplies Ā^j
     state = u.new_zeros(u.shape[0], H, N, dtype=ssm.dA.dtype)
-    step = _chunk_length(H, N)
+    step = chunk_length(H, N)
     for start in range(0, T, step):
         stop = min(T, start + step)
         state = state + torch.einsum("bhj,hnj->bhn", u_rev[..., start:stop], _powers(ssm.log_dA, start, stop))
     return state * ssm.dB
+
+
+def diag_ssm_chunk(
+    u: torch.Tensor, state: torch.Tensor, C: torch.Tensor, ssm: DiagonalSSM, backend: str = "auto"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One streamed chunk: u (B, H, T) real, state (B, H, N), C (H, N) -> (y (B, H, T) without D, new state).
+
+    ``y_t = Σ_{s≤t} K_{t-s} u_s + 2 Re(C Ā^{t+1} x)``, ``x' = Ā^T x + Σ_s Ā^{T-1-s} B̄ u_s``: exact.
+    """
+    T = u.shape[-1]
+    y = fft_conv(u, s4d_kernel(C, ssm, T, backend))
+    y = y + vandermonde(C * ssm.dA * state, ssm.log_dA, T, backend).to(y.dtype)
+    return y, torch.exp(ssm.log_dA * T) * state + diag_state_response(u, ssm)
+
+
+def diag_ssm_step(u_t: torch.Tensor, state: torch.Tensor, C: torch.Tensor, ssm: DiagonalSSM) -> tuple[torch.Tensor, torch.Tensor]:
+    """u_t (B, H), state (B, H, N) -> (y_t (B, H) without D, next state); O(H N)."""
+    state = ssm.dA * state + ssm.dB * u_t.unsqueeze(-1)
+    return 2 * (C * state).sum(-1).real, state

@@ -10,7 +10,7 @@ from streaming_checks import assert_streaming_invariant
 
 CONFIGS = [
     dict(mode="diag", init=init, disc=disc) for init in ("legs", "lin", "inv") for disc in ("zoh", "bilinear")
-]
+] + [dict(mode="dplr", init="legs", disc=disc) for disc in ("zoh", "bilinear")]
 
 
 def config_id(config: dict) -> str:
@@ -44,17 +44,18 @@ def test_conv_mode_equals_chunks_and_steps_in_float32(config):
     torch.testing.assert_close(stepped, full, rtol=0, atol=1e-4 * scale)
 
 
-@pytest.mark.parametrize("config", CONFIGS[:2], ids=config_id)
+@pytest.mark.parametrize("config", [CONFIGS[0], CONFIGS[-1]], ids=config_id)
 def test_conv_mode_equals_chunks_and_steps_in_float64(config):
     torch.manual_seed(1)
     block = S4Block(8, d_state=6, **config).double()
     assert_streaming_invariant(block, torch.randn(2, 31, 8, dtype=torch.float64), [1, 2, 20])
 
 
+@pytest.mark.parametrize("mode", ["diag", "dplr"])
 @pytest.mark.parametrize("bidirectional", [False, True])
-def test_right_padding_never_reaches_valid_positions(bidirectional):
+def test_right_padding_never_reaches_valid_positions(bidirectional, mode):
     torch.manual_seed(2)
-    block = S4Block(8, d_state=8, bidirectional=bidirectional).double().eval()
+    block = S4Block(8, d_state=8, mode=mode, disc="bilinear", bidirectional=bidirectional).double().eval()
     x = torch.randn(2, 20, 8, dtype=torch.float64)
     lengths = torch.tensor([20, 13])
     padded = x.clone()
@@ -81,7 +82,7 @@ def test_bidirectional_block_sees_the_future_and_refuses_to_stream():
         block.step(x[:, 0], state)
 
 
-@pytest.mark.parametrize("config", [CONFIGS[0], CONFIGS[3]], ids=config_id)
+@pytest.mark.parametrize("config", [CONFIGS[0], CONFIGS[3], CONFIGS[-2], CONFIGS[-1]], ids=config_id)
 def test_gradients_are_finite_and_reach_every_parameter(config):
     torch.manual_seed(4)
     block = S4Block(8, d_state=8, bidirectional=True, dropout=0.1, **config)
@@ -92,10 +93,11 @@ def test_gradients_are_finite_and_reach_every_parameter(config):
         assert param.grad.abs().sum() > 0, name
 
 
-def test_state_parameters_are_kept_out_of_weight_decay_and_A_stays_stable():
-    block = S4Block(8, d_state=8)
+@pytest.mark.parametrize("mode", ["diag", "dplr"])
+def test_state_parameters_are_kept_out_of_weight_decay_and_A_stays_stable(mode):
+    block = S4Block(8, d_state=8, mode=mode)
     marked = {name for name, p in block.named_parameters() if getattr(p, "_no_weight_decay", False)}
-    assert marked == {"log_dt", "A_log_neg_real", "A_imag", "B", "D"}
+    assert marked == {"log_dt", "A_log_neg_real", "A_imag", "B", "D"} | ({"P"} if mode == "dplr" else set())
     with torch.no_grad():
         block.A_log_neg_real.fill_(30.0)  # whatever the optimiser does, Re A = -exp(.) < 0
     assert torch.isfinite(block(torch.randn(1, 64, 8))).all()
@@ -108,3 +110,5 @@ def test_bad_arguments_say_what_to_fix():
         S4Block(8, init="fourier")
     with pytest.raises(ValueError, match="disc"):
         S4Block(8, disc="euler")
+    with pytest.raises(ValueError, match="init='legs'"):
+        S4Block(8, mode="dplr", init="lin")

@@ -9,6 +9,7 @@ import torch
 
 import seqpipe.kernels.s4 as s4
 from seqpipe.kernels.s4 import diag_init, discretize_diag, hippo_legs_normal, log_uniform_dt, s4d_kernel, vandermonde
+from seqpipe.kernels.s4_dplr import conjugate_pairs, dplr_init, dplr_kernel
 
 
 def dense_discretization(A: torch.Tensor, B: torch.Tensor, dt: float, disc: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -115,3 +116,48 @@ def test_backend_names_are_checked():
         vandermonde(W, log_z, 4, backend="fast")
     with pytest.raises(ValueError, match="complex"):
         vandermonde(W.real, log_z, 4)
+
+
+@pytest.mark.parametrize("disc", ["zoh", "bilinear"])
+def test_dplr_kernel_equals_matrix_power_kernel(disc):
+    generator = torch.Generator().manual_seed(7)
+    H, N, length = 2, 8, 33
+    Lambda, P, B = (conjugate_pairs(v.repeat(H, 1)) for v in dplr_init(N))
+    C = conjugate_pairs(torch.randn(H, N // 2, generator=generator, dtype=torch.complex128))
+    log_dt = log_uniform_dt(H, 1e-2, 3e-1, generator).double()
+    K = dplr_kernel(C, Lambda, P, B, log_dt, length, disc)
+    for h in range(H):
+        A = torch.diag(Lambda[h]) - P[h, :, None] * P[h].conj()[None, :]
+        expected = matrix_power_kernel(A, B[h], C[h], log_dt[h].exp().item(), disc, length, readout=1.0)
+        torch.testing.assert_close(K[h], expected, rtol=0, atol=1e-10 * expected.abs().max())
+    K32 = dplr_kernel(*(t.to(torch.complex64) for t in (C, Lambda, P, B)), log_dt.float(), length, disc)
+    torch.testing.assert_close(K32.double(), K, rtol=0, atol=1e-4 * K.abs().max())
+
+
+def test_dplr_legs_has_the_eigenvalues_of_hippo_legs():
+    N = 8
+    Lambda, P, _ = (conjugate_pairs(v) for v in dplr_init(N))
+    eigenvalues = torch.linalg.eigvals(torch.diag(Lambda) - P[:, None] * P.conj()[None, :])
+    torch.testing.assert_close(eigenvalues.real.sort().values, -torch.arange(N, 0, -1, dtype=torch.float64), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("disc", ["zoh", "bilinear"])
+def test_chunked_dplr_kernel_equals_whole_values_and_gradients(disc, monkeypatch):
+    generator = torch.Generator().manual_seed(8)
+    H, N, length = 2, 6, 29
+    halves = [v.repeat(H, 1) for v in dplr_init(N)] + [torch.randn(H, N // 2, generator=generator, dtype=torch.complex128)]
+    log_dt = log_uniform_dt(H, 1e-2, 3e-1, generator).double()
+
+    def kernel_and_grads():
+        leaves = [h.clone().requires_grad_() for h in halves]
+        Lambda, P, B, C = (conjugate_pairs(v) for v in leaves)
+        K = dplr_kernel(C, Lambda, P, B, log_dt, length, disc)
+        K.backward(torch.randn(K.shape, generator=torch.Generator().manual_seed(9), dtype=torch.float64))
+        return K, [leaf.grad for leaf in leaves]
+
+    K_whole, grads_whole = kernel_and_grads()
+    monkeypatch.setattr(s4, "CHUNK_ELEMENTS", H * N * 4)  # 4 steps or frequencies a chunk, a ragged last one
+    K_chunked, grads_chunked = kernel_and_grads()
+    torch.testing.assert_close(K_chunked, K_whole, rtol=0, atol=1e-12)
+    for chunked, whole in zip(grads_chunked, grads_whole):
+        torch.testing.assert_close(chunked, whole, rtol=0, atol=1e-10)
