@@ -159,19 +159,24 @@ class DNAClassificationData(L.LightningDataModule):
         self._train: EncodedSequences | None = None
 
     def setup(self, stage: Literal["fit", "validate", "test", "predict"]) -> None:
-        """Read, check and tokenize the files the stage needs; set ``data_info``."""
+        """Read, check and tokenize the files the stage needs; set ``data_info``.
+
+        ``fit`` also reads ``test`` and ``predict`` when they are set: a bad file stops the run before
+        training rather than after it.
+        """
         if stage == "predict":
-            self.splits["predict"] = self._encode(self._read("predict", labelled=False), None)
+            self.splits["predict"] = self._predict_set()
             self.data_info = self._checkpoint_data_info() or self.data_info
             return
         label_names = self._label_names()
         self.data_info = {"vocab_size": self.tokenizer.vocab_size, "label_names": label_names, "tokenizer": self.tokenizer.name}
-        if stage == "fit":
-            train = self._training_set()
-            self.splits["train"] = train if self.paths["val"] is not None else self._split_training_set()[0]
         if stage in ("fit", "validate"):
             self.splits["val"] = self._validation_set(label_names)
-        if stage == "test":
+        if stage == "fit":
+            self.splits["train"] = self._training_set() if self.paths["val"] is not None else self._split_training_set()[0]
+            if self.paths["predict"] is not None:
+                self.splits["predict"] = self._predict_set()
+        if stage == "test" or (stage == "fit" and self.paths["test"] is not None):
             self.splits["test"] = self._encode(self._read("test"), label_names)
 
     def _label_names(self) -> list[str]:
@@ -214,6 +219,9 @@ class DNAClassificationData(L.LightningDataModule):
         if self.paths["train"] is None:
             raise ConfigError("no validation data: set data.val, or data.train to hold out data.val_fraction of it")
         return self._split_training_set()[1]
+
+    def _predict_set(self) -> EncodedSequences:
+        return self._encode(self._read("predict", labelled=False), None)
 
     def _read(self, split: str, labelled: bool = True) -> list[Record]:
         path = self.paths[split]
