@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
+import sys
 
 import pytest
 import torch
@@ -161,3 +163,30 @@ def test_chunked_dplr_kernel_equals_whole_values_and_gradients(disc, monkeypatch
     torch.testing.assert_close(K_chunked, K_whole, rtol=0, atol=1e-12)
     for chunked, whole in zip(grads_chunked, grads_whole):
         torch.testing.assert_close(chunked, whole, rtol=0, atol=1e-10)
+
+
+@pytest.fixture
+def triton_interpreter(monkeypatch):
+    """The Triton module imported with TRITON_INTERPRET=1 (kernels run on CPU), removed again afterwards."""
+    if importlib.util.find_spec("triton") is None:
+        pytest.skip("triton is not installed")
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    sys.modules.pop("seqpipe.kernels.s4_triton", None)  # triton.jit reads the variable at decoration time
+    yield importlib.import_module("seqpipe.kernels.s4_triton")
+    sys.modules.pop("seqpipe.kernels.s4_triton", None)
+
+
+def test_triton_vandermonde_under_interpreter_equals_reference(triton_interpreter):
+    W, log_z = random_vandermonde_inputs(10, shape=(3, 20), dtype=torch.complex64)  # N spans two n-blocks
+    length = 150  # three l-blocks, the last one ragged
+    W_t, z_t = W.clone().requires_grad_(), log_z.clone().requires_grad_()
+    K = vandermonde(W_t, z_t, length, backend="triton")
+    W_r, z_r = W.to(torch.complex128).requires_grad_(), log_z.to(torch.complex128).requires_grad_()
+    K_ref = vandermonde(W_r, z_r, length, backend="ref")
+    assert K.dtype == torch.float32
+    torch.testing.assert_close(K.double(), K_ref, rtol=0, atol=1e-5 * K_ref.abs().max().item())
+    grad = torch.randn(K.shape, generator=torch.Generator().manual_seed(11))
+    K.backward(grad)
+    K_ref.backward(grad.double())
+    for mine, reference in ((W_t.grad, W_r.grad), (z_t.grad, z_r.grad)):
+        torch.testing.assert_close(mine.to(torch.complex128), reference, rtol=0, atol=1e-4 * reference.abs().max().item())
