@@ -1,0 +1,287 @@
+"""Genome windows for training and whole-genome prediction: a FASTA, optional BED windows, optional zarr track.
+
+The samplers in :mod:`seqpipe.data.samplers` yield window queries; :class:`GenomeWindowDataset` reads each
+one from the FASTA (and the track) in its worker. See :class:`GenomeData` for the options.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from seqpipe.data.genome_io import Genome, Track
+from seqpipe.data.samplers import (
+    GridWindowSampler, Interval, ListWindowSampler, RandomWindowSampler, Window, check_window_length,
+    parse_region, split_intervals,
+)
+from seqpipe.data.tokenizers import DNATokenizer
+from seqpipe.errors import ConfigError, DataError
+
+Target = Literal["track", "window_class", "next_base"]
+SPLIT_NAMES = ("train", "val", "test")
+BASES = ["A", "C", "G", "T"]
+
+
+class GenomeWindowDataset(Dataset):
+    """Reads a :class:`Window` into an item (tensors of one window of length L).
+
+    ``x`` (L,) token ids (N off the chromosome); ``mask`` (L,) bool: the positions scored — inside the
+    window's kept span and on the chromosome (for ``next_base``: whose next base is A, C, G or T);
+    ``y``: the window's class index (``window_class``), per-base class indices (L,) (``track``), or the
+    next base as 0..3 = A, C, G, T (``next_base``); absent when there are no labels (prediction).
+    Also ``chrom``, ``start``, ``keep_start``, ``keep_end``, ``ids`` ("chrom:start-end") and, when
+    streaming, ``continues``.
+    """
+
+    def __init__(
+        self,
+        genome: Genome,
+        target: Target,
+        track: Track | None = None,
+        label_names: list[str] | None = None,
+        stream: bool = False,
+        labelled: bool = True,
+    ):
+        self.genome, self.target, self.track, self.stream, self.labelled = genome, target, track, stream, labelled
+        self.label_index = {name: i for i, name in enumerate(label_names or [])}
+
+    def __getitem__(self, window: Window) -> dict[str, Any]:
+        chrom, start, end = window.chrom, window.start, window.end
+        size = self.genome.chrom_sizes[chrom]
+        positions = np.arange(start, end)
+        mask = (positions >= max(window.keep_start, 0)) & (positions < min(window.keep_end, size))
+        item: dict[str, Any] = {
+            "chrom": chrom, "start": start, "keep_start": window.keep_start, "keep_end": window.keep_end,
+            "ids": f"{chrom}:{start}-{end}",
+        }
+        if self.target == "next_base":
+            ids = self.genome.read(chrom, start, end + 1)
+            next_ids = torch.from_numpy(ids[1:]).long()
+            mask &= (ids[1:] >= 1) & (ids[1:] <= 4)
+            item["x"], item["y"] = torch.from_numpy(ids[:-1]).long(), (next_ids - 1).clamp(min=0)
+        else:
+            item["x"] = torch.from_numpy(self.genome.read(chrom, start, end)).long()
+            if self.target == "track" and self.track is not None:
+                item["y"] = torch.from_numpy(self.track.read(chrom, start, end))
+            elif self.target == "window_class" and self.labelled:
+                if window.label not in self.label_index:
+                    raise DataError("BED", f"window {item['ids']} has class {window.label!r}, unseen in training")
+                item["y"] = self.label_index[window.label]
+        item["mask"] = torch.from_numpy(mask)
+        if self.stream:
+            item["continues"] = window.continues
+        return item
+
+
+def read_bed(
+    path: str | Path, chrom_sizes: dict[str, int], label_column: int | None = None, split_column: int | None = None
+) -> tuple[list[Window], list[str | None]]:
+    """BED rows -> windows (label from ``label_column``) and their split names (from ``split_column``).
+
+    Columns are 0-based indices (3 = the BED name column). Header lines (``#``, ``track``, ``browser``)
+    are skipped; every other row must name a FASTA chromosome and have ``0 <= start < end``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, "no such BED file")
+    windows, splits = [], []
+    needed = max(2, label_column or 0, split_column or 0)
+    with open(path, encoding="utf-8") as lines:
+        for number, text in enumerate(lines, start=1):
+            if not text.strip() or text.startswith(("#", "track", "browser")):
+                continue
+            row = text.rstrip("\n").split("\t")
+            if len(row) <= needed:
+                raise DataError(path, f"{len(row)} tab-separated columns, but column {needed} (0-based) is needed", line=number)
+            chrom, start, end = row[0], row[1], row[2]
+            if chrom not in chrom_sizes:
+                raise DataError(path, f"chromosome {chrom!r} is not in the FASTA", line=number)
+            if not (start.isdigit() and end.isdigit() and int(start) < int(end)):
+                raise DataError(path, f"start {start!r} and end {end!r} must be integers with start < end", line=number)
+            label = None if label_column is None else row[label_column]
+            windows.append(Window(chrom, int(start), int(end), int(start), int(end), label=label))
+            split = None if split_column is None else row[split_column]
+            if split is not None and split not in SPLIT_NAMES:
+                raise DataError(path, f"split {split!r} must be one of {SPLIT_NAMES}", line=number)
+            splits.append(split)
+    if not windows:
+        raise DataError(path, "no BED rows")
+    return windows, splits
+
+
+def resize(window: Window, length: int) -> Window:
+    """The window of ``length`` bases around ``window``'s centre, all of it scored."""
+    start = (window.start + window.end - length) // 2
+    return window._replace(start=start, end=start + length, keep_start=start, keep_end=start + length)
+
+
+def _overlaps(window: Window, intervals: list[Interval]) -> bool:
+    return any(i.chrom == window.chrom and i.start < window.end and window.start < i.end for i in intervals)
+
+
+class GenomeData(L.LightningDataModule):
+    """Windows of a reference genome with per-window, per-base or next-base targets.
+
+    Args:
+        fasta: the reference (plain, bgzip, or plain gzip — decompressed once into a cache, see
+            :mod:`seqpipe.data.genome_io`).
+        target: "track" (per-base classes from ``track``), "window_class" (a class per BED window, from
+            ``label_column``) or "next_base" (language modelling).
+        track: zarr store with one array per chromosome and a ``label_names`` attribute
+            (``python -m seqpipe.data.gff_track`` writes one).
+        bed: windows to use instead of sampled ones, resized around their centre to ``window_length``.
+        label_column: 0-based BED column with the window's class (3 = name).
+        split_column: 0-based BED column with "train", "val" or "test"; without one, a BED window goes to the
+            held-out split it overlaps (a window touching a held-out region never trains).
+        window_length: bases per window, up to 1,048,576.
+        val_regions, test_regions: held-out regions: chromosomes ("chr2") or spans ("chr1:100-900",
+            "*:80%-100%" = the last 20% of every chromosome). Training uses the rest.
+        predict_regions: what ``predict`` covers (default: every chromosome).
+        windows_per_epoch: random training windows per epoch (without a BED file).
+        weighting: "length" (every base equally likely) or "uniform" (every chromosome equally likely).
+        eval_stride: step of the grid over val/test regions (default ``window_length``: no overlap).
+        predict_overlap: bases shared by consecutive prediction windows; each window keeps its centre, so
+            a bidirectional model sees context on both sides of every scored base.
+        stream: predict each region as one sequence: windows without overlap, one at a time, marked
+            ``continues`` so a causal model carries its state from window to window.
+        batch_size: windows per batch.
+        num_workers: DataLoader workers (each opens its own FASTA and zarr handles).
+        seed: seed of the training window draws.
+        cache_dir: where a plain-gzip FASTA is decompressed (default ``$SEQPIPE_CACHE`` or ~/.cache).
+    """
+
+    def __init__(
+        self,
+        fasta: str,
+        target: Target = "track",
+        track: str | None = None,
+        bed: str | None = None,
+        label_column: int | None = None,
+        split_column: int | None = None,
+        window_length: int = 4096,
+        val_regions: list[str] | None = None,
+        test_regions: list[str] | None = None,
+        predict_regions: list[str] | None = None,
+        windows_per_epoch: int = 1000,
+        weighting: Literal["length", "uniform"] = "length",
+        eval_stride: int | None = None,
+        predict_overlap: int = 0,
+        stream: bool = False,
+        batch_size: int = 8,
+        num_workers: int = 0,
+        seed: int = 42,
+        cache_dir: str | None = None,
+    ):
+        super().__init__()
+        if target == "track" and track is None:
+            raise ConfigError("data.target 'track' needs data.track (a zarr store; see python -m seqpipe.data.gff_track)")
+        if target == "window_class" and (bed is None or label_column is None):
+            raise ConfigError("data.target 'window_class' needs data.bed and data.label_column")
+        if stream and predict_overlap:
+            raise ConfigError("data.stream carries the state across windows, so they must not overlap: set predict_overlap 0")
+        if not 0 <= predict_overlap < window_length:
+            raise ConfigError(f"data.predict_overlap must be in [0, window_length), got {predict_overlap}")
+        self.fasta, self.target, self.track_path, self.bed = fasta, target, track, bed
+        self.label_column, self.split_column = label_column, split_column
+        self.window_length = check_window_length(window_length)
+        self.regions = {"val": val_regions or [], "test": test_regions or [], "predict": predict_regions or ["*"]}
+        self.windows_per_epoch, self.weighting, self.eval_stride = windows_per_epoch, weighting, eval_stride
+        self.predict_overlap, self.stream = predict_overlap, stream
+        self.batch_size, self.num_workers, self.seed, self.cache_dir = batch_size, num_workers, seed, cache_dir
+        # set by seqpipe.callbacks.SequenceLengthWarmup; None: window_length and batch_size
+        self.train_window_length: int | None = None
+        self.train_batch_size: int | None = None
+        self.genome: Genome | None = None
+        self.data_info: dict[str, Any] | None = None
+        self.intervals: dict[str, list[Interval]] = {}
+        self.bed_windows: dict[str, list[Window]] = {}
+        self._datasets: dict[str, GenomeWindowDataset] = {}
+        self._generator = torch.Generator().manual_seed(seed)
+
+    @property
+    def chrom_sizes(self) -> dict[str, int]:
+        return self.genome.chrom_sizes
+
+    def setup(self, stage: str) -> None:
+        """Open the genome (and track), cut the splits, and set ``data_info``."""
+        if self.genome is None:
+            self.genome = Genome(self.fasta, self.cache_dir)
+        self.intervals = split_intervals(self.chrom_sizes, self.regions["val"], self.regions["test"])
+        self.intervals["predict"] = [i for text in self.regions["predict"] for i in parse_region(text, self.chrom_sizes)]
+        if self.bed is not None:
+            self._assign_bed_windows()
+        label_names = self._label_names(stage)
+        self.data_info = {
+            "vocab_size": DNATokenizer.vocab_size, "target": self.target,
+            "label_names": label_names, "window_length": self.window_length,
+        }
+        track = Track(self.track_path, self.chrom_sizes) if self.target == "track" and stage != "predict" else None
+        for split in (*SPLIT_NAMES, "predict"):
+            self._datasets[split] = GenomeWindowDataset(
+                self.genome, self.target, None if split == "predict" else track, label_names,
+                stream=self.stream and split == "predict", labelled=split != "predict",
+            )
+
+    def _label_names(self, stage: str) -> list[str]:
+        trained = self.trainer.lightning_module.hparams.get("data_info") if self.trainer and self.trainer.lightning_module else None
+        if stage == "predict" and trained:
+            return list(trained["label_names"])
+        if self.target == "next_base":
+            return BASES
+        if self.target == "window_class":
+            names = sorted({w.label for w in self.bed_windows.get("train", [])})
+            if len(names) < 2:
+                raise DataError(self.bed, f"the training windows have {len(names)} class(es); a classifier needs two or more")
+            return names
+        names = Track(self.track_path, self.chrom_sizes).label_names
+        if len(names) < 2:
+            raise DataError(self.track_path, "the track has no 'label_names' attribute with two or more classes")
+        return names
+
+    def _assign_bed_windows(self) -> None:
+        windows, splits = read_bed(self.bed, self.chrom_sizes, self.label_column, self.split_column)
+        self.bed_windows = {name: [] for name in (*SPLIT_NAMES, "predict")}
+        for window, split in zip(windows, splits):
+            window = resize(window, self.window_length)
+            if split is None:
+                split = next((s for s in ("test", "val") if _overlaps(window, self.intervals[s])), "train")
+            self.bed_windows[split].append(window)
+            self.bed_windows["predict"].append(window)
+
+    def _sampler(self, split: str):
+        if self.bed is not None:
+            return ListWindowSampler(self.bed_windows[split], shuffle=split == "train", generator=self._generator)
+        if split == "train":
+            return RandomWindowSampler(
+                self.intervals["train"], self.train_window_length or self.window_length, self.windows_per_epoch, self.weighting, self._generator
+            )
+        if split == "predict":
+            return GridWindowSampler(self.intervals["predict"], self.window_length, self.window_length - self.predict_overlap)
+        return GridWindowSampler(self.intervals[split], self.window_length, self.eval_stride)
+
+    def _loader(self, split: str) -> DataLoader:
+        sampler = self._sampler(split)
+        if len(sampler) == 0:
+            raise ConfigError(f"no {split} windows: set data.{split}_regions (or a BED split column)")
+        batch_size = self.train_batch_size or self.batch_size if split == "train" else self.batch_size
+        return DataLoader(
+            self._datasets[split], batch_size=1 if self.stream and split == "predict" else batch_size,
+            sampler=sampler, num_workers=self.num_workers, persistent_workers=False,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train")
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("predict")

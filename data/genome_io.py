@@ -1,0 +1,163 @@
+"""Random access to a reference genome and to per-base tracks aligned to it.
+
+:class:`Genome` reads windows of a FASTA through pyfaidx without building chromosome strings; its file
+handle opens lazily in each process, so DataLoader workers never share one. A plain-gzip FASTA, which
+pyfaidx cannot seek, is decompressed once into a cache directory (``$SEQPIPE_CACHE``, else
+``~/.cache/seqpipe/genomes``) under a name keyed by the source's path, size and modification time; bgzip
+FASTAs are read in place. :class:`Track` reads a zarr group holding one 1-D array per chromosome.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from seqpipe.data.tokenizers import DNATokenizer
+from seqpipe.errors import DataError
+
+_N_ID = DNATokenizer.vocab["N"]
+
+
+def cache_dir(override: str | Path | None = None) -> Path:
+    """Where decompressed genomes and their indexes go: ``override``, ``$SEQPIPE_CACHE``, or ``~/.cache``."""
+    if override is not None:
+        return Path(override)
+    if os.environ.get("SEQPIPE_CACHE"):
+        return Path(os.environ["SEQPIPE_CACHE"])
+    return Path.home() / ".cache" / "seqpipe" / "genomes"
+
+
+def compression(path: Path) -> str:
+    """"bgzip", "gzip" or "none", from the file's first bytes (BGZF: gzip with a ``BC`` extra subfield)."""
+    with open(path, "rb") as handle:
+        head = handle.read(18)
+    if head[:2] != b"\x1f\x8b":
+        return "none"
+    has_extra = len(head) >= 4 and head[3] & 4
+    return "bgzip" if has_extra and head[12:14] == b"BC" else "gzip"
+
+
+def seekable_fasta(path: str | Path, cache: str | Path | None = None) -> Path:
+    """A FASTA pyfaidx can seek: ``path`` itself (plain or bgzip) or its one-time decompressed copy."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, "no such FASTA file")
+    if compression(path) != "gzip":
+        return path
+    stat = path.stat()
+    key = hashlib.sha1(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:12]
+    name = path.name[:-3] if path.name.endswith(".gz") else path.name + ".fa"
+    target = cache_dir(cache) / key / name
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(f"{target.name}.{os.getpid()}.partial")
+        try:
+            with gzip.open(path, "rb") as source, open(partial, "wb") as sink:
+                shutil.copyfileobj(source, sink, length=1 << 22)
+        except (OSError, EOFError) as error:
+            partial.unlink(missing_ok=True)
+            raise DataError(path, f"cannot decompress this gzip FASTA ({error}); bgzip it or decompress it yourself") from None
+        os.replace(partial, target)  # atomic: concurrent processes never see a half-written genome
+    return target
+
+
+class Genome:
+    """A reference FASTA read window by window.
+
+    Args:
+        path: FASTA, plain, bgzip or plain gzip (decompressed once into the cache, see the module docstring).
+        cache: cache directory override.
+
+    ``chrom_sizes``: chromosome name (first word of the header) -> length, in file order.
+    ``read(chrom, start, end)``: token ids (end - start,) uint8; positions off the chromosome are N.
+    """
+
+    def __init__(self, path: str | Path, cache: str | Path | None = None):
+        self.source = Path(path)
+        self.path = seekable_fasta(path, cache)
+        self._cache = cache
+        self._fasta = None
+        self._pid = None
+        self._tokenizer = DNATokenizer()
+        fasta = self._handle()
+        self.chrom_sizes = {name: len(fasta[name]) for name in fasta.keys()}
+        if not self.chrom_sizes:
+            raise DataError(self.source, "no FASTA records")
+
+    def _handle(self):
+        """The pyfaidx handle of this process; opened again after a fork (DataLoader workers)."""
+        if self._fasta is None or self._pid != os.getpid():
+            import pyfaidx
+
+            index = self.path.with_name(self.path.name + ".fai")
+            if not index.exists() and not os.access(self.path.parent, os.W_OK):
+                index = cache_dir(self._cache) / "index" / (hashlib.sha1(str(self.path.resolve()).encode()).hexdigest()[:12] + ".fai")
+                index.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                self._fasta = pyfaidx.Fasta(str(self.path), indexname=str(index), as_raw=True)
+            except (pyfaidx.FastaIndexingError, ValueError, OSError) as error:
+                raise DataError(self.source, f"cannot index this FASTA with pyfaidx: {error}") from None
+            self._pid = os.getpid()
+        return self._fasta
+
+    def __getstate__(self):
+        return {**self.__dict__, "_fasta": None, "_pid": None}
+
+    def read(self, chrom: str, start: int, end: int) -> np.ndarray:
+        size = self.chrom_sizes.get(chrom)
+        if size is None:
+            raise DataError(self.source, f"no chromosome {chrom!r} (it has {list(self.chrom_sizes)[:5]}...)")
+        ids = np.full(end - start, _N_ID, dtype=np.uint8)
+        lo, hi = max(start, 0), min(end, size)
+        if lo < hi:
+            letters = self._handle()[chrom][lo:hi]
+            ids[lo - start:hi - start] = self._tokenizer.encode_array(letters, source=self.source, record=chrom)
+        return ids
+
+
+class Track:
+    """Per-base values aligned to a genome: a zarr group with one 1-D array per chromosome.
+
+    The group's ``label_names`` attribute names the classes of an integer track (index = value), as written
+    by ``python -m seqpipe.data.gff_track``. Arrays must have their chromosome's length.
+    """
+
+    def __init__(self, path: str | Path, chrom_sizes: dict[str, int]):
+        self.path = Path(path)
+        group = self._open()
+        self.label_names = list(group.attrs.get("label_names", []))
+        for chrom, size in chrom_sizes.items():
+            if chrom not in group:
+                raise DataError(self.path, f"no array for chromosome {chrom!r}: the track must cover every FASTA record")
+            if group[chrom].shape != (size,):
+                raise DataError(self.path, f"array {chrom!r} has shape {group[chrom].shape}, the FASTA record has length {size}")
+        self._group, self._pid = None, None
+
+    def _open(self):
+        import zarr
+
+        if not self.path.exists():
+            raise DataError(self.path, "no such zarr store")
+        try:
+            return zarr.open_group(str(self.path), mode="r")
+        except Exception as error:  # zarr raises several unrelated types for a store it cannot read
+            raise DataError(self.path, f"cannot open as a zarr group: {error}") from None
+
+    def read(self, chrom: str, start: int, end: int, fill: int = 0) -> np.ndarray:
+        """Values (end - start,) int64; positions off the chromosome get ``fill``."""
+        if self._group is None or self._pid != os.getpid():
+            self._group, self._pid = self._open(), os.getpid()
+        array = self._group[chrom]
+        values = np.full(end - start, fill, dtype=np.int64)
+        lo, hi = max(start, 0), min(end, array.shape[0])
+        if lo < hi:
+            values[lo - start:hi - start] = array[lo:hi]
+        return values
+
+    def __getstate__(self):
+        return {**self.__dict__, "_group": None, "_pid": None}

@@ -1,0 +1,207 @@
+"""Genome windows: FASTA access (plain, gzip, bgzip), GFF tracks, samplers, splits, padding and masks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import zarr
+
+from genome_fixtures import CHROMS, write_genome, write_gff
+from seqpipe.data.genome import GenomeData, GenomeWindowDataset, read_bed
+from seqpipe.data.genome_io import Genome, Track, compression
+from seqpipe.data.gff_track import build_track, main as gff_track_main
+from seqpipe.data.samplers import (
+    GridWindowSampler, Interval, RandomWindowSampler, Window, parse_region, split_intervals,
+)
+from seqpipe.data.tokenizers import DNATokenizer
+from seqpipe.errors import ConfigError, DataError
+
+TOKENIZER = DNATokenizer()
+
+
+@pytest.fixture
+def genome_files(tmp_path):
+    fasta, sequences = write_genome(tmp_path, seed=1)
+    masks = write_gff(tmp_path / "genes.gff", seed=2)
+    build_track(tmp_path / "genes.gff", fasta, tmp_path / "cds.zarr", ["CDS"])
+    return fasta, sequences, masks, tmp_path / "cds.zarr"
+
+
+@pytest.mark.parametrize("kind", ["none", "gzip", "bgzip"])
+def test_genome_reads_every_compression_like_the_sequence(tmp_path, kind):
+    fasta, sequences = write_genome(tmp_path, seed=3, compression=kind)
+    assert compression(fasta) == kind
+    genome = Genome(fasta, cache=tmp_path / "cache")
+    assert genome.chrom_sizes == CHROMS
+    rng = np.random.default_rng(0)
+    for chrom, sequence in sequences.items():
+        for _ in range(5):
+            start = int(rng.integers(0, len(sequence) - 50))
+            np.testing.assert_array_equal(genome.read(chrom, start, start + 50), TOKENIZER.encode_array(sequence[start:start + 50]))
+    if kind == "gzip":  # decompressed once, into the cache, and reused
+        assert genome.path.parent.parent == tmp_path / "cache"
+        assert Genome(fasta, cache=tmp_path / "cache").path == genome.path
+
+
+def test_read_off_chromosome_ends_is_n(genome_files):
+    fasta, sequences, _, _ = genome_files
+    genome = Genome(fasta)
+    ids = genome.read("chrC", -4, 904)
+    assert (ids[:4] == 5).all() and (ids[-4:] == 5).all()
+    np.testing.assert_array_equal(ids[4:-4], TOKENIZER.encode_array(sequences["chrC"]))
+
+
+def test_genome_handle_reopens_after_pickling(genome_files):
+    import pickle
+
+    genome = Genome(genome_files[0])
+    genome.read("chrA", 0, 10)
+    clone = pickle.loads(pickle.dumps(genome))
+    assert clone._fasta is None
+    np.testing.assert_array_equal(clone.read("chrA", 5, 25), genome.read("chrA", 5, 25))
+
+
+def test_gff_track_matches_the_features(genome_files, tmp_path, capsys):
+    _, _, masks, track_path = genome_files
+    group = zarr.open_group(str(track_path), mode="r")
+    assert list(group.attrs["label_names"]) == ["other", "CDS"]
+    for chrom, mask in masks.items():
+        np.testing.assert_array_equal(group[chrom][:], mask)
+    gff_track_main([str(tmp_path / "genes.gff"), str(genome_files[0]), str(tmp_path / "again.zarr"), "--feature", "CDS"])
+    assert "CDS" in capsys.readouterr().out
+
+
+def test_gff_track_rejects_features_off_the_genome(genome_files, tmp_path):
+    bad = tmp_path / "bad.gff"
+    bad.write_text("chrZ\tsim\tCDS\t1\t10\t.\t+\t0\tID=x\n")
+    with pytest.raises(DataError, match="chrZ"):
+        build_track(bad, genome_files[0], tmp_path / "bad.zarr", ["CDS"])
+    bad.write_text("chrC\tsim\tCDS\t850\t950\t.\t+\t0\tID=x\n")
+    with pytest.raises(DataError, match="line 1"):
+        build_track(bad, genome_files[0], tmp_path / "bad.zarr", ["CDS"])
+
+
+def test_track_must_match_the_genome(genome_files, tmp_path):
+    group = zarr.open_group(str(tmp_path / "short.zarr"), mode="w")
+    for chrom, size in CHROMS.items():
+        group.create_array(chrom, shape=(size - (chrom == "chrB"),), dtype="uint8")
+    with pytest.raises(DataError, match="chrB"):
+        Track(tmp_path / "short.zarr", CHROMS)
+
+
+def test_regions_and_splits_never_overlap():
+    assert parse_region("chrA:10-20", CHROMS) == [Interval("chrA", 10, 20)]
+    assert parse_region("*:50%-100%", CHROMS)[1] == Interval("chrB", 850, 1700)
+    with pytest.raises(ConfigError):
+        parse_region("chrA:20-10", CHROMS)
+    splits = split_intervals(CHROMS, ["chrC"], ["chrA:2000-3000", "chrB:0-100"])
+    covered = np.zeros(sum(CHROMS.values()), dtype=int)
+    offsets = dict(zip(CHROMS, np.cumsum([0, *CHROMS.values()])))
+    for intervals in splits.values():
+        for chrom, start, end in intervals:
+            covered[offsets[chrom] + start:offsets[chrom] + end] += 1
+    assert (covered == 1).all()  # every base in exactly one split
+    with pytest.raises(ConfigError, match="overlap"):
+        split_intervals(CHROMS, ["chrA:0-500"], ["chrA:400-600"])
+
+
+def test_random_windows_stay_in_their_intervals_and_are_reproducible():
+    intervals = split_intervals(CHROMS, [], ["*:80%-100%"])["train"]
+    draw = lambda seed: list(RandomWindowSampler(intervals, 256, 200, "length", torch.Generator().manual_seed(seed)))
+    windows = draw(0)
+    assert windows == draw(0) and windows != draw(1)
+    for window in windows:
+        interval = next(i for i in intervals if i.chrom == window.chrom)
+        assert interval.start <= window.keep_start < window.keep_end <= interval.end
+        assert window.end - window.start == 256
+    chromosome_counts = {c: sum(w.chrom == c for w in windows) for c in CHROMS}
+    assert chromosome_counts["chrA"] > chromosome_counts["chrC"]  # length-weighted
+    uniform = list(RandomWindowSampler(intervals, 256, 3000, "uniform", torch.Generator().manual_seed(0)))
+    shares = [sum(w.chrom == c for w in uniform) / 3000 for c in CHROMS]
+    assert all(abs(share - 1 / 3) < 0.05 for share in shares)
+
+
+@pytest.mark.parametrize("stride", [100, 64, 37])
+def test_grid_keeps_tile_each_interval_exactly_once(stride):
+    intervals = [Interval("chrA", 0, 3000), Interval("chrC", 250, 900)]
+    windows = list(GridWindowSampler(intervals, 100, stride))
+    assert len(windows) == len(GridWindowSampler(intervals, 100, stride))
+    for interval in intervals:
+        kept = [(w.keep_start, w.keep_end) for w in windows if w.chrom == interval.chrom]
+        assert kept[0][0] == interval.start and kept[-1][1] == interval.end
+        assert all(a[1] == b[0] for a, b in zip(kept, kept[1:]))
+    assert all(w.end - w.start == 100 and w.start <= w.keep_start and w.keep_end <= w.end for w in windows)
+    assert all(w.continues == (stride == 100 and w.keep_start > 0 and w.keep_start != 250) for w in windows)
+
+
+def test_dataset_pads_and_masks_chromosome_ends(genome_files):
+    fasta, sequences, masks, track_path = genome_files
+    genome = Genome(fasta)
+    dataset = GenomeWindowDataset(genome, "track", Track(track_path, genome.chrom_sizes), ["other", "CDS"])
+    item = dataset[Window("chrC", 850, 950, 850, 950)]
+    assert item["x"].shape == (100,) and (item["x"][50:] == 5).all()
+    assert item["mask"][:50].all() and not item["mask"][50:].any()
+    np.testing.assert_array_equal(item["y"][:50].numpy(), masks["chrC"][850:])
+    lm = GenomeWindowDataset(genome, "next_base")[Window("chrB", 10, 30, 10, 30)]
+    next_ids = TOKENIZER.encode_array(sequences["chrB"][11:31])
+    np.testing.assert_array_equal(lm["y"][lm["mask"]].numpy(), next_ids[lm["mask"].numpy()] - 1)
+    assert lm["mask"].numpy().tolist() == ((next_ids >= 1) & (next_ids <= 4)).tolist()
+
+
+def test_data_module_splits_by_region(genome_files):
+    fasta, _, _, track_path = genome_files
+    data = GenomeData(
+        str(fasta), track=str(track_path), window_length=128, val_regions=["chrC"], test_regions=["chrA:80%-100%", "chrB:0-300"],
+        windows_per_epoch=50, batch_size=4,
+    )
+    with pytest.raises(ConfigError):
+        GenomeData(str(fasta), track=str(track_path), val_regions=["chrC"], test_regions=["chrC:0-10"]).setup("fit")
+    data.setup("fit")
+    assert data.data_info["label_names"] == ["other", "CDS"] and data.data_info["vocab_size"] == 6
+    train_scored = _scored(data.train_dataloader())
+    for split in ("val", "test"):
+        held_out = _scored(getattr(data, f"{split}_dataloader")())
+        assert not train_scored & held_out
+        expected = {(i.chrom, p) for i in data.intervals[split] for p in range(i.start, i.end)}
+        assert held_out == expected  # every held-out base scored exactly once
+
+
+def _scored(loader) -> set[tuple[str, int]]:
+    scored = set()
+    for batch in loader:
+        assert batch["x"].shape[1] == batch["mask"].shape[1]
+        for row, chrom in enumerate(batch["chrom"]):
+            positions = int(batch["start"][row]) + torch.nonzero(batch["mask"][row]).squeeze(1)
+            scored |= {(chrom, p) for p in positions.tolist()}
+    return scored
+
+
+def test_bed_windows_with_labels_and_splits(genome_files, tmp_path):
+    fasta = genome_files[0]
+    bed = tmp_path / "windows.bed"
+    bed.write_text("track name=x\nchrA\t100\t200\tpos\ttrain\nchrA\t900\t1000\tneg\ttrain\nchrB\t5\t105\tpos\tval\n"
+                   "chrC\t500\t600\tneg\ttest\n")
+    data = GenomeData(str(fasta), target="window_class", bed=str(bed), label_column=3, split_column=4, window_length=64)
+    data.setup("fit")
+    assert data.data_info["label_names"] == ["neg", "pos"]
+    batch = next(iter(data.val_dataloader()))
+    assert batch["y"].tolist() == [1] and batch["x"].shape == (1, 64) and int(batch["start"][0]) == 23
+    no_split = GenomeData(str(fasta), target="window_class", bed=str(bed), label_column=3, window_length=64, test_regions=["chrC"])
+    no_split.setup("fit")
+    assert [w.chrom for w in no_split.bed_windows["test"]] == ["chrC"]
+    bed.write_text("chrQ\t1\t10\tpos\n")
+    with pytest.raises(DataError, match="chrQ"):
+        read_bed(bed, CHROMS, 3)
+
+
+def test_bad_inputs_raise_with_the_file_named(tmp_path, genome_files):
+    with pytest.raises(DataError, match="no such FASTA"):
+        Genome(tmp_path / "missing.fa")
+    with pytest.raises(ConfigError, match="track"):
+        GenomeData(str(genome_files[0]), target="track")
+    with pytest.raises(ConfigError, match="window_length"):
+        GenomeData(str(genome_files[0]), track="x.zarr", window_length=(1 << 20) + 1)
+    (tmp_path / "bad.fa").write_text(">chrX\nACGT?ACGT\n")
+    with pytest.raises(DataError, match="bad.fa"):
+        Genome(tmp_path / "bad.fa").read("chrX", 0, 9)
