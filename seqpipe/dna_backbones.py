@@ -1,0 +1,211 @@
+"""DNA-aware backbones: bidirectional, and reverse-complement equivariant by parameter sharing.
+
+Both see the whole window (one scan runs backwards), so neither can stream: their ``initial_state``,
+``forward_chunk`` and ``step`` raise a :class:`~seqpipe.errors.ConfigError`; predict long sequences with
+overlapping windows (``GenomeData(predict_overlap=...)``) instead.
+
+Reverse complement of a hidden sequence ``h`` (B, L, D) means reversing the valid positions *and* the
+channels (Caduceus, Schiff et al. 2024): channel ``i`` of one strand is channel ``D - 1 - i`` of the other.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import nn
+
+from seqpipe.backbone import Backbone, BlockFactory
+from seqpipe.errors import ConfigError
+from seqpipe.mamba import MambaBlock
+from seqpipe.streaming import StreamingModule
+
+#: the complement of each token id under :class:`seqpipe.data.tokenizers.DNATokenizer`: pad, A, C, G, T, N
+DNA_COMPLEMENT = [0, 4, 3, 2, 1, 5]
+
+
+def reverse_valid(h: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
+    """h (B, L, ...) -> each row's first ``lengths`` positions reversed, right padding left in place."""
+    if lengths is None:
+        return h.flip(1)
+    positions = torch.arange(h.shape[1], device=h.device)[None, :]
+    lengths = lengths.to(h.device)[:, None]
+    source = torch.where(positions < lengths, lengths - 1 - positions, positions)
+    return h.gather(1, source.view(*source.shape, *[1] * (h.dim() - 2)).expand_as(h))
+
+
+def reverse_complement_ids(x: torch.Tensor, lengths: torch.Tensor | None, complement: list[int]) -> torch.Tensor:
+    """Token ids (B, L) -> the reverse complement of each row's valid part."""
+    return reverse_valid(torch.tensor(complement, device=x.device)[x], lengths)
+
+
+def _no_streaming(module: nn.Module):
+    raise ConfigError(
+        f"{type(module).__name__} reads each window in both directions and cannot stream: "
+        "predict with overlapping windows (data.predict_overlap) instead of data.stream"
+    )
+
+
+class BidirectionalMixer(StreamingModule):
+    """``forward(x) + reverse(backward(reverse(x)))``: two scans with their own parameters, the second
+    on the sequence reversed (each row's valid part, so right padding never enters a scan first)."""
+
+    def __init__(self, forward_mixer: StreamingModule, backward_mixer: StreamingModule):
+        super().__init__()
+        self.forward_mixer, self.backward_mixer = forward_mixer, backward_mixer
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """x (B, L, D) -> (B, L, D)."""
+        backward = reverse_valid(self.backward_mixer(reverse_valid(x, lengths), lengths), lengths)
+        return self.forward_mixer(x, lengths) + backward
+
+    def initial_state(self, batch_size, device=None, dtype=torch.float32):
+        _no_streaming(self)
+
+    def forward_chunk(self, x, state):
+        _no_streaming(self)
+
+
+class BidirectionalBackbone(Backbone):
+    """A :class:`~seqpipe.backbone.Backbone` whose every mixer is a :class:`BidirectionalMixer` of two
+    ``block``s (Mamba, S4, ...). Token inputs (DNA); features (B, L, d_model).
+
+    Args:
+        d_model, n_layers, block, dropout, vocab_size: as for :class:`~seqpipe.backbone.Backbone`.
+        strand_average: at evaluation (not in training), average the features of the sequence with the
+            position-reversed features of its reverse complement — test-time augmentation over both strands
+            for strand-symmetric per-base tasks.
+        complement: the complement of each token id (default: :data:`DNA_COMPLEMENT`).
+    """
+
+    def __init__(
+        self,
+        d_model: int = 128,
+        n_layers: int = 4,
+        block: BlockFactory = MambaBlock,
+        dropout: float = 0.0,
+        vocab_size: int | None = None,
+        strand_average: bool = False,
+        complement: list[int] | None = None,
+    ):
+        super().__init__(
+            d_model=d_model, n_layers=n_layers, block=lambda d: BidirectionalMixer(block(d), block(d)),
+            dropout=dropout, vocab_size=vocab_size,
+        )
+        self.strand_average = strand_average
+        self.complement = complement or DNA_COMPLEMENT
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """x (B, L) token ids -> features (B, L, d_model)."""
+        features = super().forward(x, lengths)
+        if self.strand_average and not self.training:
+            other_strand = super().forward(reverse_complement_ids(x, lengths, self.complement), lengths)
+            features = (features + reverse_valid(other_strand, lengths)) / 2
+        return features
+
+    def initial_state(self, batch_size, device=None, dtype=torch.float32):
+        _no_streaming(self)
+
+    def forward_chunk(self, x, state):
+        _no_streaming(self)
+
+
+class RCEmbedding(nn.Module):
+    """Token ids (B, L) -> (B, L, 2E): the embedding of each base beside the channel-reversed embedding of
+    its complement, one table shared by both strands."""
+
+    def __init__(self, vocab_size: int, half_width: int, complement: list[int]):
+        super().__init__()
+        self.embedding = nn.Embedding(vocab_size, half_width, padding_idx=0)
+        self.register_buffer("complement", torch.tensor(complement), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.embedding(x), self.embedding(self.complement[x]).flip(-1)], dim=-1)
+
+
+class RCNorm(nn.Module):
+    """RMSNorm of each strand's half with shared weights (the second half read channel-reversed)."""
+
+    def __init__(self, d_model: int):
+        super().__init__()
+        self.norm = nn.RMSNorm(d_model // 2)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        forward_half, reverse_half = h.chunk(2, dim=-1)
+        return torch.cat([self.norm(forward_half), self.norm(reverse_half.flip(-1)).flip(-1)], dim=-1)
+
+
+class RCResidualBlock(StreamingModule):
+    """``h + mixer(norm(h))`` where one mixer of width D/2 reads the first half forwards and the second
+    half as the reverse complement (positions and channels reversed), then maps it back."""
+
+    def __init__(self, d_model: int, mixer: StreamingModule, dropout: float = 0.0):
+        super().__init__()
+        self.norm = RCNorm(d_model)
+        self.mixer = mixer
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, h: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        forward_half, reverse_half = self.norm(h).chunk(2, dim=-1)
+        reverse_half = reverse_valid(reverse_half, lengths).flip(-1)
+        mixed_reverse = reverse_valid(self.mixer(reverse_half, lengths).flip(-1), lengths)
+        return h + self.dropout(torch.cat([self.mixer(forward_half, lengths), mixed_reverse], dim=-1))
+
+    def initial_state(self, batch_size, device=None, dtype=torch.float32):
+        _no_streaming(self)
+
+    def forward_chunk(self, x, state):
+        _no_streaming(self)
+
+
+class RCEquivariantBackbone(Backbone):
+    """Reverse-complement equivariant backbone by parameter sharing (Caduceus' RCPS): the features of the
+    reverse complement are exactly the reverse complement of the features (positions and channels reversed).
+
+    Each layer runs one ``block`` of width ``d_model / 2`` over both strands, so it has the parameters of a
+    half-width model and the compute of a full-width one.
+
+    Args:
+        d_model: channels of the residual stream (even: half per strand).
+        n_layers, block, dropout, vocab_size: as for :class:`~seqpipe.backbone.Backbone`.
+        output: "equivariant" features, or "invariant" ones — the mean of the features and their channel
+            reversal, so the reverse complement gives the same features at reversed positions (for
+            strand-symmetric per-base tasks such as a coding mask, with any head).
+        complement: the complement of each token id (default: :data:`DNA_COMPLEMENT`).
+    """
+
+    def __init__(
+        self,
+        d_model: int = 128,
+        n_layers: int = 4,
+        block: BlockFactory = MambaBlock,
+        dropout: float = 0.0,
+        vocab_size: int | None = None,
+        output: Literal["equivariant", "invariant"] = "equivariant",
+        complement: list[int] | None = None,
+    ):
+        if d_model % 2:
+            raise ConfigError(f"RCEquivariantBackbone: d_model must be even (half per strand), got {d_model}")
+        if output not in ("equivariant", "invariant"):
+            raise ConfigError(f"RCEquivariantBackbone: output must be 'equivariant' or 'invariant', got {output!r}")
+        self.complement = complement or DNA_COMPLEMENT
+        super().__init__(d_model=d_model, n_layers=0, dropout=dropout, vocab_size=vocab_size)
+        self.layers = nn.ModuleList(RCResidualBlock(d_model, block(d_model // 2), dropout) for _ in range(n_layers))
+        self.norm = RCNorm(d_model)
+        self.output = output
+
+    def set_input(self, vocab_size: int | None = None, d_input: int | None = None) -> None:
+        if vocab_size is None or d_input is not None:
+            raise ConfigError("RCEquivariantBackbone takes DNA token ids (vocab_size), not real-valued inputs")
+        self.encoder = RCEmbedding(vocab_size, self.d_model // 2, self.complement)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """x (B, L) token ids -> features (B, L, d_model)."""
+        features = super().forward(x, lengths)
+        return (features + features.flip(-1)) / 2 if self.output == "invariant" else features
+
+    def initial_state(self, batch_size, device=None, dtype=torch.float32):
+        _no_streaming(self)
+
+    def forward_chunk(self, x, state):
+        _no_streaming(self)

@@ -1,0 +1,141 @@
+"""DNA backbones: exact reverse-complement equivariance, bidirectional = a direct two-pass reference, strand
+averaging, and a clear error when asked to stream."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import pytest
+import torch
+
+from seqpipe.dna_backbones import (
+    DNA_COMPLEMENT, BidirectionalBackbone, RCEquivariantBackbone, reverse_complement_ids, reverse_valid,
+)
+from seqpipe.errors import ConfigError
+
+
+def block_factory(kind: str):
+    if kind == "mamba":
+        from seqpipe.mamba import MambaBlock
+
+        return partial(MambaBlock, d_state=4)
+    from seqpipe.s4 import S4Block
+
+    return partial(S4Block, d_state=8)
+
+
+BLOCKS = ["mamba", "s4"]
+
+
+def tokens(seed: int, batch: int = 3, length: int = 40) -> torch.Tensor:
+    return torch.randint(1, 6, (batch, length), generator=torch.Generator().manual_seed(seed))
+
+
+def padded(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    x = x.clone()
+    for row, n in enumerate(lengths.tolist()):
+        x[row, n:] = 0
+    return x
+
+
+def test_reverse_complement_ids_match_the_tokenizer():
+    from seqpipe.data.tokenizers import DNATokenizer
+
+    x, lengths = tokens(0), torch.tensor([40, 31, 7])
+    x = padded(x, lengths)
+    torch.testing.assert_close(reverse_complement_ids(x, lengths, DNA_COMPLEMENT), DNATokenizer().reverse_complement(x, lengths))
+
+
+@pytest.mark.parametrize("kind", BLOCKS)
+def test_rc_equivariance_is_exact(kind):
+    torch.manual_seed(0)
+    model = RCEquivariantBackbone(16, 2, block_factory(kind), vocab_size=6).double().eval()
+    x = tokens(1)
+    with torch.no_grad():
+        features = model(x)
+        features_rc = model(reverse_complement_ids(x, None, DNA_COMPLEMENT))
+    assert features.abs().max() > 0.1
+    torch.testing.assert_close(features_rc, features.flip(1).flip(-1), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("kind", BLOCKS)
+def test_rc_equivariance_with_right_padding(kind):
+    torch.manual_seed(1)
+    model = RCEquivariantBackbone(16, 2, block_factory(kind), vocab_size=6).double().eval()
+    lengths = torch.tensor([40, 29, 12])
+    x = padded(tokens(2), lengths)
+    with torch.no_grad():
+        features = model(x, lengths)
+        features_rc = model(reverse_complement_ids(x, lengths, DNA_COMPLEMENT), lengths)
+    expected = reverse_valid(features, lengths).flip(-1)
+    for row, n in enumerate(lengths.tolist()):
+        torch.testing.assert_close(features_rc[row, :n], expected[row, :n], rtol=0, atol=1e-12)
+
+
+def test_rc_invariant_output_is_the_same_on_both_strands():
+    torch.manual_seed(2)
+    model = RCEquivariantBackbone(16, 2, block_factory("s4"), vocab_size=6, output="invariant").double().eval()
+    x = tokens(3)
+    with torch.no_grad():
+        torch.testing.assert_close(model(reverse_complement_ids(x, None, DNA_COMPLEMENT)), model(x).flip(1), rtol=0, atol=1e-12)
+
+
+def test_rc_backbone_shares_parameters_between_strands():
+    plain = sum(p.numel() for p in block_factory("s4")(8).parameters())
+    model = RCEquivariantBackbone(16, 1, block_factory("s4"), vocab_size=6)
+    mixer = sum(p.numel() for p in model.layers[0].mixer.parameters())
+    assert mixer == plain  # one half-width block serves both strands
+
+
+@pytest.mark.parametrize("kind", BLOCKS)
+def test_bidirectional_equals_a_direct_two_pass_reference(kind):
+    torch.manual_seed(3)
+    model = BidirectionalBackbone(12, 2, block_factory(kind), vocab_size=6).double().eval()
+    x = tokens(4)
+    with torch.no_grad():
+        h = model.encoder(x)
+        for layer in model.layers:
+            normed = layer.norm(h)
+            mixer = layer.mixer
+            h = h + mixer.forward_mixer(normed) + mixer.backward_mixer(normed.flip(1)).flip(1)
+        reference = model.norm(h)
+        torch.testing.assert_close(model(x), reference, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("kind", BLOCKS)
+def test_bidirectional_padded_rows_equal_unpadded_ones(kind):
+    torch.manual_seed(4)
+    model = BidirectionalBackbone(12, 2, block_factory(kind), vocab_size=6).double().eval()
+    lengths = torch.tensor([40, 23, 9])
+    x = padded(tokens(5), lengths)
+    with torch.no_grad():
+        batch = model(x, lengths)
+        for row, n in enumerate(lengths.tolist()):
+            torch.testing.assert_close(batch[row, :n], model(x[row:row + 1, :n])[0], rtol=0, atol=1e-10)
+
+
+def test_strand_average_makes_the_output_strand_symmetric():
+    torch.manual_seed(5)
+    model = BidirectionalBackbone(12, 1, block_factory("s4"), vocab_size=6, strand_average=True).double().eval()
+    x = tokens(6)
+    with torch.no_grad():
+        averaged = model(x)
+        torch.testing.assert_close(model(reverse_complement_ids(x, None, DNA_COMPLEMENT)), averaged.flip(1), rtol=0, atol=1e-12)
+        model.train()
+        assert not torch.allclose(model(x), averaged)  # training sees one strand only
+
+
+@pytest.mark.parametrize("backbone", [BidirectionalBackbone, RCEquivariantBackbone])
+def test_whole_window_backbones_refuse_to_stream(backbone):
+    model = backbone(8, 1, block_factory("s4"), vocab_size=6)
+    with pytest.raises(ConfigError, match="predict_overlap"):
+        model.initial_state(1)
+    with pytest.raises(ConfigError, match="cannot stream"):
+        model.forward_chunk(tokens(0, 1, 8), None)
+
+
+def test_rc_backbone_needs_an_even_width_and_tokens():
+    with pytest.raises(ConfigError, match="even"):
+        RCEquivariantBackbone(15, 1, block_factory("s4"))
+    with pytest.raises(ConfigError, match="token"):
+        RCEquivariantBackbone(16, 1, block_factory("s4"), vocab_size=None).set_input(d_input=3)
