@@ -12,6 +12,7 @@ from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
 from torch import nn
 
 from seqpipe.backbone import Backbone
+from seqpipe.chunked import chunked_forward
 from seqpipe.errors import ConfigError
 from seqpipe.heads import TaskHead
 
@@ -33,6 +34,12 @@ class SequenceModel(L.LightningModule):
         data_info: what the data module learned from the training data (vocabulary, label names,
             scalers, ...). Leave unset: it is filled in from the data on ``fit`` and restored from the
             checkpoint on ``test``/``predict``.
+        chunk_size: run windows longer than this through the backbone chunk by chunk with carried state
+            (:func:`seqpipe.chunked.chunked_forward`; causal backbones only): the same outputs and
+            gradients, the activations of one chunk at a time. Also the chunk size when the data streams a
+            sequence window by window (batches with ``continues``).
+        checkpoint_chunks: with ``chunk_size``, recompute each chunk in the backward pass
+            (``torch.utils.checkpoint``) instead of keeping its activations.
     """
 
     def __init__(
@@ -45,6 +52,8 @@ class SequenceModel(L.LightningModule):
         warmup_fraction: float = 0.05,
         min_lr_ratio: float = 0.01,
         data_info: dict[str, Any] | None = None,
+        chunk_size: int | None = None,
+        checkpoint_chunks: bool = False,
     ):
         super().__init__()
         # Under LightningCLI the hparams hold the backbone and head *configs*, which restore the model from a
@@ -53,6 +62,7 @@ class SequenceModel(L.LightningModule):
         self.backbone = backbone
         self.head = head
         self.metrics = nn.ModuleDict()
+        self._stream_state = None
         if data_info is not None:
             self._bind(data_info)
 
@@ -78,8 +88,22 @@ class SequenceModel(L.LightningModule):
 
     def forward(self, batch: dict[str, Any]) -> Any:
         lengths = batch.get("lengths")
-        features = self.backbone(self.head.backbone_input(batch), lengths)
+        features = self._features(self.head.backbone_input(batch), lengths, batch.get("continues"))
         return self.head(features, lengths, batch)
+
+    def _features(self, inputs: torch.Tensor, lengths: torch.Tensor | None, continues: torch.Tensor | None) -> torch.Tensor:
+        """Backbone features: of the whole window, chunk by chunk (``chunk_size``), or continuing the state the
+        previous batch left when the data streams one sequence window by window (``continues`` (B,) bool)."""
+        chunk_size = self.hparams.get("chunk_size")
+        if continues is not None:
+            if bool(continues.any()) and (self._stream_state is None or not bool(continues.all())):
+                raise ConfigError("a streamed batch continues a sequence the previous batch did not end in: stream with batch size 1")
+            state = self._stream_state if bool(continues.any()) else None
+            features, self._stream_state = chunked_forward(self.backbone, inputs, chunk_size or inputs.shape[1], state=state)
+            return features
+        if chunk_size and inputs.shape[1] > chunk_size:
+            return chunked_forward(self.backbone, inputs, chunk_size, self.hparams.get("checkpoint_chunks", False))[0]
+        return self.backbone(inputs, lengths)
 
     def _batch_size(self, batch: dict[str, Any]) -> int:
         return len(batch["x"])

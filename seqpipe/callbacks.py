@@ -1,0 +1,64 @@
+"""Training callbacks: cross-cutting behaviour kept out of the model and the data modules."""
+
+from __future__ import annotations
+
+import lightning as L
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities import rank_zero_info
+
+from seqpipe.errors import ConfigError
+
+
+class SequenceLengthWarmup(Callback):
+    """Train on short windows first, then longer ones (the sequence-length warm-up of HyenaDNA).
+
+    Args:
+        stages: ``[{"epochs": 2, "window_length": 1024, "batch_size": 64}, ...]`` — each stage's training
+            window length and batch size for its number of epochs, in order; after the last stage the data
+            module's own ``window_length`` and ``batch_size`` apply. Validation, test and prediction always
+            use the data module's own values, so validation scores stay comparable across stages.
+
+    The data module must read ``train_window_length`` and ``train_batch_size`` (None = its own values) when
+    it builds the training loader, as :class:`seqpipe.data.genome.GenomeData` does. Training loaders are
+    rebuilt every epoch (``reload_dataloaders_every_n_epochs`` is set to 1).
+    """
+
+    def __init__(self, stages: list[dict[str, int]]):
+        for number, stage in enumerate(stages, start=1):
+            if set(stage) != {"epochs", "window_length", "batch_size"} or min(stage.values()) < 1:
+                raise ConfigError(
+                    f"SequenceLengthWarmup stage {number} is {stage}: give positive epochs, window_length and batch_size"
+                )
+        self.stages = [dict(stage) for stage in stages]
+
+    def stage_at(self, epoch: int) -> dict[str, int] | None:
+        """The stage that covers ``epoch`` (0-based), or None after the last one."""
+        for stage in self.stages:
+            if epoch < stage["epochs"]:
+                return stage
+            epoch -= stage["epochs"]
+        return None
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage != "fit":
+            return
+        datamodule = trainer.datamodule
+        if not (hasattr(datamodule, "train_window_length") and hasattr(datamodule, "train_batch_size")):
+            raise ConfigError(
+                f"SequenceLengthWarmup needs a data module with train_window_length and train_batch_size; "
+                f"{type(datamodule).__name__} has none"
+            )
+        trainer.reload_dataloaders_every_n_epochs = 1
+        self._apply(trainer, trainer.current_epoch)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._apply(trainer, trainer.current_epoch + 1)
+
+    def _apply(self, trainer: L.Trainer, epoch: int) -> None:
+        stage = self.stage_at(epoch)
+        datamodule = trainer.datamodule
+        length, batch_size = (stage["window_length"], stage["batch_size"]) if stage else (None, None)
+        if (length, batch_size) != (datamodule.train_window_length, datamodule.train_batch_size):
+            datamodule.train_window_length, datamodule.train_batch_size = length, batch_size
+            rank_zero_info(f"sequence-length warm-up: epoch {epoch} trains on windows of "
+                           f"{length or 'full length'} in batches of {batch_size or 'the data module size'}")

@@ -1,0 +1,43 @@
+"""Running a streaming module over a long sequence chunk by chunk, with carried state.
+
+Activations of one chunk at a time are alive in the forward pass; with ``checkpoint=True`` only each
+chunk's input and carried state are kept for the backward pass, and the chunk is recomputed there
+(``torch.utils.checkpoint``), so training memory grows with the number of chunks times the state size, not
+with L times the activations of every layer.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.checkpoint import checkpoint as checkpoint_call
+
+from seqpipe.streaming import State, StreamingModule
+
+
+def chunked_forward(
+    module: StreamingModule,
+    x: torch.Tensor,
+    chunk_size: int,
+    checkpoint: bool = False,
+    state: State | None = None,
+) -> tuple[torch.Tensor, State]:
+    """x (B, L, ...) -> (y (B, L, D), the state after the last chunk), via ``forward_chunk`` on chunks of
+    ``chunk_size`` positions. ``state``: where to continue from (default: the module's initial state).
+
+    Equal to ``module(x)`` for a causal module (the streaming invariant); right padding is harmless there
+    because nothing flows backwards from it.
+    """
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be positive, got {chunk_size}")
+    if state is None:
+        dtype = x.dtype if x.is_floating_point() else next(module.parameters()).dtype
+        state = module.initial_state(x.shape[0], x.device, dtype)
+    outputs = []
+    for start in range(0, x.shape[1], chunk_size):
+        chunk = x[:, start:start + chunk_size]
+        if checkpoint and torch.is_grad_enabled():
+            y, state = checkpoint_call(module.forward_chunk, chunk, state, use_reentrant=False)
+        else:
+            y, state = module.forward_chunk(chunk, state)
+        outputs.append(y)
+    return torch.cat(outputs, dim=1), state
