@@ -1,0 +1,302 @@
+"""Fused Triton selective scan (forward and backward) and the one-token state update.
+
+Imported only when the "triton" backend is asked for: ``import seqpipe.kernels`` works without triton.
+
+Each program owns ``BLOCK_D`` channels of one batch row (inside one B/C group) and all N states, and walks
+the sequence in chunks of ``CHUNK`` steps: it loads u, delta, B, C (and z) for the chunk, discretises,
+scans the (CHUNK, BLOCK_D, N) tile with ``tl.associative_scan``, contracts with C, adds D * u, gates and
+stores y. Only y, the last state and the state at each chunk start (1/CHUNK of a (B, L, D, N) tensor)
+reach HBM. The backward walks the chunks in reverse: it recomputes the chunk's states from its saved
+start, runs the adjoint recurrence ``lam_t = a_{t+1} lam_{t+1} + C_t dy_t`` as a reverse scan of the
+tile, and accumulates every gradient. Per-time gradients of B and C are summed over channel blocks, and
+per-channel ones (A, D, delta_bias) over the batch, by PyTorch afterwards: deterministic, no atomics.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from seqpipe.kernels.selective_scan import compute_dtype, scan_groups
+
+CHUNK = 16
+BLOCK_D = 16
+
+
+@triton.jit
+def _linear_combine(a_first, b_first, a_second, b_second):
+    # (a, b) pairs compose like affine maps x -> a * x + b, applied first then second.
+    return a_first * a_second, b_first * a_second + b_second
+
+
+@triton.jit
+def _softplus(x):
+    # log1p(e) = log(w) * e / (w - 1) with w = 1 + e keeps full precision for tiny e (Kahan's trick).
+    e = tl.exp(-tl.abs(x))
+    w = 1 + e
+    return tl.maximum(x, 0) + tl.where(w == 1, e, tl.log(w) * e / tl.where(w == 1, 1, w - 1))
+
+
+@triton.jit
+def _dt(delta_ptr, offsets, mask, bias, SOFTPLUS: tl.constexpr, COMPUTE: tl.constexpr):
+    """(pre-activation, dt) for the positions at ``offsets``; dt is 0 where masked, so a = 1 and b = 0."""
+    pre = tl.load(delta_ptr + offsets, mask=mask, other=0).to(COMPUTE) + bias
+    dt = _softplus(pre) if SOFTPLUS else pre
+    return pre, tl.where(mask, dt, 0)
+
+
+@triton.jit
+def _rows(ptr, batch, group, t, mask_t, d, mask_d, n, mask_n, N, s_b, s_g, s_n, s_l,
+          VARYING: tl.constexpr, COMPUTE: tl.constexpr):
+    """B or C for a chunk as a 3-D tile: (CHUNK, 1, BLOCK_N) when time-varying, (1, BLOCK_D, BLOCK_N) if not."""
+    if VARYING:
+        offsets = batch * s_b + group * s_g + n[None, :] * s_n + t[:, None] * s_l
+        tile = tl.load(ptr + offsets, mask=mask_t[:, None] & mask_n[None, :], other=0).to(COMPUTE)
+        return tile[:, None, :]
+    tile = tl.load(ptr + d[:, None] * N + n[None, :], mask=mask_d[:, None] & mask_n[None, :], other=0)
+    return tile.to(COMPUTE)[None, :, :]
+
+
+@triton.jit
+def _program_coords(L, D, Dg, N, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr):
+    """This program's batch row, group, channel block and channel/state index vectors."""
+    batch = tl.program_id(0)
+    blocks_per_group = tl.cdiv(Dg, BLOCK_D)
+    group = tl.program_id(1) // blocks_per_group
+    block = tl.program_id(1) % blocks_per_group
+    local = block * BLOCK_D + tl.arange(0, BLOCK_D)
+    mask_d = local < Dg
+    d = group * Dg + local
+    n = tl.arange(0, BLOCK_N)
+    return batch, group, block, d, mask_d, n, n < N, batch * D * L + d * L
+
+
+@triton.jit
+def _chunk_states(u_ptr, delta_ptr, B_ptr, row, t, mask_t, mask_d, A, bias, batch, group, d, n, mask_n, N,
+                  sb_b, sb_g, sb_n, sb_l, state0, SOFTPLUS: tl.constexpr, B_VARYING: tl.constexpr,
+                  COMPUTE: tl.constexpr):
+    """Discretise and scan one chunk from state0: returns u, delta pre-activation, dt, a, b*u*dt, B, x."""
+    offsets = row[None, :] + t[:, None]
+    mask = mask_t[:, None] & mask_d[None, :]
+    u = tl.load(u_ptr + offsets, mask=mask, other=0).to(COMPUTE)
+    pre, dt = _dt(delta_ptr, offsets, mask, bias[None, :], SOFTPLUS, COMPUTE)
+    B = _rows(B_ptr, batch, group, t, mask_t, d, mask_d, n, mask_n, N, sb_b, sb_g, sb_n, sb_l, B_VARYING, COMPUTE)
+    a = tl.exp(dt[:, :, None] * A[None, :, :])
+    bu = (dt * u)[:, :, None] * B
+    decay, h = tl.associative_scan((a, bu), axis=0, combine_fn=_linear_combine)
+    return u, pre, dt, a, bu, B, h + decay * state0[None, :, :]
+
+
+@triton.jit
+def _scan_fwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, h0_ptr, out_ptr, last_ptr,
+                     starts_ptr, L, D, Dg, N, n_chunks, sb_b, sb_g, sb_n, sb_l, sc_b, sc_g, sc_n, sc_l,
+                     SOFTPLUS: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
+                     HAS_H0: tl.constexpr, B_VARYING: tl.constexpr, C_VARYING: tl.constexpr,
+                     COMPUTE: tl.constexpr, CHUNK: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr):
+    batch, group, _, d, mask_d, n, mask_n, row = _program_coords(L, D, Dg, N, BLOCK_D, BLOCK_N)
+    mask_dn = mask_d[:, None] & mask_n[None, :]
+    state_offsets = d[:, None] * N + n[None, :]
+    A = tl.load(A_ptr + state_offsets, mask=mask_dn, other=0).to(COMPUTE)
+    bias = tl.load(bias_ptr + d, mask=mask_d, other=0).to(COMPUTE) if HAS_BIAS else tl.zeros([BLOCK_D], COMPUTE)
+    skip = tl.load(D_ptr + d, mask=mask_d, other=0).to(COMPUTE) if HAS_D else tl.zeros([BLOCK_D], COMPUTE)
+    if HAS_H0:
+        state = tl.load(h0_ptr + batch * D * N + state_offsets, mask=mask_dn, other=0).to(COMPUTE)
+    else:
+        state = tl.zeros([BLOCK_D, BLOCK_N], COMPUTE)
+    steps = tl.arange(0, CHUNK)
+    chunk = 0
+    while chunk < n_chunks:  # not range(n_chunks): triton 3.6's interpreter fails on it with numpy >= 2.4
+        tl.store(starts_ptr + (batch * n_chunks + chunk) * D * N + state_offsets, state, mask=mask_dn)
+        t = chunk * CHUNK + steps
+        mask_t = t < L
+        u, _, _, _, _, _, x = _chunk_states(u_ptr, delta_ptr, B_ptr, row, t, mask_t, mask_d, A, bias, batch, group,
+                                            d, n, mask_n, N, sb_b, sb_g, sb_n, sb_l, state, SOFTPLUS, B_VARYING,
+                                            COMPUTE)
+        C = _rows(C_ptr, batch, group, t, mask_t, d, mask_d, n, mask_n, N, sc_b, sc_g, sc_n, sc_l, C_VARYING, COMPUTE)
+        y = tl.sum(x * C, axis=2) + u * skip[None, :]
+        offsets = row[None, :] + t[:, None]
+        mask = mask_t[:, None] & mask_d[None, :]
+        if HAS_Z:
+            z = tl.load(z_ptr + offsets, mask=mask, other=0).to(COMPUTE)
+            y = y * z * tl.sigmoid(z)
+        tl.store(out_ptr + offsets, y.to(out_ptr.dtype.element_ty), mask=mask)
+        state = tl.sum(tl.where((steps == CHUNK - 1)[:, None, None], x, 0), axis=0)
+        chunk += 1
+    tl.store(last_ptr + batch * D * N + state_offsets, state, mask=mask_dn)
+
+
+@triton.jit
+def _scan_bwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, starts_ptr, grad_out_ptr,
+                     grad_last_ptr, du_ptr, ddelta_ptr, dz_ptr, dB_ptr, dC_ptr, dA_ptr, dskip_ptr, dbias_ptr,
+                     dh0_ptr, L, D, Dg, N, n_chunks, sb_b, sb_g, sb_n, sb_l, sc_b, sc_g, sc_n, sc_l,
+                     SOFTPLUS: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
+                     B_VARYING: tl.constexpr, C_VARYING: tl.constexpr,
+                     COMPUTE: tl.constexpr, CHUNK: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr):
+    batch, group, block, d, mask_d, n, mask_n, row = _program_coords(L, D, Dg, N, BLOCK_D, BLOCK_N)
+    mask_dn = mask_d[:, None] & mask_n[None, :]
+    state_offsets = d[:, None] * N + n[None, :]
+    A = tl.load(A_ptr + state_offsets, mask=mask_dn, other=0).to(COMPUTE)
+    bias = tl.load(bias_ptr + d, mask=mask_d, other=0).to(COMPUTE) if HAS_BIAS else tl.zeros([BLOCK_D], COMPUTE)
+    skip = tl.load(D_ptr + d, mask=mask_d, other=0).to(COMPUTE) if HAS_D else tl.zeros([BLOCK_D], COMPUTE)
+    # carry: gradient reaching the state just before the chunk processed last (starts as d last_state)
+    carry = tl.load(grad_last_ptr + batch * D * N + state_offsets, mask=mask_dn, other=0).to(COMPUTE)
+    grad_A = tl.zeros([BLOCK_D, BLOCK_N], COMPUTE)
+    grad_B_fixed = tl.zeros([BLOCK_D, BLOCK_N], COMPUTE)  # used when B is time-invariant
+    grad_C_fixed = tl.zeros([BLOCK_D, BLOCK_N], COMPUTE)
+    grad_skip = tl.zeros([BLOCK_D], COMPUTE)
+    grad_bias = tl.zeros([BLOCK_D], COMPUTE)
+    steps = tl.arange(0, CHUNK)
+    # per-time B/C gradients go to (batch, G, channel blocks, N, L) partial sums
+    partial_offsets = ((batch * tl.num_programs(1) + tl.program_id(1)) * N + n[None, :]) * L
+    chunk = n_chunks - 1
+    while chunk >= 0:  # not range(n_chunks): see the forward kernel
+        t = chunk * CHUNK + steps
+        mask_t = t < L
+        mask = mask_t[:, None] & mask_d[None, :]
+        offsets = row[None, :] + t[:, None]
+        state0 = tl.load(starts_ptr + (batch * n_chunks + chunk) * D * N + state_offsets, mask=mask_dn, other=0)
+        u, pre, dt, a, bu, B, x = _chunk_states(u_ptr, delta_ptr, B_ptr, row, t, mask_t, mask_d, A, bias, batch,
+                                                group, d, n, mask_n, N, sb_b, sb_g, sb_n, sb_l, state0, SOFTPLUS,
+                                                B_VARYING, COMPUTE)
+        C = _rows(C_ptr, batch, group, t, mask_t, d, mask_d, n, mask_n, N, sc_b, sc_g, sc_n, sc_l, C_VARYING, COMPUTE)
+        grad = tl.load(grad_out_ptr + offsets, mask=mask, other=0).to(COMPUTE)
+        if HAS_Z:
+            z = tl.load(z_ptr + offsets, mask=mask, other=0).to(COMPUTE)
+            gate = tl.sigmoid(z)
+            y = tl.sum(x * C, axis=2) + u * skip[None, :]
+            tl.store(dz_ptr + offsets, grad * y * gate * (1 + z * (1 - gate)), mask=mask)
+            grad = grad * z * gate
+        grad_skip += tl.sum(grad * u, axis=0)
+        # a_{t+1} inside the chunk; 1 on the last row, whose successor's decay is already in carry
+        _, dt_next = _dt(delta_ptr, offsets + 1, mask & (steps < CHUNK - 1)[:, None] & (t + 1 < L)[:, None],
+                         bias[None, :], SOFTPLUS, COMPUTE)
+        decay_next, lam = tl.associative_scan((tl.exp(dt_next[:, :, None] * A[None, :, :]), grad[:, :, None] * C),
+                                              axis=0, combine_fn=_linear_combine, reverse=True)
+        lam = lam + decay_next * carry[None, :, :]
+        carry = tl.sum(tl.where((steps == 0)[:, None, None], a * lam, 0), axis=0)
+        if C_VARYING:
+            tl.store(dC_ptr + partial_offsets + t[:, None], tl.sum(grad[:, :, None] * x, axis=1),
+                     mask=mask_t[:, None] & mask_n[None, :])
+        else:
+            grad_C_fixed += tl.sum(grad[:, :, None] * x, axis=0)
+        dtu = dt * u
+        if B_VARYING:
+            tl.store(dB_ptr + partial_offsets + t[:, None], tl.sum(lam * dtu[:, :, None], axis=1),
+                     mask=mask_t[:, None] & mask_n[None, :])
+        else:
+            grad_B_fixed += tl.sum(lam * dtu[:, :, None], axis=0)
+        decay_share = lam * (x - bu)  # lam_t * a_t * x_{t-1}
+        grad_A += tl.sum(decay_share * dt[:, :, None], axis=0)
+        lam_B = tl.sum(lam * B, axis=2)
+        grad_dt = tl.sum(decay_share * A[None, :, :], axis=2) + u * lam_B
+        grad_delta = grad_dt * tl.sigmoid(pre) if SOFTPLUS else grad_dt
+        grad_delta = tl.where(mask, grad_delta, 0)
+        grad_bias += tl.sum(grad_delta, axis=0)
+        tl.store(ddelta_ptr + offsets, grad_delta, mask=mask)
+        tl.store(du_ptr + offsets, dt * lam_B + grad * skip[None, :], mask=mask)
+        chunk -= 1
+    per_batch = batch * D * N + state_offsets
+    tl.store(dh0_ptr + per_batch, carry, mask=mask_dn)
+    tl.store(dA_ptr + per_batch, grad_A, mask=mask_dn)
+    if not B_VARYING:
+        tl.store(dB_ptr + per_batch, grad_B_fixed, mask=mask_dn)
+    if not C_VARYING:
+        tl.store(dC_ptr + per_batch, grad_C_fixed, mask=mask_dn)
+    tl.store(dskip_ptr + batch * D + d, grad_skip, mask=mask_d)
+    tl.store(dbias_ptr + batch * D + d, grad_bias, mask=mask_d)
+
+
+def _row_strides(M: torch.Tensor) -> tuple[int, int, int, int]:
+    """(batch, group, state, time) strides of B or C seen as (batch, G, N, L); group stride 0 when ungrouped."""
+    if M.dim() == 2:
+        return (0, 0, 0, 0)
+    if M.dim() == 3:
+        return (M.stride(0), 0, M.stride(1), M.stride(2))
+    return tuple(M.stride())
+
+
+class _TritonScan(torch.autograd.Function):
+    """Fused scan: all of (u, delta, A, B, C, D, z, delta_bias, initial_state) get gradients."""
+
+    @staticmethod
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, initial_state, softplus):
+        u, delta = u.contiguous(), delta.contiguous()
+        z = None if z is None else z.contiguous()
+        A, B, C = A.contiguous(), B.contiguous(), C.contiguous()
+        batch, dim, length = u.shape
+        d_state = A.shape[1]
+        groups = scan_groups(B, C)
+        compute = compute_dtype(u.dtype)
+        n_chunks = triton.cdiv(length, CHUNK)
+        out = torch.empty_like(u)
+        last = u.new_empty(batch, dim, d_state, dtype=compute)
+        starts = u.new_empty(batch, n_chunks, dim, d_state, dtype=compute)
+        meta = _meta(u, A, B, C, D, z, delta_bias, softplus, groups)
+        if initial_state is not None:
+            initial_state = initial_state.contiguous()
+        _scan_fwd_kernel[meta["grid"]](
+            u, delta, A, B, C, D, z, delta_bias, initial_state, out, last, starts, length, dim, dim // groups,
+            d_state, n_chunks, *_row_strides(B), *_row_strides(C), HAS_H0=initial_state is not None,
+            **meta["constants"],
+        )
+        ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, starts)
+        ctx.softplus, ctx.groups = softplus, groups
+        ctx.h0_dtype = None if initial_state is None else initial_state.dtype
+        return out, last
+
+    @staticmethod
+    def backward(ctx, grad_out, grad_last):
+        u, delta, A, B, C, D, z, delta_bias, starts = ctx.saved_tensors
+        batch, dim, length = u.shape
+        d_state, groups = A.shape[1], ctx.groups
+        meta = _meta(u, A, B, C, D, z, delta_bias, ctx.softplus, groups)
+        blocks = meta["grid"][1]
+        f32 = dict(dtype=starts.dtype, device=u.device)
+        du, ddelta = torch.empty(batch, dim, length, **f32), torch.empty(batch, dim, length, **f32)
+        dz = torch.empty(batch, dim, length, **f32) if z is not None else None
+        per_time = (batch, blocks, d_state, length)
+        dB = torch.zeros(per_time if B.dim() > 2 else (batch, dim, d_state), **f32)
+        dC = torch.zeros(per_time if C.dim() > 2 else (batch, dim, d_state), **f32)
+        dA, dh0 = torch.empty(batch, dim, d_state, **f32), torch.empty(batch, dim, d_state, **f32)
+        dskip, dbias = torch.empty(batch, dim, **f32), torch.empty(batch, dim, **f32)
+        _scan_bwd_kernel[meta["grid"]](
+            u, delta, A, B, C, D, z, delta_bias, starts, grad_out.contiguous(), grad_last.contiguous(),
+            du, ddelta, dz, dB, dC, dA, dskip, dbias, dh0, length, dim, dim // groups, d_state, starts.shape[1],
+            *_row_strides(B), *_row_strides(C), **meta["constants"],
+        )
+
+        def rows_grad(M: torch.Tensor, partial: torch.Tensor) -> torch.Tensor:
+            if M.dim() == 2:
+                return partial.sum(0).to(M.dtype)
+            grouped = partial.view(batch, groups, blocks // groups, d_state, length).sum(2)
+            return (grouped if M.dim() == 4 else grouped.sum(1)).to(M.dtype)
+
+        return (
+            du.to(u.dtype), ddelta.to(delta.dtype), dA.sum(0).to(A.dtype), rows_grad(B, dB), rows_grad(C, dC),
+            None if D is None else dskip.sum(0).to(D.dtype), None if z is None else dz.to(z.dtype),
+            None if delta_bias is None else dbias.sum(0).to(delta_bias.dtype),
+            None if ctx.h0_dtype is None else dh0.to(ctx.h0_dtype), None,
+        )
+
+
+def _meta(u, A, B, C, D, z, delta_bias, softplus, groups) -> dict:
+    """Launch grid and compile-time flags shared by the forward and backward kernels."""
+    batch, dim, _ = u.shape
+    blocks = groups * triton.cdiv(dim // groups, BLOCK_D)
+    constants = dict(
+        SOFTPLUS=softplus, HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
+        B_VARYING=B.dim() > 2, C_VARYING=C.dim() > 2,
+        COMPUTE=tl.float64 if compute_dtype(u.dtype) == torch.float64 else tl.float32,
+        CHUNK=CHUNK, BLOCK_D=BLOCK_D, BLOCK_N=triton.next_power_of_2(A.shape[1]),
+    )
+    return {"grid": (batch, blocks), "constants": constants}
+
+
+def selective_scan_triton(
+    u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, initial_state=None,
+    return_last_state=False,
+):
+    """The "triton" backend of :func:`seqpipe.kernels.selective_scan` (same arguments and shapes)."""
+    y, last_state = _TritonScan.apply(u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus)
+    return (y, last_state) if return_last_state else y
