@@ -8,5 +8,9 @@ from seqpipe.kernels.causal_conv import causal_conv1d, causal_conv1d_step
 from seqpipe.kernels.fftconv import fft_conv, fft_conv_ref
 from seqpipe.kernels.s4 import vandermonde, vandermonde_ref
 from seqpipe.kernels.selective_scan import selective_scan, selective_scan_ref
+from seqpipe.kernels.selective_state_update import selective_state_update, selective_state_update_ref
 
-__all__ = ["causal_conv1d", "causal_conv1d_step", "fft_conv", "fft_conv_ref", "vandermonde", "vandermonde_ref", "selective_scan", "selective_scan_ref"]
+__all__ = [
+    "causal_conv1d", "causal_conv1d_step", "fft_conv", "fft_conv_ref", "vandermonde", "vandermonde_ref",
+    "selective_scan", "selective_scan_ref", "selective_state_update", "selective_state_update_ref",
+]

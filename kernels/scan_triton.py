@@ -300,3 +300,52 @@ def selective_scan_triton(
     """The "triton" backend of :func:`seqpipe.kernels.selective_scan` (same arguments and shapes)."""
     y, last_state = _TritonScan.apply(u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus)
     return (y, last_state) if return_last_state else y
+
+
+@triton.jit
+def _state_update_kernel(state_ptr, x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, y_ptr, new_state_ptr,
+                         D, Dg, N, sb_b, sb_g, sc_b, sc_g, SOFTPLUS: tl.constexpr, HAS_D: tl.constexpr,
+                         HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, COMPUTE: tl.constexpr, BLOCK_D: tl.constexpr,
+                         BLOCK_N: tl.constexpr):
+    batch = tl.program_id(0)
+    d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
+    mask_d = d < D
+    n = tl.arange(0, BLOCK_N)
+    mask_dn = mask_d[:, None] & (n < N)[None, :]
+    group = d // Dg  # per channel, so a block may straddle groups
+    state_offsets = batch * D * N + d[:, None] * N + n[None, :]
+    bias = tl.load(bias_ptr + d, mask=mask_d, other=0).to(COMPUTE) if HAS_BIAS else tl.zeros([BLOCK_D], COMPUTE)
+    _, dt = _dt(dt_ptr, batch * D + d, mask_d, bias, SOFTPLUS, COMPUTE)
+    x = tl.load(x_ptr + batch * D + d, mask=mask_d, other=0).to(COMPUTE)
+    A = tl.load(A_ptr + d[:, None] * N + n[None, :], mask=mask_dn, other=0).to(COMPUTE)
+    B = tl.load(B_ptr + batch * sb_b + group[:, None] * sb_g + n[None, :], mask=mask_dn, other=0).to(COMPUTE)
+    C = tl.load(C_ptr + batch * sc_b + group[:, None] * sc_g + n[None, :], mask=mask_dn, other=0).to(COMPUTE)
+    state = tl.load(state_ptr + state_offsets, mask=mask_dn, other=0).to(COMPUTE)
+    state = state * tl.exp(dt[:, None] * A) + (dt * x)[:, None] * B
+    tl.store(new_state_ptr + state_offsets, state.to(new_state_ptr.dtype.element_ty), mask=mask_dn)
+    y = tl.sum(state * C, axis=1)
+    if HAS_D:
+        y += x * tl.load(D_ptr + d, mask=mask_d, other=0).to(COMPUTE)
+    if HAS_Z:
+        z = tl.load(z_ptr + batch * D + d, mask=mask_d, other=0).to(COMPUTE)
+        y = y * z * tl.sigmoid(z)
+    tl.store(y_ptr + batch * D + d, y.to(y_ptr.dtype.element_ty), mask=mask_d)
+
+
+def selective_state_update_triton(state, x, dt, A, B, C, D=None, z=None, dt_bias=None, dt_softplus=False):
+    """Triton backend of :func:`seqpipe.kernels.selective_state_update` (no autograd)."""
+    batch, dim, d_state = state.shape
+    state, x, dt, A = state.contiguous(), x.contiguous(), dt.contiguous(), A.contiguous()
+    B, C = (M.contiguous() if M.dim() == 3 else M.contiguous().unsqueeze(1) for M in (B, C))
+    groups = max(B.shape[1], C.shape[1])
+    z = None if z is None else z.contiguous()
+    y, new_state = torch.empty_like(x), torch.empty_like(state)
+    block_d = min(BLOCK_D * 4, triton.next_power_of_2(dim))
+    _state_update_kernel[(batch, triton.cdiv(dim, block_d))](
+        state, x, dt, A, B, C, D, z, dt_bias, y, new_state, dim, dim // groups, d_state,
+        B.stride(0), B.stride(1) if B.shape[1] > 1 else 0, C.stride(0), C.stride(1) if C.shape[1] > 1 else 0,
+        SOFTPLUS=dt_softplus, HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=dt_bias is not None,
+        COMPUTE=tl.float64 if compute_dtype(x.dtype) == torch.float64 else tl.float32,
+        BLOCK_D=block_d, BLOCK_N=triton.next_power_of_2(d_state),
+    )
+    return y, new_state

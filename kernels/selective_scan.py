@@ -170,7 +170,7 @@ def _implementations() -> dict[str, Callable]:
     return {"ref": selective_scan_ref, "chunked": selective_scan_chunked, "triton": triton_scan}
 
 
-def _triton_importable() -> bool:
+def triton_importable() -> bool:
     try:
         import triton  # noqa: F401
     except ImportError:
@@ -187,7 +187,7 @@ def resolve_backend(backend: str, u: torch.Tensor) -> str:
     if backend not in BACKENDS:
         raise ValueError(f"selective_scan: backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "auto":
-        return "triton" if u.is_cuda and _triton_importable() else "chunked"
+        return "triton" if u.is_cuda and triton_importable() else "chunked"
     if backend == "triton" and not triton_available_for(u):
         raise ValueError(
             f"selective_scan: backend='triton' needs CUDA tensors (u is on {u.device}); on CPU use "
