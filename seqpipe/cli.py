@@ -35,6 +35,28 @@ class SeqpipeCLI(LightningCLI):
             trainer.callbacks = [Namespace(class_path="lightning.pytorch.callbacks.RichProgressBar")]
 
 
+    def _run_subcommand(self, subcommand: str) -> None:
+        """Run it; on a user error remove the run directories this run created while they are still empty
+        (Lightning's loggers create theirs before the data is read)."""
+        created = [d for d in _run_directories(self.trainer) if not d.exists()]
+        try:
+            super()._run_subcommand(subcommand)
+        except SeqpipeError:
+            for directory in sorted(created, key=lambda d: len(d.parts), reverse=True):
+                if directory.is_dir() and not any(directory.iterdir()):
+                    directory.rmdir()
+            raise
+
+
+def _run_directories(trainer) -> list[Path]:
+    """The log directories of ``trainer`` and their parents up to the filesystem root."""
+    directories = set()
+    for logger in trainer.loggers:
+        if logger.log_dir:
+            directories.update([Path(logger.log_dir).resolve(), *Path(logger.log_dir).resolve().parents])
+    return list(directories)
+
+
 def main(args: list[str] | None = None) -> None:
     """Entry point; ``args`` replaces ``sys.argv[1:]`` (tests call ``main(["fit", "--config", ...])``)."""
     # Lightning 2.6 calls a torch API that torch 2.11 deprecated; nothing a user can act on.

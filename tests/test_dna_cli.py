@@ -1,0 +1,144 @@
+"""The DNA user contract through the `seqpipe` CLI: fit, test, predict on every input shape, and bad input."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from seqpipe.cli import main
+from seqpipe.data.readers import read_fasta_per_class
+from seqpipe.data.synthetic import make_dna_motif_dataset, write_fasta
+
+CONFIG = {
+    "seed_everything": 0,
+    "trainer": {"max_epochs": 1, "enable_progress_bar": False, "enable_model_summary": False, "limit_train_batches": 3},
+    "model": {
+        "backbone": {"d_model": 16, "n_layers": 1,
+                     "block": {"class_path": "seqpipe.mamba.MambaBlock", "init_args": {"d_state": 4}}},
+        "head": {"class_path": "seqpipe.tasks.classification.SequenceClassification"},
+    },
+    "data": {"class_path": "seqpipe.data.dna.DNAClassificationData", "init_args": {"batch_size": 16}},
+}
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    root = make_dna_motif_dataset(tmp_path_factory.mktemp("dna"), seed=1, n_train=90, n_test=30, n_unlabelled=7, length=40)
+    (root / "config.yaml").write_text(yaml.safe_dump(CONFIG))
+    return root
+
+
+def as_header_fasta(dataset: Path, split: str, out: Path) -> Path:
+    """The FASTA-per-class split rewritten as one gzipped FASTA whose headers carry the label."""
+    records = [(f"{r.label} {r.record_id}", r.sequence) for r in read_fasta_per_class(dataset / split)]
+    plain = write_fasta(out.with_suffix(""), records)
+    out.write_bytes(gzip.compress(plain.read_bytes()))
+    return out
+
+
+def as_table(dataset: Path, split: str, out: Path) -> Path:
+    records = list(read_fasta_per_class(dataset / split))
+    frame = pd.DataFrame({"name": [r.record_id for r in records], "seq": [r.sequence for r in records],
+                          "cls": [r.label for r in records]})
+    frame.to_csv(out, sep="\t" if out.suffix == ".tsv" else ",", index=False)
+    return out
+
+
+def seqpipe(*args: str) -> None:
+    main([str(a) for a in args])
+
+
+def best_checkpoint(run: Path) -> Path:
+    (path,) = run.glob("lightning_logs/version_*/checkpoints/best.ckpt")
+    return path
+
+
+@pytest.mark.parametrize("shape", ["directory", "header_fasta_gz", "tsv"])
+def test_fit_test_predict_on_each_input_shape(dataset, tmp_path, shape, capsys):
+    config = dataset / "config.yaml"
+    if shape == "directory":
+        train, test, extra = dataset / "train", dataset / "test", []
+    elif shape == "header_fasta_gz":
+        train = as_header_fasta(dataset, "train", tmp_path / "train.fa.gz")
+        test, extra = as_header_fasta(dataset, "test", tmp_path / "test.fa.gz"), []
+    else:
+        train, test = as_table(dataset, "train", tmp_path / "train.tsv"), as_table(dataset, "test", tmp_path / "test.tsv")
+        extra = ["--data.sequence_column", "seq", "--data.label_column", "cls", "--data.id_column", "name"]
+    run = tmp_path / "run"
+    seqpipe("fit", "--config", config, "--data.train", train, "--data.test", test, *extra, "--trainer.default_root_dir", run)
+    checkpoint = best_checkpoint(run)
+
+    seqpipe("test", "--config", config, "--data.train", train, "--data.test", test, *extra,
+            "--ckpt_path", checkpoint, "--trainer.default_root_dir", tmp_path / "run2")
+    assert "test/acc" in capsys.readouterr().out
+    (metrics_file,) = (tmp_path / "run2").glob("lightning_logs/version_*/metrics.csv")
+    logged = pd.read_csv(metrics_file)
+    assert {"test/acc", "test/f1", "test/mcc", "test/auroc", "test/loss"} <= set(logged.columns)
+    assert 0 <= logged["test/acc"].dropna().item() <= 1
+
+    out = tmp_path / "predictions.csv"
+    seqpipe("predict", "--config", config, "--data.predict", dataset / "unlabelled.fasta", "--ckpt_path", checkpoint,
+            "--prediction.path", out, "--trainer.default_root_dir", tmp_path / "run3")
+    predictions = pd.read_csv(out)
+    labels = ["background", "enhancer_like", "promoter_like"]
+    assert list(predictions.columns) == ["id", "label", *(f"prob_{name}" for name in labels)]
+    assert len(predictions) == 7 and predictions["id"].str.startswith("query_").all()
+    assert predictions["label"].isin(labels).all()
+    assert predictions.filter(like="prob_").sum(1).to_numpy() == pytest.approx(1.0, abs=1e-5)
+
+
+def test_predict_without_output_path_writes_into_the_run_directory(dataset, tmp_path):
+    config = dataset / "config.yaml"
+    seqpipe("fit", "--config", config, "--data.train", dataset / "train", "--trainer.default_root_dir", tmp_path / "run")
+    seqpipe("predict", "--config", config, "--data.predict", dataset / "unlabelled.fasta",
+            "--ckpt_path", best_checkpoint(tmp_path / "run"), "--trainer.default_root_dir", tmp_path / "pred")
+    (written,) = (tmp_path / "pred").glob("lightning_logs/version_*/predictions.csv")
+    assert len(pd.read_csv(written)) == 7
+
+
+def bad_inputs(dataset: Path, tmp: Path) -> dict[str, tuple[list, str]]:
+    """name -> (arguments after the config, text the error message must contain)."""
+    (tmp / "empty.fa").write_text("")
+    (tmp / "no_records.fa").write_text("just some text\nwithout a header\n")
+    (tmp / "headless.fa").write_text(">Sigma70 a\nACGT\n>Sigma00 b\n>Sigma70 c\nACGA\n")
+    (tmp / "bad_char.fa").write_text(">Sigma70 a\nACGT\n>Sigma00 b\nACGTXACG\n")
+    (tmp / "one_class.fa").write_text(">Sigma70 a\nACGT\n>Sigma70 b\nACGA\n")
+    (tmp / "cols.tsv").write_text("seq\tlabel\nACGT\tx\n")
+    (tmp / "unseen_test.fa").write_text(">promoter_like q1\nACGTACGTACGT\n>martian q2\nACGTACGAACGT\n")
+    return {
+        "missing path": (["--data.train", tmp / "nope.fa"], "nope.fa"),
+        "empty file": (["--data.train", tmp / "empty.fa"], "empty.fa"),
+        "no records": (["--data.train", tmp / "no_records.fa"], "no_records.fa"),
+        "header without sequence": (["--data.train", tmp / "headless.fa"], "line 3"),
+        "non-IUPAC character": (["--data.train", tmp / "bad_char.fa"], "position 5"),
+        "single class": (["--data.train", tmp / "one_class.fa"], "one_class.fa"),
+        "missing columns": (["--data.train", tmp / "cols.tsv"], "sequence"),
+        "unseen test label": (["--data.train", dataset / "train", "--data.test", tmp / "unseen_test.fa"], "martian"),
+    }
+
+
+@pytest.mark.parametrize("case", ["missing path", "empty file", "no records", "header without sequence",
+                                  "non-IUPAC character", "single class", "missing columns", "unseen test label"])
+def test_bad_input_exits_with_one_clear_message_and_writes_nothing(dataset, tmp_path, case, capsys):
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    args, expected = bad_inputs(dataset, inputs)[case]
+    run = tmp_path / "run"
+    with pytest.raises(SystemExit) as exit_info:
+        seqpipe("fit", "--config", dataset / "config.yaml", *args, "--trainer.default_root_dir", run)
+    assert exit_info.value.code != 0
+    err = capsys.readouterr().err
+    assert err.startswith("seqpipe: error: ") and expected in err
+    assert "Traceback" not in err
+    assert not run.exists()
+
+
+def test_missing_checkpoint_is_a_clear_error(dataset, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        seqpipe("predict", "--config", dataset / "config.yaml", "--data.predict", dataset / "unlabelled.fasta",
+                "--ckpt_path", tmp_path / "missing.ckpt")
+    assert "missing.ckpt: no such checkpoint file" in capsys.readouterr().err
