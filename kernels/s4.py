@@ -114,39 +114,44 @@ def _powers(log_z: torch.Tensor, start: int, stop: int) -> torch.Tensor:
 
 
 class _ChunkedVandermonde(torch.autograd.Function):
-    """L-chunked Vandermonde product with a closed-form chunked backward (nothing of size N·L is saved).
+    """Vandermonde product as one batched matmul over blocks of T steps: with ``l = cT + j``,
+    ``z^l = z^{cT} z^j``, so ``K[:, c, j] = 2 Re Σ_n (W z^{cT})_n (z^j)_n`` — rows (H, L/T, N) times one
+    (H, N, T) block of powers. Memory O(H N (T + L/T) + H L); no complex exp per (n, l) pair.
 
-    With ``E_l = z^l`` and upstream grad ``g``: ``∂/∂W = 2 Σ_l g_l conj(E_l)`` and
-    ``∂/∂log z = 2 conj(W) Σ_l g_l l conj(E_l)`` (PyTorch's conjugate-Wirtinger convention).
+    Backward in the same form, with ``E_l = z^l`` and upstream grad ``g``: ``∂/∂W = 2 Σ_l g_l conj(E_l)``
+    and ``∂/∂log z = 2 conj(W) Σ_l g_l l conj(E_l)`` (PyTorch's conjugate-Wirtinger convention).
     """
+
+    @staticmethod
+    def _blocks(log_z: torch.Tensor, length: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(z^j for j < T (M, N, T), z^{cT} for c < L/T (M, C, N), block starts cT (C,))."""
+        M, N = log_z.shape
+        block = min(length, chunk_length(M, N))
+        starts = torch.arange(0, length, block, device=log_z.device, dtype=log_z.real.dtype)
+        return _powers(log_z, 0, block), torch.exp(log_z.unsqueeze(1) * starts[:, None]), starts
 
     @staticmethod
     def forward(ctx, W: torch.Tensor, log_z: torch.Tensor, length: int) -> torch.Tensor:
         ctx.save_for_backward(W, log_z)
-        M, N = W.shape
-        step = chunk_length(M, N)
-        K = W.real.new_empty(M, length)
-        for start in range(0, length, step):
-            stop = min(length, start + step)
-            K[:, start:stop] = 2 * torch.bmm(W.unsqueeze(1), _powers(log_z, start, stop)).squeeze(1).real
-        return K
+        powers, block_starts, _ = _ChunkedVandermonde._blocks(log_z, length)
+        K = 2 * torch.bmm(W.unsqueeze(1) * block_starts, powers).real  # (M, C, T)
+        return K.reshape(W.shape[0], -1)[:, :length]
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_K: torch.Tensor):
         W, log_z = ctx.saved_tensors
-        M, N = W.shape
-        length = grad_K.shape[-1]
-        step = chunk_length(M, N)
-        sum_g = torch.zeros_like(W)
-        sum_lg = torch.zeros_like(W)
-        for start in range(0, length, step):
-            stop = min(length, start + step)
-            powers = _powers(log_z, start, stop).conj()
-            g = grad_K[:, start:stop].to(W.dtype)
-            l = torch.arange(start, stop, device=W.device, dtype=grad_K.dtype)
-            sum_g += torch.bmm(powers, g.unsqueeze(-1)).squeeze(-1)
-            sum_lg += torch.bmm(powers, (g * l).unsqueeze(-1)).squeeze(-1)
+        M, length = grad_K.shape
+        powers, block_starts, starts = _ChunkedVandermonde._blocks(log_z, length)
+        C, T = block_starts.shape[1], powers.shape[-1]
+        g = torch.nn.functional.pad(grad_K, (0, C * T - length)).reshape(M, C, T).to(W.dtype)
+        j = torch.arange(T, device=W.device, dtype=grad_K.dtype)
+        conj_powers = powers.conj().transpose(1, 2)  # (M, T, N)
+        by_block = torch.bmm(g, conj_powers)  # Σ_j g conj(z^j): (M, C, N)
+        by_block_j = torch.bmm(g * j, conj_powers)  # Σ_j j g conj(z^j)
+        conj_starts = block_starts.conj()
+        sum_g = (conj_starts * by_block).sum(1)
+        sum_lg = (conj_starts * (starts[:, None] * by_block + by_block_j)).sum(1)
         return 2 * sum_g, 2 * W.conj() * sum_lg, None
 
 

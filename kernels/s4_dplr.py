@@ -47,21 +47,25 @@ def discretize_dplr(Lambda: torch.Tensor, P: torch.Tensor, B: torch.Tensor, log_
     """Λ, P, B (H, N) full-space complex, log_dt (H,) -> :class:`DenseSSM`; the one discretisation of S4-DPLR.
 
     zoh: ``[[Ā, B̄], [0, 1]] = exp([[ΔA, ΔB], [0, 0]])``; bilinear: ``Ā = (I - ΔA/2)⁻¹(I + ΔA/2)``,
-    ``B̄ = (I - ΔA/2)⁻¹ ΔB``.
+    ``B̄ = (I - ΔA/2)⁻¹ ΔB``. Computed in complex128 (the matrices are small; A is far from normal, so
+    float32 matrix exponentials lose digits) and returned in Λ's precision.
     """
     H, N = Lambda.shape
-    dt = torch.exp(log_dt).to(Lambda.dtype)[:, None, None]
+    out_dtype = Lambda.dtype
+    Lambda, P, B = (v.to(torch.complex128) for v in (Lambda, P, B))
+    dt = torch.exp(log_dt.double()).to(Lambda.dtype)[:, None, None]
     A = torch.diag_embed(Lambda) - P.unsqueeze(-1) * P.conj().unsqueeze(-2)
     if disc == "zoh":
         augmented = torch.zeros(H, N + 1, N + 1, dtype=A.dtype, device=A.device)
         augmented[:, :N, :N] = dt * A
         augmented[:, :N, N] = dt[..., 0] * B
         block = torch.linalg.matrix_exp(augmented)
-        return DenseSSM(block[:, :N, :N], block[:, :N, N])
+        return DenseSSM(block[:, :N, :N].to(out_dtype), block[:, :N, N].to(out_dtype))
     if disc == "bilinear":
         eye = torch.eye(N, dtype=A.dtype, device=A.device)
         left = eye - dt / 2 * A
-        return DenseSSM(torch.linalg.solve(left, eye + dt / 2 * A), torch.linalg.solve(left, dt[..., 0] * B))
+        dA, dB = torch.linalg.solve(left, eye + dt / 2 * A), torch.linalg.solve(left, dt[..., 0] * B)
+        return DenseSSM(dA.to(out_dtype), dB.to(out_dtype))
     raise ValueError(f"S4 disc must be 'zoh' or 'bilinear', got {disc!r}")
 
 

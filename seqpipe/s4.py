@@ -31,7 +31,8 @@ class S4Block(StreamingModule):
         d_state: N, size of each channel's real state (even); parameters keep one member of each
             conjugate pair (N/2 complex values per vector).
         mode: "diag" (S4D: diagonal A, Vandermonde kernel, state (B, H, N/2)) or "dplr" (S4: HiPPO-LegS
-            as ``diag(Λ) - P P*``, Cauchy kernel with the Woodbury correction, state (B, H, N)).
+            as ``diag(Λ) - P P*``, state (B, H, N); kernel through the Cauchy kernel with the Woodbury
+            correction for bilinear, through Krylov blocks for zoh).
         init: "legs" (HiPPO-LegS), "lin" or "inv" (S4D-Lin / S4D-Inv; diagonal mode only).
         disc: "zoh" or "bilinear" discretisation.
         dt_min, dt_max: range of the initial step Δ, drawn log-uniform per channel.
