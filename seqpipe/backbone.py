@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Literal
 
 import torch
 from torch import nn
 
+from seqpipe.frontend import StridedFrontEnd
 from seqpipe.mamba import MambaBlock
 from seqpipe.streaming import StreamingModule
 
@@ -50,6 +51,13 @@ class Backbone(StreamingModule):
         vocab_size: token inputs ``x (B, L)`` of ids in ``[0, vocab_size)``, id 0 being padding.
         d_input: real-valued inputs ``x (B, L, d_input)``.
             Leave both unset to have the model set them from the data (:meth:`set_input`).
+        frontend: input layer of real-valued inputs: ``"linear"`` (one position per input step), or a
+            learned front end that shortens the sequence by ``stride`` (raw audio): ``"patch"`` or ``"conv"``
+            (:class:`~seqpipe.frontend.StridedFrontEnd`). Features then have ``ceil(L / stride)`` positions
+            and :meth:`output_lengths` maps input lengths to them; streaming takes chunks whose sizes are
+            multiples of ``stride`` and steps of one frame ``(B, stride, d_input)``.
+        stride: input steps per position for the ``"patch"``/``"conv"`` front ends.
+        frontend_kernel: ``"conv"`` only: input steps each position sees (default ``2 * stride``).
 
     ``forward(x, lengths) -> (B, L, d_model)``; the streaming protocol threads one state per block.
     """
@@ -62,9 +70,13 @@ class Backbone(StreamingModule):
         dropout: float = 0.0,
         vocab_size: int | None = None,
         d_input: int | None = None,
+        frontend: Literal["linear", "patch", "conv"] = "linear",
+        stride: int = 1,
+        frontend_kernel: int | None = None,
     ):
         super().__init__()
         self.d_model = d_model
+        self.frontend, self.stride, self.frontend_kernel = frontend, stride, frontend_kernel
         self.encoder: nn.Module | None = None
         if vocab_size is not None or d_input is not None:
             self.set_input(vocab_size=vocab_size, d_input=d_input)
@@ -75,7 +87,25 @@ class Backbone(StreamingModule):
         """Create the input layer: an embedding for token ids or a linear projection for real values."""
         if (vocab_size is None) == (d_input is None):
             raise ValueError("Backbone input: give exactly one of vocab_size (token ids) or d_input (real values)")
-        self.encoder = nn.Embedding(vocab_size, self.d_model, padding_idx=0) if vocab_size else nn.Linear(d_input, self.d_model)
+        if vocab_size and self.frontend != "linear":
+            raise ValueError(f"Backbone input: the {self.frontend!r} front end takes real values (d_input), not token ids")
+        if self.frontend != "linear":
+            self.encoder = StridedFrontEnd(d_input, self.d_model, self.frontend, self.stride, self.frontend_kernel)
+        else:
+            self.encoder = nn.Embedding(vocab_size, self.d_model, padding_idx=0) if vocab_size else nn.Linear(d_input, self.d_model)
+
+    def output_lengths(self, lengths: torch.Tensor | None) -> torch.Tensor | None:
+        """Valid input lengths (B,) -> valid feature positions (B,) (shorter after a strided front end)."""
+        if lengths is None or not isinstance(self.encoder, StridedFrontEnd):
+            return lengths
+        return self.encoder.output_lengths(lengths)
+
+    def _encode_chunk(self, x: torch.Tensor, state, step: bool):
+        """The streaming input layer: ``(h, new_state, layer_states)``; a front end keeps its state in ``state[0]``."""
+        if isinstance(self.encoder, StridedFrontEnd):
+            h, input_state = (self.encoder.step if step else self.encoder.forward_chunk)(x, state[0])
+            return h, [input_state], state[1:]
+        return self._encode(x), [], state
 
     def _encode(self, x: torch.Tensor) -> torch.Tensor:
         if self.encoder is None:
@@ -84,25 +114,28 @@ class Backbone(StreamingModule):
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """x (B, L) token ids or (B, L, d_input) -> features (B, L, d_model)."""
-        h = self._encode(x)
+        h, lengths = self._encode(x), self.output_lengths(lengths)
         for layer in self.layers:
             h = layer(h, lengths)
         return self.norm(h)
 
     def initial_state(self, batch_size: int, device=None, dtype: torch.dtype = torch.float32):
-        return [layer.initial_state(batch_size, device, dtype) for layer in self.layers]
+        states = [layer.initial_state(batch_size, device, dtype) for layer in self.layers]
+        if isinstance(self.encoder, StridedFrontEnd):
+            states.insert(0, self.encoder.initial_state(batch_size, device, dtype))
+        return states
 
     def forward_chunk(self, x: torch.Tensor, state):
         """x (B, T) or (B, T, d_input), per-block states -> features (B, T, d_model), new states."""
-        h, new_state = self._encode(x), []
+        h, new_state, state = self._encode_chunk(x, state, step=False)
         for layer, layer_state in zip(self.layers, state):
             h, layer_state = layer.forward_chunk(h, layer_state)
             new_state.append(layer_state)
         return self.norm(h), new_state
 
     def step(self, x_t: torch.Tensor, state):
-        """x_t (B,) token ids or (B, d_input) -> features (B, d_model), new states."""
-        h, new_state = self._encode(x_t), []
+        """x_t (B,) token ids, (B, d_input), or one frame (B, stride, d_input) after a front end -> (B, d_model), new states."""
+        h, new_state, state = self._encode_chunk(x_t, state, step=True)
         for layer, layer_state in zip(self.layers, state):
             h, layer_state = layer.step(h, layer_state)
             new_state.append(layer_state)

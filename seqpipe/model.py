@@ -89,7 +89,7 @@ class SequenceModel(L.LightningModule):
     def forward(self, batch: dict[str, Any]) -> Any:
         lengths = batch.get("lengths")
         features = self._features(self.head.backbone_input(batch), lengths, batch.get("continues"))
-        return self.head(features, lengths, batch)
+        return self.head(features, self.backbone.output_lengths(lengths), batch)
 
     def _features(self, inputs: torch.Tensor, lengths: torch.Tensor | None, continues: torch.Tensor | None) -> torch.Tensor:
         """Backbone features: of the whole window, chunk by chunk (``chunk_size``), or continuing the state the

@@ -1,0 +1,420 @@
+"""Audio clip classification data: labelled WAV/FLAC/OGG clips -> mono waveforms at one sample rate.
+
+Two layouts are read:
+
+* a directory with one subfolder per class (``DIR/<label>/*.wav|flac|ogg``; other files are ignored);
+* a CSV manifest with columns ``path,label[,split]``, paths relative to the manifest; ``split`` is
+  ``train``, ``val`` (or ``valid``/``validation``) or ``test``.
+
+Clips are decoded with soundfile (torchaudio's own loader needs FFmpeg), mixed to mono and resampled
+with :func:`torchaudio.functional.resample`. Decoded clips are cached **in memory**, per dataset, for
+the life of the data module: epochs after the first do not decode again. (An on-disk cache was not
+chosen: at 8-16 kHz a few thousand clips take tens of MB, and decoding them once takes seconds.)
+With ``num_workers > 0`` each worker keeps its own cache, so the loaders use persistent workers.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+from collections.abc import Iterator, Sequence
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import soundfile as sf
+import torch
+import torchaudio.functional as AF
+from lightning.pytorch.utilities import rank_zero_warn
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from seqpipe.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
+SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
+
+
+class Clip:
+    """One labelled clip: ``path``, ``label`` (None when unlabelled), ``length`` in samples at the target rate."""
+
+    __slots__ = ("path", "label", "length")
+
+    def __init__(self, path: Path, label: str | None, length: int):
+        self.path, self.label, self.length = path, label, length
+
+
+def decode_clip(path: Path, sample_rate: int) -> np.ndarray:
+    """Decode ``path`` to a mono float32 waveform (L,) at ``sample_rate``; DataError if it cannot be read."""
+    try:
+        samples, source_rate = sf.read(str(path), dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, OSError) as error:
+        raise DataError(path, f"cannot decode audio ({error})") from None
+    mono = torch.from_numpy(samples.mean(axis=1))
+    if source_rate != sample_rate:
+        mono = AF.resample(mono, source_rate, sample_rate)
+    if mono.numel() == 0:
+        raise DataError(path, "zero-length clip")
+    return mono.numpy()
+
+
+def trim_silence(samples: np.ndarray, below_peak_db: float) -> np.ndarray:
+    """Drop leading and trailing samples quieter than ``below_peak_db`` under the clip's peak (L,) -> (L',)."""
+    loud = np.flatnonzero(np.abs(samples) > np.abs(samples).max() * 10 ** (-below_peak_db / 20))
+    return samples[loud[0]:loud[-1] + 1] if len(loud) else samples
+
+
+def _probe(path: Path, label: str | None, sample_rate: int) -> Clip:
+    """Read the header only: its length at ``sample_rate`` (for bucketing), and reject unreadable or empty files."""
+    try:
+        info = sf.info(str(path))
+    except (sf.LibsndfileError, RuntimeError, OSError) as error:
+        raise DataError(path, f"cannot read audio header ({error}); is it a WAV, FLAC or OGG file?") from None
+    if info.frames <= 0:
+        raise DataError(path, "zero-length clip")
+    return Clip(path, label, math.ceil(info.frames * sample_rate / info.samplerate))
+
+
+def list_clips(source: str | Path, split: str | None, untagged: str | None = None) -> list[tuple[Path, str | None]]:
+    """``(path, label)`` of a class-per-folder directory or a ``path,label[,split]`` manifest.
+
+    ``split``: keep only the manifest rows of that split; None keeps every row. ``untagged``: the split of
+    the rows of a manifest without a split column (default: ``split``). Labels may be missing (prediction).
+    """
+    source = Path(source)
+    if not source.exists():
+        raise DataError(source, "no such file or directory")
+    if source.is_dir():
+        return _list_class_folders(source)
+    return _read_manifest(source, split, split if untagged is None else untagged)
+
+
+def _list_class_folders(root: Path) -> list[tuple[Path, str | None]]:
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    loose = sorted(p for p in root.iterdir() if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES)
+    if loose and not folders:  # a flat folder of clips: unlabelled, for prediction
+        return [(path, None) for path in loose]
+    if not folders:
+        raise DataError(root, "no class subfolders: expected DIR/<label>/<clip>.wav|flac|ogg, or give a CSV manifest")
+    clips = []
+    for folder in folders:
+        files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES)
+        if not files:
+            raise DataError(folder, f"empty class folder: no {'/'.join(AUDIO_SUFFIXES)} files")
+        clips.extend((path, folder.name) for path in files)
+    return clips
+
+
+def _read_manifest(manifest: Path, split: str | None, untagged: str | None) -> list[tuple[Path, str | None]]:
+    with open(manifest, newline="") as handle:
+        reader = csv.DictReader(handle)
+        columns = reader.fieldnames or []
+        if "path" not in columns:
+            raise DataError(manifest, f"a manifest needs a 'path' column (and 'label', optional 'split'); found {columns}")
+        clips = []
+        for line, row in enumerate(reader, start=2):
+            row_split = SPLIT_NAMES.get((row.get("split") or "train").strip().lower()) if "split" in columns else untagged
+            if row_split is None:
+                raise DataError(manifest, f"unknown split {row['split']!r}: use train, val or test", line=line)
+            path = manifest.parent / row["path"].strip()
+            if not path.is_file():
+                raise DataError(manifest, f"audio file {str(path)!r} does not exist", line=line)
+            label = (row.get("label") or "").strip() or None
+            if split is not None and row_split != split:
+                continue
+            clips.append((path, label))
+    return clips
+
+
+def stratified_split(labels: Sequence[str], fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Indices ``(train, val)``: about ``fraction`` of each class (at least one of a class of two or more) to val."""
+    rng = np.random.default_rng(seed)
+    train, val = [], []
+    for label in sorted(set(labels)):
+        members = [i for i, lab in enumerate(labels) if lab == label]
+        rng.shuffle(members)
+        n_val = min(len(members) - 1, max(1, round(fraction * len(members))))
+        val += members[:n_val]
+        train += members[n_val:]
+    return sorted(train), sorted(val)
+
+
+class ClipDataset(Dataset):
+    """Clips as ``{"x": (L, 1), "y", "id"}``; decoded once, then served from an in-memory cache.
+
+    ``augment`` (training only): random crop to ``max_samples``, random shift by up to ``shift_samples``
+    (silence in front, or samples dropped from the start), gain within ±``gain_db``, white noise at an
+    SNR drawn from [``noise_snr_db``, ``noise_snr_db`` + 20] dB. Without it, long clips keep their centre.
+    """
+
+    def __init__(self, clips: list[Clip], label_names: list[str], sample_rate: int, max_samples: int | None,
+                 normalize: bool, trim_db: float | None = None, augment: bool = False, gain_db: float = 0.0, noise_snr_db: float | None = None,
+                 shift_samples: int = 0):
+        self.clips, self.sample_rate, self.max_samples, self.normalize = clips, sample_rate, max_samples, normalize
+        self.trim_db = trim_db
+        self.index = {name: i for i, name in enumerate(label_names)}
+        self.augment, self.gain_db, self.noise_snr_db, self.shift_samples = augment, gain_db, noise_snr_db, shift_samples
+        self.cache: dict[int, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def waveform(self, i: int) -> torch.Tensor:
+        """The decoded clip (L,) at the target rate, silence trimmed, scaled to peak amplitude 1 when ``normalize``."""
+        if i not in self.cache:
+            samples = decode_clip(self.clips[i].path, self.sample_rate)
+            if self.trim_db is not None:
+                samples = trim_silence(samples, self.trim_db)
+            if self.normalize:
+                samples = samples / max(float(np.abs(samples).max()), 1e-8)
+            self.cache[i] = samples
+        return torch.from_numpy(self.cache[i])
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        wave = self.waveform(i)
+        if self.augment:
+            wave = self._augment(wave)
+        elif self.max_samples is not None and len(wave) > self.max_samples:
+            start = (len(wave) - self.max_samples) // 2
+            wave = wave[start:start + self.max_samples]
+        label = self.clips[i].label
+        return {"x": wave, "y": self.index.get(label, -1), "id": str(self.clips[i].path)}
+
+    def _augment(self, wave: torch.Tensor) -> torch.Tensor:
+        if self.shift_samples:
+            shift = int(torch.randint(-self.shift_samples, self.shift_samples + 1, ()))
+            wave = torch.cat([wave.new_zeros(shift), wave]) if shift > 0 else wave[min(-shift, len(wave) - 1):]
+        if self.max_samples is not None and len(wave) > self.max_samples:
+            start = int(torch.randint(0, len(wave) - self.max_samples + 1, ()))
+            wave = wave[start:start + self.max_samples]
+        wave = wave * 10 ** ((2 * torch.rand(()) - 1) * self.gain_db / 20)
+        if self.noise_snr_db is not None:
+            snr_db = self.noise_snr_db + 20 * torch.rand(())
+            rms = wave.pow(2).mean().sqrt()
+            wave = wave + torch.randn_like(wave) * rms * 10 ** (-snr_db / 20)
+        return wave
+
+
+class BucketBatchSampler(Sampler[list[int]]):
+    """Batches of clips of similar length, so little of each batch is padding.
+
+    Training (``shuffle``): indices are shuffled, cut into pools of ``pool_batches`` batches, each pool is
+    sorted by length and cut into batches, and the batches are shuffled — random, yet length-homogeneous.
+    Otherwise the batches are taken in order of length.
+    """
+
+    def __init__(self, lengths: Sequence[int], batch_size: int, shuffle: bool, seed: int = 0, pool_batches: int = 50):
+        self.lengths, self.batch_size, self.shuffle, self.seed, self.pool = list(lengths), batch_size, shuffle, seed, pool_batches
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.lengths) / self.batch_size)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        if not self.shuffle:
+            order = sorted(range(len(self.lengths)), key=self.lengths.__getitem__)
+            yield from (order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size))
+            return
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        self.epoch += 1
+        order = torch.randperm(len(self.lengths), generator=generator).tolist()
+        pool_size = self.batch_size * self.pool
+        batches = []
+        for start in range(0, len(order), pool_size):
+            pool = sorted(order[start:start + pool_size], key=self.lengths.__getitem__)
+            batches += [pool[i:i + self.batch_size] for i in range(0, len(pool), self.batch_size)]
+        yield from (batches[i] for i in torch.randperm(len(batches), generator=generator).tolist())
+
+
+def collate_clips(items: list[dict[str, Any]], pad_to: int | None = None) -> dict[str, Any]:
+    """Right-pad with silence: ``{"x": (B, L, 1), "y": (B,), "lengths": (B,), "ids": [path, ...]}``."""
+    lengths = torch.tensor([len(item["x"]) for item in items])
+    x = torch.zeros(len(items), max(int(lengths.max()), pad_to or 0), 1)
+    for row, item in enumerate(items):
+        x[row, :len(item["x"]), 0] = item["x"]
+    return {"x": x, "y": torch.tensor([item["y"] for item in items]), "lengths": lengths, "ids": [item["id"] for item in items]}
+
+
+class AudioClassificationData(L.LightningDataModule):
+    """Labelled audio clips for :class:`~seqpipe.tasks.classification.SequenceClassification`.
+
+    Args:
+        train, val, test, predict: a class-per-folder directory or a ``path,label[,split]`` manifest
+            (see the module docstring). A manifest with a split column given as ``train`` also supplies
+            ``val``/``test`` from its ``val``/``test`` rows when those arguments are unset.
+        sample_rate: every clip is resampled to this rate (Hz). At test/predict time the rate the
+            checkpoint was trained at wins (with a warning if it differs).
+        max_seconds: longer clips are cropped to this (a random window in training, the centre otherwise);
+            None keeps every clip whole.
+        pad_to_max: pad every batch to ``max_seconds`` (fixed-size batches) instead of to its longest clip.
+            ``lengths`` are reported either way, so pooling ignores the padding.
+        bucket: batch clips of similar length together (train, val and test; predict keeps input order).
+        batch_size: clips per batch.
+        val_fraction: without ``val``, this share of each training class (seeded) is held out for validation.
+        trim_db: drop leading and trailing samples more than this many dB under the clip's peak, so
+            silence around a clip changes nothing (None keeps clips whole).
+        normalize: scale each clip to peak amplitude 1 before augmentation (gain-invariant inputs; unlike
+            RMS scaling, unchanged by silence around the clip).
+        augment: training-only random shift, crop, gain and noise (see :class:`ClipDataset`).
+        shift_seconds, gain_db, noise_snr_db: augmentation strengths; ``noise_snr_db`` None adds no noise.
+        skip_bad: leave out files whose header cannot be read or that are empty, logging how many,
+            instead of raising :class:`~seqpipe.errors.DataError`.
+        num_workers: DataLoader workers (each keeps its own decoded-clip cache, so they persist).
+        seed: seed of the validation split and of the bucket shuffling.
+
+    ``data_info``: ``{"input_dim": 1, "label_names": [sorted labels], "sample_rate": sample_rate}``.
+    """
+
+    def __init__(
+        self,
+        train: str | None = None,
+        val: str | None = None,
+        test: str | None = None,
+        predict: str | None = None,
+        sample_rate: int = 8000,
+        max_seconds: float | None = None,
+        pad_to_max: bool = False,
+        bucket: bool = True,
+        batch_size: int = 32,
+        val_fraction: float = 0.1,
+        trim_db: float | None = 60.0,
+        normalize: bool = True,
+        augment: bool = True,
+        shift_seconds: float = 0.1,
+        gain_db: float = 6.0,
+        noise_snr_db: float | None = 20.0,
+        skip_bad: bool = False,
+        num_workers: int = 0,
+        seed: int = 0,
+    ):
+        super().__init__()
+        if pad_to_max and max_seconds is None:
+            raise ConfigError("data.pad_to_max needs data.max_seconds")
+        self.sources = {"train": train, "val": val, "test": test, "predict": predict}
+        self.sample_rate, self.max_seconds, self.pad_to_max, self.bucket = sample_rate, max_seconds, pad_to_max, bucket
+        self.batch_size, self.val_fraction, self.normalize, self.seed = batch_size, val_fraction, normalize, seed
+        self.trim_db = trim_db
+        self.augment = dict(shift_seconds=shift_seconds, gain_db=gain_db, noise_snr_db=noise_snr_db) if augment else None
+        self.skip_bad, self.num_workers = skip_bad, num_workers
+        self.data_info: dict[str, Any] | None = None
+        self.datasets: dict[str, ClipDataset] = {}
+        self.skipped: list[Path] = []
+
+    @property
+    def max_samples(self) -> int | None:
+        return None if self.max_seconds is None else round(self.max_seconds * self.sample_rate)
+
+    def setup(self, stage: str) -> None:
+        trained = self._checkpoint_info()
+        if trained is not None:
+            if trained["sample_rate"] != self.sample_rate:
+                rank_zero_warn(f"data.sample_rate {self.sample_rate} differs from the checkpoint's "
+                               f"{trained['sample_rate']} Hz; clips are resampled to {trained['sample_rate']} Hz")
+                self.sample_rate = trained["sample_rate"]
+            self.data_info = dict(trained)
+        splits = {"fit": ("train", "val"), "validate": ("train", "val"), "test": ("train", "test"), "predict": ("predict",)}[stage]
+        clips = {split: self._load(split) for split in splits if split != "train" or self.data_info is None}
+        if "train" in clips:
+            self._fit_labels(clips)
+        if self.data_info is None:
+            raise ConfigError("prediction needs a trained model: pass --ckpt_path")
+        for split, split_clips in clips.items():
+            if split == "predict" or split_clips is None:
+                continue
+            self._check_labels(split, split_clips)
+        for split, split_clips in clips.items():
+            if split_clips is None:
+                continue
+            augment = self.augment if split == "train" else None
+            self.datasets[split] = ClipDataset(
+                split_clips, self.data_info["label_names"], self.sample_rate, self.max_samples, self.normalize,
+                self.trim_db, augment is not None, **self._augment_args(augment),
+            )
+
+    def _checkpoint_info(self) -> dict[str, Any] | None:
+        """The data_info saved with the model being tested or used for prediction, if any."""
+        model = getattr(self.trainer, "lightning_module", None) if self.trainer is not None else None
+        return None if model is None else model.hparams.get("data_info")
+
+    def _augment_args(self, augment: dict[str, Any] | None) -> dict[str, Any]:
+        if augment is None:
+            return {}
+        return {"gain_db": augment["gain_db"], "noise_snr_db": augment["noise_snr_db"],
+                "shift_samples": round(augment["shift_seconds"] * self.sample_rate)}
+
+    def _load(self, split: str) -> list[Clip] | None:
+        """Clips of ``split``: from its own argument, or from the val/test rows of the training manifest."""
+        source = self.sources[split]
+        if source is None:
+            train = self.sources["train"]
+            if split in ("val", "test") and train is not None and Path(train).is_file():
+                rows = list_clips(train, split, untagged="train")
+                return self._probe_all(rows) if rows else None
+            if split in ("train", "predict"):
+                raise ConfigError(f"give data.{split} (a class-per-folder directory or a path,label[,split] CSV)")
+            return None
+        rows = list_clips(source, None if split == "predict" else split)
+        if not rows:
+            raise DataError(source, f"no clips for the {split} split")
+        if split != "predict":
+            for path, label in rows:
+                if label is None:
+                    raise DataError(source, f"clip {str(path)!r} has no label")
+        return self._probe_all(rows)
+
+    def _probe_all(self, rows: list[tuple[Path, str | None]]) -> list[Clip]:
+        clips, skipped = [], []
+        for path, label in rows:
+            try:
+                clips.append(_probe(path, label, self.sample_rate))
+            except DataError:
+                if not self.skip_bad:
+                    raise
+                skipped.append(path)
+        if skipped:
+            log.warning("skip_bad: skipped %d unreadable or empty clip(s), e.g. %s", len(skipped), skipped[0])
+            self.skipped += skipped
+        return clips
+
+    def _fit_labels(self, clips: dict[str, list[Clip] | None]) -> None:
+        """Label names from the training clips; hold out a stratified validation share if no val was given."""
+        train = clips["train"]
+        if "val" in clips and clips["val"] is None:
+            keep, held_out = stratified_split([c.label for c in train], self.val_fraction, self.seed)
+            clips["train"], clips["val"] = [train[i] for i in keep], [train[i] for i in held_out]
+        self.data_info = {"input_dim": 1, "label_names": sorted({c.label for c in train}), "sample_rate": self.sample_rate}
+
+    def _check_labels(self, split: str, clips: list[Clip]) -> None:
+        known = set(self.data_info["label_names"])
+        for clip in clips:
+            if clip.label not in known:
+                raise DataError(clip.path, f"label {clip.label!r} of the {split} split is not a training label {sorted(known)}")
+
+    def _loader(self, split: str) -> DataLoader:
+        if split not in self.datasets:
+            raise ConfigError(f"no {split} data: give data.{split}")
+        dataset = self.datasets[split]
+        pad_to = self.max_samples if self.pad_to_max else None
+        common = dict(collate_fn=partial(collate_clips, pad_to=pad_to), num_workers=self.num_workers,
+                      persistent_workers=self.num_workers > 0)
+        if self.bucket and not self.pad_to_max and split != "predict":
+            lengths = [min(c.length, self.max_samples or c.length) for c in dataset.clips]
+            sampler = BucketBatchSampler(lengths, self.batch_size, shuffle=split == "train", seed=self.seed)
+            return DataLoader(dataset, batch_sampler=sampler, **common)
+        return DataLoader(dataset, batch_size=self.batch_size, shuffle=split == "train", **common)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train")
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("predict")

@@ -1,0 +1,197 @@
+"""AudioClassificationData: decoding, resampling, mono mix, crop/pad/bucketing, cache, augmentation, bad input."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+import seqpipe.data.audio as audio
+from seqpipe.data.audio import AudioClassificationData, BucketBatchSampler, decode_clip, stratified_split, trim_silence
+from seqpipe.errors import ConfigError, DataError
+
+
+def tone(freq: float, seconds: float, rate: int, rng: np.random.Generator) -> np.ndarray:
+    t = np.arange(int(seconds * rate)) / rate
+    return (0.4 * np.sin(2 * np.pi * freq * t + rng.uniform(0, 2 * np.pi))).astype(np.float32)
+
+
+def write_class_folders(root, rng, per_class=4, classes=("hum", "beep", "chirp"), rate=8000, fmt="wav"):
+    """Class folders of tones at class-specific frequencies and random durations."""
+    for k, label in enumerate(classes):
+        (root / label).mkdir(parents=True)
+        for i in range(per_class):
+            sf.write(root / label / f"{i}.{fmt}", tone(300 + 400 * k, rng.uniform(0.1, 0.4), rate, rng), rate)
+    return root
+
+
+def data_module(tmp_path, **kwargs) -> AudioClassificationData:
+    kwargs.setdefault("augment", False)
+    return AudioClassificationData(**kwargs)
+
+
+@pytest.mark.parametrize("fmt,tolerance", [("wav", 1e-4), ("flac", 1e-4), ("ogg", 0.05)])
+def test_decode_returns_the_written_signal(tmp_path, fmt, tolerance):
+    rng = np.random.default_rng(0)
+    signal = tone(440, 0.5, 8000, rng) + 0.05 * rng.standard_normal(4000).astype(np.float32)
+    sf.write(tmp_path / f"clip.{fmt}", signal, 8000)
+    decoded = decode_clip(tmp_path / f"clip.{fmt}", 8000)
+    assert decoded.dtype == np.float32 and len(decoded) == len(signal)
+    # Vorbis is lossy: compare by the error's energy relative to the signal's
+    error = np.sqrt(np.mean((decoded - signal) ** 2) / np.mean(signal**2))
+    assert error < tolerance
+
+
+def test_resampling_keeps_the_tone_frequency(tmp_path):
+    rng = np.random.default_rng(1)
+    sf.write(tmp_path / "tone.flac", tone(1000, 1.0, 44100, rng), 44100)
+    decoded = decode_clip(tmp_path / "tone.flac", 8000)
+    assert len(decoded) == 8000
+    spectrum = np.abs(np.fft.rfft(decoded * np.hanning(len(decoded))))
+    assert np.fft.rfftfreq(len(decoded), 1 / 8000)[spectrum.argmax()] == pytest.approx(1000, abs=2)
+
+
+def test_stereo_is_mixed_to_mono(tmp_path):
+    rng = np.random.default_rng(2)
+    left, right = rng.standard_normal(800).astype(np.float32) * 0.3, rng.standard_normal(800).astype(np.float32) * 0.3
+    sf.write(tmp_path / "stereo.wav", np.stack([left, right], 1), 8000, subtype="FLOAT")
+    np.testing.assert_allclose(decode_clip(tmp_path / "stereo.wav", 8000), (left + right) / 2, atol=1e-6)
+
+
+def test_silence_around_a_clip_is_trimmed():
+    rng = np.random.default_rng(11)
+    clip = rng.uniform(0.1, 1, 500).astype(np.float32) * rng.choice([-1, 1], 500)
+    padded = np.concatenate([np.zeros(300), clip, 1e-5 * rng.standard_normal(700)]).astype(np.float32)
+    np.testing.assert_array_equal(trim_silence(padded, 60), clip)
+    np.testing.assert_array_equal(trim_silence(np.zeros(5, np.float32), 60), np.zeros(5))
+
+
+def test_batches_are_padded_with_lengths_and_sorted_labels(tmp_path):
+    write_class_folders(tmp_path / "train", np.random.default_rng(3))
+    dm = data_module(tmp_path, train=str(tmp_path / "train"), batch_size=4, val_fraction=0.25, normalize=False, trim_db=None)
+    dm.setup("fit")
+    assert dm.data_info == {"input_dim": 1, "label_names": ["beep", "chirp", "hum"], "sample_rate": 8000}
+    assert len(dm.datasets["train"]) == 9 and len(dm.datasets["val"]) == 3  # one per class held out
+    assert sorted(c.label for c in dm.datasets["val"].clips) == ["beep", "chirp", "hum"]
+    for batch in dm.train_dataloader():
+        assert batch["x"].dtype == torch.float32 and batch["x"].shape[2] == 1
+        assert batch["x"].shape[1] == batch["lengths"].max()
+        for row, (length, path) in enumerate(zip(batch["lengths"], batch["ids"])):
+            np.testing.assert_allclose(batch["x"][row, :length, 0].numpy(), decode_clip(path, 8000))
+            assert batch["x"][row, length:].abs().sum() == 0
+            assert dm.data_info["label_names"][batch["y"][row]] in path
+
+
+def test_crop_to_max_seconds_and_pad_to_max(tmp_path):
+    write_class_folders(tmp_path / "train", np.random.default_rng(4))
+    dm = data_module(tmp_path, train=str(tmp_path / "train"), max_seconds=0.2, pad_to_max=True, batch_size=5)
+    dm.setup("fit")
+    for batch in dm.val_dataloader():
+        assert batch["x"].shape[1] == 1600 and batch["lengths"].max() <= 1600
+    clip = next(i for i, c in enumerate(dm.datasets["val"].clips) if c.length > 1600)
+    whole = dm.datasets["val"].waveform(clip)
+    start = (len(whole) - 1600) // 2  # evaluation keeps the centre
+    torch.testing.assert_close(dm.datasets["val"][clip]["x"], whole[start:start + 1600])
+
+
+def test_bucketing_groups_similar_lengths_and_covers_every_clip_once():
+    lengths = torch.randint(100, 10_000, (300,), generator=torch.Generator().manual_seed(5)).tolist()
+    sampler = BucketBatchSampler(lengths, batch_size=10, shuffle=True, seed=0, pool_batches=30)
+    batches = list(sampler)
+    assert sorted(i for b in batches for i in b) == list(range(300)) and len(batches) == len(sampler)
+    padding = sum(max(lengths[i] for i in b) * len(b) - sum(lengths[i] for i in b) for b in batches)
+    assert padding < 0.05 * sum(lengths)  # random batches would pad about half
+    assert list(sampler) != batches  # the next epoch is shuffled again
+
+
+def test_second_epoch_does_not_decode_again(tmp_path, monkeypatch):
+    write_class_folders(tmp_path / "train", np.random.default_rng(6))
+    calls = []
+    real = audio.decode_clip
+    monkeypatch.setattr(audio, "decode_clip", lambda path, rate: calls.append(path) or real(path, rate))
+    dm = data_module(tmp_path, train=str(tmp_path / "train"), batch_size=4, augment=True)
+    dm.setup("fit")
+    for _ in range(2):
+        for _ in dm.train_dataloader():
+            pass
+    assert len(calls) == len(dm.datasets["train"]) == len(set(calls))
+
+
+def test_augmentation_only_on_training_clips(tmp_path):
+    write_class_folders(tmp_path / "train", np.random.default_rng(7))
+    torch.manual_seed(0)
+    dm = AudioClassificationData(train=str(tmp_path / "train"), batch_size=4, val_fraction=0.25)
+    dm.setup("fit")
+    train, val = dm.datasets["train"], dm.datasets["val"]
+    assert not torch.equal(train[0]["x"], train[0]["x"])
+    torch.testing.assert_close(val[0]["x"], val[0]["x"])
+    torch.testing.assert_close(val[0]["x"], val.waveform(0))
+    assert val.waveform(0).abs().max().item() == pytest.approx(1.0)  # normalized to peak 1
+
+
+def test_manifest_with_splits_supplies_val_and_test(tmp_path):
+    rng = np.random.default_rng(8)
+    write_class_folders(tmp_path / "clips", rng, per_class=3, classes=("a", "b"))
+    rows = [f"clips/{label}/{i}.wav,{label},{['train', 'val', 'test'][i]}" for label in "ab" for i in range(3)]
+    (tmp_path / "m.csv").write_text("path,label,split\n" + "\n".join(rows) + "\n")
+    dm = data_module(tmp_path, train=str(tmp_path / "m.csv"))
+    dm.setup("fit")
+    assert [len(dm.datasets[s]) for s in ("train", "val")] == [2, 2]
+    dm.setup("test")
+    assert [c.path.name for c in dm.datasets["test"].clips] == ["2.wav", "2.wav"]
+
+
+def bad_input_cases(tmp_path):
+    rng = np.random.default_rng(9)
+    good = write_class_folders(tmp_path / "good", rng, per_class=2, classes=("a", "b"))
+    corrupt = write_class_folders(tmp_path / "corrupt", rng, per_class=2, classes=("a", "b"))
+    (corrupt / "a" / "broken.wav").write_bytes(rng.bytes(500))
+    empty_clip = write_class_folders(tmp_path / "empty_clip", rng, per_class=2, classes=("a", "b"))
+    sf.write(empty_clip / "b" / "silent.wav", np.zeros(0, np.float32), 8000)
+    empty_folder = write_class_folders(tmp_path / "empty_folder", rng, per_class=2, classes=("a", "b"))
+    (empty_folder / "c").mkdir()
+    (tmp_path / "missing.csv").write_text(f"path,label\ngood/a/0.wav,a\ngood/a/nope.wav,a\n")
+    (tmp_path / "bad_split.csv").write_text(f"path,label,split\ngood/a/0.wav,a,train\ngood/b/0.wav,b,holdout\n")
+    del good
+    return {
+        "corrupt": (corrupt, "broken.wav: cannot read audio header"),
+        "empty_clip": (empty_clip, "silent.wav: zero-length clip"),
+        "empty_folder": (empty_folder, "empty_folder/c: empty class folder"),
+        "missing.csv": (tmp_path / "missing.csv", "line 3: audio file .*nope.wav' does not exist"),
+        "bad_split.csv": (tmp_path / "bad_split.csv", "line 3: unknown split 'holdout'"),
+    }
+
+
+@pytest.mark.parametrize("case", ["corrupt", "empty_clip", "empty_folder", "missing.csv", "bad_split.csv"])
+def test_bad_input_raises_a_data_error_naming_the_file(tmp_path, case):
+    source, message = bad_input_cases(tmp_path)[case]
+    with pytest.raises(DataError, match=message):
+        data_module(tmp_path, train=str(source)).setup("fit")
+
+
+@pytest.mark.parametrize("case", ["corrupt", "empty_clip"])
+def test_skip_bad_leaves_out_and_counts_bad_clips(tmp_path, caplog, case):
+    source, _ = bad_input_cases(tmp_path)[case]
+    dm = data_module(tmp_path, train=str(source), skip_bad=True)
+    with caplog.at_level(logging.WARNING, logger="seqpipe.data.audio"):
+        dm.setup("fit")
+    assert len(dm.skipped) == 1 and "skipped 1 unreadable or empty clip" in caplog.text
+    assert len(dm.datasets["train"]) + len(dm.datasets["val"]) == 4
+
+
+def test_prediction_without_a_model_and_pad_without_max_are_config_errors(tmp_path):
+    write_class_folders(tmp_path / "clips", np.random.default_rng(10))
+    with pytest.raises(ConfigError, match="--ckpt_path"):
+        data_module(tmp_path, predict=str(tmp_path / "clips")).setup("predict")
+    with pytest.raises(ConfigError, match="max_seconds"):
+        AudioClassificationData(pad_to_max=True)
+
+
+def test_stratified_split_is_seeded_and_keeps_every_class():
+    labels = ["a"] * 10 + ["b"] * 5 + ["c"] * 2
+    train, val = stratified_split(labels, 0.2, seed=3)
+    assert stratified_split(labels, 0.2, seed=3) == (train, val)
+    assert sorted(labels[i] for i in val) == ["a", "a", "b", "c"] and sorted(train + val) == list(range(17))
