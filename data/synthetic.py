@@ -1,6 +1,7 @@
 """Seeded generators of small synthetic data sets, for tests and the demo. Nothing is downloaded.
 
     python -m seqpipe.data.synthetic dna-motifs --out DIR --seed 0
+    python -m seqpipe.data.synthetic audio-clips --out DIR --kind formants --n-per-class 300
 
 Each data set is one subcommand and one plain function that tests call with tiny sizes.
 """
@@ -107,6 +108,120 @@ def make_dna_motif_dataset(
     return out_dir
 
 
+# Two kinds of labelled clips. "signals": tones, chirps, noise bursts and AM/FM tones, at mixed sample rates,
+# channel counts and formats — exercises the reader. "formants": ten word-like classes of voiced segments
+# (harmonic stacks shaped by moving formants, some with a fricative onset or coda), varied by speaker
+# (pitch, vocal-tract scale), speed, onset, gain and noise — a stand-in for a spoken-digit set, 8 kHz WAV.
+SIGNAL_CLASSES = ("am_tone", "chirp_down", "chirp_up", "fm_tone", "noise_burst", "tone")
+VOWELS = {"a": (730, 1090, 2440), "i": (270, 2290, 3010), "u": (300, 870, 2240), "e": (530, 1840, 2480),
+          "o": (570, 840, 2410), "ae": (660, 1720, 2410)}
+FORMANT_WORDS = {  # word -> (fricative onset, vowel path, fricative coda); pairs share vowels in opposite order
+    "w0": ("", "a i", ""), "w1": ("", "i a", ""), "w2": ("s", "u e", ""), "w3": ("s", "e u", ""),
+    "w4": ("", "o ae", "s"), "w5": ("", "ae o", "s"), "w6": ("f", "i u", ""), "w7": ("f", "u i", ""),
+    "w8": ("", "e o a", ""), "w9": ("", "a o e", "f"),
+}
+
+
+def signal_clip(rng: np.random.Generator, label: str, seconds: float, sample_rate: int) -> np.ndarray:
+    """One clip (L,) of a ``SIGNAL_CLASSES`` class, peak about 0.5, with a little noise."""
+    t = np.arange(max(1, int(seconds * sample_rate))) / sample_rate
+    f0 = rng.uniform(200, 0.2 * sample_rate)
+    if label == "tone":
+        wave = np.sin(2 * np.pi * f0 * t)
+    elif label in ("chirp_up", "chirp_down"):
+        low, high = rng.uniform(100, 300), rng.uniform(0.25, 0.4) * sample_rate
+        start, end = (low, high) if label == "chirp_up" else (high, low)
+        freq = start + (end - start) * t / max(t[-1], 1e-9)
+        wave = np.sin(2 * np.pi * np.cumsum(freq) / sample_rate)
+    elif label == "am_tone":
+        wave = (1 + 0.9 * np.sin(2 * np.pi * rng.uniform(4, 12) * t)) / 2 * np.sin(2 * np.pi * f0 * t)
+    elif label == "fm_tone":
+        freq = f0 * (1 + 0.3 * np.sin(2 * np.pi * rng.uniform(3, 8) * t))
+        wave = np.sin(2 * np.pi * np.cumsum(freq) / sample_rate)
+    else:
+        wave = rng.standard_normal(len(t)) * (np.sin(2 * np.pi * rng.uniform(2, 6) * t) > 0.3)
+    wave = wave / max(np.abs(wave).max(), 1e-9)
+    return (0.5 * wave + 0.01 * rng.standard_normal(len(t))).astype(np.float32)
+
+
+def formant_clip(rng: np.random.Generator, label: str, sample_rate: int = 8000) -> np.ndarray:
+    """One utterance (L,) of a ``FORMANT_WORDS`` word: 0.2-2.3 s, random speaker, onset, gain and noise."""
+    onset, path, coda = FORMANT_WORDS[label]
+    speech = rng.uniform(0.18, 0.8) * (1.0 if rng.random() < 0.9 else 1.8)
+    lead, trail = rng.uniform(0, 0.6) * rng.random(), rng.uniform(0, 0.6) * rng.random()
+    n, fric = int(speech * sample_rate), int(rng.uniform(0.04, 0.1) * sample_rate)
+    t = np.arange(n) / sample_rate
+    # moving formants: piecewise-linear between the vowel targets at jittered times, scaled by the speaker
+    targets = np.array([VOWELS[v] for v in path.split()], dtype=float) * rng.uniform(0.85, 1.2)
+    knots = np.concatenate([[0], np.sort(rng.uniform(0.25, 0.75, len(targets) - 2)), [1]])
+    jitter = 1 + 0.06 * rng.standard_normal(targets.shape)
+    formants = np.stack([np.interp(t / t[-1], knots, targets[:, i] * jitter[:, i]) for i in range(3)])  # (3, n)
+    f0 = rng.uniform(90, 260) * (1 + rng.uniform(-0.15, 0.15) * t / t[-1]) * (1 + 0.01 * rng.standard_normal(n).cumsum() / np.sqrt(n))
+    phase = 2 * np.pi * np.cumsum(f0) / sample_rate
+    harmonics = np.arange(1, int(0.5 * sample_rate / 90) + 1)[:, None]  # (K, 1)
+    freq = harmonics * f0[None, :]
+    bandwidth = np.array([80, 120, 180])[:, None, None] * rng.uniform(0.8, 1.3)
+    gain = np.array([1.0, 0.6, 0.3])[:, None, None]
+    amplitude = (gain / (1 + ((freq[None] - formants[:, None]) / bandwidth) ** 2)).sum(0) * (freq < 0.5 * sample_rate)
+    voiced = (amplitude * np.sin(harmonics * phase[None, :]) / np.sqrt(harmonics)).sum(0)
+    voiced *= np.hanning(n) ** 0.3
+    parts = [voiced / np.abs(voiced).max()]
+    for place, kind in ((0, onset), (1, coda)):
+        if kind:  # fricative: high-passed noise ("s") or flat noise ("f")
+            noise = rng.standard_normal(fric)
+            noise = np.diff(noise, prepend=0) if kind == "s" else noise
+            parts.insert(place * len(parts), 0.3 * noise / np.abs(noise).max() * np.hanning(fric))
+    wave = np.concatenate([np.zeros(int(lead * sample_rate)), *parts, np.zeros(int(trail * sample_rate))])
+    wave = wave[: int(2.3 * sample_rate)]
+    level = 0.5 * 10 ** (rng.uniform(-12, 0) / 20)  # random gain
+    noise_rms = level * np.sqrt(np.mean(parts[0] ** 2)) * 10 ** (-rng.uniform(5, 30) / 20)  # SNR 5-30 dB
+    wave = level * wave + noise_rms * rng.standard_normal(len(wave))
+    return wave.astype(np.float32)
+
+
+def make_audio_clip_dataset(
+    out_dir: str | Path,
+    seed: int = 0,
+    n_per_class: int = 40,
+    test_fraction: float = 0.2,
+    kind: str = "signals",
+    seconds: tuple[float, float] = (0.2, 2.3),
+    sample_rates: tuple[int, ...] = (8000, 16000, 44100),
+    formats: tuple[str, ...] = ("wav", "flac", "ogg"),
+    channels: tuple[int, ...] = (1, 2),
+) -> Path:
+    """Write ``OUT/{train,test}/<class>/<clip>.<format>`` and ``OUT/manifest.csv`` (path,label,split).
+
+    ``kind="signals"``: ``SIGNAL_CLASSES`` at random durations in ``seconds``, sample rates, channel counts
+    (stereo channels differ by a small gain) and formats. ``kind="formants"``: ``FORMANT_WORDS`` as mono
+    clips at the first of ``sample_rates`` in the first of ``formats`` (their durations are their own).
+    """
+    import soundfile as sf
+
+    rng = np.random.default_rng(seed)
+    out_dir = Path(out_dir)
+    classes = SIGNAL_CLASSES if kind == "signals" else tuple(FORMANT_WORDS)
+    rows = []
+    for label in classes:
+        n_test = round(test_fraction * n_per_class)
+        for i in range(n_per_class):
+            split = "test" if i < n_test else "train"
+            rate, fmt = rng.choice(sample_rates), rng.choice(formats)
+            if kind == "signals":
+                wave = signal_clip(rng, label, rng.uniform(*seconds), int(rate))
+                n_channels = int(rng.choice(channels))
+                wave = np.stack([wave * (1 - 0.1 * c) for c in range(n_channels)], axis=1)
+            else:
+                rate, fmt = sample_rates[0], formats[0]
+                wave = formant_clip(rng, label, int(rate))
+            path = out_dir / split / label / f"{label}_{i:04d}.{fmt}"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            sf.write(path, wave, int(rate))
+            rows.append(f"{path.relative_to(out_dir)},{label},{split}")
+    (out_dir / "manifest.csv").write_text("path,label,split\n" + "\n".join(rows) + "\n")
+    return out_dir
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m seqpipe.data.synthetic", description=__doc__.split("\n")[0])
     datasets = parser.add_subparsers(dest="dataset", required=True, metavar="DATASET")
@@ -118,6 +233,19 @@ def main(argv: list[str] | None = None) -> None:
     dna.add_argument("--n-test", type=int, default=300)
     dna.add_argument("--length", type=int, default=200)
     dna.set_defaults(make=lambda a: make_dna_motif_dataset(a.out, a.seed, a.n_train, a.n_test, length=a.length))
+
+    clips = datasets.add_parser("audio-clips", help="labelled audio clips (signals or word-like formants), class folders")
+    clips.add_argument("--out", required=True, type=Path, help="output directory")
+    clips.add_argument("--seed", type=int, default=0)
+    clips.add_argument("--kind", choices=["signals", "formants"], default="signals")
+    clips.add_argument("--n-per-class", type=int, default=40)
+    clips.add_argument("--seconds", type=float, nargs=2, default=(0.2, 2.3), metavar=("MIN", "MAX"))
+    clips.add_argument("--sample-rates", type=int, nargs="+", default=[8000, 16000, 44100])
+    clips.add_argument("--formats", nargs="+", default=["wav", "flac", "ogg"], choices=["wav", "flac", "ogg"])
+    clips.add_argument("--channels", type=int, nargs="+", default=[1, 2])
+    clips.set_defaults(make=lambda a: make_audio_clip_dataset(
+        a.out, a.seed, a.n_per_class, kind=a.kind, seconds=tuple(a.seconds), sample_rates=tuple(a.sample_rates),
+        formats=tuple(a.formats), channels=tuple(a.channels)))
 
     args = parser.parse_args(argv)
     print(f"wrote {args.make(args)}")
