@@ -173,10 +173,10 @@ class _ChunkedScan(torch.autograd.Function):
             carry = _scan_reverse(a, lam, cum, carry)
             (grad_C_fixed.add_(_row_grad(g_b, x, C_rows)) if C.dim() == 2 else grads["C"].append(_row_grad(g_b, x, C_rows)))
             dtu = dt_b * u_b
-            x.addcmul_(dtu, B_rows, value=-1).mul_(lam)  # lam_t * a_t * x_{t-1}: the decay's share
-            grad_A += (x * dt_b).sum((0, 1, 2))
+            decay_share = x.addcmul_(dtu, B_rows, value=-1).mul_(lam)  # lam_t * a_t * x_{t-1}
             lam_B = _contract(lam, B_rows)
-            grads["dt"].append(_contract(x, layout.A) + u_b * lam_B)
+            grads["dt"].append(torch.mul(decay_share, layout.A, out=cum).sum(-1, keepdim=True) + u_b * lam_B)
+            grad_A += decay_share.mul_(dt_b).sum((0, 1, 2))
             grads["u"].append(dt_b * lam_B)
             (grad_B_fixed.add_(_row_grad(dtu, lam, B_rows)) if B.dim() == 2 else grads["B"].append(_row_grad(dtu, lam, B_rows)))
 
