@@ -1,0 +1,123 @@
+"""The genome recipe end to end on a tiny generated genome: gff_track, fit, test, predict to zarr and
+bedGraph; streamed prediction in small or large windows gives identical scores."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import zarr
+
+from genome_fixtures import CHROMS, write_genome, write_gff
+from seqpipe.cli import main
+from seqpipe.data.gff_track import main as gff_track_main
+
+BACKBONES = {
+    "causal": """
+    d_model: 8
+    n_layers: 1
+    block: {class_path: seqpipe.s4.S4Block, init_args: {d_state: 8}}""",
+    "rc": """
+    class_path: seqpipe.dna_backbones.RCEquivariantBackbone
+    init_args:
+      d_model: 8
+      n_layers: 1
+      output: invariant
+      block: {class_path: seqpipe.s4.S4Block, init_args: {d_state: 8}}""",
+}
+
+
+def write_config(tmp_path, backbone: str) -> str:
+    path = tmp_path / f"{backbone}.yaml"
+    path.write_text(f"""
+trainer:
+  max_epochs: 2
+  logger: false
+  enable_checkpointing: true
+  enable_progress_bar: false
+  enable_model_summary: false
+  callbacks:
+    - class_path: seqpipe.callbacks.SequenceLengthWarmup
+      init_args: {{stages: [{{epochs: 1, window_length: 32, batch_size: 8}}]}}
+model:
+  backbone:{BACKBONES[backbone]}
+  head: {{class_path: seqpipe.tasks.per_base.PerBaseClassification}}
+  lr: 1.0e-2
+data:
+  class_path: seqpipe.data.genome.GenomeData
+  init_args:
+    target: track
+    window_length: 64
+    val_regions: ["chrC"]
+    test_regions: ["chrA:80%-100%"]
+    windows_per_epoch: 16
+    batch_size: 4
+""")
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def genome(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("genome")
+    fasta, _ = write_genome(directory, seed=7, compression="gzip")
+    write_gff(directory / "genes.gff", seed=8)
+    gff_track_main([str(directory / "genes.gff"), str(fasta), str(directory / "cds.zarr"), "--feature", "CDS"])
+    return directory, str(fasta), str(directory / "cds.zarr")
+
+
+def run(command: str, config: str, genome, root, *extra: str) -> None:
+    directory, fasta, track = genome
+    main([command, "--config", config, "--data.fasta", fasta, "--data.track", track,
+          "--data.cache_dir", str(directory / "cache"), "--trainer.default_root_dir", str(root), *extra])
+
+
+def predict(config, genome, root, name, *extra) -> tuple[dict[str, np.ndarray], pd.DataFrame]:
+    run("predict", config, genome, root, "--ckpt_path", str(root / "best.ckpt"), "--prediction.path", str(root / f"{name}.csv"),
+        "--trainer.callbacks+=seqpipe.tasks.genome_writer.GenomePredictionWriter",
+        f"--trainer.callbacks.zarr_path={root / name}.zarr", f"--trainer.callbacks.bedgraph_path={root / name}.bedgraph",
+        *extra)
+    group = zarr.open_group(str(root / f"{name}.zarr"), mode="r")
+    scores = {chrom: group[chrom][:] for chrom in CHROMS}
+    bedgraph = pd.read_csv(root / f"{name}.bedgraph", sep="\t", header=None, skiprows=1, names=["chrom", "start", "end", "value"])
+    return scores, bedgraph
+
+
+def fit_and_keep_best(config, genome, root) -> None:
+    run("fit", config, genome, root)
+    best = sorted(root.rglob("best*.ckpt"))
+    assert best, "fit wrote no best checkpoint"
+    best[0].rename(root / "best.ckpt")
+
+
+def test_causal_recipe_fit_test_and_streamed_predictions(genome, tmp_path, capsys):
+    config = write_config(tmp_path, "causal")
+    fit_and_keep_best(config, genome, tmp_path)
+    run("test", config, genome, tmp_path, "--ckpt_path", str(tmp_path / "best.ckpt"))
+    assert "test/auroc" in capsys.readouterr().out
+    # windows of 64 streamed in chunks of 16, against windows of 256 in one piece (4k vs 64k at test scale)
+    small, bedgraph = predict(config, genome, tmp_path, "stream64", "--data.stream", "true", "--data.window_length", "64",
+                              "--model.chunk_size", "16")
+    large, _ = predict(config, genome, tmp_path, "stream256", "--data.stream", "true", "--data.window_length", "256")
+    for chrom, size in CHROMS.items():
+        assert small[chrom].shape == (size, 2) and not np.isnan(small[chrom]).any()
+        np.testing.assert_allclose(small[chrom], large[chrom], rtol=0, atol=1e-6)
+        np.testing.assert_allclose(small[chrom].sum(1), 1, atol=1e-5)
+    # the bedGraph covers each chromosome once, in order, with the CDS probability of the zarr
+    for chrom, rows in bedgraph.groupby("chrom"):
+        assert rows["start"].iloc[0] == 0 and rows["end"].iloc[-1] == CHROMS[chrom]
+        assert (rows["start"].to_numpy()[1:] == rows["end"].to_numpy()[:-1]).all()
+        expanded = np.repeat(rows["value"].to_numpy(), (rows["end"] - rows["start"]).to_numpy())
+        np.testing.assert_allclose(expanded, small[chrom][:, 1], atol=6e-4)
+    csv = pd.read_csv(tmp_path / "stream64.csv")
+    assert len(csv) == sum(CHROMS.values()) and list(csv.columns) == ["chrom", "position", "prob_other", "prob_CDS"]
+
+
+@pytest.mark.slow  # a second fit; the overlap tiling and the streaming refusal also have fast unit tests
+def test_rc_recipe_predicts_with_overlapping_windows_and_refuses_to_stream(genome, tmp_path, capsys):
+    config = write_config(tmp_path, "rc")
+    fit_and_keep_best(config, genome, tmp_path)
+    scores, _ = predict(config, genome, tmp_path, "overlap", "--data.predict_overlap", "32")
+    assert all(not np.isnan(scores[chrom]).any() for chrom in CHROMS)
+    with pytest.raises(SystemExit) as error:
+        predict(config, genome, tmp_path, "stream", "--data.stream", "true")
+    assert error.value.code == 2 and "cannot stream" in capsys.readouterr().err
