@@ -52,10 +52,11 @@ def _rows(ptr, batch, group, t, mask_t, d, mask_d, n, mask_n, N, s_b, s_g, s_n, 
     """B or C for a chunk as a 3-D tile: (CHUNK, 1, BLOCK_N) when time-varying, (1, BLOCK_D, BLOCK_N) if not."""
     if VARYING:
         offsets = batch * s_b + group * s_g + n[None, :] * s_n + t[:, None] * s_l
-        tile = tl.load(ptr + offsets, mask=mask_t[:, None] & mask_n[None, :], other=0).to(COMPUTE)
-        return tile[:, None, :]
-    tile = tl.load(ptr + d[:, None] * N + n[None, :], mask=mask_d[:, None] & mask_n[None, :], other=0)
-    return tile.to(COMPUTE)[None, :, :]
+        tile = tl.load(ptr + offsets, mask=mask_t[:, None] & mask_n[None, :], other=0).to(COMPUTE)[:, None, :]
+    else:
+        tile = tl.load(ptr + d[:, None] * N + n[None, :], mask=mask_d[:, None] & mask_n[None, :], other=0)
+        tile = tile.to(COMPUTE)[None, :, :]
+    return tile
 
 
 @triton.jit
@@ -94,7 +95,7 @@ def _scan_fwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_p
                      SOFTPLUS: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
                      HAS_H0: tl.constexpr, B_VARYING: tl.constexpr, C_VARYING: tl.constexpr,
                      COMPUTE: tl.constexpr, CHUNK: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr):
-    batch, group, _, d, mask_d, n, mask_n, row = _program_coords(L, D, Dg, N, BLOCK_D, BLOCK_N)
+    batch, group, _block, d, mask_d, n, mask_n, row = _program_coords(L, D, Dg, N, BLOCK_D, BLOCK_N)
     mask_dn = mask_d[:, None] & mask_n[None, :]
     state_offsets = d[:, None] * N + n[None, :]
     A = tl.load(A_ptr + state_offsets, mask=mask_dn, other=0).to(COMPUTE)
