@@ -34,7 +34,7 @@ def dataset(tmp_path_factory) -> Path:
 
 def as_header_fasta(dataset: Path, split: str, out: Path) -> Path:
     """The FASTA-per-class split rewritten as one gzipped FASTA whose headers carry the label."""
-    records = [(f"{r.label} {r.record_id}", r.sequence) for r in read_fasta_per_class(dataset / split)]
+    records = [(f"{r.label} {r.id}", r.sequence) for r in read_fasta_per_class(dataset / split)]
     plain = write_fasta(out.with_suffix(""), records)
     out.write_bytes(gzip.compress(plain.read_bytes()))
     return out
@@ -42,7 +42,7 @@ def as_header_fasta(dataset: Path, split: str, out: Path) -> Path:
 
 def as_table(dataset: Path, split: str, out: Path) -> Path:
     records = list(read_fasta_per_class(dataset / split))
-    frame = pd.DataFrame({"name": [r.record_id for r in records], "seq": [r.sequence for r in records],
+    frame = pd.DataFrame({"name": [r.id for r in records], "seq": [r.sequence for r in records],
                           "cls": [r.label for r in records]})
     frame.to_csv(out, sep="\t" if out.suffix == ".tsv" else ",", index=False)
     return out
