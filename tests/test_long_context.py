@@ -56,12 +56,12 @@ def test_streaming_in_small_or_large_chunks_gives_identical_outputs(kind):
     model = backbone(kind).eval()
     x = tokens(3, length=128)
     with torch.no_grad():
-        small, _ = chunked_forward(model, x, 8)
+        small, _ = chunked_forward(model, x, 16)
         large, _ = chunked_forward(model, x, 64)
         # windows streamed one batch at a time, the state carried from each to the next
         state, pieces = None, []
         for start in range(0, 128, 32):
-            y, state = chunked_forward(model, x[:, start:start + 32], 8, state=state)
+            y, state = chunked_forward(model, x[:, start:start + 32], 16, state=state)
             pieces.append(y)
     torch.testing.assert_close(small, large, rtol=0, atol=1e-12)
     torch.testing.assert_close(torch.cat(pieces, 1), large, rtol=0, atol=1e-12)
