@@ -5,8 +5,8 @@
 Shape: batch 1, d_inner 256, N 16, fp32, with D, z, delta_bias and softplus (Mamba's call). Modes:
 "fwd" runs under torch.no_grad(); "fwd+bwd" backpropagates y.sum() to every input. Each (backend, L,
 mode) runs in its own subprocess so memory readings do not mix: on CPU, "peak MiB" is the growth of the
-process's peak resident set (ru_maxrss) over the repeats, above the inputs and the imports: what the OS
-had to give, allocator caching included. On CUDA it is torch.cuda.max_memory_allocated above the inputs.
+process's peak resident set (ru_maxrss) during the runs, above the inputs and the imports: what the OS
+had to give, allocator caching included (it also counts the first-call workspaces of torch's own ops). On CUDA it is torch.cuda.max_memory_allocated above the inputs.
 Times are medians over --repeats (after one warm-up run at L <= 4096 and on CUDA).
 """
 
@@ -40,7 +40,8 @@ def make_inputs(length: int, device: str, dtype=torch.float32, requires_grad=Fal
     A = -(torch.rand(DIM, D_STATE, generator=gen) * D_STATE + 0.5)
     return {"u": rand(1, DIM, length), "delta": rand(1, DIM, length, scale=0.5),
             "A": A.to(device, dtype).requires_grad_(requires_grad), "B": rand(1, D_STATE, length),
-            "C": rand(1, D_STATE, length), "D": rand(DIM), "z": rand(1, DIM, length), "delta_bias": rand(DIM, scale=0.5)}
+            "C": rand(1, D_STATE, length), "D": rand(DIM), "z": rand(1, DIM, length),
+            "delta_bias": rand(DIM, scale=0.5)}
 
 
 def run_backend(backend: str, inputs: dict) -> torch.Tensor:
@@ -71,13 +72,14 @@ def worker(backend: str, length: int, mode: str, device: str, repeats: int) -> d
             value.grad = None
         return time.perf_counter() - start
 
-    if device == "cuda" or length <= 4096:
-        once()
+    # the baseline is taken before the warm-up, which would otherwise hide the peak
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
     else:
         base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    if device == "cuda" or length <= 4096:
+        once()
     times = [once() for _ in range(repeats)]
     if device == "cuda":
         peak = (torch.cuda.max_memory_allocated() - base) / 2**20
@@ -105,7 +107,7 @@ def errors(length: int, device: str, backends: list[str]) -> dict:
 def measure(args, backend: str, length: int, mode: str) -> dict | None:
     """Run one configuration in a fresh interpreter; None if it failed (e.g. out of memory)."""
     command = [sys.executable, __file__, "--worker", backend, str(length), mode, "--device", args.device,
-               "--repeats", str(args.repeats)]
+               "--repeats", str(args.repeats), "--threads", str(args.threads)]
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         print(f"  {backend} L={length} {mode}: failed ({done.stderr.strip().splitlines()[-1:]})", file=sys.stderr)
@@ -118,12 +120,15 @@ def main() -> None:
     parser.add_argument("--lengths", type=int, nargs="+", default=[1024, 4096, 16384, 65536])
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
+                        help="intra-op threads for every backend (1 is steadier on a machine shared with other jobs)")
     parser.add_argument("--ref-max-length", type=int, default=16384, help="skip the step loop above this L")
     parser.add_argument("--pscan-max-length", type=int, default=16384,
                         help="skip pscan above this L (it needs about 3 GB per 16k steps at fwd+bwd)")
     parser.add_argument("--error-length", type=int, default=2048)
     parser.add_argument("--worker", nargs=3, metavar=("BACKEND", "L", "MODE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     if args.worker:
         backend, length, mode = args.worker
         print(json.dumps(worker(backend, int(length), mode, args.device, args.repeats)))
@@ -131,7 +136,7 @@ def main() -> None:
 
     backends = ["ref", "pscan", "chunked"] + (["triton"] if args.device == "cuda" else [])
     limits = {"ref": args.ref_max_length, "pscan": args.pscan_max_length}
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}, "
+    print(f"torch {torch.__version__}, {args.threads} threads, device {args.device}, "
           f"batch 1, d_inner {DIM}, N {D_STATE}, fp32, median of {args.repeats}")
     print(f"{'L':>6} {'mode':<8} {'backend':<8} {'median s':>9} {'peak MiB':>9} {'x ref':>7} {'x pscan':>8}")
     for length in args.lengths:
@@ -145,7 +150,8 @@ def main() -> None:
                 print(f"{length:>6} {mode:<8} {backend:<8} {result['seconds']:>9.3f} {result['peak_mib']:>9.0f} "
                       f"{ratios[0]:>7} {ratios[1]:>8}", flush=True)
     print(f"\nmax relative error vs float64 reference at L={args.error_length} (fp32 inputs):")
-    for backend, report in errors(args.error_length, args.device, [b for b in backends if b != "ref"] + ["ref"]).items():
+    checked = [b for b in backends if b != "ref"] + ["ref"]
+    for backend, report in errors(args.error_length, args.device, checked).items():
         print(f"  {backend:<8} " + "  ".join(f"{name} {value:.1e}" for name, value in report.items()))
 
 

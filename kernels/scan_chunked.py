@@ -32,14 +32,19 @@ def _block_shape(length: int, step_elements: int) -> tuple[int, int]:
     return chunk, max(1, steps // chunk)
 
 
+def _time_major(x: torch.Tensor) -> torch.Tensor:
+    """(..., L) -> contiguous (L, ...), once per call, so each block's view reads whole channel rows."""
+    return x.movedim(-1, 0).contiguous()
+
+
 def _to_tk(x: torch.Tensor, T: int, K: int) -> torch.Tensor:
-    """View (..., T*K) as (T, K, ...): time s = k * T + t."""
-    return x.unflatten(-1, (K, T)).movedim((-1, -2), (0, 1))
+    """View time-major (T*K, ...) as (T, K, ...): time s = k * T + t."""
+    return x.unflatten(0, (K, T)).transpose(0, 1)
 
 
 def _from_tk(x: torch.Tensor) -> torch.Tensor:
-    """Inverse of :func:`_to_tk`: (T, K, ...) -> (..., T*K)."""
-    return x.movedim((0, 1), (-1, -2)).flatten(-2)
+    """Inverse of :func:`_to_tk`: (T, K, ...) -> (T*K, ...)."""
+    return x.transpose(0, 1).flatten(0, 1)
 
 
 def _scan_forward(a: torch.Tensor, h: torch.Tensor, cum: torch.Tensor, h0: torch.Tensor) -> torch.Tensor:
@@ -82,7 +87,11 @@ def _scan_reverse(a: torch.Tensor, lam: torch.Tensor, cum: torch.Tensor, carry: 
 
 
 class _Layout:
-    """Block views of the inputs: the state is (batch, G, D/G, N); B/C rows (batch, G or 1, 1, N)."""
+    """Block views of the inputs: the state is (batch, G, D/G, N); B/C rows (batch, G or 1, 1, N).
+
+    Inputs are copied time-major once (they are 1/N the size of the state), so a block is a view whose
+    rows are contiguous runs of channels, and the broadcasting products read memory in order.
+    """
 
     def __init__(self, u, dt, A, B, C):
         batch, dim, length = u.shape
@@ -91,22 +100,30 @@ class _Layout:
         self.T, self.K = _block_shape(length, math.prod(self.state_shape))
         self.block = self.T * self.K
         self.A = A.view(self.state_shape[1:])
-        self.u, self.dt, self.B, self.C = u, dt, B, C
+        self.u, self.dt = self.time_major(u), self.time_major(dt)
+        self.B, self.C = (
+            M.view(self.state_shape[1:]) if M.dim() == 2 else _time_major(M if M.dim() == 4 else M.unsqueeze(1))
+            for M in (B, C)
+        )
+
+    def time_major(self, x: torch.Tensor) -> torch.Tensor:
+        """(batch, D, L) -> (L, batch, G, D/G)."""
+        return _time_major(x.unflatten(1, self.state_shape[1:3]))
+
+    def _block(self, x: torch.Tensor, start: int) -> torch.Tensor:
+        """The block of time-major ``x`` at ``start`` as (T, K, ...), zero-padded past L."""
+        piece = x[start : start + self.block]
+        if piece.shape[0] < self.block:
+            piece = torch.cat([piece, piece.new_zeros(self.block - piece.shape[0], *piece.shape[1:])])
+        return _to_tk(piece, self.T, self.K)
 
     def channels(self, x: torch.Tensor, start: int) -> torch.Tensor:
-        """(batch, D, L) -> (T, K, batch, G, D/G, 1) for the block at ``start``, zero-padded past L."""
-        piece = x[..., start : start + self.block]
-        piece = torch.nn.functional.pad(piece, (0, self.block - piece.shape[-1]))
-        return _to_tk(piece.unflatten(1, self.state_shape[1:3]), self.T, self.K).unsqueeze(-1)
+        """Time-major (L, batch, G, D/G) -> (T, K, batch, G, D/G, 1) for the block at ``start``."""
+        return self._block(x, start).unsqueeze(-1)
 
     def rows(self, M: torch.Tensor, start: int) -> torch.Tensor:
         """B or C for the block: (T, K, batch, G|1, 1, N), or (G, D/G, N) when time-invariant."""
-        if M.dim() == 2:
-            return M.view(self.state_shape[1:])
-        grouped = M if M.dim() == 4 else M.unsqueeze(1)
-        piece = grouped[..., start : start + self.block]
-        piece = torch.nn.functional.pad(piece, (0, self.block - piece.shape[-1]))
-        return _to_tk(piece, self.T, self.K).unsqueeze(-2)
+        return M if M.dim() == 3 else self._block(M, start).unsqueeze(-2)
 
     def buffers(self, count: int) -> list[torch.Tensor]:
         return [self.u.new_empty(self.T, self.K, *self.state_shape) for _ in range(count)]
@@ -148,8 +165,8 @@ class _ChunkedScan(torch.autograd.Function):
         for start in starts:
             block_states.append(state)
             state = layout.states(start, state, a, h, cum).clone()
-            ys.append(_from_tk(_contract(h, layout.rows(C, start)).squeeze(-1)))
-        y = torch.cat(ys, -1).flatten(1, 2)[..., :length]
+            ys.append(_from_tk(_contract(h, layout.rows(layout.C, start)).squeeze(-1)))
+        y = torch.cat(ys)[:length].movedim(0, -1).reshape(batch, dim, length)
         ctx.save_for_backward(u, dt, A, B, C, torch.stack(block_states))
         return y, state.reshape(batch, dim, -1)
 
@@ -160,36 +177,37 @@ class _ChunkedScan(torch.autograd.Function):
         batch, dim, length = u.shape
         a, x, cum, lam = layout.buffers(4)
         carry = grad_last.reshape(layout.state_shape).clone()
-        grad_y = torch.nn.functional.pad(grad_y, (0, len(block_states) * layout.block - length))
+        grad_y = layout.time_major(grad_y)
         grads = {name: [] for name in ("u", "dt", "B", "C")}
         grad_A = torch.zeros_like(layout.A)
-        grad_B_fixed, grad_C_fixed = torch.zeros_like(layout.A), torch.zeros_like(layout.A)
         for index in range(len(block_states) - 1, -1, -1):
             start = index * layout.block
-            B_rows, C_rows = layout.rows(B, start), layout.rows(C, start)
-            dt_b, u_b, g_b = (layout.channels(v, start) for v in (dt, u, grad_y))
+            B_rows, C_rows = layout.rows(layout.B, start), layout.rows(layout.C, start)
+            dt_b, u_b, g_b = (layout.channels(v, start) for v in (layout.dt, layout.u, grad_y))
             layout.states(start, block_states[index], a, x, cum)
             torch.mul(g_b, C_rows, out=lam)
             carry = _scan_reverse(a, lam, cum, carry)
-            (grad_C_fixed.add_(_row_grad(g_b, x, C_rows)) if C.dim() == 2 else grads["C"].append(_row_grad(g_b, x, C_rows)))
+            grads["C"].append(_row_grad(g_b, x, C_rows))
             dtu = dt_b * u_b
             decay_share = x.addcmul_(dtu, B_rows, value=-1).mul_(lam)  # lam_t * a_t * x_{t-1}
             lam_B = _contract(lam, B_rows)
             grads["dt"].append(torch.mul(decay_share, layout.A, out=cum).sum(-1, keepdim=True) + u_b * lam_B)
             grad_A += decay_share.mul_(dt_b).sum((0, 1, 2))
             grads["u"].append(dt_b * lam_B)
-            (grad_B_fixed.add_(_row_grad(dtu, lam, B_rows)) if B.dim() == 2 else grads["B"].append(_row_grad(dtu, lam, B_rows)))
+            grads["B"].append(_row_grad(dtu, lam, B_rows))
 
-        def assemble(parts: list[torch.Tensor]) -> torch.Tensor:
-            """Per-block (T, K, batch, G, X, Y) pieces, last block first -> (batch, G, X*Y..., L)."""
-            whole = torch.cat([_from_tk(p) for p in reversed(parts)], -1)[..., :length]
-            return whole
+        def assemble(parts: list[torch.Tensor], like: torch.Tensor) -> torch.Tensor:
+            """Per-block pieces, last block first, to a gradient shaped like ``like``.
 
-        grad_u = assemble(grads["u"]).reshape(batch, dim, length)
-        grad_dt = assemble(grads["dt"]).reshape(batch, dim, length)
-        grad_B = grad_B_fixed.reshape(B.shape) if B.dim() == 2 else assemble(grads["B"]).squeeze(2).reshape(B.shape)
-        grad_C = grad_C_fixed.reshape(C.shape) if C.dim() == 2 else assemble(grads["C"]).squeeze(2).reshape(C.shape)
-        return grad_u, grad_dt, grad_A.reshape(A.shape), grad_B, grad_C, carry.reshape(batch, dim, -1)
+            Pieces are (T, K, batch, G, X, Y) along time, or (G, D/G, N) sums for a time-invariant B or C.
+            """
+            if like.dim() == 2:
+                return torch.stack(parts).sum(0).reshape(like.shape)
+            return torch.cat([_from_tk(p) for p in reversed(parts)])[:length].movedim(0, -1).reshape(like.shape)
+
+        grads_BC = [assemble(grads[name], M) for name, M in (("B", B), ("C", C))]
+        return (assemble(grads["u"], u), assemble(grads["dt"], dt), grad_A.reshape(A.shape), *grads_BC,
+                carry.reshape(batch, dim, -1))
 
 
 def selective_scan_chunked(

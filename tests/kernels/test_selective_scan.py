@@ -147,7 +147,8 @@ def test_backend_matches_reference_float64(backend, device, case):
 def test_short_lengths(backend, device):
     for length in (1, 4):
         inputs, softplus = make_inputs(length=length, D=True, initial_state=True, device=device)
-        assert_all_close(outputs_and_grads(inputs, softplus, backend), outputs_and_grads(inputs, softplus, "ref"), 1e-12)
+        expected = outputs_and_grads(inputs, softplus, "ref")
+        assert_all_close(outputs_and_grads(inputs, softplus, backend), expected, 1e-12)
 
 
 @pytest.mark.parametrize("backend,device", RUNNABLE + [("ref", "cpu")])
@@ -156,8 +157,9 @@ def test_two_calls_with_carried_state_equal_one_call(backend, device):
     inputs, softplus = make_inputs(z=True, D=True, delta_bias=True, softplus=True, initial_state=True, device=device)
     whole = outputs_and_grads(inputs, softplus, backend)
     split = 6
-    first = {k: v if v is None or v.dim() < 3 or k in ("initial_state", "A") else v[..., :split] for k, v in inputs.items()}
-    second = {k: v if v is None or v.dim() < 3 or k in ("initial_state", "A") else v[..., split:] for k, v in inputs.items()}
+    along_time = [k for k, v in inputs.items() if v is not None and v.dim() >= 3 and k != "initial_state"]
+    first = {**inputs, **{k: inputs[k][..., :split] for k in along_time}}
+    second = {**inputs, **{k: inputs[k][..., split:] for k in along_time}}
     y1, state = run(first, softplus, backend)
     y2, last = run({**second, "initial_state": state}, softplus, backend)
     assert relative_error(torch.cat([y1, y2], -1), whole["y"]) < 1e-12
