@@ -7,7 +7,7 @@ For ``--positions`` bases drawn from each split, features are the counts of ever
 in the ``--window`` bases centred on the base; a standardised logistic regression learns the track's
 second class (e.g. CDS) from them. Prints accuracy and AUROC on the test bases, and, with
 ``--predictions`` (zarr written by ``seqpipe predict`` with the GenomePredictionWriter), the model's on
-the very same bases.
+the very same bases and on every base of the test regions.
 """
 
 from __future__ import annotations
@@ -102,6 +102,10 @@ def main() -> None:
             raise SystemExit(f"{options.predictions} has no prediction for some test bases: predict over the test regions")
         print(f"| seqpipe model (same bases) | {len(y_test)} | {accuracy_score(y_test == 1, model > 0.5):.4f} | "
               f"{roc_auc_score(y_test == 1, model):.4f} |")
+        every_score = np.concatenate([group[i.chrom][i.start:i.end, 1] for i in regions["test"]])
+        every_label = np.concatenate([track.read(i.chrom, i.start, i.end) for i in regions["test"]]) == 1
+        print(f"| seqpipe model (every test base) | {len(every_label)} | {accuracy_score(every_label, every_score > 0.5):.4f} | "
+              f"{roc_auc_score(every_label, every_score):.4f} |")
     print(f"wall time {time.perf_counter() - started:.1f} s")
 
 
