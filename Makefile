@@ -7,6 +7,7 @@ DEPS_KEY := $(shell cat pyproject.toml | sha1sum | cut -c1-12)
 DEPS_STAMP := $(VENV)/.deps-$(DEPS_KEY)
 DEMO_DIR := demo_data
 DEMO_RUN := runs/demo
+DEMO_CKPT := $(DEMO_RUN)/lightning_logs/version_0/checkpoints/best.ckpt
 
 .PHONY: install test test-slow demo clean
 
@@ -33,10 +34,10 @@ demo: install
 	$(BIN)/seqpipe fit --config configs/demo.yaml --data.train $(DEMO_DIR)/dna/train \
 		--data.test $(DEMO_DIR)/dna/test --trainer.default_root_dir $(DEMO_RUN)
 	$(BIN)/seqpipe test --config configs/demo.yaml --data.train $(DEMO_DIR)/dna/train \
-		--data.test $(DEMO_DIR)/dna/test --ckpt_path $(DEMO_RUN)/checkpoints/best.ckpt \
+		--data.test $(DEMO_DIR)/dna/test --ckpt_path $(DEMO_CKPT) \
 		--trainer.default_root_dir $(DEMO_RUN)/test
 	$(BIN)/seqpipe predict --config configs/demo.yaml --data.predict $(DEMO_DIR)/dna/unlabelled.fasta \
-		--ckpt_path $(DEMO_RUN)/checkpoints/best.ckpt --trainer.default_root_dir $(DEMO_RUN)/predict \
+		--ckpt_path $(DEMO_CKPT) --trainer.default_root_dir $(DEMO_RUN)/predict \
 		--prediction.path $(DEMO_RUN)/predictions.csv
 	@echo "first predictions ($(DEMO_RUN)/predictions.csv):" && head -n 6 $(DEMO_RUN)/predictions.csv
 
