@@ -108,6 +108,43 @@ def make_dna_motif_dataset(
     return out_dir
 
 
+def sine_series(seed: int = 0, rows: int = 2000, n_columns: int = 3, freq: str = "h", start: str = "2021-01-01") -> "pd.DataFrame":
+    """A seeded multivariate series: per column a daily and a weekly sinusoid of random amplitude and
+    phase, a linear trend and Gaussian noise; a ``date`` column at ``freq``."""
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    step = np.arange(rows)[:, None]
+    daily, weekly = 2 * np.pi * step / 24, 2 * np.pi * step / 168
+    values = (
+        rng.uniform(1, 3, n_columns) * np.sin(daily + rng.uniform(0, 2 * np.pi, n_columns))
+        + rng.uniform(0.5, 1.5, n_columns) * np.sin(weekly + rng.uniform(0, 2 * np.pi, n_columns))
+        + rng.uniform(-2, 2, n_columns) * step / rows
+        + rng.uniform(-5, 5, n_columns)
+        + 0.2 * rng.standard_normal((rows, n_columns))
+    )
+    frame = pd.DataFrame(values, columns=[f"v{k}" for k in range(n_columns)])
+    frame.insert(0, "date", pd.date_range(start, periods=rows, freq=freq))
+    return frame
+
+
+def make_sine_series(out_dir: str | Path, seed: int = 0, rows: int = 2000, n_columns: int = 3) -> Path:
+    """Write :func:`sine_series` as ``out_dir/series.csv`` and as a zarr group of 1-D arrays
+    (``out_dir/series.zarr``: ``date`` as datetime64 and one array per column)."""
+    import zarr
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    frame = sine_series(seed, rows, n_columns)
+    frame.to_csv(out_dir / "series.csv", index=False)
+    group = zarr.open_group(str(out_dir / "series.zarr"), mode="w")
+    group.attrs["columns"] = list(frame.columns[1:])
+    for name in frame.columns:
+        values = frame[name].to_numpy()
+        group.create_array(name, shape=values.shape, dtype=values.dtype, chunks=(min(rows, 512),))[:] = values
+    return out_dir
+
+
 # Two kinds of labelled clips. "signals": tones, chirps, noise bursts and AM/FM tones, at mixed sample rates,
 # channel counts and formats — exercises the reader. "formants": ten word-like classes of voiced segments
 # (harmonic stacks shaped by moving formants, some with a fricative onset or coda), varied by speaker
@@ -233,6 +270,13 @@ def main(argv: list[str] | None = None) -> None:
     dna.add_argument("--n-test", type=int, default=300)
     dna.add_argument("--length", type=int, default=200)
     dna.set_defaults(make=lambda a: make_dna_motif_dataset(a.out, a.seed, a.n_train, a.n_test, length=a.length))
+
+    series = datasets.add_parser("sine-series", help="multivariate hourly series (sinusoids, trend, noise) as CSV and zarr")
+    series.add_argument("--out", required=True, type=Path, help="output directory")
+    series.add_argument("--seed", type=int, default=0)
+    series.add_argument("--rows", type=int, default=2000)
+    series.add_argument("--columns", type=int, default=3)
+    series.set_defaults(make=lambda a: make_sine_series(a.out, a.seed, a.rows, a.columns))
 
     clips = datasets.add_parser("audio-clips", help="labelled audio clips (signals or word-like formants), class folders")
     clips.add_argument("--out", required=True, type=Path, help="output directory")

@@ -27,6 +27,11 @@ class PredictionWriter(BasePredictionWriter):
         self._target: Path | None = None
         self._partial: Path | None = None
 
+    @property
+    def target(self) -> Path | None:
+        """The CSV this run writes; known once prediction has started (other callbacks write beside it)."""
+        return self._target
+
     def on_predict_start(self, trainer, pl_module) -> None:
         target = Path(self.path) if self.path else Path(trainer.log_dir or trainer.default_root_dir) / "predictions.csv"
         if trainer.world_size > 1:

@@ -1,0 +1,288 @@
+"""Reading multivariate time series from CSV and zarr, with the checks forecasting needs.
+
+A :class:`Series` is a table of numeric columns over regular timestamps. CSV files are parsed whole (a
+CSV has to be read to be checked anyway); a zarr store larger than ``max_in_memory_mb`` stays on disk
+and :meth:`Series.read` fetches row ranges from its chunks.
+
+Two zarr layouts are read: an array ``(T, C)`` (or ``(T,)``), its column names in the attribute
+``columns`` and no timestamps (rows are numbered); or a group of named 1-D arrays of equal length, one
+of them the time coordinate (datetime64, or strings pandas parses), the others the columns.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Sequence
+
+import numpy as np
+import pandas as pd
+
+from seqpipe.errors import ConfigError, DataError
+
+FillPolicy = Literal["ffill", "interpolate"]
+TIME_COLUMN_NAMES = ("date", "datetime", "time", "timestamp", "ds")
+_ROWS_SHOWN = 10
+
+
+@dataclass
+class Series:
+    """A regular multivariate series.
+
+    ``columns``: names of the C value columns. ``times``: the T timestamps, or None when the rows are only
+    numbered. ``freq``: the inferred pandas frequency (None for numbered rows). ``source``: an ``(T, C)``
+    array in memory, or a :class:`ZarrColumns` read on demand.
+    """
+
+    path: str
+    columns: list[str]
+    times: pd.DatetimeIndex | None
+    freq: str | None
+    source: np.ndarray | ZarrColumns
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Rows ``[start, stop)`` -> float32 array (stop - start, C)."""
+        return np.asarray(self.source[start:stop], dtype=np.float32)
+
+    def blocks(self, stop: int, rows: int = 65536):
+        """Yield ``(first_row, float64 block)`` covering rows ``[0, stop)`` a block at a time."""
+        for start in range(0, stop, rows):
+            yield start, np.asarray(self.source[start : min(stop, start + rows)], dtype=np.float64)
+
+    def future_times(self, steps: int) -> pd.DatetimeIndex | np.ndarray:
+        """Timestamps of the ``steps`` rows after the last one (row numbers for a numbered series)."""
+        if self.times is None:
+            return np.arange(len(self), len(self) + steps)
+        return pd.date_range(self.times[-1], periods=steps + 1, freq=self.freq)[1:].as_unit("ns")
+
+
+class ZarrColumns:
+    """Columns kept in zarr arrays, sliced by rows: ``columns[start:stop] -> (n, C)`` read from the chunks.
+
+    ``parts``: (array, column index or None for a 1-D array) per column, in column order.
+    """
+
+    def __init__(self, parts: list[tuple[object, int | None]], length: int):
+        self.parts, self.length = parts, length
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, rows: slice) -> np.ndarray:
+        cache: dict[int, np.ndarray] = {}
+        out = []
+        for array, column in self.parts:
+            if column is None:
+                out.append(np.asarray(array[rows]))
+            else:  # one read per 2-D array, not per column
+                block = cache.setdefault(id(array), np.asarray(array[rows]))
+                out.append(block[:, column])
+        return np.stack(out, axis=1) if out else np.empty((0, 0))
+
+    def chunk_rows(self) -> int:
+        return max(array.chunks[0] for array, _ in self.parts)
+
+
+def read_series(
+    path: str | Path,
+    *,
+    time_column: str | None = None,
+    columns: Sequence[str] | None = None,
+    fill: FillPolicy | None = None,
+    max_in_memory_mb: float = 512.0,
+) -> Series:
+    """Read and check a series; raises :class:`DataError` naming the file and the first bad row.
+
+    Args:
+        time_column: the timestamp column; by default one named like ``date``/``time``/``timestamp``,
+            else a first column of text that parses as dates, else none (rows are numbered).
+        columns: the value columns to keep, in this order (default: all but the time column).
+        fill: what to do with missing values: None raises an error naming them; "ffill" carries the last
+            value forward; "interpolate" draws a line between neighbours. Leading gaps take the first
+            observed value.
+        max_in_memory_mb: zarr stores above this size are read from disk window by window.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataError(path, "no such file or directory")
+    if path.is_dir() or path.suffix == ".zarr":
+        return _read_zarr(path, time_column, columns, fill, max_in_memory_mb)
+    return _read_csv(path, time_column, columns, fill)
+
+
+def _read_csv(path: Path, time_column: str | None, columns: Sequence[str] | None, fill: FillPolicy | None) -> Series:
+    try:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=["", "NA", "NaN", "nan", "null"])
+    except pd.errors.EmptyDataError:
+        raise DataError(path, "the file is empty") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as error:
+        raise DataError(path, f"cannot be read as CSV: {error}") from None
+    if table.empty:
+        raise DataError(path, "no rows after the header")
+    time_column = time_column or _detect_time_column(table)
+    if time_column is not None and time_column not in table.columns:
+        raise DataError(path, f"no time column {time_column!r}; the columns are {list(table.columns)} (set data.time_column)")
+    names = _select(path, [c for c in table.columns if c != time_column], columns)
+    values = np.empty((len(table), len(names)), dtype=np.float64)
+    for k, name in enumerate(names):
+        text = table[name]
+        numbers = pd.to_numeric(text, errors="coerce")
+        bad = numbers.isna() & text.notna()
+        if bad.any():
+            row = int(np.flatnonzero(bad.to_numpy())[0])
+            raise DataError(path, f"column {name!r} is not numeric: row {row} holds {text.iat[row]!r}", line=row + 2)
+        values[:, k] = numbers.to_numpy(dtype=np.float64)
+    times = None if time_column is None else _parse_times(path, table[time_column], line_offset=2)
+    values = _handle_missing(path, values, names, fill, line_offset=2)
+    return _checked_series(path, names, times, values, line_offset=2)
+
+
+def _read_zarr(path: Path, time_column, columns, fill, max_in_memory_mb) -> Series:
+    import zarr
+
+    try:
+        node = zarr.open(str(path), mode="r")
+    except Exception as error:  # zarr raises several unrelated types for a store it cannot open
+        raise DataError(path, f"cannot be opened as zarr: {error}") from None
+    times = None
+    if isinstance(node, zarr.Array):
+        if node.ndim not in (1, 2):
+            raise DataError(path, f"a zarr array must be (T,) or (T, C); this one has shape {node.shape}")
+        width = 1 if node.ndim == 1 else node.shape[1]
+        available = [str(c) for c in node.attrs.get("columns", [f"x{i}" for i in range(width)])]
+        parts_by_name = {name: (node, None if node.ndim == 1 else i) for i, name in enumerate(available)}
+        length = node.shape[0]
+    else:
+        arrays = {name: array for name, array in node.arrays() if array.ndim == 1}
+        time_column = time_column or next((n for n in TIME_COLUMN_NAMES if n in arrays), None)
+        if time_column is not None and time_column not in arrays:
+            raise DataError(path, f"no time coordinate {time_column!r}; the arrays are {sorted(arrays)} (set data.time_column)")
+        available = [str(c) for c in node.attrs.get("columns", sorted(n for n in arrays if n != time_column))]
+        lengths = {name: arrays[name].shape[0] for name in available if name in arrays}
+        if len(set(lengths.values())) > 1:
+            raise DataError(path, f"the 1-D arrays differ in length: {lengths}")
+        parts_by_name = {name: (arrays[name], None) for name in available if name in arrays}
+        length = next(iter(lengths.values()), 0)
+        if time_column is not None:
+            times = _parse_times(path, pd.Series(np.asarray(arrays[time_column][:])), line_offset=None)
+    names = _select(path, list(parts_by_name), columns)
+    for name in names:
+        array = parts_by_name[name][0]
+        if not np.issubdtype(np.dtype(array.dtype), np.number) or np.issubdtype(np.dtype(array.dtype), np.timedelta64):
+            raise DataError(path, f"column {name!r} is not numeric (dtype {array.dtype})")
+    if length == 0:
+        raise DataError(path, "the series has no rows")
+    lazy = ZarrColumns([parts_by_name[name] for name in names], length)
+    size_mb = length * len(names) * 8 / 2**20
+    if size_mb <= max_in_memory_mb:
+        values = _handle_missing(path, lazy[0:length].astype(np.float64), names, fill, line_offset=None)
+        return _checked_series(path, names, times, values, line_offset=None)
+    missing = _missing_cells_by_chunks(lazy)
+    if missing:
+        problem = _missing_message(missing, names, line_offset=None)
+        raise DataError(path, problem + f" (the store is {size_mb:.0f} MB, above data.max_in_memory_mb, so data.fill cannot repair it)")
+    return _checked_series(path, names, times, lazy, line_offset=None)
+
+
+def _detect_time_column(table: pd.DataFrame) -> str | None:
+    for column in table.columns:
+        if str(column).strip().lower() in TIME_COLUMN_NAMES:
+            return column
+    first = table.columns[0]
+    if pd.to_numeric(table[first], errors="coerce").isna().all():
+        parsed = pd.to_datetime(table[first], errors="coerce", format="mixed")
+        if parsed.notna().all():
+            return first
+    return None
+
+
+def _select(path: Path, available: list[str], wanted: Sequence[str] | None) -> list[str]:
+    if wanted is None:
+        if not available:
+            raise DataError(path, "no value columns besides the time column")
+        return available
+    unknown = [name for name in wanted if name not in available]
+    if unknown:
+        raise DataError(path, f"no column {', '.join(map(repr, unknown))}; the value columns are {available} (set data.columns)")
+    return list(wanted)
+
+
+def _row_name(row: int, line_offset: int | None) -> str:
+    return f"row {row}" if line_offset is None else f"row {row} (line {row + line_offset})"
+
+
+def _parse_times(path: Path, text: pd.Series, line_offset: int | None) -> pd.DatetimeIndex:
+    parsed = pd.to_datetime(text, errors="coerce", format="mixed") if text.dtype == object else pd.to_datetime(text, errors="coerce")
+    if parsed.isna().any():
+        row = int(np.flatnonzero(parsed.isna().to_numpy())[0])
+        raise DataError(path, f"timestamp {text.iat[row]!r} at {_row_name(row, line_offset)} is missing or not a date")
+    return pd.DatetimeIndex(parsed).as_unit("ns")  # batches carry int64 nanoseconds, whatever unit pandas chose
+
+
+def _missing_cells_by_chunks(columns: ZarrColumns) -> list[tuple[int, int]]:
+    """(row, column) of every missing value, read one chunk row-range at a time."""
+    found, rows = [], columns.chunk_rows() * 16
+    for start in range(0, len(columns), rows):
+        block = np.asarray(columns[start : start + rows], dtype=np.float64)
+        found += [(start + r, c) for r, c in zip(*np.nonzero(np.isnan(block)))]
+    return found
+
+
+def _missing_message(cells: list[tuple[int, int]], names: list[str], line_offset: int | None) -> str:
+    rows = sorted({row for row, _ in cells})
+    columns = [names[c] for c in sorted({c for _, c in cells})]
+    shown = ", ".join(_row_name(row, line_offset) for row in rows[:_ROWS_SHOWN])
+    more = f" and {len(rows) - _ROWS_SHOWN} more rows" if len(rows) > _ROWS_SHOWN else ""
+    return (f"{len(cells)} missing values in column(s) {columns} at {shown}{more}; "
+            "set data.fill to 'ffill' or 'interpolate' to fill them")
+
+
+def _handle_missing(path: Path, values: np.ndarray, names: list[str], fill: FillPolicy | None, line_offset: int | None) -> np.ndarray:
+    missing = np.isnan(values)
+    if not missing.any():
+        return values
+    if fill is None:
+        raise DataError(path, _missing_message(list(zip(*np.nonzero(missing))), names, line_offset))
+    empty = [names[c] for c in np.flatnonzero(missing.all(axis=0))]
+    if empty:
+        raise DataError(path, f"column(s) {empty} hold no values at all; nothing to fill from")
+    frame = pd.DataFrame(values)
+    frame = frame.ffill() if fill == "ffill" else frame.interpolate(method="linear", limit_direction="forward")
+    return frame.bfill().to_numpy(dtype=np.float64)
+
+
+def _checked_series(path: Path, names: list[str], times: pd.DatetimeIndex | None, values, line_offset: int | None) -> Series:
+    if times is not None and len(times) != len(values):
+        raise DataError(path, f"{len(times)} timestamps for {len(values)} rows")
+    freq = None if times is None else _infer_frequency(path, times, line_offset)
+    # float64 in memory, so the scaler's moments are the same whether a store is loaded whole or read lazily
+    return Series(str(path), list(names), times, freq, values)
+
+
+def _infer_frequency(path: Path, times: pd.DatetimeIndex, line_offset: int | None) -> str:
+    """The series' pandas frequency; the first duplicated, out-of-order or off-grid row is an error."""
+    if len(times) < 3:
+        raise DataError(path, f"only {len(times)} rows: a frequency needs at least 3 timestamps")
+    steps = np.diff(times.asi8)
+    for row in np.flatnonzero(steps <= 0)[:1] + 1:
+        what = "duplicates" if steps[row - 1] == 0 else "comes before"
+        raise DataError(path, f"timestamps are not sorted: {times[row]} at {_row_name(int(row), line_offset)} {what} the previous row's {times[row - 1]}")
+    freq = pd.infer_freq(times)
+    if freq is not None:
+        return freq
+    values, counts = np.unique(steps, return_counts=True)
+    usual = values[counts.argmax()]
+    row = int(np.flatnonzero(steps != usual)[0]) + 1
+    expected = times[row - 1] + pd.Timedelta(int(usual), "ns")
+    raise DataError(
+        path, f"irregular timestamps: {_row_name(row, line_offset)} is at {times[row]}, but the series steps by "
+        f"{pd.Timedelta(int(usual), 'ns')} (expected {expected}); resample the data to a regular grid first"
+    )
+
+
+def check_fill(fill: str | None) -> None:
+    if fill not in (None, "ffill", "interpolate"):
+        raise ConfigError(f"data.fill must be null, 'ffill' or 'interpolate', got {fill!r}")

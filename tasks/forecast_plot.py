@@ -1,0 +1,86 @@
+"""A picture of the forecast: recent history, the forecast and its intervals, one panel per variable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities import rank_zero_info
+
+from seqpipe.prediction import PredictionWriter
+
+
+class ForecastPlot(Callback):
+    """At ``predict``, draws the last forecast window as a PNG next to the prediction CSV
+    (``predictions.csv`` -> ``predictions.png``), or at ``path``.
+
+    Each target variable gets a panel: the input history in the data's units, the point forecast, and
+    shaded bands between symmetric pairs of quantile columns (q0.1–q0.9, ...). It reads the head's
+    prediction rows, so it draws every head the same way.
+
+    Args:
+        path: the PNG to write (default: beside the prediction CSV).
+        max_variables: panels drawn at most (the first targets).
+    """
+
+    def __init__(self, path: str | None = None, max_variables: int = 8):
+        self.path, self.max_variables = path, max_variables
+        self._history: tuple[np.ndarray, np.ndarray] | None = None
+        self._rows: pd.DataFrame | None = None
+
+    def on_predict_start(self, trainer, pl_module) -> None:
+        self._history, self._rows = None, None
+
+    def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        info = pl_module.hparams["data_info"]
+        index = list(info["target_index"])
+        scaled = batch["x"][-1].detach().float().cpu().numpy()[:, index]
+        history = scaled * np.asarray(info["std"])[index] + np.asarray(info["mean"])[index]
+        self._history = (self._timestamps(batch["time"][-1].cpu().numpy(), info), history)
+        per_window = len(info["targets"]) * info["pred_len"]
+        self._rows = outputs.iloc[-per_window:]
+
+    def on_predict_end(self, trainer, pl_module) -> None:
+        if self._rows is None:
+            return
+        target = Path(self.path) if self.path else self._beside_csv(trainer)
+        self.draw(target, pl_module.hparams["data_info"]["targets"])
+        rank_zero_info(f"forecast plot written to {target}")
+
+    def draw(self, target: Path, variables: list[str]) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        times, history = self._history
+        shown = variables[: self.max_variables]
+        figure, axes = plt.subplots(len(shown), 1, figsize=(10, 2.2 * len(shown)), sharex=True, squeeze=False)
+        levels = sorted(float(c[1:]) for c in self._rows.columns if c.startswith("q"))
+        pairs = [(lo, hi) for lo in levels for hi in levels if lo < 0.5 < hi and abs(lo + hi - 1) < 1e-9]
+        for k, (axis, name) in enumerate(zip(axes[:, 0], shown)):
+            rows = self._rows[self._rows["variable"] == name]
+            axis.plot(times, history[:, k], color="black", linewidth=1, label="history")
+            axis.plot(rows["timestamp"], rows["forecast"], color="tab:blue", linewidth=1.2, label="forecast")
+            for lo, hi in pairs:
+                axis.fill_between(rows["timestamp"], rows[f"q{lo:g}"], rows[f"q{hi:g}"], color="tab:blue",
+                                  alpha=0.15, linewidth=0, label=f"{hi - lo:.0%} interval")
+            axis.set_ylabel(name)
+        axes[0, 0].legend(loc="upper left", fontsize="small")
+        figure.tight_layout()
+        target.parent.mkdir(parents=True, exist_ok=True)
+        figure.savefig(target, dpi=100)
+        plt.close(figure)
+
+    @staticmethod
+    def _timestamps(values: np.ndarray, info: dict) -> np.ndarray:
+        return values if info.get("freq") is None else pd.to_datetime(values).to_numpy()
+
+    @staticmethod
+    def _beside_csv(trainer) -> Path:
+        for callback in trainer.callbacks:
+            if isinstance(callback, PredictionWriter) and callback.target is not None:
+                return callback.target.with_suffix(".png")
+        return Path(trainer.log_dir or trainer.default_root_dir) / "predictions.png"

@@ -1,0 +1,188 @@
+"""Forecasting data: splits, windows and scaler against hand computations; CSV vs zarr; every bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from seqpipe.data.synthetic import make_sine_series, sine_series
+from seqpipe.data.tabular_series import read_series
+from seqpipe.data.timeseries import ForecastData, calendar_names, split_bounds
+from seqpipe.errors import ConfigError, DataError
+
+SEQ, PRED = 24, 12
+
+
+@pytest.fixture(scope="module")
+def series_dir(tmp_path_factory):
+    return make_sine_series(tmp_path_factory.mktemp("series"), seed=7, rows=400, n_columns=3)
+
+
+def module(path, stage="fit", **options) -> ForecastData:
+    data = ForecastData(path=str(path), split=options.pop("split", [240, 80, 80]), seq_len=SEQ, pred_len=PRED, batch_size=16, **options)
+    data.setup(stage)
+    return data
+
+
+def test_split_bounds_counts_and_fractions():
+    assert split_bounds(100, [60, 20, 20]) == [(0, 60), (60, 80), (80, 100)]
+    assert split_bounds(17420, [8640, 2880, 2880]) == [(0, 8640), (8640, 11520), (11520, 14400)]
+    # Time-Series-Library: train int(0.7 T), test int(0.2 T), validation the rest
+    assert split_bounds(101, [0.7, 0.1, 0.2]) == [(0, 70), (70, 81), (81, 101)]
+    with pytest.raises(ConfigError, match="asks for 120 rows"):
+        split_bounds(100, [60, 30, 30])
+
+
+def test_scaler_and_windows_match_a_hand_computation(series_dir):
+    data = module(series_dir / "series.csv")
+    frame = pd.read_csv(series_dir / "series.csv")
+    values = frame[["v0", "v1", "v2"]].to_numpy(np.float64)
+    mean, std = values[:240].mean(0), values[:240].std(0)  # population std, training rows only
+    np.testing.assert_allclose(data.data_info["mean"], mean, rtol=1e-6)
+    np.testing.assert_allclose(data.data_info["std"], std, rtol=1e-6)
+    assert isinstance(data.data_info["mean"], list) and data.data_info["freq"] == "h"
+    scaled = (values - mean) / std
+    train, val = data.datasets["train"], data.datasets["val"]
+    assert len(train) == 240 - SEQ - PRED + 1
+    assert len(val) == 80 - PRED + 1  # starts SEQ rows early: every validation row is forecast
+    for dataset, first, index in ((train, 0, 5), (val, 240 - SEQ, 0), (val, 240 - SEQ, len(val) - 1)):
+        item = dataset[index]
+        start = first + index
+        np.testing.assert_allclose(item["x"].numpy(), scaled[start : start + SEQ], atol=1e-5)
+        np.testing.assert_allclose(item["y"].numpy(), scaled[start + SEQ : start + SEQ + PRED], atol=1e-5)
+        times = pd.to_datetime(frame["date"]).to_numpy()
+        assert (pd.to_datetime(item["future_time"].numpy()) == times[start + SEQ : start + SEQ + PRED]).all()
+    assert val[len(val) - 1]["y"].shape == (PRED, 3)
+    test = module(series_dir / "series.csv", stage="test").datasets["test"]
+    np.testing.assert_allclose(test[0]["x"].numpy(), scaled[320 - SEQ : 320], atol=1e-5)
+
+
+def test_stride_and_targets_many_to_one(series_dir):
+    data = module(series_dir / "series.csv", stride=5, columns=["v0", "v1"], targets=["v2"])
+    info = data.data_info
+    assert info["columns"] == ["v0", "v1", "v2"] and info["targets"] == ["v2"] and info["target_index"] == [2]
+    train = data.datasets["train"]
+    assert len(train) == (240 - SEQ - PRED) // 5 + 1
+    torch.testing.assert_close(train[1]["y"][:, 0], train[1]["x"].new_tensor(
+        (pd.read_csv(series_dir / "series.csv")["v2"].to_numpy()[5 + SEQ : 5 + SEQ + PRED] - info["mean"][2]) / info["std"][2]))
+
+
+def test_calendar_features(series_dir):
+    data = module(series_dir / "series.csv", calendar=True)
+    names = data.data_info["calendar"]
+    assert names == calendar_names(pd.Timedelta("1h")) == ["hour", "day_of_week", "day_of_month", "day_of_year", "month"]
+    item = data.datasets["train"][3]
+    assert item["x_calendar"].shape == (SEQ, len(names)) and data.data_info["input_dim"] == 3 + len(names)
+    hours = pd.date_range("2021-01-01", periods=400, freq="h")[3 : 3 + SEQ].hour.to_numpy()
+    np.testing.assert_allclose(item["x_calendar"][:, 0].numpy(), hours / 23 - 0.5, atol=1e-6)
+
+
+@pytest.mark.parametrize("max_in_memory_mb", [512.0, 0.0])  # loaded whole, and read window by window
+def test_csv_and_zarr_give_identical_batches(series_dir, max_in_memory_mb):
+    csv = module(series_dir / "series.csv")
+    store = module(series_dir / "series.zarr", max_in_memory_mb=max_in_memory_mb)
+    assert csv.data_info == store.data_info
+    for split in ("train", "val"):
+        a = next(iter(torch.utils.data.DataLoader(csv.datasets[split], batch_size=8)))
+        b = next(iter(torch.utils.data.DataLoader(store.datasets[split], batch_size=8)))
+        for key in a:
+            torch.testing.assert_close(a[key], b[key])
+
+
+def test_zarr_array_without_timestamps(tmp_path):
+    import zarr
+
+    values = sine_series(seed=3, rows=200, n_columns=2)[["v0", "v1"]].to_numpy()
+    array = zarr.create_array(str(tmp_path / "plain.zarr"), shape=values.shape, dtype="float64", chunks=(64, 2))
+    array[:] = values
+    array.attrs["columns"] = ["a", "b"]
+    series = read_series(tmp_path / "plain.zarr", max_in_memory_mb=0)
+    assert series.columns == ["a", "b"] and series.times is None and series.freq is None
+    np.testing.assert_allclose(series.read(10, 20), values[10:20].astype(np.float32))
+    assert list(series.future_times(3)) == [200, 201, 202]
+
+
+def test_predict_window_is_the_last_rows_and_future_follows_the_frequency(series_dir):
+    trained = module(series_dir / "series.csv").data_info
+    data = ForecastData(path=str(series_dir / "series.csv"))
+    data._checkpoint_data_info = lambda: trained  # what a restored model provides
+    data.setup("predict")
+    (item,) = list(data.datasets["predict"])
+    frame = pd.read_csv(series_dir / "series.csv")
+    expected = (frame[["v0", "v1", "v2"]].to_numpy()[-SEQ:] - trained["mean"]) / trained["std"]
+    np.testing.assert_allclose(item["x"].numpy(), expected, atol=1e-5)
+    assert "y" not in item
+    last = pd.Timestamp(frame["date"].iloc[-1])
+    assert list(pd.to_datetime(item["future_time"].numpy())) == list(pd.date_range(last, periods=PRED + 1, freq="h")[1:])
+
+
+def write(tmp_path, frame: pd.DataFrame, name="bad.csv"):
+    frame.to_csv(tmp_path / name, index=False)
+    return tmp_path / name
+
+
+@pytest.fixture
+def frame():
+    return sine_series(seed=11, rows=60, n_columns=2)
+
+
+def test_missing_values_are_named_or_filled(tmp_path, frame):
+    frame.loc[[4, 9], "v1"] = np.nan
+    path = write(tmp_path, frame)
+    with pytest.raises(DataError, match=r"2 missing values in column\(s\) \['v1'\] at row 4 \(line 6\), row 9 \(line 11\).*data.fill"):
+        read_series(path)
+    filled = read_series(path, fill="ffill").read(0, 60)
+    assert filled[4, 1] == np.float32(frame["v1"].iloc[3]) and filled[9, 1] == np.float32(frame["v1"].iloc[8])
+    line = read_series(path, fill="interpolate").read(0, 60)
+    np.testing.assert_allclose(line[4, 1], (frame["v1"].iloc[3] + frame["v1"].iloc[5]) / 2, rtol=1e-6)
+
+
+def test_missing_values_in_a_large_zarr_store_are_named(tmp_path, frame):
+    import zarr
+
+    group = zarr.open_group(str(tmp_path / "gaps.zarr"), mode="w")
+    for name in ("v0", "v1"):
+        values = frame[name].to_numpy().copy()
+        if name == "v0":
+            values[[7, 33]] = np.nan
+        group.create_array(name, shape=values.shape, dtype="float64", chunks=(16,))[:] = values
+    with pytest.raises(DataError, match=r"column\(s\) \['v0'\] at row 7, row 33.*cannot repair"):
+        read_series(tmp_path / "gaps.zarr", max_in_memory_mb=0, fill="ffill")
+
+
+def test_non_numeric_column_names_the_row(tmp_path, frame):
+    frame["v0"] = frame["v0"].astype(object)
+    frame.loc[12, "v0"] = "n/a?"
+    with pytest.raises(DataError, match=r"line 14: column 'v0' is not numeric: row 12 holds 'n/a\?'"):
+        read_series(write(tmp_path, frame))
+
+
+@pytest.mark.parametrize("problem, pattern", [
+    ("unsorted", r"not sorted: .* row 20 \(line 22\) comes before"),
+    ("duplicate", r"not sorted: .* row 20 \(line 22\) duplicates"),
+    ("irregular", r"irregular timestamps: row 20 \(line 22\) is at .* steps by 0 days 01:00:00"),
+])
+def test_bad_timestamps_name_the_first_offending_row(tmp_path, frame, problem, pattern):
+    times = frame["date"].copy()
+    if problem == "unsorted":
+        times.iloc[20], times.iloc[21] = times.iloc[21], times.iloc[20]
+        times.iloc[20] = times.iloc[18]
+    elif problem == "duplicate":
+        times.iloc[20] = times.iloc[19]
+    else:
+        times.iloc[20:] = times.iloc[20:] + pd.Timedelta("30min")
+    frame["date"] = times
+    with pytest.raises(DataError, match=pattern):
+        read_series(write(tmp_path, frame))
+
+
+def test_series_too_short_and_unknown_columns(tmp_path, frame):
+    path = write(tmp_path, frame)
+    with pytest.raises(DataError, match=r"the train split .* has 30 rows, fewer than the 36"):
+        module(path, split=[30, 15, 15])
+    with pytest.raises(DataError, match="no column 'nope'"):
+        module(path, split=[40, 10, 10], columns=["nope"])
+    with pytest.raises(ConfigError, match="data.fill"):
+        ForecastData(path=str(path), fill="zero")

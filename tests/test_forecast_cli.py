@@ -1,0 +1,85 @@
+"""The forecasting user contract end to end: fit -> test prints test/mse -> predict writes CSV + PNG."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from seqpipe.cli import main
+from seqpipe.data.synthetic import make_sine_series
+
+CONFIG = """
+seed_everything: 0
+trainer:
+  max_epochs: 1
+  limit_train_batches: 8
+  enable_progress_bar: false
+  enable_model_summary: false
+  callbacks:
+    - class_path: seqpipe.tasks.forecast_plot.ForecastPlot
+model:
+  backbone:
+    d_model: 16
+    n_layers: 1
+    frontend: patch
+    stride: 8
+    block:
+      class_path: seqpipe.mamba.MambaBlock
+      init_args:
+        d_state: 4
+  head:
+    class_path: seqpipe.tasks.forecasting.Forecasting
+    init_args:
+      readout: last
+      loss:
+        class_path: seqpipe.tasks.forecast_losses.{loss}
+data:
+  class_path: seqpipe.data.timeseries.ForecastData
+  init_args:
+    batch_size: 32
+"""
+
+
+@pytest.mark.parametrize("loss, data_file", [("PointForecast", "series.csv"), ("QuantileForecast", "series.zarr")])
+def test_fit_test_predict(tmp_path, capsys, loss, data_file):
+    data = make_sine_series(tmp_path / "data", seed=5, rows=500, n_columns=2) / data_file
+    config = tmp_path / "forecast.yaml"
+    config.write_text(CONFIG.format(loss=loss))
+    run = tmp_path / "run"
+    common = ["--config", str(config), "--data.path", str(data), "--data.split", "[0.7, 0.1, 0.2]"]
+    main(["fit", *common, "--data.seq_len", "32", "--data.pred_len", "12", "--trainer.default_root_dir", str(run)])
+    (checkpoint,) = run.glob("**/checkpoints/best.ckpt")
+
+    main(["test", *common, "--data.seq_len", "32", "--data.pred_len", "12", "--ckpt_path", str(checkpoint),
+          "--trainer.default_root_dir", str(tmp_path / "test")])
+    printed = capsys.readouterr().out
+    for metric in ("test/mse", "test/mae", "test/mse_orig", "test/mae_orig") + (("test/crps", "test/coverage") if loss != "PointForecast" else ()):
+        assert metric in printed
+
+    # predict: only the file and the checkpoint; lengths, scaler and frequency come from the checkpoint
+    out = tmp_path / "forecast.csv"
+    main(["predict", "--config", str(config), "--data.path", str(data), "--ckpt_path", str(checkpoint),
+          "--prediction.path", str(out), "--trainer.default_root_dir", str(tmp_path / "predict")])
+    frame = pd.read_csv(out, parse_dates=["timestamp"])
+    assert len(frame) == 12 * 2 and set(frame["variable"]) == {"v0", "v1"}
+    last = pd.Timestamp("2021-01-01") + pd.Timedelta(hours=499)
+    assert sorted(frame["timestamp"].unique()) == list(pd.date_range(last, periods=13, freq="h")[1:])
+    assert frame["forecast"].notna().all()
+    if loss == "QuantileForecast":
+        assert (frame["q0.1"] <= frame["q0.9"]).all()
+    png = out.with_suffix(".png")
+    assert png.exists() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bad_data_exits_with_a_message(tmp_path, capsys):
+    frame = make_sine_series(tmp_path, seed=1, rows=120, n_columns=2) / "series.csv"
+    table = pd.read_csv(frame)
+    table.loc[30, "v1"] = None
+    table.to_csv(frame, index=False)
+    config = tmp_path / "forecast.yaml"
+    config.write_text(CONFIG.format(loss="PointForecast"))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(config), "--data.path", str(frame), "--data.seq_len", "16", "--data.pred_len", "8",
+              "--trainer.default_root_dir", str(tmp_path / "run")])
+    assert exit_info.value.code == 2
+    assert "missing values in column(s) ['v1'] at row 30 (line 32)" in capsys.readouterr().err
