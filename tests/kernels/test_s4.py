@@ -166,12 +166,12 @@ def test_chunked_dplr_kernel_equals_whole_values_and_gradients(disc, monkeypatch
         torch.testing.assert_close(chunked, whole, rtol=0, atol=1e-10)
 
 
-def check_triton_against_reference() -> None:
+def check_triton_against_reference(device: str = "cpu") -> None:
     """Triton Vandermonde (values and gradients) against the complex128 reference; needs TRITON_INTERPRET=1 on CPU."""
     W, log_z = random_vandermonde_inputs(10, shape=(3, 20), dtype=torch.complex64)  # N spans two n-blocks
     length = 150  # three l-blocks, the last one ragged
-    W_t, z_t = W.clone().requires_grad_(), log_z.clone().requires_grad_()
-    K = vandermonde(W_t, z_t, length, backend="triton")
+    W_t, z_t = W.to(device, copy=True).requires_grad_(), log_z.to(device, copy=True).requires_grad_()
+    K = vandermonde(W_t, z_t, length, backend="triton").cpu()
     W_r, z_r = W.to(torch.complex128).requires_grad_(), log_z.to(torch.complex128).requires_grad_()
     K_ref = vandermonde(W_r, z_r, length, backend="ref")
     assert K.dtype == torch.float32
@@ -180,7 +180,12 @@ def check_triton_against_reference() -> None:
     K.backward(grad)
     K_ref.backward(grad.double())
     for mine, reference in ((W_t.grad, W_r.grad), (z_t.grad, z_r.grad)):
-        torch.testing.assert_close(mine.to(torch.complex128), reference, rtol=0, atol=1e-4 * reference.abs().max().item())
+        torch.testing.assert_close(mine.cpu().to(torch.complex128), reference, rtol=0, atol=1e-4 * reference.abs().max().item())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_triton_vandermonde_on_cuda_equals_reference():
+    check_triton_against_reference("cuda")
 
 
 @pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed")
