@@ -178,17 +178,9 @@ class GenomeData(L.LightningDataModule):
         cache_dir: str | None = None,
     ):
         super().__init__()
-        if target == "track" and track is None:
-            raise ConfigError("data.target 'track' needs data.track (a zarr store; see python -m seqpipe.data.gff_track)")
-        if target == "window_class" and (bed is None or label_column is None):
-            raise ConfigError("data.target 'window_class' needs data.bed and data.label_column")
-        if stream and predict_overlap:
-            raise ConfigError("data.stream carries the state across windows, so they must not overlap: set predict_overlap 0")
-        if not 0 <= predict_overlap < window_length:
-            raise ConfigError(f"data.predict_overlap must be in [0, window_length), got {predict_overlap}")
         self.fasta, self.target, self.track_path, self.bed = fasta, target, track, bed
         self.label_column, self.split_column = label_column, split_column
-        self.window_length = check_window_length(window_length)
+        self.window_length = window_length
         self.regions = {"val": val_regions or [], "test": test_regions or [], "predict": predict_regions or ["*"]}
         self.windows_per_epoch, self.weighting, self.eval_stride = windows_per_epoch, weighting, eval_stride
         self.predict_overlap, self.stream = predict_overlap, stream
@@ -207,8 +199,21 @@ class GenomeData(L.LightningDataModule):
     def chrom_sizes(self) -> dict[str, int]:
         return self.genome.chrom_sizes
 
+    def _check_arguments(self) -> None:
+        """Arguments that do not fit together; checked in ``setup`` so the CLI reports them as one clear line."""
+        check_window_length(self.window_length)
+        if self.target == "track" and self.track_path is None:
+            raise ConfigError("data.target 'track' needs data.track (a zarr store; see python -m seqpipe.data.gff_track)")
+        if self.target == "window_class" and (self.bed is None or self.label_column is None):
+            raise ConfigError("data.target 'window_class' needs data.bed and data.label_column")
+        if self.stream and self.predict_overlap:
+            raise ConfigError("data.stream carries the state across windows, so they must not overlap: set predict_overlap 0")
+        if not 0 <= self.predict_overlap < self.window_length:
+            raise ConfigError(f"data.predict_overlap must be in [0, window_length), got {self.predict_overlap}")
+
     def setup(self, stage: str) -> None:
         """Open the genome (and track), cut the splits, and set ``data_info``."""
+        self._check_arguments()
         if self.genome is None:
             self.genome = Genome(self.fasta, self.cache_dir)
         self.intervals = split_intervals(self.chrom_sizes, self.regions["val"], self.regions["test"])

@@ -199,9 +199,11 @@ def test_bad_inputs_raise_with_the_file_named(tmp_path, genome_files):
     with pytest.raises(DataError, match="no such FASTA"):
         Genome(tmp_path / "missing.fa")
     with pytest.raises(ConfigError, match="track"):
-        GenomeData(str(genome_files[0]), target="track")
+        GenomeData(str(genome_files[0]), target="track").setup("fit")
     with pytest.raises(ConfigError, match="window_length"):
-        GenomeData(str(genome_files[0]), track="x.zarr", window_length=(1 << 20) + 1)
+        GenomeData(str(genome_files[0]), track="x.zarr", window_length=(1 << 20) + 1).setup("fit")
+    with pytest.raises(ConfigError, match="overlap"):
+        GenomeData(str(genome_files[0]), track="x.zarr", stream=True, predict_overlap=8).setup("predict")
     (tmp_path / "bad.fa").write_text(">chrX\nACGT?ACGT\n")
     with pytest.raises(DataError, match="bad.fa"):
         Genome(tmp_path / "bad.fa").read("chrX", 0, 9)
