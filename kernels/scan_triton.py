@@ -20,8 +20,10 @@ import triton.language as tl
 
 from seqpipe.kernels.selective_scan import compute_dtype, scan_groups
 
-CHUNK = 16
-BLOCK_D = 16
+# Tile sizes from the H100 sweep in bench/gpu.py (bench/RESULTS.md): 8 channels x 32 steps gave the best
+# forward+backward; longer chunks speed the forward alone but make the backward spill registers.
+CHUNK = 32
+BLOCK_D = 8
 
 
 @triton.jit
