@@ -110,6 +110,7 @@ def main() -> None:
     parser.add_argument("--train-chunk", type=int, default=8192)
     parser.add_argument("--compare-length", type=int, default=262144, help="length of the 4k-vs-64k chunk check")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per subprocess")
+    parser.add_argument("--inference-only", action="store_true", help="skip the training step and the chunk check")
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     options = parser.parse_args()
     if options.child:
@@ -138,6 +139,8 @@ def main() -> None:
         long, mid = results.get((block, longest), {}), results.get((block, 65536), {})
         if "seconds" in long and "seconds" in mid:
             print(f"| {block} | {long['peak_rss_mb'] / mid['peak_rss_mb']:.2f} | {long['seconds'] / mid['seconds']:.1f} |")
+    if options.inference_only:
+        return
     print(f"\n| block | training step L={options.train_length:,}, checkpointed chunks of {options.train_chunk:,}: "
           "time (s) | peak RSS (MB) | streamed 4k vs 64k chunks, L=" f"{options.compare_length:,}: max abs diff (scale) |")
     print("|---|---|---|---|")
