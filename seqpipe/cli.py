@@ -71,9 +71,23 @@ def main(args: list[str] | None = None) -> None:
             save_config_kwargs={"overwrite": True},
             args=args,
         )
-    except SeqpipeError as error:
-        print(f"seqpipe: error: {error}", file=sys.stderr)
+    except Exception as error:
+        user_error = _user_error(error)
+        if user_error is None:
+            raise
+        print(f"seqpipe: error: {user_error}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def _user_error(error: BaseException) -> SeqpipeError | None:
+    """The SeqpipeError behind ``error``: itself, or one that jsonargparse wrapped while instantiating a class."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, SeqpipeError):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
 
 
 if __name__ == "__main__":

@@ -142,3 +142,11 @@ def test_missing_checkpoint_is_a_clear_error(dataset, tmp_path, capsys):
         seqpipe("predict", "--config", dataset / "config.yaml", "--data.predict", dataset / "unlabelled.fasta",
                 "--ckpt_path", tmp_path / "missing.ckpt")
     assert "missing.ckpt: no such checkpoint file" in capsys.readouterr().err
+
+
+def test_bad_data_argument_is_one_line_not_a_traceback(dataset, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        seqpipe("fit", "--config", dataset / "config.yaml", "--data.train", dataset / "train", "--data.val_fraction", "2")
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "seqpipe: error: data.val_fraction must be between 0 and 1" in err and "Traceback" not in err
