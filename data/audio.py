@@ -23,7 +23,6 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import numpy as np
 import soundfile as sf
 import torch
@@ -31,6 +30,7 @@ import torchaudio.functional as AF
 from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from seqpipe.data.base import SplitDataModule
 from seqpipe.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -239,7 +239,7 @@ def collate_clips(items: list[dict[str, Any]], pad_to: int | None = None) -> dic
     return {"x": x, "y": torch.tensor([item["y"] for item in items]), "lengths": lengths, "ids": [item["id"] for item in items]}
 
 
-class AudioClassificationData(L.LightningDataModule):
+class AudioClassificationData(SplitDataModule):
     """Labelled audio clips for :class:`~seqpipe.tasks.classification.SequenceClassification`.
 
     Args:
@@ -309,7 +309,7 @@ class AudioClassificationData(L.LightningDataModule):
         return None if self.max_seconds is None else round(self.max_seconds * self.sample_rate)
 
     def setup(self, stage: str) -> None:
-        trained = self._checkpoint_info()
+        trained = self.checkpoint_data_info()
         if trained is not None:
             if trained["sample_rate"] != self.sample_rate:
                 rank_zero_warn(f"data.sample_rate {self.sample_rate} differs from the checkpoint's "
@@ -334,11 +334,6 @@ class AudioClassificationData(L.LightningDataModule):
                 split_clips, self.data_info["label_names"], self.sample_rate, self.max_samples, self.normalize,
                 self.trim_db, augment is not None, **self._augment_args(augment),
             )
-
-    def _checkpoint_info(self) -> dict[str, Any] | None:
-        """The data_info saved with the model being tested or used for prediction, if any."""
-        model = getattr(self.trainer, "lightning_module", None) if self.trainer is not None else None
-        return None if model is None else model.hparams.get("data_info")
 
     def _augment_args(self, augment: dict[str, Any] | None) -> dict[str, Any]:
         if augment is None:
@@ -406,15 +401,3 @@ class AudioClassificationData(L.LightningDataModule):
             sampler = BucketBatchSampler(lengths, self.batch_size, shuffle=split == "train", seed=self.seed)
             return DataLoader(dataset, batch_sampler=sampler, **common)
         return DataLoader(dataset, batch_size=self.batch_size, shuffle=split == "train", **common)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train")
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val")
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test")
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader("predict")

@@ -6,11 +6,11 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, Literal
 
-import lightning as L
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from seqpipe.data.base import SplitDataModule
 from seqpipe.data.readers import Record, read_records
 from seqpipe.data.tokenizers import DNATokenizer
 from seqpipe.errors import ConfigError, DataError
@@ -88,7 +88,7 @@ def pad_batch(items: list[dict[str, Any]], pad_id: int = 0, length: int | None =
     return batch
 
 
-class DNAClassificationData(L.LightningDataModule):
+class DNAClassificationData(SplitDataModule):
     """Labelled DNA sequences for classification, from any of three file shapes.
 
     Each PATH may be a directory with one FASTA file per class (the class is the file name without
@@ -166,7 +166,7 @@ class DNAClassificationData(L.LightningDataModule):
         """
         if stage == "predict":
             self.splits["predict"] = self._predict_set()
-            self.data_info = self._checkpoint_data_info() or self.data_info
+            self.data_info = self.checkpoint_data_info() or self.data_info
             return
         label_names = self._label_names()
         self.data_info = {"vocab_size": self.tokenizer.vocab_size, "label_names": label_names, "tokenizer": self.tokenizer.name}
@@ -181,7 +181,7 @@ class DNAClassificationData(L.LightningDataModule):
 
     def _label_names(self) -> list[str]:
         """The classes: the sorted training labels, or the checkpoint's when only a checkpoint gives them."""
-        from_checkpoint = (self._checkpoint_data_info() or {}).get("label_names")
+        from_checkpoint = (self.checkpoint_data_info() or {}).get("label_names")
         if self.paths["train"] is None:
             if from_checkpoint is None:
                 raise ConfigError("data.train is not set: the classes come from the training data (or from --ckpt_path)")
@@ -252,13 +252,8 @@ class DNAClassificationData(L.LightningDataModule):
             record=record.id, line=record.line,
         )
 
-    def _checkpoint_data_info(self) -> dict[str, Any] | None:
-        """The ``data_info`` of the model the trainer runs, when it has one (a model restored from a checkpoint)."""
-        model = self.trainer.lightning_module if self.trainer is not None else None
-        info = model.hparams.get("data_info") if model is not None else None
-        return dict(info) if info is not None else None
-
-    def _loader(self, split: str, train: bool = False) -> DataLoader:
+    def _loader(self, split: str) -> DataLoader:
+        train = split == "train"
         if split not in self.splits:
             raise ConfigError(f"no {split} data: set data.{split}")
         dataset = DNASequenceDataset(
@@ -270,18 +265,6 @@ class DNAClassificationData(L.LightningDataModule):
             persistent_workers=self.num_workers > 0,
             collate_fn=partial(pad_batch, pad_id=self.tokenizer.pad_id, length=self.max_length),
         )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", train=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val")
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test")
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader("predict")
 
 
 def stratified_holdout(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:

@@ -9,11 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import lightning as L
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from seqpipe.data.base import SplitDataModule
 from seqpipe.data.genome_io import Genome, Track
 from seqpipe.data.samplers import (
     GridWindowSampler, Interval, ListWindowSampler, RandomWindowSampler, Window, check_window_length,
@@ -124,7 +124,7 @@ def _overlaps(window: Window, intervals: list[Interval]) -> bool:
     return any(i.chrom == window.chrom and i.start < window.end and window.start < i.end for i in intervals)
 
 
-class GenomeData(L.LightningDataModule):
+class GenomeData(SplitDataModule):
     """Windows of a reference genome with per-window, per-base or next-base targets.
 
     Args:
@@ -233,7 +233,7 @@ class GenomeData(L.LightningDataModule):
             )
 
     def _label_names(self, stage: str) -> list[str]:
-        trained = self.trainer.lightning_module.hparams.get("data_info") if self.trainer and self.trainer.lightning_module else None
+        trained = self.checkpoint_data_info()
         if stage == "predict" and trained:
             return list(trained["label_names"])
         if self.target == "next_base":
@@ -278,15 +278,3 @@ class GenomeData(L.LightningDataModule):
             self._datasets[split], batch_size=1 if self.stream and split == "predict" else batch_size,
             sampler=sampler, num_workers=self.num_workers, persistent_workers=False,
         )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train")
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val")
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test")
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader("predict")

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any, Literal, Sequence
 
-import lightning as L
 import numpy as np
 import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from seqpipe.data.base import SplitDataModule
 from seqpipe.data.tabular_series import FillPolicy, Series, check_fill, read_series
 from seqpipe.errors import ConfigError, DataError
 
@@ -107,7 +107,7 @@ class ForecastWindows(Dataset):
         return times[first:end].asi8.copy(), future.asi8.copy()
 
 
-class ForecastData(L.LightningDataModule):
+class ForecastData(SplitDataModule):
     """A multivariate series from a CSV file or a zarr store, cut into forecasting windows.
 
     The protocol is Time-Series-Library's: the rows are split in time order into train, val and test; the
@@ -172,7 +172,7 @@ class ForecastData(L.LightningDataModule):
         """Read and check the series, fit (or restore) the scaler, build the windows the stage needs."""
         if self.path is None:
             raise ConfigError("data.path is not set: give the CSV file or zarr store of the series")
-        saved = self._checkpoint_data_info()
+        saved = self.checkpoint_data_info()
         columns = saved["columns"] if saved else self._input_columns()
         self.series = read_series(
             self.path, time_column=self.time_column, columns=columns, fill=self.fill, max_in_memory_mb=self.max_in_memory_mb
@@ -234,26 +234,8 @@ class ForecastData(L.LightningDataModule):
         if rows < needed:
             raise DataError(self.path, f"{what} has {rows} rows, fewer than the {needed} a window needs (seq_len + pred_len)")
 
-    def _checkpoint_data_info(self) -> dict[str, Any] | None:
-        """The ``data_info`` of a model restored from a checkpoint, else None."""
-        model = self.trainer.lightning_module if self.trainer is not None else None
-        info = model.hparams.get("data_info") if model is not None else None
-        return dict(info) if info else None
-
-    def _loader(self, split: str, shuffle: bool = False) -> DataLoader:
-        return DataLoader(self.datasets[split], batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val")
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test")
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader("predict")
+    def _loader(self, split: str) -> DataLoader:
+        return DataLoader(self.datasets[split], batch_size=self.batch_size, shuffle=split == "train", num_workers=self.num_workers)
 
 
 def training_moments(series: Series, stop: int) -> tuple[np.ndarray, np.ndarray]:

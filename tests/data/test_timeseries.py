@@ -107,7 +107,7 @@ def test_zarr_array_without_timestamps(tmp_path):
 def test_predict_window_is_the_last_rows_and_future_follows_the_frequency(series_dir):
     trained = module(series_dir / "series.csv").data_info
     data = ForecastData(path=str(series_dir / "series.csv"))
-    data._checkpoint_data_info = lambda: trained  # what a restored model provides
+    data.checkpoint_data_info = lambda: trained  # what a restored model provides
     data.setup("predict")
     (item,) = list(data.datasets["predict"])
     frame = pd.read_csv(series_dir / "series.csv")
