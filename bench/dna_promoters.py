@@ -2,6 +2,10 @@
 
 Usage: python bench/dna_promoters.py [--fasta ../shared/data/promoters/ecoli_sigma_promoters.fasta]
            [--configs configs/dna_classify.yaml configs/dna_classify_s4.yaml] [--max-epochs N] [--work DIR]
+           [--tasks binary sigma7] [--accelerator cpu|gpu]
+
+A config may carry overrides after commas, e.g. the DPLR kernel in the S4 recipe:
+``configs/dna_classify_s4.yaml,model.backbone.block.init_args.mode=dplr,model.backbone.block.init_args.disc=bilinear``.
 
 Both tasks — promoter vs non-promoter (Sigma00), and all seven classes — use one seeded stratified
 80/20 split written to FASTA files, so the baseline and every recipe see the same records. The recipes
@@ -64,11 +68,18 @@ def kmer_baseline(paths: dict[str, Path], k_values=(2, 3, 4, 5)) -> dict[str, fl
             "seconds": time.perf_counter() - start}
 
 
-def run_recipe(config: Path, paths: dict[str, Path], run_dir: Path, max_epochs: int | None) -> dict[str, float]:
-    """``seqpipe fit`` on the split; metrics of the best epoch by val/acc from the CSV log."""
-    command = [sys.executable, "-m", "seqpipe.cli", "fit", "--config", str(config), "--data.train", str(paths["train"]),
+def run_recipe(recipe: str, paths: dict[str, Path], run_dir: Path, max_epochs: int | None, accelerator: str) -> dict[str, float]:
+    """``seqpipe fit`` on the split; metrics of the best epoch by val/acc from the CSV log.
+
+    ``recipe``: a config path, optionally followed by ``,key=value`` overrides.
+    """
+    config, *overrides = recipe.split(",")
+    command = [sys.executable, "-m", "seqpipe.cli", "fit", "--config", config, "--data.train", str(paths["train"]),
                "--data.val", str(paths["val"]), "--trainer.default_root_dir", str(run_dir),
-               "--trainer.enable_progress_bar", "false"]
+               "--trainer.enable_progress_bar", "false", "--trainer.accelerator", accelerator]
+    for override in overrides:
+        key, value = override.split("=", 1)
+        command += [f"--{key}", value]
     if max_epochs:
         command += ["--trainer.max_epochs", str(max_epochs)]
     start = time.perf_counter()
@@ -83,24 +94,27 @@ def run_recipe(config: Path, paths: dict[str, Path], run_dir: Path, max_epochs: 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--fasta", type=Path, default=DEFAULT_FASTA)
-    parser.add_argument("--configs", type=Path, nargs="+", default=[Path("configs/dna_classify.yaml"), Path("configs/dna_classify_s4.yaml")])
+    parser.add_argument("--configs", nargs="+", default=["configs/dna_classify.yaml", "configs/dna_classify_s4.yaml"])
+    parser.add_argument("--tasks", nargs="+", choices=["binary", "sigma7"], default=["binary", "sigma7"])
+    parser.add_argument("--accelerator", default="cpu")
     parser.add_argument("--max-epochs", type=int, default=None, help="override the recipes' trainer.max_epochs")
     parser.add_argument("--work", type=Path, default=Path("runs/bench_promoters"))
     args = parser.parse_args()
 
     records = list(read_records(args.fasta))
     tasks = {
-        "promoter vs non-promoter": ["non_promoter" if r.label == "Sigma00" else "promoter" for r in records],
-        "seven sigma classes": [r.label for r in records],
+        "binary": ("promoter vs non-promoter", ["non_promoter" if r.label == "Sigma00" else "promoter" for r in records]),
+        "sigma7": ("seven sigma classes", [r.label for r in records]),
     }
     rows = []
-    for (task, labels), model in product(tasks.items(), ["k-mer logistic regression", *map(str, args.configs)]):
-        slug = "binary" if "vs" in task else "sigma7"
+    for slug, model in product(args.tasks, ["k-mer logistic regression", *args.configs]):
+        task, labels = tasks[slug]
         paths = write_split(records, labels, args.work / slug)
         if model.startswith("k-mer"):
             result = kmer_baseline(paths)
         else:
-            result = run_recipe(Path(model), paths, args.work / slug / Path(model).stem, args.max_epochs)
+            run_name = model.replace("/", "_").replace(",", "_").replace("=", "-")
+            result = run_recipe(model, paths, args.work / slug / run_name, args.max_epochs, args.accelerator)
         rows.append({"task": task, "model": model, **result})
         print(pd.DataFrame(rows[-1:]).to_string(index=False, header=len(rows) == 1, float_format="%.3f"), flush=True)
     print("\n" + pd.DataFrame(rows).to_string(index=False, float_format="%.3f"))
