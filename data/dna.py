@@ -164,12 +164,14 @@ class DNAClassificationData(SplitDataModule):
         ``fit`` also reads ``test`` and ``predict`` when they are set: a bad file stops the run before
         training rather than after it.
         """
+        self._check_vocabulary()
         if stage == "predict":
             self.splits["predict"] = self._predict_set()
             self.data_info = self.checkpoint_data_info() or self.data_info
             return
         label_names = self._label_names()
-        self.data_info = {"vocab_size": self.tokenizer.vocab_size, "label_names": label_names, "tokenizer": self.tokenizer.name}
+        self.data_info = {"vocab_size": self.tokenizer.vocab_size, "vocab": dict(self.tokenizer.vocab),
+                          "label_names": label_names, "tokenizer": self.tokenizer.name}
         if stage in ("fit", "validate"):
             self.splits["val"] = self._validation_set(label_names)
         if stage == "fit":
@@ -178,6 +180,13 @@ class DNAClassificationData(SplitDataModule):
                 self.splits["predict"] = self._predict_set()
         if stage == "test" or (stage == "fit" and self.paths["test"] is not None):
             self.splits["test"] = self._encode(self._read("test"), label_names)
+
+    def _check_vocabulary(self) -> None:
+        """A restored model must have been trained on the ids this tokenizer produces."""
+        trained = (self.checkpoint_data_info() or {}).get("vocab")
+        if trained is not None and trained != self.tokenizer.vocab:
+            raise ConfigError(f"the checkpoint's model was trained with the vocabulary {trained}, "
+                              f"but the {self.tokenizer.name!r} tokenizer encodes with {self.tokenizer.vocab}")
 
     def _label_names(self) -> list[str]:
         """The classes: the sorted training labels, or the checkpoint's when only a checkpoint gives them."""

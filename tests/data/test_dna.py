@@ -29,11 +29,20 @@ def attach_checkpoint(data: DNAClassificationData, label_names: list[str]) -> No
 def test_data_info_is_plain_and_survives_a_weights_only_checkpoint(motifs):
     data = DNAClassificationData(train=str(motifs / "train"))
     data.setup("fit")
-    assert data.data_info == {"vocab_size": 6, "label_names": CLASSES, "tokenizer": "dna"}
+    vocab = {"<pad>": 0, "A": 1, "C": 2, "G": 3, "T": 4, "N": 5}
+    assert data.data_info == {"vocab_size": 6, "vocab": vocab, "label_names": CLASSES, "tokenizer": "dna"}
     buffer = io.BytesIO()
     torch.save({"hyper_parameters": {"data_info": data.data_info}}, buffer)
     buffer.seek(0)
     assert torch.load(buffer, weights_only=True)["hyper_parameters"]["data_info"] == data.data_info
+
+
+def test_checkpoint_trained_on_another_vocabulary_is_refused(motifs):
+    data = DNAClassificationData(predict=str(motifs / "unlabelled.fasta"))
+    other = {"<pad>": 0, "A": 1, "C": 2, "G": 3, "T": 4, "N": 5, "U": 6}
+    data.trainer = SimpleNamespace(lightning_module=SimpleNamespace(hparams={"data_info": {"vocab": other, "label_names": CLASSES}}))
+    with pytest.raises(ConfigError, match="vocabulary"):
+        data.setup("predict")
 
 
 def test_batches(motifs):
