@@ -18,7 +18,9 @@ class PredictionWriter(BasePredictionWriter):
 
     Args:
         path: the CSV to write; by default ``predictions.csv`` inside the run directory. Under several
-            processes each rank writes ``<stem>.rank<N>.csv``.
+            processes each rank writes ``<stem>.rank<N>.csv``. When another prediction writer is among the
+            trainer's callbacks (``GenomePredictionWriter`` stores per-base scores in zarr, where a CSV would
+            have a row per base), no CSV is written unless ``path`` is given.
     """
 
     def __init__(self, path: str | None = None):
@@ -33,6 +35,11 @@ class PredictionWriter(BasePredictionWriter):
         return self._target
 
     def on_predict_start(self, trainer, pl_module) -> None:
+        self._target = self._partial = None
+        others = [type(c).__name__ for c in trainer.callbacks if isinstance(c, BasePredictionWriter) and c is not self]
+        if others and self.path is None:
+            rank_zero_info(f"no predictions CSV: {', '.join(others)} writes the predictions (--prediction.path writes one too)")
+            return
         target = Path(self.path) if self.path else Path(trainer.log_dir or trainer.default_root_dir) / "predictions.csv"
         if trainer.world_size > 1:
             target = target.with_name(f"{target.stem}.rank{trainer.global_rank}{target.suffix}")
@@ -43,6 +50,8 @@ class PredictionWriter(BasePredictionWriter):
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx) -> None:
         if not isinstance(prediction, pd.DataFrame):
             raise TypeError(f"PredictionWriter expects the head's predictions as a DataFrame, got {type(prediction).__name__}")
+        if self._partial is None:
+            return
         prediction.to_csv(self._partial, mode="a", header=not self._partial.exists(), index=False)
 
     def on_predict_end(self, trainer, pl_module) -> None:

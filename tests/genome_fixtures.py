@@ -1,8 +1,10 @@
-"""Seeded tiny genomes for the genome tests: FASTA (plain, gzip, bgzip), GFF with CDS features, BED windows."""
+"""Seeded tiny genomes for the genome tests: FASTA (plain, gzip, bgzip), GFF with CDS features, BED windows;
+the numpy reference of binned prediction scores."""
 
 from __future__ import annotations
 
 import gzip
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -52,3 +54,13 @@ def write_gff(path: Path, seed: int = 0) -> dict[str, np.ndarray]:
         masks[chrom] = mask
     path.write_text("\n".join(lines) + "\n")
     return masks
+
+
+def bin_means(per_base: np.ndarray, bin_size: int) -> np.ndarray:
+    """(L, k) with NaN where unpredicted -> (ceil(L / bin_size), k) NaN-means, NaN for empty bins."""
+    bins = -(-len(per_base) // bin_size)
+    padded = np.full((bins * bin_size, per_base.shape[1]), np.nan)
+    padded[:len(per_base)] = per_base
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN bins
+        return np.nanmean(padded.reshape(bins, bin_size, -1), axis=1)

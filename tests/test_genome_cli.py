@@ -1,5 +1,6 @@
 """The genome recipe end to end on a tiny generated genome: gff_track, fit, test, predict to zarr and
-bedGraph; streamed prediction in small or large windows gives identical scores."""
+bedGraph (per base or per bin, no per-base CSV unless asked for); streamed prediction in small or large
+windows gives identical scores."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import pandas as pd
 import pytest
 import zarr
 
-from genome_fixtures import CHROMS, write_genome, write_gff
+from genome_fixtures import CHROMS, bin_means, write_genome, write_gff
 from seqpipe.cli import main
 from seqpipe.data.gff_track import main as gff_track_main
 
@@ -71,8 +72,9 @@ def run(command: str, config: str, genome, root, *extra: str) -> None:
           "--data.cache_dir", str(directory / "cache"), "--trainer.default_root_dir", str(root), *extra])
 
 
-def predict(config, genome, root, name, *extra) -> tuple[dict[str, np.ndarray], pd.DataFrame]:
-    run("predict", config, genome, root, "--ckpt_path", str(root / "best.ckpt"), "--prediction.path", str(root / f"{name}.csv"),
+def predict(config, genome, root, name, *extra, csv: bool = True) -> tuple[dict[str, np.ndarray], pd.DataFrame]:
+    asked = ["--prediction.path", str(root / f"{name}.csv")] if csv else []
+    run("predict", config, genome, root, "--ckpt_path", str(root / "best.ckpt"), *asked,
         "--trainer.callbacks+=seqpipe.tasks.genome_writer.GenomePredictionWriter",
         f"--trainer.callbacks.zarr_path={root / name}.zarr", f"--trainer.callbacks.bedgraph_path={root / name}.bedgraph",
         *extra)
@@ -108,8 +110,18 @@ def test_causal_recipe_fit_test_and_streamed_predictions(genome, tmp_path, capsy
         assert (rows["start"].to_numpy()[1:] == rows["end"].to_numpy()[:-1]).all()
         expanded = np.repeat(rows["value"].to_numpy(), (rows["end"] - rows["start"]).to_numpy())
         np.testing.assert_allclose(expanded, small[chrom][:, 1], atol=6e-4)
-    csv = pd.read_csv(tmp_path / "stream64.csv")
+    csv = pd.read_csv(tmp_path / "stream64.csv")  # asked for with --prediction.path
     assert len(csv) == sum(CHROMS.values()) and list(csv.columns) == ["chrom", "position", "prob_other", "prob_CDS"]
+    # without --prediction.path the genome writer is the only output; bins are the means of the per-base scores
+    binned, _ = predict(config, genome, tmp_path, "binned", "--data.stream", "true", "--data.window_length", "64",
+                        "--model.chunk_size", "16", "--trainer.callbacks.bin_size", "50", csv=False)
+    assert not list(tmp_path.rglob("binned*.csv")) and not list(tmp_path.rglob("predictions*.csv"))
+    for chrom in CHROMS:
+        np.testing.assert_allclose(binned[chrom], bin_means(small[chrom].astype(np.float64), 50), rtol=0, atol=1e-6)
+    with pytest.raises(SystemExit) as error:
+        predict(config, genome, tmp_path, "bad", "--trainer.callbacks.bin_size", "0", csv=False)
+    message = capsys.readouterr().err.strip().splitlines()
+    assert error.value.code == 2 and message == ["seqpipe: error: GenomePredictionWriter bin_size must be a whole number of bases >= 1, got 0"]
 
 
 @pytest.mark.slow  # a second fit; the overlap tiling and the streaming refusal also have fast unit tests
