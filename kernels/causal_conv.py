@@ -32,7 +32,8 @@ def causal_conv1d(
     padded = torch.cat([initial_state.to(x.dtype), x], dim=-1)
     y = F.conv1d(padded, weight.unsqueeze(1).to(x.dtype), None if bias is None else bias.to(x.dtype), groups=dim)
     if return_final_state:
-        return y, padded[..., padded.shape[-1] - (kernel_size - 1) :]
+        # a copy: a view would keep the whole padded chunk alive as long as the carried state
+        return y, padded[..., padded.shape[-1] - (kernel_size - 1) :].clone()
     return y
 
 

@@ -67,6 +67,24 @@ def test_streaming_in_small_or_large_chunks_gives_identical_outputs(kind):
     torch.testing.assert_close(torch.cat(pieces, 1), large, rtol=0, atol=1e-12)
 
 
+def state_tensors(state):
+    if torch.is_tensor(state):
+        return [state]
+    return [t for part in state for t in state_tensors(part)]
+
+
+@pytest.mark.parametrize("kind", ["mamba", "s4"])
+def test_carried_state_does_not_keep_the_chunk_alive(kind):
+    """The state is a few KB; a view into a chunk's activations would keep the whole chunk in memory for as
+    long as the state lives (every chunk of a checkpointed training window, the stream of a genome)."""
+    model = backbone(kind)
+    length = int(torch.randint(200, 400, (1,)))
+    with torch.no_grad():
+        _, state = model.forward_chunk(tokens(5, length), model.initial_state(2, dtype=torch.float64))
+    for tensor in state_tensors(state):
+        assert tensor.untyped_storage().nbytes() == tensor.numel() * tensor.element_size(), tuple(tensor.shape)
+
+
 def test_model_chunk_size_and_stream_state():
     from seqpipe.model import SequenceModel
     from seqpipe.tasks.per_base import PerBaseClassification
