@@ -1,8 +1,9 @@
 """GPU-only measurements: the Triton scan's tile sizes, and a training step on a 1M-token window.
 
-    python bench/gpu.py [--sweep-length 65536] [--d-inner 1024] [--train-length 1048576]
+    python bench/gpu.py [--sweep-length 65536] [--d-inner 1024] [--tiles 8x32x1024x4 ...] [--train-length 1048576]
 
-Sweep: the fused Triton scan at each (BLOCK_D channels per program, CHUNK steps per tile), forward and
+Sweep: the fused Triton scan at each (BLOCK_D channels per program, CHUNK steps per tile, SEGMENT_PROGRAMS:
+the program count up to which L is split into segments, 1 = no split; NUM_WARPS per program), forward and
 forward+backward, as a share of the memory floor of ``bench/scan.py``. Training: one forward+backward of a
 4-layer backbone (d_model 128, batch 1) on a token window of ``--train-length``, run chunk by chunk with
 carried state and per-chunk gradient checkpointing (``seqpipe.chunked.chunked_forward``); peak memory is
@@ -41,12 +42,13 @@ def cuda_seconds(fn, repeats: int = 5) -> float:
     return statistics.median(times)
 
 
-def sweep(length: int, d_inner: int, tiles: list[tuple[int, int]]) -> None:
+def sweep(length: int, d_inner: int, tiles: list[tuple[int, int, int, int]]) -> None:
     scan_bench.DIM = d_inner
     bandwidth = scan_bench.copy_bandwidth()
     print(f"Triton scan tiles: d_inner {d_inner}, N {scan_bench.D_STATE}, L {length}, batch 1, fp32, "
           f"copy bandwidth {bandwidth / 1e12:.2f} TB/s")
-    print(f"{'BLOCK_D':>7} {'CHUNK':>6} {'programs':>8} {'fwd ms':>8} {'% floor':>8} {'fwd+bwd ms':>11} {'% floor':>8}")
+    print(f"{'BLOCK_D':>7} {'CHUNK':>6} {'SEG_PROG':>8} {'warps':>5} {'programs':>8} {'fwd ms':>8} {'% floor':>8} "
+          f"{'fwd+bwd ms':>11} {'% floor':>8}")
     inputs = scan_bench.make_inputs(length, "cuda", requires_grad=True)
 
     def forward():
@@ -56,12 +58,14 @@ def sweep(length: int, d_inner: int, tiles: list[tuple[int, int]]) -> None:
     def forward_backward():
         scan_bench.run_backend("triton", inputs).sum().backward()
 
-    for block_d, chunk in tiles:
+    for block_d, chunk, segment_programs, warps in tiles:
         scan_triton.BLOCK_D, scan_triton.CHUNK = block_d, chunk
+        scan_triton.SEGMENT_PROGRAMS, scan_triton.NUM_WARPS = segment_programs, warps
+        grid = scan_triton._meta(inputs["u"], inputs["A"], inputs["B"], inputs["C"], None, None, None, True, 1)["grid"]
         fwd, both = cuda_seconds(forward), cuda_seconds(forward_backward)
         floors = [100 * scan_bench.floor_seconds(length, mode, bandwidth) / t for mode, t in (("fwd", fwd), ("fwd+bwd", both))]
-        print(f"{block_d:>7} {chunk:>6} {d_inner // block_d:>8} {fwd * 1e3:>8.2f} {floors[0]:>7.0f}% "
-              f"{both * 1e3:>11.2f} {floors[1]:>7.0f}%", flush=True)
+        print(f"{block_d:>7} {chunk:>6} {segment_programs:>8} {warps:>5} {grid[1] * grid[2]:>8} {fwd * 1e3:>8.2f} "
+              f"{floors[0]:>7.0f}% {both * 1e3:>11.2f} {floors[1]:>7.0f}%", flush=True)
 
 
 def training_step(length: int, chunk: int) -> None:
@@ -89,12 +93,15 @@ def main() -> None:
     parser.add_argument("--sweep-length", type=int, default=65536)
     parser.add_argument("--d-inner", type=int, default=1024)
     parser.add_argument("--train-length", type=int, default=1 << 20)
-    parser.add_argument("--train-chunk", type=int, default=1 << 16)
+    parser.add_argument("--train-chunk", type=int, default=1 << 16, help="0: skip the training step")
+    parser.add_argument("--tiles", nargs="+", default=["8x32x1x4", "8x32x1024x4", "8x32x4096x4", "16x16x4096x4",
+                                                       "8x32x4096x1", "8x32x4096x2", "16x16x4096x2"],
+                        help="BLOCK_DxCHUNKxSEGMENT_PROGRAMSxNUM_WARPS")
     args = parser.parse_args()
     print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}")
-    tiles = [(16, 16), (8, 16), (4, 16), (2, 16), (4, 32), (8, 32), (4, 8), (2, 32)]
-    sweep(args.sweep_length, args.d_inner, tiles)
-    training_step(args.train_length, args.train_chunk)
+    sweep(args.sweep_length, args.d_inner, [tuple(int(v) for v in tile.split("x")) for tile in args.tiles])
+    if args.train_chunk:
+        training_step(args.train_length, args.train_chunk)
 
 
 if __name__ == "__main__":

@@ -2,14 +2,21 @@
 
 Imported only when the "triton" backend is asked for: ``import seqpipe.kernels`` works without triton.
 
-Each program owns ``BLOCK_D`` channels of one batch row (inside one B/C group) and all N states, and walks
-the sequence in chunks of ``CHUNK`` steps: it loads u, delta, B, C (and z) for the chunk, discretises,
-scans the (CHUNK, BLOCK_D, N) tile with ``tl.associative_scan``, contracts with C, adds D * u, gates and
-stores y. Only y, the last state and the state at each chunk start (1/CHUNK of a (B, L, D, N) tensor)
-reach HBM. The backward walks the chunks in reverse: it recomputes the chunk's states from its saved
-start, runs the adjoint recurrence ``lam_t = a_{t+1} lam_{t+1} + C_t dy_t`` as a reverse scan of the
-tile, and accumulates every gradient. Per-time gradients of B and C are summed over channel blocks, and
-per-channel ones (A, D, delta_bias) over the batch, by PyTorch afterwards: deterministic, no atomics.
+Each program owns ``BLOCK_D`` channels of one batch row (inside one B/C group), all N states and one
+segment of the sequence, which it walks in chunks of ``CHUNK`` steps: it loads u, delta, B, C (and z) for
+the chunk, discretises, scans the (CHUNK, BLOCK_D, N) tile with ``tl.associative_scan``, contracts with C,
+adds D * u, gates and stores y. Only y, the last state and the state at each chunk start (1/CHUNK of a
+(B, L, D, N) tensor) reach HBM. The backward walks a segment's chunks in reverse: it recomputes the chunk's
+states from its saved start, runs the adjoint recurrence ``lam_t = a_{t+1} lam_{t+1} + C_t dy_t`` as a
+reverse scan of the tile, and accumulates every gradient. Per-time gradients of B and C are summed over
+channel blocks, and per-channel ones (A, D, delta_bias) over batch rows and segments, by PyTorch afterwards:
+deterministic, no atomics.
+
+Segments split L across programs when batch x channel blocks alone would leave the GPU idle (a batch of one
+long sequence). The state entering each segment comes from a summary pass: every segment scans from a
+zero state to get its end state H_s and its total decay P_s = exp(A * sum(dt)); a short sequential pass then
+composes ``start_{s+1} = P_s * start_s + H_s`` over the segments. The backward does the same for the
+adjoint in reverse. The summaries read the inputs once more, the price of the parallelism.
 """
 
 from __future__ import annotations
@@ -24,6 +31,9 @@ from seqpipe.kernels.selective_scan import compute_dtype, scan_groups
 # forward+backward; longer chunks speed the forward alone but make the backward spill registers.
 CHUNK = 32
 BLOCK_D = 8
+# Segments are added until batch x channel blocks x segments reaches this many programs.
+SEGMENT_PROGRAMS = 1024
+NUM_WARPS = 4  # per program of the scan kernels
 
 
 @triton.jit
@@ -76,6 +86,30 @@ def _program_coords(L, D, Dg, N, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr):
 
 
 @triton.jit
+def _segment(n_chunks, segment_chunks):
+    """This program's segment (program axis 2): (index, first chunk, end chunk exclusive, (batch, segment) row)."""
+    segment = tl.program_id(2)
+    first = segment * segment_chunks
+    return segment, first, tl.minimum(first + segment_chunks, n_chunks), tl.program_id(0) * tl.num_programs(2) + segment
+
+
+@triton.jit
+def _channel_params(A_ptr, bias_ptr, D_ptr, d, mask_d, state_offsets, mask_dn, HAS_BIAS: tl.constexpr,
+                    HAS_D: tl.constexpr, COMPUTE: tl.constexpr, BLOCK_D: tl.constexpr):
+    """A (BLOCK_D, BLOCK_N), delta_bias and D (BLOCK_D,) of this program's channels (zeros when absent)."""
+    A = tl.load(A_ptr + state_offsets, mask=mask_dn, other=0).to(COMPUTE)
+    bias = tl.load(bias_ptr + d, mask=mask_d, other=0).to(COMPUTE) if HAS_BIAS else tl.zeros([BLOCK_D], COMPUTE)
+    skip = tl.load(D_ptr + d, mask=mask_d, other=0).to(COMPUTE) if HAS_D else tl.zeros([BLOCK_D], COMPUTE)
+    return A, bias, skip
+
+
+@triton.jit
+def _last_row(x, steps, CHUNK: tl.constexpr):
+    """The chunk's last state (BLOCK_D, BLOCK_N) from its states (CHUNK, BLOCK_D, BLOCK_N)."""
+    return tl.sum(tl.where((steps == CHUNK - 1)[:, None, None], x, 0), axis=0)
+
+
+@triton.jit
 def _chunk_states(u_ptr, delta_ptr, B_ptr, row, t, mask_t, mask_d, A, bias, batch, group, d, n, mask_n, N,
                   sb_b, sb_g, sb_n, sb_l, state0, SOFTPLUS: tl.constexpr, B_VARYING: tl.constexpr,
                   COMPUTE: tl.constexpr):
@@ -92,24 +126,131 @@ def _chunk_states(u_ptr, delta_ptr, B_ptr, row, t, mask_t, mask_d, A, bias, batc
 
 
 @triton.jit
-def _scan_fwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, h0_ptr, out_ptr, last_ptr,
-                     starts_ptr, L, D, Dg, N, n_chunks, sb_b, sb_g, sb_n, sb_l, sc_b, sc_g, sc_n, sc_l,
-                     SOFTPLUS: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
-                     HAS_H0: tl.constexpr, B_VARYING: tl.constexpr, C_VARYING: tl.constexpr,
-                     COMPUTE: tl.constexpr, CHUNK: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr):
+def _chunk_adjoint(delta_ptr, offsets, mask, t, L, steps, bias, A, a, grad, C, carry, SOFTPLUS: tl.constexpr,
+                   COMPUTE: tl.constexpr, CHUNK: tl.constexpr):
+    """Reverse scan of ``lam_t = a_{t+1} lam_{t+1} + C_t dy_t`` over one chunk.
+
+    ``carry`` (BLOCK_D, BLOCK_N) is the gradient reaching the chunk's last state from later chunks. Returns
+    lam (CHUNK, BLOCK_D, BLOCK_N) and the gradient reaching the state before the chunk.
+    """
+    # a_{t+1} inside the chunk; 1 on the last row, whose successor's decay is already in carry
+    _, dt_next = _dt(delta_ptr, offsets + 1, mask & (steps < CHUNK - 1)[:, None] & (t + 1 < L)[:, None],
+                     bias[None, :], SOFTPLUS, COMPUTE)
+    decay_next, lam = tl.associative_scan((tl.exp(dt_next[:, :, None] * A[None, :, :]), grad[:, :, None] * C),
+                                          axis=0, combine_fn=_linear_combine, reverse=True)
+    lam = lam + decay_next * carry[None, :, :]
+    return lam, tl.sum(tl.where((steps == 0)[:, None, None], a * lam, 0), axis=0)
+
+
+@triton.jit
+def _segment_summary_fwd_kernel(end_ptr, decay_ptr, u_ptr, delta_ptr, A_ptr, B_ptr, bias_ptr, L, D, Dg, N,
+                                n_chunks, segment_chunks, sb_b, sb_g, sb_n, sb_l, SOFTPLUS: tl.constexpr,
+                                HAS_BIAS: tl.constexpr, B_VARYING: tl.constexpr, COMPUTE: tl.constexpr,
+                                CHUNK: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Each segment scanned from a zero state: its end state H and total decay exp(A * sum dt), (B, S, D, N)."""
     batch, group, _block, d, mask_d, n, mask_n, row = _program_coords(L, D, Dg, N, BLOCK_D, BLOCK_N)
+    _segment_index, first, end, segment_row = _segment(n_chunks, segment_chunks)
     mask_dn = mask_d[:, None] & mask_n[None, :]
     state_offsets = d[:, None] * N + n[None, :]
-    A = tl.load(A_ptr + state_offsets, mask=mask_dn, other=0).to(COMPUTE)
-    bias = tl.load(bias_ptr + d, mask=mask_d, other=0).to(COMPUTE) if HAS_BIAS else tl.zeros([BLOCK_D], COMPUTE)
-    skip = tl.load(D_ptr + d, mask=mask_d, other=0).to(COMPUTE) if HAS_D else tl.zeros([BLOCK_D], COMPUTE)
-    if HAS_H0:
-        state = tl.load(h0_ptr + batch * D * N + state_offsets, mask=mask_dn, other=0).to(COMPUTE)
+    A, bias, _skip = _channel_params(A_ptr, bias_ptr, bias_ptr, d, mask_d, state_offsets, mask_dn, HAS_BIAS, False,
+                                 COMPUTE, BLOCK_D)
+    state = tl.zeros([BLOCK_D, BLOCK_N], COMPUTE)
+    total_dt = tl.zeros([BLOCK_D], COMPUTE)
+    steps = tl.arange(0, CHUNK)
+    chunk = first
+    while chunk < end:  # not range(): triton 3.6's interpreter fails on a runtime bound with numpy >= 2.4
+        t = chunk * CHUNK + steps
+        _u, _pre, dt, _a, _bu, _B, x = _chunk_states(u_ptr, delta_ptr, B_ptr, row, t, t < L, mask_d, A, bias, batch, group,
+                                             d, n, mask_n, N, sb_b, sb_g, sb_n, sb_l, state, SOFTPLUS, B_VARYING,
+                                             COMPUTE)
+        state = _last_row(x, steps, CHUNK)
+        total_dt += tl.sum(dt, axis=0)
+        chunk += 1
+    out = segment_row * D * N + state_offsets
+    tl.store(end_ptr + out, state, mask=mask_dn)
+    tl.store(decay_ptr + out, tl.exp(total_dt[:, None] * A), mask=mask_dn)
+
+
+@triton.jit
+def _segment_summary_bwd_kernel(end_ptr, decay_ptr, delta_ptr, A_ptr, C_ptr, z_ptr, bias_ptr, grad_out_ptr, L, D,
+                                Dg, N, n_chunks, segment_chunks, sc_b, sc_g, sc_n, sc_l, SOFTPLUS: tl.constexpr,
+                                HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, C_VARYING: tl.constexpr,
+                                COMPUTE: tl.constexpr, CHUNK: tl.constexpr, BLOCK_D: tl.constexpr,
+                                BLOCK_N: tl.constexpr):
+    """Each segment's adjoint from a zero carry at its end: the gradient G reaching the state before it, and
+    its total decay exp(A * sum dt), (B, S, D, N)."""
+    batch, group, _block, d, mask_d, n, mask_n, row = _program_coords(L, D, Dg, N, BLOCK_D, BLOCK_N)
+    _segment_index, first, end, segment_row = _segment(n_chunks, segment_chunks)
+    mask_dn = mask_d[:, None] & mask_n[None, :]
+    state_offsets = d[:, None] * N + n[None, :]
+    A, bias, _skip = _channel_params(A_ptr, bias_ptr, bias_ptr, d, mask_d, state_offsets, mask_dn, HAS_BIAS, False,
+                                 COMPUTE, BLOCK_D)
+    carry = tl.zeros([BLOCK_D, BLOCK_N], COMPUTE)
+    total_dt = tl.zeros([BLOCK_D], COMPUTE)
+    steps = tl.arange(0, CHUNK)
+    chunk = end - 1
+    while chunk >= first:
+        t = chunk * CHUNK + steps
+        mask_t = t < L
+        mask = mask_t[:, None] & mask_d[None, :]
+        offsets = row[None, :] + t[:, None]
+        _pre, dt = _dt(delta_ptr, offsets, mask, bias[None, :], SOFTPLUS, COMPUTE)
+        C = _rows(C_ptr, batch, group, t, mask_t, d, mask_d, n, mask_n, N, sc_b, sc_g, sc_n, sc_l, C_VARYING, COMPUTE)
+        grad = tl.load(grad_out_ptr + offsets, mask=mask, other=0).to(COMPUTE)
+        if HAS_Z:
+            z = tl.load(z_ptr + offsets, mask=mask, other=0).to(COMPUTE)
+            grad = grad * z * tl.sigmoid(z)
+        _lam, carry = _chunk_adjoint(delta_ptr, offsets, mask, t, L, steps, bias, A,
+                                  tl.exp(dt[:, :, None] * A[None, :, :]), grad, C, carry, SOFTPLUS, COMPUTE, CHUNK)
+        total_dt += tl.sum(dt, axis=0)
+        chunk -= 1
+    out = segment_row * D * N + state_offsets
+    tl.store(end_ptr + out, carry, mask=mask_dn)
+    tl.store(decay_ptr + out, tl.exp(total_dt[:, None] * A), mask=mask_dn)
+
+
+@triton.jit
+def _compose_segments_kernel(end_ptr, decay_ptr, init_ptr, entering_ptr, size, n_segments, HAS_INIT: tl.constexpr,
+                             REVERSE: tl.constexpr, BLOCK: tl.constexpr):
+    """The carry entering each segment, (B, S, D*N): ``entering[s] = carry; carry = decay[s] * carry + end[s]``.
+
+    In time order from the initial state (forward), or from the last segment back with d last_state (REVERSE).
+    """
+    batch = tl.program_id(0)
+    e = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    mask = e < size
+    if HAS_INIT:
+        carry = tl.load(init_ptr + batch * size + e, mask=mask, other=0)
+    else:
+        carry = tl.zeros([BLOCK], end_ptr.dtype.element_ty)
+    i = 0
+    while i < n_segments:
+        segment = n_segments - 1 - i if REVERSE else i
+        offsets = (batch * n_segments + segment) * size + e
+        tl.store(entering_ptr + offsets, carry, mask=mask)
+        carry = tl.load(decay_ptr + offsets, mask=mask, other=0) * carry + tl.load(end_ptr + offsets, mask=mask, other=0)
+        i += 1
+
+
+@triton.jit
+def _scan_fwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, start_ptr, out_ptr, last_ptr,
+                     starts_ptr, L, D, Dg, N, n_chunks, segment_chunks, sb_b, sb_g, sb_n, sb_l, sc_b, sc_g, sc_n, sc_l,
+                     SOFTPLUS: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
+                     HAS_START: tl.constexpr, B_VARYING: tl.constexpr, C_VARYING: tl.constexpr,
+                     COMPUTE: tl.constexpr, CHUNK: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr):
+    batch, group, _block, d, mask_d, n, mask_n, row = _program_coords(L, D, Dg, N, BLOCK_D, BLOCK_N)
+    segment, first, end, segment_row = _segment(n_chunks, segment_chunks)
+    mask_dn = mask_d[:, None] & mask_n[None, :]
+    state_offsets = d[:, None] * N + n[None, :]
+    A, bias, skip = _channel_params(A_ptr, bias_ptr, D_ptr, d, mask_d, state_offsets, mask_dn, HAS_BIAS, HAS_D,
+                                    COMPUTE, BLOCK_D)
+    if HAS_START:  # the state entering this segment, (B, S, D, N)
+        state = tl.load(start_ptr + segment_row * D * N + state_offsets, mask=mask_dn, other=0).to(COMPUTE)
     else:
         state = tl.zeros([BLOCK_D, BLOCK_N], COMPUTE)
     steps = tl.arange(0, CHUNK)
-    chunk = 0
-    while chunk < n_chunks:  # not range(n_chunks): triton 3.6's interpreter fails on it with numpy >= 2.4
+    chunk = first
+    while chunk < end:
         tl.store(starts_ptr + (batch * n_chunks + chunk) * D * N + state_offsets, state, mask=mask_dn)
         t = chunk * CHUNK + steps
         mask_t = t < L
@@ -124,26 +265,27 @@ def _scan_fwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_p
             z = tl.load(z_ptr + offsets, mask=mask, other=0).to(COMPUTE)
             y = y * z * tl.sigmoid(z)
         tl.store(out_ptr + offsets, y.to(out_ptr.dtype.element_ty), mask=mask)
-        state = tl.sum(tl.where((steps == CHUNK - 1)[:, None, None], x, 0), axis=0)
+        state = _last_row(x, steps, CHUNK)
         chunk += 1
-    tl.store(last_ptr + batch * D * N + state_offsets, state, mask=mask_dn)
+    tl.store(last_ptr + batch * D * N + state_offsets, state, mask=mask_dn & (segment == tl.num_programs(2) - 1))
 
 
 @triton.jit
 def _scan_bwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, starts_ptr, grad_out_ptr,
-                     grad_last_ptr, du_ptr, ddelta_ptr, dz_ptr, dB_ptr, dC_ptr, dA_ptr, dskip_ptr, dbias_ptr,
-                     dh0_ptr, L, D, Dg, N, n_chunks, sb_b, sb_g, sb_n, sb_l, sc_b, sc_g, sc_n, sc_l,
+                     carry_ptr, du_ptr, ddelta_ptr, dz_ptr, dB_ptr, dC_ptr, dA_ptr, dskip_ptr, dbias_ptr,
+                     dh0_ptr, L, D, Dg, N, n_chunks, segment_chunks, sb_b, sb_g, sb_n, sb_l, sc_b, sc_g, sc_n, sc_l,
                      SOFTPLUS: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
                      B_VARYING: tl.constexpr, C_VARYING: tl.constexpr,
                      COMPUTE: tl.constexpr, CHUNK: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr):
     batch, group, block, d, mask_d, n, mask_n, row = _program_coords(L, D, Dg, N, BLOCK_D, BLOCK_N)
+    _segment_index, first, end, segment_row = _segment(n_chunks, segment_chunks)
     mask_dn = mask_d[:, None] & mask_n[None, :]
     state_offsets = d[:, None] * N + n[None, :]
-    A = tl.load(A_ptr + state_offsets, mask=mask_dn, other=0).to(COMPUTE)
-    bias = tl.load(bias_ptr + d, mask=mask_d, other=0).to(COMPUTE) if HAS_BIAS else tl.zeros([BLOCK_D], COMPUTE)
-    skip = tl.load(D_ptr + d, mask=mask_d, other=0).to(COMPUTE) if HAS_D else tl.zeros([BLOCK_D], COMPUTE)
-    # carry: gradient reaching the state just before the chunk processed last (starts as d last_state)
-    carry = tl.load(grad_last_ptr + batch * D * N + state_offsets, mask=mask_dn, other=0).to(COMPUTE)
+    A, bias, skip = _channel_params(A_ptr, bias_ptr, D_ptr, d, mask_d, state_offsets, mask_dn, HAS_BIAS, HAS_D,
+                                    COMPUTE, BLOCK_D)
+    # carry: gradient reaching the state just before the chunk processed last; starts as the gradient
+    # entering the segment's end, (B, S, D, N) (d last_state for the last segment)
+    carry = tl.load(carry_ptr + segment_row * D * N + state_offsets, mask=mask_dn, other=0).to(COMPUTE)
     grad_A = tl.zeros([BLOCK_D, BLOCK_N], COMPUTE)
     grad_B_fixed = tl.zeros([BLOCK_D, BLOCK_N], COMPUTE)  # used when B is time-invariant
     grad_C_fixed = tl.zeros([BLOCK_D, BLOCK_N], COMPUTE)
@@ -152,8 +294,8 @@ def _scan_bwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_p
     steps = tl.arange(0, CHUNK)
     # per-time B/C gradients go to (batch, G, channel blocks, N, L) partial sums
     partial_offsets = ((batch * tl.num_programs(1) + tl.program_id(1)) * N + n[None, :]) * L
-    chunk = n_chunks - 1
-    while chunk >= 0:  # not range(n_chunks): see the forward kernel
+    chunk = end - 1
+    while chunk >= first:
         t = chunk * CHUNK + steps
         mask_t = t < L
         mask = mask_t[:, None] & mask_d[None, :]
@@ -171,13 +313,8 @@ def _scan_bwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_p
             tl.store(dz_ptr + offsets, grad * y * gate * (1 + z * (1 - gate)), mask=mask)
             grad = grad * z * gate
         grad_skip += tl.sum(grad * u, axis=0)
-        # a_{t+1} inside the chunk; 1 on the last row, whose successor's decay is already in carry
-        _, dt_next = _dt(delta_ptr, offsets + 1, mask & (steps < CHUNK - 1)[:, None] & (t + 1 < L)[:, None],
-                         bias[None, :], SOFTPLUS, COMPUTE)
-        decay_next, lam = tl.associative_scan((tl.exp(dt_next[:, :, None] * A[None, :, :]), grad[:, :, None] * C),
-                                              axis=0, combine_fn=_linear_combine, reverse=True)
-        lam = lam + decay_next * carry[None, :, :]
-        carry = tl.sum(tl.where((steps == 0)[:, None, None], a * lam, 0), axis=0)
+        lam, carry = _chunk_adjoint(delta_ptr, offsets, mask, t, L, steps, bias, A, a, grad, C, carry, SOFTPLUS,
+                                    COMPUTE, CHUNK)
         if C_VARYING:
             tl.store(dC_ptr + partial_offsets + t[:, None], tl.sum(grad[:, :, None] * x, axis=1),
                      mask=mask_t[:, None] & mask_n[None, :])
@@ -199,15 +336,16 @@ def _scan_bwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_p
         tl.store(ddelta_ptr + offsets, grad_delta, mask=mask)
         tl.store(du_ptr + offsets, dt * lam_B + grad * skip[None, :], mask=mask)
         chunk -= 1
-    per_batch = batch * D * N + state_offsets
-    tl.store(dh0_ptr + per_batch, carry, mask=mask_dn)
-    tl.store(dA_ptr + per_batch, grad_A, mask=mask_dn)
+    # per-(batch row, segment) partial sums; the carry of segment 0 is d initial_state
+    per_segment = segment_row * D * N + state_offsets
+    tl.store(dh0_ptr + per_segment, carry, mask=mask_dn)
+    tl.store(dA_ptr + per_segment, grad_A, mask=mask_dn)
     if not B_VARYING:
-        tl.store(dB_ptr + per_batch, grad_B_fixed, mask=mask_dn)
+        tl.store(dB_ptr + per_segment, grad_B_fixed, mask=mask_dn)
     if not C_VARYING:
-        tl.store(dC_ptr + per_batch, grad_C_fixed, mask=mask_dn)
-    tl.store(dskip_ptr + batch * D + d, grad_skip, mask=mask_d)
-    tl.store(dbias_ptr + batch * D + d, grad_bias, mask=mask_d)
+        tl.store(dC_ptr + per_segment, grad_C_fixed, mask=mask_dn)
+    tl.store(dskip_ptr + segment_row * D + d, grad_skip, mask=mask_d)
+    tl.store(dbias_ptr + segment_row * D + d, grad_bias, mask=mask_d)
 
 
 def _row_strides(M: torch.Tensor) -> tuple[int, int, int, int]:
@@ -217,6 +355,20 @@ def _row_strides(M: torch.Tensor) -> tuple[int, int, int, int]:
     if M.dim() == 3:
         return (M.stride(0), 0, M.stride(1), M.stride(2))
     return tuple(M.stride())
+
+
+def _compose(summary_kernel, grid: tuple, args: tuple, constants: dict, init: torch.Tensor | None, reverse: bool,
+             like: torch.Tensor, shape: tuple[int, int, int, int]) -> torch.Tensor:
+    """Run a segment summary kernel, then the sequential composition: the carry entering each segment, (B, S, D, N)."""
+    end, decay, entering = (like.new_empty(shape) for _ in range(3))
+    summary_kernel[grid](end, decay, *args, **constants)
+    batch, n_segments, dim, d_state = shape
+    block = 1024
+    _compose_segments_kernel[(batch, triton.cdiv(dim * d_state, block))](
+        end, decay, None if init is None else init.to(like.dtype).contiguous(), entering, dim * d_state, n_segments,
+        HAS_INIT=init is not None, REVERSE=reverse, BLOCK=block,
+    )
+    return entering
 
 
 class _TritonScan(torch.autograd.Function):
@@ -231,17 +383,19 @@ class _TritonScan(torch.autograd.Function):
         d_state = A.shape[1]
         groups = scan_groups(B, C)
         compute = compute_dtype(u.dtype)
-        n_chunks = triton.cdiv(length, CHUNK)
+        meta = _meta(u, A, B, C, D, z, delta_bias, softplus, groups)
+        n_chunks, segment_chunks, n_segments = meta["chunks"]
         out = torch.empty_like(u)
         last = u.new_empty(batch, dim, d_state, dtype=compute)
         starts = u.new_empty(batch, n_chunks, dim, d_state, dtype=compute)
-        meta = _meta(u, A, B, C, D, z, delta_bias, softplus, groups)
-        if initial_state is not None:
-            initial_state = initial_state.contiguous()
+        start = None if initial_state is None else initial_state.contiguous()
+        sizes = (length, dim, dim // groups, d_state, n_chunks, segment_chunks)
+        if n_segments > 1:
+            start = _compose(_segment_summary_fwd_kernel, meta["grid"], (u, delta, A, B, delta_bias, *sizes, *_row_strides(B)),
+                             meta["summary_fwd"], start, False, last, (batch, n_segments, dim, d_state))
         _scan_fwd_kernel[meta["grid"]](
-            u, delta, A, B, C, D, z, delta_bias, initial_state, out, last, starts, length, dim, dim // groups,
-            d_state, n_chunks, *_row_strides(B), *_row_strides(C), HAS_H0=initial_state is not None,
-            **meta["constants"],
+            u, delta, A, B, C, D, z, delta_bias, start, out, last, starts, *sizes, *_row_strides(B), *_row_strides(C),
+            HAS_START=start is not None, **meta["constants"],
         )
         ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, starts)
         ctx.softplus, ctx.groups = softplus, groups
@@ -254,18 +408,27 @@ class _TritonScan(torch.autograd.Function):
         batch, dim, length = u.shape
         d_state, groups = A.shape[1], ctx.groups
         meta = _meta(u, A, B, C, D, z, delta_bias, ctx.softplus, groups)
+        n_chunks, segment_chunks, n_segments = meta["chunks"]
         blocks = meta["grid"][1]
         f32 = dict(dtype=starts.dtype, device=u.device)
+        grad_out, grad_last = grad_out.contiguous(), grad_last.contiguous()
+        sizes = (length, dim, dim // groups, d_state, n_chunks, segment_chunks)
+        carry = grad_last
+        if n_segments > 1:
+            carry = _compose(_segment_summary_bwd_kernel, meta["grid"],
+                             (delta, A, C, z, delta_bias, grad_out, *sizes, *_row_strides(C)),
+                             meta["summary_bwd"], grad_last, True, starts, (batch, n_segments, dim, d_state))
         du, ddelta = torch.empty(batch, dim, length, **f32), torch.empty(batch, dim, length, **f32)
         dz = torch.empty(batch, dim, length, **f32) if z is not None else None
+        per_segment = (batch * n_segments, dim, d_state)
         per_time = (batch, blocks, d_state, length)
-        dB = torch.zeros(per_time if B.dim() > 2 else (batch, dim, d_state), **f32)
-        dC = torch.zeros(per_time if C.dim() > 2 else (batch, dim, d_state), **f32)
-        dA, dh0 = torch.empty(batch, dim, d_state, **f32), torch.empty(batch, dim, d_state, **f32)
-        dskip, dbias = torch.empty(batch, dim, **f32), torch.empty(batch, dim, **f32)
+        dB = torch.zeros(per_time if B.dim() > 2 else per_segment, **f32)
+        dC = torch.zeros(per_time if C.dim() > 2 else per_segment, **f32)
+        dA, dh0 = torch.empty(per_segment, **f32), torch.empty(per_segment, **f32)
+        dskip, dbias = torch.empty(batch * n_segments, dim, **f32), torch.empty(batch * n_segments, dim, **f32)
         _scan_bwd_kernel[meta["grid"]](
-            u, delta, A, B, C, D, z, delta_bias, starts, grad_out.contiguous(), grad_last.contiguous(),
-            du, ddelta, dz, dB, dC, dA, dskip, dbias, dh0, length, dim, dim // groups, d_state, starts.shape[1],
+            u, delta, A, B, C, D, z, delta_bias, starts, grad_out, carry,
+            du, ddelta, dz, dB, dC, dA, dskip, dbias, dh0, *sizes,
             *_row_strides(B), *_row_strides(C), **meta["constants"],
         )
 
@@ -275,25 +438,35 @@ class _TritonScan(torch.autograd.Function):
             grouped = partial.view(batch, groups, blocks // groups, d_state, length).sum(2)
             return (grouped if M.dim() == 4 else grouped.sum(1)).to(M.dtype)
 
+        initial_grad = dh0.view(batch, n_segments, dim, d_state)[:, 0]
         return (
             du.to(u.dtype), ddelta.to(delta.dtype), dA.sum(0).to(A.dtype), rows_grad(B, dB), rows_grad(C, dC),
             None if D is None else dskip.sum(0).to(D.dtype), None if z is None else dz.to(z.dtype),
             None if delta_bias is None else dbias.sum(0).to(delta_bias.dtype),
-            None if ctx.h0_dtype is None else dh0.to(ctx.h0_dtype), None,
+            None if ctx.h0_dtype is None else initial_grad.to(ctx.h0_dtype), None,
         )
 
 
 def _meta(u, A, B, C, D, z, delta_bias, softplus, groups) -> dict:
-    """Launch grid and compile-time flags shared by the forward and backward kernels."""
-    batch, dim, _ = u.shape
+    """Launch grid, segment split and compile-time flags shared by the forward and backward kernels."""
+    batch, dim, length = u.shape
     blocks = groups * triton.cdiv(dim // groups, BLOCK_D)
-    constants = dict(
-        SOFTPLUS=softplus, HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
-        B_VARYING=B.dim() > 2, C_VARYING=C.dim() > 2,
+    n_chunks = triton.cdiv(length, CHUNK)
+    wanted = max(1, min(n_chunks, SEGMENT_PROGRAMS // (batch * blocks)))
+    segment_chunks = triton.cdiv(n_chunks, wanted)
+    n_segments = triton.cdiv(n_chunks, segment_chunks)
+    shared = dict(
+        num_warps=NUM_WARPS, SOFTPLUS=softplus, HAS_BIAS=delta_bias is not None,
         COMPUTE=tl.float64 if compute_dtype(u.dtype) == torch.float64 else tl.float32,
         CHUNK=CHUNK, BLOCK_D=BLOCK_D, BLOCK_N=triton.next_power_of_2(A.shape[1]),
     )
-    return {"grid": (batch, blocks), "constants": constants}
+    flags = dict(HAS_D=D is not None, HAS_Z=z is not None, B_VARYING=B.dim() > 2, C_VARYING=C.dim() > 2)
+    return {
+        "grid": (batch, blocks, n_segments), "chunks": (n_chunks, segment_chunks, n_segments),
+        "constants": dict(shared, **flags),
+        "summary_fwd": dict(shared, B_VARYING=flags["B_VARYING"]),
+        "summary_bwd": dict(shared, HAS_Z=flags["HAS_Z"], C_VARYING=flags["C_VARYING"]),
+    }
 
 
 def selective_scan_triton(

@@ -46,6 +46,8 @@ def small_tiles(monkeypatch):
 
         monkeypatch.setattr(scan_triton, "CHUNK", 4)
         monkeypatch.setattr(scan_triton, "BLOCK_D", 4)
+        # several segments of uneven length per sequence (see test_triton_segment_splits for others)
+        monkeypatch.setattr(scan_triton, "SEGMENT_PROGRAMS", 12)
 
 
 def make_inputs(seed=0, batch=2, dim=8, d_state=4, length=13, bc="variable", D=False, z=False, delta_bias=False,
@@ -141,6 +143,20 @@ def test_backend_matches_reference_float64(backend, device, case):
     expected = outputs_and_grads(inputs, softplus, "ref")
     actual = outputs_and_grads(inputs, softplus, backend)
     assert_all_close(actual, expected, tol=1e-12)
+
+
+@pytest.mark.parametrize("segment_programs", [1, 10**6])
+@pytest.mark.parametrize("device", [d for b, d in RUNNABLE if b == "triton"])
+def test_triton_segment_splits(device, segment_programs, monkeypatch):
+    """One segment per sequence, and one chunk per segment, both equal the float64 reference."""
+    import seqpipe.kernels.scan_triton as scan_triton
+
+    monkeypatch.setattr(scan_triton, "SEGMENT_PROGRAMS", segment_programs)
+    inputs, softplus = make_inputs(seed=5, length=23, D=True, z=True, delta_bias=True, initial_state=True,
+                                   softplus=True, device=device)
+    expected = outputs_and_grads(*make_inputs(seed=5, length=23, D=True, z=True, delta_bias=True,
+                                              initial_state=True, softplus=True), "ref")
+    assert_all_close(outputs_and_grads(inputs, softplus, "triton"), expected, 1e-10)
 
 
 @pytest.mark.parametrize("backend,device", RUNNABLE)
