@@ -163,14 +163,14 @@ def vandermonde_chunked(W: torch.Tensor, log_z: torch.Tensor, length: int) -> to
     return K.reshape(*lead, length)
 
 
-def resolve_backend(backend: str, W: torch.Tensor) -> str:
+def resolve_backend(backend: str, W: torch.Tensor, op: str = "vandermonde") -> str:
     """Map ``backend`` to the implementation that will run: "auto" is triton on CUDA, chunked otherwise."""
     if backend not in BACKENDS:
-        raise ValueError(f"vandermonde: backend must be one of {BACKENDS}, got {backend!r}")
+        raise ValueError(f"{op}: backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "auto":
         return "triton" if W.is_cuda else "chunked"
     if backend == "triton" and not W.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
-        raise ValueError("vandermonde: backend 'triton' needs CUDA tensors, or TRITON_INTERPRET=1 on CPU")
+        raise ValueError(f"{op}: backend 'triton' needs CUDA tensors, or TRITON_INTERPRET=1 on CPU")
     return backend
 
 

@@ -7,8 +7,9 @@ Kernels:
 - bilinear: the truncated generating function at the L-th roots of unity ``ω^k``, through a Cauchy kernel
   with the Woodbury correction for the low-rank term, then an inverse FFT (S4's algorithm). With
   ``C̃ = C (I - Ā^L)``, ``s = (1 + ω)/2`` and ``k_ab = Σ_n a_n b_n · 2 / (2(1 - ω)/Δ - λ_n(1 + ω))``:
-  ``K̂(ω) = k_{C̃B} - s k_{C̃P} k_{P̄B} / (1 + s k_{P̄P})``. Frequencies are processed in chunks under
-  activation checkpointing, so neither pass holds an (H, N, L) tensor.
+  ``K̂(ω) = k_{C̃B} - s k_{C̃P} k_{P̄B} / (1 + s k_{P̄P})``. On CPU the frequencies are processed in chunks
+  under activation checkpointing; on GPU one Triton kernel computes the four Cauchy products
+  (:func:`seqpipe.kernels.s4_triton.cauchy_triton`); neither holds an (H, N, L) tensor.
 - zoh: ``Ā = exp(ΔA)`` has no Woodbury form, so the kernel is built by Krylov blocks: the columns
   ``Ā^t B̄`` (t < T) once, then ``C Ā^{jT}`` advanced chunk by chunk; memory (H, N, T).
 """
@@ -22,7 +23,7 @@ import torch
 from torch.utils.checkpoint import checkpoint
 
 from seqpipe.kernels.fftconv import fft_conv
-from seqpipe.kernels.s4 import Disc, chunk_length, hippo_legs_normal
+from seqpipe.kernels.s4 import Disc, chunk_length, hippo_legs_normal, resolve_backend
 
 
 def conjugate_pairs(half: torch.Tensor) -> torch.Tensor:
@@ -102,6 +103,12 @@ def krylov_kernel(C: torch.Tensor, ssm: DenseSSM, length: int) -> torch.Tensor:
     return torch.cat(pieces, dim=-1)
 
 
+def _woodbury(k_cb, k_cp, k_pb, k_pp, omega) -> torch.Tensor:
+    """K̂ = k_{C̃B} - s k_{C̃P} k_{P̄B} / (1 + s k_{P̄P}) with s = (1 + ω) / 2; all (..., H, F)."""
+    s = (1 + omega) / 2
+    return k_cb - s * k_cp * k_pb / (1 + s * k_pp)
+
+
 def _cauchy_frequencies(C_tilde, Lambda, P, B, dt, omega) -> torch.Tensor:
     """K̂ at the frequencies ``omega`` (F,): C_tilde (..., H, N) -> (..., H, F); holds (H, N, F)."""
     cauchy = 2 / (2 * (1 - omega) / dt[:, None, None] - Lambda.unsqueeze(-1) * (1 + omega))  # (H, N, F)
@@ -109,34 +116,57 @@ def _cauchy_frequencies(C_tilde, Lambda, P, B, dt, omega) -> torch.Tensor:
     k_cp = torch.einsum("...hn,hnf->...hf", C_tilde * P, cauchy)
     k_pb = torch.einsum("hn,hnf->hf", P.conj() * B, cauchy)
     k_pp = torch.einsum("hn,hnf->hf", P.conj() * P, cauchy)
-    s = (1 + omega) / 2
-    return k_cb - s * k_cp * k_pb / (1 + s * k_pp)
+    return _woodbury(k_cb, k_cp, k_pb, k_pp, omega)
 
 
-def cauchy_kernel(C_tilde, Lambda, P, B, log_dt, length: int) -> torch.Tensor:
-    """Bilinear DPLR kernel from the generating function: C_tilde (..., H, N) -> (..., H, L) real."""
+def _cauchy_frequencies_triton(C_tilde, Lambda, P, B, dt, omega) -> torch.Tensor:
+    """Same as :func:`_cauchy_frequencies`, the four Cauchy products in one Triton launch (float32)."""
+    from seqpipe.kernels.s4_triton import cauchy_triton
+
     H, N = Lambda.shape
-    dt = torch.exp(log_dt).to(Lambda.dtype)
+    lead = C_tilde.shape[:-2]
+    rows = torch.cat([(C_tilde * B).reshape(-1, H, N), (C_tilde * P).reshape(-1, H, N),
+                      torch.stack([P.conj() * B, P.conj() * P])])
+    k = cauchy_triton(rows, Lambda, dt, omega)
+    M = (rows.shape[0] - 2) // 2
+    return _woodbury(k[:M].reshape(*lead, H, -1), k[M:2 * M].reshape(*lead, H, -1), k[-2], k[-1], omega)
+
+
+def cauchy_kernel(C_tilde, Lambda, P, B, log_dt, length: int, backend: str = "auto") -> torch.Tensor:
+    """Bilinear DPLR kernel from the generating function: C_tilde (..., H, N) -> (..., H, L) real.
+
+    ``backend``: "triton" (GPU, or CPU under ``TRITON_INTERPRET=1``), "chunked"/"ref" (PyTorch, checkpointed
+    chunks of frequencies), "auto" (triton on CUDA).
+    """
+    H, N = Lambda.shape
     frequencies = length // 2 + 1
     k = torch.arange(frequencies, device=Lambda.device, dtype=log_dt.dtype)
     omega = torch.exp(-2j * math.pi * k / length).to(Lambda.dtype)
-    block = chunk_length(H, N)
-    pieces = [
-        checkpoint(_cauchy_frequencies, C_tilde, Lambda, P, B, dt, omega[start : start + block], use_reentrant=False)
-        for start in range(0, frequencies, block)
-    ]
-    return torch.fft.irfft(torch.cat(pieces, dim=-1), n=length)
+    if resolve_backend(backend, Lambda, "cauchy") == "triton":
+        spectrum = _cauchy_frequencies_triton(C_tilde, Lambda, P, B, torch.exp(log_dt), omega)
+    else:
+        dt = torch.exp(log_dt).to(Lambda.dtype)
+        block = chunk_length(H, N)
+        spectrum = torch.cat([
+            checkpoint(_cauchy_frequencies, C_tilde, Lambda, P, B, dt, omega[start : start + block], use_reentrant=False)
+            for start in range(0, frequencies, block)
+        ], dim=-1)
+    return torch.fft.irfft(spectrum, n=length)
 
 
 def dplr_kernel(
-    C: torch.Tensor, Lambda: torch.Tensor, P: torch.Tensor, B: torch.Tensor, log_dt: torch.Tensor, length: int, disc: Disc
+    C: torch.Tensor, Lambda: torch.Tensor, P: torch.Tensor, B: torch.Tensor, log_dt: torch.Tensor, length: int, disc: Disc,
+    backend: str = "auto",
 ) -> torch.Tensor:
-    """S4-DPLR convolution kernel ``Re(C Ā^l B̄)``, l < length; C (..., H, N), Λ, P, B (H, N) -> (..., H, L)."""
+    """S4-DPLR convolution kernel ``Re(C Ā^l B̄)``, l < length; C (..., H, N), Λ, P, B (H, N) -> (..., H, L).
+
+    ``backend`` picks the Cauchy implementation of the bilinear kernel (see :func:`cauchy_kernel`).
+    """
     ssm = discretize_dplr(Lambda, P, B, log_dt, disc)
     if disc == "zoh":
         return krylov_kernel(C, ssm, length)
     C_tilde = C - torch.einsum("...hn,hnm->...hm", C, torch.linalg.matrix_power(ssm.dA, length))
-    return cauchy_kernel(C_tilde, Lambda, P, B, log_dt, length)
+    return cauchy_kernel(C_tilde, Lambda, P, B, log_dt, length, backend)
 
 
 def dense_ssm_chunk(u: torch.Tensor, state: torch.Tensor, C: torch.Tensor, ssm: DenseSSM) -> tuple[torch.Tensor, torch.Tensor]:

@@ -38,7 +38,8 @@ class S4Block(StreamingModule):
         dt_min, dt_max: range of the initial step Δ, drawn log-uniform per channel.
         bidirectional: add an anti-causal kernel (own C, shared A, B, Δ); such a block cannot stream.
         dropout: dropout after the GELU.
-        kernel_backend: Vandermonde backend of the diagonal mode ("auto", "chunked", "triton", "ref").
+        kernel_backend: backend of the Vandermonde (diagonal mode) or Cauchy (DPLR, bilinear) kernel:
+            "auto" (triton on CUDA), "chunked", "triton", "ref".
 
     ``forward(x (B, L, H), lengths) -> (B, L, H)``; the state is the complex SSM state.
     A's real part is stored as log(-Re A), so Re A < 0 whatever the optimiser does. A, P, B, log Δ
@@ -99,7 +100,7 @@ class S4Block(StreamingModule):
             A, B, C = self._vectors()
             return s4d_kernel(C, discretize_diag(A, B, self.log_dt, self.disc), length, self.kernel_backend)
         Lambda, B, C, P = self._vectors()
-        return dplr_kernel(C, Lambda, P, B, self.log_dt, length, self.disc)
+        return dplr_kernel(C, Lambda, P, B, self.log_dt, length, self.disc, self.kernel_backend)
 
     def _recurrence(self, dtype: torch.dtype) -> tuple[torch.Tensor, DiagonalSSM | DenseSSM]:
         """(C (H, ·), discretised SSM) in complex ``dtype``, for the streaming paths."""
