@@ -29,7 +29,9 @@ class PerBaseClassification(TaskHead):
 
     Two classes: ``val/acc`` and ``val/auroc`` of the second class (the feature, e.g. CDS) against the first;
     more: micro accuracy and macro one-vs-rest AUROC. The best checkpoint has the highest ``val/auroc``.
-    Predictions: one row per scored base — ``chrom``, ``position`` (0-based), ``prob_<class>``.
+    Predictions: one row per scored base — ``chrom``, ``position`` (0-based), ``prob_<class>`` — which
+    :class:`seqpipe.tasks.genome_writer.GenomePredictionWriter` stores in zarr and a bedGraph, per base or
+    per bin (a CSV of them is written only when ``--prediction.path`` asks for one).
     """
 
     monitor = "val/auroc"
