@@ -115,7 +115,9 @@ class SequenceModel(L.LightningModule):
 
     def _evaluate(self, batch: dict[str, Any], split: str) -> None:
         outputs = self(batch)
-        self.log(f"{split}/loss", self.head.loss(outputs, batch), on_epoch=True, batch_size=self._batch_size(batch))
+        # synced across processes under DDP: checkpointing and early stopping monitor it on every rank
+        self.log(f"{split}/loss", self.head.loss(outputs, batch), on_epoch=True, sync_dist=True,
+                 batch_size=self._batch_size(batch))
         self.head.update_metrics(self.metrics[split], outputs, batch)
         self.log_dict(self.metrics[split], on_step=False, on_epoch=True, prog_bar=split == "val")
 

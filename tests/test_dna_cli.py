@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import gzip
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -150,3 +153,22 @@ def test_bad_data_argument_is_one_line_not_a_traceback(dataset, capsys):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert "seqpipe: error: data.val_fraction must be between 0 and 1" in err and "Traceback" not in err
+
+
+def test_ddp_fit_on_two_cpu_processes_then_single_process_predict(dataset, tmp_path):
+    """Lightning's DDP strategy (gloo, two processes) trains the recipe; its checkpoint predicts in one process."""
+    run = tmp_path / "run"
+    command = [str(Path(sys.executable).parent / "seqpipe"), "fit", "--config", str(dataset / "config.yaml"),
+               "--data.train", str(dataset / "train"), "--trainer.default_root_dir", str(run),
+               "--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp",
+               "--trainer.max_epochs", "2", "--trainer.enable_progress_bar", "false"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    metrics = pd.read_csv(next(run.glob("lightning_logs/version_*/metrics.csv")))
+    assert metrics["val/loss"].notna().sum() == 2  # one synced value per epoch, logged by rank 0
+    output = tmp_path / "predictions.csv"
+    seqpipe("predict", "--config", dataset / "config.yaml", "--data.predict", dataset / "unlabelled.fasta",
+            "--ckpt_path", best_checkpoint(run), "--trainer.default_root_dir", tmp_path / "predict",
+            "--prediction.path", output)
+    assert len(pd.read_csv(output)) == 7
