@@ -152,17 +152,17 @@ def _segment_summary_fwd_kernel(end_ptr, decay_ptr, u_ptr, delta_ptr, A_ptr, B_p
     _segment_index, first, end, segment_row = _segment(n_chunks, segment_chunks)
     mask_dn = mask_d[:, None] & mask_n[None, :]
     state_offsets = d[:, None] * N + n[None, :]
-    A, bias, _skip = _channel_params(A_ptr, bias_ptr, bias_ptr, d, mask_d, state_offsets, mask_dn, HAS_BIAS, False,
-                                 COMPUTE, BLOCK_D)
+    A, bias, _skip = _channel_params(A_ptr, bias_ptr, bias_ptr, d, mask_d, state_offsets, mask_dn, HAS_BIAS,
+                                     False, COMPUTE, BLOCK_D)
     state = tl.zeros([BLOCK_D, BLOCK_N], COMPUTE)
     total_dt = tl.zeros([BLOCK_D], COMPUTE)
     steps = tl.arange(0, CHUNK)
     chunk = first
     while chunk < end:  # not range(): triton 3.6's interpreter fails on a runtime bound with numpy >= 2.4
         t = chunk * CHUNK + steps
-        _u, _pre, dt, _a, _bu, _B, x = _chunk_states(u_ptr, delta_ptr, B_ptr, row, t, t < L, mask_d, A, bias, batch, group,
-                                             d, n, mask_n, N, sb_b, sb_g, sb_n, sb_l, state, SOFTPLUS, B_VARYING,
-                                             COMPUTE)
+        _u, _pre, dt, _a, _bu, _B, x = _chunk_states(u_ptr, delta_ptr, B_ptr, row, t, t < L, mask_d, A, bias,
+                                                     batch, group, d, n, mask_n, N, sb_b, sb_g, sb_n, sb_l, state,
+                                                     SOFTPLUS, B_VARYING, COMPUTE)
         state = _last_row(x, steps, CHUNK)
         total_dt += tl.sum(dt, axis=0)
         chunk += 1
@@ -183,8 +183,8 @@ def _segment_summary_bwd_kernel(end_ptr, decay_ptr, delta_ptr, A_ptr, C_ptr, z_p
     _segment_index, first, end, segment_row = _segment(n_chunks, segment_chunks)
     mask_dn = mask_d[:, None] & mask_n[None, :]
     state_offsets = d[:, None] * N + n[None, :]
-    A, bias, _skip = _channel_params(A_ptr, bias_ptr, bias_ptr, d, mask_d, state_offsets, mask_dn, HAS_BIAS, False,
-                                 COMPUTE, BLOCK_D)
+    A, bias, _skip = _channel_params(A_ptr, bias_ptr, bias_ptr, d, mask_d, state_offsets, mask_dn, HAS_BIAS,
+                                     False, COMPUTE, BLOCK_D)
     carry = tl.zeros([BLOCK_D, BLOCK_N], COMPUTE)
     total_dt = tl.zeros([BLOCK_D], COMPUTE)
     steps = tl.arange(0, CHUNK)
@@ -228,7 +228,8 @@ def _compose_segments_kernel(end_ptr, decay_ptr, init_ptr, entering_ptr, size, n
         segment = n_segments - 1 - i if REVERSE else i
         offsets = (batch * n_segments + segment) * size + e
         tl.store(entering_ptr + offsets, carry, mask=mask)
-        carry = tl.load(decay_ptr + offsets, mask=mask, other=0) * carry + tl.load(end_ptr + offsets, mask=mask, other=0)
+        decay = tl.load(decay_ptr + offsets, mask=mask, other=0)
+        carry = decay * carry + tl.load(end_ptr + offsets, mask=mask, other=0)
         i += 1
 
 
@@ -391,7 +392,8 @@ class _TritonScan(torch.autograd.Function):
         start = None if initial_state is None else initial_state.contiguous()
         sizes = (length, dim, dim // groups, d_state, n_chunks, segment_chunks)
         if n_segments > 1:
-            start = _compose(_segment_summary_fwd_kernel, meta["grid"], (u, delta, A, B, delta_bias, *sizes, *_row_strides(B)),
+            start = _compose(_segment_summary_fwd_kernel, meta["grid"],
+                             (u, delta, A, B, delta_bias, *sizes, *_row_strides(B)),
                              meta["summary_fwd"], start, False, last, (batch, n_segments, dim, d_state))
         _scan_fwd_kernel[meta["grid"]](
             u, delta, A, B, C, D, z, delta_bias, start, out, last, starts, *sizes, *_row_strides(B), *_row_strides(C),
