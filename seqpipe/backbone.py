@@ -52,12 +52,16 @@ class Backbone(StreamingModule):
         d_input: real-valued inputs ``x (B, L, d_input)``.
             Leave both unset to have the model set them from the data (:meth:`set_input`).
         frontend: input layer of real-valued inputs: ``"linear"`` (one position per input step), or a
-            learned front end that shortens the sequence by ``stride`` (raw audio): ``"patch"`` or ``"conv"``
-            (:class:`~seqpipe.frontend.StridedFrontEnd`). Features then have ``ceil(L / stride)`` positions
-            and :meth:`output_lengths` maps input lengths to them; streaming takes chunks whose sizes are
-            multiples of ``stride`` and steps of one frame ``(B, stride, d_input)``.
-        stride: input steps per position for the ``"patch"``/``"conv"`` front ends.
-        frontend_kernel: ``"conv"`` only: input steps each position sees (default ``2 * stride``).
+            learned front end that shortens the sequence by ``stride`` (raw audio): ``"patch"``, ``"conv"``
+            or ``"filterbank"`` (a learned log-mel spectrogram; :class:`~seqpipe.frontend.StridedFrontEnd`).
+            Features then have ``ceil(L / stride)`` positions and :meth:`output_lengths` maps input lengths
+            to them; streaming takes chunks whose sizes are multiples of ``stride`` and steps of one frame
+            ``(B, stride, d_input)``.
+        stride: input steps per position for the strided front ends.
+        frontend_kernel: ``"conv"``/``"filterbank"``: input steps each position sees (default ``2 * stride``).
+        frontend_filters: ``"filterbank"`` only: number of complex filters.
+        sample_rate: ``"filterbank"`` only: the input's sample rate (Hz), which places the mel-spaced
+            filters; given with ``d_input``, or left unset with it to have the model set both from the data.
 
     ``forward(x, lengths) -> (B, L, d_model)``; the streaming protocol threads one state per block.
     """
@@ -70,27 +74,34 @@ class Backbone(StreamingModule):
         dropout: float = 0.0,
         vocab_size: int | None = None,
         d_input: int | None = None,
-        frontend: Literal["linear", "patch", "conv"] = "linear",
+        frontend: Literal["linear", "patch", "conv", "filterbank"] = "linear",
         stride: int = 1,
         frontend_kernel: int | None = None,
+        frontend_filters: int = 40,
+        sample_rate: float | None = None,
     ):
         super().__init__()
         self.d_model = d_model
         self.frontend, self.stride, self.frontend_kernel = frontend, stride, frontend_kernel
+        self.frontend_filters = frontend_filters
         self.encoder: nn.Module | None = None
+        if sample_rate is not None and d_input is None:
+            raise ValueError("Backbone: sample_rate goes with d_input; give both, or neither to take them from the data")
         if vocab_size is not None or d_input is not None:
-            self.set_input(vocab_size=vocab_size, d_input=d_input)
+            self.set_input(vocab_size=vocab_size, d_input=d_input, sample_rate=sample_rate)
         self.layers = nn.ModuleList(ResidualBlock(d_model, block(d_model), dropout) for _ in range(n_layers))
         self.norm = nn.RMSNorm(d_model)
 
-    def set_input(self, vocab_size: int | None = None, d_input: int | None = None) -> None:
-        """Create the input layer: an embedding for token ids or a linear projection for real values."""
+    def set_input(self, vocab_size: int | None = None, d_input: int | None = None, sample_rate: float | None = None) -> None:
+        """Create the input layer: an embedding for token ids, or a linear projection or strided front end for
+        real values (``sample_rate``: of those values, used by the ``"filterbank"`` front end only)."""
         if (vocab_size is None) == (d_input is None):
             raise ValueError("Backbone input: give exactly one of vocab_size (token ids) or d_input (real values)")
         if vocab_size and self.frontend != "linear":
             raise ValueError(f"Backbone input: the {self.frontend!r} front end takes real values (d_input), not token ids")
         if self.frontend != "linear":
-            self.encoder = StridedFrontEnd(d_input, self.d_model, self.frontend, self.stride, self.frontend_kernel)
+            self.encoder = StridedFrontEnd(d_input, self.d_model, self.frontend, self.stride, self.frontend_kernel,
+                                           self.frontend_filters, sample_rate)
         else:
             self.encoder = nn.Embedding(vocab_size, self.d_model, padding_idx=0) if vocab_size else nn.Linear(d_input, self.d_model)
 

@@ -27,9 +27,11 @@ class TaskHead(nn.Module):
         """Create the data-dependent layers. ``d_model``: channels of the backbone features."""
 
     def input_spec(self, data_info: dict[str, Any]) -> dict[str, int]:
-        """Keyword arguments for :meth:`Backbone.set_input`: ``vocab_size`` or ``d_input``."""
+        """Keyword arguments for :meth:`Backbone.set_input`: ``vocab_size``, or ``d_input`` [and ``sample_rate``]."""
         if "vocab_size" in data_info:
             return {"vocab_size": data_info["vocab_size"]}
+        if "sample_rate" in data_info:
+            return {"d_input": data_info["input_dim"], "sample_rate": data_info["sample_rate"]}
         return {"d_input": data_info["input_dim"]}
 
     def backbone_input(self, batch: dict[str, Any]) -> torch.Tensor:

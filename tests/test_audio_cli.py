@@ -79,11 +79,12 @@ def test_a_bad_clip_is_a_clean_cli_error(tmp_path, capsys):
     assert "broken.flac: cannot read audio header" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("frontend", ["patch", "conv"])
-def test_right_padding_in_a_batch_changes_no_prediction(frontend):
+@pytest.mark.parametrize("frontend,bidirectional", [("patch", False), ("conv", False), ("filterbank", False), ("filterbank", True)])
+def test_right_padding_in_a_batch_changes_no_prediction(frontend, bidirectional):
     """Float64 model in eval mode: the clip alone, and padded to twice its length beside a longer clip, agree."""
     torch.manual_seed(0)
-    backbone = Backbone(d_model=16, n_layers=2, block=lambda d: S4Block(d, d_state=8), frontend=frontend, stride=8)
+    block = lambda d: S4Block(d, d_state=8, bidirectional=bidirectional)  # noqa: E731
+    backbone = Backbone(d_model=16, n_layers=2, block=block, frontend=frontend, stride=8, frontend_filters=6)
     info = {"input_dim": 1, "label_names": ["a", "b", "c"], "sample_rate": 8000}
     model = SequenceModel(backbone, SequenceClassification(), data_info=info).double().eval()
     wave = torch.randn(1, 1003, 1, dtype=torch.float64)
