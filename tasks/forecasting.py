@@ -27,7 +27,8 @@ class Forecasting(TaskHead):
 
     Args:
         loss: the output's meaning and training loss: :class:`~seqpipe.tasks.forecast_losses.PointForecast`
-            (MSE, the default), ``QuantileForecast`` (pinball loss) or ``StudentTForecast`` (likelihood).
+            (the default, MSE; ``criterion: l1`` or ``huber`` for robust training), ``QuantileForecast``
+            (pinball loss) or ``StudentTForecast`` (likelihood).
         channel_independent: True: one backbone shared by all variables, each fed alone as a univariate
             series — inputs (B, L, C) become (B·C, L, 1) (plus the calendar features), as in PatchTST.
             False: channel mixing — the backbone sees all C variables at each step and the readout

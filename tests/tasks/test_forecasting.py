@@ -82,6 +82,34 @@ def test_quantile_crps_and_coverage():
     assert loss.crps(params, target)[0].item() == pytest.approx(manual)
 
 
+@pytest.mark.parametrize("criterion, delta", [("mse", 1.0), ("l1", 1.0), ("huber", 1.0), ("huber", 0.3), ("huber", 2.5)])
+def test_point_forecast_criteria_match_a_loop(criterion, delta):
+    generator = torch.Generator().manual_seed(7)
+    params = (1.5 * torch.randn(4, 6, 3, 1, generator=generator, dtype=torch.float64)).requires_grad_()
+    target = 1.5 * torch.randn(4, 6, 3, generator=generator, dtype=torch.float64)
+    total = 0.0
+    for forecast, actual in zip(params.detach().numpy().ravel().tolist(), target.numpy().ravel().tolist()):
+        error = abs(forecast - actual)
+        if criterion == "mse":
+            total += error**2
+        elif criterion == "l1":
+            total += error
+        else:  # Huber (1964): quadratic within delta, linear with matching slope beyond
+            total += 0.5 * error**2 if error <= delta else delta * (error - 0.5 * delta)
+    loss = PointForecast(criterion, delta)(params, target)
+    assert loss.item() == pytest.approx(total / target.numel(), rel=1e-12)
+    loss.backward()  # the gradient of the l1 loss is the sign of the error: the forecast is pulled to the median
+    if criterion == "l1":
+        torch.testing.assert_close(params.grad[..., 0], torch.sign(params.detach()[..., 0] - target) / target.numel())
+
+
+def test_point_forecast_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="criterion"):
+        PointForecast("mape")
+    with pytest.raises(ValueError, match="delta"):
+        PointForecast("huber", delta=0.0)
+
+
 @pytest.mark.parametrize("loss", [PointForecast(), QuantileForecast([0.1, 0.5, 0.9]), StudentTForecast()])
 @pytest.mark.parametrize("channel_independent", [True, False])
 def test_channel_independent_and_mixing_shapes(loss, channel_independent):
@@ -147,3 +175,4 @@ def test_metrics_on_the_original_scale_and_prediction_rows():
     assert len(frame) == B * PRED * 2 and frame["variable"].tolist()[:4] == ["a", "c", "a", "c"]
     assert frame["forecast"].iloc[1] == pytest.approx((point[0, 0, 1] * std[1] + mean[1]).item(), rel=1e-5)
     assert (frame["q0.1"] <= frame["q0.9"]).all()
+
