@@ -6,8 +6,10 @@ published numbers.
 Protocol: rows 8640/2880/2880, validation and test windows start seq_len (96) rows early, StandardScaler
 fit on the training rows, all 7 variables in and out, stride 1, MSE/MAE on the scaled data. Each recipe is
 trained with ``seqpipe fit`` from ``configs/<recipe>.yaml`` and scored with ``seqpipe test`` on its best
-checkpoint; its wall time is the ``fit`` command's. Results accumulate in ``--results`` (JSON) so runs can be
-split over several invocations; the table is printed from it.
+checkpoint; its wall time is the ``fit`` command's. Every row also records the validation MSE/MAE (the
+recipe's at its best checkpoint, the ridge's at its chosen penalty): hyper-parameters are chosen on those,
+with ``--fit-only`` (no test run) while searching. Results accumulate in ``--results`` (JSON) so runs can
+be split over several invocations; the table is printed from it.
 """
 
 from __future__ import annotations
@@ -60,17 +62,20 @@ def ridge_baseline(values: np.ndarray, bounds, pred_len: int) -> dict[str, float
     for penalty in (1e-1, 1.0, 10.0, 100.0, 1000.0, 10000.0):
         weights = np.linalg.solve(gram + penalty * np.diag([1.0] * SEQ_LEN + [0.0]), moment)
         va, vlast = design(val_x)
-        val_mse = float(np.mean((va @ weights + vlast - val_y) ** 2))
+        val_error = va @ weights + vlast - val_y
+        val_mse = float(np.mean(val_error**2))
         if best is None or val_mse < best[0]:
-            best = (val_mse, penalty, weights)
-    _, penalty, weights = best
+            best = (val_mse, float(np.mean(np.abs(val_error))), penalty, weights)
+    val_mse, val_mae, penalty, weights = best
     ta, tlast = design(test_x)
     forecast = ta @ weights + tlast
-    return {"mse": float(np.mean((forecast - test_y) ** 2)), "mae": float(np.mean(np.abs(forecast - test_y))), "penalty": penalty}
+    return {"mse": float(np.mean((forecast - test_y) ** 2)), "mae": float(np.mean(np.abs(forecast - test_y))),
+            "val_mse": val_mse, "val_mae": val_mae, "penalty": penalty}
 
 
-def run_recipe(recipe: str, data: Path, pred_len: int, run_dir: Path, extra: list[str]) -> dict[str, float]:
-    """``seqpipe fit`` then ``seqpipe test`` on the best checkpoint; test metrics and the fit's wall time."""
+def run_recipe(recipe: str, data: Path, pred_len: int, run_dir: Path, extra: list[str], fit_only: bool = False) -> dict[str, float]:
+    """``seqpipe fit`` then ``seqpipe test`` on the best checkpoint: validation and test metrics (test left out
+    with ``fit_only``) and the fit's wall time."""
     common = ["--config", str(REPO / "configs" / f"{recipe}.yaml"), "--data.path", str(data),
               "--data.split", json.dumps(SPLIT), "--data.seq_len", str(SEQ_LEN), "--data.pred_len", str(pred_len),
               "--trainer.enable_progress_bar", "false", *extra]
@@ -79,25 +84,31 @@ def run_recipe(recipe: str, data: Path, pred_len: int, run_dir: Path, extra: lis
     subprocess.run([*command, "fit", *common, "--trainer.default_root_dir", str(run_dir)], check=True)
     wall = time.perf_counter() - started
     checkpoint = sorted(run_dir.glob("**/checkpoints/best.ckpt"), key=lambda p: p.stat().st_mtime)[-1]
+    history = pd.read_csv(checkpoint.parents[1] / "metrics.csv").dropna(subset=["val/loss"])
+    best = history.loc[history["val/loss"].idxmin()]  # the epoch ModelCheckpoint kept
+    result = {"val_mse": float(best["val/mse"]), "val_mae": float(best["val/mae"]), "fit_seconds": wall,
+              "epochs": int(history["epoch"].max()) + 1, "best_epoch": int(best["epoch"]) + 1, "extra": extra}
+    if fit_only:
+        return result
     test_dir = run_dir / "test"
     subprocess.run([*command, "test", *common, "--ckpt_path", str(checkpoint), "--trainer.default_root_dir", str(test_dir)], check=True)
     metrics = pd.read_csv(sorted(test_dir.glob("**/metrics.csv"), key=lambda p: p.stat().st_mtime)[-1])
     row = metrics.dropna(subset=["test/mse"]).iloc[-1]
-    epochs = pd.read_csv(checkpoint.parents[1] / "metrics.csv")["epoch"].max() + 1
-    return {"mse": float(row["test/mse"]), "mae": float(row["test/mae"]), "fit_seconds": wall, "epochs": int(epochs)}
+    return {"mse": float(row["test/mse"]), "mae": float(row["test/mae"]), **result}
 
 
 def table(results: dict) -> str:
-    lines = ["| pred_len | model | MSE | MAE | training wall time |", "|---|---|---|---|---|"]
+    lines = ["| pred_len | model | test MSE | test MAE | val MSE | val MAE | training wall time |", "|---|---|---|---|---|---|---|"]
     for pred_len in sorted({int(k.split("/")[0]) for k in results}):
         for key, value in sorted(results.items()):
             horizon, name = key.split("/", 1)
             if int(horizon) != pred_len:
                 continue
             wall = f"{value['fit_seconds'] / 60:.1f} min ({value['epochs']} epochs)" if "fit_seconds" in value else "closed form"
-            lines.append(f"| {pred_len} | {name} | {value['mse']:.3f} | {value['mae']:.3f} | {wall} |")
+            cells = " | ".join(f"{value[k]:.3f}" if k in value else "" for k in ("mse", "mae", "val_mse", "val_mae"))
+            lines.append(f"| {pred_len} | {name} | {cells} | {wall} |")
         if pred_len == 96:
-            lines += [f"| 96 | {name} (published) | {mse:.3f} | {mae:.3f} | |" for name, (mse, mae) in PUBLISHED.items()]
+            lines += [f"| 96 | {name} (published) | {mse:.3f} | {mae:.3f} | | | |" for name, (mse, mae) in PUBLISHED.items()]
     return "\n".join(lines)
 
 
@@ -108,6 +119,7 @@ def main() -> None:
     parser.add_argument("--recipes", nargs="*", default=["forecast"], help="configs/<name>.yaml to train")
     parser.add_argument("--runs", type=Path, default=Path("runs/bench_forecast"))
     parser.add_argument("--results", type=Path, default=Path("runs/bench_forecast/results.json"))
+    parser.add_argument("--fit-only", action="store_true", help="train and record validation metrics, no test run")
     parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="further CLI arguments for every recipe")
     args = parser.parse_args()
 
@@ -117,9 +129,12 @@ def main() -> None:
     mean, std = training_moments(series, bounds[0][1])
     values = (series.read(0, len(series)).astype(np.float64) - mean) / std
     for pred_len in args.pred_lens:
-        results[f"{pred_len}/ridge (NLinear-like, closed form)"] = ridge_baseline(values, bounds, pred_len)
+        ridge = ridge_baseline(values, bounds, pred_len)
+        if args.fit_only:  # searching: show no test numbers at all
+            ridge = {k: v for k, v in ridge.items() if k not in ("mse", "mae")}
+        results[f"{pred_len}/ridge (NLinear-like, closed form)"] = ridge
         for recipe in args.recipes:
-            results[f"{pred_len}/{recipe}"] = run_recipe(recipe, args.data, pred_len, args.runs / f"{recipe}_{pred_len}", args.extra)
+            results[f"{pred_len}/{recipe}"] = run_recipe(recipe, args.data, pred_len, args.runs / f"{recipe}_{pred_len}", args.extra, args.fit_only)
             args.results.parent.mkdir(parents=True, exist_ok=True)
             args.results.write_text(json.dumps(results, indent=1))
     args.results.parent.mkdir(parents=True, exist_ok=True)
