@@ -194,8 +194,8 @@ class RCEquivariantBackbone(Backbone):
         self.norm = RCNorm(d_model)
         self.output = output
 
-    def set_input(self, vocab_size: int | None = None, d_input: int | None = None) -> None:
-        if vocab_size is None or d_input is not None:
+    def set_input(self, vocab_size: int | None = None, d_input: int | None = None, sample_rate: float | None = None) -> None:
+        if vocab_size is None or d_input is not None or sample_rate is not None:
             raise ConfigError("RCEquivariantBackbone takes DNA token ids (vocab_size), not real-valued inputs")
         self.encoder = RCEmbedding(vocab_size, self.d_model // 2, self.complement)
 
