@@ -25,6 +25,9 @@ class SeqpipeCLI(LightningCLI):
         ckpt_path = self.config[self.subcommand].get("ckpt_path")
         if ckpt_path and ckpt_path not in ("best", "last", "hpc", "registry") and not Path(ckpt_path).is_file():
             raise ConfigError(f"--ckpt_path {ckpt_path}: no such checkpoint file")
+        if self.subcommand == "predict" and self.config.predict.get("return_predictions") is None:
+            # the prediction writers stream every row to disk; Lightning would also keep them all in memory
+            self.config.predict.return_predictions = False
         trainer = self.config[self.subcommand].trainer
         if trainer.logger in (None, True):
             trainer.logger = Namespace(
