@@ -8,9 +8,9 @@ The front end maps every ``stride`` input samples to one position of the residua
   the previous frame, followed by a GELU — a small learned filterbank, as in wav2vec-style encoders;
 * ``"filterbank"``: a learned log-mel spectrogram. ``n_filters`` complex filters (a strided convolution
   with a real and an imaginary kernel each) over frames of ``kernel_size`` samples, then
-  ``log(eps + |.|²)`` per filter (scaled to about [-1, 1]), then a linear map to ``d_model``. The filters start as Gabor filters
-  (:func:`gabor_filters`) at mel-spaced centre frequencies, so the front end starts as a log-mel
-  spectrogram — phase-invariant like MFCCs — and every kernel keeps training.
+  ``log(eps + |.|²)`` per filter (scaled to about [-1, 1]), then a linear map to ``d_model``. The filters
+  start as Gabor filters (:func:`gabor_filters`) at mel-spaced centre frequencies, so the front end starts
+  as a log-mel spectrogram — phase-invariant like MFCCs — and every kernel keeps training.
 
 Output positions: ``ceil(L / stride)``; the input is right-padded with zeros to a multiple of ``stride``.
 Position ``j`` sees only samples before ``(j + 1) * stride``, so right padding with silence never changes
