@@ -1,7 +1,7 @@
 """ETTh1 forecasting on the Time-Series-Library protocol: the recipe(s) beside a ridge baseline and the
 published numbers.
 
-    python bench/forecast.py /path/to/ETTh1.csv --pred-lens 96 192 336 720 --recipes forecast forecast_s4
+    python bench/forecast.py /path/to/ETTh1.csv --pred-lens 96 192 336 720 --recipes forecast forecast_mamba
 
 Protocol: rows 8640/2880/2880, validation and test windows start seq_len (96) rows early, StandardScaler
 fit on the training rows, all 7 variables in and out, stride 1, MSE/MAE on the scaled data. Each recipe is
