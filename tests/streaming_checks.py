@@ -5,9 +5,16 @@ from __future__ import annotations
 import torch
 
 
-def run_chunks(module, x: torch.Tensor, split_points: list[int]) -> torch.Tensor:
+def _initial_state(module, x: torch.Tensor, state_dtype: torch.dtype | None):
+    """The module's initial state, float64 for float inputs unless ``state_dtype`` says otherwise."""
+    if state_dtype is None:
+        state_dtype = torch.float64 if x.is_floating_point() else torch.float32
+    return module.initial_state(x.shape[0], x.device, state_dtype)
+
+
+def run_chunks(module, x: torch.Tensor, split_points: list[int], state_dtype: torch.dtype | None = None) -> torch.Tensor:
     """Run ``module.forward_chunk`` over ``x`` (B, L, ...) cut at ``split_points``; concatenate along L."""
-    state = module.initial_state(x.shape[0], x.device, torch.float64 if x.is_floating_point() else torch.float32)
+    state = _initial_state(module, x, state_dtype)
     bounds = [0, *split_points, x.shape[1]]
     outputs = []
     for start, end in zip(bounds[:-1], bounds[1:]):
@@ -16,9 +23,9 @@ def run_chunks(module, x: torch.Tensor, split_points: list[int]) -> torch.Tensor
     return torch.cat(outputs, dim=1)
 
 
-def run_steps(module, x: torch.Tensor) -> torch.Tensor:
+def run_steps(module, x: torch.Tensor, state_dtype: torch.dtype | None = None) -> torch.Tensor:
     """Run ``module.step`` token by token over ``x`` (B, L, ...); stack along L."""
-    state = module.initial_state(x.shape[0], x.device, torch.float64 if x.is_floating_point() else torch.float32)
+    state = _initial_state(module, x, state_dtype)
     outputs = []
     for t in range(x.shape[1]):
         y, state = module.step(x[:, t], state)

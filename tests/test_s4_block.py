@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from seqpipe.s4 import S4Block
-from streaming_checks import assert_streaming_invariant
+from streaming_checks import assert_streaming_invariant, run_chunks, run_steps
 
 CONFIGS = [
     dict(mode="diag", init=init, disc=disc) for init in ("legs", "lin", "inv") for disc in ("zoh", "bilinear")
@@ -17,20 +17,6 @@ def config_id(config: dict) -> str:
     return "-".join(config.values())
 
 
-def streamed(block: S4Block, x: torch.Tensor, split_points: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """(forward_chunk over the split, step token by token), both with a state of x's precision."""
-    state = block.initial_state(x.shape[0], x.device, x.dtype)
-    bounds, chunks = [0, *split_points, x.shape[1]], []
-    for start, end in zip(bounds[:-1], bounds[1:]):
-        y, state = block.forward_chunk(x[:, start:end], state)
-        chunks.append(y)
-    state, steps = block.initial_state(x.shape[0], x.device, x.dtype), []
-    for t in range(x.shape[1]):
-        y, state = block.step(x[:, t], state)
-        steps.append(y)
-    return torch.cat(chunks, 1), torch.stack(steps, 1)
-
-
 @pytest.mark.parametrize("config", CONFIGS, ids=config_id)
 def test_conv_mode_equals_chunks_and_steps_in_float32(config):
     torch.manual_seed(0)
@@ -38,7 +24,9 @@ def test_conv_mode_equals_chunks_and_steps_in_float32(config):
     x = torch.randn(2, 57, 16)
     with torch.no_grad():
         full = block(x)
-        chunked, stepped = streamed(block, x, sorted(torch.randperm(56)[:4].add(1).tolist()))
+        # states in x's precision (float32), as a float32 model streams
+        chunked = run_chunks(block, x, sorted(torch.randperm(56)[:4].add(1).tolist()), state_dtype=x.dtype)
+        stepped = run_steps(block, x, state_dtype=x.dtype)
     scale = full.abs().max()
     torch.testing.assert_close(chunked, full, rtol=0, atol=1e-4 * scale)
     torch.testing.assert_close(stepped, full, rtol=0, atol=1e-4 * scale)
