@@ -21,7 +21,8 @@ from torch import nn
 
 
 class ForecastLoss(nn.Module):
-    """Base class. Its own behaviour is a point forecast scored by the mean squared error (``n_params`` = 1)."""
+    """Base class: the output methods default to a point forecast (``n_params`` = 1); subclasses define
+    the training loss (:meth:`forward`)."""
 
     n_params = 1
     #: quantile levels written to predictions and drawn as intervals (empty: a point forecast)
@@ -41,7 +42,7 @@ class ForecastLoss(nn.Module):
 
     def forward(self, params: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """The training loss, a scalar averaged over every forecast value."""
-        return F.mse_loss(params[..., 0], target)
+        raise NotImplementedError(f"{type(self).__name__} must define its training loss")
 
     def to_prediction(self, params: torch.Tensor) -> torch.Tensor:
         """The point forecast (...)."""
