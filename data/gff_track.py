@@ -22,6 +22,7 @@ import numpy as np
 
 from seqpipe.data.genome_io import Genome
 from seqpipe.errors import DataError, SeqpipeError
+from seqpipe.outputs import Output
 
 CHUNK = 1 << 20
 
@@ -57,29 +58,40 @@ def feature_spans(gff: str | Path, features: list[str], chrom_sizes: dict[str, i
 
 
 def build_track(gff: str | Path, fasta: str | Path, out: str | Path, features: list[str]) -> dict[str, int]:
-    """Write the track; returns the bases of each class (index = class) summed over the genome."""
+    """Write the track; returns the bases of each class (index = class) summed over the genome.
+
+    ``out`` is written as ``<out>.partial`` and renamed when complete; an existing ``out`` is replaced only
+    when it is a track this command wrote (see :mod:`seqpipe.outputs`), anything else there is an error.
+    """
     import zarr
 
-    chrom_sizes = Genome(fasta).chrom_sizes
-    spans = feature_spans(gff, features, chrom_sizes)
-    group = zarr.open_group(str(out), mode="w")
-    group.attrs["label_names"] = ["other", *features]
-    group.attrs["source"] = {"gff": str(gff), "fasta": str(fasta), "features": features}
-    counts = np.zeros(len(features) + 1, dtype=np.int64)
-    for chrom, size in chrom_sizes.items():
-        values = np.zeros(size, dtype=np.uint8)
-        for start, end, label in sorted(spans[chrom], key=lambda span: span[2]):
-            values[start:end] = label
-        group.create_array(chrom, shape=(size,), chunks=(min(size, CHUNK),), dtype="uint8")[:] = values
-        counts += np.bincount(values, minlength=len(counts))
-    return {name: int(n) for name, n in zip(group.attrs["label_names"], counts)}
+    output = Output(out, "per-base track", folder=True)
+    output.claim()
+    try:
+        chrom_sizes = Genome(fasta).chrom_sizes
+        spans = feature_spans(gff, features, chrom_sizes)
+        group = zarr.open_group(str(output.partial), mode="a")
+        group.attrs["label_names"] = ["other", *features]
+        group.attrs["source"] = {"gff": str(gff), "fasta": str(fasta), "features": features}
+        counts = np.zeros(len(features) + 1, dtype=np.int64)
+        for chrom, size in chrom_sizes.items():
+            values = np.zeros(size, dtype=np.uint8)
+            for start, end, label in sorted(spans[chrom], key=lambda span: span[2]):
+                values[start:end] = label
+            group.create_array(chrom, shape=(size,), chunks=(min(size, CHUNK),), dtype="uint8")[:] = values
+            counts += np.bincount(values, minlength=len(counts))
+    except BaseException:
+        output.discard()
+        raise
+    output.commit()
+    return {name: int(n) for name, n in zip(["other", *features], counts)}
 
 
 def main(args: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m seqpipe.data.gff_track", description=__doc__.split("\n\n")[0])
     parser.add_argument("gff", help="GFF3 annotations (plain or gzip)")
     parser.add_argument("fasta", help="the reference the annotations refer to (plain, bgzip or gzip)")
-    parser.add_argument("out", help="the zarr store to write (replaced if it exists)")
+    parser.add_argument("out", help="the zarr store to write (replaces a track this command wrote; anything else there is an error)")
     parser.add_argument("--feature", action="append", required=True, help="a GFF feature type (column 3); repeatable")
     options = parser.parse_args(args)
     try:

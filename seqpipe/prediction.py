@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pandas as pd
 from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities import rank_zero_info
 
+from seqpipe.outputs import Output
+
 
 class PredictionWriter(BasePredictionWriter):
     """Streams the head's prediction rows (a DataFrame per batch) to a CSV file.
 
     Rows go to ``<path>.partial`` batch by batch, and the file is renamed to ``path`` only when the whole
-    prediction run has finished, so a failed run leaves no half-written output.
+    prediction run has finished, so a failed run leaves no half-written output. An existing ``path`` is
+    replaced only when it is a predictions CSV seqpipe wrote (see :mod:`seqpipe.outputs`).
 
     Args:
         path: the CSV to write; by default ``predictions.csv`` inside the run directory. Under several
@@ -26,39 +28,49 @@ class PredictionWriter(BasePredictionWriter):
     def __init__(self, path: str | None = None):
         super().__init__(write_interval="batch")
         self.path = path
-        self._target: Path | None = None
-        self._partial: Path | None = None
+        self._output: Output | None = None
 
     @property
     def target(self) -> Path | None:
-        """The CSV this run writes; known once prediction has started (other callbacks write beside it)."""
-        return self._target
+        """The CSV this run writes; known once prediction is set up (other callbacks write beside it)."""
+        return None if self._output is None else self._output.path
 
-    def on_predict_start(self, trainer, pl_module) -> None:
-        self._target = self._partial = None
-        others = [type(c).__name__ for c in trainer.callbacks if isinstance(c, BasePredictionWriter) and c is not self]
+    def target_for(self, trainer) -> Path | None:
+        """The CSV a prediction run of ``trainer`` writes, or None when another prediction writer replaces it."""
+        others = [c for c in trainer.callbacks if isinstance(c, BasePredictionWriter) and c is not self]
         if others and self.path is None:
-            rank_zero_info(f"no predictions CSV: {', '.join(others)} writes the predictions (--prediction.path writes one too)")
-            return
+            return None
         target = Path(self.path) if self.path else Path(trainer.log_dir or trainer.default_root_dir) / "predictions.csv"
         if trainer.world_size > 1:
             target = target.with_name(f"{target.stem}.rank{trainer.global_rank}{target.suffix}")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        self._target, self._partial = target, target.with_name(target.name + ".partial")
-        self._partial.unlink(missing_ok=True)
+        return target
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        """Claim the output before any prediction is made: a user's file at the path stops the run here."""
+        self._output = None
+        if stage != "predict":
+            return
+        target = self.target_for(trainer)
+        if target is None:
+            others = [type(c).__name__ for c in trainer.callbacks if isinstance(c, BasePredictionWriter) and c is not self]
+            rank_zero_info(f"no predictions CSV: {', '.join(others)} writes the predictions (--prediction.path writes one too)")
+            return
+        self._output = Output(target, "predictions CSV")
+        self._output.claim()
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx) -> None:
         if not isinstance(prediction, pd.DataFrame):
             raise TypeError(f"PredictionWriter expects the head's predictions as a DataFrame, got {type(prediction).__name__}")
-        if self._partial is None:
+        if self._output is None:
             return
-        prediction.to_csv(self._partial, mode="a", header=not self._partial.exists(), index=False)
+        partial = self._output.partial
+        prediction.to_csv(partial, mode="a", header=not partial.exists(), index=False)
 
     def on_predict_end(self, trainer, pl_module) -> None:
-        if self._partial is not None and self._partial.exists():
-            os.replace(self._partial, self._target)
-            rank_zero_info(f"predictions written to {self._target}")
+        if self._output is not None and self._output.partial.exists():
+            self._output.commit()
+            rank_zero_info(f"predictions written to {self._output.path}")
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
-        if self._partial is not None:
-            self._partial.unlink(missing_ok=True)
+        if self._output is not None:
+            self._output.discard()

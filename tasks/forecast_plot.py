@@ -9,12 +9,14 @@ import pandas as pd
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info
 
+from seqpipe.outputs import Output
 from seqpipe.prediction import PredictionWriter
 
 
 class ForecastPlot(Callback):
     """At ``predict``, draws the last forecast window as a PNG next to the prediction CSV
-    (``predictions.csv`` -> ``predictions.png``), or at ``path``.
+    (``predictions.csv`` -> ``predictions.png``), or at ``path``; written as ``<path>.partial`` and renamed
+    when drawn (an existing PNG is replaced only when seqpipe drew it, see :mod:`seqpipe.outputs`).
 
     Each target variable gets a panel: the input history in the data's units, the point forecast, and
     shaded bands between symmetric pairs of quantile columns (q0.1–q0.9, ...). It reads the head's
@@ -29,6 +31,14 @@ class ForecastPlot(Callback):
         self.path, self.max_variables = path, max_variables
         self._history: tuple[np.ndarray, np.ndarray] | None = None
         self._rows: pd.DataFrame | None = None
+        self._output: Output | None = None
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        """Claim the PNG before any prediction is made: a user's file at the path stops the run here."""
+        self._output = None
+        if stage == "predict":
+            self._output = Output(Path(self.path) if self.path else self._beside_csv(trainer), "forecast plot")
+            self._output.claim()
 
     def on_predict_start(self, trainer, pl_module) -> None:
         self._history, self._rows = None, None
@@ -43,13 +53,18 @@ class ForecastPlot(Callback):
         self._rows = outputs.iloc[-per_window:]
 
     def on_predict_end(self, trainer, pl_module) -> None:
-        if self._rows is None:
+        if self._rows is None or self._output is None:
             return
-        target = Path(self.path) if self.path else self._beside_csv(trainer)
-        self.draw(target, pl_module.hparams["data_info"]["targets"])
-        rank_zero_info(f"forecast plot written to {target}")
+        self.draw(self._output.partial, pl_module.hparams["data_info"]["targets"])
+        self._output.commit()
+        rank_zero_info(f"forecast plot written to {self._output.path}")
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        if self._output is not None:
+            self._output.discard()
 
     def draw(self, target: Path, variables: list[str]) -> None:
+        """Draw the panels into the PNG file ``target`` (any name: the format is fixed)."""
         import matplotlib
 
         matplotlib.use("Agg")
@@ -71,7 +86,7 @@ class ForecastPlot(Callback):
         axes[0, 0].legend(loc="upper left", fontsize="small")
         figure.tight_layout()
         target.parent.mkdir(parents=True, exist_ok=True)
-        figure.savefig(target, dpi=100)
+        figure.savefig(target, dpi=100, format="png")
         plt.close(figure)
 
     @staticmethod
@@ -81,6 +96,7 @@ class ForecastPlot(Callback):
     @staticmethod
     def _beside_csv(trainer) -> Path:
         for callback in trainer.callbacks:
-            if isinstance(callback, PredictionWriter) and callback.target is not None:
-                return callback.target.with_suffix(".png")
+            csv = callback.target_for(trainer) if isinstance(callback, PredictionWriter) else None
+            if csv is not None:
+                return csv.with_suffix(".png")
         return Path(trainer.log_dir or trainer.default_root_dir) / "predictions.png"

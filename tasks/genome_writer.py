@@ -13,8 +13,6 @@ E. coli, billions for a human genome); ``--prediction.path small.csv`` asks for 
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +21,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities import rank_zero_info
 
 from seqpipe.errors import ConfigError
+from seqpipe.outputs import Output
 
 CHUNK = 1 << 20
 
@@ -127,7 +126,8 @@ class GenomePredictionWriter(BasePredictionWriter):
 
     Needs :class:`seqpipe.data.genome.GenomeData` and windows in genome order (its grid sampler, one
     process); a window out of order is an error. Both outputs are written under ``<path>.partial`` and
-    renamed when prediction has finished. Predictions are not also kept in memory: the writer turns off
+    renamed when prediction has finished; an existing output is replaced only when seqpipe wrote it as
+    the same kind of output, anything else at the path stops the run before prediction starts. Predictions are not also kept in memory: the writer turns off
     Lightning's ``return_predictions``, which would hold every base of the genome until the end.
     """
 
@@ -147,26 +147,37 @@ class GenomePredictionWriter(BasePredictionWriter):
         self.zarr_path, self.bedgraph_path, self.score, self.decimals = zarr_path, bedgraph_path, score, decimals
         self.bin_size, self.bedgraph_bin_size = bin_size, bedgraph_bin_size or bin_size
         self._bedgraph = None
+        self._outputs: tuple[Output, ...] = ()
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        """Check the arguments and claim both outputs before any prediction is made (see :mod:`seqpipe.outputs`)."""
+        if stage != "predict":
+            return
+        self._chrom_sizes = getattr(trainer.datamodule, "chrom_sizes", None)
+        if self._chrom_sizes is None:
+            raise ConfigError("GenomePredictionWriter needs a data module with chrom_sizes (seqpipe.data.genome.GenomeData)")
+        # a model restored from a checkpoint has its data_info already; a new one gets the data module's later
+        info = pl_module.hparams.get("data_info") or trainer.datamodule.data_info
+        names = list(info["label_names"])
+        score = self.score or names[-1]
+        if score not in names:
+            raise ConfigError(f"GenomePredictionWriter: score {score!r} is not a class of the model ({names})")
+        run_dir = Path(trainer.log_dir or trainer.default_root_dir)
+        self._outputs = (
+            Output(self.zarr_path or run_dir / "genome_predictions.zarr", "genome predictions zarr", folder=True),
+            Output(self.bedgraph_path or run_dir / "genome_predictions.bedgraph", "genome predictions bedGraph"),
+        )
+        for output in self._outputs:
+            output.claim()
+        self._names, self._score = names, score
 
     def on_predict_start(self, trainer, pl_module) -> None:
         import zarr
 
-        self._chrom_sizes = getattr(trainer.datamodule, "chrom_sizes", None)
-        if self._chrom_sizes is None:
-            raise ConfigError("GenomePredictionWriter needs a data module with chrom_sizes (seqpipe.data.genome.GenomeData)")
-        names = list(pl_module.hparams["data_info"]["label_names"])
-        score = self.score or names[-1]
-        if score not in names:
-            raise ConfigError(f"GenomePredictionWriter: score {score!r} is not a class of the model ({names})")
+        names, score = self._names, self._score
         trainer.predict_loop.return_predictions = False
-        run_dir = Path(trainer.log_dir or trainer.default_root_dir)
-        self._paths = (
-            Path(self.zarr_path) if self.zarr_path else run_dir / "genome_predictions.zarr",
-            Path(self.bedgraph_path) if self.bedgraph_path else run_dir / "genome_predictions.bedgraph",
-        )
-        zarr_partial, bedgraph_partial = (path.with_name(path.name + ".partial") for path in self._paths)
-        shutil.rmtree(zarr_partial, ignore_errors=True)
-        group = zarr.open_group(str(zarr_partial), mode="w")
+        zarr_output, bedgraph_output = self._outputs
+        group = zarr.open_group(str(zarr_output.partial), mode="a")
         group.attrs.update({"label_names": names, "bin_size": self.bin_size})
         self._arrays = {}
         for chrom, size in self._chrom_sizes.items():
@@ -176,8 +187,7 @@ class GenomePredictionWriter(BasePredictionWriter):
             )
         self._columns = [f"prob_{name}" for name in names]
         self._score_index = names.index(score)
-        bedgraph_partial.parent.mkdir(parents=True, exist_ok=True)
-        self._bedgraph = open(bedgraph_partial, "w")
+        self._bedgraph = open(bedgraph_output.partial, "w")
         per_bin = "" if self.bedgraph_bin_size == 1 else f", mean per {self.bedgraph_bin_size} bases"
         self._bedgraph.write(f'track type=bedGraph name="{score} probability{per_bin}"\n')
         self._runs = BedGraphRuns(self._bedgraph, self.bedgraph_bin_size, self.decimals)
@@ -230,17 +240,16 @@ class GenomePredictionWriter(BasePredictionWriter):
         self._runs.close()
         self._bedgraph.close()
         self._bedgraph = None
-        for path in self._paths:
-            if path.is_dir():
-                shutil.rmtree(path)
-            os.replace(path.with_name(path.name + ".partial"), path)
-        rank_zero_info(f"genome predictions written to {self._paths[0]} and {self._paths[1]}")
+        for output in self._outputs:
+            output.commit()
+        rank_zero_info(f"genome predictions written to {self._outputs[0].path} and {self._outputs[1].path}")
+        self._outputs = ()
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
         """A failed run leaves no half-written output."""
         if self._bedgraph is not None:
             self._bedgraph.close()
             self._bedgraph = None
-            zarr_partial, bedgraph_partial = (path.with_name(path.name + ".partial") for path in self._paths)
-            shutil.rmtree(zarr_partial, ignore_errors=True)
-            bedgraph_partial.unlink(missing_ok=True)
+        for output in self._outputs:
+            output.discard()
+        self._outputs = ()

@@ -125,6 +125,7 @@ def fake_run(tmp_path, writer):
         predict_loop=SimpleNamespace(return_predictions=True),
     )
     module = SimpleNamespace(hparams={"data_info": {"label_names": ["other", "CDS"]}})
+    writer.setup(trainer, module, "predict")
     writer.on_predict_start(trainer, module)
     return trainer, module
 
@@ -145,6 +146,27 @@ def test_windows_out_of_genome_order_are_refused_and_leave_no_output(tmp_path, b
             writer.write_on_batch_end(trainer, module, rows(chrom, start, end), None, None, 0, 0)
     writer.on_exception(trainer, module, RuntimeError())
     assert not list(tmp_path.iterdir())
+
+
+def test_a_users_folder_at_the_output_path_survives_and_a_previous_output_is_replaced(tmp_path):
+    users = tmp_path / "scores.zarr"
+    users.mkdir()
+    (users / "notes.txt").write_text("mine")
+    writer = GenomePredictionWriter(str(users), str(tmp_path / "scores.bedgraph"))
+    with pytest.raises(ConfigError, match=f"^{users} exists and is not a seqpipe genome predictions zarr: refusing"):
+        fake_run(tmp_path, writer)
+    writer.on_exception(None, None, ConfigError())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scores.zarr"] and (users / "notes.txt").read_text() == "mine"
+    # a previous output of the writer is replaced
+    writer = GenomePredictionWriter(str(tmp_path / "ours.zarr"), str(tmp_path / "ours.bedgraph"))
+    for end in (100, 200):
+        trainer, module = fake_run(tmp_path, writer)
+        writer.write_on_batch_end(trainer, module, rows("chrA", 0, end), None, None, 0, 0)
+        writer.on_predict_end(trainer, module)
+        scores = zarr.open_group(str(tmp_path / "ours.zarr"), mode="r")["chrA"][:]
+        assert np.isfinite(scores[:end]).all() and np.isnan(scores[end:]).all()
+        assert read_bedgraph(tmp_path / "ours.bedgraph")["end"].max() == end
+    assert not list(tmp_path.glob("*.partial")) and not list(tmp_path.glob("*.replaced-*"))
 
 
 @pytest.mark.parametrize("option", ["bin_size", "bedgraph_bin_size"])

@@ -1,0 +1,113 @@
+"""Writing an output so that nothing half-written is left behind and nothing of the user's is replaced.
+
+Every seqpipe writer (prediction CSVs, genome zarr stores and bedGraphs, forecast plots, GFF tracks) goes
+through :class:`Output`: it writes under ``<path>.partial`` and renames that to ``path`` when it is
+complete. An existing ``path`` is replaced only when seqpipe wrote it, as an output of the same kind; a
+user's file or folder there stops the run with one line, before any work is done.
+
+How seqpipe recognises its outputs: a folder output holds a marker file ``.seqpipe-output`` naming its
+kind; a file output has a marker ``.<name>.seqpipe-output`` beside it, naming its kind and the size and
+modification time the file had when it was written, so a file the user has since put in its place is
+not taken for seqpipe's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+from seqpipe.errors import ConfigError
+
+MARKER = ".seqpipe-output"
+
+
+class Output:
+    """One output at ``path`` of a ``kind`` ("predictions CSV", "genome predictions zarr", ...).
+
+    Use: :meth:`claim` before the work (refuses a foreign ``path``, clears a stale ``partial``), write to
+    :attr:`partial`, then :meth:`commit`; on failure :meth:`discard`. ``folder``: the output is a
+    directory (a zarr store) rather than a file.
+    """
+
+    def __init__(self, path: str | Path, kind: str, folder: bool = False):
+        self.path, self.kind, self.folder = Path(path), kind, folder
+        self.partial = self.path.with_name(self.path.name + ".partial")
+        self._claimed = False
+
+    def claim(self) -> None:
+        """Check that ``path`` may be written, and make way for ``partial``; raises :class:`ConfigError`."""
+        for path in (self.path, self.partial):
+            if path.exists() and not self._is_ours(path):
+                raise ConfigError(
+                    f"{path} exists and is not a seqpipe {self.kind}: refusing to replace it "
+                    "(move it away or choose another output path)"
+                )
+        self._remove(self.partial)
+        self._claimed = True
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.folder:
+            self.partial.mkdir()
+            self._mark_folder()
+
+    def commit(self) -> None:
+        """Move the finished ``partial`` to ``path``, replacing a previous output of this kind."""
+        if self.folder:
+            self._mark_folder()  # again: a writer may have cleared the folder it was given
+        if self.folder and self.path.exists():
+            # a directory cannot be renamed over another: move the old one aside first, delete it last
+            old = self.path.with_name(f"{self.path.name}.replaced-{os.getpid()}")
+            os.replace(self.path, old)
+            os.replace(self.partial, self.path)
+            self._claimed = False
+            shutil.rmtree(old)
+            return
+        os.replace(self.partial, self.path)
+        self._claimed = False
+        if not self.folder:
+            stat = self.path.stat()
+            _write_atomically(self._file_marker(), json.dumps({"kind": self.kind, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}))
+
+    def discard(self) -> None:
+        """Remove ``partial`` (after a failure) if this output claimed it; ``path`` is left as it was."""
+        if self._claimed:
+            self._remove(self.partial)
+            self._claimed = False
+
+    def _mark_folder(self) -> None:
+        (self.partial / MARKER).write_text(json.dumps({"kind": self.kind}))
+
+    def _remove(self, path: Path) -> None:
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+
+    def _file_marker(self) -> Path:
+        return self.path.with_name(f".{self.path.name}{MARKER}")
+
+    def _is_ours(self, path: Path) -> bool:
+        if path == self.partial:  # a file's partial is named after the output, so only a crashed seqpipe run leaves one
+            return not self.folder or _read_json(path / MARKER).get("kind") == self.kind
+        if self.folder:
+            return path.is_dir() and _read_json(path / MARKER).get("kind") == self.kind
+        marker = _read_json(self._file_marker())
+        if not path.is_file() or marker.get("kind") != self.kind:
+            return False
+        stat = path.stat()
+        return (marker.get("size"), marker.get("mtime_ns")) == (stat.st_size, stat.st_mtime_ns)
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(text)
+    os.replace(partial, path)
