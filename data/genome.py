@@ -199,10 +199,11 @@ class GenomeData(SplitDataModule):
     def chrom_sizes(self) -> dict[str, int]:
         return self.genome.chrom_sizes
 
-    def _check_arguments(self) -> None:
-        """Arguments that do not fit together; checked in ``setup`` so the CLI reports them as one clear line."""
+    def _check_arguments(self, stage: str) -> None:
+        """Arguments that do not fit together; checked in ``setup`` so the CLI reports them as one clear line.
+        ``predict`` needs no labels: the track is read for fit, validate and test only."""
         check_window_length(self.window_length)
-        if self.target == "track" and self.track_path is None:
+        if self.target == "track" and self.track_path is None and stage != "predict":
             raise ConfigError("data.target 'track' needs data.track (a zarr store; see python -m seqpipe.data.gff_track)")
         if self.target == "window_class" and (self.bed is None or self.label_column is None):
             raise ConfigError("data.target 'window_class' needs data.bed and data.label_column")
@@ -213,9 +214,11 @@ class GenomeData(SplitDataModule):
 
     def setup(self, stage: str) -> None:
         """Open the genome (and track), cut the splits, and set ``data_info``."""
-        self._check_arguments()
+        self._check_arguments(stage)
         if self.genome is None:
-            self.genome = Genome(self.fasta, self.cache_dir)
+            genome = Genome(self.fasta, self.cache_dir)
+            genome.check_letters()  # here, before the trainer writes anything, not when a window covers it
+            self.genome = genome
         self.intervals = split_intervals(self.chrom_sizes, self.regions["val"], self.regions["test"])
         self.intervals["predict"] = [i for text in self.regions["predict"] for i in parse_region(text, self.chrom_sizes)]
         if self.bed is not None:
@@ -243,6 +246,8 @@ class GenomeData(SplitDataModule):
             if len(names) < 2:
                 raise DataError(self.bed, f"the training windows have {len(names)} class(es); a classifier needs two or more")
             return names
+        if self.track_path is None:
+            raise ConfigError("predict needs a trained model: pass --ckpt_path (the class names are the checkpoint's)")
         names = Track(self.track_path, self.chrom_sizes).label_names
         if len(names) < 2:
             raise DataError(self.track_path, "the track has no 'label_names' attribute with two or more classes")

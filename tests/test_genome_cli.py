@@ -118,6 +118,17 @@ def test_causal_recipe_fit_test_and_streamed_predictions(genome, tmp_path, capsy
     assert not list(tmp_path.rglob("binned*.csv")) and not list(tmp_path.rglob("predictions*.csv"))
     for chrom in CHROMS:
         np.testing.assert_allclose(binned[chrom], bin_means(small[chrom].astype(np.float64), 50), rtol=0, atol=1e-6)
+    # prediction needs no labels: without --data.track it gives the same scores
+    directory, fasta, _ = genome
+    main(["predict", "--config", config, "--data.fasta", fasta, "--data.cache_dir", str(directory / "cache"),
+          "--trainer.default_root_dir", str(tmp_path), "--ckpt_path", str(tmp_path / "best.ckpt"),
+          "--data.stream", "true", "--data.window_length", "64", "--model.chunk_size", "16",
+          "--trainer.callbacks+=seqpipe.tasks.genome_writer.GenomePredictionWriter",
+          f"--trainer.callbacks.zarr_path={tmp_path / 'unlabelled.zarr'}",
+          f"--trainer.callbacks.bedgraph_path={tmp_path / 'unlabelled.bedgraph'}"])
+    unlabelled = zarr.open_group(str(tmp_path / "unlabelled.zarr"), mode="r")
+    for chrom in CHROMS:
+        np.testing.assert_array_equal(unlabelled[chrom][:], small[chrom])
     with pytest.raises(SystemExit) as error:
         predict(config, genome, tmp_path, "bad", "--trainer.callbacks.bin_size", "0", csv=False)
     message = capsys.readouterr().err.strip().splitlines()
