@@ -240,7 +240,7 @@ class DNAClassificationData(SplitDataModule):
 
     def _encode(self, records: list[Record], label_names: list[str] | None) -> EncodedSequences:
         """Tokenize ``records``; with ``label_names``, map labels to class indices, rejecting unknown labels."""
-        tokens = [self.tokenizer.encode_array(r.sequence, source=r.path, record=r.id, line=r.line) for r in records]
+        tokens = [self.tokenizer.encode_array(r.sequence, source=r.path, record=r.id, line=r.line_of) for r in records]
         labels = None
         if label_names is not None:
             index = {name: i for i, name in enumerate(label_names)}

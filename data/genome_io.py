@@ -75,6 +75,7 @@ class Genome:
 
     ``chrom_sizes``: chromosome name (first word of the header) -> length, in file order.
     ``read(chrom, start, end)``: token ids (end - start,) uint8; positions off the chromosome are N.
+    ``check_letters()``: reject a character that is no nucleotide code anywhere in the genome.
     """
 
     def __init__(self, path: str | Path, cache: str | Path | None = None):
@@ -116,8 +117,16 @@ class Genome:
         lo, hi = max(start, 0), min(end, size)
         if lo < hi:
             letters = self._handle()[chrom][lo:hi]
-            ids[lo - start:hi - start] = self._tokenizer.encode_array(letters, source=self.source, record=chrom)
+            ids[lo - start:hi - start] = self._tokenizer.encode_array(letters, source=self.source, record=chrom, offset=lo)
         return ids
+
+    def check_letters(self, block: int = 1 << 24) -> None:
+        """Read the whole genome once, ``block`` bases at a time, so that a character that is no nucleotide
+        code stops the run before training (a :class:`DataError` naming the chromosome and the 1-based
+        position in it) rather than when a window happens to cover it. About a second per 100 Mbp."""
+        for chrom, size in self.chrom_sizes.items():
+            for start in range(0, size, block):
+                self.read(chrom, start, min(size, start + block))
 
 
 class Track:

@@ -32,6 +32,21 @@ class Record(NamedTuple):
     path: Path
     line: int
 
+    def line_of(self, position: int) -> int:
+        """The line of the file holding 0-based ``position`` of the sequence: a table row's own line, or for
+        a FASTA record the sequence line it falls on (found by reading the record again: for error messages)."""
+        if _suffix(self.path) in TABLE_SEPARATORS:
+            return self.line
+        with _open_text(self.path) as lines:
+            seen = 0
+            for number, text in enumerate(lines, start=1):
+                if number <= self.line:
+                    continue
+                seen += len(text.strip())
+                if seen > position:
+                    return number
+        return self.line
+
 
 def read_records(
     path: str | Path,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -36,9 +37,13 @@ class DNATokenizer:
         self._complement = torch.tensor([self.vocab[complement[token]] for token in self.vocab])
 
     def encode_array(
-        self, sequence: str, *, source: str | Path = "<sequence>", record: str | None = None, line: int | None = None
+        self, sequence: str, *, source: str | Path = "<sequence>", record: str | None = None,
+        line: int | Callable[[int], int] | None = None, offset: int = 0,
     ) -> np.ndarray:
-        """sequence of length L -> ids (L,) uint8. ``source``, ``record`` and ``line`` only name the error."""
+        """sequence of length L -> ids (L,) uint8. ``source``, ``record`` and ``line`` only name the error:
+        ``line`` is the record's line, or a function of a 0-based position in ``sequence`` giving the line
+        that holds it; ``offset`` is where ``sequence`` starts in its record (positions are reported in the
+        record, 1-based)."""
         raw = sequence.encode("ascii", errors="replace")  # a non-ASCII character becomes "?", which is invalid
         ids = self._table[np.frombuffer(raw, dtype=np.uint8)]
         invalid = np.flatnonzero(ids == _INVALID)
@@ -46,10 +51,10 @@ class DNATokenizer:
             position = int(invalid[0])
             raise DataError(
                 source,
-                f"character {sequence[position]!r} at position {position + 1} is not a nucleotide "
+                f"character {sequence[position]!r} at position {offset + position + 1} is not a nucleotide "
                 "(expected A, C, G, T, U, N or another IUPAC code)",
                 record=record,
-                line=line,
+                line=line(position) if callable(line) else line,
             )
         return ids
 

@@ -193,8 +193,8 @@ def bad_input(root: Path, case: str) -> tuple[dict, str]:
         bad.write_text(">s1 a\nACGT\n>s2 b\n>s3 b\nACGT\n")
         return {"train": str(bad)}, "bad.fa, record 's2', line 3: a header without sequence"
     if case == "non-IUPAC character":
-        bad.write_text(">s1 a\nACGT\n>s2 b\nACGT\nAC*T\n")
-        return {"train": str(bad)}, "bad.fa, record 's2', line 3: character '*' at position 7"
+        bad.write_text(">s1 a\nACGT\n>s2 b\nACGT\n\nAC*T\n")  # the line holding the character, not the header's
+        return {"train": str(bad)}, "bad.fa, record 's2', line 6: character '*' at position 7"
     if case == "single class":
         write_fasta(bad, [("s1 a", "ACGT"), ("s2 a", "GGCC")])
         return {"train": str(bad)}, "bad.fa: only one class ('a')"

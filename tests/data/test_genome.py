@@ -8,6 +8,7 @@ import torch
 import zarr
 
 from genome_fixtures import CHROMS, write_genome, write_gff
+from seqpipe.cli import main
 from seqpipe.data.genome import GenomeData, GenomeWindowDataset, read_bed
 from seqpipe.data.genome_io import Genome, Track, compression
 from seqpipe.data.gff_track import build_track, main as gff_track_main
@@ -207,3 +208,23 @@ def test_bad_inputs_raise_with_the_file_named(tmp_path, genome_files):
     (tmp_path / "bad.fa").write_text(">chrX\nACGT?ACGT\n")
     with pytest.raises(DataError, match="bad.fa"):
         Genome(tmp_path / "bad.fa").read("chrX", 0, 9)
+
+
+def test_a_bad_character_is_named_by_chromosome_position_before_anything_is_written(tmp_path, capsys):
+    """The position is in the chromosome (not in the window that read it), found in setup: the run stops
+    before Lightning writes its config or hyperparameters."""
+    fasta, sequences = write_genome(tmp_path, seed=3)
+    chrB = sequences["chrB"]
+    fasta.write_text(fasta.read_text().replace(chrB[:60], chrB[:33] + "X" + chrB[34:60]))
+    with pytest.raises(DataError, match=r"genome.fa, record 'chrB': character 'X' at position 34 is not a nucleotide"):
+        Genome(fasta).read("chrB", 20, 60)
+    run = tmp_path / "run"
+    with pytest.raises(SystemExit) as error:
+        main(["fit", "--data.class_path", "seqpipe.data.genome.GenomeData", "--data.fasta", str(fasta),
+              "--data.target", "next_base", "--data.window_length", "64", "--model.head", "seqpipe.tasks.per_base.NextBaseLM",
+              "--model.backbone.d_model", "8", "--model.backbone.n_layers", "1", "--trainer.default_root_dir", str(run)])
+    assert error.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"seqpipe: error: {fasta}, record 'chrB': character 'X' at position 34 is not a nucleotide "
+        "(expected A, C, G, T, U, N or another IUPAC code)"]
+    assert not run.exists() or not any(run.rglob("*"))
