@@ -6,21 +6,37 @@ and :meth:`Series.read` fetches row ranges from its chunks.
 
 Two zarr layouts are read: an array ``(T, C)`` (or ``(T,)``), its column names in the attribute
 ``columns`` and no timestamps (rows are numbered); or a group of named 1-D arrays of equal length, one
-of them the time coordinate (datetime64, or strings pandas parses), the others the columns.
+of them the time coordinate, the others the columns. The time coordinate holds datetime64 values, strings
+pandas parses, or numbers with a CF-style ``units`` attribute ("hours since 2000-01-01 00:00:00", as
+xarray writes them); other numbers are an error rather than being read as nanoseconds.
+
+Values must be finite: a missing value is NaN (an empty cell) and ``fill`` may repair it, but an infinity
+(``inf``, or a number beyond float64 such as ``1e400``) is always an error naming its rows and columns,
+since no fill policy can tell what it stood for.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Sequence
 
 import numpy as np
 import pandas as pd
 
+from lightning.pytorch.utilities import rank_zero_info
+
+from seqpipe.data.regular_grid import regularise
 from seqpipe.errors import ConfigError, DataError
 
 FillPolicy = Literal["ffill", "interpolate"]
+IrregularPolicy = Literal["error", "resample"]
+NO_TIME_COLUMN = "none"
+_CF_UNITS = {
+    "nanoseconds": "ns", "microseconds": "us", "milliseconds": "ms", "seconds": "s", "minutes": "min",
+    "hours": "h", "days": "D",
+}
+_CF_CALENDARS = (None, "standard", "gregorian", "proleptic_gregorian")
 TIME_COLUMN_NAMES = ("date", "datetime", "time", "timestamp", "ds")
 _ROWS_SHOWN = 10
 
@@ -31,7 +47,8 @@ class Series:
 
     ``columns``: names of the C value columns. ``times``: the T timestamps, or None when the rows are only
     numbered. ``freq``: the inferred pandas frequency (None for numbered rows). ``source``: an ``(T, C)``
-    array in memory, or a :class:`ZarrColumns` read on demand.
+    array in memory, or a :class:`ZarrColumns` read on demand. ``unused_columns``: value columns of the
+    file that were not asked for.
     """
 
     path: str
@@ -39,6 +56,7 @@ class Series:
     times: pd.DatetimeIndex | None
     freq: str | None
     source: np.ndarray | ZarrColumns
+    unused_columns: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.source)
@@ -92,28 +110,35 @@ def read_series(
     time_column: str | None = None,
     columns: Sequence[str] | None = None,
     fill: FillPolicy | None = None,
+    irregular: IrregularPolicy = "error",
     max_in_memory_mb: float = 512.0,
 ) -> Series:
     """Read and check a series; raises :class:`DataError` naming the file and the first bad row.
 
     Args:
         time_column: the timestamp column; by default one named like ``date``/``time``/``timestamp``,
-            else a first column of text that parses as dates, else none (rows are numbered).
+            else a first column of text that parses as dates, else none (rows are numbered). "none": no
+            time column, the rows are steps.
         columns: the value columns to keep, in this order (default: all but the time column).
         fill: what to do with missing values: None raises an error naming them; "ffill" carries the last
             value forward; "interpolate" draws a line between neighbours. Leading gaps take the first
-            observed value.
+            observed value. Infinities are never filled (see the module docstring).
+        irregular: duplicated timestamps, gaps and rows out of order: "error" names the first one;
+            "resample" averages rows sharing a timestamp and inserts the missing steps of the grid, to be
+            filled by ``fill`` (see :mod:`seqpipe.data.regular_grid`).
         max_in_memory_mb: zarr stores above this size are read from disk window by window.
     """
     path = Path(path)
     if not path.exists():
         raise DataError(path, "no such file or directory")
+    check_irregular(irregular)
     if path.is_dir() or path.suffix == ".zarr":
-        return _read_zarr(path, time_column, columns, fill, max_in_memory_mb)
-    return _read_csv(path, time_column, columns, fill)
+        return _read_zarr(path, time_column, columns, fill, irregular, max_in_memory_mb)
+    return _read_csv(path, time_column, columns, fill, irregular)
 
 
-def _read_csv(path: Path, time_column: str | None, columns: Sequence[str] | None, fill: FillPolicy | None) -> Series:
+def _read_csv(path: Path, time_column: str | None, columns: Sequence[str] | None, fill: FillPolicy | None,
+              irregular: IrregularPolicy) -> Series:
     try:
         table = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=["", "NA", "NaN", "nan", "null"])
     except pd.errors.EmptyDataError:
@@ -122,10 +147,11 @@ def _read_csv(path: Path, time_column: str | None, columns: Sequence[str] | None
         raise DataError(path, f"cannot be read as CSV: {error}") from None
     if table.empty:
         raise DataError(path, "no rows after the header")
-    time_column = time_column or _detect_time_column(table)
+    time_column = None if time_column == NO_TIME_COLUMN else time_column or _detect_time_column(table)
     if time_column is not None and time_column not in table.columns:
         raise DataError(path, f"no time column {time_column!r}; the columns are {list(table.columns)} (set data.time_column)")
-    names = _select(path, [c for c in table.columns if c != time_column], columns)
+    available = [c for c in table.columns if c != time_column]
+    names = _select(path, available, columns)
     values = np.empty((len(table), len(names)), dtype=np.float64)
     for k, name in enumerate(names):
         text = table[name]
@@ -136,11 +162,12 @@ def _read_csv(path: Path, time_column: str | None, columns: Sequence[str] | None
             raise DataError(path, f"column {name!r} is not numeric: row {row} holds {text.iat[row]!r}", line=row + 2)
         values[:, k] = numbers.to_numpy(dtype=np.float64)
     times = None if time_column is None else _parse_times(path, table[time_column], line_offset=2)
-    values = _handle_missing(path, values, names, fill, line_offset=2)
-    return _checked_series(path, names, times, values, line_offset=2)
+    series = _checked_series(path, names, times, values, fill, irregular, line_offset=2)
+    series.unused_columns = [c for c in available if c not in names]
+    return series
 
 
-def _read_zarr(path: Path, time_column, columns, fill, max_in_memory_mb) -> Series:
+def _read_zarr(path: Path, time_column, columns, fill, irregular, max_in_memory_mb) -> Series:
     import zarr
 
     try:
@@ -157,7 +184,7 @@ def _read_zarr(path: Path, time_column, columns, fill, max_in_memory_mb) -> Seri
         length = node.shape[0]
     else:
         arrays = {name: array for name, array in node.arrays() if array.ndim == 1}
-        time_column = time_column or next((n for n in TIME_COLUMN_NAMES if n in arrays), None)
+        time_column = None if time_column == NO_TIME_COLUMN else time_column or next((n for n in TIME_COLUMN_NAMES if n in arrays), None)
         if time_column is not None and time_column not in arrays:
             raise DataError(path, f"no time coordinate {time_column!r}; the arrays are {sorted(arrays)} (set data.time_column)")
         available = [str(c) for c in node.attrs.get("columns", sorted(n for n in arrays if n != time_column))]
@@ -167,7 +194,7 @@ def _read_zarr(path: Path, time_column, columns, fill, max_in_memory_mb) -> Seri
         parts_by_name = {name: (arrays[name], None) for name in available if name in arrays}
         length = next(iter(lengths.values()), 0)
         if time_column is not None:
-            times = _parse_times(path, pd.Series(np.asarray(arrays[time_column][:])), line_offset=None)
+            times = _zarr_times(path, time_column, arrays[time_column])
     names = _select(path, list(parts_by_name), columns)
     for name in names:
         array = parts_by_name[name][0]
@@ -178,13 +205,27 @@ def _read_zarr(path: Path, time_column, columns, fill, max_in_memory_mb) -> Seri
     lazy = ZarrColumns([parts_by_name[name] for name in names], length)
     size_mb = length * len(names) * 8 / 2**20
     if size_mb <= max_in_memory_mb:
-        values = _handle_missing(path, lazy[0:length].astype(np.float64), names, fill, line_offset=None)
-        return _checked_series(path, names, times, values, line_offset=None)
-    missing = _missing_cells_by_chunks(lazy)
+        series = _checked_series(path, names, times, lazy[0:length].astype(np.float64), fill, irregular, line_offset=None)
+    else:
+        series = _checked_lazy_series(path, names, times, lazy, irregular, size_mb)
+    series.unused_columns = [c for c in parts_by_name if c not in names]
+    return series
+
+
+def _checked_lazy_series(path: Path, names: list[str], times, lazy: ZarrColumns, irregular: IrregularPolicy, size_mb: float) -> Series:
+    """A store too large to load: checked chunk by chunk, and used as it is (no fill, no resampling)."""
+    too_large = f"the store is {size_mb:.0f} MB, above data.max_in_memory_mb, so it is read from disk as it is"
+    infinite, missing = _bad_cells_by_chunks(lazy)
+    if infinite:
+        raise DataError(path, _cells_message("non-finite", infinite, names, None, _NON_FINITE_ADVICE))
     if missing:
-        problem = _missing_message(missing, names, line_offset=None)
-        raise DataError(path, problem + f" (the store is {size_mb:.0f} MB, above data.max_in_memory_mb, so data.fill cannot repair it)")
-    return _checked_series(path, names, times, lazy, line_offset=None)
+        raise DataError(path, _cells_message("missing", missing, names, None, _MISSING_ADVICE) + f" ({too_large}: data.fill cannot repair it)")
+    try:
+        return _checked_series(path, names, times, lazy, None, "error", line_offset=None)
+    except DataError as error:
+        if irregular != "resample":
+            raise
+        raise DataError(path, f"data.irregular resample needs the series in memory ({too_large}): {error.problem}") from None
 
 
 def _detect_time_column(table: pd.DataFrame) -> str | None:
@@ -222,31 +263,68 @@ def _parse_times(path: Path, text: pd.Series, line_offset: int | None) -> pd.Dat
     return pd.DatetimeIndex(parsed).as_unit("ns")  # batches carry int64 nanoseconds, whatever unit pandas chose
 
 
-def _missing_cells_by_chunks(columns: ZarrColumns) -> list[tuple[int, int]]:
-    """(row, column) of every missing value, read one chunk row-range at a time."""
-    found, rows = [], columns.chunk_rows() * 16
+def _zarr_times(path: Path, name: str, array) -> pd.DatetimeIndex:
+    """The time coordinate: datetime64, date strings, or numbers with CF-style ``units`` ("<unit> since <date>")."""
+    values = np.asarray(array[:])
+    if np.issubdtype(values.dtype, np.datetime64) or values.dtype.kind in "OSU":
+        return _parse_times(path, pd.Series(values), line_offset=None)
+    units = array.attrs.get("units")
+    if values.dtype.kind not in "iuf" or not isinstance(units, str):
+        raise DataError(path, f"time coordinate {name!r} holds {values.dtype} values without CF-style units: store "
+                        "datetime64 values, or add a 'units' attribute such as 'seconds since 1970-01-01 00:00:00'")
+    unit, _, origin = units.strip().partition(" since ")
+    calendar = array.attrs.get("calendar")
+    if unit.lower() not in _CF_UNITS or calendar not in _CF_CALENDARS:
+        raise DataError(path, f"time coordinate {name!r}: units {units!r} (calendar {calendar!r}) are not understood; "
+                        f"expected '<{'|'.join(_CF_UNITS)}> since <date>' on the standard calendar")
+    try:
+        start = pd.Timestamp(origin.strip())
+    except ValueError:
+        raise DataError(path, f"time coordinate {name!r}: units {units!r} give no date after 'since'") from None
+    if np.isnan(values.astype(np.float64)).any():
+        row = int(np.flatnonzero(np.isnan(values.astype(np.float64)))[0])
+        raise DataError(path, f"time coordinate {name!r} is missing at row {row}")
+    offsets = pd.to_timedelta(values, unit=_CF_UNITS[unit.lower()])
+    return pd.DatetimeIndex(start.tz_localize(None) + offsets).as_unit("ns")
+
+
+def _bad_cells_by_chunks(columns: ZarrColumns) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    """(row, column) of every infinite and of every missing value, read one chunk row-range at a time."""
+    infinite, missing, rows = [], [], columns.chunk_rows() * 16
     for start in range(0, len(columns), rows):
         block = np.asarray(columns[start : start + rows], dtype=np.float64)
-        found += [(start + r, c) for r, c in zip(*np.nonzero(np.isnan(block)))]
-    return found
+        infinite += [(start + r, c) for r, c in zip(*np.nonzero(np.isinf(block)))]
+        missing += [(start + r, c) for r, c in zip(*np.nonzero(np.isnan(block)))]
+    return infinite, missing
 
 
-def _missing_message(cells: list[tuple[int, int]], names: list[str], line_offset: int | None) -> str:
+_MISSING_ADVICE = "set data.fill to 'ffill' or 'interpolate' to fill them"
+_NON_FINITE_ADVICE = "infinite, or beyond float64; data.fill does not repair them: correct or empty those cells"
+
+
+def _cells_message(what: str, cells: list[tuple[int, int]], names: list[str], line_offset: int | None, advice: str) -> str:
     rows = sorted({row for row, _ in cells})
     columns = [names[c] for c in sorted({c for _, c in cells})]
     shown = ", ".join(_row_name(row, line_offset) for row in rows[:_ROWS_SHOWN])
     more = f" and {len(rows) - _ROWS_SHOWN} more rows" if len(rows) > _ROWS_SHOWN else ""
-    return (f"{len(cells)} missing values in column(s) {columns} at {shown}{more}; "
-            "set data.fill to 'ffill' or 'interpolate' to fill them")
+    return f"{len(cells)} {what} values in column(s) {columns} at {shown}{more}; {advice}"
 
 
 def _handle_missing(path: Path, values: np.ndarray, names: list[str], fill: FillPolicy | None, line_offset: int | None) -> np.ndarray:
+    infinite = np.isinf(values)
+    if infinite.any():
+        raise DataError(path, _cells_message("non-finite", list(zip(*np.nonzero(infinite))), names, line_offset, _NON_FINITE_ADVICE))
     missing = np.isnan(values)
     if not missing.any():
         return values
     if fill is None:
-        raise DataError(path, _missing_message(list(zip(*np.nonzero(missing))), names, line_offset))
-    empty = [names[c] for c in np.flatnonzero(missing.all(axis=0))]
+        raise DataError(path, _cells_message("missing", list(zip(*np.nonzero(missing))), names, line_offset, _MISSING_ADVICE))
+    return _fill(path, values, names, fill)
+
+
+def _fill(path: Path, values: np.ndarray, names: list[str], fill: FillPolicy) -> np.ndarray:
+    """values (T, C) with NaN -> filled by ``fill``; leading gaps take the first observed value."""
+    empty = [names[c] for c in np.flatnonzero(np.isnan(values).all(axis=0))]
     if empty:
         raise DataError(path, f"column(s) {empty} hold no values at all; nothing to fill from")
     frame = pd.DataFrame(values)
@@ -254,12 +332,35 @@ def _handle_missing(path: Path, values: np.ndarray, names: list[str], fill: Fill
     return frame.bfill().to_numpy(dtype=np.float64)
 
 
-def _checked_series(path: Path, names: list[str], times: pd.DatetimeIndex | None, values, line_offset: int | None) -> Series:
+def _checked_series(path: Path, names: list[str], times: pd.DatetimeIndex | None, values, fill: FillPolicy | None,
+                    irregular: IrregularPolicy, line_offset: int | None) -> Series:
+    """Check (and with ``fill`` repair) the values, put the rows on a regular grid if asked, infer the frequency.
+
+    ``values``: (T, C) float64 in memory, or a lazily read store (already checked; ``fill`` None).
+    """
     if times is not None and len(times) != len(values):
         raise DataError(path, f"{len(times)} timestamps for {len(values)} rows")
+    if isinstance(values, np.ndarray):
+        values = _handle_missing(path, values, names, fill, line_offset)
+    if times is not None and irregular == "resample":
+        times, values = _resample(path, times, values, names, fill)
     freq = None if times is None else _infer_frequency(path, times, line_offset)
     # float64 in memory, so the scaler's moments are the same whether a store is loaded whole or read lazily
     return Series(str(path), list(names), times, freq, values)
+
+
+def _resample(path: Path, times: pd.DatetimeIndex, values: np.ndarray, names: list[str], fill: FillPolicy | None):
+    """``data.irregular resample``: the rows on their regular grid, inserted steps filled by ``fill``."""
+    regular = regularise(path, times, values)
+    if regular.inserted_steps and fill is None:
+        before, after = regular.first_gap
+        raise DataError(path, f"data.irregular resample: {regular.inserted_steps} missing steps, the first gap between "
+                        f"{before} and {after}; set data.fill to 'ffill' or 'interpolate' to fill them")
+    if regular.merged_rows or regular.inserted_steps:
+        rank_zero_info(f"{path}: resampled to a regular grid: {regular.merged_rows} rows averaged with another of the "
+                       f"same timestamp, {regular.inserted_steps} missing steps inserted and filled ({fill})")
+    values = _fill(path, regular.values, names, fill) if regular.inserted_steps else regular.values
+    return regular.times, values
 
 
 def _infer_frequency(path: Path, times: pd.DatetimeIndex, line_offset: int | None) -> str:
@@ -269,7 +370,8 @@ def _infer_frequency(path: Path, times: pd.DatetimeIndex, line_offset: int | Non
     steps = np.diff(times.asi8)
     for row in np.flatnonzero(steps <= 0)[:1] + 1:
         what = "duplicates" if steps[row - 1] == 0 else "comes before"
-        raise DataError(path, f"timestamps are not sorted: {times[row]} at {_row_name(int(row), line_offset)} {what} the previous row's {times[row - 1]}")
+        raise DataError(path, f"timestamps are not sorted: {times[row]} at {_row_name(int(row), line_offset)} {what} the previous "
+                        f"row's {times[row - 1]}; set data.irregular resample to average rows sharing a timestamp")
     freq = pd.infer_freq(times)
     if freq is not None:
         return freq
@@ -279,10 +381,15 @@ def _infer_frequency(path: Path, times: pd.DatetimeIndex, line_offset: int | Non
     expected = times[row - 1] + pd.Timedelta(int(usual), "ns")
     raise DataError(
         path, f"irregular timestamps: {_row_name(row, line_offset)} is at {times[row]}, but the series steps by "
-        f"{pd.Timedelta(int(usual), 'ns')} (expected {expected}); resample the data to a regular grid first"
+        f"{pd.Timedelta(int(usual), 'ns')} (expected {expected}); set data.irregular resample (with data.fill) to insert missing steps"
     )
 
 
 def check_fill(fill: str | None) -> None:
     if fill not in (None, "ffill", "interpolate"):
         raise ConfigError(f"data.fill must be null, 'ffill' or 'interpolate', got {fill!r}")
+
+
+def check_irregular(irregular: str) -> None:
+    if irregular not in ("error", "resample"):
+        raise ConfigError(f"data.irregular must be 'error' or 'resample', got {irregular!r}")

@@ -10,8 +10,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from seqpipe.data.base import SplitDataModule
-from seqpipe.data.tabular_series import FillPolicy, Series, check_fill, read_series
+from seqpipe.data.tabular_series import FillPolicy, IrregularPolicy, Series, check_fill, check_irregular, read_series
 from seqpipe.errors import ConfigError, DataError
+from lightning.pytorch.utilities import rank_zero_warn
 
 Split = Literal["train", "val", "test"]
 SPLITS: tuple[Split, ...] = ("train", "val", "test")
@@ -125,13 +126,17 @@ class ForecastData(SplitDataModule):
         seq_len: input rows per window. At ``predict``/``test`` with a checkpoint, its value is used.
         pred_len: rows to forecast. At ``predict``/``test`` with a checkpoint, its value is used.
         stride: rows between consecutive training windows (validation and test windows use every row).
-        time_column: the timestamp column; detected when unset (see :func:`read_series`).
+        time_column: the timestamp column; detected when unset (see :func:`read_series`); "none": no time
+            column, the rows are steps (``predict`` writes step numbers).
         columns: the input variables (default: every column but time).
         targets: the variables to forecast (default: all inputs; one name for univariate targets, with
             several inputs for many-to-one). Targets are always among the inputs.
         scale: standardise every variable with the training rows' mean and standard deviation.
         calendar: add calendar features (hour, day of week, ...) of the input rows.
-        fill: missing values: None (an error naming them), "ffill" or "interpolate".
+        fill: missing values: None (an error naming them), "ffill" or "interpolate". Infinite values are
+            always an error.
+        irregular: duplicated timestamps and gaps: "error" (naming the first) or "resample" (average rows
+            sharing a timestamp, insert the missing steps and fill them with ``fill``; one line counts both).
         max_in_memory_mb: zarr stores above this size are read window by window from disk.
         batch_size: windows per batch.
         num_workers: DataLoader worker processes.
@@ -150,12 +155,14 @@ class ForecastData(SplitDataModule):
         scale: bool = True,
         calendar: bool = False,
         fill: FillPolicy | None = None,
+        irregular: IrregularPolicy = "error",
         max_in_memory_mb: float = 512.0,
         batch_size: int = 32,
         num_workers: int = 0,
     ):
         super().__init__()
         check_fill(fill)
+        check_irregular(irregular)
         for name, value in (("seq_len", seq_len), ("pred_len", pred_len), ("stride", stride), ("batch_size", batch_size)):
             if value < 1:
                 raise ConfigError(f"data.{name} must be a positive integer, got {value}")
@@ -163,6 +170,7 @@ class ForecastData(SplitDataModule):
         self.seq_len, self.pred_len = seq_len, pred_len
         self.time_column, self.columns, self.targets = time_column, columns, targets
         self.scale, self.calendar, self.fill, self.max_in_memory_mb = scale, calendar, fill, max_in_memory_mb
+        self.irregular = irregular
         self.batch_size, self.num_workers = batch_size, num_workers
         self.data_info: dict[str, Any] | None = None
         self.series: Series | None = None
@@ -175,13 +183,16 @@ class ForecastData(SplitDataModule):
         saved = self.checkpoint_data_info()
         columns = saved["columns"] if saved else self._input_columns()
         self.series = read_series(
-            self.path, time_column=self.time_column, columns=columns, fill=self.fill, max_in_memory_mb=self.max_in_memory_mb
+            self.path, time_column=self.time_column, columns=columns, fill=self.fill, irregular=self.irregular,
+            max_in_memory_mb=self.max_in_memory_mb,
         )
+        if saved and self.series.unused_columns:
+            rank_zero_warn(f"{self.path}: column(s) {self.series.unused_columns} are ignored: the model was trained on {columns}")
         if stage == "predict":
             if saved is None:
                 raise ConfigError("predict needs a trained model: pass --ckpt_path (its scaler and lengths are used)")
             self.data_info = saved
-            self._check_length(len(self.series), saved["seq_len"], "the series")
+            self._check_length(len(self.series), saved["seq_len"], 0, "the series")
             start = len(self.series) - saved["seq_len"]
             self.datasets["predict"] = ForecastWindows(self.series, start, len(self.series), saved, with_target=False)
             return
@@ -191,7 +202,7 @@ class ForecastData(SplitDataModule):
         for name, (start, stop) in zip(SPLITS, bounds):
             if (name == "train" and stage == "fit") or (name == "val" and stage in ("fit", "validate")) or (name == "test" and stage == "test"):
                 first = start if name == "train" else max(0, start - seq_len)
-                self._check_length(stop - first, seq_len + self.data_info["pred_len"], f"the {name} split (rows {first}-{stop})")
+                self._check_length(stop - first, seq_len, self.data_info["pred_len"], f"the {name} split (rows {first}-{stop})")
                 stride = self.stride if name == "train" else 1
                 self.datasets[name] = ForecastWindows(self.series, first, stop, self.data_info, stride=stride)
 
@@ -230,9 +241,12 @@ class ForecastData(SplitDataModule):
             "calendar": calendar,
         }
 
-    def _check_length(self, rows: int, needed: int, what: str) -> None:
+    def _check_length(self, rows: int, seq_len: int, pred_len: int, what: str) -> None:
+        """A window is ``seq_len`` input rows and, where the future is known (not at predict), ``pred_len`` more."""
+        needed = seq_len + pred_len
+        terms = f"seq_len {seq_len} + pred_len {pred_len}" if pred_len else f"seq_len {seq_len}; predict needs no future rows"
         if rows < needed:
-            raise DataError(self.path, f"{what} has {rows} rows, fewer than the {needed} a window needs (seq_len + pred_len)")
+            raise DataError(self.path, f"{what} has {rows} rows, fewer than the {needed} a window needs ({terms})")
 
     def _loader(self, split: str) -> DataLoader:
         return DataLoader(self.datasets[split], batch_size=self.batch_size, shuffle=split == "train", num_workers=self.num_workers)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -186,3 +188,132 @@ def test_series_too_short_and_unknown_columns(tmp_path, frame):
         module(path, split=[40, 10, 10], columns=["nope"])
     with pytest.raises(ConfigError, match="data.fill"):
         ForecastData(path=str(path), fill="zero")
+
+
+def test_window_length_error_prints_the_sum_and_both_terms(tmp_path, frame):
+    path = write(tmp_path, frame)
+    with pytest.raises(DataError, match=r"the train split \(rows 0-30\) has 30 rows, fewer than the 36 a window needs "
+                                        r"\(seq_len 24 \+ pred_len 12\)"):
+        module(path, split=[30, 15, 15])
+    trained = module(path, split=[36, 12, 12]).data_info
+    short = write(tmp_path, frame.iloc[:20], "short.csv")
+    data = ForecastData(path=str(short))
+    data.checkpoint_data_info = lambda: trained
+    with pytest.raises(DataError, match=r"the series has 20 rows, fewer than the 24 a window needs \(seq_len 24; predict"):
+        data.setup("predict")
+
+
+def test_an_extra_column_at_predict_is_named_once(tmp_path, frame):
+    trained = module(write(tmp_path, frame, "train.csv"), split=[36, 12, 12]).data_info
+    frame["humidity"] = 1.0
+    data = ForecastData(path=str(write(tmp_path, frame, "new.csv")))
+    data.checkpoint_data_info = lambda: trained
+    with pytest.warns(UserWarning, match=r"new.csv: column\(s\) \['humidity'\] are ignored: the model was trained on \['v0', 'v1'\]"):
+        data.setup("predict")
+
+
+@pytest.mark.parametrize("fill", [None, "ffill"])  # data.fill repairs missing values, never infinities
+def test_non_finite_values_are_named_like_missing_ones(tmp_path, frame, fill):
+    text = frame.to_csv(index=False).splitlines()
+    for row, column, cell in ((3, 2, "inf"), (7, 2, "1e400"), (9, 1, "-Infinity")):
+        cells = text[row + 1].split(",")
+        cells[column] = cell
+        text[row + 1] = ",".join(cells)
+    (tmp_path / "inf.csv").write_text("\n".join(text) + "\n")
+    with pytest.raises(DataError, match=r"3 non-finite values in column\(s\) \['v0', 'v1'\] at row 3 \(line 5\), row 7 \(line 9\), "
+                                        r"row 9 \(line 11\); infinite, or beyond float64; data.fill does not repair them"):
+        read_series(tmp_path / "inf.csv", fill=fill)
+
+
+@pytest.mark.parametrize("max_in_memory_mb", [512.0, 0.0])
+def test_non_finite_values_in_zarr_are_named(tmp_path, frame, max_in_memory_mb):
+    import zarr
+
+    group = zarr.open_group(str(tmp_path / "inf.zarr"), mode="w")
+    for name in ("v0", "v1"):
+        values = frame[name].to_numpy().copy()
+        values[[5, 40]] = np.inf if name == "v1" else values[[5, 40]]
+        group.create_array(name, shape=values.shape, dtype="float64", chunks=(16,))[:] = values
+    with pytest.raises(DataError, match=r"2 non-finite values in column\(s\) \['v1'\] at row 5, row 40"):
+        read_series(tmp_path / "inf.zarr", max_in_memory_mb=max_in_memory_mb, fill="ffill")
+
+
+@pytest.mark.parametrize("units, step, origin", [
+    ("seconds since 1970-01-01 00:00:00", 3600, "1970-01-01"),
+    ("hours since 2000-01-01", 1, "2000-01-01"),
+    ("days since 2010-06-01 12:00:00", 1, "2010-06-01 12:00"),
+])
+def test_zarr_time_in_cf_units(tmp_path, frame, units, step, origin):
+    import zarr
+
+    group = zarr.open_group(str(tmp_path / "cf.zarr"), mode="w")
+    offsets = (np.arange(len(frame)) + 1000) * step
+    group.create_array("time", shape=offsets.shape, dtype="int64")[:] = offsets
+    group["time"].attrs["units"] = units
+    group.create_array("v0", shape=(len(frame),), dtype="float64")[:] = frame["v0"].to_numpy()
+    series = read_series(tmp_path / "cf.zarr")
+    unit = units.split()[0]
+    expected = pd.Timestamp(origin) + pd.to_timedelta(offsets, unit=unit)
+    assert list(series.times) == list(expected)
+    assert series.freq == ("D" if unit == "days" else "h")
+
+
+def test_zarr_time_without_units_is_refused(tmp_path, frame):
+    import zarr
+
+    group = zarr.open_group(str(tmp_path / "bare.zarr"), mode="w")
+    group.create_array("time", shape=(len(frame),), dtype="int64")[:] = np.arange(len(frame)) * 3600
+    group.create_array("v0", shape=(len(frame),), dtype="float64")[:] = frame["v0"].to_numpy()
+    with pytest.raises(DataError, match=r"bare.zarr: time coordinate 'time' holds int64 values without CF-style units"):
+        read_series(tmp_path / "bare.zarr")
+    group["time"].attrs["units"] = "fortnights since 2000-01-01"
+    with pytest.raises(DataError, match=r"units 'fortnights since 2000-01-01' \(calendar None\) are not understood"):
+        read_series(tmp_path / "bare.zarr")
+
+
+def irregular_csv(tmp_path) -> tuple[Path, pd.DataFrame]:
+    """A 10-minute series with the Weather file's two faults: a duplicated timestamp and a 100-minute gap."""
+    frame = sine_series(seed=4, rows=80, n_columns=2, freq="10min")
+    duplicate = frame.iloc[[30]].assign(v0=frame["v0"].iloc[30] + 1.0, v1=frame["v1"].iloc[30] - 2.0)
+    frame = pd.concat([frame.iloc[:31], duplicate, frame.iloc[31:50], frame.iloc[59:]], ignore_index=True)  # rows 50-58 lost
+    return write(tmp_path, frame, "weather.csv"), frame
+
+
+def test_irregular_timestamps_name_the_option(tmp_path):
+    path, frame = irregular_csv(tmp_path)
+    with pytest.raises(DataError, match=r"2021-01-01 05:00:00 at row 31 \(line 33\) duplicates the previous row's 2021-01-01 05:00:00; "
+                                        r"set data.irregular resample"):
+        read_series(path)
+    with pytest.raises(DataError, match=r"data.irregular resample: 9 missing steps, the first gap between 2021-01-01 08:10:00 "
+                                        r"and 2021-01-01 09:50:00; set data.fill"):
+        read_series(path, irregular="resample")
+    with pytest.raises(ConfigError, match="data.irregular must be 'error' or 'resample'"):
+        ForecastData(path=str(path), irregular="drop")
+
+
+@pytest.mark.parametrize("fill", ["ffill", "interpolate"])
+def test_resample_matches_pandas_and_feeds_splits_and_scaler(tmp_path, caplog, fill):
+    path, frame = irregular_csv(tmp_path)
+    reference = frame.set_index("date").resample("10min").mean()  # duplicates averaged, the gap as NaN rows
+    reference = reference.ffill() if fill == "ffill" else reference.interpolate(method="time")
+    with caplog.at_level("INFO"):
+        series = read_series(path, irregular="resample", fill=fill)
+    assert "1 rows averaged with another of the same timestamp, 9 missing steps inserted" in caplog.text
+    assert list(series.times) == list(reference.index) and series.freq == "10min" and len(series) == 80
+    np.testing.assert_allclose(series.read(0, 80), reference.to_numpy(), rtol=1e-6)
+    data = module(path, split=[50, 15, 15], irregular="resample", fill=fill)
+    np.testing.assert_allclose(data.data_info["mean"], reference.to_numpy()[:50].mean(0), rtol=1e-6)
+    assert len(data.datasets["train"]) == 50 - SEQ - PRED + 1
+
+
+def test_time_column_none_numbers_the_rows(tmp_path, frame):
+    frame["date"] = frame["date"].sample(frac=1, random_state=0).to_numpy()  # shuffled: unusable as time
+    path = write(tmp_path, frame)
+    series = read_series(path, time_column="none", columns=["v0", "v1"])
+    assert series.times is None and series.freq is None and len(series) == 60
+    trained = module(path, time_column="none", columns=["v0", "v1"], split=[36, 12, 12]).data_info
+    data = ForecastData(path=str(path), time_column="none", columns=["v0", "v1"])
+    data.checkpoint_data_info = lambda: trained
+    data.setup("predict")
+    (item,) = list(data.datasets["predict"])
+    assert item["future_time"].tolist() == list(range(60, 60 + PRED))

@@ -1,0 +1,52 @@
+"""Putting a real-world series on a regular time grid (``data.irregular resample``).
+
+Logger files are rarely regular: a daylight-saving change repeats an hour, an outage leaves a gap. Here
+rows sharing a timestamp are averaged and the grid steps with no row are inserted (as missing values, for
+``data.fill`` to fill). The step is the series' most common one, from its first timestamp; a row off
+that grid is an error, since placing it would change a value rather than repair a gap.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from seqpipe.errors import DataError
+
+
+@dataclass
+class RegularSeries:
+    """``times`` (T',) on the grid, ``values`` (T', C) with NaN rows for inserted steps; ``merged_rows``:
+    rows that disappeared by averaging with another of the same timestamp; ``inserted_steps``: grid steps
+    added; ``first_gap``: the timestamps before and after the first gap (None without gaps)."""
+
+    times: pd.DatetimeIndex
+    values: np.ndarray
+    merged_rows: int
+    inserted_steps: int
+    first_gap: tuple[pd.Timestamp, pd.Timestamp] | None
+
+
+def regularise(path, times: pd.DatetimeIndex, values: np.ndarray) -> RegularSeries:
+    """times (T,) in any order, values (T, C) float64 -> the series on its regular grid (see the module)."""
+    frame = pd.DataFrame(values, index=times).groupby(level=0, sort=True).mean()
+    stamps = frame.index.asi8
+    if len(stamps) < 3:
+        raise DataError(path, f"only {len(stamps)} distinct timestamps: a regular grid needs at least 3")
+    steps = np.diff(stamps)
+    distinct, counts = np.unique(steps, return_counts=True)
+    step = int(distinct[counts.argmax()])
+    off_grid = np.flatnonzero((stamps - stamps[0]) % step)
+    if off_grid.size:
+        row = int(off_grid[0])
+        raise DataError(
+            path, f"data.irregular resample: timestamp {frame.index[row]} is off the grid of step "
+            f"{pd.Timedelta(step, 'ns')} from {frame.index[0]}; only duplicates and gaps are repaired"
+        )
+    gaps = np.flatnonzero(steps > step)
+    grid = pd.date_range(frame.index[0], frame.index[-1], freq=pd.Timedelta(step, "ns")).as_unit("ns")
+    regular = frame.reindex(grid)
+    first_gap = (frame.index[gaps[0]], frame.index[gaps[0] + 1]) if gaps.size else None
+    return RegularSeries(grid, regular.to_numpy(dtype=np.float64), len(times) - len(frame), len(grid) - len(frame), first_gap)
