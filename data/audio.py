@@ -48,13 +48,58 @@ class Clip:
         self.path, self.label, self.length = path, label, length
 
 
+# What a clip's header may claim, checked before decoding, so that a broken or hostile header cannot make
+# seqpipe allocate gigabytes: the sample rate, the channels, and (data.max_clip_seconds) the duration. A
+# frame count larger than the data (libsndfile trims it for WAV, not for a FLAC STREAMINFO) is caught by the
+# duration, or else ends at the real end of the data, since clips are decoded block by block.
+SAMPLE_RATE_RANGE = (1_000, 384_000)
+MAX_CHANNELS = 64
+# torchaudio's resampling filter has (new / g) * (orig / g + 2 * width) taps, g = gcd(orig, new): small for
+# common rates (44.1 kHz -> 8 kHz: 40k), but 8 GB for a header claiming 2^31 - 1 Hz. Its float64 temporaries
+# take about 30 bytes a tap, so this bounds them near 250 MB.
+MAX_RESAMPLING_TAPS = 1 << 23
+_BLOCK_FRAMES = 1 << 16
+
+
+def resampling_taps(orig_rate: int, new_rate: int, lowpass_filter_width: int = 6, rolloff: float = 0.99) -> int:
+    """The size of the filter :func:`torchaudio.functional.resample` builds for these rates (its defaults)."""
+    if orig_rate == new_rate:
+        return 0
+    g = math.gcd(orig_rate, new_rate)
+    orig, new = orig_rate // g, new_rate // g
+    width = math.ceil(lowpass_filter_width * orig / (min(orig, new) * rolloff))
+    return new * (2 * width + orig)
+
+
+def check_header(path: Path, info, sample_rate: int, max_clip_seconds: float) -> None:
+    """Reject a header (``soundfile.info``) whose clip would be empty or unbounded to decode and resample."""
+    low, high = SAMPLE_RATE_RANGE
+    if not low <= info.samplerate <= high:
+        raise DataError(path, f"the header's sample rate {info.samplerate} Hz is outside the {low}-{high} Hz seqpipe reads")
+    if not 1 <= info.channels <= MAX_CHANNELS:
+        raise DataError(path, f"the header claims {info.channels} channels; seqpipe reads 1 to {MAX_CHANNELS}")
+    if info.frames <= 0:
+        raise DataError(path, "zero-length clip")
+    seconds = info.frames / info.samplerate
+    if seconds > max_clip_seconds:
+        raise DataError(path, f"the clip is {seconds:.0f} s long, above data.max_clip_seconds ({max_clip_seconds:g} s)")
+    taps = resampling_taps(info.samplerate, sample_rate)
+    if taps > MAX_RESAMPLING_TAPS:
+        raise DataError(path, f"resampling {info.samplerate} Hz to {sample_rate} Hz needs a filter of {taps / 1e6:.0f} million "
+                        f"taps (at most {MAX_RESAMPLING_TAPS / 1e6:.0f} million); convert the file to a common rate first")
+
+
 def decode_clip(path: Path, sample_rate: int) -> np.ndarray:
-    """Decode ``path`` to a mono float32 waveform (L,) at ``sample_rate``; DataError if it cannot be read."""
+    """Decode ``path`` to a mono float32 waveform (L,) at ``sample_rate``; DataError if it cannot be read.
+
+    Channels are mixed block by block, so memory holds the mono clip, not every channel of it."""
     try:
-        samples, source_rate = sf.read(str(path), dtype="float32", always_2d=True)
+        with sf.SoundFile(str(path)) as handle:
+            source_rate = handle.samplerate
+            blocks = [block.mean(axis=1) for block in handle.blocks(_BLOCK_FRAMES, dtype="float32", always_2d=True)]
     except (sf.LibsndfileError, RuntimeError, OSError) as error:
         raise DataError(path, f"cannot decode audio ({error})") from None
-    mono = torch.from_numpy(samples.mean(axis=1))
+    mono = torch.from_numpy(np.concatenate(blocks) if blocks else np.zeros(0, np.float32))
     if source_rate != sample_rate:
         mono = AF.resample(mono, source_rate, sample_rate)
     if mono.numel() == 0:
@@ -68,14 +113,14 @@ def trim_silence(samples: np.ndarray, below_peak_db: float) -> np.ndarray:
     return samples[loud[0]:loud[-1] + 1] if len(loud) else samples
 
 
-def _probe(path: Path, label: str | None, sample_rate: int) -> Clip:
-    """Read the header only: its length at ``sample_rate`` (for bucketing), and reject unreadable or empty files."""
+def _probe(path: Path, label: str | None, sample_rate: int, max_clip_seconds: float) -> Clip:
+    """Read the header only: its length at ``sample_rate`` (for bucketing), and reject unreadable, empty or
+    unbounded files (see :func:`check_header`)."""
     try:
         info = sf.info(str(path))
     except (sf.LibsndfileError, RuntimeError, OSError) as error:
         raise DataError(path, f"cannot read audio header ({error}); is it a WAV, FLAC or OGG file?") from None
-    if info.frames <= 0:
-        raise DataError(path, "zero-length clip")
+    check_header(path, info, sample_rate, max_clip_seconds)
     return Clip(path, label, math.ceil(info.frames * sample_rate / info.samplerate))
 
 
@@ -261,8 +306,10 @@ class AudioClassificationData(SplitDataModule):
             RMS scaling, unchanged by silence around the clip).
         augment: training-only random shift, crop, gain and noise (see :class:`ClipDataset`).
         shift_seconds, gain_db, noise_snr_db: augmentation strengths; ``noise_snr_db`` None adds no noise.
-        skip_bad: leave out files whose header cannot be read or that are empty, logging how many,
-            instead of raising :class:`~seqpipe.errors.DataError`.
+        skip_bad: leave out files whose header cannot be read, is out of bounds or that are empty, logging
+            how many, instead of raising :class:`~seqpipe.errors.DataError`.
+        max_clip_seconds: a longer clip is an error (before decoding), as are headers claiming a sample rate
+            outside 1-384 kHz, more than 64 channels, or a rate that needs an oversized resampling filter (see :func:`check_header`): memory stays bounded on broken files.
         num_workers: DataLoader workers (each keeps its own decoded-clip cache, so they persist).
         seed: seed of the validation split and of the bucket shuffling.
 
@@ -288,6 +335,7 @@ class AudioClassificationData(SplitDataModule):
         gain_db: float = 6.0,
         noise_snr_db: float | None = 20.0,
         skip_bad: bool = False,
+        max_clip_seconds: float = 600.0,
         num_workers: int = 0,
         seed: int = 0,
     ):
@@ -299,7 +347,7 @@ class AudioClassificationData(SplitDataModule):
         self.batch_size, self.val_fraction, self.normalize, self.seed = batch_size, val_fraction, normalize, seed
         self.trim_db = trim_db
         self.augment = dict(shift_seconds=shift_seconds, gain_db=gain_db, noise_snr_db=noise_snr_db) if augment else None
-        self.skip_bad, self.num_workers = skip_bad, num_workers
+        self.skip_bad, self.num_workers, self.max_clip_seconds = skip_bad, num_workers, max_clip_seconds
         self.data_info: dict[str, Any] | None = None
         self.datasets: dict[str, ClipDataset] = {}
         self.skipped: list[Path] = []
@@ -365,7 +413,7 @@ class AudioClassificationData(SplitDataModule):
         clips, skipped = [], []
         for path, label in rows:
             try:
-                clips.append(_probe(path, label, self.sample_rate))
+                clips.append(_probe(path, label, self.sample_rate, self.max_clip_seconds))
             except DataError:
                 if not self.skip_bad:
                     raise

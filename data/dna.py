@@ -72,14 +72,13 @@ class DNASequenceDataset(Dataset):
         return item
 
 
-def pad_batch(items: list[dict[str, Any]], pad_id: int = 0, length: int | None = None) -> dict[str, Any]:
+def pad_batch(items: list[dict[str, Any]], pad_id: int = 0) -> dict[str, Any]:
     """Items from :class:`DNASequenceDataset` -> ``{"x": (B, L), "y": (B,), "lengths": (B,), "ids": [B]}``.
 
-    Padding is on the right, to ``length`` if given, else to the longest sequence; ``y`` only when
-    the items carry labels.
+    Padding is on the right, to the batch's longest sequence; ``y`` only when the items carry labels.
     """
     lengths = torch.tensor([len(item["x"]) for item in items])
-    x = torch.full((len(items), length or int(lengths.max())), pad_id, dtype=torch.long)
+    x = torch.full((len(items), int(lengths.max())), pad_id, dtype=torch.long)
     for row, item in enumerate(items):
         x[row, : len(item["x"])] = item["x"]
     batch = {"x": x, "lengths": lengths, "ids": [item["id"] for item in items]}
@@ -113,8 +112,8 @@ class DNAClassificationData(SplitDataModule):
         id_column: for TSV/CSV: the column holding record ids (default: the row number).
         val_fraction: share of each class of ``train`` held out for validation when ``val`` is unset.
         max_length: crop longer sequences to this length (training: a random window each epoch;
-            validation, test and predict: the central window) and pad every batch to it. Unset: keep
-            whole sequences and pad each batch to its longest.
+            validation, test and predict: the central window). Either way a batch is padded to its longest
+            sequence, so a large ``max_length`` costs no memory.
         reverse_complement_augment: replace each training sequence by its reverse complement with
             probability 0.5 (both strands carry the same label). Never applied outside training.
         batch_size: sequences per batch.
@@ -272,7 +271,7 @@ class DNAClassificationData(SplitDataModule):
         return DataLoader(
             dataset, batch_size=self.batch_size, shuffle=train, num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
-            collate_fn=partial(pad_batch, pad_id=self.tokenizer.pad_id, length=self.max_length),
+            collate_fn=partial(pad_batch, pad_id=self.tokenizer.pad_id),
         )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import struct
 
 import numpy as np
 import pytest
@@ -195,3 +196,42 @@ def test_stratified_split_is_seeded_and_keeps_every_class():
     train, val = stratified_split(labels, 0.2, seed=3)
     assert stratified_split(labels, 0.2, seed=3) == (train, val)
     assert sorted(labels[i] for i in val) == ["a", "a", "b", "c"] and sorted(train + val) == list(range(17))
+
+
+def wav_with_header(path, rate: int, channels: int, frames: int) -> None:
+    """A 16-bit PCM WAV whose header says ``rate`` and ``channels``, whatever a writer would allow."""
+    data = np.zeros(frames * channels, np.int16).tobytes()
+    block = 2 * channels
+    fmt = struct.pack("<IHHIIHH", 16, 1, channels, rate, rate * block & 0xFFFFFFFF, block, 16)
+    path.write_bytes(b"RIFF" + struct.pack("<I", 36 + len(data)) + b"WAVE" + b"fmt " + fmt + b"data" + struct.pack("<I", len(data)) + data)
+
+
+def flac_claiming(path, frames: int) -> None:
+    """A real one-second FLAC whose STREAMINFO claims ``frames`` samples (a 36-bit field)."""
+    sf.write(path, tone(440, 1.0, 8000, np.random.default_rng(0)), 8000, format="FLAC")
+    data = bytearray(path.read_bytes())
+    start = data.find(b"fLaC") + 8 + 10  # marker, block header, then 10 bytes before the rate/channels/total word
+    word = int.from_bytes(data[start:start + 8], "big")
+    data[start:start + 8] = ((word & ~((1 << 36) - 1)) | frames).to_bytes(8, "big")
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("case, message", [
+    ("rate_2_31", r"rate_2_31.wav: the header's sample rate 2147483647 Hz is outside the 1000-384000 Hz"),
+    ("rate_1", r"rate_1.wav: the header's sample rate 1 Hz is outside"),
+    ("channels_1000", r"channels_1000.wav: the header claims 1000 channels; seqpipe reads 1 to 64"),
+    ("odd_rate", r"odd_rate.wav: resampling 7999 Hz to 8000 Hz needs a filter of 64 million taps"),
+    ("lying_flac", r"lying_flac.flac: the clip is 4294967 s long, above data.max_clip_seconds \(600 s\)"),
+])
+def test_hostile_headers_are_refused_before_decoding(tmp_path, monkeypatch, case, message):
+    write_class_folders(tmp_path / "clips", np.random.default_rng(1), per_class=2, classes=("a",))
+    (tmp_path / "clips" / "b").mkdir()
+    path = tmp_path / "clips" / "b" / (case + (".flac" if case == "lying_flac" else ".wav"))
+    if case == "lying_flac":
+        flac_claiming(path, 1 << 35)
+    else:
+        rate, channels = {"rate_2_31": (2**31 - 1, 1), "rate_1": (1, 1), "channels_1000": (1000, 1000), "odd_rate": (7999, 1)}[case]
+        wav_with_header(path, 8000 if case == "channels_1000" else rate, channels, 100)
+    monkeypatch.setattr(audio, "decode_clip", lambda *args: pytest.fail("decoded a clip whose header is out of bounds"))
+    with pytest.raises(DataError, match=message):
+        data_module(tmp_path, train=str(tmp_path / "clips")).setup("fit")

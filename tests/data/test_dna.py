@@ -132,6 +132,16 @@ def test_max_length_crops_centre_for_evaluation_and_random_windows_for_training(
     assert windows == {strand[start : start + 4] for strand in strands for start in range(7)}
 
 
+def test_a_large_max_length_pads_each_batch_to_its_longest_sequence(tmp_path):
+    write_fasta(tmp_path / "train" / "a.fa", [("a1", "ACGTTGCAAC"), ("a2", "GA")])
+    write_fasta(tmp_path / "train" / "b.fa", [("b1", "TTT"), ("b2", "CA")])
+    data = DNAClassificationData(train=str(tmp_path / "train"), val=str(tmp_path / "train"), max_length=10**7, batch_size=4)
+    data.setup("fit")
+    for loader in (data.train_dataloader(), data.val_dataloader()):
+        batch = next(iter(loader))
+        assert batch["x"].shape == (4, int(batch["lengths"].max())) and int(batch["lengths"].max()) <= 10
+
+
 def test_reverse_complement_augmentation_is_for_training_only(tmp_path):
     write_fasta(tmp_path / "train" / "a.fa", [("a1", "AAAC")])
     write_fasta(tmp_path / "train" / "b.fa", [("b1", "GGGA")])
