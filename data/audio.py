@@ -162,9 +162,12 @@ def _read_manifest(manifest: Path, split: str | None, untagged: str | None) -> l
             raise DataError(manifest, f"a manifest needs a 'path' column (and 'label', optional 'split'); found {columns}")
         clips = []
         for line, row in enumerate(reader, start=2):
-            row_split = SPLIT_NAMES.get((row.get("split") or "train").strip().lower()) if "split" in columns else untagged
-            if row_split is None:
-                raise DataError(manifest, f"unknown split {row['split']!r}: use train, val or test", line=line)
+            if "split" in columns:
+                row_split = SPLIT_NAMES.get((row.get("split") or "train").strip().lower())
+                if row_split is None:
+                    raise DataError(manifest, f"unknown split {row['split']!r}: use train, val or test", line=line)
+            else:
+                row_split = untagged
             path = manifest.parent / row["path"].strip()
             if not path.is_file():
                 raise DataError(manifest, f"audio file {str(path)!r} does not exist", line=line)

@@ -13,6 +13,7 @@ import gzip
 import hashlib
 import os
 import shutil
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -59,8 +60,10 @@ def seekable_fasta(path: str | Path, cache: str | Path | None = None) -> Path:
         try:
             with gzip.open(path, "rb") as source, open(partial, "wb") as sink:
                 shutil.copyfileobj(source, sink, length=1 << 22)
-        except (OSError, EOFError) as error:
+        except (OSError, EOFError, zlib.error) as error:
             partial.unlink(missing_ok=True)
+            if not any(target.parent.iterdir()):
+                target.parent.rmdir()
             raise DataError(path, f"cannot decompress this gzip FASTA ({error}); bgzip it or decompress it yourself") from None
         os.replace(partial, target)  # atomic: concurrent processes never see a half-written genome
     return target

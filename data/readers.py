@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import re
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, NamedTuple
@@ -95,7 +96,7 @@ def read_fasta(path: str | Path) -> Iterator[tuple[str, str, int]]:
                     chunks.append(text)
                 elif text:
                     raise DataError(path, f"not a FASTA file: expected a '>' header, found {text[:40]!r}", line=number)
-        except (UnicodeDecodeError, OSError, EOFError) as error:
+        except (UnicodeDecodeError, OSError, EOFError, zlib.error) as error:
             raise DataError(path, f"cannot be read as text (plain or gzip): {error}") from None
         if header is None:
             raise DataError(path, "the file is empty" if number == 0 else "no FASTA records (only blank lines)")
@@ -159,7 +160,7 @@ def read_table(
         )
     except pd.errors.EmptyDataError:
         raise DataError(path, "the file is empty") from None
-    except (pd.errors.ParserError, UnicodeDecodeError, OSError, EOFError) as error:
+    except (pd.errors.ParserError, UnicodeDecodeError, OSError, EOFError, zlib.error) as error:
         raise DataError(path, f"cannot be read as {kind[1:].upper()}: {error}") from None
     wanted = [name for name in (sequence_column, label_column, id_column) if name is not None]
     missing = [name for name in wanted if name not in table.columns]

@@ -65,6 +65,11 @@ def test_fit_test_predict_on_generated_clips(tmp_path, capsys):
     frame = pd.read_csv(output).set_index("id")
     assert list(frame.columns) == ["label", "prob_chirp", "prob_noise", "prob_tone"] and len(frame) == 3
     np.testing.assert_allclose(frame.filter(like="prob_").sum(1), 1, atol=1e-5)
+    # the README's other predict input: a manifest of paths alone (no label, no split column)
+    (predict / "manifest.csv").write_text("path\nchirp.wav\ntone.ogg\n")
+    main(["predict", *common, "--data.predict", str(predict / "manifest.csv"), "--ckpt_path", str(checkpoint),
+          "--prediction.path", str(tmp_path / "from_manifest.csv")])
+    assert len(pd.read_csv(tmp_path / "from_manifest.csv")) == 2
     same = frame.loc[[str(predict / "chirp.wav"), str(predict / "chirp_padded.wav")]]
     assert same["label"].nunique() == 1
     np.testing.assert_allclose(same.iloc[0, 1:].to_numpy(float), same.iloc[1, 1:].to_numpy(float), atol=1e-5)

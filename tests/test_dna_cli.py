@@ -112,6 +112,9 @@ def bad_inputs(dataset: Path, tmp: Path) -> dict[str, tuple[list, str]]:
     (tmp / "one_class.fa").write_text(">Sigma70 a\nACGT\n>Sigma70 b\nACGA\n")
     (tmp / "cols.tsv").write_text("seq\tlabel\nACGT\tx\n")
     (tmp / "unseen_test.fa").write_text(">promoter_like q1\nACGTACGTACGT\n>martian q2\nACGTACGAACGT\n")
+    garbage = b"\x1f\x8b\x08\x00" + bytes(range(7, 250))  # gzip magic, then not a deflate stream (zlib.error)
+    (tmp / "garbage.fa").write_bytes(garbage)
+    (tmp / "garbage.tsv").write_bytes(garbage)
     return {
         "missing path": (["--data.train", tmp / "nope.fa"], "nope.fa"),
         "empty file": (["--data.train", tmp / "empty.fa"], "empty.fa"),
@@ -121,11 +124,14 @@ def bad_inputs(dataset: Path, tmp: Path) -> dict[str, tuple[list, str]]:
         "single class": (["--data.train", tmp / "one_class.fa"], "one_class.fa"),
         "missing columns": (["--data.train", tmp / "cols.tsv"], "sequence"),
         "unseen test label": (["--data.train", dataset / "train", "--data.test", tmp / "unseen_test.fa"], "martian"),
+        "gzip garbage fasta": (["--data.train", tmp / "garbage.fa"], "garbage.fa: cannot be read as text (plain or gzip)"),
+        "gzip garbage table": (["--data.train", tmp / "garbage.tsv"], "garbage.tsv: cannot be read as TSV"),
     }
 
 
 @pytest.mark.parametrize("case", ["missing path", "empty file", "no records", "header without sequence",
-                                  "non-IUPAC character", "single class", "missing columns", "unseen test label"])
+                                  "non-IUPAC character", "single class", "missing columns", "unseen test label",
+                                  "gzip garbage fasta", "gzip garbage table"])
 def test_bad_input_exits_with_one_clear_message_and_writes_nothing(dataset, tmp_path, case, capsys):
     inputs = tmp_path / "inputs"
     inputs.mkdir()

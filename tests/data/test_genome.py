@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
+
 import numpy as np
 import pytest
 import torch
@@ -208,6 +210,15 @@ def test_bad_inputs_raise_with_the_file_named(tmp_path, genome_files):
     (tmp_path / "bad.fa").write_text(">chrX\nACGT?ACGT\n")
     with pytest.raises(DataError, match="bad.fa"):
         Genome(tmp_path / "bad.fa").read("chrX", 0, 9)
+
+
+def test_a_corrupt_gzip_genome_is_one_error_and_leaves_nothing_in_the_cache(tmp_path):
+    packed = bytearray(gzip.compress(b">chrX\n" + b"ACGT" * 5000))
+    packed[40:60] = bytes(20)  # damage the deflate stream: zlib.error, not EOFError
+    (tmp_path / "bad.fa.gz").write_bytes(bytes(packed))
+    with pytest.raises(DataError, match=r"bad.fa.gz: cannot decompress this gzip FASTA"):
+        Genome(tmp_path / "bad.fa.gz", cache=tmp_path / "cache")
+    assert not [p for p in (tmp_path / "cache").rglob("*") if p.is_file()]
 
 
 def test_a_bad_character_is_named_by_chromosome_position_before_anything_is_written(tmp_path, capsys):
