@@ -69,6 +69,23 @@ def test_fit_test_predict(tmp_path, capsys, loss, data_file):
         assert (frame["q0.1"] <= frame["q0.9"]).all()
     png = out.with_suffix(".png")
     assert png.exists() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    if loss != "PointForecast":
+        return
+    # predicting again replaces seqpipe's own CSV and PNG; a user's file at the output path stops the run
+    # before any prediction, and survives
+    again = ["predict", "--config", str(config), "--data.path", str(data), "--ckpt_path", str(checkpoint),
+             "--prediction.path", str(out), "--trainer.default_root_dir", str(tmp_path / "predict")]
+    out.write_text("stale")
+    with pytest.raises(SystemExit) as exit_info:
+        main(again)
+    assert exit_info.value.code == 2 and capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"seqpipe: error: {out} exists and is not a seqpipe predictions CSV: refusing to replace it "
+        "(move it away or choose another output path)")
+    assert out.read_text() == "stale"
+    out.unlink()
+    main(again)
+    main(again)
+    assert len(pd.read_csv(out)) == 12 * 2 and not list(tmp_path.glob("forecast.*.partial"))
 
 
 def test_bad_data_exits_with_a_message(tmp_path, capsys):

@@ -75,6 +75,32 @@ def test_gff_track_matches_the_features(genome_files, tmp_path, capsys):
     assert "CDS" in capsys.readouterr().out
 
 
+def test_gff_track_never_replaces_a_users_folder_but_replaces_its_own_track(genome_files, tmp_path, capsys):
+    fasta, _, masks, _ = genome_files
+    users = tmp_path / "results"
+    users.mkdir()
+    (users / "thesis.txt").write_text("keep")
+    with pytest.raises(SystemExit) as error:
+        gff_track_main([str(tmp_path / "genes.gff"), str(fasta), str(users), "--feature", "CDS"])
+    assert error.value.code == 2 and capsys.readouterr().err.strip().splitlines() == [
+        f"seqpipe: error: {users} exists and is not a seqpipe per-base track: refusing to replace it "
+        "(move it away or choose another output path)"]
+    assert [p.name for p in users.iterdir()] == ["thesis.txt"] and not (tmp_path / "results.partial").exists()
+    # a second run over its own track replaces it (here with another feature: every base 0)
+    track = tmp_path / "genes.zarr"
+    for feature, expected in (("CDS", masks), ("gene_X", {c: np.zeros_like(m) for c, m in masks.items()})):
+        if feature == "gene_X":
+            with open(tmp_path / "genes.gff", "a") as gff:
+                gff.write("chrA\tsim\tgene_X\t1\t1\t.\t+\t.\tID=x\n")
+            expected = {**expected, "chrA": np.r_[1, np.zeros(CHROMS["chrA"] - 1, np.uint8)]}
+        gff_track_main([str(tmp_path / "genes.gff"), str(fasta), str(track), "--feature", feature])
+        group = zarr.open_group(str(track), mode="r")
+        assert list(group.attrs["label_names"]) == ["other", feature]
+        for chrom in CHROMS:
+            np.testing.assert_array_equal(group[chrom][:], expected[chrom])
+    assert sorted(p.name for p in tmp_path.glob("genes.zarr*")) == ["genes.zarr"]
+
+
 def test_gff_track_rejects_features_off_the_genome(genome_files, tmp_path):
     bad = tmp_path / "bad.gff"
     bad.write_text("chrZ\tsim\tCDS\t1\t10\t.\t+\t0\tID=x\n")

@@ -1,0 +1,60 @@
+"""seqpipe.outputs.Output: written under .partial and renamed; a user's file or folder at the path is never
+replaced, an earlier output of the same kind is."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from seqpipe.errors import ConfigError
+from seqpipe.outputs import Output
+
+
+def write_file(output: Output, text: str) -> None:
+    output.claim()
+    output.partial.write_text(text)
+    output.commit()
+
+
+def test_a_file_output_replaces_its_own_earlier_output_only(tmp_path):
+    target = tmp_path / "out" / "predictions.csv"
+    write_file(Output(target, "predictions CSV"), "first")
+    write_file(Output(target, "predictions CSV"), "second")
+    assert target.read_text() == "second" and not target.with_name("predictions.csv.partial").exists()
+    with pytest.raises(ConfigError, match=f"^{target} exists and is not a seqpipe forecast plot: refusing to replace it"):
+        Output(target, "forecast plot").claim()
+    target.write_text("the user's own edit")  # changed since seqpipe wrote it: no longer ours
+    os.utime(target, ns=(1, 1))
+    with pytest.raises(ConfigError, match="is not a seqpipe predictions CSV"):
+        Output(target, "predictions CSV").claim()
+    assert target.read_text() == "the user's own edit"
+
+
+def test_a_users_folder_or_file_is_refused_before_any_work_and_survives(tmp_path):
+    folder = tmp_path / "scores.zarr"
+    folder.mkdir()
+    (folder / "mine.txt").write_text("keep")
+    user_file = tmp_path / "notes.csv"
+    user_file.write_text("keep")
+    for output in (Output(folder, "genome predictions zarr", folder=True), Output(user_file, "predictions CSV")):
+        with pytest.raises(ConfigError, match="refusing to replace it"):
+            output.claim()
+        output.discard()  # a failed run cleans up what it claimed: nothing here
+    assert (folder / "mine.txt").read_text() == "keep" and user_file.read_text() == "keep"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.csv", "scores.zarr"]
+
+
+def test_a_folder_output_is_replaced_whole_and_a_failed_run_leaves_the_old_one(tmp_path):
+    target = tmp_path / "track.zarr"
+    for content in ("first", "second"):
+        output = Output(target, "per-base track", folder=True)
+        output.claim()
+        (output.partial / content).write_text(content)
+        output.commit()
+    assert sorted(p.name for p in target.iterdir()) == [".seqpipe-output", "second"]
+    failed = Output(target, "per-base track", folder=True)
+    failed.claim()
+    (failed.partial / "half").write_text("half-written")
+    failed.discard()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["track.zarr"] and (target / "second").exists()
