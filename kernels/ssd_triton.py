@@ -28,7 +28,7 @@ import triton.language as tl
 from seqpipe.kernels.selective_scan import compute_dtype
 from seqpipe.kernels.ssd import discretize_heads
 
-PASS_BLOCK = 256  # (P * N) state elements per program of the sequential pass
+PASS_BLOCK = 128  # (P * N) state elements per program of the sequential pass
 NUM_WARPS = 4
 
 

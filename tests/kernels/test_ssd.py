@@ -12,19 +12,9 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 from seqpipe.kernels import ssd_scan, ssd_scan_ref  # noqa: E402
-from seqpipe.kernels.selective_scan import triton_importable  # noqa: E402
+from triton_params import triton_marks, triton_param  # noqa: E402
 
-INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-NO_TRITON = pytest.mark.skipif(not triton_importable(), reason="triton is not installed")
-
-
-def triton_param(device: str):
-    """The triton backend on ``device``, visibly skipped where it cannot run (no triton, CPU uninterpreted)."""
-    marks = [NO_TRITON, pytest.mark.skipif(device == "cpu" and not INTERPRETED, reason="CPU needs TRITON_INTERPRET=1")]
-    return pytest.param("triton", device, marks=marks, id=f"triton-{device}")
-
-
 FAST = [pytest.param("chunked", d, id=f"chunked-{d}") for d in DEVICES] + [triton_param(d) for d in DEVICES]
 OPTION_CASES = {
     "plain": dict(),
@@ -144,9 +134,9 @@ def test_low_precision_inputs(backend, device, dtype):
     assert_all_close(actual, expected, tol)
 
 
-def test_triton_chunk_size_must_be_a_power_of_two():
-    pytest.importorskip("triton")
-    inputs, softplus = make_inputs()
+@pytest.mark.parametrize("device", [pytest.param(DEVICES[-1], marks=triton_marks(DEVICES[-1]))])
+def test_triton_chunk_size_must_be_a_power_of_two(device):
+    inputs, _ = make_inputs(device=device)
     with pytest.raises(ValueError, match="power of two"):
         ssd_scan(**inputs, chunk_size=24, backend="triton")
 
