@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from seqpipe.kernels import selective_scan, ssd_scan
+from seqpipe.kernels import ssd_triton
 
 MAMBA_SSM_VERSION = "2.2.4"
 MAMBA_SSM_SHA256 = "e4114c69302796c91b71e90032c2d974f611608fab331582a80de6eaf075efb9"
@@ -120,11 +121,11 @@ def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a.float() - b.float()).norm() / b.float().norm()).item()
 
 
-def scans(chunk_scan, n_large: int, ssd_chunks: list[int]) -> None:
+def scans(chunk_scan, n_large: int, ssd_tiles: list[tuple[int, int]]) -> None:
     bandwidth = copy_bandwidth()
     print(f"copy bandwidth {bandwidth / 1e12:.2f} TB/s; d_inner {D_INNER}, N {D_STATE}; ms are medians of do_bench; "
-          f"T = seqpipe SSD chunk; err = |SSD - mamba_ssm| / |mamba_ssm| of y")
-    print(f"{'dtype':<5} {'shape':<8} | {'Mamba-1 fwd':>11} {'fwd+bwd':>8} {'% floor':>11} | {'T':>4} {'SSD fwd':>8} "
+          f"T/w = seqpipe SSD chunk / warps per program; err = |SSD - mamba_ssm| / |mamba_ssm| of y")
+    print(f"{'dtype':<5} {'shape':<8} | {'Mamba-1 fwd':>11} {'fwd+bwd':>8} {'% floor':>11} | {'T/w':>5} {'SSD fwd':>8} "
           f"{'fwd+bwd':>8} {'% floor':>11} | {'mamba_ssm fwd':>13} {'fwd+bwd':>8} {f'N{n_large} f+b':>9} | "
           f"{'mamba_ssm/SSD f+b':>17} {'err':>7}")
     for dtype, shapes in SHAPES.items():
@@ -141,7 +142,8 @@ def scans(chunk_scan, n_large: int, ssd_chunks: list[int]) -> None:
             peer_ms = time_ms(peer_run, ssd)
             m1_floor = [100 * floor_seconds(batch, length, D_STATE, dtype, mode, bandwidth) * 1e3 / ms
                         for mode, ms in zip(("fwd", "fwd+bwd"), m1_ms)]
-            for chunk in ssd_chunks:
+            for chunk, warps in ssd_tiles:
+                ssd_triton.NUM_WARPS = warps
                 ours_run = partial(ssd_scan, **ssd, dt_softplus=True, chunk_size=chunk, backend="triton")
                 ours_ms = time_ms(ours_run, ssd)
                 with torch.no_grad():
@@ -149,7 +151,7 @@ def scans(chunk_scan, n_large: int, ssd_chunks: list[int]) -> None:
                 floor = [100 * floor_seconds(batch, length, D_STATE, dtype, mode, bandwidth) * 1e3 / ms
                          for mode, ms in zip(("fwd", "fwd+bwd"), ours_ms)]
                 print(f"{label} | {m1_ms[0]:>11.2f} {m1_ms[1]:>8.2f} {m1_floor[0]:>4.0f}% /{m1_floor[1]:>3.0f}% | "
-                      f"{chunk:>4} {ours_ms[0]:>8.2f} {ours_ms[1]:>8.2f} {floor[0]:>4.0f}% /{floor[1]:>3.0f}% | "
+                      f"{f'{chunk}/{warps}':>5} {ours_ms[0]:>8.2f} {ours_ms[1]:>8.2f} {floor[0]:>4.0f}% /{floor[1]:>3.0f}% | "
                       f"{peer_ms[0]:>13.2f} {peer_ms[1]:>8.2f} {peer_large:>9.2f} | {peer_ms[1] / ours_ms[1]:>16.2f}x "
                       f"{error:>7.1e}", flush=True)
             del ssd
@@ -196,7 +198,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sdist", type=Path, required=True, help=f"mamba_ssm-{MAMBA_SSM_VERSION}.tar.gz")
     parser.add_argument("--n-large", type=int, default=128, help="mamba_ssm's SSD is also timed at this N")
-    parser.add_argument("--ssd-chunks", type=int, nargs="+", default=[64, 128], help="seqpipe SSD chunk sizes")
+    parser.add_argument("--ssd-tiles", nargs="+", default=["64x4", "64x8", "128x8"],
+                        help="seqpipe SSD variants, CHUNKxNUM_WARPS")
     parser.add_argument("--skip-training", action="store_true")
     args = parser.parse_args()
     import triton
@@ -204,7 +207,8 @@ def main() -> None:
     print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}, triton {triton.__version__}, "
           f"CUDA {torch.version.cuda}, mamba_ssm {MAMBA_SSM_VERSION} (Triton files only)")
     with tempfile.TemporaryDirectory() as workdir:
-        scans(mamba_ssm_chunk_scan(args.sdist, Path(workdir)), args.n_large, args.ssd_chunks)
+        tiles = [tuple(int(v) for v in tile.split("x")) for tile in args.ssd_tiles]
+        scans(mamba_ssm_chunk_scan(args.sdist, Path(workdir)), args.n_large, tiles)
     if not args.skip_training:
         training()
 
