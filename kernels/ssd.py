@@ -190,7 +190,7 @@ def ssd_scan(
 
     ``backend``: "ref" (step loop), "chunked" (PyTorch matrix form), "triton" (GPU, or CPU under
     ``TRITON_INTERPRET=1``), or "auto" (triton on CUDA tensors, chunked otherwise). ``chunk_size`` is T of
-    the chunked forms (a power of two for "triton"); it changes rounding only.
+    the chunked forms ("triton" rounds it up to a power of two >= 16); it changes rounding only.
     """
     check_ssd_inputs(x, dt, A, B, C, D, z, dt_bias, initial_state)
     if chunk_size < 1:

@@ -301,9 +301,12 @@ class _TritonSSD(torch.autograd.Function):
 
 def ssd_scan_triton(x, dt, A, B, C, D=None, z=None, dt_bias=None, dt_softplus=False, initial_state=None,
                     return_final_state=False, chunk_size=64):
-    """Triton backend of :func:`seqpipe.kernels.ssd_scan`; ``chunk_size`` a power of two >= 16."""
-    if chunk_size < 16 or chunk_size & (chunk_size - 1):
-        raise ValueError(f"ssd_scan: backend='triton' needs chunk_size a power of two >= 16, got {chunk_size}")
+    """Triton backend of :func:`seqpipe.kernels.ssd_scan`.
+
+    The kernels' chunk is ``chunk_size`` rounded up to a power of two of at least 16 (the smallest tile of
+    ``tl.dot``): the chunk changes rounding only, so a block configured for CPU runs unchanged on a GPU.
+    """
+    chunk_size = max(16, triton.next_power_of_2(chunk_size))
     compute = compute_dtype(x.dtype)
     dt = discretize_heads(dt.to(compute), None if dt_bias is None else dt_bias.to(compute), dt_softplus)
     y, final = _TritonSSD.apply(x, dt, A, B, C, D, z, initial_state, chunk_size)

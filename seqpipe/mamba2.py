@@ -28,7 +28,7 @@ class Mamba2Block(StreamingModule):
         expand: d_inner = expand * d_model.
         head_dim: P, channels per head; d_inner must be a multiple of it.
         n_groups: G, groups of heads sharing B and C; must divide the number of heads.
-        chunk_size: T of the chunked scan (a power of two for the Triton kernels).
+        chunk_size: T of the chunked scan (the Triton kernels round it up to a power of two >= 16).
         dt_min, dt_max: range of the initial step size Δ.
         scan_backend: SSD backend of ``forward``/``forward_chunk`` ("auto", "ref", "chunked", "triton");
             ``step`` uses the single-token update of the tensor's device.

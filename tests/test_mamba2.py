@@ -14,6 +14,9 @@ from seqpipe.model import SequenceModel
 from seqpipe.tasks.classification import SequenceClassification
 from streaming_checks import assert_streaming_invariant
 from test_model import RandomTokens
+from triton_params import triton_marks
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
 @pytest.mark.parametrize("backend", ["ref", "chunked"])
@@ -40,6 +43,17 @@ def test_chunked_backend_equals_the_reference_with_gradients():
     for chunked, ref in zip(*grads):
         # A, D and the Δ bias enter the scan as float32, as in MambaBlock: their gradients carry its rounding
         torch.testing.assert_close(chunked, ref, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("device", [pytest.param(DEVICE, marks=triton_marks(DEVICE))])
+def test_triton_backend_runs_any_chunk_size_and_equals_chunked(device):
+    """A block configured with a chunk the Triton kernels cannot tile (8) runs on them all the same."""
+    torch.manual_seed(4)
+    block = Mamba2Block(8, d_state=4, head_dim=4, chunk_size=8, scan_backend="chunked").double().to(device)
+    x = torch.randn(2, 21, 8, dtype=torch.float64, device=device)
+    expected = block(x)
+    block.scan_backend = "triton"
+    torch.testing.assert_close(block(x), expected, rtol=0, atol=1e-12)
 
 
 def test_configuration_errors_say_what_to_change():
