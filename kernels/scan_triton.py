@@ -420,8 +420,10 @@ class _TritonScan(torch.autograd.Function):
             carry = _compose(_segment_summary_bwd_kernel, meta["grid"],
                              (delta, A, C, z, delta_bias, grad_out, *sizes, *_row_strides(C)),
                              meta["summary_bwd"], grad_last, True, starts, (batch, n_segments, dim, d_state))
-        du, ddelta = torch.empty(batch, dim, length, **f32), torch.empty(batch, dim, length, **f32)
-        dz = torch.empty(batch, dim, length, **f32) if z is not None else None
+        # per-element gradients are stored in their input's dtype (tl.store rounds once): for bf16 inputs a
+        # float32 copy and a conversion pass would move more bytes than the rest of the backward's floor
+        du, ddelta = torch.empty_like(u), torch.empty_like(delta)
+        dz = torch.empty_like(z) if z is not None else None
         per_segment = (batch * n_segments, dim, d_state)
         per_time = (batch, blocks, d_state, length)
         dB = torch.zeros(per_time if B.dim() > 2 else per_segment, **f32)
@@ -442,8 +444,8 @@ class _TritonScan(torch.autograd.Function):
 
         initial_grad = dh0.view(batch, n_segments, dim, d_state)[:, 0]
         return (
-            du.to(u.dtype), ddelta.to(delta.dtype), dA.sum(0).to(A.dtype), rows_grad(B, dB), rows_grad(C, dC),
-            None if D is None else dskip.sum(0).to(D.dtype), None if z is None else dz.to(z.dtype),
+            du, ddelta, dA.sum(0).to(A.dtype), rows_grad(B, dB), rows_grad(C, dC),
+            None if D is None else dskip.sum(0).to(D.dtype), dz,
             None if delta_bias is None else dbias.sum(0).to(delta_bias.dtype),
             None if ctx.h0_dtype is None else initial_grad.to(ctx.h0_dtype), None,
         )

@@ -13,7 +13,12 @@ from streaming_checks import assert_streaming_invariant
 
 
 def block_factories():
-    factories = {"mamba": lambda d: MambaBlock(d, d_state=8, scan_backend="ref")}
+    from seqpipe.mamba2 import Mamba2Block
+
+    factories = {
+        "mamba": lambda d: MambaBlock(d, d_state=8, scan_backend="ref"),
+        "mamba2": lambda d: Mamba2Block(d, d_state=8, head_dim=8, chunk_size=8),
+    }
     try:
         from seqpipe.s4 import S4Block
     except ImportError:  # S4 is built in parallel; its own tests cover it once it lands

@@ -19,12 +19,16 @@ def block_factory(kind: str):
         from seqpipe.mamba import MambaBlock
 
         return partial(MambaBlock, d_state=4)
+    if kind == "mamba2":
+        from seqpipe.mamba2 import Mamba2Block
+
+        return partial(Mamba2Block, d_state=4, head_dim=4, chunk_size=8)
     from seqpipe.s4 import S4Block
 
     return partial(S4Block, d_state=8)
 
 
-BLOCKS = ["mamba", "s4"]
+BLOCKS = ["mamba", "mamba2", "s4"]
 
 
 def tokens(seed: int, batch: int = 3, length: int = 40) -> torch.Tensor:

@@ -19,6 +19,10 @@ def backbone(kind: str) -> Backbone:
         from seqpipe.mamba import MambaBlock
 
         block = partial(MambaBlock, d_state=4)
+    elif kind == "mamba2":
+        from seqpipe.mamba2 import Mamba2Block
+
+        block = partial(Mamba2Block, d_state=4, head_dim=4, chunk_size=8)
     else:
         from seqpipe.s4 import S4Block
 
@@ -31,7 +35,7 @@ def tokens(seed: int, length: int = 96) -> torch.Tensor:
     return torch.randint(1, 6, (2, length), generator=torch.Generator().manual_seed(seed))
 
 
-@pytest.mark.parametrize("kind", ["mamba", "s4"])
+@pytest.mark.parametrize("kind", ["mamba", "mamba2", "s4"])
 @pytest.mark.parametrize("checkpoint", [False, True])
 def test_chunked_forward_and_gradients_equal_the_whole_window(kind, checkpoint):
     model = backbone(kind)
@@ -46,7 +50,7 @@ def test_chunked_forward_and_gradients_equal_the_whole_window(kind, checkpoint):
     (chunked * weights).sum().backward()
     torch.testing.assert_close(chunked, whole, rtol=0, atol=1e-10)
     # MambaBlock casts A, D and the Δ bias to float32 before the scan, so their gradients carry float32 rounding
-    tolerance = {"rtol": 1e-5, "atol": 1e-7} if kind == "mamba" else {"rtol": 1e-9, "atol": 1e-10}
+    tolerance = {"rtol": 1e-5, "atol": 1e-7} if kind.startswith("mamba") else {"rtol": 1e-9, "atol": 1e-10}
     for grad, expected in zip((p.grad for p in model.parameters()), whole_grads):
         torch.testing.assert_close(grad, expected, **tolerance)
 

@@ -18,14 +18,14 @@ if not torch.cuda.is_available():
 import seqpipe.kernels.scan_chunked as scan_chunked  # noqa: E402
 from seqpipe.kernels import selective_scan, selective_scan_ref, selective_state_update  # noqa: E402
 from seqpipe.kernels.selective_scan import resolve_backend, triton_importable  # noqa: E402
+from triton_params import triton_marks, triton_param  # noqa: E402
 
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 HAS_CUDA = torch.cuda.is_available()
 DEVICES = ["cpu"] + (["cuda"] if HAS_CUDA else [])
-# (backend, device) pairs that can run here; triton on CPU only when interpreted
-RUNNABLE = [("chunked", d) for d in DEVICES] + [
-    ("triton", d) for d in DEVICES if triton_importable() and (d == "cuda" or INTERPRETED)
-]
+# (backend, device) pairs; triton cases are skipped, visibly, where they cannot run (no triton, CPU uninterpreted)
+TRITON = [triton_param(d) for d in DEVICES]
+RUNNABLE = [pytest.param("chunked", d, id=f"chunked-{d}") for d in DEVICES] + TRITON
 OPTION_CASES = {
     "plain": dict(),
     "D_z_bias_softplus": dict(D=True, z=True, delta_bias=True, softplus=True),
@@ -146,7 +146,7 @@ def test_backend_matches_reference_float64(backend, device, case):
 
 
 @pytest.mark.parametrize("segment_programs", [1, 10**6])
-@pytest.mark.parametrize("device", [d for b, d in RUNNABLE if b == "triton"])
+@pytest.mark.parametrize("device", [pytest.param(d, marks=triton_marks(d)) for d in DEVICES])
 def test_triton_segment_splits(device, segment_programs, monkeypatch):
     """One segment per sequence, and one chunk per segment, both equal the float64 reference."""
     import seqpipe.kernels.scan_triton as scan_triton
@@ -242,7 +242,7 @@ def test_scan_input_errors(change, message):
         selective_scan(**change({k: v for k, v in inputs.items() if v is not None}), backend="chunked")
 
 
-STEP_BACKENDS = [("ref", d) for d in DEVICES] + [(b, d) for b, d in RUNNABLE if b == "triton"]
+STEP_BACKENDS = [("ref", d) for d in DEVICES] + TRITON
 
 
 @pytest.mark.parametrize("grouped", [False, True])

@@ -1,0 +1,217 @@
+"""Our scans against mamba_ssm's Triton SSD kernel on one GPU, and a pre-training step per block.
+
+    python bench/gpu_peers.py --sdist PATH/mamba_ssm-2.2.4.tar.gz [--skip-training] [--n-large 128]
+
+Scans (d_inner 2048, N 16, with D, z, Δ bias and softplus): seqpipe's Mamba-1 selective scan, seqpipe's SSD
+(Mamba-2, 32 heads x 64, chunk 64) and mamba_ssm's ``mamba_chunk_scan_combined`` (32 heads x 64, chunk 256)
+at the issue's shapes, forward and forward+backward, fp32 and bf16 inputs; medians of
+``triton.testing.do_bench``. "% floor" is the least traffic a scan must make (fwd: read x, dt, z, B, C,
+write y; fwd+bwd: that, then read them again with dy and write every gradient) over the measured
+device-to-device copy bandwidth.
+
+mamba_ssm comes from its source distribution, checked against the sha256 pinned below, unpacked into a
+temporary folder; only its pure-Triton ``ops/triton`` modules are imported (stub parent packages stop its
+``__init__`` from importing the CUDA extension). Nothing of it enters this repository. Needs einops.
+
+Training: one optimizer step of the DNA pre-training recipe's model (``configs/genome_pretrain.yaml``:
+d_model 128, 4 layers, next-base head, a 131,072-token window in chunks of 16,384 with per-chunk gradient
+checkpointing, batch 1, bf16 autocast) for each block: tokens/s and peak memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import sys
+import tarfile
+import tempfile
+import types
+from functools import partial
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from seqpipe.kernels import selective_scan, ssd_scan
+from seqpipe.kernels import ssd_triton
+
+MAMBA_SSM_VERSION = "2.2.4"
+MAMBA_SSM_SHA256 = "e4114c69302796c91b71e90032c2d974f611608fab331582a80de6eaf075efb9"
+D_INNER, HEAD_DIM, D_STATE = 2048, 64, 16
+SHAPES = {torch.float32: [(4, 2048), (4, 8192), (1, 65536)], torch.bfloat16: [(4, 8192), (1, 65536)]}
+
+
+def mamba_ssm_chunk_scan(sdist: Path, workdir: Path):
+    """``mamba_chunk_scan_combined`` from the pinned sdist, importing only mamba_ssm's Triton modules."""
+    digest = hashlib.sha256(sdist.read_bytes()).hexdigest()
+    if digest != MAMBA_SSM_SHA256:
+        raise SystemExit(f"{sdist}: sha256 {digest} is not the pinned mamba_ssm {MAMBA_SSM_VERSION} sdist")
+    with tarfile.open(sdist) as archive:
+        archive.extractall(workdir, filter="data")
+    root = workdir / f"mamba_ssm-{MAMBA_SSM_VERSION}" / "mamba_ssm"
+    for name, folder in (("mamba_ssm", root), ("mamba_ssm.ops", root / "ops"), ("mamba_ssm.utils", root / "utils")):
+        stub = types.ModuleType(name)
+        stub.__path__ = [str(folder)]
+        sys.modules[name] = stub
+    from mamba_ssm.ops.triton.ssd_combined import mamba_chunk_scan_combined
+
+    return mamba_chunk_scan_combined
+
+
+def copy_bandwidth(size_bytes: int = 2**31) -> float:
+    """Bytes per second (read plus written) of a device-to-device copy."""
+    import triton.testing
+
+    source = torch.empty(size_bytes // 4, device="cuda")
+    target = torch.empty_like(source)
+    return 2 * size_bytes / (triton.testing.do_bench(lambda: target.copy_(source), return_mode="median") / 1e3)
+
+
+def floor_seconds(batch: int, length: int, d_state: int, dtype: torch.dtype, mode: str, bandwidth: float) -> float:
+    """Least bytes a scan moves (x, z, y, dt per head ignored; B and C once per group) over ``bandwidth``."""
+    channels, states = batch * D_INNER * length, batch * d_state * length
+    elements = 4 * channels + 2 * states if mode == "fwd" else 11 * channels + 6 * states
+    return elements * dtype.itemsize / bandwidth
+
+
+def ssd_inputs(batch: int, length: int, d_state: int, dtype: torch.dtype, seed: int = 0) -> dict:
+    gen = torch.Generator(device="cuda").manual_seed(seed)
+    heads = D_INNER // HEAD_DIM
+
+    def rand(*shape, scale=1.0):
+        return (torch.randn(*shape, generator=gen, device="cuda") * scale).to(dtype).requires_grad_()
+
+    return {"x": rand(batch, length, heads, HEAD_DIM), "dt": rand(batch, length, heads, scale=0.5),
+            "A": (-torch.rand(heads, generator=gen, device="cuda") * 15 - 1).requires_grad_(),
+            "B": rand(batch, length, 1, d_state), "C": rand(batch, length, 1, d_state),
+            "D": torch.ones(heads, device="cuda", requires_grad=True), "z": rand(batch, length, heads, HEAD_DIM),
+            "dt_bias": rand(heads, scale=0.5)}
+
+
+def mamba1_inputs(batch: int, length: int, dtype: torch.dtype, seed: int = 0) -> dict:
+    gen = torch.Generator(device="cuda").manual_seed(seed)
+
+    def rand(*shape, scale=1.0):
+        return (torch.randn(*shape, generator=gen, device="cuda") * scale).to(dtype).requires_grad_()
+
+    A = -(torch.rand(D_INNER, D_STATE, generator=gen, device="cuda") * D_STATE + 0.5)
+    return {"u": rand(batch, D_INNER, length), "delta": rand(batch, D_INNER, length, scale=0.5),
+            "A": A.requires_grad_(), "B": rand(batch, D_STATE, length), "C": rand(batch, D_STATE, length),
+            "D": torch.ones(D_INNER, device="cuda", requires_grad=True), "z": rand(batch, D_INNER, length),
+            "delta_bias": rand(D_INNER, scale=0.5)}
+
+
+def time_ms(run, inputs: dict) -> tuple[float, float]:
+    """Median ms of the forward (no grad) and of forward+backward (gradient of a fixed random weighting)."""
+    import triton.testing
+
+    with torch.no_grad():
+        forward = triton.testing.do_bench(run, return_mode="median")
+    y = run()
+    weights = torch.randn_like(y)
+    leaves = [v for v in inputs.values() if v.requires_grad]
+
+    def both():
+        torch.autograd.grad((run() * weights).sum(), leaves)
+
+    return forward, triton.testing.do_bench(both, return_mode="median")
+
+
+def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a.float() - b.float()).norm() / b.float().norm()).item()
+
+
+def scans(chunk_scan, n_large: int, ssd_tiles: list[tuple[int, int]]) -> None:
+    bandwidth = copy_bandwidth()
+    print(f"copy bandwidth {bandwidth / 1e12:.2f} TB/s; d_inner {D_INNER}, N {D_STATE}; ms are medians of do_bench; "
+          f"T/w = seqpipe SSD chunk / warps per program; err = |SSD - mamba_ssm| / |mamba_ssm| of y")
+    print(f"{'dtype':<5} {'shape':<8} | {'Mamba-1 fwd':>11} {'fwd+bwd':>8} {'% floor':>11} | {'T/w':>5} {'SSD fwd':>8} "
+          f"{'fwd+bwd':>8} {'% floor':>11} | {'mamba_ssm fwd':>13} {'fwd+bwd':>8} {f'N{n_large} f+b':>9} | "
+          f"{'mamba_ssm/SSD f+b':>17} {'err':>7}")
+    for dtype, shapes in SHAPES.items():
+        for batch, length in shapes:
+            label = f"{'fp32' if dtype == torch.float32 else 'bf16':<5} {f'B{batch} L{length // 1024}k':<8}"
+            m1 = mamba1_inputs(batch, length, dtype)
+            m1_ms = time_ms(lambda: selective_scan(**m1, delta_softplus=True, backend="triton"), m1)
+            del m1
+            large = ssd_inputs(batch, length, n_large, dtype)
+            peer_large = time_ms(partial(chunk_scan, **large, chunk_size=256, dt_softplus=True), large)[1]
+            del large
+            ssd = ssd_inputs(batch, length, D_STATE, dtype)
+            peer_run = partial(chunk_scan, **ssd, chunk_size=256, dt_softplus=True)
+            peer_ms = time_ms(peer_run, ssd)
+            m1_floor = [100 * floor_seconds(batch, length, D_STATE, dtype, mode, bandwidth) * 1e3 / ms
+                        for mode, ms in zip(("fwd", "fwd+bwd"), m1_ms)]
+            for chunk, warps in ssd_tiles:
+                ssd_triton.NUM_WARPS = warps
+                ours_run = partial(ssd_scan, **ssd, dt_softplus=True, chunk_size=chunk, backend="triton")
+                ours_ms = time_ms(ours_run, ssd)
+                with torch.no_grad():
+                    error = relative_error(ours_run(), peer_run())
+                floor = [100 * floor_seconds(batch, length, D_STATE, dtype, mode, bandwidth) * 1e3 / ms
+                         for mode, ms in zip(("fwd", "fwd+bwd"), ours_ms)]
+                print(f"{label} | {m1_ms[0]:>11.2f} {m1_ms[1]:>8.2f} {m1_floor[0]:>4.0f}% /{m1_floor[1]:>3.0f}% | "
+                      f"{f'{chunk}/{warps}':>5} {ours_ms[0]:>8.2f} {ours_ms[1]:>8.2f} {floor[0]:>4.0f}% /{floor[1]:>3.0f}% | "
+                      f"{peer_ms[0]:>13.2f} {peer_ms[1]:>8.2f} {peer_large:>9.2f} | {peer_ms[1] / ours_ms[1]:>16.2f}x "
+                      f"{error:>7.1e}", flush=True)
+            del ssd
+
+
+def training(length: int = 131072, chunk: int = 16384) -> None:
+    from seqpipe.backbone import Backbone
+    from seqpipe.chunked import chunked_forward
+    from seqpipe.mamba import MambaBlock
+    from seqpipe.mamba2 import Mamba2Block
+    from seqpipe.s4 import S4Block
+
+    print(f"\nPre-training step (genome_pretrain recipe model): d_model 128, 4 layers, one {length:,}-token window, "
+          f"chunks of {chunk:,} checkpointed, bf16 autocast, AdamW")
+    print(f"{'block':<8} {'ms/step':>8} {'tokens/s':>10} {'peak GiB':>9}")
+    blocks = {"mamba": partial(MambaBlock, d_state=16), "mamba2": partial(Mamba2Block, d_state=64, head_dim=64),
+              "s4": partial(S4Block, d_state=64)}
+    import triton.testing
+
+    for name, block in blocks.items():
+        torch.manual_seed(0)
+        backbone = Backbone(d_model=128, n_layers=4, block=block, vocab_size=6).cuda()
+        head = torch.nn.Linear(128, 4).cuda()
+        optimizer = torch.optim.AdamW([*backbone.parameters(), *head.parameters()], lr=1e-3)
+        tokens = torch.randint(1, 6, (1, length + 1), device="cuda")
+
+        def step():
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                features, _ = chunked_forward(backbone, tokens[:, :-1], chunk, checkpoint=True)
+                loss = F.cross_entropy(head(features).flatten(0, 1).float(), (tokens[:, 1:] - 1).clamp(max=3).flatten())
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+
+        step()
+        torch.cuda.reset_peak_memory_stats()
+        ms = triton.testing.do_bench(step, warmup=1, rep=1, return_mode="median")
+        peak = torch.cuda.max_memory_allocated() / 2**30
+        print(f"{name:<8} {ms:>8.1f} {length / ms * 1e3:>10,.0f} {peak:>9.2f}", flush=True)
+        del backbone, head, optimizer
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sdist", type=Path, required=True, help=f"mamba_ssm-{MAMBA_SSM_VERSION}.tar.gz")
+    parser.add_argument("--n-large", type=int, default=128, help="mamba_ssm's SSD is also timed at this N")
+    parser.add_argument("--ssd-tiles", nargs="+", default=["64x4", "64x8", "128x8"],
+                        help="seqpipe SSD variants, CHUNKxNUM_WARPS")
+    parser.add_argument("--skip-training", action="store_true")
+    args = parser.parse_args()
+    import triton
+
+    print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}, triton {triton.__version__}, "
+          f"CUDA {torch.version.cuda}, mamba_ssm {MAMBA_SSM_VERSION} (Triton files only)")
+    with tempfile.TemporaryDirectory() as workdir:
+        tiles = [tuple(int(v) for v in tile.split("x")) for tile in args.ssd_tiles]
+        scans(mamba_ssm_chunk_scan(args.sdist, Path(workdir)), args.n_large, tiles)
+    if not args.skip_training:
+        training()
+
+
+if __name__ == "__main__":
+    main()

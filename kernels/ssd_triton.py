@@ -1,0 +1,313 @@
+"""Triton SSD (Mamba-2) scan: chunked forward and backward whose intra-chunk work is matrix products.
+
+Imported only when the "triton" backend is asked for: ``import seqpipe.kernels`` works without triton.
+
+One program owns one chunk of T steps of one (batch row, head), with all P channels and N states:
+
+forward   1. ``_chunk_state_kernel``: a = cumsum(dt * A) over the chunk; the chunk's own end state
+             ``(x ∘ dt e^{a_T - a})^T B`` (P, N).
+          2. ``_pass_states_kernel``: a sequential pass over chunks, ``S_{c+1} = e^{a_T} S_c + own_c``,
+             overwriting each own state with the state at the chunk's start.
+          3. ``_chunk_output_kernel``: ``y = (C B^T ∘ e^{a_i - a_j}[i>=j] ∘ dt_j) x + e^{a} ∘ C S^T + D x``,
+             gated by silu(z).
+backward  4. ``_chunk_state_grad_kernel``: the gradient reaching each chunk's start state from its outputs,
+             ``(g ∘ e^{a})^T C`` with g = dy ∘ silu(z).
+          2. the same pass in reverse, giving the gradient of each chunk's end state (and of initial_state).
+          5. ``_chunk_grad_kernel``: recomputes the chunk's products and writes dx, ddt, dz and per-head dB, dC,
+             and per-chunk partial sums of dD and dA.
+Per-head dB/dC are summed over the heads of a group, and dD/dA over chunks and batch, by PyTorch:
+deterministic, no atomics. dt arrives discretised (softplus and bias stay in PyTorch autograd, O(B L H)).
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from seqpipe.kernels.selective_scan import compute_dtype
+from seqpipe.kernels.ssd import discretize_heads
+
+PASS_BLOCK = 128  # (P * N) state elements per program of the sequential pass
+NUM_WARPS = 4
+
+
+@triton.jit
+def _chunk_coords(L, H, G, T: tl.constexpr):
+    """This program's chunk, batch row, head, group, time indices and their mask."""
+    chunk = tl.program_id(0)
+    batch = tl.program_id(1) // H
+    head = tl.program_id(1) % H
+    group = head // (H // G)
+    t = chunk * T + tl.arange(0, T)
+    return chunk, batch, head, group, t, t < L
+
+
+@triton.jit
+def _load_rows(ptr, batch, t, mask_t, L, width, index, col, mask_col, cols, COMPUTE: tl.constexpr):
+    """Rows of a (B, L, width, cols) tensor at [batch, t, index, :] as a (T, BLOCK) tile, zeros where masked."""
+    offsets = ((batch * L + t[:, None]) * width + index) * cols + col[None, :]
+    return tl.load(ptr + offsets, mask=mask_t[:, None] & mask_col[None, :], other=0).to(COMPUTE)
+
+
+@triton.jit
+def _store_rows(ptr, value, batch, t, mask_t, L, width, index, col, mask_col, cols):
+    offsets = ((batch * L + t[:, None]) * width + index) * cols + col[None, :]
+    tl.store(ptr + offsets, value.to(ptr.dtype.element_ty), mask=mask_t[:, None] & mask_col[None, :])
+
+
+@triton.jit
+def _state_offsets(batch, chunk, head, n_chunks, H, p, n, P, N):
+    """Offsets of a (P, N) tile in a (B, n_chunks, H, P, N) tensor, and its mask."""
+    offsets = (((batch * n_chunks + chunk) * H + head) * P + p[:, None]) * N + n[None, :]
+    return offsets, (p[:, None] < P) & (n[None, :] < N)
+
+
+@triton.jit
+def _chunk_state_kernel(x_ptr, dt_ptr, A_ptr, B_ptr, states_ptr, log_decay_ptr, L, H, G, P, N, n_chunks,
+                        T: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, COMPUTE: tl.constexpr,
+                        PRECISION: tl.constexpr):
+    chunk, batch, head, group, t, mask_t = _chunk_coords(L, H, G, T)
+    p, n = tl.arange(0, BLOCK_P), tl.arange(0, BLOCK_N)
+    dt = tl.load(dt_ptr + (batch * L + t) * H + head, mask=mask_t, other=0).to(COMPUTE)  # 0 on padding: no decay
+    a = tl.cumsum(dt * tl.load(A_ptr + head).to(COMPUTE), axis=0)
+    tl.store(log_decay_ptr + (batch * H + head) * n_chunks * T + t, a)
+    weight = dt * tl.exp(tl.sum(tl.where(tl.arange(0, T) == T - 1, a, 0), axis=0) - a)
+    x = _load_rows(x_ptr, batch, t, mask_t, L, H, head, p, p < P, P, COMPUTE)
+    B = _load_rows(B_ptr, batch, t, mask_t, L, G, group, n, n < N, N, COMPUTE)
+    own = tl.dot(tl.trans(x * weight[:, None]), B, input_precision=PRECISION)
+    offsets, mask = _state_offsets(batch, chunk, head, n_chunks, H, p, n, P, N)
+    tl.store(states_ptr + offsets, own, mask=mask)
+
+
+@triton.jit
+def _pass_states_kernel(states_ptr, log_decay_ptr, init_ptr, final_ptr, H, PN, n_chunks, T: tl.constexpr,
+                        BLOCK: tl.constexpr, HAS_INIT: tl.constexpr, REVERSE: tl.constexpr, COMPUTE: tl.constexpr):
+    """Forward: ``S_{c+1} = e^{a_T,c} S_c + own_c``, storing S_c over own_c. Reverse (the adjoint):
+    ``dS_c = e^{a_T,c} dS_{c+1} + from_y_c``, storing dS_{c+1} over from_y_c. ``final`` gets S_end / dS_0."""
+    bh = tl.program_id(0)
+    e = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    mask = e < PN
+    batch, head = bh // H, bh % H
+    carry = tl.load(init_ptr + bh * PN + e, mask=mask, other=0).to(COMPUTE) if HAS_INIT else tl.zeros([BLOCK], COMPUTE)
+    k = 0
+    while k < n_chunks:  # not range(): triton 3.6's interpreter fails on a runtime bound with numpy >= 2.4
+        chunk = n_chunks - 1 - k if REVERSE else k
+        k += 1
+        offsets = ((batch * n_chunks + chunk) * H + head) * PN + e
+        incoming = tl.load(states_ptr + offsets, mask=mask, other=0)
+        tl.store(states_ptr + offsets, carry, mask=mask)
+        total = tl.load(log_decay_ptr + (bh * n_chunks + chunk) * T + T - 1)
+        carry = carry * tl.exp(total) + incoming
+    tl.store(final_ptr + bh * PN + e, carry, mask=mask)
+
+
+@triton.jit
+def _intra_chunk_weights(C, B, a, dt, T: tl.constexpr, PRECISION: tl.constexpr):
+    """(C B^T, the causal decay e^{a_i - a_j} for i >= j else 0, decay * dt_j), each (T, T)."""
+    steps = tl.arange(0, T)
+    CB = tl.dot(C, tl.trans(B), input_precision=PRECISION)
+    causal = steps[:, None] >= steps[None, :]
+    decay = tl.where(causal, tl.exp(tl.where(causal, a[:, None] - a[None, :], 0)), 0)
+    return CB, decay, decay * dt[None, :]
+
+
+@triton.jit
+def _chunk_output_kernel(x_ptr, dt_ptr, B_ptr, C_ptr, D_ptr, z_ptr, starts_ptr, log_decay_ptr, y_ptr, L, H, G, P, N,
+                         n_chunks, T: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr,
+                         HAS_D: tl.constexpr, HAS_Z: tl.constexpr, COMPUTE: tl.constexpr, PRECISION: tl.constexpr):
+    chunk, batch, head, group, t, mask_t = _chunk_coords(L, H, G, T)
+    p, n = tl.arange(0, BLOCK_P), tl.arange(0, BLOCK_N)
+    dt = tl.load(dt_ptr + (batch * L + t) * H + head, mask=mask_t, other=0).to(COMPUTE)
+    a = tl.load(log_decay_ptr + (batch * H + head) * n_chunks * T + t)
+    x = _load_rows(x_ptr, batch, t, mask_t, L, H, head, p, p < P, P, COMPUTE)
+    B = _load_rows(B_ptr, batch, t, mask_t, L, G, group, n, n < N, N, COMPUTE)
+    C = _load_rows(C_ptr, batch, t, mask_t, L, G, group, n, n < N, N, COMPUTE)
+    offsets, mask = _state_offsets(batch, chunk, head, n_chunks, H, p, n, P, N)
+    start = tl.load(starts_ptr + offsets, mask=mask, other=0)
+    CB, _, decay_dt = _intra_chunk_weights(C, B, a, dt, T, PRECISION)
+    y = tl.dot(CB * decay_dt, x, input_precision=PRECISION)
+    y += tl.exp(a)[:, None] * tl.dot(C, tl.trans(start), input_precision=PRECISION)
+    if HAS_D:
+        y += tl.load(D_ptr + head).to(COMPUTE) * x
+    if HAS_Z:
+        z = _load_rows(z_ptr, batch, t, mask_t, L, H, head, p, p < P, P, COMPUTE)
+        y = y * z * tl.sigmoid(z)
+    _store_rows(y_ptr, y, batch, t, mask_t, L, H, head, p, p < P, P)
+
+
+@triton.jit
+def _gated_grad(dy_ptr, z_ptr, batch, t, mask_t, L, H, head, p, P, HAS_Z: tl.constexpr, COMPUTE: tl.constexpr):
+    """(dy, z, g = dy * silu(z)) as (T, BLOCK_P) tiles; z and g are dy's when there is no gate."""
+    dy = _load_rows(dy_ptr, batch, t, mask_t, L, H, head, p, p < P, P, COMPUTE)
+    if HAS_Z:
+        z = _load_rows(z_ptr, batch, t, mask_t, L, H, head, p, p < P, P, COMPUTE)
+        return dy, z, dy * z * tl.sigmoid(z)
+    return dy, dy, dy
+
+
+@triton.jit
+def _chunk_state_grad_kernel(dy_ptr, z_ptr, C_ptr, log_decay_ptr, out_ptr, L, H, G, P, N, n_chunks,
+                             T: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, HAS_Z: tl.constexpr,
+                             COMPUTE: tl.constexpr, PRECISION: tl.constexpr):
+    chunk, batch, head, group, t, mask_t = _chunk_coords(L, H, G, T)
+    p, n = tl.arange(0, BLOCK_P), tl.arange(0, BLOCK_N)
+    _, _, g = _gated_grad(dy_ptr, z_ptr, batch, t, mask_t, L, H, head, p, P, HAS_Z, COMPUTE)
+    a = tl.load(log_decay_ptr + (batch * H + head) * n_chunks * T + t)
+    C = _load_rows(C_ptr, batch, t, mask_t, L, G, group, n, n < N, N, COMPUTE)
+    offsets, mask = _state_offsets(batch, chunk, head, n_chunks, H, p, n, P, N)
+    tl.store(out_ptr + offsets, tl.dot(tl.trans(g * tl.exp(a)[:, None]), C, input_precision=PRECISION), mask=mask)
+
+
+@triton.jit
+def _chunk_grad_kernel(x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, starts_ptr, end_grads_ptr, log_decay_ptr,
+                       dy_ptr, dx_ptr, ddt_ptr, dB_ptr, dC_ptr, dz_ptr, dD_ptr, dA_ptr, L, H, G, P, N, n_chunks,
+                       T: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, HAS_D: tl.constexpr,
+                       HAS_Z: tl.constexpr, COMPUTE: tl.constexpr, PRECISION: tl.constexpr):
+    chunk, batch, head, group, t, mask_t = _chunk_coords(L, H, G, T)
+    p, n = tl.arange(0, BLOCK_P), tl.arange(0, BLOCK_N)
+    steps = tl.arange(0, T)
+    A = tl.load(A_ptr + head).to(COMPUTE)
+    dt = tl.load(dt_ptr + (batch * L + t) * H + head, mask=mask_t, other=0).to(COMPUTE)
+    a = tl.load(log_decay_ptr + (batch * H + head) * n_chunks * T + t)
+    a_end = tl.sum(tl.where(steps == T - 1, a, 0), axis=0)
+    x = _load_rows(x_ptr, batch, t, mask_t, L, H, head, p, p < P, P, COMPUTE)
+    B = _load_rows(B_ptr, batch, t, mask_t, L, G, group, n, n < N, N, COMPUTE)
+    C = _load_rows(C_ptr, batch, t, mask_t, L, G, group, n, n < N, N, COMPUTE)
+    offsets, mask = _state_offsets(batch, chunk, head, n_chunks, H, p, n, P, N)
+    start = tl.load(starts_ptr + offsets, mask=mask, other=0)
+    end_grad = tl.load(end_grads_ptr + offsets, mask=mask, other=0)
+    skip = tl.load(D_ptr + head).to(COMPUTE) if HAS_D else 0.0
+    dy, z, g = _gated_grad(dy_ptr, z_ptr, batch, t, mask_t, L, H, head, p, P, HAS_Z, COMPUTE)
+
+    CB, decay, decay_dt = _intra_chunk_weights(C, B, a, dt, T, PRECISION)
+    from_start = tl.exp(a)[:, None] * tl.dot(C, tl.trans(start), input_precision=PRECISION)  # (T, P)
+    if HAS_Z:
+        y = tl.dot(CB * decay_dt, x, input_precision=PRECISION) + from_start + skip * x
+        sig = tl.sigmoid(z)
+        _store_rows(dz_ptr, dy * y * sig * (1 + z * (1 - sig)), batch, t, mask_t, L, H, head, p, p < P, P)
+    g_x = tl.dot(g, tl.trans(x), input_precision=PRECISION)  # (T_i, T_j)
+    weighted = decay_dt * g_x
+    to_end = tl.exp(a_end - a)                                                  # (T,)
+    B_end_grad = tl.dot(B, tl.trans(end_grad), input_precision=PRECISION)       # (T, P)
+    dx = tl.dot(tl.trans(CB * decay_dt), g, input_precision=PRECISION) + (dt * to_end)[:, None] * B_end_grad + skip * g
+    dC = tl.dot(weighted, B, input_precision=PRECISION) + tl.exp(a)[:, None] * tl.dot(g, start, input_precision=PRECISION)
+    dB = tl.dot(tl.trans(weighted), C, input_precision=PRECISION)
+    dB += (dt * to_end)[:, None] * tl.dot(x, end_grad, input_precision=PRECISION)
+    _store_rows(dx_ptr, dx, batch, t, mask_t, L, H, head, p, p < P, P)
+    _store_rows(dB_ptr, dB, batch, t, mask_t, L, H, head, n, n < N, N)
+    _store_rows(dC_ptr, dC, batch, t, mask_t, L, H, head, n, n < N, N)
+
+    # gradient of the log decays a_i, then through a = cumsum(dt * A) by a reverse cumsum
+    into_state = to_end * tl.sum(x * B_end_grad, axis=1)                       # d loss / d (dt_j) via the end state
+    intra_per_dt = CB * decay * g_x                                             # (T_i, T_j), / dt_j
+    intra = intra_per_dt * dt[None, :]
+    da = tl.sum(intra, axis=1) - tl.sum(intra, axis=0) + tl.sum(g * from_start, axis=1) - dt * into_state
+    da += tl.where(steps == T - 1, tl.sum(dt * into_state, axis=0) + tl.exp(a_end) * tl.sum(end_grad * start), 0)
+    suffix = tl.sum(da, axis=0) - tl.cumsum(da, axis=0) + da
+    ddt = tl.sum(intra_per_dt, axis=0)
+    ddt += into_state + A * suffix
+    tl.store(ddt_ptr + (batch * L + t) * H + head, ddt, mask=mask_t)
+    partial = (batch * n_chunks + chunk) * H + head
+    tl.store(dA_ptr + partial, tl.sum(dt * suffix, axis=0))
+    if HAS_D:
+        tl.store(dD_ptr + partial, tl.sum(tl.sum(x * g, axis=1), axis=0))
+
+
+def _meta(x: torch.Tensor, P: int, N: int, chunk_size: int) -> dict:
+    compute = compute_dtype(x.dtype)
+    return dict(
+        T=chunk_size, BLOCK_P=max(16, triton.next_power_of_2(P)), BLOCK_N=max(16, triton.next_power_of_2(N)),
+        COMPUTE=tl.float64 if compute == torch.float64 else tl.float32,
+        # tf32 tensor-core products for 32-bit and narrower inputs (Triton's default); exact for float64
+        PRECISION="ieee" if compute == torch.float64 else "tf32", num_warps=NUM_WARPS,
+    )
+
+
+def _pass_states(states, log_decay, init, reverse: bool, meta: dict) -> torch.Tensor:
+    """Run the sequential pass over chunks in place on ``states`` (B, n_chunks, H, P, N); returns the carry out."""
+    batch, n_chunks, heads, P, N = states.shape
+    final = states.new_empty(batch, heads, P, N)
+    grid = (batch * heads, triton.cdiv(P * N, PASS_BLOCK))
+    _pass_states_kernel[grid](
+        states, log_decay, init if init is not None else final, final, heads, P * N, n_chunks, T=meta["T"],
+        BLOCK=PASS_BLOCK, HAS_INIT=init is not None, REVERSE=reverse, COMPUTE=meta["COMPUTE"], num_warps=NUM_WARPS,
+    )
+    return final
+
+
+class _TritonSSD(torch.autograd.Function):
+    """x, z (B, L, H, P), dt (B, L, H) discretised, A, D (H,), B, C (B, L, G, N), initial_state (B, H, P, N)."""
+
+    @staticmethod
+    def forward(ctx, x, dt, A, B, C, D, z, initial_state, chunk_size):
+        batch, length, heads, P = x.shape
+        groups, N = B.shape[2:]
+        compute = compute_dtype(x.dtype)
+        x, dt, B, C = x.contiguous(), dt.to(compute).contiguous(), B.contiguous(), C.contiguous()
+        z = None if z is None else z.contiguous()
+        A, D = A.to(compute).contiguous(), None if D is None else D.to(compute).contiguous()
+        n_chunks = triton.cdiv(length, chunk_size)
+        meta = _meta(x, P, N, chunk_size)
+        states = torch.empty(batch, n_chunks, heads, P, N, device=x.device, dtype=compute)
+        log_decay = torch.empty(batch, heads, n_chunks * chunk_size, device=x.device, dtype=compute)
+        grid = (n_chunks, batch * heads)
+        shape = (length, heads, groups, P, N, n_chunks)
+        _chunk_state_kernel[grid](x, dt, A, B, states, log_decay, *shape, **meta)
+        init = None if initial_state is None else initial_state.to(compute).contiguous()
+        final = _pass_states(states, log_decay, init, False, meta)
+        y = torch.empty_like(x)
+        _chunk_output_kernel[grid](x, dt, B, C, D if D is not None else A, z if z is not None else x, states,
+                                   log_decay, y, *shape, HAS_D=D is not None, HAS_Z=z is not None, **meta)
+        ctx.save_for_backward(x, dt, A, B, C, D, z, states, log_decay)
+        ctx.meta, ctx.shape, ctx.initial_dtype = meta, shape, None if initial_state is None else initial_state.dtype
+        return y, final
+
+    @staticmethod
+    def backward(ctx, grad_y, grad_final):
+        x, dt, A, B, C, D, z, states, log_decay = ctx.saved_tensors
+        meta, shape = ctx.meta, ctx.shape
+        batch, length, heads, P = x.shape
+        groups, N = B.shape[2:]
+        compute = dt.dtype
+        grad_y = grad_y.contiguous()
+        grid = (shape[-1], batch * heads)
+        z_or_x = z if z is not None else x
+        end_grads = torch.empty_like(states)
+        _chunk_state_grad_kernel[grid](grad_y, z_or_x, C, log_decay, end_grads, *shape, HAS_Z=z is not None,
+                                       **meta)
+        grad_final = None if grad_final is None else grad_final.to(compute).contiguous()
+        grad_initial = _pass_states(end_grads, log_decay, grad_final, True, meta)
+        dx, dz = torch.empty_like(x, dtype=compute), torch.empty_like(x, dtype=compute)
+        ddt = torch.empty_like(dt)
+        dB_heads = x.new_empty(batch, length, heads, N, dtype=compute)
+        dC_heads = torch.empty_like(dB_heads)
+        dA_partial = x.new_empty(batch, shape[-1], heads, dtype=compute)
+        dD_partial = torch.empty_like(dA_partial)
+        _chunk_grad_kernel[grid](
+            x, dt, A, B, C, D if D is not None else A, z_or_x, states, end_grads, log_decay, grad_y, dx, ddt,
+            dB_heads, dC_heads, dz, dD_partial, dA_partial, *shape, HAS_D=D is not None, HAS_Z=z is not None, **meta,
+        )
+
+        def per_group(grad: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+            return grad.view(batch, length, groups, heads // groups, N).sum(3).to(like.dtype)
+
+        return (
+            dx.to(x.dtype), ddt, dA_partial.sum((0, 1)), per_group(dB_heads, B), per_group(dC_heads, C),
+            None if D is None else dD_partial.sum((0, 1)), None if z is None else dz.to(z.dtype),
+            None if ctx.initial_dtype is None else grad_initial.to(ctx.initial_dtype), None,
+        )
+
+
+def ssd_scan_triton(x, dt, A, B, C, D=None, z=None, dt_bias=None, dt_softplus=False, initial_state=None,
+                    return_final_state=False, chunk_size=64):
+    """Triton backend of :func:`seqpipe.kernels.ssd_scan`.
+
+    The kernels' chunk is ``chunk_size`` rounded up to a power of two of at least 16 (the smallest tile of
+    ``tl.dot``): the chunk changes rounding only, so a block configured for CPU runs unchanged on a GPU.
+    """
+    chunk_size = max(16, triton.next_power_of_2(chunk_size))
+    compute = compute_dtype(x.dtype)
+    dt = discretize_heads(dt.to(compute), None if dt_bias is None else dt_bias.to(compute), dt_softplus)
+    y, final = _TritonSSD.apply(x, dt, A, B, C, D, z, initial_state, chunk_size)
+    return (y, final) if return_final_state else y

@@ -1,0 +1,164 @@
+"""SSD (Mamba-2) scan backends against the float64 step reference, which is itself checked against an
+independent per-head loop here. The Triton kernels run compiled on CUDA, interpreted on CPU otherwise."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+from seqpipe.kernels import ssd_scan, ssd_scan_ref  # noqa: E402
+from triton_params import triton_param  # noqa: E402
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+FAST = [pytest.param("chunked", d, id=f"chunked-{d}") for d in DEVICES] + [triton_param(d) for d in DEVICES]
+OPTION_CASES = {
+    "plain": dict(),
+    "D_z_bias_softplus": dict(D=True, z=True, dt_bias=True, softplus=True),
+    "groups_initial_state": dict(groups=2, initial_state=True, D=True, softplus=True),
+}
+NAMES = ["x", "dt", "A", "B", "C", "D", "z", "dt_bias", "initial_state"]
+
+
+def make_inputs(seed=0, batch=1, length=37, heads=2, head_dim=3, groups=1, d_state=5, D=False, z=False,
+                dt_bias=False, initial_state=False, softplus=False, dtype=torch.float64, device="cpu"):
+    """Seeded random inputs (never zeros) as scan keyword arguments with requires_grad set."""
+    gen = torch.Generator().manual_seed(seed)
+
+    def rand(*shape, scale=1.0, shift=0.0):
+        return (torch.randn(*shape, generator=gen, dtype=torch.float64) * scale + shift).to(device, dtype)
+
+    inputs = {
+        "x": rand(batch, length, heads, head_dim),
+        "dt": rand(batch, length, heads, scale=0.5) if softplus else rand(batch, length, heads).abs() * 0.3 + 0.01,
+        "A": -(rand(heads).abs() + 0.2),
+        "B": rand(batch, length, groups, d_state),
+        "C": rand(batch, length, groups, d_state),
+        "D": rand(heads) if D else None,
+        "z": rand(batch, length, heads, head_dim) if z else None,
+        "dt_bias": rand(heads, scale=0.3) if dt_bias else None,
+        "initial_state": rand(batch, heads, head_dim, d_state) if initial_state else None,
+    }
+    return {k: None if v is None else v.requires_grad_() for k, v in inputs.items()}, softplus
+
+
+def outputs_and_grads(inputs, softplus, backend, chunk_size=16):
+    """y, final state and the gradients of a fixed random functional of both, as a dict of float64 CPU tensors."""
+    y, final = ssd_scan(**inputs, dt_softplus=softplus, return_final_state=True, chunk_size=chunk_size,
+                        backend=backend)
+    gen = torch.Generator().manual_seed(123)
+    weights_y = torch.randn(y.shape, generator=gen, dtype=torch.float64).to(y.device, y.dtype)
+    weights_s = torch.randn(final.shape, generator=gen, dtype=torch.float64).to(final.device, final.dtype)
+    loss = (y * weights_y).sum() + (final * weights_s).sum()
+    names = [k for k in NAMES if inputs[k] is not None]
+    grads = torch.autograd.grad(loss, [inputs[k] for k in names])
+    result = {"y": y, "final_state": final, **{f"grad_{k}": g for k, g in zip(names, grads)}}
+    return {k: v.detach().double().cpu() for k, v in result.items()}, {k: v.dtype for k, v in result.items()}
+
+
+def assert_all_close(actual, expected, tol):
+    assert actual.keys() == expected.keys()
+    for key in expected:
+        error = ((actual[key] - expected[key]).norm() / expected[key].norm()).item()
+        assert error < tol, f"{key}: relative error {error:.2e} >= {tol:.0e}"
+
+
+def test_reference_equals_a_direct_per_head_loop():
+    """The reference (the Mamba-1 reference over repeated per-head parameters) against the recurrence itself."""
+    inputs, _ = make_inputs(groups=2, D=True, initial_state=True)
+    x, dt, A, B, C, D, state = (inputs[k].detach() for k in ("x", "dt", "A", "B", "C", "D", "initial_state"))
+    per_group = x.shape[2] // B.shape[2]
+    outputs = []
+    for t in range(x.shape[1]):
+        B_t, C_t = (M[:, t].repeat_interleave(per_group, dim=1) for M in (B, C))  # (batch, heads, N)
+        decay = torch.exp(dt[:, t] * A)[..., None, None]
+        state = decay * state + (dt[:, t, :, None] * x[:, t])[..., None] * B_t[:, :, None, :]
+        outputs.append((state * C_t[:, :, None, :]).sum(-1) + D[:, None] * x[:, t])
+    y, final = ssd_scan_ref(**{k: v.detach() if v is not None else None for k, v in inputs.items()},
+                            return_final_state=True)
+    torch.testing.assert_close(y, torch.stack(outputs, dim=1), rtol=0, atol=1e-12)
+    torch.testing.assert_close(final, state, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("case", OPTION_CASES)
+@pytest.mark.parametrize("backend,device", FAST)
+def test_backend_equals_reference_in_float64(backend, device, case):
+    inputs, softplus = make_inputs(device=device, **OPTION_CASES[case])
+    expected, _ = outputs_and_grads(inputs, softplus, "ref")
+    actual, _ = outputs_and_grads(inputs, softplus, backend)
+    assert_all_close(actual, expected, 1e-12)
+
+
+@pytest.mark.parametrize("chunk_size,length", [(16, 1), (16, 16), (32, 17), (64, 40), (6, 20)])
+@pytest.mark.parametrize("backend,device", FAST)
+def test_chunk_boundaries_chunks_longer_than_the_sequence_and_any_chunk_size(backend, device, chunk_size, length):
+    inputs, softplus = make_inputs(seed=1, length=length, D=True, initial_state=True, device=device)
+    expected, _ = outputs_and_grads(inputs, softplus, "ref")
+    assert_all_close(outputs_and_grads(inputs, softplus, backend, chunk_size)[0], expected, 1e-12)
+
+
+@pytest.mark.parametrize("backend,device", FAST)
+def test_a_split_with_carried_state_equals_the_whole(backend, device):
+    inputs, softplus = make_inputs(seed=2, z=True, dt_bias=True, softplus=True, device=device)
+    split = 21
+    common = dict(A=inputs["A"], dt_bias=inputs["dt_bias"], dt_softplus=softplus, chunk_size=16, backend=backend)
+
+    def part(sl, state):
+        return ssd_scan(*(inputs[k][:, sl] for k in ("x", "dt")), B=inputs["B"][:, sl], C=inputs["C"][:, sl],
+                        z=inputs["z"][:, sl], initial_state=state, return_final_state=True, **common)
+
+    y_first, state = part(slice(0, split), None)
+    y_second, final = part(slice(split, None), state)
+    y_whole, final_whole = part(slice(0, None), None)
+    torch.testing.assert_close(torch.cat([y_first, y_second], dim=1), y_whole, rtol=0, atol=1e-12)
+    torch.testing.assert_close(final, final_whole, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+@pytest.mark.parametrize("backend,device", FAST)
+def test_low_precision_inputs(backend, device, dtype):
+    """y and input gradients in the input dtype, the final state in float32, close to float64 on the same
+    (rounded) inputs. Triton's float32 products run as tf32 on tensor cores (~3e-4 relative)."""
+    inputs, softplus = make_inputs(seed=3, head_dim=16, d_state=16, D=True, z=True, dt_bias=True,
+                                   softplus=True, initial_state=True, dtype=dtype, device=device)
+    actual, dtypes = outputs_and_grads(inputs, softplus, backend)
+    assert dtypes["y"] == dtype and dtypes["grad_x"] == dtype and dtypes["final_state"] == torch.float32
+    exact = {k: None if v is None else v.detach().double().requires_grad_() for k, v in inputs.items()}
+    expected, _ = outputs_and_grads(exact, softplus, "ref")
+    tf32 = backend == "triton" and device == "cuda"
+    tol = {torch.float16: 3e-3, torch.bfloat16: 1.5e-2, torch.float32: 2e-3 if tf32 else 1e-5}[dtype]
+    assert_all_close(actual, expected, tol)
+
+
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        (lambda k: {**k, "x": k["x"][0]}, "x must be"),
+        (lambda k: {**k, "dt": k["dt"][..., :-1]}, "dt must have shape"),
+        (lambda k: {**k, "A": k["A"][:-1]}, "A must have shape"),
+        (lambda k: {**k, "B": torch.randn(1, 37, 3, 5, dtype=torch.float64)}, "groups dividing heads=2"),
+        (lambda k: {**k, "C": k["C"][..., :-1]}, "C must have shape"),
+        (lambda k: {**k, "initial_state": torch.randn(1, 2, 3, 4, dtype=torch.float64)}, "initial_state must"),
+        (lambda k: {**k, "x": k["x"].long()}, "floating-point"),
+        (lambda k: {**k, "A": torch.randn(2, device="meta")}, "is on meta"),
+    ],
+)
+def test_input_errors(change, message):
+    inputs, _ = make_inputs()
+    with pytest.raises(ValueError, match=message):
+        ssd_scan(**change({k: v for k, v in inputs.items() if v is not None}), backend="chunked")
+
+
+def test_backend_resolution_without_gpu(monkeypatch):
+    x = torch.randn(1, 2, 1, 1)
+    args = (x, x[..., 0], torch.randn(1), x, x)
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    with pytest.raises(ValueError, match="TRITON_INTERPRET"):
+        ssd_scan(*args, backend="triton")
+    with pytest.raises(ValueError, match="backend must be one of"):
+        ssd_scan(*args, backend="cuda")
+    torch.testing.assert_close(ssd_scan(*args), ssd_scan(*args, backend="ref"))  # auto is chunked on CPU
