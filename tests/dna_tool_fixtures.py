@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import instantiate_module
 from torch import nn
+from torchmetrics import MetricCollection
+from torchmetrics.classification import MulticlassAccuracy
 
 from seqpipe.heads import TaskHead
 from seqpipe.model import SequenceModel
@@ -69,15 +71,17 @@ class PlantedMotifHead(TaskHead):
         self.label_names = list(data_info["label_names"])
 
     def plant(self, backbone) -> None:
-        """Embed A, C, G, T one-hot (ids 1-4) and set the scanner to +2 for the motif's base, -1 otherwise."""
+        """Embed A, C, G, T one-hot (ids 1-4; the final RMSNorm makes the features 2 x one-hot) and score each
+        motif base +0.5, any other -0.5, so the full motif gives logit +2 and each mismatch costs 1 (the
+        probabilities stay far from 0 and 1, where the log-odds would saturate)."""
         with torch.no_grad():
             backbone.encoder.weight.zero_()
             backbone.encoder.weight[1:5] = torch.eye(4)
-            weights = -torch.ones(4, len(self.motif))
+            weights = -0.25 * torch.ones(4, len(self.motif))
             for j, base in enumerate(self.motif):
-                weights["ACGT".index(base), j] = 2.0
+                weights["ACGT".index(base), j] = 0.25
             self.scanner.weight.copy_(weights[None])
-            self.scanner.bias.fill_(-2.0 * len(self.motif) + 1)
+            self.scanner.bias.fill_(2.0 - 0.5 * len(self.motif))
 
     def forward(self, features: torch.Tensor, lengths, batch) -> torch.Tensor:
         """features (B, L, 4) -> logits (B, 2): [0, best motif match]."""
@@ -86,3 +90,6 @@ class PlantedMotifHead(TaskHead):
 
     def loss(self, outputs, batch):
         return F.cross_entropy(outputs, batch["y"])
+
+    def metrics(self) -> MetricCollection:
+        return MetricCollection({"acc": MulticlassAccuracy(2)})
