@@ -1,4 +1,4 @@
-"""Whole-genome predictions to disk: scores per base or per bin in zarr, and intervals in a bedGraph.
+"""Whole-genome predictions to disk: scores per base or per bin in zarr and bigWig, and intervals in a bedGraph.
 
 Add it to the trainer's callbacks (``configs/genome_per_base.yaml`` does)::
 
@@ -23,6 +23,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities import rank_zero_info
 
 from seqpipe.errors import ConfigError
+from seqpipe.tasks.bigwig_writer import write_bigwig
 
 CHUNK = 1 << 20
 
@@ -121,8 +122,11 @@ class GenomePredictionWriter(BasePredictionWriter):
             the mean of the bases that were.
         bedgraph_bin_size: bases per bedGraph value, the same way (default: ``bin_size``). A human genome
             per base is billions of lines; 100 or so keeps a genome browser track small.
-        score: the class whose probability goes into the bedGraph (default: the last class — the feature,
-            for a two-class track).
+        bigwig_path: bigWig of the ``score`` class at ``bin_size`` resolution, for IGV/UCSC
+            (:mod:`seqpipe.tasks.bigwig_writer`; never-predicted bins are left out). Default
+            ``genome_predictions.bw`` in the run directory.
+        score: the class whose probability goes into the bedGraph and the bigWig (default: the last class —
+            the feature, for a two-class track).
         decimals: rounding of the bedGraph values (fewer decimals, fewer and longer intervals).
 
     Needs :class:`seqpipe.data.genome.GenomeData` and windows in genome order (its grid sampler, one
@@ -139,12 +143,14 @@ class GenomePredictionWriter(BasePredictionWriter):
         bedgraph_bin_size: int | None = None,
         score: str | None = None,
         decimals: int = 3,
+        bigwig_path: str | None = None,
     ):
         super().__init__(write_interval="batch")
         for name, value in (("bin_size", bin_size), ("bedgraph_bin_size", bedgraph_bin_size)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise ConfigError(f"GenomePredictionWriter {name} must be a whole number of bases >= 1, got {value!r}")
         self.zarr_path, self.bedgraph_path, self.score, self.decimals = zarr_path, bedgraph_path, score, decimals
+        self.bigwig_path = bigwig_path
         self.bin_size, self.bedgraph_bin_size = bin_size, bedgraph_bin_size or bin_size
         self._bedgraph = None
 
@@ -164,10 +170,11 @@ class GenomePredictionWriter(BasePredictionWriter):
             Path(self.zarr_path) if self.zarr_path else run_dir / "genome_predictions.zarr",
             Path(self.bedgraph_path) if self.bedgraph_path else run_dir / "genome_predictions.bedgraph",
         )
+        self._bigwig = Path(self.bigwig_path) if self.bigwig_path else run_dir / "genome_predictions.bw"
         zarr_partial, bedgraph_partial = (path.with_name(path.name + ".partial") for path in self._paths)
         shutil.rmtree(zarr_partial, ignore_errors=True)
         group = zarr.open_group(str(zarr_partial), mode="w")
-        group.attrs.update({"label_names": names, "bin_size": self.bin_size})
+        group.attrs.update({"label_names": names, "bin_size": self.bin_size, "chrom_sizes": dict(self._chrom_sizes)})
         self._arrays = {}
         for chrom, size in self._chrom_sizes.items():
             bins = -(-size // self.bin_size)
@@ -234,7 +241,14 @@ class GenomePredictionWriter(BasePredictionWriter):
             if path.is_dir():
                 shutil.rmtree(path)
             os.replace(path.with_name(path.name + ".partial"), path)
-        rank_zero_info(f"genome predictions written to {self._paths[0]} and {self._paths[1]}")
+        bigwig_partial = self._bigwig.with_name(self._bigwig.name + ".partial")
+        try:
+            write_bigwig(self._paths[0], bigwig_partial, self._columns[self._score_index].removeprefix("prob_"))
+        except BaseException:
+            bigwig_partial.unlink(missing_ok=True)
+            raise
+        os.replace(bigwig_partial, self._bigwig)
+        rank_zero_info(f"genome predictions written to {self._paths[0]}, {self._paths[1]} and {self._bigwig}")
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
         """A failed run leaves no half-written output."""
