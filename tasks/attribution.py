@@ -55,16 +55,18 @@ class Explainer:
         return log_odds(window_scores(class_probabilities(self.model, x), self.span)[:, self.target])
 
     def ism(self, x: torch.Tensor, batch_size: int) -> torch.Tensor:
-        """One record's ids (L,) -> (L, 4): the score of every single-base mutant minus the record's score."""
+        """One record's ids (L,) -> (L, 4): the score of every single-base mutant minus the record's score
+        (0 at the record's own base, which is not scored again)."""
         length = len(x)
-        mutants = x.repeat(length * 4, 1)
-        positions = torch.arange(length).repeat_interleave(4)
-        mutants[torch.arange(length * 4), positions] = BASE_IDS.repeat(length)
+        positions, bases = torch.nonzero(BASE_IDS[None, :] != x[:, None], as_tuple=True)
+        mutants = x.repeat(len(positions), 1)
+        mutants[torch.arange(len(positions)), positions] = BASE_IDS[bases]
         with torch.no_grad():
             reference = self.score(x[None])
             scores = torch.cat([self.score(mutants[part]) for part in batches(len(mutants), batch_size)])
-        effects = (scores - reference).view(length, 4)
-        return effects.masked_fill(BASE_IDS[None, :] == x[:, None], 0.0)
+        effects = torch.zeros(length, 4)
+        effects[positions, bases] = scores - reference
+        return effects
 
     def gradients(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Ids (B, L) -> (gradient (B, L, 4) of the score w.r.t. the one-hot input, gradient x input (B, L))."""

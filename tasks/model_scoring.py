@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from seqpipe.data.tokenizers import DNATokenizer
+from seqpipe.dna_backbones import RCEquivariantBackbone
 from seqpipe.errors import ConfigError
 from seqpipe.model import SequenceModel
 
@@ -43,12 +44,18 @@ def label_names(model: SequenceModel) -> list[str]:
     return list(model.hparams["data_info"]["label_names"])
 
 
+def strand_symmetric(model: SequenceModel) -> bool:
+    """Whether the model's outputs are the same on both strands by construction (reverse-complement invariant
+    features), so that averaging over the strands would change nothing but the cost."""
+    return isinstance(model.backbone, RCEquivariantBackbone) and model.backbone.output == "invariant"
+
+
 def class_probabilities(model: SequenceModel, x: torch.Tensor, both_strands: bool = True) -> torch.Tensor:
     """Token ids x (B, L), no padding -> probabilities (B, K) of a sequence model or (B, L, K) of a per-base
     model. ``both_strands``: the mean of the sequence's and its reverse complement's (per base: at the same
-    genomic position)."""
+    genomic position); one pass for a :func:`strand_symmetric` model, whose two strands agree exactly."""
     probs = model({"x": x}).float().softmax(-1)
-    if both_strands:
+    if both_strands and not strand_symmetric(model):
         other = model({"x": TOKENIZER.reverse_complement(x, torch.full(x.shape[:1], x.shape[1]))}).float().softmax(-1)
         probs = (probs + (other.flip(1) if other.dim() == 3 else other)) / 2
     return probs
