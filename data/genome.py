@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 from seqpipe.data.base import SplitDataModule
 from seqpipe.data.bigwig_track import BigWigTrack, open_track
 from seqpipe.data.genome_io import Genome, Track
+from seqpipe.data.readers import Record
 from seqpipe.data.samplers import (
     GridWindowSampler, Interval, ListWindowSampler, RandomWindowSampler, Window, check_window_length,
     parse_region, split_intervals,
@@ -135,6 +136,17 @@ def read_bed(
     if not windows:
         raise DataError(path, "no BED rows")
     return windows, splits
+
+
+def read_bed_records(path: str | Path, genome: Genome, label_column: int | None = None) -> list[Record]:
+    """BED rows -> sequence records (id ``chrom:start-end``, the FASTA's bases; N past a chromosome end),
+    labelled from ``label_column``, for the sequence classification data module."""
+    windows, _ = read_bed(path, genome.chrom_sizes, label_column)
+    return [
+        Record(f"{w.chrom}:{w.start}-{w.end}", TOKENIZER.decode(torch.from_numpy(genome.read(w.chrom, w.start, w.end)).long()),
+               w.label, Path(path), None)
+        for w in windows
+    ]
 
 
 def shifted(window: Window, shift: int) -> Window:

@@ -12,6 +12,7 @@ import zarr
 
 from genome_fixtures import CHROMS, write_genome, write_gff
 from seqpipe.cli import main as cli_main
+from seqpipe.data.dna import DNAClassificationData
 from seqpipe.data.genome import GenomeData
 from seqpipe.data.gff_track import build_track
 from seqpipe.data.samplers import Window
@@ -117,3 +118,20 @@ def test_reverse_complement_and_shift_augmentation(genome):
         np.testing.assert_array_equal(y.numpy(), masks["chrA"][start:start + 50])
     assert seen_rc and len(shifts) > 5
     assert not data._datasets["val"].reverse_complement_p and not data._datasets["val"].max_shift
+
+
+def test_classification_data_reads_labelled_regions_from_bed(genome, tmp_path):
+    fasta, sequences, _ = genome
+    bed = tmp_path / "regions.bed"
+    rows = [("chrA", 0, 30, "pos"), ("chrA", 40, 70, "neg"), ("chrB", 1690, 1720, "pos"), ("chrC", 7, 37, "neg")] * 3
+    bed.write_text("".join(f"{c}\t{s}\t{e}\t{label}\n" for c, s, e, label in rows))
+    data = DNAClassificationData(train=str(bed), val=str(bed), fasta=fasta, batch_size=4)
+    data.setup("fit")
+    assert data.data_info["label_names"] == ["neg", "pos"]
+    train, tokenizer = data.splits["train"], DNATokenizer()
+    for (chrom, start, end, label), tokens, y, record_id in zip(rows, train.tokens, train.labels, train.ids):
+        expected = (sequences[chrom][start:end].upper() + "N" * 30)[:30]  # chrB is 1700 long: N past its end
+        assert tokenizer.decode(torch.from_numpy(tokens)) == expected
+        assert record_id == f"{chrom}:{start}-{end}" and data.data_info["label_names"][y] == label
+    with pytest.raises(ConfigError, match="set data.fasta"):
+        DNAClassificationData(train=str(bed), val=str(bed)).setup("fit")
