@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
 from seqpipe.data.genome_io import Genome
@@ -134,8 +135,6 @@ def score_vcf(options: argparse.Namespace) -> None:
     scored = [a for a, reason in zip(alleles, reasons) if reason is None]
     ref, alt = score_alleles(model, genome, scored, options.window, (span_start, span_start + span_length), options.batch_size)
     diff, odds = alt - ref, (log_odds(torch.from_numpy(alt)) - log_odds(torch.from_numpy(ref))).numpy()
-
-    import pandas as pd
 
     table = pd.DataFrame({
         "chrom": [a.chrom for a in scored], "pos": [a.pos + 1 for a in scored], "ref": [a.ref for a in scored],
