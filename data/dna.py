@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -11,6 +12,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from seqpipe.data.base import SplitDataModule
+from seqpipe.data.genome import read_bed_records
+from seqpipe.data.genome_io import Genome
 from seqpipe.data.readers import Record, read_records
 from seqpipe.data.tokenizers import DNATokenizer
 from seqpipe.errors import ConfigError, DataError
@@ -119,6 +122,9 @@ class DNAClassificationData(SplitDataModule):
         batch_size: sequences per batch.
         num_workers: DataLoader worker processes.
         seed: seed of the train/validation split.
+        fasta: the reference genome for splits given as BED files (``*.bed``): each row's bases become a
+            sequence (0-based half-open; N past a chromosome end), labelled from ``bed_label_column``.
+        bed_label_column: 0-based BED column with the label (3 = name; a score column works too).
     """
 
     def __init__(
@@ -137,8 +143,11 @@ class DNAClassificationData(SplitDataModule):
         batch_size: int = 32,
         num_workers: int = 0,
         seed: int = 42,
+        fasta: str | None = None,
+        bed_label_column: int = 3,
     ):
         super().__init__()
+        self.fasta, self.bed_label_column = fasta, bed_label_column
         if not 0 < val_fraction < 1:
             raise ConfigError(f"data.val_fraction must be between 0 and 1 (exclusive), got {val_fraction}")
         for name, value in (("max_length", max_length), ("batch_size", batch_size)):
@@ -235,6 +244,10 @@ class DNAClassificationData(SplitDataModule):
         path = self.paths[split]
         if path is None:
             raise ConfigError(f"data.{split} is not set; give the path of the {split} data")
+        if Path(path).suffix == ".bed":
+            if self.fasta is None:
+                raise ConfigError(f"data.{split} {path} is a BED file: set data.fasta, the genome its rows refer to")
+            return read_bed_records(path, Genome(self.fasta), self.bed_label_column if labelled else None)
         return list(read_records(path, labelled=labelled, **self.reader_options))
 
     def _encode(self, records: list[Record], label_names: list[str] | None) -> EncodedSequences:

@@ -1,4 +1,5 @@
-"""Genome windows for training and whole-genome prediction: a FASTA, optional BED windows, optional zarr track.
+"""Genome windows for training and whole-genome prediction: a FASTA, optional BED windows, optional zarr or
+bigWig track.
 
 The samplers in :mod:`seqpipe.data.samplers` yield window queries; :class:`GenomeWindowDataset` reads each
 one from the FASTA (and the track) in its worker. See :class:`GenomeData` for the options.
@@ -14,7 +15,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from seqpipe.data.base import SplitDataModule
+from seqpipe.data.bigwig_track import BigWigTrack, open_track
 from seqpipe.data.genome_io import Genome, Track
+from seqpipe.data.readers import Record
 from seqpipe.data.samplers import (
     GridWindowSampler, Interval, ListWindowSampler, RandomWindowSampler, Window, check_window_length,
     parse_region, split_intervals,
@@ -25,6 +28,7 @@ from seqpipe.errors import ConfigError, DataError
 Target = Literal["track", "window_class", "next_base"]
 SPLIT_NAMES = ("train", "val", "test")
 BASES = ["A", "C", "G", "T"]
+TOKENIZER = DNATokenizer()
 
 
 class GenomeWindowDataset(Dataset):
@@ -36,21 +40,40 @@ class GenomeWindowDataset(Dataset):
     next base as 0..3 = A, C, G, T (``next_base``); absent when there are no labels (prediction).
     Also ``chrom``, ``start``, ``keep_start``, ``keep_end``, ``ids`` ("chrom:start-end") and, when
     streaming, ``continues``.
+
+    Augmentation (training): ``max_shift`` moves each window by a uniform whole number of bases in
+    [-max_shift, max_shift] (its scored positions stay inside the ones it had); ``reverse_complement_p`` is the
+    chance of reading the window from the other strand (``x`` reverse-complemented, per-base ``y`` and ``mask``
+    reversed). Track positions without data (a bigWig's gaps, read as -1) are never scored.
     """
 
     def __init__(
         self,
         genome: Genome,
         target: Target,
-        track: Track | None = None,
+        track: Track | BigWigTrack | None = None,
         label_names: list[str] | None = None,
         stream: bool = False,
         labelled: bool = True,
+        max_shift: int = 0,
+        reverse_complement_p: float = 0.0,
     ):
         self.genome, self.target, self.track, self.stream, self.labelled = genome, target, track, stream, labelled
         self.label_index = {name: i for i, name in enumerate(label_names or [])}
+        self.max_shift, self.reverse_complement_p = max_shift, reverse_complement_p
 
     def __getitem__(self, window: Window) -> dict[str, Any]:
+        if self.max_shift:
+            window = shifted(window, int(torch.randint(-self.max_shift, self.max_shift + 1, ())))
+        item = self._read(window)
+        if self.reverse_complement_p and torch.rand(()) < self.reverse_complement_p:
+            item["x"] = TOKENIZER.reverse_complement(item["x"])
+            item["mask"] = item["mask"].flip(0)
+            if self.target == "track" and "y" in item:
+                item["y"] = item["y"].flip(0)
+        return item
+
+    def _read(self, window: Window) -> dict[str, Any]:
         chrom, start, end = window.chrom, window.start, window.end
         size = self.genome.chrom_sizes[chrom]
         positions = np.arange(start, end)
@@ -68,6 +91,7 @@ class GenomeWindowDataset(Dataset):
             item["x"] = torch.from_numpy(self.genome.read(chrom, start, end)).long()
             if self.target == "track" and self.track is not None:
                 item["y"] = torch.from_numpy(self.track.read(chrom, start, end))
+                mask &= item["y"].numpy() >= 0
             elif self.target == "window_class" and self.labelled:
                 if window.label not in self.label_index:
                     raise DataError("BED", f"window {item['ids']} has class {window.label!r}, unseen in training")
@@ -114,6 +138,23 @@ def read_bed(
     return windows, splits
 
 
+def read_bed_records(path: str | Path, genome: Genome, label_column: int | None = None) -> list[Record]:
+    """BED rows -> sequence records (id ``chrom:start-end``, the FASTA's bases; N past a chromosome end),
+    labelled from ``label_column``, for the sequence classification data module."""
+    windows, _ = read_bed(path, genome.chrom_sizes, label_column)
+    return [
+        Record(f"{w.chrom}:{w.start}-{w.end}", TOKENIZER.decode(torch.from_numpy(genome.read(w.chrom, w.start, w.end)).long()),
+               w.label, Path(path), None)
+        for w in windows
+    ]
+
+
+def shifted(window: Window, shift: int) -> Window:
+    """``window`` moved by ``shift`` bases; it scores only positions it scored before."""
+    start, end = window.start + shift, window.end + shift
+    return window._replace(start=start, end=end, keep_start=max(window.keep_start, start), keep_end=min(window.keep_end, end))
+
+
 def resize(window: Window, length: int) -> Window:
     """The window of ``length`` bases around ``window``'s centre, all of it scored."""
     start = (window.start + window.end - length) // 2
@@ -133,7 +174,9 @@ class GenomeData(SplitDataModule):
         target: "track" (per-base classes from ``track``), "window_class" (a class per BED window, from
             ``label_column``) or "next_base" (language modelling).
         track: zarr store with one array per chromosome and a ``label_names`` attribute
-            (``python -m seqpipe.data.gff_track`` writes one).
+            (``python -m seqpipe.data.gff_track`` writes one), or a bigWig of class indices per base
+            (:mod:`seqpipe.data.bigwig_track`; bases without data are not scored).
+        track_label_names: the class names of a bigWig track (index = value).
         bed: windows to use instead of sampled ones, resized around their centre to ``window_length``.
         label_column: 0-based BED column with the window's class (3 = name).
         split_column: 0-based BED column with "train", "val" or "test"; without one, a BED window goes to the
@@ -153,6 +196,10 @@ class GenomeData(SplitDataModule):
         num_workers: DataLoader workers (each opens its own FASTA and zarr handles).
         seed: seed of the training window draws.
         cache_dir: where a plain-gzip FASTA is decompressed (default ``$SEQPIPE_CACHE`` or ~/.cache).
+        reverse_complement_augment: read each training window from a random strand ("track" and
+            "window_class" targets).
+        shift_augment: move each training window by up to this many bases either way (BED windows: the
+            element's position in the window varies); it never scores a base outside its split.
     """
 
     def __init__(
@@ -176,8 +223,13 @@ class GenomeData(SplitDataModule):
         num_workers: int = 0,
         seed: int = 42,
         cache_dir: str | None = None,
+        track_label_names: list[str] | None = None,
+        reverse_complement_augment: bool = False,
+        shift_augment: int = 0,
     ):
         super().__init__()
+        self.track_label_names = track_label_names
+        self.reverse_complement_augment, self.shift_augment = reverse_complement_augment, shift_augment
         self.fasta, self.target, self.track_path, self.bed = fasta, target, track, bed
         self.label_column, self.split_column = label_column, split_column
         self.window_length = window_length
@@ -209,6 +261,10 @@ class GenomeData(SplitDataModule):
             raise ConfigError("data.target 'window_class' needs data.bed and data.label_column")
         if self.stream and self.predict_overlap:
             raise ConfigError("data.stream carries the state across windows, so they must not overlap: set predict_overlap 0")
+        if self.reverse_complement_augment and self.target == "next_base":
+            raise ConfigError("data.reverse_complement_augment would change next-base targets: use it with 'track' or 'window_class'")
+        if self.shift_augment < 0:
+            raise ConfigError(f"data.shift_augment must be >= 0, got {self.shift_augment}")
         if not 0 <= self.predict_overlap < self.window_length:
             raise ConfigError(f"data.predict_overlap must be in [0, window_length), got {self.predict_overlap}")
 
@@ -228,12 +284,18 @@ class GenomeData(SplitDataModule):
             "vocab_size": DNATokenizer.vocab_size, "target": self.target,
             "label_names": label_names, "window_length": self.window_length,
         }
-        track = Track(self.track_path, self.chrom_sizes) if self.target == "track" and stage != "predict" else None
+        track = self._open_track() if self.target == "track" and stage != "predict" else None
         for split in (*SPLIT_NAMES, "predict"):
+            train = split == "train"
             self._datasets[split] = GenomeWindowDataset(
                 self.genome, self.target, None if split == "predict" else track, label_names,
                 stream=self.stream and split == "predict", labelled=split != "predict",
+                max_shift=self.shift_augment if train else 0,
+                reverse_complement_p=0.5 if train and self.reverse_complement_augment else 0.0,
             )
+
+    def _open_track(self):
+        return open_track(self.track_path, self.chrom_sizes, self.track_label_names)
 
     def _label_names(self, stage: str) -> list[str]:
         trained = self.checkpoint_data_info()
@@ -248,7 +310,7 @@ class GenomeData(SplitDataModule):
             return names
         if self.track_path is None:
             raise ConfigError("predict needs a trained model: pass --ckpt_path (the class names are the checkpoint's)")
-        names = Track(self.track_path, self.chrom_sizes).label_names
+        names = self._open_track().label_names
         if len(names) < 2:
             raise DataError(self.track_path, "the track has no 'label_names' attribute with two or more classes")
         return names

@@ -1,4 +1,4 @@
-"""Whole-genome predictions to disk: scores per base or per bin in zarr, and intervals in a bedGraph.
+"""Whole-genome predictions to disk: scores per base or per bin in zarr and bigWig, and intervals in a bedGraph.
 
 Add it to the trainer's callbacks (``configs/genome_per_base.yaml`` does)::
 
@@ -22,6 +22,7 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from seqpipe.errors import ConfigError
 from seqpipe.outputs import Output
+from seqpipe.tasks.bigwig_writer import write_bigwig
 
 CHUNK = 1 << 20
 
@@ -120,8 +121,11 @@ class GenomePredictionWriter(BasePredictionWriter):
             the mean of the bases that were.
         bedgraph_bin_size: bases per bedGraph value, the same way (default: ``bin_size``). A human genome
             per base is billions of lines; 100 or so keeps a genome browser track small.
-        score: the class whose probability goes into the bedGraph (default: the last class — the feature,
-            for a two-class track).
+        bigwig_path: bigWig of the ``score`` class at ``bin_size`` resolution, for IGV/UCSC
+            (:mod:`seqpipe.tasks.bigwig_writer`; never-predicted bins are left out). Default
+            ``genome_predictions.bw`` in the run directory.
+        score: the class whose probability goes into the bedGraph and the bigWig (default: the last class —
+            the feature, for a two-class track).
         decimals: rounding of the bedGraph values (fewer decimals, fewer and longer intervals).
 
     Needs :class:`seqpipe.data.genome.GenomeData` and windows in genome order (its grid sampler, one
@@ -139,12 +143,14 @@ class GenomePredictionWriter(BasePredictionWriter):
         bedgraph_bin_size: int | None = None,
         score: str | None = None,
         decimals: int = 3,
+        bigwig_path: str | None = None,
     ):
         super().__init__(write_interval="batch")
         for name, value in (("bin_size", bin_size), ("bedgraph_bin_size", bedgraph_bin_size)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise ConfigError(f"GenomePredictionWriter {name} must be a whole number of bases >= 1, got {value!r}")
         self.zarr_path, self.bedgraph_path, self.score, self.decimals = zarr_path, bedgraph_path, score, decimals
+        self.bigwig_path = bigwig_path
         self.bin_size, self.bedgraph_bin_size = bin_size, bedgraph_bin_size or bin_size
         self._bedgraph = None
         self._outputs: tuple[Output, ...] = ()
@@ -166,6 +172,7 @@ class GenomePredictionWriter(BasePredictionWriter):
         self._outputs = (
             Output(self.zarr_path or run_dir / "genome_predictions.zarr", "genome predictions zarr", folder=True),
             Output(self.bedgraph_path or run_dir / "genome_predictions.bedgraph", "genome predictions bedGraph"),
+            Output(self.bigwig_path or run_dir / "genome_predictions.bw", "genome predictions bigWig"),
         )
         for output in self._outputs:
             output.claim()
@@ -176,9 +183,9 @@ class GenomePredictionWriter(BasePredictionWriter):
 
         names, score = self._names, self._score
         trainer.predict_loop.return_predictions = False
-        zarr_output, bedgraph_output = self._outputs
+        zarr_output, bedgraph_output, _ = self._outputs
         group = zarr.open_group(str(zarr_output.partial), mode="a")
-        group.attrs.update({"label_names": names, "bin_size": self.bin_size})
+        group.attrs.update({"label_names": names, "bin_size": self.bin_size, "chrom_sizes": dict(self._chrom_sizes)})
         self._arrays = {}
         for chrom, size in self._chrom_sizes.items():
             bins = -(-size // self.bin_size)
@@ -240,9 +247,11 @@ class GenomePredictionWriter(BasePredictionWriter):
         self._runs.close()
         self._bedgraph.close()
         self._bedgraph = None
+        zarr_output, bedgraph_output, bigwig_output = self._outputs
+        write_bigwig(zarr_output.partial, bigwig_output.partial, self._score)
         for output in self._outputs:
             output.commit()
-        rank_zero_info(f"genome predictions written to {self._outputs[0].path} and {self._outputs[1].path}")
+        rank_zero_info(f"genome predictions written to {zarr_output.path}, {bedgraph_output.path} and {bigwig_output.path}")
         self._outputs = ()
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:

@@ -1,4 +1,4 @@
-"""Whole-genome prediction writer: per-base and binned zarr scores and the bedGraph, against numpy
+"""Whole-genome prediction writer: per-base and binned zarr scores, the bedGraph and the bigWig, against numpy
 computations from the per-base scores; order checks; option errors."""
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import lightning as L
 import numpy as np
 import pandas as pd
+import pyBigWig
 import pytest
 import torch
 import zarr
@@ -19,6 +20,7 @@ from seqpipe.data.genome import GenomeData
 from seqpipe.errors import ConfigError
 from seqpipe.model import SequenceModel
 from seqpipe.s4 import S4Block
+from seqpipe.tasks.bigwig_writer import main as bigwig_main
 from seqpipe.tasks.genome_writer import BedGraphRuns, BinMeans, GenomePredictionWriter
 from seqpipe.tasks.per_base import NextBaseLM
 
@@ -174,3 +176,31 @@ def test_a_users_folder_at_the_output_path_survives_and_a_previous_output_is_rep
 def test_bad_bin_size_names_the_option(option, value):
     with pytest.raises(ConfigError, match=f"GenomePredictionWriter {option} must be a whole number of bases >= 1, got {value}"):
         GenomePredictionWriter(**{option: value})
+
+
+@pytest.mark.parametrize("bin_size", [1, 7])
+def test_bigwig_read_back_equals_the_zarr_values(tmp_path, bin_size, capsys):
+    """pyBigWig reads back the zarr values base by base (NaN where nothing was predicted), per base and per bin."""
+    writer = GenomePredictionWriter(str(tmp_path / "p.zarr"), str(tmp_path / "p.bedgraph"), bin_size=bin_size,
+                                    score="G", bigwig_path=str(tmp_path / "p.bw"))
+    predict_genome(tmp_path, [writer], seed=3)
+    group = zarr.open_group(str(tmp_path / "p.zarr"), mode="r")
+    bigwig = pyBigWig.open(str(tmp_path / "p.bw"))
+    assert bigwig.chroms() == CHROMS
+    for chrom, size in CHROMS.items():
+        expected = np.repeat(group[chrom][:, 2], bin_size)[:size]  # column G, each bin over its bases
+        assert not np.isnan(expected).all() and (chrom != "chrA" or np.isnan(expected).any())  # REGIONS leave gaps in chrA
+        np.testing.assert_array_equal(bigwig.values(chrom, 0, size, numpy=True), expected)
+    bigwig.close()
+    assert not list(tmp_path.glob("*.partial"))
+    # the stand-alone converter writes the same file; it replaces its own output, never a user's file
+    assert bigwig_main([str(tmp_path / "p.zarr"), str(tmp_path / "q.bw"), "--score", "G"]) == 0
+    again = pyBigWig.open(str(tmp_path / "q.bw"))
+    np.testing.assert_array_equal(again.values("chrB", 0, CHROMS["chrB"], numpy=True),
+                                  np.repeat(group["chrB"][:, 2], bin_size)[:CHROMS["chrB"]])
+    assert bigwig_main([str(tmp_path / "p.zarr"), str(tmp_path / "q.bw"), "--score", "G"]) == 0
+    (tmp_path / "mine.bw").write_bytes(b"a user's file")
+    assert bigwig_main([str(tmp_path / "p.zarr"), str(tmp_path / "mine.bw")]) == 2
+    assert capsys.readouterr().err.strip().endswith("mine.bw exists and is not a seqpipe genome predictions bigWig: "
+                                                     "refusing to replace it (move it away or choose another output path)")
+    assert (tmp_path / "mine.bw").read_bytes() == b"a user's file"

@@ -1,0 +1,146 @@
+"""Variant effects of coding changes on a bacterial genome: a generated VCF of single-base substitutions in
+annotated CDS (synonymous, missense, stop-gain, start-loss) and outside them, scored with ``seqpipe
+variants``; prints the score distribution of each class.
+
+    python bench/variant_effects_ecoli.py make GENOME.fna.gz GENOME.gff.gz OUT.vcf --per_class 2000
+    seqpipe variants --ckpt_path CKPT --data.fasta GENOME.fna.gz --vcf OUT.vcf --out scores
+    python bench/variant_effects_ecoli.py summarize OUT.vcf scores.tsv
+
+The consequence of each substitution is computed from the annotation (Biopython, translation table 11) and
+written in the VCF's INFO (``CSQ``); the scores never see it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+
+import numpy as np
+import pandas as pd
+import torch
+from Bio.Data.CodonTable import unambiguous_dna_by_id
+from Bio.Seq import Seq
+
+from seqpipe.data.genome_io import Genome
+from seqpipe.data.tokenizers import DNATokenizer
+
+STARTS = {"ATG", "GTG", "TTG"}
+TABLE_11 = {**unambiguous_dna_by_id[11].forward_table, **{codon: "*" for codon in unambiguous_dna_by_id[11].stop_codons}}
+CLASSES = ["synonymous", "missense", "stop_gain", "start_loss", "noncoding"]
+
+
+def coding_sequences(gff: str) -> list[tuple[str, int, int, str]]:
+    """CDS features (chrom, 0-based start, end, strand) whose length is a whole number of codons."""
+    cds = []
+    with gzip.open(gff, "rt") as lines:
+        for line in lines:
+            fields = line.rstrip("\n").split("\t")
+            if len(fields) == 9 and fields[2] == "CDS" and (int(fields[4]) - int(fields[3]) + 1) % 3 == 0:
+                cds.append((fields[0], int(fields[3]) - 1, int(fields[4]), fields[6]))
+    return cds
+
+
+def letters(genome: Genome, chrom: str, start: int, end: int) -> str:
+    return DNATokenizer().decode(torch.from_numpy(genome.read(chrom, start, end)).long())
+
+
+def consequences(genome: Genome, cds: tuple[str, int, int, str], start_codon_only: bool = False):
+    """Every substitution of one CDS (or of its start codon): (chrom, 0-based position, ref, alt,
+    consequence), REF and ALT on the + strand."""
+    chrom, start, end, strand = cds
+    plus = letters(genome, chrom, start, end)
+    coding = plus if strand == "+" else str(Seq(plus).reverse_complement())
+    for offset in range(3 if start_codon_only else len(coding)):
+        codon_start = offset - offset % 3
+        codon = coding[codon_start:codon_start + 3]
+        if "N" in codon:
+            continue
+        for alt in "ACGT":
+            if alt == coding[offset]:
+                continue
+            mutant = codon[:offset % 3] + alt + codon[offset % 3 + 1:]
+            before, after = TABLE_11[codon], TABLE_11[mutant]
+            if codon_start == 0:
+                kind = "start_loss" if codon in STARTS and mutant not in STARTS else None
+            elif codon_start == len(coding) - 3:
+                kind = None  # stop codon changes: not among the classes
+            elif after == "*":
+                kind = "stop_gain"
+            else:
+                kind = "synonymous" if after == before else "missense"
+            if kind is None:
+                continue
+            position = start + offset if strand == "+" else end - 1 - offset
+            ref, alt_plus = (coding[offset], alt) if strand == "+" else (str(Seq(coding[offset]).complement()), str(Seq(alt).complement()))
+            yield chrom, position, ref, alt_plus, kind
+
+
+def make(options) -> None:
+    rng = np.random.default_rng(options.seed)
+    genome = Genome(options.fasta)
+    cds = coding_sequences(options.gff)
+    sampled = rng.choice(len(cds), min(len(cds), options.genes), replace=False)
+    rows = [row for i in sampled for row in consequences(genome, cds[i])]
+    rows += [row for i in sorted(set(range(len(cds))) - set(sampled)) for row in consequences(genome, cds[i], start_codon_only=True)]
+    frame = pd.DataFrame(rows, columns=["chrom", "pos0", "ref", "alt", "csq"])
+    chosen = [group.sample(min(len(group), options.per_class), random_state=options.seed) for _, group in frame.groupby("csq")]
+    coding = np.zeros(sum(genome.chrom_sizes.values()), bool)
+    for chrom, start, end, _ in cds:
+        coding[start:end] = True
+    chrom = next(iter(genome.chrom_sizes))
+    outside = rng.choice(np.flatnonzero(~coding), options.per_class, replace=False)
+    refs = [letters(genome, chrom, p, p + 1) for p in outside]
+    alts = ["ACGT".replace(r, "")[int(rng.integers(3))] if r in "ACGT" else "A" for r in refs]
+    chosen.append(pd.DataFrame({"chrom": chrom, "pos0": outside, "ref": refs, "alt": alts, "csq": "noncoding"}))
+    variants = pd.concat(chosen).sort_values(["chrom", "pos0"]).reset_index(drop=True)
+    with open(options.out, "w") as vcf:
+        vcf.write("##fileformat=VCFv4.2\n")
+        vcf.write('##INFO=<ID=CSQ,Number=1,Type=String,Description="consequence from the annotation">\n')
+        for name, size in genome.chrom_sizes.items():
+            vcf.write(f"##contig=<ID={name},length={size}>\n")
+        vcf.write("#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n")
+        for i, row in enumerate(variants.itertuples()):
+            vcf.write(f"{row.chrom}\t{row.pos0 + 1}\tv{i}\t{row.ref}\t{row.alt}\t.\tPASS\tCSQ={row.csq}\n")
+    print(f"wrote {options.out}: {len(variants)} variants; " + ", ".join(f"{k} {n}" for k, n in variants["csq"].value_counts().items()))
+
+
+def summarize(options) -> None:
+    vcf = pd.read_csv(options.vcf, sep="\t", comment="#", header=None, usecols=[2, 7], names=["id", "info"])
+    vcf["csq"] = vcf["info"].str.removeprefix("CSQ=")
+    scores = pd.read_csv(options.tsv, sep="\t").merge(vcf[["id", "csq"]], on="id")
+    column = options.column or [c for c in scores.columns if c.startswith("diff_")][-1]
+    table = scores.groupby("csq")[column].describe(percentiles=[0.1, 0.5, 0.9])[["count", "mean", "std", "10%", "50%", "90%"]]
+    table["mean |diff|"] = scores.groupby("csq")[column].apply(lambda s: s.abs().mean())
+    print(f"{column} by consequence:")
+    print(table.reindex([c for c in CLASSES if c in table.index]).to_string(float_format=lambda v: f"{v:.5f}"))
+    from scipy.stats import mannwhitneyu
+
+    synonymous = scores.loc[scores["csq"] == "synonymous", column]
+    for kind in ("stop_gain", "start_loss", "missense", "noncoding"):
+        other = scores.loc[scores["csq"] == kind, column]
+        if len(other):
+            test = mannwhitneyu(other, synonymous)
+            auc = test.statistic / (len(other) * len(synonymous))
+            print(f"{kind} vs synonymous: Mann-Whitney p = {test.pvalue:.2g}, P({kind} > synonymous) = {auc:.3f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    make_parser = commands.add_parser("make")
+    make_parser.add_argument("fasta")
+    make_parser.add_argument("gff")
+    make_parser.add_argument("out")
+    make_parser.add_argument("--per_class", type=int, default=2000)
+    make_parser.add_argument("--genes", type=int, default=500, help="CDS whose every codon is a candidate (all start codons are)")
+    make_parser.add_argument("--seed", type=int, default=0)
+    summary_parser = commands.add_parser("summarize")
+    summary_parser.add_argument("vcf")
+    summary_parser.add_argument("tsv")
+    summary_parser.add_argument("--column", help="score column (default: the last diff_ column)")
+    options = parser.parse_args()
+    make(options) if options.command == "make" else summarize(options)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,207 @@
+"""Attribution maps of a trained DNA model: ``seqpipe explain``.
+
+    seqpipe explain --ckpt_path CKPT --data.predict X.fa --out PREFIX [--target CLASS] [--span START:END] [--top 10]
+
+For each FASTA record the explained score is the log-odds of the ``--target`` class's probability (default:
+the last class), both strands averaged; a per-base model's probability is first averaged over the positions
+``--span`` of the record (0-based, half-open; default all). Written:
+
+* ``PREFIX.npz``: ``ids`` (N,), ``lengths`` (N,), ``score`` (N,) of the records as given, and, padded with NaN
+  to the longest record, ``ism`` (N, L, 4): in-silico mutagenesis, the score with base A, C, G, T at each
+  position minus the record's score (0 at the record's own base; every single-base mutant is scored, in
+  batches); ``gradient`` (N, L, 4): the gradient of the score with respect to the one-hot input;
+  ``grad_x_input`` (N, L): gradient times input (the gradient at the record's own base). Columns A, C, G, T.
+* ``PREFIX.logos/``: sequence logos (logomaker) of the ``--top`` records by score: ISM importance of each
+  base (minus the mean effect of mutating it) and gradient x input, over ``--logo_width`` positions around
+  the most important one.
+
+Gradients come from captum (``Saliency``, ``InputXGradient``) through a differentiable one-hot input: the
+backbone's per-token encoder is a lookup, so its output is ``one_hot @ table`` (Caduceus' RC embedding too).
+"""
+
+from __future__ import annotations
+
+import argparse
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from seqpipe.data.readers import read_fasta
+from seqpipe.dna_backbones import DNA_COMPLEMENT
+from seqpipe.errors import ConfigError, DataError
+from seqpipe.tasks.model_scoring import TOKENIZER, batches, class_probabilities, label_names, load_model, log_odds, window_scores
+from seqpipe.outputs import Output
+from seqpipe.tasks.tool_io import run_tool, tool_outputs
+
+BASES = "ACGT"
+BASE_IDS = torch.tensor([TOKENIZER.vocab[b] for b in BASES])
+
+
+class Explainer:
+    """The explained score of a model and its attributions.
+
+    Args:
+        model: a DNA :class:`~seqpipe.model.SequenceModel` (eval mode).
+        target: index of the explained class.
+        span: per-base models: positions ``(start, end)`` whose probabilities are averaged (None: all).
+    """
+
+    def __init__(self, model, target: int, span: tuple[int, int] | None = None):
+        self.model, self.target, self.span = model, target, span
+
+    def score(self, x: torch.Tensor) -> torch.Tensor:
+        """Token ids (B, L) -> the explained score (B,)."""
+        return log_odds(window_scores(class_probabilities(self.model, x), self.span)[:, self.target])
+
+    def ism(self, x: torch.Tensor, batch_size: int) -> torch.Tensor:
+        """One record's ids (L,) -> (L, 4): the score of every single-base mutant minus the record's score
+        (0 at the record's own base, which is not scored again)."""
+        length = len(x)
+        positions, bases = torch.nonzero(BASE_IDS[None, :] != x[:, None], as_tuple=True)
+        mutants = x.repeat(len(positions), 1)
+        mutants[torch.arange(len(positions)), positions] = BASE_IDS[bases]
+        with torch.no_grad():
+            reference = self.score(x[None])
+            scores = torch.cat([self.score(mutants[part]) for part in batches(len(mutants), batch_size)])
+        effects = torch.zeros(length, 4)
+        effects[positions, bases] = scores - reference
+        return effects
+
+    def gradients(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Ids (B, L) -> (gradient (B, L, 4) of the score w.r.t. the one-hot input, gradient x input (B, L))."""
+        from captum.attr import InputXGradient, Saliency
+
+        one_hot = torch.nn.functional.one_hot(x, TOKENIZER.vocab_size).float().requires_grad_()
+        gradient = Saliency(self._score_of_one_hot).attribute(one_hot, abs=False)
+        grad_x_input = InputXGradient(self._score_of_one_hot).attribute(one_hot).sum(-1)
+        return gradient[..., BASE_IDS].detach(), grad_x_input.detach()
+
+    def _score_of_one_hot(self, one_hot: torch.Tensor) -> torch.Tensor:
+        """one_hot (B, L, V) -> score (B,), differentiable in ``one_hot``: the encoder's output is replaced by
+        ``one_hot @ table`` (and by the reverse complement's one-hot for the second strand)."""
+        encoder = self.model.backbone.encoder
+        with torch.no_grad():
+            table = encoder(torch.arange(one_hot.shape[-1])[None])[0]  # (V, D)
+        strands = iter([one_hot, one_hot.flip(1)[..., DNA_COMPLEMENT]])
+        with _replaced_output(encoder, lambda: next(strands) @ table):
+            return self.score(one_hot.argmax(-1))
+
+
+@contextmanager
+def _replaced_output(module: torch.nn.Module, make_output):
+    handle = module.register_forward_hook(lambda _module, _inputs, _output: make_output())
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def read_records(path: Path) -> tuple[list[str], list[torch.Tensor]]:
+    ids, tokens = [], []
+    for header, sequence, line in read_fasta(path):
+        ids.append(header.split()[0])
+        tokens.append(torch.from_numpy(TOKENIZER.encode_array(sequence, source=path, record=ids[-1], line=line)).long())
+        if len(tokens[-1]) == 0:
+            raise DataError(path, "empty sequence", record=ids[-1], line=line)
+    return ids, tokens
+
+
+def explain(options: argparse.Namespace) -> None:
+    out = Path(options.out)
+    paths = [out.with_name(out.name + ".npz"), out.with_name(out.name + ".logos")]
+    outputs = [Output(paths[0], "attribution arrays"), Output(paths[1], "attribution logos", folder=True)]
+    with tool_outputs(*outputs) as (npz, logos):
+        model = load_model(options.ckpt_path)
+        names = label_names(model)
+        target = options.target or names[-1]
+        if target not in names:
+            raise ConfigError(f"--target {target!r} is not a class of the model ({names})")
+        span = parse_span(options.span)
+        ids, records = read_records(Path(options.predict))
+        explainer = Explainer(model, names.index(target), span)
+        longest = max(len(x) for x in records)
+        ism, gradient = (np.full((len(records), longest, 4), np.nan, np.float32) for _ in range(2))
+        grad_x_input = np.full((len(records), longest), np.nan, np.float32)
+        scores = np.zeros(len(records), np.float32)
+        for i, x in enumerate(records):
+            if span is not None and span[1] > len(x):
+                raise ConfigError(f"--span {options.span} runs past record {ids[i]!r} of length {len(x)}")
+            with torch.no_grad():
+                scores[i] = explainer.score(x[None])
+            ism[i, :len(x)] = explainer.ism(x, options.batch_size).numpy()
+            g, gx = explainer.gradients(x[None])
+            gradient[i, :len(x)], grad_x_input[i, :len(x)] = g[0].numpy(), gx[0].numpy()
+        top = np.argsort(-scores, kind="stable")[:options.top]
+        with open(npz, "wb") as handle:
+            np.savez_compressed(handle, ids=np.array(ids), lengths=np.array([len(x) for x in records]), score=scores,
+                                ism=ism, gradient=gradient, grad_x_input=grad_x_input, target=target, bases=np.array(list(BASES)))
+        for rank, i in enumerate(top, start=1):
+            draw_logos(records[i], ism[i, :len(records[i])], grad_x_input[i, :len(records[i])], options.logo_width,
+                       f"{ids[i]}: log-odds of {target} {scores[i]:.2f}", logos / f"{rank:03d}_{safe_name(ids[i])}.png")
+    print(f"explained {len(records)} records (class {target}); wrote {paths[0]} and {len(top)} logos to {paths[1]}")
+
+
+def draw_logos(x: torch.Tensor, ism: np.ndarray, grad_x_input: np.ndarray, width: int, title: str, path: Path) -> None:
+    """Two logos of one record around its most important position: the ISM importance of each observed base
+    (minus the mean effect of the three substitutions) and gradient x input."""
+    import logomaker
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    observed = (BASE_IDS[None, :] == x[:, None]).numpy()
+    importance = -ism.sum(1) / 3
+    centre = int(np.abs(importance).argmax())
+    start = max(0, min(centre - width // 2, len(x) - width))
+    window = slice(start, start + width)
+    figure, axes = plt.subplots(2, 1, figsize=(max(6, width * 0.15), 4), sharex=True)
+    for axis, values, label in ((axes[0], importance, "ISM importance"), (axes[1], grad_x_input, "gradient x input")):
+        frame = pd.DataFrame(observed[window] * values[window, None], columns=list(BASES), index=range(start, start + len(observed[window])))
+        logomaker.Logo(frame, ax=axis)
+        axis.set_ylabel(label)
+    axes[0].set_title(title)
+    axes[1].set_xlabel("position (0-based)")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def parse_span(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    start, _, end = text.partition(":")
+    if not (start.isdigit() and end.isdigit() and int(start) < int(end)):
+        raise ConfigError(f"--span must be START:END with 0 <= START < END, got {text!r}")
+    return int(start), int(end)
+
+
+def safe_name(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in text)[:80]
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="seqpipe explain", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 2)[2])
+    p.add_argument("--ckpt_path", required=True, help="checkpoint of a DNA model trained with seqpipe fit")
+    p.add_argument("--data.predict", dest="predict", required=True, help="the sequences to explain (FASTA, plain or gzip)")
+    p.add_argument("--out", required=True, help="prefix of the outputs: PREFIX.npz and PREFIX.logos/")
+    p.add_argument("--target", help="the class whose log-odds is explained (default: the last class)")
+    p.add_argument("--span", help="per-base models: START:END, the positions whose probabilities are averaged")
+    p.add_argument("--top", type=int, default=10, help="logos for this many records of highest score (default 10)")
+    p.add_argument("--logo_width", type=int, default=60, help="positions per logo (default 60)")
+    p.add_argument("--batch_size", type=int, default=256, help="mutants per forward pass (default 256)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``seqpipe explain``; returns the exit code."""
+    options = parser().parse_args(argv)
+    return run_tool(lambda: explain(options))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

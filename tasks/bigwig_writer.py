@@ -1,0 +1,85 @@
+"""Genome predictions as bigWig, for IGV and the UCSC browser: one class's score from the zarr store that
+:class:`seqpipe.tasks.genome_writer.GenomePredictionWriter` writes (per base or per bin).
+
+    python -m seqpipe.tasks.bigwig_writer PREDICTIONS.zarr OUT.bw [--score CLASS]
+
+The writer does this itself when given ``bigwig_path``. Bins never predicted (NaN, e.g. outside
+``predict_regions``) are left out of the bigWig, so a browser shows no data there rather than 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from seqpipe.errors import ConfigError, DataError
+from seqpipe.outputs import Output
+from seqpipe.tasks.tool_io import run_tool, tool_outputs
+
+ROWS_PER_READ = 1 << 20
+
+
+def write_bigwig(zarr_path: str | Path, bigwig_path: str | Path, score: str | None = None) -> None:
+    """Write column ``score`` (a class name; default the last) of the zarr predictions to ``bigwig_path``.
+
+    Each chromosome's array (bins, classes) becomes fixed-step entries of ``bin_size`` bases (the last bin
+    clipped to the chromosome), one run of entries per stretch of predicted (non-NaN) bins.
+    """
+    import pyBigWig
+    import zarr
+
+    try:
+        group = zarr.open_group(str(zarr_path), mode="r")
+        names, bin_size, sizes = list(group.attrs["label_names"]), int(group.attrs["bin_size"]), dict(group.attrs["chrom_sizes"])
+    except Exception as error:  # zarr raises several unrelated types for a store it cannot read
+        raise DataError(zarr_path, f"not a genome prediction store with label_names, bin_size and chrom_sizes ({error})") from None
+    score = score or names[-1]
+    if score not in names:
+        raise ConfigError(f"score {score!r} is not a class of the predictions ({names})")
+    column = names.index(score)
+    handle = pyBigWig.open(str(bigwig_path), "w")
+    try:
+        handle.addHeader(list(sizes.items()), maxZooms=10)
+        for chrom, size in sizes.items():
+            array = group[chrom]
+            for first in range(0, array.shape[0], ROWS_PER_READ):
+                values = np.asarray(array[first:first + ROWS_PER_READ, column], dtype=np.float64)
+                _add_runs(handle, chrom, size, first, values, bin_size)
+    finally:
+        handle.close()
+
+
+def _add_runs(handle, chrom: str, size: int, first_bin: int, values: np.ndarray, bin_size: int) -> None:
+    """Fixed-step entries for each run of non-NaN ``values`` (bins ``first_bin``...); a last bin shorter than
+    ``bin_size`` is written as its own entry, clipped to the chromosome end."""
+    valid = ~np.isnan(values)
+    edges = np.flatnonzero(np.diff(np.r_[0, valid.astype(np.int8), 0]))
+    for start, end in zip(edges[::2], edges[1::2]):
+        run, bins = values[start:end], np.arange(first_bin + start, first_bin + end)
+        full = bins * bin_size + bin_size <= size
+        if full.any():
+            handle.addEntries(chrom, int(bins[full][0] * bin_size), values=run[full].tolist(), span=bin_size, step=bin_size)
+        if not full.all():
+            last = int(bins[~full][0])
+            handle.addEntries([chrom], [last * bin_size], ends=[size], values=[float(run[~full][0])])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m seqpipe.tasks.bigwig_writer", description=__doc__.split("\n\n")[0])
+    parser.add_argument("zarr", help="genome predictions written by GenomePredictionWriter")
+    parser.add_argument("out", help="the bigWig to write (an existing file is not replaced)")
+    parser.add_argument("--score", help="the class to write (default: the last)")
+    options = parser.parse_args(argv)
+
+    def convert() -> None:
+        with tool_outputs(Output(options.out, "genome predictions bigWig")) as (partial,):
+            write_bigwig(options.zarr, partial, options.score)
+        print(f"wrote {options.out}")
+
+    return run_tool(convert)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

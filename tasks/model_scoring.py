@@ -1,0 +1,83 @@
+"""Scoring DNA with a trained model outside Lightning's loops, for the genomics tools (``seqpipe variants``,
+``seqpipe explain``): the model from its checkpoint, class probabilities averaged over both strands, and one
+score per class for a whole window.
+
+A *sequence* model (e.g. :class:`seqpipe.tasks.classification.SequenceClassification`) gives one probability
+per class and window; a *per-base* model (:class:`seqpipe.tasks.per_base.PerBaseClassification`) one per class
+and position, which :func:`window_scores` averages over a span of positions.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from seqpipe.data.tokenizers import DNATokenizer
+from seqpipe.dna_backbones import RCEquivariantBackbone
+from seqpipe.errors import ConfigError
+from seqpipe.model import SequenceModel
+
+TOKENIZER = DNATokenizer()
+
+
+def load_model(ckpt_path: str | Path, chunk_size: int | None = None) -> SequenceModel:
+    """The model of a ``seqpipe fit`` checkpoint, in eval mode on the CPU, with its ``data_info`` (vocabulary,
+    label names) as trained. ``chunk_size``: run longer windows chunk by chunk with carried state (causal
+    backbones; :func:`seqpipe.chunked.chunked_forward`)."""
+    path = Path(ckpt_path)
+    if not path.is_file():
+        raise ConfigError(f"--ckpt_path {ckpt_path}: no such checkpoint file")
+    try:
+        model = SequenceModel.load_from_checkpoint(str(path), map_location="cpu", weights_only=False)
+    except (KeyError, RuntimeError, TypeError, ValueError, EOFError) as error:
+        raise ConfigError(f"--ckpt_path {ckpt_path}: not a seqpipe checkpoint ({error})") from None
+    info = model.hparams.get("data_info") or {}
+    if info.get("vocab_size") != DNATokenizer.vocab_size:
+        raise ConfigError(f"--ckpt_path {ckpt_path}: the model was not trained on DNA tokens (data_info {info})")
+    if chunk_size is not None:
+        model.hparams["chunk_size"] = chunk_size
+    return model.eval()
+
+
+def label_names(model: SequenceModel) -> list[str]:
+    return list(model.hparams["data_info"]["label_names"])
+
+
+def strand_symmetric(model: SequenceModel) -> bool:
+    """Whether the model's outputs are the same on both strands by construction (reverse-complement invariant
+    features), so that averaging over the strands would change nothing but the cost."""
+    return isinstance(model.backbone, RCEquivariantBackbone) and model.backbone.output == "invariant"
+
+
+def class_probabilities(model: SequenceModel, x: torch.Tensor, both_strands: bool = True) -> torch.Tensor:
+    """Token ids x (B, L), no padding -> probabilities (B, K) of a sequence model or (B, L, K) of a per-base
+    model. ``both_strands``: the mean of the sequence's and its reverse complement's (per base: at the same
+    genomic position); one pass for a :func:`strand_symmetric` model, whose two strands agree exactly."""
+    probs = model({"x": x}).float().softmax(-1)
+    if both_strands and not strand_symmetric(model):
+        other = model({"x": TOKENIZER.reverse_complement(x, torch.full(x.shape[:1], x.shape[1]))}).float().softmax(-1)
+        probs = (probs + (other.flip(1) if other.dim() == 3 else other)) / 2
+    return probs
+
+
+def window_scores(probs: torch.Tensor, span: tuple[int, int] | None = None) -> torch.Tensor:
+    """Probabilities (B, K) or (B, L, K) -> one score per class (B, K): per-base probabilities averaged over
+    the positions ``span = (start, end)`` of the window (default all)."""
+    if probs.dim() == 2:
+        return probs
+    start, end = span or (0, probs.shape[1])
+    return probs[:, start:end].mean(1)
+
+
+def log_odds(p: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """log(p / (1 - p)), with p clipped to [eps, 1 - eps]."""
+    p = p.clamp(eps, 1 - eps)
+    return torch.log(p) - torch.log1p(-p)
+
+
+def batches(n: int, batch_size: int):
+    """Slices covering range(n) in steps of ``batch_size``."""
+    if batch_size < 1:
+        raise ConfigError(f"--batch_size must be >= 1, got {batch_size}")
+    return (slice(i, min(i + batch_size, n)) for i in range(0, n, batch_size))

@@ -1,0 +1,221 @@
+"""Variant effect scores from a VCF: ``seqpipe variants``.
+
+    seqpipe variants --ckpt_path CKPT --data.fasta GENOME.fa[.gz] --vcf FILE.vcf[.gz] --out PREFIX [--window N]
+
+For every single-base substitution (each ALT of a record separately) the model scores the reference window
+and the alternate window centred on the variant (the variant at index ``window // 2``; an odd window makes the
+two strands mirror images), each as the mean of both strands. A per-base model's score of a class is its
+probability averaged over the central ``--span`` positions (default: the whole window). Written:
+
+* ``PREFIX.tsv``: chrom, pos (1-based, as in the VCF), ref, alt, id, then per class ``diff_<class>`` (alt - ref
+  probability) and ``log_odds_<class>`` (log-odds of alt minus log-odds of ref);
+* ``PREFIX.vcf.gz``: the input records with these scores in INFO (``SEQPIPE_DIFF_<class>``,
+  ``SEQPIPE_LOG_ODDS_<class>``, one value per ALT); a record with an allele that was not scored gets
+  ``SEQPIPE_SKIPPED`` instead;
+* ``PREFIX.skipped.tsv``: every allele not scored and why: not a single-base substitution (indels, MNPs,
+  symbolic alleles), a chromosome the FASTA lacks, or a REF that disagrees with the FASTA (never scored).
+
+VCFs are read with cyvcf2. Windows are read through :class:`seqpipe.data.genome_io.Genome` (N past the
+chromosome ends); ``--chunk_size`` runs long windows chunk by chunk with carried state (causal backbones).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from seqpipe.data.genome_io import Genome
+from seqpipe.errors import ConfigError, DataError
+from seqpipe.tasks.model_scoring import TOKENIZER, batches, class_probabilities, label_names, load_model, log_odds, window_scores
+from seqpipe.outputs import Output
+from seqpipe.tasks.tool_io import run_tool, tool_outputs
+
+BASE_IDS = {base: TOKENIZER.vocab[base] for base in "ACGT"}
+SHOWN_MISMATCHES = 10
+
+
+@dataclass
+class Allele:
+    """One ALT of a VCF record; ``pos`` 0-based."""
+
+    record: int
+    chrom: str
+    pos: int
+    ref: str
+    alt: str
+    id: str
+
+
+def check_allele(allele: Allele, genome: Genome) -> str | None:
+    """Why ``allele`` cannot be scored, or None."""
+    if len(allele.ref) != 1 or len(allele.alt) != 1 or allele.alt.upper() not in BASE_IDS:
+        return "not a single-base substitution"
+    if allele.chrom not in genome.chrom_sizes:
+        return "chromosome not in the FASTA"
+    if not 0 <= allele.pos < genome.chrom_sizes[allele.chrom]:
+        return "position past the chromosome end"
+    found = TOKENIZER.decode(torch.from_numpy(genome.read(allele.chrom, allele.pos, allele.pos + 1)).long())
+    if allele.ref.upper() != found:
+        return f"REF {allele.ref} disagrees with the FASTA ({found})"
+    return None
+
+
+def score_alleles(
+    model, genome: Genome, alleles: list[Allele], window: int, span: tuple[int, int], batch_size: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Scores (n, K) of the reference and of the alternate windows, both strands averaged. Reference windows
+    shared by alleles of one position are scored once per batch."""
+    centre = window // 2
+    ref_scores, alt_scores = [], []
+    with torch.no_grad():
+        for part in batches(len(alleles), batch_size):
+            group = alleles[part]
+            keys = list(dict.fromkeys((a.chrom, a.pos) for a in group))
+            refs = np.stack([genome.read(chrom, pos - centre, pos - centre + window) for chrom, pos in keys])
+            ref_row = {key: i for i, key in enumerate(keys)}
+            rows = [ref_row[a.chrom, a.pos] for a in group]
+            alts = refs[rows].copy()
+            alts[:, centre] = [BASE_IDS[a.alt.upper()] for a in group]
+            probs = class_probabilities(model, torch.from_numpy(np.concatenate([refs, alts])).long())
+            scores = window_scores(probs, span).numpy()
+            ref_scores.append(scores[:len(keys)][rows])
+            alt_scores.append(scores[len(keys):])
+    return np.concatenate(ref_scores), np.concatenate(alt_scores)
+
+
+def read_alleles(vcf_path: Path):
+    """The VCF's records (cyvcf2 variants) and their alleles, one per ALT."""
+    from cyvcf2 import VCF
+
+    if not vcf_path.is_file():
+        raise DataError(vcf_path, "no such VCF file")
+    try:
+        vcf = VCF(str(vcf_path))
+    except (OSError, ValueError) as error:
+        raise DataError(vcf_path, f"cannot be read as a VCF: {error}") from None
+    records, alleles = [], []
+    try:
+        for number, variant in enumerate(vcf, start=1):
+            records.append(variant)
+            for alt in variant.ALT or ["."]:
+                alleles.append(Allele(number - 1, variant.CHROM, variant.POS - 1, variant.REF, alt, variant.ID or "."))
+    except Exception as error:  # htslib reports a malformed record as a generic exception
+        raise DataError(vcf_path, f"malformed VCF: {error}", record=len(records) + 1) from None
+    if not records:
+        raise DataError(vcf_path, "no variant records")
+    return vcf, records, alleles
+
+
+def info_key(kind: str, name: str) -> str:
+    """INFO keys must match [A-Za-z_][0-9A-Za-z_.]*: other characters of a class name become ``_``."""
+    return f"SEQPIPE_{kind}_" + re.sub(r"[^0-9A-Za-z_.]", "_", name)
+
+
+def score_vcf(options: argparse.Namespace) -> None:
+    out = Path(options.out)
+    paths = [out.with_name(out.name + suffix) for suffix in (".tsv", ".vcf.gz", ".skipped.tsv")]
+    if options.window < 1:
+        raise ConfigError(f"--window must be >= 1, got {options.window}")
+    span_length = options.span or options.window
+    if not 1 <= span_length <= options.window:
+        raise ConfigError(f"--span must be in [1, --window], got {span_length}")
+    outputs = [Output(path, kind) for path, kind in zip(paths, ("variant scores TSV", "scored VCF", "skipped variants TSV"))]
+    with tool_outputs(*outputs) as (tsv, vcf_out, skipped_tsv):
+        span_start = options.window // 2 - span_length // 2
+        model = load_model(options.ckpt_path, options.chunk_size)
+        names = label_names(model)
+        genome = Genome(options.fasta, options.cache_dir)
+        vcf, records, alleles = read_alleles(Path(options.vcf))
+        reasons = [check_allele(a, genome) for a in alleles]
+        scored = [a for a, reason in zip(alleles, reasons) if reason is None]
+        ref, alt = score_alleles(model, genome, scored, options.window, (span_start, span_start + span_length), options.batch_size)
+        diff, odds = alt - ref, (log_odds(torch.from_numpy(alt)) - log_odds(torch.from_numpy(ref))).numpy()
+
+        table = pd.DataFrame({
+            "chrom": [a.chrom for a in scored], "pos": [a.pos + 1 for a in scored], "ref": [a.ref for a in scored],
+            "alt": [a.alt for a in scored], "id": [a.id for a in scored],
+        })
+        for k, name in enumerate(names):
+            table[f"diff_{name}"], table[f"log_odds_{name}"] = diff[:, k], odds[:, k]
+        skipped = pd.DataFrame(
+            [(a.chrom, a.pos + 1, a.ref, a.alt, a.id, reason) for a, reason in zip(alleles, reasons) if reason is not None],
+            columns=["chrom", "pos", "ref", "alt", "id", "reason"],
+        )
+        table.to_csv(tsv, sep="\t", index=False, float_format="%.6g")
+        skipped.to_csv(skipped_tsv, sep="\t", index=False)
+        write_scored_vcf(vcf, records, alleles, reasons, diff, odds, names, vcf_out)
+    report(len(alleles), skipped, paths)
+
+
+def write_scored_vcf(vcf, records, alleles, reasons, diff, odds, names, path: Path) -> None:
+    """The input records with one score per ALT in INFO, bgzipped."""
+    from cyvcf2 import Writer
+
+    for name in names:
+        for kind, what in (("DIFF", "alt - ref probability"), ("LOG_ODDS", "log-odds of alt - log-odds of ref")):
+            vcf.add_info_to_header({"ID": info_key(kind, name), "Number": "A", "Type": "Float",
+                                    "Description": f"seqpipe variants: {what} of class {name}"})
+    vcf.add_info_to_header({"ID": "SEQPIPE_SKIPPED", "Number": "1", "Type": "String",
+                            "Description": "seqpipe variants: why an allele of this record was not scored"})
+    writer = Writer(str(path), vcf, mode="wz")
+    by_record: dict[int, list[int]] = {}
+    for index, allele in enumerate(alleles):
+        by_record.setdefault(allele.record, []).append(index)
+    score_row = np.cumsum([reason is None for reason in reasons]) - 1
+    for number, variant in enumerate(records):
+        indices = by_record[number]
+        problems = [reasons[i] for i in indices if reasons[i] is not None]
+        if problems:
+            variant.INFO["SEQPIPE_SKIPPED"] = problems[0].replace(" ", "_").replace(";", ",")
+        else:
+            rows = score_row[indices]
+            for k, name in enumerate(names):  # cyvcf2 sets a Number=A value from its text, not from a list
+                variant.INFO[info_key("DIFF", name)] = ",".join(f"{v:.6g}" for v in diff[rows, k])
+                variant.INFO[info_key("LOG_ODDS", name)] = ",".join(f"{v:.6g}" for v in odds[rows, k])
+        writer.write_record(variant)
+    writer.close()
+
+
+def report(total: int, skipped, paths: list[Path]) -> None:
+    print(f"scored {total - len(skipped)} of {total} alleles; wrote {paths[0]} and {paths[1]}")
+    if len(skipped):
+        counts = Counter("REF disagrees with the FASTA" if r.startswith("REF") else r for r in skipped["reason"])
+        print(f"skipped {len(skipped)} (listed in {paths[2]}): " + ", ".join(f"{n} {r}" for r, n in counts.items()))
+    mismatches = skipped[skipped["reason"].str.startswith("REF")]
+    for row in mismatches.head(SHOWN_MISMATCHES).itertuples():
+        print(f"seqpipe: warning: {row.chrom}:{row.pos} {row.id}: {row.reason}; not scored", file=sys.stderr)
+    if len(mismatches) > SHOWN_MISMATCHES:
+        print(f"seqpipe: warning: {len(mismatches) - SHOWN_MISMATCHES} more REF mismatches in {paths[2]}", file=sys.stderr)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="seqpipe variants", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 2)[2])
+    p.add_argument("--ckpt_path", required=True, help="checkpoint of a DNA model trained with seqpipe fit")
+    p.add_argument("--data.fasta", dest="fasta", required=True, help="the reference genome (plain, bgzip or gzip)")
+    p.add_argument("--vcf", required=True, help="the variants (VCF, plain or bgzip)")
+    p.add_argument("--out", required=True, help="prefix of the outputs: PREFIX.tsv, PREFIX.vcf.gz, PREFIX.skipped.tsv")
+    p.add_argument("--window", type=int, default=1001, help="bases per window, centred on the variant (default 1001)")
+    p.add_argument("--span", type=int, help="per-base models: the central positions averaged (default: the window)")
+    p.add_argument("--batch_size", type=int, default=64, help="alleles per forward pass (default 64)")
+    p.add_argument("--chunk_size", type=int, help="run windows chunk by chunk with carried state (causal backbones)")
+    p.add_argument("--data.cache_dir", dest="cache_dir", help="where a plain-gzip FASTA is decompressed once")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``seqpipe variants``; returns the exit code."""
+    options = parser().parse_args(argv)
+    return run_tool(lambda: score_vcf(options))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

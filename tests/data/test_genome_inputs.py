@@ -1,0 +1,137 @@
+"""Genome inputs beside FASTA + zarr: bigWig class tracks (equal to the zarr track they were made from, gaps
+not scored), BED edge cases (0-based half-open, windows past the chromosome ends, unknown chromosome as one
+line through the CLI), reverse-complement and shift augmentation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyBigWig
+import pytest
+import torch
+import zarr
+
+from genome_fixtures import CHROMS, write_genome, write_gff
+from seqpipe.cli import main as cli_main
+from seqpipe.data.dna import DNAClassificationData
+from seqpipe.data.genome import GenomeData
+from seqpipe.data.gff_track import build_track
+from seqpipe.data.samplers import Window
+from seqpipe.data.tokenizers import DNATokenizer
+from seqpipe.errors import ConfigError, DataError
+
+
+@pytest.fixture
+def genome(tmp_path):
+    fasta, sequences = write_genome(tmp_path, seed=21)
+    masks = write_gff(tmp_path / "genes.gff", seed=22)
+    build_track(tmp_path / "genes.gff", fasta, tmp_path / "cds.zarr", ["CDS"])
+    return str(fasta), sequences, masks
+
+
+def write_bigwig(path, masks: dict[str, np.ndarray], gap: tuple[str, int, int] | None = None) -> str:
+    """The masks as a bigWig of 0/1 values, one entry per base, without data inside ``gap``."""
+    handle = pyBigWig.open(str(path), "w")
+    handle.addHeader([(c, len(m)) for c, m in masks.items()])
+    for chrom, mask in masks.items():
+        keep = np.ones(len(mask), bool)
+        if gap and gap[0] == chrom:
+            keep[gap[1]:gap[2]] = False
+        starts = np.flatnonzero(keep)
+        handle.addEntries([chrom] * len(starts), starts.tolist(), ends=(starts + 1).tolist(), values=mask[keep].astype(float).tolist())
+    handle.close()
+    return str(path)
+
+
+def test_bigwig_track_gives_the_zarr_targets_and_masks_its_gaps(genome, tmp_path):
+    fasta, _, masks = genome
+    bigwig = write_bigwig(tmp_path / "cds.bw", masks, gap=("chrB", 100, 160))
+    from_zarr = GenomeData(fasta, track=str(tmp_path / "cds.zarr"), window_length=200, val_regions=["chrB"])
+    from_bigwig = GenomeData(fasta, track=bigwig, track_label_names=["other", "CDS"], window_length=200, val_regions=["chrB"])
+    for data in (from_zarr, from_bigwig):
+        data.setup("fit")
+    assert from_bigwig.data_info["label_names"] == ["other", "CDS"]
+    for a, b in zip(from_zarr.val_dataloader(), from_bigwig.val_dataloader()):
+        np.testing.assert_array_equal(a["x"], b["x"])
+        both = a["mask"] & b["mask"]
+        np.testing.assert_array_equal(a["y"][both], b["y"][both])
+        gap = (a["start"][:, None] + torch.arange(200)[None] >= 100) & (a["start"][:, None] + torch.arange(200)[None] < 160)
+        np.testing.assert_array_equal(b["mask"], a["mask"] & ~gap)  # the gap, and only the gap, is not scored
+    with pytest.raises(ConfigError, match="track_label_names"):
+        GenomeData(fasta, track=bigwig, window_length=200).setup("fit")
+    bad = dict(masks, chrA=masks["chrA"] * 3)
+    data = GenomeData(fasta, track=write_bigwig(tmp_path / "bad.bw", bad), track_label_names=["other", "CDS"], window_length=3000)
+    data.setup("fit")
+    first = int(np.flatnonzero(masks["chrA"])[0])
+    with pytest.raises(DataError, match=rf"bad.bw: chrA:{first + 1}: value 3.0 is not a class index 0..1"):
+        data._datasets["val"][Window("chrA", 0, 3000, 0, 3000)]
+
+
+def test_bed_windows_are_0_based_half_open_and_may_run_off_the_chromosome(genome, tmp_path):
+    fasta, sequences, _ = genome
+    bed = tmp_path / "w.bed"
+    bed.write_text("chrA\t10\t20\tpos\nchrC\t895\t900\tneg\nchrB\t0\t10\tneg\n")
+    data = GenomeData(fasta, target="window_class", bed=str(bed), label_column=3, window_length=10)
+    data.setup("fit")
+    tokenizer = DNATokenizer()
+    items = [data._datasets["train"][w] for w in data.bed_windows["train"]]
+    assert tokenizer.decode(items[0]["x"]) == sequences["chrA"][10:20].upper()
+    # chrC is 900 long: the window 892-902 reads 8 bases and 2 Ns, and scores only the 8
+    assert tokenizer.decode(items[1]["x"]) == sequences["chrC"][892:900].upper() + "NN"
+    assert items[1]["mask"].tolist() == [True] * 8 + [False] * 2
+    assert tokenizer.decode(items[2]["x"]) == sequences["chrB"][0:10].upper()
+
+
+def test_bed_with_an_unknown_chromosome_is_one_line_naming_the_record(genome, tmp_path, capsys):
+    fasta, _, _ = genome
+    bed = tmp_path / "w.bed"
+    bed.write_text("# header\nchrA\t10\t20\tpos\nchr9\t5\t50\tneg\n")
+    with pytest.raises(SystemExit):
+        cli_main(["fit", "--data", "seqpipe.data.genome.GenomeData", "--data.fasta", fasta, "--data.target", "window_class",
+                  "--data.bed", str(bed), "--data.label_column", "3", "--model.backbone.d_model", "8",
+                  "--model.head", "seqpipe.tasks.classification.SequenceClassification",
+                  "--trainer.logger", "false", "--trainer.max_epochs", "1", "--trainer.default_root_dir", str(tmp_path / "run")])
+    assert capsys.readouterr().err.strip().splitlines() == [f"seqpipe: error: {bed}, line 3: chromosome 'chr9' is not in the FASTA"]
+
+
+def test_reverse_complement_and_shift_augmentation(genome):
+    fasta, sequences, masks = genome
+    data = GenomeData(fasta, track=str(genome[0]).replace("genome.fa", "cds.zarr"), window_length=50,
+                      reverse_complement_augment=True, shift_augment=7)
+    data.setup("fit")
+    dataset, tokenizer = data._datasets["train"], DNATokenizer()
+    window = Window("chrA", 100, 150, 105, 145)
+    complement = str.maketrans("ACGTN", "TGCAN")
+    seen_rc, shifts = False, set()
+    torch.manual_seed(0)
+    for _ in range(40):
+        item = dataset[window]
+        letters = tokenizer.decode(item["x"])
+        forward = letters in sequences["chrA"].upper()
+        start = (sequences["chrA"].upper().find(letters) if forward
+                 else sequences["chrA"].upper().find(letters.translate(complement)[::-1]))
+        assert start >= 0 and abs(start - 100) <= 7
+        shifts.add(start - 100)
+        y, mask = (item["y"], item["mask"]) if forward else (item["y"].flip(0), item["mask"].flip(0))
+        seen_rc |= not forward
+        scored = start + np.flatnonzero(mask.numpy())
+        assert scored.min() >= 105 and scored.max() < 145  # never beyond the original kept span
+        np.testing.assert_array_equal(y.numpy(), masks["chrA"][start:start + 50])
+    assert seen_rc and len(shifts) > 5
+    assert not data._datasets["val"].reverse_complement_p and not data._datasets["val"].max_shift
+
+
+def test_classification_data_reads_labelled_regions_from_bed(genome, tmp_path):
+    fasta, sequences, _ = genome
+    bed = tmp_path / "regions.bed"
+    rows = [("chrA", 0, 30, "pos"), ("chrA", 40, 70, "neg"), ("chrB", 1690, 1720, "pos"), ("chrC", 7, 37, "neg")] * 3
+    bed.write_text("".join(f"{c}\t{s}\t{e}\t{label}\n" for c, s, e, label in rows))
+    data = DNAClassificationData(train=str(bed), val=str(bed), fasta=fasta, batch_size=4)
+    data.setup("fit")
+    assert data.data_info["label_names"] == ["neg", "pos"]
+    train, tokenizer = data.splits["train"], DNATokenizer()
+    for (chrom, start, end, label), tokens, y, record_id in zip(rows, train.tokens, train.labels, train.ids):
+        expected = (sequences[chrom][start:end].upper() + "N" * 30)[:30]  # chrB is 1700 long: N past its end
+        assert tokenizer.decode(torch.from_numpy(tokens)) == expected
+        assert record_id == f"{chrom}:{start}-{end}" and data.data_info["label_names"][y] == label
+    with pytest.raises(ConfigError, match="set data.fasta"):
+        DNAClassificationData(train=str(bed), val=str(bed)).setup("fit")

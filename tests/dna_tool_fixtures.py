@@ -1,0 +1,95 @@
+"""Checkpoints of small DNA models for the tool tests (``seqpipe variants``, ``seqpipe explain``), written the
+way ``seqpipe fit`` writes them (class-path configs in the hyper-parameters), without training; and a head
+with a motif planted in its weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.cli import instantiate_module
+from torch import nn
+from torchmetrics import MetricCollection
+from torchmetrics.classification import MulticlassAccuracy
+
+from seqpipe.heads import TaskHead
+from seqpipe.model import SequenceModel
+
+COMPLEMENT = str.maketrans("ACGTN", "TGCAN")
+DNA_INFO = {"vocab_size": 6}
+
+RC_PER_BASE = {
+    "backbone": {"class_path": "seqpipe.dna_backbones.RCEquivariantBackbone", "init_args": {
+        "d_model": 8, "n_layers": 1, "output": "invariant",
+        "block": {"class_path": "seqpipe.s4.S4Block", "init_args": {"d_state": 8}}}},
+    "head": {"class_path": "seqpipe.tasks.per_base.PerBaseClassification"},
+}
+CAUSAL_CLASSIFIER = {
+    "backbone": {"class_path": "seqpipe.backbone.Backbone", "init_args": {
+        "d_model": 8, "n_layers": 1, "block": {"class_path": "seqpipe.s4.S4Block", "init_args": {"d_state": 8}}}},
+    "head": {"class_path": "seqpipe.tasks.classification.SequenceClassification"},
+}
+MOTIF_MODEL = {
+    "backbone": {"class_path": "seqpipe.backbone.Backbone", "init_args": {"d_model": 4, "n_layers": 0}},
+    "head": {"class_path": "dna_tool_fixtures.PlantedMotifHead", "init_args": {"motif": "TATAAT"}},
+}
+
+
+def reverse_complement(sequence: str) -> str:
+    return sequence.translate(COMPLEMENT)[::-1]
+
+
+def write_checkpoint(path: Path, config: dict[str, Any], label_names: list[str], seed: int = 0) -> SequenceModel:
+    """A ``seqpipe fit``-style checkpoint of ``config`` (backbone and head class paths) with random weights;
+    returns the model (eval mode)."""
+    torch.manual_seed(seed)
+    hparams = {**config, "data_info": {**DNA_INFO, "label_names": label_names}}
+    model = instantiate_module(SequenceModel, hparams)
+    if isinstance(model.head, PlantedMotifHead):
+        model.head.plant(model.backbone)
+    torch.save({
+        "state_dict": model.state_dict(), "pytorch-lightning_version": lightning.__version__,
+        "hyper_parameters": {**hparams, "_instantiator": "lightning.pytorch.cli.instantiate_module"},
+    }, path)
+    return model.eval()
+
+
+class PlantedMotifHead(TaskHead):
+    """Two classes, "absent" and "present": the logit of "present" is the best match of ``motif`` anywhere in
+    the window (a position weight matrix scanned over the features), so the model depends on the bases of the
+    motif's occurrence and on nothing else."""
+
+    def __init__(self, motif: str = "TATAAT"):
+        super().__init__()
+        self.motif = motif
+        self.scanner = nn.Conv1d(4, 1, len(motif))
+
+    def bind(self, d_model: int, data_info: dict[str, Any]) -> None:
+        self.label_names = list(data_info["label_names"])
+
+    def plant(self, backbone) -> None:
+        """Embed A, C, G, T one-hot (ids 1-4; the final RMSNorm makes the features 2 x one-hot) and score each
+        motif base +0.5, any other -0.5, so the full motif gives logit +2 and each mismatch costs 1 (the
+        probabilities stay far from 0 and 1, where the log-odds would saturate)."""
+        with torch.no_grad():
+            backbone.encoder.weight.zero_()
+            backbone.encoder.weight[1:5] = torch.eye(4)
+            weights = -0.25 * torch.ones(4, len(self.motif))
+            for j, base in enumerate(self.motif):
+                weights["ACGT".index(base), j] = 0.25
+            self.scanner.weight.copy_(weights[None])
+            self.scanner.bias.fill_(2.0 - 0.5 * len(self.motif))
+
+    def forward(self, features: torch.Tensor, lengths, batch) -> torch.Tensor:
+        """features (B, L, 4) -> logits (B, 2): [0, best motif match]."""
+        match = self.scanner(features.transpose(1, 2)).amax(-1)
+        return torch.cat([torch.zeros_like(match), match], dim=-1)
+
+    def loss(self, outputs, batch):
+        return F.cross_entropy(outputs, batch["y"])
+
+    def metrics(self) -> MetricCollection:
+        return MetricCollection({"acc": MulticlassAccuracy(2)})

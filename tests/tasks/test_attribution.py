@@ -1,0 +1,84 @@
+"""``seqpipe explain``: ISM and gradient x input recover a motif planted in a model's weights; ISM of a per-base
+model equals scoring the mutants one by one from their letters; arrays and logos written."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from dna_tool_fixtures import MOTIF_MODEL, RC_PER_BASE, reverse_complement, write_checkpoint
+from seqpipe.data.tokenizers import DNATokenizer
+from seqpipe.tasks.attribution import main
+
+MOTIF = "TATAAT"
+rng = np.random.default_rng(5)
+
+
+def random_sequence(length: int) -> str:
+    return "".join(rng.choice(list("CG"), length))  # no A or T: the motif and its near-matches cannot occur
+
+
+def write_fasta(path, records: dict[str, str]) -> str:
+    path.write_text("".join(f">{name} description\n{seq}\n" for name, seq in records.items()))
+    return str(path)
+
+
+def test_ism_and_gradients_find_the_planted_motif(tmp_path, capsys):
+    write_checkpoint(tmp_path / "m.ckpt", MOTIF_MODEL, ["absent", "present"])
+    starts = {"s1": 5, "s2": 20, "s3": 31}
+    records = {}
+    for name, start in starts.items():
+        background = random_sequence(40)
+        records[name] = background[:start] + MOTIF + background[start + len(MOTIF):]
+    records["none"] = random_sequence(40)
+    fasta = write_fasta(tmp_path / "x.fa", records)
+    assert main(["--ckpt_path", str(tmp_path / "m.ckpt"), "--data.predict", fasta, "--out", str(tmp_path / "e"),
+                 "--top", "2", "--batch_size", "50"]) == 0
+    assert "explained 4 records (class present)" in capsys.readouterr().out
+    result = np.load(tmp_path / "e.npz")
+    assert list(result["ids"]) == ["s1", "s2", "s3", "none"] and result["ism"].shape == (4, 40, 4)
+    assert (result["score"][:3] > result["score"][3] + 1).all()
+    for i, start in enumerate(starts.values()):
+        motif = set(range(start, start + len(MOTIF)))
+        importance = -result["ism"][i].sum(1)
+        elsewhere = sorted(set(range(40)) - motif)
+        # the motif's bases matter; a base elsewhere can only add a (weaker) match when mutated, never lose one
+        assert importance[sorted(motif)].min() > 0.1 and importance[elsewhere].max() < 1e-6
+        assert np.abs(importance[elsewhere][np.abs(np.array(elsewhere) - start - 2.5) > 9]).max() < 1e-6  # far away: none
+        assert set(np.argsort(-result["grad_x_input"][i])[:len(MOTIF)].tolist()) == motif
+        # the gradient of each base at its position is the column of the planted weight matrix
+        own = result["gradient"][i][np.arange(40), ["ACGT".index(b) for b in records[f"s{i + 1}"]]]
+        np.testing.assert_allclose(own, result["grad_x_input"][i], atol=1e-6)
+    marker, *logos = sorted(p.name for p in (tmp_path / "e.logos").iterdir())  # the folder is a seqpipe output
+    assert marker == ".seqpipe-output" and len(logos) == 2 and all(name.endswith(".png") for name in logos)
+
+
+def test_per_base_ism_equals_scoring_each_mutant(tmp_path):
+    model = write_checkpoint(tmp_path / "m.ckpt", RC_PER_BASE, ["other", "CDS"], seed=2)
+    sequence = "".join(rng.choice(list("ACGT"), 24))
+    fasta = write_fasta(tmp_path / "x.fa", {"r": sequence})
+    assert main(["--ckpt_path", str(tmp_path / "m.ckpt"), "--data.predict", fasta, "--out", str(tmp_path / "e"),
+                 "--span", "4:20"]) == 0
+    ism = np.load(tmp_path / "e.npz")["ism"][0]
+
+    def score(letters: str) -> float:
+        tokenizer = DNATokenizer()
+        with torch.no_grad():
+            both = [model({"x": tokenizer.encode(s)[None]}).softmax(-1)[0, :, 1] for s in (letters, reverse_complement(letters))]
+        p = float(((both[0] + both[1].flip(0)) / 2)[4:20].mean())
+        return np.log(p / (1 - p))
+
+    for position, base in [(0, 0), (7, 2), (12, 3), (23, 1)]:
+        mutant = sequence[:position] + "ACGT"[base] + sequence[position + 1:]
+        expected = 0.0 if mutant == sequence else score(mutant) - score(sequence)
+        assert ism[position, base] == pytest.approx(expected, abs=1e-5)
+
+
+def test_unknown_target_is_one_line(tmp_path, capsys):
+    write_checkpoint(tmp_path / "m.ckpt", MOTIF_MODEL, ["absent", "present"])
+    fasta = write_fasta(tmp_path / "x.fa", {"r": "ACGTACGT"})
+    assert main(["--ckpt_path", str(tmp_path / "m.ckpt"), "--data.predict", fasta, "--out", str(tmp_path / "e"),
+                 "--target", "nope"]) == 2
+    assert capsys.readouterr().err.strip() == "seqpipe: error: --target 'nope' is not a class of the model (['absent', 'present'])"
+    assert not list(tmp_path.glob("e*"))

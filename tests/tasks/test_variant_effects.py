@@ -1,0 +1,128 @@
+"""``seqpipe variants``: scores against a direct forward of hand-built windows, strand symmetry of an
+RC-equivariant model, skipped alleles reported, the scored VCF read back with cyvcf2."""
+
+from __future__ import annotations
+
+import gzip
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from cyvcf2 import VCF
+
+from dna_tool_fixtures import CAUSAL_CLASSIFIER, RC_PER_BASE, reverse_complement, write_checkpoint
+from seqpipe.data.tokenizers import DNATokenizer
+from seqpipe.tasks.variant_effects import main
+
+WINDOW = 31
+rng = np.random.default_rng(3)
+CHROM = "".join(rng.choice(list("ACGT"), 400))
+
+
+def write_fasta(path, records: dict[str, str]):
+    path.write_text("".join(f">{name}\n{seq}\n" for name, seq in records.items()))
+    return str(path)
+
+
+def write_vcf(path, rows, contigs: dict[str, int], gz: bool = False):
+    header = ["##fileformat=VCFv4.2", *(f"##contig=<ID={c},length={n}>" for c, n in contigs.items()),
+              "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO"]
+    text = "\n".join(header + ["\t".join(map(str, (*row, ".", "PASS", "."))) for row in rows]) + "\n"
+    (path.write_bytes(gzip.compress(text.encode())) if gz else path.write_text(text))
+    return str(path)
+
+
+def direct_score(model, sequence: str) -> np.ndarray:
+    """The model's class probabilities of a window, averaged over the window and both strands, computed from
+    the letters (the reference for the tool's windows, reverse complement and averaging)."""
+    tokenizer = DNATokenizer()
+    with torch.no_grad():
+        probs = [model({"x": tokenizer.encode(s)[None]}).softmax(-1)[0] for s in (sequence, reverse_complement(sequence))]
+    per_strand = [p.mean(0) if p.dim() == 2 else p for p in probs]
+    return ((per_strand[0] + per_strand[1]) / 2).numpy()
+
+
+def test_scores_equal_a_direct_forward_of_the_windows_and_skips_are_reported(tmp_path, capsys):
+    model = write_checkpoint(tmp_path / "m.ckpt", CAUSAL_CLASSIFIER, ["neg", "pos"])
+    fasta = write_fasta(tmp_path / "g.fa", {"chr1": CHROM})
+    wrong = "ACGT".replace(CHROM[99], "")[0]
+    rows = [("chr1", 201, "rs1", CHROM[200], "ACGT".replace(CHROM[200], "")[0]),
+            ("chr1", 5, ".", CHROM[4], "ACGT".replace(CHROM[4], "")[1]),             # window runs off the start
+            ("chr1", 100, "bad_ref", wrong, CHROM[99]),                            # REF disagrees with the FASTA
+            ("chr1", 300, "indel", CHROM[299], CHROM[299] + "A"),
+            ("chrZ", 3, "nochrom", "A", "C")]
+    vcf = write_vcf(tmp_path / "v.vcf.gz", rows, {"chr1": 400, "chrZ": 10}, gz=True)
+    assert main(["--ckpt_path", str(tmp_path / "m.ckpt"), "--data.fasta", fasta, "--vcf", vcf,
+                 "--window", str(WINDOW), "--out", str(tmp_path / "out")]) == 0
+    out, err = capsys.readouterr()
+    assert "scored 2 of 5 alleles" in out and "1 REF disagrees with the FASTA" in out
+    assert "chr1:100 bad_ref: REF " + wrong + f" disagrees with the FASTA ({CHROM[99]})" in err
+    table = pd.read_csv(tmp_path / "out.tsv", sep="\t")
+    assert list(table.columns) == ["chrom", "pos", "ref", "alt", "id", "diff_neg", "log_odds_neg", "diff_pos", "log_odds_pos"]
+    padded = "N" * WINDOW + CHROM + "N" * WINDOW
+    for row in table.itertuples():
+        start = row.pos - 1 - WINDOW // 2 + WINDOW
+        ref_window = padded[start:start + WINDOW]
+        alt_window = ref_window[:WINDOW // 2] + row.alt + ref_window[WINDOW // 2 + 1:]
+        ref, alt = direct_score(model, ref_window), direct_score(model, alt_window)
+        np.testing.assert_allclose([row.diff_neg, row.diff_pos], alt - ref, atol=1e-5)
+        logit = lambda p: np.log(p / (1 - p))  # noqa: E731
+        np.testing.assert_allclose(row.log_odds_pos, logit(alt[1]) - logit(ref[1]), rtol=1e-3, atol=1e-5)
+    skipped = pd.read_csv(tmp_path / "out.skipped.tsv", sep="\t")
+    assert list(skipped["id"]) == ["bad_ref", "indel", "nochrom"]
+    assert list(skipped["reason"])[1:] == ["not a single-base substitution", "chromosome not in the FASTA"]
+    records = list(VCF(str(tmp_path / "out.vcf.gz")))
+    assert len(records) == 5
+    assert records[0].INFO.get("SEQPIPE_DIFF_pos") == pytest.approx(table["diff_pos"][0], abs=1e-5)
+    assert records[2].INFO.get("SEQPIPE_SKIPPED").startswith("REF")
+    # long windows streamed chunk by chunk with carried state (a causal model) give the same scores
+    assert main(["--ckpt_path", str(tmp_path / "m.ckpt"), "--data.fasta", fasta, "--vcf", vcf, "--window", str(WINDOW),
+                 "--chunk_size", "8", "--out", str(tmp_path / "chunked")]) == 0
+    chunked = pd.read_csv(tmp_path / "chunked.tsv", sep="\t")
+    np.testing.assert_allclose(chunked.filter(like="diff_"), table.filter(like="diff_"), atol=1e-6)
+    # a user's file is never replaced (refused before any scoring); seqpipe's own outputs are
+    (tmp_path / "mine.tsv").write_text("a user's notes\n")
+    assert main(["--ckpt_path", str(tmp_path / "m.ckpt"), "--data.fasta", fasta, "--vcf", vcf,
+                 "--window", str(WINDOW), "--out", str(tmp_path / "mine")]) == 2
+    assert capsys.readouterr().err.strip().endswith("mine.tsv exists and is not a seqpipe variant scores TSV: refusing to "
+                                                     "replace it (move it away or choose another output path)")
+    assert (tmp_path / "mine.tsv").read_text() == "a user's notes\n" and not list(tmp_path.glob("mine.*.partial"))
+    assert main(["--ckpt_path", str(tmp_path / "m.ckpt"), "--data.fasta", fasta, "--vcf", vcf,
+                 "--window", str(WINDOW), "--out", str(tmp_path / "out")]) == 0
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "out.tsv", sep="\t"), table)
+
+
+def test_a_variant_scores_like_its_complement_on_the_reverse_complement_genome(tmp_path):
+    """For an RC-equivariant per-base model the score of a variant must not depend on the strand the genome
+    is written in: G:pos ref>alt scores as G':(n - pos + 1) comp(ref)>comp(alt) on G' = revcomp(G)."""
+    write_checkpoint(tmp_path / "m.ckpt", RC_PER_BASE, ["other", "CDS"], seed=1)
+    n = len(CHROM)
+    forward = write_fasta(tmp_path / "fwd.fa", {"chr1": CHROM})
+    reverse = write_fasta(tmp_path / "rev.fa", {"chr1": reverse_complement(CHROM)})
+    positions = [10, 150, 151, 390]  # 1-based; two within a half window of the ends
+    alts = ["ACGT".replace(CHROM[p - 1], "")[p % 3] for p in positions]
+    rows_f = [("chr1", p, f"v{p}", CHROM[p - 1], a) for p, a in zip(positions, alts)]
+    rows_r = [("chr1", n - p + 1, f"v{p}", reverse_complement(CHROM[p - 1]), reverse_complement(a)) for p, a in zip(positions, alts)]
+    tables = []
+    for name, fasta, rows in (("f", forward, rows_f), ("r", reverse, rows_r)):
+        vcf = write_vcf(tmp_path / f"{name}.vcf", sorted(rows, key=lambda r: r[1]), {"chr1": n})
+        assert main(["--ckpt_path", str(tmp_path / "m.ckpt"), "--data.fasta", fasta, "--vcf", vcf,
+                     "--window", str(WINDOW), "--span", "11", "--out", str(tmp_path / name)]) == 0
+        tables.append(pd.read_csv(tmp_path / f"{name}.tsv", sep="\t").set_index("id").sort_index())
+    assert (tables[0]["diff_CDS"].abs() > 1e-4).all()  # the variants do change the scores
+    np.testing.assert_allclose(tables[0][["diff_other", "diff_CDS"]], tables[1][["diff_other", "diff_CDS"]], atol=2e-6)
+
+
+def test_bad_inputs_give_one_line(tmp_path, capsys):
+    write_checkpoint(tmp_path / "m.ckpt", CAUSAL_CLASSIFIER, ["neg", "pos"])
+    fasta = write_fasta(tmp_path / "g.fa", {"chr1": CHROM})
+    (tmp_path / "broken.vcf").write_text("this is not a VCF\n")
+    for extra, message in (
+        (["--vcf", str(tmp_path / "missing.vcf")], "missing.vcf: no such VCF file"),
+        (["--vcf", str(tmp_path / "broken.vcf")], "broken.vcf: cannot be read as a VCF"),
+    ):
+        assert main(["--ckpt_path", str(tmp_path / "m.ckpt"), "--data.fasta", fasta, "--out", str(tmp_path / "o"), *extra]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0]
+    assert not list(tmp_path.glob("o*"))
