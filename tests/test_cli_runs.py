@@ -97,7 +97,7 @@ def test_resumed_run_reaches_the_weights_of_an_uninterrupted_run(dataset, tmp_pa
     seqpipe("fit", "--config", full, *common, "--trainer.default_root_dir", tmp_path / "a")
     assert exit_code("fit", "--config", tmp_path / "interrupted.yaml", *common, "--trainer.default_root_dir", tmp_path / "b") == 143
     stopped = torch.load(tmp_path / "b/lightning_logs/version_0/checkpoints/last.ckpt", weights_only=True)
-    assert stopped["epoch"] == 0
+    assert stopped["global_step"] == 3  # the 3 batches of epoch 0
     seqpipe("fit", "--config", full, *common, "--trainer.default_root_dir", tmp_path / "b", "--ckpt_path", "last")
 
     expected = torch.load(tmp_path / "a/lightning_logs/version_0/checkpoints/last.ckpt", weights_only=True)
@@ -253,4 +253,4 @@ def test_tools_are_subcommands_with_help(tmp_path, capsys):
     assert "track" in out.split("tools:")[1] and "synthetic" in out.split("tools:")[1]
     assert exit_code("track", "--help") == 0 and capsys.readouterr().out.startswith("usage: seqpipe track")
     assert exit_code("synthetic", "dna-motifs", "--out", tmp_path, "--n-train", 9, "--n-test", 3, "--length", 20) == 0
-    assert sorted(p.name for p in (tmp_path / "train").iterdir()) == ["background.fa", "enhancer_like.fa", "promoter_like.fa"]
+    assert sorted(p.name for p in (tmp_path / "train").iterdir()) == ["background.fasta", "enhancer_like.fasta", "promoter_like.fasta"]
