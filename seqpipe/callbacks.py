@@ -77,8 +77,8 @@ class StopPredictionOnSigterm(Callback):
 
 
 class QuietSanityCheck(Callback):
-    """Hides torchmetrics' "No positive samples" during the sanity check: its two validation batches often miss
-    a class, which says nothing about the data. Outside the sanity check the warning is shown."""
+    """Hides torchmetrics' "No positive/negative samples" during the sanity check: its two validation batches
+    often miss a class (or hold only one), which says nothing about the data. Outside it the warnings show."""
 
     def __init__(self):
         self._filters: warnings.catch_warnings | None = None
@@ -87,6 +87,7 @@ class QuietSanityCheck(Callback):
         self._filters = warnings.catch_warnings()
         self._filters.__enter__()
         warnings.filterwarnings("ignore", message="No positive samples")
+        warnings.filterwarnings("ignore", message="No negative samples")
 
     def on_sanity_check_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._filters is not None:
