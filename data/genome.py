@@ -174,7 +174,7 @@ class GenomeData(SplitDataModule):
         target: "track" (per-base classes from ``track``), "window_class" (a class per BED window, from
             ``label_column``) or "next_base" (language modelling).
         track: zarr store with one array per chromosome and a ``label_names`` attribute
-            (``python -m seqpipe.data.gff_track`` writes one), or a bigWig of class indices per base
+            (``seqpipe track`` writes one), or a bigWig of class indices per base
             (:mod:`seqpipe.data.bigwig_track`; bases without data are not scored).
         track_label_names: the class names of a bigWig track (index = value).
         bed: windows to use instead of sampled ones, resized around their centre to ``window_length``.
@@ -256,7 +256,7 @@ class GenomeData(SplitDataModule):
         ``predict`` needs no labels: the track is read for fit, validate and test only."""
         check_window_length(self.window_length)
         if self.target == "track" and self.track_path is None and stage != "predict":
-            raise ConfigError("data.target 'track' needs data.track (a zarr store; see python -m seqpipe.data.gff_track)")
+            raise ConfigError("data.target 'track' needs data.track (a zarr store; see seqpipe track)")
         if self.target == "window_class" and (self.bed is None or self.label_column is None):
             raise ConfigError("data.target 'window_class' needs data.bed and data.label_column")
         if self.stream and self.predict_overlap:

@@ -136,7 +136,7 @@ class Track:
     """Per-base values aligned to a genome: a zarr group with one 1-D array per chromosome.
 
     The group's ``label_names`` attribute names the classes of an integer track (index = value), as written
-    by ``python -m seqpipe.data.gff_track``. Arrays must have their chromosome's length.
+    by ``seqpipe track``. Arrays must have their chromosome's length.
     """
 
     def __init__(self, path: str | Path, chrom_sizes: dict[str, int]):

@@ -1,6 +1,6 @@
 """Build a per-base class track (zarr) from GFF features, aligned to a FASTA.
 
-    python -m seqpipe.data.gff_track GENOME.gff[.gz] GENOME.fa[.gz] OUT.zarr --feature CDS [--feature tRNA ...]
+    seqpipe track GENOME.gff[.gz] GENOME.fa[.gz] OUT.zarr --feature CDS [--feature tRNA ...]
 
 The track holds one uint8 array per FASTA record (chunked, same length as the record): 0 where no listed
 feature lies, ``k`` where the k-th ``--feature`` type lies (a later ``--feature`` wins where features of
@@ -87,8 +87,8 @@ def build_track(gff: str | Path, fasta: str | Path, out: str | Path, features: l
     return {name: int(n) for name, n in zip(["other", *features], counts)}
 
 
-def main(args: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m seqpipe.data.gff_track", description=__doc__.split("\n\n")[0])
+def main(args: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="seqpipe track", description=__doc__.split("\n\n")[0])
     parser.add_argument("gff", help="GFF3 annotations (plain or gzip)")
     parser.add_argument("fasta", help="the reference the annotations refer to (plain, bgzip or gzip)")
     parser.add_argument("out", help="the zarr store to write (replaces a track this command wrote; anything else there is an error)")
@@ -101,7 +101,8 @@ def main(args: list[str] | None = None) -> None:
         raise SystemExit(2) from None
     total = sum(counts.values())
     print(f"wrote {options.out}: " + ", ".join(f"{name} {n} bases ({n / total:.1%})" for name, n in counts.items()))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -1,7 +1,7 @@
 """Seeded generators of small synthetic data sets, for tests and the demo. Nothing is downloaded.
 
-    python -m seqpipe.data.synthetic dna-motifs --out DIR --seed 0
-    python -m seqpipe.data.synthetic audio-clips --out DIR --kind formants --n-per-class 300
+    seqpipe synthetic dna-motifs --out DIR --seed 0
+    seqpipe synthetic audio-clips --out DIR --kind formants --n-per-class 300
 
 Each data set is one subcommand and one plain function that tests call with tiny sizes.
 """
@@ -259,8 +259,8 @@ def make_audio_clip_dataset(
     return out_dir
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m seqpipe.data.synthetic", description=__doc__.split("\n")[0])
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="seqpipe synthetic", description=__doc__.split("\n")[0])
     datasets = parser.add_subparsers(dest="dataset", required=True, metavar="DATASET")
 
     dna = datasets.add_parser("dna-motifs", help="DNA classification with planted motifs, one FASTA per class")
@@ -293,7 +293,8 @@ def main(argv: list[str] | None = None) -> None:
 
     args = parser.parse_args(argv)
     print(f"wrote {args.make(args)}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import warnings
+
 import lightning as L
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from seqpipe.errors import ConfigError
 
@@ -62,3 +65,34 @@ class SequenceLengthWarmup(Callback):
             datamodule.train_window_length, datamodule.train_batch_size = length, batch_size
             rank_zero_info(f"sequence-length warm-up: epoch {epoch} trains on windows of "
                            f"{length or 'full length'} in batches of {batch_size or 'the data module size'}")
+
+
+class StopPredictionOnSigterm(Callback):
+    """Stops ``predict`` after the batch during which SIGTERM arrived (Lightning checks for it only while
+    fitting and evaluating), so the prediction writers remove their partial files and the run exits non-zero."""
+
+    def on_predict_batch_end(self, trainer: L.Trainer, *args) -> None:
+        if trainer.received_sigterm:
+            raise SIGTERMException
+
+
+class QuietSanityCheck(Callback):
+    """Hides torchmetrics' "No positive/negative samples" during the sanity check: its two validation batches
+    often miss a class (or hold only one), which says nothing about the data. Outside it the warnings show."""
+
+    def __init__(self):
+        self._filters: warnings.catch_warnings | None = None
+
+    def on_sanity_check_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._filters = warnings.catch_warnings()
+        self._filters.__enter__()
+        warnings.filterwarnings("ignore", message="No positive samples")
+        warnings.filterwarnings("ignore", message="No negative samples")
+
+    def on_sanity_check_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._filters is not None:
+            self._filters.__exit__(None, None, None)
+            self._filters = None
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        self.on_sanity_check_end(trainer, pl_module)

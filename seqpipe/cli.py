@@ -1,30 +1,87 @@
-"""The ``seqpipe`` command: LightningCLI with ``fit``, ``validate``, ``test`` and ``predict``."""
+"""The ``seqpipe`` command: LightningCLI's ``fit``, ``validate``, ``test`` and ``predict``, and the tools in
+:data:`TOOLS` (``seqpipe track``, ``seqpipe synthetic``, ...)."""
 
 from __future__ import annotations
 
+import difflib
+import importlib
+import inspect
+import logging
+import os
+import re
 import sys
 import warnings
+from argparse import ArgumentError
 from pathlib import Path
 
+import yaml
+from jsonargparse import Namespace
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.cli import LightningCLI
-from jsonargparse import Namespace
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from seqpipe.errors import ConfigError, SeqpipeError
+from seqpipe.callbacks import QuietSanityCheck, StopPredictionOnSigterm
+from seqpipe.checkpoints import (
+    RUN_CHECKPOINTS, LastCheckpoint, check_checkpoint_classes, check_same_task, class_paths, newest_run_checkpoint,
+    read_checkpoint,
+)
+from seqpipe.errors import CheckpointError, ConfigError, SeqpipeError
 from seqpipe.model import SequenceModel
 from seqpipe.prediction import PredictionWriter
 
+#: subcommand -> ("module:function", help). The function takes the argument list and returns an exit code; it
+#: is imported only when its subcommand runs, so core does not import the data or task modules.
+TOOLS = {
+    "track": ("seqpipe.data.gff_track:main", "write a per-base label track (zarr) from GFF3 annotations"),
+    "synthetic": ("seqpipe.data.synthetic:main", "generate a small seeded data set (DNA motifs, series, audio)"),
+}
+#: exit status of a run stopped by SIGTERM (128 + 15, as a shell reports a process killed by it)
+SIGTERM_EXIT = 143
+#: config keys whose class the recipe chooses; ``--help`` with a config also lists these classes' options
+SUBCLASS_KEYS = ("data", "model.head", "model.backbone.block")
+
 
 class SeqpipeCLI(LightningCLI):
-    """Adds the prediction writer (``--prediction.path``); CSVLogger and a rich progress bar by default."""
+    """Adds the prediction writer (``--prediction.path``), ``--ckpt_path best|last``, checks on checkpoints
+    before they are used, and a CSVLogger and a rich progress bar by default."""
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_lightning_class_args(PredictionWriter, "prediction")
 
+    def parse_arguments(self, parser, args) -> None:
+        """Parse; a bad option becomes one line, with the closest valid names for a misspelt one."""
+        try:
+            super().parse_arguments(parser, args)
+        except ArgumentError as error:
+            argv = sys.argv[1:] if args is None else list(args)
+            raise ConfigError(describe_parse_error(str(error), parser, argv)) from None
+
+    def _parse_ckpt_path(self) -> None:
+        """Resolve ``best``/``last``, then check the checkpoint (readable, trusted classes, same task) before
+        Lightning merges its hyper-parameters into the config, which imports the classes they name."""
+        subcommand = self.config.get("subcommand")
+        config = self.config[subcommand] if subcommand else None
+        if config is None or not config.get("ckpt_path"):
+            return
+        path = config.ckpt_path
+        if path in RUN_CHECKPOINTS:
+            path = newest_run_checkpoint(path, config.trainer.default_root_dir or ".")
+            print(f"--ckpt_path {config.ckpt_path}: {path}")
+            config.ckpt_path = str(path)
+        elif path in ("hpc", "registry"):
+            return
+        elif Path(path).is_dir():
+            raise CheckpointError(f"--ckpt_path {path}: is a directory, not a checkpoint file")
+        elif not Path(path).is_file():
+            raise CheckpointError(f"--ckpt_path {path}: no such checkpoint file")
+        hparams = read_checkpoint(path).get("hyper_parameters") or {}
+        user_modules = {class_path.rpartition(".")[0] for _, class_path in class_paths(config)}
+        check_checkpoint_classes(path, hparams, user_modules)
+        head = config.model.get("head") if config.get("model") else None
+        check_same_task(path, hparams, head.get("class_path") if isinstance(head, Namespace) else None)
+        super()._parse_ckpt_path()
+
     def before_instantiate_classes(self) -> None:
-        ckpt_path = self.config[self.subcommand].get("ckpt_path")
-        if ckpt_path and ckpt_path not in ("best", "last", "hpc", "registry") and not Path(ckpt_path).is_file():
-            raise ConfigError(f"--ckpt_path {ckpt_path}: no such checkpoint file")
         if self.subcommand == "predict" and self.config.predict.get("return_predictions") is None:
             # the prediction writers stream every row to disk; Lightning would also keep them all in memory
             self.config.predict.return_predictions = False
@@ -37,10 +94,12 @@ class SeqpipeCLI(LightningCLI):
         if trainer.enable_progress_bar is not False and not trainer.callbacks:
             trainer.callbacks = [Namespace(class_path="lightning.pytorch.callbacks.RichProgressBar")]
 
+    def after_instantiate_classes(self) -> None:
+        self.trainer.callbacks.append(StopPredictionOnSigterm() if self.subcommand == "predict" else QuietSanityCheck())
 
     def _run_subcommand(self, subcommand: str) -> None:
         """Run it; on a user error remove the run directories this run created while they are still empty
-        (Lightning's loggers create theirs before the data is read)."""
+        (Lightning's loggers create theirs before the data is read). SIGTERM stops it with SIGTERM_EXIT."""
         created = [d for d in _run_directories(self.trainer) if not d.exists()]
         try:
             super()._run_subcommand(subcommand)
@@ -49,6 +108,57 @@ class SeqpipeCLI(LightningCLI):
                 if directory.is_dir() and not any(directory.iterdir()):
                     directory.rmdir()
             raise
+        except SIGTERMException:
+            if self.trainer.is_global_zero:
+                print(f"seqpipe: {subcommand} stopped by SIGTERM{self._resume_hint(subcommand)}", file=sys.stderr)
+            raise SystemExit(SIGTERM_EXIT) from None
+
+    def _resume_hint(self, subcommand: str) -> str:
+        last = next((c for c in self.trainer.checkpoint_callbacks if isinstance(c, LastCheckpoint)), None)
+        if subcommand == "fit" and last is not None and last.best_model_path:
+            return f"; {last.best_model_path} resumes it (--ckpt_path last)"
+        return "; nothing was written" if subcommand == "predict" else ""
+
+    def after_fit(self) -> None:
+        """Name the run's checkpoints: Lightning's own last line only says that max_epochs was reached."""
+        if not self.trainer.is_global_zero:
+            return
+        for callback in self.trainer.checkpoint_callbacks:
+            if not callback.best_model_path:
+                continue
+            if isinstance(callback, LastCheckpoint):
+                print(f"last checkpoint: {callback.best_model_path}")
+            else:
+                score = callback.best_model_score
+                metric = f"{callback.monitor} {score.item():.4g}" if score is not None else "no score"
+                print(f"best checkpoint ({metric}): {callback.best_model_path}")
+
+
+#: Lightning's messages that do not concern a seqpipe user, matched exactly (never a blanket filter)
+_IRRELEVANT_LOGS = (
+    "💡 Tip: For seamless cloud logging",  # litlogger advertisement
+    "💡 Tip: For seamless cloud uploads",  # litmodels advertisement
+    # the model's best/last checkpoints replace the trainer's default one, as intended
+    "The following callbacks returned in `LightningModule.configure_callbacks` will override existing callbacks "
+    "passed to Trainer: ModelCheckpoint",
+)
+
+
+class _DropIrrelevantLogs(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not any(record.getMessage().startswith(text) for text in _IRRELEVANT_LOGS)
+
+
+def _silence_irrelevant_messages() -> None:
+    # Lightning 2.6 calls a torch API that torch 2.11 deprecated; nothing a user can act on.
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    # test/predict/resume run in a new run directory; seqpipe prints which checkpoint it uses
+    warnings.filterwarnings("ignore", message="The dirpath has changed from")
+    # `seqpipe --help` builds the parser a second time to list the chosen classes' options
+    warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended to run from within Python")
+    log = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(isinstance(f, _DropIrrelevantLogs) for f in log.filters):
+        log.addFilter(_DropIrrelevantLogs())
 
 
 def _run_directories(trainer) -> list[Path]:
@@ -60,20 +170,108 @@ def _run_directories(trainer) -> list[Path]:
     return list(directories)
 
 
+def describe_parse_error(message: str, parser, argv: list[str]) -> str:
+    """jsonargparse's error as one line; an unknown option with the closest valid names (difflib)."""
+    given_options = [arg.split("=")[0] for arg in argv if arg.startswith("--")]
+    not_accepted = re.search(r"Option '([^']+)' is not accepted", message)
+    owners = re.findall(r"class_path[ =]'([\w.]+)'", message)
+    if not_accepted and owners:
+        name = not_accepted.group(1)
+        given = next((o for o in given_options if o.endswith(f".{name}")), f"--{name}")
+        prefix = given.rpartition(".")[0]
+        choices = [f"{prefix}.{parameter}" for parameter in _init_parameters(owners[-1])]
+        return _did_you_mean(f"{given} is not an option of {owners[-1]}", given, choices)
+    unrecognized = re.match(r"unrecognized arguments: (\S+)", message)
+    if unrecognized:
+        given = unrecognized.group(1).split("=")[0]
+        subcommands = getattr(parser, "_subcommands_action", None)
+        subparser = next((subcommands.choices[a] for a in argv if subcommands and a in subcommands.choices), parser)
+        return _did_you_mean(f"{given} is not an option", given, list(subparser._option_string_actions))
+    return " ".join(line.strip() for line in message.splitlines() if line.strip())
+
+
+def _did_you_mean(problem: str, given: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(given, choices, n=3, cutoff=0.6)
+    return f"{problem}; did you mean {' or '.join(close)}?" if close else f"{problem} (see --help)"
+
+
+def _init_parameters(class_path: str) -> list[str]:
+    """The keyword arguments of ``class_path`` (already named by the user's config)."""
+    module, _, name = class_path.rpartition(".")
+    try:
+        signature = inspect.signature(getattr(importlib.import_module(module), name).__init__)
+    except (ImportError, AttributeError, ValueError, TypeError):
+        return []
+    return [p.name for p in list(signature.parameters.values())[1:] if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+
+
+def run_tool(name: str, argv: list[str]) -> int:
+    """Run the tool registered in :data:`TOOLS` as ``name`` with ``argv``; its exit code."""
+    module, function = TOOLS[name][0].split(":")
+    code = getattr(importlib.import_module(module), function)(argv)
+    return 0 if code is None else int(code)
+
+
+def _make_cli(args: list[str] | None) -> SeqpipeCLI:
+    return SeqpipeCLI(
+        SequenceModel,
+        LightningDataModule,
+        subclass_mode_data=True,
+        seed_everything_default=42,
+        auto_configure_optimizers=False,
+        save_config_kwargs={"overwrite": True},
+        parser_kwargs={"exit_on_error": False},
+        args=args,
+    )
+
+
+def _print_help(argv: list[str]) -> None:
+    """LightningCLI's help; with a config, then the options of the classes it chooses (data, head, block);
+    at the top level, then the tools."""
+    try:
+        _make_cli(argv)
+    except SystemExit:
+        pass
+    if argv[0] not in ("-h", "--help"):
+        for key, class_path in _config_subclasses(argv):
+            print(f"\n{key}: {class_path} (chosen by the config; --{key}.help CLASS shows another class)")
+            try:
+                _make_cli([argv[0], f"--{key}.help", class_path])
+            except SystemExit:
+                pass
+        return
+    print("\ntools:")
+    for name, (_, description) in TOOLS.items():
+        print(f"  {name:<12}{description} (seqpipe {name} --help)")
+
+
+def _config_subclasses(argv: list[str]) -> list[tuple[str, str]]:
+    """``(key, class_path)`` for the keys in SUBCLASS_KEYS that the ``--config`` files in ``argv`` set."""
+    chosen = {}
+    for index, arg in enumerate(argv):
+        path = arg.split("=", 1)[1] if arg.startswith("--config=") else argv[index + 1] if arg in ("--config", "-c") and index + 1 < len(argv) else None
+        if path and Path(path).is_file():
+            for key, class_path in class_paths(yaml.safe_load(Path(path).read_text()) or {}):
+                key = key.removesuffix(".class_path").replace("init_args.", "")
+                if key in SUBCLASS_KEYS:
+                    chosen[key] = class_path
+    return sorted(chosen.items(), key=lambda item: SUBCLASS_KEYS.index(item[0]))
+
+
 def main(args: list[str] | None = None) -> None:
     """Entry point; ``args`` replaces ``sys.argv[1:]`` (tests call ``main(["fit", "--config", ...])``)."""
-    # Lightning 2.6 calls a torch API that torch 2.11 deprecated; nothing a user can act on.
-    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    argv = sys.argv[1:] if args is None else [str(arg) for arg in args]
+    if argv and argv[0] in TOOLS:
+        raise SystemExit(run_tool(argv[0], argv[1:]))
+    # as under `python -m`: a head or data module named in a config may live in the working directory
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    _silence_irrelevant_messages()
+    if not argv or "-h" in argv or "--help" in argv:
+        _print_help(argv or ["--help"])
+        raise SystemExit(0)
     try:
-        SeqpipeCLI(
-            SequenceModel,
-            LightningDataModule,
-            subclass_mode_data=True,
-            seed_everything_default=42,
-            auto_configure_optimizers=False,
-            save_config_kwargs={"overwrite": True},
-            args=args,
-        )
+        _make_cli(None if args is None else argv)
     except Exception as error:
         user_error = _user_error(error)
         if user_error is None:

@@ -27,3 +27,11 @@ class DataError(SeqpipeError, ValueError):
 
 class ConfigError(SeqpipeError, ValueError):
     """Arguments that do not fit together (for example data that does not match a checkpoint)."""
+
+
+class CheckpointError(SeqpipeError, ValueError):
+    """A checkpoint that is missing, unreadable, untrusted or trained for another task; the message names the file."""
+
+
+class TrainingDiverged(SeqpipeError, ArithmeticError):
+    """The training loss became NaN or infinite; the run stops before a checkpoint of it is written."""

@@ -10,6 +10,8 @@ import torch
 from torch import nn
 from torchmetrics import MetricCollection
 
+from seqpipe.errors import ConfigError
+
 
 class TaskHead(nn.Module):
     """Turns backbone features into task outputs, and owns the loss, metrics and prediction format.
@@ -53,5 +55,20 @@ class TaskHead(nn.Module):
         raise NotImplementedError
 
     def predictions(self, outputs: Any, batch: dict[str, Any], data_info: dict[str, Any]) -> pd.DataFrame:
-        """One row per prediction, with an index column (record id, window, timestamp) first."""
-        raise NotImplementedError
+        """One row per prediction, with an index column (record id, window, timestamp) first.
+
+        This default writes one row per sequence: ``id`` (the batch's ``ids``, else the row number), then
+        the outputs (B, ...) flattened to columns ``output_<class>`` when there is one per class, else
+        ``output_0``, ``output_1``, .... Heads with a richer format (labels, probabilities) override it.
+        """
+        if not isinstance(outputs, torch.Tensor):
+            raise ConfigError(
+                f"{type(self).__name__}.forward returns {type(outputs).__name__}, not a tensor: define "
+                f"{type(self).__name__}.predictions(outputs, batch, data_info) to say what predict writes"
+            )
+        values = outputs.detach().float().cpu().reshape(len(outputs), -1).numpy()
+        names = list(data_info.get("label_names") or [])
+        columns = names if len(names) == values.shape[1] else [str(k) for k in range(values.shape[1])]
+        ids = batch.get("ids")
+        frame = pd.DataFrame({"id": list(ids) if ids is not None else range(len(values))})
+        return frame.join(pd.DataFrame(values, columns=[f"output_{c}" for c in columns]))

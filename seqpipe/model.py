@@ -12,8 +12,9 @@ from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
 from torch import nn
 
 from seqpipe.backbone import Backbone
+from seqpipe.checkpoints import LastCheckpoint, RandomState
 from seqpipe.chunked import chunked_forward
-from seqpipe.errors import ConfigError
+from seqpipe.errors import ConfigError, TrainingDiverged
 from seqpipe.heads import TaskHead
 
 SPLITS = ("val", "test")
@@ -110,6 +111,12 @@ class SequenceModel(L.LightningModule):
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         loss = self.head.loss(self(batch), batch)
+        if not torch.isfinite(loss.detach()).all():
+            # before backward, so the weights (and every checkpoint from now on) stay finite
+            raise TrainingDiverged(
+                f"train/loss is {loss.item()} at epoch {self.current_epoch}, step {self.global_step}: training "
+                f"diverged and was stopped (lower --model.lr, or check the data); no checkpoint was written for it"
+            )
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=self._batch_size(batch))
         return loss
 
@@ -155,5 +162,14 @@ class SequenceModel(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def configure_callbacks(self):
-        """Keep the best checkpoint by the head's validation metric (``best.ckpt``) and the last one."""
-        return [ModelCheckpoint(monitor=self.head.monitor, mode=self.head.monitor_mode, filename="best", save_last=True)]
+        """Keep the best checkpoint by the head's validation metric (``best.ckpt``) and the end of every epoch
+        (``last.ckpt``), with the random state that makes resuming from it exact."""
+        best = ModelCheckpoint(monitor=self.head.monitor, mode=self.head.monitor_mode, filename="best",
+                               enable_version_counter=False)
+        return [best, LastCheckpoint(), RandomState()]
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        for name, tensor in checkpoint["state_dict"].items():
+            if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+                raise TrainingDiverged(f"the weights {name} are not finite at epoch {self.current_epoch}, step "
+                                       f"{self.global_step}: training diverged; no checkpoint was written for it")

@@ -8,6 +8,7 @@ import pandas as pd
 from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities import rank_zero_info
 
+from seqpipe.errors import ConfigError
 from seqpipe.outputs import Output
 
 
@@ -27,6 +28,9 @@ class PredictionWriter(BasePredictionWriter):
 
     def __init__(self, path: str | None = None):
         super().__init__(write_interval="batch")
+        if path is not None and Path(path).is_dir():
+            # checked here, before the model and the data load, not after every prediction was computed
+            raise ConfigError(f"--prediction.path {path}: is a directory; give a file name such as {Path(path) / 'predictions.csv'}")
         self.path = path
         self._output: Output | None = None
 

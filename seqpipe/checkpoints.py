@@ -1,0 +1,137 @@
+"""Checkpoints: the files ``fit`` keeps, how a command names them, and what is checked before one is used.
+
+``fit`` keeps two files per run, in ``RUN/lightning_logs/version_N/checkpoints/``: ``best.ckpt`` (the best
+epoch by the head's validation metric) and ``last.ckpt`` (the end of the latest epoch, or the moment an
+interrupted run stopped). ``--ckpt_path best`` / ``last`` name them in the newest run under
+``--trainer.default_root_dir`` that has one.
+
+A checkpoint is read with ``weights_only=True`` (tensors and plain data only), and the classes its
+hyper-parameters name are imported only from trusted packages or from modules this run's own config names.
+"""
+
+from __future__ import annotations
+
+import pickle
+import random
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+from seqpipe.errors import CheckpointError
+
+#: names ``--ckpt_path`` resolves to a file of the newest run
+RUN_CHECKPOINTS = ("best", "last")
+#: top-level packages whose classes a checkpoint may name without the user naming their module
+TRUSTED_PACKAGES = ("seqpipe", "torch", "lightning", "torchmetrics")
+
+
+def newest_run_checkpoint(name: str, root: str | Path) -> Path:
+    """``root/lightning_logs/version_N/checkpoints/<name>.ckpt`` of the largest N that has one."""
+    versions = []
+    for path in Path(root).glob(f"lightning_logs/version_*/checkpoints/{name}.ckpt"):
+        number = re.fullmatch(r"version_(\d+)", path.parent.parent.name)
+        if number:
+            versions.append((int(number.group(1)), path))
+    if not versions:
+        raise CheckpointError(
+            f"--ckpt_path {name}: no {name}.ckpt under {Path(root) / 'lightning_logs'}/version_*/checkpoints "
+            f"(set --trainer.default_root_dir to the directory fit wrote, or give the file's path)"
+        )
+    return max(versions)[1]
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The checkpoint's contents, loaded with ``weights_only=True``; one error line naming the file otherwise."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except EOFError:
+        raise CheckpointError(f"{path}: not a readable checkpoint (the file is empty or truncated)") from None
+    except (RuntimeError, pickle.UnpicklingError, ValueError, OSError, AttributeError, KeyError) as error:
+        # torch's message goes on to suggest weights_only=False, which would run whatever code the file holds
+        unpickler = re.search(r"WeightsUnpickler error:\s*([^\n]+)", str(error))
+        if unpickler:
+            reason = f"it holds something other than tensors and plain data: {unpickler.group(1).strip()}"
+        else:
+            reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise CheckpointError(f"{path}: not a readable checkpoint ({reason})") from None
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise CheckpointError(f"{path}: not a seqpipe checkpoint (no state_dict)")
+    return checkpoint
+
+
+def class_paths(config: Any) -> Iterator[tuple[str, str]]:
+    """``(key, class_path)`` for every ``class_path`` in a nested config (dicts, lists, jsonargparse Namespaces)."""
+    items = vars(config).items() if hasattr(config, "__dict__") and not isinstance(config, type) else None
+    if isinstance(config, dict):
+        items = config.items()
+    if items is not None:
+        for key, value in items:
+            if key == "class_path" and isinstance(value, str):
+                yield key, value
+            else:
+                for inner_key, path in class_paths(value):
+                    yield f"{key}.{inner_key}", path
+    elif isinstance(config, (list, tuple)):
+        for value in config:
+            yield from class_paths(value)
+
+
+def check_checkpoint_classes(path: str | Path, hparams: dict[str, Any], user_modules: set[str]) -> None:
+    """Refuse a checkpoint whose hyper-parameters name a class outside the trusted packages and the modules
+    the user named (importing a module runs its code, so a doctored checkpoint must not choose one)."""
+    for key, class_path in class_paths(hparams):
+        module = class_path.rpartition(".")[0]
+        if module.split(".")[0] in TRUSTED_PACKAGES or module in user_modules:
+            continue
+        raise CheckpointError(
+            f"{path}: its model names {class_path!r} ({key.removesuffix('.class_path')}), from a module this run "
+            f"does not name; name it in your config or on the command line to allow it"
+        )
+
+
+def check_same_task(path: str | Path, hparams: dict[str, Any], head_class_path: str | None) -> None:
+    """Refuse a checkpoint trained with another head than the one this run's config names."""
+    trained = (hparams.get("head") or {}).get("class_path") if isinstance(hparams.get("head"), dict) else None
+    if head_class_path and trained and trained != head_class_path:
+        info = hparams.get("data_info") or {}
+        trained_on = f" on {', '.join(sorted(info))}" if info else ""
+        raise CheckpointError(
+            f"{path}: trained for {trained}{trained_on}, but this config's head is {head_class_path}: "
+            f"give a checkpoint of this task, or the config it was trained with"
+        )
+
+
+class LastCheckpoint(ModelCheckpoint):
+    """Writes ``last.ckpt`` at the end of every epoch, and when a run is interrupted (SIGTERM, Ctrl-C),
+    so that ``fit --ckpt_path last`` resumes where it stopped. Nothing is written when the run failed
+    (a non-finite loss must not leave a checkpoint behind)."""
+
+    def __init__(self):
+        super().__init__(filename="last", monitor=None, save_top_k=1, enable_version_counter=False)
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        if isinstance(exception, (KeyboardInterrupt, SIGTERMException)) and trainer.state.fn == "fit":
+            self._save_checkpoint(trainer, self.format_checkpoint_name({}))
+
+
+class RandomState(Callback):
+    """Saves the random generators' states in the checkpoint and restores them on resume, so a resumed run
+    shuffles and augments exactly as the uninterrupted run would have."""
+
+    def state_dict(self) -> dict[str, Any]:
+        kind, keys, position, has_gauss, cached_gaussian = np.random.get_state()
+        # as tensors and plain data: checkpoints are read with weights_only=True
+        numpy_state = (kind, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, cached_gaussian)
+        return {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": numpy_state}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        kind, keys, position, has_gauss, cached_gaussian = state_dict["numpy"]
+        np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, cached_gaussian))
+        torch.set_rng_state(state_dict["torch"])
+        random.setstate(state_dict["python"])

@@ -1,0 +1,19 @@
+"""A callback the CLI tests name in their configs (``class_path: interrupt_helpers.SigtermAfterEpoch``)."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+from lightning.pytorch.callbacks import Callback
+
+
+class SigtermAfterEpoch(Callback):
+    """Sends this process SIGTERM at the end of training epoch ``epoch`` (0-based), as a scheduler would."""
+
+    def __init__(self, epoch: int = 0):
+        self.epoch = epoch
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.current_epoch == self.epoch:
+            os.kill(os.getpid(), signal.SIGTERM)

@@ -1,0 +1,256 @@
+"""The CLI around a run: checkpoint names and resolution, resume, signals, divergence, bad or untrusted
+checkpoints, option typos, help, the tool subcommands, and Lightning's noise."""
+
+from __future__ import annotations
+
+import copy
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from seqpipe.cli import main
+from seqpipe.data.synthetic import make_dna_motif_dataset, write_fasta
+
+TESTS = Path(__file__).parent
+CONFIG = {
+    "seed_everything": 0,
+    "trainer": {"max_epochs": 1, "enable_progress_bar": False, "enable_model_summary": False, "limit_train_batches": 3},
+    "model": {
+        "backbone": {"d_model": 16, "n_layers": 1,
+                     "block": {"class_path": "seqpipe.mamba.MambaBlock", "init_args": {"d_state": 4}}},
+        "head": {"class_path": "seqpipe.tasks.classification.SequenceClassification"},
+    },
+    "data": {"class_path": "seqpipe.data.dna.DNAClassificationData", "init_args": {"batch_size": 16}},
+}
+
+
+def write_config(path: Path, **trainer) -> Path:
+    config = copy.deepcopy(CONFIG)
+    config["trainer"].update(trainer)
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def seqpipe(*args) -> None:
+    main([str(a) for a in args])
+
+
+def exit_code(*args) -> int:
+    with pytest.raises(SystemExit) as exit_info:
+        seqpipe(*args)
+    return exit_info.value.code
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    root = make_dna_motif_dataset(tmp_path_factory.mktemp("dna"), seed=1, n_train=60, n_test=15, n_unlabelled=5, length=32)
+    write_config(root / "config.yaml")
+    return root
+
+
+@pytest.fixture(scope="module")
+def run(dataset, tmp_path_factory) -> Path:
+    """A run directory with one fitted model."""
+    root = tmp_path_factory.mktemp("run")
+    seqpipe("fit", "--config", dataset / "config.yaml", "--data.train", dataset / "train", "--trainer.default_root_dir", root)
+    return root
+
+
+def predict_args(dataset: Path, checkpoint, out: Path) -> list:
+    return ["predict", "--config", dataset / "config.yaml", "--data.predict", dataset / "unlabelled.fasta",
+            "--ckpt_path", checkpoint, "--prediction.path", out, "--trainer.default_root_dir", out.parent]
+
+
+def test_fit_names_its_checkpoints_and_best_last_resolve_to_the_newest_run(dataset, tmp_path, capfd):
+    root = tmp_path / "run"
+    for _ in range(2):  # the second fit is version_1: the name must follow it
+        seqpipe("fit", "--config", dataset / "config.yaml", "--data.train", dataset / "train",
+                "--trainer.default_root_dir", root)
+    out = capfd.readouterr().out
+    newest = root / "lightning_logs" / "version_1" / "checkpoints"
+    assert f"best checkpoint (val/acc " in out and f"{newest / 'best.ckpt'}" in out
+    assert f"last checkpoint: {newest / 'last.ckpt'}" in out
+
+    seqpipe(*predict_args(dataset, "best", root / "predictions.csv"))
+    assert f"--ckpt_path best: {newest / 'best.ckpt'}" in capfd.readouterr().out
+
+    assert exit_code(*predict_args(dataset, "last", tmp_path / "elsewhere" / "p.csv")) == 2
+    assert "--ckpt_path last: no last.ckpt under" in capfd.readouterr().err
+
+
+def test_resumed_run_reaches_the_weights_of_an_uninterrupted_run(dataset, tmp_path):
+    """SIGTERM after epoch 0, then ``fit --ckpt_path last``: the same final weights as one run of 3 epochs
+    (same seed, CPU), which needs last.ckpt at the epoch's end and the random state saved with it."""
+    full = write_config(tmp_path / "full.yaml", max_epochs=3)
+    interrupted = yaml.safe_load(full.read_text())
+    interrupted["trainer"]["callbacks"] = [{"class_path": "interrupt_helpers.SigtermAfterEpoch", "init_args": {"epoch": 0}}]
+    (tmp_path / "interrupted.yaml").write_text(yaml.safe_dump(interrupted))
+    common = ["--data.train", dataset / "train"]
+
+    seqpipe("fit", "--config", full, *common, "--trainer.default_root_dir", tmp_path / "a")
+    assert exit_code("fit", "--config", tmp_path / "interrupted.yaml", *common, "--trainer.default_root_dir", tmp_path / "b") == 143
+    stopped = torch.load(tmp_path / "b/lightning_logs/version_0/checkpoints/last.ckpt", weights_only=True)
+    assert stopped["global_step"] == 3  # the 3 batches of epoch 0
+    seqpipe("fit", "--config", full, *common, "--trainer.default_root_dir", tmp_path / "b", "--ckpt_path", "last")
+
+    expected = torch.load(tmp_path / "a/lightning_logs/version_0/checkpoints/last.ckpt", weights_only=True)
+    resumed = torch.load(tmp_path / "b/lightning_logs/version_1/checkpoints/last.ckpt", weights_only=True)
+    assert (resumed["epoch"], resumed["global_step"]) == (expected["epoch"], expected["global_step"]) == (2, 9)
+    assert resumed["state_dict"].keys() == expected["state_dict"].keys()
+    for name, tensor in expected["state_dict"].items():
+        torch.testing.assert_close(resumed["state_dict"][name], tensor, rtol=0, atol=1e-6, msg=name)
+
+
+def test_fit_ckpt_path_last_without_a_run_is_one_line(dataset, tmp_path, capsys):
+    assert exit_code("fit", "--config", dataset / "config.yaml", "--data.train", dataset / "train",
+                     "--trainer.default_root_dir", tmp_path, "--ckpt_path", "last") == 2
+    err = capsys.readouterr().err
+    assert err.startswith("seqpipe: error: --ckpt_path last: no last.ckpt under") and err.count("\n") == 1
+
+
+def wait_for(path_glob: tuple[Path, str], process: subprocess.Popen, timeout: float = 300) -> None:
+    directory, pattern = path_glob
+    deadline = time.monotonic() + timeout
+    while not list(directory.glob(pattern)):
+        assert process.poll() is None, process.communicate()[1][-3000:]
+        assert time.monotonic() < deadline, f"no {pattern} after {timeout} s"
+        time.sleep(0.05)
+
+
+def start_seqpipe(*args) -> subprocess.Popen:
+    command = [str(Path(sys.executable).parent / "seqpipe"), *map(str, args)]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]), "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def test_lightning_noise_is_silenced_but_not_everything(dataset, tmp_path):
+    """What a user's terminal shows for fit and predict (a subprocess: pytest would capture logs and warnings)."""
+    printed = ""
+    for args in (["fit", "--config", dataset / "config.yaml", "--data.train", dataset / "train"],
+                 ["predict", "--config", dataset / "config.yaml", "--data.predict", dataset / "unlabelled.fasta",
+                  "--ckpt_path", "best"]):
+        process = start_seqpipe(*args, "--trainer.default_root_dir", tmp_path)
+        out, err = process.communicate(timeout=600)
+        assert process.returncode == 0, err[-3000:]
+        printed += out + err
+    for noise in ("litlogger", "litmodels", "will override existing callbacks", "dirpath has changed",
+                  "No positive samples"):
+        assert noise not in printed
+    assert "`Trainer.fit` stopped" in printed and "predictions written to" in printed  # Lightning's own lines stay
+
+
+def test_sigterm_mid_fit_stops_with_a_resumable_last_checkpoint_and_exit_143(dataset, tmp_path):
+    config = write_config(tmp_path / "long.yaml", max_epochs=10_000, limit_train_batches=2)
+    process = start_seqpipe("fit", "--config", config, "--data.train", dataset / "train", "--trainer.default_root_dir", tmp_path)
+    wait_for((tmp_path, "lightning_logs/version_0/checkpoints/last.ckpt"), process)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=300)
+    assert process.returncode == 143, err[-3000:]
+    last = tmp_path / "lightning_logs/version_0/checkpoints/last.ckpt"
+    assert f"seqpipe: fit stopped by SIGTERM; {last} resumes it (--ckpt_path last)" in err
+    checkpoint = torch.load(last, weights_only=True)
+    assert {"optimizer_states", "lr_schedulers", "loops", "callbacks"} <= checkpoint.keys()
+    assert checkpoint["epoch"] < 10_000 and "Traceback" not in err
+
+
+def test_sigterm_mid_predict_stops_leaving_no_partial_file_and_exit_143(dataset, run, tmp_path):
+    records = [(f"q{i}", "ACGT" * 8) for i in range(20_000)]
+    many = write_fasta(tmp_path / "many.fasta", records)
+    out = tmp_path / "out" / "predictions.csv"
+    process = start_seqpipe("predict", "--config", dataset / "config.yaml", "--data.predict", many, "--data.batch_size", 1,
+                            "--ckpt_path", "best", "--trainer.default_root_dir", run, "--prediction.path", out)
+    wait_for((out.parent, "*.partial"), process)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=300)
+    assert process.returncode == 143, err[-3000:]
+    assert "seqpipe: predict stopped by SIGTERM; nothing was written" in err
+    assert list(out.parent.iterdir()) == []
+
+
+def test_non_finite_loss_stops_the_run_before_a_checkpoint_is_written(dataset, tmp_path, capsys):
+    assert exit_code("fit", "--config", dataset / "config.yaml", "--data.train", dataset / "train",
+                     "--model.lr", "1e30", "--trainer.max_epochs", 3, "--trainer.default_root_dir", tmp_path) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("seqpipe: error: train/loss is nan at epoch 0") and "Traceback" not in err
+    for checkpoint in tmp_path.rglob("*.ckpt"):
+        weights = torch.load(checkpoint, weights_only=True)["state_dict"].values()
+        assert all(torch.isfinite(w).all() for w in weights if w.is_floating_point()), checkpoint
+
+
+@pytest.mark.parametrize("content", [b"", b"not a checkpoint\n", bytes(range(256))])
+def test_unreadable_checkpoint_is_one_line_naming_the_file(dataset, tmp_path, content, capsys):
+    bad = tmp_path / "bad.ckpt"
+    bad.write_bytes(content)
+    assert exit_code(*predict_args(dataset, bad, tmp_path / "p.csv")) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"seqpipe: error: {bad}: not a readable checkpoint") and err.count("\n") == 1
+    assert "weights_only" not in err
+
+
+def doctored(run: Path, tmp_path: Path, **hparams) -> Path:
+    checkpoint = torch.load(run / "lightning_logs/version_0/checkpoints/best.ckpt", weights_only=True)
+    checkpoint["hyper_parameters"].update(hparams)
+    torch.save(checkpoint, tmp_path / "doctored.ckpt")
+    return tmp_path / "doctored.ckpt"
+
+
+def test_checkpoint_naming_an_untrusted_class_is_refused_before_importing_it(dataset, run, tmp_path, capfd):
+    checkpoint = doctored(run, tmp_path, head={"class_path": "this.Head", "init_args": {}})
+    sys.modules.pop("this", None)
+    assert exit_code(*predict_args(dataset, checkpoint, tmp_path / "p.csv")) == 2
+    out, err = capfd.readouterr()
+    assert "this" not in sys.modules and "Beautiful is better than ugly" not in out
+    assert err.startswith(f"seqpipe: error: {checkpoint}: its model names 'this.Head' (head)")
+
+
+def test_checkpoint_of_another_task_names_what_it_was_trained_for(dataset, run, tmp_path, capsys):
+    checkpoint = doctored(run, tmp_path, head={"class_path": "seqpipe.tasks.forecasting.Forecasting", "init_args": {}},
+                          data_info={"input_dim": 3, "horizon": 8, "scaler": {}})
+    assert exit_code(*predict_args(dataset, checkpoint, tmp_path / "p.csv")) == 2
+    err = capsys.readouterr().err
+    assert err == (f"seqpipe: error: {checkpoint}: trained for seqpipe.tasks.forecasting.Forecasting on horizon, "
+                   f"input_dim, scaler, but this config's head is seqpipe.tasks.classification.SequenceClassification: "
+                   f"give a checkpoint of this task, or the config it was trained with\n")
+
+
+def test_prediction_path_that_is_a_directory_fails_before_anything_runs(dataset, run, tmp_path, capsys):
+    (tmp_path / "taken").mkdir()
+    args = predict_args(dataset, "best", tmp_path / "p.csv")
+    args[args.index("--prediction.path") + 1] = tmp_path / "taken"
+    args[args.index("--trainer.default_root_dir") + 1] = run
+    assert exit_code(*args) == 2
+    captured = capsys.readouterr()
+    assert f"--prediction.path {tmp_path / 'taken'}: is a directory" in captured.err
+    assert "Restoring states" not in captured.out + captured.err
+
+
+def test_misspelt_option_is_one_line_with_the_closest_names(dataset, capsys):
+    assert exit_code("fit", "--config", dataset / "config.yaml", "--data.max_len", "5") == 2
+    err = capsys.readouterr().err
+    assert err.startswith("seqpipe: error: --data.max_len is not an option of seqpipe.data.dna.DNAClassificationData; "
+                          "did you mean --data.max_length") and err.count("\n") == 1
+    assert exit_code("fit", "--config", dataset / "config.yaml", "--model.lrr", "5") == 2
+    assert "--model.lrr is not an option; did you mean --model.lr" in capsys.readouterr().err
+
+
+def test_help_with_a_config_lists_the_chosen_classes_options(dataset, capsys):
+    assert exit_code("fit", "--config", dataset / "config.yaml", "--help") == 0
+    out = capsys.readouterr().out
+    for option in ("--trainer.max_epochs", "--data.train", "--data.max_length", "--model.head.pooling", "d_state"):
+        assert option in out, option
+
+
+def test_tools_are_subcommands_with_help(tmp_path, capsys):
+    assert exit_code("--help") == 0
+    out = capsys.readouterr().out
+    assert "track" in out.split("tools:")[1] and "synthetic" in out.split("tools:")[1]
+    assert exit_code("track", "--help") == 0 and capsys.readouterr().out.startswith("usage: seqpipe track")
+    assert exit_code("synthetic", "dna-motifs", "--out", tmp_path, "--n-train", 9, "--n-test", 3, "--length", 20) == 0
+    assert sorted(p.name for p in (tmp_path / "train").iterdir()) == ["background.fasta", "enhancer_like.fasta", "promoter_like.fasta"]
