@@ -38,6 +38,15 @@ class TaskHead(nn.Module):
         """The tensor fed to the backbone; heads that reshape or normalise inputs override this."""
         return batch["x"]
 
+    def evaluation_views(self, batch: dict[str, Any]) -> list[dict[str, Any]]:
+        """The batches scored outside training (validation, test, predict), whose outputs
+        :meth:`merge_views` combines — test-time augmentation such as both DNA strands. Default: ``batch`` alone."""
+        return [batch]
+
+    def merge_views(self, outputs: list[Any]) -> Any:
+        """The outputs of :meth:`evaluation_views`, in order -> the outputs of the batch."""
+        return outputs[0]
+
     def forward(self, features: torch.Tensor, lengths: torch.Tensor | None, batch: dict[str, Any]) -> Any:
         """features (B, L, d_model), lengths (B,) or None -> task outputs (head-specific)."""
         raise NotImplementedError

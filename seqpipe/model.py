@@ -15,6 +15,7 @@ from seqpipe.backbone import Backbone
 from seqpipe.chunked import chunked_forward
 from seqpipe.errors import ConfigError
 from seqpipe.heads import TaskHead
+from seqpipe.pretrained import load_backbone_weights, report_loaded
 
 SPLITS = ("val", "test")
 
@@ -40,6 +41,12 @@ class SequenceModel(L.LightningModule):
             sequence window by window (batches with ``continues``).
         checkpoint_chunks: with ``chunk_size``, recompute each chunk in the backward pass
             (``torch.utils.checkpoint``) instead of keeping its activations.
+        pretrained: a checkpoint (e.g. of ``configs/dna_pretrain.yaml``) whose backbone weights, embedding
+            included, start this ``fit`` (loaded by name; the head is new; see :mod:`seqpipe.pretrained`).
+            Not read by ``test``/``predict``: the fine-tuned checkpoint holds every weight.
+        freeze_backbone: train the head only; the backbone keeps its (pre-trained) weights.
+        backbone_lr_scale: the backbone's learning rate is ``lr * backbone_lr_scale`` (e.g. 0.1 to fine-tune
+            pre-trained weights gently while the new head learns at ``lr``).
     """
 
     def __init__(
@@ -54,6 +61,9 @@ class SequenceModel(L.LightningModule):
         data_info: dict[str, Any] | None = None,
         chunk_size: int | None = None,
         checkpoint_chunks: bool = False,
+        pretrained: str | None = None,
+        freeze_backbone: bool = False,
+        backbone_lr_scale: float = 1.0,
     ):
         super().__init__()
         # Under LightningCLI the hparams hold the backbone and head *configs*, which restore the model from a
@@ -63,6 +73,8 @@ class SequenceModel(L.LightningModule):
         self.head = head
         self.metrics = nn.ModuleDict()
         self._stream_state = None
+        if backbone_lr_scale <= 0:
+            raise ConfigError(f"model.backbone_lr_scale must be positive, got {backbone_lr_scale}")
         if data_info is not None:
             self._bind(data_info)
 
@@ -76,17 +88,31 @@ class SequenceModel(L.LightningModule):
             self.metrics[split] = self.head.metrics().clone(prefix=f"{split}/")
 
     def configure_model(self) -> None:
-        if self.hparams.get("data_info") is not None:
-            return
-        info = getattr(self.trainer.datamodule, "data_info", None)
-        if info is None:
-            raise ConfigError(
-                "the model has no data_info: train it on a data module with training data (data.train), "
-                "or restore it from a checkpoint with --ckpt_path"
-            )
-        self._bind(info)
+        if self.hparams.get("data_info") is None:
+            info = getattr(self.trainer.datamodule, "data_info", None)
+            if info is None:
+                raise ConfigError(
+                    "the model has no data_info: train it on a data module with training data (data.train), "
+                    "or restore it from a checkpoint with --ckpt_path"
+                )
+            self._bind(info)
+        self._start_from_pretrained()
+
+    def _start_from_pretrained(self) -> None:
+        """``fit`` only: load the ``pretrained`` backbone (a resumed run's --ckpt_path overrides it later), and
+        freeze the backbone when asked."""
+        if self.hparams.get("pretrained") and self.trainer.state.fn == "fit":
+            report_loaded(self.hparams.pretrained, *load_backbone_weights(self.backbone, self.hparams.pretrained))
+        if self.hparams.get("freeze_backbone"):
+            self.backbone.requires_grad_(False)
 
     def forward(self, batch: dict[str, Any]) -> Any:
+        """The head's outputs; outside training, merged over the head's evaluation views (e.g. both strands)."""
+        if self.training:
+            return self._forward_view(batch)
+        return self.head.merge_views([self._forward_view(view) for view in self.head.evaluation_views(batch)])
+
+    def _forward_view(self, batch: dict[str, Any]) -> Any:
         lengths = batch.get("lengths")
         features = self._features(self.head.backbone_input(batch), lengths, batch.get("continues"))
         return self.head(features, self.backbone.output_lengths(lengths), batch)
@@ -131,15 +157,17 @@ class SequenceModel(L.LightningModule):
         return self.head.predictions(self(batch), batch, self.hparams["data_info"])
 
     def configure_optimizers(self):
-        decay, no_decay = [], []
+        in_backbone = {id(param) for param in self.backbone.parameters()}
+        groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
         for param in self.parameters():
             if param.requires_grad:
                 skip = getattr(param, "_no_weight_decay", False) or param.ndim < 2
-                (no_decay if skip else decay).append(param)
+                groups.setdefault((skip, id(param) in in_backbone), []).append(param)
+        lr, scale = self.hparams.lr, self.hparams.get("backbone_lr_scale", 1.0)
         optimizer = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": self.hparams.weight_decay},
-             {"params": no_decay, "weight_decay": 0.0}],
-            lr=self.hparams.lr, betas=tuple(self.hparams.betas),
+            [{"params": params, "weight_decay": 0.0 if skip else self.hparams.weight_decay,
+              "lr": lr * scale if backbone else lr} for (skip, backbone), params in groups.items()],
+            lr=lr, betas=tuple(self.hparams.betas),
         )
         total = max(1, int(self.trainer.estimated_stepping_batches))
         warmup = int(self.hparams.warmup_fraction * total)
