@@ -15,6 +15,9 @@ Models:
   gpu       configs/dna_classify_gpu.yaml
   pretrain  configs/dna_pretrain.yaml on the set's own training sequences (labels ignored) and, for the
             bacterial sets, the E. coli genome; then configs/dna_classify.yaml with --model.pretrained
+  CONFIG[,key=value...]   any other recipe with CLI overrides (candidates to choose a default by validation)
+
+``--csv`` appends every row to a CSV as well, so several runs (e.g. in parallel) make one table.
 """
 
 from __future__ import annotations
@@ -165,12 +168,12 @@ def fit_and_test(config: str, paths: dict[str, Path], run: Path, common: list[st
             "note": f"{len(epochs)} epochs"}
 
 
-def pretrain(paths: dict[str, Path], genome: Path | None, run: Path, common: list[str]) -> Path:
+def pretrain(paths: dict[str, Path], genome: Path | None, run: Path, common: list[str], extra: list[str]) -> Path:
     """``configs/dna_pretrain.yaml`` on the training and validation sequences (labels ignored) [+ the genome]."""
     sources = ["--data.sequences", f"[{paths['train']},{paths['val']}]"]
     if genome is not None:
         sources += ["--data.fasta", f"[{genome}]"]
-    seqpipe("fit", "--config", "configs/dna_pretrain.yaml", *sources, "--trainer.default_root_dir", run, *common,
+    seqpipe("fit", "--config", "configs/dna_pretrain.yaml", *sources, "--trainer.default_root_dir", run, *common, *extra,
             log=run.with_suffix(".log"))
     (checkpoint,) = run.glob("lightning_logs/version_*/checkpoints/last.ckpt")
     return checkpoint
@@ -181,8 +184,7 @@ def run_set(name: str, args) -> list[dict]:
     work = args.work / name
     paths = write_splits(args.data / path, relabel, work)
     common = ["--trainer.accelerator", args.accelerator, "--trainer.enable_progress_bar", "false"]
-    if args.max_epochs:
-        common += ["--trainer.max_epochs", str(args.max_epochs)]
+    epochs = ["--trainer.max_epochs", str(args.max_epochs)] if args.max_epochs else []
     rows = []
 
     def row(model: str, compute) -> None:
@@ -190,6 +192,8 @@ def run_set(name: str, args) -> list[dict]:
         result = compute()
         rows.append({"set": name, "model": model, **result, "seconds": time.perf_counter() - start})
         print(pd.DataFrame(rows[-1:]).to_string(index=False, float_format="%.3f"), flush=True)
+        if args.csv:
+            pd.DataFrame(rows[-1:]).to_csv(args.csv, mode="a", header=not args.csv.exists(), index=False)
 
     device = "cuda" if args.accelerator == "gpu" else "cpu"
     for model in args.models:
@@ -198,16 +202,21 @@ def run_set(name: str, args) -> list[dict]:
         elif model == "cnn":
             row("small CNN", lambda: cnn_baseline(paths, device=device))
         elif model == "cpu":
-            row("CPU recipe", lambda: fit_and_test("configs/dna_classify.yaml", paths, work / "cpu", common))
+            row("CPU recipe", lambda: fit_and_test("configs/dna_classify.yaml", paths, work / "cpu", common, epochs))
         elif model == "gpu":
-            row("GPU recipe", lambda: fit_and_test("configs/dna_classify_gpu.yaml", paths, work / "gpu", common))
+            row("GPU recipe", lambda: fit_and_test("configs/dna_classify_gpu.yaml", paths, work / "gpu", common, epochs))
         elif model == "pretrain":
             sources = [("own sequences", None)] + ([("own + E. coli genome", args.data / GENOME)] if with_genome else [])
             for label, genome in sources:
                 run = work / ("pretrain_genome" if genome else "pretrain_own")
                 row(f"CPU recipe, pre-trained ({label})", lambda: fit_and_test(
                     "configs/dna_classify.yaml", paths, run / "finetune", common,
-                    ["--model.pretrained", pretrain(paths, genome, run / "lm", common)]))
+                    [*epochs, "--model.pretrained", pretrain(paths, genome, run / "lm", common, args.pretrain_args.split())]))
+        else:
+            config, *overrides = model.split(",")
+            options = [f"--{part}" if i == 0 else part for override in overrides for i, part in enumerate(override.split("=", 1))]
+            slug = model.replace("/", "_").replace(",", "_").replace("=", "-")
+            row(model, lambda: fit_and_test(config, paths, work / slug, common, [*epochs, *options]))
     return rows
 
 
@@ -222,10 +231,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--sets", nargs="+", choices=list(SETS), default=list(SETS))
-    parser.add_argument("--models", nargs="+", choices=["kmer", "cnn", "cpu", "gpu", "pretrain"], default=["kmer", "cnn", "cpu"])
+    parser.add_argument("--models", nargs="+", default=["kmer", "cnn", "cpu"], help="kmer cnn cpu gpu pretrain CONFIG[,k=v...]")
     parser.add_argument("--accelerator", default="cpu")
     parser.add_argument("--max-epochs", type=int, default=None, help="override the recipes' trainer.max_epochs")
+    parser.add_argument("--pretrain-args", default="", help="extra CLI options of the pre-training runs, e.g. '--trainer.max_epochs 2'")
     parser.add_argument("--work", type=Path, default=Path("runs/bench_dna"))
+    parser.add_argument("--csv", type=Path, help="also append the rows to this CSV")
     args = parser.parse_args()
     rows = [row for name in args.sets for row in run_set(name, args)]
     print("\n" + markdown(pd.DataFrame(rows)))

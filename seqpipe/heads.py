@@ -19,6 +19,10 @@ class TaskHead(nn.Module):
     checkpoint, so a restored model is bound again before its weights load.
     """
 
+    #: the head reads nothing of the features but their mean over the valid positions: the model may then stream a
+    #: long sequence at evaluation (``chunk_size``) into that mean and pass it as features of length 1
+    mean_pooled: bool = False
+
     #: the validation metric that selects the best checkpoint, and whether larger is better
     monitor: str = "val/loss"
     monitor_mode: Literal["min", "max"] = "min"

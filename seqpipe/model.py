@@ -12,7 +12,7 @@ from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
 from torch import nn
 
 from seqpipe.backbone import Backbone
-from seqpipe.chunked import chunked_forward
+from seqpipe.chunked import chunked_forward, chunked_mean
 from seqpipe.errors import ConfigError
 from seqpipe.heads import TaskHead
 from seqpipe.pretrained import load_backbone_weights, report_loaded
@@ -113,8 +113,12 @@ class SequenceModel(L.LightningModule):
         return self.head.merge_views([self._forward_view(view) for view in self.head.evaluation_views(batch)])
 
     def _forward_view(self, batch: dict[str, Any]) -> Any:
-        lengths = batch.get("lengths")
-        features = self._features(self.head.backbone_input(batch), lengths, batch.get("continues"))
+        lengths, inputs, chunk_size = batch.get("lengths"), self.head.backbone_input(batch), self.hparams.get("chunk_size")
+        if self.head.mean_pooled and chunk_size and inputs.shape[1] > chunk_size and not torch.is_grad_enabled():
+            # a long record streamed into the mean the head reads: memory of one chunk, not (B, L, D) features
+            mean = chunked_mean(self.backbone, inputs, self.backbone.output_lengths(lengths), chunk_size)
+            return self.head(mean[:, None], torch.ones(len(mean), dtype=torch.long, device=mean.device), batch)
+        features = self._features(inputs, lengths, batch.get("continues"))
         return self.head(features, self.backbone.output_lengths(lengths), batch)
 
     def _features(self, inputs: torch.Tensor, lengths: torch.Tensor | None, continues: torch.Tensor | None) -> torch.Tensor:

@@ -55,6 +55,10 @@ class SequenceClassification(TaskHead):
         self.classifier = nn.Linear(d_model, len(self.label_names))
         self.both_strands = self.strand_average and data_info.get("tokenizer") == "dna"
 
+    @property
+    def mean_pooled(self) -> bool:
+        return self.pooling == "mean"
+
     def evaluation_views(self, batch: dict[str, Any]) -> list[dict[str, Any]]:
         """The batch, and (DNA, ``strand_average``) the batch of reverse complements (``x`` (B, L), right-padded)."""
         if not self.both_strands:

@@ -102,3 +102,15 @@ def test_strand_averaging_gives_a_sequence_and_its_reverse_complement_one_predic
     with torch.no_grad():
         logits, reverse_logits = model({"x": x, "lengths": lengths}), model({"x": reverse, "lengths": lengths})
     assert torch.allclose(logits, reverse_logits, atol=1e-6) == strand_average
+
+
+def test_a_long_record_streams_into_the_mean_with_the_whole_sequence_prediction(monkeypatch):
+    import seqpipe.model
+
+    monkeypatch.setattr(seqpipe.model, "chunked_forward", lambda *args, **kwargs: pytest.fail("features of the whole record"))
+    whole = classifier(seed=4).double().eval()
+    streamed = classifier(seed=4, chunk_size=7).double().eval()
+    x, lengths = tokens(seed=5, length=40)
+    with torch.no_grad():
+        expected, got = whole({"x": x, "lengths": lengths}), streamed({"x": x, "lengths": lengths})
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-10)
