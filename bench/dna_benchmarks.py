@@ -150,6 +150,7 @@ def cnn_baseline(paths: dict[str, Path], epochs: int = 30, seed: int = 0, device
 
 
 def seqpipe(*args, log: Path) -> None:
+    log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "a") as out:
         subprocess.run([sys.executable, "-m", "seqpipe.cli", *map(str, args)], check=True, stdout=out, stderr=subprocess.STDOUT)
 
