@@ -114,3 +114,16 @@ def test_a_long_record_streams_into_the_mean_with_the_whole_sequence_prediction(
     with torch.no_grad():
         expected, got = whole({"x": x, "lengths": lengths}), streamed({"x": x, "lengths": lengths})
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-10)
+
+
+def test_the_rc_equivariant_backbone_with_invariant_output_classifies_both_strands_alike():
+    from seqpipe.dna_backbones import RCEquivariantBackbone
+
+    torch.manual_seed(6)
+    backbone = RCEquivariantBackbone(d_model=16, n_layers=2, block=lambda d: MambaBlock(d, d_state=4), output="invariant")
+    model = SequenceModel(backbone, SequenceClassification(strand_average=False), data_info=DNA_INFO).eval()
+    x, lengths = tokens(seed=7)
+    with torch.no_grad():
+        logits = model({"x": x, "lengths": lengths})
+        reverse_logits = model({"x": DNATokenizer().reverse_complement(x, lengths), "lengths": lengths})
+    torch.testing.assert_close(reverse_logits, logits, rtol=0, atol=1e-5)
