@@ -11,7 +11,7 @@ accuracy and MCC.
 Models:
   kmer      bag of k-mers (L2-normalised counts), logistic regression; k in 3..6 and C chosen on validation
   cnn       two convolutions + pooling (one-hot input), reverse-complement augmentation and averaging
-  cpu       configs/dna_classify.yaml        (the default recipe; ``seqpipe fit`` then ``seqpipe test``)
+  cpu       configs/dna_classify.yaml        (the default, CPU recipe; ``seqpipe fit`` then ``seqpipe test``)
   gpu       configs/dna_classify_gpu.yaml
   pretrain  configs/dna_pretrain.yaml on the set's own training sequences (labels ignored) and, for the
             bacterial sets, the E. coli genome; then configs/dna_classify.yaml with --model.pretrained
@@ -146,7 +146,7 @@ def cnn_baseline(paths: dict[str, Path], epochs: int = 30, seed: int = 0, device
         val_acc = (predict("val") == y["val"]).float().mean().item()
         if val_acc > best[0]:
             best = (val_acc, predict("test").cpu())
-    return {"val_acc": best[0], **scores(y["test"].cpu(), best[1])}
+    return {"val_acc": best[0], **scores(y["test"].cpu(), best[1]), "note": f"{epochs} epochs, best on validation"}
 
 
 def seqpipe(*args, log: Path) -> None:
