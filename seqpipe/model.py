@@ -161,16 +161,17 @@ class SequenceModel(L.LightningModule):
         return self.head.predictions(self(batch), batch, self.hparams["data_info"])
 
     def configure_optimizers(self):
-        in_backbone = {id(param) for param in self.backbone.parameters()}
+        lr, scale = self.hparams.lr, self.hparams.get("backbone_lr_scale", 1.0)
+        # groups (backbone at its own lr?, no weight decay?): decayed first; the backbone apart only when scaled
+        in_backbone = {id(param) for param in self.backbone.parameters()} if scale != 1.0 else set()
         groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
         for param in self.parameters():
             if param.requires_grad:
                 skip = getattr(param, "_no_weight_decay", False) or param.ndim < 2
-                groups.setdefault((skip, id(param) in in_backbone), []).append(param)
-        lr, scale = self.hparams.lr, self.hparams.get("backbone_lr_scale", 1.0)
+                groups.setdefault((id(param) in in_backbone, skip), []).append(param)
         optimizer = torch.optim.AdamW(
-            [{"params": params, "weight_decay": 0.0 if skip else self.hparams.weight_decay,
-              "lr": lr * scale if backbone else lr} for (skip, backbone), params in groups.items()],
+            [{"params": groups[key], "weight_decay": 0.0 if key[1] else self.hparams.weight_decay,
+              "lr": lr * scale if key[0] else lr} for key in sorted(groups)],
             lr=lr, betas=tuple(self.hparams.betas),
         )
         total = max(1, int(self.trainer.estimated_stepping_batches))
