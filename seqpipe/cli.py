@@ -14,6 +14,9 @@ from seqpipe.errors import ConfigError, SeqpipeError
 from seqpipe.model import SequenceModel
 from seqpipe.prediction import PredictionWriter
 
+#: model arguments that change how a trained model runs, not what it is: the command line's win over a checkpoint's
+INFERENCE_OPTIONS = ("chunk_size",)
+
 
 class SeqpipeCLI(LightningCLI):
     """Adds the prediction writer (``--prediction.path``); CSVLogger and a rich progress bar by default."""
@@ -37,6 +40,18 @@ class SeqpipeCLI(LightningCLI):
         if trainer.enable_progress_bar is not False and not trainer.callbacks:
             trainer.callbacks = [Namespace(class_path="lightning.pytorch.callbacks.RichProgressBar")]
 
+
+    def _parse_ckpt_path(self) -> None:
+        """Lightning replaces the model's arguments by the checkpoint's; the inference options given on the
+        command line (``--model.chunk_size`` to stream long records) are put back over them."""
+        subcommand = self.config.get("subcommand")
+        given = {}
+        if subcommand:
+            model = self.config[subcommand].model
+            given = {key: model.get(key) for key in INFERENCE_OPTIONS if model.get(key) is not None}
+        super()._parse_ckpt_path()
+        for key, value in given.items():
+            self.config[subcommand].model[key] = value
 
     def _run_subcommand(self, subcommand: str) -> None:
         """Run it; on a user error remove the run directories this run created while they are still empty

@@ -127,3 +127,29 @@ def test_the_rc_equivariant_backbone_with_invariant_output_classifies_both_stran
         logits = model({"x": x, "lengths": lengths})
         reverse_logits = model({"x": DNATokenizer().reverse_complement(x, lengths), "lengths": lengths})
     torch.testing.assert_close(reverse_logits, logits, rtol=0, atol=1e-5)
+
+
+def test_predict_streams_with_the_command_lines_chunk_size_over_the_checkpoints(tmp_path, monkeypatch):
+    import yaml
+
+    import seqpipe.model
+    from seqpipe.cli import main
+    from seqpipe.data.synthetic import make_dna_motif_dataset, write_fasta
+
+    data = make_dna_motif_dataset(tmp_path / "dna", seed=0, n_train=40, n_test=4, length=30)
+    config = {"seed_everything": 0,
+              "trainer": {"max_epochs": 1, "enable_progress_bar": False, "enable_model_summary": False, "limit_train_batches": 1},
+              "model": {"backbone": {"d_model": 8, "n_layers": 1, "block": {"class_path": "seqpipe.mamba.MambaBlock",
+                                                                              "init_args": {"d_state": 4}}},
+                        "head": {"class_path": "seqpipe.tasks.classification.SequenceClassification"}},
+              "data": {"class_path": "seqpipe.data.dna.DNAClassificationData", "init_args": {"batch_size": 16}}}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    main(["fit", "--config", str(tmp_path / "config.yaml"), "--data.train", str(data / "train"),
+          "--trainer.default_root_dir", str(tmp_path / "run")])
+    (checkpoint,) = (tmp_path / "run").glob("lightning_logs/version_*/checkpoints/best.ckpt")
+    record = write_fasta(tmp_path / "long.fa", [("long", "ACGTTGCA" * 50)])
+    streamed = []
+    monkeypatch.setattr(seqpipe.model, "chunked_mean", lambda *args: streamed.append(args[3]) or torch.zeros(1, 8))
+    main(["predict", "--config", str(tmp_path / "config.yaml"), "--data.predict", str(record), "--ckpt_path", str(checkpoint),
+          "--model.chunk_size", "64", "--trainer.default_root_dir", str(tmp_path / "predict")])
+    assert streamed == [64, 64]  # both strands, chunk by chunk
