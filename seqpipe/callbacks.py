@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import warnings
 
 import lightning as L
@@ -96,3 +97,20 @@ class QuietSanityCheck(Callback):
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         self.on_sanity_check_end(trainer, pl_module)
+
+
+class TokenThroughput(Callback):
+    """Logs ``train/tokens_per_s``: valid tokens of the training batches (``lengths``, else all of ``x``)
+    per second of wall time, over each epoch."""
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._tokens, self._start = 0, time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        lengths = batch.get("lengths")
+        self._tokens += int(lengths.sum()) if lengths is not None else batch["x"].shape[0] * batch["x"].shape[1]
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        seconds = time.perf_counter() - self._start
+        pl_module.log("train/tokens_per_s", self._tokens / max(seconds, 1e-9))
+        rank_zero_info(f"epoch {trainer.current_epoch}: {self._tokens / max(seconds, 1e-9):,.0f} training tokens/s")

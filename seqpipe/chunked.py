@@ -41,3 +41,22 @@ def chunked_forward(
             y, state = module.forward_chunk(chunk, state)
         outputs.append(y)
     return torch.cat(outputs, dim=1), state
+
+
+def chunked_mean(module: StreamingModule, x: torch.Tensor, lengths: torch.Tensor | None, chunk_size: int) -> torch.Tensor:
+    """x (B, L, ...) -> the mean of ``module``'s outputs over each row's valid output positions ``lengths`` (B,),
+    (B, D), computed chunk by chunk with carried state. Without gradients the memory is that of one chunk,
+    whatever L (predicting on a chromosome-sized record)."""
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be positive, got {chunk_size}")
+    if lengths is None:
+        lengths = torch.full((x.shape[0],), x.shape[1], device=x.device)
+    dtype = x.dtype if x.is_floating_point() else next(module.parameters()).dtype
+    state = module.initial_state(x.shape[0], x.device, dtype)
+    total, position = None, 0  # position: of the outputs, which a strided front end makes fewer than the inputs
+    for start in range(0, x.shape[1], chunk_size):
+        y, state = module.forward_chunk(x[:, start:start + chunk_size], state)
+        valid = torch.arange(position, position + y.shape[1], device=y.device)[None, :] < lengths.to(y.device)[:, None]
+        part = (y * valid[..., None]).sum(1)
+        total, position = part if total is None else total + part, position + y.shape[1]
+    return total / lengths.to(total.device)[:, None].to(total.dtype)

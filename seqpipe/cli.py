@@ -34,11 +34,16 @@ from seqpipe.prediction import PredictionWriter
 TOOLS = {
     "track": ("seqpipe.data.gff_track:main", "write a per-base label track (zarr) from GFF3 annotations"),
     "synthetic": ("seqpipe.data.synthetic:main", "generate a small seeded data set (DNA motifs, series, audio)"),
+    "variants": ("seqpipe.tasks.variant_effects:main", "score the variants of a VCF with a trained DNA model"),
+    "explain": ("seqpipe.tasks.attribution:main", "in-silico mutagenesis and gradient x input maps, with logos"),
+    "bigwig": ("seqpipe.tasks.bigwig_writer:main", "convert genome predictions (zarr) to a bigWig track"),
 }
 #: exit status of a run stopped by SIGTERM (128 + 15, as a shell reports a process killed by it)
 SIGTERM_EXIT = 143
 #: config keys whose class the recipe chooses; ``--help`` with a config also lists these classes' options
 SUBCLASS_KEYS = ("data", "model.head", "model.backbone.block")
+#: model arguments that change how a trained model runs, not what it is: the command line's win over a checkpoint's
+INFERENCE_OPTIONS = ("chunk_size",)
 
 
 class SeqpipeCLI(LightningCLI):
@@ -58,7 +63,9 @@ class SeqpipeCLI(LightningCLI):
 
     def _parse_ckpt_path(self) -> None:
         """Resolve ``best``/``last``, then check the checkpoint (readable, trusted classes, same task) before
-        Lightning merges its hyper-parameters into the config, which imports the classes they name."""
+        Lightning merges its hyper-parameters into the config, which imports the classes they name. That merge
+        replaces the model's arguments by the checkpoint's: the inference options given on the command line
+        (``--model.chunk_size`` to stream long records) are put back over them."""
         subcommand = self.config.get("subcommand")
         config = self.config[subcommand] if subcommand else None
         if config is None or not config.get("ckpt_path"):
@@ -79,7 +86,10 @@ class SeqpipeCLI(LightningCLI):
         check_checkpoint_classes(path, hparams, user_modules)
         head = config.model.get("head") if config.get("model") else None
         check_same_task(path, hparams, head.get("class_path") if isinstance(head, Namespace) else None)
-        super()._parse_ckpt_path()
+        given = {key: config.model.get(key) for key in INFERENCE_OPTIONS if config.model.get(key) is not None}
+        super()._parse_ckpt_path()  # puts a new config in place
+        for key, value in given.items():
+            self.config[subcommand].model[key] = value
 
     def before_instantiate_classes(self) -> None:
         if self.subcommand == "predict" and self.config.predict.get("return_predictions") is None:

@@ -13,9 +13,10 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from seqpipe.backbone import Backbone, BlockFactory
+from seqpipe.backbone import Backbone, BlockFactory, ResidualBlock
 from seqpipe.errors import ConfigError
 from seqpipe.mamba import MambaBlock
 from seqpipe.streaming import StreamingModule
@@ -209,3 +210,57 @@ class RCEquivariantBackbone(Backbone):
 
     def forward_chunk(self, x, state):
         _no_streaming(self)
+
+
+class MotifConv(StreamingModule):
+    """A causal convolution of ``width`` positions, ``d_model`` channels in and out, then GELU: local motif
+    detectors (CNNProm's wide first convolution) in front of the sequence model. Causal so that it streams:
+    its state is the last ``width - 1`` inputs (B, width - 1, D)."""
+
+    def __init__(self, d_model: int, width: int):
+        super().__init__()
+        if width < 1:
+            raise ConfigError(f"MotifConv: width must be positive, got {width}")
+        self.width = width
+        self.conv = nn.Conv1d(d_model, d_model, width)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """x (B, L, D) -> (B, L, D); position t sees positions t - width + 1 .. t (zeros before the start)."""
+        return self._convolve(F.pad(x.transpose(1, 2), (self.width - 1, 0)))
+
+    def _convolve(self, padded: torch.Tensor) -> torch.Tensor:
+        return F.gelu(self.conv(padded)).transpose(1, 2)
+
+    def initial_state(self, batch_size, device=None, dtype=torch.float32):
+        return torch.zeros(batch_size, self.width - 1, self.conv.in_channels, device=device, dtype=dtype)
+
+    def forward_chunk(self, x: torch.Tensor, state: torch.Tensor):
+        joined = torch.cat([state.to(x.dtype), x], dim=1)
+        return self._convolve(joined.transpose(1, 2)), joined[:, joined.shape[1] - (self.width - 1):]
+
+    def step(self, x_t: torch.Tensor, state: torch.Tensor):
+        y, state = self.forward_chunk(x_t[:, None], state)
+        return y[:, 0], state
+
+
+class MotifBackbone(Backbone):
+    """A :class:`~seqpipe.backbone.Backbone` whose first residual block is a :class:`MotifConv` of
+    ``motif_width``: motif detectors before ``n_layers`` sequence blocks. It streams like the blocks do
+    (causal blocks: chunked training and prediction of long records). Token or real inputs; (B, L, d_model).
+
+    Args:
+        d_model, n_layers, block, dropout, vocab_size: as for :class:`~seqpipe.backbone.Backbone`.
+        motif_width: positions each motif detector spans (CNNProm: 21 for 251 bp promoters).
+    """
+
+    def __init__(
+        self,
+        d_model: int = 128,
+        n_layers: int = 4,
+        block: BlockFactory = MambaBlock,
+        dropout: float = 0.0,
+        vocab_size: int | None = None,
+        motif_width: int = 15,
+    ):
+        super().__init__(d_model=d_model, n_layers=n_layers, block=block, dropout=dropout, vocab_size=vocab_size)
+        self.layers.insert(0, ResidualBlock(d_model, MotifConv(d_model, motif_width), dropout))

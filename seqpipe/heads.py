@@ -21,6 +21,10 @@ class TaskHead(nn.Module):
     checkpoint, so a restored model is bound again before its weights load.
     """
 
+    #: the head reads nothing of the features but their mean over the valid positions: the model may then stream a
+    #: long sequence at evaluation (``chunk_size``) into that mean and pass it as features of length 1
+    mean_pooled: bool = False
+
     #: the validation metric that selects the best checkpoint, and whether larger is better
     monitor: str = "val/loss"
     monitor_mode: Literal["min", "max"] = "min"
@@ -39,6 +43,15 @@ class TaskHead(nn.Module):
     def backbone_input(self, batch: dict[str, Any]) -> torch.Tensor:
         """The tensor fed to the backbone; heads that reshape or normalise inputs override this."""
         return batch["x"]
+
+    def evaluation_views(self, batch: dict[str, Any]) -> list[dict[str, Any]]:
+        """The batches scored outside training (validation, test, predict), whose outputs
+        :meth:`merge_views` combines — test-time augmentation such as both DNA strands. Default: ``batch`` alone."""
+        return [batch]
+
+    def merge_views(self, outputs: list[Any]) -> Any:
+        """The outputs of :meth:`evaluation_views`, in order -> the outputs of the batch."""
+        return outputs[0]
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor | None, batch: dict[str, Any]) -> Any:
         """features (B, L, d_model), lengths (B,) or None -> task outputs (head-specific)."""

@@ -13,9 +13,10 @@ from torch import nn
 
 from seqpipe.backbone import Backbone
 from seqpipe.checkpoints import LastCheckpoint, RandomState
-from seqpipe.chunked import chunked_forward
+from seqpipe.chunked import chunked_forward, chunked_mean
 from seqpipe.errors import ConfigError, TrainingDiverged
 from seqpipe.heads import TaskHead
+from seqpipe.pretrained import load_backbone_weights, report_loaded
 
 SPLITS = ("val", "test")
 
@@ -41,6 +42,12 @@ class SequenceModel(L.LightningModule):
             sequence window by window (batches with ``continues``).
         checkpoint_chunks: with ``chunk_size``, recompute each chunk in the backward pass
             (``torch.utils.checkpoint``) instead of keeping its activations.
+        pretrained: a checkpoint (e.g. of ``configs/dna_pretrain.yaml``) whose backbone weights, embedding
+            included, start this ``fit`` (loaded by name; the head is new; see :mod:`seqpipe.pretrained`).
+            Not read by ``test``/``predict``: the fine-tuned checkpoint holds every weight.
+        freeze_backbone: train the head only; the backbone keeps its (pre-trained) weights.
+        backbone_lr_scale: the backbone's learning rate is ``lr * backbone_lr_scale`` (e.g. 0.1 to fine-tune
+            pre-trained weights gently while the new head learns at ``lr``).
     """
 
     def __init__(
@@ -55,6 +62,9 @@ class SequenceModel(L.LightningModule):
         data_info: dict[str, Any] | None = None,
         chunk_size: int | None = None,
         checkpoint_chunks: bool = False,
+        pretrained: str | None = None,
+        freeze_backbone: bool = False,
+        backbone_lr_scale: float = 1.0,
     ):
         super().__init__()
         # Under LightningCLI the hparams hold the backbone and head *configs*, which restore the model from a
@@ -64,6 +74,8 @@ class SequenceModel(L.LightningModule):
         self.head = head
         self.metrics = nn.ModuleDict()
         self._stream_state = None
+        if backbone_lr_scale <= 0:
+            raise ConfigError(f"model.backbone_lr_scale must be positive, got {backbone_lr_scale}")
         if data_info is not None:
             self._bind(data_info)
 
@@ -77,19 +89,37 @@ class SequenceModel(L.LightningModule):
             self.metrics[split] = self.head.metrics().clone(prefix=f"{split}/")
 
     def configure_model(self) -> None:
-        if self.hparams.get("data_info") is not None:
-            return
-        info = getattr(self.trainer.datamodule, "data_info", None)
-        if info is None:
-            raise ConfigError(
-                "the model has no data_info: train it on a data module with training data (data.train), "
-                "or restore it from a checkpoint with --ckpt_path"
-            )
-        self._bind(info)
+        if self.hparams.get("data_info") is None:
+            info = getattr(self.trainer.datamodule, "data_info", None)
+            if info is None:
+                raise ConfigError(
+                    "the model has no data_info: train it on a data module with training data (data.train), "
+                    "or restore it from a checkpoint with --ckpt_path"
+                )
+            self._bind(info)
+        self._start_from_pretrained()
+
+    def _start_from_pretrained(self) -> None:
+        """``fit`` only: load the ``pretrained`` backbone (a resumed run's --ckpt_path overrides it later), and
+        freeze the backbone when asked."""
+        if self.hparams.get("pretrained") and self.trainer.state.fn == "fit":
+            report_loaded(self.hparams.pretrained, *load_backbone_weights(self.backbone, self.hparams.pretrained))
+        if self.hparams.get("freeze_backbone"):
+            self.backbone.requires_grad_(False)
 
     def forward(self, batch: dict[str, Any]) -> Any:
-        lengths = batch.get("lengths")
-        features = self._features(self.head.backbone_input(batch), lengths, batch.get("continues"))
+        """The head's outputs; outside training, merged over the head's evaluation views (e.g. both strands)."""
+        if self.training:
+            return self._forward_view(batch)
+        return self.head.merge_views([self._forward_view(view) for view in self.head.evaluation_views(batch)])
+
+    def _forward_view(self, batch: dict[str, Any]) -> Any:
+        lengths, inputs, chunk_size = batch.get("lengths"), self.head.backbone_input(batch), self.hparams.get("chunk_size")
+        if self.head.mean_pooled and chunk_size and inputs.shape[1] > chunk_size and not torch.is_grad_enabled():
+            # a long record streamed into the mean the head reads: memory of one chunk, not (B, L, D) features
+            mean = chunked_mean(self.backbone, inputs, self.backbone.output_lengths(lengths), chunk_size)
+            return self.head(mean[:, None], torch.ones(len(mean), dtype=torch.long, device=mean.device), batch)
+        features = self._features(inputs, lengths, batch.get("continues"))
         return self.head(features, self.backbone.output_lengths(lengths), batch)
 
     def _features(self, inputs: torch.Tensor, lengths: torch.Tensor | None, continues: torch.Tensor | None) -> torch.Tensor:
@@ -138,15 +168,18 @@ class SequenceModel(L.LightningModule):
         return self.head.predictions(self(batch), batch, self.hparams["data_info"])
 
     def configure_optimizers(self):
-        decay, no_decay = [], []
+        lr, scale = self.hparams.lr, self.hparams.get("backbone_lr_scale", 1.0)
+        # groups (backbone at its own lr?, no weight decay?): decayed first; the backbone apart only when scaled
+        in_backbone = {id(param) for param in self.backbone.parameters()} if scale != 1.0 else set()
+        groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
         for param in self.parameters():
             if param.requires_grad:
                 skip = getattr(param, "_no_weight_decay", False) or param.ndim < 2
-                (no_decay if skip else decay).append(param)
+                groups.setdefault((id(param) in in_backbone, skip), []).append(param)
         optimizer = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": self.hparams.weight_decay},
-             {"params": no_decay, "weight_decay": 0.0}],
-            lr=self.hparams.lr, betas=tuple(self.hparams.betas),
+            [{"params": groups[key], "weight_decay": 0.0 if key[1] else self.hparams.weight_decay,
+              "lr": lr * scale if key[0] else lr} for key in sorted(groups)],
+            lr=lr, betas=tuple(self.hparams.betas),
         )
         total = max(1, int(self.trainer.estimated_stepping_batches))
         warmup = int(self.hparams.warmup_fraction * total)

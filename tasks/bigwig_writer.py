@@ -1,7 +1,7 @@
 """Genome predictions as bigWig, for IGV and the UCSC browser: one class's score from the zarr store that
 :class:`seqpipe.tasks.genome_writer.GenomePredictionWriter` writes (per base or per bin).
 
-    python -m seqpipe.tasks.bigwig_writer PREDICTIONS.zarr OUT.bw [--score CLASS]
+    seqpipe bigwig PREDICTIONS.zarr OUT.bw [--score CLASS]
 
 The writer does this itself when given ``bigwig_path``. Bins never predicted (NaN, e.g. outside
 ``predict_regions``) are left out of the bigWig, so a browser shows no data there rather than 0.
@@ -67,7 +67,7 @@ def _add_runs(handle, chrom: str, size: int, first_bin: int, values: np.ndarray,
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m seqpipe.tasks.bigwig_writer", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="seqpipe bigwig", description=__doc__.split("\n\n")[0])
     parser.add_argument("zarr", help="genome predictions written by GenomePredictionWriter")
     parser.add_argument("out", help="the bigWig to write (an existing file is not replaced)")
     parser.add_argument("--score", help="the class to write (default: the last)")

@@ -11,6 +11,7 @@ from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassAUROC, MulticlassF1Score, MulticlassMatthewsCorrCoef
 
+from seqpipe.dna_backbones import DNA_COMPLEMENT, reverse_complement_ids
 from seqpipe.heads import TaskHead
 
 
@@ -31,6 +32,8 @@ class SequenceClassification(TaskHead):
     Args:
         pooling: "mean" over valid positions (any backbone), or "last" valid position (causal backbones).
         dropout: dropout on the pooled features.
+        strand_average: DNA data (tokenizer "dna") only: outside training, score each sequence and its reverse
+            complement and average the logits, so both strands of a sequence get the same prediction.
 
     Logs accuracy, macro-F1, MCC and macro one-vs-rest AUROC over the whole epoch; the best checkpoint is
     the one with the highest ``val/acc``. Class names come from the data (sorted) and travel in the checkpoint.
@@ -39,9 +42,10 @@ class SequenceClassification(TaskHead):
     monitor = "val/acc"
     monitor_mode = "max"
 
-    def __init__(self, pooling: Literal["mean", "last"] = "mean", dropout: float = 0.0):
+    def __init__(self, pooling: Literal["mean", "last"] = "mean", dropout: float = 0.0, strand_average: bool = True):
         super().__init__()
-        self.pooling = pooling
+        self.pooling, self.strand_average = pooling, strand_average
+        self.both_strands = False
         self.dropout = nn.Dropout(dropout)
         self.label_names: list[str] = []
         self.classifier: nn.Linear | None = None
@@ -49,6 +53,21 @@ class SequenceClassification(TaskHead):
     def bind(self, d_model: int, data_info: dict[str, Any]) -> None:
         self.label_names = list(data_info["label_names"])
         self.classifier = nn.Linear(d_model, len(self.label_names))
+        self.both_strands = self.strand_average and data_info.get("tokenizer") == "dna"
+
+    @property
+    def mean_pooled(self) -> bool:
+        return self.pooling == "mean"
+
+    def evaluation_views(self, batch: dict[str, Any]) -> list[dict[str, Any]]:
+        """The batch, and (DNA, ``strand_average``) the batch of reverse complements (``x`` (B, L), right-padded)."""
+        if not self.both_strands:
+            return [batch]
+        return [batch, {**batch, "x": reverse_complement_ids(batch["x"], batch.get("lengths"), DNA_COMPLEMENT)}]
+
+    def merge_views(self, outputs: list[torch.Tensor]) -> torch.Tensor:
+        """Logits (B, n_classes) of each view -> their mean."""
+        return outputs[0] if len(outputs) == 1 else torch.stack(outputs).mean(0)
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor | None, batch: dict[str, Any]) -> torch.Tensor:
         """features (B, L, D) -> logits (B, n_classes)."""

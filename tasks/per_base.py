@@ -105,3 +105,12 @@ class NextBaseLM(PerBaseClassification):
         logits, targets = outputs[mask].float(), batch["y"][mask].long()
         metrics["acc"].update(logits, targets)
         metrics["perplexity"].update(logits[None], targets[None])
+
+
+class MaskedBaseLM(NextBaseLM):
+    """Masked-base language model for pre-training (BERT, Caduceus): the original base at each masked position.
+
+    Use with ``DNAPretrainData(objective="masked")`` (``y`` = the original base as 0..3, ``mask`` = the
+    chosen positions) and a bidirectional or RC-equivariant backbone. Logs ``val/acc`` (masked accuracy) and
+    ``val/perplexity`` over the masked positions; loss and metrics are those of :class:`NextBaseLM`.
+    """

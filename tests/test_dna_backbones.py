@@ -143,3 +143,16 @@ def test_rc_backbone_needs_an_even_width_and_tokens():
         RCEquivariantBackbone(15, 1, block_factory("s4"))
     with pytest.raises(ConfigError, match="token"):
         RCEquivariantBackbone(16, 1, block_factory("s4"), vocab_size=None).set_input(d_input=3)
+
+
+def test_motif_backbone_streams_like_its_whole_sequence_forward():
+    from streaming_checks import assert_streaming_invariant
+
+    from seqpipe.dna_backbones import MotifBackbone
+    from seqpipe.mamba import MambaBlock
+
+    torch.manual_seed(0)
+    backbone = MotifBackbone(d_model=8, n_layers=1, block=partial(MambaBlock, d_state=4), vocab_size=6, motif_width=5).double()
+    x = torch.randint(1, 6, (2, 23))
+    assert_streaming_invariant(backbone, x, split_points=[2, 3, 11])
+    assert type(backbone.layers[0].mixer).__name__ == "MotifConv" and len(backbone.layers) == 2

@@ -1,0 +1,257 @@
+"""Self-supervised pre-training data: windows of genomes (FASTA files) and of a classification set's own
+sequences (labels ignored), with a masked-base or next-base target. See :class:`DNAPretrainData`."""
+
+from __future__ import annotations
+
+import zlib
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from seqpipe.data.base import SplitDataModule
+from seqpipe.data.genome import BASES
+from seqpipe.data.genome_io import Genome
+from seqpipe.data.readers import read_records
+from seqpipe.data.samplers import GridWindowSampler, Interval, RandomWindowSampler, Window, check_window_length
+from seqpipe.data.tokenizers import DNATokenizer
+from seqpipe.errors import ConfigError, DataError
+
+Objective = Literal["masked", "next_base"]
+FASTA_SUFFIXES = (".fa", ".fasta", ".fna", ".fa.gz", ".fasta.gz", ".fna.gz", ".fa.bgz", ".fna.bgz")
+#: masked positions get this id (N): the vocabulary stays the classifier's, so the embedding transfers as is
+MASK_ID = DNATokenizer.vocab["N"]
+
+
+class Contigs:
+    """Genomes and in-memory records behind one ``chrom_sizes`` / ``read(contig, start, end)`` interface.
+
+    Contig names are ``"<source number>:<name>"`` so two files may share record names.
+    """
+
+    def __init__(self):
+        self.chrom_sizes: dict[str, int] = {}
+        self._where: dict[str, tuple[Genome | None, str | np.ndarray]] = {}
+
+    def add_genome(self, number: int, genome: Genome) -> list[str]:
+        names = []
+        for chrom, size in genome.chrom_sizes.items():
+            names.append(f"{number}:{chrom}")
+            self.chrom_sizes[names[-1]], self._where[names[-1]] = size, (genome, chrom)
+        return names
+
+    def add_record(self, name: str, tokens: np.ndarray) -> None:
+        self.chrom_sizes[name], self._where[name] = len(tokens), (None, tokens)
+
+    def read(self, contig: str, start: int, end: int) -> np.ndarray:
+        """Token ids (end - start,) uint8; positions off the contig are N."""
+        genome, chrom = self._where[contig]
+        if genome is not None:
+            return genome.read(chrom, start, end)
+        ids = np.full(end - start, MASK_ID, dtype=np.uint8)
+        ids[: max(0, min(end, len(chrom)) - start)] = chrom[start:end]
+        return ids
+
+
+def mask_bases(ids: torch.Tensor, fraction: float, generator: torch.Generator | None = None):
+    """BERT-style masking of the bases (A/C/G/T) of ``ids`` (L,): each is chosen with probability
+    ``fraction``; a chosen base becomes the mask id (80%), a random base (10%) or stays (10%).
+
+    Returns (x (L,) the corrupted ids, y (L,) the original base as 0..3, mask (L,) bool: the chosen positions).
+    """
+    is_base = (ids >= 1) & (ids <= 4)
+    chosen = (torch.rand(ids.shape, generator=generator) < fraction) & is_base
+    roll = torch.rand(ids.shape, generator=generator)
+    random_bases = torch.randint(1, 5, ids.shape, generator=generator)
+    x = torch.where(chosen & (roll < 0.8), MASK_ID, ids)
+    x = torch.where(chosen & (roll >= 0.8) & (roll < 0.9), random_bases, x)
+    return x, (ids - 1).clamp(0, 3), chosen
+
+
+class PretrainWindowDataset(Dataset):
+    """A :class:`Window` -> ``{"x": (T,), "y": (T,), "mask": (T,) bool}``, T = the window's kept span.
+
+    ``masked``: ``y`` is the original base where ``mask`` (see :func:`mask_bases`); the masking is drawn from
+    torch's generator in training and from a generator seeded by the window in evaluation (the same masks
+    every epoch). ``next_base``: ``y`` is the next base, ``mask`` where that is A, C, G or T.
+    """
+
+    def __init__(self, contigs: Contigs, objective: Objective, mask_fraction: float, seed: int | None):
+        self.contigs, self.objective, self.mask_fraction, self.seed = contigs, objective, mask_fraction, seed
+
+    def __getitem__(self, window: Window) -> dict[str, torch.Tensor]:
+        start, end = window.start, window.keep_end
+        if self.objective == "next_base":
+            ids = torch.from_numpy(self.contigs.read(window.chrom, start, end + 1)).long()
+            nxt = ids[1:]
+            return {"x": ids[:-1], "y": (nxt - 1).clamp(0, 3), "mask": (nxt >= 1) & (nxt <= 4)}
+        ids = torch.from_numpy(self.contigs.read(window.chrom, start, end)).long()
+        generator = None
+        if self.seed is not None:
+            generator = torch.Generator().manual_seed(self.seed ^ zlib.crc32(f"{window.chrom}:{start}".encode()))
+        x, y, mask = mask_bases(ids, self.mask_fraction, generator)
+        return {"x": x, "y": y, "mask": mask}
+
+
+def pad_windows(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Items -> ``x``, ``y`` (B, T) right-padded with 0, ``mask`` (B, T) False on padding, ``lengths`` (B,)."""
+    lengths = torch.tensor([len(item["x"]) for item in items])
+    batch = {"lengths": lengths}
+    for key in ("x", "y", "mask"):
+        batch[key] = torch.nn.utils.rnn.pad_sequence([item[key] for item in items], batch_first=True)
+    return batch
+
+
+class MixtureSampler(Sampler[Window]):
+    """``share`` of each epoch's windows from one sampler, the rest from the other, in a shuffled order."""
+
+    def __init__(self, first: Sampler, second: Sampler, share: float, generator: torch.Generator):
+        self.first, self.second, self.share, self.generator = first, second, share, generator
+
+    def __len__(self) -> int:
+        return len(self.first)
+
+    def __iter__(self):
+        total = len(self.first)
+        taken = round(self.share * total)
+        windows = list(self.first)[:taken] + list(self.second)[: total - taken]
+        return iter([windows[i] for i in torch.randperm(len(windows), generator=self.generator).tolist()])
+
+
+class DNAPretrainData(SplitDataModule):
+    """Pre-training windows from genomes and/or the unlabelled sequences of classification sets.
+
+    Args:
+        fasta: genome FASTA files or directories of them (plain, gzip or bgzip; ``.fa``, ``.fasta``, ``.fna``).
+            The last ``val_fraction`` of every contig is held out for validation.
+        sequences: classification data in any shape :class:`~seqpipe.data.dna.DNAClassificationData` reads
+            (FASTA per class, labelled FASTA, TSV/CSV); labels are ignored — domain-adaptive pre-training on
+            the very sequences a classifier will see. A seeded ``val_fraction`` of the records is held out.
+        sequence_column: the sequence column of a TSV/CSV in ``sequences``.
+        objective: "masked" (15% of bases, 80/10/10; bidirectional and RC-equivariant backbones) or
+            "next_base" (causal backbones: a bidirectional one would see the answer).
+        mask_fraction: share of the bases chosen for the masked objective.
+        window_length: bases per window (records shorter than it are one window each).
+        windows_per_epoch: random training windows per epoch.
+        sequences_share: with both ``fasta`` and ``sequences``, the share of training windows drawn from the
+            sequences (by length they would be a sliver beside a genome).
+        val_fraction: share of every contig (genomes) or of the records (sequences) held out for validation.
+        batch_size, num_workers, seed, cache_dir: as for :class:`~seqpipe.data.genome.GenomeData`.
+
+    ``train_window_length`` / ``train_batch_size`` are read for :class:`~seqpipe.callbacks.SequenceLengthWarmup`.
+    Batches: ``x``, ``y``, ``mask`` (B, T), ``lengths`` (B,) for the per-base LM heads
+    (:class:`~seqpipe.tasks.per_base.NextBaseLM`, :class:`~seqpipe.tasks.per_base.MaskedBaseLM`).
+    """
+
+    def __init__(
+        self,
+        fasta: list[str] | None = None,
+        sequences: list[str] | None = None,
+        sequence_column: str = "sequence",
+        objective: Objective = "masked",
+        mask_fraction: float = 0.15,
+        window_length: int = 1024,
+        windows_per_epoch: int = 2000,
+        sequences_share: float = 0.5,
+        val_fraction: float = 0.05,
+        batch_size: int = 32,
+        num_workers: int = 0,
+        seed: int = 42,
+        cache_dir: str | None = None,
+    ):
+        super().__init__()
+        if not fasta and not sequences:
+            raise ConfigError("DNAPretrainData needs data.fasta (genome files or folders) or data.sequences (classification data), or both")
+        if objective not in ("masked", "next_base"):
+            raise ConfigError(f"data.objective must be 'masked' or 'next_base', got {objective!r}")
+        for name, value in (("mask_fraction", mask_fraction), ("val_fraction", val_fraction), ("sequences_share", sequences_share)):
+            if not 0 < value < 1:
+                raise ConfigError(f"data.{name} must be between 0 and 1 (exclusive), got {value}")
+        self.fasta, self.sequences, self.sequence_column = list(fasta or []), list(sequences or []), sequence_column
+        self.objective, self.mask_fraction, self.window_length = objective, mask_fraction, check_window_length(window_length)
+        self.windows_per_epoch, self.sequences_share, self.val_fraction = windows_per_epoch, sequences_share, val_fraction
+        self.batch_size, self.num_workers, self.seed, self.cache_dir = batch_size, num_workers, seed, cache_dir
+        self.train_window_length: int | None = None
+        self.train_batch_size: int | None = None
+        self.contigs: Contigs | None = None
+        self.intervals: dict[str, dict[str, list[Interval]]] = {}
+        self.data_info: dict[str, Any] | None = None
+        self._generator = torch.Generator().manual_seed(seed)
+
+    def setup(self, stage: str) -> None:
+        """Open the genomes, read and tokenize the sequences, hold out the validation parts."""
+        if self.contigs is None:
+            self.contigs = Contigs()
+            self.intervals = {"train": {"genome": [], "sequences": []}, "val": {"genome": [], "sequences": []}}
+            for number, path in enumerate(fasta_files(self.fasta)):
+                for contig in self.contigs.add_genome(number, Genome(path, self.cache_dir)):
+                    self._hold_out_tail(contig)
+            self._add_sequences()
+        tokenizer = DNATokenizer()
+        self.data_info = {"vocab_size": tokenizer.vocab_size, "vocab": dict(tokenizer.vocab), "tokenizer": tokenizer.name,
+                          "label_names": BASES, "objective": self.objective}
+
+    def _hold_out_tail(self, contig: str) -> None:
+        size = self.contigs.chrom_sizes[contig]
+        cut = int(size * (1 - self.val_fraction))
+        self.intervals["train"]["genome"].append(Interval(contig, 0, cut))
+        if cut < size:
+            self.intervals["val"]["genome"].append(Interval(contig, cut, size))
+
+    def _add_sequences(self) -> None:
+        tokenizer = DNATokenizer()
+        names = []
+        for number, path in enumerate(self.sequences):
+            for index, record in enumerate(read_records(path, labelled=False, sequence_column=self.sequence_column)):
+                tokens = tokenizer.encode_array(record.sequence, source=record.path, record=record.id, line=record.line)
+                if len(tokens):
+                    names.append(f"s{number}:{index}")
+                    self.contigs.add_record(names[-1], tokens)
+        if self.sequences and not names:
+            raise DataError(self.sequences[0], "no sequences to pre-train on")
+        held_out = set(np.random.default_rng(self.seed).permutation(len(names))[: round(self.val_fraction * len(names))].tolist())
+        for index, name in enumerate(names):
+            split = "val" if index in held_out else "train"
+            self.intervals[split]["sequences"].append(Interval(name, 0, self.contigs.chrom_sizes[name]))
+
+    def _loader(self, split: str) -> DataLoader:
+        if split not in ("train", "val"):
+            raise ConfigError(f"pre-training data has no {split} split (train and val only)")
+        length = (self.train_window_length or self.window_length) if split == "train" else self.window_length
+        samplers = {}
+        for kind, intervals in self.intervals[split].items():
+            if intervals and split == "train":
+                samplers[kind] = RandomWindowSampler(intervals, length, self.windows_per_epoch, "length", self._generator)
+            elif intervals:
+                samplers[kind] = GridWindowSampler(intervals, length)
+        if not samplers:
+            raise ConfigError(f"no {split} windows: the data is too small for data.val_fraction {self.val_fraction}")
+        if len(samplers) == 2 and split == "train":
+            sampler = MixtureSampler(samplers["sequences"], samplers["genome"], self.sequences_share, self._generator)
+        else:
+            sampler = _chain(list(samplers.values()))
+        dataset = PretrainWindowDataset(self.contigs, self.objective, self.mask_fraction, None if split == "train" else self.seed)
+        batch_size = (self.train_batch_size or self.batch_size) if split == "train" else self.batch_size
+        return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=self.num_workers, collate_fn=pad_windows)
+
+
+def _chain(samplers: list[Sampler]) -> list[Window]:
+    return [window for sampler in samplers for window in sampler] if len(samplers) > 1 else samplers[0]
+
+
+def fasta_files(paths: list[str]) -> list[Path]:
+    """Files as given, and the FASTA files (by suffix, sorted) of each directory; an empty folder is an error."""
+    files = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.name.lower().endswith(FASTA_SUFFIXES))
+            if not found:
+                raise DataError(path, f"no FASTA files (names ending in {', '.join(FASTA_SUFFIXES)}) in this folder")
+            files += found
+        elif not path.is_file():
+            raise DataError(path, "no such FASTA file or folder")
+        else:
+            files.append(path)
+    return files

@@ -1,0 +1,109 @@
+"""Pre-training (seqpipe.data.pretrain) and fine-tuning through the CLI, on generated data with planted repeats."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from seqpipe.cli import main
+from seqpipe.data.pretrain import DNAPretrainData, MASK_ID, mask_bases
+from seqpipe.data.synthetic import make_dna_motif_dataset, write_fasta
+from seqpipe.errors import ConfigError, DataError
+
+BACKBONE = {"class_path": "seqpipe.dna_backbones.MotifBackbone",
+            "init_args": {"d_model": 16, "n_layers": 1, "motif_width": 5,
+                          "block": {"class_path": "seqpipe.mamba.MambaBlock", "init_args": {"d_state": 4}}}}
+TRAINER = {"enable_progress_bar": False, "enable_model_summary": False}
+
+
+def repeat_genome(path, seed: int = 0, repeat_length: int = 24, copies: int = 150):
+    """Two contigs of one repeated random unit with 2% point mutations: masked bases are predictable from their
+    neighbours, so a model that learns lowers the loss far below log(4)."""
+    rng = np.random.default_rng(seed)
+    unit = rng.choice(list("ACGT"), repeat_length)
+    contigs = []
+    for name in ("chrA", "chrB"):
+        bases = np.tile(unit, copies)
+        mutated = rng.random(len(bases)) < 0.02
+        bases[mutated] = rng.choice(list("ACGT"), int(mutated.sum()))
+        contigs.append((name, "".join(bases)))
+    return write_fasta(path, contigs)
+
+
+def test_masking_follows_80_10_10_and_never_touches_padding_or_n():
+    ids = torch.randint(1, 5, (200_000,))
+    ids[:1000] = 5
+    x, y, mask = mask_bases(ids, 0.15, torch.Generator().manual_seed(0))
+    assert not mask[:1000].any()
+    assert mask.float().mean().item() == pytest.approx(0.15 * 199 / 200, abs=0.003)
+    assert torch.equal(y[mask], ids[mask] - 1)
+    chosen_x = x[mask]
+    assert (chosen_x == MASK_ID).float().mean().item() == pytest.approx(0.8, abs=0.01)
+    assert (chosen_x == ids[mask]).float().mean().item() == pytest.approx(0.1 + 0.1 / 4, abs=0.01)
+    assert torch.equal(x[~mask], ids[~mask])
+
+
+def test_pretrain_data_reads_genomes_and_classification_sequences(tmp_path):
+    genome = repeat_genome(tmp_path / "g.fa")
+    classes = make_dna_motif_dataset(tmp_path / "cls", seed=0, n_train=40, n_test=4, length=30)
+    data = DNAPretrainData(fasta=[str(tmp_path)], sequences=[str(classes / "train")], window_length=64,
+                           windows_per_epoch=10, batch_size=4, objective="next_base")
+    data.setup("fit")
+    assert sum(1 for name in data.contigs.chrom_sizes if not name.startswith("s")) == 2
+    assert len(data.intervals["val"]["sequences"]) == 2 and len(data.intervals["train"]["sequences"]) == 38
+    batch = next(iter(data.train_dataloader()))
+    row = 0
+    x, y, mask = batch["x"][row, : batch["lengths"][row]], batch["y"][row], batch["mask"][row]
+    assert torch.equal(y[: len(x) - 1][mask[: len(x) - 1]], x[1:][mask[: len(x) - 1]] - 1)  # next base
+    val = [b for b in data.val_dataloader()]
+    assert sum(int(b["lengths"].sum()) for b in val) == 2 * 180 + sum(
+        data.contigs.chrom_sizes[i.chrom] for i in data.intervals["val"]["sequences"])
+    assert genome.exists()
+
+
+def test_pretrain_data_errors(tmp_path):
+    with pytest.raises(ConfigError, match="data.fasta"):
+        DNAPretrainData()
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="no FASTA files"):
+        DNAPretrainData(fasta=[str(tmp_path / "empty")]).setup("fit")
+
+
+def fit(tmp_path, name: str, config: dict, *args: str):
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    main(["fit", "--config", str(path), "--trainer.default_root_dir", str(tmp_path / name), *args])
+    (version,) = (tmp_path / name).glob("lightning_logs/version_*")
+    return version
+
+
+def test_masked_lm_loss_decreases_on_a_genome_with_planted_repeats_then_fine_tunes(tmp_path):
+    genome = repeat_genome(tmp_path / "genome.fa")
+    config = {
+        "seed_everything": 0,
+        "trainer": {**TRAINER, "max_epochs": 4, "callbacks": [{"class_path": "seqpipe.callbacks.TokenThroughput"}]},
+        "model": {"backbone": BACKBONE, "head": {"class_path": "seqpipe.tasks.per_base.MaskedBaseLM"}, "lr": 1e-2},
+        "data": {"class_path": "seqpipe.data.pretrain.DNAPretrainData",
+                 "init_args": {"objective": "masked", "window_length": 96, "windows_per_epoch": 64, "batch_size": 16,
+                               "val_fraction": 0.2}},
+    }
+    version = fit(tmp_path, "lm", config, "--data.fasta", f"[{genome}]")
+    metrics = pd.read_csv(version / "metrics.csv")
+    val_loss = metrics["val/loss"].dropna().to_numpy()
+    assert val_loss[-1] < 0.8 * np.log(4) and val_loss[-1] < val_loss[0]
+    assert metrics["train/tokens_per_s"].dropna().gt(0).all()
+
+    classes = make_dna_motif_dataset(tmp_path / "cls", seed=0, n_train=60, n_test=4, length=40)
+    classify = {"seed_everything": 0, "trainer": {**TRAINER, "max_epochs": 1},
+                "model": {"backbone": BACKBONE, "head": {"class_path": "seqpipe.tasks.classification.SequenceClassification"}},
+                "data": {"class_path": "seqpipe.data.dna.DNAClassificationData", "init_args": {"batch_size": 16}}}
+    pretrained = version / "checkpoints/last.ckpt"
+    tuned = fit(tmp_path, "tune", classify, "--data.train", str(classes / "train"),
+                "--model.pretrained", str(pretrained), "--model.freeze_backbone", "true")
+    before, after = torch.load(pretrained, weights_only=False)["state_dict"], torch.load(
+        tuned / "checkpoints/last.ckpt", weights_only=False)["state_dict"]
+    backbone = [name for name in before if name.startswith("backbone.")]
+    assert backbone and all(torch.equal(before[name], after[name]) for name in backbone)

@@ -1,0 +1,155 @@
+"""Fine-tuning from a checkpoint (seqpipe.pretrained) and strand-averaged DNA classification."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from seqpipe.backbone import Backbone
+from seqpipe.data.tokenizers import DNATokenizer
+from seqpipe.errors import CheckpointError, ConfigError
+from seqpipe.mamba import MambaBlock
+from seqpipe.model import SequenceModel
+from seqpipe.pretrained import load_backbone_weights
+from seqpipe.tasks.classification import SequenceClassification
+from seqpipe.tasks.per_base import NextBaseLM
+
+DNA_INFO = {"vocab_size": 6, "tokenizer": "dna", "label_names": ["a", "b"]}
+
+
+def classifier(seed: int, d_model: int = 16, strand_average: bool = True, **options) -> SequenceModel:
+    torch.manual_seed(seed)
+    backbone = Backbone(d_model=d_model, n_layers=2, block=lambda d: MambaBlock(d, d_state=4))
+    head = SequenceClassification(strand_average=strand_average)
+    return SequenceModel(backbone, head, data_info=DNA_INFO, **options)
+
+
+def save_lm_checkpoint(path, seed: int = 0, d_model: int = 16) -> SequenceModel:
+    """A pre-training model (next-base head, other classes) saved as Lightning saves it."""
+    torch.manual_seed(seed)
+    backbone = Backbone(d_model=d_model, n_layers=2, block=lambda d: MambaBlock(d, d_state=4))
+    model = SequenceModel(backbone, NextBaseLM(), data_info={"vocab_size": 6, "label_names": list("ACGT")})
+    torch.save({"state_dict": model.state_dict()}, path)
+    return model
+
+
+def tokens(seed: int = 0, batch: int = 3, length: int = 30) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    lengths = torch.tensor([length, length - 7, length - 12])[:batch]
+    x = torch.randint(1, 5, (batch, length), generator=generator)
+    x[torch.arange(length)[None, :] >= lengths[:, None]] = 0
+    return x, lengths
+
+
+def test_loading_a_checkpoint_restores_identical_backbone_outputs(tmp_path):
+    pretrained = save_lm_checkpoint(tmp_path / "lm.ckpt", seed=0).eval()
+    model = classifier(seed=1).eval()
+    x, lengths = tokens()
+    assert not torch.allclose(model.backbone(x, lengths), pretrained.backbone(x, lengths))
+
+    loaded, new = load_backbone_weights(model.backbone, tmp_path / "lm.ckpt")
+
+    assert new == [] and "encoder.weight" in loaded
+    assert torch.equal(model.backbone(x, lengths), pretrained.backbone(x, lengths))
+
+
+def test_a_shape_mismatch_names_the_parameter_and_both_shapes(tmp_path):
+    save_lm_checkpoint(tmp_path / "lm.ckpt", d_model=16)
+    model = classifier(seed=1, d_model=24)
+    with pytest.raises(ConfigError, match=r"parameter backbone\.layers\.0\.norm\.weight has shape \(16,\) in the checkpoint but \(24,\) in this model"):
+        load_backbone_weights(model.backbone, tmp_path / "lm.ckpt")
+
+
+def test_a_missing_or_foreign_checkpoint_is_one_error(tmp_path):
+    model = classifier(seed=1)
+    with pytest.raises(CheckpointError, match="no such checkpoint"):
+        load_backbone_weights(model.backbone, tmp_path / "absent.ckpt")
+    (tmp_path / "junk.ckpt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="junk.ckpt: not a readable checkpoint"):
+        load_backbone_weights(model.backbone, tmp_path / "junk.ckpt")
+    torch.save({"state_dict": {"head.classifier.weight": torch.zeros(2, 16)}}, tmp_path / "head_only.ckpt")
+    with pytest.raises(CheckpointError, match="no backbone weights"):
+        load_backbone_weights(model.backbone, tmp_path / "head_only.ckpt")
+
+
+def optimizer_lrs(model: SequenceModel) -> dict[str, float]:
+    """Each parameter's learning rate in the optimizer ``configure_optimizers`` builds."""
+    model._trainer = SimpleNamespace(estimated_stepping_batches=10)
+    optimizer = model.configure_optimizers()["optimizer"]
+    by_id = {id(p): group["lr"] for group in optimizer.param_groups for p in group["params"]}
+    return {name: by_id[id(p)] for name, p in model.named_parameters() if id(p) in by_id}
+
+
+def test_backbone_lr_scale_and_freeze_backbone():
+    lrs = optimizer_lrs(classifier(seed=1, lr=1e-3, backbone_lr_scale=0.1))
+    assert lrs["head.classifier.weight"] == pytest.approx(1e-3)
+    backbone_lrs = [lr for name, lr in lrs.items() if name.startswith("backbone.")]
+    assert backbone_lrs and backbone_lrs == pytest.approx([1e-4] * len(backbone_lrs))
+
+    frozen = classifier(seed=1, freeze_backbone=True)
+    frozen._trainer = SimpleNamespace(state=SimpleNamespace(fn="fit"))
+    frozen._start_from_pretrained()
+    assert set(optimizer_lrs(frozen)) == {"head.classifier.weight", "head.classifier.bias"}
+
+
+@pytest.mark.parametrize("strand_average", [True, False])
+def test_strand_averaging_gives_a_sequence_and_its_reverse_complement_one_prediction(strand_average):
+    model = classifier(seed=2, strand_average=strand_average).eval()
+    x, lengths = tokens(seed=3)
+    reverse = DNATokenizer().reverse_complement(x, lengths)
+    with torch.no_grad():
+        logits, reverse_logits = model({"x": x, "lengths": lengths}), model({"x": reverse, "lengths": lengths})
+    assert torch.allclose(logits, reverse_logits, atol=1e-6) == strand_average
+
+
+def test_a_long_record_streams_into_the_mean_with_the_whole_sequence_prediction(monkeypatch):
+    import seqpipe.model
+
+    monkeypatch.setattr(seqpipe.model, "chunked_forward", lambda *args, **kwargs: pytest.fail("features of the whole record"))
+    whole = classifier(seed=4).double().eval()
+    streamed = classifier(seed=4, chunk_size=7).double().eval()
+    x, lengths = tokens(seed=5, length=40)
+    with torch.no_grad():
+        expected, got = whole({"x": x, "lengths": lengths}), streamed({"x": x, "lengths": lengths})
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-10)
+
+
+def test_the_rc_equivariant_backbone_with_invariant_output_classifies_both_strands_alike():
+    from seqpipe.dna_backbones import RCEquivariantBackbone
+
+    torch.manual_seed(6)
+    backbone = RCEquivariantBackbone(d_model=16, n_layers=2, block=lambda d: MambaBlock(d, d_state=4), output="invariant")
+    model = SequenceModel(backbone, SequenceClassification(strand_average=False), data_info=DNA_INFO).eval()
+    x, lengths = tokens(seed=7)
+    with torch.no_grad():
+        logits = model({"x": x, "lengths": lengths})
+        reverse_logits = model({"x": DNATokenizer().reverse_complement(x, lengths), "lengths": lengths})
+    torch.testing.assert_close(reverse_logits, logits, rtol=0, atol=1e-5)
+
+
+def test_predict_streams_with_the_command_lines_chunk_size_over_the_checkpoints(tmp_path, monkeypatch):
+    import yaml
+
+    import seqpipe.model
+    from seqpipe.cli import main
+    from seqpipe.data.synthetic import make_dna_motif_dataset, write_fasta
+
+    data = make_dna_motif_dataset(tmp_path / "dna", seed=0, n_train=40, n_test=4, length=30)
+    config = {"seed_everything": 0,
+              "trainer": {"max_epochs": 1, "enable_progress_bar": False, "enable_model_summary": False, "limit_train_batches": 1},
+              "model": {"backbone": {"d_model": 8, "n_layers": 1, "block": {"class_path": "seqpipe.mamba.MambaBlock",
+                                                                              "init_args": {"d_state": 4}}},
+                        "head": {"class_path": "seqpipe.tasks.classification.SequenceClassification"}},
+              "data": {"class_path": "seqpipe.data.dna.DNAClassificationData", "init_args": {"batch_size": 16}}}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    main(["fit", "--config", str(tmp_path / "config.yaml"), "--data.train", str(data / "train"),
+          "--trainer.default_root_dir", str(tmp_path / "run")])
+    (checkpoint,) = (tmp_path / "run").glob("lightning_logs/version_*/checkpoints/best.ckpt")
+    record = write_fasta(tmp_path / "long.fa", [("long", "ACGTTGCA" * 50)])
+    streamed = []
+    monkeypatch.setattr(seqpipe.model, "chunked_mean", lambda *args: streamed.append(args[3]) or torch.zeros(1, 8))
+    main(["predict", "--config", str(tmp_path / "config.yaml"), "--data.predict", str(record), "--ckpt_path", str(checkpoint),
+          "--model.chunk_size", "64", "--trainer.default_root_dir", str(tmp_path / "predict")])
+    assert streamed == [64, 64]  # both strands, chunk by chunk
