@@ -84,14 +84,20 @@ class Explainer:
         encoder = self.model.backbone.encoder
         with torch.no_grad():
             table = encoder(torch.arange(one_hot.shape[-1])[None])[0]  # (V, D)
-        strands = iter([one_hot, one_hot.flip(1)[..., DNA_COMPLEMENT]])
-        with _replaced_output(encoder, lambda: next(strands) @ table):
-            return self.score(one_hot.argmax(-1))
+        ids = one_hot.argmax(-1)
+        reverse = one_hot.flip(1)[..., DNA_COMPLEMENT]
+
+        def differentiable(token_ids: torch.Tensor) -> torch.Tensor:
+            # the model runs the encoder on the record, and on its reverse complement for the other strand
+            return (one_hot if torch.equal(token_ids, ids) else reverse) @ table
+
+        with _replaced_output(encoder, differentiable):
+            return self.score(ids)
 
 
 @contextmanager
 def _replaced_output(module: torch.nn.Module, make_output):
-    handle = module.register_forward_hook(lambda _module, _inputs, _output: make_output())
+    handle = module.register_forward_hook(lambda _module, inputs, _output: make_output(inputs[0]))
     try:
         yield
     finally:
@@ -113,7 +119,7 @@ def explain(options: argparse.Namespace) -> None:
     paths = [out.with_name(out.name + ".npz"), out.with_name(out.name + ".logos")]
     outputs = [Output(paths[0], "attribution arrays"), Output(paths[1], "attribution logos", folder=True)]
     with tool_outputs(*outputs) as (npz, logos):
-        model = load_model(options.ckpt_path)
+        model = load_model(options.ckpt_path, trusted_modules=options.trust_module)
         names = label_names(model)
         target = options.target or names[-1]
         if target not in names:
@@ -194,6 +200,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--top", type=int, default=10, help="logos for this many records of highest score (default 10)")
     p.add_argument("--logo_width", type=int, default=60, help="positions per logo (default 60)")
     p.add_argument("--batch_size", type=int, default=256, help="mutants per forward pass (default 256)")
+    p.add_argument("--trust_module", action="append", default=[], metavar="MODULE",
+                   help="a module whose classes the checkpoint may name (your own head); seqpipe, torch, lightning "
+                        "and torchmetrics are always allowed (repeatable)")
     return p
 
 

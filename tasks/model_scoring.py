@@ -9,29 +9,34 @@ and position, which :func:`window_scores` averages over a span of positions.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 import torch
 
 from seqpipe.data.tokenizers import DNATokenizer
 from seqpipe.dna_backbones import RCEquivariantBackbone
-from seqpipe.errors import ConfigError
+from seqpipe.checkpoints import check_checkpoint_classes, read_checkpoint
+from seqpipe.errors import CheckpointError, ConfigError
 from seqpipe.model import SequenceModel
 
 TOKENIZER = DNATokenizer()
 
 
-def load_model(ckpt_path: str | Path, chunk_size: int | None = None) -> SequenceModel:
+def load_model(ckpt_path: str | Path, chunk_size: int | None = None, trusted_modules: Iterable[str] = ()) -> SequenceModel:
     """The model of a ``seqpipe fit`` checkpoint, in eval mode on the CPU, with its ``data_info`` (vocabulary,
     label names) as trained. ``chunk_size``: run longer windows chunk by chunk with carried state (causal
-    backbones; :func:`seqpipe.chunked.chunked_forward`)."""
+    backbones; :func:`seqpipe.chunked.chunked_forward`). ``trusted_modules``: modules beside seqpipe, torch,
+    lightning and torchmetrics whose classes the checkpoint may name (see :mod:`seqpipe.checkpoints`)."""
     path = Path(ckpt_path)
     if not path.is_file():
-        raise ConfigError(f"--ckpt_path {ckpt_path}: no such checkpoint file")
+        raise CheckpointError(f"--ckpt_path {ckpt_path}: no such checkpoint file")
+    # read with weights_only and its classes checked before Lightning imports them (as the CLI does)
+    check_checkpoint_classes(path, read_checkpoint(path).get("hyper_parameters") or {}, user_modules=set(trusted_modules))
     try:
-        model = SequenceModel.load_from_checkpoint(str(path), map_location="cpu", weights_only=False)
-    except (KeyError, RuntimeError, TypeError, ValueError, EOFError) as error:
-        raise ConfigError(f"--ckpt_path {ckpt_path}: not a seqpipe checkpoint ({error})") from None
+        model = SequenceModel.load_from_checkpoint(str(path), map_location="cpu", weights_only=True)
+    except (KeyError, RuntimeError, TypeError, ValueError) as error:
+        raise CheckpointError(f"--ckpt_path {ckpt_path}: not a seqpipe model checkpoint ({error})") from None
     info = model.hparams.get("data_info") or {}
     if info.get("vocab_size") != DNATokenizer.vocab_size:
         raise ConfigError(f"--ckpt_path {ckpt_path}: the model was not trained on DNA tokens (data_info {info})")
@@ -45,15 +50,17 @@ def label_names(model: SequenceModel) -> list[str]:
 
 
 def strand_symmetric(model: SequenceModel) -> bool:
-    """Whether the model's outputs are the same on both strands by construction (reverse-complement invariant
-    features), so that averaging over the strands would change nothing but the cost."""
-    return isinstance(model.backbone, RCEquivariantBackbone) and model.backbone.output == "invariant"
+    """Whether the model's outputs already cover both strands: by construction (reverse-complement invariant
+    features), or because its head averages them itself (``SequenceClassification(strand_average)``), so
+    that averaging over the strands again would change nothing but the cost."""
+    rc_invariant = isinstance(model.backbone, RCEquivariantBackbone) and model.backbone.output == "invariant"
+    return rc_invariant or getattr(model.head, "both_strands", False)
 
 
 def class_probabilities(model: SequenceModel, x: torch.Tensor, both_strands: bool = True) -> torch.Tensor:
     """Token ids x (B, L), no padding -> probabilities (B, K) of a sequence model or (B, L, K) of a per-base
     model. ``both_strands``: the mean of the sequence's and its reverse complement's (per base: at the same
-    genomic position); one pass for a :func:`strand_symmetric` model, whose two strands agree exactly."""
+    genomic position); one pass for a :func:`strand_symmetric` model."""
     probs = model({"x": x}).float().softmax(-1)
     if both_strands and not strand_symmetric(model):
         other = model({"x": TOKENIZER.reverse_complement(x, torch.full(x.shape[:1], x.shape[1]))}).float().softmax(-1)

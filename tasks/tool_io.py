@@ -18,9 +18,9 @@ from seqpipe.outputs import Output
 def tool_outputs(*outputs: Output) -> Iterator[list[Path]]:
     """Claims every output (so a refused path fails before the work), yields their ``partial`` paths to write
     to, commits them all when the block succeeds and discards them when it fails."""
-    for output in outputs:
-        output.claim()
     try:
+        for output in outputs:
+            output.claim()  # a refused one stops here; those claimed before it are discarded below
         yield [output.partial for output in outputs]
     except BaseException:
         for output in outputs:

@@ -130,12 +130,16 @@ def score_vcf(options: argparse.Namespace) -> None:
     outputs = [Output(path, kind) for path, kind in zip(paths, ("variant scores TSV", "scored VCF", "skipped variants TSV"))]
     with tool_outputs(*outputs) as (tsv, vcf_out, skipped_tsv):
         span_start = options.window // 2 - span_length // 2
-        model = load_model(options.ckpt_path, options.chunk_size)
+        model = load_model(options.ckpt_path, options.chunk_size, options.trust_module)
         names = label_names(model)
         genome = Genome(options.fasta, options.cache_dir)
         vcf, records, alleles = read_alleles(Path(options.vcf))
         reasons = [check_allele(a, genome) for a in alleles]
         scored = [a for a, reason in zip(alleles, reasons) if reason is None]
+        if not scored:
+            counts = Counter("REF disagrees with the FASTA" if r.startswith("REF") else r for r in reasons)
+            raise DataError(options.vcf, f"none of its {len(alleles)} alleles can be scored ("
+                            + ", ".join(f"{n} {r}" for r, n in counts.items()) + ")")
         ref, alt = score_alleles(model, genome, scored, options.window, (span_start, span_start + span_length), options.batch_size)
         diff, odds = alt - ref, (log_odds(torch.from_numpy(alt)) - log_odds(torch.from_numpy(ref))).numpy()
 
@@ -208,6 +212,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--batch_size", type=int, default=64, help="alleles per forward pass (default 64)")
     p.add_argument("--chunk_size", type=int, help="run windows chunk by chunk with carried state (causal backbones)")
     p.add_argument("--data.cache_dir", dest="cache_dir", help="where a plain-gzip FASTA is decompressed once")
+    p.add_argument("--trust_module", action="append", default=[], metavar="MODULE",
+                   help="a module whose classes the checkpoint may name (your own head); seqpipe, torch, lightning "
+                        "and torchmetrics are always allowed (repeatable)")
     return p
 
 

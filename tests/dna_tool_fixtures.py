@@ -19,7 +19,7 @@ from seqpipe.heads import TaskHead
 from seqpipe.model import SequenceModel
 
 COMPLEMENT = str.maketrans("ACGTN", "TGCAN")
-DNA_INFO = {"vocab_size": 6}
+DNA_INFO = {"vocab_size": 6, "tokenizer": "dna"}  # as the DNA data modules describe their tokens
 
 RC_PER_BASE = {
     "backbone": {"class_path": "seqpipe.dna_backbones.RCEquivariantBackbone", "init_args": {

@@ -33,8 +33,11 @@ def test_ism_and_gradients_find_the_planted_motif(tmp_path, capsys):
         records[name] = background[:start] + MOTIF + background[start + len(MOTIF):]
     records["none"] = random_sequence(40)
     fasta = write_fasta(tmp_path / "x.fa", records)
+    # the head's module is not seqpipe's: refused (never imported) unless the user names it
+    assert main(["--ckpt_path", str(tmp_path / "m.ckpt"), "--data.predict", fasta, "--out", str(tmp_path / "e")]) == 2
+    assert "names 'dna_tool_fixtures.PlantedMotifHead' (head), from a module this run does not name" in capsys.readouterr().err
     assert main(["--ckpt_path", str(tmp_path / "m.ckpt"), "--data.predict", fasta, "--out", str(tmp_path / "e"),
-                 "--top", "2", "--batch_size", "50"]) == 0
+                 "--top", "2", "--batch_size", "50", "--trust_module", "dna_tool_fixtures"]) == 0
     assert "explained 4 records (class present)" in capsys.readouterr().out
     result = np.load(tmp_path / "e.npz")
     assert list(result["ids"]) == ["s1", "s2", "s3", "none"] and result["ism"].shape == (4, 40, 4)
@@ -79,6 +82,6 @@ def test_unknown_target_is_one_line(tmp_path, capsys):
     write_checkpoint(tmp_path / "m.ckpt", MOTIF_MODEL, ["absent", "present"])
     fasta = write_fasta(tmp_path / "x.fa", {"r": "ACGTACGT"})
     assert main(["--ckpt_path", str(tmp_path / "m.ckpt"), "--data.predict", fasta, "--out", str(tmp_path / "e"),
-                 "--target", "nope"]) == 2
+                 "--target", "nope", "--trust_module", "dna_tool_fixtures"]) == 2
     assert capsys.readouterr().err.strip() == "seqpipe: error: --target 'nope' is not a class of the model (['absent', 'present'])"
     assert not list(tmp_path.glob("e*"))

@@ -17,10 +17,14 @@ def test_both_strands_are_averaged_at_the_same_genomic_position(tmp_path):
     tokenizer = DNATokenizer()
     sequences = ["".join(rng.choice(list("ACGTN"), 50)) for _ in range(3)]
     x = torch.stack([tokenizer.encode(s) for s in sequences])
-    for config, labels in ((RC_PER_BASE, ["other", "CDS"]), (CAUSAL_CLASSIFIER, ["a", "b"])):
+    # an RC-invariant backbone and a head that averages the strands itself cover both strands: scored once
+    one_strand_head = {**CAUSAL_CLASSIFIER, "head": {"class_path": "seqpipe.tasks.classification.SequenceClassification",
+                                                     "init_args": {"strand_average": False}}}
+    for config, labels, symmetric in ((RC_PER_BASE, ["other", "CDS"], True), (CAUSAL_CLASSIFIER, ["a", "b"], True),
+                                      (one_strand_head, ["a", "b"], False)):
         write_checkpoint(tmp_path / "m.ckpt", config, labels, seed=4)
         model = load_model(tmp_path / "m.ckpt")
-        assert strand_symmetric(model) == (config is RC_PER_BASE)
+        assert strand_symmetric(model) == symmetric
         with torch.no_grad():
             got = class_probabilities(model, x)
             for row, s in enumerate(sequences):

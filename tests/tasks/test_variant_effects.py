@@ -118,9 +118,13 @@ def test_bad_inputs_give_one_line(tmp_path, capsys):
     write_checkpoint(tmp_path / "m.ckpt", CAUSAL_CLASSIFIER, ["neg", "pos"])
     fasta = write_fasta(tmp_path / "g.fa", {"chr1": CHROM})
     (tmp_path / "broken.vcf").write_text("this is not a VCF\n")
+    unscorable = write_vcf(tmp_path / "indels.vcf", [("chr1", 10, "ind1", CHROM[9], CHROM[9] + "A"), ("1", 20, "x", "A", "C")],
+                           {"chr1": len(CHROM), "1": 100})
     for extra, message in (
         (["--vcf", str(tmp_path / "missing.vcf")], "missing.vcf: no such VCF file"),
         (["--vcf", str(tmp_path / "broken.vcf")], "broken.vcf: cannot be read as a VCF"),
+        (["--vcf", unscorable], "indels.vcf: none of its 2 alleles can be scored (1 not a single-base substitution, "
+                                "1 chromosome not in the FASTA)"),
     ):
         assert main(["--ckpt_path", str(tmp_path / "m.ckpt"), "--data.fasta", fasta, "--out", str(tmp_path / "o"), *extra]) == 2
         err = capsys.readouterr().err.strip().splitlines()
