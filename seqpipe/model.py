@@ -19,6 +19,8 @@ from seqpipe.heads import TaskHead
 from seqpipe.pretrained import load_backbone_weights, report_loaded
 
 SPLITS = ("val", "test")
+#: the most backbone positions evaluated as one window (the longest genome window); longer inputs must stream
+LONGEST_WHOLE_INPUT = 1 << 20
 
 
 class SequenceModel(L.LightningModule):
@@ -119,6 +121,13 @@ class SequenceModel(L.LightningModule):
             # a long record streamed into the mean the head reads: memory of one chunk, not (B, L, D) features
             mean = chunked_mean(self.backbone, inputs, self.backbone.output_lengths(lengths), chunk_size)
             return self.head(mean[:, None], torch.ones(len(mean), dtype=torch.long, device=mean.device), batch)
+        positions = int(self.backbone.output_lengths(torch.tensor([inputs.shape[1]]))[0])  # after a strided front end
+        if not chunk_size and not self.training and positions > LONGEST_WHOLE_INPUT:
+            # (B, L, D) features of a whole chromosome-sized record would take tens of GB: stop with the way out
+            raise ConfigError(
+                f"a record of {positions:,} positions is longer than the {LONGEST_WHOLE_INPUT:,} evaluated as one "
+                "window: stream it with --model.chunk_size (e.g. 65536; causal backbones) or crop it with --data.max_length"
+            )
         features = self._features(inputs, lengths, batch.get("continues"))
         return self.head(features, self.backbone.output_lengths(lengths), batch)
 

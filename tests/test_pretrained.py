@@ -116,6 +116,17 @@ def test_a_long_record_streams_into_the_mean_with_the_whole_sequence_prediction(
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-10)
 
 
+def test_a_record_too_long_for_one_window_needs_chunk_size(monkeypatch):
+    import seqpipe.model
+
+    monkeypatch.setattr(seqpipe.model, "LONGEST_WHOLE_INPUT", 32)
+    x, lengths = tokens(seed=5, length=40)
+    with torch.no_grad(), pytest.raises(ConfigError, match="a record of 40 positions is longer than the 32 evaluated as one window"):
+        classifier(seed=4).eval()({"x": x, "lengths": lengths})
+    with torch.no_grad():
+        classifier(seed=4, chunk_size=16).eval()({"x": x, "lengths": lengths})  # streamed: no error
+
+
 def test_the_rc_equivariant_backbone_with_invariant_output_classifies_both_strands_alike():
     from seqpipe.dna_backbones import RCEquivariantBackbone
 
