@@ -17,18 +17,9 @@ import yaml
 
 from seqpipe.cli import main
 from seqpipe.data.synthetic import make_dna_motif_dataset, write_fasta
+from test_dna_cli import CONFIG  # the tiny DNA recipe of the CLI tests
 
 TESTS = Path(__file__).parent
-CONFIG = {
-    "seed_everything": 0,
-    "trainer": {"max_epochs": 1, "enable_progress_bar": False, "enable_model_summary": False, "limit_train_batches": 3},
-    "model": {
-        "backbone": {"d_model": 16, "n_layers": 1,
-                     "block": {"class_path": "seqpipe.mamba.MambaBlock", "init_args": {"d_state": 4}}},
-        "head": {"class_path": "seqpipe.tasks.classification.SequenceClassification"},
-    },
-    "data": {"class_path": "seqpipe.data.dna.DNAClassificationData", "init_args": {"batch_size": 16}},
-}
 
 
 def write_config(path: Path, **trainer) -> Path:
