@@ -178,19 +178,20 @@ def triton_importable() -> bool:
     return True
 
 
-def resolve_backend(backend: str, u: torch.Tensor) -> str:
-    """Map ``backend`` (one of :data:`BACKENDS`) to the implementation that will run on ``u``.
+def resolve_backend(backend: str, u: torch.Tensor, op: str = "selective_scan", name: str = "u") -> str:
+    """Map ``backend`` (one of :data:`BACKENDS`) to the implementation that will run on ``u``, the input of ``op``
+    called ``name`` there (for the messages; :func:`seqpipe.kernels.ssd.ssd_scan` uses it too).
 
     "auto" is "triton" for CUDA tensors when triton is installed, "chunked" otherwise. Asking for "triton"
     where it cannot run is an error, never a silent fallback.
     """
     if backend not in BACKENDS:
-        raise ValueError(f"selective_scan: backend must be one of {BACKENDS}, got {backend!r}")
+        raise ValueError(f"{op}: backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "auto":
         return "triton" if u.is_cuda and triton_importable() else "chunked"
     if backend == "triton" and not triton_available_for(u):
         raise ValueError(
-            f"selective_scan: backend='triton' needs CUDA tensors (u is on {u.device}); on CPU use "
+            f"{op}: backend='triton' needs CUDA tensors ({name} is on {u.device}); on CPU use "
             "backend='chunked', or set TRITON_INTERPRET=1 before importing triton to run the kernels interpreted"
         )
     return backend

@@ -25,9 +25,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from seqpipe.kernels.selective_scan import compute_dtype, selective_scan_ref, triton_available_for, triton_importable
-
-SSD_BACKENDS = ("ref", "chunked", "triton", "auto")
+from seqpipe.kernels.selective_scan import compute_dtype, resolve_backend, selective_scan_ref
 
 
 def check_ssd_inputs(x, dt, A, B, C, D, z, dt_bias, initial_state) -> None:
@@ -157,20 +155,6 @@ def ssd_scan_chunked(x, dt, A, B, C, D=None, z=None, dt_bias=None, dt_softplus=F
     return y
 
 
-def resolve_ssd_backend(backend: str, x: torch.Tensor) -> str:
-    """"auto" is "triton" for CUDA tensors when triton is installed, "chunked" otherwise; never a silent fallback."""
-    if backend not in SSD_BACKENDS:
-        raise ValueError(f"ssd_scan: backend must be one of {SSD_BACKENDS}, got {backend!r}")
-    if backend == "auto":
-        return "triton" if x.is_cuda and triton_importable() else "chunked"
-    if backend == "triton" and not triton_available_for(x):
-        raise ValueError(
-            f"ssd_scan: backend='triton' needs CUDA tensors (x is on {x.device}); on CPU use backend='chunked', "
-            "or set TRITON_INTERPRET=1 before importing triton to run the kernels interpreted"
-        )
-    return backend
-
-
 def ssd_scan(
     x: torch.Tensor,
     dt: torch.Tensor,
@@ -195,7 +179,7 @@ def ssd_scan(
     check_ssd_inputs(x, dt, A, B, C, D, z, dt_bias, initial_state)
     if chunk_size < 1:
         raise ValueError(f"ssd_scan: chunk_size must be positive, got {chunk_size}")
-    backend = resolve_ssd_backend(backend, x)
+    backend = resolve_backend(backend, x, "ssd_scan", "x")
     args = (x, dt, A, B, C, D, z, dt_bias, dt_softplus, initial_state, return_final_state)
     if backend == "ref":
         return ssd_scan_ref(*args)
