@@ -202,17 +202,22 @@ def s4d_kernel(
 def diag_state_response(u: torch.Tensor, ssm: DiagonalSSM) -> torch.Tensor:
     """State reached from zero after a chunk: ``Σ_s Ā^{T-1-s} B̄ u_s``; u (B, H, T) real -> (B, H, N) complex.
 
-    Chunked over T: holds (H, N, chunk) at a time.
+    The transpose of :class:`_ChunkedVandermonde`: with ``j = cT' + i`` steps back from the end,
+    ``Ā^j = Ā^{cT'} Ā^i``, so the sum is real matmuls of u's blocks (B, H, C, T') with one (H, T', N) block of
+    powers, then a weighted sum over the C block starts; no complex exp per (n, s) pair.
     """
     H, N = ssm.dA.shape
     T = u.shape[-1]
-    u_rev = u.flip(-1).to(ssm.dA.dtype)  # u_rev[j] multiplies Ā^j
-    state = u.new_zeros(u.shape[0], H, N, dtype=ssm.dA.dtype)
-    step = chunk_length(H, N)
-    for start in range(0, T, step):
-        stop = min(T, start + step)
-        state = state + torch.einsum("bhj,hnj->bhn", u_rev[..., start:stop], _powers(ssm.log_dA, start, stop))
-    return state * ssm.dB
+    block = min(T, chunk_length(H, N))
+    n_blocks = -(-T // block)
+    u_rev = torch.nn.functional.pad(u.flip(-1), (0, n_blocks * block - T)).reshape(*u.shape[:2], n_blocks, block)
+    powers = _powers(ssm.log_dA, 0, block)  # (H, N, T'): Ā^i
+    u_rev = u_rev.to(powers.real.dtype)
+    by_block = torch.complex(torch.einsum("bhci,hni->bhcn", u_rev, powers.real),
+                             torch.einsum("bhci,hni->bhcn", u_rev, powers.imag))
+    starts = torch.arange(n_blocks, device=u.device, dtype=powers.real.dtype) * block
+    block_starts = torch.exp(ssm.log_dA[:, None, :] * starts[:, None])  # (H, C, N): Ā^{cT'}
+    return (by_block * block_starts).sum(2) * ssm.dB
 
 
 def diag_ssm_chunk(
