@@ -9,22 +9,23 @@ input layer and binds its head from it (``SequenceModel.configure_model``) and s
 the checkpoint's hyper-parameters: plain values, readable with ``weights_only``. ``seqpipe predict --ckpt_path``
 rebuilds the model from that dict alone, and the CLI hands the same description to the data module
 (:meth:`RestorableData.restore_data_info`) so that new data is read with the training data's labels, scaler and
-vocabulary. Nothing reads the description back out of the model.
+vocabulary. No data module reads the description back out of the model.
 
-=================  ============================================  ==========================================================
-field              written by                                    read by
-=================  ============================================  ==========================================================
-``input``          every data module (tokens or channels)        ``SequenceModel`` (the backbone's input layer, through
-                                                                 ``TaskHead.backbone_input_spec``)
-``input.vocab``    DNA data modules (their tokenizer)            ``DNAClassificationData`` (a restored model's vocabulary)
-``input.tokenizer`` DNA data modules                             ``SequenceClassification`` (strand averaging)
-``input.sample_rate`` ``AudioClassificationData``                the filterbank front end; the audio data (restored rate)
-``label_names``    classification, genome and pre-training data  classification and per-base heads (outputs, predictions),
-                                                                 ``GenomePredictionWriter``, the DNA tools; data modules
-                                                                 restoring a model (class numbering)
-``series``         ``ForecastData``                              ``Forecasting``, ``ForecastPlot``; ``ForecastData``
-                                                                 restoring a model (scaler, columns, lengths)
-=================  ============================================  ==========================================================
+Each field, who writes it (in ``setup``) and who reads it:
+
+- ``input``: every data module (DNA data: :class:`TokenInput` from its tokenizer; audio and series:
+  :class:`ChannelInput`). Read by ``SequenceModel`` to build the backbone's input layer, through
+  ``TaskHead.backbone_input_spec`` (a head that reshapes its input, like ``Forecasting``, says what it feeds).
+- ``input.vocab``: the DNA data modules. Read by ``DNAClassificationData`` when restoring a model (a checkpoint of
+  another vocabulary is refused).
+- ``input.tokenizer``: the DNA data modules. Read by ``SequenceClassification`` (``"dna"``: score both strands).
+- ``input.sample_rate``: ``AudioClassificationData``. Read by the backbone's filterbank front end, and by the audio
+  data module when restoring a model (clips are resampled to the trained rate).
+- ``label_names``: the classification, genome and pre-training data modules. Read by the classification and
+  per-base heads (output size, prediction columns), ``TaskHead.predictions``, ``GenomePredictionWriter``, the DNA
+  tools (``seqpipe.tasks.model_scoring``), and the data modules when restoring a model (class numbering).
+- ``series``: ``ForecastData``. Read by ``Forecasting`` (horizon, targets, scaler), ``ForecastPlot``, and
+  ``ForecastData`` when restoring a model (columns, scaler, lengths).
 """
 
 from __future__ import annotations
