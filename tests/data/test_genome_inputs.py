@@ -135,3 +135,16 @@ def test_classification_data_reads_labelled_regions_from_bed(genome, tmp_path):
         assert record_id == f"{chrom}:{start}-{end}" and data.data_info.label_names[y] == label
     with pytest.raises(ConfigError, match="set data.fasta"):
         DNAClassificationData(train=str(bed), val=str(bed)).setup("fit")
+
+
+def test_classification_data_reads_the_label_column_it_is_given_and_refuses_a_name_for_bed(genome, tmp_path):
+    fasta, _, _ = genome
+    bed = tmp_path / "scored.bed"
+    rows = [("chrA", 0, 30, "x", "pos"), ("chrA", 40, 70, "y", "neg"), ("chrB", 10, 40, "z", "pos"), ("chrC", 7, 37, "w", "neg")]
+    bed.write_text("".join("\t".join(map(str, row)) + "\n" for row in rows * 2))
+    data = DNAClassificationData(train=str(bed), val=str(bed), fasta=fasta, label_column=4)
+    data.setup("fit")
+    names = data.data_info.label_names
+    assert names == ["neg", "pos"] and [names[y] for y in data.splits["val"].labels] == [row[4] for row in rows * 2]
+    with pytest.raises(ConfigError, match=r"data.label_column 'label': .*scored.bed is a BED file, whose label column is given by its 0-based number"):
+        DNAClassificationData(train=str(bed), val=str(bed), fasta=fasta, label_column="label").setup("fit")
