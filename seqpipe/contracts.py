@@ -30,7 +30,7 @@ Each field, who writes it (in ``setup``) and who reads it:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from seqpipe.errors import CheckpointError, ConfigError
@@ -125,7 +125,7 @@ class DataInfo:
         if self.label_names is not None:
             saved["label_names"] = list(self.label_names)
         if self.series is not None:
-            saved.update({key: getattr(self.series, key) for key in _SERIES_KEYS})
+            saved.update(asdict(self.series))
         return saved
 
     @classmethod
@@ -142,8 +142,7 @@ class DataInfo:
         else:
             raise CheckpointError(f"{source}: data_info names no input (vocab_size for tokens, input_dim for channels)")
         series = None
-        present = [key for key in _SERIES_KEYS if key in saved]
-        if present:
+        if any(key in saved for key in _SERIES_KEYS):
             missing = [key for key in _SERIES_KEYS if key not in saved]
             if missing:
                 raise CheckpointError(f"{source}: data_info describes a series but lacks {missing}")
