@@ -23,7 +23,8 @@ import numpy as np
 import torch
 
 from seqpipe.backbone import Backbone
-from seqpipe.data.audio import AudioClassificationData, ClipDataset, list_clips
+from seqpipe.data.audio import AudioClassificationData, ClipDataset
+from seqpipe.data.audio_io import list_clips
 from seqpipe.model import SequenceModel
 from seqpipe.s4 import S4Block
 from seqpipe.tasks.classification import SequenceClassification

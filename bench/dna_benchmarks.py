@@ -38,7 +38,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import Normalizer
 from torch import nn
 
-from seqpipe.data.dna import stratified_holdout
+from seqpipe.data.base import stratified_holdout
 from seqpipe.data.readers import read_records
 from seqpipe.data.synthetic import write_fasta
 from seqpipe.data.tokenizers import DNATokenizer

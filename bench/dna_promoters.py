@@ -30,7 +30,7 @@ from sklearn.metrics import accuracy_score, matthews_corrcoef
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from seqpipe.data.dna import stratified_holdout
+from seqpipe.data.base import stratified_holdout
 from seqpipe.data.readers import read_records
 from seqpipe.data.synthetic import write_fasta
 

@@ -1,21 +1,13 @@
 """Audio clip classification data: labelled WAV/FLAC/OGG clips -> mono waveforms at one sample rate.
 
-Two layouts are read:
-
-* a directory with one subfolder per class (``DIR/<label>/*.wav|flac|ogg``; other files are ignored);
-* a CSV manifest with columns ``path,label[,split]``, paths relative to the manifest; ``split`` is
-  ``train``, ``val`` (or ``valid``/``validation``) or ``test``.
-
-Clips are decoded with soundfile (torchaudio's own loader needs FFmpeg), mixed to mono and resampled
-with :func:`torchaudio.functional.resample`. Decoded clips are cached **in memory**, per dataset, for
-the life of the data module: epochs after the first do not decode again. (An on-disk cache was not
-chosen: at 8-16 kHz a few thousand clips take tens of MB, and decoding them once takes seconds.)
+The clips are listed, checked and decoded by :mod:`seqpipe.data.audio_io`. Decoded clips are cached **in
+memory**, per dataset, for the life of the data module: epochs after the first do not decode again. (An on-disk
+cache was not chosen: at 8-16 kHz a few thousand clips take tens of MB, and decoding them once takes seconds.)
 With ``num_workers > 0`` each worker keeps its own cache, so the loaders use persistent workers.
 """
 
 from __future__ import annotations
 
-import csv
 import logging
 import math
 from collections.abc import Iterator, Sequence
@@ -24,171 +16,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import soundfile as sf
 import torch
-import torchaudio.functional as AF
 from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from seqpipe.data.base import SplitDataModule
+from seqpipe.contracts import ChannelInput, DataInfo
+from seqpipe.data.audio_io import Clip, decode_clip, list_clips, probe_clip, trim_silence
+from seqpipe.data.base import SplitDataModule, stratified_holdout
 from seqpipe.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
-
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
-SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
-
-
-class Clip:
-    """One labelled clip: ``path``, ``label`` (None when unlabelled), ``length`` in samples at the target rate."""
-
-    __slots__ = ("path", "label", "length")
-
-    def __init__(self, path: Path, label: str | None, length: int):
-        self.path, self.label, self.length = path, label, length
-
-
-# What a clip's header may claim, checked before decoding, so that a broken or hostile header cannot make
-# seqpipe allocate gigabytes: the sample rate, the channels, and (data.max_clip_seconds) the duration. A
-# frame count larger than the data (libsndfile trims it for WAV, not for a FLAC STREAMINFO) is caught by the
-# duration, or else ends at the real end of the data, since clips are decoded block by block.
-SAMPLE_RATE_RANGE = (1_000, 384_000)
-MAX_CHANNELS = 64
-# torchaudio's resampling filter has (new / g) * (orig / g + 2 * width) taps, g = gcd(orig, new): small for
-# common rates (44.1 kHz -> 8 kHz: 40k), but 8 GB for a header claiming 2^31 - 1 Hz. Its float64 temporaries
-# take about 30 bytes a tap, so this bounds them near 250 MB.
-MAX_RESAMPLING_TAPS = 1 << 23
-_BLOCK_FRAMES = 1 << 16
-
-
-def resampling_taps(orig_rate: int, new_rate: int, lowpass_filter_width: int = 6, rolloff: float = 0.99) -> int:
-    """The size of the filter :func:`torchaudio.functional.resample` builds for these rates (its defaults)."""
-    if orig_rate == new_rate:
-        return 0
-    g = math.gcd(orig_rate, new_rate)
-    orig, new = orig_rate // g, new_rate // g
-    width = math.ceil(lowpass_filter_width * orig / (min(orig, new) * rolloff))
-    return new * (2 * width + orig)
-
-
-def check_header(path: Path, info, sample_rate: int, max_clip_seconds: float) -> None:
-    """Reject a header (``soundfile.info``) whose clip would be empty or unbounded to decode and resample."""
-    low, high = SAMPLE_RATE_RANGE
-    if not low <= info.samplerate <= high:
-        raise DataError(path, f"the header's sample rate {info.samplerate} Hz is outside the {low}-{high} Hz seqpipe reads")
-    if not 1 <= info.channels <= MAX_CHANNELS:
-        raise DataError(path, f"the header claims {info.channels} channels; seqpipe reads 1 to {MAX_CHANNELS}")
-    if info.frames <= 0:
-        raise DataError(path, "zero-length clip")
-    seconds = info.frames / info.samplerate
-    if seconds > max_clip_seconds:
-        raise DataError(path, f"the clip is {seconds:.0f} s long, above data.max_clip_seconds ({max_clip_seconds:g} s)")
-    taps = resampling_taps(info.samplerate, sample_rate)
-    if taps > MAX_RESAMPLING_TAPS:
-        raise DataError(path, f"resampling {info.samplerate} Hz to {sample_rate} Hz needs a filter of {taps / 1e6:.0f} million "
-                        f"taps (at most {MAX_RESAMPLING_TAPS / 1e6:.0f} million); convert the file to a common rate first")
-
-
-def decode_clip(path: Path, sample_rate: int) -> np.ndarray:
-    """Decode ``path`` to a mono float32 waveform (L,) at ``sample_rate``; DataError if it cannot be read.
-
-    Channels are mixed block by block, so memory holds the mono clip, not every channel of it."""
-    try:
-        with sf.SoundFile(str(path)) as handle:
-            source_rate = handle.samplerate
-            blocks = [block.mean(axis=1) for block in handle.blocks(_BLOCK_FRAMES, dtype="float32", always_2d=True)]
-    except (sf.LibsndfileError, RuntimeError, OSError) as error:
-        raise DataError(path, f"cannot decode audio ({error})") from None
-    mono = torch.from_numpy(np.concatenate(blocks) if blocks else np.zeros(0, np.float32))
-    if source_rate != sample_rate:
-        mono = AF.resample(mono, source_rate, sample_rate)
-    if mono.numel() == 0:
-        raise DataError(path, "zero-length clip")
-    return mono.numpy()
-
-
-def trim_silence(samples: np.ndarray, below_peak_db: float) -> np.ndarray:
-    """Drop leading and trailing samples quieter than ``below_peak_db`` under the clip's peak (L,) -> (L',)."""
-    loud = np.flatnonzero(np.abs(samples) > np.abs(samples).max() * 10 ** (-below_peak_db / 20))
-    return samples[loud[0]:loud[-1] + 1] if len(loud) else samples
-
-
-def _probe(path: Path, label: str | None, sample_rate: int, max_clip_seconds: float) -> Clip:
-    """Read the header only: its length at ``sample_rate`` (for bucketing), and reject unreadable, empty or
-    unbounded files (see :func:`check_header`)."""
-    try:
-        info = sf.info(str(path))
-    except (sf.LibsndfileError, RuntimeError, OSError) as error:
-        raise DataError(path, f"cannot read audio header ({error}); is it a WAV, FLAC or OGG file?") from None
-    check_header(path, info, sample_rate, max_clip_seconds)
-    return Clip(path, label, math.ceil(info.frames * sample_rate / info.samplerate))
-
-
-def list_clips(source: str | Path, split: str | None, untagged: str | None = None) -> list[tuple[Path, str | None]]:
-    """``(path, label)`` of a class-per-folder directory or a ``path,label[,split]`` manifest.
-
-    ``split``: keep only the manifest rows of that split; None keeps every row. ``untagged``: the split of
-    the rows of a manifest without a split column (default: ``split``). Labels may be missing (prediction).
-    """
-    source = Path(source)
-    if not source.exists():
-        raise DataError(source, "no such file or directory")
-    if source.is_dir():
-        return _list_class_folders(source)
-    return _read_manifest(source, split, split if untagged is None else untagged)
-
-
-def _list_class_folders(root: Path) -> list[tuple[Path, str | None]]:
-    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    loose = sorted(p for p in root.iterdir() if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES)
-    if loose and not folders:  # a flat folder of clips: unlabelled, for prediction
-        return [(path, None) for path in loose]
-    if not folders:
-        raise DataError(root, "no class subfolders: expected DIR/<label>/<clip>.wav|flac|ogg, or give a CSV manifest")
-    clips = []
-    for folder in folders:
-        files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES)
-        if not files:
-            raise DataError(folder, f"empty class folder: no {'/'.join(AUDIO_SUFFIXES)} files")
-        clips.extend((path, folder.name) for path in files)
-    return clips
-
-
-def _read_manifest(manifest: Path, split: str | None, untagged: str | None) -> list[tuple[Path, str | None]]:
-    with open(manifest, newline="") as handle:
-        reader = csv.DictReader(handle)
-        columns = reader.fieldnames or []
-        if "path" not in columns:
-            raise DataError(manifest, f"a manifest needs a 'path' column (and 'label', optional 'split'); found {columns}")
-        clips = []
-        for line, row in enumerate(reader, start=2):
-            if "split" in columns:
-                row_split = SPLIT_NAMES.get((row.get("split") or "train").strip().lower())
-                if row_split is None:
-                    raise DataError(manifest, f"unknown split {row['split']!r}: use train, val or test", line=line)
-            else:
-                row_split = untagged
-            path = manifest.parent / row["path"].strip()
-            if not path.is_file():
-                raise DataError(manifest, f"audio file {str(path)!r} does not exist", line=line)
-            label = (row.get("label") or "").strip() or None
-            if split is not None and row_split != split:
-                continue
-            clips.append((path, label))
-    return clips
-
-
-def stratified_split(labels: Sequence[str], fraction: float, seed: int) -> tuple[list[int], list[int]]:
-    """Indices ``(train, val)``: about ``fraction`` of each class (at least one of a class of two or more) to val."""
-    rng = np.random.default_rng(seed)
-    train, val = [], []
-    for label in sorted(set(labels)):
-        members = [i for i, lab in enumerate(labels) if lab == label]
-        rng.shuffle(members)
-        n_val = min(len(members) - 1, max(1, round(fraction * len(members))))
-        val += members[:n_val]
-        train += members[n_val:]
-    return sorted(train), sorted(val)
 
 
 class ClipDataset(Dataset):
@@ -316,7 +153,7 @@ class AudioClassificationData(SplitDataModule):
         num_workers: DataLoader workers (each keeps its own decoded-clip cache, so they persist).
         seed: seed of the validation split and of the bucket shuffling.
 
-    ``data_info``: ``{"input_dim": 1, "label_names": [sorted labels], "sample_rate": sample_rate}``.
+    ``data_info``: one channel at ``sample_rate``, the sorted training labels.
     """
 
     def __init__(
@@ -351,7 +188,6 @@ class AudioClassificationData(SplitDataModule):
         self.trim_db = trim_db
         self.augment = dict(shift_seconds=shift_seconds, gain_db=gain_db, noise_snr_db=noise_snr_db) if augment else None
         self.skip_bad, self.num_workers, self.max_clip_seconds = skip_bad, num_workers, max_clip_seconds
-        self.data_info: dict[str, Any] | None = None
         self.datasets: dict[str, ClipDataset] = {}
         self.skipped: list[Path] = []
 
@@ -360,13 +196,16 @@ class AudioClassificationData(SplitDataModule):
         return None if self.max_seconds is None else round(self.max_seconds * self.sample_rate)
 
     def setup(self, stage: str) -> None:
-        trained = self.checkpoint_data_info()
+        trained = self.trained_info
         if trained is not None:
-            if trained["sample_rate"] != self.sample_rate:
+            rate = trained.input.sample_rate if isinstance(trained.input, ChannelInput) else None
+            if rate is None:
+                raise ConfigError("the checkpoint's model was not trained on audio (it has no sample rate): give an audio checkpoint")
+            if rate != self.sample_rate:
                 rank_zero_warn(f"data.sample_rate {self.sample_rate} differs from the checkpoint's "
-                               f"{trained['sample_rate']} Hz; clips are resampled to {trained['sample_rate']} Hz")
-                self.sample_rate = trained["sample_rate"]
-            self.data_info = dict(trained)
+                               f"{rate} Hz; clips are resampled to {rate} Hz")
+                self.sample_rate = rate
+            self.data_info = trained
         splits = {"fit": ("train", "val"), "validate": ("train", "val"), "test": ("train", "test"), "predict": ("predict",)}[stage]
         clips = {split: self._load(split) for split in splits if split != "train" or self.data_info is None}
         if "train" in clips:
@@ -382,7 +221,7 @@ class AudioClassificationData(SplitDataModule):
                 continue
             augment = self.augment if split == "train" else None
             self.datasets[split] = ClipDataset(
-                split_clips, self.data_info["label_names"], self.sample_rate, self.max_samples, self.normalize,
+                split_clips, self.data_info.label_names, self.sample_rate, self.max_samples, self.normalize,
                 self.trim_db, augment is not None, **self._augment_args(augment),
             )
 
@@ -416,7 +255,7 @@ class AudioClassificationData(SplitDataModule):
         clips, skipped = [], []
         for path, label in rows:
             try:
-                clips.append(_probe(path, label, self.sample_rate, self.max_clip_seconds))
+                clips.append(probe_clip(path, label, self.sample_rate, self.max_clip_seconds))
             except DataError:
                 if not self.skip_bad:
                     raise
@@ -430,12 +269,13 @@ class AudioClassificationData(SplitDataModule):
         """Label names from the training clips; hold out a stratified validation share if no val was given."""
         train = clips["train"]
         if "val" in clips and clips["val"] is None:
-            keep, held_out = stratified_split([c.label for c in train], self.val_fraction, self.seed)
-            clips["train"], clips["val"] = [train[i] for i in keep], [train[i] for i in held_out]
-        self.data_info = {"input_dim": 1, "label_names": sorted({c.label for c in train}), "sample_rate": self.sample_rate}
+            held_out = set(stratified_holdout([c.label for c in train], self.val_fraction, self.seed).tolist())
+            clips["train"] = [clip for i, clip in enumerate(train) if i not in held_out]
+            clips["val"] = [clip for i, clip in enumerate(train) if i in held_out]
+        self.data_info = DataInfo(ChannelInput(1, self.sample_rate), sorted({c.label for c in train}))
 
     def _check_labels(self, split: str, clips: list[Clip]) -> None:
-        known = set(self.data_info["label_names"])
+        known = set(self.data_info.label_names)
         for clip in clips:
             if clip.label not in known:
                 raise DataError(clip.path, f"label {clip.label!r} of the {split} split is not a training label {sorted(known)}")

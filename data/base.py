@@ -1,18 +1,36 @@
-"""What every seqpipe data module shares: one loader per split, and the fitted state of a restored model."""
+"""What every seqpipe data module shares: one loader per split, the description of its data (the contract,
+:mod:`seqpipe.contracts`), and the seeded stratified hold-out of a validation share."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
 
 import lightning as L
+import numpy as np
 from torch.utils.data import DataLoader
+
+from seqpipe.contracts import DataInfo
 
 
 class SplitDataModule(L.LightningDataModule):
     """A data module whose four Lightning loader hooks all go through ``_loader(split)``.
 
     ``split`` is "train", "val", "test" or "predict"; subclasses shuffle and augment for "train" only.
+
+    ``setup`` sets ``data_info``, the :class:`~seqpipe.contracts.DataInfo` the model is built from: fitted on the
+    training data, or, when a model is restored from a checkpoint, ``trained_info`` — the checkpoint's, handed
+    over by :meth:`restore_data_info` before ``setup`` — so new data gets the classes, scaler and vocabulary
+    the model was trained with.
     """
+
+    def __init__(self):
+        super().__init__()
+        self.data_info: DataInfo | None = None
+        self.trained_info: DataInfo | None = None
+
+    def restore_data_info(self, trained: DataInfo) -> None:
+        """Read data as the restored model's training data was read (see :class:`seqpipe.contracts.RestorableData`)."""
+        self.trained_info = trained
 
     def _loader(self, split: str) -> DataLoader:
         raise NotImplementedError
@@ -29,9 +47,17 @@ class SplitDataModule(L.LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         return self._loader("predict")
 
-    def checkpoint_data_info(self) -> dict[str, Any] | None:
-        """The ``data_info`` of the model the trainer runs, when it has one (a model restored from a
-        checkpoint): the labels, scalers and vocabulary fitted on the training data."""
-        model = self.trainer.lightning_module if self.trainer is not None else None
-        info = model.hparams.get("data_info") if model is not None else None
-        return dict(info) if info else None
+
+def stratified_holdout(labels: Sequence | np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """labels (n,) -> sorted indices of a held-out ``fraction`` of each class, drawn with ``seed``.
+
+    Every class with two or more members gives at least one and keeps at least one.
+    """
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    held_out = []
+    for label in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == label))
+        count = min(max(1, round(fraction * len(members))), len(members) - 1)
+        held_out.append(members[:count])
+    return np.sort(np.concatenate(held_out))

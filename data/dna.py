@@ -11,8 +11,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from seqpipe.data.base import SplitDataModule
-from seqpipe.data.genome import read_bed_records
+from seqpipe.contracts import DataInfo, TokenInput
+from seqpipe.data.base import SplitDataModule, stratified_holdout
+from seqpipe.data.genome import BED_NAME_COLUMN, read_bed_records
 from seqpipe.data.genome_io import Genome
 from seqpipe.data.readers import Record, read_records
 from seqpipe.data.tokenizers import DNATokenizer
@@ -111,7 +112,8 @@ class DNAClassificationData(SplitDataModule):
             whole header; the label is its group 1, or the whole match if it has no group. The default
             takes the header's first word.
         sequence_column: for TSV/CSV: the column holding the sequences.
-        label_column: for TSV/CSV: the column holding the labels.
+        label_column: the column holding the labels: for TSV/CSV its name (default "label"), for BED files its
+            0-based number (default 3, the name column; a score column works too).
         id_column: for TSV/CSV: the column holding record ids (default: the row number).
         val_fraction: share of each class of ``train`` held out for validation when ``val`` is unset.
         max_length: crop longer sequences to this length (training: a random window each epoch;
@@ -123,8 +125,7 @@ class DNAClassificationData(SplitDataModule):
         num_workers: DataLoader worker processes.
         seed: seed of the train/validation split.
         fasta: the reference genome for splits given as BED files (``*.bed``): each row's bases become a
-            sequence (0-based half-open; N past a chromosome end), labelled from ``bed_label_column``.
-        bed_label_column: 0-based BED column with the label (3 = name; a score column works too).
+            sequence (0-based half-open; N past a chromosome end), labelled from ``label_column``.
     """
 
     def __init__(
@@ -135,7 +136,7 @@ class DNAClassificationData(SplitDataModule):
         predict: str | None = None,
         label_pattern: str = r"^(\S+)",
         sequence_column: str = "sequence",
-        label_column: str = "label",
+        label_column: int | str | None = None,
         id_column: str | None = None,
         val_fraction: float = 0.1,
         max_length: int | None = None,
@@ -144,25 +145,20 @@ class DNAClassificationData(SplitDataModule):
         num_workers: int = 0,
         seed: int = 42,
         fasta: str | None = None,
-        bed_label_column: int = 3,
     ):
         super().__init__()
-        self.fasta, self.bed_label_column = fasta, bed_label_column
+        self.fasta, self.label_column = fasta, label_column
         if not 0 < val_fraction < 1:
             raise ConfigError(f"data.val_fraction must be between 0 and 1 (exclusive), got {val_fraction}")
         for name, value in (("max_length", max_length), ("batch_size", batch_size)):
             if value is not None and value < 1:
                 raise ConfigError(f"data.{name} must be a positive integer, got {value}")
         self.paths = {"train": train, "val": val, "test": test, "predict": predict}
-        self.reader_options = {
-            "label_pattern": label_pattern, "sequence_column": sequence_column,
-            "label_column": label_column, "id_column": id_column,
-        }
+        self.reader_options = {"label_pattern": label_pattern, "sequence_column": sequence_column, "id_column": id_column}
         self.val_fraction, self.max_length, self.seed = val_fraction, max_length, seed
         self.reverse_complement_augment = reverse_complement_augment
         self.batch_size, self.num_workers = batch_size, num_workers
         self.tokenizer = DNATokenizer()
-        self.data_info: dict[str, Any] | None = None
         self.splits: dict[str, EncodedSequences] = {}
         self._train: EncodedSequences | None = None
 
@@ -175,11 +171,10 @@ class DNAClassificationData(SplitDataModule):
         self._check_vocabulary()
         if stage == "predict":
             self.splits["predict"] = self._predict_set()
-            self.data_info = self.checkpoint_data_info() or self.data_info
+            self.data_info = self.trained_info or self.data_info
             return
         label_names = self._label_names()
-        self.data_info = {"vocab_size": self.tokenizer.vocab_size, "vocab": dict(self.tokenizer.vocab),
-                          "label_names": label_names, "tokenizer": self.tokenizer.name}
+        self.data_info = DataInfo(self.tokenizer.token_input(), label_names)
         if stage in ("fit", "validate"):
             self.splits["val"] = self._validation_set(label_names)
         if stage == "fit":
@@ -191,14 +186,14 @@ class DNAClassificationData(SplitDataModule):
 
     def _check_vocabulary(self) -> None:
         """A restored model must have been trained on the ids this tokenizer produces."""
-        trained = (self.checkpoint_data_info() or {}).get("vocab")
+        trained = self.trained_info.input.vocab if self.trained_info and isinstance(self.trained_info.input, TokenInput) else None
         if trained is not None and trained != self.tokenizer.vocab:
             raise ConfigError(f"the checkpoint's model was trained with the vocabulary {trained}, "
                               f"but the {self.tokenizer.name!r} tokenizer encodes with {self.tokenizer.vocab}")
 
     def _label_names(self) -> list[str]:
         """The classes: the sorted training labels, or the checkpoint's when only a checkpoint gives them."""
-        from_checkpoint = (self.checkpoint_data_info() or {}).get("label_names")
+        from_checkpoint = self.trained_info.label_names if self.trained_info else None
         if self.paths["train"] is None:
             if from_checkpoint is None:
                 raise ConfigError("data.train is not set: the classes come from the training data (or from --ckpt_path)")
@@ -247,8 +242,13 @@ class DNAClassificationData(SplitDataModule):
         if Path(path).suffix == ".bed":
             if self.fasta is None:
                 raise ConfigError(f"data.{split} {path} is a BED file: set data.fasta, the genome its rows refer to")
-            return read_bed_records(path, Genome(self.fasta), self.bed_label_column if labelled else None)
-        return list(read_records(path, labelled=labelled, **self.reader_options))
+            column = BED_NAME_COLUMN if self.label_column is None else self.label_column
+            if not isinstance(column, int):
+                raise ConfigError(f"data.label_column {column!r}: {path} is a BED file, whose label column is given by "
+                                  f"its 0-based number ({BED_NAME_COLUMN} = the name column)")
+            return read_bed_records(path, Genome(self.fasta), column if labelled else None)
+        column = "label" if self.label_column is None else str(self.label_column)
+        return list(read_records(path, labelled=labelled, label_column=column, **self.reader_options))
 
     def _encode(self, records: list[Record], label_names: list[str] | None) -> EncodedSequences:
         """Tokenize ``records``; with ``label_names``, map labels to class indices, rejecting unknown labels."""
@@ -287,16 +287,3 @@ class DNAClassificationData(SplitDataModule):
             collate_fn=partial(pad_batch, pad_id=self.tokenizer.pad_id),
         )
 
-
-def stratified_holdout(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
-    """labels (n,) -> sorted indices of a held-out ``fraction`` of each class, drawn with ``seed``.
-
-    Every class with two or more members gives at least one and keeps at least one.
-    """
-    rng = np.random.default_rng(seed)
-    held_out = []
-    for label in np.unique(labels):
-        members = rng.permutation(np.flatnonzero(labels == label))
-        count = min(max(1, round(fraction * len(members))), len(members) - 1)
-        held_out.append(members[:count])
-    return np.sort(np.concatenate(held_out))

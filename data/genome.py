@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from seqpipe.contracts import DataInfo
 from seqpipe.data.base import SplitDataModule
 from seqpipe.data.bigwig_track import BigWigTrack, open_track
 from seqpipe.data.genome_io import Genome, Track
@@ -23,11 +24,13 @@ from seqpipe.data.samplers import (
     parse_region, split_intervals,
 )
 from seqpipe.data.tokenizers import DNATokenizer
+from seqpipe.dna_alphabet import BASES
 from seqpipe.errors import ConfigError, DataError
 
 Target = Literal["track", "window_class", "next_base"]
 SPLIT_NAMES = ("train", "val", "test")
-BASES = ["A", "C", "G", "T"]
+#: the 0-based BED column of a row's name, where labels usually are
+BED_NAME_COLUMN = 3
 TOKENIZER = DNATokenizer()
 
 
@@ -241,7 +244,6 @@ class GenomeData(SplitDataModule):
         self.train_window_length: int | None = None
         self.train_batch_size: int | None = None
         self.genome: Genome | None = None
-        self.data_info: dict[str, Any] | None = None
         self.intervals: dict[str, list[Interval]] = {}
         self.bed_windows: dict[str, list[Window]] = {}
         self._datasets: dict[str, GenomeWindowDataset] = {}
@@ -280,10 +282,7 @@ class GenomeData(SplitDataModule):
         if self.bed is not None:
             self._assign_bed_windows()
         label_names = self._label_names(stage)
-        self.data_info = {
-            "vocab_size": DNATokenizer.vocab_size, "target": self.target,
-            "label_names": label_names, "window_length": self.window_length,
-        }
+        self.data_info = DataInfo(TOKENIZER.token_input(), label_names)
         track = self._open_track() if self.target == "track" and stage != "predict" else None
         for split in (*SPLIT_NAMES, "predict"):
             train = split == "train"
@@ -298,11 +297,10 @@ class GenomeData(SplitDataModule):
         return open_track(self.track_path, self.chrom_sizes, self.track_label_names)
 
     def _label_names(self, stage: str) -> list[str]:
-        trained = self.checkpoint_data_info()
-        if stage == "predict" and trained:
-            return list(trained["label_names"])
+        if stage == "predict" and self.trained_info:
+            return list(self.trained_info.label_names)
         if self.target == "next_base":
-            return BASES
+            return list(BASES)
         if self.target == "window_class":
             names = sorted({w.label for w in self.bed_windows.get("train", [])})
             if len(names) < 2:

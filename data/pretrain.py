@@ -5,18 +5,19 @@ from __future__ import annotations
 
 import zlib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from seqpipe.contracts import DataInfo
 from seqpipe.data.base import SplitDataModule
-from seqpipe.data.genome import BASES
 from seqpipe.data.genome_io import Genome
 from seqpipe.data.readers import read_records
 from seqpipe.data.samplers import GridWindowSampler, Interval, RandomWindowSampler, Window, check_window_length
 from seqpipe.data.tokenizers import DNATokenizer
+from seqpipe.dna_alphabet import BASES
 from seqpipe.errors import ConfigError, DataError
 
 Objective = Literal["masked", "next_base"]
@@ -177,7 +178,6 @@ class DNAPretrainData(SplitDataModule):
         self.train_batch_size: int | None = None
         self.contigs: Contigs | None = None
         self.intervals: dict[str, dict[str, list[Interval]]] = {}
-        self.data_info: dict[str, Any] | None = None
         self._generator = torch.Generator().manual_seed(seed)
 
     def setup(self, stage: str) -> None:
@@ -189,9 +189,7 @@ class DNAPretrainData(SplitDataModule):
                 for contig in self.contigs.add_genome(number, Genome(path, self.cache_dir)):
                     self._hold_out_tail(contig)
             self._add_sequences()
-        tokenizer = DNATokenizer()
-        self.data_info = {"vocab_size": tokenizer.vocab_size, "vocab": dict(tokenizer.vocab), "tokenizer": tokenizer.name,
-                          "label_names": BASES, "objective": self.objective}
+        self.data_info = DataInfo(DNATokenizer().token_input(), list(BASES))
 
     def _hold_out_tail(self, contig: str) -> None:
         size = self.contigs.chrom_sizes[contig]

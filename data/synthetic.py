@@ -14,8 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-NUCLEOTIDES = np.array(list("ACGT"))
-_COMPLEMENT = str.maketrans("ACGT", "TGCA")
+from seqpipe.dna_alphabet import BASES, reverse_complement
+
+NUCLEOTIDES = np.array(list(BASES))
 
 # Two motifs (the bacterial -10 box with its extension, and the NF-kB site). Every sequence carries one
 # copy of each motif or of a shuffle of it, so all classes share the same base composition and only the
@@ -51,10 +52,6 @@ def shuffled(rng: np.random.Generator, motif: str) -> str:
         candidate = "".join(rng.permutation(list(motif)))
         if candidate != motif:
             return candidate
-
-
-def reverse_complement(sequence: str) -> str:
-    return sequence[::-1].translate(_COMPLEMENT)
 
 
 def motif_sequence(rng: np.random.Generator, label: str, length: int) -> str:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal, Sequence
+from typing import Literal, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from seqpipe.contracts import ChannelInput, DataInfo, SeriesInfo
 from seqpipe.data.base import SplitDataModule
 from seqpipe.data.tabular_series import FillPolicy, IrregularPolicy, Series, check_fill, check_irregular, read_series
 from seqpipe.errors import ConfigError, DataError
@@ -69,14 +70,14 @@ class ForecastWindows(Dataset):
     the epoch, or row numbers); ``x_calendar`` (seq_len, K) when calendar features are on.
     """
 
-    def __init__(self, series: Series, start: int, stop: int, info: dict[str, Any], stride: int = 1, with_target: bool = True):
+    def __init__(self, series: Series, start: int, stop: int, info: SeriesInfo, stride: int = 1, with_target: bool = True):
         self.series, self.start, self.info, self.with_target = series, start, info, with_target
-        self.window = info["seq_len"] + (info["pred_len"] if with_target else 0)
+        self.window = info.seq_len + (info.pred_len if with_target else 0)
         self.stride = stride
         self.count = (stop - start - self.window) // stride + 1
-        self.mean = np.asarray(info["mean"], dtype=np.float32)
-        self.std = np.asarray(info["std"], dtype=np.float32)
-        self.target_index = list(info["target_index"])
+        self.mean = np.asarray(info.mean, dtype=np.float32)
+        self.std = np.asarray(info.std, dtype=np.float32)
+        self.target_index = list(info.target_index)
 
     def __len__(self) -> int:
         return max(0, self.count)
@@ -84,7 +85,7 @@ class ForecastWindows(Dataset):
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         if not 0 <= index < len(self):
             raise IndexError(f"window {index} of {len(self)}")
-        seq_len, pred_len = self.info["seq_len"], self.info["pred_len"]
+        seq_len, pred_len = self.info.seq_len, self.info.pred_len
         first = self.start + index * self.stride
         rows = (self.series.read(first, first + self.window) - self.mean) / self.std
         item = {"x": torch.from_numpy(rows[:seq_len])}
@@ -92,8 +93,8 @@ class ForecastWindows(Dataset):
             item["y"] = torch.from_numpy(np.ascontiguousarray(rows[seq_len:, self.target_index]))
         past, future = self._times(first, first + seq_len, pred_len)
         item["time"], item["future_time"] = torch.from_numpy(past), torch.from_numpy(future)
-        if self.info["calendar"]:
-            item["x_calendar"] = torch.from_numpy(calendar_features(self.series.times[first : first + seq_len], self.info["calendar"]))
+        if self.info.calendar:
+            item["x_calendar"] = torch.from_numpy(calendar_features(self.series.times[first : first + seq_len], self.info.calendar))
         return item
 
     def _times(self, first: int, end: int, pred_len: int) -> tuple[np.ndarray, np.ndarray]:
@@ -172,7 +173,6 @@ class ForecastData(SplitDataModule):
         self.scale, self.calendar, self.fill, self.max_in_memory_mb = scale, calendar, fill, max_in_memory_mb
         self.irregular = irregular
         self.batch_size, self.num_workers = batch_size, num_workers
-        self.data_info: dict[str, Any] | None = None
         self.series: Series | None = None
         self.datasets: dict[str, ForecastWindows] = {}
 
@@ -180,8 +180,10 @@ class ForecastData(SplitDataModule):
         """Read and check the series, fit (or restore) the scaler, build the windows the stage needs."""
         if self.path is None:
             raise ConfigError("data.path is not set: give the CSV file or zarr store of the series")
-        saved = self.checkpoint_data_info()
-        columns = saved["columns"] if saved else self._input_columns()
+        saved = self.trained_info
+        if saved is not None and saved.series is None:
+            raise ConfigError("the checkpoint's model was not trained on a series (ForecastData): give a forecasting checkpoint")
+        columns = saved.series.columns if saved else self._input_columns()
         self.series = read_series(
             self.path, time_column=self.time_column, columns=columns, fill=self.fill, irregular=self.irregular,
             max_in_memory_mb=self.max_in_memory_mb,
@@ -192,19 +194,20 @@ class ForecastData(SplitDataModule):
             if saved is None:
                 raise ConfigError("predict needs a trained model: pass --ckpt_path (its scaler and lengths are used)")
             self.data_info = saved
-            self._check_length(len(self.series), saved["seq_len"], 0, "the series")
-            start = len(self.series) - saved["seq_len"]
-            self.datasets["predict"] = ForecastWindows(self.series, start, len(self.series), saved, with_target=False)
+            self._check_length(len(self.series), saved.series.seq_len, 0, "the series")
+            start = len(self.series) - saved.series.seq_len
+            self.datasets["predict"] = ForecastWindows(self.series, start, len(self.series), saved.series, with_target=False)
             return
         bounds = split_bounds(len(self.series), self.split)
         self.data_info = saved or self._fit_data_info(bounds[0][1])
-        seq_len = self.data_info["seq_len"]
+        info = self.data_info.series
+        seq_len = info.seq_len
         for name, (start, stop) in zip(SPLITS, bounds):
             if (name == "train" and stage == "fit") or (name == "val" and stage in ("fit", "validate")) or (name == "test" and stage == "test"):
                 first = start if name == "train" else max(0, start - seq_len)
-                self._check_length(stop - first, seq_len, self.data_info["pred_len"], f"the {name} split (rows {first}-{stop})")
+                self._check_length(stop - first, seq_len, info.pred_len, f"the {name} split (rows {first}-{stop})")
                 stride = self.stride if name == "train" else 1
-                self.datasets[name] = ForecastWindows(self.series, first, stop, self.data_info, stride=stride)
+                self.datasets[name] = ForecastWindows(self.series, first, stop, info, stride=stride)
 
     def _input_columns(self) -> list[str] | None:
         """Inputs in order: the chosen columns, then any target not among them."""
@@ -212,7 +215,7 @@ class ForecastData(SplitDataModule):
             return None
         return list(self.columns) + [t for t in (self.targets or []) if t not in self.columns]
 
-    def _fit_data_info(self, train_rows: int) -> dict[str, Any]:
+    def _fit_data_info(self, train_rows: int) -> DataInfo:
         """What the model learns from the training rows: scaler, names, lengths, frequency, calendar."""
         series = self.series
         targets = list(self.targets or series.columns)
@@ -228,18 +231,12 @@ class ForecastData(SplitDataModule):
             if series.times is None:
                 raise ConfigError(f"data.calendar needs timestamps, and {self.path} has no time column")
             calendar = calendar_names(pd.Timedelta(series.times[1] - series.times[0]))
-        return {
-            "input_dim": len(series.columns) + len(calendar),
-            "columns": list(series.columns),
-            "targets": targets,
-            "target_index": [series.columns.index(t) for t in targets],
-            "mean": [float(m) for m in mean],
-            "std": [float(s) for s in std],
-            "seq_len": self.seq_len,
-            "pred_len": self.pred_len,
-            "freq": series.freq,
-            "calendar": calendar,
-        }
+        fitted = SeriesInfo(
+            columns=list(series.columns), targets=targets, target_index=[series.columns.index(t) for t in targets],
+            mean=[float(m) for m in mean], std=[float(s) for s in std], seq_len=self.seq_len, pred_len=self.pred_len,
+            freq=series.freq, calendar=calendar,
+        )
+        return DataInfo(ChannelInput(len(series.columns) + len(calendar)), series=fitted)
 
     def _check_length(self, rows: int, seq_len: int, pred_len: int, what: str) -> None:
         """A window is ``seq_len`` input rows and, where the future is known (not at predict), ``pred_len`` more."""

@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from seqpipe.contracts import TokenInput
+from seqpipe.dna_alphabet import DNA_VOCAB, PAD_ID, reverse_complement_ids
 from seqpipe.errors import DataError
 
 _INVALID = 255
@@ -23,8 +25,8 @@ class DNATokenizer:
     """
 
     name = "dna"
-    pad_id = 0
-    vocab = {"<pad>": 0, "A": 1, "C": 2, "G": 3, "T": 4, "N": 5}
+    pad_id = PAD_ID
+    vocab = DNA_VOCAB
     vocab_size = len(vocab)
 
     def __init__(self):
@@ -33,8 +35,10 @@ class DNATokenizer:
         for letter, base in aliases.items():
             table[ord(letter)] = table[ord(letter.lower())] = self.vocab[base]
         self._table = table
-        complement = {"<pad>": "<pad>", "A": "T", "C": "G", "G": "C", "T": "A", "N": "N"}
-        self._complement = torch.tensor([self.vocab[complement[token]] for token in self.vocab])
+
+    def token_input(self) -> TokenInput:
+        """What the tokens are, for the data modules' :class:`~seqpipe.contracts.DataInfo`."""
+        return TokenInput(self.vocab_size, dict(self.vocab), self.name)
 
     def encode_array(
         self, sequence: str, *, source: str | Path = "<sequence>", record: str | None = None,
@@ -74,8 +78,5 @@ class DNATokenizer:
         """
         if lengths is None:
             lengths = (ids != self.pad_id).sum(-1)
-        positions = torch.arange(ids.shape[-1], device=ids.device)
-        lengths = lengths.to(ids.device)[..., None]
-        source = torch.where(positions < lengths, lengths - 1 - positions, positions)
-        complement = self._complement.to(ids.device)[ids.long()].to(ids.dtype)
-        return complement.gather(-1, source.expand_as(ids))
+        rows = ids.reshape(-1, ids.shape[-1])
+        return reverse_complement_ids(rows, lengths.reshape(-1)).reshape(ids.shape)

@@ -1,4 +1,10 @@
-"""Training callbacks: cross-cutting behaviour kept out of the model and the data modules."""
+"""Training callbacks: cross-cutting behaviour kept out of the model and the data modules.
+
+Where callbacks live: those any head can use are in the core — here (run control), in :mod:`seqpipe.checkpoints`
+(the checkpoint files and the state they carry) and :mod:`seqpipe.prediction` (the CSV of every head's rows); a
+callback or writer that reads one task's outputs lives in ``tasks/`` beside that head
+(:mod:`seqpipe.tasks.genome_writer`, :mod:`seqpipe.tasks.forecast_plot`).
+"""
 
 from __future__ import annotations
 

@@ -25,6 +25,7 @@ from seqpipe.checkpoints import (
     RUN_CHECKPOINTS, LastCheckpoint, check_checkpoint_classes, check_same_task, class_paths, newest_run_checkpoint,
     read_checkpoint,
 )
+from seqpipe.contracts import DataInfo, RestorableData
 from seqpipe.errors import CheckpointError, ConfigError, SeqpipeError
 from seqpipe.model import SequenceModel
 from seqpipe.prediction import PredictionWriter
@@ -48,7 +49,15 @@ INFERENCE_OPTIONS = ("chunk_size",)
 
 class SeqpipeCLI(LightningCLI):
     """Adds the prediction writer (``--prediction.path``), ``--ckpt_path best|last``, checks on checkpoints
-    before they are used, and a CSVLogger and a rich progress bar by default."""
+    before they are used, and a CSVLogger and a rich progress bar by default.
+
+    With ``--ckpt_path``, the checkpoint's :class:`~seqpipe.contracts.DataInfo` builds the model (through its
+    hyper-parameters) and is handed to the data module (:class:`~seqpipe.contracts.RestorableData`) before its
+    ``setup``: the model never reads the data module's state, nor the data module the model's.
+    """
+
+    #: the DataInfo of the checkpoint given with --ckpt_path (None without one)
+    trained_info: DataInfo | None = None
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_lightning_class_args(PredictionWriter, "prediction")
@@ -87,6 +96,8 @@ class SeqpipeCLI(LightningCLI):
         head = config.model.get("head") if config.get("model") else None
         check_same_task(path, hparams, head.get("class_path") if isinstance(head, Namespace) else None)
         given = {key: config.model.get(key) for key in INFERENCE_OPTIONS if config.model.get(key) is not None}
+        if hparams.get("data_info"):
+            self.trained_info = DataInfo.from_dict(hparams["data_info"], source=str(path))
         super()._parse_ckpt_path()  # puts a new config in place
         for key, value in given.items():
             self.config[subcommand].model[key] = value
@@ -105,6 +116,8 @@ class SeqpipeCLI(LightningCLI):
             trainer.callbacks = [Namespace(class_path="lightning.pytorch.callbacks.RichProgressBar")]
 
     def after_instantiate_classes(self) -> None:
+        if self.trained_info is not None and isinstance(self.datamodule, RestorableData):
+            self.datamodule.restore_data_info(self.trained_info)
         self.trainer.callbacks.append(StopPredictionOnSigterm() if self.subcommand == "predict" else QuietSanityCheck())
 
     def _run_subcommand(self, subcommand: str) -> None:

@@ -17,28 +17,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from seqpipe.backbone import Backbone, BlockFactory, ResidualBlock
+from seqpipe.dna_alphabet import DNA_COMPLEMENT, reverse_complement_ids, reverse_valid
 from seqpipe.errors import ConfigError
 from seqpipe.mamba import MambaBlock
 from seqpipe.streaming import StreamingModule
-
-#: the complement of each token id under :class:`seqpipe.data.tokenizers.DNATokenizer`: pad, A, C, G, T, N
-DNA_COMPLEMENT = [0, 4, 3, 2, 1, 5]
-
-
-def reverse_valid(h: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
-    """h (B, L, ...) -> each row's first ``lengths`` positions reversed, right padding left in place."""
-    if lengths is None:
-        return h.flip(1)
-    positions = torch.arange(h.shape[1], device=h.device)[None, :]
-    lengths = lengths.to(h.device)[:, None]
-    source = torch.where(positions < lengths, lengths - 1 - positions, positions)
-    return h.gather(1, source.view(*source.shape, *[1] * (h.dim() - 2)).expand_as(h))
-
-
-def reverse_complement_ids(x: torch.Tensor, lengths: torch.Tensor | None, complement: list[int]) -> torch.Tensor:
-    """Token ids (B, L) -> the reverse complement of each row's valid part."""
-    return reverse_valid(torch.tensor(complement, device=x.device)[x], lengths)
-
 
 def _no_streaming(module: nn.Module):
     raise ConfigError(

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 from torchmetrics import MetricCollection
 
+from seqpipe.contracts import DataInfo, InputSpec
 from seqpipe.errors import ConfigError
 
 
@@ -17,8 +18,12 @@ class TaskHead(nn.Module):
     """Turns backbone features into task outputs, and owns the loss, metrics and prediction format.
 
     Layers that depend on the data (number of classes, horizon, ...) are created in :meth:`bind`, from the
-    ``data_info`` dict the data module computed on the training data; the model saves that dict in the
+    :class:`~seqpipe.contracts.DataInfo` the data module fitted on the training data; the model saves it in the
     checkpoint, so a restored model is bound again before its weights load.
+
+    One step of the model: ``x, context = head.backbone_input(batch)``, ``features = backbone(x)``, then
+    ``head(features, lengths, batch)`` — or ``head(features, lengths, batch, context=context)`` when the head's
+    :meth:`backbone_input` returned a context: what its output step needs of its input step travels there.
     """
 
     #: the head reads nothing of the features but their mean over the valid positions: the model may then stream a
@@ -29,20 +34,19 @@ class TaskHead(nn.Module):
     monitor: str = "val/loss"
     monitor_mode: Literal["min", "max"] = "min"
 
-    def bind(self, d_model: int, data_info: dict[str, Any]) -> None:
+    def bind(self, d_model: int, data_info: DataInfo) -> None:
         """Create the data-dependent layers. ``d_model``: channels of the backbone features."""
 
-    def input_spec(self, data_info: dict[str, Any]) -> dict[str, int]:
-        """Keyword arguments for :meth:`Backbone.set_input`: ``vocab_size``, or ``d_input`` [and ``sample_rate``]."""
-        if "vocab_size" in data_info:
-            return {"vocab_size": data_info["vocab_size"]}
-        if "sample_rate" in data_info:
-            return {"d_input": data_info["input_dim"], "sample_rate": data_info["sample_rate"]}
-        return {"d_input": data_info["input_dim"]}
+    def backbone_input_spec(self, data_info: DataInfo) -> InputSpec:
+        """What :meth:`backbone_input` feeds the backbone, which builds its input layer for it: the data's input
+        (``data_info.input``), unless the head reshapes it."""
+        return data_info.input
 
-    def backbone_input(self, batch: dict[str, Any]) -> torch.Tensor:
-        """The tensor fed to the backbone; heads that reshape or normalise inputs override this."""
-        return batch["x"]
+    def backbone_input(self, batch: dict[str, Any]) -> tuple[torch.Tensor, Any]:
+        """``(x, context)``: the tensor fed to the backbone, and what :meth:`forward` needs of this step (None:
+        nothing; else it is passed to :meth:`forward` as ``context``). Heads that reshape or normalise their
+        input override this."""
+        return batch["x"], None
 
     def evaluation_views(self, batch: dict[str, Any]) -> list[dict[str, Any]]:
         """The batches scored outside training (validation, test, predict), whose outputs
@@ -67,7 +71,7 @@ class TaskHead(nn.Module):
     def update_metrics(self, metrics: MetricCollection, outputs: Any, batch: dict[str, Any]) -> None:
         raise NotImplementedError
 
-    def predictions(self, outputs: Any, batch: dict[str, Any], data_info: dict[str, Any]) -> pd.DataFrame:
+    def predictions(self, outputs: Any, batch: dict[str, Any], data_info: DataInfo) -> pd.DataFrame:
         """One row per prediction, with an index column (record id, window, timestamp) first.
 
         This default writes one row per sequence: ``id`` (the batch's ``ids``, else the row number), then
@@ -80,7 +84,7 @@ class TaskHead(nn.Module):
                 f"{type(self).__name__}.predictions(outputs, batch, data_info) to say what predict writes"
             )
         values = outputs.detach().float().cpu().reshape(len(outputs), -1).numpy()
-        names = list(data_info.get("label_names") or [])
+        names = list(data_info.label_names or [])
         columns = names if len(names) == values.shape[1] else [str(k) for k in range(values.shape[1])]
         ids = batch.get("ids")
         frame = pd.DataFrame({"id": list(ids) if ids is not None else range(len(values))})

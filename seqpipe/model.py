@@ -14,6 +14,7 @@ from torch import nn
 from seqpipe.backbone import Backbone
 from seqpipe.checkpoints import LastCheckpoint, RandomState
 from seqpipe.chunked import chunked_forward, chunked_mean
+from seqpipe.contracts import DataInfo, InputSpec, TokenInput
 from seqpipe.errors import ConfigError, TrainingDiverged
 from seqpipe.heads import TaskHead
 from seqpipe.pretrained import load_backbone_weights, report_loaded
@@ -35,9 +36,9 @@ class SequenceModel(L.LightningModule):
         betas: AdamW betas.
         warmup_fraction: share of the optimizer steps spent in linear warm-up before the cosine decay.
         min_lr_ratio: the cosine decays to ``lr * min_lr_ratio``.
-        data_info: what the data module learned from the training data (vocabulary, label names,
-            scalers, ...). Leave unset: it is filled in from the data on ``fit`` and restored from the
-            checkpoint on ``test``/``predict``.
+        data_info: the checkpoint's form (:meth:`seqpipe.contracts.DataInfo.to_dict`) of what the data module
+            fitted on the training data (vocabulary, label names, scalers, ...). Leave unset: on ``fit`` the model
+            is built from the data module's ``data_info``, and on ``test``/``predict`` from the checkpoint's.
         chunk_size: run windows longer than this through the backbone chunk by chunk with carried state
             (:func:`seqpipe.chunked.chunked_forward`; causal backbones only): the same outputs and
             gradients, the activations of one chunk at a time. Also the chunk size when the data streams a
@@ -76,28 +77,35 @@ class SequenceModel(L.LightningModule):
         self.head = head
         self.metrics = nn.ModuleDict()
         self._stream_state = None
+        #: the contract the model was built from (None until bound); ``hparams["data_info"]`` is its saved form
+        self.data_info: DataInfo | None = None
         if backbone_lr_scale <= 0:
             raise ConfigError(f"model.backbone_lr_scale must be positive, got {backbone_lr_scale}")
         if data_info is not None:
-            self._bind(data_info)
+            self._bind(DataInfo.from_dict(data_info))
 
-    def _bind(self, data_info: dict[str, Any]) -> None:
+    def _bind(self, data_info: DataInfo) -> None:
         """Create the data-dependent layers and metrics, and remember ``data_info`` for the checkpoint."""
-        self.hparams["data_info"] = data_info
+        self.data_info = data_info
+        self.hparams["data_info"] = data_info.to_dict()
         if self.backbone.encoder is None:
-            self.backbone.set_input(**self.head.input_spec(data_info))
+            set_backbone_input(self.backbone, self.head.backbone_input_spec(data_info))
         self.head.bind(self.backbone.d_model, data_info)
         for split in SPLITS:
             self.metrics[split] = self.head.metrics().clone(prefix=f"{split}/")
 
     def configure_model(self) -> None:
-        if self.hparams.get("data_info") is None:
-            info = getattr(self.trainer.datamodule, "data_info", None)
+        if self.data_info is None:
+            datamodule = self.trainer.datamodule
+            info = getattr(datamodule, "data_info", None)
             if info is None:
                 raise ConfigError(
                     "the model has no data_info: train it on a data module with training data (data.train), "
                     "or restore it from a checkpoint with --ckpt_path"
                 )
+            if not isinstance(info, DataInfo):
+                raise ConfigError(f"{type(datamodule).__name__}.data_info is a {type(info).__name__}: a data module "
+                                  "describes its data with a seqpipe.contracts.DataInfo")
             self._bind(info)
         self._start_from_pretrained()
 
@@ -116,11 +124,14 @@ class SequenceModel(L.LightningModule):
         return self.head.merge_views([self._forward_view(view) for view in self.head.evaluation_views(batch)])
 
     def _forward_view(self, batch: dict[str, Any]) -> Any:
-        lengths, inputs, chunk_size = batch.get("lengths"), self.head.backbone_input(batch), self.hparams.get("chunk_size")
+        lengths, chunk_size = batch.get("lengths"), self.hparams.get("chunk_size")
+        inputs, context = self.head.backbone_input(batch)
+        # a head's context reaches its forward only when it made one: heads that need none keep three arguments
+        extra = {} if context is None else {"context": context}
         if self.head.mean_pooled and chunk_size and inputs.shape[1] > chunk_size and not torch.is_grad_enabled():
             # a long record streamed into the mean the head reads: memory of one chunk, not (B, L, D) features
             mean = chunked_mean(self.backbone, inputs, self.backbone.output_lengths(lengths), chunk_size)
-            return self.head(mean[:, None], torch.ones(len(mean), dtype=torch.long, device=mean.device), batch)
+            return self.head(mean[:, None], torch.ones(len(mean), dtype=torch.long, device=mean.device), batch, **extra)
         positions = int(self.backbone.output_lengths(torch.tensor([inputs.shape[1]]))[0])  # after a strided front end
         if not chunk_size and not self.training and positions > LONGEST_WHOLE_INPUT:
             # (B, L, D) features of a whole chromosome-sized record would take tens of GB: stop with the way out
@@ -129,7 +140,7 @@ class SequenceModel(L.LightningModule):
                 "window: stream it with --model.chunk_size (e.g. 65536; causal backbones) or crop it with --data.max_length"
             )
         features = self._features(inputs, lengths, batch.get("continues"))
-        return self.head(features, self.backbone.output_lengths(lengths), batch)
+        return self.head(features, self.backbone.output_lengths(lengths), batch, **extra)
 
     def _features(self, inputs: torch.Tensor, lengths: torch.Tensor | None, continues: torch.Tensor | None) -> torch.Tensor:
         """Backbone features: of the whole window, chunk by chunk (``chunk_size``), or continuing the state the
@@ -174,7 +185,7 @@ class SequenceModel(L.LightningModule):
         self._evaluate(batch, "test")
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0):
-        return self.head.predictions(self(batch), batch, self.hparams["data_info"])
+        return self.head.predictions(self(batch), batch, self.data_info)
 
     def configure_optimizers(self):
         lr, scale = self.hparams.lr, self.hparams.get("backbone_lr_scale", 1.0)
@@ -215,3 +226,12 @@ class SequenceModel(L.LightningModule):
             if tensor.is_floating_point() and not torch.isfinite(tensor).all():
                 raise TrainingDiverged(f"the weights {name} are not finite at epoch {self.current_epoch}, step "
                                        f"{self.global_step}: training diverged; no checkpoint was written for it")
+
+
+def set_backbone_input(backbone: nn.Module, spec: InputSpec) -> None:
+    """Create ``backbone``'s input layer for ``spec``: an embedding of the vocabulary, or a projection (or strided
+    front end) of the channels."""
+    if isinstance(spec, TokenInput):
+        backbone.set_input(vocab_size=spec.vocab_size)
+    else:
+        backbone.set_input(d_input=spec.channels, sample_rate=spec.sample_rate)

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from seqpipe.data.readers import read_fasta
-from seqpipe.dna_backbones import DNA_COMPLEMENT
+from seqpipe.dna_alphabet import DNA_COMPLEMENT
 from seqpipe.errors import ConfigError, DataError
 from seqpipe.tasks.model_scoring import TOKENIZER, batches, class_probabilities, label_names, load_model, log_odds, window_scores
 from seqpipe.outputs import Output

@@ -11,7 +11,8 @@ from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassAUROC, MulticlassF1Score, MulticlassMatthewsCorrCoef
 
-from seqpipe.dna_backbones import DNA_COMPLEMENT, reverse_complement_ids
+from seqpipe.contracts import DataInfo, TokenInput
+from seqpipe.dna_alphabet import reverse_complement_ids
 from seqpipe.heads import TaskHead
 
 
@@ -50,10 +51,10 @@ class SequenceClassification(TaskHead):
         self.label_names: list[str] = []
         self.classifier: nn.Linear | None = None
 
-    def bind(self, d_model: int, data_info: dict[str, Any]) -> None:
-        self.label_names = list(data_info["label_names"])
+    def bind(self, d_model: int, data_info: DataInfo) -> None:
+        self.label_names = data_info.classes(type(self).__name__)
         self.classifier = nn.Linear(d_model, len(self.label_names))
-        self.both_strands = self.strand_average and data_info.get("tokenizer") == "dna"
+        self.both_strands = self.strand_average and isinstance(data_info.input, TokenInput) and data_info.input.tokenizer == "dna"
 
     @property
     def mean_pooled(self) -> bool:
@@ -63,7 +64,7 @@ class SequenceClassification(TaskHead):
         """The batch, and (DNA, ``strand_average``) the batch of reverse complements (``x`` (B, L), right-padded)."""
         if not self.both_strands:
             return [batch]
-        return [batch, {**batch, "x": reverse_complement_ids(batch["x"], batch.get("lengths"), DNA_COMPLEMENT)}]
+        return [batch, {**batch, "x": reverse_complement_ids(batch["x"], batch.get("lengths"))}]
 
     def merge_views(self, outputs: list[torch.Tensor]) -> torch.Tensor:
         """Logits (B, n_classes) of each view -> their mean."""
@@ -88,10 +89,10 @@ class SequenceClassification(TaskHead):
     def update_metrics(self, metrics: MetricCollection, outputs: torch.Tensor, batch: dict[str, Any]) -> None:
         metrics.update(outputs.float().softmax(-1), batch["y"])
 
-    def predictions(self, outputs: torch.Tensor, batch: dict[str, Any], data_info: dict[str, Any]) -> pd.DataFrame:
+    def predictions(self, outputs: torch.Tensor, batch: dict[str, Any], data_info: DataInfo) -> pd.DataFrame:
         """Columns: id, predicted label, ``prob_<class>`` for each class."""
         probs = outputs.detach().float().softmax(-1).cpu().numpy()
-        names = list(data_info["label_names"])
+        names = list(data_info.label_names)
         frame = pd.DataFrame({"id": list(batch["ids"]), "label": [names[i] for i in probs.argmax(1)]})
         for k, name in enumerate(names):
             frame[f"prob_{name}"] = probs[:, k]

@@ -9,6 +9,7 @@ import pandas as pd
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info
 
+from seqpipe.contracts import SeriesInfo
 from seqpipe.outputs import Output
 from seqpipe.prediction import PredictionWriter
 
@@ -44,18 +45,18 @@ class ForecastPlot(Callback):
         self._history, self._rows = None, None
 
     def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
-        info = pl_module.hparams["data_info"]
-        index = list(info["target_index"])
+        series = pl_module.data_info.series
+        index = list(series.target_index)
         scaled = batch["x"][-1].detach().float().cpu().numpy()[:, index]
-        history = scaled * np.asarray(info["std"])[index] + np.asarray(info["mean"])[index]
-        self._history = (self._timestamps(batch["time"][-1].cpu().numpy(), info), history)
-        per_window = len(info["targets"]) * info["pred_len"]
+        history = scaled * np.asarray(series.std)[index] + np.asarray(series.mean)[index]
+        self._history = (self._timestamps(batch["time"][-1].cpu().numpy(), series), history)
+        per_window = len(series.targets) * series.pred_len
         self._rows = outputs.iloc[-per_window:]
 
     def on_predict_end(self, trainer, pl_module) -> None:
         if self._rows is None or self._output is None:
             return
-        self.draw(self._output.partial, pl_module.hparams["data_info"]["targets"])
+        self.draw(self._output.partial, pl_module.data_info.series.targets)
         self._output.commit()
         rank_zero_info(f"forecast plot written to {self._output.path}")
 
@@ -90,8 +91,8 @@ class ForecastPlot(Callback):
         plt.close(figure)
 
     @staticmethod
-    def _timestamps(values: np.ndarray, info: dict) -> np.ndarray:
-        return values if info.get("freq") is None else pd.to_datetime(values).to_numpy()
+    def _timestamps(values: np.ndarray, series: SeriesInfo) -> np.ndarray:
+        return values if series.freq is None else pd.to_datetime(values).to_numpy()
 
     @staticmethod
     def _beside_csv(trainer) -> Path:

@@ -6,6 +6,7 @@ becomes quantiles is the business of its ``loss`` (:mod:`seqpipe.tasks.forecast_
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -14,10 +15,22 @@ import torch
 from torch import nn
 from torchmetrics import MeanAbsoluteError, MeanMetric, MeanSquaredError, MetricCollection
 
+from seqpipe.contracts import ChannelInput, DataInfo, InputSpec, SeriesInfo
+from seqpipe.errors import ConfigError
 from seqpipe.heads import TaskHead
 from seqpipe.tasks.forecast_losses import ForecastLoss, PointForecast
 
 _EPS = 1e-5
+
+
+@dataclass
+class InputWindow:
+    """What :meth:`Forecasting.forward` needs of the input step: the window (B, L, C) as the backbone saw it
+    (RevIN-normalised when ``revin``), and the per-variable statistics (B, C) that undo the normalisation."""
+
+    window: torch.Tensor
+    mean: torch.Tensor
+    std: torch.Tensor
 
 
 class Forecasting(TaskHead):
@@ -65,27 +78,26 @@ class Forecasting(TaskHead):
         self.readout: nn.Linear | None = None
         self.skip: nn.Linear | None = None
 
-    def bind(self, d_model: int, data_info: dict[str, Any]) -> None:
-        self.seq_len, self.pred_len = int(data_info["seq_len"]), int(data_info["pred_len"])
-        self.n_inputs = len(data_info["columns"])
-        self.target_index = list(data_info["target_index"])
-        self.register_buffer("scaler_mean", torch.tensor(data_info["mean"], dtype=torch.float32)[self.target_index], persistent=False)
-        self.register_buffer("scaler_std", torch.tensor(data_info["std"], dtype=torch.float32)[self.target_index], persistent=False)
+    def bind(self, d_model: int, data_info: DataInfo) -> None:
+        series = _series(data_info)
+        self.seq_len, self.pred_len = int(series.seq_len), int(series.pred_len)
+        self.n_inputs = len(series.columns)
+        self.target_index = list(series.target_index)
+        self.register_buffer("scaler_mean", torch.tensor(series.mean, dtype=torch.float32)[self.target_index], persistent=False)
+        self.register_buffer("scaler_std", torch.tensor(series.std, dtype=torch.float32)[self.target_index], persistent=False)
         forecasts = 1 if self.channel_independent else len(self.target_index)
         positions = self.seq_len if self.readout_positions == "flatten" else 1
         self.readout = nn.Linear(positions * d_model, self.pred_len * forecasts * self.distribution.n_params)
         if self.linear_skip:
             self.skip = nn.Linear(self.seq_len, self.pred_len)
 
-    def input_spec(self, data_info: dict[str, Any]) -> dict[str, int]:
-        calendar = len(data_info.get("calendar", []))
-        return {"d_input": 1 + calendar if self.channel_independent else len(data_info["columns"]) + calendar}
+    def backbone_input_spec(self, data_info: DataInfo) -> InputSpec:
+        """Channel-independent: one variable and the K calendar features per row; mixing: the data's C + K."""
+        return ChannelInput(1 + len(_series(data_info).calendar)) if self.channel_independent else data_info.input
 
-    def backbone_input(self, batch: dict[str, Any]) -> torch.Tensor:
-        """x (B, L, C) -> (B·C, L, 1 + K) channel-independent or (B, L, C + K) mixing (K calendar features).
-
-        The RevIN statistics (B, C) and the normalised window are kept in the batch for :meth:`forward`.
-        """
+    def backbone_input(self, batch: dict[str, Any]) -> tuple[torch.Tensor, InputWindow]:
+        """x (B, L, C) -> (B·C, L, 1 + K) channel-independent or (B, L, C + K) mixing (K calendar features), and
+        the :class:`InputWindow` (normalised window, RevIN statistics) that :meth:`forward` needs."""
         x = batch["x"]
         if self.revin:
             mean = x.mean(1).detach()
@@ -93,19 +105,20 @@ class Forecasting(TaskHead):
             x = (x - mean[:, None]) / std[:, None]
         else:
             mean, std = torch.zeros_like(x[:, 0]), torch.ones_like(x[:, 0])
-        batch["_window"], batch["_revin"] = x, (mean, std)
+        context = InputWindow(x, mean, std)
         calendar = batch.get("x_calendar")
         if self.channel_independent:
             batch_size, length, channels = x.shape
             x = x.transpose(1, 2).reshape(batch_size * channels, length, 1)
             if calendar is not None:
                 calendar = calendar.repeat_interleave(channels, dim=0)
-        return x if calendar is None else torch.cat([x, calendar.to(x.dtype)], dim=-1)
+        return (x if calendar is None else torch.cat([x, calendar.to(x.dtype)], dim=-1)), context
 
-    def forward(self, features: torch.Tensor, lengths: torch.Tensor | None, batch: dict[str, Any]) -> torch.Tensor:
-        """features (B·C or B, L, d_model) -> distribution parameters (B, pred_len, C_target, n_params), on
-        the data module's scale."""
-        window, (mean, std) = batch["_window"], batch["_revin"]
+    def forward(self, features: torch.Tensor, lengths: torch.Tensor | None, batch: dict[str, Any],
+                context: InputWindow) -> torch.Tensor:
+        """features (B·C or B, L, d_model) and the :class:`InputWindow` of :meth:`backbone_input` -> distribution
+        parameters (B, pred_len, C_target, n_params), on the data module's scale."""
+        window, mean, std = context.window, context.mean, context.std
         batch_size, n_params = window.shape[0], self.distribution.n_params
         if self.readout_positions == "last":
             features = features[:, -1:]
@@ -150,7 +163,7 @@ class Forecasting(TaskHead):
             metrics["crps"].update(self.distribution.crps(outputs, target))
             metrics["coverage"].update(self.distribution.covered(outputs, target))
 
-    def predictions(self, outputs: torch.Tensor, batch: dict[str, Any], data_info: dict[str, Any]) -> pd.DataFrame:
+    def predictions(self, outputs: torch.Tensor, batch: dict[str, Any], data_info: DataInfo) -> pd.DataFrame:
         """One row per window, future step and target: ``timestamp``, ``variable``, ``forecast`` and a
         ``q<level>`` column per quantile, all in the data's units (long format, ready for plotting)."""
         outputs = outputs.detach().float()
@@ -159,9 +172,10 @@ class Forecasting(TaskHead):
             quantiles = self.distribution.to_quantiles(outputs)
             for k, level in enumerate(self.distribution.quantiles):
                 columns[f"q{level:g}"] = self.to_original(quantiles[..., k])
-        batch_size, targets = outputs.shape[0], list(data_info["targets"])
+        series = _series(data_info)
+        batch_size, targets = outputs.shape[0], list(series.targets)
         times = batch["future_time"].cpu().numpy()
-        timestamps = times if data_info.get("freq") is None else pd.to_datetime(times.ravel()).to_numpy().reshape(times.shape)
+        timestamps = times if series.freq is None else pd.to_datetime(times.ravel()).to_numpy().reshape(times.shape)
         frame = pd.DataFrame({
             "timestamp": np.repeat(timestamps.reshape(batch_size, self.pred_len), len(targets), axis=1).ravel(),
             "variable": np.tile(targets, batch_size * self.pred_len),
@@ -169,3 +183,9 @@ class Forecasting(TaskHead):
         for name, values in columns.items():
             frame[name] = values.cpu().numpy().ravel()
         return frame
+
+
+def _series(data_info: DataInfo) -> SeriesInfo:
+    if data_info.series is None:
+        raise ConfigError("the Forecasting head needs a series (seqpipe.data.timeseries.ForecastData); this data has none")
+    return data_info.series

@@ -162,9 +162,8 @@ class GenomePredictionWriter(BasePredictionWriter):
         self._chrom_sizes = getattr(trainer.datamodule, "chrom_sizes", None)
         if self._chrom_sizes is None:
             raise ConfigError("GenomePredictionWriter needs a data module with chrom_sizes (seqpipe.data.genome.GenomeData)")
-        # a model restored from a checkpoint has its data_info already; a new one gets the data module's later
-        info = pl_module.hparams.get("data_info") or trainer.datamodule.data_info
-        names = list(info["label_names"])
+        # the data module's (a restored model's, or the training data's): the model is bound from it after this hook
+        names = trainer.datamodule.data_info.classes(type(self).__name__)
         score = self.score or names[-1]
         if score not in names:
             raise ConfigError(f"GenomePredictionWriter: score {score!r} is not a class of the model ({names})")

@@ -17,6 +17,7 @@ import torch
 from seqpipe.data.tokenizers import DNATokenizer
 from seqpipe.dna_backbones import RCEquivariantBackbone
 from seqpipe.checkpoints import check_checkpoint_classes, read_checkpoint
+from seqpipe.contracts import TokenInput
 from seqpipe.errors import CheckpointError, ConfigError
 from seqpipe.model import SequenceModel
 
@@ -37,16 +38,16 @@ def load_model(ckpt_path: str | Path, chunk_size: int | None = None, trusted_mod
         model = SequenceModel.load_from_checkpoint(str(path), map_location="cpu", weights_only=True)
     except (KeyError, RuntimeError, TypeError, ValueError) as error:
         raise CheckpointError(f"--ckpt_path {ckpt_path}: not a seqpipe model checkpoint ({error})") from None
-    info = model.hparams.get("data_info") or {}
-    if info.get("vocab_size") != DNATokenizer.vocab_size:
-        raise ConfigError(f"--ckpt_path {ckpt_path}: the model was not trained on DNA tokens (data_info {info})")
+    spec = model.data_info.input if model.data_info else None
+    if not isinstance(spec, TokenInput) or spec.vocab_size != DNATokenizer.vocab_size:
+        raise ConfigError(f"--ckpt_path {ckpt_path}: the model was not trained on DNA tokens (data_info {model.hparams.get('data_info')})")
     if chunk_size is not None:
         model.hparams["chunk_size"] = chunk_size
     return model.eval()
 
 
 def label_names(model: SequenceModel) -> list[str]:
-    return list(model.hparams["data_info"]["label_names"])
+    return model.data_info.classes("the DNA tools")
 
 
 def strand_symmetric(model: SequenceModel) -> bool:

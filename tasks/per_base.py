@@ -16,6 +16,7 @@ from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import BinaryAccuracy, BinaryAUROC, MulticlassAccuracy, MulticlassAUROC
 
+from seqpipe.contracts import DataInfo
 from seqpipe.heads import TaskHead
 
 
@@ -44,8 +45,8 @@ class PerBaseClassification(TaskHead):
         self.label_names: list[str] = []
         self.classifier: nn.Linear | None = None
 
-    def bind(self, d_model: int, data_info: dict[str, Any]) -> None:
-        self.label_names = list(data_info["label_names"])
+    def bind(self, d_model: int, data_info: DataInfo) -> None:
+        self.label_names = data_info.classes(type(self).__name__)
         self.classifier = nn.Linear(d_model, len(self.label_names))
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor | None, batch: dict[str, Any]) -> torch.Tensor:
@@ -70,7 +71,7 @@ class PerBaseClassification(TaskHead):
         probs = outputs[mask].float().softmax(-1)
         metrics.update(probs[:, 1] if probs.shape[-1] == 2 else probs, batch["y"][mask].long())
 
-    def predictions(self, outputs: torch.Tensor, batch: dict[str, Any], data_info: dict[str, Any]) -> pd.DataFrame:
+    def predictions(self, outputs: torch.Tensor, batch: dict[str, Any], data_info: DataInfo) -> pd.DataFrame:
         """Rows of the masked positions, window by window, in genome order."""
         probs = outputs.float().softmax(-1).cpu()
         frames = []
@@ -78,7 +79,7 @@ class PerBaseClassification(TaskHead):
             keep = batch["mask"][row].cpu()
             positions = int(batch["start"][row]) + torch.nonzero(keep).squeeze(1)
             frame = pd.DataFrame({"chrom": chrom, "position": positions.numpy()})
-            for k, name in enumerate(data_info["label_names"]):
+            for k, name in enumerate(data_info.label_names):
                 frame[f"prob_{name}"] = probs[row, keep, k].numpy()
             frames.append(frame)
         return pd.concat(frames, ignore_index=True)

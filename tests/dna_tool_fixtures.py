@@ -15,6 +15,7 @@ from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
+from seqpipe.contracts import DataInfo
 from seqpipe.heads import TaskHead
 from seqpipe.model import SequenceModel
 
@@ -67,8 +68,8 @@ class PlantedMotifHead(TaskHead):
         self.motif = motif
         self.scanner = nn.Conv1d(4, 1, len(motif))
 
-    def bind(self, d_model: int, data_info: dict[str, Any]) -> None:
-        self.label_names = list(data_info["label_names"])
+    def bind(self, d_model: int, data_info: DataInfo) -> None:
+        self.label_names = list(data_info.label_names)
 
     def plant(self, backbone) -> None:
         """Embed A, C, G, T one-hot (ids 1-4; the final RMSNorm makes the features 2 x one-hot) and score each

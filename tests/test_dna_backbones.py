@@ -8,9 +8,8 @@ from functools import partial
 import pytest
 import torch
 
-from seqpipe.dna_backbones import (
-    DNA_COMPLEMENT, BidirectionalBackbone, RCEquivariantBackbone, reverse_complement_ids, reverse_valid,
-)
+from seqpipe.dna_alphabet import DNA_COMPLEMENT, reverse_complement_ids, reverse_valid
+from seqpipe.dna_backbones import BidirectionalBackbone, RCEquivariantBackbone
 from seqpipe.errors import ConfigError
 
 
@@ -40,14 +39,6 @@ def padded(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     for row, n in enumerate(lengths.tolist()):
         x[row, n:] = 0
     return x
-
-
-def test_reverse_complement_ids_match_the_tokenizer():
-    from seqpipe.data.tokenizers import DNATokenizer
-
-    x, lengths = tokens(0), torch.tensor([40, 31, 7])
-    x = padded(x, lengths)
-    torch.testing.assert_close(reverse_complement_ids(x, lengths, DNA_COMPLEMENT), DNATokenizer().reverse_complement(x, lengths))
 
 
 @pytest.mark.parametrize("kind", BLOCKS)

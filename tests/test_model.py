@@ -10,6 +10,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from seqpipe.backbone import Backbone
+from seqpipe.contracts import DataInfo
 from seqpipe.mamba import MambaBlock
 from seqpipe.model import SequenceModel
 from seqpipe.tasks.classification import SequenceClassification, pool
@@ -29,7 +30,7 @@ class RandomTokens(L.LightningDataModule):
         self.lengths = torch.randint(length // 2, length + 1, (n,), generator=generator)
 
     def setup(self, stage: str) -> None:
-        self.data_info = INFO
+        self.data_info = DataInfo.from_dict(INFO)
 
     def _loader(self):
         items = [{"x": x, "y": y, "lengths": n, "ids": f"r{i}"} for i, (x, y, n) in enumerate(zip(self.x, self.y, self.lengths))]

@@ -11,7 +11,9 @@ import soundfile as sf
 import torch
 
 import seqpipe.data.audio as audio
-from seqpipe.data.audio import AudioClassificationData, BucketBatchSampler, decode_clip, stratified_split, trim_silence
+from seqpipe.data.audio import AudioClassificationData, BucketBatchSampler
+from seqpipe.data.audio_io import decode_clip, trim_silence
+from seqpipe.data.base import stratified_holdout
 from seqpipe.errors import ConfigError, DataError
 
 
@@ -74,7 +76,7 @@ def test_batches_are_padded_with_lengths_and_sorted_labels(tmp_path):
     write_class_folders(tmp_path / "train", np.random.default_rng(3))
     dm = data_module(tmp_path, train=str(tmp_path / "train"), batch_size=4, val_fraction=0.25, normalize=False, trim_db=None)
     dm.setup("fit")
-    assert dm.data_info == {"input_dim": 1, "label_names": ["beep", "chirp", "hum"], "sample_rate": 8000}
+    assert dm.data_info.to_dict() == {"input_dim": 1, "label_names": ["beep", "chirp", "hum"], "sample_rate": 8000}
     assert len(dm.datasets["train"]) == 9 and len(dm.datasets["val"]) == 3  # one per class held out
     assert sorted(c.label for c in dm.datasets["val"].clips) == ["beep", "chirp", "hum"]
     for batch in dm.train_dataloader():
@@ -83,7 +85,7 @@ def test_batches_are_padded_with_lengths_and_sorted_labels(tmp_path):
         for row, (length, path) in enumerate(zip(batch["lengths"], batch["ids"])):
             np.testing.assert_allclose(batch["x"][row, :length, 0].numpy(), decode_clip(path, 8000))
             assert batch["x"][row, length:].abs().sum() == 0
-            assert dm.data_info["label_names"][batch["y"][row]] in path
+            assert dm.data_info.label_names[batch["y"][row]] in path
 
 
 def test_crop_to_max_seconds_and_pad_to_max(tmp_path):
@@ -193,8 +195,9 @@ def test_prediction_without_a_model_and_pad_without_max_are_config_errors(tmp_pa
 
 def test_stratified_split_is_seeded_and_keeps_every_class():
     labels = ["a"] * 10 + ["b"] * 5 + ["c"] * 2
-    train, val = stratified_split(labels, 0.2, seed=3)
-    assert stratified_split(labels, 0.2, seed=3) == (train, val)
+    val = stratified_holdout(labels, 0.2, seed=3).tolist()
+    train = [i for i in range(len(labels)) if i not in val]
+    assert stratified_holdout(labels, 0.2, seed=3).tolist() == val
     assert sorted(labels[i] for i in val) == ["a", "a", "b", "c"] and sorted(train + val) == list(range(17))
 
 

@@ -1,13 +1,14 @@
 import gzip
 import io
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
-from seqpipe.data.dna import DNAClassificationData, stratified_holdout
+from seqpipe.contracts import DataInfo
+from seqpipe.data.base import stratified_holdout
+from seqpipe.data.dna import DNAClassificationData
 from seqpipe.data.synthetic import DNA_MOTIF_CLASSES, ENHANCER_MOTIF, PROMOTER_MOTIF, make_dna_motif_dataset, write_fasta
 from seqpipe.data.tokenizers import DNATokenizer
 from seqpipe.errors import ConfigError, DataError
@@ -21,26 +22,26 @@ def motifs(tmp_path_factory) -> Path:
 
 
 def attach_checkpoint(data: DNAClassificationData, label_names: list[str]) -> None:
-    """Stand in for a trainer running a model restored from a checkpoint."""
+    """What the CLI does with a checkpoint (--ckpt_path)."""
     info = {"vocab_size": 6, "label_names": label_names, "tokenizer": "dna"}
-    data.trainer = SimpleNamespace(lightning_module=SimpleNamespace(hparams={"data_info": info}))
+    data.restore_data_info(DataInfo.from_dict(info))
 
 
 def test_data_info_is_plain_and_survives_a_weights_only_checkpoint(motifs):
     data = DNAClassificationData(train=str(motifs / "train"))
     data.setup("fit")
     vocab = {"<pad>": 0, "A": 1, "C": 2, "G": 3, "T": 4, "N": 5}
-    assert data.data_info == {"vocab_size": 6, "vocab": vocab, "label_names": CLASSES, "tokenizer": "dna"}
+    assert data.data_info.to_dict() == {"vocab_size": 6, "vocab": vocab, "label_names": CLASSES, "tokenizer": "dna"}
     buffer = io.BytesIO()
-    torch.save({"hyper_parameters": {"data_info": data.data_info}}, buffer)
+    torch.save({"hyper_parameters": {"data_info": data.data_info.to_dict()}}, buffer)
     buffer.seek(0)
-    assert torch.load(buffer, weights_only=True)["hyper_parameters"]["data_info"] == data.data_info
+    assert DataInfo.from_dict(torch.load(buffer, weights_only=True)["hyper_parameters"]["data_info"]) == data.data_info
 
 
 def test_checkpoint_trained_on_another_vocabulary_is_refused(motifs):
     data = DNAClassificationData(predict=str(motifs / "unlabelled.fasta"))
     other = {"<pad>": 0, "A": 1, "C": 2, "G": 3, "T": 4, "N": 5, "U": 6}
-    data.trainer = SimpleNamespace(lightning_module=SimpleNamespace(hparams={"data_info": {"vocab": other, "label_names": CLASSES}}))
+    data.restore_data_info(DataInfo.from_dict({"vocab_size": len(other), "vocab": other, "label_names": CLASSES}))
     with pytest.raises(ConfigError, match="vocabulary"):
         data.setup("predict")
 
@@ -161,7 +162,7 @@ def test_predict_takes_label_names_from_the_checkpoint(motifs):
     data = DNAClassificationData(predict=str(motifs / "unlabelled.fasta"))
     attach_checkpoint(data, CLASSES)
     data.setup("predict")
-    assert data.data_info["label_names"] == CLASSES and "y" not in next(iter(data.predict_dataloader()))
+    assert data.data_info.label_names == CLASSES and "y" not in next(iter(data.predict_dataloader()))
 
 
 def test_test_without_train_uses_the_checkpoint_classes(motifs):

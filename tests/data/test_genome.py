@@ -187,7 +187,7 @@ def test_data_module_splits_by_region(genome_files):
     with pytest.raises(ConfigError):
         GenomeData(str(fasta), track=str(track_path), val_regions=["chrC"], test_regions=["chrC:0-10"]).setup("fit")
     data.setup("fit")
-    assert data.data_info["label_names"] == ["other", "CDS"] and data.data_info["vocab_size"] == 6
+    assert data.data_info.label_names == ["other", "CDS"] and data.data_info.input.vocab_size == 6
     train_scored = _scored(data.train_dataloader())
     for split in ("val", "test"):
         held_out = _scored(getattr(data, f"{split}_dataloader")())
@@ -213,7 +213,7 @@ def test_bed_windows_with_labels_and_splits(genome_files, tmp_path):
                    "chrC\t500\t600\tneg\ttest\n")
     data = GenomeData(str(fasta), target="window_class", bed=str(bed), label_column=3, split_column=4, window_length=64)
     data.setup("fit")
-    assert data.data_info["label_names"] == ["neg", "pos"]
+    assert data.data_info.label_names == ["neg", "pos"]
     batch = next(iter(data.val_dataloader()))
     assert batch["y"].tolist() == [1] and batch["x"].shape == (1, 64) and int(batch["start"][0]) == 23
     no_split = GenomeData(str(fasta), target="window_class", bed=str(bed), label_column=3, window_length=64, test_regions=["chrC"])

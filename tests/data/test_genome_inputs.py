@@ -49,7 +49,7 @@ def test_bigwig_track_gives_the_zarr_targets_and_masks_its_gaps(genome, tmp_path
     from_bigwig = GenomeData(fasta, track=bigwig, track_label_names=["other", "CDS"], window_length=200, val_regions=["chrB"])
     for data in (from_zarr, from_bigwig):
         data.setup("fit")
-    assert from_bigwig.data_info["label_names"] == ["other", "CDS"]
+    assert from_bigwig.data_info.label_names == ["other", "CDS"]
     for a, b in zip(from_zarr.val_dataloader(), from_bigwig.val_dataloader()):
         np.testing.assert_array_equal(a["x"], b["x"])
         both = a["mask"] & b["mask"]
@@ -127,11 +127,24 @@ def test_classification_data_reads_labelled_regions_from_bed(genome, tmp_path):
     bed.write_text("".join(f"{c}\t{s}\t{e}\t{label}\n" for c, s, e, label in rows))
     data = DNAClassificationData(train=str(bed), val=str(bed), fasta=fasta, batch_size=4)
     data.setup("fit")
-    assert data.data_info["label_names"] == ["neg", "pos"]
+    assert data.data_info.label_names == ["neg", "pos"]
     train, tokenizer = data.splits["train"], DNATokenizer()
     for (chrom, start, end, label), tokens, y, record_id in zip(rows, train.tokens, train.labels, train.ids):
         expected = (sequences[chrom][start:end].upper() + "N" * 30)[:30]  # chrB is 1700 long: N past its end
         assert tokenizer.decode(torch.from_numpy(tokens)) == expected
-        assert record_id == f"{chrom}:{start}-{end}" and data.data_info["label_names"][y] == label
+        assert record_id == f"{chrom}:{start}-{end}" and data.data_info.label_names[y] == label
     with pytest.raises(ConfigError, match="set data.fasta"):
         DNAClassificationData(train=str(bed), val=str(bed)).setup("fit")
+
+
+def test_classification_data_reads_the_label_column_it_is_given_and_refuses_a_name_for_bed(genome, tmp_path):
+    fasta, _, _ = genome
+    bed = tmp_path / "scored.bed"
+    rows = [("chrA", 0, 30, "x", "pos"), ("chrA", 40, 70, "y", "neg"), ("chrB", 10, 40, "z", "pos"), ("chrC", 7, 37, "w", "neg")]
+    bed.write_text("".join("\t".join(map(str, row)) + "\n" for row in rows * 2))
+    data = DNAClassificationData(train=str(bed), val=str(bed), fasta=fasta, label_column=4)
+    data.setup("fit")
+    names = data.data_info.label_names
+    assert names == ["neg", "pos"] and [names[y] for y in data.splits["val"].labels] == [row[4] for row in rows * 2]
+    with pytest.raises(ConfigError, match=r"data.label_column 'label': .*scored.bed is a BED file, whose label column is given by its 0-based number"):
+        DNAClassificationData(train=str(bed), val=str(bed), fasta=fasta, label_column="label").setup("fit")

@@ -42,9 +42,9 @@ def test_scaler_and_windows_match_a_hand_computation(series_dir):
     frame = pd.read_csv(series_dir / "series.csv")
     values = frame[["v0", "v1", "v2"]].to_numpy(np.float64)
     mean, std = values[:240].mean(0), values[:240].std(0)  # population std, training rows only
-    np.testing.assert_allclose(data.data_info["mean"], mean, rtol=1e-6)
-    np.testing.assert_allclose(data.data_info["std"], std, rtol=1e-6)
-    assert isinstance(data.data_info["mean"], list) and data.data_info["freq"] == "h"
+    np.testing.assert_allclose(data.data_info.series.mean, mean, rtol=1e-6)
+    np.testing.assert_allclose(data.data_info.series.std, std, rtol=1e-6)
+    assert isinstance(data.data_info.series.mean, list) and data.data_info.series.freq == "h"
     scaled = (values - mean) / std
     train, val = data.datasets["train"], data.datasets["val"]
     assert len(train) == 240 - SEQ - PRED + 1
@@ -63,7 +63,7 @@ def test_scaler_and_windows_match_a_hand_computation(series_dir):
 
 def test_stride_and_targets_many_to_one(series_dir):
     data = module(series_dir / "series.csv", stride=5, columns=["v0", "v1"], targets=["v2"])
-    info = data.data_info
+    info = data.data_info.to_dict()
     assert info["columns"] == ["v0", "v1", "v2"] and info["targets"] == ["v2"] and info["target_index"] == [2]
     train = data.datasets["train"]
     assert len(train) == (240 - SEQ - PRED) // 5 + 1
@@ -73,10 +73,10 @@ def test_stride_and_targets_many_to_one(series_dir):
 
 def test_calendar_features(series_dir):
     data = module(series_dir / "series.csv", calendar=True)
-    names = data.data_info["calendar"]
+    names = data.data_info.series.calendar
     assert names == calendar_names(pd.Timedelta("1h")) == ["hour", "day_of_week", "day_of_month", "day_of_year", "month"]
     item = data.datasets["train"][3]
-    assert item["x_calendar"].shape == (SEQ, len(names)) and data.data_info["input_dim"] == 3 + len(names)
+    assert item["x_calendar"].shape == (SEQ, len(names)) and data.data_info.input.channels == 3 + len(names)
     hours = pd.date_range("2021-01-01", periods=400, freq="h")[3 : 3 + SEQ].hour.to_numpy()
     np.testing.assert_allclose(item["x_calendar"][:, 0].numpy(), hours / 23 - 0.5, atol=1e-6)
 
@@ -109,11 +109,11 @@ def test_zarr_array_without_timestamps(tmp_path):
 def test_predict_window_is_the_last_rows_and_future_follows_the_frequency(series_dir):
     trained = module(series_dir / "series.csv").data_info
     data = ForecastData(path=str(series_dir / "series.csv"))
-    data.checkpoint_data_info = lambda: trained  # what a restored model provides
+    data.restore_data_info(trained)  # what the CLI does with --ckpt_path
     data.setup("predict")
     (item,) = list(data.datasets["predict"])
     frame = pd.read_csv(series_dir / "series.csv")
-    expected = (frame[["v0", "v1", "v2"]].to_numpy()[-SEQ:] - trained["mean"]) / trained["std"]
+    expected = (frame[["v0", "v1", "v2"]].to_numpy()[-SEQ:] - trained.series.mean) / trained.series.std
     np.testing.assert_allclose(item["x"].numpy(), expected, atol=1e-5)
     assert "y" not in item
     last = pd.Timestamp(frame["date"].iloc[-1])
@@ -198,7 +198,7 @@ def test_window_length_error_prints_the_sum_and_both_terms(tmp_path, frame):
     trained = module(path, split=[36, 12, 12]).data_info
     short = write(tmp_path, frame.iloc[:20], "short.csv")
     data = ForecastData(path=str(short))
-    data.checkpoint_data_info = lambda: trained
+    data.restore_data_info(trained)
     with pytest.raises(DataError, match=r"the series has 20 rows, fewer than the 24 a window needs \(seq_len 24; predict"):
         data.setup("predict")
 
@@ -207,7 +207,7 @@ def test_an_extra_column_at_predict_is_named_once(tmp_path, frame):
     trained = module(write(tmp_path, frame, "train.csv"), split=[36, 12, 12]).data_info
     frame["humidity"] = 1.0
     data = ForecastData(path=str(write(tmp_path, frame, "new.csv")))
-    data.checkpoint_data_info = lambda: trained
+    data.restore_data_info(trained)
     with pytest.warns(UserWarning, match=r"new.csv: column\(s\) \['humidity'\] are ignored: the model was trained on \['v0', 'v1'\]"):
         data.setup("predict")
 
@@ -302,7 +302,7 @@ def test_resample_matches_pandas_and_feeds_splits_and_scaler(tmp_path, caplog, f
     assert list(series.times) == list(reference.index) and series.freq == "10min" and len(series) == 80
     np.testing.assert_allclose(series.read(0, 80), reference.to_numpy(), rtol=1e-6)
     data = module(path, split=[50, 15, 15], irregular="resample", fill=fill)
-    np.testing.assert_allclose(data.data_info["mean"], reference.to_numpy()[:50].mean(0), rtol=1e-6)
+    np.testing.assert_allclose(data.data_info.series.mean, reference.to_numpy()[:50].mean(0), rtol=1e-6)
     assert len(data.datasets["train"]) == 50 - SEQ - PRED + 1
 
 
@@ -313,7 +313,7 @@ def test_time_column_none_numbers_the_rows(tmp_path, frame):
     assert series.times is None and series.freq is None and len(series) == 60
     trained = module(path, time_column="none", columns=["v0", "v1"], split=[36, 12, 12]).data_info
     data = ForecastData(path=str(path), time_column="none", columns=["v0", "v1"])
-    data.checkpoint_data_info = lambda: trained
+    data.restore_data_info(trained)
     data.setup("predict")
     (item,) = list(data.datasets["predict"])
     assert item["future_time"].tolist() == list(range(60, 60 + PRED))

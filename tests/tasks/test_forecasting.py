@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from seqpipe.contracts import DataInfo
 from seqpipe.tasks.forecast_losses import PointForecast, QuantileForecast, StudentTForecast, pinball_loss, student_t_cdf, student_t_icdf
 from seqpipe.tasks.forecasting import Forecasting
 
@@ -16,9 +17,10 @@ B, SEQ, PRED, C = 4, 16, 8, 3
 
 def info(targets=(0, 1, 2), calendar=()):
     names = ["a", "b", "c"]
-    return {"columns": names, "targets": [names[i] for i in targets], "target_index": list(targets),
-            "mean": [1.0, -2.0, 0.5], "std": [2.0, 0.5, 3.0], "seq_len": SEQ, "pred_len": PRED, "freq": "h",
-            "calendar": list(calendar), "input_dim": C + len(calendar)}
+    return DataInfo.from_dict({
+        "columns": names, "targets": [names[i] for i in targets], "target_index": list(targets),
+        "mean": [1.0, -2.0, 0.5], "std": [2.0, 0.5, 3.0], "seq_len": SEQ, "pred_len": PRED, "freq": "h",
+        "calendar": list(calendar), "input_dim": C + len(calendar)})
 
 
 def test_pinball_loss_matches_a_loop():
@@ -116,15 +118,15 @@ def test_channel_independent_and_mixing_shapes(loss, channel_independent):
     head = Forecasting(loss=loss, channel_independent=channel_independent)
     data_info = info(targets=(2,), calendar=("hour", "day_of_week"))
     d_model = 5
-    spec = head.input_spec(data_info)
+    spec = head.backbone_input_spec(data_info)
     head.bind(d_model, data_info)
     batch = {"x": torch.randn(B, SEQ, C), "x_calendar": torch.rand(B, SEQ, 2), "y": torch.randn(B, PRED, 1)}
-    inputs = head.backbone_input(batch)
+    inputs, context = head.backbone_input(batch)
     expected = (B * C, SEQ, 1 + 2) if channel_independent else (B, SEQ, C + 2)
-    assert inputs.shape == expected and spec == {"d_input": expected[-1]}
+    assert inputs.shape == expected and spec.channels == expected[-1]
     if channel_independent:  # variable k of sample b is row b·C + k, its own (RevIN-normalised) series
-        torch.testing.assert_close(inputs[1 * C + 2, :, 0], batch["_window"][1, :, 2])
-    outputs = head(torch.randn(inputs.shape[0], SEQ, d_model), None, batch)
+        torch.testing.assert_close(inputs[1 * C + 2, :, 0], context.window[1, :, 2])
+    outputs = head(torch.randn(inputs.shape[0], SEQ, d_model), None, batch, context)
     assert outputs.shape == (B, PRED, 1, loss.n_params)
     assert torch.isfinite(head.loss(outputs, batch))
     metrics = head.metrics()
@@ -146,13 +148,15 @@ def test_revin_round_trip(loss):
 
     def forecast(inputs):
         batch = {"x": inputs}
-        return head(backbone(head.backbone_input(batch)), None, batch)
+        x, context = head.backbone_input(batch)
+        return head(backbone(x), None, batch, context)
 
     plain, moved = forecast(x), forecast(x * scale + shift)
     torch.testing.assert_close(moved, loss.rescale(plain, shift.expand(B, PRED, C), scale.expand(B, PRED, C)), atol=1e-4, rtol=1e-4)
     batch = {"x": x}
-    normalised = head.backbone_input(batch).view(B, C, SEQ).transpose(1, 2)
-    mean, std = batch["_revin"]
+    inputs, context = head.backbone_input(batch)
+    normalised = inputs.view(B, C, SEQ).transpose(1, 2)
+    mean, std = context.mean, context.std
     torch.testing.assert_close(normalised * std[:, None] + mean[:, None], x, atol=1e-5, rtol=1e-5)
 
 

@@ -16,6 +16,7 @@ import zarr
 
 from genome_fixtures import CHROMS, bin_means, write_genome
 from seqpipe.backbone import Backbone
+from seqpipe.contracts import DataInfo, TokenInput
 from seqpipe.data.genome import GenomeData
 from seqpipe.errors import ConfigError
 from seqpipe.model import SequenceModel
@@ -122,11 +123,12 @@ def test_bin_means_and_runs_across_arbitrary_batches(tmp_path, bin_size):
 
 
 def fake_run(tmp_path, writer):
+    info = DataInfo(TokenInput(6), label_names=["other", "CDS"])
     trainer = SimpleNamespace(
-        datamodule=SimpleNamespace(chrom_sizes={"chrA": 500, "chrB": 300}), log_dir=str(tmp_path), default_root_dir=str(tmp_path),
-        predict_loop=SimpleNamespace(return_predictions=True),
+        datamodule=SimpleNamespace(chrom_sizes={"chrA": 500, "chrB": 300}, data_info=info), log_dir=str(tmp_path),
+        default_root_dir=str(tmp_path), predict_loop=SimpleNamespace(return_predictions=True),
     )
-    module = SimpleNamespace(hparams={"data_info": {"label_names": ["other", "CDS"]}})
+    module = SimpleNamespace(data_info=info)
     writer.setup(trainer, module, "predict")
     writer.on_predict_start(trainer, module)
     return trainer, module

@@ -8,7 +8,13 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 
+from seqpipe.contracts import DataInfo, TokenInput
 from seqpipe.tasks.per_base import NextBaseLM, PerBaseClassification
+
+
+def labels(names: list[str]) -> DataInfo:
+    """DNA tokens with these classes, as the genome data module describes them."""
+    return DataInfo(TokenInput(6), names)
 
 
 def batch(seed: int, classes: int = 2, length: int = 30):
@@ -21,7 +27,7 @@ def batch(seed: int, classes: int = 2, length: int = 30):
 
 def test_loss_uses_the_masked_positions_only():
     head = PerBaseClassification()
-    head.bind(8, {"label_names": ["other", "CDS"]})
+    head.bind(8, labels(["other", "CDS"]))
     logits, data = batch(0)
     expected = np.mean([
         -F.log_softmax(logits[b, t], -1)[data["y"][b, t]].item()
@@ -36,7 +42,7 @@ def test_loss_uses_the_masked_positions_only():
 @pytest.mark.parametrize("classes", [2, 3])
 def test_epoch_metrics_cover_every_valid_base(classes):
     head = PerBaseClassification(auroc_bins=None)
-    head.bind(8, {"label_names": [f"c{k}" for k in range(classes)]})
+    head.bind(8, labels([f"c{k}" for k in range(classes)]))
     metrics = head.metrics()
     probs, targets = [], []
     for seed in range(3):
@@ -53,9 +59,9 @@ def test_epoch_metrics_cover_every_valid_base(classes):
 
 def test_prediction_rows_name_each_scored_base():
     head = PerBaseClassification()
-    head.bind(8, {"label_names": ["other", "CDS"]})
+    head.bind(8, labels(["other", "CDS"]))
     logits, data = batch(4)
-    frame = head.predictions(logits, data, {"label_names": ["other", "CDS"]})
+    frame = head.predictions(logits, data, labels(["other", "CDS"]))
     assert list(frame.columns) == ["chrom", "position", "prob_other", "prob_CDS"]
     assert len(frame) == int(data["mask"].sum())
     row = frame.iloc[-1]
@@ -66,7 +72,7 @@ def test_prediction_rows_name_each_scored_base():
 
 def test_next_base_perplexity_is_exp_of_the_loss():
     head = NextBaseLM()
-    head.bind(8, {"label_names": ["A", "C", "G", "T"]})
+    head.bind(8, labels(["A", "C", "G", "T"]))
     metrics = head.metrics()
     logits, data = batch(5, classes=4)
     head.update_metrics(metrics, logits, data)

@@ -1,0 +1,42 @@
+"""The DNA alphabet, defined once: token ids, the complement, and the other strand of a padded batch.
+
+The tokenizer (:class:`seqpipe.data.tokenizers.DNATokenizer`), the DNA backbones, the heads that score both
+strands and the DNA tools all take their ids and complements from here.
+"""
+
+from __future__ import annotations
+
+import torch
+
+#: the four bases, in id order
+BASES = "ACGT"
+#: token -> id: padding 0, the bases 1-4, N (any ambiguous base) 5
+DNA_VOCAB = {"<pad>": 0, "A": 1, "C": 2, "G": 3, "T": 4, "N": 5}
+PAD_ID = DNA_VOCAB["<pad>"]
+_COMPLEMENT_LETTER = {"<pad>": "<pad>", "A": "T", "C": "G", "G": "C", "T": "A", "N": "N"}
+#: the id of each id's complement: pad, A, C, G, T, N -> pad, T, G, C, A, N
+DNA_COMPLEMENT = [DNA_VOCAB[_COMPLEMENT_LETTER[token]] for token in DNA_VOCAB]
+_LETTER_COMPLEMENT = str.maketrans("ACGTNacgtn", "TGCANtgcan")
+
+
+def reverse_complement(sequence: str) -> str:
+    """Letters (A, C, G, T, N in either case) -> the reverse complement."""
+    return sequence[::-1].translate(_LETTER_COMPLEMENT)
+
+
+def reverse_valid(h: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
+    """h (B, L, ...) -> each row's first ``lengths`` (B,) positions reversed, right padding left in place
+    (all L positions when ``lengths`` is None)."""
+    if lengths is None:
+        return h.flip(1)
+    positions = torch.arange(h.shape[1], device=h.device)[None, :]
+    lengths = lengths.to(h.device)[:, None]
+    source = torch.where(positions < lengths, lengths - 1 - positions, positions)
+    return h.gather(1, source.view(*source.shape, *[1] * (h.dim() - 2)).expand_as(h))
+
+
+def reverse_complement_ids(ids: torch.Tensor, lengths: torch.Tensor | None, complement: list[int] | None = None) -> torch.Tensor:
+    """Token ids (B, L), right-padded -> the reverse complement of each row's valid part, in ``ids``' dtype.
+    ``complement``: the id of each id's complement (default :data:`DNA_COMPLEMENT`)."""
+    table = torch.tensor(DNA_COMPLEMENT if complement is None else complement, device=ids.device)
+    return reverse_valid(table[ids.long()].to(ids.dtype), lengths)

@@ -1,0 +1,74 @@
+"""The data contract: the checkpoint's dict form round-trips, old checkpoints load, malformed ones are named,
+and the model is built from what the data module declares."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from seqpipe.backbone import Backbone
+from seqpipe.contracts import ChannelInput, DataInfo, SeriesInfo, TokenInput
+from seqpipe.errors import CheckpointError, ConfigError
+from seqpipe.mamba import MambaBlock
+from seqpipe.model import SequenceModel
+from seqpipe.tasks.classification import SequenceClassification
+from seqpipe.tasks.forecasting import Forecasting
+
+DNA = DataInfo(TokenInput(6, {"<pad>": 0, "A": 1, "C": 2, "G": 3, "T": 4, "N": 5}, "dna"), ["neg", "pos"])
+AUDIO = DataInfo(ChannelInput(1, 8000), ["a", "b", "c"])
+SERIES = DataInfo(ChannelInput(3), series=SeriesInfo(["a", "b", "c"], ["c"], [2], [0.0, 1.0, 2.0], [1.0, 2.0, 3.0],
+                                                       24, 12, "h", []))
+
+
+@pytest.mark.parametrize("info", [DNA, AUDIO, SERIES, DataInfo(TokenInput(6), list("ACGT"))])
+def test_the_dict_form_is_plain_and_round_trips_through_a_weights_only_checkpoint(info, tmp_path):
+    torch.save({"hyper_parameters": {"data_info": info.to_dict()}}, tmp_path / "x.ckpt")
+    saved = torch.load(tmp_path / "x.ckpt", weights_only=True)["hyper_parameters"]["data_info"]
+    assert DataInfo.from_dict(saved) == info and saved == info.to_dict()
+
+
+def test_the_keys_are_those_checkpoints_have_always_had():
+    assert AUDIO.to_dict() == {"input_dim": 1, "label_names": ["a", "b", "c"], "sample_rate": 8000}
+    assert set(SERIES.to_dict()) == {"input_dim", "columns", "targets", "target_index", "mean", "std", "seq_len",
+                                     "pred_len", "freq", "calendar"}
+
+
+def test_an_older_genome_checkpoint_loads_and_drops_what_nothing_reads():
+    old = {"vocab_size": 6, "target": "track", "label_names": ["other", "CDS"], "window_length": 4096}
+    assert DataInfo.from_dict(old) == DataInfo(TokenInput(6), ["other", "CDS"])
+
+
+@pytest.mark.parametrize("saved,message", [
+    ({"vocab_size": 6, "horizon": 8}, r"run.ckpt: data_info has keys seqpipe does not know: \['horizon'\]"),
+    ({"label_names": ["a"]}, "run.ckpt: data_info names no input"),
+    ({"input_dim": 2, "seq_len": 4}, r"run.ckpt: data_info describes a series but lacks \['columns'"),
+])
+def test_a_malformed_dict_is_one_error_naming_the_checkpoint(saved, message):
+    with pytest.raises(CheckpointError, match=message):
+        DataInfo.from_dict(saved, source="run.ckpt")
+
+
+def backbone() -> Backbone:
+    return Backbone(d_model=8, n_layers=1, block=lambda d: MambaBlock(d, d_state=4, scan_backend="ref"))
+
+
+def test_the_backbone_input_layer_follows_the_declared_input():
+    tokens = SequenceModel(backbone(), SequenceClassification(), data_info=DNA.to_dict())
+    assert isinstance(tokens.backbone.encoder, torch.nn.Embedding) and tokens.backbone.encoder.num_embeddings == 6
+    assert tokens.head.both_strands  # the tokens are DNA: the head scores both strands
+    channels = SequenceModel(backbone(), SequenceClassification(), data_info=AUDIO.to_dict())
+    assert isinstance(channels.backbone.encoder, torch.nn.Linear) and channels.backbone.encoder.in_features == 1
+    assert not channels.head.both_strands and channels.data_info == AUDIO
+
+
+@pytest.mark.parametrize("channel_independent,channels", [(True, 1), (False, 3)])
+def test_a_head_that_reshapes_its_input_says_what_it_feeds(channel_independent, channels):
+    model = SequenceModel(backbone(), Forecasting(channel_independent=channel_independent), data_info=SERIES.to_dict())
+    assert model.backbone.encoder.in_features == channels
+
+
+def test_a_head_without_the_data_it_needs_is_one_error():
+    with pytest.raises(ConfigError, match="SequenceClassification needs class labels"):
+        SequenceModel(backbone(), SequenceClassification(), data_info=SERIES.to_dict())
+    with pytest.raises(ConfigError, match="Forecasting head needs a series"):
+        SequenceModel(backbone(), Forecasting(), data_info=AUDIO.to_dict())
