@@ -89,12 +89,13 @@ class BucketBatchSampler(Sampler[list[int]]):
 
     Training (``shuffle``): indices are shuffled, cut into pools of ``pool_batches`` batches, each pool is
     sorted by length and cut into batches, and the batches are shuffled — random, yet length-homogeneous.
-    Otherwise the batches are taken in order of length.
+    Otherwise the batches are taken in order of length. Each shuffle is seeded from torch's global generator, as
+    torch's ``RandomSampler`` is: ``seed_everything`` fixes the sequence of epochs, and a run resumed from a
+    checkpoint (which carries the generator's state) shuffles as the uninterrupted run would have.
     """
 
-    def __init__(self, lengths: Sequence[int], batch_size: int, shuffle: bool, seed: int = 0, pool_batches: int = 50):
-        self.lengths, self.batch_size, self.shuffle, self.seed, self.pool = list(lengths), batch_size, shuffle, seed, pool_batches
-        self.epoch = 0
+    def __init__(self, lengths: Sequence[int], batch_size: int, shuffle: bool, pool_batches: int = 50):
+        self.lengths, self.batch_size, self.shuffle, self.pool = list(lengths), batch_size, shuffle, pool_batches
 
     def __len__(self) -> int:
         return math.ceil(len(self.lengths) / self.batch_size)
@@ -104,8 +105,7 @@ class BucketBatchSampler(Sampler[list[int]]):
             order = sorted(range(len(self.lengths)), key=self.lengths.__getitem__)
             yield from (order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size))
             return
-        generator = torch.Generator().manual_seed(self.seed + self.epoch)
-        self.epoch += 1
+        generator = torch.Generator().manual_seed(int(torch.randint(0, 2**62, ())))
         order = torch.randperm(len(self.lengths), generator=generator).tolist()
         pool_size = self.batch_size * self.pool
         batches = []
@@ -207,7 +207,8 @@ class AudioClassificationData(SplitDataModule):
                 self.sample_rate = rate
             self.data_info = trained
         splits = {"fit": ("train", "val"), "validate": ("train", "val"), "test": ("train", "test"), "predict": ("predict",)}[stage]
-        clips = {split: self._load(split) for split in splits if split != "train" or self.data_info is None}
+        # training clips: to learn the labels, or to go on training (fit --ckpt_path) with the checkpoint's labels
+        clips = {split: self._load(split) for split in splits if split != "train" or self.data_info is None or stage == "fit"}
         if "train" in clips:
             self._fit_labels(clips)
         if self.data_info is None:
@@ -266,13 +267,15 @@ class AudioClassificationData(SplitDataModule):
         return clips
 
     def _fit_labels(self, clips: dict[str, list[Clip] | None]) -> None:
-        """Label names from the training clips; hold out a stratified validation share if no val was given."""
+        """Label names from the training clips (unless a checkpoint's contract already holds them); hold out a
+        stratified validation share if no val was given."""
         train = clips["train"]
         if "val" in clips and clips["val"] is None:
             held_out = set(stratified_holdout([c.label for c in train], self.val_fraction, self.seed).tolist())
             clips["train"] = [clip for i, clip in enumerate(train) if i not in held_out]
             clips["val"] = [clip for i, clip in enumerate(train) if i in held_out]
-        self.data_info = DataInfo(ChannelInput(1, self.sample_rate), sorted({c.label for c in train}))
+        if self.data_info is None:
+            self.data_info = DataInfo(ChannelInput(1, self.sample_rate), sorted({c.label for c in train}))
 
     def _check_labels(self, split: str, clips: list[Clip]) -> None:
         known = set(self.data_info.label_names)
@@ -289,6 +292,6 @@ class AudioClassificationData(SplitDataModule):
                       persistent_workers=self.num_workers > 0)
         if self.bucket and not self.pad_to_max and split != "predict":
             lengths = [min(c.length, self.max_samples or c.length) for c in dataset.clips]
-            sampler = BucketBatchSampler(lengths, self.batch_size, shuffle=split == "train", seed=self.seed)
+            sampler = BucketBatchSampler(lengths, self.batch_size, shuffle=split == "train")
             return DataLoader(dataset, batch_sampler=sampler, **common)
         return DataLoader(dataset, batch_size=self.batch_size, shuffle=split == "train", **common)

@@ -98,3 +98,21 @@ def test_right_padding_in_a_batch_changes_no_prediction(frontend, bidirectional)
     with torch.no_grad():
         alone = model({"x": wave, "lengths": torch.tensor([1003])})
         torch.testing.assert_close(model(batch)[0], alone[0], rtol=0, atol=1e-10)
+
+
+def test_resumed_audio_run_reaches_the_weights_of_an_uninterrupted_run(tmp_path):
+    """fit stopped by SIGTERM after epoch 0, then ``fit --ckpt_path last``: the training clips are read again
+    (the checkpoint's labels kept) and the final weights equal those of one uninterrupted run."""
+    train = write_clips(tmp_path / "train", np.random.default_rng(0), 4)
+    common = ["fit", "--config", RECIPE, *SMALL, "--data.train", str(train), "--data.sample_rate", "8000",
+              "--data.batch_size", "4", "--trainer.max_epochs", "2"]
+    main([*common, "--trainer.default_root_dir", str(tmp_path / "a")])
+    with pytest.raises(SystemExit) as stopped:
+        main([*common, "--trainer.default_root_dir", str(tmp_path / "b"), "--trainer.callbacks+=interrupt_helpers.SigtermAfterEpoch"])
+    assert stopped.value.code == 143
+    main([*common, "--trainer.default_root_dir", str(tmp_path / "b"), "--ckpt_path", "last"])
+    expected = torch.load(tmp_path / "a/lightning_logs/version_0/checkpoints/last.ckpt", weights_only=True)
+    resumed = torch.load(tmp_path / "b/lightning_logs/version_1/checkpoints/last.ckpt", weights_only=True)
+    assert resumed["global_step"] == expected["global_step"] > 0
+    for name, tensor in expected["state_dict"].items():
+        torch.testing.assert_close(resumed["state_dict"][name], tensor, rtol=0, atol=1e-6, msg=name)

@@ -102,7 +102,7 @@ def test_crop_to_max_seconds_and_pad_to_max(tmp_path):
 
 def test_bucketing_groups_similar_lengths_and_covers_every_clip_once():
     lengths = torch.randint(100, 10_000, (300,), generator=torch.Generator().manual_seed(5)).tolist()
-    sampler = BucketBatchSampler(lengths, batch_size=10, shuffle=True, seed=0, pool_batches=30)
+    sampler = BucketBatchSampler(lengths, batch_size=10, shuffle=True, pool_batches=30)
     batches = list(sampler)
     assert sorted(i for b in batches for i in b) == list(range(300)) and len(batches) == len(sampler)
     padding = sum(max(lengths[i] for i in b) * len(b) - sum(lengths[i] for i in b) for b in batches)
