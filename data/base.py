@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import lightning as L
 import numpy as np
+import torch
 from torch.utils.data import DataLoader
 
 from seqpipe.contracts import DataInfo
@@ -27,6 +29,25 @@ class SplitDataModule(L.LightningDataModule):
         super().__init__()
         self.data_info: DataInfo | None = None
         self.trained_info: DataInfo | None = None
+        #: the generator of a module that draws training samples with its own (random genome windows); its state
+        #: travels in the checkpoint, so a resumed run draws the windows the uninterrupted run would have
+        self.sample_generator: torch.Generator | None = None
+
+    def training_window(self, window_length: int, batch_size: int) -> tuple[int, int]:
+        """(window length, batch size) of the training loader built now: the data module's own, or the stage of
+        the current epoch when a :class:`~seqpipe.callbacks.SequenceLengthWarmup` set ``length_warmup`` (window
+        data modules only)."""
+        warmup = getattr(self, "length_warmup", None)
+        if warmup is None or self.trainer is None:
+            return window_length, batch_size
+        return warmup.training_window(self.trainer.current_epoch, window_length, batch_size)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {} if self.sample_generator is None else {"sample_generator": self.sample_generator.get_state()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if self.sample_generator is not None and "sample_generator" in state_dict:
+            self.sample_generator.set_state(state_dict["sample_generator"])
 
     def restore_data_info(self, trained: DataInfo) -> None:
         """Read data as the restored model's training data was read (see :class:`seqpipe.contracts.RestorableData`)."""

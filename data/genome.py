@@ -240,14 +240,12 @@ class GenomeData(SplitDataModule):
         self.windows_per_epoch, self.weighting, self.eval_stride = windows_per_epoch, weighting, eval_stride
         self.predict_overlap, self.stream = predict_overlap, stream
         self.batch_size, self.num_workers, self.seed, self.cache_dir = batch_size, num_workers, seed, cache_dir
-        # set by seqpipe.callbacks.SequenceLengthWarmup; None: window_length and batch_size
-        self.train_window_length: int | None = None
-        self.train_batch_size: int | None = None
+        self.length_warmup = None  # set by seqpipe.callbacks.SequenceLengthWarmup (see training_window)
         self.genome: Genome | None = None
         self.intervals: dict[str, list[Interval]] = {}
         self.bed_windows: dict[str, list[Window]] = {}
         self._datasets: dict[str, GenomeWindowDataset] = {}
-        self._generator = torch.Generator().manual_seed(seed)
+        self.sample_generator = torch.Generator().manual_seed(seed)
 
     @property
     def chrom_sizes(self) -> dict[str, int]:
@@ -323,22 +321,24 @@ class GenomeData(SplitDataModule):
             self.bed_windows[split].append(window)
             self.bed_windows["predict"].append(window)
 
-    def _sampler(self, split: str):
+    def _sampler(self, split: str, train_window_length: int):
         if self.bed is not None:
-            return ListWindowSampler(self.bed_windows[split], shuffle=split == "train", generator=self._generator)
+            return ListWindowSampler(self.bed_windows[split], shuffle=split == "train", generator=self.sample_generator)
         if split == "train":
             return RandomWindowSampler(
-                self.intervals["train"], self.train_window_length or self.window_length, self.windows_per_epoch, self.weighting, self._generator
+                self.intervals["train"], train_window_length, self.windows_per_epoch, self.weighting, self.sample_generator
             )
         if split == "predict":
             return GridWindowSampler(self.intervals["predict"], self.window_length, self.window_length - self.predict_overlap)
         return GridWindowSampler(self.intervals[split], self.window_length, self.eval_stride)
 
     def _loader(self, split: str) -> DataLoader:
-        sampler = self._sampler(split)
+        window_length, batch_size = self.window_length, self.batch_size
+        if split == "train":
+            window_length, batch_size = self.training_window(window_length, batch_size)
+        sampler = self._sampler(split, window_length)
         if len(sampler) == 0:
             raise ConfigError(f"no {split} windows: set data.{split}_regions (or a BED split column)")
-        batch_size = self.train_batch_size or self.batch_size if split == "train" else self.batch_size
         return DataLoader(
             self._datasets[split], batch_size=1 if self.stream and split == "predict" else batch_size,
             sampler=sampler, num_workers=self.num_workers, persistent_workers=False,

@@ -141,7 +141,7 @@ class DNAPretrainData(SplitDataModule):
         val_fraction: share of every contig (genomes) or of the records (sequences) held out for validation.
         batch_size, num_workers, seed, cache_dir: as for :class:`~seqpipe.data.genome.GenomeData`.
 
-    ``train_window_length`` / ``train_batch_size`` are read for :class:`~seqpipe.callbacks.SequenceLengthWarmup`.
+    The training loader follows :class:`~seqpipe.callbacks.SequenceLengthWarmup` (``training_window``).
     Batches: ``x``, ``y``, ``mask`` (B, T), ``lengths`` (B,) for the per-base LM heads
     (:class:`~seqpipe.tasks.per_base.NextBaseLM`, :class:`~seqpipe.tasks.per_base.MaskedBaseLM`).
     """
@@ -174,11 +174,10 @@ class DNAPretrainData(SplitDataModule):
         self.objective, self.mask_fraction, self.window_length = objective, mask_fraction, check_window_length(window_length)
         self.windows_per_epoch, self.sequences_share, self.val_fraction = windows_per_epoch, sequences_share, val_fraction
         self.batch_size, self.num_workers, self.seed, self.cache_dir = batch_size, num_workers, seed, cache_dir
-        self.train_window_length: int | None = None
-        self.train_batch_size: int | None = None
+        self.length_warmup = None  # set by seqpipe.callbacks.SequenceLengthWarmup
         self.contigs: Contigs | None = None
         self.intervals: dict[str, dict[str, list[Interval]]] = {}
-        self._generator = torch.Generator().manual_seed(seed)
+        self.sample_generator = torch.Generator().manual_seed(seed)
 
     def setup(self, stage: str) -> None:
         """Open the genomes, read and tokenize the sequences, hold out the validation parts."""
@@ -217,21 +216,22 @@ class DNAPretrainData(SplitDataModule):
     def _loader(self, split: str) -> DataLoader:
         if split not in ("train", "val"):
             raise ConfigError(f"pre-training data has no {split} split (train and val only)")
-        length = (self.train_window_length or self.window_length) if split == "train" else self.window_length
+        length, batch_size = self.window_length, self.batch_size
+        if split == "train":
+            length, batch_size = self.training_window(length, batch_size)
         samplers = {}
         for kind, intervals in self.intervals[split].items():
             if intervals and split == "train":
-                samplers[kind] = RandomWindowSampler(intervals, length, self.windows_per_epoch, "length", self._generator)
+                samplers[kind] = RandomWindowSampler(intervals, length, self.windows_per_epoch, "length", self.sample_generator)
             elif intervals:
                 samplers[kind] = GridWindowSampler(intervals, length)
         if not samplers:
             raise ConfigError(f"no {split} windows: the data is too small for data.val_fraction {self.val_fraction}")
         if len(samplers) == 2 and split == "train":
-            sampler = MixtureSampler(samplers["sequences"], samplers["genome"], self.sequences_share, self._generator)
+            sampler = MixtureSampler(samplers["sequences"], samplers["genome"], self.sequences_share, self.sample_generator)
         else:
             sampler = _chain(list(samplers.values()))
         dataset = PretrainWindowDataset(self.contigs, self.objective, self.mask_fraction, None if split == "train" else self.seed)
-        batch_size = (self.train_batch_size or self.batch_size) if split == "train" else self.batch_size
         return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=self.num_workers, collate_fn=pad_windows)
 
 

@@ -28,9 +28,10 @@ class SequenceLengthWarmup(Callback):
             module's own ``window_length`` and ``batch_size`` apply. Validation, test and prediction always
             use the data module's own values, so validation scores stay comparable across stages.
 
-    The data module must read ``train_window_length`` and ``train_batch_size`` (None = its own values) when
-    it builds the training loader, as :class:`seqpipe.data.genome.GenomeData` does. Training loaders are
-    rebuilt every epoch (``reload_dataloaders_every_n_epochs`` is set to 1).
+    The data module asks :meth:`training_window` for the window length and batch size whenever it builds the
+    training loader (``length_warmup`` is set on it; see :meth:`seqpipe.data.base.SplitDataModule.training_window`);
+    training loaders are rebuilt every epoch (``reload_dataloaders_every_n_epochs`` is set to 1). The stage follows
+    the trainer's epoch at that moment, so a run resumed from a checkpoint trains on the stage of its epoch.
     """
 
     def __init__(self, stages: list[dict[str, int]]):
@@ -49,29 +50,28 @@ class SequenceLengthWarmup(Callback):
             epoch -= stage["epochs"]
         return None
 
+    def training_window(self, epoch: int, window_length: int, batch_size: int) -> tuple[int, int]:
+        """(window length, batch size) of training epoch ``epoch``: its stage's, or the data module's own after the
+        last stage."""
+        stage = self.stage_at(epoch)
+        if stage is None:
+            return window_length, batch_size
+        if epoch == 0 or stage is not self.stage_at(epoch - 1):
+            rank_zero_info(f"sequence-length warm-up: epoch {epoch} trains on windows of {stage['window_length']} "
+                           f"in batches of {stage['batch_size']}")
+        return stage["window_length"], stage["batch_size"]
+
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage != "fit":
             return
         datamodule = trainer.datamodule
-        if not (hasattr(datamodule, "train_window_length") and hasattr(datamodule, "train_batch_size")):
+        if not hasattr(datamodule, "length_warmup"):
             raise ConfigError(
-                f"SequenceLengthWarmup needs a data module with train_window_length and train_batch_size; "
-                f"{type(datamodule).__name__} has none"
+                f"SequenceLengthWarmup needs a data module of windows it can shorten (GenomeData, DNAPretrainData); "
+                f"{type(datamodule).__name__} is not one"
             )
         trainer.reload_dataloaders_every_n_epochs = 1
-        self._apply(trainer, trainer.current_epoch)
-
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._apply(trainer, trainer.current_epoch + 1)
-
-    def _apply(self, trainer: L.Trainer, epoch: int) -> None:
-        stage = self.stage_at(epoch)
-        datamodule = trainer.datamodule
-        length, batch_size = (stage["window_length"], stage["batch_size"]) if stage else (None, None)
-        if (length, batch_size) != (datamodule.train_window_length, datamodule.train_batch_size):
-            datamodule.train_window_length, datamodule.train_batch_size = length, batch_size
-            rank_zero_info(f"sequence-length warm-up: epoch {epoch} trains on windows of "
-                           f"{length or 'full length'} in batches of {batch_size or 'the data module size'}")
+        datamodule.length_warmup = self
 
 
 class StopPredictionOnSigterm(Callback):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import zarr
 
 from genome_fixtures import CHROMS, bin_means, write_genome, write_gff
@@ -144,3 +145,20 @@ def test_rc_recipe_predicts_with_overlapping_windows_and_refuses_to_stream(genom
     with pytest.raises(SystemExit) as error:
         predict(config, genome, tmp_path, "stream", "--data.stream", "true")
     assert error.value.code == 2 and "cannot stream" in capsys.readouterr().err
+
+
+def test_resumed_genome_run_reaches_the_weights_of_an_uninterrupted_run(genome, tmp_path):
+    """SIGTERM after epoch 0, then ``fit --ckpt_path last``: the random training windows of epoch 1 (and the
+    length warm-up's stage) are those of the uninterrupted run, so the final weights are equal."""
+    config = write_config(tmp_path, "causal")
+    logged = ["--trainer.logger", "true"]
+    run("fit", config, genome, tmp_path / "a", *logged)
+    with pytest.raises(SystemExit) as stopped:
+        run("fit", config, genome, tmp_path / "b", *logged, "--trainer.callbacks+=interrupt_helpers.SigtermAfterEpoch")
+    assert stopped.value.code == 143
+    run("fit", config, genome, tmp_path / "b", *logged, "--ckpt_path", "last")
+    expected = torch.load(tmp_path / "a/lightning_logs/version_0/checkpoints/last.ckpt", weights_only=True)
+    resumed = torch.load(tmp_path / "b/lightning_logs/version_1/checkpoints/last.ckpt", weights_only=True)
+    assert resumed["global_step"] == expected["global_step"] > 0
+    for name, tensor in expected["state_dict"].items():
+        torch.testing.assert_close(resumed["state_dict"][name], tensor, rtol=0, atol=1e-6, msg=name)
