@@ -25,7 +25,7 @@ import torch
 import triton
 import triton.language as tl
 
-from seqpipe.kernels.selective_scan import compute_dtype, scan_groups
+from seqpipe.kernels.scan_common import compute_dtype, scan_groups
 
 # Tile sizes from the H100 sweep in bench/gpu.py (bench/RESULTS.md): 8 channels x 32 steps gave the best
 # forward+backward; longer chunks speed the forward alone but make the backward spill registers.

@@ -25,8 +25,7 @@ import torch
 import triton
 import triton.language as tl
 
-from seqpipe.kernels.selective_scan import compute_dtype
-from seqpipe.kernels.ssd import discretize_heads
+from seqpipe.kernels.scan_common import compute_dtype, discretize_heads
 
 PASS_BLOCK = 128  # (P * N) state elements per program of the sequential pass
 NUM_WARPS = 4
