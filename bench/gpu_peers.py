@@ -157,6 +157,88 @@ def scans(chunk_scan, n_large: int, ssd_tiles: list[tuple[int, int]]) -> None:
             del ssd
 
 
+def kernel_profile(run, inputs: dict, repeats: int = 5) -> list[tuple[str, float]]:
+    """(kernel name, ms per forward+backward) of every GPU kernel, from torch.profiler over ``repeats`` runs."""
+    from torch.profiler import ProfilerActivity, profile
+
+    y = run()
+    weights = torch.randn_like(y)
+    leaves = [v for v in inputs.values() if v.requires_grad]
+
+    def both():
+        torch.autograd.grad((run() * weights).sum(), leaves)
+
+    both()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as trace:
+        for _ in range(repeats):
+            both()
+        torch.cuda.synchronize()
+    events = [(e.key, e.self_device_time_total / 1e3 / repeats) for e in trace.key_averages()]
+    return sorted([e for e in events if e[1] > 0], key=lambda e: -e[1])
+
+
+def profiles(chunk_scan, ssd_tiles: list[tuple[int, int]], top: int = 12) -> None:
+    """Where forward+backward spends its GPU time, per kernel: seqpipe SSD, mamba_ssm SSD, seqpipe Mamba-1."""
+    for dtype, shapes in SHAPES.items():
+        for batch, length in shapes:
+            label = f"{'fp32' if dtype == torch.float32 else 'bf16'} B{batch} L{length // 1024}k"
+            ssd = ssd_inputs(batch, length, D_STATE, dtype)
+            runs = {"mamba_ssm": partial(chunk_scan, **ssd, chunk_size=256, dt_softplus=True)}
+            for chunk, warps in ssd_tiles:
+                runs[f"SSD {chunk}/{warps}"] = partial(_ssd_with_warps, warps, ssd, chunk)
+            m1 = mamba1_inputs(batch, length, dtype)
+            for name, run in runs.items():
+                events = kernel_profile(run, ssd)
+                _print_profile(f"{label} {name}", events, top)
+            _print_profile(f"{label} Mamba-1", kernel_profile(
+                lambda: selective_scan(**m1, delta_softplus=True, backend="triton"), m1), top)
+            del ssd, m1
+
+
+def _ssd_with_warps(warps: int, inputs: dict, chunk: int):
+    ssd_triton.NUM_WARPS = warps
+    return ssd_scan(**inputs, dt_softplus=True, chunk_size=chunk, backend="triton")
+
+
+def _print_profile(title: str, events: list[tuple[str, float]], top: int) -> None:
+    total = sum(ms for _, ms in events)
+    print(f"\n{title}: {total:.2f} ms of kernels per fwd+bwd")
+    for name, ms in events[:top]:
+        print(f"  {ms:7.3f} ms {100 * ms / total:4.0f}%  {name[:90]}")
+
+
+def mamba1_tiles(tiles: list[tuple[int, int, int]]) -> None:
+    """Mamba-1 Triton scan at each (BLOCK_D, CHUNK, NUM_WARPS), fp32 and bf16 inputs, and bf16 inputs upcast
+    to fp32 by PyTorch before the fp32 kernel (the copy included in the time)."""
+    from seqpipe.kernels import scan_triton
+
+    bandwidth = copy_bandwidth()
+    print(f"\nMamba-1 scan tiles (BLOCK_D x CHUNK x warps), fwd / fwd+bwd ms and % of the floor")
+    defaults = scan_triton.BLOCK_D, scan_triton.CHUNK, scan_triton.NUM_WARPS
+    for batch, length in [(4, 8192), (1, 65536)]:
+        inputs = {dtype: mamba1_inputs(batch, length, dtype) for dtype in (torch.float32, torch.bfloat16)}
+        for block_d, chunk, warps in tiles:
+            scan_triton.BLOCK_D, scan_triton.CHUNK, scan_triton.NUM_WARPS = block_d, chunk, warps
+            cells = []
+            for name, dtype, run in (
+                ("fp32", torch.float32, lambda: selective_scan(**inputs[torch.float32], delta_softplus=True,
+                                                                backend="triton")),
+                ("bf16", torch.bfloat16, lambda: selective_scan(**inputs[torch.bfloat16], delta_softplus=True,
+                                                                 backend="triton")),
+                ("bf16->fp32", torch.bfloat16, lambda: selective_scan(
+                    **{k: v.float() for k, v in inputs[torch.bfloat16].items()}, delta_softplus=True,
+                    backend="triton").to(torch.bfloat16)),
+            ):
+                ms = time_ms(run, inputs[dtype])
+                floor = [100 * floor_seconds(batch, length, D_STATE, dtype, mode, bandwidth) * 1e3 / t
+                         for mode, t in zip(("fwd", "fwd+bwd"), ms)]
+                cells.append(f"{name} {ms[0]:6.2f} /{ms[1]:6.2f} ({floor[0]:3.0f}% /{floor[1]:3.0f}%)")
+            print(f"B{batch} L{length // 1024}k {block_d}x{chunk}x{warps}: " + " | ".join(cells), flush=True)
+        del inputs
+    scan_triton.BLOCK_D, scan_triton.CHUNK, scan_triton.NUM_WARPS = defaults
+
+
 def training(length: int = 131072, chunk: int = 16384) -> None:
     from seqpipe.backbone import Backbone
     from seqpipe.chunked import chunked_forward
@@ -201,6 +283,9 @@ def main() -> None:
     parser.add_argument("--ssd-tiles", nargs="+", default=["64x4", "64x8", "128x8"],
                         help="seqpipe SSD variants, CHUNKxNUM_WARPS")
     parser.add_argument("--skip-training", action="store_true")
+    parser.add_argument("--profile", action="store_true", help="per-kernel GPU time of each scan instead of the tables")
+    parser.add_argument("--mamba1-tiles", nargs="*", default=[],
+                        help="with --profile: Mamba-1 scan variants BLOCK_DxCHUNKxNUM_WARPS, fp32 and bf16")
     args = parser.parse_args()
     import triton
 
@@ -208,7 +293,12 @@ def main() -> None:
           f"CUDA {torch.version.cuda}, mamba_ssm {MAMBA_SSM_VERSION} (Triton files only)")
     with tempfile.TemporaryDirectory() as workdir:
         tiles = [tuple(int(v) for v in tile.split("x")) for tile in args.ssd_tiles]
-        scans(mamba_ssm_chunk_scan(args.sdist, Path(workdir)), args.n_large, tiles)
+        chunk_scan = mamba_ssm_chunk_scan(args.sdist, Path(workdir))
+        if args.profile:
+            profiles(chunk_scan, tiles)
+            mamba1_tiles([tuple(int(v) for v in tile.split("x")) for tile in args.mamba1_tiles])
+            return
+        scans(chunk_scan, args.n_large, tiles)
     if not args.skip_training:
         training()
 
