@@ -89,15 +89,22 @@ def _pass_states_kernel(states_ptr, log_decay_ptr, init_ptr, final_ptr, H, PN, n
     mask = e < PN
     batch, head = bh // H, bh % H
     carry = tl.load(init_ptr + bh * PN + e, mask=mask, other=0).to(COMPUTE) if HAS_INIT else tl.zeros([BLOCK], COMPUTE)
+    # The loads of chunk k + 1 are issued before chunk k is combined, so their latency overlaps the carry's.
+    chunk = n_chunks - 1 if REVERSE else 0
+    offsets = ((batch * n_chunks + chunk) * H + head) * PN + e
+    incoming = tl.load(states_ptr + offsets, mask=mask, other=0)
+    total = tl.load(log_decay_ptr + (bh * n_chunks + chunk) * T + T - 1)
     k = 0
     while k < n_chunks:  # not range(): triton 3.6's interpreter fails on a runtime bound with numpy >= 2.4
-        chunk = n_chunks - 1 - k if REVERSE else k
-        k += 1
-        offsets = ((batch * n_chunks + chunk) * H + head) * PN + e
-        incoming = tl.load(states_ptr + offsets, mask=mask, other=0)
+        has_next = k + 1 < n_chunks
+        next_chunk = tl.where(has_next, chunk - 1 if REVERSE else chunk + 1, chunk)
+        next_offsets = ((batch * n_chunks + next_chunk) * H + head) * PN + e
+        next_incoming = tl.load(states_ptr + next_offsets, mask=mask & has_next, other=0)
+        next_total = tl.load(log_decay_ptr + (bh * n_chunks + next_chunk) * T + T - 1)
         tl.store(states_ptr + offsets, carry, mask=mask)
-        total = tl.load(log_decay_ptr + (bh * n_chunks + chunk) * T + T - 1)
         carry = carry * tl.exp(total) + incoming
+        chunk, offsets, incoming, total = next_chunk, next_offsets, next_incoming, next_total
+        k += 1
     tl.store(final_ptr + bh * PN + e, carry, mask=mask)
 
 
