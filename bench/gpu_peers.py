@@ -134,9 +134,11 @@ def scans(chunk_scan, n_large: int, ssd_tiles: list[tuple[int, int]]) -> None:
             m1 = mamba1_inputs(batch, length, dtype)
             m1_ms = time_ms(lambda: selective_scan(**m1, delta_softplus=True, backend="triton"), m1)
             del m1
-            large = ssd_inputs(batch, length, n_large, dtype)
-            peer_large = time_ms(partial(chunk_scan, **large, chunk_size=256, dt_softplus=True), large)[1]
-            del large
+            peer_large = float("nan")
+            if n_large:
+                large = ssd_inputs(batch, length, n_large, dtype)
+                peer_large = time_ms(partial(chunk_scan, **large, chunk_size=256, dt_softplus=True), large)[1]
+                del large
             ssd = ssd_inputs(batch, length, D_STATE, dtype)
             peer_run = partial(chunk_scan, **ssd, chunk_size=256, dt_softplus=True)
             peer_ms = time_ms(peer_run, ssd)
@@ -179,9 +181,10 @@ def kernel_profile(run, inputs: dict, repeats: int = 5) -> list[tuple[str, float
 
 
 def profiles(chunk_scan, ssd_tiles: list[tuple[int, int]], top: int = 12) -> None:
-    """Where forward+backward spends its GPU time, per kernel: seqpipe SSD, mamba_ssm SSD, seqpipe Mamba-1."""
+    """Where forward+backward spends its GPU time, per kernel, at the longest shapes: seqpipe SSD, mamba_ssm SSD,
+    seqpipe Mamba-1."""
     for dtype, shapes in SHAPES.items():
-        for batch, length in shapes:
+        for batch, length in shapes[-1:]:
             label = f"{'fp32' if dtype == torch.float32 else 'bf16'} B{batch} L{length // 1024}k"
             ssd = ssd_inputs(batch, length, D_STATE, dtype)
             runs = {"mamba_ssm": partial(chunk_scan, **ssd, chunk_size=256, dt_softplus=True)}
@@ -279,11 +282,11 @@ def training(length: int = 131072, chunk: int = 16384) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sdist", type=Path, required=True, help=f"mamba_ssm-{MAMBA_SSM_VERSION}.tar.gz")
-    parser.add_argument("--n-large", type=int, default=128, help="mamba_ssm's SSD is also timed at this N")
+    parser.add_argument("--n-large", type=int, default=128, help="mamba_ssm's SSD is also timed at this N (0: not)")
     parser.add_argument("--ssd-tiles", nargs="+", default=["64x4", "64x8", "128x8"],
                         help="seqpipe SSD variants, CHUNKxNUM_WARPS")
     parser.add_argument("--skip-training", action="store_true")
-    parser.add_argument("--profile", action="store_true", help="per-kernel GPU time of each scan instead of the tables")
+    parser.add_argument("--profile", action="store_true", help="per-kernel GPU time of each scan before the tables")
     parser.add_argument("--mamba1-tiles", nargs="*", default=[],
                         help="with --profile: Mamba-1 scan variants BLOCK_DxCHUNKxNUM_WARPS, fp32 and bf16")
     args = parser.parse_args()
@@ -297,7 +300,6 @@ def main() -> None:
         if args.profile:
             profiles(chunk_scan, tiles)
             mamba1_tiles([tuple(int(v) for v in tile.split("x")) for tile in args.mamba1_tiles])
-            return
         scans(chunk_scan, args.n_large, tiles)
     if not args.skip_training:
         training()

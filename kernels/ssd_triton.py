@@ -28,7 +28,7 @@ import triton.language as tl
 from seqpipe.kernels.scan_common import compute_dtype, discretize_heads
 
 PASS_BLOCK = 128  # (P * N) state elements per program of the sequential pass
-NUM_WARPS = 4
+NUM_WARPS = 8  # per program; 8 beat 4 on the H200 at L 64k, fp32 and bf16 (bench/RESULTS.md)
 
 
 @triton.jit
