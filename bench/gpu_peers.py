@@ -1,6 +1,7 @@
 """Our scans against mamba_ssm's Triton SSD kernel on one GPU, and a pre-training step per block.
 
     python bench/gpu_peers.py --sdist PATH/mamba_ssm-2.2.4.tar.gz [--skip-training] [--n-large 128]
+        [--profile [--mamba1-tiles 8x32x4 ...]]
 
 Scans (d_inner 2048, N 16, with D, z, Δ bias and softplus): seqpipe's Mamba-1 selective scan, seqpipe's SSD
 (Mamba-2, 32 heads x 64, chunk 64) and mamba_ssm's ``mamba_chunk_scan_combined`` (32 heads x 64, chunk 256)
@@ -16,6 +17,10 @@ temporary folder; only its pure-Triton ``ops/triton`` modules are imported (stub
 Training: one optimizer step of the DNA pre-training recipe's model (``configs/genome_pretrain.yaml``:
 d_model 128, 4 layers, next-base head, a 131,072-token window in chunks of 16,384 with per-chunk gradient
 checkpointing, batch 1, bf16 autocast) for each block: tokens/s and peak memory.
+
+``--profile`` first prints, at the longest shape of each dtype, the GPU time of every kernel of one
+forward+backward (torch.profiler) for mamba_ssm, each SSD variant and the Mamba-1 scan, and with
+``--mamba1-tiles`` times the Mamba-1 scan at other tiles in fp32, bf16, and bf16 copied to fp32.
 """
 
 from __future__ import annotations
@@ -217,7 +222,7 @@ def mamba1_tiles(tiles: list[tuple[int, int, int]]) -> None:
     from seqpipe.kernels import scan_triton
 
     bandwidth = copy_bandwidth()
-    print(f"\nMamba-1 scan tiles (BLOCK_D x CHUNK x warps), fwd / fwd+bwd ms and % of the floor")
+    print("\nMamba-1 scan tiles (BLOCK_D x CHUNK x warps), fwd / fwd+bwd ms and % of the floor")
     defaults = scan_triton.BLOCK_D, scan_triton.CHUNK, scan_triton.NUM_WARPS
     for batch, length in [(4, 8192), (1, 65536)]:
         inputs = {dtype: mamba1_inputs(batch, length, dtype) for dtype in (torch.float32, torch.bfloat16)}
