@@ -1,6 +1,7 @@
 """Our scans against mamba_ssm's Triton SSD kernel on one GPU, and a pre-training step per block.
 
     python bench/gpu_peers.py --sdist PATH/mamba_ssm-2.2.4.tar.gz [--skip-training] [--n-large 128]
+        [--profile [--mamba1-tiles 8x32x4 ...]]
 
 Scans (d_inner 2048, N 16, with D, z, Δ bias and softplus): seqpipe's Mamba-1 selective scan, seqpipe's SSD
 (Mamba-2, 32 heads x 64, chunk 64) and mamba_ssm's ``mamba_chunk_scan_combined`` (32 heads x 64, chunk 256)
@@ -16,6 +17,10 @@ temporary folder; only its pure-Triton ``ops/triton`` modules are imported (stub
 Training: one optimizer step of the DNA pre-training recipe's model (``configs/genome_pretrain.yaml``:
 d_model 128, 4 layers, next-base head, a 131,072-token window in chunks of 16,384 with per-chunk gradient
 checkpointing, batch 1, bf16 autocast) for each block: tokens/s and peak memory.
+
+``--profile`` first prints, at the longest shape of each dtype, the GPU time of every kernel of one
+forward+backward (torch.profiler) for mamba_ssm, each SSD variant and the Mamba-1 scan, and with
+``--mamba1-tiles`` times the Mamba-1 scan at other tiles in fp32 and bf16.
 """
 
 from __future__ import annotations
@@ -134,9 +139,11 @@ def scans(chunk_scan, n_large: int, ssd_tiles: list[tuple[int, int]]) -> None:
             m1 = mamba1_inputs(batch, length, dtype)
             m1_ms = time_ms(lambda: selective_scan(**m1, delta_softplus=True, backend="triton"), m1)
             del m1
-            large = ssd_inputs(batch, length, n_large, dtype)
-            peer_large = time_ms(partial(chunk_scan, **large, chunk_size=256, dt_softplus=True), large)[1]
-            del large
+            peer_large = float("nan")
+            if n_large:
+                large = ssd_inputs(batch, length, n_large, dtype)
+                peer_large = time_ms(partial(chunk_scan, **large, chunk_size=256, dt_softplus=True), large)[1]
+                del large
             ssd = ssd_inputs(batch, length, D_STATE, dtype)
             peer_run = partial(chunk_scan, **ssd, chunk_size=256, dt_softplus=True)
             peer_ms = time_ms(peer_run, ssd)
@@ -155,6 +162,86 @@ def scans(chunk_scan, n_large: int, ssd_tiles: list[tuple[int, int]]) -> None:
                       f"{peer_ms[0]:>13.2f} {peer_ms[1]:>8.2f} {peer_large:>9.2f} | {peer_ms[1] / ours_ms[1]:>16.2f}x "
                       f"{error:>7.1e}", flush=True)
             del ssd
+
+
+def kernel_profile(run, inputs: dict, repeats: int = 5) -> list[tuple[str, float]]:
+    """(kernel name, ms per forward+backward) of every GPU kernel, from torch.profiler over ``repeats`` runs."""
+    from torch.profiler import ProfilerActivity, profile
+
+    y = run()
+    weights = torch.randn_like(y)
+    leaves = [v for v in inputs.values() if v.requires_grad]
+
+    def both():
+        torch.autograd.grad((run() * weights).sum(), leaves)
+
+    both()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as trace:
+        for _ in range(repeats):
+            both()
+        torch.cuda.synchronize()
+    events = [(e.key, e.self_device_time_total / 1e3 / repeats) for e in trace.key_averages()]
+    return sorted([e for e in events if e[1] > 0], key=lambda e: -e[1])
+
+
+def profiles(chunk_scan, ssd_tiles: list[tuple[int, int]], top: int = 12) -> None:
+    """Where forward+backward spends its GPU time, per kernel, at the longest shapes: seqpipe SSD, mamba_ssm SSD,
+    seqpipe Mamba-1."""
+    for dtype, shapes in SHAPES.items():
+        for batch, length in shapes[-1:]:
+            label = f"{'fp32' if dtype == torch.float32 else 'bf16'} B{batch} L{length // 1024}k"
+            ssd = ssd_inputs(batch, length, D_STATE, dtype)
+            runs = {"mamba_ssm": partial(chunk_scan, **ssd, chunk_size=256, dt_softplus=True)}
+            for chunk, warps in ssd_tiles:
+                runs[f"SSD {chunk}/{warps}"] = partial(_ssd_with_warps, warps, ssd, chunk)
+            m1 = mamba1_inputs(batch, length, dtype)
+            for name, run in runs.items():
+                events = kernel_profile(run, ssd)
+                _print_profile(f"{label} {name}", events, top)
+            _print_profile(f"{label} Mamba-1", kernel_profile(
+                lambda: selective_scan(**m1, delta_softplus=True, backend="triton"), m1), top)
+            del ssd, m1
+
+
+def _ssd_with_warps(warps: int, inputs: dict, chunk: int):
+    ssd_triton.NUM_WARPS = warps
+    return ssd_scan(**inputs, dt_softplus=True, chunk_size=chunk, backend="triton")
+
+
+def _print_profile(title: str, events: list[tuple[str, float]], top: int) -> None:
+    total = sum(ms for _, ms in events)
+    print(f"\n{title}: {total:.2f} ms of kernels per fwd+bwd")
+    for name, ms in events[:top]:
+        print(f"  {ms:7.3f} ms {100 * ms / total:4.0f}%  {name[:90]}")
+
+
+def mamba1_tiles(tiles: list[tuple[int, int, int]]) -> None:
+    """Mamba-1 Triton scan at each (BLOCK_D, CHUNK, NUM_WARPS), fp32 and bf16 inputs (bf16 goes through the
+    float32 copy that ``selective_scan_triton`` makes of 16-bit inputs, included in the time)."""
+    from seqpipe.kernels import scan_triton
+
+    bandwidth = copy_bandwidth()
+    print("\nMamba-1 scan tiles (BLOCK_D x CHUNK x warps), fwd / fwd+bwd ms and % of the floor")
+    defaults = scan_triton.BLOCK_D, scan_triton.CHUNK, scan_triton.NUM_WARPS
+    for batch, length in [(4, 8192), (1, 65536)]:
+        inputs = {dtype: mamba1_inputs(batch, length, dtype) for dtype in (torch.float32, torch.bfloat16)}
+        for block_d, chunk, warps in tiles:
+            scan_triton.BLOCK_D, scan_triton.CHUNK, scan_triton.NUM_WARPS = block_d, chunk, warps
+            cells = []
+            for name, dtype, run in (
+                ("fp32", torch.float32, lambda: selective_scan(**inputs[torch.float32], delta_softplus=True,
+                                                                backend="triton")),
+                ("bf16", torch.bfloat16, lambda: selective_scan(**inputs[torch.bfloat16], delta_softplus=True,
+                                                                 backend="triton")),
+            ):
+                ms = time_ms(run, inputs[dtype])
+                floor = [100 * floor_seconds(batch, length, D_STATE, dtype, mode, bandwidth) * 1e3 / t
+                         for mode, t in zip(("fwd", "fwd+bwd"), ms)]
+                cells.append(f"{name} {ms[0]:6.2f} /{ms[1]:6.2f} ({floor[0]:3.0f}% /{floor[1]:3.0f}%)")
+            print(f"B{batch} L{length // 1024}k {block_d}x{chunk}x{warps}: " + " | ".join(cells), flush=True)
+        del inputs
+    scan_triton.BLOCK_D, scan_triton.CHUNK, scan_triton.NUM_WARPS = defaults
 
 
 def training(length: int = 131072, chunk: int = 16384) -> None:
@@ -197,10 +284,13 @@ def training(length: int = 131072, chunk: int = 16384) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sdist", type=Path, required=True, help=f"mamba_ssm-{MAMBA_SSM_VERSION}.tar.gz")
-    parser.add_argument("--n-large", type=int, default=128, help="mamba_ssm's SSD is also timed at this N")
+    parser.add_argument("--n-large", type=int, default=128, help="mamba_ssm's SSD is also timed at this N (0: not)")
     parser.add_argument("--ssd-tiles", nargs="+", default=["64x4", "64x8", "128x8"],
                         help="seqpipe SSD variants, CHUNKxNUM_WARPS")
     parser.add_argument("--skip-training", action="store_true")
+    parser.add_argument("--profile", action="store_true", help="per-kernel GPU time of each scan before the tables")
+    parser.add_argument("--mamba1-tiles", nargs="*", default=[],
+                        help="with --profile: Mamba-1 scan variants BLOCK_DxCHUNKxNUM_WARPS, fp32 and bf16")
     args = parser.parse_args()
     import triton
 
@@ -208,7 +298,11 @@ def main() -> None:
           f"CUDA {torch.version.cuda}, mamba_ssm {MAMBA_SSM_VERSION} (Triton files only)")
     with tempfile.TemporaryDirectory() as workdir:
         tiles = [tuple(int(v) for v in tile.split("x")) for tile in args.ssd_tiles]
-        scans(mamba_ssm_chunk_scan(args.sdist, Path(workdir)), args.n_large, tiles)
+        chunk_scan = mamba_ssm_chunk_scan(args.sdist, Path(workdir))
+        if args.profile:
+            profiles(chunk_scan, tiles)
+            mamba1_tiles([tuple(int(v) for v in tile.split("x")) for tile in args.mamba1_tiles])
+        scans(chunk_scan, args.n_large, tiles)
     if not args.skip_training:
         training()
 

@@ -6,7 +6,7 @@ Nothing here imports Lightning or anything above this layer.
 
 from seqpipe.kernels.causal_conv import causal_conv1d, causal_conv1d_step
 from seqpipe.kernels.fftconv import fft_conv, fft_conv_ref
-from seqpipe.kernels.s4 import vandermonde, vandermonde_ref
+from seqpipe.kernels.s4d import vandermonde, vandermonde_ref
 from seqpipe.kernels.selective_scan import selective_scan, selective_scan_ref
 from seqpipe.kernels.selective_state_update import selective_state_update, selective_state_update_ref
 from seqpipe.kernels.ssd import ssd_scan, ssd_scan_ref

@@ -22,8 +22,9 @@ from typing import NamedTuple
 import torch
 from torch.utils.checkpoint import checkpoint
 
+from seqpipe.kernels.backends import resolve_backend
 from seqpipe.kernels.fftconv import fft_conv
-from seqpipe.kernels.s4 import Disc, chunk_length, hippo_legs_normal, resolve_backend
+from seqpipe.kernels.s4d import Disc, chunk_length, hippo_legs_normal
 
 
 def conjugate_pairs(half: torch.Tensor) -> torch.Tensor:
@@ -142,7 +143,7 @@ def cauchy_kernel(C_tilde, Lambda, P, B, log_dt, length: int, backend: str = "au
     frequencies = length // 2 + 1
     k = torch.arange(frequencies, device=Lambda.device, dtype=log_dt.dtype)
     omega = torch.exp(-2j * math.pi * k / length).to(Lambda.dtype)
-    if resolve_backend(backend, Lambda, "cauchy") == "triton":
+    if resolve_backend(backend, Lambda, "cauchy_kernel", "Lambda") == "triton":
         spectrum = _cauchy_frequencies_triton(C_tilde, Lambda, P, B, torch.exp(log_dt), omega)
     else:
         dt = torch.exp(log_dt).to(Lambda.dtype)

@@ -12,7 +12,7 @@ over n; the backward owns a block of n and loops over frequencies, using ``∂c/
 ``∂c/∂Δ = c² (1 - ω) / Δ²``.
 
 No kernel holds more than a (BLOCK_N, BLOCK_L) tile, so memory is O(rows (N + L)). Math in float32.
-This module imports triton at import time; :mod:`seqpipe.kernels.s4` and :mod:`seqpipe.kernels.s4_dplr`
+This module imports triton at import time; :mod:`seqpipe.kernels.s4d` and :mod:`seqpipe.kernels.s4_dplr`
 import it lazily.
 """
 
@@ -109,7 +109,7 @@ class _TritonVandermonde(torch.autograd.Function):
 
 
 def vandermonde_triton(W: torch.Tensor, log_z: torch.Tensor, length: int) -> torch.Tensor:
-    """Same contract as :func:`seqpipe.kernels.s4.vandermonde_ref`, computed by Triton in float32."""
+    """Same contract as :func:`seqpipe.kernels.s4d.vandermonde_ref`, computed by Triton in float32."""
     W, log_z = torch.broadcast_tensors(W, log_z.to(W.dtype))
     lead = W.shape[:-1]
     N = W.shape[-1]

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 import torch
 
-from seqpipe.kernels.selective_scan import compute_dtype, discretize, gate_output, scan_groups
+from seqpipe.kernels.scan_common import compute_dtype, discretize, gate_output, scan_groups
 
 Rows = Sequence[torch.Tensor]  # the T rows (K, *state) of a (T, K, *state) block buffer
 

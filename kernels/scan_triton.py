@@ -25,7 +25,7 @@ import torch
 import triton
 import triton.language as tl
 
-from seqpipe.kernels.selective_scan import compute_dtype, scan_groups
+from seqpipe.kernels.scan_common import compute_dtype, scan_groups
 
 # Tile sizes from the H100 sweep in bench/gpu.py (bench/RESULTS.md): 8 channels x 32 steps gave the best
 # forward+backward; longer chunks speed the forward alone but make the backward spill registers.
@@ -420,8 +420,7 @@ class _TritonScan(torch.autograd.Function):
             carry = _compose(_segment_summary_bwd_kernel, meta["grid"],
                              (delta, A, C, z, delta_bias, grad_out, *sizes, *_row_strides(C)),
                              meta["summary_bwd"], grad_last, True, starts, (batch, n_segments, dim, d_state))
-        # per-element gradients are stored in their input's dtype (tl.store rounds once): for bf16 inputs a
-        # float32 copy and a conversion pass would move more bytes than the rest of the backward's floor
+        # per-element gradients are stored in their input's dtype (tl.store rounds once)
         du, ddelta = torch.empty_like(u), torch.empty_like(delta)
         dz = torch.empty_like(z) if z is not None else None
         per_segment = (batch * n_segments, dim, d_state)
@@ -477,8 +476,18 @@ def selective_scan_triton(
     u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, initial_state=None,
     return_last_state=False,
 ):
-    """The "triton" backend of :func:`seqpipe.kernels.selective_scan` (same arguments and shapes)."""
+    """The "triton" backend of :func:`seqpipe.kernels.selective_scan` (same arguments and shapes).
+
+    16-bit inputs are converted to float32 by PyTorch first and y back at the end: on the H200 the kernels ran
+    bf16 tiles 1.4-1.9x slower forward and 1.3x slower forward+backward than the float32 copy plus the float32
+    kernels (bench/RESULTS.md), so the copy is the faster path; autograd returns gradients in the input dtypes.
+    """
+    dtype = u.dtype
+    if dtype in (torch.bfloat16, torch.float16):
+        u, delta, B, C = u.float(), delta.float(), B.float(), C.float()
+        z = None if z is None else z.float()
     y, last_state = _TritonScan.apply(u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus)
+    y = y.to(dtype)
     return (y, last_state) if return_last_state else y
 
 

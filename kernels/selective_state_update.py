@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import torch
 
-from seqpipe.kernels.selective_scan import (
-    compute_dtype, discretize, gate_output, triton_available_for, triton_importable,
+from seqpipe.kernels.backends import resolve_backend
+from seqpipe.kernels.scan_common import (
+    check_floating_on_one_device, check_shapes, compute_dtype, discretize, gate_output,
 )
 
 STEP_BACKENDS = ("ref", "triton", "auto")
@@ -23,9 +24,7 @@ def check_step_inputs(state, x, dt, A, B, C, D, z, dt_bias) -> None:
     batch, dim, d_state = state.shape
     expected = {"x": (x, (batch, dim)), "dt": (dt, (batch, dim)), "z": (z, (batch, dim)), "A": (A, (dim, d_state)),
                 "D": (D, (dim,)), "dt_bias": (dt_bias, (dim,))}
-    for name, (tensor, shape) in expected.items():
-        if tensor is not None and tuple(tensor.shape) != shape:
-            raise ValueError(f"selective_state_update: {name} must have shape {shape}, got {tuple(tensor.shape)}")
+    check_shapes("selective_state_update", expected)
     for name, M in (("B", B), ("C", C)):
         grouped = M.dim() == 3 and M.shape[0] == batch and M.shape[2] == d_state and dim % M.shape[1] == 0
         if not (grouped or tuple(M.shape) == (batch, d_state)):
@@ -34,13 +33,7 @@ def check_step_inputs(state, x, dt, A, B, C, D, z, dt_bias) -> None:
                 f"groups dividing dim={dim}; got {tuple(M.shape)}"
             )
     tensors = {"state": state, "x": x, "dt": dt, "A": A, "B": B, "C": C, "D": D, "z": z, "dt_bias": dt_bias}
-    for name, tensor in tensors.items():
-        if tensor is None:
-            continue
-        if not tensor.is_floating_point():
-            raise ValueError(f"selective_state_update: {name} must be a floating-point tensor, got {tensor.dtype}")
-        if tensor.device != state.device:
-            raise ValueError(f"selective_state_update: {name} is on {tensor.device} but state is on {state.device}")
+    check_floating_on_one_device("selective_state_update", tensors)
 
 
 def selective_state_update_ref(state, x, dt, A, B, C, D=None, z=None, dt_bias=None, dt_softplus=False):
@@ -80,20 +73,14 @@ def selective_state_update(
     ``backend``: "ref" (PyTorch, differentiable), "triton" (fused kernel, inference only: no autograd), or
     "auto" (triton for CUDA tensors outside autograd, ref otherwise).
     """
-    if backend not in STEP_BACKENDS:
-        raise ValueError(f"selective_state_update: backend must be one of {STEP_BACKENDS}, got {backend!r}")
     check_step_inputs(state, x, dt, A, B, C, D, z, dt_bias)
     needs_grad = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (state, x, dt, A, B, C, D, z, dt_bias)
     )
-    if backend == "auto":
-        backend = "triton" if x.is_cuda and not needs_grad and triton_importable() else "ref"
-    if backend == "triton":
-        if not triton_available_for(x):
-            raise ValueError(
-                f"selective_state_update: backend='triton' needs CUDA tensors (x is on {x.device}); use "
-                "backend='ref', or set TRITON_INTERPRET=1 before importing triton to run the kernel interpreted"
-            )
+    if backend == "auto" and needs_grad:
+        backend = "ref"  # the fused kernel has no backward
+    chosen = resolve_backend(backend, x, "selective_state_update", "x", STEP_BACKENDS, cpu_backend="ref")
+    if chosen == "triton":
         if needs_grad:
             raise ValueError("selective_state_update: backend='triton' has no backward; use backend='ref' "
                              "or call under torch.no_grad()")

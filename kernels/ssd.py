@@ -25,7 +25,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from seqpipe.kernels.selective_scan import compute_dtype, resolve_backend, selective_scan_ref
+from seqpipe.kernels.backends import resolve_backend
+from seqpipe.kernels.scan_common import (
+    check_floating_on_one_device, check_shapes, compute_dtype, discretize_heads, gate_heads,
+)
+from seqpipe.kernels.selective_scan import selective_scan_ref
 
 
 def check_ssd_inputs(x, dt, A, B, C, D, z, dt_bias, initial_state) -> None:
@@ -42,34 +46,10 @@ def check_ssd_inputs(x, dt, A, B, C, D, z, dt_bias, initial_state) -> None:
     expected = {"dt": (dt, (batch, length, heads)), "A": (A, (heads,)), "C": (C, (batch, length, groups, d_state)),
                 "D": (D, (heads,)), "z": (z, (batch, length, heads, head_dim)), "dt_bias": (dt_bias, (heads,)),
                 "initial_state": (initial_state, (batch, heads, head_dim, d_state))}
-    for name, (tensor, shape) in expected.items():
-        if tensor is not None and tuple(tensor.shape) != shape:
-            raise ValueError(f"ssd_scan: {name} must have shape {shape}, got {tuple(tensor.shape)}")
+    check_shapes("ssd_scan", expected)
     tensors = {"x": x, "dt": dt, "A": A, "B": B, "C": C, "D": D, "z": z, "dt_bias": dt_bias,
                "initial_state": initial_state}
-    for name, tensor in tensors.items():
-        if tensor is None:
-            continue
-        if not tensor.is_floating_point():
-            raise ValueError(f"ssd_scan: {name} must be a floating-point tensor, got {tensor.dtype}")
-        if tensor.device != x.device:
-            raise ValueError(f"ssd_scan: {name} is on {tensor.device} but x is on {x.device}")
-
-
-def discretize_heads(dt: torch.Tensor, dt_bias: torch.Tensor | None, dt_softplus: bool) -> torch.Tensor:
-    """dt (B, L, H) [+ dt_bias (H,)], through softplus when asked."""
-    if dt_bias is not None:
-        dt = dt + dt_bias
-    return F.softplus(dt) if dt_softplus else dt
-
-
-def gate_heads(y: torch.Tensor, x: torch.Tensor, D: torch.Tensor | None, z: torch.Tensor | None) -> torch.Tensor:
-    """(y + D * x) * silu(z) for y, x, z of shape (B, L, H, P) and D of shape (H,)."""
-    if D is not None:
-        y = y + x * D.unsqueeze(-1)
-    if z is not None:
-        y = y * F.silu(z)
-    return y
+    check_floating_on_one_device("ssd_scan", tensors)
 
 
 def ssd_scan_ref(x, dt, A, B, C, D=None, z=None, dt_bias=None, dt_softplus=False, initial_state=None,

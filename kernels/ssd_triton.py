@@ -25,11 +25,10 @@ import torch
 import triton
 import triton.language as tl
 
-from seqpipe.kernels.selective_scan import compute_dtype
-from seqpipe.kernels.ssd import discretize_heads
+from seqpipe.kernels.scan_common import compute_dtype, discretize_heads
 
 PASS_BLOCK = 128  # (P * N) state elements per program of the sequential pass
-NUM_WARPS = 4
+NUM_WARPS = 8  # per program; 8 beat 4 on the H200 at L 64k, fp32 and bf16 (bench/RESULTS.md)
 
 
 @triton.jit
@@ -90,15 +89,22 @@ def _pass_states_kernel(states_ptr, log_decay_ptr, init_ptr, final_ptr, H, PN, n
     mask = e < PN
     batch, head = bh // H, bh % H
     carry = tl.load(init_ptr + bh * PN + e, mask=mask, other=0).to(COMPUTE) if HAS_INIT else tl.zeros([BLOCK], COMPUTE)
+    # The loads of chunk k + 1 are issued before chunk k is combined, so their latency overlaps the carry's.
+    chunk = n_chunks - 1 if REVERSE else 0
+    offsets = ((batch * n_chunks + chunk) * H + head) * PN + e
+    incoming = tl.load(states_ptr + offsets, mask=mask, other=0)
+    total = tl.load(log_decay_ptr + (bh * n_chunks + chunk) * T + T - 1)
     k = 0
     while k < n_chunks:  # not range(): triton 3.6's interpreter fails on a runtime bound with numpy >= 2.4
-        chunk = n_chunks - 1 - k if REVERSE else k
-        k += 1
-        offsets = ((batch * n_chunks + chunk) * H + head) * PN + e
-        incoming = tl.load(states_ptr + offsets, mask=mask, other=0)
+        has_next = k + 1 < n_chunks
+        next_chunk = tl.where(has_next, chunk - 1 if REVERSE else chunk + 1, chunk)
+        next_offsets = ((batch * n_chunks + next_chunk) * H + head) * PN + e
+        next_incoming = tl.load(states_ptr + next_offsets, mask=mask & has_next, other=0)
+        next_total = tl.load(log_decay_ptr + (bh * n_chunks + next_chunk) * T + T - 1)
         tl.store(states_ptr + offsets, carry, mask=mask)
-        total = tl.load(log_decay_ptr + (bh * n_chunks + chunk) * T + T - 1)
         carry = carry * tl.exp(total) + incoming
+        chunk, offsets, incoming, total = next_chunk, next_offsets, next_incoming, next_total
+        k += 1
     tl.store(final_ptr + bh * PN + e, carry, mask=mask)
 
 
@@ -180,33 +186,36 @@ def _chunk_grad_kernel(x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, starts_
     skip = tl.load(D_ptr + head).to(COMPUTE) if HAS_D else 0.0
     dy, z, g = _gated_grad(dy_ptr, z_ptr, batch, t, mask_t, L, H, head, p, P, HAS_Z, COMPUTE)
 
+    # The intra-chunk terms as products with (T, P) results, so that few (T, T) tiles are live at once:
+    # with W = C B^T ∘ decay and M = W ∘ dt_j, the output is M x, dx gets dt ∘ (W^T g), and the sums over i
+    # or j of intra = M ∘ (g x^T) that the decay gradient needs are Σ_p g ∘ (M x) and dt ∘ Σ_p x ∘ (W^T g).
     CB, decay, decay_dt = _intra_chunk_weights(C, B, a, dt, T, PRECISION)
+    W = CB * decay
+    Mx = tl.dot(W * dt[None, :], x, input_precision=PRECISION)                  # (T, P)
+    Wg = tl.dot(tl.trans(W), g, input_precision=PRECISION)                      # (T, P)
     from_start = tl.exp(a)[:, None] * tl.dot(C, tl.trans(start), input_precision=PRECISION)  # (T, P)
     if HAS_Z:
-        y = tl.dot(CB * decay_dt, x, input_precision=PRECISION) + from_start + skip * x
+        y = Mx + from_start + skip * x
         sig = tl.sigmoid(z)
         _store_rows(dz_ptr, dy * y * sig * (1 + z * (1 - sig)), batch, t, mask_t, L, H, head, p, p < P, P)
-    g_x = tl.dot(g, tl.trans(x), input_precision=PRECISION)  # (T_i, T_j)
-    weighted = decay_dt * g_x
     to_end = tl.exp(a_end - a)                                                  # (T,)
     B_end_grad = tl.dot(B, tl.trans(end_grad), input_precision=PRECISION)       # (T, P)
-    dx = tl.dot(tl.trans(CB * decay_dt), g, input_precision=PRECISION) + (dt * to_end)[:, None] * B_end_grad + skip * g
+    dx = dt[:, None] * Wg + (dt * to_end)[:, None] * B_end_grad + skip * g
+    _store_rows(dx_ptr, dx, batch, t, mask_t, L, H, head, p, p < P, P)
+    weighted = decay_dt * tl.dot(g, tl.trans(x), input_precision=PRECISION)    # (T_i, T_j)
     dC = tl.dot(weighted, B, input_precision=PRECISION) + tl.exp(a)[:, None] * tl.dot(g, start, input_precision=PRECISION)
     dB = tl.dot(tl.trans(weighted), C, input_precision=PRECISION)
     dB += (dt * to_end)[:, None] * tl.dot(x, end_grad, input_precision=PRECISION)
-    _store_rows(dx_ptr, dx, batch, t, mask_t, L, H, head, p, p < P, P)
     _store_rows(dB_ptr, dB, batch, t, mask_t, L, H, head, n, n < N, N)
     _store_rows(dC_ptr, dC, batch, t, mask_t, L, H, head, n, n < N, N)
 
     # gradient of the log decays a_i, then through a = cumsum(dt * A) by a reverse cumsum
     into_state = to_end * tl.sum(x * B_end_grad, axis=1)                       # d loss / d (dt_j) via the end state
-    intra_per_dt = CB * decay * g_x                                             # (T_i, T_j), / dt_j
-    intra = intra_per_dt * dt[None, :]
-    da = tl.sum(intra, axis=1) - tl.sum(intra, axis=0) + tl.sum(g * from_start, axis=1) - dt * into_state
+    intra_per_dt = tl.sum(x * Wg, axis=1)                                       # Σ_i intra_ij / dt_j
+    da = tl.sum(g * Mx, axis=1) - dt * intra_per_dt + tl.sum(g * from_start, axis=1) - dt * into_state
     da += tl.where(steps == T - 1, tl.sum(dt * into_state, axis=0) + tl.exp(a_end) * tl.sum(end_grad * start), 0)
     suffix = tl.sum(da, axis=0) - tl.cumsum(da, axis=0) + da
-    ddt = tl.sum(intra_per_dt, axis=0)
-    ddt += into_state + A * suffix
+    ddt = intra_per_dt + into_state + A * suffix
     tl.store(ddt_ptr + (batch * L + t) * H + head, ddt, mask=mask_t)
     partial = (batch * n_chunks + chunk) * H + head
     tl.store(dA_ptr + partial, tl.sum(dt * suffix, axis=0))

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from seqpipe.kernels import fft_conv
-from seqpipe.kernels.s4 import (
+from seqpipe.kernels.s4d import (
     DiagonalSSM, diag_init, diag_ssm_chunk, diag_ssm_step, discretize_diag, log_uniform_dt, s4d_kernel,
 )
 from seqpipe.kernels.s4_dplr import (

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from seqpipe.kernels.selective_scan import triton_importable
+from seqpipe.kernels.backends import triton_importable
 
 
 def triton_marks(device: str) -> list:

@@ -17,7 +17,7 @@ if not torch.cuda.is_available():
 
 import seqpipe.kernels.scan_chunked as scan_chunked  # noqa: E402
 from seqpipe.kernels import selective_scan, selective_scan_ref, selective_state_update  # noqa: E402
-from seqpipe.kernels.selective_scan import resolve_backend, triton_importable  # noqa: E402
+from seqpipe.kernels.backends import triton_importable  # noqa: E402
 from triton_params import triton_marks, triton_param  # noqa: E402
 
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
@@ -211,16 +211,6 @@ def test_chunked_float32_error_at_scale(monkeypatch):
     actual = outputs_and_grads(inputs, softplus, "chunked")
     exact_inputs = {k: None if v is None else v.detach().double().requires_grad_() for k, v in inputs.items()}
     assert_all_close(actual, outputs_and_grads(exact_inputs, softplus, "ref"), tol=1e-5)
-
-
-def test_auto_backend_and_triton_without_gpu(monkeypatch):
-    u = torch.randn(1, 2, 3)
-    assert resolve_backend("auto", u) == "chunked"
-    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
-    with pytest.raises(ValueError, match="TRITON_INTERPRET"):
-        resolve_backend("triton", u)
-    with pytest.raises(ValueError, match="backend must be one of"):
-        resolve_backend("cuda", u)
 
 
 @pytest.mark.parametrize(

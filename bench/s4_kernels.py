@@ -1,6 +1,6 @@
 """S4 kernel generation and FFT convolution: time and peak memory from L = 1k to 1M.
 
-    python bench/s4.py [--lengths 1024 4096 ...] [--channels 32] [--d-state 64] [--device cpu|cuda]
+    python bench/s4_kernels.py [--lengths 1024 4096 ...] [--channels 32] [--d-state 64] [--device cpu|cuda]
 
 Each (length, operation) runs in a fresh process, so its peak memory is its own: on CPU the resident
 memory above the process's prior peak, on CUDA ``max_memory_allocated`` above the inputs. On CUDA the S4D
@@ -26,7 +26,7 @@ def _inputs(operation: str, length: int, channels: int, d_state: int, device: st
     import torch.nn.functional as F
 
     from seqpipe.kernels import fft_conv
-    from seqpipe.kernels.s4 import diag_init, discretize_diag, log_uniform_dt, s4d_kernel
+    from seqpipe.kernels.s4d import diag_init, discretize_diag, log_uniform_dt, s4d_kernel
     from seqpipe.kernels.s4_dplr import conjugate_pairs, dplr_init, dplr_kernel
 
     generator = torch.Generator().manual_seed(0)

@@ -15,16 +15,15 @@ in the forward or the backward pass.
 from __future__ import annotations
 
 import math
-import os
 from typing import Literal, NamedTuple
 
 import torch
 
+from seqpipe.kernels.backends import resolve_backend
 from seqpipe.kernels.fftconv import fft_conv
 
 Init = Literal["legs", "lin", "inv"]
 Disc = Literal["zoh", "bilinear"]
-BACKENDS = ("ref", "chunked", "triton", "auto")
 CHUNK_ELEMENTS = 1 << 21  # complex elements per (rows, N, chunk) block: ~16 MiB in complex64
 
 
@@ -163,17 +162,6 @@ def vandermonde_chunked(W: torch.Tensor, log_z: torch.Tensor, length: int) -> to
     return K.reshape(*lead, length)
 
 
-def resolve_backend(backend: str, W: torch.Tensor, op: str = "vandermonde") -> str:
-    """Map ``backend`` to the implementation that will run: "auto" is triton on CUDA, chunked otherwise."""
-    if backend not in BACKENDS:
-        raise ValueError(f"{op}: backend must be one of {BACKENDS}, got {backend!r}")
-    if backend == "auto":
-        return "triton" if W.is_cuda else "chunked"
-    if backend == "triton" and not W.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
-        raise ValueError(f"{op}: backend 'triton' needs CUDA tensors, or TRITON_INTERPRET=1 on CPU")
-    return backend
-
-
 def vandermonde(W: torch.Tensor, log_z: torch.Tensor, length: int, backend: str = "auto") -> torch.Tensor:
     """``K[..., l] = 2 Re Σ_n W[..., n] z[..., n]^l`` for l < length; W, log_z (..., N) complex broadcastable.
 
@@ -182,7 +170,7 @@ def vandermonde(W: torch.Tensor, log_z: torch.Tensor, length: int, backend: str 
     """
     if not (W.is_complex() and log_z.is_complex()):
         raise ValueError(f"vandermonde: W and log_z must be complex, got {W.dtype} and {log_z.dtype}")
-    chosen = resolve_backend(backend, W)
+    chosen = resolve_backend(backend, W, "vandermonde", "W")
     if chosen == "ref":
         return vandermonde_ref(W, log_z, length).to(W.real.dtype)
     if chosen == "triton":

@@ -10,8 +10,8 @@ import sys
 import pytest
 import torch
 
-import seqpipe.kernels.s4 as s4
-from seqpipe.kernels.s4 import diag_init, discretize_diag, hippo_legs_normal, log_uniform_dt, s4d_kernel, vandermonde
+import seqpipe.kernels.s4d as s4d
+from seqpipe.kernels.s4d import diag_init, discretize_diag, hippo_legs_normal, log_uniform_dt, s4d_kernel, vandermonde
 from seqpipe.kernels.s4_dplr import conjugate_pairs, dplr_init, dplr_kernel
 
 
@@ -85,7 +85,7 @@ def test_chunked_generation_equals_whole_generation_values_and_gradients(monkeyp
     length = 37
     W_ref, z_ref = W.clone().requires_grad_(), log_z.clone().requires_grad_()
     K_ref = vandermonde(W_ref, z_ref, length, backend="ref")
-    monkeypatch.setattr(s4, "CHUNK_ELEMENTS", 6 * 5 * 4)  # chunks of 4 steps: 10 chunks, a ragged last one
+    monkeypatch.setattr(s4d, "CHUNK_ELEMENTS", 6 * 5 * 4)  # chunks of 4 steps: 10 chunks, a ragged last one
     W_c, z_c = W.clone().requires_grad_(), log_z.clone().requires_grad_()
     K_c = vandermonde(W_c, z_c, length, backend="chunked")
     torch.testing.assert_close(K_c, K_ref, rtol=0, atol=1e-12)
@@ -113,7 +113,7 @@ def test_diag_state_response_equals_the_recurrence(monkeypatch, block):
     state = torch.zeros(2, H, N, dtype=torch.complex128)
     for t in range(T):
         state = ssm.dA * state + ssm.dB * u[..., t, None]
-    torch.testing.assert_close(s4.diag_state_response(u, ssm), state, rtol=0, atol=1e-12)
+    torch.testing.assert_close(s4d.diag_state_response(u, ssm), state, rtol=0, atol=1e-12)
 
 
 def test_backend_names_are_checked():
@@ -162,7 +162,7 @@ def test_chunked_dplr_kernel_equals_whole_values_and_gradients(disc, monkeypatch
         return K, [leaf.grad for leaf in leaves]
 
     K_whole, grads_whole = kernel_and_grads()
-    monkeypatch.setattr(s4, "CHUNK_ELEMENTS", H * N * 4)  # 4 steps or frequencies a chunk, a ragged last one
+    monkeypatch.setattr(s4d, "CHUNK_ELEMENTS", H * N * 4)  # 4 steps or frequencies a chunk, a ragged last one
     K_chunked, grads_chunked = kernel_and_grads()
     torch.testing.assert_close(K_chunked, K_whole, rtol=0, atol=1e-12)
     for chunked, whole in zip(grads_chunked, grads_whole):
