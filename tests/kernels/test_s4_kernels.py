@@ -106,7 +106,7 @@ def test_diag_state_response_equals_the_recurrence(monkeypatch, block):
     generator = torch.Generator().manual_seed(5)
     H, N, T = 3, 4, 11
     if block:
-        monkeypatch.setattr(s4, "CHUNK_ELEMENTS", H * N * block)
+        monkeypatch.setattr(s4d, "CHUNK_ELEMENTS", H * N * block)
     A, B = diag_init("lin", N)
     ssm = discretize_diag(A.repeat(H, 1), B.repeat(H, 1), log_uniform_dt(H, 1e-2, 1e-1, generator).double(), "zoh")
     u = torch.randn(2, H, T, generator=generator, dtype=torch.float64)
