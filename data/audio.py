@@ -151,7 +151,7 @@ class AudioClassificationData(SplitDataModule):
         max_clip_seconds: a longer clip is an error (before decoding), as are headers claiming a sample rate
             outside 1-384 kHz, more than 64 channels, or a rate that needs an oversized resampling filter (see :func:`check_header`): memory stays bounded on broken files.
         num_workers: DataLoader workers (each keeps its own decoded-clip cache, so they persist).
-        seed: seed of the validation split and of the bucket shuffling.
+        seed: seed of the validation split (the bucket shuffling follows torch's generator: seed_everything).
 
     ``data_info``: one channel at ``sample_rate``, the sorted training labels.
     """
@@ -212,7 +212,7 @@ class AudioClassificationData(SplitDataModule):
         if "train" in clips:
             self._fit_labels(clips)
         if self.data_info is None:
-            raise ConfigError("prediction needs a trained model: pass --ckpt_path")
+            raise ConfigError("prediction needs a trained model: pass --ckpt_path (from Python, call datamodule.restore_data_info(model.data_info) first)")
         for split, split_clips in clips.items():
             if split == "predict" or split_clips is None:
                 continue

@@ -192,7 +192,7 @@ class ForecastData(SplitDataModule):
             rank_zero_warn(f"{self.path}: column(s) {self.series.unused_columns} are ignored: the model was trained on {columns}")
         if stage == "predict":
             if saved is None:
-                raise ConfigError("predict needs a trained model: pass --ckpt_path (its scaler and lengths are used)")
+                raise ConfigError("predict needs a trained model: pass --ckpt_path (its scaler and lengths are used; from Python, call datamodule.restore_data_info(model.data_info) first)")
             self.data_info = saved
             self._check_length(len(self.series), saved.series.seq_len, 0, "the series")
             start = len(self.series) - saved.series.seq_len

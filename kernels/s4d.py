@@ -191,7 +191,7 @@ def diag_state_response(u: torch.Tensor, ssm: DiagonalSSM) -> torch.Tensor:
     """State reached from zero after a chunk: ``Σ_s Ā^{T-1-s} B̄ u_s``; u (B, H, T) real -> (B, H, N) complex.
 
     The transpose of :class:`_ChunkedVandermonde`: with ``j = cT' + i`` steps back from the end,
-    ``Ā^j = Ā^{cT'} Ā^i``, so the sum is real matmuls of u's blocks (B, H, C, T') with one (H, T', N) block of
+    ``Ā^j = Ā^{cT'} Ā^i``, so the sum is real matmuls of u's blocks (B, H, C, T') with one (H, N, T') block of
     powers, then a weighted sum over the C block starts; no complex exp per (n, s) pair.
     """
     H, N = ssm.dA.shape

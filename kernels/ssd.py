@@ -153,7 +153,7 @@ def ssd_scan(
     """SSD scan; see the module docstring for shapes.
 
     ``backend``: "ref" (step loop), "chunked" (PyTorch matrix form), "triton" (GPU, or CPU under
-    ``TRITON_INTERPRET=1``), or "auto" (triton on CUDA tensors, chunked otherwise). ``chunk_size`` is T of
+    ``TRITON_INTERPRET=1``), or "auto" (triton on CUDA tensors when triton imports, chunked otherwise). ``chunk_size`` is T of
     the chunked forms ("triton" rounds it up to a power of two >= 16); it changes rounding only.
     """
     check_ssd_inputs(x, dt, A, B, C, D, z, dt_bias, initial_state)

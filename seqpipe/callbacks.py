@@ -54,12 +54,10 @@ class SequenceLengthWarmup(Callback):
         """(window length, batch size) of training epoch ``epoch``: its stage's, or the data module's own after the
         last stage."""
         stage = self.stage_at(epoch)
-        if stage is None:
-            return window_length, batch_size
+        shape = (stage["window_length"], stage["batch_size"]) if stage else (window_length, batch_size)
         if epoch == 0 or stage is not self.stage_at(epoch - 1):
-            rank_zero_info(f"sequence-length warm-up: epoch {epoch} trains on windows of {stage['window_length']} "
-                           f"in batches of {stage['batch_size']}")
-        return stage["window_length"], stage["batch_size"]
+            rank_zero_info(f"sequence-length warm-up: epoch {epoch} trains on windows of {shape[0]} in batches of {shape[1]}")
+        return shape
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage != "fit":

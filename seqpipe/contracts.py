@@ -30,7 +30,7 @@ Each field, who writes it (in ``setup``) and who reads it:
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from seqpipe.errors import CheckpointError, ConfigError
@@ -94,13 +94,16 @@ _RETIRED_KEYS = ("target", "window_length", "objective")
 class DataInfo:
     """What a data module produces, fitted on its training data; see the module docstring for who reads what.
 
-    ``input``: the tokens or channels of ``batch["x"]``; ``label_names``: the classes in index order (sorted by
-    name), None when the task has none; ``series``: forecasting's fitted series description.
+    ``input``: the tokens or channels of ``batch["x"]``; ``label_names``: the classes in index order (the order
+    of the model's outputs), None when the task has none; ``series``: forecasting's fitted series description;
+    ``extra``: plain values a user's own data module and head share (saved and restored as they are, under
+    their own keys, which must not collide with the fields above).
     """
 
     input: InputSpec
     label_names: list[str] | None = None
     series: SeriesInfo | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
 
     def classes(self, reader: str) -> list[str]:
         """The label names, for ``reader`` (named in the error), which cannot work without them."""
@@ -126,15 +129,17 @@ class DataInfo:
             saved["label_names"] = list(self.label_names)
         if self.series is not None:
             saved.update(asdict(self.series))
-        return saved
+        clashes = sorted(set(self.extra) & set(saved))
+        if clashes:
+            raise ConfigError(f"data_info.extra reuses the contract's own keys {clashes}: rename them")
+        return {**saved, **self.extra}
 
     @classmethod
     def from_dict(cls, saved: dict[str, Any], source: str = "data_info") -> DataInfo:
-        """The inverse of :meth:`to_dict`; ``source`` (the checkpoint) names a malformed dict's error."""
+        """The inverse of :meth:`to_dict`; ``source`` (the checkpoint) names a malformed dict's error. Keys the
+        contract does not define are kept in ``extra``."""
         known = {*_TOKEN_KEYS, *_CHANNEL_KEYS, "label_names", *_SERIES_KEYS, *_RETIRED_KEYS}
-        unknown = sorted(set(saved) - known)
-        if unknown:
-            raise CheckpointError(f"{source}: data_info has keys seqpipe does not know: {unknown}")
+        extra = {key: value for key, value in saved.items() if key not in known}
         if "vocab_size" in saved:
             spec: InputSpec = TokenInput(int(saved["vocab_size"]), saved.get("vocab"), saved.get("tokenizer"))
         elif "input_dim" in saved:
@@ -148,7 +153,9 @@ class DataInfo:
                 raise CheckpointError(f"{source}: data_info describes a series but lacks {missing}")
             series = SeriesInfo(**{key: saved[key] for key in _SERIES_KEYS})
         label_names = saved.get("label_names")
-        return cls(spec, None if label_names is None else list(label_names), series)
+        if isinstance(label_names, str):
+            raise CheckpointError(f"{source}: data_info label_names must be a list of names, got the string {label_names!r}")
+        return cls(spec, None if label_names is None else list(label_names), series, extra)
 
 
 @runtime_checkable

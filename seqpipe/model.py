@@ -86,6 +86,9 @@ class SequenceModel(L.LightningModule):
 
     def _bind(self, data_info: DataInfo) -> None:
         """Create the data-dependent layers and metrics, and remember ``data_info`` for the checkpoint."""
+        if hasattr(self.head, "input_spec"):  # the earlier name of the hook, which would be ignored silently
+            raise ConfigError(f"{type(self.head).__name__}.input_spec(data_info) is now backbone_input_spec(data_info), "
+                              "returning a seqpipe.contracts.TokenInput or ChannelInput: rename it")
         self.data_info = data_info
         self.hparams["data_info"] = data_info.to_dict()
         if self.backbone.encoder is None:
@@ -125,7 +128,11 @@ class SequenceModel(L.LightningModule):
 
     def _forward_view(self, batch: dict[str, Any]) -> Any:
         lengths, chunk_size = batch.get("lengths"), self.hparams.get("chunk_size")
-        inputs, context = self.head.backbone_input(batch)
+        given = self.head.backbone_input(batch)
+        if not (isinstance(given, tuple) and len(given) == 2):
+            raise ConfigError(f"{type(self.head).__name__}.backbone_input must return (inputs, context), context None "
+                              f"when the head needs none; it returned a {type(given).__name__}")
+        inputs, context = given
         # a head's context reaches its forward only when it made one: heads that need none keep three arguments
         extra = {} if context is None else {"context": context}
         if self.head.mean_pooled and chunk_size and inputs.shape[1] > chunk_size and not torch.is_grad_enabled():

@@ -162,8 +162,11 @@ class GenomePredictionWriter(BasePredictionWriter):
         self._chrom_sizes = getattr(trainer.datamodule, "chrom_sizes", None)
         if self._chrom_sizes is None:
             raise ConfigError("GenomePredictionWriter needs a data module with chrom_sizes (seqpipe.data.genome.GenomeData)")
-        # the data module's (a restored model's, or the training data's): the model is bound from it after this hook
-        names = trainer.datamodule.data_info.classes(type(self).__name__)
+        # the model's own classes once it is bound (restored from a checkpoint), else those it will be bound from
+        info = pl_module.data_info or getattr(trainer.datamodule, "data_info", None)
+        if info is None:
+            raise ConfigError("GenomePredictionWriter: the model has no classes yet: predict with --ckpt_path")
+        names = info.classes(type(self).__name__)
         score = self.score or names[-1]
         if score not in names:
             raise ConfigError(f"GenomePredictionWriter: score {score!r} is not a class of the model ({names})")

@@ -38,8 +38,16 @@ def test_an_older_genome_checkpoint_loads_and_drops_what_nothing_reads():
     assert DataInfo.from_dict(old) == DataInfo(TokenInput(6), ["other", "CDS"])
 
 
+def test_keys_of_a_users_data_module_round_trip_in_extra():
+    saved = {"vocab_size": 6, "horizon": 8, "label_names": ["a", "b"]}
+    info = DataInfo.from_dict(saved)
+    assert info.extra == {"horizon": 8} and info.to_dict() == saved
+    with pytest.raises(ConfigError, match=r"reuses the contract's own keys \['vocab_size'\]"):
+        DataInfo(TokenInput(6), extra={"vocab_size": 5}).to_dict()
+
+
 @pytest.mark.parametrize("saved,message", [
-    ({"vocab_size": 6, "horizon": 8}, r"run.ckpt: data_info has keys seqpipe does not know: \['horizon'\]"),
+    ({"vocab_size": 6, "label_names": "ab"}, "run.ckpt: data_info label_names must be a list"),
     ({"label_names": ["a"]}, "run.ckpt: data_info names no input"),
     ({"input_dim": 2, "seq_len": 4}, r"run.ckpt: data_info describes a series but lacks \['columns'"),
 ])
@@ -72,3 +80,21 @@ def test_a_head_without_the_data_it_needs_is_one_error():
         SequenceModel(backbone(), SequenceClassification(), data_info=SERIES.to_dict())
     with pytest.raises(ConfigError, match="Forecasting head needs a series"):
         SequenceModel(backbone(), Forecasting(), data_info=AUDIO.to_dict())
+
+
+class OldSpecHead(SequenceClassification):
+    def input_spec(self, data_info):  # the hook's earlier name: it would be ignored
+        return {"vocab_size": 6}
+
+
+class TensorInputHead(SequenceClassification):
+    def backbone_input(self, batch):  # the earlier form: the inputs alone
+        return batch["x"]
+
+
+def test_a_head_written_for_the_earlier_interface_is_one_clear_error():
+    with pytest.raises(ConfigError, match="OldSpecHead.input_spec.*is now backbone_input_spec"):
+        SequenceModel(backbone(), OldSpecHead(), data_info=DNA.to_dict())
+    model = SequenceModel(backbone(), TensorInputHead(), data_info=DNA.to_dict()).train()
+    with pytest.raises(ConfigError, match=r"TensorInputHead.backbone_input must return \(inputs, context\)"):
+        model({"x": torch.randint(1, 5, (4, 12)), "lengths": torch.full((4,), 12)})
