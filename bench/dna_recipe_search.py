@@ -44,7 +44,7 @@ CANDIDATES = {
     "cpu_meanmax_w21": ("dna_classify", {"model": {"head": head("mean_max"), "backbone": {"init_args": {"motif_width": 21}}}}),
     "cpu_meanmax_k5_reg": ("dna_classify", {"trainer": {"max_epochs": 30}, "model": {
         "head": head("mean_max", 5, 0.3), "backbone": {"init_args": {"dropout": 0.2}}}}),
-    "gpu_mean": ("dna_classify_gpu", {}),
+    "gpu_mean": ("dna_classify_gpu", {"model": {"head": head("mean", 0, 0.2)}}),
     "gpu_meanmax_k5": ("dna_classify_gpu", {"model": {"head": head("mean_max", 5, 0.2)}}),
 }
 
