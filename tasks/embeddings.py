@@ -1,4 +1,4 @@
-"""``seqpipe embed``: one vector per DNA sequence from a trained or pre-trained model, written to zarr.
+"""seqpipe embed: one vector per DNA sequence from a trained or pre-trained model, written to zarr.
 
     seqpipe embed --ckpt_path RUN/checkpoints/best.ckpt --input seqs.fa --output embeddings.zarr [--chunk_size 65536]
 
