@@ -71,14 +71,22 @@ class DNASequenceClassification(SequenceClassification):
         width = d_model * (2 if self.pooling == "mean_max" else 1) + (4**self.kmer_size if self.kmer_size else 0)
         self.classifier = nn.Linear(width, len(self.label_names))
 
+    @property
+    def mean_max_pooled(self) -> bool:
+        return self.pooling in ("max", "mean_max")
+
     def forward(self, features: torch.Tensor, lengths: torch.Tensor | None, batch: dict[str, Any]) -> torch.Tensor:
         """features (B, L, D), lengths (B,) -> logits (B, n_classes); k-mers are counted on ``batch["x"]`` (B, L)."""
-        if self.pooling == "mean_max":
-            pooled = torch.cat([pool(features, lengths, "mean"), max_pool(features, lengths)], dim=-1)
-        elif self.pooling == "max":
-            pooled = max_pool(features, lengths)
-        else:
-            pooled = pool(features, lengths, self.pooling)
+        if self.mean_max_pooled:
+            return self.forward_pooled(pool(features, lengths, "mean"), max_pool(features, lengths), batch)
+        return self._classify(pool(features, lengths, self.pooling), batch)
+
+    def forward_pooled(self, mean: torch.Tensor, peak: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
+        """The features' mean and maximum over the valid positions (B, D) each -> logits (B, n_classes); a long
+        record streamed chunk by chunk (``--model.chunk_size``) comes here with both."""
+        return self._classify(torch.cat([mean, peak], dim=-1) if self.pooling == "mean_max" else peak, batch)
+
+    def _classify(self, pooled: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
         pooled = self.dropout(pooled)
         if self.kmer_size:
             pooled = torch.cat([pooled, kmer_profile(batch["x"], self.kmer_size).to(pooled.dtype)], dim=-1)

@@ -70,3 +70,21 @@ def test_bad_options_are_one_error():
     with pytest.raises(ConfigError, match="needs DNA tokens"):
         SequenceModel(Backbone(8, 1, d_input=3), DNASequenceClassification(kmer_size=3),
                       data_info={"input_dim": 3, "label_names": ["a", "b"]})
+
+
+@pytest.mark.parametrize("pooling", ["mean_max", "max", "mean"])
+def test_a_long_record_streamed_in_chunks_gets_the_whole_records_prediction(pooling, monkeypatch):
+    torch.manual_seed(1)
+    backbone = MotifBackbone(d_model=8, n_layers=2, motif_width=5, block=lambda d: S4Block(d, d_state=4, mode="diag"))
+    whole = SequenceModel(backbone, DNASequenceClassification(pooling=pooling, kmer_size=2), data_info=DNA_INFO).double().eval()
+    streamed = SequenceModel(backbone, whole.head, data_info=DNA_INFO, chunk_size=16).double().eval()
+    records = [torch.randint(1, 5, (n,)) for n in (120, 37)]
+    batch = {"x": torch.nn.utils.rnn.pad_sequence(records, batch_first=True), "lengths": torch.tensor([120, 37])}
+    # streamed into pooled statistics: neither the whole features nor the chunked (B, L, D) features are made
+    monkeypatch.setattr(type(backbone), "forward", lambda *a, **k: pytest.fail("whole features computed"))
+    monkeypatch.setattr("seqpipe.model.chunked_forward", lambda *a, **k: pytest.fail("chunked features computed"))
+    with torch.no_grad():
+        logits = streamed(batch)
+    monkeypatch.undo()
+    with torch.no_grad():
+        torch.testing.assert_close(logits, whole(batch), rtol=0, atol=1e-10)
