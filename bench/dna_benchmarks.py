@@ -11,10 +11,11 @@ accuracy and MCC.
 Models:
   kmer      bag of k-mers (L2-normalised counts), logistic regression; k in 3..6 and C chosen on validation
   cnn       two convolutions + pooling (one-hot input), reverse-complement augmentation and averaging
-  cpu       configs/dna_classify.yaml        (the default, CPU recipe; ``seqpipe fit`` then ``seqpipe test``)
+  cpu       configs/dna_classify.yaml        (the default, CPU recipe; ``seqpipe fit`` then ``seqpipe test``;
+            ``--recipe`` names another)
   gpu       configs/dna_classify_gpu.yaml
   pretrain  configs/dna_pretrain.yaml on the set's own training sequences (labels ignored) and, for the
-            bacterial sets, the E. coli genome; then configs/dna_classify.yaml with --model.pretrained
+            bacterial sets, the E. coli genome; then the cpu row's recipe with --model.pretrained
   CONFIG[,key=value...]   any other recipe with CLI overrides (candidates to choose a default by validation)
 
 ``--csv`` appends every row to a CSV as well, so several runs (e.g. in parallel) make one table.
@@ -31,11 +32,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.feature_extraction.text import CountVectorizer
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import accuracy_score, matthews_corrcoef
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import Normalizer
 from torch import nn
 
 from seqpipe.data.base import stratified_holdout
@@ -74,11 +70,19 @@ def load(path: Path) -> tuple[list[str], np.ndarray]:
 
 
 def scores(truth, predicted) -> dict[str, float]:
+    from sklearn.metrics import accuracy_score, matthews_corrcoef  # the baselines only: a GPU box running recipes needs no sklearn
+
     return {"test_acc": accuracy_score(truth, predicted), "test_mcc": matthews_corrcoef(truth, predicted)}
 
 
 def kmer_baseline(paths: dict[str, Path]) -> dict[str, float]:
     """Bag of k-mers (k 3..6) with L2-normalised counts -> logistic regression; k and C by validation accuracy."""
+    from sklearn.feature_extraction.text import CountVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import accuracy_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import Normalizer
+
     (train_x, train_y), (val_x, val_y), (test_x, test_y) = (load(paths[s]) for s in ("train", "val", "test"))
     best = None
     for k in (3, 4, 5, 6):
@@ -203,7 +207,7 @@ def run_set(name: str, args) -> list[dict]:
         elif model == "cnn":
             row("small CNN", lambda: cnn_baseline(paths, device=device))
         elif model == "cpu":
-            row("CPU recipe", lambda: fit_and_test("configs/dna_classify.yaml", paths, work / "cpu", common, epochs))
+            row("CPU recipe", lambda: fit_and_test(args.recipe, paths, work / "cpu", common, epochs))
         elif model == "gpu":
             row("GPU recipe", lambda: fit_and_test("configs/dna_classify_gpu.yaml", paths, work / "gpu", common, epochs))
         elif model == "pretrain":
@@ -211,7 +215,7 @@ def run_set(name: str, args) -> list[dict]:
             for label, genome in sources:
                 run = work / ("pretrain_genome" if genome else "pretrain_own")
                 row(f"CPU recipe, pre-trained ({label})", lambda: fit_and_test(
-                    "configs/dna_classify.yaml", paths, run / "finetune", common,
+                    args.recipe, paths, run / "finetune", common,
                     [*epochs, "--model.pretrained", pretrain(paths, genome, run / "lm", common, args.pretrain_args.split())]))
         else:
             config, *overrides = model.split(",")
@@ -233,6 +237,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--sets", nargs="+", choices=list(SETS), default=list(SETS))
     parser.add_argument("--models", nargs="+", default=["kmer", "cnn", "cpu"], help="kmer cnn cpu gpu pretrain CONFIG[,k=v...]")
+    parser.add_argument("--recipe", default="configs/dna_classify.yaml", help="the recipe of the cpu and pretrain rows")
     parser.add_argument("--accelerator", default="cpu")
     parser.add_argument("--max-epochs", type=int, default=None, help="override the recipes' trainer.max_epochs")
     parser.add_argument("--pretrain-args", default="", help="extra CLI options of the pre-training runs, e.g. '--trainer.max_epochs 2'")

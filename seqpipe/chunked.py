@@ -47,16 +47,25 @@ def chunked_mean(module: StreamingModule, x: torch.Tensor, lengths: torch.Tensor
     """x (B, L, ...) -> the mean of ``module``'s outputs over each row's valid output positions ``lengths`` (B,),
     (B, D), computed chunk by chunk with carried state. Without gradients the memory is that of one chunk,
     whatever L (predicting on a chromosome-sized record)."""
+    return chunked_mean_max(module, x, lengths, chunk_size, with_max=False)[0]
+
+
+def chunked_mean_max(module: StreamingModule, x: torch.Tensor, lengths: torch.Tensor | None, chunk_size: int,
+                     with_max: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """As :func:`chunked_mean`, and the maximum (B, D) over the same positions (None without ``with_max``)."""
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be positive, got {chunk_size}")
     if lengths is None:
         lengths = torch.full((x.shape[0],), x.shape[1], device=x.device)
     dtype = x.dtype if x.is_floating_point() else next(module.parameters()).dtype
     state = module.initial_state(x.shape[0], x.device, dtype)
-    total, position = None, 0  # position: of the outputs, which a strided front end makes fewer than the inputs
+    total, peak, position = None, None, 0  # position: of the outputs, which a strided front end makes fewer than the inputs
     for start in range(0, x.shape[1], chunk_size):
         y, state = module.forward_chunk(x[:, start:start + chunk_size], state)
-        valid = torch.arange(position, position + y.shape[1], device=y.device)[None, :] < lengths.to(y.device)[:, None]
-        part = (y * valid[..., None]).sum(1)
+        valid = (torch.arange(position, position + y.shape[1], device=y.device)[None, :] < lengths.to(y.device)[:, None])[..., None]
+        part = (y * valid).sum(1)
         total, position = part if total is None else total + part, position + y.shape[1]
-    return total / lengths.to(total.device)[:, None].to(total.dtype)
+        if with_max:
+            chunk_peak = y.masked_fill(~valid, float("-inf")).amax(1)
+            peak = chunk_peak if peak is None else torch.maximum(peak, chunk_peak)
+    return total / lengths.to(total.device)[:, None].to(total.dtype), peak

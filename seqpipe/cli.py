@@ -38,6 +38,7 @@ TOOLS = {
     "variants": ("seqpipe.tasks.variant_effects:main", "score the variants of a VCF with a trained DNA model"),
     "explain": ("seqpipe.tasks.attribution:main", "in-silico mutagenesis and gradient x input maps, with logos"),
     "bigwig": ("seqpipe.tasks.bigwig_writer:main", "convert genome predictions (zarr) to a bigWig track"),
+    "embed": ("seqpipe.tasks.embeddings:main", "one vector per DNA sequence (mean backbone features) to zarr, with the ids"),
 }
 #: exit status of a run stopped by SIGTERM (128 + 15, as a shell reports a process killed by it)
 SIGTERM_EXIT = 143

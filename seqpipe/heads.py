@@ -30,6 +30,10 @@ class TaskHead(nn.Module):
     #: long sequence at evaluation (``chunk_size``) into that mean and pass it as features of length 1
     mean_pooled: bool = False
 
+    #: the head reads nothing of the features but their mean and maximum over the valid positions: the model may
+    #: stream a long sequence at evaluation into both and call :meth:`forward_pooled` instead of ``forward``
+    mean_max_pooled: bool = False
+
     #: the validation metric that selects the best checkpoint, and whether larger is better
     monitor: str = "val/loss"
     monitor_mode: Literal["min", "max"] = "min"
@@ -59,6 +63,10 @@ class TaskHead(nn.Module):
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor | None, batch: dict[str, Any]) -> Any:
         """features (B, L, d_model), lengths (B,) or None -> task outputs (head-specific)."""
+        raise NotImplementedError
+
+    def forward_pooled(self, mean: torch.Tensor, peak: torch.Tensor, batch: dict[str, Any]) -> Any:
+        """``mean_max_pooled`` heads: the features' mean and maximum over the valid positions (B, D) each -> outputs."""
         raise NotImplementedError
 
     def loss(self, outputs: Any, batch: dict[str, Any]) -> torch.Tensor:

@@ -13,7 +13,7 @@ from torch import nn
 
 from seqpipe.backbone import Backbone
 from seqpipe.checkpoints import LastCheckpoint, RandomState
-from seqpipe.chunked import chunked_forward, chunked_mean
+from seqpipe.chunked import chunked_forward, chunked_mean, chunked_mean_max
 from seqpipe.contracts import DataInfo, InputSpec, TokenInput
 from seqpipe.errors import ConfigError, TrainingDiverged
 from seqpipe.heads import TaskHead
@@ -139,6 +139,9 @@ class SequenceModel(L.LightningModule):
             # a long record streamed into the mean the head reads: memory of one chunk, not (B, L, D) features
             mean = chunked_mean(self.backbone, inputs, self.backbone.output_lengths(lengths), chunk_size)
             return self.head(mean[:, None], torch.ones(len(mean), dtype=torch.long, device=mean.device), batch, **extra)
+        if self.head.mean_max_pooled and chunk_size and inputs.shape[1] > chunk_size and not torch.is_grad_enabled():
+            # the same for a head that reads the mean and the maximum
+            return self.head.forward_pooled(*chunked_mean_max(self.backbone, inputs, self.backbone.output_lengths(lengths), chunk_size), batch)
         positions = int(self.backbone.output_lengths(torch.tensor([inputs.shape[1]]))[0])  # after a strided front end
         if not chunk_size and not self.training and positions > LONGEST_WHOLE_INPUT:
             # (B, L, D) features of a whole chromosome-sized record would take tens of GB: stop with the way out

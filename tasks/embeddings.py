@@ -1,0 +1,107 @@
+"""seqpipe embed: one vector per DNA sequence from a trained or pre-trained model, written to zarr.
+
+    seqpipe embed --ckpt_path RUN/checkpoints/best.ckpt --input seqs.fa --output embeddings.zarr [--chunk_size 65536]
+
+Any checkpoint of a DNA model works — a classifier from ``configs/dna_classify.yaml`` or a backbone from
+``configs/dna_pretrain.yaml``: its head is not used. Each sequence's embedding is the mean of the backbone's
+features over the sequence's positions (d_model numbers); with ``--both_strands`` it is the mean of the
+sequence's and its reverse complement's. ``--chunk_size`` streams long records (causal backbones) chunk by
+chunk with carried state, so memory is that of one chunk whatever the length.
+
+The output is a zarr group: ``embedding`` (n, d_model) float32 and ``id`` (n,) strings, in input order, and
+attributes ``checkpoint`` and ``d_model``. It is written under ``<output>.partial`` and renamed when complete; an
+existing output is replaced only when it is a seqpipe embeddings zarr (see :mod:`seqpipe.outputs`).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import torch
+
+from seqpipe.chunked import chunked_mean
+from seqpipe.data.dna import DNAClassificationData
+from seqpipe.dna_alphabet import DNA_COMPLEMENT, reverse_complement_ids
+from seqpipe.errors import ConfigError
+from seqpipe.model import LONGEST_WHOLE_INPUT, SequenceModel
+from seqpipe.outputs import Output
+from seqpipe.tasks.classification import pool
+from seqpipe.tasks.model_scoring import load_model
+from seqpipe.tasks.tool_io import run_tool, tool_outputs
+
+
+def sequence_embeddings(model: SequenceModel, x: torch.Tensor, lengths: torch.Tensor | None = None,
+                        chunk_size: int | None = None, both_strands: bool = False) -> torch.Tensor:
+    """Token ids x (B, L), right-padded to ``lengths`` (B,) -> the mean backbone feature of each sequence (B, D).
+
+    Records longer than ``chunk_size`` go through the backbone chunk by chunk (:func:`seqpipe.chunked.chunked_mean`;
+    causal backbones); ``both_strands``: the mean of the sequence's and its reverse complement's embeddings."""
+    if lengths is None:
+        lengths = torch.full((x.shape[0],), x.shape[1], device=x.device)
+    views = [x, reverse_complement_ids(x, lengths, DNA_COMPLEMENT)] if both_strands else [x]
+    backbone = model.backbone
+    positions = backbone.output_lengths(lengths)
+    with torch.no_grad():
+        if chunk_size and x.shape[1] > chunk_size:
+            means = [chunked_mean(backbone, view, positions, chunk_size) for view in views]
+        elif x.shape[1] > LONGEST_WHOLE_INPUT:
+            raise ConfigError(f"a record of {x.shape[1]:,} bases is longer than the {LONGEST_WHOLE_INPUT:,} embedded as one "
+                              "window: stream it with --chunk_size (e.g. 65536; causal backbones)")
+        else:
+            means = [pool(backbone(view, lengths), positions, "mean") for view in views]
+    return torch.stack(means).mean(0)
+
+
+def embed(options: argparse.Namespace) -> None:
+    if options.batch_size < 1:
+        raise ConfigError(f"--batch_size must be >= 1, got {options.batch_size}")
+    if options.chunk_size is not None and options.chunk_size < 1:
+        raise ConfigError(f"--chunk_size must be >= 1, got {options.chunk_size}")
+    output = Output(options.output, "embeddings zarr", folder=True)
+    model = load_model(options.ckpt_path, trusted_modules=options.trust_module)
+    data = DNAClassificationData(predict=options.input, sequence_column=options.sequence_column, id_column=options.id_column,
+                                 batch_size=options.batch_size)
+    data.setup("predict")  # reads and checks every record before the output is claimed
+    records = data.splits["predict"]
+    with tool_outputs(output) as (partial,):
+        import zarr
+
+        group = zarr.open_group(str(partial), mode="a")
+        group.attrs.update({"checkpoint": str(options.ckpt_path), "d_model": model.backbone.d_model})
+        vectors = group.create_array("embedding", shape=(len(records.ids), model.backbone.d_model),
+                                     chunks=(min(max(len(records.ids), 1), 4096), model.backbone.d_model), dtype="float32")
+        start = 0
+        for batch in data.predict_dataloader():
+            values = sequence_embeddings(model, batch["x"], batch["lengths"], options.chunk_size, options.both_strands)
+            vectors[start:start + len(values)] = values.float().numpy()
+            start += len(values)
+        ids = group.create_array("id", shape=(len(records.ids),), dtype=str)  # variable-length UTF-8
+        ids[:] = np.array(records.ids, dtype=object)
+    print(f"{len(records.ids)} embeddings of {model.backbone.d_model} numbers written to {options.output}")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="seqpipe embed", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
+    p.add_argument("--ckpt_path", required=True, help="checkpoint of a DNA model (seqpipe fit: classifier or pre-training)")
+    p.add_argument("--input", required=True, help="sequences: FASTA, a folder of FASTA files, or TSV/CSV (labels ignored)")
+    p.add_argument("--output", required=True, help="the zarr group to write (e.g. embeddings.zarr)")
+    p.add_argument("--batch_size", type=int, default=32, help="sequences per forward pass (default 32)")
+    p.add_argument("--chunk_size", type=int, help="stream records longer than this chunk by chunk (causal backbones)")
+    p.add_argument("--both_strands", action="store_true", help="average each sequence's and its reverse complement's embedding")
+    p.add_argument("--sequence_column", default="sequence", help="TSV/CSV: the column holding the sequences")
+    p.add_argument("--id_column", help="TSV/CSV: the column holding record ids (default: the row number)")
+    p.add_argument("--trust_module", action="append", default=[], metavar="MODULE",
+                   help="a module whose classes the checkpoint may name (your own head); repeatable")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``seqpipe embed``; returns the exit code."""
+    options = parser().parse_args(argv)
+    return run_tool(lambda: embed(options))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,91 @@
+"""The DNA classification head: k-mer counts against a string-counting reference, max pooling that ignores
+padding, and both strands still given one prediction."""
+
+from __future__ import annotations
+
+import itertools
+from collections import Counter
+
+import pytest
+import torch
+
+from seqpipe.backbone import Backbone
+from seqpipe.data.tokenizers import DNATokenizer
+from seqpipe.dna_alphabet import DNA_COMPLEMENT, reverse_complement_ids
+from seqpipe.dna_backbones import MotifBackbone
+from seqpipe.errors import ConfigError
+from seqpipe.model import SequenceModel
+from seqpipe.s4 import S4Block
+from seqpipe.tasks.dna_classification import DNASequenceClassification, kmer_profile, max_pool
+
+TOKENS = DNATokenizer()
+DNA_INFO = {"vocab_size": 6, "tokenizer": "dna", "label_names": ["no", "yes"]}
+
+
+def reference_profile(sequence: str, k: int) -> list[float]:
+    """L2-normalised counts of the k-mers without N, in lexicographic order of ACGT."""
+    counts = Counter(sequence[i:i + k] for i in range(len(sequence) - k + 1))
+    vector = [float(counts["".join(kmer)]) for kmer in itertools.product("ACGT", repeat=k)]
+    norm = sum(v * v for v in vector) ** 0.5
+    return [v / norm if norm else 0.0 for v in vector]
+
+
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_kmer_profile_counts_like_the_string_reference_and_skips_n_and_padding(k):
+    sequences = ["ACGTTGCAAC", "GGNACGTA", "TTT", "AN"]
+    padded = torch.nn.utils.rnn.pad_sequence([TOKENS.encode(s) for s in sequences], batch_first=True)
+    profile = kmer_profile(padded, k)
+    expected = torch.tensor([reference_profile(s, k) for s in sequences])
+    torch.testing.assert_close(profile, expected)
+
+
+def test_max_pool_ignores_padding():
+    features = torch.randn(2, 6, 3)
+    lengths = torch.tensor([6, 2])
+    padded = features.clone()
+    padded[1, 2:] = 100.0
+    torch.testing.assert_close(max_pool(padded, lengths), torch.stack([features[0].amax(0), features[1, :2].amax(0)]))
+
+
+@pytest.mark.parametrize("pooling,kmer_size", [("mean_max", 3), ("max", 0), ("mean", 4)])
+def test_both_strands_get_one_prediction_and_padding_changes_nothing(pooling, kmer_size):
+    torch.manual_seed(0)
+    backbone = MotifBackbone(d_model=8, n_layers=1, motif_width=5, block=lambda d: S4Block(d, d_state=4, mode="diag"))
+    model = SequenceModel(backbone, DNASequenceClassification(pooling=pooling, kmer_size=kmer_size), data_info=DNA_INFO)
+    model = model.double().eval()
+    records = [torch.randint(1, 5, (n,)) for n in (30, 11)]
+    x = torch.nn.utils.rnn.pad_sequence(records, batch_first=True)
+    lengths = torch.tensor([30, 11])
+    logits = model({"x": x, "lengths": lengths})
+    rc = model({"x": reverse_complement_ids(x, lengths, DNA_COMPLEMENT), "lengths": lengths})
+    torch.testing.assert_close(rc, logits, rtol=0, atol=1e-10)
+    alone = torch.cat([model({"x": r[None], "lengths": torch.tensor([len(r)])}) for r in records])
+    torch.testing.assert_close(alone, logits, rtol=0, atol=1e-10)
+
+
+def test_bad_options_are_one_error():
+    with pytest.raises(ConfigError, match="pooling must be"):
+        DNASequenceClassification(pooling="sum")
+    with pytest.raises(ConfigError, match="kmer_size must be"):
+        DNASequenceClassification(kmer_size=12)
+    with pytest.raises(ConfigError, match="needs DNA tokens"):
+        SequenceModel(Backbone(8, 1, d_input=3), DNASequenceClassification(kmer_size=3),
+                      data_info={"input_dim": 3, "label_names": ["a", "b"]})
+
+
+@pytest.mark.parametrize("pooling", ["mean_max", "max", "mean"])
+def test_a_long_record_streamed_in_chunks_gets_the_whole_records_prediction(pooling, monkeypatch):
+    torch.manual_seed(1)
+    backbone = MotifBackbone(d_model=8, n_layers=2, motif_width=5, block=lambda d: S4Block(d, d_state=4, mode="diag"))
+    whole = SequenceModel(backbone, DNASequenceClassification(pooling=pooling, kmer_size=2), data_info=DNA_INFO).double().eval()
+    streamed = SequenceModel(backbone, whole.head, data_info=DNA_INFO, chunk_size=16).double().eval()
+    records = [torch.randint(1, 5, (n,)) for n in (120, 37)]
+    batch = {"x": torch.nn.utils.rnn.pad_sequence(records, batch_first=True), "lengths": torch.tensor([120, 37])}
+    # streamed into pooled statistics: neither the whole features nor the chunked (B, L, D) features are made
+    monkeypatch.setattr(type(backbone), "forward", lambda *a, **k: pytest.fail("whole features computed"))
+    monkeypatch.setattr("seqpipe.model.chunked_forward", lambda *a, **k: pytest.fail("chunked features computed"))
+    with torch.no_grad():
+        logits = streamed(batch)
+    monkeypatch.undo()
+    with torch.no_grad():
+        torch.testing.assert_close(logits, whole(batch), rtol=0, atol=1e-10)

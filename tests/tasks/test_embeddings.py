@@ -1,0 +1,100 @@
+"""``seqpipe embed``: one mean-feature vector per sequence, the same streamed in chunks as whole, padding-free,
+ids kept in input order, and the output written by the rule of seqpipe.outputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import zarr
+
+from dna_tool_fixtures import CAUSAL_CLASSIFIER, RC_PER_BASE, write_checkpoint
+from seqpipe.data.tokenizers import DNATokenizer
+from seqpipe.dna_alphabet import DNA_COMPLEMENT, reverse_complement_ids
+from seqpipe.tasks.embeddings import main, sequence_embeddings
+
+MOTIF_CLASSIFIER = {
+    "backbone": {"class_path": "seqpipe.dna_backbones.MotifBackbone", "init_args": {
+        "d_model": 8, "n_layers": 2, "motif_width": 5,
+        "block": {"class_path": "seqpipe.s4.S4Block", "init_args": {"d_state": 8, "mode": "diag"}}}},
+    "head": {"class_path": "seqpipe.tasks.classification.SequenceClassification"},
+}
+PRETRAINING = {**MOTIF_CLASSIFIER, "head": {"class_path": "seqpipe.tasks.per_base.NextBaseLM"}}
+TOKENS = DNATokenizer()
+
+
+def random_ids(generator: torch.Generator, length: int) -> torch.Tensor:
+    return torch.randint(1, 5, (length,), generator=generator)
+
+
+def test_a_record_streamed_in_chunks_gets_the_embedding_of_the_whole_record(tmp_path):
+    model = write_checkpoint(tmp_path / "m.ckpt", MOTIF_CLASSIFIER, ["a", "b"]).double()
+    x = random_ids(torch.Generator().manual_seed(0), 301)[None]
+    whole = sequence_embeddings(model, x)
+    reference = model.backbone(x).mean(1)  # the plain mean over every position of one unpadded record
+    torch.testing.assert_close(whole, reference, rtol=0, atol=1e-12)
+    for chunk_size in (7, 64, 300):
+        torch.testing.assert_close(sequence_embeddings(model, x, chunk_size=chunk_size), whole, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("config", [MOTIF_CLASSIFIER, RC_PER_BASE], ids=["causal", "rc-equivariant"])
+def test_padding_changes_no_embedding(tmp_path, config):
+    model = write_checkpoint(tmp_path / "m.ckpt", config, ["a", "b"]).double()
+    generator = torch.Generator().manual_seed(1)
+    records = [random_ids(generator, n) for n in (40, 17, 29)]
+    padded = torch.nn.utils.rnn.pad_sequence(records, batch_first=True)
+    lengths = torch.tensor([len(r) for r in records])
+    for both_strands in (False, True):
+        batch = sequence_embeddings(model, padded, lengths, both_strands=both_strands)
+        alone = torch.cat([sequence_embeddings(model, r[None], both_strands=both_strands) for r in records])
+        torch.testing.assert_close(batch, alone, rtol=0, atol=1e-10)
+
+
+def test_both_strands_gives_a_sequence_and_its_reverse_complement_one_embedding(tmp_path):
+    model = write_checkpoint(tmp_path / "m.ckpt", MOTIF_CLASSIFIER, ["a", "b"]).double()
+    x = random_ids(torch.Generator().manual_seed(2), 50)[None]
+    rc = reverse_complement_ids(x, None, DNA_COMPLEMENT)
+    torch.testing.assert_close(sequence_embeddings(model, rc, both_strands=True),
+                               sequence_embeddings(model, x, both_strands=True), rtol=0, atol=1e-10)
+    assert not torch.allclose(sequence_embeddings(model, rc), sequence_embeddings(model, x))
+
+
+def write_fasta(path, records):
+    path.write_text("".join(f">{name} some description\n{sequence}\n" for name, sequence in records))
+    return path
+
+
+@pytest.mark.parametrize("config", [MOTIF_CLASSIFIER, PRETRAINING], ids=["classifier", "pre-trained"])
+def test_embed_writes_one_vector_per_record_with_the_ids_in_input_order(tmp_path, config):
+    rng = np.random.default_rng(3)
+    records = [(f"seq{k}", "".join(rng.choice(list("ACGT"), n))) for k, n in enumerate((90, 12, 55))]
+    fasta = write_fasta(tmp_path / "in.fa", records)
+    ckpt = tmp_path / "m.ckpt"
+    model = write_checkpoint(ckpt, config, ["a", "b"] if config is MOTIF_CLASSIFIER else list("ACGT"))
+    out = tmp_path / "emb.zarr"
+    assert main(["--ckpt_path", str(ckpt), "--input", str(fasta), "--output", str(out), "--chunk_size", "16", "--batch_size", "2"]) == 0
+    group = zarr.open_group(str(out), mode="r")
+    assert list(group["id"][:]) == [name for name, _ in records]
+    expected = torch.cat([sequence_embeddings(model, TOKENS.encode(s)[None]) for _, s in records]).numpy()
+    np.testing.assert_allclose(group["embedding"][:], expected, rtol=1e-4, atol=1e-5)
+    assert group.attrs["d_model"] == 8
+    # run again: seqpipe's own output is replaced
+    assert main(["--ckpt_path", str(ckpt), "--input", str(fasta), "--output", str(out)]) == 0
+    assert not (tmp_path / "emb.zarr.partial").exists()
+
+
+def test_embed_refuses_a_users_path_and_a_bad_record_before_writing(tmp_path, capsys):
+    ckpt = tmp_path / "m.ckpt"
+    write_checkpoint(ckpt, MOTIF_CLASSIFIER, ["a", "b"])
+    fasta = write_fasta(tmp_path / "in.fa", [("r1", "ACGTACGT")])
+    users = tmp_path / "mine"
+    users.mkdir()
+    (users / "notes.txt").write_text("keep me")
+    assert main(["--ckpt_path", str(ckpt), "--input", str(fasta), "--output", str(users)]) == 2
+    assert "is not a seqpipe embeddings zarr" in capsys.readouterr().err
+    assert (users / "notes.txt").read_text() == "keep me"
+    bad = write_fasta(tmp_path / "bad.fa", [("r1", "ACGT"), ("r2", "AC-GT")])
+    assert main(["--ckpt_path", str(ckpt), "--input", str(bad), "--output", str(tmp_path / "e.zarr")]) == 2
+    err = capsys.readouterr().err
+    assert "bad.fa" in err and "r2" in err and "'-'" in err
+    assert not (tmp_path / "e.zarr").exists() and not (tmp_path / "e.zarr.partial").exists()
