@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from seqpipe.data.base import SplitDataModule
-from seqpipe.data.genome import read_bed_records
+from seqpipe.data.genome import is_bed, read_bed_records
 from seqpipe.data.genome_io import Genome
 from seqpipe.data.readers import Record, read_records
 from seqpipe.data.tokenizers import DNATokenizer
@@ -122,8 +122,9 @@ class DNAClassificationData(SplitDataModule):
         batch_size: sequences per batch.
         num_workers: DataLoader worker processes.
         seed: seed of the train/validation split.
-        fasta: the reference genome for splits given as BED files (``*.bed``): each row's bases become a
-            sequence (0-based half-open; N past a chromosome end), labelled from ``bed_label_column``.
+        fasta: the reference genome for splits given as BED files (``*.bed``, ``*.bed.gz``): each row's bases
+            become a sequence (0-based half-open; N past a chromosome end; the reverse complement when the row's
+            strand, column 6, is "-"), labelled from ``bed_label_column``.
         bed_label_column: 0-based BED column with the label (3 = name; a score column works too).
     """
 
@@ -244,7 +245,7 @@ class DNAClassificationData(SplitDataModule):
         path = self.paths[split]
         if path is None:
             raise ConfigError(f"data.{split} is not set; give the path of the {split} data")
-        if Path(path).suffix == ".bed":
+        if is_bed(path):
             if self.fasta is None:
                 raise ConfigError(f"data.{split} {path} is a BED file: set data.fasta, the genome its rows refer to")
             return read_bed_records(path, Genome(self.fasta), self.bed_label_column if labelled else None)
