@@ -8,6 +8,7 @@ one from the FASTA (and the track) in its worker. See :class:`GenomeData` for th
 from __future__ import annotations
 
 import zlib
+from contextlib import closing
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
@@ -335,6 +336,14 @@ class GenomeData(SplitDataModule):
                 reverse_complement_p=0.5 if train and self.reverse_complement_augment else 0.0,
             )
 
+    def teardown(self, stage: str) -> None:
+        """Close the files the stage opened (the genome and the track open again on the next read)."""
+        for dataset in self._datasets.values():
+            if dataset.track is not None:
+                dataset.track.close()
+        if self.genome is not None:
+            self.genome.close()
+
     def _open_track(self):
         return open_track(self.track_path, self.chrom_sizes, self.track_label_names)
 
@@ -351,7 +360,8 @@ class GenomeData(SplitDataModule):
             return names
         if self.track_path is None:
             raise ConfigError("predict needs a trained model: pass --ckpt_path (the class names are the checkpoint's)")
-        names = self._open_track().label_names
+        with closing(self._open_track()) as track:
+            names = track.label_names
         if len(names) < 2:
             raise DataError(self.track_path, "the track has no 'label_names' attribute with two or more classes")
         return names

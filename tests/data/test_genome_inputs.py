@@ -12,8 +12,10 @@ import pytest
 import torch
 import zarr
 
+from dna_tool_fixtures import needs_proc, open_files_under
 from genome_fixtures import CHROMS, write_genome, write_gff
 from seqpipe.cli import main as cli_main
+from seqpipe.data.bigwig_track import BigWigTrack
 from seqpipe.data.dna import DNAClassificationData
 from seqpipe.data.genome import GenomeData
 from seqpipe.data.gff_track import build_track
@@ -207,3 +209,19 @@ def test_bed_errors_name_the_file_and_line(genome, tmp_path):
     both.write_text("chrA\t10\t20\tpos\ttrain\nchrA\t30\t40\tneg\ttrain\nchrB\t10\t20\tother\tval\n")
     with pytest.raises(DataError, match=rf"^{both}, line 3: class 'other' does not occur in the training windows"):
         GenomeData(fasta, target="window_class", bed=str(both), label_column=3, split_column=4, window_length=10).setup("fit")
+
+
+@needs_proc
+def test_bigwig_and_genome_files_are_closed_at_teardown_and_after_an_error(genome, tmp_path):
+    fasta, _, masks = genome
+    data = GenomeData(fasta, track=write_bigwig(tmp_path / "cds.bw", masks), track_label_names=["other", "CDS"],
+                      window_length=200, val_regions=["chrB"])
+    data.setup("fit")
+    next(iter(data.val_dataloader()))
+    assert any(path.endswith("cds.bw") for path in open_files_under(tmp_path))
+    data.teardown("fit")
+    assert open_files_under(tmp_path) == []
+    short = dict(masks, chrA=masks["chrA"][:100])
+    with pytest.raises(DataError, match="short.bw: chromosome 'chrA' has length 100, the FASTA record has length 3000"):
+        BigWigTrack(write_bigwig(tmp_path / "short.bw", short), data.chrom_sizes, ["other", "CDS"])
+    assert open_files_under(tmp_path) == []
