@@ -19,6 +19,7 @@ from seqpipe.data.bigwig_track import BigWigTrack
 from seqpipe.data.dna import DNAClassificationData
 from seqpipe.data.genome import GenomeData
 from seqpipe.data.gff_track import build_track
+from seqpipe.data.pretrain import DNAPretrainData
 from seqpipe.data.samplers import Window
 from seqpipe.data.tokenizers import DNATokenizer
 from seqpipe.errors import ConfigError, DataError
@@ -225,3 +226,11 @@ def test_bigwig_and_genome_files_are_closed_at_teardown_and_after_an_error(genom
     with pytest.raises(DataError, match="short.bw: chromosome 'chrA' has length 100, the FASTA record has length 3000"):
         BigWigTrack(write_bigwig(tmp_path / "short.bw", short), data.chrom_sizes, ["other", "CDS"])
     assert open_files_under(tmp_path) == []
+
+
+def test_pretraining_data_names_a_bad_letter_by_file_chromosome_and_position_at_setup(tmp_path):
+    fasta, sequences = write_genome(tmp_path, seed=3)
+    chrB = sequences["chrB"]
+    fasta.write_text(fasta.read_text().replace(chrB[:60], chrB[:33] + "X" + chrB[34:60]))
+    with pytest.raises(DataError, match=rf"^{fasta}, record 'chrB': character 'X' at position 34 is not a nucleotide"):
+        DNAPretrainData(fasta=[str(fasta)], window_length=64).setup("fit")
