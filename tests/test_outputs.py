@@ -58,3 +58,19 @@ def test_a_folder_output_is_replaced_whole_and_a_failed_run_leaves_the_old_one(t
     (failed.partial / "half").write_text("half-written")
     failed.discard()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["track.zarr"] and (target / "second").exists()
+
+
+def test_a_users_file_named_like_a_partial_is_never_removed_a_crashed_runs_partial_is(tmp_path):
+    target = tmp_path / "scores.tsv"
+    users = tmp_path / "scores.tsv.partial"
+    users.write_text("the user's own file")
+    with pytest.raises(ConfigError, match=f"^{users} exists and is not a seqpipe variant scores TSV: refusing"):
+        Output(target, "variant scores TSV").claim()
+    assert users.read_text() == "the user's own file"
+    users.unlink()
+    crashed = Output(target, "variant scores TSV")
+    crashed.claim()
+    crashed.partial.write_text("half-written")  # the run dies here: neither commit nor discard
+    write_file(Output(target, "variant scores TSV"), "complete")
+    assert target.read_text() == "complete"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".scores.tsv.seqpipe-output", "scores.tsv"]
