@@ -15,6 +15,7 @@ from seqpipe.outputs import Output
 class PredictionWriter(BasePredictionWriter):
     """Streams the head's prediction rows (a DataFrame per batch) to a CSV file.
 
+    Rows without an ``id`` column get one: their row number in the run (0, 1, ...; counted across batches).
     Rows go to ``<path>.partial`` batch by batch, and the file is renamed to ``path`` only when the whole
     prediction run has finished, so a failed run leaves no half-written output. An existing ``path`` is
     replaced only when it is a predictions CSV seqpipe wrote (see :mod:`seqpipe.outputs`).
@@ -33,6 +34,7 @@ class PredictionWriter(BasePredictionWriter):
             raise ConfigError(f"--prediction.path {path}: is a directory; give a file name such as {Path(path) / 'predictions.csv'}")
         self.path = path
         self._output: Output | None = None
+        self._rows = 0
 
     @property
     def target(self) -> Path | None:
@@ -51,7 +53,7 @@ class PredictionWriter(BasePredictionWriter):
 
     def setup(self, trainer, pl_module, stage: str) -> None:
         """Claim the output before any prediction is made: a user's file at the path stops the run here."""
-        self._output = None
+        self._output, self._rows = None, 0
         if stage != "predict":
             return
         target = self.target_for(trainer)
@@ -67,6 +69,10 @@ class PredictionWriter(BasePredictionWriter):
             raise TypeError(f"PredictionWriter expects the head's predictions as a DataFrame, got {type(prediction).__name__}")
         if self._output is None:
             return
+        if "id" not in prediction:
+            prediction = prediction.copy()
+            prediction.insert(0, "id", range(self._rows, self._rows + len(prediction)))
+        self._rows += len(prediction)
         partial = self._output.partial
         prediction.to_csv(partial, mode="a", header=not partial.exists(), index=False)
 
