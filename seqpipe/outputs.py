@@ -18,6 +18,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from seqpipe.errors import ConfigError
@@ -108,6 +110,26 @@ class Output:
             return False
         stat = path.stat()
         return (marker.get("size"), marker.get("mtime_ns")) == (stat.st_size, stat.st_mtime_ns)
+
+
+@contextmanager
+def writing(*outputs: Output) -> Iterator[list[Path]]:
+    """Claims every output (so a refused path fails before the work), yields their ``partial`` paths to write
+    to, commits them all when the block succeeds and discards them all when it fails.
+
+        with writing(Output(path, "per-base track", folder=True)) as (partial,):
+            ...  # write into partial
+    """
+    try:
+        for output in outputs:
+            output.claim()  # a refused one stops here; those claimed before it are discarded below
+        yield [output.partial for output in outputs]
+    except BaseException:
+        for output in outputs:
+            output.discard()
+        raise
+    for output in outputs:
+        output.commit()
 
 
 def _read_json(path: Path) -> dict:

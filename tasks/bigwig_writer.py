@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from seqpipe.errors import ConfigError, DataError
-from seqpipe.outputs import Output
-from seqpipe.tasks.tool_io import run_tool, tool_outputs
+from seqpipe.outputs import Output, writing
+from seqpipe.tool_io import run_tool, tool_parser
 
 ROWS_PER_READ = 1 << 20
 
@@ -66,19 +66,19 @@ def _add_runs(handle, chrom: str, size: int, first_bin: int, values: np.ndarray,
             handle.addEntries([chrom], [last * bin_size], ends=[size], values=[float(run[~full][0])])
 
 
+def convert(options: argparse.Namespace) -> None:
+    with writing(Output(options.out, "genome predictions bigWig")) as (partial,):
+        write_bigwig(options.zarr, partial, options.score)
+    print(f"wrote {options.out}")
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="seqpipe bigwig", description=__doc__.split("\n\n")[0])
+    """``seqpipe bigwig``; returns the exit code."""
+    parser = tool_parser("seqpipe bigwig", __doc__, checkpoint=False)
     parser.add_argument("zarr", help="genome predictions written by GenomePredictionWriter")
     parser.add_argument("out", help="the bigWig to write (an existing file is not replaced)")
     parser.add_argument("--score", help="the class to write (default: the last)")
-    options = parser.parse_args(argv)
-
-    def convert() -> None:
-        with tool_outputs(Output(options.out, "genome predictions bigWig")) as (partial,):
-            write_bigwig(options.zarr, partial, options.score)
-        print(f"wrote {options.out}")
-
-    return run_tool(convert)
+    return run_tool(convert, parser, argv)
 
 
 if __name__ == "__main__":

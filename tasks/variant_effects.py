@@ -37,8 +37,8 @@ import torch
 from seqpipe.data.genome_io import Genome
 from seqpipe.errors import ConfigError, DataError
 from seqpipe.tasks.model_scoring import TOKENIZER, batches, class_probabilities, label_names, load_model, log_odds, window_scores
-from seqpipe.outputs import Output
-from seqpipe.tasks.tool_io import run_tool, tool_outputs
+from seqpipe.outputs import Output, writing
+from seqpipe.tool_io import run_tool, tool_parser
 
 BASE_IDS = {base: TOKENIZER.vocab[base] for base in "ACGT"}
 SHOWN_MISMATCHES = 10
@@ -143,7 +143,7 @@ def score_vcf(options: argparse.Namespace) -> None:
         raise ConfigError(f"--span must be in [1, --window], got {span_length}")
     outputs = [Output(path, kind) for path, kind in zip(paths, ("variant scores TSV", "scored VCF", "skipped variants TSV"))]
     with ExitStack() as stack:  # the inputs are closed before the outputs are committed or discarded
-        tsv, vcf_out, skipped_tsv = stack.enter_context(tool_outputs(*outputs))
+        tsv, vcf_out, skipped_tsv = stack.enter_context(writing(*outputs))
         span_start = options.window // 2 - span_length // 2
         model = load_model(options.ckpt_path, options.chunk_size, options.trust_module)
         names = label_names(model)
@@ -228,9 +228,7 @@ def reason_counts(reasons) -> str:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="seqpipe variants", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 2)[2])
-    p.add_argument("--ckpt_path", required=True, help="checkpoint of a DNA model trained with seqpipe fit")
+    p = tool_parser("seqpipe variants", __doc__)
     p.add_argument("--data.fasta", dest="fasta", required=True, help="the reference genome (plain, bgzip or gzip)")
     p.add_argument("--vcf", required=True, help="the variants (VCF, plain or bgzip)")
     p.add_argument("--out", required=True, help="prefix of the outputs: PREFIX.tsv, PREFIX.vcf.gz, PREFIX.skipped.tsv")
@@ -239,16 +237,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--batch_size", type=int, default=64, help="alleles per forward pass (default 64)")
     p.add_argument("--chunk_size", type=int, help="run windows chunk by chunk with carried state (causal backbones)")
     p.add_argument("--data.cache_dir", dest="cache_dir", help="where a plain-gzip FASTA is decompressed once")
-    p.add_argument("--trust_module", action="append", default=[], metavar="MODULE",
-                   help="a module whose classes the checkpoint may name (your own head); seqpipe, torch, lightning "
-                        "and torchmetrics are always allowed (repeatable)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     """``seqpipe variants``; returns the exit code."""
-    options = parser().parse_args(argv)
-    return run_tool(lambda: score_vcf(options))
+    return run_tool(score_vcf, parser(), argv)
 
 
 if __name__ == "__main__":
