@@ -35,6 +35,9 @@ def write_bigwig(zarr_path: str | Path, bigwig_path: str | Path, score: str | No
         names, bin_size, sizes = list(group.attrs["label_names"]), int(group.attrs["bin_size"]), dict(group.attrs["chrom_sizes"])
     except Exception as error:  # zarr raises several unrelated types for a store it cannot read
         raise DataError(zarr_path, f"not a genome prediction store with label_names, bin_size and chrom_sizes ({error})") from None
+    missing = [chrom for chrom in sizes if chrom not in group]
+    if missing:
+        raise DataError(zarr_path, f"no array for chromosome {missing[0]!r} of its chrom_sizes: not a complete prediction store")
     score = score or names[-1]
     if score not in names:
         raise ConfigError(f"score {score!r} is not a class of the predictions ({names})")
