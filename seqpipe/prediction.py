@@ -15,7 +15,8 @@ from seqpipe.outputs import Output
 class PredictionWriter(BasePredictionWriter):
     """Streams the head's prediction rows (a DataFrame per batch) to a CSV file.
 
-    Rows without an ``id`` column get one: their row number in the run (0, 1, ...; counted across batches).
+    Rows whose ``id`` column is empty (a head's default rows without the batch's ``ids``) are numbered by their
+    row in the run (0, 1, ...; counted across batches).
     Rows go to ``<path>.partial`` batch by batch, and the file is renamed to ``path`` only when the whole
     prediction run has finished, so a failed run leaves no half-written output. An existing ``path`` is
     replaced only when it is a predictions CSV seqpipe wrote (see :mod:`seqpipe.outputs`).
@@ -69,9 +70,8 @@ class PredictionWriter(BasePredictionWriter):
             raise TypeError(f"PredictionWriter expects the head's predictions as a DataFrame, got {type(prediction).__name__}")
         if self._output is None:
             return
-        if "id" not in prediction:
-            prediction = prediction.copy()
-            prediction.insert(0, "id", range(self._rows, self._rows + len(prediction)))
+        if "id" in prediction and prediction["id"].isna().all():
+            prediction = prediction.assign(id=range(self._rows, self._rows + len(prediction)))
         self._rows += len(prediction)
         partial = self._output.partial
         prediction.to_csv(partial, mode="a", header=not partial.exists(), index=False)
