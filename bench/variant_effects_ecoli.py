@@ -5,6 +5,9 @@ variants``; prints the score distribution of each class.
     python bench/variant_effects_ecoli.py make GENOME.fna.gz GENOME.gff.gz OUT.vcf --per_class 2000
     seqpipe variants --ckpt_path CKPT --data.fasta GENOME.fna.gz --vcf OUT.vcf --out scores
     python bench/variant_effects_ecoli.py summarize OUT.vcf scores.tsv
+    python bench/variant_effects_ecoli.py starts GENOME.fna.gz GENOME.gff.gz starts.fa --count 40
+    seqpipe explain --ckpt_path CKPT --data.predict starts.fa --target CDS --span 53:101 --out ism_starts
+    python bench/variant_effects_ecoli.py ism ism_starts.npz
 
 The consequence of each substitution is computed from the annotation (Biopython, translation table 11) and
 written in the VCF's INFO (``CSQ``); the scores never see it.
@@ -124,6 +127,39 @@ def summarize(options) -> None:
             print(f"{kind} vs synonymous: Mann-Whitney p = {test.pvalue:.2g}, P({kind} > synonymous) = {auc:.3f}")
 
 
+def starts(options) -> None:
+    """A FASTA of ``--count`` windows of 101 bases around annotated + strand ATG start codons (ATG at 50-52),
+    drawn with ``--seed``, for ``seqpipe explain``."""
+    genome = Genome(options.fasta)
+    cds = [c for c in coding_sequences(options.gff) if c[3] == "+" and letters(genome, c[0], c[1], c[1] + 3) == "ATG"]
+    chosen = np.random.default_rng(options.seed).choice(len(cds), min(options.count, len(cds)), replace=False)
+    with open(options.out, "w") as fasta:
+        for i in sorted(chosen):
+            chrom, start, _, _ = cds[i]
+            fasta.write(f">{chrom}:{start - 50}-{start + 51}\n{letters(genome, chrom, start - 50, start + 51)}\n")
+    print(f"wrote {options.out}: {len(chosen)} windows of 101 bases, ATG at 50-52 (of {len(cds)} + strand ATG starts)")
+
+
+def ism_summary(options) -> None:
+    """Statistics of ``seqpipe explain``'s ISM maps of the start-codon windows (ATG at 50-52): the importance of
+    each ATG base (minus the mean effect of its three substitutions) and its rank among the 101 positions, and
+    the mean |ISM| per substitution by region."""
+    arrays = np.load(options.npz)
+    ism = arrays["ism"]  # (N, 101, 4)
+    importance = -ism.sum(-1) / 3  # (N, 101)
+    ranks = (-np.abs(importance)).argsort(1).argsort(1) + 1  # 1 = the most important position
+    for name, position in (("A", 50), ("T", 51), ("G", 52)):
+        print(f"ATG base {name} (position {position}): mean importance {importance[:, position].mean():+.4f}, "
+              f"mean rank {ranks[:, position].mean():.1f} of 101, most important in {(ranks[:, position] == 1).sum()} of {len(ism)}")
+    in_atg = np.isin(np.abs(importance).argmax(1), [50, 51, 52])
+    print(f"windows whose most important position is an ATG base: {int(in_atg.sum())} of {len(ism)}")
+    regions = {"upstream -50..-21": (0, 30), "Shine-Dalgarno -20..-6": (30, 45), "-5..-1": (45, 50), "ATG": (50, 53),
+               "codons 2-5": (53, 65), "further downstream": (65, 101)}
+    per_substitution = np.abs(ism).sum(-1) / 3  # (N, 101): the record's own base contributes 0
+    for name, (start, end) in regions.items():
+        print(f"mean |ISM| per substitution, {name}: {per_substitution[:, start:end].mean():.4f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -138,8 +174,16 @@ def main() -> None:
     summary_parser.add_argument("vcf")
     summary_parser.add_argument("tsv")
     summary_parser.add_argument("--column", help="score column (default: the last diff_ column)")
+    starts_parser = commands.add_parser("starts")
+    starts_parser.add_argument("fasta")
+    starts_parser.add_argument("gff")
+    starts_parser.add_argument("out")
+    starts_parser.add_argument("--count", type=int, default=40)
+    starts_parser.add_argument("--seed", type=int, default=0)
+    ism_parser = commands.add_parser("ism")
+    ism_parser.add_argument("npz", help="seqpipe explain's arrays of the start-codon windows")
     options = parser.parse_args()
-    make(options) if options.command == "make" else summarize(options)
+    {"make": make, "summarize": summarize, "starts": starts, "ism": ism_summary}[options.command](options)
 
 
 if __name__ == "__main__":

@@ -44,18 +44,27 @@ class BigWigTrack:
     interface: ``label_names`` and ``read(chrom, start, end)``.
 
     A chromosome the bigWig lacks has no data (every base -1); one it has must have the FASTA's length.
+    The file opens lazily in each process (DataLoader workers never share a handle); :meth:`close` closes it.
     """
 
     def __init__(self, path: str | Path, chrom_sizes: dict[str, int], label_names: list[str]):
         self.path, self.label_names = Path(path), list(label_names)
         self._handle, self._pid = None, None
         chroms = self._open().chroms()
-        for chrom, size in chroms.items():
-            if chrom in chrom_sizes and size != chrom_sizes[chrom]:
-                raise DataError(self.path, f"chromosome {chrom!r} has length {size}, the FASTA record has length {chrom_sizes[chrom]}")
-        if not set(chroms) & set(chrom_sizes):
-            raise DataError(self.path, f"no chromosome of the FASTA ({list(chrom_sizes)[:5]}...) is in the bigWig ({list(chroms)[:5]}...)")
+        problem = next((f"chromosome {chrom!r} has length {size}, the FASTA record has length {chrom_sizes[chrom]}"
+                        for chrom, size in chroms.items() if chrom in chrom_sizes and size != chrom_sizes[chrom]), None)
+        if problem is None and not set(chroms) & set(chrom_sizes):
+            problem = f"no chromosome of the FASTA ({list(chrom_sizes)[:5]}...) is in the bigWig ({list(chroms)[:5]}...)"
+        if problem is not None:
+            self.close()
+            raise DataError(self.path, problem)
         self._chroms = chroms
+
+    def close(self) -> None:
+        """Close the bigWig (a later :meth:`read` opens it again)."""
+        if self._handle is not None:
+            self._handle.close()
+            self._handle, self._pid = None, None
 
     def _open(self):
         import pyBigWig

@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from seqpipe.contracts import DataInfo, TokenInput
 from seqpipe.data.base import SplitDataModule, stratified_holdout
-from seqpipe.data.genome import BED_NAME_COLUMN, read_bed_records
+from seqpipe.data.genome import BED_NAME_COLUMN, is_bed, read_bed_records
 from seqpipe.data.genome_io import Genome
 from seqpipe.data.readers import Record, read_records
 from seqpipe.data.tokenizers import DNATokenizer
@@ -124,8 +124,9 @@ class DNAClassificationData(SplitDataModule):
         batch_size: sequences per batch.
         num_workers: DataLoader worker processes.
         seed: seed of the train/validation split.
-        fasta: the reference genome for splits given as BED files (``*.bed``): each row's bases become a
-            sequence (0-based half-open; N past a chromosome end), labelled from ``label_column``.
+        fasta: the reference genome for splits given as BED files (``*.bed``, ``*.bed.gz``): each row's bases
+            become a sequence (0-based half-open; N past a chromosome end; the reverse complement when the row's
+            strand, column 6, is "-"), labelled from ``label_column``.
     """
 
     def __init__(
@@ -239,7 +240,7 @@ class DNAClassificationData(SplitDataModule):
         path = self.paths[split]
         if path is None:
             raise ConfigError(f"data.{split} is not set; give the path of the {split} data")
-        if Path(path).suffix == ".bed":
+        if is_bed(path):
             if self.fasta is None:
                 raise ConfigError(f"data.{split} {path} is a BED file: set data.fasta, the genome its rows refer to")
             column = BED_NAME_COLUMN if self.label_column is None else self.label_column

@@ -7,8 +7,10 @@ one from the FASTA (and the track) in its worker. See :class:`GenomeData` for th
 
 from __future__ import annotations
 
+import zlib
+from contextlib import closing
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import torch
@@ -18,7 +20,7 @@ from seqpipe.contracts import DataInfo
 from seqpipe.data.base import SplitDataModule
 from seqpipe.data.bigwig_track import BigWigTrack, open_track
 from seqpipe.data.genome_io import Genome, Track
-from seqpipe.data.readers import Record
+from seqpipe.data.readers import Record, open_text
 from seqpipe.data.samplers import (
     GridWindowSampler, Interval, ListWindowSampler, RandomWindowSampler, Window, check_window_length,
     parse_region, split_intervals,
@@ -41,8 +43,13 @@ class GenomeWindowDataset(Dataset):
     window's kept span and on the chromosome (for ``next_base``: whose next base is A, C, G or T);
     ``y``: the window's class index (``window_class``), per-base class indices (L,) (``track``), or the
     next base as 0..3 = A, C, G, T (``next_base``); absent when there are no labels (prediction).
-    Also ``chrom``, ``start``, ``keep_start``, ``keep_end``, ``ids`` ("chrom:start-end") and, when
+    Also ``chrom``, ``start``, ``keep_start``, ``keep_end``, ``ids`` ("chrom:start-end"), ``strand`` ("-": ``x``
+    is the reverse complement of ``[start, end)``, per-base ``y`` and ``mask`` reversed with it) and, when
     streaming, ``continues``.
+
+    A window with strand "-" (a BED strand column) is always read from the reverse strand, in every split: a
+    sequence class then sees the element as it is transcribed, and per-base targets stay with their bases
+    (:meth:`seqpipe.tasks.per_base.PerBaseClassification.predictions` puts them back in genome order).
 
     Augmentation (training): ``max_shift`` moves each window by a uniform whole number of bases in
     [-max_shift, max_shift] (its scored positions stay inside the ones it had); ``reverse_complement_p`` is the
@@ -69,11 +76,15 @@ class GenomeWindowDataset(Dataset):
         if self.max_shift:
             window = shifted(window, int(torch.randint(-self.max_shift, self.max_shift + 1, ())))
         item = self._read(window)
+        reverse = window.strand == "-"
         if self.reverse_complement_p and torch.rand(()) < self.reverse_complement_p:
+            reverse = not reverse
+        if reverse:
             item["x"] = TOKENIZER.reverse_complement(item["x"])
             item["mask"] = item["mask"].flip(0)
             if self.target == "track" and "y" in item:
                 item["y"] = item["y"].flip(0)
+        item["strand"] = "-" if reverse else "+"
         return item
 
     def _read(self, window: Window) -> dict[str, Any]:
@@ -96,60 +107,86 @@ class GenomeWindowDataset(Dataset):
                 item["y"] = torch.from_numpy(self.track.read(chrom, start, end))
                 mask &= item["y"].numpy() >= 0
             elif self.target == "window_class" and self.labelled:
-                if window.label not in self.label_index:
-                    raise DataError("BED", f"window {item['ids']} has class {window.label!r}, unseen in training")
-                item["y"] = self.label_index[window.label]
+                item["y"] = self.label_index[window.label]  # GenomeData.setup checked every BED row's class
         item["mask"] = torch.from_numpy(mask)
         if self.stream:
             item["continues"] = window.continues
         return item
 
 
+class BedRow(NamedTuple):
+    """One BED row: its window (``strand`` "+" unless column 6 says "-"), its split name, its 1-based line."""
+
+    window: Window
+    split: str | None
+    line: int
+
+
+def is_bed(path: str | Path) -> bool:
+    """Whether ``path`` names a BED file (``.bed``, or gzipped ``.bed.gz``)."""
+    return str(path).lower().endswith((".bed", ".bed.gz"))
+
+
 def read_bed(
     path: str | Path, chrom_sizes: dict[str, int], label_column: int | None = None, split_column: int | None = None
-) -> tuple[list[Window], list[str | None]]:
-    """BED rows -> windows (label from ``label_column``) and their split names (from ``split_column``).
+) -> list[BedRow]:
+    """BED rows (plain or gzip) -> windows (label from ``label_column``, strand from column 6) with their split
+    names (from ``split_column``) and lines.
 
-    Columns are 0-based indices (3 = the BED name column). Header lines (``#``, ``track``, ``browser``)
-    are skipped; every other row must name a FASTA chromosome and have ``0 <= start < end``.
+    Columns are 0-based indices (3 = the BED name column). Header lines (``#``, ``track``, ``browser``) are
+    skipped; every other row must name a FASTA chromosome and have ``0 <= start < end``; a strand column, when
+    present, holds "+", "-" or "." (no strand: read as "+").
     """
     path = Path(path)
     if not path.is_file():
         raise DataError(path, "no such BED file")
-    windows, splits = [], []
+    rows = []
     needed = max(2, label_column or 0, split_column or 0)
-    with open(path, encoding="utf-8") as lines:
-        for number, text in enumerate(lines, start=1):
-            if not text.strip() or text.startswith(("#", "track", "browser")):
-                continue
-            row = text.rstrip("\n").split("\t")
-            if len(row) <= needed:
-                raise DataError(path, f"{len(row)} tab-separated columns, but column {needed} (0-based) is needed", line=number)
-            chrom, start, end = row[0], row[1], row[2]
-            if chrom not in chrom_sizes:
-                raise DataError(path, f"chromosome {chrom!r} is not in the FASTA", line=number)
-            if not (start.isdigit() and end.isdigit() and int(start) < int(end)):
-                raise DataError(path, f"start {start!r} and end {end!r} must be integers with start < end", line=number)
-            label = None if label_column is None else row[label_column]
-            windows.append(Window(chrom, int(start), int(end), int(start), int(end), label=label))
-            split = None if split_column is None else row[split_column]
-            if split is not None and split not in SPLIT_NAMES:
-                raise DataError(path, f"split {split!r} must be one of {SPLIT_NAMES}", line=number)
-            splits.append(split)
-    if not windows:
+    try:
+        with open_text(path) as lines:
+            for number, text in enumerate(lines, start=1):
+                if not text.strip() or text.startswith(("#", "track", "browser")):
+                    continue
+                rows.append(_bed_row(path, number, text.rstrip("\n").split("\t"), needed, chrom_sizes, label_column, split_column))
+    except (OSError, EOFError, UnicodeDecodeError, zlib.error) as error:
+        raise DataError(path, f"cannot be read as a (gzipped) text BED file: {error}") from None
+    if not rows:
         raise DataError(path, "no BED rows")
-    return windows, splits
+    return rows
+
+
+def _bed_row(path: Path, number: int, row: list[str], needed: int, chrom_sizes: dict[str, int],
+             label_column: int | None, split_column: int | None) -> BedRow:
+    if len(row) <= needed:
+        raise DataError(path, f"{len(row)} tab-separated columns, but column {needed} (0-based) is needed", line=number)
+    chrom, start, end = row[0], row[1], row[2]
+    if chrom not in chrom_sizes:
+        raise DataError(path, f"chromosome {chrom!r} is not in the FASTA", line=number)
+    if not (start.isdigit() and end.isdigit() and int(start) < int(end)):
+        raise DataError(path, f"start {start!r} and end {end!r} must be integers with start < end", line=number)
+    strand = row[5] if len(row) > 5 else "."
+    if strand not in ("+", "-", "."):
+        raise DataError(path, f"strand (column 6) {strand!r} must be '+', '-' or '.'", line=number)
+    split = None if split_column is None else row[split_column]
+    if split is not None and split not in SPLIT_NAMES:
+        raise DataError(path, f"split {split!r} must be one of {SPLIT_NAMES}", line=number)
+    label = None if label_column is None else row[label_column]
+    window = Window(chrom, int(start), int(end), int(start), int(end), label=label, strand="-" if strand == "-" else "+")
+    return BedRow(window, split, number)
 
 
 def read_bed_records(path: str | Path, genome: Genome, label_column: int | None = None) -> list[Record]:
-    """BED rows -> sequence records (id ``chrom:start-end``, the FASTA's bases; N past a chromosome end),
-    labelled from ``label_column``, for the sequence classification data module."""
-    windows, _ = read_bed(path, genome.chrom_sizes, label_column)
-    return [
-        Record(f"{w.chrom}:{w.start}-{w.end}", TOKENIZER.decode(torch.from_numpy(genome.read(w.chrom, w.start, w.end)).long()),
-               w.label, Path(path), None)
-        for w in windows
-    ]
+    """BED rows -> sequence records for the sequence classification data module: the FASTA's bases (N past a
+    chromosome end), reverse-complemented on a "-" row; id ``chrom:start-end`` (``chrom:start-end(-)`` on the
+    reverse strand, as ``bedtools getfasta -s`` names it); labelled from ``label_column``; each names its line."""
+    records = []
+    for window, _, line in read_bed(path, genome.chrom_sizes, label_column):
+        ids = torch.from_numpy(genome.read(window.chrom, window.start, window.end)).long()
+        name = f"{window.chrom}:{window.start}-{window.end}"
+        if window.strand == "-":
+            ids, name = TOKENIZER.reverse_complement(ids), name + "(-)"
+        records.append(Record(name, TOKENIZER.decode(ids), window.label, Path(path), line))
+    return records
 
 
 def shifted(window: Window, shift: int) -> Window:
@@ -180,7 +217,9 @@ class GenomeData(SplitDataModule):
             (``seqpipe track`` writes one), or a bigWig of class indices per base
             (:mod:`seqpipe.data.bigwig_track`; bases without data are not scored).
         track_label_names: the class names of a bigWig track (index = value).
-        bed: windows to use instead of sampled ones, resized around their centre to ``window_length``.
+        bed: windows to use instead of sampled ones (plain or gzipped BED), resized around their centre to
+            ``window_length``; a row whose strand (column 6) is "-" is read from the reverse strand (see
+            :class:`GenomeWindowDataset`).
         label_column: 0-based BED column with the window's class (3 = name).
         split_column: 0-based BED column with "train", "val" or "test"; without one, a BED window goes to the
             held-out split it overlaps (a window touching a held-out region never trains).
@@ -244,6 +283,7 @@ class GenomeData(SplitDataModule):
         self.genome: Genome | None = None
         self.intervals: dict[str, list[Interval]] = {}
         self.bed_windows: dict[str, list[Window]] = {}
+        self._bed_rows: list[BedRow] = []
         self._datasets: dict[str, GenomeWindowDataset] = {}
         self.sample_generator = torch.Generator().manual_seed(seed)
 
@@ -280,6 +320,8 @@ class GenomeData(SplitDataModule):
         if self.bed is not None:
             self._assign_bed_windows()
         label_names = self._label_names(stage)
+        if self.target == "window_class" and stage != "predict":
+            self._check_bed_classes(label_names)
         self.data_info = DataInfo(TOKENIZER.token_input(), label_names)
         track = self._open_track() if self.target == "track" and stage != "predict" else None
         for split in (*SPLIT_NAMES, "predict"):
@@ -291,12 +333,20 @@ class GenomeData(SplitDataModule):
                 reverse_complement_p=0.5 if train and self.reverse_complement_augment else 0.0,
             )
 
+    def teardown(self, stage: str) -> None:
+        """Close the files the stage opened (the genome and the track open again on the next read)."""
+        for dataset in self._datasets.values():
+            if dataset.track is not None:
+                dataset.track.close()
+        if self.genome is not None:
+            self.genome.close()
+
     def _open_track(self):
         return open_track(self.track_path, self.chrom_sizes, self.track_label_names)
 
     def _label_names(self, stage: str) -> list[str]:
         if stage == "predict" and self.trained_info:
-            return list(self.trained_info.label_names)
+            return self.trained_info.classes("GenomeData")
         if self.target == "next_base":
             return list(BASES)
         if self.target == "window_class":
@@ -305,28 +355,38 @@ class GenomeData(SplitDataModule):
                 raise DataError(self.bed, f"the training windows have {len(names)} class(es); a classifier needs two or more")
             return names
         if self.track_path is None:
-            raise ConfigError("predict needs a trained model: pass --ckpt_path (the class names are the checkpoint's)")
-        names = self._open_track().label_names
+            raise ConfigError("predict needs a trained model: pass --ckpt_path (the class names are the checkpoint's; from Python, call datamodule.restore_data_info(model.data_info) first)")
+        with closing(self._open_track()) as track:
+            names = track.label_names
         if len(names) < 2:
             raise DataError(self.track_path, "the track has no 'label_names' attribute with two or more classes")
         return names
 
     def _assign_bed_windows(self) -> None:
-        windows, splits = read_bed(self.bed, self.chrom_sizes, self.label_column, self.split_column)
+        self._bed_rows = read_bed(self.bed, self.chrom_sizes, self.label_column, self.split_column)
         self.bed_windows = {name: [] for name in (*SPLIT_NAMES, "predict")}
-        for window, split in zip(windows, splits):
+        for window, split, line in self._bed_rows:
+            if window.strand == "-" and self.target == "next_base":
+                raise DataError(self.bed, "strand '-' with data.target 'next_base': next-base targets are read on the "
+                                "+ strand; drop the strand column or use '+'/'.'", line=line)
             window = resize(window, self.window_length)
             if split is None:
                 split = next((s for s in ("test", "val") if _overlaps(window, self.intervals[s])), "train")
             self.bed_windows[split].append(window)
             self.bed_windows["predict"].append(window)
 
-    def _sampler(self, split: str, train_window_length: int):
+    def _check_bed_classes(self, label_names: list[str]) -> None:
+        for window, _, line in self._bed_rows:
+            if window.label not in label_names:
+                raise DataError(self.bed, f"class {window.label!r} does not occur in the training windows "
+                                f"(classes: {label_names})", line=line)
+
+    def _sampler(self, split: str, window_length: int):
         if self.bed is not None:
             return ListWindowSampler(self.bed_windows[split], shuffle=split == "train", generator=self.sample_generator)
         if split == "train":
             return RandomWindowSampler(
-                self.intervals["train"], train_window_length, self.windows_per_epoch, self.weighting, self.sample_generator
+                self.intervals["train"], window_length, self.windows_per_epoch, self.weighting, self.sample_generator
             )
         if split == "predict":
             return GridWindowSampler(self.intervals["predict"], self.window_length, self.window_length - self.predict_overlap)

@@ -79,6 +79,7 @@ class Genome:
     ``chrom_sizes``: chromosome name (first word of the header) -> length, in file order.
     ``read(chrom, start, end)``: token ids (end - start,) uint8; positions off the chromosome are N.
     ``check_letters()``: reject a character that is no nucleotide code anywhere in the genome.
+    ``close()``: close the file (``contextlib.closing(Genome(...))``).
     """
 
     def __init__(self, path: str | Path, cache: str | Path | None = None):
@@ -91,6 +92,7 @@ class Genome:
         fasta = self._handle()
         self.chrom_sizes = {name: len(fasta[name]) for name in fasta.keys()}
         if not self.chrom_sizes:
+            self.close()
             raise DataError(self.source, "no FASTA records")
 
     def _handle(self):
@@ -111,6 +113,12 @@ class Genome:
 
     def __getstate__(self):
         return {**self.__dict__, "_fasta": None, "_pid": None}
+
+    def close(self) -> None:
+        """Close the FASTA file (a later :meth:`read` opens it again)."""
+        if self._fasta is not None:
+            self._fasta.close()
+            self._fasta = None
 
     def read(self, chrom: str, start: int, end: int) -> np.ndarray:
         size = self.chrom_sizes.get(chrom)
@@ -159,6 +167,10 @@ class Track:
             return zarr.open_group(str(self.path), mode="r")
         except Exception as error:  # zarr raises several unrelated types for a store it cannot read
             raise DataError(self.path, f"cannot open as a zarr group: {error}") from None
+
+    def close(self) -> None:
+        """Let go of the store (a later :meth:`read` opens it again)."""
+        self._group, self._pid = None, None
 
     def read(self, chrom: str, start: int, end: int, fill: int = 0) -> np.ndarray:
         """Values (end - start,) int64; positions off the chromosome get ``fill``."""

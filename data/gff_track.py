@@ -13,16 +13,16 @@ ends the annotations.
 
 from __future__ import annotations
 
-import argparse
-import gzip
-import sys
+from contextlib import closing
 from pathlib import Path
 
 import numpy as np
 
 from seqpipe.data.genome_io import Genome
-from seqpipe.errors import DataError, SeqpipeError
-from seqpipe.outputs import Output
+from seqpipe.data.readers import open_text
+from seqpipe.errors import DataError
+from seqpipe.outputs import Output, writing
+from seqpipe.tool_io import run_tool, tool_parser
 
 CHUNK = 1 << 20
 
@@ -34,8 +34,7 @@ def feature_spans(gff: str | Path, features: list[str], chrom_sizes: dict[str, i
         raise DataError(gff, "no such GFF file")
     classes = {name: k + 1 for k, name in enumerate(features)}
     spans: dict[str, list[tuple[int, int, int]]] = {chrom: [] for chrom in chrom_sizes}
-    opener = gzip.open if gff.read_bytes()[:2] == b"\x1f\x8b" else open
-    with opener(gff, "rt", encoding="utf-8") as lines:
+    with open_text(gff) as lines:
         for number, line in enumerate(lines, start=1):
             if line.startswith("##FASTA"):
                 break
@@ -65,12 +64,11 @@ def build_track(gff: str | Path, fasta: str | Path, out: str | Path, features: l
     """
     import zarr
 
-    output = Output(out, "per-base track", folder=True)
-    output.claim()
-    try:
-        chrom_sizes = Genome(fasta).chrom_sizes
+    with writing(Output(out, "per-base track", folder=True)) as (partial,):
+        with closing(Genome(fasta)) as genome:
+            chrom_sizes = genome.chrom_sizes
         spans = feature_spans(gff, features, chrom_sizes)
-        group = zarr.open_group(str(output.partial), mode="a")
+        group = zarr.open_group(str(partial), mode="a")
         group.attrs["label_names"] = ["other", *features]
         group.attrs["source"] = {"gff": str(gff), "fasta": str(fasta), "features": features}
         counts = np.zeros(len(features) + 1, dtype=np.int64)
@@ -80,28 +78,23 @@ def build_track(gff: str | Path, fasta: str | Path, out: str | Path, features: l
                 values[start:end] = label
             group.create_array(chrom, shape=(size,), chunks=(min(size, CHUNK),), dtype="uint8")[:] = values
             counts += np.bincount(values, minlength=len(counts))
-    except BaseException:
-        output.discard()
-        raise
-    output.commit()
     return {name: int(n) for name, n in zip(["other", *features], counts)}
 
 
-def main(args: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="seqpipe track", description=__doc__.split("\n\n")[0])
+def write_track(options) -> None:
+    counts = build_track(options.gff, options.fasta, options.out, options.feature)
+    total = sum(counts.values())
+    print(f"wrote {options.out}: " + ", ".join(f"{name} {n} bases ({n / total:.1%})" for name, n in counts.items()))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``seqpipe track``; returns the exit code."""
+    parser = tool_parser("seqpipe track", __doc__, checkpoint=False)
     parser.add_argument("gff", help="GFF3 annotations (plain or gzip)")
     parser.add_argument("fasta", help="the reference the annotations refer to (plain, bgzip or gzip)")
     parser.add_argument("out", help="the zarr store to write (replaces a track this command wrote; anything else there is an error)")
     parser.add_argument("--feature", action="append", required=True, help="a GFF feature type (column 3); repeatable")
-    options = parser.parse_args(args)
-    try:
-        counts = build_track(options.gff, options.fasta, options.out, options.feature)
-    except SeqpipeError as error:
-        print(f"seqpipe: error: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
-    total = sum(counts.values())
-    print(f"wrote {options.out}: " + ", ".join(f"{name} {n} bases ({n / total:.1%})" for name, n in counts.items()))
-    return 0
+    return run_tool(write_track, parser, argv)
 
 
 if __name__ == "__main__":

@@ -185,7 +185,9 @@ class DNAPretrainData(SplitDataModule):
             self.contigs = Contigs()
             self.intervals = {"train": {"genome": [], "sequences": []}, "val": {"genome": [], "sequences": []}}
             for number, path in enumerate(fasta_files(self.fasta)):
-                for contig in self.contigs.add_genome(number, Genome(path, self.cache_dir)):
+                genome = Genome(path, self.cache_dir)
+                genome.check_letters()  # before training, as GenomeData does, not when a window covers the letter
+                for contig in self.contigs.add_genome(number, genome):
                     self._hold_out_tail(contig)
             self._add_sequences()
         self.data_info = DataInfo(DNATokenizer().token_input(), list(BASES))

@@ -36,9 +36,9 @@ class Record(NamedTuple):
     def line_of(self, position: int) -> int:
         """The line of the file holding 0-based ``position`` of the sequence: a table row's own line, or for
         a FASTA record the sequence line it falls on (found by reading the record again: for error messages)."""
-        if _suffix(self.path) in TABLE_SEPARATORS:
+        if _suffix(self.path) in (*TABLE_SEPARATORS, ".bed"):  # a table row or a BED row: its own line
             return self.line
-        with _open_text(self.path) as lines:
+        with open_text(self.path) as lines:
             seen = 0
             for number, text in enumerate(lines, start=1):
                 if number <= self.line:
@@ -81,7 +81,7 @@ def read_fasta(path: str | Path) -> Iterator[tuple[str, str, int]]:
     The header is the text after ``>``; the sequence is its lines joined, surrounding whitespace removed.
     """
     path = Path(path)
-    with _open_text(path) as lines:
+    with open_text(path) as lines:
         header, header_line, chunks, number = None, 0, [], 0
         try:
             for number, text in enumerate(lines, start=1):
@@ -193,7 +193,8 @@ def _finish_fasta_record(path: Path, header: str, line: int, chunks: list[str]) 
     return header, sequence, line
 
 
-def _open_text(path: Path) -> IO[str]:
+def open_text(path: Path) -> IO[str]:
+    """The file as text (UTF-8), gunzipped when its content is gzip, whatever its name."""
     return gzip.open(path, "rt", encoding="utf-8") if _is_gzip(path) else open(path, encoding="utf-8")
 
 

@@ -34,7 +34,8 @@ class Interval(NamedTuple):
 
 class Window(NamedTuple):
     """A query for the dataset. ``continues``: the window starts where the previous one of the same
-    interval ended (a model streaming with carried state keeps its state); ``label``: a BED class."""
+    interval ended (a model streaming with carried state keeps its state); ``label``: a BED class;
+    ``strand``: "-" reads the window from the reverse strand (a BED strand column)."""
 
     chrom: str
     start: int
@@ -43,6 +44,7 @@ class Window(NamedTuple):
     keep_end: int
     continues: bool = False
     label: str | None = None
+    strand: str = "+"
 
 
 _REGION = re.compile(r"^(?P<chrom>[^:]+)(?::(?P<start>[\d,]+%?)-(?P<end>[\d,]+%?))?$")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import pickle
 import random
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +63,31 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise CheckpointError(f"{path}: not a seqpipe checkpoint (no state_dict)")
     return checkpoint
+
+
+def load_trained_model(path: str | Path, trusted_modules: Iterable[str] = ()):
+    """The :class:`~seqpipe.model.SequenceModel` of a ``seqpipe fit`` checkpoint, on the CPU in eval mode, for
+    tools that score outside Lightning's loops (``seqpipe variants``, ``seqpipe explain``). The file is read
+    once (:func:`read_checkpoint`), the classes its hyper-parameters name are checked
+    (:func:`check_checkpoint_classes`; ``trusted_modules``: the user's own, beside :data:`TRUSTED_PACKAGES`),
+    the model is built from them as LightningCLI built it, and its weights are loaded."""
+    from lightning.pytorch.cli import instantiate_module
+
+    from seqpipe.model import SequenceModel  # imported here: seqpipe.model imports this module
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"--ckpt_path {path}: no such checkpoint file")
+    checkpoint = read_checkpoint(path)
+    hparams = {key: value for key, value in (checkpoint.get("hyper_parameters") or {}).items() if key != "_instantiator"}
+    check_checkpoint_classes(path, hparams, set(trusted_modules))
+    try:
+        model = instantiate_module(SequenceModel, hparams)
+        model.load_state_dict(checkpoint["state_dict"])
+    except (KeyError, RuntimeError, TypeError, ValueError) as error:
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise CheckpointError(f"{path}: not a seqpipe model checkpoint ({reason})") from None
+    return model.eval()
 
 
 def class_paths(config: Any) -> Iterator[tuple[str, str]]:

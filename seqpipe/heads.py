@@ -82,7 +82,8 @@ class TaskHead(nn.Module):
     def predictions(self, outputs: Any, batch: dict[str, Any], data_info: DataInfo) -> pd.DataFrame:
         """One row per prediction, with an index column (record id, window, timestamp) first.
 
-        This default writes one row per sequence: ``id`` (the batch's ``ids``, else the row number), then
+        This default writes one row per sequence: ``id`` (the batch's ``ids``; without them empty, and the
+        :class:`~seqpipe.prediction.PredictionWriter` numbers the rows across the whole run), then
         the outputs (B, ...) flattened to columns ``output_<class>`` when there is one per class, else
         ``output_0``, ``output_1``, .... Heads with a richer format (labels, probabilities) override it.
         """
@@ -95,5 +96,5 @@ class TaskHead(nn.Module):
         names = list(data_info.label_names or [])
         columns = names if len(names) == values.shape[1] else [str(k) for k in range(values.shape[1])]
         ids = batch.get("ids")
-        frame = pd.DataFrame({"id": list(ids) if ids is not None else range(len(values))})
+        frame = pd.DataFrame({"id": list(ids) if ids is not None else [None] * len(values)})
         return frame.join(pd.DataFrame(values, columns=[f"output_{c}" for c in columns]))

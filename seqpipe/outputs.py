@@ -8,7 +8,9 @@ user's file or folder there stops the run with one line, before any work is done
 How seqpipe recognises its outputs: a folder output holds a marker file ``.seqpipe-output`` naming its
 kind; a file output has a marker ``.<name>.seqpipe-output`` beside it, naming its kind and the size and
 modification time the file had when it was written, so a file the user has since put in its place is
-not taken for seqpipe's.
+not taken for seqpipe's. The ``partial`` of a run that crashed is cleared by the next run only when it
+carries the same marks (inside a folder, beside a file: ``.<name>.partial.seqpipe-output``), so a user's
+own ``<name>.partial`` is never taken for seqpipe's either.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from seqpipe.errors import ConfigError
@@ -50,6 +54,8 @@ class Output:
         if self.folder:
             self.partial.mkdir()
             self._mark_folder()
+        else:
+            _write_atomically(self._partial_marker(), json.dumps({"kind": self.kind}))
 
     def commit(self) -> None:
         """Move the finished ``partial`` to ``path``, replacing a previous output of this kind."""
@@ -68,6 +74,7 @@ class Output:
         if not self.folder:
             stat = self.path.stat()
             _write_atomically(self._file_marker(), json.dumps({"kind": self.kind, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}))
+            self._partial_marker().unlink(missing_ok=True)
 
     def discard(self) -> None:
         """Remove ``partial`` (after a failure) if this output claimed it; ``path`` is left as it was."""
@@ -83,13 +90,19 @@ class Output:
             shutil.rmtree(path)
         else:
             path.unlink(missing_ok=True)
+        if path == self.partial and not self.folder:
+            self._partial_marker().unlink(missing_ok=True)
 
     def _file_marker(self) -> Path:
         return self.path.with_name(f".{self.path.name}{MARKER}")
 
+    def _partial_marker(self) -> Path:
+        return self.partial.with_name(f".{self.partial.name}{MARKER}")
+
     def _is_ours(self, path: Path) -> bool:
-        if path == self.partial:  # a file's partial is named after the output, so only a crashed seqpipe run leaves one
-            return not self.folder or _read_json(path / MARKER).get("kind") == self.kind
+        if path == self.partial:  # left by a crashed seqpipe run only if it carries the marks claim() made
+            marker = path / MARKER if self.folder else self._partial_marker()
+            return _read_json(marker).get("kind") == self.kind
         if self.folder:
             return path.is_dir() and _read_json(path / MARKER).get("kind") == self.kind
         marker = _read_json(self._file_marker())
@@ -97,6 +110,26 @@ class Output:
             return False
         stat = path.stat()
         return (marker.get("size"), marker.get("mtime_ns")) == (stat.st_size, stat.st_mtime_ns)
+
+
+@contextmanager
+def writing(*outputs: Output) -> Iterator[list[Path]]:
+    """Claims every output (so a refused path fails before the work), yields their ``partial`` paths to write
+    to, commits them all when the block succeeds and discards them all when it fails.
+
+        with writing(Output(path, "per-base track", folder=True)) as (partial,):
+            ...  # write into partial
+    """
+    try:
+        for output in outputs:
+            output.claim()  # a refused one stops here; those claimed before it are discarded below
+        yield [output.partial for output in outputs]
+    except BaseException:
+        for output in outputs:
+            output.discard()
+        raise
+    for output in outputs:
+        output.commit()
 
 
 def _read_json(path: Path) -> dict:

@@ -15,6 +15,8 @@ from seqpipe.outputs import Output
 class PredictionWriter(BasePredictionWriter):
     """Streams the head's prediction rows (a DataFrame per batch) to a CSV file.
 
+    Rows whose ``id`` column is empty (a head's default rows without the batch's ``ids``) are numbered by their
+    row in the run (0, 1, ...; counted across batches).
     Rows go to ``<path>.partial`` batch by batch, and the file is renamed to ``path`` only when the whole
     prediction run has finished, so a failed run leaves no half-written output. An existing ``path`` is
     replaced only when it is a predictions CSV seqpipe wrote (see :mod:`seqpipe.outputs`).
@@ -33,6 +35,7 @@ class PredictionWriter(BasePredictionWriter):
             raise ConfigError(f"--prediction.path {path}: is a directory; give a file name such as {Path(path) / 'predictions.csv'}")
         self.path = path
         self._output: Output | None = None
+        self._rows = 0
 
     @property
     def target(self) -> Path | None:
@@ -51,7 +54,7 @@ class PredictionWriter(BasePredictionWriter):
 
     def setup(self, trainer, pl_module, stage: str) -> None:
         """Claim the output before any prediction is made: a user's file at the path stops the run here."""
-        self._output = None
+        self._output, self._rows = None, 0
         if stage != "predict":
             return
         target = self.target_for(trainer)
@@ -67,6 +70,9 @@ class PredictionWriter(BasePredictionWriter):
             raise TypeError(f"PredictionWriter expects the head's predictions as a DataFrame, got {type(prediction).__name__}")
         if self._output is None:
             return
+        if "id" in prediction and prediction["id"].isna().all():
+            prediction = prediction.assign(id=range(self._rows, self._rows + len(prediction)))
+        self._rows += len(prediction)
         partial = self._output.partial
         prediction.to_csv(partial, mode="a", header=not partial.exists(), index=False)
 

@@ -29,11 +29,11 @@ import numpy as np
 import torch
 
 from seqpipe.data.readers import read_fasta
-from seqpipe.dna_alphabet import DNA_COMPLEMENT
+from seqpipe.dna_alphabet import DNA_COMPLEMENT, reverse_valid
 from seqpipe.errors import ConfigError, DataError
 from seqpipe.tasks.model_scoring import TOKENIZER, batches, class_probabilities, label_names, load_model, log_odds, window_scores
-from seqpipe.outputs import Output
-from seqpipe.tasks.tool_io import run_tool, tool_outputs
+from seqpipe.outputs import Output, writing
+from seqpipe.tool_io import run_tool, tool_parser
 
 BASES = "ACGT"
 BASE_IDS = torch.tensor([TOKENIZER.vocab[b] for b in BASES])
@@ -85,7 +85,7 @@ class Explainer:
         with torch.no_grad():
             table = encoder(torch.arange(one_hot.shape[-1])[None])[0]  # (V, D)
         ids = one_hot.argmax(-1)
-        reverse = one_hot.flip(1)[..., DNA_COMPLEMENT]
+        reverse = reverse_valid(one_hot[..., DNA_COMPLEMENT], None)  # the one-hot of reverse_complement_ids(ids)
 
         def differentiable(token_ids: torch.Tensor) -> torch.Tensor:
             # the model runs the encoder on the record, and on its reverse complement for the other strand
@@ -118,7 +118,7 @@ def explain(options: argparse.Namespace) -> None:
     out = Path(options.out)
     paths = [out.with_name(out.name + ".npz"), out.with_name(out.name + ".logos")]
     outputs = [Output(paths[0], "attribution arrays"), Output(paths[1], "attribution logos", folder=True)]
-    with tool_outputs(*outputs) as (npz, logos):
+    with writing(*outputs) as (npz, logos):
         model = load_model(options.ckpt_path, trusted_modules=options.trust_module)
         names = label_names(model)
         target = options.target or names[-1]
@@ -190,9 +190,7 @@ def safe_name(text: str) -> str:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="seqpipe explain", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 2)[2])
-    p.add_argument("--ckpt_path", required=True, help="checkpoint of a DNA model trained with seqpipe fit")
+    p = tool_parser("seqpipe explain", __doc__)
     p.add_argument("--data.predict", dest="predict", required=True, help="the sequences to explain (FASTA, plain or gzip)")
     p.add_argument("--out", required=True, help="prefix of the outputs: PREFIX.npz and PREFIX.logos/")
     p.add_argument("--target", help="the class whose log-odds is explained (default: the last class)")
@@ -200,16 +198,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--top", type=int, default=10, help="logos for this many records of highest score (default 10)")
     p.add_argument("--logo_width", type=int, default=60, help="positions per logo (default 60)")
     p.add_argument("--batch_size", type=int, default=256, help="mutants per forward pass (default 256)")
-    p.add_argument("--trust_module", action="append", default=[], metavar="MODULE",
-                   help="a module whose classes the checkpoint may name (your own head); seqpipe, torch, lightning "
-                        "and torchmetrics are always allowed (repeatable)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     """``seqpipe explain``; returns the exit code."""
-    options = parser().parse_args(argv)
-    return run_tool(lambda: explain(options))
+    return run_tool(explain, parser(), argv)
 
 
 if __name__ == "__main__":

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from seqpipe.errors import ConfigError, DataError
-from seqpipe.outputs import Output
-from seqpipe.tasks.tool_io import run_tool, tool_outputs
+from seqpipe.outputs import Output, writing
+from seqpipe.tool_io import run_tool, tool_parser
 
 ROWS_PER_READ = 1 << 20
 
@@ -35,6 +35,9 @@ def write_bigwig(zarr_path: str | Path, bigwig_path: str | Path, score: str | No
         names, bin_size, sizes = list(group.attrs["label_names"]), int(group.attrs["bin_size"]), dict(group.attrs["chrom_sizes"])
     except Exception as error:  # zarr raises several unrelated types for a store it cannot read
         raise DataError(zarr_path, f"not a genome prediction store with label_names, bin_size and chrom_sizes ({error})") from None
+    missing = [chrom for chrom in sizes if chrom not in group]
+    if missing:
+        raise DataError(zarr_path, f"no array for chromosome {missing[0]!r} of its chrom_sizes: not a complete prediction store")
     score = score or names[-1]
     if score not in names:
         raise ConfigError(f"score {score!r} is not a class of the predictions ({names})")
@@ -66,19 +69,19 @@ def _add_runs(handle, chrom: str, size: int, first_bin: int, values: np.ndarray,
             handle.addEntries([chrom], [last * bin_size], ends=[size], values=[float(run[~full][0])])
 
 
+def convert(options: argparse.Namespace) -> None:
+    with writing(Output(options.out, "genome predictions bigWig")) as (partial,):
+        write_bigwig(options.zarr, partial, options.score)
+    print(f"wrote {options.out}")
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="seqpipe bigwig", description=__doc__.split("\n\n")[0])
+    """``seqpipe bigwig``; returns the exit code."""
+    parser = tool_parser("seqpipe bigwig", __doc__, checkpoint=False)
     parser.add_argument("zarr", help="genome predictions written by GenomePredictionWriter")
     parser.add_argument("out", help="the bigWig to write (an existing file is not replaced)")
     parser.add_argument("--score", help="the class to write (default: the last)")
-    options = parser.parse_args(argv)
-
-    def convert() -> None:
-        with tool_outputs(Output(options.out, "genome predictions bigWig")) as (partial,):
-            write_bigwig(options.zarr, partial, options.score)
-        print(f"wrote {options.out}")
-
-    return run_tool(convert)
+    return run_tool(convert, parser, argv)
 
 
 if __name__ == "__main__":

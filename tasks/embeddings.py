@@ -25,10 +25,10 @@ from seqpipe.data.dna import DNAClassificationData
 from seqpipe.dna_alphabet import DNA_COMPLEMENT, reverse_complement_ids
 from seqpipe.errors import ConfigError
 from seqpipe.model import LONGEST_WHOLE_INPUT, SequenceModel
-from seqpipe.outputs import Output
+from seqpipe.outputs import Output, writing
 from seqpipe.tasks.classification import pool
 from seqpipe.tasks.model_scoring import load_model
-from seqpipe.tasks.tool_io import run_tool, tool_outputs
+from seqpipe.tool_io import run_tool, tool_parser
 
 
 def sequence_embeddings(model: SequenceModel, x: torch.Tensor, lengths: torch.Tensor | None = None,
@@ -62,9 +62,10 @@ def embed(options: argparse.Namespace) -> None:
     model = load_model(options.ckpt_path, trusted_modules=options.trust_module)
     data = DNAClassificationData(predict=options.input, sequence_column=options.sequence_column, id_column=options.id_column,
                                  batch_size=options.batch_size)
+    data.restore_data_info(model.data_info)  # read with the vocabulary the model was trained on
     data.setup("predict")  # reads and checks every record before the output is claimed
     records = data.splits["predict"]
-    with tool_outputs(output) as (partial,):
+    with writing(output) as (partial,):
         import zarr
 
         group = zarr.open_group(str(partial), mode="a")
@@ -82,9 +83,7 @@ def embed(options: argparse.Namespace) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="seqpipe embed", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
-    p.add_argument("--ckpt_path", required=True, help="checkpoint of a DNA model (seqpipe fit: classifier or pre-training)")
+    p = tool_parser("seqpipe embed", __doc__)
     p.add_argument("--input", required=True, help="sequences: FASTA, a folder of FASTA files, or TSV/CSV (labels ignored)")
     p.add_argument("--output", required=True, help="the zarr group to write (e.g. embeddings.zarr)")
     p.add_argument("--batch_size", type=int, default=32, help="sequences per forward pass (default 32)")
@@ -92,15 +91,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--both_strands", action="store_true", help="average each sequence's and its reverse complement's embedding")
     p.add_argument("--sequence_column", default="sequence", help="TSV/CSV: the column holding the sequences")
     p.add_argument("--id_column", help="TSV/CSV: the column holding record ids (default: the row number)")
-    p.add_argument("--trust_module", action="append", default=[], metavar="MODULE",
-                   help="a module whose classes the checkpoint may name (your own head); repeatable")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     """``seqpipe embed``; returns the exit code."""
-    options = parser().parse_args(argv)
-    return run_tool(lambda: embed(options))
+    return run_tool(embed, parser(), argv)
 
 
 if __name__ == "__main__":

@@ -14,36 +14,28 @@ from pathlib import Path
 
 import torch
 
-from seqpipe.data.tokenizers import DNATokenizer
-from seqpipe.dna_backbones import RCEquivariantBackbone
-from seqpipe.checkpoints import check_checkpoint_classes, read_checkpoint
+from seqpipe.checkpoints import load_trained_model
 from seqpipe.contracts import TokenInput
-from seqpipe.errors import CheckpointError, ConfigError
+from seqpipe.data.tokenizers import DNATokenizer
+from seqpipe.dna_alphabet import DNA_COMPLEMENT, reverse_complement_ids
+from seqpipe.dna_backbones import RCEquivariantBackbone
+from seqpipe.errors import ConfigError
 from seqpipe.model import SequenceModel
 
 TOKENIZER = DNATokenizer()
 
 
 def load_model(ckpt_path: str | Path, chunk_size: int | None = None, trusted_modules: Iterable[str] = ()) -> SequenceModel:
-    """The model of a ``seqpipe fit`` checkpoint, in eval mode on the CPU, with its ``data_info`` (vocabulary,
-    label names) as trained. ``chunk_size``: run longer windows chunk by chunk with carried state (causal
-    backbones; :func:`seqpipe.chunked.chunked_forward`). ``trusted_modules``: modules beside seqpipe, torch,
-    lightning and torchmetrics whose classes the checkpoint may name (see :mod:`seqpipe.checkpoints`)."""
-    path = Path(ckpt_path)
-    if not path.is_file():
-        raise CheckpointError(f"--ckpt_path {ckpt_path}: no such checkpoint file")
-    # read with weights_only and its classes checked before Lightning imports them (as the CLI does)
-    check_checkpoint_classes(path, read_checkpoint(path).get("hyper_parameters") or {}, user_modules=set(trusted_modules))
-    try:
-        model = SequenceModel.load_from_checkpoint(str(path), map_location="cpu", weights_only=True)
-    except (KeyError, RuntimeError, TypeError, ValueError) as error:
-        raise CheckpointError(f"--ckpt_path {ckpt_path}: not a seqpipe model checkpoint ({error})") from None
+    """The DNA model of a ``seqpipe fit`` checkpoint (:func:`seqpipe.checkpoints.load_trained_model`: eval mode,
+    CPU, ``data_info`` as trained), refused unless it reads DNA tokens. ``chunk_size``: run longer windows chunk
+    by chunk with carried state (causal backbones; :func:`seqpipe.chunked.chunked_forward`)."""
+    model = load_trained_model(ckpt_path, trusted_modules)
     spec = model.data_info.input if model.data_info else None
     if not isinstance(spec, TokenInput) or spec.vocab_size != DNATokenizer.vocab_size:
         raise ConfigError(f"--ckpt_path {ckpt_path}: the model was not trained on DNA tokens (data_info {model.hparams.get('data_info')})")
     if chunk_size is not None:
         model.hparams["chunk_size"] = chunk_size
-    return model.eval()
+    return model
 
 
 def label_names(model: SequenceModel) -> list[str]:
@@ -64,7 +56,7 @@ def class_probabilities(model: SequenceModel, x: torch.Tensor, both_strands: boo
     genomic position); one pass for a :func:`strand_symmetric` model."""
     probs = model({"x": x}).float().softmax(-1)
     if both_strands and not strand_symmetric(model):
-        other = model({"x": TOKENIZER.reverse_complement(x, torch.full(x.shape[:1], x.shape[1]))}).float().softmax(-1)
+        other = model({"x": reverse_complement_ids(x, None, DNA_COMPLEMENT)}).float().softmax(-1)
         probs = (probs + (other.flip(1) if other.dim() == 3 else other)) / 2
     return probs
 

@@ -76,11 +76,13 @@ class PerBaseClassification(TaskHead):
         probs = outputs.float().softmax(-1).cpu()
         frames = []
         for row, chrom in enumerate(batch["chrom"]):
-            keep = batch["mask"][row].cpu()
+            keep, row_probs = batch["mask"][row].cpu(), probs[row]
+            if batch.get("strand") is not None and batch["strand"][row] == "-":  # read reversed: back to genome order
+                keep, row_probs = keep.flip(0), row_probs.flip(0)
             positions = int(batch["start"][row]) + torch.nonzero(keep).squeeze(1)
             frame = pd.DataFrame({"chrom": chrom, "position": positions.numpy()})
             for k, name in enumerate(data_info.label_names):
-                frame[f"prob_{name}"] = probs[row, keep, k].numpy()
+                frame[f"prob_{name}"] = row_probs[keep, k].numpy()
             frames.append(frame)
         return pd.concat(frames, ignore_index=True)
 

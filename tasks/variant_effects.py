@@ -12,8 +12,9 @@ probability averaged over the central ``--span`` positions (default: the whole w
 * ``PREFIX.vcf.gz``: the input records with these scores in INFO (``SEQPIPE_DIFF_<class>``,
   ``SEQPIPE_LOG_ODDS_<class>``, one value per ALT); a record with an allele that was not scored gets
   ``SEQPIPE_SKIPPED`` instead;
-* ``PREFIX.skipped.tsv``: every allele not scored and why: not a single-base substitution (indels, MNPs,
-  symbolic alleles), a chromosome the FASTA lacks, or a REF that disagrees with the FASTA (never scored).
+* ``PREFIX.skipped.tsv``: every allele not scored and why: an indel, a multi-base substitution, a symbolic or
+  missing ALT, a chromosome the FASTA lacks, or a REF that disagrees with the FASTA (never scored). The count of
+  each reason is printed, and each REF mismatch is named on stderr (the first 10; the rest are in the file).
 
 VCFs are read with cyvcf2. Windows are read through :class:`seqpipe.data.genome_io.Genome` (N past the
 chromosome ends); ``--chunk_size`` runs long windows chunk by chunk with carried state (causal backbones).
@@ -25,6 +26,7 @@ import argparse
 import re
 import sys
 from collections import Counter
+from contextlib import ExitStack, closing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,8 +37,8 @@ import torch
 from seqpipe.data.genome_io import Genome
 from seqpipe.errors import ConfigError, DataError
 from seqpipe.tasks.model_scoring import TOKENIZER, batches, class_probabilities, label_names, load_model, log_odds, window_scores
-from seqpipe.outputs import Output
-from seqpipe.tasks.tool_io import run_tool, tool_outputs
+from seqpipe.outputs import Output, writing
+from seqpipe.tool_io import run_tool, tool_parser
 
 BASE_IDS = {base: TOKENIZER.vocab[base] for base in "ACGT"}
 SHOWN_MISMATCHES = 10
@@ -55,9 +57,17 @@ class Allele:
 
 
 def check_allele(allele: Allele, genome: Genome) -> str | None:
-    """Why ``allele`` cannot be scored, or None."""
-    if len(allele.ref) != 1 or len(allele.alt) != 1 or allele.alt.upper() not in BASE_IDS:
-        return "not a single-base substitution"
+    """Why ``allele`` cannot be scored, or None. Only single-base substitutions are scored: an indel would need
+    reference and alternate windows of different lengths, which a per-base score cannot compare position by
+    position."""
+    if allele.alt.upper().strip("ACGTN"):
+        return "symbolic or missing ALT"
+    if len(allele.ref) != len(allele.alt):
+        return "indel"
+    if len(allele.ref) != 1:
+        return "multi-base substitution"
+    if allele.alt.upper() not in BASE_IDS:
+        return "ALT is N"
     if allele.chrom not in genome.chrom_sizes:
         return "chromosome not in the FASTA"
     if not 0 <= allele.pos < genome.chrom_sizes[allele.chrom]:
@@ -91,16 +101,20 @@ def score_alleles(
     return np.concatenate(ref_scores), np.concatenate(alt_scores)
 
 
-def read_alleles(vcf_path: Path):
-    """The VCF's records (cyvcf2 variants) and their alleles, one per ALT."""
+def open_vcf(vcf_path: Path):
+    """The VCF opened with cyvcf2 (close it: ``contextlib.closing``)."""
     from cyvcf2 import VCF
 
     if not vcf_path.is_file():
         raise DataError(vcf_path, "no such VCF file")
     try:
-        vcf = VCF(str(vcf_path))
+        return VCF(str(vcf_path))
     except (OSError, ValueError) as error:
         raise DataError(vcf_path, f"cannot be read as a VCF: {error}") from None
+
+
+def read_alleles(vcf, vcf_path: Path):
+    """The records (cyvcf2 variants) of an open VCF and their alleles, one per ALT."""
     records, alleles = [], []
     try:
         for number, variant in enumerate(vcf, start=1):
@@ -111,7 +125,7 @@ def read_alleles(vcf_path: Path):
         raise DataError(vcf_path, f"malformed VCF: {error}", record=len(records) + 1) from None
     if not records:
         raise DataError(vcf_path, "no variant records")
-    return vcf, records, alleles
+    return records, alleles
 
 
 def info_key(kind: str, name: str) -> str:
@@ -128,18 +142,18 @@ def score_vcf(options: argparse.Namespace) -> None:
     if not 1 <= span_length <= options.window:
         raise ConfigError(f"--span must be in [1, --window], got {span_length}")
     outputs = [Output(path, kind) for path, kind in zip(paths, ("variant scores TSV", "scored VCF", "skipped variants TSV"))]
-    with tool_outputs(*outputs) as (tsv, vcf_out, skipped_tsv):
+    with ExitStack() as stack:  # the inputs are closed before the outputs are committed or discarded
+        tsv, vcf_out, skipped_tsv = stack.enter_context(writing(*outputs))
         span_start = options.window // 2 - span_length // 2
         model = load_model(options.ckpt_path, options.chunk_size, options.trust_module)
         names = label_names(model)
-        genome = Genome(options.fasta, options.cache_dir)
-        vcf, records, alleles = read_alleles(Path(options.vcf))
+        genome = stack.enter_context(closing(Genome(options.fasta, options.cache_dir)))
+        vcf = stack.enter_context(closing(open_vcf(Path(options.vcf))))
+        records, alleles = read_alleles(vcf, Path(options.vcf))
         reasons = [check_allele(a, genome) for a in alleles]
         scored = [a for a, reason in zip(alleles, reasons) if reason is None]
         if not scored:
-            counts = Counter("REF disagrees with the FASTA" if r.startswith("REF") else r for r in reasons)
-            raise DataError(options.vcf, f"none of its {len(alleles)} alleles can be scored ("
-                            + ", ".join(f"{n} {r}" for r, n in counts.items()) + ")")
+            raise DataError(options.vcf, f"none of its {len(alleles)} alleles can be scored ({reason_counts(reasons)})")
         ref, alt = score_alleles(model, genome, scored, options.window, (span_start, span_start + span_length), options.batch_size)
         diff, odds = alt - ref, (log_odds(torch.from_numpy(alt)) - log_odds(torch.from_numpy(ref))).numpy()
 
@@ -169,7 +183,11 @@ def write_scored_vcf(vcf, records, alleles, reasons, diff, odds, names, path: Pa
                                     "Description": f"seqpipe variants: {what} of class {name}"})
     vcf.add_info_to_header({"ID": "SEQPIPE_SKIPPED", "Number": "1", "Type": "String",
                             "Description": "seqpipe variants: why an allele of this record was not scored"})
-    writer = Writer(str(path), vcf, mode="wz")
+    with closing(Writer(str(path), vcf, mode="wz")) as writer:  # closed before a failure discards its output
+        _write_records(writer, records, alleles, reasons, diff, odds, names)
+
+
+def _write_records(writer, records, alleles, reasons, diff, odds, names) -> None:
     by_record: dict[int, list[int]] = {}
     for index, allele in enumerate(alleles):
         by_record.setdefault(allele.record, []).append(index)
@@ -181,18 +199,21 @@ def write_scored_vcf(vcf, records, alleles, reasons, diff, odds, names, path: Pa
             variant.INFO["SEQPIPE_SKIPPED"] = problems[0].replace(" ", "_").replace(";", ",")
         else:
             rows = score_row[indices]
-            for k, name in enumerate(names):  # cyvcf2 sets a Number=A value from its text, not from a list
-                variant.INFO[info_key("DIFF", name)] = ",".join(f"{v:.6g}" for v in diff[rows, k])
-                variant.INFO[info_key("LOG_ODDS", name)] = ",".join(f"{v:.6g}" for v in odds[rows, k])
+            for k, name in enumerate(names):
+                variant.INFO[info_key("DIFF", name)] = info_values(diff[rows, k])
+                variant.INFO[info_key("LOG_ODDS", name)] = info_values(odds[rows, k])
         writer.write_record(variant)
-    writer.close()
+
+
+def info_values(values: np.ndarray) -> str:
+    """One INFO value per ALT (``Number=A``): cyvcf2 sets such a value from its text, not from a list."""
+    return ",".join(f"{v:.6g}" for v in values)
 
 
 def report(total: int, skipped, paths: list[Path]) -> None:
     print(f"scored {total - len(skipped)} of {total} alleles; wrote {paths[0]} and {paths[1]}")
     if len(skipped):
-        counts = Counter("REF disagrees with the FASTA" if r.startswith("REF") else r for r in skipped["reason"])
-        print(f"skipped {len(skipped)} (listed in {paths[2]}): " + ", ".join(f"{n} {r}" for r, n in counts.items()))
+        print(f"skipped {len(skipped)} (listed in {paths[2]}): {reason_counts(skipped['reason'])}")
     mismatches = skipped[skipped["reason"].str.startswith("REF")]
     for row in mismatches.head(SHOWN_MISMATCHES).itertuples():
         print(f"seqpipe: warning: {row.chrom}:{row.pos} {row.id}: {row.reason}; not scored", file=sys.stderr)
@@ -200,10 +221,14 @@ def report(total: int, skipped, paths: list[Path]) -> None:
         print(f"seqpipe: warning: {len(mismatches) - SHOWN_MISMATCHES} more REF mismatches in {paths[2]}", file=sys.stderr)
 
 
+def reason_counts(reasons) -> str:
+    """"2 indel, 1 REF disagrees with the FASTA": how many alleles were skipped for each reason."""
+    counts = Counter("REF disagrees with the FASTA" if r.startswith("REF") else r for r in reasons if r is not None)
+    return ", ".join(f"{n} {reason}" for reason, n in counts.items())
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="seqpipe variants", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 2)[2])
-    p.add_argument("--ckpt_path", required=True, help="checkpoint of a DNA model trained with seqpipe fit")
+    p = tool_parser("seqpipe variants", __doc__)
     p.add_argument("--data.fasta", dest="fasta", required=True, help="the reference genome (plain, bgzip or gzip)")
     p.add_argument("--vcf", required=True, help="the variants (VCF, plain or bgzip)")
     p.add_argument("--out", required=True, help="prefix of the outputs: PREFIX.tsv, PREFIX.vcf.gz, PREFIX.skipped.tsv")
@@ -212,16 +237,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--batch_size", type=int, default=64, help="alleles per forward pass (default 64)")
     p.add_argument("--chunk_size", type=int, help="run windows chunk by chunk with carried state (causal backbones)")
     p.add_argument("--data.cache_dir", dest="cache_dir", help="where a plain-gzip FASTA is decompressed once")
-    p.add_argument("--trust_module", action="append", default=[], metavar="MODULE",
-                   help="a module whose classes the checkpoint may name (your own head); seqpipe, torch, lightning "
-                        "and torchmetrics are always allowed (repeatable)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     """``seqpipe variants``; returns the exit code."""
-    options = parser().parse_args(argv)
-    return run_tool(lambda: score_vcf(options))
+    return run_tool(score_vcf, parser(), argv)
 
 
 if __name__ == "__main__":

@@ -1,13 +1,15 @@
 """Checkpoints of small DNA models for the tool tests (``seqpipe variants``, ``seqpipe explain``), written the
 way ``seqpipe fit`` writes them (class-path configs in the hyper-parameters), without training; and a head
-with a motif planted in its weights."""
+with a motif planted in its weights; the files a test left open."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 import lightning
+import pytest
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import instantiate_module
@@ -41,6 +43,22 @@ MOTIF_MODEL = {
 
 def reverse_complement(sequence: str) -> str:
     return sequence.translate(COMPLEMENT)[::-1]
+
+
+def open_files_under(directory) -> list[str]:
+    """The files under ``directory`` this process holds open (Linux: /proc/self/fd)."""
+    links = [os.path.join("/proc/self/fd", fd) for fd in os.listdir("/proc/self/fd")]
+    targets = []
+    for link in links:
+        try:
+            targets.append(os.readlink(link))
+        except OSError:  # the listing's own descriptor, closed by now
+            pass
+    return [t for t in targets if t.startswith(str(directory))]
+
+
+#: for tests that list this process's open files
+needs_proc = pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="lists open files through /proc/self/fd")
 
 
 def write_checkpoint(path: Path, config: dict[str, Any], label_names: list[str], seed: int = 0) -> SequenceModel:

@@ -4,11 +4,17 @@ replaced, an earlier output of the same kind is."""
 from __future__ import annotations
 
 import os
+from types import SimpleNamespace
 
+import pandas as pd
 import pytest
+import torch
 
+from seqpipe.contracts import ChannelInput, DataInfo
 from seqpipe.errors import ConfigError
+from seqpipe.heads import TaskHead
 from seqpipe.outputs import Output
+from seqpipe.prediction import PredictionWriter
 
 
 def write_file(output: Output, text: str) -> None:
@@ -58,3 +64,33 @@ def test_a_folder_output_is_replaced_whole_and_a_failed_run_leaves_the_old_one(t
     (failed.partial / "half").write_text("half-written")
     failed.discard()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["track.zarr"] and (target / "second").exists()
+
+
+def test_a_users_file_named_like_a_partial_is_never_removed_a_crashed_runs_partial_is(tmp_path):
+    target = tmp_path / "scores.tsv"
+    users = tmp_path / "scores.tsv.partial"
+    users.write_text("the user's own file")
+    with pytest.raises(ConfigError, match=f"^{users} exists and is not a seqpipe variant scores TSV: refusing"):
+        Output(target, "variant scores TSV").claim()
+    assert users.read_text() == "the user's own file"
+    users.unlink()
+    crashed = Output(target, "variant scores TSV")
+    crashed.claim()
+    crashed.partial.write_text("half-written")  # the run dies here: neither commit nor discard
+    write_file(Output(target, "variant scores TSV"), "complete")
+    assert target.read_text() == "complete"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".scores.tsv.seqpipe-output", "scores.tsv"]
+
+
+def test_default_prediction_ids_number_the_rows_across_batches(tmp_path):
+    """A head's default rows carry no id without the batch's ``ids``: the writer numbers them over the run."""
+    writer = PredictionWriter(str(tmp_path / "p.csv"))
+    trainer = SimpleNamespace(callbacks=[writer], world_size=1, global_rank=0, log_dir=None, default_root_dir=str(tmp_path))
+    writer.setup(trainer, None, "predict")
+    for batch_idx in range(3):
+        rows = TaskHead().predictions(torch.full((4, 2), float(batch_idx)), {}, DataInfo(ChannelInput(1), ["a", "b"]))
+        writer.write_on_batch_end(trainer, None, rows, None, {}, batch_idx, 0)
+    writer.on_predict_end(trainer, None)
+    frame = pd.read_csv(tmp_path / "p.csv")
+    assert list(frame.columns) == ["id", "output_a", "output_b"]
+    assert frame["id"].tolist() == list(range(12)) and frame["output_a"].tolist() == [0] * 4 + [1] * 4 + [2] * 4

@@ -4,20 +4,27 @@ line through the CLI), reverse-complement and shift augmentation."""
 
 from __future__ import annotations
 
+import gzip
+
 import numpy as np
 import pyBigWig
 import pytest
 import torch
 import zarr
 
+from dna_tool_fixtures import needs_proc, open_files_under
 from genome_fixtures import CHROMS, write_genome, write_gff
 from seqpipe.cli import main as cli_main
+from seqpipe.contracts import DataInfo, TokenInput
+from seqpipe.data.bigwig_track import BigWigTrack
 from seqpipe.data.dna import DNAClassificationData
 from seqpipe.data.genome import GenomeData
 from seqpipe.data.gff_track import build_track
+from seqpipe.data.pretrain import DNAPretrainData
 from seqpipe.data.samplers import Window
 from seqpipe.data.tokenizers import DNATokenizer
 from seqpipe.errors import ConfigError, DataError
+from seqpipe.tasks.per_base import PerBaseClassification
 
 
 @pytest.fixture
@@ -148,3 +155,96 @@ def test_classification_data_reads_the_label_column_it_is_given_and_refuses_a_na
     assert names == ["neg", "pos"] and [names[y] for y in data.splits["val"].labels] == [row[4] for row in rows * 2]
     with pytest.raises(ConfigError, match=r"data.label_column 'label': .*scored.bed is a BED file, whose label column is given by its 0-based number"):
         DNAClassificationData(train=str(bed), val=str(bed), fasta=fasta, label_column="label").setup("fit")
+
+
+def reverse_complement(letters: str) -> str:
+    return letters.upper().translate(str.maketrans("ACGTN", "TGCAN"))[::-1]
+
+
+def test_a_minus_strand_bed_row_is_read_as_the_reverse_complement_and_gzip_bed_is_read(genome, tmp_path):
+    fasta, sequences, _ = genome
+    rows = [("chrA", 0, 30, "pos", "+"), ("chrA", 40, 70, "neg", "-"), ("chrB", 100, 130, "pos", "-"), ("chrC", 7, 37, "neg", ".")] * 2
+    text = "".join(f"{c}\t{s}\t{e}\t{label}\t0\t{strand}\n" for c, s, e, label, strand in rows)
+    bed = tmp_path / "regions.bed.gz"
+    bed.write_bytes(gzip.compress(text.encode()))
+    data = DNAClassificationData(train=str(bed), val=str(bed), fasta=fasta, batch_size=4)
+    data.setup("fit")
+    tokenizer = DNATokenizer()
+    for (chrom, start, end, _, strand), tokens, record_id in zip(rows, data.splits["val"].tokens, data.splits["val"].ids):
+        forward = sequences[chrom][start:end].upper()
+        assert tokenizer.decode(torch.from_numpy(tokens)) == (reverse_complement(forward) if strand == "-" else forward)
+        assert record_id == f"{chrom}:{start}-{end}" + ("(-)" if strand == "-" else "")
+    windows = GenomeData(fasta, target="window_class", bed=str(bed), label_column=3, window_length=30)
+    windows.setup("fit")
+    for window, (chrom, start, end, _, strand) in zip(windows.bed_windows["train"], rows):
+        item = windows._datasets["val"][window]
+        forward = sequences[chrom][start:end].upper()
+        assert tokenizer.decode(item["x"]) == (reverse_complement(forward) if strand == "-" else forward)
+        assert item["strand"] == ("-" if strand == "-" else "+")
+
+
+def test_per_base_targets_of_a_minus_strand_window_stay_with_their_bases(genome, tmp_path):
+    fasta, sequences, masks = genome
+    bed = tmp_path / "w.bed"
+    bed.write_text("chrA\t100\t160\tx\t0\t-\nchrA\t200\t260\tx\t0\t+\n")
+    data = GenomeData(fasta, track=fasta.replace("genome.fa", "cds.zarr"), bed=str(bed), window_length=60, batch_size=2)
+    data.setup("fit")
+    batch = next(iter(data.val_dataloader() if data.bed_windows["val"] else data.train_dataloader()))
+    for row in range(2):
+        start = int(batch["start"][row])
+        expected_y = masks["chrA"][start:start + 60]
+        expected_x = sequences["chrA"][start:start + 60].upper()
+        if batch["strand"][row] == "-":
+            expected_y, expected_x = expected_y[::-1], reverse_complement(expected_x)
+        np.testing.assert_array_equal(batch["y"][row].numpy(), expected_y)
+        assert DNATokenizer().decode(batch["x"][row]) == expected_x
+    # a model that outputs its targets: the predictions, back in genome order, are the track
+    head = PerBaseClassification()
+    logits = torch.nn.functional.one_hot(batch["y"], 2).float() * 10
+    rows = head.predictions(logits, batch, DataInfo(TokenInput(6), ["other", "CDS"]))
+    for chrom, positions, cds in zip(rows["chrom"], rows["position"], rows["prob_CDS"]):
+        assert round(cds) == masks[chrom][positions]
+
+
+def test_bed_errors_name_the_file_and_line(genome, tmp_path):
+    fasta, _, _ = genome
+    bed = tmp_path / "w.bed"
+    bed.write_text("chrA\t10\t20\tpos\t0\t+\nchrA\t30\t40\tneg\t0\tforward\n")
+    with pytest.raises(DataError, match=rf"^{bed}, line 2: strand \(column 6\) 'forward' must be"):
+        GenomeData(fasta, target="window_class", bed=str(bed), label_column=3, window_length=10).setup("fit")
+    bed.write_text("chrA\t10\t20\tpos\t0\t-\n")
+    with pytest.raises(DataError, match=rf"^{bed}, line 1: strand '-' with data.target 'next_base'"):
+        GenomeData(fasta, target="next_base", bed=str(bed), window_length=10).setup("fit")
+    train, val = tmp_path / "train.bed", tmp_path / "val.bed"
+    train.write_text("chrA\t10\t20\tpos\nchrA\t30\t40\tneg\n")
+    val.write_text("# header\nchrB\t10\t20\tpos\nchrB\t30\t40\tother\n")
+    with pytest.raises(DataError, match=rf"^{val}, record 'chrB:30-40', line 3: label 'other' does not occur"):
+        DNAClassificationData(train=str(train), val=str(val), fasta=fasta).setup("fit")
+    both = tmp_path / "both.bed"
+    both.write_text("chrA\t10\t20\tpos\ttrain\nchrA\t30\t40\tneg\ttrain\nchrB\t10\t20\tother\tval\n")
+    with pytest.raises(DataError, match=rf"^{both}, line 3: class 'other' does not occur in the training windows"):
+        GenomeData(fasta, target="window_class", bed=str(both), label_column=3, split_column=4, window_length=10).setup("fit")
+
+
+@needs_proc
+def test_bigwig_and_genome_files_are_closed_at_teardown_and_after_an_error(genome, tmp_path):
+    fasta, _, masks = genome
+    data = GenomeData(fasta, track=write_bigwig(tmp_path / "cds.bw", masks), track_label_names=["other", "CDS"],
+                      window_length=200, val_regions=["chrB"])
+    data.setup("fit")
+    next(iter(data.val_dataloader()))
+    assert any(path.endswith("cds.bw") for path in open_files_under(tmp_path))
+    data.teardown("fit")
+    assert open_files_under(tmp_path) == []
+    short = dict(masks, chrA=masks["chrA"][:100])
+    with pytest.raises(DataError, match="short.bw: chromosome 'chrA' has length 100, the FASTA record has length 3000"):
+        BigWigTrack(write_bigwig(tmp_path / "short.bw", short), data.chrom_sizes, ["other", "CDS"])
+    assert open_files_under(tmp_path) == []
+
+
+def test_pretraining_data_names_a_bad_letter_by_file_chromosome_and_position_at_setup(tmp_path):
+    fasta, sequences = write_genome(tmp_path, seed=3)
+    chrB = sequences["chrB"]
+    fasta.write_text(fasta.read_text().replace(chrB[:60], chrB[:33] + "X" + chrB[34:60]))
+    with pytest.raises(DataError, match=rf"^{fasta}, record 'chrB': character 'X' at position 34 is not a nucleotide"):
+        DNAPretrainData(fasta=[str(fasta)], window_length=64).setup("fit")

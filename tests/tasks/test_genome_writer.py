@@ -3,6 +3,7 @@ computations from the per-base scores; order checks; option errors."""
 
 from __future__ import annotations
 
+import shutil
 from functools import partial
 from types import SimpleNamespace
 
@@ -14,6 +15,7 @@ import pytest
 import torch
 import zarr
 
+from dna_tool_fixtures import needs_proc, open_files_under
 from genome_fixtures import CHROMS, bin_means, write_genome
 from seqpipe.backbone import Backbone
 from seqpipe.contracts import DataInfo, TokenInput
@@ -206,3 +208,14 @@ def test_bigwig_read_back_equals_the_zarr_values(tmp_path, bin_size, capsys):
     assert capsys.readouterr().err.strip().endswith("mine.bw exists and is not a seqpipe genome predictions bigWig: "
                                                      "refusing to replace it (move it away or choose another output path)")
     assert (tmp_path / "mine.bw").read_bytes() == b"a user's file"
+
+
+@needs_proc
+def test_a_store_the_converter_cannot_finish_leaves_no_bigwig_and_no_open_file(tmp_path, capsys):
+    writer = GenomePredictionWriter(str(tmp_path / "p.zarr"), str(tmp_path / "p.bedgraph"), bin_size=1, score="G")
+    predict_genome(tmp_path, [writer], seed=3)
+    shutil.rmtree(tmp_path / "p.zarr" / "chrB")
+    assert bigwig_main([str(tmp_path / "p.zarr"), str(tmp_path / "q.bw")]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"seqpipe: error: {tmp_path / 'p.zarr'}: no array for chromosome 'chrB' of its chrom_sizes: not a complete prediction store"]
+    assert not list(tmp_path.glob("*q.bw*")) and open_files_under(tmp_path) == []

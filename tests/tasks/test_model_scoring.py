@@ -32,3 +32,16 @@ def test_both_strands_are_averaged_at_the_same_genomic_position(tmp_path):
                 reverse = model({"x": tokenizer.encode(reverse_complement(s))[None]}).softmax(-1)[0]
                 expected = (forward + (reverse.flip(0) if reverse.dim() == 2 else reverse)) / 2
                 torch.testing.assert_close(got[row], expected, atol=2e-6, rtol=0)
+
+
+def test_a_checkpoint_is_read_once_and_restores_the_models_outputs(tmp_path, monkeypatch):
+    written = write_checkpoint(tmp_path / "m.ckpt", RC_PER_BASE, ["other", "CDS"], seed=5)
+    loads = []
+    real_load = torch.load
+    monkeypatch.setattr(torch, "load", lambda *args, **kwargs: loads.append(kwargs.get("weights_only")) or real_load(*args, **kwargs))
+    model = load_model(tmp_path / "m.ckpt")
+    assert loads == [True]  # one read, tensors and plain data only
+    x = DNATokenizer().encode("ACGTTGCANNACGT")[None]
+    with torch.no_grad():
+        torch.testing.assert_close(model({"x": x}), written({"x": x}), atol=0, rtol=0)
+    assert not model.training and model.hparams["data_info"]["label_names"] == ["other", "CDS"]

@@ -11,8 +11,9 @@ import pytest
 import torch
 from cyvcf2 import VCF
 
-from dna_tool_fixtures import CAUSAL_CLASSIFIER, RC_PER_BASE, reverse_complement, write_checkpoint
+from dna_tool_fixtures import CAUSAL_CLASSIFIER, RC_PER_BASE, needs_proc, open_files_under, reverse_complement, write_checkpoint
 from seqpipe.data.tokenizers import DNATokenizer
+from seqpipe.tasks import variant_effects
 from seqpipe.tasks.variant_effects import main
 
 WINDOW = 31
@@ -51,12 +52,16 @@ def test_scores_equal_a_direct_forward_of_the_windows_and_skips_are_reported(tmp
             ("chr1", 5, ".", CHROM[4], "ACGT".replace(CHROM[4], "")[1]),             # window runs off the start
             ("chr1", 100, "bad_ref", wrong, CHROM[99]),                            # REF disagrees with the FASTA
             ("chr1", 300, "indel", CHROM[299], CHROM[299] + "A"),
+            ("chr1", 310, "mnp", CHROM[309:311], reverse_complement(CHROM[309:311]) if CHROM[309:311] != reverse_complement(CHROM[309:311]) else "AA"),
+            ("chr1", 320, "sv", CHROM[319], "<DEL>"),
             ("chrZ", 3, "nochrom", "A", "C")]
     vcf = write_vcf(tmp_path / "v.vcf.gz", rows, {"chr1": 400, "chrZ": 10}, gz=True)
     assert main(["--ckpt_path", str(tmp_path / "m.ckpt"), "--data.fasta", fasta, "--vcf", vcf,
                  "--window", str(WINDOW), "--out", str(tmp_path / "out")]) == 0
     out, err = capsys.readouterr()
-    assert "scored 2 of 5 alleles" in out and "1 REF disagrees with the FASTA" in out
+    assert "scored 2 of 7 alleles" in out
+    assert f"skipped 5 (listed in {tmp_path / 'out.skipped.tsv'}): 1 REF disagrees with the FASTA, 1 indel, " \
+           "1 multi-base substitution, 1 symbolic or missing ALT, 1 chromosome not in the FASTA" in out
     assert "chr1:100 bad_ref: REF " + wrong + f" disagrees with the FASTA ({CHROM[99]})" in err
     table = pd.read_csv(tmp_path / "out.tsv", sep="\t")
     assert list(table.columns) == ["chrom", "pos", "ref", "alt", "id", "diff_neg", "log_odds_neg", "diff_pos", "log_odds_pos"]
@@ -70,10 +75,10 @@ def test_scores_equal_a_direct_forward_of_the_windows_and_skips_are_reported(tmp
         logit = lambda p: np.log(p / (1 - p))  # noqa: E731
         np.testing.assert_allclose(row.log_odds_pos, logit(alt[1]) - logit(ref[1]), rtol=1e-3, atol=1e-5)
     skipped = pd.read_csv(tmp_path / "out.skipped.tsv", sep="\t")
-    assert list(skipped["id"]) == ["bad_ref", "indel", "nochrom"]
-    assert list(skipped["reason"])[1:] == ["not a single-base substitution", "chromosome not in the FASTA"]
+    assert list(skipped["id"]) == ["bad_ref", "indel", "mnp", "sv", "nochrom"]
+    assert list(skipped["reason"])[1:] == ["indel", "multi-base substitution", "symbolic or missing ALT", "chromosome not in the FASTA"]
     records = list(VCF(str(tmp_path / "out.vcf.gz")))
-    assert len(records) == 5
+    assert len(records) == 7
     assert records[0].INFO.get("SEQPIPE_DIFF_pos") == pytest.approx(table["diff_pos"][0], abs=1e-5)
     assert records[2].INFO.get("SEQPIPE_SKIPPED").startswith("REF")
     # long windows streamed chunk by chunk with carried state (a causal model) give the same scores
@@ -123,10 +128,27 @@ def test_bad_inputs_give_one_line(tmp_path, capsys):
     for extra, message in (
         (["--vcf", str(tmp_path / "missing.vcf")], "missing.vcf: no such VCF file"),
         (["--vcf", str(tmp_path / "broken.vcf")], "broken.vcf: cannot be read as a VCF"),
-        (["--vcf", unscorable], "indels.vcf: none of its 2 alleles can be scored (1 not a single-base substitution, "
+        (["--vcf", unscorable], "indels.vcf: none of its 2 alleles can be scored (1 indel, "
                                 "1 chromosome not in the FASTA)"),
     ):
         assert main(["--ckpt_path", str(tmp_path / "m.ckpt"), "--data.fasta", fasta, "--out", str(tmp_path / "o"), *extra]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and message in err[0]
     assert not list(tmp_path.glob("o*"))
+
+
+@needs_proc
+def test_a_failure_while_writing_closes_every_file_and_leaves_no_output(tmp_path, monkeypatch):
+    write_checkpoint(tmp_path / "m.ckpt", CAUSAL_CLASSIFIER, ["neg", "pos"])
+    fasta = write_fasta(tmp_path / "g.fa", {"chr1": CHROM})
+    vcf = write_vcf(tmp_path / "v.vcf", [("chr1", 201, "rs1", CHROM[200], "ACGT".replace(CHROM[200], "")[0])], {"chr1": 400})
+
+    def disk_full(values):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(variant_effects, "info_values", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        main(["--ckpt_path", str(tmp_path / "m.ckpt"), "--data.fasta", fasta, "--vcf", vcf, "--out", str(tmp_path / "out")])
+        assert False, "not reached"
+    assert open_files_under(tmp_path) == []
+    assert not list(tmp_path.glob("out*")) and not list(tmp_path.glob(".out*"))

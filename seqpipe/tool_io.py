@@ -1,0 +1,39 @@
+"""Plumbing shared by the command-line tools (``seqpipe variants``, ``explain``, ``bigwig``, ``track``):
+their argument parser (usage from the module docstring; the checkpoint options of the DNA tools), and
+:func:`run_tool`, which turns a :class:`~seqpipe.errors.SeqpipeError` into one ``seqpipe: error:`` line and exit
+code 2. Their outputs go through :func:`seqpipe.outputs.writing` (written under ``<path>.partial``, renamed
+when complete, a path that is not a seqpipe output of the same kind refused before any work)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+
+from seqpipe.errors import SeqpipeError
+
+
+def tool_parser(prog: str, doc: str, checkpoint: bool = True) -> argparse.ArgumentParser:
+    """A parser whose description is ``doc``'s first paragraph and whose epilog is the rest after the usage
+    paragraph; ``checkpoint``: with ``--ckpt_path`` and ``--trust_module`` (the DNA tools that load a model)."""
+    paragraphs = doc.split("\n\n", 2)
+    parser = argparse.ArgumentParser(prog=prog, description=paragraphs[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=paragraphs[2] if len(paragraphs) > 2 else None)
+    if checkpoint:
+        parser.add_argument("--ckpt_path", required=True, help="checkpoint of a DNA model trained with seqpipe fit")
+        parser.add_argument("--trust_module", action="append", default=[], metavar="MODULE",
+                            help="a module whose classes the checkpoint may name (your own head); seqpipe, torch, "
+                                 "lightning and torchmetrics are always allowed (repeatable)")
+    return parser
+
+
+def run_tool(tool: Callable[[argparse.Namespace], None], parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
+    """Parses ``argv`` and runs ``tool`` on the options; a user error is printed as one line and gives exit code 2,
+    success 0."""
+    options = parser.parse_args(argv)
+    try:
+        tool(options)
+    except SeqpipeError as error:
+        print(f"seqpipe: error: {error}", file=sys.stderr)
+        return 2
+    return 0
