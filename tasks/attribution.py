@@ -29,14 +29,13 @@ import numpy as np
 import torch
 
 from seqpipe.data.readers import read_fasta
-from seqpipe.dna_alphabet import DNA_COMPLEMENT, reverse_valid
+from seqpipe.dna_alphabet import BASES, DNA_COMPLEMENT, DNA_VOCAB, reverse_valid
 from seqpipe.errors import ConfigError, DataError
-from seqpipe.tasks.model_scoring import TOKENIZER, batches, class_probabilities, label_names, load_model, log_odds, window_scores
 from seqpipe.outputs import Output, writing
+from seqpipe.tasks.model_scoring import TOKENIZER, batches, class_probabilities, label_names, load_model, log_odds, window_scores
 from seqpipe.tool_io import run_tool, tool_parser
 
-BASES = "ACGT"
-BASE_IDS = torch.tensor([TOKENIZER.vocab[b] for b in BASES])
+BASE_IDS = torch.tensor([DNA_VOCAB[b] for b in BASES])
 
 
 class Explainer:

@@ -35,12 +35,13 @@ import pandas as pd
 import torch
 
 from seqpipe.data.genome_io import Genome
+from seqpipe.dna_alphabet import BASES, DNA_VOCAB
 from seqpipe.errors import ConfigError, DataError
-from seqpipe.tasks.model_scoring import TOKENIZER, batches, class_probabilities, label_names, load_model, log_odds, window_scores
 from seqpipe.outputs import Output, writing
+from seqpipe.tasks.model_scoring import TOKENIZER, batches, class_probabilities, label_names, load_model, log_odds, window_scores
 from seqpipe.tool_io import run_tool, tool_parser
 
-BASE_IDS = {base: TOKENIZER.vocab[base] for base in "ACGT"}
+BASE_IDS = {base: DNA_VOCAB[base] for base in BASES}
 SHOWN_MISMATCHES = 10
 
 
