@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import closing
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -247,7 +248,8 @@ class DNAClassificationData(SplitDataModule):
             if not isinstance(column, int):
                 raise ConfigError(f"data.label_column {column!r}: {path} is a BED file, whose label column is given by "
                                   f"its 0-based number ({BED_NAME_COLUMN} = the name column)")
-            return read_bed_records(path, Genome(self.fasta), column if labelled else None)
+            with closing(Genome(self.fasta)) as genome:
+                return read_bed_records(path, genome, column if labelled else None)
         column = "label" if self.label_column is None else str(self.label_column)
         return list(read_records(path, labelled=labelled, label_column=column, **self.reader_options))
 

@@ -164,7 +164,8 @@ def _bed_row(path: Path, number: int, row: list[str], needed: int, chrom_sizes: 
         raise DataError(path, f"chromosome {chrom!r} is not in the FASTA", line=number)
     if not (start.isdigit() and end.isdigit() and int(start) < int(end)):
         raise DataError(path, f"start {start!r} and end {end!r} must be integers with start < end", line=number)
-    strand = row[5] if len(row) > 5 else "."
+    # column 6 (0-based 5) is the strand, unless the label or split is read from it
+    strand = row[5] if len(row) > 5 and 5 not in (label_column, split_column) else "."
     if strand not in ("+", "-", "."):
         raise DataError(path, f"strand (column 6) {strand!r} must be '+', '-' or '.'", line=number)
     split = None if split_column is None else row[split_column]

@@ -13,6 +13,7 @@ ends the annotations.
 
 from __future__ import annotations
 
+import zlib
 from contextlib import closing
 from pathlib import Path
 
@@ -34,23 +35,26 @@ def feature_spans(gff: str | Path, features: list[str], chrom_sizes: dict[str, i
         raise DataError(gff, "no such GFF file")
     classes = {name: k + 1 for k, name in enumerate(features)}
     spans: dict[str, list[tuple[int, int, int]]] = {chrom: [] for chrom in chrom_sizes}
-    with open_text(gff) as lines:
-        for number, line in enumerate(lines, start=1):
-            if line.startswith("##FASTA"):
-                break
-            if line.startswith("#") or not line.strip():
-                continue
-            fields = line.rstrip("\n").split("\t")
-            if len(fields) != 9:
-                raise DataError(gff, f"{len(fields)} tab-separated fields, a GFF line has 9", line=number)
-            if fields[2] not in classes:
-                continue
-            chrom, start, end = fields[0], fields[3], fields[4]
-            if chrom not in chrom_sizes:
-                raise DataError(gff, f"feature on {chrom!r}, which is not a record of the FASTA", line=number)
-            if not (start.isdigit() and end.isdigit() and 1 <= int(start) <= int(end) <= chrom_sizes[chrom]):
-                raise DataError(gff, f"span {start}-{end} is not within 1-{chrom_sizes[chrom]}", line=number)
-            spans[chrom].append((int(start) - 1, int(end), classes[fields[2]]))
+    try:
+        with open_text(gff) as lines:
+            for number, line in enumerate(lines, start=1):
+                if line.startswith("##FASTA"):
+                    break
+                if line.startswith("#") or not line.strip():
+                    continue
+                fields = line.rstrip("\n").split("\t")
+                if len(fields) != 9:
+                    raise DataError(gff, f"{len(fields)} tab-separated fields, a GFF line has 9", line=number)
+                if fields[2] not in classes:
+                    continue
+                chrom, start, end = fields[0], fields[3], fields[4]
+                if chrom not in chrom_sizes:
+                    raise DataError(gff, f"feature on {chrom!r}, which is not a record of the FASTA", line=number)
+                if not (start.isdigit() and end.isdigit() and 1 <= int(start) <= int(end) <= chrom_sizes[chrom]):
+                    raise DataError(gff, f"span {start}-{end} is not within 1-{chrom_sizes[chrom]}", line=number)
+                spans[chrom].append((int(start) - 1, int(end), classes[fields[2]]))
+    except (OSError, EOFError, UnicodeDecodeError, zlib.error) as error:
+        raise DataError(gff, f"cannot be read as a (gzipped) text GFF file: {error}") from None
     if not any(spans.values()):
         raise DataError(gff, f"no features of type {features}")
     return spans

@@ -66,7 +66,8 @@ class TaskHead(nn.Module):
         raise NotImplementedError
 
     def forward_pooled(self, mean: torch.Tensor, peak: torch.Tensor, batch: dict[str, Any]) -> Any:
-        """``mean_max_pooled`` heads: the features' mean and maximum over the valid positions (B, D) each -> outputs."""
+        """``mean_max_pooled`` heads: the features' mean and maximum over the valid positions (B, D) each -> outputs.
+        Called with ``context=`` as :meth:`forward` is, when :meth:`backbone_input` returned one."""
         raise NotImplementedError
 
     def loss(self, outputs: Any, batch: dict[str, Any]) -> torch.Tensor:

@@ -135,13 +135,16 @@ class SequenceModel(L.LightningModule):
         inputs, context = given
         # a head's context reaches its forward only when it made one: heads that need none keep three arguments
         extra = {} if context is None else {"context": context}
-        if self.head.mean_pooled and chunk_size and inputs.shape[1] > chunk_size and not torch.is_grad_enabled():
-            # a long record streamed into the mean the head reads: memory of one chunk, not (B, L, D) features
+        # a long record streamed chunk by chunk into the mean (and maximum) the head reads: memory of one chunk,
+        # not (B, L, D) features; not for a sequence the data streams window by window (its state carries over)
+        pooled_stream = (chunk_size and inputs.shape[1] > chunk_size and not torch.is_grad_enabled()
+                         and batch.get("continues") is None)
+        if self.head.mean_pooled and pooled_stream:
             mean = chunked_mean(self.backbone, inputs, self.backbone.output_lengths(lengths), chunk_size)
             return self.head(mean[:, None], torch.ones(len(mean), dtype=torch.long, device=mean.device), batch, **extra)
-        if self.head.mean_max_pooled and chunk_size and inputs.shape[1] > chunk_size and not torch.is_grad_enabled():
-            # the same for a head that reads the mean and the maximum
-            return self.head.forward_pooled(*chunked_mean_max(self.backbone, inputs, self.backbone.output_lengths(lengths), chunk_size), batch)
+        if self.head.mean_max_pooled and pooled_stream:
+            mean, peak = chunked_mean_max(self.backbone, inputs, self.backbone.output_lengths(lengths), chunk_size)
+            return self.head.forward_pooled(mean, peak, batch, **extra)
         positions = int(self.backbone.output_lengths(torch.tensor([inputs.shape[1]]))[0])  # after a strided front end
         if not chunk_size and not self.training and positions > LONGEST_WHOLE_INPUT:
             # (B, L, D) features of a whole chromosome-sized record would take tens of GB: stop with the way out

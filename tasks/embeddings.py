@@ -61,7 +61,7 @@ def embed(options: argparse.Namespace) -> None:
     output = Output(options.output, "embeddings zarr", folder=True)
     model = load_model(options.ckpt_path, trusted_modules=options.trust_module)
     data = DNAClassificationData(predict=options.input, sequence_column=options.sequence_column, id_column=options.id_column,
-                                 batch_size=options.batch_size)
+                                 batch_size=options.batch_size, fasta=options.fasta)
     data.restore_data_info(model.data_info)  # read with the vocabulary the model was trained on
     data.setup("predict")  # reads and checks every record before the output is claimed
     records = data.splits["predict"]
@@ -86,6 +86,7 @@ def parser() -> argparse.ArgumentParser:
     p = tool_parser("seqpipe embed", __doc__)
     p.add_argument("--input", required=True, help="sequences: FASTA, a folder of FASTA files, or TSV/CSV (labels ignored)")
     p.add_argument("--output", required=True, help="the zarr group to write (e.g. embeddings.zarr)")
+    p.add_argument("--data.fasta", dest="fasta", help="a BED --input: the genome FASTA its rows refer to")
     p.add_argument("--batch_size", type=int, default=32, help="sequences per forward pass (default 32)")
     p.add_argument("--chunk_size", type=int, help="stream records longer than this chunk by chunk (causal backbones)")
     p.add_argument("--both_strands", action="store_true", help="average each sequence's and its reverse complement's embedding")

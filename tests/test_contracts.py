@@ -98,3 +98,24 @@ def test_a_head_written_for_the_earlier_interface_is_one_clear_error():
     model = SequenceModel(backbone(), TensorInputHead(), data_info=DNA.to_dict()).train()
     with pytest.raises(ConfigError, match=r"TensorInputHead.backbone_input must return \(inputs, context\)"):
         model({"x": torch.randint(1, 5, (4, 12)), "lengths": torch.full((4,), 12)})
+
+
+class ContextMeanMaxHead(SequenceClassification):
+    """Reads only the mean and maximum, and passes a context from its input step to its output step."""
+
+    mean_max_pooled = True
+
+    def backbone_input(self, batch):
+        return batch["x"], "from the input step"
+
+    def forward_pooled(self, mean, peak, batch, context=None):
+        assert context == "from the input step"
+        return self.classifier(mean)
+
+
+def test_a_record_streamed_into_the_mean_and_max_keeps_the_heads_context():
+    causal = Backbone(d_model=8, n_layers=1, block=lambda d: MambaBlock(d, d_state=4, scan_backend="ref"))
+    model = SequenceModel(causal, ContextMeanMaxHead(pooling="last", strand_average=False), data_info=DNA.to_dict(), chunk_size=8).eval()
+    with torch.no_grad():
+        logits = model({"x": torch.randint(1, 5, (2, 20)), "lengths": torch.full((2,), 20)})
+    assert logits.shape == (2, 2)

@@ -108,6 +108,11 @@ def test_gff_track_rejects_features_off_the_genome(genome_files, tmp_path):
     bad.write_text("chrC\tsim\tCDS\t850\t950\t.\t+\t0\tID=x\n")
     with pytest.raises(DataError, match="line 1"):
         build_track(bad, genome_files[0], tmp_path / "bad.zarr", ["CDS"])
+    truncated = tmp_path / "truncated.gff.gz"
+    truncated.write_bytes(gzip.compress(b"chrA\tsim\tCDS\t1\t10\t.\t+\t0\tID=x\n" * 50)[:60])
+    with pytest.raises(DataError, match="truncated.gff.gz: cannot be read as a \\(gzipped\\) text GFF file"):
+        build_track(truncated, genome_files[0], tmp_path / "bad.zarr", ["CDS"])
+    assert not (tmp_path / "bad.zarr").exists()
 
 
 def test_track_must_match_the_genome(genome_files, tmp_path):
@@ -221,6 +226,10 @@ def test_bed_windows_with_labels_and_splits(genome_files, tmp_path):
     bed.write_text("chrQ\t1\t10\tpos\n")
     with pytest.raises(DataError, match="chrQ"):
         read_bed(bed, CHROMS, 3)
+    # column 6 read as the label or the split, not as a strand
+    bed.write_text("chrA\t100\t200\tx\t0\ttrain\nchrA\t300\t400\ty\t0\tval\n")
+    assert [(row.window.strand, row.split) for row in read_bed(bed, CHROMS, 3, 5)] == [("+", "train"), ("+", "val")]
+    assert [row.window.label for row in read_bed(bed, CHROMS, 5)] == ["train", "val"]
 
 
 def test_bad_inputs_raise_with_the_file_named(tmp_path, genome_files):
