@@ -43,6 +43,16 @@ def chunked_forward(
     return torch.cat(outputs, dim=1), state
 
 
+def valid_mean(features: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
+    """features (B, L, D), lengths (B,) or None (all positions valid) -> the mean over each row's valid positions
+    (B, D), ignoring right padding: what :func:`chunked_mean` computes chunk by chunk."""
+    batch, length, _ = features.shape
+    if lengths is None:
+        return features.mean(1)
+    valid = torch.arange(length, device=features.device)[None, :] < lengths.to(features.device)[:, None]
+    return (features * valid[..., None]).sum(1) / lengths.to(features.device)[:, None].to(features.dtype)
+
+
 def chunked_mean(module: StreamingModule, x: torch.Tensor, lengths: torch.Tensor | None, chunk_size: int) -> torch.Tensor:
     """x (B, L, ...) -> the mean of ``module``'s outputs over each row's valid output positions ``lengths`` (B,),
     (B, D), computed chunk by chunk with carried state. Without gradients the memory is that of one chunk,

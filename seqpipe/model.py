@@ -13,7 +13,7 @@ from torch import nn
 
 from seqpipe.backbone import Backbone
 from seqpipe.checkpoints import LastCheckpoint, RandomState
-from seqpipe.chunked import chunked_forward, chunked_mean, chunked_mean_max
+from seqpipe.chunked import chunked_forward, chunked_mean, chunked_mean_max, valid_mean
 from seqpipe.contracts import DataInfo, InputSpec, TokenInput
 from seqpipe.errors import ConfigError, TrainingDiverged
 from seqpipe.heads import TaskHead
@@ -140,20 +140,35 @@ class SequenceModel(L.LightningModule):
         pooled_stream = (chunk_size and inputs.shape[1] > chunk_size and not torch.is_grad_enabled()
                          and batch.get("continues") is None)
         if self.head.mean_pooled and pooled_stream:
-            mean = chunked_mean(self.backbone, inputs, self.backbone.output_lengths(lengths), chunk_size)
+            mean = self.mean_features(inputs, lengths, chunk_size)
             return self.head(mean[:, None], torch.ones(len(mean), dtype=torch.long, device=mean.device), batch, **extra)
         if self.head.mean_max_pooled and pooled_stream:
             mean, peak = chunked_mean_max(self.backbone, inputs, self.backbone.output_lengths(lengths), chunk_size)
             return self.head.forward_pooled(mean, peak, batch, **extra)
-        positions = int(self.backbone.output_lengths(torch.tensor([inputs.shape[1]]))[0])  # after a strided front end
-        if not chunk_size and not self.training and positions > LONGEST_WHOLE_INPUT:
-            # (B, L, D) features of a whole chromosome-sized record would take tens of GB: stop with the way out
-            raise ConfigError(
-                f"a record of {positions:,} positions is longer than the {LONGEST_WHOLE_INPUT:,} evaluated as one "
-                "window: stream it with --model.chunk_size (e.g. 65536; causal backbones) or crop it with --data.max_length"
-            )
+        if not chunk_size and not self.training:
+            self.check_whole_input(inputs.shape[1])
         features = self._features(inputs, lengths, batch.get("continues"))
         return self.head(features, self.backbone.output_lengths(lengths), batch, **extra)
+
+    def check_whole_input(self, length: int, way_out: str = "stream it with --model.chunk_size (e.g. 65536; causal "
+                          "backbones) or crop it with --data.max_length") -> None:
+        """Refuse an input of ``length`` positions too long to evaluate as one window: the (B, L, D) features of a
+        chromosome-sized record would take tens of GB. ``way_out``: what the error tells the user to do."""
+        positions = int(self.backbone.output_lengths(torch.tensor([length]))[0])  # after a strided front end
+        if positions > LONGEST_WHOLE_INPUT:
+            raise ConfigError(f"a record of {positions:,} positions is longer than the {LONGEST_WHOLE_INPUT:,} "
+                              f"evaluated as one window: {way_out}")
+
+    def mean_features(self, inputs: torch.Tensor, lengths: torch.Tensor | None, chunk_size: int | None = None,
+                      way_out: str | None = None) -> torch.Tensor:
+        """Backbone inputs (B, L[, C]), right-padded to ``lengths`` (B,) -> each sequence's mean backbone feature over
+        its valid positions (B, D). Inputs longer than ``chunk_size`` stream chunk by chunk with carried state
+        (causal backbones; memory of one chunk without gradients); others run whole (:meth:`check_whole_input`)."""
+        positions = None if lengths is None else self.backbone.output_lengths(lengths)
+        if chunk_size and inputs.shape[1] > chunk_size:
+            return chunked_mean(self.backbone, inputs, positions, chunk_size)
+        self.check_whole_input(inputs.shape[1], *([way_out] if way_out else []))
+        return valid_mean(self.backbone(inputs, lengths), positions)
 
     def _features(self, inputs: torch.Tensor, lengths: torch.Tensor | None, continues: torch.Tensor | None) -> torch.Tensor:
         """Backbone features: of the whole window, chunk by chunk (``chunk_size``), or continuing the state the

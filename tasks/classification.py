@@ -11,6 +11,7 @@ from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassAUROC, MulticlassF1Score, MulticlassMatthewsCorrCoef
 
+from seqpipe.chunked import valid_mean
 from seqpipe.contracts import DataInfo, TokenInput
 from seqpipe.dna_alphabet import reverse_complement_ids
 from seqpipe.heads import TaskHead
@@ -18,13 +19,12 @@ from seqpipe.heads import TaskHead
 
 def pool(features: torch.Tensor, lengths: torch.Tensor | None, how: Literal["mean", "last"]) -> torch.Tensor:
     """features (B, L, D), lengths (B,) or None (all positions valid) -> (B, D), ignoring right padding."""
+    if how == "mean":
+        return valid_mean(features, lengths)
     batch, length, _ = features.shape
     if lengths is None:
-        lengths = torch.full((batch,), length, device=features.device)
-    if how == "last":
-        return features[torch.arange(batch, device=features.device), lengths - 1]
-    valid = torch.arange(length, device=features.device)[None, :] < lengths[:, None]
-    return (features * valid[..., None]).sum(1) / lengths[:, None].to(features.dtype)
+        return features[:, -1]
+    return features[torch.arange(batch, device=features.device), lengths - 1]
 
 
 class SequenceClassification(TaskHead):

@@ -20,13 +20,11 @@ import argparse
 import numpy as np
 import torch
 
-from seqpipe.chunked import chunked_mean
 from seqpipe.data.dna import DNAClassificationData
 from seqpipe.dna_alphabet import DNA_COMPLEMENT, reverse_complement_ids
 from seqpipe.errors import ConfigError
-from seqpipe.model import LONGEST_WHOLE_INPUT, SequenceModel
+from seqpipe.model import SequenceModel
 from seqpipe.outputs import Output, writing
-from seqpipe.tasks.classification import pool
 from seqpipe.tasks.model_scoring import load_model
 from seqpipe.tool_io import run_tool, tool_parser
 
@@ -35,21 +33,13 @@ def sequence_embeddings(model: SequenceModel, x: torch.Tensor, lengths: torch.Te
                         chunk_size: int | None = None, both_strands: bool = False) -> torch.Tensor:
     """Token ids x (B, L), right-padded to ``lengths`` (B,) -> the mean backbone feature of each sequence (B, D).
 
-    Records longer than ``chunk_size`` go through the backbone chunk by chunk (:func:`seqpipe.chunked.chunked_mean`;
-    causal backbones); ``both_strands``: the mean of the sequence's and its reverse complement's embeddings."""
-    if lengths is None:
-        lengths = torch.full((x.shape[0],), x.shape[1], device=x.device)
+    Records longer than ``chunk_size`` go through the backbone chunk by chunk
+    (:meth:`~seqpipe.model.SequenceModel.mean_features`; causal backbones); ``both_strands``: the mean of the
+    sequence's and its reverse complement's embeddings."""
     views = [x, reverse_complement_ids(x, lengths, DNA_COMPLEMENT)] if both_strands else [x]
-    backbone = model.backbone
-    positions = backbone.output_lengths(lengths)
+    way_out = "stream it with --chunk_size (e.g. 65536; causal backbones)"
     with torch.no_grad():
-        if chunk_size and x.shape[1] > chunk_size:
-            means = [chunked_mean(backbone, view, positions, chunk_size) for view in views]
-        elif x.shape[1] > LONGEST_WHOLE_INPUT:
-            raise ConfigError(f"a record of {x.shape[1]:,} bases is longer than the {LONGEST_WHOLE_INPUT:,} embedded as one "
-                              "window: stream it with --chunk_size (e.g. 65536; causal backbones)")
-        else:
-            means = [pool(backbone(view, lengths), positions, "mean") for view in views]
+        means = [model.mean_features(view, lengths, chunk_size, way_out) for view in views]
     return torch.stack(means).mean(0)
 
 

@@ -98,3 +98,15 @@ def test_embed_refuses_a_users_path_and_a_bad_record_before_writing(tmp_path, ca
     err = capsys.readouterr().err
     assert "bad.fa" in err and "r2" in err and "'-'" in err
     assert not (tmp_path / "e.zarr").exists() and not (tmp_path / "e.zarr.partial").exists()
+
+
+def test_a_record_too_long_for_one_window_is_refused_with_the_tools_option(tmp_path, monkeypatch):
+    import seqpipe.model
+    from seqpipe.errors import ConfigError
+
+    model = write_checkpoint(tmp_path / "m.ckpt", MOTIF_CLASSIFIER, ["a", "b"]).double()
+    x = random_ids(torch.Generator().manual_seed(4), 40)[None]
+    monkeypatch.setattr(seqpipe.model, "LONGEST_WHOLE_INPUT", 32)
+    with pytest.raises(ConfigError, match="a record of 40 positions is longer than the 32 .* stream it with --chunk_size"):
+        sequence_embeddings(model, x)
+    assert sequence_embeddings(model, x, chunk_size=16).shape == (1, 8)  # streamed: no error
