@@ -107,7 +107,7 @@ def summarise(rows: pd.DataFrame, lm: pd.DataFrame) -> None:
     by_arm = tuned.pivot_table(index=["set", "arm"], columns="lr_scale", values="val_acc")
     print(markdown(by_arm.rename(columns=lambda scale: f"lr scale {scale:g}").reset_index()))
     print(f"\nchosen backbone_lr_scale {chosen:g} ({', '.join(f'{s:g}: {v:.4f}' for s, v in by_scale.items())})")
-    print("\npre-training runs:\n" + markdown(lm))
+    print("\npre-training runs:\n" + markdown(lm.fillna({"set": "(both bacterial sets)"})))
     keep = rows[(rows["arm"] == "scratch") | (rows["lr_scale"] == chosen)]
     print(f"\nper set and arm at lr scale {chosen:g} (scratch: the recipe alone), mean ± std over seeds:")
     print(markdown(table(keep)))
