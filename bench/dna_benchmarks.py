@@ -14,8 +14,11 @@ Models:
   cpu       configs/dna_classify.yaml        (the default, CPU recipe; ``seqpipe fit`` then ``seqpipe test``;
             ``--recipe`` names another)
   gpu       configs/dna_classify_gpu.yaml
-  pretrain  configs/dna_pretrain.yaml on the set's own training sequences (labels ignored) and, for the
-            bacterial sets, the E. coli genome; then the cpu row's recipe with --model.pretrained
+  pretrain  configs/dna_pretrain.yaml on the set's own training + validation sequences (labels ignored) and,
+            for the bacterial sets, on the E. coli genome alone and on both mixed; then the cpu row's recipe
+            with --model.pretrained (the pre-training checkpoint with the lowest validation loss) and
+            --finetune-args; a ``cpu`` row beside it is the same recipe from scratch.
+            (bench/dna_pretrain_bench.py runs this over several seeds in parallel.)
   CONFIG[,key=value...]   any other recipe with CLI overrides (candidates to choose a default by validation)
 
 ``--csv`` appends every row to a CSV as well, so several runs (e.g. in parallel) make one table.
@@ -173,15 +176,37 @@ def fit_and_test(config: str, paths: dict[str, Path], run: Path, common: list[st
             "note": f"{len(epochs)} epochs"}
 
 
-def pretrain(paths: dict[str, Path], genome: Path | None, run: Path, common: list[str], extra: list[str]) -> Path:
-    """``configs/dna_pretrain.yaml`` on the training and validation sequences (labels ignored) [+ the genome]."""
-    sources = ["--data.sequences", f"[{paths['train']},{paths['val']}]"]
+#: pre-training sources of the ``pretrain`` rows: (row label, own sequences?, E. coli genome?)
+PRETRAIN_SOURCES = {"own": ("own sequences", True, False), "genome": ("E. coli genome", False, True),
+                    "own+genome": ("own + E. coli genome", True, True)}
+
+
+def pretrain_sources(with_genome: bool) -> list[str]:
+    """The ``PRETRAIN_SOURCES`` of a set: the genome ones for the bacterial sets only."""
+    return [name for name, (_, _, genome) in PRETRAIN_SOURCES.items() if with_genome or not genome]
+
+
+def pretrain(paths: dict[str, Path] | None, genome: Path | None, run: Path, common: list[str], extra: list[str]) -> Path:
+    """``configs/dna_pretrain.yaml`` on the training and validation sequences of ``paths`` (labels ignored; None:
+    none) and/or ``genome``; returns the checkpoint with the lowest validation loss (``best.ckpt``)."""
+    sources = ["--data.sequences", f"[{paths['train']},{paths['val']}]"] if paths else []
     if genome is not None:
         sources += ["--data.fasta", f"[{genome}]"]
     seqpipe("fit", "--config", "configs/dna_pretrain.yaml", *sources, "--trainer.default_root_dir", run, *common, *extra,
             log=run.with_suffix(".log"))
-    (checkpoint,) = run.glob("lightning_logs/version_*/checkpoints/last.ckpt")
+    (checkpoint,) = run.glob("lightning_logs/version_*/checkpoints/best.ckpt")
     return checkpoint
+
+
+def pretrain_summary(checkpoint: Path) -> dict[str, float]:
+    """A pre-training run's best validation epoch (loss, perplexity, next-base/masked accuracy) and its mean
+    training throughput, from the run's ``metrics.csv`` beside ``checkpoint``."""
+    metrics = pd.read_csv(checkpoint.parents[1] / "metrics.csv")
+    val = metrics.dropna(subset=["val/loss"])
+    best = val.loc[val["val/loss"].idxmin()]
+    return {"lm_epochs": len(val), "lm_best_epoch": int(best["epoch"]), "lm_val_loss": best["val/loss"],
+            "lm_val_perplexity": best["val/perplexity"], "lm_val_acc": best["val/acc"],
+            "lm_tokens_per_s": metrics["train/tokens_per_s"].dropna().mean()}
 
 
 def run_set(name: str, args) -> list[dict]:
@@ -211,12 +236,13 @@ def run_set(name: str, args) -> list[dict]:
         elif model == "gpu":
             row("GPU recipe", lambda: fit_and_test("configs/dna_classify_gpu.yaml", paths, work / "gpu", common, epochs))
         elif model == "pretrain":
-            sources = [("own sequences", None)] + ([("own + E. coli genome", args.data / GENOME)] if with_genome else [])
-            for label, genome in sources:
-                run = work / ("pretrain_genome" if genome else "pretrain_own")
+            for source in pretrain_sources(with_genome):
+                label, own, genome = PRETRAIN_SOURCES[source]
+                run = work / f"pretrain_{source}"
                 row(f"CPU recipe, pre-trained ({label})", lambda: fit_and_test(
-                    args.recipe, paths, run / "finetune", common,
-                    [*epochs, "--model.pretrained", pretrain(paths, genome, run / "lm", common, args.pretrain_args.split())]))
+                    args.recipe, paths, run / "finetune", common, [*epochs, *args.finetune_args.split(), "--model.pretrained",
+                    pretrain(paths if own else None, args.data / GENOME if genome else None, run / "lm", common,
+                             args.pretrain_args.split())]))
         else:
             config, *overrides = model.split(",")
             options = [f"--{part}" if i == 0 else part for override in overrides for i, part in enumerate(override.split("=", 1))]
@@ -241,6 +267,7 @@ def main() -> None:
     parser.add_argument("--accelerator", default="cpu")
     parser.add_argument("--max-epochs", type=int, default=None, help="override the recipes' trainer.max_epochs")
     parser.add_argument("--pretrain-args", default="", help="extra CLI options of the pre-training runs, e.g. '--trainer.max_epochs 2'")
+    parser.add_argument("--finetune-args", default="", help="extra CLI options of the fine-tuning runs, e.g. '--model.backbone_lr_scale 0.3'")
     parser.add_argument("--work", type=Path, default=Path("runs/bench_dna"))
     parser.add_argument("--csv", type=Path, help="also append the rows to this CSV")
     args = parser.parse_args()

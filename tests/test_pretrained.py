@@ -9,28 +9,37 @@ import torch
 
 from seqpipe.backbone import Backbone
 from seqpipe.data.tokenizers import DNATokenizer
+from seqpipe.dna_backbones import MotifBackbone
 from seqpipe.errors import CheckpointError, ConfigError
 from seqpipe.mamba import MambaBlock
 from seqpipe.model import SequenceModel
 from seqpipe.pretrained import load_backbone_weights
+from seqpipe.s4 import S4Block
 from seqpipe.tasks.classification import SequenceClassification
 from seqpipe.tasks.per_base import NextBaseLM
 
 DNA_INFO = {"vocab_size": 6, "tokenizer": "dna", "label_names": ["a", "b"]}
 
 
-def classifier(seed: int, d_model: int = 16, strand_average: bool = True, **options) -> SequenceModel:
+def mamba_backbone(d_model: int = 16) -> Backbone:
+    return Backbone(d_model=d_model, n_layers=2, block=lambda d: MambaBlock(d, d_state=4))
+
+
+def motif_s4d_backbone(d_model: int = 16) -> Backbone:
+    """The DNA recipe's backbone (configs/dna_classify.yaml), small: motif convolution, then causal S4D layers."""
+    return MotifBackbone(d_model=d_model, n_layers=2, motif_width=5, block=lambda d: S4Block(d, d_state=8, mode="diag"))
+
+
+def classifier(seed: int, d_model: int = 16, strand_average: bool = True, make_backbone=mamba_backbone, **options) -> SequenceModel:
     torch.manual_seed(seed)
-    backbone = Backbone(d_model=d_model, n_layers=2, block=lambda d: MambaBlock(d, d_state=4))
     head = SequenceClassification(strand_average=strand_average)
-    return SequenceModel(backbone, head, data_info=DNA_INFO, **options)
+    return SequenceModel(make_backbone(d_model), head, data_info=DNA_INFO, **options)
 
 
-def save_lm_checkpoint(path, seed: int = 0, d_model: int = 16) -> SequenceModel:
+def save_lm_checkpoint(path, seed: int = 0, d_model: int = 16, make_backbone=mamba_backbone) -> SequenceModel:
     """A pre-training model (next-base head, other classes) saved as Lightning saves it."""
     torch.manual_seed(seed)
-    backbone = Backbone(d_model=d_model, n_layers=2, block=lambda d: MambaBlock(d, d_state=4))
-    model = SequenceModel(backbone, NextBaseLM(), data_info={"vocab_size": 6, "label_names": list("ACGT")})
+    model = SequenceModel(make_backbone(d_model), NextBaseLM(), data_info={"vocab_size": 6, "label_names": list("ACGT")})
     torch.save({"state_dict": model.state_dict()}, path)
     return model
 
@@ -43,15 +52,16 @@ def tokens(seed: int = 0, batch: int = 3, length: int = 30) -> tuple[torch.Tenso
     return x, lengths
 
 
-def test_loading_a_checkpoint_restores_identical_backbone_outputs(tmp_path):
-    pretrained = save_lm_checkpoint(tmp_path / "lm.ckpt", seed=0).eval()
-    model = classifier(seed=1).eval()
+@pytest.mark.parametrize("make_backbone", [mamba_backbone, motif_s4d_backbone])
+def test_loading_a_checkpoint_restores_identical_backbone_outputs(tmp_path, make_backbone):
+    pretrained = save_lm_checkpoint(tmp_path / "lm.ckpt", seed=0, make_backbone=make_backbone).eval()
+    model = classifier(seed=1, make_backbone=make_backbone).eval()
     x, lengths = tokens()
     assert not torch.allclose(model.backbone(x, lengths), pretrained.backbone(x, lengths))
 
     loaded, new = load_backbone_weights(model.backbone, tmp_path / "lm.ckpt")
 
-    assert new == [] and "encoder.weight" in loaded
+    assert new == [] and sorted(loaded) == sorted(pretrained.backbone.state_dict())  # embedding and motif convolution too
     assert torch.equal(model.backbone(x, lengths), pretrained.backbone(x, lengths))
 
 
