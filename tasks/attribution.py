@@ -72,17 +72,17 @@ class Explainer:
         """Ids (B, L) -> (gradient (B, L, 4) of the score w.r.t. the one-hot input, gradient x input (B, L))."""
         from captum.attr import InputXGradient, Saliency
 
-        one_hot = torch.nn.functional.one_hot(x, TOKENIZER.vocab_size).float().requires_grad_()
+        one_hot = torch.nn.functional.one_hot(x.to(self.model.device), TOKENIZER.vocab_size).float().requires_grad_()
         gradient = Saliency(self._score_of_one_hot).attribute(one_hot, abs=False)
         grad_x_input = InputXGradient(self._score_of_one_hot).attribute(one_hot).sum(-1)
-        return gradient[..., BASE_IDS].detach(), grad_x_input.detach()
+        return gradient.detach().cpu()[..., BASE_IDS], grad_x_input.detach().cpu()
 
     def _score_of_one_hot(self, one_hot: torch.Tensor) -> torch.Tensor:
         """one_hot (B, L, V) -> score (B,), differentiable in ``one_hot``: the encoder's output is replaced by
         ``one_hot @ table`` (and by the reverse complement's one-hot for the second strand)."""
         encoder = self.model.backbone.encoder
         with torch.no_grad():
-            table = encoder(torch.arange(one_hot.shape[-1])[None])[0]  # (V, D)
+            table = encoder(torch.arange(one_hot.shape[-1], device=one_hot.device)[None])[0]  # (V, D)
         ids = one_hot.argmax(-1)
         reverse = reverse_valid(one_hot[..., DNA_COMPLEMENT], None)  # the one-hot of reverse_complement_ids(ids)
 
@@ -118,7 +118,7 @@ def explain(options: argparse.Namespace) -> None:
     paths = [out.with_name(out.name + ".npz"), out.with_name(out.name + ".logos")]
     outputs = [Output(paths[0], "attribution arrays"), Output(paths[1], "attribution logos", folder=True)]
     with writing(*outputs) as (npz, logos):
-        model = load_model(options.ckpt_path, trusted_modules=options.trust_module)
+        model = load_model(options.ckpt_path, trusted_modules=options.trust_module, device=options.device)
         names = label_names(model)
         target = options.target or names[-1]
         if target not in names:
@@ -197,6 +197,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--top", type=int, default=10, help="logos for this many records of highest score (default 10)")
     p.add_argument("--logo_width", type=int, default=60, help="positions per logo (default 60)")
     p.add_argument("--batch_size", type=int, default=256, help="mutants per forward pass (default 256)")
+    p.add_argument("--device", default="cpu", help="where the model runs: cpu (default), cuda, cuda:1, ...")
     return p
 
 

@@ -85,3 +85,15 @@ def test_unknown_target_is_one_line(tmp_path, capsys):
                  "--target", "nope", "--trust_module", "dna_tool_fixtures"]) == 2
     assert capsys.readouterr().err.strip() == "seqpipe: error: --target 'nope' is not a class of the model (['absent', 'present'])"
     assert not list(tmp_path.glob("e*"))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_attributions_equal_cpu_attributions(tmp_path):
+    write_checkpoint(tmp_path / "m.ckpt", RC_PER_BASE, ["other", "CDS"], seed=2)
+    fasta = write_fasta(tmp_path / "x.fa", {"r": "".join(rng.choice(list("ACGT"), 24))})
+    for device in ("cpu", "cuda"):
+        assert main(["--ckpt_path", str(tmp_path / "m.ckpt"), "--data.predict", fasta, "--out", str(tmp_path / device),
+                     "--span", "4:20", "--device", device]) == 0
+    cpu, cuda = np.load(tmp_path / "cpu.npz"), np.load(tmp_path / "cuda.npz")
+    for name in ("score", "ism", "gradient", "grad_x_input"):
+        np.testing.assert_allclose(cpu[name], cuda[name], atol=1e-4)
