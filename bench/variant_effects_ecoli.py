@@ -8,6 +8,12 @@ variants``; prints the score distribution of each class.
     python bench/variant_effects_ecoli.py starts GENOME.fna.gz GENOME.gff.gz starts.fa --count 40
     seqpipe explain --ckpt_path CKPT --data.predict starts.fa --target CDS --span 53:101 --out ism_starts
     python bench/variant_effects_ecoli.py ism ism_starts.npz
+    python bench/variant_effects_ecoli.py auroc GENOME.fna.gz TRACK.zarr RUN/genome_predictions.zarr --region NC_000913.3:3713321-4641652
+
+``auroc`` scores ``seqpipe predict``'s per-base probabilities against the ``seqpipe track`` annotation of a region:
+one-vs-rest AUROC of every class, of "any feature" (1 - P(other)) against every annotated base, and beside a
+``TYPE:start`` / ``TYPE:end`` class a codon baseline (1 where the base lies in a start / stop codon on either
+strand).
 
 The consequence of each substitution is computed from the annotation (Biopython, translation table 11) and
 written in the VCF's INFO (``CSQ``); the scores never see it.
@@ -160,6 +166,46 @@ def ism_summary(options) -> None:
         print(f"mean |ISM| per substitution, {name}: {per_substitution[:, start:end].mean():.4f}")
 
 
+CODON_BASELINES = {"start": STARTS, "end": {"TAA", "TAG", "TGA"}}
+
+
+def codon_mask(sequence: str, codons: set[str]) -> np.ndarray:
+    """(len(sequence),) bool: the base lies in one of ``codons`` read on either strand."""
+    both = codons | {str(Seq(codon).reverse_complement()) for codon in codons}
+    mask = np.zeros(len(sequence), bool)
+    for i in range(len(sequence) - 2):
+        if sequence[i:i + 3] in both:
+            mask[i:i + 3] = True
+    return mask
+
+
+def auroc(options) -> None:
+    import zarr
+    from torchmetrics.functional.classification import binary_auroc
+
+    chrom, _, span = options.region.partition(":")
+    start, end = (int(v) for v in span.split("-"))
+    truth = zarr.open_group(options.track, mode="r")[chrom][start:end].astype(np.int64)
+    group = zarr.open_group(options.predictions, mode="r")
+    names = list(group.attrs["label_names"])
+    probs = group[chrom][start:end]  # (L, K), NaN where not predicted
+    if np.isnan(probs).any():
+        raise SystemExit(f"{options.predictions}: {int(np.isnan(probs[:, 0]).sum())} bases of {options.region} not predicted")
+    sequence = letters(Genome(options.fasta), chrom, start, end)
+
+    def score(values, labels) -> float:
+        return float(binary_auroc(torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32)), torch.from_numpy(labels).long()))
+
+    print(f"{options.region}: {end - start} bases; " + ", ".join(f"{n} {int((truth == k).sum())}" for k, n in enumerate(names)))
+    print(f"any feature (1 - P(other)) vs annotated: AUROC {score(1 - probs[:, 0], truth > 0):.4f}")
+    for k, name in enumerate(names[1:], start=1):
+        line = f"{name}: AUROC {score(probs[:, k], truth == k):.4f}"
+        which = name.rpartition(":")[2]
+        if which in CODON_BASELINES:
+            line += f" (codon baseline {score(codon_mask(sequence, CODON_BASELINES[which]), truth == k):.4f})"
+        print(line)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -182,8 +228,13 @@ def main() -> None:
     starts_parser.add_argument("--seed", type=int, default=0)
     ism_parser = commands.add_parser("ism")
     ism_parser.add_argument("npz", help="seqpipe explain's arrays of the start-codon windows")
+    auroc_parser = commands.add_parser("auroc")
+    auroc_parser.add_argument("fasta")
+    auroc_parser.add_argument("track", help="seqpipe track's zarr")
+    auroc_parser.add_argument("predictions", help="seqpipe predict's genome_predictions.zarr (bin_size 1)")
+    auroc_parser.add_argument("--region", required=True, help="CHROM:START-END, 0-based half-open")
     options = parser.parse_args()
-    {"make": make, "summarize": summarize, "starts": starts, "ism": ism_summary}[options.command](options)
+    {"make": make, "summarize": summarize, "starts": starts, "ism": ism_summary, "auroc": auroc}[options.command](options)
 
 
 if __name__ == "__main__":
