@@ -79,16 +79,22 @@ class Explainer:
 
     def _score_of_one_hot(self, one_hot: torch.Tensor) -> torch.Tensor:
         """one_hot (B, L, V) -> score (B,), differentiable in ``one_hot``: the encoder's output is replaced by
-        ``one_hot @ table`` (and by the reverse complement's one-hot for the second strand)."""
+        ``one_hot @ table`` on its first call (the record) and by the reverse complement's one-hot on its second
+        (the other strand, unless the model is strand-symmetric). Told apart by the order of the calls, not by
+        their ids: a batch of reverse-complement palindromes reads the same ids twice."""
         encoder = self.model.backbone.encoder
         with torch.no_grad():
             table = encoder(torch.arange(one_hot.shape[-1], device=one_hot.device)[None])[0]  # (V, D)
         ids = one_hot.argmax(-1)
         reverse = reverse_valid(one_hot[..., DNA_COMPLEMENT], None)  # the one-hot of reverse_complement_ids(ids)
+        strands = [(ids, one_hot), (reverse.argmax(-1), reverse)]
 
         def differentiable(token_ids: torch.Tensor) -> torch.Tensor:
-            # the model runs the encoder on the record, and on its reverse complement for the other strand
-            return (one_hot if torch.equal(token_ids, ids) else reverse) @ table
+            expected, values = strands.pop(0) if strands else (None, None)
+            if expected is None or not torch.equal(token_ids, expected):
+                raise ConfigError("seqpipe explain: the model's encoder read something other than the record and then its "
+                                  "reverse complement (a chunked or multi-pass model); gradients need one pass per strand")
+            return values @ table
 
         with _replaced_output(encoder, differentiable):
             return self.score(ids)

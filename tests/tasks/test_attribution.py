@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from dna_tool_fixtures import MOTIF_MODEL, RC_PER_BASE, reverse_complement, write_checkpoint
+from dna_tool_fixtures import CAUSAL_CLASSIFIER, MOTIF_MODEL, RC_PER_BASE, reverse_complement, write_checkpoint
 from seqpipe.data.tokenizers import DNATokenizer
 from seqpipe.tasks.attribution import main
 
@@ -97,3 +97,19 @@ def test_cuda_attributions_equal_cpu_attributions(tmp_path):
     cpu, cuda = np.load(tmp_path / "cpu.npz"), np.load(tmp_path / "cuda.npz")
     for name in ("score", "ism", "gradient", "grad_x_input"):
         np.testing.assert_allclose(cpu[name], cuda[name], atol=1e-4)
+
+
+def test_gradients_of_a_reverse_complement_palindrome_are_those_it_gets_beside_another_record(tmp_path):
+    from seqpipe.tasks.attribution import Explainer
+
+    model = write_checkpoint(tmp_path / "m.ckpt", CAUSAL_CLASSIFIER, ["neg", "pos"], seed=3)  # scores both strands
+    half = "".join(rng.choice(list("ACGT"), 12))
+    palindrome, other = half + reverse_complement(half), "".join(rng.choice(list("ACGT"), 24))
+    assert palindrome == reverse_complement(palindrome) and other != reverse_complement(other)
+    tokenizer = DNATokenizer()
+    explainer = Explainer(model, target=1)
+    alone = explainer.gradients(tokenizer.encode(palindrome)[None])
+    # beside a record that is no palindrome, the batch's two strands differ: the reference
+    beside = explainer.gradients(torch.stack([tokenizer.encode(palindrome), tokenizer.encode(other)]))
+    for a, b in zip(alone, beside):
+        torch.testing.assert_close(a[0], b[0], atol=1e-6, rtol=1e-5)
