@@ -17,11 +17,15 @@ the last class), both strands averaged; a per-base model's probability is first 
 
 Gradients come from captum (``Saliency``, ``InputXGradient``) through a differentiable one-hot input: the
 backbone's per-token encoder is a lookup, so its output is ``one_hot @ table`` (Caduceus' RC embedding too).
+A :class:`~seqpipe.tasks.dna_classification.DNASequenceClassification` head with ``kmer_size`` > 0 also reads
+k-mer counts of the token ids, which have no gradient: its gradient maps cover the backbone's path only (a note
+on stderr says so), while ISM, which scores every mutant, includes the k-mer features.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -32,6 +36,7 @@ from seqpipe.data.readers import read_fasta
 from seqpipe.dna_alphabet import BASES, DNA_COMPLEMENT, DNA_VOCAB, reverse_valid
 from seqpipe.errors import ConfigError, DataError
 from seqpipe.outputs import Output, writing
+from seqpipe.tasks.dna_classification import DNASequenceClassification
 from seqpipe.tasks.model_scoring import TOKENIZER, batches, class_probabilities, label_names, load_model, log_odds, window_scores
 from seqpipe.tool_io import run_tool, tool_parser
 
@@ -126,6 +131,9 @@ def explain(options: argparse.Namespace) -> None:
     with writing(*outputs) as (npz, logos):
         model = load_model(options.ckpt_path, trusted_modules=options.trust_module, device=options.device)
         names = label_names(model)
+        if isinstance(model.head, DNASequenceClassification) and model.head.kmer_size:
+            print(f"seqpipe explain: note: the head's {model.head.kmer_size}-mer counts have no gradient; the gradient "
+                  "maps cover the backbone's path only, ISM includes the k-mer features", file=sys.stderr)
         target = options.target or names[-1]
         if target not in names:
             raise ConfigError(f"--target {target!r} is not a class of the model ({names})")

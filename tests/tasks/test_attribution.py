@@ -113,3 +113,18 @@ def test_gradients_of_a_reverse_complement_palindrome_are_those_it_gets_beside_a
     beside = explainer.gradients(torch.stack([tokenizer.encode(palindrome), tokenizer.encode(other)]))
     for a, b in zip(alone, beside):
         torch.testing.assert_close(a[0], b[0], atol=1e-6, rtol=1e-5)
+
+
+def test_a_kmer_head_is_noted_and_its_kmers_move_ism_but_not_gradients(tmp_path, capsys):
+    backbone = {"class_path": "seqpipe.backbone.Backbone", "init_args": {"d_model": 4, "n_layers": 0}}
+    head = {"class_path": "seqpipe.tasks.dna_classification.DNASequenceClassification",
+            "init_args": {"pooling": "mean", "kmer_size": 2, "strand_average": False}}
+    model = write_checkpoint(tmp_path / "m.ckpt", {"backbone": backbone, "head": head}, ["neg", "pos"])
+    with torch.no_grad():  # only the k-mer features count: the backbone's pooled features get weight 0
+        model.head.classifier.weight[:, :4] = 0
+    torch.save({**torch.load(tmp_path / "m.ckpt", weights_only=False), "state_dict": model.state_dict()}, tmp_path / "m.ckpt")
+    fasta = write_fasta(tmp_path / "x.fa", {"r": "".join(rng.choice(list("ACGT"), 20))})
+    assert main(["--ckpt_path", str(tmp_path / "m.ckpt"), "--data.predict", fasta, "--out", str(tmp_path / "e")]) == 0
+    assert "the head's 2-mer counts have no gradient" in capsys.readouterr().err
+    result = np.load(tmp_path / "e.npz")
+    assert np.abs(result["ism"]).max() > 1e-3 and np.abs(result["gradient"]).max() == 0
