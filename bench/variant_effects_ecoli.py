@@ -1,5 +1,6 @@
 """Variant effects of coding changes on a bacterial genome: a generated VCF of single-base substitutions in
-annotated CDS (synonymous, missense, stop-gain, start-loss) and outside them, scored with ``seqpipe
+annotated CDS (synonymous, missense, stop-gain, start-loss, and start-retained: a start codon changed into
+another start codon, the control placed where start-loss variants are) and outside them, scored with ``seqpipe
 variants``; prints the score distribution of each class.
 
     python bench/variant_effects_ecoli.py make GENOME.fna.gz GENOME.gff.gz OUT.vcf --per_class 2000
@@ -35,7 +36,7 @@ from seqpipe.data.tokenizers import DNATokenizer
 
 STARTS = {"ATG", "GTG", "TTG"}
 TABLE_11 = {**unambiguous_dna_by_id[11].forward_table, **{codon: "*" for codon in unambiguous_dna_by_id[11].stop_codons}}
-CLASSES = ["synonymous", "missense", "stop_gain", "start_loss", "noncoding"]
+CLASSES = ["synonymous", "missense", "stop_gain", "start_loss", "start_retained", "noncoding"]
 
 
 def coding_sequences(gff: str) -> list[tuple[str, int, int, str]]:
@@ -70,7 +71,8 @@ def consequences(genome: Genome, cds: tuple[str, int, int, str], start_codon_onl
             mutant = codon[:offset % 3] + alt + codon[offset % 3 + 1:]
             before, after = TABLE_11[codon], TABLE_11[mutant]
             if codon_start == 0:
-                kind = "start_loss" if codon in STARTS and mutant not in STARTS else None
+                # start_retained (ATG -> GTG, ...): the same place as start_loss, the start kept: its control
+                kind = None if codon not in STARTS else "start_loss" if mutant not in STARTS else "start_retained"
             elif codon_start == len(coding) - 3:
                 kind = None  # stop codon changes: not among the classes
             elif after == "*":
@@ -114,9 +116,10 @@ def make(options) -> None:
 
 
 def summarize(options) -> None:
-    vcf = pd.read_csv(options.vcf, sep="\t", comment="#", header=None, usecols=[2, 7], names=["id", "info"])
+    vcf = pd.read_csv(options.vcf, sep="\t", comment="#", header=None, usecols=[2, 3, 4, 7], names=["id", "REF", "ALT", "info"])
     vcf["csq"] = vcf["info"].str.removeprefix("CSQ=")
-    scores = pd.read_csv(options.tsv, sep="\t").merge(vcf[["id", "csq"]], on="id")
+    vcf["gc_change"] = vcf["ALT"].isin(["G", "C"]).astype(int) - vcf["REF"].isin(["G", "C"]).astype(int)  # the baseline
+    scores = pd.read_csv(options.tsv, sep="\t").merge(vcf[["id", "csq", "gc_change"]], on="id")
     column = options.column or [c for c in scores.columns if c.startswith("diff_")][-1]
     table = scores.groupby("csq")[column].describe(percentiles=[0.1, 0.5, 0.9])[["count", "mean", "std", "10%", "50%", "90%"]]
     table["mean |diff|"] = scores.groupby("csq")[column].apply(lambda s: s.abs().mean())
@@ -124,13 +127,17 @@ def summarize(options) -> None:
     print(table.reindex([c for c in CLASSES if c in table.index]).to_string(float_format=lambda v: f"{v:.5f}"))
     from scipy.stats import mannwhitneyu
 
-    synonymous = scores.loc[scores["csq"] == "synonymous", column]
-    for kind in ("stop_gain", "start_loss", "missense", "noncoding"):
-        other = scores.loc[scores["csq"] == kind, column]
-        if len(other):
-            test = mannwhitneyu(other, synonymous)
-            auc = test.statistic / (len(other) * len(synonymous))
-            print(f"{kind} vs synonymous: Mann-Whitney p = {test.pvalue:.2g}, P({kind} > synonymous) = {auc:.3f}")
+    def probability_greater(ours, theirs) -> tuple[float, float]:
+        test = mannwhitneyu(ours, theirs)
+        return test.statistic / (len(ours) * len(theirs)), test.pvalue
+
+    for kind, control in [(kind, "synonymous") for kind in CLASSES[1:]] + [("start_loss", "start_retained")]:
+        ours, theirs = (scores[scores["csq"] == name] for name in (kind, control))
+        if len(ours) and len(theirs):
+            auc, p = probability_greater(ours[column], theirs[column])
+            baseline, _ = probability_greater(ours["gc_change"], theirs["gc_change"])
+            print(f"{kind} vs {control}: Mann-Whitney p = {p:.2g}, P({kind} > {control}) = {auc:.3f} "
+                  f"(GC-change baseline {baseline:.3f})")
 
 
 def starts(options) -> None:
