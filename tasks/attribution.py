@@ -1,6 +1,6 @@
 """Attribution maps of a trained DNA model: ``seqpipe explain``.
 
-    seqpipe explain --ckpt_path CKPT --data.predict X.fa --out PREFIX [--target CLASS] [--span START:END] [--top 10]
+    seqpipe explain --ckpt_path CKPT --data.predict X.fa --out PREFIX [--target CLASS] [--span START:END] [--top 10] [--device cuda]
 
 For each FASTA record the explained score is the log-odds of the ``--target`` class's probability (default:
 the last class), both strands averaged; a per-base model's probability is first averaged over the positions

@@ -1,6 +1,6 @@
 """Variant effect scores from a VCF: ``seqpipe variants``.
 
-    seqpipe variants --ckpt_path CKPT --data.fasta GENOME.fa[.gz] --vcf FILE.vcf[.gz] --out PREFIX [--window N]
+    seqpipe variants --ckpt_path CKPT --data.fasta GENOME.fa[.gz] --vcf FILE.vcf[.gz] --out PREFIX [--window N] [--device cuda]
 
 For every single-base substitution (each ALT of a record separately) the model scores the reference window
 and the alternate window centred on the variant (the variant at index ``window // 2``; an odd window makes the
