@@ -1,5 +1,6 @@
 """Variant effects of coding changes on a bacterial genome: a generated VCF of single-base substitutions in
-annotated CDS (synonymous, missense, stop-gain, start-loss) and outside them, scored with ``seqpipe
+annotated CDS (synonymous, missense, stop-gain, start-loss, and start-retained: a start codon changed into
+another start codon, the control placed where start-loss variants are) and outside them, scored with ``seqpipe
 variants``; prints the score distribution of each class.
 
     python bench/variant_effects_ecoli.py make GENOME.fna.gz GENOME.gff.gz OUT.vcf --per_class 2000
@@ -8,6 +9,12 @@ variants``; prints the score distribution of each class.
     python bench/variant_effects_ecoli.py starts GENOME.fna.gz GENOME.gff.gz starts.fa --count 40
     seqpipe explain --ckpt_path CKPT --data.predict starts.fa --target CDS --span 53:101 --out ism_starts
     python bench/variant_effects_ecoli.py ism ism_starts.npz
+    python bench/variant_effects_ecoli.py auroc GENOME.fna.gz TRACK.zarr RUN/genome_predictions.zarr --region NC_000913.3:3713321-4641652
+
+``auroc`` scores ``seqpipe predict``'s per-base probabilities against the ``seqpipe track`` annotation of a region:
+one-vs-rest AUROC of every class, of "any feature" (1 - P(other)) against every annotated base, and beside a
+``TYPE:start`` / ``TYPE:end`` class a codon baseline (1 where the base lies in a start / stop codon on either
+strand).
 
 The consequence of each substitution is computed from the annotation (Biopython, translation table 11) and
 written in the VCF's INFO (``CSQ``); the scores never see it.
@@ -29,7 +36,7 @@ from seqpipe.data.tokenizers import DNATokenizer
 
 STARTS = {"ATG", "GTG", "TTG"}
 TABLE_11 = {**unambiguous_dna_by_id[11].forward_table, **{codon: "*" for codon in unambiguous_dna_by_id[11].stop_codons}}
-CLASSES = ["synonymous", "missense", "stop_gain", "start_loss", "noncoding"]
+CLASSES = ["synonymous", "missense", "stop_gain", "start_loss", "start_retained", "noncoding"]
 
 
 def coding_sequences(gff: str) -> list[tuple[str, int, int, str]]:
@@ -64,7 +71,8 @@ def consequences(genome: Genome, cds: tuple[str, int, int, str], start_codon_onl
             mutant = codon[:offset % 3] + alt + codon[offset % 3 + 1:]
             before, after = TABLE_11[codon], TABLE_11[mutant]
             if codon_start == 0:
-                kind = "start_loss" if codon in STARTS and mutant not in STARTS else None
+                # start_retained (ATG -> GTG, ...): the same place as start_loss, the start kept: its control
+                kind = None if codon not in STARTS else "start_loss" if mutant not in STARTS else "start_retained"
             elif codon_start == len(coding) - 3:
                 kind = None  # stop codon changes: not among the classes
             elif after == "*":
@@ -108,9 +116,10 @@ def make(options) -> None:
 
 
 def summarize(options) -> None:
-    vcf = pd.read_csv(options.vcf, sep="\t", comment="#", header=None, usecols=[2, 7], names=["id", "info"])
+    vcf = pd.read_csv(options.vcf, sep="\t", comment="#", header=None, usecols=[2, 3, 4, 7], names=["id", "REF", "ALT", "info"])
     vcf["csq"] = vcf["info"].str.removeprefix("CSQ=")
-    scores = pd.read_csv(options.tsv, sep="\t").merge(vcf[["id", "csq"]], on="id")
+    vcf["gc_change"] = vcf["ALT"].isin(["G", "C"]).astype(int) - vcf["REF"].isin(["G", "C"]).astype(int)  # the baseline
+    scores = pd.read_csv(options.tsv, sep="\t").merge(vcf[["id", "csq", "gc_change"]], on="id")
     column = options.column or [c for c in scores.columns if c.startswith("diff_")][-1]
     table = scores.groupby("csq")[column].describe(percentiles=[0.1, 0.5, 0.9])[["count", "mean", "std", "10%", "50%", "90%"]]
     table["mean |diff|"] = scores.groupby("csq")[column].apply(lambda s: s.abs().mean())
@@ -118,13 +127,17 @@ def summarize(options) -> None:
     print(table.reindex([c for c in CLASSES if c in table.index]).to_string(float_format=lambda v: f"{v:.5f}"))
     from scipy.stats import mannwhitneyu
 
-    synonymous = scores.loc[scores["csq"] == "synonymous", column]
-    for kind in ("stop_gain", "start_loss", "missense", "noncoding"):
-        other = scores.loc[scores["csq"] == kind, column]
-        if len(other):
-            test = mannwhitneyu(other, synonymous)
-            auc = test.statistic / (len(other) * len(synonymous))
-            print(f"{kind} vs synonymous: Mann-Whitney p = {test.pvalue:.2g}, P({kind} > synonymous) = {auc:.3f}")
+    def probability_greater(ours, theirs) -> tuple[float, float]:
+        test = mannwhitneyu(ours, theirs)
+        return test.statistic / (len(ours) * len(theirs)), test.pvalue
+
+    for kind, control in [(kind, "synonymous") for kind in CLASSES[1:]] + [("start_loss", "start_retained")]:
+        ours, theirs = (scores[scores["csq"] == name] for name in (kind, control))
+        if len(ours) and len(theirs):
+            auc, p = probability_greater(ours[column], theirs[column])
+            baseline, _ = probability_greater(ours["gc_change"], theirs["gc_change"])
+            print(f"{kind} vs {control}: Mann-Whitney p = {p:.2g}, P({kind} > {control}) = {auc:.3f} "
+                  f"(GC-change baseline {baseline:.3f})")
 
 
 def starts(options) -> None:
@@ -160,6 +173,46 @@ def ism_summary(options) -> None:
         print(f"mean |ISM| per substitution, {name}: {per_substitution[:, start:end].mean():.4f}")
 
 
+CODON_BASELINES = {"start": STARTS, "end": {"TAA", "TAG", "TGA"}}
+
+
+def codon_mask(sequence: str, codons: set[str]) -> np.ndarray:
+    """(len(sequence),) bool: the base lies in one of ``codons`` read on either strand."""
+    both = codons | {str(Seq(codon).reverse_complement()) for codon in codons}
+    mask = np.zeros(len(sequence), bool)
+    for i in range(len(sequence) - 2):
+        if sequence[i:i + 3] in both:
+            mask[i:i + 3] = True
+    return mask
+
+
+def auroc(options) -> None:
+    import zarr
+    from torchmetrics.functional.classification import binary_auroc
+
+    chrom, _, span = options.region.partition(":")
+    start, end = (int(v) for v in span.split("-"))
+    truth = zarr.open_group(options.track, mode="r")[chrom][start:end].astype(np.int64)
+    group = zarr.open_group(options.predictions, mode="r")
+    names = list(group.attrs["label_names"])
+    probs = group[chrom][start:end]  # (L, K), NaN where not predicted
+    if np.isnan(probs).any():
+        raise SystemExit(f"{options.predictions}: {int(np.isnan(probs[:, 0]).sum())} bases of {options.region} not predicted")
+    sequence = letters(Genome(options.fasta), chrom, start, end)
+
+    def score(values, labels) -> float:
+        return float(binary_auroc(torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32)), torch.from_numpy(labels).long()))
+
+    print(f"{options.region}: {end - start} bases; " + ", ".join(f"{n} {int((truth == k).sum())}" for k, n in enumerate(names)))
+    print(f"any feature (1 - P(other)) vs annotated: AUROC {score(1 - probs[:, 0], truth > 0):.4f}")
+    for k, name in enumerate(names[1:], start=1):
+        line = f"{name}: AUROC {score(probs[:, k], truth == k):.4f}"
+        which = name.rpartition(":")[2]
+        if which in CODON_BASELINES:
+            line += f" (codon baseline {score(codon_mask(sequence, CODON_BASELINES[which]), truth == k):.4f})"
+        print(line)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -182,8 +235,13 @@ def main() -> None:
     starts_parser.add_argument("--seed", type=int, default=0)
     ism_parser = commands.add_parser("ism")
     ism_parser.add_argument("npz", help="seqpipe explain's arrays of the start-codon windows")
+    auroc_parser = commands.add_parser("auroc")
+    auroc_parser.add_argument("fasta")
+    auroc_parser.add_argument("track", help="seqpipe track's zarr")
+    auroc_parser.add_argument("predictions", help="seqpipe predict's genome_predictions.zarr (bin_size 1)")
+    auroc_parser.add_argument("--region", required=True, help="CHROM:START-END, 0-based half-open")
     options = parser.parse_args()
-    {"make": make, "summarize": summarize, "starts": starts, "ism": ism_summary}[options.command](options)
+    {"make": make, "summarize": summarize, "starts": starts, "ism": ism_summary, "auroc": auroc}[options.command](options)
 
 
 if __name__ == "__main__":

@@ -197,8 +197,11 @@ def shifted(window: Window, shift: int) -> Window:
 
 
 def resize(window: Window, length: int) -> Window:
-    """The window of ``length`` bases around ``window``'s centre, all of it scored."""
-    start = (window.start + window.end - length) // 2
+    """The window of ``length`` bases around ``window``'s centre, all of it scored. When the centre falls between
+    two placements, a "+" window takes the one nearer the chromosome start and a "-" window the other: read on
+    its strand, a "-" element is then cut exactly as the same element on "+" would be (the same bases from its 5'
+    end)."""
+    start = (window.start + window.end - length + (window.strand == "-")) // 2
     return window._replace(start=start, end=start + length, keep_start=start, keep_end=start + length)
 
 

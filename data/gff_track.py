@@ -1,10 +1,15 @@
 """Build a per-base class track (zarr) from GFF features, aligned to a FASTA.
 
     seqpipe track GENOME.gff[.gz] GENOME.fa[.gz] OUT.zarr --feature CDS [--feature tRNA ...]
+    seqpipe track GENOME.gff[.gz] GENOME.fa[.gz] OUT.zarr --feature CDS --feature CDS:start --feature CDS:end
 
 The track holds one uint8 array per FASTA record (chunked, same length as the record): 0 where no listed
-feature lies, ``k`` where the k-th ``--feature`` type lies (a later ``--feature`` wins where features of
-different types overlap). Both strands count: a coding mask, not a strand annotation. The group attribute
+feature lies, ``k`` where the k-th ``--feature`` lies (a later ``--feature`` wins where features overlap).
+A feature is a GFF type (column 3), or ``TYPE:start`` / ``TYPE:end``: the first / last 3 bases of each feature
+of that type *on its strand* (for a CDS, its start codon / its stop codon), so that a model learns the
+boundaries themselves and not only the composition inside. Parts of one feature (GFF lines sharing an ``ID``,
+e.g. a CDS split by a programmed frameshift) are one feature there; its strand must be "+" or "-". Both
+strands count: a coding mask, not a strand annotation. The group attribute
 ``label_names`` is ``["other", FEATURE1, ...]``, which :class:`seqpipe.data.genome.GenomeData` reads as the
 class names. GFF coordinates (1-based, inclusive) become 0-based half-open spans; a feature on a record
 missing from the FASTA, or running past its end, is an error naming the GFF line. A ``##FASTA`` section
@@ -21,20 +26,60 @@ import numpy as np
 
 from seqpipe.data.genome_io import Genome
 from seqpipe.data.readers import open_text
-from seqpipe.errors import DataError
+from seqpipe.errors import ConfigError, DataError
 from seqpipe.outputs import Output, writing
 from seqpipe.tool_io import run_tool, tool_parser
 
 CHUNK = 1 << 20
+#: bases of a ``TYPE:start`` / ``TYPE:end`` feature: one codon
+END_LENGTH = 3
+ENDS = ("start", "end")
+
+
+def parse_features(features: list[str]) -> list[tuple[str, str | None]]:
+    """``["CDS", "CDS:start"]`` -> ``[("CDS", None), ("CDS", "start")]``: each feature's GFF type and which end."""
+    parsed = []
+    for feature in features:
+        kind, _, end = feature.rpartition(":")
+        if end not in ENDS:
+            kind, end = feature, None
+        if not kind:
+            raise ConfigError(f"--feature {feature!r}: expected a GFF type, or TYPE:start / TYPE:end")
+        parsed.append((kind, end))
+    if len(set(parsed)) != len(parsed):
+        raise ConfigError(f"--feature lists a feature twice: {features}")
+    return parsed
+
+
+def end_span(start: int, end: int, strand: str, which: str) -> tuple[int, int]:
+    """The first (``which`` "start") or last ("end") END_LENGTH bases of ``[start, end)`` on ``strand``."""
+    at_low_end = (which == "start") == (strand == "+")
+    return (start, min(end, start + END_LENGTH)) if at_low_end else (max(start, end - END_LENGTH), end)
+
+
+def feature_id(attributes: str) -> str | None:
+    """The ``ID`` of a GFF attribute column, or None."""
+    for pair in attributes.split(";"):
+        key, _, value = pair.strip().partition("=")
+        if key == "ID" and value:
+            return value
+    return None
 
 
 def feature_spans(gff: str | Path, features: list[str], chrom_sizes: dict[str, int]) -> dict[str, list[tuple[int, int, int]]]:
-    """GFF -> per chromosome, ``(start, end, class)`` spans of the listed feature types (class = index + 1)."""
+    """GFF -> per chromosome, ``(start, end, class)`` spans of the listed features (class = index + 1); see the
+    module docstring for ``TYPE:start`` / ``TYPE:end``."""
     gff = Path(gff)
     if not gff.is_file():
         raise DataError(gff, "no such GFF file")
-    classes = {name: k + 1 for k, name in enumerate(features)}
+    parsed = parse_features(features)
+    whole = {kind: k + 1 for k, (kind, end) in enumerate(parsed) if end is None}
+    ends: dict[str, list[tuple[str, int]]] = {}
+    for k, (kind, end) in enumerate(parsed):
+        if end is not None:
+            ends.setdefault(kind, []).append((end, k + 1))
     spans: dict[str, list[tuple[int, int, int]]] = {chrom: [] for chrom in chrom_sizes}
+    parts: dict[tuple[str, str], list] = {}  # (type, ID or line) -> [chrom, start, end, strand, first line]
     try:
         with open_text(gff) as lines:
             for number, line in enumerate(lines, start=1):
@@ -45,18 +90,34 @@ def feature_spans(gff: str | Path, features: list[str], chrom_sizes: dict[str, i
                 fields = line.rstrip("\n").split("\t")
                 if len(fields) != 9:
                     raise DataError(gff, f"{len(fields)} tab-separated fields, a GFF line has 9", line=number)
-                if fields[2] not in classes:
+                if fields[2] not in whole and fields[2] not in ends:
                     continue
                 chrom, start, end = fields[0], fields[3], fields[4]
                 if chrom not in chrom_sizes:
                     raise DataError(gff, f"feature on {chrom!r}, which is not a record of the FASTA", line=number)
                 if not (start.isdigit() and end.isdigit() and 1 <= int(start) <= int(end) <= chrom_sizes[chrom]):
                     raise DataError(gff, f"span {start}-{end} is not within 1-{chrom_sizes[chrom]}", line=number)
-                spans[chrom].append((int(start) - 1, int(end), classes[fields[2]]))
+                start, end, strand = int(start) - 1, int(end), fields[6]
+                if fields[2] in whole:
+                    spans[chrom].append((start, end, whole[fields[2]]))
+                if fields[2] in ends:
+                    if strand not in ("+", "-"):
+                        raise DataError(gff, f"{fields[2]} on strand {strand!r}: its start and end need strand + or -", line=number)
+                    key = (fields[2], feature_id(fields[8]) or f"line {number}")
+                    if key not in parts:
+                        parts[key] = [chrom, start, end, strand, number]
+                    elif parts[key][0] != chrom or parts[key][3] != strand:
+                        raise DataError(gff, f"{key[0]} {key[1]}: this part is on {chrom} {strand}, the part on line "
+                                        f"{parts[key][4]} on {parts[key][0]} {parts[key][3]} (parts of one feature share both)", line=number)
+                    else:
+                        parts[key][1:3] = min(parts[key][1], start), max(parts[key][2], end)
     except (OSError, EOFError, UnicodeDecodeError, zlib.error) as error:
         raise DataError(gff, f"cannot be read as a (gzipped) text GFF file: {error}") from None
+    for (kind, _), (chrom, start, end, strand, _) in parts.items():
+        for which, label in ends[kind]:
+            spans[chrom].append((*end_span(start, end, strand, which), label))
     if not any(spans.values()):
-        raise DataError(gff, f"no features of type {features}")
+        raise DataError(gff, f"no features of type {sorted({kind for kind, _ in parsed})}")
     return spans
 
 
@@ -97,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("gff", help="GFF3 annotations (plain or gzip)")
     parser.add_argument("fasta", help="the reference the annotations refer to (plain, bgzip or gzip)")
     parser.add_argument("out", help="the zarr store to write (replaces a track this command wrote; anything else there is an error)")
-    parser.add_argument("--feature", action="append", required=True, help="a GFF feature type (column 3); repeatable")
+    parser.add_argument("--feature", action="append", required=True, help="a GFF feature type (column 3), or TYPE:start / TYPE:end (its first / last 3 bases on its strand); repeatable")
     return run_tool(write_track, parser, argv)
 
 

@@ -1,6 +1,6 @@
 """Attribution maps of a trained DNA model: ``seqpipe explain``.
 
-    seqpipe explain --ckpt_path CKPT --data.predict X.fa --out PREFIX [--target CLASS] [--span START:END] [--top 10]
+    seqpipe explain --ckpt_path CKPT --data.predict X.fa --out PREFIX [--target CLASS] [--span START:END] [--top 10] [--device cuda]
 
 For each FASTA record the explained score is the log-odds of the ``--target`` class's probability (default:
 the last class), both strands averaged; a per-base model's probability is first averaged over the positions
@@ -17,11 +17,15 @@ the last class), both strands averaged; a per-base model's probability is first 
 
 Gradients come from captum (``Saliency``, ``InputXGradient``) through a differentiable one-hot input: the
 backbone's per-token encoder is a lookup, so its output is ``one_hot @ table`` (Caduceus' RC embedding too).
+A :class:`~seqpipe.tasks.dna_classification.DNASequenceClassification` head with ``kmer_size`` > 0 also reads
+k-mer counts of the token ids, which have no gradient: its gradient maps cover the backbone's path only (a note
+on stderr says so), while ISM, which scores every mutant, includes the k-mer features.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -32,6 +36,7 @@ from seqpipe.data.readers import read_fasta
 from seqpipe.dna_alphabet import BASES, DNA_COMPLEMENT, DNA_VOCAB, reverse_valid
 from seqpipe.errors import ConfigError, DataError
 from seqpipe.outputs import Output, writing
+from seqpipe.tasks.dna_classification import DNASequenceClassification
 from seqpipe.tasks.model_scoring import TOKENIZER, batches, class_probabilities, label_names, load_model, log_odds, window_scores
 from seqpipe.tool_io import run_tool, tool_parser
 
@@ -72,23 +77,29 @@ class Explainer:
         """Ids (B, L) -> (gradient (B, L, 4) of the score w.r.t. the one-hot input, gradient x input (B, L))."""
         from captum.attr import InputXGradient, Saliency
 
-        one_hot = torch.nn.functional.one_hot(x, TOKENIZER.vocab_size).float().requires_grad_()
+        one_hot = torch.nn.functional.one_hot(x.to(self.model.device), TOKENIZER.vocab_size).float().requires_grad_()
         gradient = Saliency(self._score_of_one_hot).attribute(one_hot, abs=False)
         grad_x_input = InputXGradient(self._score_of_one_hot).attribute(one_hot).sum(-1)
-        return gradient[..., BASE_IDS].detach(), grad_x_input.detach()
+        return gradient.detach().cpu()[..., BASE_IDS], grad_x_input.detach().cpu()
 
     def _score_of_one_hot(self, one_hot: torch.Tensor) -> torch.Tensor:
         """one_hot (B, L, V) -> score (B,), differentiable in ``one_hot``: the encoder's output is replaced by
-        ``one_hot @ table`` (and by the reverse complement's one-hot for the second strand)."""
+        ``one_hot @ table`` on its first call (the record) and by the reverse complement's one-hot on its second
+        (the other strand, unless the model is strand-symmetric). Told apart by the order of the calls, not by
+        their ids: a batch of reverse-complement palindromes reads the same ids twice."""
         encoder = self.model.backbone.encoder
         with torch.no_grad():
-            table = encoder(torch.arange(one_hot.shape[-1])[None])[0]  # (V, D)
+            table = encoder(torch.arange(one_hot.shape[-1], device=one_hot.device)[None])[0]  # (V, D)
         ids = one_hot.argmax(-1)
         reverse = reverse_valid(one_hot[..., DNA_COMPLEMENT], None)  # the one-hot of reverse_complement_ids(ids)
+        strands = [(ids, one_hot), (reverse.argmax(-1), reverse)]
 
         def differentiable(token_ids: torch.Tensor) -> torch.Tensor:
-            # the model runs the encoder on the record, and on its reverse complement for the other strand
-            return (one_hot if torch.equal(token_ids, ids) else reverse) @ table
+            expected, values = strands.pop(0) if strands else (None, None)
+            if expected is None or not torch.equal(token_ids, expected):
+                raise ConfigError("seqpipe explain: the model's encoder read something other than the record and then its "
+                                  "reverse complement (a chunked or multi-pass model); gradients need one pass per strand")
+            return values @ table
 
         with _replaced_output(encoder, differentiable):
             return self.score(ids)
@@ -118,8 +129,11 @@ def explain(options: argparse.Namespace) -> None:
     paths = [out.with_name(out.name + ".npz"), out.with_name(out.name + ".logos")]
     outputs = [Output(paths[0], "attribution arrays"), Output(paths[1], "attribution logos", folder=True)]
     with writing(*outputs) as (npz, logos):
-        model = load_model(options.ckpt_path, trusted_modules=options.trust_module)
+        model = load_model(options.ckpt_path, trusted_modules=options.trust_module, device=options.device)
         names = label_names(model)
+        if isinstance(model.head, DNASequenceClassification) and model.head.kmer_size:
+            print(f"seqpipe explain: note: the head's {model.head.kmer_size}-mer counts have no gradient; the gradient "
+                  "maps cover the backbone's path only, ISM includes the k-mer features", file=sys.stderr)
         target = options.target or names[-1]
         if target not in names:
             raise ConfigError(f"--target {target!r} is not a class of the model ({names})")
@@ -197,6 +211,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--top", type=int, default=10, help="logos for this many records of highest score (default 10)")
     p.add_argument("--logo_width", type=int, default=60, help="positions per logo (default 60)")
     p.add_argument("--batch_size", type=int, default=256, help="mutants per forward pass (default 256)")
+    p.add_argument("--device", default="cpu", help="where the model runs: cpu (default), cuda, cuda:1, ...")
     return p
 
 

@@ -25,11 +25,20 @@ from seqpipe.model import SequenceModel
 TOKENIZER = DNATokenizer()
 
 
-def load_model(ckpt_path: str | Path, chunk_size: int | None = None, trusted_modules: Iterable[str] = ()) -> SequenceModel:
+def load_model(
+    ckpt_path: str | Path, chunk_size: int | None = None, trusted_modules: Iterable[str] = (), device: str = "cpu"
+) -> SequenceModel:
     """The DNA model of a ``seqpipe fit`` checkpoint (:func:`seqpipe.checkpoints.load_trained_model`: eval mode,
-    CPU, ``data_info`` as trained), refused unless it reads DNA tokens. ``chunk_size``: run longer windows chunk
-    by chunk with carried state (causal backbones; :func:`seqpipe.chunked.chunked_forward`)."""
-    model = load_trained_model(ckpt_path, trusted_modules)
+    ``data_info`` as trained) on ``device`` ("cpu", "cuda", "cuda:1", ...), refused unless it reads DNA tokens.
+    ``chunk_size``: run longer windows chunk by chunk with carried state (causal backbones;
+    :func:`seqpipe.chunked.chunked_forward`)."""
+    try:
+        target = torch.device(device)
+    except RuntimeError as error:
+        raise ConfigError(f"--device {device!r}: {error}") from None
+    if target.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {device}: CUDA is not available on this machine (use --device cpu)")
+    model = load_trained_model(ckpt_path, trusted_modules).to(target)
     spec = model.data_info.input if model.data_info else None
     if not isinstance(spec, TokenInput) or spec.vocab_size != DNATokenizer.vocab_size:
         raise ConfigError(f"--ckpt_path {ckpt_path}: the model was not trained on DNA tokens (data_info {model.hparams.get('data_info')})")
@@ -51,14 +60,16 @@ def strand_symmetric(model: SequenceModel) -> bool:
 
 
 def class_probabilities(model: SequenceModel, x: torch.Tensor, both_strands: bool = True) -> torch.Tensor:
-    """Token ids x (B, L), no padding -> probabilities (B, K) of a sequence model or (B, L, K) of a per-base
-    model. ``both_strands``: the mean of the sequence's and its reverse complement's (per base: at the same
-    genomic position); one pass for a :func:`strand_symmetric` model."""
+    """Token ids x (B, L), no padding, on any device -> probabilities (B, K) of a sequence model or (B, L, K) of
+    a per-base model, on the CPU (computed on the model's device). ``both_strands``: the mean of the sequence's
+    and its reverse complement's (per base: at the same genomic position); one pass for a
+    :func:`strand_symmetric` model."""
+    x = x.to(model.device)
     probs = model({"x": x}).float().softmax(-1)
     if both_strands and not strand_symmetric(model):
         other = model({"x": reverse_complement_ids(x, None, DNA_COMPLEMENT)}).float().softmax(-1)
         probs = (probs + (other.flip(1) if other.dim() == 3 else other)) / 2
-    return probs
+    return probs.cpu()
 
 
 def window_scores(probs: torch.Tensor, span: tuple[int, int] | None = None) -> torch.Tensor:

@@ -1,6 +1,6 @@
 """Variant effect scores from a VCF: ``seqpipe variants``.
 
-    seqpipe variants --ckpt_path CKPT --data.fasta GENOME.fa[.gz] --vcf FILE.vcf[.gz] --out PREFIX [--window N]
+    seqpipe variants --ckpt_path CKPT --data.fasta GENOME.fa[.gz] --vcf FILE.vcf[.gz] --out PREFIX [--window N] [--device cuda]
 
 For every single-base substitution (each ALT of a record separately) the model scores the reference window
 and the alternate window centred on the variant (the variant at index ``window // 2``; an odd window makes the
@@ -146,7 +146,7 @@ def score_vcf(options: argparse.Namespace) -> None:
     with ExitStack() as stack:  # the inputs are closed before the outputs are committed or discarded
         tsv, vcf_out, skipped_tsv = stack.enter_context(writing(*outputs))
         span_start = options.window // 2 - span_length // 2
-        model = load_model(options.ckpt_path, options.chunk_size, options.trust_module)
+        model = load_model(options.ckpt_path, options.chunk_size, options.trust_module, options.device)
         names = label_names(model)
         genome = stack.enter_context(closing(Genome(options.fasta, options.cache_dir)))
         vcf = stack.enter_context(closing(open_vcf(Path(options.vcf))))
@@ -237,6 +237,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--span", type=int, help="per-base models: the central positions averaged (default: the window)")
     p.add_argument("--batch_size", type=int, default=64, help="alleles per forward pass (default 64)")
     p.add_argument("--chunk_size", type=int, help="run windows chunk by chunk with carried state (causal backbones)")
+    p.add_argument("--device", default="cpu", help="where the model runs: cpu (default), cuda, cuda:1, ...")
     p.add_argument("--data.cache_dir", dest="cache_dir", help="where a plain-gzip FASTA is decompressed once")
     return p
 

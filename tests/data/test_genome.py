@@ -274,3 +274,48 @@ def test_a_bad_character_is_named_by_chromosome_position_before_anything_is_writ
         f"seqpipe: error: {fasta}, record 'chrB': character 'X' at position 34 is not a nucleotide "
         "(expected A, C, G, T, U, N or another IUPAC code)"]
     assert not run.exists() or not any(run.rglob("*"))
+
+
+def test_gff_track_start_and_end_codons_follow_the_strand(genome_files, tmp_path):
+    gff = tmp_path / "ends.gff"
+    gff.write_text(
+        "##gff-version 3\n"
+        "chrA\tsim\tCDS\t101\t130\t.\t+\t0\tID=plus\n"
+        "chrA\tsim\tCDS\t201\t230\t.\t-\t0\tID=minus\n"
+        # one CDS in two parts (a programmed frameshift): its start is that of the first part, its end the last's
+        "chrB\tsim\tCDS\t11\t40\t.\t+\t0\tID=split;Name=prfB\n"
+        "chrB\tsim\tCDS\t40\t70\t.\t+\t0\tID=split;Name=prfB\n"
+        "chrC\tsim\tCDS\t5\t6\t.\t-\t0\t.\n"  # shorter than a codon, no ID: the whole feature
+        "chrC\tsim\tgene\t1\t100\t.\t.\t.\tID=g\n"
+    )
+    counts = build_track(gff, genome_files[0], tmp_path / "ends.zarr", ["CDS", "CDS:start", "CDS:end"])
+    expected = {chrom: np.zeros(size, np.uint8) for chrom, size in CHROMS.items()}
+    expected["chrA"][100:130] = 1
+    expected["chrA"][100:103], expected["chrA"][127:130] = 2, 3  # + strand: start at the left
+    expected["chrA"][200:230] = 1
+    expected["chrA"][227:230], expected["chrA"][200:203] = 2, 3  # - strand: start at the right
+    expected["chrB"][10:70] = 1
+    expected["chrB"][10:13], expected["chrB"][67:70] = 2, 3
+    expected["chrC"][4:6] = 3  # start and end are the same two bases: the later --feature wins
+    group = zarr.open_group(str(tmp_path / "ends.zarr"), mode="r")
+    assert list(group.attrs["label_names"]) == ["other", "CDS", "CDS:start", "CDS:end"]
+    for chrom in CHROMS:
+        np.testing.assert_array_equal(group[chrom][:], expected[chrom])
+    assert counts == {name: int(sum((e == k).sum() for e in expected.values()))
+                      for k, name in enumerate(["other", "CDS", "CDS:start", "CDS:end"])}
+
+
+def test_gff_track_start_and_end_need_a_strand_and_one_place(genome_files, tmp_path):
+    gff = tmp_path / "bad.gff"
+    gff.write_text("chrA\tsim\tCDS\t101\t130\t.\t.\t0\tID=x\n")
+    build_track(gff, genome_files[0], tmp_path / "ok.zarr", ["CDS"])  # a mask needs no strand
+    with pytest.raises(DataError, match=r"bad.gff.*line 1.*strand '\.'"):
+        build_track(gff, genome_files[0], tmp_path / "bad.zarr", ["CDS:start"])
+    gff.write_text("chrA\tsim\tCDS\t101\t130\t.\t+\t0\tID=x\nchrA\tsim\tCDS\t140\t160\t.\t-\t0\tID=x\n")
+    with pytest.raises(DataError, match=r"line 2.*CDS x: this part is on chrA -, the part on line 1 on chrA \+"):
+        build_track(gff, genome_files[0], tmp_path / "bad.zarr", ["CDS:end"])
+    with pytest.raises(ConfigError, match="twice"):
+        build_track(gff, genome_files[0], tmp_path / "bad.zarr", ["CDS:end", "CDS", "CDS:end"])
+    with pytest.raises(ConfigError, match="':start'"):
+        build_track(gff, genome_files[0], tmp_path / "bad.zarr", [":start"])
+    assert not (tmp_path / "bad.zarr").exists()

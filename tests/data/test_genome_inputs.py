@@ -248,3 +248,16 @@ def test_pretraining_data_names_a_bad_letter_by_file_chromosome_and_position_at_
     fasta.write_text(fasta.read_text().replace(chrB[:60], chrB[:33] + "X" + chrB[34:60]))
     with pytest.raises(DataError, match=rf"^{fasta}, record 'chrB': character 'X' at position 34 is not a nucleotide"):
         DNAPretrainData(fasta=[str(fasta)], window_length=64).setup("fit")
+
+
+def test_a_minus_strand_bed_window_is_cut_like_a_plus_strand_one_read_on_its_strand(genome, tmp_path):
+    fasta, sequences, _ = genome
+    bed = tmp_path / "odd.bed"
+    bed.write_text("chrA\t100\t130\tx\t0\t+\nchrA\t100\t130\ty\t0\t-\n")  # 30 bases into 29: one base must go
+    windows = GenomeData(fasta, target="window_class", bed=str(bed), label_column=3, window_length=29)
+    windows.setup("fit")
+    plus, minus = (windows._datasets["val"][w] for w in windows.bed_windows["train"])
+    tokenizer, element = DNATokenizer(), sequences["chrA"][100:130].upper()
+    # each drops the element's last base on its own strand: + reads bases 100..128, - reads 129..101
+    assert tokenizer.decode(plus["x"]) == element[:29]
+    assert tokenizer.decode(minus["x"]) == reverse_complement(element)[:29]

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from dna_tool_fixtures import MOTIF_MODEL, RC_PER_BASE, reverse_complement, write_checkpoint
+from dna_tool_fixtures import CAUSAL_CLASSIFIER, MOTIF_MODEL, RC_PER_BASE, reverse_complement, write_checkpoint
 from seqpipe.data.tokenizers import DNATokenizer
 from seqpipe.tasks.attribution import main
 
@@ -85,3 +85,46 @@ def test_unknown_target_is_one_line(tmp_path, capsys):
                  "--target", "nope", "--trust_module", "dna_tool_fixtures"]) == 2
     assert capsys.readouterr().err.strip() == "seqpipe: error: --target 'nope' is not a class of the model (['absent', 'present'])"
     assert not list(tmp_path.glob("e*"))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_attributions_equal_cpu_attributions(tmp_path):
+    write_checkpoint(tmp_path / "m.ckpt", RC_PER_BASE, ["other", "CDS"], seed=2)
+    fasta = write_fasta(tmp_path / "x.fa", {"r": "".join(rng.choice(list("ACGT"), 24))})
+    for device in ("cpu", "cuda"):
+        assert main(["--ckpt_path", str(tmp_path / "m.ckpt"), "--data.predict", fasta, "--out", str(tmp_path / device),
+                     "--span", "4:20", "--device", device]) == 0
+    cpu, cuda = np.load(tmp_path / "cpu.npz"), np.load(tmp_path / "cuda.npz")
+    for name in ("score", "ism", "gradient", "grad_x_input"):
+        np.testing.assert_allclose(cpu[name], cuda[name], atol=1e-4)
+
+
+def test_gradients_of_a_reverse_complement_palindrome_are_those_it_gets_beside_another_record(tmp_path):
+    from seqpipe.tasks.attribution import Explainer
+
+    model = write_checkpoint(tmp_path / "m.ckpt", CAUSAL_CLASSIFIER, ["neg", "pos"], seed=3)  # scores both strands
+    half = "".join(rng.choice(list("ACGT"), 12))
+    palindrome, other = half + reverse_complement(half), "".join(rng.choice(list("ACGT"), 24))
+    assert palindrome == reverse_complement(palindrome) and other != reverse_complement(other)
+    tokenizer = DNATokenizer()
+    explainer = Explainer(model, target=1)
+    alone = explainer.gradients(tokenizer.encode(palindrome)[None])
+    # beside a record that is no palindrome, the batch's two strands differ: the reference
+    beside = explainer.gradients(torch.stack([tokenizer.encode(palindrome), tokenizer.encode(other)]))
+    for a, b in zip(alone, beside):
+        torch.testing.assert_close(a[0], b[0], atol=1e-6, rtol=1e-5)
+
+
+def test_a_kmer_head_is_noted_and_its_kmers_move_ism_but_not_gradients(tmp_path, capsys):
+    backbone = {"class_path": "seqpipe.backbone.Backbone", "init_args": {"d_model": 4, "n_layers": 0}}
+    head = {"class_path": "seqpipe.tasks.dna_classification.DNASequenceClassification",
+            "init_args": {"pooling": "mean", "kmer_size": 2, "strand_average": False}}
+    model = write_checkpoint(tmp_path / "m.ckpt", {"backbone": backbone, "head": head}, ["neg", "pos"])
+    with torch.no_grad():  # only the k-mer features count: the backbone's pooled features get weight 0
+        model.head.classifier.weight[:, :4] = 0
+    torch.save({**torch.load(tmp_path / "m.ckpt", weights_only=False), "state_dict": model.state_dict()}, tmp_path / "m.ckpt")
+    fasta = write_fasta(tmp_path / "x.fa", {"r": "".join(rng.choice(list("ACGT"), 20))})
+    assert main(["--ckpt_path", str(tmp_path / "m.ckpt"), "--data.predict", fasta, "--out", str(tmp_path / "e")]) == 0
+    assert "the head's 2-mer counts have no gradient" in capsys.readouterr().err
+    result = np.load(tmp_path / "e.npz")
+    assert np.abs(result["ism"]).max() > 1e-3 and np.abs(result["gradient"]).max() == 0

@@ -152,3 +152,22 @@ def test_a_failure_while_writing_closes_every_file_and_leaves_no_output(tmp_path
         assert False, "not reached"
     assert open_files_under(tmp_path) == []
     assert not list(tmp_path.glob("out*")) and not list(tmp_path.glob(".out*"))
+
+
+def test_device_option_is_checked_and_cuda_scores_equal_cpu_scores(tmp_path, capsys):
+    write_checkpoint(tmp_path / "m.ckpt", RC_PER_BASE, ["other", "CDS"], seed=4)
+    fasta = write_fasta(tmp_path / "g.fa", {"chr1": CHROM})
+    vcf = write_vcf(tmp_path / "v.vcf", [("chr1", p, f"v{p}", CHROM[p - 1], "ACGT".replace(CHROM[p - 1], "")[0]) for p in (40, 200, 333)],
+                    {"chr1": len(CHROM)})
+    args = ["--ckpt_path", str(tmp_path / "m.ckpt"), "--data.fasta", fasta, "--vcf", vcf, "--window", str(WINDOW)]
+    assert main([*args, "--out", str(tmp_path / "bad"), "--device", "gpu0"]) == 2
+    assert "--device 'gpu0'" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert main([*args, "--out", str(tmp_path / "bad"), "--device", "cuda"]) == 2
+        assert capsys.readouterr().err.strip() == "seqpipe: error: --device cuda: CUDA is not available on this machine (use --device cpu)"
+        return
+    tables = []
+    for device in ("cpu", "cuda"):
+        assert main([*args, "--out", str(tmp_path / device), "--device", device]) == 0
+        tables.append(pd.read_csv(tmp_path / f"{device}.tsv", sep="\t"))
+    np.testing.assert_allclose(tables[0]["diff_CDS"], tables[1]["diff_CDS"], atol=1e-5)
