@@ -162,3 +162,16 @@ def test_backend_resolution_without_gpu(monkeypatch):
     with pytest.raises(ValueError, match="backend must be one of"):
         ssd_scan(*args, backend="cuda")
     torch.testing.assert_close(ssd_scan(*args), ssd_scan(*args, backend="ref"))  # auto is chunked on CPU
+
+
+@pytest.mark.parametrize("split", [True, False], ids=["two-launches", "one-launch"])
+@pytest.mark.parametrize("backend,device", [triton_param(d) for d in DEVICES])
+def test_triton_gradient_kernel_split_or_fused(backend, device, split, monkeypatch):
+    """The gradient kernel as two launches (dx/dz/ddt, then dB/dC) or one gives the float64 reference."""
+    from seqpipe.kernels import ssd_triton
+
+    monkeypatch.setattr(ssd_triton, "SPLIT_GRAD", split)
+    inputs, softplus = make_inputs(seed=4, length=45, groups=2, heads=4, D=True, z=True, dt_bias=True,
+                                   softplus=True, initial_state=True, device=device)
+    expected, _ = outputs_and_grads(inputs, softplus, "ref")
+    assert_all_close(outputs_and_grads(inputs, softplus, backend)[0], expected, 1e-12)
