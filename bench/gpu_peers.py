@@ -11,8 +11,8 @@ with the binaries in the disk cache the timed run only loads and benchmarks them
 each config with do_bench(warmup=5, rep=25) ms instead of Triton's 25/100).
 
 Scans (d_inner 2048, N 16, with D, z, Δ bias and softplus): seqpipe's Mamba-1 selective scan, seqpipe's SSD
-(Mamba-2, 32 heads x 64, at each chunk T x warps w, gradient kernel as two launches, or one: "f") and mamba_ssm's ``mamba_chunk_scan_combined`` (32 heads x 64, chunk 256)
-at the issue's shapes, forward and forward+backward, fp32 and bf16 inputs; medians of
+(Mamba-2, 32 heads x 64, at each variant of ``--ssd-tiles``) and mamba_ssm's ``mamba_chunk_scan_combined``
+(32 heads x 64, chunk 256) at the issue's shapes, forward and forward+backward, fp32 and bf16 inputs; medians of
 ``triton.testing.do_bench``. "% floor" is the least traffic a scan must make (fwd: read x, dt, z, B, C,
 write y; fwd+bwd: that, then read them again with dy and write every gradient) over the measured
 device-to-device copy bandwidth.
@@ -25,8 +25,8 @@ Training: one optimizer step of the DNA pre-training recipe's model (``configs/g
 d_model 128, 4 layers, next-base head, a 131,072-token window in chunks of 16,384 with per-chunk gradient
 checkpointing, batch 1, bf16 autocast) for each block: tokens/s and peak memory.
 
-``--profile`` first prints, at the longest shape of each dtype, the GPU time of every kernel of one
-forward+backward (torch.profiler) for mamba_ssm, each SSD variant and the Mamba-1 scan; ``--mamba1-tiles``
+``--profile`` prints after the table, at the longest shape of each dtype, the GPU time of every kernel of one
+forward+backward (torch.profiler) for mamba_ssm, the first two SSD variants and the Mamba-1 scan; ``--mamba1-tiles``
 times the Mamba-1 scan at other tiles in fp32 and bf16 after the table.
 """
 
@@ -121,19 +121,25 @@ def mamba1_inputs(batch: int, length: int, dtype: torch.dtype, seed: int = 0) ->
             "delta_bias": rand(D_INNER, scale=0.5)}
 
 
-def parse_ssd_tile(spec: str) -> tuple[int, int, bool]:
-    """"64x8" -> (chunk 64, 8 warps, gradient kernel split in two launches); "64x8f": one fused launch."""
-    fused = spec.endswith("f")
-    chunk, warps = (int(v) for v in spec.rstrip("f").split("x"))
-    return chunk, warps, not fused
+def parse_ssd_tile(spec: str) -> tuple[int, int, bool, int]:
+    """"CHUNKxWARPS[f][pBLOCK]": "64x8" -> (chunk 64, 8 warps, gradient kernel as two launches, the default
+    channel block of its loop over P); "f": one fused launch; "p64": channel blocks of 64."""
+    head, _, block = spec.partition("p")
+    chunk, warps = (int(v) for v in head.rstrip("f").split("x"))
+    return chunk, warps, not head.endswith("f"), int(block) if block else ssd_triton.GRAD_BLOCK_P
 
 
-def ssd_variant(tile: tuple[int, int, bool], inputs: dict):
-    """seqpipe's SSD at one (chunk, warps, split) variant, as a no-argument callable."""
-    chunk, warps, split = tile
+def tile_name(tile: tuple[int, int, bool, int]) -> str:
+    chunk, warps, split, block_p = tile
+    return f"{chunk}/{warps}{'' if split else 'f'}" + ("" if block_p == ssd_triton.GRAD_BLOCK_P else f"p{block_p}")
+
+
+def ssd_variant(tile: tuple[int, int, bool, int], inputs: dict):
+    """seqpipe's SSD at one (chunk, warps, split, channel block) variant, as a no-argument callable."""
+    chunk, warps, split, block_p = tile
 
     def run():
-        ssd_triton.NUM_WARPS, ssd_triton.SPLIT_GRAD = warps, split
+        ssd_triton.NUM_WARPS, ssd_triton.SPLIT_GRAD, ssd_triton.GRAD_BLOCK_P = warps, split, block_p
         return ssd_scan(**inputs, dt_softplus=True, chunk_size=chunk, backend="triton")
 
     return run
@@ -159,16 +165,17 @@ def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a.float() - b.float()).norm() / b.float().norm()).item()
 
 
-def scans(chunk_scan, n_large: int, ssd_tiles: list[tuple[int, int, bool]]) -> None:
+def scans(chunk_scan, n_large: int, ssd_tiles: list[tuple[int, int, bool, int]]) -> None:
     import triton.testing
 
     for tuner in peer_autotuners():
         tuner.do_bench = partial(triton.testing.do_bench, warmup=5, rep=25)  # over its cached_property
-    defaults = ssd_triton.NUM_WARPS, ssd_triton.SPLIT_GRAD
+    defaults = ssd_triton.NUM_WARPS, ssd_triton.SPLIT_GRAD, ssd_triton.GRAD_BLOCK_P
     bandwidth = copy_bandwidth()
     print(f"copy bandwidth {bandwidth / 1e12:.2f} TB/s; d_inner {D_INNER}, N {D_STATE}; ms are medians of do_bench; "
-          f"T/w = seqpipe SSD chunk / warps per program (f: one fused gradient launch); err = |SSD - mamba_ssm| / |mamba_ssm| of y")
-    print(f"{'dtype':<5} {'shape':<8} | {'Mamba-1 fwd':>11} {'fwd+bwd':>8} {'% floor':>11} | {'T/w':>5} {'SSD fwd':>8} "
+          f"T/w = seqpipe SSD chunk / warps per program (f: one fused gradient launch, pB: its channel blocks of B); "
+          f"err = |SSD - mamba_ssm| / |mamba_ssm| of y")
+    print(f"{'dtype':<5} {'shape':<8} | {'Mamba-1 fwd':>11} {'fwd+bwd':>8} {'% floor':>11} | {'T/w':>8} {'SSD fwd':>8} "
           f"{'fwd+bwd':>8} {'% floor':>11} | {'mamba_ssm fwd':>13} {'fwd+bwd':>8} {f'N{n_large} f+b':>9} | "
           f"{'mamba_ssm/SSD f+b':>17} {'err':>7}")
     for dtype, shapes in SHAPES.items():
@@ -194,13 +201,13 @@ def scans(chunk_scan, n_large: int, ssd_tiles: list[tuple[int, int, bool]]) -> N
                     error = relative_error(ours_run(), peer_run())
                 floor = [100 * floor_seconds(batch, length, D_STATE, dtype, mode, bandwidth) * 1e3 / ms
                          for mode, ms in zip(("fwd", "fwd+bwd"), ours_ms)]
-                name = f"{tile[0]}/{tile[1]}{'' if tile[2] else 'f'}"
+                name = tile_name(tile)
                 print(f"{label} | {m1_ms[0]:>11.2f} {m1_ms[1]:>8.2f} {m1_floor[0]:>4.0f}% /{m1_floor[1]:>3.0f}% | "
-                      f"{name:>5} {ours_ms[0]:>8.2f} {ours_ms[1]:>8.2f} {floor[0]:>4.0f}% /{floor[1]:>3.0f}% | "
+                      f"{name:>8} {ours_ms[0]:>8.2f} {ours_ms[1]:>8.2f} {floor[0]:>4.0f}% /{floor[1]:>3.0f}% | "
                       f"{peer_ms[0]:>13.2f} {peer_ms[1]:>8.2f} {peer_large:>9.2f} | {peer_ms[1] / ours_ms[1]:>16.2f}x "
                       f"{error:>7.1e}", flush=True)
             del ssd
-    ssd_triton.NUM_WARPS, ssd_triton.SPLIT_GRAD = defaults
+    ssd_triton.NUM_WARPS, ssd_triton.SPLIT_GRAD, ssd_triton.GRAD_BLOCK_P = defaults
 
 
 def kernel_profile(run, inputs: dict, repeats: int = 5) -> list[tuple[str, float]]:
@@ -224,7 +231,7 @@ def kernel_profile(run, inputs: dict, repeats: int = 5) -> list[tuple[str, float
     return sorted([e for e in events if e[1] > 0], key=lambda e: -e[1])
 
 
-def profiles(chunk_scan, ssd_tiles: list[tuple[int, int, bool]], top: int = 12) -> None:
+def profiles(chunk_scan, ssd_tiles: list[tuple[int, int, bool, int]], top: int = 12) -> None:
     """Where forward+backward spends its GPU time, per kernel, at the longest shapes: seqpipe SSD, mamba_ssm SSD,
     seqpipe Mamba-1."""
     for dtype, shapes in SHAPES.items():
@@ -233,7 +240,7 @@ def profiles(chunk_scan, ssd_tiles: list[tuple[int, int, bool]], top: int = 12) 
             ssd = ssd_inputs(batch, length, D_STATE, dtype)
             runs = {"mamba_ssm": partial(chunk_scan, **ssd, chunk_size=256, dt_softplus=True)}
             for tile in ssd_tiles:
-                runs[f"SSD {tile[0]}/{tile[1]}{'' if tile[2] else 'f'}"] = ssd_variant(tile, ssd)
+                runs[f"SSD {tile_name(tile)}"] = ssd_variant(tile, ssd)
             m1 = mamba1_inputs(batch, length, dtype)
             for name, run in runs.items():
                 events = kernel_profile(run, ssd)
@@ -329,7 +336,7 @@ def warm_peer(chunk_scan, index: int, count: int, n_large: int) -> None:
     torch.cuda.synchronize()
 
 
-def warm_ours(ssd_tiles: list[tuple[int, int, bool]], mamba1_tiles: list[tuple[int, int, int]]) -> None:
+def warm_ours(ssd_tiles: list[tuple[int, int, bool, int]], mamba1_tiles: list[tuple[int, int, int]]) -> None:
     """Compile seqpipe's SSD variants and Mamba-1 scan tiles of the run at every shape, forward and backward."""
     from seqpipe.kernels import scan_triton
 
@@ -353,12 +360,14 @@ def main() -> None:
     parser.add_argument("--sdist", type=Path, required=True, help=f"mamba_ssm-{MAMBA_SSM_VERSION}.tar.gz")
     parser.add_argument("--n-large", type=int, default=128, help="mamba_ssm's SSD is also timed at this N (0: not)")
     parser.add_argument("--ssd-tiles", nargs="+", default=["64x8", "64x8f"],
-                        help="seqpipe SSD variants, CHUNKxNUM_WARPS, with a trailing f: one fused gradient launch")
+                        help="seqpipe SSD variants CHUNKxNUM_WARPS[f][pBLOCK] (f: one fused gradient launch; pBLOCK: "
+                             "channel block of the gradient kernel)")
     parser.add_argument("--warm-peer", nargs=2, type=int, metavar=("I", "K"),
                         help="only compile mamba_ssm's configs I, I+K, ... (run K such processes first)")
     parser.add_argument("--warm-ours", action="store_true", help="only compile seqpipe's kernels of the run")
     parser.add_argument("--skip-training", action="store_true")
-    parser.add_argument("--profile", action="store_true", help="per-kernel GPU time of each scan before the tables")
+    parser.add_argument("--profile", action="store_true",
+                        help="after the table: per-kernel GPU time of mamba_ssm, the first two SSD variants, Mamba-1")
     parser.add_argument("--mamba1-tiles", nargs="*", default=[],
                         help="Mamba-1 scan variants BLOCK_DxCHUNKxNUM_WARPS, timed in fp32 and bf16")
     args = parser.parse_args()
@@ -376,9 +385,9 @@ def main() -> None:
         if args.warm_peer:
             warm_peer(chunk_scan, *args.warm_peer, args.n_large)
             return
-        if args.profile:
-            profiles(chunk_scan, tiles)
         scans(chunk_scan, args.n_large, tiles)
+        if args.profile:  # after the table, whose first rows autotune mamba_ssm where the warm-up compiled
+            profiles(chunk_scan, tiles[:2])
     if m1_tiles:
         mamba1_tiles(m1_tiles)
     if not args.skip_training:
