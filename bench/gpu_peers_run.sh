@@ -1,6 +1,6 @@
 #!/bin/bash
 # Issue #16 in one device call: the kernel tests compiled on the GPU, then bench/gpu_peers.py (the peer table,
-# SSD variants, Mamba-1 tiles, 131k pre-training steps). Run from the repository root of the device machine with
+# SSD variants, 131k pre-training steps, Mamba-1 tiles, kernel profile). Run from the repository root of the device machine with
 # the bundle in $G (this repository's files, its seqpipe wheel, the einops wheel, mamba_ssm's sdist) and
 # lightning/pytest wheels in .whl/core and .whl/test; logs go to $OUT.
 G=${G:-$PWD/.gpu_kernels}
@@ -8,8 +8,8 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --tar
     .whl/test/*.whl "$G"/wheels/*.whl || exit 1
 export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 TRITON_CACHE_DIR=/tmp/triton_cache
 SDIST="$G/mamba_ssm-2.2.4.tar.gz"
-TILES="64x8 64x8fp64 64x8p64 64x8p16 32x8p64 32x4p64 128x8"
-M1_TILES="8x16x4 8x32x8 16x16x4"
+TILES="64x8 64x8fp64 64x8p64 32x8p64 128x8"
+M1_TILES="8x16x4 8x32x8"
 { nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv; date -u;
   python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, 'cuda', torch.version.cuda)"; } > "$OUT/device.txt" 2>&1
 cat "$OUT/device.txt"
