@@ -1,7 +1,7 @@
 #!/bin/bash
 # Issue #16 in one device call: the kernel tests compiled on the GPU, then bench/gpu_peers.py (the peer table,
-# SSD variants, 131k pre-training steps, Mamba-1 tiles, kernel profile). Run from the repository root of the device machine with
-# the bundle in $G (this repository's files, its seqpipe wheel, the einops wheel, mamba_ssm's sdist) and
+# SSD variants, 131k pre-training steps, Mamba-1 tiles, kernel profile). Run from the repository root of the
+# device machine with the bundle in $G (this repository's files, its seqpipe wheel, the einops wheel, mamba_ssm's sdist) and
 # lightning/pytest wheels in .whl/core and .whl/test; logs go to $OUT.
 G=${G:-$PWD/.gpu_kernels}
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/core/*.whl \
