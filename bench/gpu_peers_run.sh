@@ -18,8 +18,8 @@ cat "$OUT/device.txt"
 #    mamba_ssm's autotune configs and one compiles our variants into the shared Triton cache; each under a
 #    timeout, so that a hang cannot eat the call
 cp -r "$G/tests" /tmp/tests && cp "$G/pyproject.toml" /tmp/pyproject.toml
-(cd /tmp && timeout 300 python3 -m pytest -q -c /tmp/pyproject.toml --rootdir /tmp tests/kernels/test_ssd.py tests/test_mamba2.py \
-    tests/kernels/test_selective_scan.py > "$OUT/tests.log" 2>&1; echo "pytest exit $?" >> "$OUT/tests.log") &
+(cd /tmp && timeout 300 python3 -m pytest -q -c /tmp/pyproject.toml --rootdir /tmp tests/kernels/test_ssd.py \
+    tests/test_mamba2.py tests/kernels/test_selective_scan.py > "$OUT/tests.log" 2>&1; echo "pytest exit $?" >> "$OUT/tests.log") &
 for i in $(seq 0 11); do
     timeout 240 python3 "$G/bench/gpu_peers.py" --sdist "$SDIST" --warm-peer "$i" 12 > "/tmp/warm_peer_$i.log" 2>&1 &
 done
