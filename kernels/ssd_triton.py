@@ -14,7 +14,8 @@ backward  4. ``_chunk_state_grad_kernel``: the gradient reaching each chunk's st
              ``(g ∘ e^{a})^T C`` with g = dy ∘ silu(z).
           2. the same pass in reverse, giving the gradient of each chunk's end state (and of initial_state).
           5. ``_chunk_grad_kernel``: recomputes the chunk's products and writes dx, ddt, dz and per-head dB, dC,
-             and per-chunk partial sums of dD and dA.
+             and per-chunk partial sums of dD and dA; by default as two launches (dx/dz/ddt, then dB/dC),
+             each walking the P channels GRAD_BLOCK_P at a time.
 Per-head dB/dC are summed over the heads of a group, and dD/dA over chunks and batch, by PyTorch:
 deterministic, no atomics. dt arrives discretised (softplus and bias stay in PyTorch autograd, O(B L H)).
 """
@@ -29,6 +30,10 @@ from seqpipe.kernels.scan_common import compute_dtype, discretize_heads
 
 PASS_BLOCK = 128  # (P * N) state elements per program of the sequential pass
 NUM_WARPS = 8  # per program; 8 beat 4 on the H200 at L 64k, fp32 and bf16 (bench/RESULTS.md)
+# The gradient kernel as two launches (dx/dz/ddt, then dB/dC): fused, it needs 255 registers and spills at
+# every T (ptxas, sm_90a), so one 8-warp program fills an SM.
+SPLIT_GRAD = True
+GRAD_BLOCK_P = 32  # channels per step of the gradient kernel's loop over P (a power of two >= 16)
 
 
 @triton.jit
@@ -109,13 +114,11 @@ def _pass_states_kernel(states_ptr, log_decay_ptr, init_ptr, final_ptr, H, PN, n
 
 
 @triton.jit
-def _intra_chunk_weights(C, B, a, dt, T: tl.constexpr, PRECISION: tl.constexpr):
-    """(C B^T, the causal decay e^{a_i - a_j} for i >= j else 0, decay * dt_j), each (T, T)."""
+def _causal_decay(a, T: tl.constexpr):
+    """The (T, T) causal decay e^{a_i - a_j} for i >= j, else 0."""
     steps = tl.arange(0, T)
-    CB = tl.dot(C, tl.trans(B), input_precision=PRECISION)
     causal = steps[:, None] >= steps[None, :]
-    decay = tl.where(causal, tl.exp(tl.where(causal, a[:, None] - a[None, :], 0)), 0)
-    return CB, decay, decay * dt[None, :]
+    return tl.where(causal, tl.exp(tl.where(causal, a[:, None] - a[None, :], 0)), 0)
 
 
 @triton.jit
@@ -131,8 +134,8 @@ def _chunk_output_kernel(x_ptr, dt_ptr, B_ptr, C_ptr, D_ptr, z_ptr, starts_ptr, 
     C = _load_rows(C_ptr, batch, t, mask_t, L, G, group, n, n < N, N, COMPUTE)
     offsets, mask = _state_offsets(batch, chunk, head, n_chunks, H, p, n, P, N)
     start = tl.load(starts_ptr + offsets, mask=mask, other=0)
-    CB, _, decay_dt = _intra_chunk_weights(C, B, a, dt, T, PRECISION)
-    y = tl.dot(CB * decay_dt, x, input_precision=PRECISION)
+    CB = tl.dot(C, tl.trans(B), input_precision=PRECISION)
+    y = tl.dot(CB * _causal_decay(a, T) * dt[None, :], x, input_precision=PRECISION)
     y += tl.exp(a)[:, None] * tl.dot(C, tl.trans(start), input_precision=PRECISION)
     if HAS_D:
         y += tl.load(D_ptr + head).to(COMPUTE) * x
@@ -169,58 +172,90 @@ def _chunk_state_grad_kernel(dy_ptr, z_ptr, C_ptr, log_decay_ptr, out_ptr, L, H,
 def _chunk_grad_kernel(x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, starts_ptr, end_grads_ptr, log_decay_ptr,
                        dy_ptr, dx_ptr, ddt_ptr, dB_ptr, dC_ptr, dz_ptr, dD_ptr, dA_ptr, L, H, G, P, N, n_chunks,
                        T: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, HAS_D: tl.constexpr,
-                       HAS_Z: tl.constexpr, COMPUTE: tl.constexpr, PRECISION: tl.constexpr):
+                       HAS_Z: tl.constexpr, COMPUTE: tl.constexpr, PRECISION: tl.constexpr,
+                       WANT_X: tl.constexpr, WANT_BC: tl.constexpr, P_BLOCKS: tl.constexpr):
+    """WANT_X: dx, dz, ddt and the dD, dA partials; WANT_BC: the per-head dB, dC. Both in one launch, or one
+    launch each, which halves the live tiles (registers) of a program. The P channels are taken BLOCK_P at a
+    time (P_BLOCKS steps), so that the (T, BLOCK_P) tiles stay small; the (T, T) tiles are made once."""
     chunk, batch, head, group, t, mask_t = _chunk_coords(L, H, G, T)
-    p, n = tl.arange(0, BLOCK_P), tl.arange(0, BLOCK_N)
+    n = tl.arange(0, BLOCK_N)
     steps = tl.arange(0, T)
-    A = tl.load(A_ptr + head).to(COMPUTE)
     dt = tl.load(dt_ptr + (batch * L + t) * H + head, mask=mask_t, other=0).to(COMPUTE)
     a = tl.load(log_decay_ptr + (batch * H + head) * n_chunks * T + t)
     a_end = tl.sum(tl.where(steps == T - 1, a, 0), axis=0)
-    x = _load_rows(x_ptr, batch, t, mask_t, L, H, head, p, p < P, P, COMPUTE)
     B = _load_rows(B_ptr, batch, t, mask_t, L, G, group, n, n < N, N, COMPUTE)
     C = _load_rows(C_ptr, batch, t, mask_t, L, G, group, n, n < N, N, COMPUTE)
-    offsets, mask = _state_offsets(batch, chunk, head, n_chunks, H, p, n, P, N)
-    start = tl.load(starts_ptr + offsets, mask=mask, other=0)
-    end_grad = tl.load(end_grads_ptr + offsets, mask=mask, other=0)
-    skip = tl.load(D_ptr + head).to(COMPUTE) if HAS_D else 0.0
-    dy, z, g = _gated_grad(dy_ptr, z_ptr, batch, t, mask_t, L, H, head, p, P, HAS_Z, COMPUTE)
-
-    # The intra-chunk terms as products with (T, P) results, so that few (T, T) tiles are live at once:
-    # with W = C B^T ∘ decay and M = W ∘ dt_j, the output is M x, dx gets dt ∘ (W^T g), and the sums over i
-    # or j of intra = M ∘ (g x^T) that the decay gradient needs are Σ_p g ∘ (M x) and dt ∘ Σ_p x ∘ (W^T g).
-    CB, decay, decay_dt = _intra_chunk_weights(C, B, a, dt, T, PRECISION)
-    W = CB * decay
-    Mx = tl.dot(W * dt[None, :], x, input_precision=PRECISION)                  # (T, P)
-    Wg = tl.dot(tl.trans(W), g, input_precision=PRECISION)                      # (T, P)
-    from_start = tl.exp(a)[:, None] * tl.dot(C, tl.trans(start), input_precision=PRECISION)  # (T, P)
-    if HAS_Z:
-        y = Mx + from_start + skip * x
-        sig = tl.sigmoid(z)
-        _store_rows(dz_ptr, dy * y * sig * (1 + z * (1 - sig)), batch, t, mask_t, L, H, head, p, p < P, P)
+    decay = _causal_decay(a, T)
     to_end = tl.exp(a_end - a)                                                  # (T,)
-    B_end_grad = tl.dot(B, tl.trans(end_grad), input_precision=PRECISION)       # (T, P)
-    dx = dt[:, None] * Wg + (dt * to_end)[:, None] * B_end_grad + skip * g
-    _store_rows(dx_ptr, dx, batch, t, mask_t, L, H, head, p, p < P, P)
-    weighted = decay_dt * tl.dot(g, tl.trans(x), input_precision=PRECISION)    # (T_i, T_j)
-    dC = tl.dot(weighted, B, input_precision=PRECISION) + tl.exp(a)[:, None] * tl.dot(g, start, input_precision=PRECISION)
-    dB = tl.dot(tl.trans(weighted), C, input_precision=PRECISION)
-    dB += (dt * to_end)[:, None] * tl.dot(x, end_grad, input_precision=PRECISION)
-    _store_rows(dB_ptr, dB, batch, t, mask_t, L, H, head, n, n < N, N)
-    _store_rows(dC_ptr, dC, batch, t, mask_t, L, H, head, n, n < N, N)
 
-    # gradient of the log decays a_i, then through a = cumsum(dt * A) by a reverse cumsum
-    into_state = to_end * tl.sum(x * B_end_grad, axis=1)                       # d loss / d (dt_j) via the end state
-    intra_per_dt = tl.sum(x * Wg, axis=1)                                       # Σ_i intra_ij / dt_j
-    da = tl.sum(g * Mx, axis=1) - dt * intra_per_dt + tl.sum(g * from_start, axis=1) - dt * into_state
-    da += tl.where(steps == T - 1, tl.sum(dt * into_state, axis=0) + tl.exp(a_end) * tl.sum(end_grad * start), 0)
-    suffix = tl.sum(da, axis=0) - tl.cumsum(da, axis=0) + da
-    ddt = intra_per_dt + into_state + A * suffix
-    tl.store(ddt_ptr + (batch * L + t) * H + head, ddt, mask=mask_t)
-    partial = (batch * n_chunks + chunk) * H + head
-    tl.store(dA_ptr + partial, tl.sum(dt * suffix, axis=0))
-    if HAS_D:
-        tl.store(dD_ptr + partial, tl.sum(tl.sum(x * g, axis=1), axis=0))
+    if WANT_X:
+        # The intra-chunk terms as products with (T, P) results, so that few (T, T) tiles are live at once:
+        # with W = C B^T ∘ decay and M = W ∘ dt_j, the output is M x, dx gets dt ∘ (W^T g), and the sums over
+        # i or j of intra = M ∘ (g x^T) that the decay gradient needs are Σ_p g ∘ (M x) and dt ∘ Σ_p x ∘ (W^T g).
+        A = tl.load(A_ptr + head).to(COMPUTE)
+        skip = tl.load(D_ptr + head).to(COMPUTE) if HAS_D else 0.0
+        W = tl.dot(C, tl.trans(B), input_precision=PRECISION) * decay
+        M = W * dt[None, :]
+        da = tl.zeros([T], COMPUTE)                    # Σ_p g ∘ (y before D and the gate), per step
+        intra_per_dt = tl.zeros([T], COMPUTE)          # Σ_i intra_ij / dt_j
+        into_state = tl.zeros([T], COMPUTE)            # Σ_p x ∘ (B end_grad^T), then ∘ e^{a_T - a}
+        end_dot = 0.0                                  # Σ end_grad ∘ start
+        skip_grad = 0.0
+        for block in tl.static_range(P_BLOCKS):
+            p = block * BLOCK_P + tl.arange(0, BLOCK_P)
+            x = _load_rows(x_ptr, batch, t, mask_t, L, H, head, p, p < P, P, COMPUTE)
+            offsets, mask = _state_offsets(batch, chunk, head, n_chunks, H, p, n, P, N)
+            start = tl.load(starts_ptr + offsets, mask=mask, other=0)
+            end_grad = tl.load(end_grads_ptr + offsets, mask=mask, other=0)
+            dy, z, g = _gated_grad(dy_ptr, z_ptr, batch, t, mask_t, L, H, head, p, P, HAS_Z, COMPUTE)
+            # each (T, BLOCK_P) product is reduced as soon as it is made, so that few of them are live at once
+            Mx = tl.dot(M, x, input_precision=PRECISION)
+            from_start = tl.exp(a)[:, None] * tl.dot(C, tl.trans(start), input_precision=PRECISION)
+            if HAS_Z:
+                sig = tl.sigmoid(z)
+                y = Mx + from_start + skip * x
+                _store_rows(dz_ptr, dy * y * sig * (1 + z * (1 - sig)), batch, t, mask_t, L, H, head, p, p < P, P)
+            da += tl.sum(g * (Mx + from_start), axis=1)
+            Wg = tl.dot(tl.trans(W), g, input_precision=PRECISION)
+            intra_per_dt += tl.sum(x * Wg, axis=1)
+            B_end_grad = tl.dot(B, tl.trans(end_grad), input_precision=PRECISION)
+            into_state += tl.sum(x * B_end_grad, axis=1)
+            dx = dt[:, None] * Wg + (dt * to_end)[:, None] * B_end_grad + skip * g
+            _store_rows(dx_ptr, dx, batch, t, mask_t, L, H, head, p, p < P, P)
+            end_dot += tl.sum(end_grad * start)
+            skip_grad += tl.sum(tl.sum(x * g, axis=1), axis=0)
+
+        # gradient of the log decays a_i, then through a = cumsum(dt * A) by a reverse cumsum
+        into_state = to_end * into_state                                        # d loss / d (dt_j) via the end state
+        da -= dt * (intra_per_dt + into_state)
+        da += tl.where(steps == T - 1, tl.sum(dt * into_state, axis=0) + tl.exp(a_end) * end_dot, 0)
+        suffix = tl.sum(da, axis=0) - tl.cumsum(da, axis=0) + da
+        ddt = intra_per_dt + into_state + A * suffix
+        tl.store(ddt_ptr + (batch * L + t) * H + head, ddt, mask=mask_t)
+        partial = (batch * n_chunks + chunk) * H + head
+        tl.store(dA_ptr + partial, tl.sum(dt * suffix, axis=0))
+        if HAS_D:
+            tl.store(dD_ptr + partial, skip_grad)
+
+    if WANT_BC:
+        gx = tl.zeros([T, T], COMPUTE)                 # g x^T
+        g_start = tl.zeros([T, BLOCK_N], COMPUTE)      # g start
+        x_end = tl.zeros([T, BLOCK_N], COMPUTE)        # x end_grad
+        for block in tl.static_range(P_BLOCKS):
+            p = block * BLOCK_P + tl.arange(0, BLOCK_P)
+            x = _load_rows(x_ptr, batch, t, mask_t, L, H, head, p, p < P, P, COMPUTE)
+            offsets, mask = _state_offsets(batch, chunk, head, n_chunks, H, p, n, P, N)
+            start = tl.load(starts_ptr + offsets, mask=mask, other=0)
+            end_grad = tl.load(end_grads_ptr + offsets, mask=mask, other=0)
+            _, _, g = _gated_grad(dy_ptr, z_ptr, batch, t, mask_t, L, H, head, p, P, HAS_Z, COMPUTE)
+            gx += tl.dot(g, tl.trans(x), input_precision=PRECISION)
+            g_start += tl.dot(g, start, input_precision=PRECISION)
+            x_end += tl.dot(x, end_grad, input_precision=PRECISION)
+        weighted = decay * dt[None, :] * gx                                     # (T_i, T_j)
+        dC = tl.dot(weighted, B, input_precision=PRECISION) + tl.exp(a)[:, None] * g_start
+        dB = tl.dot(tl.trans(weighted), C, input_precision=PRECISION) + (dt * to_end)[:, None] * x_end
+        _store_rows(dB_ptr, dB, batch, t, mask_t, L, H, head, n, n < N, N)
+        _store_rows(dC_ptr, dC, batch, t, mask_t, L, H, head, n, n < N, N)
 
 
 def _meta(x: torch.Tensor, P: int, N: int, chunk_size: int) -> dict:
@@ -293,10 +328,14 @@ class _TritonSSD(torch.autograd.Function):
         dC_heads = torch.empty_like(dB_heads)
         dA_partial = x.new_empty(batch, shape[-1], heads, dtype=compute)
         dD_partial = torch.empty_like(dA_partial)
-        _chunk_grad_kernel[grid](
-            x, dt, A, B, C, D if D is not None else A, z_or_x, states, end_grads, log_decay, grad_y, dx, ddt,
-            dB_heads, dC_heads, dz, dD_partial, dA_partial, *shape, HAS_D=D is not None, HAS_Z=z is not None, **meta,
-        )
+        grad_block_p = min(meta["BLOCK_P"], GRAD_BLOCK_P)
+        for parts in ([(True, False), (False, True)] if SPLIT_GRAD else [(True, True)]):
+            _chunk_grad_kernel[grid](
+                x, dt, A, B, C, D if D is not None else A, z_or_x, states, end_grads, log_decay, grad_y, dx, ddt,
+                dB_heads, dC_heads, dz, dD_partial, dA_partial, *shape, HAS_D=D is not None, HAS_Z=z is not None,
+                WANT_X=parts[0], WANT_BC=parts[1], P_BLOCKS=triton.cdiv(meta["BLOCK_P"], grad_block_p),
+                **dict(meta, BLOCK_P=grad_block_p),
+            )
 
         def per_group(grad: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
             return grad.view(batch, length, groups, heads // groups, N).sum(3).to(like.dtype)

@@ -162,3 +162,19 @@ def test_backend_resolution_without_gpu(monkeypatch):
     with pytest.raises(ValueError, match="backend must be one of"):
         ssd_scan(*args, backend="cuda")
     torch.testing.assert_close(ssd_scan(*args), ssd_scan(*args, backend="ref"))  # auto is chunked on CPU
+
+
+@pytest.mark.parametrize("split,block_p", [(True, 16), (False, 16), (True, 64)],
+                         ids=["two-launches-p16", "one-launch-p16", "two-launches-p64"])
+@pytest.mark.parametrize("backend,device", [triton_param(d) for d in DEVICES])
+def test_triton_gradient_kernel_split_or_fused_and_channel_blocks(backend, device, split, block_p, monkeypatch):
+    """The gradient kernel as two launches (dx/dz/ddt, then dB/dC) or one, over P = 40 channels in blocks of 16
+    (the last one masked whole) or in one block, gives the float64 reference."""
+    from seqpipe.kernels import ssd_triton
+
+    monkeypatch.setattr(ssd_triton, "SPLIT_GRAD", split)
+    monkeypatch.setattr(ssd_triton, "GRAD_BLOCK_P", block_p)
+    inputs, softplus = make_inputs(seed=4, length=45, groups=2, heads=4, head_dim=40, D=True, z=True,
+                                   dt_bias=True, softplus=True, initial_state=True, device=device)
+    expected, _ = outputs_and_grads(inputs, softplus, "ref")
+    assert_all_close(outputs_and_grads(inputs, softplus, backend)[0], expected, 1e-12)
