@@ -267,7 +267,7 @@ def main() -> None:
     parser.add_argument("--accelerator", default="cpu")
     parser.add_argument("--max-epochs", type=int, default=None, help="override the recipes' trainer.max_epochs")
     parser.add_argument("--pretrain-args", default="", help="extra CLI options of the pre-training runs, e.g. '--trainer.max_epochs 2'")
-    parser.add_argument("--finetune-args", default="", help="extra CLI options of the fine-tuning runs, e.g. '--model.backbone_lr_scale 0.3'")
+    parser.add_argument("--finetune-args", default="", help="extra CLI options of the pre-trained rows' fine-tuning (not of the scratch cpu row), e.g. '--model.backbone_lr_scale 0.3'")
     parser.add_argument("--work", type=Path, default=Path("runs/bench_dna"))
     parser.add_argument("--csv", type=Path, help="also append the rows to this CSV")
     args = parser.parse_args()

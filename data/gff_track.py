@@ -58,12 +58,10 @@ def end_span(start: int, end: int, strand: str, which: str) -> tuple[int, int]:
 
 
 def feature_id(attributes: str) -> str | None:
-    """The ``ID`` of a GFF attribute column, or None."""
-    for pair in attributes.split(";"):
-        key, _, value = pair.strip().partition("=")
-        if key == "ID" and value:
-            return value
-    return None
+    """What joins the parts of one feature: the ``ID`` of a GFF attribute column, else its ``Parent`` (GFF
+    converted from GTF gives CDS parts a Parent only), else None."""
+    pairs = dict(pair.strip().partition("=")[::2] for pair in attributes.split(";"))
+    return pairs.get("ID") or pairs.get("Parent") or None
 
 
 def feature_spans(gff: str | Path, features: list[str], chrom_sizes: dict[str, int]) -> dict[str, list[tuple[int, int, int]]]:
@@ -109,6 +107,9 @@ def feature_spans(gff: str | Path, features: list[str], chrom_sizes: dict[str, i
                     elif parts[key][0] != chrom or parts[key][3] != strand:
                         raise DataError(gff, f"{key[0]} {key[1]}: this part is on {chrom} {strand}, the part on line "
                                         f"{parts[key][4]} on {parts[key][0]} {parts[key][3]} (parts of one feature share both)", line=number)
+                    elif min(start, parts[key][1]) == 0 and max(end, parts[key][2]) == chrom_sizes[chrom]:
+                        raise DataError(gff, f"{key[0]} {key[1]}: its parts reach both ends of {chrom} (a feature across "
+                                        "the origin of a circular contig), whose start and end cannot be placed", line=number)
                     else:
                         parts[key][1:3] = min(parts[key][1], start), max(parts[key][2], end)
     except (OSError, EOFError, UnicodeDecodeError, zlib.error) as error:
@@ -129,6 +130,7 @@ def build_track(gff: str | Path, fasta: str | Path, out: str | Path, features: l
     """
     import zarr
 
+    parse_features(features)  # a bad --feature stops before the FASTA is read
     with writing(Output(out, "per-base track", folder=True)) as (partial,):
         with closing(Genome(fasta)) as genome:
             chrom_sizes = genome.chrom_sizes

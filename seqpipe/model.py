@@ -22,6 +22,8 @@ from seqpipe.pretrained import load_backbone_weights, report_loaded
 SPLITS = ("val", "test")
 #: the most backbone positions evaluated as one window (the longest genome window); longer inputs must stream
 LONGEST_WHOLE_INPUT = 1 << 20
+#: what the too-long error tells a ``seqpipe fit/test/predict`` user to do
+STREAM_OR_CROP = "stream it with --model.chunk_size (e.g. 65536; causal backbones) or crop it with --data.max_length"
 
 
 class SequenceModel(L.LightningModule):
@@ -143,15 +145,14 @@ class SequenceModel(L.LightningModule):
             mean = self.mean_features(inputs, lengths, chunk_size)
             return self.head(mean[:, None], torch.ones(len(mean), dtype=torch.long, device=mean.device), batch, **extra)
         if self.head.mean_max_pooled and pooled_stream:
-            mean, peak = chunked_mean_max(self.backbone, inputs, self.backbone.output_lengths(lengths), chunk_size)
+            mean, peak = chunked_mean_max(self.backbone, inputs, self.output_positions(inputs, lengths), chunk_size)
             return self.head.forward_pooled(mean, peak, batch, **extra)
         if not chunk_size and not self.training:
             self.check_whole_input(inputs.shape[1])
         features = self._features(inputs, lengths, batch.get("continues"))
         return self.head(features, self.backbone.output_lengths(lengths), batch, **extra)
 
-    def check_whole_input(self, length: int, way_out: str = "stream it with --model.chunk_size (e.g. 65536; causal "
-                          "backbones) or crop it with --data.max_length") -> None:
+    def check_whole_input(self, length: int, way_out: str = STREAM_OR_CROP) -> None:
         """Refuse an input of ``length`` positions too long to evaluate as one window: the (B, L, D) features of a
         chromosome-sized record would take tens of GB. ``way_out``: what the error tells the user to do."""
         positions = int(self.backbone.output_lengths(torch.tensor([length]))[0])  # after a strided front end
@@ -160,15 +161,22 @@ class SequenceModel(L.LightningModule):
                               f"evaluated as one window: {way_out}")
 
     def mean_features(self, inputs: torch.Tensor, lengths: torch.Tensor | None, chunk_size: int | None = None,
-                      way_out: str | None = None) -> torch.Tensor:
+                      way_out: str = STREAM_OR_CROP) -> torch.Tensor:
         """Backbone inputs (B, L[, C]), right-padded to ``lengths`` (B,) -> each sequence's mean backbone feature over
         its valid positions (B, D). Inputs longer than ``chunk_size`` stream chunk by chunk with carried state
         (causal backbones; memory of one chunk without gradients); others run whole (:meth:`check_whole_input`)."""
-        positions = None if lengths is None else self.backbone.output_lengths(lengths)
+        positions = self.output_positions(inputs, lengths)
         if chunk_size and inputs.shape[1] > chunk_size:
             return chunked_mean(self.backbone, inputs, positions, chunk_size)
-        self.check_whole_input(inputs.shape[1], *([way_out] if way_out else []))
+        self.check_whole_input(inputs.shape[1], way_out)
         return valid_mean(self.backbone(inputs, lengths), positions)
+
+    def output_positions(self, inputs: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
+        """Each row's valid backbone outputs (B,), after a strided front end, from its valid inputs ``lengths``
+        (B,; None: every input position of ``inputs`` (B, L[, C]) is valid)."""
+        if lengths is None:
+            lengths = torch.full((inputs.shape[0],), inputs.shape[1], device=inputs.device)
+        return self.backbone.output_lengths(lengths)
 
     def _features(self, inputs: torch.Tensor, lengths: torch.Tensor | None, continues: torch.Tensor | None) -> torch.Tensor:
         """Backbone features: of the whole window, chunk by chunk (``chunk_size``), or continuing the state the

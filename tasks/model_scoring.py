@@ -36,8 +36,13 @@ def load_model(
         target = torch.device(device)
     except RuntimeError as error:
         raise ConfigError(f"--device {device!r}: {error}") from None
+    if target.type not in ("cpu", "cuda"):
+        raise ConfigError(f"--device {device}: seqpipe scores on 'cpu' or 'cuda[:N]'")
     if target.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"--device {device}: CUDA is not available on this machine (use --device cpu)")
+    if target.type == "cuda" and (target.index or 0) >= torch.cuda.device_count():
+        raise ConfigError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                          f"numbered from 0")
     model = load_trained_model(ckpt_path, trusted_modules).to(target)
     spec = model.data_info.input if model.data_info else None
     if not isinstance(spec, TokenInput) or spec.vocab_size != DNATokenizer.vocab_size:

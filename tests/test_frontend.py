@@ -153,3 +153,18 @@ def test_front_ends_reject_token_inputs_and_bad_strides():
         StridedFrontEnd(1, 4, "filterbank", stride=4)
     with pytest.raises(ValueError, match="sample_rate goes with d_input"):
         Backbone(d_model=8, n_layers=1, frontend="filterbank", stride=4, sample_rate=8000)
+
+
+@pytest.mark.parametrize("lengths", [None, torch.tensor([64, 64])], ids=["no lengths", "full lengths"])
+def test_the_streamed_mean_of_a_strided_model_equals_the_whole_mean(lengths):
+    """SequenceModel.mean_features counts backbone outputs (L / stride), not input samples, with or without lengths."""
+    from seqpipe.model import SequenceModel
+    from seqpipe.tasks.classification import SequenceClassification
+
+    torch.manual_seed(0)
+    model = SequenceModel(backbone("patch", 4), SequenceClassification()).double().eval()
+    x = torch.randn(2, 64, 2, dtype=torch.float64)
+    with torch.no_grad():
+        whole = model.backbone(x).mean(1)  # 16 outputs of 64 samples, all valid
+        torch.testing.assert_close(model.mean_features(x, lengths), whole, rtol=0, atol=1e-12)
+        torch.testing.assert_close(model.mean_features(x, lengths, chunk_size=16), whole, rtol=0, atol=1e-10)

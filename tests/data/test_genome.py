@@ -319,3 +319,17 @@ def test_gff_track_start_and_end_need_a_strand_and_one_place(genome_files, tmp_p
     with pytest.raises(ConfigError, match="':start'"):
         build_track(gff, genome_files[0], tmp_path / "bad.zarr", [":start"])
     assert not (tmp_path / "bad.zarr").exists()
+
+
+def test_gff_track_joins_parts_by_parent_and_refuses_a_feature_across_the_origin(genome_files, tmp_path):
+    gff = tmp_path / "parts.gff"
+    # GTF-converted GFF: CDS parts with a Parent only; the transcript's start is the first part's, its end the last's
+    gff.write_text("chrA\tsim\tCDS\t101\t130\t.\t+\t0\tParent=t1\nchrA\tsim\tCDS\t151\t180\t.\t+\t0\tParent=t1\n")
+    build_track(gff, genome_files[0], tmp_path / "parts.zarr", ["CDS:start", "CDS:end"])
+    values = zarr.open_group(str(tmp_path / "parts.zarr"), mode="r")["chrA"][:]
+    assert np.flatnonzero(values == 1).tolist() == [100, 101, 102] and np.flatnonzero(values == 2).tolist() == [177, 178, 179]
+    size = CHROMS["chrA"]
+    gff.write_text(f"chrA\tsim\tCDS\t1\t60\t.\t+\t0\tID=ori\nchrA\tsim\tCDS\t{size - 59}\t{size}\t.\t+\t0\tID=ori\n")
+    with pytest.raises(DataError, match=r"parts.gff.*line 2.*CDS ori: its parts reach both ends of chrA"):
+        build_track(gff, genome_files[0], tmp_path / "ori.zarr", ["CDS:start"])
+    assert not (tmp_path / "ori.zarr").exists()

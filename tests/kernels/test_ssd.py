@@ -120,14 +120,9 @@ def test_a_split_with_carried_state_equals_the_whole(backend, device):
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
 @pytest.mark.parametrize("backend,device", FAST)
-def test_low_precision_inputs(backend, device, dtype, request):
+def test_low_precision_inputs(backend, device, dtype):
     """y and input gradients in the input dtype, the final state in float32, close to float64 on the same
     (rounded) inputs. Triton's float32 products run as tf32 on tensor cores (~3e-4 relative)."""
-    if backend == "triton" and device == "cuda" and dtype != torch.bfloat16:
-        # measured on an H200 (bench/RESULTS.md, issue #16 session 5): grad_A 9.5e-3 (fp32) and 1.7e-2 (fp16) from
-        # float64, split or fused gradient kernel alike, where mamba_ssm's SSD gives 1.6e-3 on the same inputs
-        request.applymarker(pytest.mark.xfail(strict=True, reason="known: grad_A under tf32 is ~6x less accurate "
-                                              "than mamba_ssm's (9.5e-3 vs 1.6e-3 relative)"))
     inputs, softplus = make_inputs(seed=3, head_dim=16, d_state=16, D=True, z=True, dt_bias=True,
                                    softplus=True, initial_state=True, dtype=dtype, device=device)
     actual, dtypes = outputs_and_grads(inputs, softplus, backend)
@@ -136,6 +131,10 @@ def test_low_precision_inputs(backend, device, dtype, request):
     expected, _ = outputs_and_grads(exact, softplus, "ref")
     tf32 = backend == "triton" and device == "cuda"
     tol = {torch.float16: 3e-3, torch.bfloat16: 1.5e-2, torch.float32: 2e-3 if tf32 else 1e-5}[dtype]
+    if tf32 and dtype != torch.bfloat16:
+        # known weakness (bench/RESULTS.md, issue #16 session 5): on an H200 grad_A is 9.5e-3 (fp32) / 1.7e-2 (fp16)
+        # from float64, where mamba_ssm's SSD gives 1.6e-3 on the same inputs; held to its own looser bound
+        assert_all_close({"grad_A": actual.pop("grad_A")}, {"grad_A": expected.pop("grad_A")}, 10 * tol)
     assert_all_close(actual, expected, tol)
 
 

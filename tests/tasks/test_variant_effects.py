@@ -162,6 +162,11 @@ def test_device_option_is_checked_and_cuda_scores_equal_cpu_scores(tmp_path, cap
     args = ["--ckpt_path", str(tmp_path / "m.ckpt"), "--data.fasta", fasta, "--vcf", vcf, "--window", str(WINDOW)]
     assert main([*args, "--out", str(tmp_path / "bad"), "--device", "gpu0"]) == 2
     assert "--device 'gpu0'" in capsys.readouterr().err
+    for device in ("meta", "mps"):  # devices torch names but seqpipe does not score on: one line, no traceback
+        assert main([*args, "--out", str(tmp_path / "bad"), "--device", device]) == 2
+        assert capsys.readouterr().err.strip() == f"seqpipe: error: --device {device}: seqpipe scores on 'cpu' or 'cuda[:N]'"
+    assert main([*args, "--out", str(tmp_path / "bad"), "--device", f"cuda:{torch.cuda.device_count()}"]) == 2
+    assert "--device cuda:" in capsys.readouterr().err
     if not torch.cuda.is_available():
         assert main([*args, "--out", str(tmp_path / "bad"), "--device", "cuda"]) == 2
         assert capsys.readouterr().err.strip() == "seqpipe: error: --device cuda: CUDA is not available on this machine (use --device cpu)"
