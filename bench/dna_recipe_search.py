@@ -50,7 +50,8 @@ def head(pooling: str, kmer_size: int = 0, dropout: float = 0.1) -> dict:
 
 #: name -> (base recipe, settings replaced in it, within the CPU budget). ``ema``: the weights validated and
 #: saved are an exponential moving average (decay 0.98: about the last 50 steps); ``shift``: training sequences
-#: moved by up to 3 bases (``data.shift_augment``); ``reg``: dropout 0.2 in the backbone, 0.3 in the head.
+#: moved by up to 3 bases (``data.shift_augment``); ``reg``: dropout 0.2 in the backbone, 0.3 in the head;
+#: ``gpu_s4d``: the GPU recipe with S4D layers in place of Mamba.
 CANDIDATES = {
     "cpu_meanmax_k4": ("dna_classify", {"model": {"head": head("mean_max", 4)}}, True),
     "cpu_k4_ema_shift": ("dna_classify", {"trainer": {"callbacks": [EMA]}, "model": {"head": head("mean_max", 4)},
@@ -58,6 +59,8 @@ CANDIDATES = {
     "cpu_k4_ema_shift_reg": ("dna_classify", {"trainer": {"callbacks": [EMA]}, "data": {"init_args": {"shift_augment": 3}},
                                               "model": {"head": head("mean_max", 4, 0.3), "backbone": {"init_args": {"dropout": 0.2}}}}, True),
     "gpu_meanmax_k5": ("dna_classify_gpu", {"model": {"head": head("mean_max", 5, 0.2)}}, False),
+    "gpu_s4d_k5": ("dna_classify_gpu", {"model": {"head": head("mean_max", 5, 0.2), "backbone": {"init_args": {"block": {
+        "class_path": "seqpipe.s4.S4Block", "init_args": {"d_state": 64, "mode": "diag"}}}}}}, False),
 }
 
 
