@@ -6,7 +6,7 @@ Usage: python bench/dna_recipe_search.py --out DIR [--jobs 15] [--accelerator gp
 Every set gets the standard split of ``bench/dna_benchmarks.py`` (a seeded stratified 20% test, then 10% of the
 rest for validation). The test part is never read while choosing. The training + validation part is cut into
 ``--folds`` seeded stratified folds; each candidate (``CANDIDATES``: ``configs/dna_classify.yaml`` or
-``configs/dna_classify_gpu.yaml`` with some settings replaced, written to ``DIR/configs/NAME.yaml``) is fitted once
+``configs/dna_classify_gpu.yaml`` with some settings replaced, written to ``WORK/configs/NAME.yaml``) is fitted once
 per (set, fold) on the other folds and scored on its fold. The score of a fit is its validation accuracy after
 the last epoch (no choice made on the fold it is scored on); a candidate's score is the mean over folds and then
 over sets. The k-mer LR's k and C are chosen by the same folds, then it is refitted on training + validation.
@@ -173,7 +173,7 @@ def main() -> None:
     rows = Rows(args.out)
     common = ["--trainer.accelerator", args.accelerator, "--trainer.enable_progress_bar", "false",
               *(["--trainer.max_epochs", str(args.max_epochs)] if args.max_epochs else [])]
-    configs = {name: write_config(name, args.out) for name in args.candidates}
+    configs = {name: write_config(name, args.work) for name in args.candidates}
     splits, folds = {}, {}
     for name, (path, relabel, _) in SETS.items():
         splits[name] = write_splits(args.data / path, relabel, args.work / name)
