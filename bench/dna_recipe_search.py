@@ -167,6 +167,7 @@ def main() -> None:
     parser.add_argument("--folds", type=int, default=3)
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--candidates", nargs="+", default=list(CANDIDATES), choices=list(CANDIDATES))
+    parser.add_argument("--sets", nargs="+", default=list(SETS), choices=list(SETS))
     parser.add_argument("--max-epochs", type=int, help="override every recipe's trainer.max_epochs (a quick check)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -175,7 +176,8 @@ def main() -> None:
               *(["--trainer.max_epochs", str(args.max_epochs)] if args.max_epochs else [])]
     configs = {name: write_config(name, args.work) for name in args.candidates}
     splits, folds = {}, {}
-    for name, (path, relabel, _) in SETS.items():
+    for name in args.sets:
+        path, relabel, _ = SETS[name]
         splits[name] = write_splits(args.data / path, relabel, args.work / name)
         folds[name] = write_folds(splits[name], args.folds, args.work / name / "folds")
 
@@ -184,12 +186,12 @@ def main() -> None:
         rows.add("cv", {"candidate": candidate, "set": dataset, "fold": fold, **result})
 
     def baselines() -> None:
-        for dataset in SETS:
+        for dataset in args.sets:
             for row in kmer_cv(splits[dataset], folds[dataset]):
                 rows.add("kmer", {"set": dataset, **row})
 
     def cnn_seeds() -> None:  # one after another: the CNN draws from torch's global generator
-        for dataset in SETS:
+        for dataset in args.sets:
             for seed in args.seeds:
                 result = cnn_baseline(splits[dataset], seed=seed, device="cuda" if args.accelerator == "gpu" else "cpu")
                 rows.add("seeds", {"model": "small CNN", "set": dataset, "seed": seed, **result})
@@ -200,7 +202,7 @@ def main() -> None:
         rows.add("seeds", {"model": f"{label}: {candidate}", "set": dataset, "seed": seed, **result})
 
     # the largest set and model first, so the long fits do not start last
-    cv_jobs = sorted(((c, d, f) for c in args.candidates for d in SETS for f in range(args.folds)),
+    cv_jobs = sorted(((c, d, f) for c in args.candidates for d in args.sets for f in range(args.folds)),
                      key=lambda job: (job[1] != "mouse_tata", CANDIDATES[job[0]][2]))
     with ThreadPoolExecutor(2) as pool:
         side = [pool.submit(baselines), pool.submit(cnn_seeds)]
@@ -216,7 +218,7 @@ def main() -> None:
         print(f"\nchosen by {args.folds}-fold CV: {chosen}", flush=True)
         with ThreadPoolExecutor(args.jobs) as fits:
             list(fits.map(lambda job: seed_job(*job), [(label, c, d, s) for label, c in chosen.items()
-                                                       for d in SETS for s in args.seeds]))
+                                                       for d in args.sets for s in args.seeds]))
         for future in side:
             future.result()
 
