@@ -54,6 +54,7 @@ def head(pooling: str, kmer_size: int = 0, dropout: float = 0.1) -> dict:
 #: ``gpu_s4d``: the GPU recipe with S4D layers in place of Mamba.
 CANDIDATES = {
     "cpu_meanmax_k4": ("dna_classify", {"model": {"head": head("mean_max", 4)}}, True),
+    "cpu_k4_ema": ("dna_classify", {"trainer": {"callbacks": [EMA]}, "model": {"head": head("mean_max", 4)}}, True),
     "cpu_k4_ema_shift": ("dna_classify", {"trainer": {"callbacks": [EMA]}, "model": {"head": head("mean_max", 4)},
                                           "data": {"init_args": {"shift_augment": 3}}}, True),
     "cpu_k4_ema_shift_reg": ("dna_classify", {"trainer": {"callbacks": [EMA]}, "data": {"init_args": {"shift_augment": 3}},
