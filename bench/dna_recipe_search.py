@@ -1,12 +1,21 @@
-"""Choose the DNA classification recipes by validation: candidate recipes x development sets, run in parallel.
+"""Choose the DNA classification recipes by cross-validation; then test the choice over seeds beside the baselines.
 
-Usage: python bench/dna_recipe_search.py --out DIR [--jobs 15] [--accelerator gpu] [--candidates NAME ...] [--baselines]
+Usage: python bench/dna_recipe_search.py --out DIR [--jobs 15] [--accelerator gpu] [--folds 3] [--seeds 1 2 3]
+           [--candidates NAME ...] [--data ../shared/data]
 
-Each candidate is ``configs/dna_classify.yaml`` (``cpu_*``) or ``configs/dna_classify_gpu.yaml`` (``gpu_*``) with
-some settings replaced (``CANDIDATES``); it is written to ``DIR/configs/NAME.yaml`` and trained on every set by
-``bench/dna_benchmarks.py`` (same seeded splits), one process per (set, candidate), ``--jobs`` at a time, one
-thread each. Rows go to ``DIR/rows/*.csv``; the summary printed at the end ranks the candidates by their mean
-validation accuracy over the sets — the choice — and shows test accuracy beside it only to report.
+Every set gets the standard split of ``bench/dna_benchmarks.py`` (a seeded stratified 20% test, then 10% of the
+rest for validation). The test part is never read while choosing. The training + validation part is cut into
+``--folds`` seeded stratified folds; each candidate (``CANDIDATES``: ``configs/dna_classify.yaml`` or
+``configs/dna_classify_gpu.yaml`` with some settings replaced, written to ``WORK/configs/NAME.yaml``) is fitted once
+per (set, fold) on the other folds and scored on its fold. The score of a fit is its validation accuracy after
+the last epoch (no choice made on the fold it is scored on); a candidate's score is the mean over folds and then
+over sets. The k-mer LR's k and C are chosen by the same folds, then it is refitted on training + validation.
+
+The choice: the CPU recipe is the best-scoring candidate marked ``cpu`` (within the CPU time budget), the GPU
+recipe the best-scoring candidate of all. Each is then fitted on the standard split with every ``--seeds`` seed
+(the checkpoint with the best ``val/acc``, as ``seqpipe fit`` does) and tested, beside the k-mer LR and the small
+CNN (the CNN over the same seeds). Fits run as ``seqpipe`` processes, ``--jobs`` at a time, one thread each.
+Rows are appended to ``DIR/*.csv`` as they finish, so an interrupted search keeps what it measured.
 """
 
 from __future__ import annotations
@@ -14,17 +23,24 @@ from __future__ import annotations
 import argparse
 import copy
 import os
-import subprocess
-import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import yaml
 
+os.environ.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")  # before torch: every fit, and this process, one thread
+
+from dna_benchmarks import DEFAULT_DATA, SETS, cnn_baseline, fit_and_test, load, markdown, seqpipe, write_splits  # noqa: E402
+
+from seqpipe.data.readers import read_records  # noqa: E402
+from seqpipe.data.synthetic import write_fasta  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
-SETS = ("ecoli_sigma", "mouse_tata", "bacillus")
 DNA_HEAD = "seqpipe.tasks.dna_classification.DNASequenceClassification"
+EMA = {"class_path": "lightning.pytorch.callbacks.EMAWeightAveraging", "init_args": {"decay": 0.98}}
 
 
 def head(pooling: str, kmer_size: int = 0, dropout: float = 0.1) -> dict:
@@ -32,20 +48,17 @@ def head(pooling: str, kmer_size: int = 0, dropout: float = 0.1) -> dict:
     return {"class_path": DNA_HEAD, "init_args": {"pooling": pooling, "kmer_size": kmer_size, "dropout": dropout}}
 
 
-#: name -> (base recipe, settings replaced in it)
+#: name -> (base recipe, settings replaced in it, within the CPU budget). ``ema``: the weights validated and
+#: saved are an exponential moving average (decay 0.98: about the last 50 steps); ``shift``: training sequences
+#: moved by up to 3 bases (``data.shift_augment``); ``reg``: dropout 0.2 in the backbone, 0.3 in the head.
 CANDIDATES = {
-    "cpu_mean": ("dna_classify", {"model": {"head": head("mean")}}),
-    "cpu_max": ("dna_classify", {"model": {"head": head("max")}}),
-    "cpu_meanmax": ("dna_classify", {"model": {"head": head("mean_max")}}),
-    "cpu_mean_k5": ("dna_classify", {"model": {"head": head("mean", 5)}}),
-    "cpu_meanmax_k5": ("dna_classify", {"model": {"head": head("mean_max", 5)}}),
-    "cpu_meanmax_k4": ("dna_classify", {"model": {"head": head("mean_max", 4)}}),
-    "cpu_max_k5": ("dna_classify", {"model": {"head": head("max", 5)}}),
-    "cpu_meanmax_w21": ("dna_classify", {"model": {"head": head("mean_max"), "backbone": {"init_args": {"motif_width": 21}}}}),
-    "cpu_meanmax_k5_reg": ("dna_classify", {"trainer": {"max_epochs": 30}, "model": {
-        "head": head("mean_max", 5, 0.3), "backbone": {"init_args": {"dropout": 0.2}}}}),
-    "gpu_mean": ("dna_classify_gpu", {"model": {"head": head("mean", 0, 0.2)}}),
-    "gpu_meanmax_k5": ("dna_classify_gpu", {"model": {"head": head("mean_max", 5, 0.2)}}),
+    "cpu_meanmax_k4": ("dna_classify", {"model": {"head": head("mean_max", 4)}}, True),
+    "cpu_k4_ema": ("dna_classify", {"trainer": {"callbacks": [EMA]}, "model": {"head": head("mean_max", 4)}}, True),
+    "cpu_k4_ema_shift": ("dna_classify", {"trainer": {"callbacks": [EMA]}, "model": {"head": head("mean_max", 4)},
+                                          "data": {"init_args": {"shift_augment": 3}}}, True),
+    "cpu_k4_ema_shift_reg": ("dna_classify", {"trainer": {"callbacks": [EMA]}, "data": {"init_args": {"shift_augment": 3}},
+                                              "model": {"head": head("mean_max", 4, 0.3), "backbone": {"init_args": {"dropout": 0.2}}}}, True),
+    "gpu_meanmax_k5": ("dna_classify_gpu", {"model": {"head": head("mean_max", 5, 0.2)}}, False),
 }
 
 
@@ -61,7 +74,7 @@ def merge(base: dict, changes: dict) -> dict:
 
 
 def write_config(name: str, out: Path) -> Path:
-    base, changes = CANDIDATES[name]
+    base, changes, _ = CANDIDATES[name]
     config = merge(yaml.safe_load((ROOT / "configs" / f"{base}.yaml").read_text()), changes)
     path = out / "configs" / f"{name}.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -69,49 +82,151 @@ def write_config(name: str, out: Path) -> Path:
     return path
 
 
-def run(job: tuple[str, list[str], str], args) -> None:
-    dataset, models, tag = job
-    if models[0] == "pretrain":  # ["pretrain", CONFIG]: pre-train, then fine-tune with that recipe
-        models = ["pretrain", "--recipe", models[1], *(["--pretrain-args", args.pretrain_args] if args.pretrain_args else [])]
-    log = args.out / "logs" / f"{dataset}_{tag}.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, str(ROOT / "bench/dna_benchmarks.py"), "--sets", dataset, "--models", *models,
-               "--accelerator", args.accelerator, *(["--data", str(args.data)] if args.data else []), "--work", str(args.work / tag), "--csv", str(args.out / "rows" / f"{tag}__{dataset}.csv")]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    with open(log, "w") as handle:
-        code = subprocess.run(command, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT).returncode
-    print(f"{dataset} {tag}: exit {code}", flush=True)
+def fold_indices(labels: np.ndarray, folds: int, seed: int = 0) -> list[np.ndarray]:
+    """Seeded stratified folds: each class's shuffled indices dealt round-robin; a list of ``folds`` index arrays."""
+    rng = np.random.default_rng(seed)
+    assigned = np.empty(len(labels), dtype=int)
+    for label in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == label))
+        assigned[members] = (np.arange(len(members)) + rng.integers(folds)) % folds
+    return [np.flatnonzero(assigned == fold) for fold in range(folds)]
+
+
+def write_folds(paths: dict[str, Path], folds: int, out_dir: Path) -> list[dict[str, Path]]:
+    """The training + validation records of a standard split cut into folds: per fold ``{"train", "val"}`` FASTAs."""
+    records = [r for split in ("train", "val") for r in read_records(paths[split])]
+    labels = np.array([r.label for r in records])
+    out = []
+    for fold, held in enumerate(fold_indices(labels, folds)):
+        held_set = set(held.tolist())
+        out.append({split: write_fasta(out_dir / f"fold{fold}_{split}.fa", [
+            (f"{r.label} cv{i}", r.sequence) for i, r in enumerate(records) if (i in held_set) == (split == "val")])
+            for split in ("train", "val")})
+    return out
+
+
+def cv_fit(config: Path, fold: dict[str, Path], run: Path, common: list[str]) -> dict[str, float]:
+    """``seqpipe fit`` on a fold's training part; its validation accuracy after the last epoch (and the best)."""
+    seqpipe("fit", "--config", config, "--data.train", fold["train"], "--data.val", fold["val"],
+            "--trainer.default_root_dir", run, *common, log=run.with_suffix(".log"))
+    (version,) = run.glob("lightning_logs/version_*")
+    epochs = pd.read_csv(version / "metrics.csv").dropna(subset=["val/acc"])
+    return {"cv_acc": epochs["val/acc"].iloc[-1], "cv_best_epoch_acc": epochs["val/acc"].max(), "epochs": len(epochs)}
+
+
+def kmer_cv(paths: dict[str, Path], folds: list[dict[str, Path]]) -> list[dict]:
+    """k-mer LR (``dna_benchmarks.kmer_baseline``'s grid): k and C by mean fold accuracy, then refitted on
+    training + validation and tested. One row per (k, C) with its CV accuracy; the chosen row also has test scores."""
+    from sklearn.feature_extraction.text import CountVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import accuracy_score, matthews_corrcoef
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import Normalizer
+
+    def model(k: int, c: float):
+        return make_pipeline(CountVectorizer(analyzer="char", ngram_range=(k, k), lowercase=False), Normalizer(),
+                             LogisticRegression(C=c, max_iter=3000))
+
+    data = [(load(fold["train"]), load(fold["val"])) for fold in folds]
+    rows = [{"k": k, "C": c, "cv_acc": np.mean([accuracy_score(vy, model(k, c).fit(tx, ty).predict(vx))
+                                                 for (tx, ty), (vx, vy) in data]),
+             "chosen": False, "test_acc": np.nan, "test_mcc": np.nan}  # the same columns in every row of the CSV
+            for k in (3, 4, 5, 6) for c in (0.3, 1.0, 3.0, 10.0)]
+    best = max(rows, key=lambda row: row["cv_acc"])
+    (train_x, train_y), (val_x, val_y), (test_x, test_y) = (load(paths[s]) for s in ("train", "val", "test"))
+    predicted = model(best["k"], best["C"]).fit(train_x + val_x, np.concatenate([train_y, val_y])).predict(test_x)
+    best.update(chosen=True, test_acc=accuracy_score(test_y, predicted), test_mcc=matthews_corrcoef(test_y, predicted))
+    return rows
+
+
+class Rows:
+    """Rows appended to ``DIR/NAME.csv`` as they come, from any thread."""
+
+    def __init__(self, out: Path):
+        self.out, self.lock, self.rows = out, threading.Lock(), {}
+
+    def add(self, name: str, row: dict) -> None:
+        with self.lock:
+            self.rows.setdefault(name, []).append(row)
+            path = self.out / f"{name}.csv"
+            pd.DataFrame([row]).to_csv(path, mode="a", header=not path.exists(), index=False)
+            print(name, row, flush=True)
+
+    def frame(self, name: str) -> pd.DataFrame:
+        return pd.DataFrame(self.rows.get(name, []))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--work", type=Path, default=Path("runs/dna_search"))
     parser.add_argument("--jobs", type=int, default=15)
     parser.add_argument("--accelerator", default="gpu")
+    parser.add_argument("--folds", type=int, default=3)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--candidates", nargs="+", default=list(CANDIDATES), choices=list(CANDIDATES))
-    parser.add_argument("--baselines", action="store_true", help="also the k-mer LR and the CNN")
-    parser.add_argument("--pretrain", nargs="*", default=[], choices=list(CANDIDATES),
-                        help="candidates also fine-tuned after pre-training (own sequences; + the E. coli genome for bacteria)")
-    parser.add_argument("--pretrain-args", default="", help="dna_benchmarks.py's --pretrain-args, e.g. '--trainer.max_epochs 5'")
-    parser.add_argument("--data", type=Path, help="dna_benchmarks.py's --data (the shared data folder)")
+    parser.add_argument("--sets", nargs="+", default=list(SETS), choices=list(SETS))
+    parser.add_argument("--max-epochs", type=int, help="override every recipe's trainer.max_epochs (a quick check)")
     args = parser.parse_args()
-    (args.out / "rows").mkdir(parents=True, exist_ok=True)
-    jobs = [(s, [str(write_config(name, args.out))], name) for name in args.candidates for s in SETS]
-    jobs += [(s, ["pretrain", str(write_config(name, args.out))], f"pretrain_{name}") for name in args.pretrain for s in SETS]
-    if args.baselines:
-        jobs += [(s, ["kmer", "cnn"], "baselines") for s in SETS]
-    # the long jobs (pre-training, then the biggest set) first, so they do not start last
-    jobs.sort(key=lambda job: (job[1][0] != "pretrain", job[0] != "mouse_tata"))
-    with ThreadPoolExecutor(args.jobs) as pool:
-        list(pool.map(lambda job: run(job, args), jobs))
-    frames = [pd.read_csv(path).assign(job=path.stem.split("__")[0]) for path in sorted((args.out / "rows").glob("*.csv"))]
-    rows = pd.concat(frames, ignore_index=True)
-    rows["model"] = [Path(str(m)).stem if str(m).endswith(".yaml") else f"{job}: {m}" for m, job in zip(rows["model"], rows["job"])]
-    rows.to_csv(args.out / "all_rows.csv", index=False)
-    table = rows.pivot_table(index="model", columns="set", values=["val_acc", "test_acc"])
-    table["mean_val"] = rows.groupby("model")["val_acc"].mean()
-    print(table.sort_values("mean_val", ascending=False).to_string(float_format="%.3f"))
+    args.out.mkdir(parents=True, exist_ok=True)
+    rows = Rows(args.out)
+    common = ["--trainer.accelerator", args.accelerator, "--trainer.enable_progress_bar", "false",
+              *(["--trainer.max_epochs", str(args.max_epochs)] if args.max_epochs else [])]
+    configs = {name: write_config(name, args.work) for name in args.candidates}
+    splits, folds = {}, {}
+    for name in args.sets:
+        path, relabel, _ = SETS[name]
+        splits[name] = write_splits(args.data / path, relabel, args.work / name)
+        folds[name] = write_folds(splits[name], args.folds, args.work / name / "folds")
+
+    def cv_job(candidate: str, dataset: str, fold: int) -> None:
+        result = cv_fit(configs[candidate], folds[dataset][fold], args.work / dataset / "cv" / f"{candidate}_fold{fold}", common)
+        rows.add("cv", {"candidate": candidate, "set": dataset, "fold": fold, **result})
+
+    def baselines() -> None:
+        for dataset in args.sets:
+            for row in kmer_cv(splits[dataset], folds[dataset]):
+                rows.add("kmer", {"set": dataset, **row})
+
+    def cnn_seeds() -> None:  # one after another: the CNN draws from torch's global generator
+        for dataset in args.sets:
+            for seed in args.seeds:
+                result = cnn_baseline(splits[dataset], seed=seed, device="cuda" if args.accelerator == "gpu" else "cpu")
+                rows.add("seeds", {"model": "small CNN", "set": dataset, "seed": seed, **result})
+
+    def seed_job(label: str, candidate: str, dataset: str, seed: int) -> None:
+        run = args.work / dataset / "seeds" / f"{candidate}_seed{seed}"
+        result = fit_and_test(str(configs[candidate]), splits[dataset], run, common, ["--seed_everything", str(seed)])
+        rows.add("seeds", {"model": f"{label}: {candidate}", "set": dataset, "seed": seed, **result})
+
+    # the largest set and model first, so the long fits do not start last
+    cv_jobs = sorted(((c, d, f) for c in args.candidates for d in args.sets for f in range(args.folds)),
+                     key=lambda job: (job[1] != "mouse_tata", CANDIDATES[job[0]][2]))
+    with ThreadPoolExecutor(2) as pool:
+        side = [pool.submit(baselines), pool.submit(cnn_seeds)]
+        with ThreadPoolExecutor(args.jobs) as fits:
+            list(fits.map(lambda job: cv_job(*job), cv_jobs))
+        cv = rows.frame("cv")
+        per_set = cv.pivot_table(index="candidate", columns="set", values="cv_acc")
+        per_set["mean"] = per_set.mean(axis=1)
+        per_set = per_set.sort_values("mean", ascending=False)
+        cpu_choice = next(name for name in per_set.index if CANDIDATES[name][2])
+        gpu_choice = per_set.index[0]
+        chosen = {"CPU recipe": cpu_choice, **({"GPU recipe": gpu_choice} if gpu_choice != cpu_choice else {})}
+        print(f"\nchosen by {args.folds}-fold CV: {chosen}", flush=True)
+        with ThreadPoolExecutor(args.jobs) as fits:
+            list(fits.map(lambda job: seed_job(*job), [(label, c, d, s) for label, c in chosen.items()
+                                                       for d in args.sets for s in args.seeds]))
+        for future in side:
+            future.result()
+
+    print(f"\n{args.folds}-fold CV accuracy (after the last epoch), mean over folds:\n" + markdown(per_set.reset_index()))
+    kmer = rows.frame("kmer")
+    print("\nk-mer LR chosen by CV:\n" + markdown(kmer[kmer["chosen"].eq(True)]))
+    seeds = rows.frame("seeds")
+    summary = seeds.groupby(["set", "model"])["test_acc"].agg(["mean", "min", "max", "count"]).reset_index()
+    print("\ntest accuracy over seeds, standard split:\n" + markdown(summary))
 
 
 if __name__ == "__main__":

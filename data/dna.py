@@ -18,6 +18,7 @@ from seqpipe.data.genome import BED_NAME_COLUMN, is_bed, read_bed_records
 from seqpipe.data.genome_io import Genome
 from seqpipe.data.readers import Record, read_records
 from seqpipe.data.tokenizers import DNATokenizer
+from seqpipe.dna_alphabet import DNA_VOCAB
 from seqpipe.errors import ConfigError, DataError
 
 
@@ -44,8 +45,11 @@ class DNASequenceDataset(Dataset):
     """Items ``{"x": LongTensor (L,), "y": int (labelled data only), "id": str}``.
 
     Sequences longer than ``max_length`` are cropped: at a random offset when ``random_crop``, else around
-    their centre. ``reverse_complement_p``: chance of replacing a sequence by its reverse complement.
-    Randomness uses torch's generator, which Lightning seeds per worker.
+    their centre. ``max_shift``: each sequence is moved by a uniform random number of bases ``s`` in
+    [-max_shift, max_shift], its length kept: bases ``s:`` then ``s`` N for ``s > 0``, ``-s`` N then bases
+    ``:L + s`` for ``s < 0`` (a promoter's start site jitters by up to ``max_shift``). ``reverse_complement_p``:
+    chance of replacing a sequence by its reverse complement. Randomness uses torch's generator, which
+    Lightning seeds per worker.
     """
 
     def __init__(
@@ -55,9 +59,11 @@ class DNASequenceDataset(Dataset):
         max_length: int | None = None,
         random_crop: bool = False,
         reverse_complement_p: float = 0.0,
+        max_shift: int = 0,
     ):
         self.data, self.tokenizer = data, tokenizer
         self.max_length, self.random_crop, self.reverse_complement_p = max_length, random_crop, reverse_complement_p
+        self.max_shift = max_shift
 
     def __len__(self) -> int:
         return len(self.data.ids)
@@ -69,12 +75,21 @@ class DNASequenceDataset(Dataset):
             start = int(torch.randint(excess + 1, ())) if self.random_crop else excess // 2
             tokens = tokens[start : start + self.max_length]
         x = torch.from_numpy(tokens).long()
+        if self.max_shift:
+            x = shift(x, int(torch.randint(-self.max_shift, self.max_shift + 1, ())), DNA_VOCAB["N"])
         if self.reverse_complement_p and torch.rand(()) < self.reverse_complement_p:
             x = self.tokenizer.reverse_complement(x)
         item = {"x": x, "id": self.data.ids[index]}
         if self.data.labels is not None:
             item["y"] = int(self.data.labels[index])
         return item
+
+
+def shift(x: torch.Tensor, offset: int, fill: int) -> torch.Tensor:
+    """Token ids (L,) moved ``offset`` positions left (right when negative), ``fill`` in the vacated end; (L,)."""
+    kept = x[offset:] if offset >= 0 else x[: max(len(x) + offset, 0)]
+    gap = torch.full((len(x) - len(kept),), fill, dtype=x.dtype)
+    return torch.cat([kept, gap] if offset >= 0 else [gap, kept])
 
 
 def pad_batch(items: list[dict[str, Any]], pad_id: int = 0) -> dict[str, Any]:
@@ -122,6 +137,9 @@ class DNAClassificationData(SplitDataModule):
             sequence, so a large ``max_length`` costs no memory.
         reverse_complement_augment: replace each training sequence by its reverse complement with
             probability 0.5 (both strands carry the same label). Never applied outside training.
+        shift_augment: move each training sequence by a uniform random number of bases in
+            [-shift_augment, shift_augment], filling the vacated end with N and keeping its length
+            (:class:`DNASequenceDataset`'s ``max_shift``); 0: off. Never applied outside training.
         batch_size: sequences per batch.
         num_workers: DataLoader worker processes.
         seed: seed of the train/validation split.
@@ -143,6 +161,7 @@ class DNAClassificationData(SplitDataModule):
         val_fraction: float = 0.1,
         max_length: int | None = None,
         reverse_complement_augment: bool = True,
+        shift_augment: int = 0,
         batch_size: int = 32,
         num_workers: int = 0,
         seed: int = 42,
@@ -155,10 +174,12 @@ class DNAClassificationData(SplitDataModule):
         for name, value in (("max_length", max_length), ("batch_size", batch_size)):
             if value is not None and value < 1:
                 raise ConfigError(f"data.{name} must be a positive integer, got {value}")
+        if shift_augment < 0:
+            raise ConfigError(f"data.shift_augment must be 0 (off) or a positive number of bases, got {shift_augment}")
         self.paths = {"train": train, "val": val, "test": test, "predict": predict}
         self.reader_options = {"label_pattern": label_pattern, "sequence_column": sequence_column, "id_column": id_column}
         self.val_fraction, self.max_length, self.seed = val_fraction, max_length, seed
-        self.reverse_complement_augment = reverse_complement_augment
+        self.reverse_complement_augment, self.shift_augment = reverse_complement_augment, shift_augment
         self.batch_size, self.num_workers = batch_size, num_workers
         self.tokenizer = DNATokenizer()
         self.splits: dict[str, EncodedSequences] = {}
@@ -283,6 +304,7 @@ class DNAClassificationData(SplitDataModule):
         dataset = DNASequenceDataset(
             self.splits[split], self.tokenizer, self.max_length, random_crop=train,
             reverse_complement_p=0.5 if train and self.reverse_complement_augment else 0.0,
+            max_shift=self.shift_augment if train else 0,
         )
         return DataLoader(
             dataset, batch_size=self.batch_size, shuffle=train, num_workers=self.num_workers,

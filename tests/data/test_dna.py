@@ -246,3 +246,35 @@ def test_bad_input_raises_a_data_error_naming_file_and_record(tmp_path, case):
 def test_missing_or_invalid_arguments_are_config_errors(arguments, stage, expected):
     with pytest.raises(ConfigError, match=expected):
         DNAClassificationData(**arguments).setup(stage)
+
+
+def test_shift_moves_the_bases_and_fills_the_vacated_end_with_n():
+    from seqpipe.data.dna import shift
+
+    x = torch.tensor([1, 2, 3, 4, 1, 2])
+    assert shift(x, 2, 5).tolist() == [3, 4, 1, 2, 5, 5]
+    assert shift(x, -2, 5).tolist() == [5, 5, 1, 2, 3, 4]
+    assert shift(x, 0, 5).tolist() == x.tolist()
+    assert shift(x, 9, 5).tolist() == [5] * 6 and shift(x, -9, 5).tolist() == [5] * 6
+
+
+def test_shift_augmentation_draws_every_offset_for_training_only(tmp_path):
+    sequence = "ACGTTGCAAC"
+    write_fasta(tmp_path / "train" / "a.fa", [("a1", sequence)])
+    write_fasta(tmp_path / "train" / "b.fa", [("b1", "GGGA")])
+    data = DNAClassificationData(train=str(tmp_path / "train"), val=str(tmp_path / "train"), batch_size=2,
+                                 shift_augment=2, reverse_complement_augment=False)
+    data.setup("fit")
+    tokenizer = DNATokenizer()
+    torch.manual_seed(0)
+    seen = set()
+    for _ in range(100):
+        batch = next(iter(data.train_dataloader()))
+        assert sorted(batch["lengths"].tolist()) == [4, 10]
+        seen.add(tokenizer.decode(batch["x"][int(batch["lengths"].argmax())]))
+    # the window moved by s bases: the slice sequence[s:] (s > 0) or sequence[:10 + s] (s < 0) beside |s| Ns
+    expected = {sequence[s:] + "N" * s for s in range(3)} | {"N" * s + sequence[: len(sequence) - s] for s in (1, 2)}
+    assert seen == expected
+    assert tokenizer.decode(next(iter(data.val_dataloader()))["x"][0]) == sequence
+    with pytest.raises(ConfigError, match="data.shift_augment"):
+        DNAClassificationData(train="x.fa", shift_augment=-1)
