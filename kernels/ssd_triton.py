@@ -156,6 +156,20 @@ def _gated_grad(dy_ptr, z_ptr, batch, t, mask_t, L, H, head, p, P, HAS_Z: tl.con
 
 
 @triton.jit
+def _channel_block(block, x_ptr, starts_ptr, end_grads_ptr, dy_ptr, z_ptr, batch, chunk, t, mask_t, L, H, head, n,
+                   n_chunks, P, N, BLOCK_P: tl.constexpr, HAS_Z: tl.constexpr, COMPUTE: tl.constexpr):
+    """The gradient kernel's inputs for channels ``block * BLOCK_P + [0, BLOCK_P)``: p (BLOCK_P,), x, dy, z, g
+    (T, BLOCK_P) each (:func:`_gated_grad`), and the chunk's start state and end-state gradient (BLOCK_P, BLOCK_N)."""
+    p = block * BLOCK_P + tl.arange(0, BLOCK_P)
+    x = _load_rows(x_ptr, batch, t, mask_t, L, H, head, p, p < P, P, COMPUTE)
+    offsets, mask = _state_offsets(batch, chunk, head, n_chunks, H, p, n, P, N)
+    start = tl.load(starts_ptr + offsets, mask=mask, other=0)
+    end_grad = tl.load(end_grads_ptr + offsets, mask=mask, other=0)
+    dy, z, g = _gated_grad(dy_ptr, z_ptr, batch, t, mask_t, L, H, head, p, P, HAS_Z, COMPUTE)
+    return p, x, start, end_grad, dy, z, g
+
+
+@triton.jit
 def _chunk_state_grad_kernel(dy_ptr, z_ptr, C_ptr, log_decay_ptr, out_ptr, L, H, G, P, N, n_chunks,
                              T: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, HAS_Z: tl.constexpr,
                              COMPUTE: tl.constexpr, PRECISION: tl.constexpr):
@@ -202,12 +216,9 @@ def _chunk_grad_kernel(x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, starts_
         end_dot = 0.0                                  # Σ end_grad ∘ start
         skip_grad = 0.0
         for block in tl.static_range(P_BLOCKS):
-            p = block * BLOCK_P + tl.arange(0, BLOCK_P)
-            x = _load_rows(x_ptr, batch, t, mask_t, L, H, head, p, p < P, P, COMPUTE)
-            offsets, mask = _state_offsets(batch, chunk, head, n_chunks, H, p, n, P, N)
-            start = tl.load(starts_ptr + offsets, mask=mask, other=0)
-            end_grad = tl.load(end_grads_ptr + offsets, mask=mask, other=0)
-            dy, z, g = _gated_grad(dy_ptr, z_ptr, batch, t, mask_t, L, H, head, p, P, HAS_Z, COMPUTE)
+            p, x, start, end_grad, dy, z, g = _channel_block(block, x_ptr, starts_ptr, end_grads_ptr, dy_ptr, z_ptr, batch,
+                                                             chunk, t, mask_t, L, H, head, n, n_chunks, P, N, BLOCK_P,
+                                                             HAS_Z, COMPUTE)
             # each (T, BLOCK_P) product is reduced as soon as it is made, so that few of them are live at once
             Mx = tl.dot(M, x, input_precision=PRECISION)
             from_start = tl.exp(a)[:, None] * tl.dot(C, tl.trans(start), input_precision=PRECISION)
@@ -242,12 +253,9 @@ def _chunk_grad_kernel(x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, starts_
         g_start = tl.zeros([T, BLOCK_N], COMPUTE)      # g start
         x_end = tl.zeros([T, BLOCK_N], COMPUTE)        # x end_grad
         for block in tl.static_range(P_BLOCKS):
-            p = block * BLOCK_P + tl.arange(0, BLOCK_P)
-            x = _load_rows(x_ptr, batch, t, mask_t, L, H, head, p, p < P, P, COMPUTE)
-            offsets, mask = _state_offsets(batch, chunk, head, n_chunks, H, p, n, P, N)
-            start = tl.load(starts_ptr + offsets, mask=mask, other=0)
-            end_grad = tl.load(end_grads_ptr + offsets, mask=mask, other=0)
-            _, _, g = _gated_grad(dy_ptr, z_ptr, batch, t, mask_t, L, H, head, p, P, HAS_Z, COMPUTE)
+            _, x, start, end_grad, _, _, g = _channel_block(block, x_ptr, starts_ptr, end_grads_ptr, dy_ptr, z_ptr, batch,
+                                                            chunk, t, mask_t, L, H, head, n, n_chunks, P, N, BLOCK_P,
+                                                            HAS_Z, COMPUTE)
             gx += tl.dot(g, tl.trans(x), input_precision=PRECISION)
             g_start += tl.dot(g, start, input_precision=PRECISION)
             x_end += tl.dot(x, end_grad, input_precision=PRECISION)
@@ -333,7 +341,7 @@ class _TritonSSD(torch.autograd.Function):
             _chunk_grad_kernel[grid](
                 x, dt, A, B, C, D if D is not None else A, z_or_x, states, end_grads, log_decay, grad_y, dx, ddt,
                 dB_heads, dC_heads, dz, dD_partial, dA_partial, *shape, HAS_D=D is not None, HAS_Z=z is not None,
-                WANT_X=parts[0], WANT_BC=parts[1], P_BLOCKS=triton.cdiv(meta["BLOCK_P"], grad_block_p),
+                WANT_X=parts[0], WANT_BC=parts[1], P_BLOCKS=triton.cdiv(x.shape[-1], grad_block_p),
                 **dict(meta, BLOCK_P=grad_block_p),
             )
 

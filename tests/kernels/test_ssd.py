@@ -172,8 +172,8 @@ def test_backend_resolution_without_gpu(monkeypatch):
                          ids=["two-launches-p16", "one-launch-p16", "two-launches-p64"])
 @pytest.mark.parametrize("backend,device", [triton_param(d) for d in DEVICES])
 def test_triton_gradient_kernel_split_or_fused_and_channel_blocks(backend, device, split, block_p, monkeypatch):
-    """The gradient kernel as two launches (dx/dz/ddt, then dB/dC) or one, over P = 40 channels in blocks of 16
-    (the last one masked whole) or in one block, gives the float64 reference."""
+    """The gradient kernel as two launches (dx/dz/ddt, then dB/dC) or one, over P = 40 channels in three blocks of
+    16 (the last one part masked) or in one block, gives the float64 reference."""
     from seqpipe.kernels import ssd_triton
 
     monkeypatch.setattr(ssd_triton, "SPLIT_GRAD", split)
