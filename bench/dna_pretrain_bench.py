@@ -47,6 +47,8 @@ def main() -> None:
     parser.add_argument("--finetune-args", default="", help="extra CLI options of every fine-tuning run (scratch too)")
     args = parser.parse_args()
     os.environ.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    if args.out.exists() and any(args.out.iterdir()):  # its CSVs are appended to and its runs are found by glob
+        parser.error(f"--out {args.out} is not empty: give a new folder")
     args.out.mkdir(parents=True, exist_ok=True)
     common = ["--trainer.accelerator", args.accelerator, "--trainer.enable_progress_bar", "false"]
     slots, lock = threading.Semaphore(args.jobs), threading.Lock()
