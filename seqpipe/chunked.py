@@ -46,10 +46,9 @@ def chunked_forward(
 def valid_mean(features: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
     """features (B, L, D), lengths (B,) or None (all positions valid) -> the mean over each row's valid positions
     (B, D), ignoring right padding: what :func:`chunked_mean` computes chunk by chunk."""
-    batch, length, _ = features.shape
     if lengths is None:
         return features.mean(1)
-    valid = torch.arange(length, device=features.device)[None, :] < lengths.to(features.device)[:, None]
+    valid = torch.arange(features.shape[1], device=features.device)[None, :] < lengths.to(features.device)[:, None]
     return (features * valid[..., None]).sum(1) / lengths.to(features.device)[:, None].to(features.dtype)
 
 

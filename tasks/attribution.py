@@ -37,7 +37,8 @@ from seqpipe.dna_alphabet import BASES, DNA_COMPLEMENT, DNA_VOCAB, reverse_valid
 from seqpipe.errors import ConfigError, DataError
 from seqpipe.outputs import Output, writing
 from seqpipe.tasks.dna_classification import DNASequenceClassification
-from seqpipe.tasks.model_scoring import TOKENIZER, batches, class_probabilities, label_names, load_model, log_odds, window_scores
+from seqpipe.tasks.model_scoring import (TOKENIZER, add_device_option, batches, class_probabilities, label_names, load_model,
+                                         log_odds, window_scores)
 from seqpipe.tool_io import run_tool, tool_parser
 
 BASE_IDS = torch.tensor([DNA_VOCAB[b] for b in BASES])
@@ -211,7 +212,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--top", type=int, default=10, help="logos for this many records of highest score (default 10)")
     p.add_argument("--logo_width", type=int, default=60, help="positions per logo (default 60)")
     p.add_argument("--batch_size", type=int, default=256, help="mutants per forward pass (default 256)")
-    p.add_argument("--device", default="cpu", help="where the model runs: cpu (default), cuda, cuda:1, ...")
+    add_device_option(p)
     return p
 
 

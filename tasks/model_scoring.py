@@ -9,6 +9,7 @@ and position, which :func:`window_scores` averages over a span of positions.
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -50,6 +51,11 @@ def load_model(
     if chunk_size is not None:
         model.hparams["chunk_size"] = chunk_size
     return model
+
+
+def add_device_option(parser: argparse.ArgumentParser) -> None:
+    """A DNA tool's ``--device``, which :func:`load_model` checks."""
+    parser.add_argument("--device", default="cpu", help="where the model runs: cpu (default), cuda, cuda:1, ...")
 
 
 def label_names(model: SequenceModel) -> list[str]:

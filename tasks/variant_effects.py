@@ -38,7 +38,8 @@ from seqpipe.data.genome_io import Genome
 from seqpipe.dna_alphabet import BASES, DNA_VOCAB
 from seqpipe.errors import ConfigError, DataError
 from seqpipe.outputs import Output, writing
-from seqpipe.tasks.model_scoring import TOKENIZER, batches, class_probabilities, label_names, load_model, log_odds, window_scores
+from seqpipe.tasks.model_scoring import (TOKENIZER, add_device_option, batches, class_probabilities, label_names, load_model,
+                                         log_odds, window_scores)
 from seqpipe.tool_io import run_tool, tool_parser
 
 BASE_IDS = {base: DNA_VOCAB[base] for base in BASES}
@@ -237,7 +238,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--span", type=int, help="per-base models: the central positions averaged (default: the window)")
     p.add_argument("--batch_size", type=int, default=64, help="alleles per forward pass (default 64)")
     p.add_argument("--chunk_size", type=int, help="run windows chunk by chunk with carried state (causal backbones)")
-    p.add_argument("--device", default="cpu", help="where the model runs: cpu (default), cuda, cuda:1, ...")
+    add_device_option(p)
     p.add_argument("--data.cache_dir", dest="cache_dir", help="where a plain-gzip FASTA is decompressed once")
     return p
 
