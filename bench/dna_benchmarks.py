@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -249,6 +250,23 @@ def run_set(name: str, args) -> list[dict]:
             slug = model.replace("/", "_").replace(",", "_").replace("=", "-")
             row(model, lambda: fit_and_test(config, paths, work / slug, common, [*epochs, *options]))
     return rows
+
+
+class Rows:
+    """Rows appended to ``DIR/NAME.csv`` as they come, from any thread (a cut run keeps what it measured)."""
+
+    def __init__(self, out: Path):
+        self.out, self.lock, self.rows = out, threading.Lock(), {}
+
+    def add(self, name: str, row: dict) -> None:
+        with self.lock:
+            self.rows.setdefault(name, []).append(row)
+            path = self.out / f"{name}.csv"
+            pd.DataFrame([row]).to_csv(path, mode="a", header=not path.exists(), index=False)
+            print(name, row, flush=True)
+
+    def frame(self, name: str) -> pd.DataFrame:
+        return pd.DataFrame(self.rows.get(name, []))
 
 
 def markdown(table: pd.DataFrame) -> str:

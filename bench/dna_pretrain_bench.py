@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from dna_benchmarks import DEFAULT_DATA, GENOME, PRETRAIN_SOURCES, SETS, fit_and_test, markdown, pretrain, pretrain_sources, \
+from dna_benchmarks import DEFAULT_DATA, GENOME, PRETRAIN_SOURCES, SETS, Rows, fit_and_test, markdown, pretrain, pretrain_sources, \
     pretrain_summary, write_splits
 from seqpipe.data.genome_io import Genome
 
@@ -51,14 +51,8 @@ def main() -> None:
         parser.error(f"--out {args.out} is not empty: give a new folder")
     args.out.mkdir(parents=True, exist_ok=True)
     common = ["--trainer.accelerator", args.accelerator, "--trainer.enable_progress_bar", "false"]
-    slots, lock = threading.Semaphore(args.jobs), threading.Lock()
+    slots, rows = threading.Semaphore(args.jobs), Rows(args.out)
     Genome(args.data / GENOME).close()  # decompress and index the genome once, before parallel runs read it
-
-    def record(name: str, row: dict) -> None:
-        with lock:
-            path = args.out / name
-            pd.DataFrame([row]).to_csv(path, mode="a", header=not path.exists(), index=False)
-            print(", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()), flush=True)
 
     def timed(compute) -> tuple[dict, float]:
         with slots:
@@ -70,7 +64,7 @@ def main() -> None:
         run = args.out / "runs" / (f"{name}_{source}" if own else source) / "lm"
         checkpoint, seconds = timed(lambda: pretrain(paths if own else None, args.data / GENOME if genome else None, run,
                                                      common, args.pretrain_args.split()))
-        record("pretrain.csv", {"source": source, "set": name if own else "", **pretrain_summary(checkpoint), "seconds": seconds})
+        rows.add("pretrain", {"source": source, "set": name if own else "", **pretrain_summary(checkpoint), "seconds": seconds})
         return checkpoint
 
     def finetune(name: str, paths, arm: str, seed: int, scale: float | None, checkpoint: Future | None) -> None:
@@ -79,7 +73,7 @@ def main() -> None:
             extra += ["--model.pretrained", str(checkpoint.result()), "--model.backbone_lr_scale", str(scale)]
         run = args.out / "runs" / name / (f"{arm}_s{seed}" + (f"_lr{scale:g}" if scale is not None else ""))
         result, seconds = timed(lambda: fit_and_test(args.recipe, paths, run, common, [*extra, *args.finetune_args.split()]))
-        record("finetune.csv", {"set": name, "arm": arm, "seed": seed, "lr_scale": scale, **result, "seconds": seconds})
+        rows.add("finetune", {"set": name, "arm": arm, "seed": seed, "lr_scale": scale, **result, "seconds": seconds})
 
     with ThreadPoolExecutor(64) as pool:  # threads wait on their pre-training; ``slots`` bounds the processes
         splits = {name: write_splits(args.data / SETS[name][0], SETS[name][1], args.out / "splits" / name) for name in args.sets}
@@ -97,7 +91,7 @@ def main() -> None:
                          for source in pretrain_sources(SETS[name][2]) for scale in args.lr_scales]
         for job in jobs:
             job.result()
-    summarise(pd.read_csv(args.out / "finetune.csv"), pd.read_csv(args.out / "pretrain.csv"))
+    summarise(rows.frame("finetune"), rows.frame("pretrain"))
 
 
 def summarise(rows: pd.DataFrame, lm: pd.DataFrame) -> None:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import copy
 import os
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -33,7 +32,7 @@ import yaml
 
 os.environ.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")  # before torch: every fit, and this process, one thread
 
-from dna_benchmarks import DEFAULT_DATA, SETS, cnn_baseline, fit_and_test, load, markdown, seqpipe, write_splits  # noqa: E402
+from dna_benchmarks import DEFAULT_DATA, SETS, Rows, cnn_baseline, fit_and_test, load, markdown, seqpipe, write_splits  # noqa: E402
 
 from seqpipe.data.readers import read_records  # noqa: E402
 from seqpipe.data.synthetic import write_fasta  # noqa: E402
@@ -137,23 +136,6 @@ def kmer_cv(paths: dict[str, Path], folds: list[dict[str, Path]]) -> list[dict]:
     predicted = model(best["k"], best["C"]).fit(train_x + val_x, np.concatenate([train_y, val_y])).predict(test_x)
     best.update(chosen=True, test_acc=accuracy_score(test_y, predicted), test_mcc=matthews_corrcoef(test_y, predicted))
     return rows
-
-
-class Rows:
-    """Rows appended to ``DIR/NAME.csv`` as they come, from any thread."""
-
-    def __init__(self, out: Path):
-        self.out, self.lock, self.rows = out, threading.Lock(), {}
-
-    def add(self, name: str, row: dict) -> None:
-        with self.lock:
-            self.rows.setdefault(name, []).append(row)
-            path = self.out / f"{name}.csv"
-            pd.DataFrame([row]).to_csv(path, mode="a", header=not path.exists(), index=False)
-            print(name, row, flush=True)
-
-    def frame(self, name: str) -> pd.DataFrame:
-        return pd.DataFrame(self.rows.get(name, []))
 
 
 def main() -> None:
