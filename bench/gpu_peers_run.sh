@@ -2,14 +2,15 @@
 # Issue #16 in one device call: the kernel tests compiled on the GPU, then bench/gpu_peers.py (the peer table,
 # SSD variants, 131k pre-training steps, Mamba-1 tiles, kernel profile). Run from the repository root of the
 # device machine with the bundle in $G (this repository's files, its seqpipe wheel and the einops wheel in
-# $G/wheels, mamba_ssm's sdist) and lightning/pytest wheels in .whl/core and .whl/test; logs go to $OUT.
+# $G/wheels, mamba_ssm's sdist) and the wheels of the packages the machine lacks under .whl/; logs go to $OUT.
+# TILES and M1_TILES (environment) replace the variants timed.
 G=${G:-$PWD/.gpu_kernels}
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/core/*.whl \
-    .whl/test/*.whl "$G"/wheels/*.whl || exit 1
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*/*.whl \
+    "$G"/wheels/*.whl || exit 1
 export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 TRITON_CACHE_DIR=/tmp/triton_cache
 SDIST="$G/mamba_ssm-2.2.4.tar.gz"
-TILES="64x8 64x8fp64 64x8p64 32x8p64 128x8"
-M1_TILES="8x16x4 8x32x8"
+TILES=${TILES:-"64x8 64x8fp64 64x8p64 32x8p64 128x8"}
+M1_TILES=${M1_TILES-"8x16x4 8x32x8"}
 { nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv; date -u;
   python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__,
                                            'cuda', torch.version.cuda)"; } > "$OUT/device.txt" 2>&1
