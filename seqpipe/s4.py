@@ -150,11 +150,13 @@ class S4Block(StreamingModule):
         self._check_streamable()
         u = x.transpose(1, 2)
         work = self._work_dtype(state)
-        C, ssm = self._recurrence(work)
-        if self.mode == "diag":
-            y, state = diag_ssm_chunk(u, state.to(work), C, ssm, self.kernel_backend)
-        else:
-            y, state = dense_ssm_chunk(u, state.to(work), C, ssm)
+        # under autocast (bf16-mixed training) the recurrence still runs in the state's precision
+        with torch.autocast(x.device.type, enabled=False):
+            C, ssm = self._recurrence(work)
+            if self.mode == "diag":
+                y, state = diag_ssm_chunk(u, state.to(work), C, ssm, self.kernel_backend)
+            else:
+                y, state = dense_ssm_chunk(u, state.to(work), C, ssm)
         return self._output(y.to(x.dtype) + self.D[:, None] * u), state
 
     def step(self, x_t: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -39,6 +39,19 @@ def test_conv_mode_equals_chunks_and_steps_in_float64(config):
     assert_streaming_invariant(block, torch.randn(2, 31, 8, dtype=torch.float64), [1, 2, 20])
 
 
+@pytest.mark.parametrize("config", [CONFIGS[0], CONFIGS[-1]], ids=config_id)
+def test_chunks_under_bf16_autocast_match_the_float32_stream(config):
+    """bf16-mixed training streams chunks under autocast (genome pre-training): the state stays in float32."""
+    torch.manual_seed(4)
+    block = S4Block(16, d_state=8, **config).eval()
+    x = torch.randn(2, 40, 16)
+    with torch.no_grad():
+        exact = run_chunks(block, x, [13, 27], state_dtype=x.dtype)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            mixed = run_chunks(block, x, [13, 27], state_dtype=x.dtype)
+    torch.testing.assert_close(mixed.float(), exact, rtol=0, atol=2e-2 * exact.abs().max())
+
+
 @pytest.mark.parametrize("mode", ["diag", "dplr"])
 @pytest.mark.parametrize("bidirectional", [False, True])
 def test_right_padding_never_reaches_valid_positions(bidirectional, mode):
