@@ -14,8 +14,8 @@ backward  4. ``_chunk_state_grad_kernel``: the gradient reaching each chunk's st
              ``(g ∘ e^{a})^T C`` with g = dy ∘ silu(z).
           2. the same pass in reverse, giving the gradient of each chunk's end state (and of initial_state).
           5. ``_chunk_grad_kernel``: recomputes the chunk's products and writes dx, ddt, dz and per-head dB, dC,
-             and per-chunk partial sums of dD and dA; by default as two launches (dx/dz/ddt, then dB/dC),
-             each walking the P channels GRAD_BLOCK_P at a time.
+             and per-chunk partial sums of dD and dA, walking the P channels GRAD_BLOCK_P at a time; in one
+             launch, or (SPLIT_GRAD) two (dx/dz/ddt, then dB/dC).
 Per-head dB/dC are summed over the heads of a group, and dD/dA over chunks and batch, by PyTorch:
 deterministic, no atomics. dt arrives discretised (softplus and bias stay in PyTorch autograd, O(B L H)).
 """
@@ -30,9 +30,9 @@ from seqpipe.kernels.scan_common import compute_dtype, discretize_heads
 
 PASS_BLOCK = 128  # (P * N) state elements per program of the sequential pass
 NUM_WARPS = 8  # per program; 8 beat 4 on the H200 at L 64k, fp32 and bf16 (bench/RESULTS.md)
-# The gradient kernel as two launches (dx/dz/ddt, then dB/dC): fused, it needs 255 registers and spills at
-# every T (ptxas, sm_90a), so one 8-warp program fills an SM.
-SPLIT_GRAD = True
+# The gradient kernel as two launches (dx/dz/ddt, then dB/dC) needs fewer registers (fused: 255, spilling, at
+# every T on sm_90a), but one launch was faster on the H200 at 4 of the 5 benchmark shapes (bench/RESULTS.md).
+SPLIT_GRAD = False
 GRAD_BLOCK_P = 32  # channels per step of the gradient kernel's loop over P (a power of two >= 16)
 
 
