@@ -34,6 +34,9 @@ NUM_WARPS = 8  # per program; 8 beat 4 on the H200 at L 64k, fp32 and bf16 (benc
 # every T on sm_90a), but one launch was faster on the H200 at 4 of the 5 benchmark shapes (bench/RESULTS.md).
 SPLIT_GRAD = False
 GRAD_BLOCK_P = 32  # channels per step of the gradient kernel's loop over P (a power of two >= 16)
+# Whether tl.dot reads 32-bit operands as tf32 (so that the gradient kernel rounds the operands it also uses
+# elementwise): None means on CUDA; the interpreter's tl.dot is exact fp32 (a test that makes it read tf32 sets True).
+TF32_DOTS: bool | None = None
 
 
 @triton.jit
@@ -146,6 +149,15 @@ def _chunk_output_kernel(x_ptr, dt_ptr, B_ptr, C_ptr, D_ptr, z_ptr, starts_ptr, 
 
 
 @triton.jit
+def _as_dot_reads(v, ROUND_TF32: tl.constexpr):
+    """v rounded to nearest at tf32 (10 mantissa bits) when ``tl.dot`` reads its operands as tf32, else v: the
+    tensor cores then take it exactly, so that an elementwise product with the same rounded v matches the dot's."""
+    if ROUND_TF32:
+        return ((v.to(tl.int32, bitcast=True) + 0x1000) & -0x2000).to(tl.float32, bitcast=True)
+    return v
+
+
+@triton.jit
 def _gated_grad(dy_ptr, z_ptr, batch, t, mask_t, L, H, head, p, P, HAS_Z: tl.constexpr, COMPUTE: tl.constexpr):
     """(dy, z, g = dy * silu(z)) as (T, BLOCK_P) tiles; z and g are dy's when there is no gate."""
     dy = _load_rows(dy_ptr, batch, t, mask_t, L, H, head, p, p < P, P, COMPUTE)
@@ -186,7 +198,7 @@ def _chunk_state_grad_kernel(dy_ptr, z_ptr, C_ptr, log_decay_ptr, out_ptr, L, H,
 def _chunk_grad_kernel(x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, starts_ptr, end_grads_ptr, log_decay_ptr,
                        dy_ptr, dx_ptr, ddt_ptr, dB_ptr, dC_ptr, dz_ptr, dD_ptr, dA_ptr, L, H, G, P, N, n_chunks,
                        T: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, HAS_D: tl.constexpr,
-                       HAS_Z: tl.constexpr, COMPUTE: tl.constexpr, PRECISION: tl.constexpr,
+                       HAS_Z: tl.constexpr, COMPUTE: tl.constexpr, PRECISION: tl.constexpr, ROUND_TF32: tl.constexpr,
                        WANT_X: tl.constexpr, WANT_BC: tl.constexpr, P_BLOCKS: tl.constexpr):
     """WANT_X: dx, dz, ddt and the dD, dA partials; WANT_BC: the per-head dB, dC. Both in one launch, or one
     launch each, which halves the live tiles (registers) of a program. The P channels are taken BLOCK_P at a
@@ -204,14 +216,17 @@ def _chunk_grad_kernel(x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, starts_
 
     if WANT_X:
         # The intra-chunk terms as products with (T, P) results, so that few (T, T) tiles are live at once:
-        # with W = C B^T ∘ decay and M = W ∘ dt_j, the output is M x, dx gets dt ∘ (W^T g), and the sums over
-        # i or j of intra = M ∘ (g x^T) that the decay gradient needs are Σ_p g ∘ (M x) and dt ∘ Σ_p x ∘ (W^T g).
+        # with W = C B^T ∘ decay and x' = dt ∘ x, the output is W x', dx gets dt ∘ (W^T g), and the sums over
+        # i or j of intra = W ∘ (g x'^T) that the decay gradient needs are Σ_p g ∘ (W x') and Σ_p x' ∘ (W^T g).
+        # The decay gradient takes their difference, which cancels to a small rest; tf32 products cut their
+        # operands' mantissas, so with the elementwise g and x' the two sums were of differently rounded intra and
+        # the rest was mostly rounding (issue #16). So W, x' and g are rounded once, and both sums use those.
         A = tl.load(A_ptr + head).to(COMPUTE)
         skip = tl.load(D_ptr + head).to(COMPUTE) if HAS_D else 0.0
-        W = tl.dot(C, tl.trans(B), input_precision=PRECISION) * decay
-        M = W * dt[None, :]
+        W = _as_dot_reads(tl.dot(C, tl.trans(B), input_precision=PRECISION) * decay, ROUND_TF32)
         da = tl.zeros([T], COMPUTE)                    # Σ_p g ∘ (y before D and the gate), per step
         intra_per_dt = tl.zeros([T], COMPUTE)          # Σ_i intra_ij / dt_j
+        intra_cols = tl.zeros([T], COMPUTE)            # Σ_i intra_ij
         into_state = tl.zeros([T], COMPUTE)            # Σ_p x ∘ (B end_grad^T), then ∘ e^{a_T - a}
         end_dot = 0.0                                  # Σ end_grad ∘ start
         skip_grad = 0.0
@@ -220,15 +235,18 @@ def _chunk_grad_kernel(x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, starts_
                                                              chunk, t, mask_t, L, H, head, n, n_chunks, P, N, BLOCK_P,
                                                              HAS_Z, COMPUTE)
             # each (T, BLOCK_P) product is reduced as soon as it is made, so that few of them are live at once
-            Mx = tl.dot(M, x, input_precision=PRECISION)
+            x_dt = _as_dot_reads(dt[:, None] * x, ROUND_TF32)
+            g_read = _as_dot_reads(g, ROUND_TF32)
+            Wx = tl.dot(W, x_dt, input_precision=PRECISION)
             from_start = tl.exp(a)[:, None] * tl.dot(C, tl.trans(start), input_precision=PRECISION)
             if HAS_Z:
                 sig = tl.sigmoid(z)
-                y = Mx + from_start + skip * x
+                y = Wx + from_start + skip * x
                 _store_rows(dz_ptr, dy * y * sig * (1 + z * (1 - sig)), batch, t, mask_t, L, H, head, p, p < P, P)
-            da += tl.sum(g * (Mx + from_start), axis=1)
-            Wg = tl.dot(tl.trans(W), g, input_precision=PRECISION)
+            da += tl.sum(g_read * Wx + g * from_start, axis=1)
+            Wg = tl.dot(tl.trans(W), g_read, input_precision=PRECISION)
             intra_per_dt += tl.sum(x * Wg, axis=1)
+            intra_cols += tl.sum(x_dt * Wg, axis=1)
             B_end_grad = tl.dot(B, tl.trans(end_grad), input_precision=PRECISION)
             into_state += tl.sum(x * B_end_grad, axis=1)
             dx = dt[:, None] * Wg + (dt * to_end)[:, None] * B_end_grad + skip * g
@@ -238,7 +256,7 @@ def _chunk_grad_kernel(x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, starts_
 
         # gradient of the log decays a_i, then through a = cumsum(dt * A) by a reverse cumsum
         into_state = to_end * into_state                                        # d loss / d (dt_j) via the end state
-        da -= dt * (intra_per_dt + into_state)
+        da -= intra_cols + dt * into_state
         da += tl.where(steps == T - 1, tl.sum(dt * into_state, axis=0) + tl.exp(a_end) * end_dot, 0)
         suffix = tl.sum(da, axis=0) - tl.cumsum(da, axis=0) + da
         ddt = intra_per_dt + into_state + A * suffix
@@ -337,11 +355,13 @@ class _TritonSSD(torch.autograd.Function):
         dA_partial = x.new_empty(batch, shape[-1], heads, dtype=compute)
         dD_partial = torch.empty_like(dA_partial)
         grad_block_p = min(meta["BLOCK_P"], GRAD_BLOCK_P)
+        tf32_dots = x.is_cuda if TF32_DOTS is None else TF32_DOTS
         for parts in ([(True, False), (False, True)] if SPLIT_GRAD else [(True, True)]):
             _chunk_grad_kernel[grid](
                 x, dt, A, B, C, D if D is not None else A, z_or_x, states, end_grads, log_decay, grad_y, dx, ddt,
                 dB_heads, dC_heads, dz, dD_partial, dA_partial, *shape, HAS_D=D is not None, HAS_Z=z is not None,
                 WANT_X=parts[0], WANT_BC=parts[1], P_BLOCKS=triton.cdiv(x.shape[-1], grad_block_p),
+                ROUND_TF32=tf32_dots and meta["PRECISION"] == "tf32",
                 **dict(meta, BLOCK_P=grad_block_p),
             )
 
