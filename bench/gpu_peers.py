@@ -23,7 +23,7 @@ temporary folder; only its pure-Triton ``ops/triton`` modules are imported (stub
 
 Training: one optimizer step of the DNA pre-training recipe's model (``configs/genome_pretrain.yaml``:
 d_model 128, 4 layers, next-base head, a 131,072-token window in chunks of 16,384 with per-chunk gradient
-checkpointing, batch 1, bf16 autocast) for each block: tokens/s and peak memory.
+checkpointing, batch 1, bf16 autocast) for each block: tokens/s (median step time of about 5) and peak memory.
 
 After the table, in this order: the training steps; ``--mamba1-tiles``, the Mamba-1 scan at other tiles in fp32
 and bf16; ``--profile``, at the longest shape of each dtype, the GPU time of every kernel of one forward+backward
@@ -293,7 +293,7 @@ def training(length: int = 131072, chunk: int = 16384) -> None:
     from seqpipe.s4 import S4Block
 
     print(f"\nPre-training step (genome_pretrain recipe model): d_model 128, 4 layers, one {length:,}-token window, "
-          f"chunks of {chunk:,} checkpointed, bf16 autocast, AdamW")
+          f"chunks of {chunk:,} checkpointed, bf16 autocast, AdamW; median of about 5 steps")
     print(f"{'block':<8} {'ms/step':>8} {'tokens/s':>10} {'peak GiB':>9}")
     blocks = {"mamba": partial(MambaBlock, d_state=16), "mamba2": partial(Mamba2Block, d_state=64, head_dim=64),
               "s4": partial(S4Block, d_state=64)}
@@ -316,7 +316,7 @@ def training(length: int = 131072, chunk: int = 16384) -> None:
 
         step()
         torch.cuda.reset_peak_memory_stats()
-        ms = triton.testing.do_bench(step, warmup=1, rep=1, return_mode="median")
+        ms = triton.testing.do_bench(step, warmup=1, rep=1000, return_mode="median")  # about 5 steps
         peak = torch.cuda.max_memory_allocated() / 2**30
         print(f"{name:<8} {ms:>8.1f} {length / ms * 1e3:>10,.0f} {peak:>9.2f}", flush=True)
         del backbone, head, optimizer
