@@ -335,10 +335,10 @@ def _chunk_grad_kernel(x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, starts_
 def _meta(x: torch.Tensor, P: int, N: int, chunk_size: int) -> dict:
     compute = compute_dtype(x.dtype)
     dots_16bit = x.is_cuda if DOTS_16BIT is None else DOTS_16BIT
-    COMPUTE = tl.float64 if compute == torch.float64 else tl.float32
+    accumulate = tl.float64 if compute == torch.float64 else tl.float32
     return dict(
         T=chunk_size, BLOCK_P=max(16, triton.next_power_of_2(P)), BLOCK_N=max(16, triton.next_power_of_2(N)),
-        COMPUTE=COMPUTE, DOT=_DOT_16BIT.get(x.dtype, COMPUTE) if dots_16bit else COMPUTE,
+        COMPUTE=accumulate, DOT=_DOT_16BIT.get(x.dtype, accumulate) if dots_16bit else accumulate,
         # tf32 tensor-core products for 32-bit operands (Triton's default); exact for float64
         PRECISION="ieee" if compute == torch.float64 else "tf32", num_warps=NUM_WARPS,
     )
