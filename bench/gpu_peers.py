@@ -1,7 +1,7 @@
 """Our scans against mamba_ssm's Triton SSD kernel on one GPU, and a pre-training step per block.
 
     python bench/gpu_peers.py --sdist PATH/mamba_ssm-2.2.4.tar.gz [--skip-training] [--n-large 128]
-        [--ssd-tiles 64x8 64x8f ...] [--profile] [--mamba1-tiles 8x32x4 ...]
+        [--ssd-tiles 64x8f 64x8fhc8 ...] [--profile] [--mamba1-tiles 8x32x4 ...]
     python bench/gpu_peers.py --sdist ... --warm-peer I K   # compile 1/K of mamba_ssm's autotune configs
     python bench/gpu_peers.py --sdist ... --warm-ours       # compile every seqpipe variant of the run
 
@@ -34,12 +34,14 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import re
 import sys
 import tarfile
 import tempfile
 import types
 from functools import partial
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -121,26 +123,45 @@ def mamba1_inputs(batch: int, length: int, dtype: torch.dtype, seed: int = 0) ->
             "delta_bias": rand(D_INNER, scale=0.5)}
 
 
-def parse_ssd_tile(spec: str) -> tuple[int, int, bool, int]:
-    """"CHUNKxWARPS[f][pBLOCK]": "64x8" -> (chunk 64, 8 warps, gradient kernel as two launches, the default
-    channel block of its loop over P); "f": one fused launch; "p64": channel blocks of 64."""
-    head, _, block = spec.partition("p")
-    chunk, warps = (int(v) for v in head.rstrip("f").split("x"))
-    return chunk, warps, not head.endswith("f"), int(block) if block else ssd_triton.GRAD_BLOCK_P
+class SSDTile(NamedTuple):
+    """One seqpipe SSD variant: chunk, warps per program, and the ``ssd_triton`` flags it sets."""
+    chunk: int
+    warps: int
+    split: bool  # SPLIT_GRAD
+    block_p: int  # GRAD_BLOCK_P
+    dots_16bit: bool  # DOTS_16BIT
+    pass_chunks: int  # PASS_CHUNKS
 
 
-def tile_name(tile: tuple[int, int, bool, int]) -> str:
-    chunk, warps, split, block_p = tile
-    return f"{chunk}/{warps}{'' if split else 'f'}" + ("" if block_p == ssd_triton.GRAD_BLOCK_P else f"p{block_p}")
+SSD_FLAGS = ("NUM_WARPS", "SPLIT_GRAD", "GRAD_BLOCK_P", "DOTS_16BIT", "PASS_CHUNKS")
 
 
-def ssd_variant(tile: tuple[int, int, bool, int], inputs: dict):
-    """seqpipe's SSD at one (chunk, warps, split, channel block) variant, as a no-argument callable."""
-    chunk, warps, split, block_p = tile
+def parse_ssd_tile(spec: str) -> SSDTile:
+    """"CHUNKxWARPS[f][h][cK][pBLOCK]": "64x8" -> chunk 64, 8 warps, the gradient kernel as two launches, the
+    default channel block of its loop over P, tf32 products for bf16 inputs too, the state pass one chunk at a
+    time (the kernels as they were before each letter); "f": one fused gradient launch; "h": 16-bit products
+    for bf16 inputs; "c8": the state pass 8 chunks a step; "p64": channel blocks of 64."""
+    match = re.fullmatch(r"(\d+)x(\d+)(f?)(h?)(?:c(\d+))?(?:p(\d+))?", spec)
+    if match is None:
+        raise SystemExit(f"SSD variant {spec!r} is not CHUNKxWARPS[f][h][cK][pBLOCK]")
+    chunk, warps, fused, half, pass_chunks, block = match.groups()
+    return SSDTile(int(chunk), int(warps), not fused, int(block) if block else ssd_triton.GRAD_BLOCK_P, bool(half),
+                   int(pass_chunks or 1))
+
+
+def tile_name(tile: SSDTile) -> str:
+    return (f"{tile.chunk}/{tile.warps}{'' if tile.split else 'f'}{'h' if tile.dots_16bit else ''}"
+            + ("" if tile.pass_chunks == 1 else f"c{tile.pass_chunks}")
+            + ("" if tile.block_p == ssd_triton.GRAD_BLOCK_P else f"p{tile.block_p}"))
+
+
+def ssd_variant(tile: SSDTile, inputs: dict):
+    """seqpipe's SSD at one variant, as a no-argument callable (it sets the module's flags when called)."""
 
     def run():
-        ssd_triton.NUM_WARPS, ssd_triton.SPLIT_GRAD, ssd_triton.GRAD_BLOCK_P = warps, split, block_p
-        return ssd_scan(**inputs, dt_softplus=True, chunk_size=chunk, backend="triton")
+        for flag, value in zip(SSD_FLAGS, (tile.warps, tile.split, tile.block_p, tile.dots_16bit, tile.pass_chunks)):
+            setattr(ssd_triton, flag, value)
+        return ssd_scan(**inputs, dt_softplus=True, chunk_size=tile.chunk, backend="triton")
 
     return run
 
@@ -165,19 +186,20 @@ def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a.float() - b.float()).norm() / b.float().norm()).item()
 
 
-def scans(chunk_scan, n_large: int, ssd_tiles: list[tuple[int, int, bool, int]]) -> None:
+def scans(chunk_scan, n_large: int, ssd_tiles: list[SSDTile]) -> None:
     import triton.testing
 
     for tuner in peer_autotuners():
         tuner.do_bench = partial(triton.testing.do_bench, warmup=5, rep=25)  # over its cached_property
-    defaults = ssd_triton.NUM_WARPS, ssd_triton.SPLIT_GRAD, ssd_triton.GRAD_BLOCK_P
+    defaults = [getattr(ssd_triton, flag) for flag in SSD_FLAGS]
     bandwidth = copy_bandwidth()
     print(f"copy bandwidth {bandwidth / 1e12:.2f} TB/s; d_inner {D_INNER}, N {D_STATE}; ms are medians of do_bench; "
-          f"T/w = seqpipe SSD chunk / warps per program (f: one fused gradient launch, pB: its channel blocks of B); "
+          f"T/w = seqpipe SSD chunk / warps per program (f: one fused gradient launch, h: 16-bit products for bf16 "
+          f"inputs, cK: state pass K chunks a step, pB: gradient channel blocks of B); "
           f"err = |SSD - mamba_ssm| / |mamba_ssm| of y")
-    print(f"{'dtype':<5} {'shape':<8} | {'Mamba-1 fwd':>11} {'fwd+bwd':>8} {'% floor':>11} | {'T/w':>8} {'SSD fwd':>8} "
-          f"{'fwd+bwd':>8} {'% floor':>11} | {'mamba_ssm fwd':>13} {'fwd+bwd':>8} {f'N{n_large} f+b':>9} | "
-          f"{'mamba_ssm/SSD f+b':>17} {'err':>7}")
+    print(f"{'dtype':<5} {'shape':<8} | {'Mamba-1 fwd':>11} {'fwd+bwd':>8} {'% floor':>11} | {'T/w':>11} "
+          f"{'SSD fwd':>8} {'fwd+bwd':>8} {'% floor':>11} | {'mamba_ssm fwd':>13} {'fwd+bwd':>8} "
+          f"{f'N{n_large} f+b':>9} | {'mamba_ssm/SSD f+b':>17} {'err':>7}")
     for dtype, shapes in SHAPES.items():
         for batch, length in shapes:
             label = f"{'fp32' if dtype == torch.float32 else 'bf16':<5} {f'B{batch} L{length // 1024}k':<8}"
@@ -203,11 +225,12 @@ def scans(chunk_scan, n_large: int, ssd_tiles: list[tuple[int, int, bool, int]])
                          for mode, ms in zip(("fwd", "fwd+bwd"), ours_ms)]
                 name = tile_name(tile)
                 print(f"{label} | {m1_ms[0]:>11.2f} {m1_ms[1]:>8.2f} {m1_floor[0]:>4.0f}% /{m1_floor[1]:>3.0f}% | "
-                      f"{name:>8} {ours_ms[0]:>8.2f} {ours_ms[1]:>8.2f} {floor[0]:>4.0f}% /{floor[1]:>3.0f}% | "
+                      f"{name:>11} {ours_ms[0]:>8.2f} {ours_ms[1]:>8.2f} {floor[0]:>4.0f}% /{floor[1]:>3.0f}% | "
                       f"{peer_ms[0]:>13.2f} {peer_ms[1]:>8.2f} {peer_large:>9.2f} | {peer_ms[1] / ours_ms[1]:>16.2f}x "
                       f"{error:>7.1e}", flush=True)
             del ssd
-    ssd_triton.NUM_WARPS, ssd_triton.SPLIT_GRAD, ssd_triton.GRAD_BLOCK_P = defaults
+    for flag, value in zip(SSD_FLAGS, defaults):
+        setattr(ssd_triton, flag, value)
 
 
 def kernel_profile(run, inputs: dict, repeats: int = 5) -> list[tuple[str, float]]:
@@ -231,7 +254,7 @@ def kernel_profile(run, inputs: dict, repeats: int = 5) -> list[tuple[str, float
     return sorted([e for e in events if e[1] > 0], key=lambda e: -e[1])
 
 
-def profiles(chunk_scan, ssd_tiles: list[tuple[int, int, bool, int]], top: int = 12) -> None:
+def profiles(chunk_scan, ssd_tiles: list[SSDTile], top: int = 12) -> None:
     """Where forward+backward spends its GPU time, per kernel, at the longest shapes: seqpipe SSD, mamba_ssm SSD,
     seqpipe Mamba-1."""
     for dtype, shapes in SHAPES.items():
@@ -336,7 +359,7 @@ def warm_peer(chunk_scan, index: int, count: int, n_large: int) -> None:
     torch.cuda.synchronize()
 
 
-def warm_ours(ssd_tiles: list[tuple[int, int, bool, int]], mamba1_tiles: list[tuple[int, int, int]]) -> None:
+def warm_ours(ssd_tiles: list[SSDTile], mamba1_tiles: list[tuple[int, int, int]]) -> None:
     """Compile seqpipe's SSD variants and Mamba-1 scan tiles of the run at every shape, forward and backward."""
     from seqpipe.kernels import scan_triton
 
@@ -359,9 +382,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sdist", type=Path, required=True, help=f"mamba_ssm-{MAMBA_SSM_VERSION}.tar.gz")
     parser.add_argument("--n-large", type=int, default=128, help="mamba_ssm's SSD is also timed at this N (0: not)")
-    parser.add_argument("--ssd-tiles", nargs="+", default=["64x8", "64x8f"],
-                        help="seqpipe SSD variants CHUNKxNUM_WARPS[f][pBLOCK] (f: one fused gradient launch; pBLOCK: "
-                             "channel block of the gradient kernel)")
+    parser.add_argument("--ssd-tiles", nargs="+", default=["64x8f", "64x8fhc8"],
+                        help="seqpipe SSD variants CHUNKxNUM_WARPS[f][h][cK][pBLOCK] (f: one fused gradient launch; "
+                             "h: 16-bit products for bf16 inputs; cK: the state pass K chunks a step; pBLOCK: channel "
+                             "block of the gradient kernel)")
     parser.add_argument("--warm-peer", nargs=2, type=int, metavar=("I", "K"),
                         help="only compile mamba_ssm's configs I, I+K, ... (run K such processes first)")
     parser.add_argument("--warm-ours", action="store_true", help="only compile seqpipe's kernels of the run")

@@ -7,7 +7,8 @@ One program owns one chunk of T steps of one (batch row, head), with all P chann
 forward   1. ``_chunk_state_kernel``: a = cumsum(dt * A) over the chunk; the chunk's own end state
              ``(x ∘ dt e^{a_T - a})^T B`` (P, N).
           2. ``_pass_states_kernel``: a sequential pass over chunks, ``S_{c+1} = e^{a_T} S_c + own_c``,
-             overwriting each own state with the state at the chunk's start.
+             overwriting each own state with the state at the chunk's start; PASS_CHUNKS chunks a step (their
+             loads in flight together, combined by a scan in registers).
           3. ``_chunk_output_kernel``: ``y = (C B^T ∘ e^{a_i - a_j}[i>=j] ∘ dt_j) x + e^{a} ∘ C S^T + D x``,
              gated by silu(z).
 backward  4. ``_chunk_state_grad_kernel``: the gradient reaching each chunk's start state from its outputs,
@@ -16,6 +17,9 @@ backward  4. ``_chunk_state_grad_kernel``: the gradient reaching each chunk's st
           5. ``_chunk_grad_kernel``: recomputes the chunk's products and writes dx, ddt, dz and per-head dB, dC,
              and per-chunk partial sums of dD and dA, walking the P channels GRAD_BLOCK_P at a time; in one
              launch, or (SPLIT_GRAD) two (dx/dz/ddt, then dB/dC).
+Products accumulate in fp32 (float64 for float64 inputs); their operands are tf32 for 32-bit inputs, and for
+16-bit inputs (DOTS_16BIT, on CUDA) the input dtype, as in mamba_ssm. Where the gradient kernel also uses an
+operand elementwise, it uses the value the product reads (``_as_dot_reads``), so that sums that cancel do.
 Per-head dB/dC are summed over the heads of a group, and dD/dA over chunks and batch, by PyTorch:
 deterministic, no atomics. dt arrives discretised (softplus and bias stay in PyTorch autograd, O(B L H)).
 """
@@ -29,6 +33,9 @@ import triton.language as tl
 from seqpipe.kernels.scan_common import compute_dtype, discretize_heads
 
 PASS_BLOCK = 128  # (P * N) state elements per program of the sequential pass
+# chunks (a power of two) whose loads the sequential pass keeps in flight at once, combined by a scan (1: one after
+# the other, as before; at B1 L64k, T 64, each program walks 1,024 chunks, ~0.4 us a chunk on the H200)
+PASS_CHUNKS = 8
 NUM_WARPS = 8  # per program; 8 beat 4 on the H200 at L 64k, fp32 and bf16 (bench/RESULTS.md)
 # The gradient kernel as two launches (dx/dz/ddt, then dB/dC) needs fewer registers (fused: 255, spilling, at
 # every T on sm_90a), but one launch was faster on the H200 at 4 of the 5 benchmark shapes (bench/RESULTS.md).
@@ -37,6 +44,12 @@ GRAD_BLOCK_P = 32  # channels per step of the gradient kernel's loop over P (a p
 # Whether tl.dot reads 32-bit operands as tf32 (so that the gradient kernel rounds the operands it also uses
 # elementwise): None means on CUDA; the interpreter's tl.dot is exact fp32 (a test that makes it read tf32 sets True).
 TF32_DOTS: bool | None = None
+# Whether the products of 16-bit inputs take 16-bit operands (x, B, C, g and the (T, T) tiles cast to the input
+# dtype just before tl.dot, fp32 accumulation, as mamba_ssm does: twice the tensor-core rate of tf32, half the
+# operand registers) rather than fp32 ones read as tf32. None means on CUDA: the interpreter's tl.dot multiplies
+# bf16 operands' raw bits (triton 3.6; a test that makes it convert them sets True).
+DOTS_16BIT: bool | None = None
+_DOT_16BIT = {torch.bfloat16: tl.bfloat16, torch.float16: tl.float16}
 
 
 @triton.jit
@@ -71,9 +84,15 @@ def _state_offsets(batch, chunk, head, n_chunks, H, p, n, P, N):
 
 
 @triton.jit
+def _dot(a, b, DOT: tl.constexpr, PRECISION: tl.constexpr):
+    """a b accumulated in fp32 (float64 for float64), its operands cast to DOT (the 16-bit input dtype or COMPUTE)."""
+    return tl.dot(a.to(DOT), b.to(DOT), input_precision=PRECISION)
+
+
+@triton.jit
 def _chunk_state_kernel(x_ptr, dt_ptr, A_ptr, B_ptr, states_ptr, log_decay_ptr, L, H, G, P, N, n_chunks,
                         T: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, COMPUTE: tl.constexpr,
-                        PRECISION: tl.constexpr):
+                        DOT: tl.constexpr, PRECISION: tl.constexpr):
     chunk, batch, head, group, t, mask_t = _chunk_coords(L, H, G, T)
     p, n = tl.arange(0, BLOCK_P), tl.arange(0, BLOCK_N)
     dt = tl.load(dt_ptr + (batch * L + t) * H + head, mask=mask_t, other=0).to(COMPUTE)  # 0 on padding: no decay
@@ -82,37 +101,60 @@ def _chunk_state_kernel(x_ptr, dt_ptr, A_ptr, B_ptr, states_ptr, log_decay_ptr, 
     weight = dt * tl.exp(tl.sum(tl.where(tl.arange(0, T) == T - 1, a, 0), axis=0) - a)
     x = _load_rows(x_ptr, batch, t, mask_t, L, H, head, p, p < P, P, COMPUTE)
     B = _load_rows(B_ptr, batch, t, mask_t, L, G, group, n, n < N, N, COMPUTE)
-    own = tl.dot(tl.trans(x * weight[:, None]), B, input_precision=PRECISION)
+    own = _dot(tl.trans(x * weight[:, None]), B, DOT, PRECISION)
     offsets, mask = _state_offsets(batch, chunk, head, n_chunks, H, p, n, P, N)
     tl.store(states_ptr + offsets, own, mask=mask)
 
 
 @triton.jit
+def _pass_chunks(states_ptr, log_decay_ptr, bh, H, PN, n_chunks, e, mask, k, T: tl.constexpr,
+                 CHUNKS: tl.constexpr, REVERSE: tl.constexpr):
+    """Chunks k, ..., k + CHUNKS - 1 of the pass (counted from the last one when REVERSE): the (CHUNKS, BLOCK)
+    offsets of their states, their states and their decays e^{a_T} (CHUNKS,); past the end, states 0 and decays 1."""
+    steps = k + tl.arange(0, CHUNKS)
+    chunk = n_chunks - 1 - steps if REVERSE else steps
+    valid = steps < n_chunks
+    offsets = (((bh // H) * n_chunks + chunk[:, None]) * H + bh % H) * PN + e[None, :]
+    states = tl.load(states_ptr + offsets, mask=valid[:, None] & mask[None, :], other=0)
+    return offsets, states, tl.exp(tl.load(log_decay_ptr + (bh * n_chunks + chunk) * T + T - 1, mask=valid, other=0))
+
+
+@triton.jit
+def _linear_combine(decay_a, value_a, decay_b, value_b):
+    """Two steps of ``S -> decay S + value``, a first, as one."""
+    return decay_a * decay_b, decay_b * value_a + value_b
+
+
+@triton.jit
 def _pass_states_kernel(states_ptr, log_decay_ptr, init_ptr, final_ptr, H, PN, n_chunks, T: tl.constexpr,
-                        BLOCK: tl.constexpr, HAS_INIT: tl.constexpr, REVERSE: tl.constexpr, COMPUTE: tl.constexpr):
+                        BLOCK: tl.constexpr, CHUNKS: tl.constexpr, HAS_INIT: tl.constexpr, REVERSE: tl.constexpr,
+                        COMPUTE: tl.constexpr):
     """Forward: ``S_{c+1} = e^{a_T,c} S_c + own_c``, storing S_c over own_c. Reverse (the adjoint):
-    ``dS_c = e^{a_T,c} dS_{c+1} + from_y_c``, storing dS_{c+1} over from_y_c. ``final`` gets S_end / dS_0."""
+    ``dS_c = e^{a_T,c} dS_{c+1} + from_y_c``, storing dS_{c+1} over from_y_c. ``final`` gets S_end / dS_0.
+    CHUNKS chunks a step: their loads are in flight together, then a scan combines them in registers."""
     bh = tl.program_id(0)
     e = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     mask = e < PN
-    batch, head = bh // H, bh % H
     carry = tl.load(init_ptr + bh * PN + e, mask=mask, other=0).to(COMPUTE) if HAS_INIT else tl.zeros([BLOCK], COMPUTE)
-    # The loads of chunk k + 1 are issued before chunk k is combined, so their latency overlaps the carry's.
-    chunk = n_chunks - 1 if REVERSE else 0
-    offsets = ((batch * n_chunks + chunk) * H + head) * PN + e
-    incoming = tl.load(states_ptr + offsets, mask=mask, other=0)
-    total = tl.load(log_decay_ptr + (bh * n_chunks + chunk) * T + T - 1)
+    rows = tl.arange(0, CHUNKS)[:, None]
+    to_next = (-1 if REVERSE else 1) * H * PN                                   # offset of the next chunk's state
+    # The loads of step k + 1 are issued before step k is combined, so their latency overlaps the combine's.
+    offsets, incoming, decay = _pass_chunks(states_ptr, log_decay_ptr, bh, H, PN, n_chunks, e, mask, 0, T, CHUNKS,
+                                            REVERSE)
     k = 0
     while k < n_chunks:  # not range(): triton 3.6's interpreter fails on a runtime bound with numpy >= 2.4
-        has_next = k + 1 < n_chunks
-        next_chunk = tl.where(has_next, chunk - 1 if REVERSE else chunk + 1, chunk)
-        next_offsets = ((batch * n_chunks + next_chunk) * H + head) * PN + e
-        next_incoming = tl.load(states_ptr + next_offsets, mask=mask & has_next, other=0)
-        next_total = tl.load(log_decay_ptr + (bh * n_chunks + next_chunk) * T + T - 1)
-        tl.store(states_ptr + offsets, carry, mask=mask)
-        carry = carry * tl.exp(total) + incoming
-        chunk, offsets, incoming, total = next_chunk, next_offsets, next_incoming, next_total
-        k += 1
+        next_offsets, next_incoming, next_decay = _pass_chunks(states_ptr, log_decay_ptr, bh, H, PN, n_chunks, e,
+                                                               mask, k + CHUNKS, T, CHUNKS, REVERSE)
+        # the state after each chunk (past the end: the last one, carried on), stored as the next chunk's start;
+        # the step's first chunk starts with the carry
+        decays, values = tl.associative_scan((tl.broadcast_to(decay[:, None], (CHUNKS, BLOCK)), incoming), 0,
+                                             _linear_combine)
+        ends = decays * carry[None, :] + values
+        tl.store(states_ptr + offsets + to_next, ends, mask=(rows < CHUNKS - 1) & (k + 1 + rows < n_chunks) & mask)
+        tl.store(states_ptr + tl.sum(tl.where(rows == 0, offsets, 0), axis=0), carry, mask=mask)
+        carry = tl.sum(tl.where(rows == CHUNKS - 1, ends, 0), axis=0)
+        offsets, incoming, decay = next_offsets, next_incoming, next_decay
+        k += CHUNKS
     tl.store(final_ptr + bh * PN + e, carry, mask=mask)
 
 
@@ -127,7 +169,8 @@ def _causal_decay(a, T: tl.constexpr):
 @triton.jit
 def _chunk_output_kernel(x_ptr, dt_ptr, B_ptr, C_ptr, D_ptr, z_ptr, starts_ptr, log_decay_ptr, y_ptr, L, H, G, P, N,
                          n_chunks, T: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr,
-                         HAS_D: tl.constexpr, HAS_Z: tl.constexpr, COMPUTE: tl.constexpr, PRECISION: tl.constexpr):
+                         HAS_D: tl.constexpr, HAS_Z: tl.constexpr, COMPUTE: tl.constexpr, DOT: tl.constexpr,
+                         PRECISION: tl.constexpr):
     chunk, batch, head, group, t, mask_t = _chunk_coords(L, H, G, T)
     p, n = tl.arange(0, BLOCK_P), tl.arange(0, BLOCK_N)
     dt = tl.load(dt_ptr + (batch * L + t) * H + head, mask=mask_t, other=0).to(COMPUTE)
@@ -137,9 +180,9 @@ def _chunk_output_kernel(x_ptr, dt_ptr, B_ptr, C_ptr, D_ptr, z_ptr, starts_ptr, 
     C = _load_rows(C_ptr, batch, t, mask_t, L, G, group, n, n < N, N, COMPUTE)
     offsets, mask = _state_offsets(batch, chunk, head, n_chunks, H, p, n, P, N)
     start = tl.load(starts_ptr + offsets, mask=mask, other=0)
-    CB = tl.dot(C, tl.trans(B), input_precision=PRECISION)
-    y = tl.dot(CB * _causal_decay(a, T) * dt[None, :], x, input_precision=PRECISION)
-    y += tl.exp(a)[:, None] * tl.dot(C, tl.trans(start), input_precision=PRECISION)
+    CB = _dot(C, tl.trans(B), DOT, PRECISION)
+    y = _dot(CB * _causal_decay(a, T) * dt[None, :], x, DOT, PRECISION)
+    y += tl.exp(a)[:, None] * _dot(C, tl.trans(start), DOT, PRECISION)
     if HAS_D:
         y += tl.load(D_ptr + head).to(COMPUTE) * x
     if HAS_Z:
@@ -149,9 +192,12 @@ def _chunk_output_kernel(x_ptr, dt_ptr, B_ptr, C_ptr, D_ptr, z_ptr, starts_ptr, 
 
 
 @triton.jit
-def _as_dot_reads(v, ROUND_TF32: tl.constexpr):
-    """v rounded to nearest at tf32 (10 mantissa bits) when ``tl.dot`` reads its operands as tf32, else v: the
-    tensor cores then take it exactly, so that an elementwise product with the same rounded v matches the dot's."""
+def _as_dot_reads(v, ROUND_TF32: tl.constexpr, DOT: tl.constexpr):
+    """v as ``tl.dot`` reads it, in v's dtype: cast to and back from 16-bit DOT, or rounded to nearest at tf32
+    (10 mantissa bits) when the dots read 32-bit operands as tf32, else v. The dot then takes it exactly, so that
+    an elementwise product with the same rounded v matches the dot's."""
+    if DOT.primitive_bitwidth == 16:
+        return v.to(DOT).to(v.dtype)
     if ROUND_TF32:
         return ((v.to(tl.int32, bitcast=True) + 0x1000) & -0x2000).to(tl.float32, bitcast=True)
     return v
@@ -184,21 +230,22 @@ def _channel_block(block, x_ptr, starts_ptr, end_grads_ptr, dy_ptr, z_ptr, batch
 @triton.jit
 def _chunk_state_grad_kernel(dy_ptr, z_ptr, C_ptr, log_decay_ptr, out_ptr, L, H, G, P, N, n_chunks,
                              T: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, HAS_Z: tl.constexpr,
-                             COMPUTE: tl.constexpr, PRECISION: tl.constexpr):
+                             COMPUTE: tl.constexpr, DOT: tl.constexpr, PRECISION: tl.constexpr):
     chunk, batch, head, group, t, mask_t = _chunk_coords(L, H, G, T)
     p, n = tl.arange(0, BLOCK_P), tl.arange(0, BLOCK_N)
     _, _, g = _gated_grad(dy_ptr, z_ptr, batch, t, mask_t, L, H, head, p, P, HAS_Z, COMPUTE)
     a = tl.load(log_decay_ptr + (batch * H + head) * n_chunks * T + t)
     C = _load_rows(C_ptr, batch, t, mask_t, L, G, group, n, n < N, N, COMPUTE)
     offsets, mask = _state_offsets(batch, chunk, head, n_chunks, H, p, n, P, N)
-    tl.store(out_ptr + offsets, tl.dot(tl.trans(g * tl.exp(a)[:, None]), C, input_precision=PRECISION), mask=mask)
+    tl.store(out_ptr + offsets, _dot(tl.trans(g * tl.exp(a)[:, None]), C, DOT, PRECISION), mask=mask)
 
 
 @triton.jit
 def _chunk_grad_kernel(x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, starts_ptr, end_grads_ptr, log_decay_ptr,
                        dy_ptr, dx_ptr, ddt_ptr, dB_ptr, dC_ptr, dz_ptr, dD_ptr, dA_ptr, L, H, G, P, N, n_chunks,
                        T: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, HAS_D: tl.constexpr,
-                       HAS_Z: tl.constexpr, COMPUTE: tl.constexpr, PRECISION: tl.constexpr, ROUND_TF32: tl.constexpr,
+                       HAS_Z: tl.constexpr, COMPUTE: tl.constexpr, DOT: tl.constexpr, PRECISION: tl.constexpr,
+                       ROUND_TF32: tl.constexpr,
                        WANT_X: tl.constexpr, WANT_BC: tl.constexpr, P_BLOCKS: tl.constexpr):
     """WANT_X: dx, dz, ddt and the dD, dA partials; WANT_BC: the per-head dB, dC. Both in one launch, or one
     launch each, which halves the live tiles (registers) of a program. The P channels are taken BLOCK_P at a
@@ -220,10 +267,11 @@ def _chunk_grad_kernel(x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, starts_
         # i or j of intra = W ∘ (g x'^T) that the decay gradient needs are Σ_p g ∘ (W x') and Σ_p x' ∘ (W^T g).
         # The decay gradient takes their difference, which cancels to a small rest; tf32 products cut their
         # operands' mantissas, so with the elementwise g and x' the two sums were of differently rounded intra and
-        # the rest was mostly rounding (issue #16). So W, x' and g are rounded once, and both sums use those.
+        # the rest was mostly rounding (issue #16). So W, x' and g are rounded once (to tf32, or to the 16-bit
+        # input dtype the dots then read), and both sums use those.
         A = tl.load(A_ptr + head).to(COMPUTE)
         skip = tl.load(D_ptr + head).to(COMPUTE) if HAS_D else 0.0
-        W = _as_dot_reads(tl.dot(C, tl.trans(B), input_precision=PRECISION) * decay, ROUND_TF32)
+        W = _as_dot_reads(_dot(C, tl.trans(B), DOT, PRECISION) * decay, ROUND_TF32, DOT)
         da = tl.zeros([T], COMPUTE)                    # Σ_p g ∘ (y before D and the gate), per step
         intra_per_dt = tl.zeros([T], COMPUTE)          # Σ_i intra_ij / dt_j
         intra_cols = tl.zeros([T], COMPUTE)            # Σ_i intra_ij
@@ -235,19 +283,19 @@ def _chunk_grad_kernel(x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, starts_
                                                              chunk, t, mask_t, L, H, head, n, n_chunks, P, N, BLOCK_P,
                                                              HAS_Z, COMPUTE)
             # each (T, BLOCK_P) product is reduced as soon as it is made, so that few of them are live at once
-            x_dt = _as_dot_reads(dt[:, None] * x, ROUND_TF32)
-            g_read = _as_dot_reads(g, ROUND_TF32)
-            Wx = tl.dot(W, x_dt, input_precision=PRECISION)
-            from_start = tl.exp(a)[:, None] * tl.dot(C, tl.trans(start), input_precision=PRECISION)
+            x_dt = _as_dot_reads(dt[:, None] * x, ROUND_TF32, DOT)
+            g_read = _as_dot_reads(g, ROUND_TF32, DOT)
+            Wx = _dot(W, x_dt, DOT, PRECISION)
+            from_start = tl.exp(a)[:, None] * _dot(C, tl.trans(start), DOT, PRECISION)
             if HAS_Z:
                 sig = tl.sigmoid(z)
                 y = Wx + from_start + skip * x
                 _store_rows(dz_ptr, dy * y * sig * (1 + z * (1 - sig)), batch, t, mask_t, L, H, head, p, p < P, P)
             da += tl.sum(g_read * Wx + g * from_start, axis=1)
-            Wg = tl.dot(tl.trans(W), g_read, input_precision=PRECISION)
+            Wg = _dot(tl.trans(W), g_read, DOT, PRECISION)
             intra_per_dt += tl.sum(x * Wg, axis=1)
             intra_cols += tl.sum(x_dt * Wg, axis=1)
-            B_end_grad = tl.dot(B, tl.trans(end_grad), input_precision=PRECISION)
+            B_end_grad = _dot(B, tl.trans(end_grad), DOT, PRECISION)
             into_state += tl.sum(x * B_end_grad, axis=1)
             dx = dt[:, None] * Wg + (dt * to_end)[:, None] * B_end_grad + skip * g
             _store_rows(dx_ptr, dx, batch, t, mask_t, L, H, head, p, p < P, P)
@@ -274,22 +322,24 @@ def _chunk_grad_kernel(x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, starts_
             _, x, start, end_grad, _, _, g = _channel_block(block, x_ptr, starts_ptr, end_grads_ptr, dy_ptr, z_ptr, batch,
                                                             chunk, t, mask_t, L, H, head, n, n_chunks, P, N, BLOCK_P,
                                                             HAS_Z, COMPUTE)
-            gx += tl.dot(g, tl.trans(x), input_precision=PRECISION)
-            g_start += tl.dot(g, start, input_precision=PRECISION)
-            x_end += tl.dot(x, end_grad, input_precision=PRECISION)
+            gx += _dot(g, tl.trans(x), DOT, PRECISION)
+            g_start += _dot(g, start, DOT, PRECISION)
+            x_end += _dot(x, end_grad, DOT, PRECISION)
         weighted = decay * dt[None, :] * gx                                     # (T_i, T_j)
-        dC = tl.dot(weighted, B, input_precision=PRECISION) + tl.exp(a)[:, None] * g_start
-        dB = tl.dot(tl.trans(weighted), C, input_precision=PRECISION) + (dt * to_end)[:, None] * x_end
+        dC = _dot(weighted, B, DOT, PRECISION) + tl.exp(a)[:, None] * g_start
+        dB = _dot(tl.trans(weighted), C, DOT, PRECISION) + (dt * to_end)[:, None] * x_end
         _store_rows(dB_ptr, dB, batch, t, mask_t, L, H, head, n, n < N, N)
         _store_rows(dC_ptr, dC, batch, t, mask_t, L, H, head, n, n < N, N)
 
 
 def _meta(x: torch.Tensor, P: int, N: int, chunk_size: int) -> dict:
     compute = compute_dtype(x.dtype)
+    dots_16bit = x.is_cuda if DOTS_16BIT is None else DOTS_16BIT
+    accumulate = tl.float64 if compute == torch.float64 else tl.float32
     return dict(
         T=chunk_size, BLOCK_P=max(16, triton.next_power_of_2(P)), BLOCK_N=max(16, triton.next_power_of_2(N)),
-        COMPUTE=tl.float64 if compute == torch.float64 else tl.float32,
-        # tf32 tensor-core products for 32-bit and narrower inputs (Triton's default); exact for float64
+        COMPUTE=accumulate, DOT=_DOT_16BIT.get(x.dtype, accumulate) if dots_16bit else accumulate,
+        # tf32 tensor-core products for 32-bit operands (Triton's default); exact for float64
         PRECISION="ieee" if compute == torch.float64 else "tf32", num_warps=NUM_WARPS,
     )
 
@@ -301,7 +351,8 @@ def _pass_states(states, log_decay, init, reverse: bool, meta: dict) -> torch.Te
     grid = (batch * heads, triton.cdiv(P * N, PASS_BLOCK))
     _pass_states_kernel[grid](
         states, log_decay, init if init is not None else final, final, heads, P * N, n_chunks, T=meta["T"],
-        BLOCK=PASS_BLOCK, HAS_INIT=init is not None, REVERSE=reverse, COMPUTE=meta["COMPUTE"], num_warps=NUM_WARPS,
+        BLOCK=PASS_BLOCK, CHUNKS=PASS_CHUNKS, HAS_INIT=init is not None, REVERSE=reverse, COMPUTE=meta["COMPUTE"],
+        num_warps=PASS_BLOCK // 32,  # a thread per state element: the scan over chunks stays within threads
     )
     return final
 
