@@ -1,7 +1,7 @@
 """Our scans against mamba_ssm's Triton SSD kernel on one GPU, and a pre-training step per block.
 
     python bench/gpu_peers.py --sdist PATH/mamba_ssm-2.2.4.tar.gz [--skip-training] [--n-large 128]
-        [--ssd-tiles 64x8f 64x8fhc8 ...] [--profile] [--mamba1-tiles 8x32x4 ...]
+        [--ssd-tiles 64x8f 64x8fc1 ...] [--profile] [--mamba1-tiles 8x32x4 ...]
     python bench/gpu_peers.py --sdist ... --warm-peer I K   # compile 1/K of mamba_ssm's autotune configs
     python bench/gpu_peers.py --sdist ... --warm-ours       # compile every seqpipe variant of the run
 
@@ -129,37 +129,38 @@ class SSDTile(NamedTuple):
     warps: int
     split: bool  # SPLIT_GRAD
     block_p: int  # GRAD_BLOCK_P
-    dots_16bit: bool  # DOTS_16BIT
     pass_chunks: int  # PASS_CHUNKS
 
 
-SSD_FLAGS = ("NUM_WARPS", "SPLIT_GRAD", "GRAD_BLOCK_P", "DOTS_16BIT", "PASS_CHUNKS")
+SSD_FLAGS = ("NUM_WARPS", "SPLIT_GRAD", "GRAD_BLOCK_P", "PASS_CHUNKS")
+# the module's defaults, read before a variant sets them: the letters p and c name departures from these
+DEFAULT_BLOCK_P, DEFAULT_PASS_CHUNKS = ssd_triton.GRAD_BLOCK_P, ssd_triton.PASS_CHUNKS
 
 
 def parse_ssd_tile(spec: str) -> SSDTile:
-    """"CHUNKxWARPS[f][h][cK][pBLOCK]": "64x8" -> chunk 64, 8 warps, the gradient kernel as two launches, the
-    default channel block of its loop over P, tf32 products for bf16 inputs too, the state pass one chunk at a
-    time (the kernels as they were before each letter); "f": one fused gradient launch; "h": 16-bit products
-    for bf16 inputs; "c8": the state pass 8 chunks a step; "p64": channel blocks of 64."""
-    match = re.fullmatch(r"(\d+)x(\d+)(f?)(h?)(?:c(\d+))?(?:p(\d+))?", spec)
+    """"CHUNKxWARPS[f][cK][pBLOCK]": "64x8" -> chunk 64, 8 warps, the gradient kernel as two launches, the
+    default channel block of its loop over P and chunks a step of the state pass (GRAD_BLOCK_P, PASS_CHUNKS);
+    "f": one fused gradient launch; "c1": the state pass one chunk a step (as before issue #16); "p64": channel
+    blocks of 64."""
+    match = re.fullmatch(r"(\d+)x(\d+)(f?)(?:c(\d+))?(?:p(\d+))?", spec)
     if match is None:
-        raise SystemExit(f"SSD variant {spec!r} is not CHUNKxWARPS[f][h][cK][pBLOCK]")
-    chunk, warps, fused, half, pass_chunks, block = match.groups()
-    return SSDTile(int(chunk), int(warps), not fused, int(block) if block else ssd_triton.GRAD_BLOCK_P, bool(half),
-                   int(pass_chunks or 1))
+        raise SystemExit(f"SSD variant {spec!r} is not CHUNKxWARPS[f][cK][pBLOCK]")
+    chunk, warps, fused, pass_chunks, block = match.groups()
+    return SSDTile(int(chunk), int(warps), not fused, int(block) if block else DEFAULT_BLOCK_P,
+                   int(pass_chunks) if pass_chunks else DEFAULT_PASS_CHUNKS)
 
 
 def tile_name(tile: SSDTile) -> str:
-    return (f"{tile.chunk}/{tile.warps}{'' if tile.split else 'f'}{'h' if tile.dots_16bit else ''}"
-            + ("" if tile.pass_chunks == 1 else f"c{tile.pass_chunks}")
-            + ("" if tile.block_p == ssd_triton.GRAD_BLOCK_P else f"p{tile.block_p}"))
+    return (f"{tile.chunk}/{tile.warps}{'' if tile.split else 'f'}"
+            + ("" if tile.pass_chunks == DEFAULT_PASS_CHUNKS else f"c{tile.pass_chunks}")
+            + ("" if tile.block_p == DEFAULT_BLOCK_P else f"p{tile.block_p}"))
 
 
 def ssd_variant(tile: SSDTile, inputs: dict):
     """seqpipe's SSD at one variant, as a no-argument callable (it sets the module's flags when called)."""
 
     def run():
-        for flag, value in zip(SSD_FLAGS, (tile.warps, tile.split, tile.block_p, tile.dots_16bit, tile.pass_chunks)):
+        for flag, value in zip(SSD_FLAGS, (tile.warps, tile.split, tile.block_p, tile.pass_chunks)):
             setattr(ssd_triton, flag, value)
         return ssd_scan(**inputs, dt_softplus=True, chunk_size=tile.chunk, backend="triton")
 
@@ -194,8 +195,8 @@ def scans(chunk_scan, n_large: int, ssd_tiles: list[SSDTile]) -> None:
     defaults = [getattr(ssd_triton, flag) for flag in SSD_FLAGS]
     bandwidth = copy_bandwidth()
     print(f"copy bandwidth {bandwidth / 1e12:.2f} TB/s; d_inner {D_INNER}, N {D_STATE}; ms are medians of do_bench; "
-          f"T/w = seqpipe SSD chunk / warps per program (f: one fused gradient launch, h: 16-bit products for bf16 "
-          f"inputs, cK: state pass K chunks a step, pB: gradient channel blocks of B); "
+          f"T/w = seqpipe SSD chunk / warps per program (f: one fused gradient launch, cK: state pass K chunks "
+          f"a step, pB: gradient channel blocks of B); "
           f"err = |SSD - mamba_ssm| / |mamba_ssm| of y")
     print(f"{'dtype':<5} {'shape':<8} | {'Mamba-1 fwd':>11} {'fwd+bwd':>8} {'% floor':>11} | {'T/w':>11} "
           f"{'SSD fwd':>8} {'fwd+bwd':>8} {'% floor':>11} | {'mamba_ssm fwd':>13} {'fwd+bwd':>8} "
@@ -382,10 +383,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sdist", type=Path, required=True, help=f"mamba_ssm-{MAMBA_SSM_VERSION}.tar.gz")
     parser.add_argument("--n-large", type=int, default=128, help="mamba_ssm's SSD is also timed at this N (0: not)")
-    parser.add_argument("--ssd-tiles", nargs="+", default=["64x8f", "64x8fhc8"],
-                        help="seqpipe SSD variants CHUNKxNUM_WARPS[f][h][cK][pBLOCK] (f: one fused gradient launch; "
-                             "h: 16-bit products for bf16 inputs; cK: the state pass K chunks a step; pBLOCK: channel "
-                             "block of the gradient kernel)")
+    parser.add_argument("--ssd-tiles", nargs="+", default=["64x8f", "64x8fc1"],
+                        help="seqpipe SSD variants CHUNKxNUM_WARPS[f][cK][pBLOCK] (f: one fused gradient launch; "
+                             "cK: the state pass K chunks a step; pBLOCK: channel block of the gradient kernel)")
     parser.add_argument("--warm-peer", nargs=2, type=int, metavar=("I", "K"),
                         help="only compile mamba_ssm's configs I, I+K, ... (run K such processes first)")
     parser.add_argument("--warm-ours", action="store_true", help="only compile seqpipe's kernels of the run")
