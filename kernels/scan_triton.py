@@ -37,8 +37,9 @@ NUM_WARPS = 4  # per program of the scan kernels
 
 
 @triton.jit
-def _linear_combine(a_first, b_first, a_second, b_second):
-    # (a, b) pairs compose like affine maps x -> a * x + b, applied first then second.
+def linear_combine(a_first, b_first, a_second, b_second):
+    """Two affine steps ``x -> a x + b``, first then second, as one: the combine of ``tl.associative_scan`` for
+    linear recurrences (this scan and SSD's state pass)."""
     return a_first * a_second, b_first * a_second + b_second
 
 
@@ -121,7 +122,7 @@ def _chunk_states(u_ptr, delta_ptr, B_ptr, row, t, mask_t, mask_d, A, bias, batc
     B = _rows(B_ptr, batch, group, t, mask_t, d, mask_d, n, mask_n, N, sb_b, sb_g, sb_n, sb_l, B_VARYING, COMPUTE)
     a = tl.exp(dt[:, :, None] * A[None, :, :])
     bu = (dt * u)[:, :, None] * B
-    decay, h = tl.associative_scan((a, bu), axis=0, combine_fn=_linear_combine)
+    decay, h = tl.associative_scan((a, bu), axis=0, combine_fn=linear_combine)
     return u, pre, dt, a, bu, B, h + decay * state0[None, :, :]
 
 
@@ -137,7 +138,7 @@ def _chunk_adjoint(delta_ptr, offsets, mask, t, L, steps, bias, A, a, grad, C, c
     _, dt_next = _dt(delta_ptr, offsets + 1, mask & (steps < CHUNK - 1)[:, None] & (t + 1 < L)[:, None],
                      bias[None, :], SOFTPLUS, COMPUTE)
     decay_next, lam = tl.associative_scan((tl.exp(dt_next[:, :, None] * A[None, :, :]), grad[:, :, None] * C),
-                                          axis=0, combine_fn=_linear_combine, reverse=True)
+                                          axis=0, combine_fn=linear_combine, reverse=True)
     lam = lam + decay_next * carry[None, :, :]
     return lam, tl.sum(tl.where((steps == 0)[:, None, None], a * lam, 0), axis=0)
 

@@ -30,6 +30,7 @@ import triton
 import triton.language as tl
 
 from seqpipe.kernels.scan_common import compute_dtype, discretize_heads
+from seqpipe.kernels.scan_triton import linear_combine
 
 PASS_BLOCK = 128  # (P * N) state elements per program of the sequential pass
 # chunks (a power of two) whose loads the sequential pass keeps in flight at once, combined by a scan (1: one after
@@ -107,12 +108,6 @@ def _pass_chunks(states_ptr, log_decay_ptr, bh, H, PN, n_chunks, e, mask, k, T: 
 
 
 @triton.jit
-def _linear_combine(decay_a, value_a, decay_b, value_b):
-    """Two steps of ``S -> decay S + value``, a first, as one."""
-    return decay_a * decay_b, decay_b * value_a + value_b
-
-
-@triton.jit
 def _pass_states_kernel(states_ptr, log_decay_ptr, init_ptr, final_ptr, H, PN, n_chunks, T: tl.constexpr,
                         BLOCK: tl.constexpr, CHUNKS: tl.constexpr, HAS_INIT: tl.constexpr, REVERSE: tl.constexpr,
                         COMPUTE: tl.constexpr):
@@ -135,7 +130,7 @@ def _pass_states_kernel(states_ptr, log_decay_ptr, init_ptr, final_ptr, H, PN, n
         # the state after each chunk (past the end: the last one, carried on), stored as the next chunk's start;
         # the step's first chunk starts with the carry
         decays, values = tl.associative_scan((tl.broadcast_to(decay[:, None], (CHUNKS, BLOCK)), incoming), 0,
-                                             _linear_combine)
+                                             linear_combine)
         ends = decays * carry[None, :] + values
         tl.store(states_ptr + offsets + to_next, ends, mask=(rows < CHUNKS - 1) & (k + 1 + rows < n_chunks) & mask)
         tl.store(states_ptr + tl.sum(tl.where(rows == 0, offsets, 0), axis=0), carry, mask=mask)
