@@ -17,6 +17,7 @@ import yaml
 from seqpipe.cli import main
 from seqpipe.data.readers import read_fasta_per_class
 from seqpipe.data.synthetic import make_dna_motif_dataset, write_fasta
+from seqpipe.dna_alphabet import reverse_complement
 
 CONFIG = {
     "seed_everything": 0,
@@ -103,6 +104,24 @@ def test_predict_without_output_path_writes_into_the_run_directory(dataset, tmp_
             "--ckpt_path", best_checkpoint(tmp_path / "run"), "--trainer.default_root_dir", tmp_path / "pred")
     (written,) = (tmp_path / "pred").glob("lightning_logs/version_*/predictions.csv")
     assert len(pd.read_csv(written)) == 7
+
+
+@pytest.mark.parametrize("oriented", [False, True])
+def test_the_recipes_oriented_flags_reach_predict_through_the_checkpoint(dataset, tmp_path, oriented):
+    """``configs/dna_classify.yaml`` gives a sequence and its reverse complement one prediction; fitted with the
+    oriented flags its README and comment name, ``predict`` (given no flag) scores the two strands apart."""
+    recipe = Path(__file__).resolve().parents[1] / "configs/dna_classify.yaml"
+    flags = ["--data.reverse_complement_augment", "false", "--model.head.init_args.strand_average", "false"] if oriented else []
+    seqpipe("fit", "--config", recipe, "--data.train", dataset / "train", *flags, "--trainer.max_epochs", "1",
+            "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", tmp_path / "run")
+    records = list(read_fasta_per_class(dataset / "test"))[:4]
+    queries = write_fasta(tmp_path / "queries.fa", [(f"q{i}", r.sequence) for i, r in enumerate(records)]
+                          + [(f"rc{i}", reverse_complement(r.sequence)) for i, r in enumerate(records)])
+    out = tmp_path / "predictions.csv"
+    seqpipe("predict", "--config", recipe, "--data.predict", queries, "--ckpt_path", best_checkpoint(tmp_path / "run"),
+            "--prediction.path", out, "--trainer.default_root_dir", tmp_path / "pred")
+    probs = pd.read_csv(out).filter(like="prob_").to_numpy()
+    assert (abs(probs[:4] - probs[4:]).max() < 1e-5) != oriented
 
 
 def bad_inputs(dataset: Path, tmp: Path) -> dict[str, tuple[list, str]]:
