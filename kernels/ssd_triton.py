@@ -20,7 +20,7 @@ backward  4. ``_chunk_state_grad_kernel``: the gradient reaching each chunk's st
 Per-head dB/dC are summed over the heads of a group, and dD/dA over chunks and batch, by PyTorch:
 deterministic, no atomics. dt arrives discretised (softplus and bias stay in PyTorch autograd, O(B L H)).
 Products take fp32 operands, read as tf32, also for 16-bit inputs: 16-bit operands were tried and crashed
-compiled on the H200 (bench/RESULTS.md; branch ssd-dots16).
+compiled on the H200 (bench/RESULTS.md; their code is commit 9080d4b).
 """
 
 from __future__ import annotations
