@@ -32,13 +32,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from seqpipe.data.readers import read_fasta
+from seqpipe.data.readers import read_records
 from seqpipe.dna_alphabet import BASES, DNA_COMPLEMENT, DNA_VOCAB, reverse_valid
 from seqpipe.errors import ConfigError, DataError
 from seqpipe.outputs import Output, writing
 from seqpipe.tasks.dna_classification import DNASequenceClassification
-from seqpipe.tasks.model_scoring import (TOKENIZER, add_device_option, batches, class_probabilities, label_names, load_model,
-                                         log_odds, window_scores)
+from seqpipe.tasks.model_scoring import (TOKENIZER, add_device_option, add_table_options, batches, class_probabilities,
+                                         label_names, load_model, log_odds, window_scores)
 from seqpipe.tool_io import run_tool, tool_parser
 
 BASE_IDS = torch.tensor([DNA_VOCAB[b] for b in BASES])
@@ -115,13 +115,16 @@ def _replaced_output(module: torch.nn.Module, make_output):
         handle.remove()
 
 
-def read_records(path: Path) -> tuple[list[str], list[torch.Tensor]]:
+def read_sequences(path: Path, sequence_column: str, id_column: str | None) -> tuple[list[str], list[torch.Tensor]]:
+    """Record ids and token ids (L,) of any input ``seqpipe predict`` takes: a FASTA file, a folder of FASTA files
+    or a TSV/CSV table (labels ignored)."""
     ids, tokens = [], []
-    for header, sequence, line in read_fasta(path):
-        ids.append(header.split()[0])
-        tokens.append(torch.from_numpy(TOKENIZER.encode_array(sequence, source=path, record=ids[-1], line=line)).long())
+    for record in read_records(path, labelled=False, sequence_column=sequence_column, id_column=id_column):
+        ids.append(record.id)
+        tokens.append(torch.from_numpy(TOKENIZER.encode_array(record.sequence, source=record.path, record=record.id,
+                                                              line=record.line)).long())
         if len(tokens[-1]) == 0:
-            raise DataError(path, "empty sequence", record=ids[-1], line=line)
+            raise DataError(record.path, "empty sequence", record=record.id, line=record.line)
     return ids, tokens
 
 
@@ -139,7 +142,7 @@ def explain(options: argparse.Namespace) -> None:
         if target not in names:
             raise ConfigError(f"--target {target!r} is not a class of the model ({names})")
         span = parse_span(options.span)
-        ids, records = read_records(Path(options.predict))
+        ids, records = read_sequences(Path(options.predict), options.sequence_column, options.id_column)
         explainer = Explainer(model, names.index(target), span)
         longest = max(len(x) for x in records)
         ism, gradient = (np.full((len(records), longest, 4), np.nan, np.float32) for _ in range(2))
@@ -205,13 +208,14 @@ def safe_name(text: str) -> str:
 
 def parser() -> argparse.ArgumentParser:
     p = tool_parser("seqpipe explain", __doc__)
-    p.add_argument("--data.predict", dest="predict", required=True, help="the sequences to explain (FASTA, plain or gzip)")
+    p.add_argument("--data.predict", dest="predict", required=True, help="the sequences to explain: a FASTA file (plain or gzip), a folder of FASTA files or a TSV/CSV table, as for predict")
     p.add_argument("--out", required=True, help="prefix of the outputs: PREFIX.npz and PREFIX.logos/")
     p.add_argument("--target", help="the class whose log-odds is explained (default: the last class)")
     p.add_argument("--span", help="per-base models: START:END, the positions whose probabilities are averaged")
     p.add_argument("--top", type=int, default=10, help="logos for this many records of highest score (default 10)")
     p.add_argument("--logo_width", type=int, default=60, help="positions per logo (default 60)")
     p.add_argument("--batch_size", type=int, default=256, help="mutants per forward pass (default 256)")
+    add_table_options(p)
     add_device_option(p)
     return p
 

@@ -25,7 +25,7 @@ from seqpipe.dna_alphabet import DNA_COMPLEMENT, reverse_complement_ids
 from seqpipe.errors import ConfigError
 from seqpipe.model import SequenceModel
 from seqpipe.outputs import Output, writing
-from seqpipe.tasks.model_scoring import load_model
+from seqpipe.tasks.model_scoring import add_table_options, load_model
 from seqpipe.tool_io import run_tool, tool_parser
 
 
@@ -80,8 +80,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--batch_size", type=int, default=32, help="sequences per forward pass (default 32)")
     p.add_argument("--chunk_size", type=int, help="stream records longer than this chunk by chunk (causal backbones)")
     p.add_argument("--both_strands", action="store_true", help="average each sequence's and its reverse complement's embedding")
-    p.add_argument("--sequence_column", default="sequence", help="TSV/CSV: the column holding the sequences")
-    p.add_argument("--id_column", help="TSV/CSV: the column holding record ids (default: the row number)")
+    add_table_options(p)
     return p
 
 

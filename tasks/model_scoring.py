@@ -58,6 +58,12 @@ def add_device_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="where the model runs: cpu (default), cuda, cuda:1, ...")
 
 
+def add_table_options(parser: argparse.ArgumentParser) -> None:
+    """A DNA tool's ``--sequence_column`` and ``--id_column``, for sequences given as a TSV/CSV table."""
+    parser.add_argument("--sequence_column", default="sequence", help="TSV/CSV: the column holding the sequences")
+    parser.add_argument("--id_column", help="TSV/CSV: the column holding record ids (default: the row number)")
+
+
 def label_names(model: SequenceModel) -> list[str]:
     return model.data_info.classes("the DNA tools")
 

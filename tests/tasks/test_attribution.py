@@ -87,6 +87,28 @@ def test_unknown_target_is_one_line(tmp_path, capsys):
     assert not list(tmp_path.glob("e*"))
 
 
+def test_a_class_folder_and_a_table_are_explained_as_the_fasta_file_of_their_records(tmp_path):
+    """--data.predict takes what predict takes: the same records in a folder of FASTA files and in a TSV give the
+    FASTA file's ids and maps."""
+    write_checkpoint(tmp_path / "m.ckpt", MOTIF_MODEL, ["absent", "present"])
+    records = {"s1": random_sequence(12) + MOTIF + random_sequence(10), "s2": random_sequence(30)}
+    inputs = {"fasta": write_fasta(tmp_path / "x.fa", records)}
+    (tmp_path / "folder").mkdir()
+    inputs["folder"] = str(tmp_path / "folder")
+    write_fasta(tmp_path / "folder" / "query.fa", records)
+    inputs["table"] = str(tmp_path / "x.tsv")
+    (tmp_path / "x.tsv").write_text("id\tsequence\n" + "".join(f"{name}\t{seq}\n" for name, seq in records.items()))
+    results = {}
+    for shape, path in inputs.items():
+        argv = ["--ckpt_path", str(tmp_path / "m.ckpt"), "--data.predict", path, "--out", str(tmp_path / shape),
+                "--trust_module", "dna_tool_fixtures", "--top", "0"]
+        assert main(argv + (["--id_column", "id"] if shape == "table" else [])) == 0
+        results[shape] = np.load(tmp_path / f"{shape}.npz")
+    for shape in ("folder", "table"):
+        assert list(results[shape]["ids"]) == ["s1", "s2"]
+        np.testing.assert_array_equal(results[shape]["ism"], results["fasta"]["ism"])
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_attributions_equal_cpu_attributions(tmp_path):
     write_checkpoint(tmp_path / "m.ckpt", RC_PER_BASE, ["other", "CDS"], seed=2)
