@@ -32,13 +32,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from seqpipe.data.readers import read_records
 from seqpipe.dna_alphabet import BASES, DNA_COMPLEMENT, DNA_VOCAB, reverse_valid
-from seqpipe.errors import ConfigError, DataError
+from seqpipe.errors import ConfigError
 from seqpipe.outputs import Output, writing
 from seqpipe.tasks.dna_classification import DNASequenceClassification
 from seqpipe.tasks.model_scoring import (TOKENIZER, add_device_option, add_table_options, batches, class_probabilities,
-                                         label_names, load_model, log_odds, window_scores)
+                                         label_names, load_model, log_odds, predict_data, window_scores)
 from seqpipe.tool_io import run_tool, tool_parser
 
 BASE_IDS = torch.tensor([DNA_VOCAB[b] for b in BASES])
@@ -115,19 +114,6 @@ def _replaced_output(module: torch.nn.Module, make_output):
         handle.remove()
 
 
-def read_sequences(path: Path, sequence_column: str, id_column: str | None) -> tuple[list[str], list[torch.Tensor]]:
-    """Record ids and token ids (L,) of any input ``seqpipe predict`` takes: a FASTA file, a folder of FASTA files
-    or a TSV/CSV table (labels ignored)."""
-    ids, tokens = [], []
-    for record in read_records(path, labelled=False, sequence_column=sequence_column, id_column=id_column):
-        ids.append(record.id)
-        tokens.append(torch.from_numpy(TOKENIZER.encode_array(record.sequence, source=record.path, record=record.id,
-                                                              line=record.line)).long())
-        if len(tokens[-1]) == 0:
-            raise DataError(record.path, "empty sequence", record=record.id, line=record.line)
-    return ids, tokens
-
-
 def explain(options: argparse.Namespace) -> None:
     out = Path(options.out)
     paths = [out.with_name(out.name + ".npz"), out.with_name(out.name + ".logos")]
@@ -142,7 +128,8 @@ def explain(options: argparse.Namespace) -> None:
         if target not in names:
             raise ConfigError(f"--target {target!r} is not a class of the model ({names})")
         span = parse_span(options.span)
-        ids, records = read_sequences(Path(options.predict), options.sequence_column, options.id_column)
+        sequences = predict_data(model, options.predict, options).splits["predict"]  # the readers refuse empty records
+        ids, records = sequences.ids, [torch.from_numpy(tokens).long() for tokens in sequences.tokens]
         explainer = Explainer(model, names.index(target), span)
         longest = max(len(x) for x in records)
         ism, gradient = (np.full((len(records), longest, 4), np.nan, np.float32) for _ in range(2))

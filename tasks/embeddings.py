@@ -20,12 +20,11 @@ import argparse
 import numpy as np
 import torch
 
-from seqpipe.data.dna import DNAClassificationData
 from seqpipe.dna_alphabet import DNA_COMPLEMENT, reverse_complement_ids
 from seqpipe.errors import ConfigError
 from seqpipe.model import SequenceModel
 from seqpipe.outputs import Output, writing
-from seqpipe.tasks.model_scoring import add_table_options, load_model
+from seqpipe.tasks.model_scoring import add_table_options, load_model, predict_data
 from seqpipe.tool_io import run_tool, tool_parser
 
 
@@ -50,10 +49,7 @@ def embed(options: argparse.Namespace) -> None:
         raise ConfigError(f"--chunk_size must be >= 1, got {options.chunk_size}")
     output = Output(options.output, "embeddings zarr", folder=True)
     model = load_model(options.ckpt_path, trusted_modules=options.trust_module)
-    data = DNAClassificationData(predict=options.input, sequence_column=options.sequence_column, id_column=options.id_column,
-                                 batch_size=options.batch_size, fasta=options.fasta)
-    data.restore_data_info(model.data_info)  # read with the vocabulary the model was trained on
-    data.setup("predict")  # reads and checks every record before the output is claimed
+    data = predict_data(model, options.input, options, options.batch_size, options.fasta)  # before the output is claimed
     records = data.splits["predict"]
     with writing(output) as (partial,):
         import zarr

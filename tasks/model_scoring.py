@@ -17,6 +17,7 @@ import torch
 
 from seqpipe.checkpoints import load_trained_model
 from seqpipe.contracts import TokenInput
+from seqpipe.data.dna import DNAClassificationData
 from seqpipe.data.tokenizers import DNATokenizer
 from seqpipe.dna_alphabet import DNA_COMPLEMENT, reverse_complement_ids
 from seqpipe.dna_backbones import RCEquivariantBackbone
@@ -62,6 +63,18 @@ def add_table_options(parser: argparse.ArgumentParser) -> None:
     """A DNA tool's ``--sequence_column`` and ``--id_column``, for sequences given as a TSV/CSV table."""
     parser.add_argument("--sequence_column", default="sequence", help="TSV/CSV: the column holding the sequences")
     parser.add_argument("--id_column", help="TSV/CSV: the column holding record ids (default: the row number)")
+
+
+def predict_data(model: SequenceModel, path: str, options: argparse.Namespace, batch_size: int = 32,
+                 fasta: str | None = None) -> DNAClassificationData:
+    """Any input ``seqpipe predict`` takes (a FASTA file, a folder of FASTA files, a TSV/CSV with the columns of
+    :func:`add_table_options`, a BED file with ``fasta``), read with the vocabulary ``model`` was trained on and set
+    up for predict: every record is read and checked here (``.splits["predict"]``, ``.predict_dataloader()``)."""
+    data = DNAClassificationData(predict=path, sequence_column=options.sequence_column, id_column=options.id_column,
+                                 batch_size=batch_size, fasta=fasta)
+    data.restore_data_info(model.data_info)
+    data.setup("predict")
+    return data
 
 
 def label_names(model: SequenceModel) -> list[str]:
