@@ -195,32 +195,46 @@ class RCEquivariantBackbone(Backbone):
 
 
 class MotifConv(StreamingModule):
-    """A causal convolution of ``width`` positions, ``d_model`` channels in and out, then GELU: local motif
-    detectors (CNNProm's wide first convolution) in front of the sequence model. Causal so that it streams:
-    its state is the last ``width - 1`` inputs (B, width - 1, D)."""
+    """A causal convolution of ``width`` positions, ``d_model`` channels in and ``channels`` out, then GELU, then
+    (when ``channels`` differs from ``d_model``) a linear map back to ``d_model``: ``channels`` local motif
+    detectors (CNNProm's wide first convolution: 200 of width 21) in front of the sequence model. Causal so that
+    it streams: its state is the last ``width - 1`` inputs (B, width - 1, d_model).
 
-    def __init__(self, d_model: int, width: int):
+    Args:
+        d_model: channels of the input and the output.
+        width: positions each detector spans.
+        channels: motif detectors (default ``d_model``: no projection, the parameters of a plain conv).
+    """
+
+    def __init__(self, d_model: int, width: int, channels: int | None = None):
         super().__init__()
         if width < 1:
             raise ConfigError(f"MotifConv: width must be positive, got {width}")
+        channels = d_model if channels is None else channels
+        if channels < 1:
+            raise ConfigError(f"MotifConv: motif_channels must be positive (or None for d_model), got {channels}")
         self.width = width
-        self.conv = nn.Conv1d(d_model, d_model, width)
+        self.conv = nn.Conv1d(d_model, channels, width)
+        self.project = nn.Linear(channels, d_model) if channels != d_model else nn.Identity()
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """x (B, L, D) -> (B, L, D); position t sees positions t - width + 1 .. t (zeros before the start)."""
-        return self._convolve(F.pad(x.transpose(1, 2), (self.width - 1, 0)))
+        return self._detect(F.pad(x.transpose(1, 2), (self.width - 1, 0)))
 
-    def _convolve(self, padded: torch.Tensor) -> torch.Tensor:
-        return F.gelu(self.conv(padded)).transpose(1, 2)
+    def _detect(self, padded: torch.Tensor) -> torch.Tensor:
+        """padded (B, D, width - 1 + T) -> (B, T, D): detectors, GELU, projection back to D."""
+        return self.project(F.gelu(self.conv(padded)).transpose(1, 2))
 
     def initial_state(self, batch_size, device=None, dtype=torch.float32):
         return torch.zeros(batch_size, self.width - 1, self.conv.in_channels, device=device, dtype=dtype)
 
     def forward_chunk(self, x: torch.Tensor, state: torch.Tensor):
+        """x (B, T, D), state (B, width - 1, D) -> (B, T, D), the last width - 1 inputs."""
         joined = torch.cat([state.to(x.dtype), x], dim=1)
-        return self._convolve(joined.transpose(1, 2)), joined[:, joined.shape[1] - (self.width - 1):]
+        return self._detect(joined.transpose(1, 2)), joined[:, joined.shape[1] - (self.width - 1):]
 
     def step(self, x_t: torch.Tensor, state: torch.Tensor):
+        """x_t (B, D), state (B, width - 1, D) -> (B, D), new state."""
         y, state = self.forward_chunk(x_t[:, None], state)
         return y[:, 0], state
 
@@ -233,6 +247,8 @@ class MotifBackbone(Backbone):
     Args:
         d_model, n_layers, block, dropout, vocab_size: as for :class:`~seqpipe.backbone.Backbone`.
         motif_width: positions each motif detector spans (CNNProm: 21 for 251 bp promoters).
+        motif_channels: motif detectors (CNNProm: 200), projected back to ``d_model``; None: ``d_model``
+            detectors and no projection.
     """
 
     def __init__(
@@ -243,6 +259,7 @@ class MotifBackbone(Backbone):
         dropout: float = 0.0,
         vocab_size: int | None = None,
         motif_width: int = 15,
+        motif_channels: int | None = None,
     ):
         super().__init__(d_model=d_model, n_layers=n_layers, block=block, dropout=dropout, vocab_size=vocab_size)
-        self.layers.insert(0, ResidualBlock(d_model, MotifConv(d_model, motif_width), dropout))
+        self.layers.insert(0, ResidualBlock(d_model, MotifConv(d_model, motif_width, motif_channels), dropout))

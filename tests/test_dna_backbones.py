@@ -136,14 +136,51 @@ def test_rc_backbone_needs_an_even_width_and_tokens():
         RCEquivariantBackbone(16, 1, block_factory("s4"), vocab_size=None).set_input(d_input=3)
 
 
-def test_motif_backbone_streams_like_its_whole_sequence_forward():
+@pytest.mark.parametrize("motif_channels", [None, 12])
+def test_motif_backbone_streams_like_its_whole_sequence_forward(motif_channels):
     from streaming_checks import assert_streaming_invariant
 
     from seqpipe.dna_backbones import MotifBackbone
     from seqpipe.mamba import MambaBlock
 
     torch.manual_seed(0)
-    backbone = MotifBackbone(d_model=8, n_layers=1, block=partial(MambaBlock, d_state=4), vocab_size=6, motif_width=5).double()
+    backbone = MotifBackbone(d_model=8, n_layers=1, block=partial(MambaBlock, d_state=4), vocab_size=6, motif_width=5,
+                             motif_channels=motif_channels).double()
     x = torch.randint(1, 6, (2, 23))
     assert_streaming_invariant(backbone, x, split_points=[2, 3, 11])
     assert type(backbone.layers[0].mixer).__name__ == "MotifConv" and len(backbone.layers) == 2
+
+
+def motif_conv_reference(conv, x: torch.Tensor) -> torch.Tensor:
+    """x (B, L, D) -> (B, L, D), position by position: project(gelu(sum_k W[:, :, k] x[t - width + 1 + k] + b)),
+    inputs before the start taken as zero."""
+    weight, bias = conv.conv.weight, conv.conv.bias  # (C, D, width), (C,)
+    width = weight.shape[-1]
+    padded = torch.cat([x.new_zeros(x.shape[0], width - 1, x.shape[2]), x], dim=1)
+    detected = torch.stack([torch.einsum("cdk,bkd->bc", weight, padded[:, t:t + width]) + bias
+                            for t in range(x.shape[1])], dim=1)
+    activated = 0.5 * detected * (1 + torch.erf(detected / 2**0.5))
+    return activated @ conv.project.weight.T + conv.project.bias
+
+
+def test_wide_motif_conv_equals_a_position_by_position_reference_and_streams():
+    from streaming_checks import assert_streaming_invariant
+
+    from seqpipe.dna_backbones import MotifConv
+
+    torch.manual_seed(0)
+    conv = MotifConv(d_model=6, width=4, channels=10).double()
+    assert conv.conv.out_channels == 10 and conv.project.weight.shape == (6, 10)
+    x = torch.randn(3, 17, 6, dtype=torch.float64)
+    torch.testing.assert_close(conv(x), motif_conv_reference(conv, x))
+    assert_streaming_invariant(conv, x, split_points=[1, 2, 9])
+
+
+def test_default_motif_conv_keeps_its_parameters_and_rejects_bad_channels():
+    from seqpipe.dna_backbones import MotifBackbone, MotifConv
+
+    # None (or d_model) detectors: the parameters of a plain conv, so checkpoints saved before motif_channels load
+    assert sorted(MotifConv(d_model=6, width=4).state_dict()) == ["conv.bias", "conv.weight"]
+    assert sorted(MotifConv(d_model=6, width=4, channels=6).state_dict()) == ["conv.bias", "conv.weight"]
+    with pytest.raises(ConfigError, match="motif_channels must be positive.*got 0"):
+        MotifBackbone(d_model=8, n_layers=1, vocab_size=6, motif_channels=0)
