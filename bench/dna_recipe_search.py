@@ -11,7 +11,7 @@ per (set, fold) on the other folds and scored on its fold. The score of a fit is
 the last epoch (no choice made on the fold it is scored on); a candidate's score is the mean over folds and then
 over sets. The k-mer LR's k and C are chosen by the same folds, then it is refitted on training + validation;
 so are those of its strand-invariant counterpart (both strands in training, probabilities averaged over them).
-``--candidates`` defaults to every candidate but ``cpu_oriented`` (one strand: no default, see ``CANDIDATES``).
+``--candidates`` defaults to every candidate but the ``*_oriented`` ones (one strand: no default, see ``CANDIDATES``).
 
 The choice: the CPU recipe is the best-scoring candidate marked ``cpu`` (within the CPU time budget), the GPU
 recipe the best-scoring candidate of all. Each is then fitted on the standard split with every ``--seeds`` seed
@@ -44,6 +44,7 @@ from seqpipe.dna_alphabet import reverse_complement  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 DNA_HEAD = "seqpipe.tasks.dna_classification.DNASequenceClassification"
 EMA = {"class_path": "lightning.pytorch.callbacks.EMAWeightAveraging", "init_args": {"decay": 0.98}}
+WIDE_MOTIFS = {"init_args": {"motif_channels": 200, "motif_width": 21}}  # the backbone node's changes: CNNProm's convolution
 
 
 def head(pooling: str, kmer_size: int = 0, dropout: float = 0.1, **options) -> dict:
@@ -56,7 +57,9 @@ def head(pooling: str, kmer_size: int = 0, dropout: float = 0.1, **options) -> d
 #: moved by up to 3 bases (``data.shift_augment``); ``reg``: dropout 0.2 in the backbone, 0.3 in the head;
 #: ``oriented``: one strand only (no reverse-complement augmentation, no strand averaging), for sequences given in
 #: a known orientation; it measures what strand invariance costs and is no default candidate (issue #15 asks for
-#: strand averaging by default), so name it with ``--candidates``.
+#: strand averaging by default), so name it with ``--candidates``; ``wide``: a CNNProm-sized motif front end (200
+#: detectors of width 21 projected back to d_model, ``MotifBackbone(motif_channels=...)``) in place of d_model
+#: detectors of width 15; ``cpu_wide_oriented`` is it on one strand (no default, as ``cpu_oriented``).
 CANDIDATES = {
     "cpu_meanmax_k4": ("dna_classify", {"model": {"head": head("mean_max", 4)}}, True),
     "cpu_k4_ema": ("dna_classify", {"trainer": {"callbacks": [EMA]}, "model": {"head": head("mean_max", 4)}}, True),
@@ -66,9 +69,13 @@ CANDIDATES = {
                                               "model": {"head": head("mean_max", 4, 0.3), "backbone": {"init_args": {"dropout": 0.2}}}}, True),
     "cpu_oriented": ("dna_classify", {"model": {"head": head("mean_max", 4, strand_average=False)},
                                       "data": {"init_args": {"reverse_complement_augment": False}}}, True),
+    "cpu_wide": ("dna_classify", {"model": {"head": head("mean_max", 4), "backbone": WIDE_MOTIFS}}, True),
+    "cpu_wide_oriented": ("dna_classify", {"model": {"head": head("mean_max", 4, strand_average=False), "backbone": WIDE_MOTIFS},
+                                           "data": {"init_args": {"reverse_complement_augment": False}}}, True),
     "gpu_meanmax_k5": ("dna_classify_gpu", {"model": {"head": head("mean_max", 5, 0.2)}}, False),
+    "gpu_wide": ("dna_classify_gpu", {"model": {"head": head("mean_max", 5, 0.2), "backbone": WIDE_MOTIFS}}, False),
 }
-DEFAULT_CANDIDATES = [name for name in CANDIDATES if name != "cpu_oriented"]
+DEFAULT_CANDIDATES = [name for name in CANDIDATES if not name.endswith("oriented")]
 
 
 def merge(base: dict, changes: dict) -> dict:
