@@ -44,7 +44,8 @@ from seqpipe.dna_alphabet import reverse_complement  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 DNA_HEAD = "seqpipe.tasks.dna_classification.DNASequenceClassification"
 EMA = {"class_path": "lightning.pytorch.callbacks.EMAWeightAveraging", "init_args": {"decay": 0.98}}
-WIDE_MOTIFS = {"init_args": {"motif_channels": 200, "motif_width": 21}}  # the backbone node's changes: CNNProm's convolution
+#: the backbone node's changes for a CNNProm-sized first convolution: 200 motif detectors of width 21
+WIDE_MOTIFS = {"init_args": {"motif_channels": 200, "motif_width": 21}}
 
 
 def head(pooling: str, kmer_size: int = 0, dropout: float = 0.1, **options) -> dict:
