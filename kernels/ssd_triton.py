@@ -17,10 +17,12 @@ backward  4. ``_chunk_state_grad_kernel``: the gradient reaching each chunk's st
           5. ``_chunk_grad_kernel``: recomputes the chunk's products and writes dx, ddt, dz and per-head dB, dC,
              and per-chunk partial sums of dD and dA, walking the P channels GRAD_BLOCK_P at a time; in one
              launch, or (SPLIT_GRAD) two (dx/dz/ddt, then dB/dC).
+Products accumulate in fp32 (float64 for float64 inputs); their operands are tf32 for 32-bit inputs, and for
+16-bit inputs with DOTS_16BIT the input dtype, as in mamba_ssm (those with an N-wide right operand only with
+NARROW_DOTS_16BIT). Where the gradient kernel also uses an operand elementwise, it uses the value the product
+reads (``_as_dot_reads``), so that sums that cancel do.
 Per-head dB/dC are summed over the heads of a group, and dD/dA over chunks and batch, by PyTorch:
 deterministic, no atomics. dt arrives discretised (softplus and bias stay in PyTorch autograd, O(B L H)).
-Products take fp32 operands, read as tf32, also for 16-bit inputs: 16-bit operands were tried and crashed
-compiled on the H200 (bench/RESULTS.md; their code is commit 9080d4b).
 """
 
 from __future__ import annotations
@@ -44,6 +46,20 @@ GRAD_BLOCK_P = 32  # channels per step of the gradient kernel's loop over P (a p
 # Whether tl.dot reads 32-bit operands as tf32 (so that the gradient kernel rounds the operands it also uses
 # elementwise): None means on CUDA; the interpreter's tl.dot is exact fp32 (a test that makes it read tf32 sets True).
 TF32_DOTS: bool | None = None
+# Whether the products of 16-bit inputs take 16-bit operands (x, B, C, g and the (T, T) tiles cast to the input
+# dtype just before tl.dot, fp32 accumulation, as mamba_ssm does: twice the tensor-core rate of tf32, half the
+# operand registers) rather than fp32 ones read as tf32. None means on CUDA: the interpreter's tl.dot multiplies
+# bf16 operands' raw bits (triton 3.6; a test that makes it convert them sets True). Off until the H200 runs
+# bench/ssd_dots16_probe.py clean (issue #16: 16-bit products crashed there, see NARROW_DOTS_16BIT).
+DOTS_16BIT: bool | None = False
+# Whether, under DOTS_16BIT, the products whose right operand is N (states) wide also take 16-bit operands: x_end,
+# g_start, dB, dC of the gradient kernel and the (T, N) right operands of the chunk-state and state-gradient kernels.
+# Triton 3.6 gives such an operand (N contiguous, 32 bytes a row) to m64n8 wgmmas at 8 warps, the second warpgroup's
+# starting 16 bytes into each row; the tensor cores read the whole row, 16 bytes past the tile, which in the gradient
+# kernel is the last of the program's shared memory: the illegal address of issue #16 (bench/RESULTS.md). Off (fp32
+# operands read as tf32, laid out K contiguous), they stay within their tiles.
+NARROW_DOTS_16BIT = False
+_DOT_16BIT = {torch.bfloat16: tl.bfloat16, torch.float16: tl.float16}
 
 
 @triton.jit
@@ -78,9 +94,15 @@ def _state_offsets(batch, chunk, head, n_chunks, H, p, n, P, N):
 
 
 @triton.jit
+def _dot(a, b, DOT: tl.constexpr, PRECISION: tl.constexpr):
+    """a b accumulated in fp32 (float64 for float64), its operands cast to DOT (the 16-bit input dtype or COMPUTE)."""
+    return tl.dot(a.to(DOT), b.to(DOT), input_precision=PRECISION)
+
+
+@triton.jit
 def _chunk_state_kernel(x_ptr, dt_ptr, A_ptr, B_ptr, states_ptr, log_decay_ptr, L, H, G, P, N, n_chunks,
                         T: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, COMPUTE: tl.constexpr,
-                        PRECISION: tl.constexpr):
+                        DOT: tl.constexpr, PRECISION: tl.constexpr):
     chunk, batch, head, group, t, mask_t = _chunk_coords(L, H, G, T)
     p, n = tl.arange(0, BLOCK_P), tl.arange(0, BLOCK_N)
     dt = tl.load(dt_ptr + (batch * L + t) * H + head, mask=mask_t, other=0).to(COMPUTE)  # 0 on padding: no decay
@@ -89,7 +111,7 @@ def _chunk_state_kernel(x_ptr, dt_ptr, A_ptr, B_ptr, states_ptr, log_decay_ptr, 
     weight = dt * tl.exp(tl.sum(tl.where(tl.arange(0, T) == T - 1, a, 0), axis=0) - a)
     x = _load_rows(x_ptr, batch, t, mask_t, L, H, head, p, p < P, P, COMPUTE)
     B = _load_rows(B_ptr, batch, t, mask_t, L, G, group, n, n < N, N, COMPUTE)
-    own = tl.dot(tl.trans(x * weight[:, None]), B, input_precision=PRECISION)
+    own = _dot(tl.trans(x * weight[:, None]), B, DOT, PRECISION)
     offsets, mask = _state_offsets(batch, chunk, head, n_chunks, H, p, n, P, N)
     tl.store(states_ptr + offsets, own, mask=mask)
 
@@ -151,7 +173,8 @@ def _causal_decay(a, T: tl.constexpr):
 @triton.jit
 def _chunk_output_kernel(x_ptr, dt_ptr, B_ptr, C_ptr, D_ptr, z_ptr, starts_ptr, log_decay_ptr, y_ptr, L, H, G, P, N,
                          n_chunks, T: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr,
-                         HAS_D: tl.constexpr, HAS_Z: tl.constexpr, COMPUTE: tl.constexpr, PRECISION: tl.constexpr):
+                         HAS_D: tl.constexpr, HAS_Z: tl.constexpr, COMPUTE: tl.constexpr, DOT: tl.constexpr,
+                         PRECISION: tl.constexpr):
     chunk, batch, head, group, t, mask_t = _chunk_coords(L, H, G, T)
     p, n = tl.arange(0, BLOCK_P), tl.arange(0, BLOCK_N)
     dt = tl.load(dt_ptr + (batch * L + t) * H + head, mask=mask_t, other=0).to(COMPUTE)
@@ -161,9 +184,9 @@ def _chunk_output_kernel(x_ptr, dt_ptr, B_ptr, C_ptr, D_ptr, z_ptr, starts_ptr, 
     C = _load_rows(C_ptr, batch, t, mask_t, L, G, group, n, n < N, N, COMPUTE)
     offsets, mask = _state_offsets(batch, chunk, head, n_chunks, H, p, n, P, N)
     start = tl.load(starts_ptr + offsets, mask=mask, other=0)
-    CB = tl.dot(C, tl.trans(B), input_precision=PRECISION)
-    y = tl.dot(CB * _causal_decay(a, T) * dt[None, :], x, input_precision=PRECISION)
-    y += tl.exp(a)[:, None] * tl.dot(C, tl.trans(start), input_precision=PRECISION)
+    CB = _dot(C, tl.trans(B), DOT, PRECISION)
+    y = _dot(CB * _causal_decay(a, T) * dt[None, :], x, DOT, PRECISION)
+    y += tl.exp(a)[:, None] * _dot(C, tl.trans(start), DOT, PRECISION)
     if HAS_D:
         y += tl.load(D_ptr + head).to(COMPUTE) * x
     if HAS_Z:
@@ -173,9 +196,12 @@ def _chunk_output_kernel(x_ptr, dt_ptr, B_ptr, C_ptr, D_ptr, z_ptr, starts_ptr, 
 
 
 @triton.jit
-def _as_dot_reads(v, ROUND_TF32: tl.constexpr):
-    """v rounded to nearest at tf32 (10 mantissa bits) when ``tl.dot`` reads its operands as tf32, else v: the
-    tensor cores then take it exactly, so that an elementwise product with the same rounded v matches the dot's."""
+def _as_dot_reads(v, ROUND_TF32: tl.constexpr, DOT: tl.constexpr):
+    """v as ``tl.dot`` reads it, in v's dtype: cast to and back from 16-bit DOT, or rounded to nearest at tf32
+    (10 mantissa bits) when the dots read 32-bit operands as tf32, else v. The dot then takes it exactly, so that
+    an elementwise product with the same rounded v matches the dot's."""
+    if DOT.primitive_bitwidth == 16:
+        return v.to(DOT).to(v.dtype)
     if ROUND_TF32:
         return ((v.to(tl.int32, bitcast=True) + 0x1000) & -0x2000).to(tl.float32, bitcast=True)
     return v
@@ -208,21 +234,22 @@ def _channel_block(block, x_ptr, starts_ptr, end_grads_ptr, dy_ptr, z_ptr, batch
 @triton.jit
 def _chunk_state_grad_kernel(dy_ptr, z_ptr, C_ptr, log_decay_ptr, out_ptr, L, H, G, P, N, n_chunks,
                              T: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, HAS_Z: tl.constexpr,
-                             COMPUTE: tl.constexpr, PRECISION: tl.constexpr):
+                             COMPUTE: tl.constexpr, DOT: tl.constexpr, PRECISION: tl.constexpr):
     chunk, batch, head, group, t, mask_t = _chunk_coords(L, H, G, T)
     p, n = tl.arange(0, BLOCK_P), tl.arange(0, BLOCK_N)
     _, _, g = _gated_grad(dy_ptr, z_ptr, batch, t, mask_t, L, H, head, p, P, HAS_Z, COMPUTE)
     a = tl.load(log_decay_ptr + (batch * H + head) * n_chunks * T + t)
     C = _load_rows(C_ptr, batch, t, mask_t, L, G, group, n, n < N, N, COMPUTE)
     offsets, mask = _state_offsets(batch, chunk, head, n_chunks, H, p, n, P, N)
-    tl.store(out_ptr + offsets, tl.dot(tl.trans(g * tl.exp(a)[:, None]), C, input_precision=PRECISION), mask=mask)
+    tl.store(out_ptr + offsets, _dot(tl.trans(g * tl.exp(a)[:, None]), C, DOT, PRECISION), mask=mask)
 
 
 @triton.jit
 def _chunk_grad_kernel(x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, starts_ptr, end_grads_ptr, log_decay_ptr,
                        dy_ptr, dx_ptr, ddt_ptr, dB_ptr, dC_ptr, dz_ptr, dD_ptr, dA_ptr, L, H, G, P, N, n_chunks,
                        T: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, HAS_D: tl.constexpr,
-                       HAS_Z: tl.constexpr, COMPUTE: tl.constexpr, PRECISION: tl.constexpr, ROUND_TF32: tl.constexpr,
+                       HAS_Z: tl.constexpr, COMPUTE: tl.constexpr, DOT: tl.constexpr, NARROW_DOT: tl.constexpr,
+                       PRECISION: tl.constexpr, ROUND_TF32: tl.constexpr,
                        WANT_X: tl.constexpr, WANT_BC: tl.constexpr, P_BLOCKS: tl.constexpr):
     """WANT_X: dx, dz, ddt and the dD, dA partials; WANT_BC: the per-head dB, dC. Both in one launch, or one
     launch each, which halves the live tiles (registers) of a program. The P channels are taken BLOCK_P at a
@@ -244,10 +271,11 @@ def _chunk_grad_kernel(x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, starts_
         # i or j of intra = W ∘ (g x'^T) that the decay gradient needs are Σ_p g ∘ (W x') and Σ_p x' ∘ (W^T g).
         # The decay gradient takes their difference, which cancels to a small rest; tf32 products cut their
         # operands' mantissas, so with the elementwise g and x' the two sums were of differently rounded intra and
-        # the rest was mostly rounding (issue #16). So W, x' and g are rounded once, and both sums use those.
+        # the rest was mostly rounding (issue #16). So W, x' and g are rounded once (to tf32, or to the 16-bit
+        # input dtype the dots then read), and both sums use those.
         A = tl.load(A_ptr + head).to(COMPUTE)
         skip = tl.load(D_ptr + head).to(COMPUTE) if HAS_D else 0.0
-        W = _as_dot_reads(tl.dot(C, tl.trans(B), input_precision=PRECISION) * decay, ROUND_TF32)
+        W = _as_dot_reads(_dot(C, tl.trans(B), DOT, PRECISION) * decay, ROUND_TF32, DOT)
         da = tl.zeros([T], COMPUTE)                    # Σ_p g ∘ (y before D and the gate), per step
         intra_per_dt = tl.zeros([T], COMPUTE)          # Σ_i intra_ij / dt_j
         intra_cols = tl.zeros([T], COMPUTE)            # Σ_i intra_ij
@@ -259,19 +287,19 @@ def _chunk_grad_kernel(x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, starts_
                                                              chunk, t, mask_t, L, H, head, n, n_chunks, P, N, BLOCK_P,
                                                              HAS_Z, COMPUTE)
             # each (T, BLOCK_P) product is reduced as soon as it is made, so that few of them are live at once
-            x_dt = _as_dot_reads(dt[:, None] * x, ROUND_TF32)
-            g_read = _as_dot_reads(g, ROUND_TF32)
-            Wx = tl.dot(W, x_dt, input_precision=PRECISION)
-            from_start = tl.exp(a)[:, None] * tl.dot(C, tl.trans(start), input_precision=PRECISION)
+            x_dt = _as_dot_reads(dt[:, None] * x, ROUND_TF32, DOT)
+            g_read = _as_dot_reads(g, ROUND_TF32, DOT)
+            Wx = _dot(W, x_dt, DOT, PRECISION)
+            from_start = tl.exp(a)[:, None] * _dot(C, tl.trans(start), DOT, PRECISION)
             if HAS_Z:
                 sig = tl.sigmoid(z)
                 y = Wx + from_start + skip * x
                 _store_rows(dz_ptr, dy * y * sig * (1 + z * (1 - sig)), batch, t, mask_t, L, H, head, p, p < P, P)
             da += tl.sum(g_read * Wx + g * from_start, axis=1)
-            Wg = tl.dot(tl.trans(W), g_read, input_precision=PRECISION)
+            Wg = _dot(tl.trans(W), g_read, DOT, PRECISION)
             intra_per_dt += tl.sum(x * Wg, axis=1)
             intra_cols += tl.sum(x_dt * Wg, axis=1)
-            B_end_grad = tl.dot(B, tl.trans(end_grad), input_precision=PRECISION)
+            B_end_grad = _dot(B, tl.trans(end_grad), DOT, PRECISION)
             into_state += tl.sum(x * B_end_grad, axis=1)
             dx = dt[:, None] * Wg + (dt * to_end)[:, None] * B_end_grad + skip * g
             _store_rows(dx_ptr, dx, batch, t, mask_t, L, H, head, p, p < P, P)
@@ -298,24 +326,31 @@ def _chunk_grad_kernel(x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, starts_
             _, x, start, end_grad, _, _, g = _channel_block(block, x_ptr, starts_ptr, end_grads_ptr, dy_ptr, z_ptr, batch,
                                                             chunk, t, mask_t, L, H, head, n, n_chunks, P, N, BLOCK_P,
                                                             HAS_Z, COMPUTE)
-            gx += tl.dot(g, tl.trans(x), input_precision=PRECISION)
-            g_start += tl.dot(g, start, input_precision=PRECISION)
-            x_end += tl.dot(x, end_grad, input_precision=PRECISION)
+            gx += _dot(g, tl.trans(x), DOT, PRECISION)
+            g_start += _dot(g, start, NARROW_DOT, PRECISION)
+            x_end += _dot(x, end_grad, NARROW_DOT, PRECISION)
         weighted = decay * dt[None, :] * gx                                     # (T_i, T_j)
-        dC = tl.dot(weighted, B, input_precision=PRECISION) + tl.exp(a)[:, None] * g_start
-        dB = tl.dot(tl.trans(weighted), C, input_precision=PRECISION) + (dt * to_end)[:, None] * x_end
+        dC = _dot(weighted, B, NARROW_DOT, PRECISION) + tl.exp(a)[:, None] * g_start
+        dB = _dot(tl.trans(weighted), C, NARROW_DOT, PRECISION) + (dt * to_end)[:, None] * x_end
         _store_rows(dB_ptr, dB, batch, t, mask_t, L, H, head, n, n < N, N)
         _store_rows(dC_ptr, dC, batch, t, mask_t, L, H, head, n, n < N, N)
 
 
 def _meta(x: torch.Tensor, P: int, N: int, chunk_size: int) -> dict:
     compute = compute_dtype(x.dtype)
+    dots_16bit = x.is_cuda if DOTS_16BIT is None else DOTS_16BIT
+    accumulate = tl.float64 if compute == torch.float64 else tl.float32
     return dict(
         T=chunk_size, BLOCK_P=max(16, triton.next_power_of_2(P)), BLOCK_N=max(16, triton.next_power_of_2(N)),
-        COMPUTE=tl.float64 if compute == torch.float64 else tl.float32,
-        # tf32 tensor-core products for 32-bit and narrower inputs (Triton's default); exact for float64
+        COMPUTE=accumulate, DOT=_DOT_16BIT.get(x.dtype, accumulate) if dots_16bit else accumulate,
+        # tf32 tensor-core products for 32-bit operands (Triton's default); exact for float64
         PRECISION="ieee" if compute == torch.float64 else "tf32", num_warps=NUM_WARPS,
     )
+
+
+def _narrow_dot(meta: dict) -> tl.dtype:
+    """The operand dtype of the products whose right operand is N wide (see NARROW_DOTS_16BIT)."""
+    return meta["DOT"] if NARROW_DOTS_16BIT else meta["COMPUTE"]
 
 
 def _pass_states(states, log_decay, init, reverse: bool, meta: dict) -> torch.Tensor:
@@ -348,7 +383,8 @@ class _TritonSSD(torch.autograd.Function):
         log_decay = torch.empty(batch, heads, n_chunks * chunk_size, device=x.device, dtype=compute)
         grid = (n_chunks, batch * heads)
         shape = (length, heads, groups, P, N, n_chunks)
-        _chunk_state_kernel[grid](x, dt, A, B, states, log_decay, *shape, **meta)
+        # the chunk-state and state-gradient kernels' one product each has an N-wide right operand
+        _chunk_state_kernel[grid](x, dt, A, B, states, log_decay, *shape, **dict(meta, DOT=_narrow_dot(meta)))
         init = None if initial_state is None else initial_state.to(compute).contiguous()
         final = _pass_states(states, log_decay, init, False, meta)
         y = torch.empty_like(x)
@@ -370,7 +406,7 @@ class _TritonSSD(torch.autograd.Function):
         z_or_x = z if z is not None else x
         end_grads = torch.empty_like(states)
         _chunk_state_grad_kernel[grid](grad_y, z_or_x, C, log_decay, end_grads, *shape, HAS_Z=z is not None,
-                                       **meta)
+                                       **dict(meta, DOT=_narrow_dot(meta)))
         grad_final = None if grad_final is None else grad_final.to(compute).contiguous()
         grad_initial = _pass_states(end_grads, log_decay, grad_final, True, meta)
         dx, dz = torch.empty_like(x, dtype=compute), torch.empty_like(x, dtype=compute)
@@ -386,7 +422,7 @@ class _TritonSSD(torch.autograd.Function):
                 x, dt, A, B, C, D if D is not None else A, z_or_x, states, end_grads, log_decay, grad_y, dx, ddt,
                 dB_heads, dC_heads, dz, dD_partial, dA_partial, *shape, HAS_D=D is not None, HAS_Z=z is not None,
                 WANT_X=parts[0], WANT_BC=parts[1], P_BLOCKS=triton.cdiv(x.shape[-1], grad_block_p),
-                ROUND_TF32=tf32_dots and meta["PRECISION"] == "tf32",
+                ROUND_TF32=tf32_dots and meta["PRECISION"] == "tf32", NARROW_DOT=_narrow_dot(meta),
                 **dict(meta, BLOCK_P=grad_block_p),
             )
 

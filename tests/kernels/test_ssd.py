@@ -118,13 +118,14 @@ def test_a_split_with_carried_state_equals_the_whole(backend, device):
     torch.testing.assert_close(final, final_whole, rtol=0, atol=1e-12)
 
 
-def low_precision_errors(backend, device, dtype, tf32=None):
-    """The scan's outputs and gradients on seeded inputs of ``dtype`` and on the same rounded inputs in float64:
-    (actual, its dtypes, expected, the tolerance of ``dtype``). Triton's float32 products run as tf32 on tensor
-    cores (~3e-4 relative); ``tf32`` (default: compiled Triton) says they do."""
-    inputs, softplus = make_inputs(seed=3, head_dim=16, d_state=16, D=True, z=True, dt_bias=True,
-                                   softplus=True, initial_state=True, dtype=dtype, device=device)
-    actual, dtypes = outputs_and_grads(inputs, softplus, backend)
+def low_precision_errors(backend, device, dtype, tf32=None, chunk_size=16, **shape):
+    """The scan's outputs and gradients on seeded inputs of ``dtype`` (``shape``: make_inputs' sizes, by default
+    P 16, N 16) and on the same rounded inputs in float64: (actual, its dtypes, expected, the tolerance of
+    ``dtype``). Triton's float32 products run as tf32 on tensor cores (~3e-4 relative); ``tf32`` (default: compiled
+    Triton) says they do."""
+    inputs, softplus = make_inputs(**{"seed": 3, "head_dim": 16, "d_state": 16, **shape}, D=True, z=True,
+                                   dt_bias=True, softplus=True, initial_state=True, dtype=dtype, device=device)
+    actual, dtypes = outputs_and_grads(inputs, softplus, backend, chunk_size)
     exact = {k: None if v is None else v.detach().double().requires_grad_() for k, v in inputs.items()}
     expected, _ = outputs_and_grads(exact, softplus, "ref")
     tf32 = backend == "triton" and device == "cuda" if tf32 is None else tf32
@@ -142,28 +143,101 @@ def test_low_precision_inputs(backend, device, dtype):
     assert_all_close(actual, expected, tol)
 
 
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+@pytest.mark.parametrize("dtype,dots_16bit", [(torch.bfloat16, False), (torch.float16, False), (torch.float32, False),
+                                              (torch.bfloat16, True), (torch.float16, True)],
+                         ids=["bf16", "fp16", "fp32", "bf16-16bit-products", "fp16-16bit-products"])
 @pytest.mark.parametrize("backend,device", [triton_param("cpu")])
-def test_low_precision_inputs_with_tf32_products_in_the_interpreter(backend, device, dtype, monkeypatch):
+def test_low_precision_inputs_with_tensor_core_products_in_the_interpreter(backend, device, dtype, dots_16bit,
+                                                                           monkeypatch):
     """The interpreter's tl.dot made to read float32 operands as the H200's tensor cores do (the mantissa cut to
     10 bits; this gives the compiled run's errors of issue #16 to two digits, e.g. grad_A 9.5e-3 from fp32 before
-    the gradient kernel rounded what it also uses elementwise): every output within the compiled bounds."""
+    the gradient kernel rounded what it also uses elementwise) and bf16 operands by value (triton 3.6 multiplies
+    their raw bits); 16-bit inputs' products in fp32 or, with DOTS_16BIT (as compiled on CUDA), in the input
+    dtype: every output within the compiled bounds."""
+    from seqpipe.kernels import ssd_triton
+
+    interpreter_dots_as_on_the_h200(monkeypatch)
+    monkeypatch.setattr(ssd_triton, "DOTS_16BIT", dots_16bit)
+    actual, _, expected, tol = low_precision_errors(backend, device, dtype, tf32=True)
+    assert_all_close(actual, expected, tol)
+
+
+def interpreter_dots_as_on_the_h200(monkeypatch):
+    """The interpreter's tl.dot made to read float32 operands as tf32 and bf16 ones by value (see above)."""
     import numpy as np
+    import triton.language as tl
     from triton.runtime import interpreter
 
     from seqpipe.kernels import ssd_triton
 
-    def as_tf32(handle):
-        if handle.data.dtype != np.float32:
-            return handle
-        return interpreter.TensorHandle((handle.data.view(np.int32) & np.int32(-0x2000)).view(np.float32),
-                                        handle.dtype.scalar)
+    def as_read(handle):
+        if handle.dtype.scalar == tl.bfloat16:
+            data = interpreter._convert_float(handle.data, tl.bfloat16, tl.float32, None).view(np.float32)
+            return interpreter.TensorHandle(data, tl.float32)
+        if handle.data.dtype == np.float32:
+            return interpreter.TensorHandle((handle.data.view(np.int32) & np.int32(-0x2000)).view(np.float32),
+                                            handle.dtype.scalar)
+        return handle
 
     dot = interpreter.InterpreterBuilder.create_dot
     monkeypatch.setattr(interpreter.InterpreterBuilder, "create_dot",
-                        lambda self, a, b, *rest: dot(self, as_tf32(a), as_tf32(b), *rest))
+                        lambda self, a, b, *rest: dot(self, as_read(a), as_read(b), *rest))
     monkeypatch.setattr(ssd_triton, "TF32_DOTS", True)
-    actual, _, expected, tol = low_precision_errors(backend, device, dtype, tf32=True)
+
+
+def interpreter_checks_bounds(monkeypatch):
+    """Make the interpreter assert that every address a load or store touches where its mask is true lies inside
+    one of the launch's tensor arguments (their bytes from data_ptr on)."""
+    import numpy as np
+    from triton.runtime import interpreter
+
+    extents = []
+    init_args = interpreter.GridExecutor._init_args_hst
+
+    def init_args_and_extents(self, args_dev, kwargs):
+        args, kwargs_host = init_args(self, args_dev, kwargs)
+        extents[:] = [(t.data_ptr(), t.data_ptr() + t.numel() * t.element_size())
+                      for t in [*args, *kwargs_host.values()] if isinstance(t, torch.Tensor)]
+        return args, kwargs_host
+
+    def check(pointers, mask, what):
+        addresses = pointers.data[np.broadcast_to(mask.data, pointers.data.shape)].astype(np.int64)
+        width = pointers.get_element_ty().primitive_bitwidth // 8
+        inside = np.zeros(addresses.shape, bool)
+        for start, end in extents:
+            inside |= (addresses >= start) & (addresses + width <= end)
+        assert inside.all(), f"{what} of {(~inside).sum()} elements outside every tensor argument"
+
+    load, store = interpreter.InterpreterBuilder.create_masked_load, interpreter.InterpreterBuilder.create_masked_store
+
+    def checked_load(self, pointers, mask, *rest):
+        check(pointers, mask, "load")
+        return load(self, pointers, mask, *rest)
+
+    def checked_store(self, pointers, value, mask, *rest):
+        check(pointers, mask, "store")
+        return store(self, pointers, value, mask, *rest)
+
+    monkeypatch.setattr(interpreter.GridExecutor, "_init_args_hst", init_args_and_extents)
+    monkeypatch.setattr(interpreter.InterpreterBuilder, "create_masked_load", checked_load)
+    monkeypatch.setattr(interpreter.InterpreterBuilder, "create_masked_store", checked_store)
+
+
+@pytest.mark.parametrize("split", [False, True], ids=["one-launch", "two-launches"])
+@pytest.mark.parametrize("backend,device", [triton_param(d) for d in DEVICES])
+def test_triton_accesses_stay_in_bounds_at_the_h200_benchmark_tiling(backend, device, split, monkeypatch):
+    """At the H200 benchmark's tiling (P 64 in channel blocks of 32, chunk 64, N 16; here two heads and two chunks
+    and a part), bf16 with 16-bit products: every address each kernel loads or stores lies inside a tensor
+    argument (checked by the interpreter; compiled, on sm_90 the products are wgmmas, which the other tests' chunk
+    of 16 never makes), and every output is within the bf16 bounds (issue #16: these crashed compiled there)."""
+    from seqpipe.kernels import ssd_triton
+
+    interpreter_dots_as_on_the_h200(monkeypatch)
+    interpreter_checks_bounds(monkeypatch)
+    for flag, value in (("DOTS_16BIT", True), ("SPLIT_GRAD", split), ("GRAD_BLOCK_P", 32)):
+        monkeypatch.setattr(ssd_triton, flag, value)
+    actual, _, expected, tol = low_precision_errors(backend, device, torch.bfloat16, tf32=True, chunk_size=64,
+                                                    length=64 * 2 + 37, head_dim=64, d_state=16)
     assert_all_close(actual, expected, tol)
 
 
