@@ -130,28 +130,29 @@ class SSDTile(NamedTuple):
     split: bool  # SPLIT_GRAD
     block_p: int  # GRAD_BLOCK_P
     pass_chunks: int  # PASS_CHUNKS
+    dots_16bit: bool  # DOTS_16BIT (16-bit operands for 16-bit inputs; the N-wide products stay fp32)
 
 
-SSD_FLAGS = ("NUM_WARPS", "SPLIT_GRAD", "GRAD_BLOCK_P", "PASS_CHUNKS")
+SSD_FLAGS = ("NUM_WARPS", "SPLIT_GRAD", "GRAD_BLOCK_P", "PASS_CHUNKS", "DOTS_16BIT")
 # the module's defaults, read before a variant sets them: the letters p and c name departures from these
 DEFAULT_BLOCK_P, DEFAULT_PASS_CHUNKS = ssd_triton.GRAD_BLOCK_P, ssd_triton.PASS_CHUNKS
 
 
 def parse_ssd_tile(spec: str) -> SSDTile:
-    """"CHUNKxWARPS[f][cK][pBLOCK]": "64x8" -> chunk 64, 8 warps, the gradient kernel as two launches, the
-    default channel block of its loop over P and chunks a step of the state pass (GRAD_BLOCK_P, PASS_CHUNKS);
-    "f": one fused gradient launch; "c1": the state pass one chunk a step (as before issue #16); "p64": channel
-    blocks of 64."""
-    match = re.fullmatch(r"(\d+)x(\d+)(f?)(?:c(\d+))?(?:p(\d+))?", spec)
+    """"CHUNKxWARPS[f][h][cK][pBLOCK]": "64x8" -> chunk 64, 8 warps, the gradient kernel as two launches, the
+    default channel block of its loop over P and chunks a step of the state pass (GRAD_BLOCK_P, PASS_CHUNKS),
+    fp32 product operands; "f": one fused gradient launch; "h": 16-bit product operands for 16-bit inputs
+    (DOTS_16BIT); "c1": the state pass one chunk a step (as before issue #16); "p64": channel blocks of 64."""
+    match = re.fullmatch(r"(\d+)x(\d+)(f?)(h?)(?:c(\d+))?(?:p(\d+))?", spec)
     if match is None:
-        raise SystemExit(f"SSD variant {spec!r} is not CHUNKxWARPS[f][cK][pBLOCK]")
-    chunk, warps, fused, pass_chunks, block = match.groups()
+        raise SystemExit(f"SSD variant {spec!r} is not CHUNKxWARPS[f][h][cK][pBLOCK]")
+    chunk, warps, fused, dots_16bit, pass_chunks, block = match.groups()
     return SSDTile(int(chunk), int(warps), not fused, int(block) if block else DEFAULT_BLOCK_P,
-                   int(pass_chunks) if pass_chunks else DEFAULT_PASS_CHUNKS)
+                   int(pass_chunks) if pass_chunks else DEFAULT_PASS_CHUNKS, bool(dots_16bit))
 
 
 def tile_name(tile: SSDTile) -> str:
-    return (f"{tile.chunk}/{tile.warps}{'' if tile.split else 'f'}"
+    return (f"{tile.chunk}/{tile.warps}{'' if tile.split else 'f'}{'h' if tile.dots_16bit else ''}"
             + ("" if tile.pass_chunks == DEFAULT_PASS_CHUNKS else f"c{tile.pass_chunks}")
             + ("" if tile.block_p == DEFAULT_BLOCK_P else f"p{tile.block_p}"))
 
@@ -160,7 +161,7 @@ def ssd_variant(tile: SSDTile, inputs: dict):
     """seqpipe's SSD at one variant, as a no-argument callable (it sets the module's flags when called)."""
 
     def run():
-        for flag, value in zip(SSD_FLAGS, (tile.warps, tile.split, tile.block_p, tile.pass_chunks)):
+        for flag, value in zip(SSD_FLAGS, (tile.warps, tile.split, tile.block_p, tile.pass_chunks, tile.dots_16bit)):
             setattr(ssd_triton, flag, value)
         return ssd_scan(**inputs, dt_softplus=True, chunk_size=tile.chunk, backend="triton")
 
