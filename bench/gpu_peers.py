@@ -282,8 +282,8 @@ def _print_profile(title: str, events: list[tuple[str, float]], top: int) -> Non
 
 
 def mamba1_tiles(tiles: list[tuple[int, int, int]]) -> None:
-    """Mamba-1 Triton scan at each (BLOCK_D, CHUNK, NUM_WARPS), fp32 and bf16 inputs (bf16 goes through the
-    float32 copy that ``selective_scan_triton`` makes of 16-bit inputs, included in the time)."""
+    """Mamba-1 Triton scan at each (BLOCK_D, CHUNK, NUM_WARPS), fp32 and bf16 inputs (bf16 read by the kernels
+    as it is)."""
     from seqpipe.kernels import scan_triton
 
     bandwidth = copy_bandwidth()

@@ -21,6 +21,8 @@ adjoint in reverse. The summaries read the inputs once more, the price of the pa
 
 from __future__ import annotations
 
+import os
+
 import torch
 import triton
 import triton.language as tl
@@ -34,6 +36,8 @@ BLOCK_D = 8
 # Segments are added until batch x channel blocks x segments reaches this many programs.
 SEGMENT_PROGRAMS = 1024
 NUM_WARPS = 4  # per program of the scan kernels
+# Triton's interpreter (TRITON_INTERPRET=1) runs no inline PTX; it upcasts with .to()
+PTX_UPCAST = tl.constexpr(os.environ.get("TRITON_INTERPRET", "0") != "1")
 
 
 @triton.jit
@@ -52,9 +56,27 @@ def _softplus(x):
 
 
 @triton.jit
+def _upcast(x, COMPUTE: tl.constexpr):
+    """``x`` in COMPUTE. On the GPU a 16-bit ``x`` is widened by the PTX ``cvt`` that Triton itself would emit, but
+    inline: Triton's layout pass moves a layout conversion in front of an ``arith.extf`` (fewer bytes to move)
+    and recomputes every op after it in the new layout, which put the softplus of delta in the layout
+    replicated over the 16 state lanes (66 against 36 exps a thread, 2.5x the SASS of the float32 kernel)."""
+    if PTX_UPCAST and (x.dtype.is_bf16() or x.dtype.is_fp16()):
+        cvt: tl.constexpr = "cvt.f32.bf16 $0, $1;" if x.dtype.is_bf16() else "cvt.f32.f16 $0, $1;"
+        return tl.inline_asm_elementwise(cvt, "=r,h", [x], dtype=tl.float32, is_pure=True, pack=1).to(COMPUTE)
+    return x.to(COMPUTE)
+
+
+@triton.jit
+def _load(pointers, mask, COMPUTE: tl.constexpr):
+    """The values at ``pointers`` in COMPUTE, 0 where masked."""
+    return _upcast(tl.load(pointers, mask=mask, other=0), COMPUTE)
+
+
+@triton.jit
 def _dt(delta_ptr, offsets, mask, bias, SOFTPLUS: tl.constexpr, COMPUTE: tl.constexpr):
     """(pre-activation, dt) for the positions at ``offsets``; dt is 0 where masked, so a = 1 and b = 0."""
-    pre = tl.load(delta_ptr + offsets, mask=mask, other=0).to(COMPUTE) + bias
+    pre = _load(delta_ptr + offsets, mask, COMPUTE) + bias
     dt = _softplus(pre) if SOFTPLUS else pre
     return pre, tl.where(mask, dt, 0)
 
@@ -65,10 +87,9 @@ def _rows(ptr, batch, group, t, mask_t, d, mask_d, n, mask_n, N, s_b, s_g, s_n, 
     """B or C for a chunk as a 3-D tile: (CHUNK, 1, BLOCK_N) when time-varying, (1, BLOCK_D, BLOCK_N) if not."""
     if VARYING:
         offsets = batch * s_b + group * s_g + n[None, :] * s_n + t[:, None] * s_l
-        tile = tl.load(ptr + offsets, mask=mask_t[:, None] & mask_n[None, :], other=0).to(COMPUTE)[:, None, :]
+        tile = _load(ptr + offsets, mask_t[:, None] & mask_n[None, :], COMPUTE)[:, None, :]
     else:
-        tile = tl.load(ptr + d[:, None] * N + n[None, :], mask=mask_d[:, None] & mask_n[None, :], other=0)
-        tile = tile.to(COMPUTE)[None, :, :]
+        tile = _load(ptr + d[:, None] * N + n[None, :], mask_d[:, None] & mask_n[None, :], COMPUTE)[None, :, :]
     return tile
 
 
@@ -98,9 +119,9 @@ def _segment(n_chunks, segment_chunks):
 def _channel_params(A_ptr, bias_ptr, D_ptr, d, mask_d, state_offsets, mask_dn, HAS_BIAS: tl.constexpr,
                     HAS_D: tl.constexpr, COMPUTE: tl.constexpr, BLOCK_D: tl.constexpr):
     """A (BLOCK_D, BLOCK_N), delta_bias and D (BLOCK_D,) of this program's channels (zeros when absent)."""
-    A = tl.load(A_ptr + state_offsets, mask=mask_dn, other=0).to(COMPUTE)
-    bias = tl.load(bias_ptr + d, mask=mask_d, other=0).to(COMPUTE) if HAS_BIAS else tl.zeros([BLOCK_D], COMPUTE)
-    skip = tl.load(D_ptr + d, mask=mask_d, other=0).to(COMPUTE) if HAS_D else tl.zeros([BLOCK_D], COMPUTE)
+    A = _load(A_ptr + state_offsets, mask_dn, COMPUTE)
+    bias = _load(bias_ptr + d, mask_d, COMPUTE) if HAS_BIAS else tl.zeros([BLOCK_D], COMPUTE)
+    skip = _load(D_ptr + d, mask_d, COMPUTE) if HAS_D else tl.zeros([BLOCK_D], COMPUTE)
     return A, bias, skip
 
 
@@ -117,7 +138,7 @@ def _chunk_states(u_ptr, delta_ptr, B_ptr, row, t, mask_t, mask_d, A, bias, batc
     """Discretise and scan one chunk from state0: returns u, delta pre-activation, dt, a, b*u*dt, B, x."""
     offsets = row[None, :] + t[:, None]
     mask = mask_t[:, None] & mask_d[None, :]
-    u = tl.load(u_ptr + offsets, mask=mask, other=0).to(COMPUTE)
+    u = _load(u_ptr + offsets, mask, COMPUTE)
     pre, dt = _dt(delta_ptr, offsets, mask, bias[None, :], SOFTPLUS, COMPUTE)
     B = _rows(B_ptr, batch, group, t, mask_t, d, mask_d, n, mask_n, N, sb_b, sb_g, sb_n, sb_l, B_VARYING, COMPUTE)
     a = tl.exp(dt[:, :, None] * A[None, :, :])
@@ -197,9 +218,9 @@ def _segment_summary_bwd_kernel(end_ptr, decay_ptr, delta_ptr, A_ptr, C_ptr, z_p
         offsets = row[None, :] + t[:, None]
         _pre, dt = _dt(delta_ptr, offsets, mask, bias[None, :], SOFTPLUS, COMPUTE)
         C = _rows(C_ptr, batch, group, t, mask_t, d, mask_d, n, mask_n, N, sc_b, sc_g, sc_n, sc_l, C_VARYING, COMPUTE)
-        grad = tl.load(grad_out_ptr + offsets, mask=mask, other=0).to(COMPUTE)
+        grad = _load(grad_out_ptr + offsets, mask, COMPUTE)
         if HAS_Z:
-            z = tl.load(z_ptr + offsets, mask=mask, other=0).to(COMPUTE)
+            z = _load(z_ptr + offsets, mask, COMPUTE)
             grad = grad * z * tl.sigmoid(z)
         _lam, carry = _chunk_adjoint(delta_ptr, offsets, mask, t, L, steps, bias, A,
                                   tl.exp(dt[:, :, None] * A[None, :, :]), grad, C, carry, SOFTPLUS, COMPUTE, CHUNK)
@@ -247,7 +268,7 @@ def _scan_fwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_p
     A, bias, skip = _channel_params(A_ptr, bias_ptr, D_ptr, d, mask_d, state_offsets, mask_dn, HAS_BIAS, HAS_D,
                                     COMPUTE, BLOCK_D)
     if HAS_START:  # the state entering this segment, (B, S, D, N)
-        state = tl.load(start_ptr + segment_row * D * N + state_offsets, mask=mask_dn, other=0).to(COMPUTE)
+        state = _load(start_ptr + segment_row * D * N + state_offsets, mask_dn, COMPUTE)
     else:
         state = tl.zeros([BLOCK_D, BLOCK_N], COMPUTE)
     steps = tl.arange(0, CHUNK)
@@ -264,7 +285,7 @@ def _scan_fwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_p
         offsets = row[None, :] + t[:, None]
         mask = mask_t[:, None] & mask_d[None, :]
         if HAS_Z:
-            z = tl.load(z_ptr + offsets, mask=mask, other=0).to(COMPUTE)
+            z = _load(z_ptr + offsets, mask, COMPUTE)
             y = y * z * tl.sigmoid(z)
         tl.store(out_ptr + offsets, y.to(out_ptr.dtype.element_ty), mask=mask)
         state = _last_row(x, steps, CHUNK)
@@ -287,7 +308,7 @@ def _scan_bwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_p
                                     COMPUTE, BLOCK_D)
     # carry: gradient reaching the state just before the chunk processed last; starts as the gradient
     # entering the segment's end, (B, S, D, N) (d last_state for the last segment)
-    carry = tl.load(carry_ptr + segment_row * D * N + state_offsets, mask=mask_dn, other=0).to(COMPUTE)
+    carry = _load(carry_ptr + segment_row * D * N + state_offsets, mask_dn, COMPUTE)
     grad_A = tl.zeros([BLOCK_D, BLOCK_N], COMPUTE)
     grad_B_fixed = tl.zeros([BLOCK_D, BLOCK_N], COMPUTE)  # used when B is time-invariant
     grad_C_fixed = tl.zeros([BLOCK_D, BLOCK_N], COMPUTE)
@@ -307,9 +328,9 @@ def _scan_bwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_p
                                                 group, d, n, mask_n, N, sb_b, sb_g, sb_n, sb_l, state0, SOFTPLUS,
                                                 B_VARYING, COMPUTE)
         C = _rows(C_ptr, batch, group, t, mask_t, d, mask_d, n, mask_n, N, sc_b, sc_g, sc_n, sc_l, C_VARYING, COMPUTE)
-        grad = tl.load(grad_out_ptr + offsets, mask=mask, other=0).to(COMPUTE)
+        grad = _load(grad_out_ptr + offsets, mask, COMPUTE)
         if HAS_Z:
-            z = tl.load(z_ptr + offsets, mask=mask, other=0).to(COMPUTE)
+            z = _load(z_ptr + offsets, mask, COMPUTE)
             gate = tl.sigmoid(z)
             y = tl.sum(x * C, axis=2) + u * skip[None, :]
             tl.store(dz_ptr + offsets, grad * y * gate * (1 + z * (1 - gate)), mask=mask)
@@ -479,16 +500,10 @@ def selective_scan_triton(
 ):
     """The "triton" backend of :func:`seqpipe.kernels.selective_scan` (same arguments and shapes).
 
-    16-bit inputs are converted to float32 by PyTorch first and y back at the end: on the H200 the kernels ran
-    bf16 tiles 1.4-1.9x slower forward and 1.3x slower forward+backward than the float32 copy plus the float32
-    kernels (bench/RESULTS.md), so the copy is the faster path; autograd returns gradients in the input dtypes.
+    16-bit inputs are read as they are (no float32 copy): y, du, d delta and dz come back in their input's
+    dtype, the last state and the other gradients' sums are made in float32.
     """
-    dtype = u.dtype
-    if dtype in (torch.bfloat16, torch.float16):
-        u, delta, B, C = u.float(), delta.float(), B.float(), C.float()
-        z = None if z is None else z.float()
     y, last_state = _TritonScan.apply(u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus)
-    y = y.to(dtype)
     return (y, last_state) if return_last_state else y
 
 
