@@ -308,6 +308,57 @@ def _scan_fwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_p
 
 
 @triton.jit
+def _lanes_chunk_states(u_ptr, delta_ptr, B_ptr, offsets, mask, t, mask_t, mask_d, A_log2e, bias, batch, group, d, n,
+                        mask_n, N, sb_b, sb_g, sb_n, sb_l, state0, steps, SOFTPLUS: tl.constexpr,
+                        B_VARYING: tl.constexpr, COMPUTE: tl.constexpr):
+    """One chunk of the channels-on-lanes kernels from state0 (BLOCK_N, BLOCK_D): u, dt (CHUNK, BLOCK_D) and the
+    states x (CHUNK, BLOCK_N, BLOCK_D); ``A_log2e`` is A * log2(e), so that exp(dt A) is one exp2."""
+    u = _load(u_ptr + offsets, mask, COMPUTE)
+    _pre, dt = _dt(delta_ptr, offsets, mask, bias[None, :], SOFTPLUS, COMPUTE)
+    B = _rows(B_ptr, batch, group, t, mask_t, d, mask_d, n, mask_n, N, sb_b, sb_g, sb_n, sb_l, B_VARYING, COMPUTE,
+              CHANNELS_LAST=True)
+    a = tl.exp2(dt[:, None, :] * A_log2e[None, :, :])
+    # state0 folded into the first step's input: the scan's decay products go unused (no multiply for them, nor
+    # for decay * state0 at every step)
+    bu = (dt * u)[:, None, :] * B + tl.where((steps == 0)[:, None, None], a * state0[None, :, :], 0)
+    _decay, x = tl.associative_scan((a, bu), axis=0, combine_fn=linear_combine)
+    return u, dt, x
+
+
+@triton.jit
+def _segment_summary_fwd_lanes_kernel(end_ptr, decay_ptr, u_ptr, delta_ptr, A_ptr, B_ptr, bias_ptr, L, D, Dg, N,
+                                      n_chunks, segment_chunks, sb_b, sb_g, sb_n, sb_l, SOFTPLUS: tl.constexpr,
+                                      HAS_BIAS: tl.constexpr, B_VARYING: tl.constexpr, COMPUTE: tl.constexpr,
+                                      CHUNK: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
+                                      STARTS_EVERY: tl.constexpr):
+    """:func:`_segment_summary_fwd_kernel` for the channels-on-lanes forward (its tile and segments)."""
+    batch, group, _block, d, mask_d, n, mask_n, row = _program_coords(L, D, Dg, N, BLOCK_D, BLOCK_N)
+    _segment_index, first, end, segment_row = _segment(tl.cdiv(L, CHUNK), segment_chunks * STARTS_EVERY)
+    mask_nd = mask_n[:, None] & mask_d[None, :]
+    state_offsets = d[None, :] * N + n[:, None]
+    A, bias, _skip = _channel_params(A_ptr, bias_ptr, bias_ptr, d, mask_d, state_offsets, mask_nd, HAS_BIAS,
+                                     False, COMPUTE, BLOCK_D)
+    A = A * 1.4426950408889634
+    state = tl.zeros([BLOCK_N, BLOCK_D], COMPUTE)
+    total_dt = tl.zeros([BLOCK_D], COMPUTE)
+    steps = tl.arange(0, CHUNK)
+    chunk = first
+    while chunk < end:
+        t = chunk * CHUNK + steps
+        mask_t = t < L
+        _u, dt, x = _lanes_chunk_states(u_ptr, delta_ptr, B_ptr, row[None, :] + t[:, None],
+                                        mask_t[:, None] & mask_d[None, :], t, mask_t, mask_d, A, bias, batch, group,
+                                        d, n, mask_n, N, sb_b, sb_g, sb_n, sb_l, state, steps, SOFTPLUS, B_VARYING,
+                                        COMPUTE)
+        state = _last_row(x, steps, CHUNK)
+        total_dt += tl.sum(dt, axis=0)
+        chunk += 1
+    out = segment_row * D * N + state_offsets
+    tl.store(end_ptr + out, state, mask=mask_nd)
+    tl.store(decay_ptr + out, tl.exp2(total_dt[None, :] * A), mask=mask_nd)
+
+
+@triton.jit
 def _scan_fwd_lanes_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, start_ptr, out_ptr,
                            last_ptr, starts_ptr, L, D, Dg, N, n_chunks, segment_chunks, sb_b, sb_g, sb_n, sb_l, sc_b,
                            sc_g, sc_n, sc_l, SOFTPLUS: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr,
@@ -339,15 +390,9 @@ def _scan_fwd_lanes_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, 
         mask_t = t < L
         offsets = row[None, :] + t[:, None]
         mask = mask_t[:, None] & mask_d[None, :]
-        u = _load(u_ptr + offsets, mask, COMPUTE)
-        _pre, dt = _dt(delta_ptr, offsets, mask, bias[None, :], SOFTPLUS, COMPUTE)
-        B = _rows(B_ptr, batch, group, t, mask_t, d, mask_d, n, mask_n, N, sb_b, sb_g, sb_n, sb_l, B_VARYING, COMPUTE,
-                  CHANNELS_LAST=True)
-        a = tl.exp2(dt[:, None, :] * A[None, :, :])
-        # the state entering the chunk folded into its first step's input: the scan's decay products go unused
-        # (no multiply for them, nor for decay * state at every step)
-        bu = (dt * u)[:, None, :] * B + tl.where((steps == 0)[:, None, None], a * state[None, :, :], 0)
-        _decay, x = tl.associative_scan((a, bu), axis=0, combine_fn=linear_combine)
+        u, _dt_chunk, x = _lanes_chunk_states(u_ptr, delta_ptr, B_ptr, offsets, mask, t, mask_t, mask_d, A, bias, batch,
+                                              group, d, n, mask_n, N, sb_b, sb_g, sb_n, sb_l, state, steps, SOFTPLUS,
+                                              B_VARYING, COMPUTE)
         C = _rows(C_ptr, batch, group, t, mask_t, d, mask_d, n, mask_n, N, sc_b, sc_g, sc_n, sc_l, C_VARYING, COMPUTE,
                   CHANNELS_LAST=True)
         y = tl.sum(x * C, axis=1) + u * skip[None, :]
@@ -484,20 +529,20 @@ class _TritonScan(torch.autograd.Function):
         starts = u.new_empty(batch, n_chunks, dim, d_state, dtype=compute)
         start = None if initial_state is None else initial_state.contiguous()
         sizes = (length, dim, dim // groups, d_state, n_chunks, segment_chunks)
-        if n_segments > 1:
-            start = _compose(_segment_summary_fwd_kernel, meta["grid"],
-                             (u, delta, A, B, delta_bias, *sizes, *_row_strides(B)),
-                             meta["summary_fwd"], start, False, last, (batch, n_segments, dim, d_state))
-        args = (u, delta, A, B, C, D, z, delta_bias, start, out, last, starts, *sizes, *_row_strides(B),
-                *_row_strides(C))
         if LANES_FWD is None:
-            _scan_fwd_kernel[meta["grid"]](*args, HAS_START=start is not None, **meta["constants"])
+            grid, kernels, lanes = meta["grid"], (_segment_summary_fwd_kernel, _scan_fwd_kernel), {}
         else:
+            grid = (batch, lanes_blocks, n_segments)
+            kernels = (_segment_summary_fwd_lanes_kernel, _scan_fwd_lanes_kernel)
             block_d, chunk, warps = LANES_FWD
-            _scan_fwd_lanes_kernel[(batch, lanes_blocks, n_segments)](
-                *args, HAS_START=start is not None, STARTS_EVERY=CHUNK // chunk,
-                **dict(meta["constants"], BLOCK_D=block_d, CHUNK=chunk, num_warps=warps),
-            )
+            lanes = dict(BLOCK_D=block_d, CHUNK=chunk, num_warps=warps, STARTS_EVERY=CHUNK // chunk)
+        if n_segments > 1:
+            start = _compose(kernels[0], grid, (u, delta, A, B, delta_bias, *sizes, *_row_strides(B)),
+                             dict(meta["summary_fwd"], **lanes), start, False, last, (batch, n_segments, dim, d_state))
+        kernels[1][grid](
+            u, delta, A, B, C, D, z, delta_bias, start, out, last, starts, *sizes, *_row_strides(B), *_row_strides(C),
+            HAS_START=start is not None, **dict(meta["constants"], **lanes),
+        )
         ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, starts)
         ctx.softplus, ctx.groups = softplus, groups
         ctx.h0_dtype = None if initial_state is None else initial_state.dtype
