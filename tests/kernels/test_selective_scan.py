@@ -215,10 +215,16 @@ def test_two_calls_with_carried_state_equal_one_call(backend, device):
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
-@pytest.mark.parametrize("backend,device", RUNNABLE)
-def test_low_precision_inputs(backend, device, dtype):
+@pytest.mark.parametrize("backend,device,lanes_fwd", [
+    *(pytest.param(*p.values, None, marks=p.marks, id=p.id) for p in RUNNABLE),
+    *(pytest.param("triton", d, (8, 4, 1), marks=triton_marks(d), id=f"triton-lanes-{d}") for d in DEVICES)])
+def test_low_precision_inputs(backend, device, lanes_fwd, dtype, monkeypatch):
     """Outputs and every gradient in its input's dtype, last_state in float32, close to float64 on the same
-    (rounded) inputs."""
+    (rounded) inputs; also with the channels-on-lanes forward."""
+    if lanes_fwd is not None:
+        import seqpipe.kernels.scan_triton as scan_triton
+
+        monkeypatch.setattr(scan_triton, "LANES_FWD", lanes_fwd)
     inputs, softplus = make_inputs(D=True, z=True, delta_bias=True, softplus=True, initial_state=True, dtype=dtype,
                                    device=device)
     actual = outputs_and_grads(inputs, softplus, backend)
