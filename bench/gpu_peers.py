@@ -282,18 +282,37 @@ def _print_profile(title: str, events: list[tuple[str, float]], top: int) -> Non
         print(f"  {ms:7.3f} ms {100 * ms / total:4.0f}%  {name[:90]}")
 
 
-def mamba1_tiles(tiles: list[tuple[int, int, int]]) -> None:
-    """Mamba-1 Triton scan at each (BLOCK_D, CHUNK, NUM_WARPS), fp32 and bf16 inputs (bf16 goes through the
-    float32 copy that ``selective_scan_triton`` makes of 16-bit inputs, included in the time)."""
+class Mamba1Tile(NamedTuple):
+    """One seqpipe Mamba-1 scan variant: ``scan_triton``'s BLOCK_D, CHUNK, NUM_WARPS and LANES_FWD."""
+    block_d: int
+    chunk: int
+    warps: int
+    lanes_fwd: tuple[int, int, int] | None
+
+    def set(self) -> None:
+        from seqpipe.kernels import scan_triton
+
+        scan_triton.BLOCK_D, scan_triton.CHUNK, scan_triton.NUM_WARPS, scan_triton.LANES_FWD = self
+
+
+def parse_mamba1_tile(text: str) -> Mamba1Tile:
+    """BLOCK_DxCHUNKxNUM_WARPS[+BLOCK_DxCHUNKxNUM_WARPS]: the second tile, when given, is LANES_FWD."""
+    shared, _, lanes = text.partition("+")
+    return Mamba1Tile(*(int(v) for v in shared.split("x")), tuple(int(v) for v in lanes.split("x")) if lanes else None)
+
+
+def mamba1_tiles(tiles: list[Mamba1Tile]) -> None:
+    """Mamba-1 Triton scan at each tile, fp32 and bf16 inputs (bf16 read by the kernels as it is)."""
     from seqpipe.kernels import scan_triton
 
     bandwidth = copy_bandwidth()
-    print("\nMamba-1 scan tiles (BLOCK_D x CHUNK x warps), fwd / fwd+bwd ms and % of the floor")
-    defaults = scan_triton.BLOCK_D, scan_triton.CHUNK, scan_triton.NUM_WARPS
+    print("\nMamba-1 scan tiles (BLOCK_D x CHUNK x warps [+ channels-on-lanes forward's]), fwd / fwd+bwd ms and "
+          "% of the floor")
+    defaults = Mamba1Tile(scan_triton.BLOCK_D, scan_triton.CHUNK, scan_triton.NUM_WARPS, scan_triton.LANES_FWD)
     for batch, length in [(4, 8192), (1, 65536)]:
         inputs = {dtype: mamba1_inputs(batch, length, dtype) for dtype in (torch.float32, torch.bfloat16)}
-        for block_d, chunk, warps in tiles:
-            scan_triton.BLOCK_D, scan_triton.CHUNK, scan_triton.NUM_WARPS = block_d, chunk, warps
+        for tile in tiles:
+            tile.set()
             cells = []
             for name, dtype, run in (
                 ("fp32", torch.float32, lambda: selective_scan(**inputs[torch.float32], delta_softplus=True,
@@ -305,9 +324,11 @@ def mamba1_tiles(tiles: list[tuple[int, int, int]]) -> None:
                 floor = [100 * floor_seconds(batch, length, D_STATE, dtype, mode, bandwidth) * 1e3 / t
                          for mode, t in zip(("fwd", "fwd+bwd"), ms)]
                 cells.append(f"{name} {ms[0]:6.2f} /{ms[1]:6.2f} ({floor[0]:3.0f}% /{floor[1]:3.0f}%)")
-            print(f"B{batch} L{length // 1024}k {block_d}x{chunk}x{warps}: " + " | ".join(cells), flush=True)
+            lanes = "" if tile.lanes_fwd is None else "+" + "x".join(map(str, tile.lanes_fwd))
+            print(f"B{batch} L{length // 1024}k {tile.block_d}x{tile.chunk}x{tile.warps}{lanes}: " + " | ".join(cells),
+                  flush=True)
         del inputs
-    scan_triton.BLOCK_D, scan_triton.CHUNK, scan_triton.NUM_WARPS = defaults
+    defaults.set()
 
 
 def training(length: int = 131072, chunk: int = 16384) -> None:
@@ -361,11 +382,11 @@ def warm_peer(chunk_scan, index: int, count: int, n_large: int) -> None:
     torch.cuda.synchronize()
 
 
-def warm_ours(ssd_tiles: list[SSDTile], mamba1_tiles: list[tuple[int, int, int]]) -> None:
+def warm_ours(ssd_tiles: list[SSDTile], mamba1_tiles: list[Mamba1Tile]) -> None:
     """Compile seqpipe's SSD variants and Mamba-1 scan tiles of the run at every shape, forward and backward."""
     from seqpipe.kernels import scan_triton
 
-    defaults = scan_triton.BLOCK_D, scan_triton.CHUNK, scan_triton.NUM_WARPS
+    defaults = Mamba1Tile(scan_triton.BLOCK_D, scan_triton.CHUNK, scan_triton.NUM_WARPS, scan_triton.LANES_FWD)
     for dtype, shapes in SHAPES.items():
         for batch, length in shapes:
             inputs = ssd_inputs(batch, length, D_STATE, dtype)
@@ -373,10 +394,11 @@ def warm_ours(ssd_tiles: list[SSDTile], mamba1_tiles: list[tuple[int, int, int]]
                 y = ssd_variant(tile, inputs)()
                 torch.autograd.grad(y.float().square().sum(), [v for v in inputs.values() if v.requires_grad])
             m1 = mamba1_inputs(batch, length, dtype)
-            for block_d, chunk, warps in [defaults, *mamba1_tiles]:
-                scan_triton.BLOCK_D, scan_triton.CHUNK, scan_triton.NUM_WARPS = block_d, chunk, warps
+            for tile in [defaults, *mamba1_tiles]:
+                tile.set()
                 y = selective_scan(**m1, delta_softplus=True, backend="triton")
                 torch.autograd.grad(y.float().square().sum(), [v for v in m1.values() if v.requires_grad])
+    defaults.set()
     torch.cuda.synchronize()
 
 
@@ -394,14 +416,15 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true",
                         help="last: per-kernel GPU time of mamba_ssm, the first two SSD variants, Mamba-1")
     parser.add_argument("--mamba1-tiles", nargs="*", default=[],
-                        help="Mamba-1 scan variants BLOCK_DxCHUNKxNUM_WARPS, timed in fp32 and bf16")
+                        help="Mamba-1 scan variants BLOCK_DxCHUNKxNUM_WARPS[+BLOCK_DxCHUNKxNUM_WARPS] (the second: "
+                             "the channels-on-lanes forward's tile, its CHUNK dividing the first's), fp32 and bf16")
     args = parser.parse_args()
     import triton
 
     print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}, triton {triton.__version__}, "
           f"CUDA {torch.version.cuda}, mamba_ssm {MAMBA_SSM_VERSION} (Triton files only)")
     tiles = [parse_ssd_tile(tile) for tile in args.ssd_tiles]
-    m1_tiles = [tuple(int(v) for v in tile.split("x")) for tile in args.mamba1_tiles]
+    m1_tiles = [parse_mamba1_tile(tile) for tile in args.mamba1_tiles]
     if args.warm_ours:
         warm_ours(tiles, m1_tiles)
         return

@@ -17,9 +17,17 @@ long sequence). The state entering each segment comes from a summary pass: every
 zero state to get its end state H_s and its total decay P_s = exp(A * sum(dt)); a short sequential pass then
 composes ``start_{s+1} = P_s * start_s + H_s`` over the segments. The backward does the same for the
 adjoint in reverse. The summaries read the inputs once more, the price of the parallelism.
+
+``LANES_FWD`` swaps in a forward with its own tile, ordered (CHUNK, N, BLOCK_D): channels on the lanes, so
+each thread runs its channel's steps for a few states and y's sum over the states stays mostly inside the
+thread; it computes exp(dt A) as exp2 and folds the entering state into the chunk's first step, so the scan's
+decay products go unused (SASS of its main loop, sm_90a: 454 instructions for 32 elements a thread at
+32 x 8 x 4 against 860 at the default 8 x 32 x 4).
 """
 
 from __future__ import annotations
+
+import os
 
 import torch
 import triton
@@ -34,6 +42,12 @@ BLOCK_D = 8
 # Segments are added until batch x channel blocks x segments reaches this many programs.
 SEGMENT_PROGRAMS = 1024
 NUM_WARPS = 4  # per program of the scan kernels
+# (BLOCK_D, CHUNK, NUM_WARPS) of the channels-on-lanes forward (_scan_fwd_lanes_kernel), CHUNK dividing the one
+# above; None: the forward runs the backward's tile and layout. Not the default until timed on the GPU
+# (bench/gpu_peers.py --mamba1-tiles 8x32x4+32x8x4).
+LANES_FWD: tuple[int, int, int] | None = None
+# Triton's interpreter (TRITON_INTERPRET=1) runs no inline PTX; it upcasts with .to()
+PTX_UPCAST = tl.constexpr(os.environ.get("TRITON_INTERPRET", "0") != "1")
 
 
 @triton.jit
@@ -52,23 +66,44 @@ def _softplus(x):
 
 
 @triton.jit
+def _upcast(x, COMPUTE: tl.constexpr):
+    """``x`` in COMPUTE. On the GPU a 16-bit ``x`` is widened by the PTX ``cvt`` that Triton itself would emit, but
+    inline: Triton's layout pass moves a layout conversion in front of an ``arith.extf`` (fewer bytes to move)
+    and recomputes every op after it in the new layout, which put the softplus of delta in the layout
+    replicated over the 16 state lanes (66 against 36 exps a thread, 2.5x the SASS of the float32 kernel)."""
+    if PTX_UPCAST and (x.dtype.is_bf16() or x.dtype.is_fp16()):
+        cvt: tl.constexpr = "cvt.f32.bf16 $0, $1;" if x.dtype.is_bf16() else "cvt.f32.f16 $0, $1;"
+        return tl.inline_asm_elementwise(cvt, "=r,h", [x], dtype=tl.float32, is_pure=True, pack=1).to(COMPUTE)
+    return x.to(COMPUTE)
+
+
+@triton.jit
+def _load(pointers, mask, COMPUTE: tl.constexpr):
+    """The values at ``pointers`` in COMPUTE, 0 where masked."""
+    return _upcast(tl.load(pointers, mask=mask, other=0), COMPUTE)
+
+
+@triton.jit
 def _dt(delta_ptr, offsets, mask, bias, SOFTPLUS: tl.constexpr, COMPUTE: tl.constexpr):
     """(pre-activation, dt) for the positions at ``offsets``; dt is 0 where masked, so a = 1 and b = 0."""
-    pre = tl.load(delta_ptr + offsets, mask=mask, other=0).to(COMPUTE) + bias
+    pre = _load(delta_ptr + offsets, mask, COMPUTE) + bias
     dt = _softplus(pre) if SOFTPLUS else pre
     return pre, tl.where(mask, dt, 0)
 
 
 @triton.jit
 def _rows(ptr, batch, group, t, mask_t, d, mask_d, n, mask_n, N, s_b, s_g, s_n, s_l,
-          VARYING: tl.constexpr, COMPUTE: tl.constexpr):
-    """B or C for a chunk as a 3-D tile: (CHUNK, 1, BLOCK_N) when time-varying, (1, BLOCK_D, BLOCK_N) if not."""
+          VARYING: tl.constexpr, COMPUTE: tl.constexpr, CHANNELS_LAST: tl.constexpr = False):
+    """B or C for a chunk as a 3-D tile: (CHUNK, 1, BLOCK_N) when time-varying, (1, BLOCK_D, BLOCK_N) if not;
+    (CHUNK, BLOCK_N, 1) and (1, BLOCK_N, BLOCK_D) with CHANNELS_LAST."""
     if VARYING:
         offsets = batch * s_b + group * s_g + n[None, :] * s_n + t[:, None] * s_l
-        tile = tl.load(ptr + offsets, mask=mask_t[:, None] & mask_n[None, :], other=0).to(COMPUTE)[:, None, :]
+        tile = _load(ptr + offsets, mask_t[:, None] & mask_n[None, :], COMPUTE)
+        tile = tile[:, :, None] if CHANNELS_LAST else tile[:, None, :]
+    elif CHANNELS_LAST:
+        tile = _load(ptr + d[None, :] * N + n[:, None], mask_n[:, None] & mask_d[None, :], COMPUTE)[None, :, :]
     else:
-        tile = tl.load(ptr + d[:, None] * N + n[None, :], mask=mask_d[:, None] & mask_n[None, :], other=0)
-        tile = tile.to(COMPUTE)[None, :, :]
+        tile = _load(ptr + d[:, None] * N + n[None, :], mask_d[:, None] & mask_n[None, :], COMPUTE)[None, :, :]
     return tile
 
 
@@ -98,9 +133,9 @@ def _segment(n_chunks, segment_chunks):
 def _channel_params(A_ptr, bias_ptr, D_ptr, d, mask_d, state_offsets, mask_dn, HAS_BIAS: tl.constexpr,
                     HAS_D: tl.constexpr, COMPUTE: tl.constexpr, BLOCK_D: tl.constexpr):
     """A (BLOCK_D, BLOCK_N), delta_bias and D (BLOCK_D,) of this program's channels (zeros when absent)."""
-    A = tl.load(A_ptr + state_offsets, mask=mask_dn, other=0).to(COMPUTE)
-    bias = tl.load(bias_ptr + d, mask=mask_d, other=0).to(COMPUTE) if HAS_BIAS else tl.zeros([BLOCK_D], COMPUTE)
-    skip = tl.load(D_ptr + d, mask=mask_d, other=0).to(COMPUTE) if HAS_D else tl.zeros([BLOCK_D], COMPUTE)
+    A = _load(A_ptr + state_offsets, mask_dn, COMPUTE)
+    bias = _load(bias_ptr + d, mask_d, COMPUTE) if HAS_BIAS else tl.zeros([BLOCK_D], COMPUTE)
+    skip = _load(D_ptr + d, mask_d, COMPUTE) if HAS_D else tl.zeros([BLOCK_D], COMPUTE)
     return A, bias, skip
 
 
@@ -117,7 +152,7 @@ def _chunk_states(u_ptr, delta_ptr, B_ptr, row, t, mask_t, mask_d, A, bias, batc
     """Discretise and scan one chunk from state0: returns u, delta pre-activation, dt, a, b*u*dt, B, x."""
     offsets = row[None, :] + t[:, None]
     mask = mask_t[:, None] & mask_d[None, :]
-    u = tl.load(u_ptr + offsets, mask=mask, other=0).to(COMPUTE)
+    u = _load(u_ptr + offsets, mask, COMPUTE)
     pre, dt = _dt(delta_ptr, offsets, mask, bias[None, :], SOFTPLUS, COMPUTE)
     B = _rows(B_ptr, batch, group, t, mask_t, d, mask_d, n, mask_n, N, sb_b, sb_g, sb_n, sb_l, B_VARYING, COMPUTE)
     a = tl.exp(dt[:, :, None] * A[None, :, :])
@@ -197,9 +232,9 @@ def _segment_summary_bwd_kernel(end_ptr, decay_ptr, delta_ptr, A_ptr, C_ptr, z_p
         offsets = row[None, :] + t[:, None]
         _pre, dt = _dt(delta_ptr, offsets, mask, bias[None, :], SOFTPLUS, COMPUTE)
         C = _rows(C_ptr, batch, group, t, mask_t, d, mask_d, n, mask_n, N, sc_b, sc_g, sc_n, sc_l, C_VARYING, COMPUTE)
-        grad = tl.load(grad_out_ptr + offsets, mask=mask, other=0).to(COMPUTE)
+        grad = _load(grad_out_ptr + offsets, mask, COMPUTE)
         if HAS_Z:
-            z = tl.load(z_ptr + offsets, mask=mask, other=0).to(COMPUTE)
+            z = _load(z_ptr + offsets, mask, COMPUTE)
             grad = grad * z * tl.sigmoid(z)
         _lam, carry = _chunk_adjoint(delta_ptr, offsets, mask, t, L, steps, bias, A,
                                   tl.exp(dt[:, :, None] * A[None, :, :]), grad, C, carry, SOFTPLUS, COMPUTE, CHUNK)
@@ -247,7 +282,7 @@ def _scan_fwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_p
     A, bias, skip = _channel_params(A_ptr, bias_ptr, D_ptr, d, mask_d, state_offsets, mask_dn, HAS_BIAS, HAS_D,
                                     COMPUTE, BLOCK_D)
     if HAS_START:  # the state entering this segment, (B, S, D, N)
-        state = tl.load(start_ptr + segment_row * D * N + state_offsets, mask=mask_dn, other=0).to(COMPUTE)
+        state = _load(start_ptr + segment_row * D * N + state_offsets, mask_dn, COMPUTE)
     else:
         state = tl.zeros([BLOCK_D, BLOCK_N], COMPUTE)
     steps = tl.arange(0, CHUNK)
@@ -264,12 +299,110 @@ def _scan_fwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_p
         offsets = row[None, :] + t[:, None]
         mask = mask_t[:, None] & mask_d[None, :]
         if HAS_Z:
-            z = tl.load(z_ptr + offsets, mask=mask, other=0).to(COMPUTE)
+            z = _load(z_ptr + offsets, mask, COMPUTE)
             y = y * z * tl.sigmoid(z)
         tl.store(out_ptr + offsets, y.to(out_ptr.dtype.element_ty), mask=mask)
         state = _last_row(x, steps, CHUNK)
         chunk += 1
     tl.store(last_ptr + batch * D * N + state_offsets, state, mask=mask_dn & (segment == tl.num_programs(2) - 1))
+
+
+@triton.jit
+def _lanes_chunk_states(u_ptr, delta_ptr, B_ptr, offsets, mask, t, mask_t, mask_d, A_log2e, bias, batch, group, d, n,
+                        mask_n, N, sb_b, sb_g, sb_n, sb_l, state0, steps, SOFTPLUS: tl.constexpr,
+                        B_VARYING: tl.constexpr, COMPUTE: tl.constexpr):
+    """One chunk of the channels-on-lanes kernels from state0 (BLOCK_N, BLOCK_D): u, dt (CHUNK, BLOCK_D) and the
+    states x (CHUNK, BLOCK_N, BLOCK_D); ``A_log2e`` is A * log2(e), so that exp(dt A) is one exp2."""
+    u = _load(u_ptr + offsets, mask, COMPUTE)
+    _pre, dt = _dt(delta_ptr, offsets, mask, bias[None, :], SOFTPLUS, COMPUTE)
+    B = _rows(B_ptr, batch, group, t, mask_t, d, mask_d, n, mask_n, N, sb_b, sb_g, sb_n, sb_l, B_VARYING, COMPUTE,
+              CHANNELS_LAST=True)
+    a = tl.exp2(dt[:, None, :] * A_log2e[None, :, :])
+    # state0 folded into the first step's input: the scan's decay products go unused (no multiply for them, nor
+    # for decay * state0 at every step)
+    bu = (dt * u)[:, None, :] * B + tl.where((steps == 0)[:, None, None], a * state0[None, :, :], 0)
+    _decay, x = tl.associative_scan((a, bu), axis=0, combine_fn=linear_combine)
+    return u, dt, x
+
+
+@triton.jit
+def _segment_summary_fwd_lanes_kernel(end_ptr, decay_ptr, u_ptr, delta_ptr, A_ptr, B_ptr, bias_ptr, L, D, Dg, N,
+                                      n_chunks, segment_chunks, sb_b, sb_g, sb_n, sb_l, SOFTPLUS: tl.constexpr,
+                                      HAS_BIAS: tl.constexpr, B_VARYING: tl.constexpr, COMPUTE: tl.constexpr,
+                                      CHUNK: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
+                                      STARTS_EVERY: tl.constexpr):
+    """:func:`_segment_summary_fwd_kernel` for the channels-on-lanes forward (its tile and segments)."""
+    batch, group, _block, d, mask_d, n, mask_n, row = _program_coords(L, D, Dg, N, BLOCK_D, BLOCK_N)
+    _segment_index, first, end, segment_row = _segment(tl.cdiv(L, CHUNK), segment_chunks * STARTS_EVERY)
+    mask_nd = mask_n[:, None] & mask_d[None, :]
+    state_offsets = d[None, :] * N + n[:, None]
+    A, bias, _skip = _channel_params(A_ptr, bias_ptr, bias_ptr, d, mask_d, state_offsets, mask_nd, HAS_BIAS,
+                                     False, COMPUTE, BLOCK_D)
+    A = A * 1.4426950408889634
+    state = tl.zeros([BLOCK_N, BLOCK_D], COMPUTE)
+    total_dt = tl.zeros([BLOCK_D], COMPUTE)
+    steps = tl.arange(0, CHUNK)
+    chunk = first
+    while chunk < end:
+        t = chunk * CHUNK + steps
+        mask_t = t < L
+        _u, dt, x = _lanes_chunk_states(u_ptr, delta_ptr, B_ptr, row[None, :] + t[:, None],
+                                        mask_t[:, None] & mask_d[None, :], t, mask_t, mask_d, A, bias, batch, group,
+                                        d, n, mask_n, N, sb_b, sb_g, sb_n, sb_l, state, steps, SOFTPLUS, B_VARYING,
+                                        COMPUTE)
+        state = _last_row(x, steps, CHUNK)
+        total_dt += tl.sum(dt, axis=0)
+        chunk += 1
+    out = segment_row * D * N + state_offsets
+    tl.store(end_ptr + out, state, mask=mask_nd)
+    tl.store(decay_ptr + out, tl.exp2(total_dt[None, :] * A), mask=mask_nd)
+
+
+@triton.jit
+def _scan_fwd_lanes_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, start_ptr, out_ptr,
+                           last_ptr, starts_ptr, L, D, Dg, N, n_chunks, segment_chunks, sb_b, sb_g, sb_n, sb_l, sc_b,
+                           sc_g, sc_n, sc_l, SOFTPLUS: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr,
+                           HAS_BIAS: tl.constexpr, HAS_START: tl.constexpr, B_VARYING: tl.constexpr,
+                           C_VARYING: tl.constexpr, COMPUTE: tl.constexpr, CHUNK: tl.constexpr,
+                           BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, STARTS_EVERY: tl.constexpr):
+    """:func:`_scan_fwd_kernel` with its tile ordered (CHUNK, BLOCK_N, BLOCK_D): channels on the lanes and the
+    states over the warps, so each thread runs its channel's CHUNK steps for N / warps states and y's sum over
+    the states is mostly inside the thread (the other order pays 4 shuffle levels a step). ``n_chunks`` and
+    ``segment_chunks`` count the backward's chunks, STARTS_EVERY of this kernel's CHUNK each; the state is
+    stored at each of their starts."""
+    batch, group, _block, d, mask_d, n, mask_n, row = _program_coords(L, D, Dg, N, BLOCK_D, BLOCK_N)
+    segment, first, end, segment_row = _segment(tl.cdiv(L, CHUNK), segment_chunks * STARTS_EVERY)
+    mask_nd = mask_n[:, None] & mask_d[None, :]
+    state_offsets = d[None, :] * N + n[:, None]  # (BLOCK_N, BLOCK_D)
+    A, bias, skip = _channel_params(A_ptr, bias_ptr, D_ptr, d, mask_d, state_offsets, mask_nd, HAS_BIAS, HAS_D,
+                                    COMPUTE, BLOCK_D)
+    A = A * 1.4426950408889634  # log2(e): exp(dt A) = exp2(dt A log2(e)), one multiply an element fewer
+    if HAS_START:  # the state entering this segment, (B, S, D, N)
+        state = _load(start_ptr + segment_row * D * N + state_offsets, mask_nd, COMPUTE)
+    else:
+        state = tl.zeros([BLOCK_N, BLOCK_D], COMPUTE)
+    steps = tl.arange(0, CHUNK)
+    chunk = first
+    while chunk < end:
+        tl.store(starts_ptr + (batch * n_chunks + chunk // STARTS_EVERY) * D * N + state_offsets, state,
+                 mask=mask_nd & (chunk % STARTS_EVERY == 0))
+        t = chunk * CHUNK + steps
+        mask_t = t < L
+        offsets = row[None, :] + t[:, None]
+        mask = mask_t[:, None] & mask_d[None, :]
+        u, _dt_chunk, x = _lanes_chunk_states(u_ptr, delta_ptr, B_ptr, offsets, mask, t, mask_t, mask_d, A, bias, batch,
+                                              group, d, n, mask_n, N, sb_b, sb_g, sb_n, sb_l, state, steps, SOFTPLUS,
+                                              B_VARYING, COMPUTE)
+        C = _rows(C_ptr, batch, group, t, mask_t, d, mask_d, n, mask_n, N, sc_b, sc_g, sc_n, sc_l, C_VARYING, COMPUTE,
+                  CHANNELS_LAST=True)
+        y = tl.sum(x * C, axis=1) + u * skip[None, :]
+        if HAS_Z:
+            z = _load(z_ptr + offsets, mask, COMPUTE)
+            y = y * z * tl.sigmoid(z)
+        tl.store(out_ptr + offsets, y.to(out_ptr.dtype.element_ty), mask=mask)
+        state = _last_row(x, steps, CHUNK)
+        chunk += 1
+    tl.store(last_ptr + batch * D * N + state_offsets, state, mask=mask_nd & (segment == tl.num_programs(2) - 1))
 
 
 @triton.jit
@@ -287,7 +420,7 @@ def _scan_bwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_p
                                     COMPUTE, BLOCK_D)
     # carry: gradient reaching the state just before the chunk processed last; starts as the gradient
     # entering the segment's end, (B, S, D, N) (d last_state for the last segment)
-    carry = tl.load(carry_ptr + segment_row * D * N + state_offsets, mask=mask_dn, other=0).to(COMPUTE)
+    carry = _load(carry_ptr + segment_row * D * N + state_offsets, mask_dn, COMPUTE)
     grad_A = tl.zeros([BLOCK_D, BLOCK_N], COMPUTE)
     grad_B_fixed = tl.zeros([BLOCK_D, BLOCK_N], COMPUTE)  # used when B is time-invariant
     grad_C_fixed = tl.zeros([BLOCK_D, BLOCK_N], COMPUTE)
@@ -307,9 +440,9 @@ def _scan_bwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_p
                                                 group, d, n, mask_n, N, sb_b, sb_g, sb_n, sb_l, state0, SOFTPLUS,
                                                 B_VARYING, COMPUTE)
         C = _rows(C_ptr, batch, group, t, mask_t, d, mask_d, n, mask_n, N, sc_b, sc_g, sc_n, sc_l, C_VARYING, COMPUTE)
-        grad = tl.load(grad_out_ptr + offsets, mask=mask, other=0).to(COMPUTE)
+        grad = _load(grad_out_ptr + offsets, mask, COMPUTE)
         if HAS_Z:
-            z = tl.load(z_ptr + offsets, mask=mask, other=0).to(COMPUTE)
+            z = _load(z_ptr + offsets, mask, COMPUTE)
             gate = tl.sigmoid(z)
             y = tl.sum(x * C, axis=2) + u * skip[None, :]
             tl.store(dz_ptr + offsets, grad * y * gate * (1 + z * (1 - gate)), mask=mask)
@@ -385,20 +518,30 @@ class _TritonScan(torch.autograd.Function):
         d_state = A.shape[1]
         groups = scan_groups(B, C)
         compute = compute_dtype(u.dtype)
-        meta = _meta(u, A, B, C, D, z, delta_bias, softplus, groups)
+        if LANES_FWD is not None and CHUNK % LANES_FWD[1]:
+            raise ValueError(f"LANES_FWD's chunk {LANES_FWD[1]} must divide CHUNK {CHUNK}")
+        # the channel blocks of the forward kernel set the segment split
+        lanes_blocks = None if LANES_FWD is None else groups * triton.cdiv(dim // groups, LANES_FWD[0])
+        meta = _meta(u, A, B, C, D, z, delta_bias, softplus, groups, lanes_blocks)
         n_chunks, segment_chunks, n_segments = meta["chunks"]
         out = torch.empty_like(u)
         last = u.new_empty(batch, dim, d_state, dtype=compute)
         starts = u.new_empty(batch, n_chunks, dim, d_state, dtype=compute)
         start = None if initial_state is None else initial_state.contiguous()
         sizes = (length, dim, dim // groups, d_state, n_chunks, segment_chunks)
+        if LANES_FWD is None:
+            grid, kernels, lanes = meta["grid"], (_segment_summary_fwd_kernel, _scan_fwd_kernel), {}
+        else:
+            grid = (batch, lanes_blocks, n_segments)
+            kernels = (_segment_summary_fwd_lanes_kernel, _scan_fwd_lanes_kernel)
+            block_d, chunk, warps = LANES_FWD
+            lanes = dict(BLOCK_D=block_d, CHUNK=chunk, num_warps=warps, STARTS_EVERY=CHUNK // chunk)
         if n_segments > 1:
-            start = _compose(_segment_summary_fwd_kernel, meta["grid"],
-                             (u, delta, A, B, delta_bias, *sizes, *_row_strides(B)),
-                             meta["summary_fwd"], start, False, last, (batch, n_segments, dim, d_state))
-        _scan_fwd_kernel[meta["grid"]](
+            start = _compose(kernels[0], grid, (u, delta, A, B, delta_bias, *sizes, *_row_strides(B)),
+                             dict(meta["summary_fwd"], **lanes), start, False, last, (batch, n_segments, dim, d_state))
+        kernels[1][grid](
             u, delta, A, B, C, D, z, delta_bias, start, out, last, starts, *sizes, *_row_strides(B), *_row_strides(C),
-            HAS_START=start is not None, **meta["constants"],
+            HAS_START=start is not None, **dict(meta["constants"], **lanes),
         )
         ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, starts)
         ctx.softplus, ctx.groups = softplus, groups
@@ -451,12 +594,13 @@ class _TritonScan(torch.autograd.Function):
         )
 
 
-def _meta(u, A, B, C, D, z, delta_bias, softplus, groups) -> dict:
-    """Launch grid, segment split and compile-time flags shared by the forward and backward kernels."""
+def _meta(u, A, B, C, D, z, delta_bias, softplus, groups, split_blocks: int | None = None) -> dict:
+    """Launch grid, segment split and compile-time flags shared by the forward and backward kernels; the split
+    is made for ``split_blocks`` channel blocks when given (the channels-on-lanes forward's)."""
     batch, dim, length = u.shape
     blocks = groups * triton.cdiv(dim // groups, BLOCK_D)
     n_chunks = triton.cdiv(length, CHUNK)
-    wanted = max(1, min(n_chunks, SEGMENT_PROGRAMS // (batch * blocks)))
+    wanted = max(1, min(n_chunks, SEGMENT_PROGRAMS // (batch * (split_blocks or blocks))))
     segment_chunks = triton.cdiv(n_chunks, wanted)
     n_segments = triton.cdiv(n_chunks, segment_chunks)
     shared = dict(
@@ -479,16 +623,10 @@ def selective_scan_triton(
 ):
     """The "triton" backend of :func:`seqpipe.kernels.selective_scan` (same arguments and shapes).
 
-    16-bit inputs are converted to float32 by PyTorch first and y back at the end: on the H200 the kernels ran
-    bf16 tiles 1.4-1.9x slower forward and 1.3x slower forward+backward than the float32 copy plus the float32
-    kernels (bench/RESULTS.md), so the copy is the faster path; autograd returns gradients in the input dtypes.
+    16-bit inputs are read as they are (no float32 copy): y, du, d delta and dz come back in their input's
+    dtype, the last state and the other gradients' sums are made in float32.
     """
-    dtype = u.dtype
-    if dtype in (torch.bfloat16, torch.float16):
-        u, delta, B, C = u.float(), delta.float(), B.float(), C.float()
-        z = None if z is None else z.float()
     y, last_state = _TritonScan.apply(u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus)
-    y = y.to(dtype)
     return (y, last_state) if return_last_state else y
 
 
