@@ -130,10 +130,10 @@ class SSDTile(NamedTuple):
     split: bool  # SPLIT_GRAD
     block_p: int  # GRAD_BLOCK_P
     pass_chunks: int  # PASS_CHUNKS
-    dots_16bit: bool  # DOTS_16BIT (16-bit operands for 16-bit inputs; the N-wide products stay fp32)
+    dots_16bit: bool  # DOTS_16BIT (16-bit operands for 16-bit inputs)
 
 
-SSD_FLAGS = ("NUM_WARPS", "SPLIT_GRAD", "GRAD_BLOCK_P", "PASS_CHUNKS", "DOTS_16BIT")
+SSD_FLAGS = ("NUM_WARPS", "NUM_WARPS_16BIT", "SPLIT_GRAD", "GRAD_BLOCK_P", "PASS_CHUNKS", "DOTS_16BIT")
 # the module's defaults, read before a variant sets them: the letters p and c name departures from these
 DEFAULT_BLOCK_P, DEFAULT_PASS_CHUNKS = ssd_triton.GRAD_BLOCK_P, ssd_triton.PASS_CHUNKS
 
@@ -161,7 +161,8 @@ def ssd_variant(tile: SSDTile, inputs: dict):
     """seqpipe's SSD at one variant, as a no-argument callable (it sets the module's flags when called)."""
 
     def run():
-        for flag, value in zip(SSD_FLAGS, (tile.warps, tile.split, tile.block_p, tile.pass_chunks, tile.dots_16bit)):
+        values = (tile.warps, tile.warps, tile.split, tile.block_p, tile.pass_chunks, tile.dots_16bit)
+        for flag, value in zip(SSD_FLAGS, values):
             setattr(ssd_triton, flag, value)
         return ssd_scan(**inputs, dt_softplus=True, chunk_size=tile.chunk, backend="triton")
 
@@ -196,7 +197,8 @@ def scans(chunk_scan, n_large: int, ssd_tiles: list[SSDTile]) -> None:
     defaults = [getattr(ssd_triton, flag) for flag in SSD_FLAGS]
     bandwidth = copy_bandwidth()
     print(f"copy bandwidth {bandwidth / 1e12:.2f} TB/s; d_inner {D_INNER}, N {D_STATE}; ms are medians of do_bench; "
-          f"T/w = seqpipe SSD chunk / warps per program (f: one fused gradient launch, cK: state pass K chunks "
+          f"T/w = seqpipe SSD chunk / warps per program (f: one fused gradient launch, h: 16-bit products for "
+          f"16-bit inputs, cK: state pass K chunks "
           f"a step, pB: gradient channel blocks of B); "
           f"err = |SSD - mamba_ssm| / |mamba_ssm| of y")
     print(f"{'dtype':<5} {'shape':<8} | {'Mamba-1 fwd':>11} {'fwd+bwd':>8} {'% floor':>11} | {'T/w':>11} "
@@ -406,8 +408,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sdist", type=Path, required=True, help=f"mamba_ssm-{MAMBA_SSM_VERSION}.tar.gz")
     parser.add_argument("--n-large", type=int, default=128, help="mamba_ssm's SSD is also timed at this N (0: not)")
-    parser.add_argument("--ssd-tiles", nargs="+", default=["64x8f", "64x8fc1"],
-                        help="seqpipe SSD variants CHUNKxNUM_WARPS[f][cK][pBLOCK] (f: one fused gradient launch; "
+    parser.add_argument("--ssd-tiles", nargs="+", default=["64x8f", "64x4fh"],
+                        help="seqpipe SSD variants CHUNKxNUM_WARPS[f][h][cK][pBLOCK] (f: one fused gradient launch; "
+                             "h: 16-bit products for 16-bit inputs; "
                              "cK: the state pass K chunks a step; pBLOCK: channel block of the gradient kernel)")
     parser.add_argument("--warm-peer", nargs=2, type=int, metavar=("I", "K"),
                         help="only compile mamba_ssm's configs I, I+K, ... (run K such processes first)")

@@ -18,8 +18,8 @@ backward  4. ``_chunk_state_grad_kernel``: the gradient reaching each chunk's st
              and per-chunk partial sums of dD and dA, walking the P channels GRAD_BLOCK_P at a time; in one
              launch, or (SPLIT_GRAD) two (dx/dz/ddt, then dB/dC).
 Products accumulate in fp32 (float64 for float64 inputs); their operands are tf32 for 32-bit inputs, and for
-16-bit inputs with DOTS_16BIT the input dtype, as in mamba_ssm (those with an N-wide right operand only with
-NARROW_DOTS_16BIT). Where the gradient kernel also uses an operand elementwise, it uses the value the product
+16-bit inputs with DOTS_16BIT the input dtype, as in mamba_ssm (at 8 warps, those with an N-wide right operand
+stay fp32: see ``_narrow_dot``). Where the gradient kernel also uses an operand elementwise, it uses the value the product
 reads (``_as_dot_reads``), so that sums that cancel do.
 Per-head dB/dC are summed over the heads of a group, and dD/dA over chunks and batch, by PyTorch:
 deterministic, no atomics. dt arrives discretised (softplus and bias stay in PyTorch autograd, O(B L H)).
@@ -38,7 +38,10 @@ PASS_BLOCK = 128  # (P * N) state elements per program of the sequential pass
 # chunks (a power of two) whose loads the sequential pass keeps in flight at once, combined by a scan (1: one after
 # the other, as before; at B1 L64k, T 64, each program walks 1,024 chunks, ~0.4 us a chunk on the H200)
 PASS_CHUNKS = 8
-NUM_WARPS = 8  # per program; 8 beat 4 on the H200 at L 64k, fp32 and bf16 (bench/RESULTS.md)
+NUM_WARPS = 8  # per program, 32-bit inputs (and 16-bit with fp32 operands); 8 beat 4 on the H200 at L 64k
+# per program with 16-bit products: at B1 L64k bf16 fwd+bwd 5.45 ms at 4 warps, every product 16-bit, against
+# 7.14 at 8 (its N-wide products fp32) and 7.43 with fp32 operands (bench/RESULTS.md)
+NUM_WARPS_16BIT = 4
 # The gradient kernel as two launches (dx/dz/ddt, then dB/dC) needs fewer registers (fused: 255, spilling, at
 # every T on sm_90a), but one launch was faster on the H200 at 4 of the 5 benchmark shapes (bench/RESULTS.md).
 SPLIT_GRAD = False
@@ -49,16 +52,8 @@ TF32_DOTS: bool | None = None
 # Whether the products of 16-bit inputs take 16-bit operands (x, B, C, g and the (T, T) tiles cast to the input
 # dtype just before tl.dot, fp32 accumulation, as mamba_ssm does: twice the tensor-core rate of tf32, half the
 # operand registers) rather than fp32 ones read as tf32. None means on CUDA: the interpreter's tl.dot multiplies
-# bf16 operands' raw bits (triton 3.6; a test that makes it convert them sets True). Off until the H200 runs
-# bench/ssd_dots16_probe.py clean (issue #16: 16-bit products crashed there, see NARROW_DOTS_16BIT).
-DOTS_16BIT: bool | None = False
-# Whether, under DOTS_16BIT, the products whose right operand is N (states) wide also take 16-bit operands: x_end,
-# g_start, dB, dC of the gradient kernel and the (T, N) right operands of the chunk-state and state-gradient kernels.
-# Triton 3.6 gives such an operand (N contiguous, 32 bytes a row) to m64n8 wgmmas at 8 warps, the second warpgroup's
-# starting 16 bytes into each row; the tensor cores read the whole row, 16 bytes past the tile, which in the gradient
-# kernel is the last of the program's shared memory: the illegal address of issue #16 (bench/RESULTS.md). Off (fp32
-# operands read as tf32, laid out K contiguous), they stay within their tiles.
-NARROW_DOTS_16BIT = False
+# bf16 operands' raw bits (triton 3.6; a test that makes it convert them sets True).
+DOTS_16BIT: bool | None = None
 _DOT_16BIT = {torch.bfloat16: tl.bfloat16, torch.float16: tl.float16}
 
 
@@ -344,13 +339,19 @@ def _meta(x: torch.Tensor, P: int, N: int, chunk_size: int) -> dict:
         T=chunk_size, BLOCK_P=max(16, triton.next_power_of_2(P)), BLOCK_N=max(16, triton.next_power_of_2(N)),
         COMPUTE=accumulate, DOT=_DOT_16BIT.get(x.dtype, accumulate) if dots_16bit else accumulate,
         # tf32 tensor-core products for 32-bit operands (Triton's default); exact for float64
-        PRECISION="ieee" if compute == torch.float64 else "tf32", num_warps=NUM_WARPS,
+        PRECISION="ieee" if compute == torch.float64 else "tf32",
+        num_warps=NUM_WARPS_16BIT if dots_16bit and x.dtype in _DOT_16BIT else NUM_WARPS,
     )
 
 
 def _narrow_dot(meta: dict) -> tl.dtype:
-    """The operand dtype of the products whose right operand is N wide (see NARROW_DOTS_16BIT)."""
-    return meta["DOT"] if NARROW_DOTS_16BIT else meta["COMPUTE"]
+    """The operand dtype of the products whose right operand is N (states) wide: x_end, g_start, dB, dC of the
+    gradient kernel and the (T, N) right operands of the chunk-state and state-gradient kernels. 16-bit only up to
+    4 warps: at 8, Triton 3.6 gives such an operand (N contiguous, 32 bytes a row) to m64n8 wgmmas, the second
+    warpgroup's starting 16 bytes into each row, and the tensor cores read the whole row, past the tile (in the
+    gradient kernel past the program's shared memory: the illegal address of issue #16, bench/RESULTS.md). As fp32
+    operands read as tf32 (laid out K contiguous) they stay within their tiles."""
+    return meta["DOT"] if meta["num_warps"] <= 4 else meta["COMPUTE"]
 
 
 def _pass_states(states, log_decay, init, reverse: bool, meta: dict) -> torch.Tensor:

@@ -223,18 +223,20 @@ def interpreter_checks_bounds(monkeypatch):
     monkeypatch.setattr(interpreter.InterpreterBuilder, "create_masked_store", checked_store)
 
 
-@pytest.mark.parametrize("split", [False, True], ids=["one-launch", "two-launches"])
+@pytest.mark.parametrize("split,warps", [(False, 4), (False, 8), (True, 8)],
+                         ids=["one-launch-4warps", "one-launch-8warps", "two-launches-8warps"])
 @pytest.mark.parametrize("backend,device", [triton_param(d) for d in DEVICES])
-def test_triton_accesses_stay_in_bounds_at_the_h200_benchmark_tiling(backend, device, split, monkeypatch):
+def test_triton_accesses_stay_in_bounds_at_the_h200_benchmark_tiling(backend, device, split, warps, monkeypatch):
     """At the H200 benchmark's tiling (P 64 in channel blocks of 32, chunk 64, N 16; here two heads and two chunks
     and a part), bf16 with 16-bit products: every address each kernel loads or stores lies inside a tensor
     argument (checked by the interpreter; compiled, on sm_90 the products are wgmmas, which the other tests' chunk
-    of 16 never makes), and every output is within the bf16 bounds (issue #16: these crashed compiled there)."""
+    of 16 never makes), and every output is within the bf16 bounds (issue #16: these crashed compiled there). At 4
+    warps every product is 16-bit; at 8 the N-wide ones are fp32 (``ssd_triton._narrow_dot``)."""
     from seqpipe.kernels import ssd_triton
 
     interpreter_dots_as_on_the_h200(monkeypatch)
     interpreter_checks_bounds(monkeypatch)
-    for flag, value in (("DOTS_16BIT", True), ("SPLIT_GRAD", split), ("GRAD_BLOCK_P", 32)):
+    for flag, value in (("DOTS_16BIT", True), ("SPLIT_GRAD", split), ("GRAD_BLOCK_P", 32), ("NUM_WARPS_16BIT", warps)):
         monkeypatch.setattr(ssd_triton, flag, value)
     actual, _, expected, tol = low_precision_errors(backend, device, torch.bfloat16, tf32=True, chunk_size=64,
                                                     length=64 * 2 + 37, head_dim=64, d_state=16)
