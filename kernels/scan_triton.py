@@ -270,6 +270,15 @@ def _compose_segments_kernel(end_ptr, decay_ptr, init_ptr, entering_ptr, size, n
 
 
 @triton.jit
+def _store_output(out_ptr, z_ptr, y, offsets, mask, HAS_Z: tl.constexpr, COMPUTE: tl.constexpr):
+    """Store y (CHUNK, BLOCK_D) at ``offsets``, gated by z * sigmoid(z) when there is a z."""
+    if HAS_Z:
+        z = _load(z_ptr + offsets, mask, COMPUTE)
+        y = y * z * tl.sigmoid(z)
+    tl.store(out_ptr + offsets, y.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
 def _scan_fwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, start_ptr, out_ptr, last_ptr,
                      starts_ptr, L, D, Dg, N, n_chunks, segment_chunks, sb_b, sb_g, sb_n, sb_l, sc_b, sc_g, sc_n, sc_l,
                      SOFTPLUS: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
@@ -298,10 +307,7 @@ def _scan_fwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_p
         y = tl.sum(x * C, axis=2) + u * skip[None, :]
         offsets = row[None, :] + t[:, None]
         mask = mask_t[:, None] & mask_d[None, :]
-        if HAS_Z:
-            z = _load(z_ptr + offsets, mask, COMPUTE)
-            y = y * z * tl.sigmoid(z)
-        tl.store(out_ptr + offsets, y.to(out_ptr.dtype.element_ty), mask=mask)
+        _store_output(out_ptr, z_ptr, y, offsets, mask, HAS_Z, COMPUTE)
         state = _last_row(x, steps, CHUNK)
         chunk += 1
     tl.store(last_ptr + batch * D * N + state_offsets, state, mask=mask_dn & (segment == tl.num_programs(2) - 1))
@@ -396,10 +402,7 @@ def _scan_fwd_lanes_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, 
         C = _rows(C_ptr, batch, group, t, mask_t, d, mask_d, n, mask_n, N, sc_b, sc_g, sc_n, sc_l, C_VARYING, COMPUTE,
                   CHANNELS_LAST=True)
         y = tl.sum(x * C, axis=1) + u * skip[None, :]
-        if HAS_Z:
-            z = _load(z_ptr + offsets, mask, COMPUTE)
-            y = y * z * tl.sigmoid(z)
-        tl.store(out_ptr + offsets, y.to(out_ptr.dtype.element_ty), mask=mask)
+        _store_output(out_ptr, z_ptr, y, offsets, mask, HAS_Z, COMPUTE)
         state = _last_row(x, steps, CHUNK)
         chunk += 1
     tl.store(last_ptr + batch * D * N + state_offsets, state, mask=mask_nd & (segment == tl.num_programs(2) - 1))
