@@ -52,8 +52,10 @@ TF32_DOTS: bool | None = None
 # Whether the products of 16-bit inputs take 16-bit operands (x, B, C, g and the (T, T) tiles cast to the input
 # dtype just before tl.dot, fp32 accumulation, as mamba_ssm does: twice the tensor-core rate of tf32, half the
 # operand registers) rather than fp32 ones read as tf32. None means on CUDA: the interpreter's tl.dot multiplies
-# bf16 operands' raw bits (triton 3.6; a test that makes it convert them sets True).
-DOTS_16BIT: bool | None = None
+# bf16 operands' raw bits (triton 3.6; a test that makes it convert them sets True). Off by default: at N 16 it
+# ran on the H200 (B1 L64k bf16 fwd+bwd 5.52 against 7.54 ms), but the 131k Mamba-2 training step (Mamba2Block's
+# default N 64, bf16 autocast) failed with it (a CUDA error in its backward; bench/RESULTS.md), not yet explained.
+DOTS_16BIT: bool | None = False
 _DOT_16BIT = {torch.bfloat16: tl.bfloat16, torch.float16: tl.float16}
 
 
