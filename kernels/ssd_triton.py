@@ -19,8 +19,8 @@ backward  4. ``_chunk_state_grad_kernel``: the gradient reaching each chunk's st
              launch, or (SPLIT_GRAD) two (dx/dz/ddt, then dB/dC).
 Products accumulate in fp32 (float64 for float64 inputs); their operands are tf32 for 32-bit inputs, and for
 16-bit inputs with DOTS_16BIT the input dtype, as in mamba_ssm (at 8 warps, those with an N-wide right operand
-stay fp32: see ``_narrow_dot``). Where the gradient kernel also uses an operand elementwise, it uses the value the product
-reads (``_as_dot_reads``), so that sums that cancel do.
+stay fp32: see ``_narrow_dot``). Where the gradient kernel also uses an operand elementwise, it uses the value the
+product reads (``_as_dot_reads``), so that sums that cancel do.
 Per-head dB/dC are summed over the heads of a group, and dD/dA over chunks and batch, by PyTorch:
 deterministic, no atomics. dt arrives discretised (softplus and bias stay in PyTorch autograd, O(B L H)).
 """
@@ -38,7 +38,9 @@ PASS_BLOCK = 128  # (P * N) state elements per program of the sequential pass
 # chunks (a power of two) whose loads the sequential pass keeps in flight at once, combined by a scan (1: one after
 # the other, as before; at B1 L64k, T 64, each program walks 1,024 chunks, ~0.4 us a chunk on the H200)
 PASS_CHUNKS = 8
-NUM_WARPS = 8  # per program, 32-bit inputs (and 16-bit with fp32 operands); 8 beat 4 on the H200 at L 64k
+# per program, 32-bit inputs (and 16-bit with fp32 operands): 8 beat 4 on the H200 at L 64k in session 2; in one
+# run of session 8 fp32 at 4 was faster at all three fp32 shapes (B1 L64k 7.44 against 7.95 ms; bench/RESULTS.md)
+NUM_WARPS = 8
 # per program with 16-bit products: at B1 L64k bf16 fwd+bwd 5.45 ms at 4 warps, every product 16-bit, against
 # 7.14 at 8 (its N-wide products fp32) and 7.43 with fp32 operands (bench/RESULTS.md)
 NUM_WARPS_16BIT = 4
@@ -335,14 +337,14 @@ def _chunk_grad_kernel(x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, starts_
 
 def _meta(x: torch.Tensor, P: int, N: int, chunk_size: int) -> dict:
     compute = compute_dtype(x.dtype)
-    dots_16bit = x.is_cuda if DOTS_16BIT is None else DOTS_16BIT
     accumulate = tl.float64 if compute == torch.float64 else tl.float32
+    dots_16bit = (x.is_cuda if DOTS_16BIT is None else DOTS_16BIT) and x.dtype in _DOT_16BIT
     return dict(
         T=chunk_size, BLOCK_P=max(16, triton.next_power_of_2(P)), BLOCK_N=max(16, triton.next_power_of_2(N)),
-        COMPUTE=accumulate, DOT=_DOT_16BIT.get(x.dtype, accumulate) if dots_16bit else accumulate,
+        COMPUTE=accumulate, DOT=_DOT_16BIT[x.dtype] if dots_16bit else accumulate,
         # tf32 tensor-core products for 32-bit operands (Triton's default); exact for float64
         PRECISION="ieee" if compute == torch.float64 else "tf32",
-        num_warps=NUM_WARPS_16BIT if dots_16bit and x.dtype in _DOT_16BIT else NUM_WARPS,
+        num_warps=NUM_WARPS_16BIT if dots_16bit else NUM_WARPS,
     )
 
 
