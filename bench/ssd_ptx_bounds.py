@@ -1,21 +1,25 @@
 """Bounds of every memory access of seqpipe's SSD kernels as compiled for the H100/H200, checked on the CPU.
 
     python bench/ssd_ptx_bounds.py [--dots bf16|fp16|fp32] [--narrow-dots ...] [--split] [--block-p 32]
-        [--warps 8] [--batch 1 --length 65536]
+        [--warps 8] [--batch 1 --length 65536] [--heads 32 --head-dim 64 --d-state 16 --chunk 64] [--no-z]
 
-Compiles the four chunk kernels with ``triton.compile`` for ``GPUTarget("cuda", 90, 32)`` at the benchmark's
-tiling (32 heads x P 64, N 16, one group, chunk 64, bf16 inputs with D and z; ints specialised as the JIT does
-for sizes divisible by 16), prints ptxas' registers and spills, then evaluates the integer arithmetic of each
-kernel's PTX (straight-line code) for all threads of a few programs (first, last, middle), with the tensors'
-sizes at ``--batch``/``--length``, 32-bit wrap-around included, and checks:
+Compiles the four chunk kernels with ``triton.compile`` for ``GPUTarget("cuda", 90, 32)`` at a shape (by default
+the benchmark's: 32 heads x P 64, N 16, one group, chunk 64, bf16 inputs with D and z; tiles as ``ssd_triton``
+picks them; ints specialised as the JIT does: 1 a constant, multiples of 16 marked so), prints ptxas' registers,
+spills and shared memory, then evaluates the integer arithmetic of each kernel's PTX (straight-line code) for all
+threads of a few programs (first, last, middle), with the tensors' sizes at ``--batch``/``--length``, 32-bit
+wrap-around included, and checks:
 
 - every global load/store (under its predicate) lies inside the tensor its pointer parameter points into;
+- every global and shared load/store is aligned to its width (else "misaligned address" on the GPU);
 - every shared load/store/ldmatrix/stmatrix lies inside the kernel's dynamic shared memory;
 - every wgmma operand read from shared memory (its descriptor decoded: start, strides, swizzle; K-major or
   N/M-major) lies inside it, as the PTX canonical layouts say ("read"), and also if the tensor cores read
   whole swizzle rows, or 16 rows for an n8 K-major operand ("whole rows"; the suspected cause of issue #16).
 
-Not modelled: values of floating-point registers and loads (addresses never depend on them here); loops.
+Not modelled: values of floating-point registers and loads (addresses never depend on them here); loops, so
+not the sequential state pass (the only kernel reading initial_state or writing the final state; it has no
+products, and its code does not depend on the product settings checked here).
 """
 
 from __future__ import annotations
@@ -24,11 +28,26 @@ import argparse
 import os
 import re
 import subprocess
+from dataclasses import dataclass
 
 import numpy as np
 
-HEADS, HEAD_DIM, D_STATE, CHUNK = 32, 64, 16, 64
 MASK32 = np.uint64(0xFFFFFFFF)
+SMEM_PER_BLOCK = 227 * 1024  # sm_90's largest dynamic shared memory of one block
+
+
+@dataclass(frozen=True)
+class Shape:
+    """A launch's sizes: x, z (batch, length, heads, head_dim), B, C (batch, length, 1, d_state), D and z optional."""
+
+    heads: int = 32
+    head_dim: int = 64
+    d_state: int = 16
+    chunk: int = 64
+    batch: int = 1
+    length: int = 65536
+    has_z: bool = True
+    has_d: bool = True
 
 
 def signed32(v):
@@ -219,6 +238,8 @@ class PTXBounds:
         a = address[active]
         if a.size == 0:
             return
+        if (a % width).any():  # tensors and shared memory start 16-byte aligned
+            self.problems.append(f"{op}: {width}-byte access misaligned (address {a[a % width != 0][0] % 16} mod 16)")
         if space == "shared":
             if a.min() < 0 or a.max() + width > self.shared_bytes:
                 self.problems.append(f"{op}: shared bytes [{a.min()}, {a.max() + width}) of {self.shared_bytes}")
@@ -261,8 +282,8 @@ class PTXBounds:
                             f"[{lo}, {hi}) of {self.shared_bytes}")
 
 
-def kernel_sources(dots: str, narrow: str, block_p: int, split_part: str | None):
-    """(name, ASTSource, parameter sizes at (batch, length)) of the four chunk kernels."""
+def kernel_sources(shape: Shape, dots: str, narrow: str, block_p: int, split_part: str | None):
+    """(name, ASTSource, parameters at the shape's sizes) of the four chunk kernels."""
     import triton
     import triton.language as tl
     from triton.compiler import ASTSource
@@ -270,25 +291,32 @@ def kernel_sources(dots: str, narrow: str, block_p: int, split_part: str | None)
     from seqpipe.kernels import ssd_triton as ssd
 
     types = {"bf16": tl.bfloat16, "fp16": tl.float16, "fp32": tl.float32}
-    base = dict(T=CHUNK, BLOCK_N=D_STATE, COMPUTE=tl.float32, PRECISION="tf32", G=1)
-    ints = dict(L="i32", H="i32", P="i32", N="i32", n_chunks="i32")
+    chunks = triton.cdiv(shape.length, shape.chunk)
+    block_n = max(16, triton.next_power_of_2(shape.d_state))
+    base = dict(T=shape.chunk, BLOCK_N=block_n, COMPUTE=tl.float32, PRECISION="tf32", G=1)
+    ints = dict(L=shape.length, H=shape.heads, P=shape.head_dim, N=shape.d_state, n_chunks=chunks)
+    passed = {k: v for k, v in ints.items() if v != 1}  # the JIT makes an int equal to 1 a constant
 
     def source(fn, pointers: dict, constants: dict):
-        signature = {**{k: v[0] for k, v in pointers.items()}, **ints, **{k: "constexpr" for k in constants}}
-        attrs = {(fn.arg_names.index(k),): [["tt.divisibility", 16]] for k in [*pointers, *ints]}
+        constants = {**constants, **{k: 1 for k in ints if k not in passed}}
+        signature = {**{k: v[0] for k, v in pointers.items()}, **{k: "i32" for k in passed},
+                     **{k: "constexpr" for k in constants}}
+        aligned = [*pointers, *(k for k, v in passed.items() if v % 16 == 0)]
+        attrs = {(fn.arg_names.index(k),): [["tt.divisibility", 16]] for k in aligned}
         return ASTSource(fn, {k: signature[k] for k in fn.arg_names}, constexprs=constants, attrs=attrs)
 
-    def sizes(batch, length, pointers):
-        chunks = length // CHUNK
-        elements = dict(x=batch * length * HEADS * HEAD_DIM, row=batch * length * HEADS, head=HEADS,
-                        bc=batch * length * D_STATE, state=batch * chunks * HEADS * HEAD_DIM * D_STATE,
-                        decay=batch * HEADS * chunks * CHUNK, heads_n=batch * length * HEADS * D_STATE,
-                        part=batch * chunks * HEADS)
+    def sizes(pointers):
+        row, chunk_heads = shape.batch * shape.length, shape.batch * chunks * shape.heads
+        elements = dict(x=row * shape.heads * shape.head_dim, row=row * shape.heads, head=shape.heads,
+                        bc=row * shape.d_state, state=chunk_heads * shape.head_dim * shape.d_state,
+                        decay=chunk_heads * shape.chunk, heads_n=row * shape.heads * shape.d_state, part=chunk_heads)
         return ([("ptr", elements[e] * (2 if t == "*bf16" else 4)) for t, e in pointers.values()]
-                + [("int", v) for v in (length, HEADS, HEAD_DIM, D_STATE, chunks)] + [("ptr", 1 << 20)] * 2)
+                + [("int", v) for v in passed.values()] + [("ptr", 1 << 20)] * 2)
 
     bf, f = "*bf16", "*fp32"
     dot, narrow_dot = types[dots], types[narrow]
+    block_p_all = max(16, triton.next_power_of_2(shape.head_dim))
+    gate = dict(HAS_D=shape.has_d, HAS_Z=shape.has_z)
     state_ptrs = dict(x_ptr=(bf, "x"), dt_ptr=(f, "row"), A_ptr=(f, "head"), B_ptr=(bf, "bc"),
                       states_ptr=(f, "state"), log_decay_ptr=(f, "decay"))
     output_ptrs = dict(x_ptr=(bf, "x"), dt_ptr=(f, "row"), B_ptr=(bf, "bc"), C_ptr=(bf, "bc"), D_ptr=(f, "head"),
@@ -300,20 +328,18 @@ def kernel_sources(dots: str, narrow: str, block_p: int, split_part: str | None)
                      log_decay_ptr=(f, "decay"), dy_ptr=(bf, "x"), dx_ptr=(f, "x"), ddt_ptr=(f, "row"),
                      dB_ptr=(f, "heads_n"), dC_ptr=(f, "heads_n"), dz_ptr=(f, "x"), dD_ptr=(f, "part"),
                      dA_ptr=(f, "part"))
-    grad = dict(base, BLOCK_P=block_p, DOT=dot, NARROW_DOT=narrow_dot, HAS_D=True, HAS_Z=True,
-                ROUND_TF32=dots == "fp32", WANT_X=split_part != "bc", WANT_BC=split_part != "x",
-                P_BLOCKS=triton.cdiv(HEAD_DIM, block_p))
+    grad = dict(base, **gate, BLOCK_P=block_p, DOT=dot, NARROW_DOT=narrow_dot, ROUND_TF32=dots == "fp32",
+                WANT_X=split_part != "bc", WANT_BC=split_part != "x", P_BLOCKS=triton.cdiv(shape.head_dim, block_p))
     return [
-        ("chunk_state", source(ssd._chunk_state_kernel, state_ptrs, dict(base, BLOCK_P=HEAD_DIM, DOT=narrow_dot)),
-         lambda b, n: sizes(b, n, state_ptrs)),
+        ("chunk_state", source(ssd._chunk_state_kernel, state_ptrs, dict(base, BLOCK_P=block_p_all, DOT=narrow_dot)),
+         sizes(state_ptrs)),
         ("chunk_output", source(ssd._chunk_output_kernel, output_ptrs,
-                                dict(base, BLOCK_P=HEAD_DIM, DOT=dot, HAS_D=True, HAS_Z=True)),
-         lambda b, n: sizes(b, n, output_ptrs)),
+                                dict(base, **gate, BLOCK_P=block_p_all, DOT=dot)), sizes(output_ptrs)),
         ("chunk_state_grad", source(ssd._chunk_state_grad_kernel, state_grad_ptrs,
-                                    dict(base, BLOCK_P=HEAD_DIM, DOT=narrow_dot, HAS_Z=True)),
-         lambda b, n: sizes(b, n, state_grad_ptrs)),
+                                    dict(base, BLOCK_P=block_p_all, DOT=narrow_dot, HAS_Z=shape.has_z)),
+         sizes(state_grad_ptrs)),
         ("chunk_grad" + (f" ({split_part})" if split_part else ""), source(ssd._chunk_grad_kernel, grad_ptrs, grad),
-         lambda b, n: sizes(b, n, grad_ptrs)),
+         sizes(grad_ptrs)),
     ]
 
 
@@ -321,23 +347,34 @@ def main() -> None:
     import triton
     from triton.backends.compiler import GPUTarget
 
+    from seqpipe.kernels import ssd_triton
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dots", choices=["bf16", "fp16", "fp32"], default="bf16", help="operands (DOT)")
     parser.add_argument("--narrow-dots", choices=["bf16", "fp16", "fp32"], default="fp32",
                         help="operands of the products with an N-wide right operand (NARROW_DOT)")
     parser.add_argument("--split", action="store_true", help="the gradient kernel as two launches")
-    parser.add_argument("--block-p", type=int, default=32)
+    parser.add_argument("--block-p", type=int, default=ssd_triton.GRAD_BLOCK_P, help="the gradient kernel's")
     parser.add_argument("--warps", type=int, default=8)
-    parser.add_argument("--batch", type=int, default=1)
-    parser.add_argument("--length", type=int, default=65536)
+    for name, default in vars(Shape()).items():
+        if not name.startswith("has_"):
+            parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=default)
+    parser.add_argument("--no-z", action="store_true", help="without the gate z (as Mamba2Block calls it)")
+    parser.add_argument("--no-d", action="store_true", help="without the skip D")
     args = parser.parse_args()
+    shape = Shape(args.heads, args.head_dim, args.d_state, args.chunk, args.batch, args.length, not args.no_z,
+                  not args.no_d)
+    block_p = min(args.block_p, max(16, triton.next_power_of_2(shape.head_dim)))
     ptxas = os.path.join(os.path.dirname(triton.__file__), "backends/nvidia/bin/ptxas")
     parts = ["x", "bc"] if args.split else [None]
-    sources = [s for part in parts for s in kernel_sources(args.dots, args.narrow_dots, args.block_p, part)]
-    sources = list({name: (name, src, sz) for name, src, sz in sources}.values())
-    chunks = args.length // CHUNK
-    programs = [(0, 0), (chunks - 1, args.batch * HEADS - 1), (chunks // 2, 17 % (args.batch * HEADS))]
-    for name, src, sizes in sources:
+    sources = [s for part in parts for s in kernel_sources(shape, args.dots, args.narrow_dots, block_p, part)]
+    sources = list({name: (name, src, params) for name, src, params in sources}.values())
+    chunks = triton.cdiv(shape.length, shape.chunk)
+    rows = shape.batch * shape.heads
+    programs = [(0, 0), (chunks - 1, rows - 1), (chunks // 2, 17 % rows)]
+    print(f"{shape}, dots {args.dots}, narrow dots {args.narrow_dots}, {args.warps} warps, gradient channel "
+          f"blocks of {block_p}")
+    for name, src, params in sources:
         kernel = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=args.warps))
         path = f"/tmp/ssd_ptx_bounds_{os.getpid()}.ptx"
         with open(path, "w") as handle:
@@ -349,10 +386,11 @@ def main() -> None:
         spills = re.search(r"(\d+) bytes spill stores", report).group(1)
         mma = re.findall(r"wgmma\.mma_async\.sync\.aligned\.(m\d+n\d+k\d+)\.\w+\.(\w+)", kernel.asm["ptx"])
         counts = ", ".join(f"{mma.count(s)} {s[0]}.{s[1]}" for s in sorted(set(mma)))
-        print(f"{name}: {registers} registers, {spills} B spilled, {kernel.metadata.shared} B shared; {counts}")
+        shared = kernel.metadata.shared
+        over = f" (over sm_90's {SMEM_PER_BLOCK} per block)" if shared > SMEM_PER_BLOCK else ""
+        print(f"{name}: {registers} registers, {spills} B spilled, {shared} B shared{over}; {counts}")
         for program in programs:
-            bounds = PTXBounds(kernel.asm["ptx"], kernel.metadata.shared, args.warps, program,
-                               sizes(args.batch, args.length)).run()
+            bounds = PTXBounds(kernel.asm["ptx"], shared, args.warps, program, params).run()
             print(f"  program {program}: {bounds.checked} accesses, "
                   f"{'in bounds' if not bounds.problems else f'{len(bounds.problems)} problems:'}")
             for problem in dict.fromkeys(bounds.problems):
