@@ -119,11 +119,11 @@ def test_a_split_with_carried_state_equals_the_whole(backend, device):
 
 
 def low_precision_errors(backend, device, dtype, tf32=None, chunk_size=16, **shape):
-    """The scan's outputs and gradients on seeded inputs of ``dtype`` (``shape``: make_inputs' sizes, by default
-    P 16, N 16) and on the same rounded inputs in float64: (actual, its dtypes, expected, the tolerance of
-    ``dtype``). Triton's float32 products run as tf32 on tensor cores (~3e-4 relative); ``tf32`` (default: compiled
-    Triton) says they do."""
-    inputs, softplus = make_inputs(**{"seed": 3, "head_dim": 16, "d_state": 16, **shape}, D=True, z=True,
+    """The scan's outputs and gradients on seeded inputs of ``dtype`` (``shape``: make_inputs' sizes and options, by
+    default P 16, N 16, with D and z) and on the same rounded inputs in float64: (actual, its dtypes, expected, the
+    tolerance of ``dtype``). Triton's float32 products run as tf32 on tensor cores (~3e-4 relative); ``tf32``
+    (default: compiled Triton) says they do."""
+    inputs, softplus = make_inputs(**{"seed": 3, "head_dim": 16, "d_state": 16, "D": True, "z": True, **shape},
                                    dt_bias=True, softplus=True, initial_state=True, dtype=dtype, device=device)
     actual, dtypes = outputs_and_grads(inputs, softplus, backend, chunk_size)
     exact = {k: None if v is None else v.detach().double().requires_grad_() for k, v in inputs.items()}
@@ -223,15 +223,24 @@ def interpreter_checks_bounds(monkeypatch):
     monkeypatch.setattr(interpreter.InterpreterBuilder, "create_masked_store", checked_store)
 
 
-@pytest.mark.parametrize("split,warps", [(False, 4), (False, 8), (True, 8)],
-                         ids=["one-launch-4warps", "one-launch-8warps", "two-launches-8warps"])
+# make_inputs' sizes at the H200 runs' tilings (P 64, chunk 64; here two chunks and a part): bench/gpu_peers.py's
+# SSD table (N 16, gate z), and the 131k training step's Mamba2Block defaults (N 64, four heads, no z)
+H200_TILINGS = {"benchmark": dict(heads=2, head_dim=64, d_state=16),
+                "mamba2-block": dict(heads=4, head_dim=64, d_state=64, z=False)}
+
+
+@pytest.mark.parametrize("tiling,split,warps", [("benchmark", False, 4), ("benchmark", False, 8),
+                                                ("benchmark", True, 8), ("mamba2-block", False, 4)],
+                         ids=["one-launch-4warps", "one-launch-8warps", "two-launches-8warps",
+                              "mamba2-block-n64-4warps"])
 @pytest.mark.parametrize("backend,device", [triton_param(d) for d in DEVICES])
-def test_triton_accesses_stay_in_bounds_at_the_h200_benchmark_tiling(backend, device, split, warps, monkeypatch):
-    """At the H200 benchmark's tiling (P 64 in channel blocks of 32, chunk 64, N 16; here two heads and two chunks
-    and a part), bf16 with 16-bit products: every address each kernel loads or stores lies inside a tensor
-    argument (checked by the interpreter; compiled, on sm_90 the products are wgmmas, which the other tests' chunk
-    of 16 never makes), and every output is within the bf16 bounds (issue #16: these crashed compiled there). At 4
-    warps every product is 16-bit; at 8 the N-wide ones are fp32 (``ssd_triton._narrow_dot``)."""
+def test_triton_accesses_stay_in_bounds_at_the_h200_tilings(backend, device, tiling, split, warps, monkeypatch):
+    """At the H200 runs' tilings (P 64 in channel blocks of 32, chunk 64), bf16 with 16-bit products, an initial
+    state and the final state's gradient: every address each kernel loads or stores lies inside a tensor argument
+    (checked by the interpreter; compiled, on sm_90 the products are wgmmas, which the other tests' chunk of 16
+    never makes), and every output is within the bf16 bounds (issue #16: the benchmark's crashed compiled at 8
+    warps, the training step's at 4). At 4 warps every product is 16-bit; at 8 the N-wide ones are fp32
+    (``ssd_triton._narrow_dot``)."""
     from seqpipe.kernels import ssd_triton
 
     interpreter_dots_as_on_the_h200(monkeypatch)
@@ -239,7 +248,7 @@ def test_triton_accesses_stay_in_bounds_at_the_h200_benchmark_tiling(backend, de
     for flag, value in (("DOTS_16BIT", True), ("SPLIT_GRAD", split), ("GRAD_BLOCK_P", 32), ("NUM_WARPS_16BIT", warps)):
         monkeypatch.setattr(ssd_triton, flag, value)
     actual, _, expected, tol = low_precision_errors(backend, device, torch.bfloat16, tf32=True, chunk_size=64,
-                                                    length=64 * 2 + 37, head_dim=64, d_state=16)
+                                                    length=64 * 2 + 37, **H200_TILINGS[tiling])
     assert_all_close(actual, expected, tol)
 
 
