@@ -57,8 +57,12 @@ class TaskHead(nn.Module):
         :meth:`merge_views` combines — test-time augmentation such as both DNA strands. Default: ``batch`` alone."""
         return [batch]
 
+    def training_views(self, batch: dict[str, Any]) -> list[dict[str, Any]]:
+        """The batches a training step reads, whose outputs :meth:`merge_views` combines. Default: ``batch`` alone."""
+        return [batch]
+
     def merge_views(self, outputs: list[Any]) -> Any:
-        """The outputs of :meth:`evaluation_views`, in order -> the outputs of the batch."""
+        """The outputs of :meth:`evaluation_views` (or :meth:`training_views`), in order -> the outputs of the batch."""
         return outputs[0]
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor | None, batch: dict[str, Any]) -> Any:

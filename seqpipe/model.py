@@ -123,10 +123,9 @@ class SequenceModel(L.LightningModule):
             self.backbone.requires_grad_(False)
 
     def forward(self, batch: dict[str, Any]) -> Any:
-        """The head's outputs; outside training, merged over the head's evaluation views (e.g. both strands)."""
-        if self.training:
-            return self._forward_view(batch)
-        return self.head.merge_views([self._forward_view(view) for view in self.head.evaluation_views(batch)])
+        """The head's outputs, merged over the head's views of the batch (e.g. both strands)."""
+        views = self.head.training_views(batch) if self.training else self.head.evaluation_views(batch)
+        return self.head.merge_views([self._forward_view(view) for view in views])
 
     def _forward_view(self, batch: dict[str, Any]) -> Any:
         lengths, chunk_size = batch.get("lengths"), self.hparams.get("chunk_size")

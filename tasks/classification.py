@@ -14,7 +14,11 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassAUROC, Mul
 from seqpipe.chunked import valid_mean
 from seqpipe.contracts import DataInfo, TokenInput
 from seqpipe.dna_alphabet import reverse_complement_ids
+from seqpipe.errors import ConfigError
 from seqpipe.heads import TaskHead
+
+#: the values of ``SequenceClassification(strands=...)``
+STRANDS = ("average", "pair", "forward")
 
 
 def pool(features: torch.Tensor, lengths: torch.Tensor | None, how: Literal["mean", "last"]) -> torch.Tensor:
@@ -33,8 +37,12 @@ class SequenceClassification(TaskHead):
     Args:
         pooling: "mean" over valid positions (any backbone), or "last" valid position (causal backbones).
         dropout: dropout on the pooled features.
-        strand_average: DNA data (tokenizer "dna") only: outside training, score each sequence and its reverse
-            complement and average the logits, so both strands of a sequence get the same prediction.
+        strands: how DNA data (tokenizer "dna") is read; other data has one view. "average": outside training, score
+            each sequence and its reverse complement and average the logits, so both strands of a sequence get the
+            same prediction (strand-invariant). "pair": in training too, read both strands, each with its own
+            linear layer, and add the logits: the model can use what is strand-specific and what is on the other
+            strand; for sequences given in a known orientation, fitted without reverse-complement augmentation.
+            "forward": the sequence as given only.
 
     Logs accuracy, macro-F1, MCC and macro one-vs-rest AUROC over the whole epoch; the best checkpoint is
     the one with the highest ``val/acc``. Class names come from the data (sorted) and travel in the checkpoint.
@@ -43,36 +51,65 @@ class SequenceClassification(TaskHead):
     monitor = "val/acc"
     monitor_mode = "max"
 
-    def __init__(self, pooling: Literal["mean", "last"] = "mean", dropout: float = 0.0, strand_average: bool = True):
+    def __init__(self, pooling: Literal["mean", "last"] = "mean", dropout: float = 0.0,
+                 strands: Literal["average", "pair", "forward"] = "average"):
         super().__init__()
-        self.pooling, self.strand_average = pooling, strand_average
-        self.both_strands = False
+        if strands not in STRANDS:
+            raise ConfigError(f"{type(self).__name__}: strands must be one of {', '.join(STRANDS)}, got {strands!r}")
+        self.pooling, self.strands = pooling, strands
+        self.strand_views = "forward"  # ``strands`` once bound to DNA data
         self.dropout = nn.Dropout(dropout)
         self.label_names: list[str] = []
         self.classifier: nn.Linear | None = None
+        self.reverse_classifier: nn.Linear | None = None  # "pair": the reverse strand's
 
     def bind(self, d_model: int, data_info: DataInfo) -> None:
         self.label_names = data_info.classes(type(self).__name__)
-        self.classifier = nn.Linear(d_model, len(self.label_names))
-        self.both_strands = self.strand_average and isinstance(data_info.input, TokenInput) and data_info.input.tokenizer == "dna"
+        dna = isinstance(data_info.input, TokenInput) and data_info.input.tokenizer == "dna"
+        self.strand_views = self.strands if dna else "forward"
+        self.make_classifiers(d_model)
+
+    def make_classifiers(self, width: int) -> None:
+        """The linear layer(s) from ``width`` pooled features to one logit per class ("pair": one per strand, the
+        reverse strand's without a bias, which the forward strand's already gives)."""
+        self.classifier = nn.Linear(width, len(self.label_names))
+        if self.strand_views == "pair":
+            self.reverse_classifier = nn.Linear(width, len(self.label_names), bias=False)
+
+    @property
+    def strand_invariant(self) -> bool:
+        """Whether a sequence and its reverse complement get the same prediction by construction."""
+        return self.strand_views == "average"
 
     @property
     def mean_pooled(self) -> bool:
         return self.pooling == "mean"
 
     def evaluation_views(self, batch: dict[str, Any]) -> list[dict[str, Any]]:
-        """The batch, and (DNA, ``strand_average``) the batch of reverse complements (``x`` (B, L), right-padded)."""
-        if not self.both_strands:
+        """The batch, and (DNA, ``strands`` "average" or "pair") the batch of reverse complements (``x`` (B, L),
+        right-padded), marked ``"reverse": True``."""
+        if self.strand_views == "forward":
             return [batch]
-        return [batch, {**batch, "x": reverse_complement_ids(batch["x"], batch.get("lengths"))}]
+        return [batch, {**batch, "x": reverse_complement_ids(batch["x"], batch.get("lengths")), "reverse": True}]
+
+    def training_views(self, batch: dict[str, Any]) -> list[dict[str, Any]]:
+        """Both strands with ``strands`` "pair" (each has its own weights), else the batch alone."""
+        return self.evaluation_views(batch) if self.strand_views == "pair" else [batch]
 
     def merge_views(self, outputs: list[torch.Tensor]) -> torch.Tensor:
-        """Logits (B, n_classes) of each view -> their mean."""
-        return outputs[0] if len(outputs) == 1 else torch.stack(outputs).mean(0)
+        """Logits (B, n_classes) of each view -> their mean ("average") or sum ("pair": one linear layer over the
+        pooled features of both strands)."""
+        if len(outputs) == 1:
+            return outputs[0]
+        return torch.stack(outputs).sum(0) if self.strand_views == "pair" else torch.stack(outputs).mean(0)
+
+    def view_classifier(self, batch: dict[str, Any]) -> nn.Linear:
+        """The linear layer of the view ``batch``: the reverse strand's own with ``strands`` "pair"."""
+        return self.reverse_classifier if batch.get("reverse") and self.reverse_classifier is not None else self.classifier
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor | None, batch: dict[str, Any]) -> torch.Tensor:
         """features (B, L, D) -> logits (B, n_classes)."""
-        return self.classifier(self.dropout(pool(features, lengths, self.pooling)))
+        return self.view_classifier(batch)(self.dropout(pool(features, lengths, self.pooling)))
 
     def loss(self, outputs: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
         return F.cross_entropy(outputs, batch["y"])

@@ -46,8 +46,8 @@ class DNASequenceClassification(SequenceClassification):
             was a motif detector on anywhere?), or "mean_max" (both, concatenated: 2 * d_model features).
         kmer_size: with k > 0, the L2-normalised counts of the 4**k k-mers of the input (:func:`kmer_profile`,
             a bag-of-k-mers model's features) join the pooled features before the linear layer; 0: none.
-        dropout, strand_average: as for the parent (with ``strand_average`` the k-mers of each strand are
-            counted in its own view, so both strands still get one prediction).
+        dropout, strands: as for the parent (the k-mers of each strand are counted in its own view, so with
+            "average" both strands still get one prediction).
 
     features (B, L, D) -> logits (B, n_classes).
     """
@@ -56,14 +56,14 @@ class DNASequenceClassification(SequenceClassification):
         self,
         pooling: Literal["mean", "last", "max", "mean_max"] = "mean_max",
         dropout: float = 0.0,
-        strand_average: bool = True,
+        strands: Literal["average", "pair", "forward"] = "average",
         kmer_size: int = 0,
     ):
         if pooling not in ("mean", "last", "max", "mean_max"):
             raise ConfigError(f"DNASequenceClassification: pooling must be mean, last, max or mean_max, got {pooling!r}")
         if not 0 <= kmer_size <= 8:
             raise ConfigError(f"DNASequenceClassification: kmer_size must be 0 (none) to 8, got {kmer_size}")
-        super().__init__(pooling="mean", dropout=dropout, strand_average=strand_average)
+        super().__init__(pooling="mean", dropout=dropout, strands=strands)
         self.pooling, self.kmer_size = pooling, kmer_size
 
     def bind(self, d_model: int, data_info: DataInfo) -> None:
@@ -71,8 +71,7 @@ class DNASequenceClassification(SequenceClassification):
         tokenizer = data_info.input.tokenizer if isinstance(data_info.input, TokenInput) else None
         if self.kmer_size and tokenizer != "dna":
             raise ConfigError(f"DNASequenceClassification: kmer_size needs DNA tokens, the data's tokenizer is {tokenizer!r}")
-        width = d_model * (2 if self.pooling == "mean_max" else 1) + (4**self.kmer_size if self.kmer_size else 0)
-        self.classifier = nn.Linear(width, len(self.label_names))
+        self.make_classifiers(d_model * (2 if self.pooling == "mean_max" else 1) + (4**self.kmer_size if self.kmer_size else 0))
 
     @property
     def mean_max_pooled(self) -> bool:
@@ -93,7 +92,7 @@ class DNASequenceClassification(SequenceClassification):
         pooled = self.dropout(pooled)
         if self.kmer_size:
             pooled = torch.cat([pooled, kmer_profile(batch["x"], self.kmer_size).to(pooled.dtype)], dim=-1)
-        return self.classifier(pooled)
+        return self.view_classifier(batch)(pooled)
 
 
 def max_pool(features: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:

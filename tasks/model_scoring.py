@@ -83,10 +83,10 @@ def label_names(model: SequenceModel) -> list[str]:
 
 def strand_symmetric(model: SequenceModel) -> bool:
     """Whether the model's outputs already cover both strands: by construction (reverse-complement invariant
-    features), or because its head averages them itself (``SequenceClassification(strand_average)``), so
+    features), or because its head averages them itself (``SequenceClassification(strands="average")``), so
     that averaging over the strands again would change nothing but the cost."""
     rc_invariant = isinstance(model.backbone, RCEquivariantBackbone) and model.backbone.output == "invariant"
-    return rc_invariant or getattr(model.head, "both_strands", False)
+    return rc_invariant or getattr(model.head, "strand_invariant", False)
 
 
 def class_probabilities(model: SequenceModel, x: torch.Tensor, both_strands: bool = True) -> torch.Tensor:

@@ -63,10 +63,10 @@ def backbone() -> Backbone:
 def test_the_backbone_input_layer_follows_the_declared_input():
     tokens = SequenceModel(backbone(), SequenceClassification(), data_info=DNA.to_dict())
     assert isinstance(tokens.backbone.encoder, torch.nn.Embedding) and tokens.backbone.encoder.num_embeddings == 6
-    assert tokens.head.both_strands  # the tokens are DNA: the head scores both strands
+    assert tokens.head.strand_invariant  # the tokens are DNA: the head averages both strands
     channels = SequenceModel(backbone(), SequenceClassification(), data_info=AUDIO.to_dict())
     assert isinstance(channels.backbone.encoder, torch.nn.Linear) and channels.backbone.encoder.in_features == 1
-    assert not channels.head.both_strands and channels.data_info == AUDIO
+    assert not channels.head.strand_invariant and channels.data_info == AUDIO
 
 
 @pytest.mark.parametrize("channel_independent,channels", [(True, 1), (False, 3)])
@@ -115,7 +115,7 @@ class ContextMeanMaxHead(SequenceClassification):
 
 def test_a_record_streamed_into_the_mean_and_max_keeps_the_heads_context():
     causal = Backbone(d_model=8, n_layers=1, block=lambda d: MambaBlock(d, d_state=4, scan_backend="ref"))
-    model = SequenceModel(causal, ContextMeanMaxHead(pooling="last", strand_average=False), data_info=DNA.to_dict(), chunk_size=8).eval()
+    model = SequenceModel(causal, ContextMeanMaxHead(pooling="last", strands="forward"), data_info=DNA.to_dict(), chunk_size=8).eval()
     with torch.no_grad():
         logits = model({"x": torch.randint(1, 5, (2, 20)), "lengths": torch.full((2,), 20)})
     assert logits.shape == (2, 2)

@@ -111,7 +111,7 @@ def test_the_recipes_oriented_flags_reach_predict_through_the_checkpoint(dataset
     """``configs/dna_classify.yaml`` gives a sequence and its reverse complement one prediction; fitted with the
     oriented flags its README and comment name, ``predict`` (given no flag) scores the two strands apart."""
     recipe = Path(__file__).resolve().parents[1] / "configs/dna_classify.yaml"
-    flags = ["--data.reverse_complement_augment", "false", "--model.head.init_args.strand_average", "false"] if oriented else []
+    flags = ["--data.reverse_complement_augment", "false", "--model.head.init_args.strands", "forward"] if oriented else []
     seqpipe("fit", "--config", recipe, "--data.train", dataset / "train", *flags, "--trainer.max_epochs", "1",
             "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", tmp_path / "run")
     records = list(read_fasta_per_class(dataset / "test"))[:4]

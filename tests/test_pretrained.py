@@ -30,9 +30,9 @@ def motif_s4d_backbone(d_model: int = 16) -> Backbone:
     return MotifBackbone(d_model=d_model, n_layers=2, motif_width=5, block=lambda d: S4Block(d, d_state=8, mode="diag"))
 
 
-def classifier(seed: int, d_model: int = 16, strand_average: bool = True, make_backbone=mamba_backbone, **options) -> SequenceModel:
+def classifier(seed: int, d_model: int = 16, strands: str = "average", make_backbone=mamba_backbone, **options) -> SequenceModel:
     torch.manual_seed(seed)
-    head = SequenceClassification(strand_average=strand_average)
+    head = SequenceClassification(strands=strands)
     return SequenceModel(make_backbone(d_model), head, data_info=DNA_INFO, **options)
 
 
@@ -104,14 +104,14 @@ def test_backbone_lr_scale_and_freeze_backbone():
     assert set(optimizer_lrs(frozen)) == {"head.classifier.weight", "head.classifier.bias"}
 
 
-@pytest.mark.parametrize("strand_average", [True, False])
-def test_strand_averaging_gives_a_sequence_and_its_reverse_complement_one_prediction(strand_average):
-    model = classifier(seed=2, strand_average=strand_average).eval()
+@pytest.mark.parametrize("strands", ["average", "pair", "forward"])
+def test_strand_averaging_gives_a_sequence_and_its_reverse_complement_one_prediction(strands):
+    model = classifier(seed=2, strands=strands).eval()
     x, lengths = tokens(seed=3)
     reverse = DNATokenizer().reverse_complement(x, lengths)
     with torch.no_grad():
         logits, reverse_logits = model({"x": x, "lengths": lengths}), model({"x": reverse, "lengths": lengths})
-    assert torch.allclose(logits, reverse_logits, atol=1e-6) == strand_average
+    assert torch.allclose(logits, reverse_logits, atol=1e-6) == (strands == "average")
 
 
 def test_a_long_record_streams_into_the_mean_with_the_whole_sequence_prediction(monkeypatch):
@@ -142,7 +142,7 @@ def test_the_rc_equivariant_backbone_with_invariant_output_classifies_both_stran
 
     torch.manual_seed(6)
     backbone = RCEquivariantBackbone(d_model=16, n_layers=2, block=lambda d: MambaBlock(d, d_state=4), output="invariant")
-    model = SequenceModel(backbone, SequenceClassification(strand_average=False), data_info=DNA_INFO).eval()
+    model = SequenceModel(backbone, SequenceClassification(strands="forward"), data_info=DNA_INFO).eval()
     x, lengths = tokens(seed=7)
     with torch.no_grad():
         logits = model({"x": x, "lengths": lengths})

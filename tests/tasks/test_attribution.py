@@ -140,7 +140,7 @@ def test_gradients_of_a_reverse_complement_palindrome_are_those_it_gets_beside_a
 def test_a_kmer_head_is_noted_and_its_kmers_move_ism_but_not_gradients(tmp_path, capsys):
     backbone = {"class_path": "seqpipe.backbone.Backbone", "init_args": {"d_model": 4, "n_layers": 0}}
     head = {"class_path": "seqpipe.tasks.dna_classification.DNASequenceClassification",
-            "init_args": {"pooling": "mean", "kmer_size": 2, "strand_average": False}}
+            "init_args": {"pooling": "mean", "kmer_size": 2, "strands": "forward"}}
     model = write_checkpoint(tmp_path / "m.ckpt", {"backbone": backbone, "head": head}, ["neg", "pos"])
     with torch.no_grad():  # only the k-mer features count: the backbone's pooled features get weight 0
         model.head.classifier.weight[:, :4] = 0

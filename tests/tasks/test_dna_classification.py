@@ -63,7 +63,33 @@ def test_both_strands_get_one_prediction_and_padding_changes_nothing(pooling, km
     torch.testing.assert_close(alone, logits, rtol=0, atol=1e-10)
 
 
+@pytest.mark.parametrize("training", [False, True])
+def test_strand_pair_is_one_linear_layer_over_the_pooled_features_of_both_strands(training):
+    torch.manual_seed(2)
+    backbone = MotifBackbone(d_model=8, n_layers=1, motif_width=5, block=lambda d: S4Block(d, d_state=4, mode="diag"))
+    head = DNASequenceClassification(pooling="mean_max", kmer_size=2, strands="pair")
+    model = SequenceModel(backbone, head, data_info=DNA_INFO).double().train(training)
+    records = [torch.randint(1, 5, (n,)) for n in (30, 11)]
+    x = torch.nn.utils.rnn.pad_sequence(records, batch_first=True)
+    lengths = torch.tensor([30, 11])
+    rc = reverse_complement_ids(x, lengths, DNA_COMPLEMENT)
+
+    def pooled(tokens):  # (B, 2 * 8 + 16): what the head reads of one strand, by plain loops over the records
+        features = backbone(tokens, lengths)
+        return torch.stack([torch.cat([f[:n].mean(0), f[:n].amax(0), torch.tensor(reference_profile(
+            TOKENS.decode(t[:n]), 2), dtype=torch.float64)]) for f, t, n in zip(features, tokens, lengths)])
+
+    weight = torch.cat([head.classifier.weight, head.reverse_classifier.weight], dim=1)
+    expected = torch.cat([pooled(x), pooled(rc)], dim=1) @ weight.T + head.classifier.bias
+    logits = model({"x": x, "lengths": lengths})
+    torch.testing.assert_close(logits, expected, rtol=0, atol=1e-7)  # the head counts k-mers in float32
+    # the strands keep their roles: the reverse complement's prediction differs
+    assert not torch.allclose(model({"x": rc, "lengths": lengths}), logits, atol=1e-3)
+
+
 def test_bad_options_are_one_error():
+    with pytest.raises(ConfigError, match="strands must be one of average, pair, forward"):
+        DNASequenceClassification(strands="both")
     with pytest.raises(ConfigError, match="pooling must be"):
         DNASequenceClassification(pooling="sum")
     with pytest.raises(ConfigError, match="kmer_size must be"):

@@ -19,7 +19,7 @@ def test_both_strands_are_averaged_at_the_same_genomic_position(tmp_path):
     x = torch.stack([tokenizer.encode(s) for s in sequences])
     # an RC-invariant backbone and a head that averages the strands itself cover both strands: scored once
     one_strand_head = {**CAUSAL_CLASSIFIER, "head": {"class_path": "seqpipe.tasks.classification.SequenceClassification",
-                                                     "init_args": {"strand_average": False}}}
+                                                     "init_args": {"strands": "forward"}}}
     for config, labels, symmetric in ((RC_PER_BASE, ["other", "CDS"], True), (CAUSAL_CLASSIFIER, ["a", "b"], True),
                                       (one_strand_head, ["a", "b"], False)):
         write_checkpoint(tmp_path / "m.ckpt", config, labels, seed=4)
