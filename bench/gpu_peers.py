@@ -133,7 +133,7 @@ class SSDTile(NamedTuple):
     dots_16bit: bool  # DOTS_16BIT (16-bit operands for 16-bit inputs)
 
 
-SSD_FLAGS = ("NUM_WARPS", "NUM_WARPS_16BIT", "SPLIT_GRAD", "GRAD_BLOCK_P", "PASS_CHUNKS", "DOTS_16BIT")
+SSD_FLAGS = ("NUM_WARPS", "SPLIT_GRAD", "GRAD_BLOCK_P", "PASS_CHUNKS", "DOTS_16BIT")
 # the module's defaults, read before a variant sets them: the letters p and c name departures from these
 DEFAULT_BLOCK_P, DEFAULT_PASS_CHUNKS = ssd_triton.GRAD_BLOCK_P, ssd_triton.PASS_CHUNKS
 
@@ -161,7 +161,7 @@ def ssd_variant(tile: SSDTile, inputs: dict):
     """seqpipe's SSD at one variant, as a no-argument callable (it sets the module's flags when called)."""
 
     def run():
-        values = (tile.warps, tile.warps, tile.split, tile.block_p, tile.pass_chunks, tile.dots_16bit)
+        values = (tile.warps, tile.split, tile.block_p, tile.pass_chunks, tile.dots_16bit)
         for flag, value in zip(SSD_FLAGS, values):
             setattr(ssd_triton, flag, value)
         return ssd_scan(**inputs, dt_softplus=True, chunk_size=tile.chunk, backend="triton")
@@ -408,7 +408,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sdist", type=Path, required=True, help=f"mamba_ssm-{MAMBA_SSM_VERSION}.tar.gz")
     parser.add_argument("--n-large", type=int, default=128, help="mamba_ssm's SSD is also timed at this N (0: not)")
-    parser.add_argument("--ssd-tiles", nargs="+", default=["64x8f", "64x4fh"],
+    parser.add_argument("--ssd-tiles", nargs="+", default=["64x4fh", "64x8f"],
                         help="seqpipe SSD variants CHUNKxNUM_WARPS[f][h][cK][pBLOCK] (f: one fused gradient launch; "
                              "h: 16-bit products for 16-bit inputs; "
                              "cK: the state pass K chunks a step; pBLOCK: channel block of the gradient kernel)")

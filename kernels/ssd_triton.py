@@ -18,8 +18,8 @@ backward  4. ``_chunk_state_grad_kernel``: the gradient reaching each chunk's st
              and per-chunk partial sums of dD and dA, walking the P channels GRAD_BLOCK_P at a time; in one
              launch, or (SPLIT_GRAD) two (dx/dz/ddt, then dB/dC).
 Products accumulate in fp32 (float64 for float64 inputs); their operands are tf32 for 32-bit inputs, and for
-16-bit inputs with DOTS_16BIT the input dtype, as in mamba_ssm (at 8 warps, those with an N-wide right operand
-stay fp32: see ``_narrow_dot``). Where the gradient kernel also uses an operand elementwise, it uses the value the
+16-bit inputs with DOTS_16BIT (on CUDA, N up to DOTS_16BIT_MAX_N) the input dtype, as in mamba_ssm (at 8 warps,
+those with an N-wide right operand stay fp32: see ``_narrow_dot``). Where the gradient kernel also uses an operand elementwise, it uses the value the
 product reads (``_as_dot_reads``), so that sums that cancel do.
 Per-head dB/dC are summed over the heads of a group, and dD/dA over chunks and batch, by PyTorch:
 deterministic, no atomics. dt arrives discretised (softplus and bias stay in PyTorch autograd, O(B L H)).
@@ -38,12 +38,10 @@ PASS_BLOCK = 128  # (P * N) state elements per program of the sequential pass
 # chunks (a power of two) whose loads the sequential pass keeps in flight at once, combined by a scan (1: one after
 # the other, as before; at B1 L64k, T 64, each program walks 1,024 chunks, ~0.4 us a chunk on the H200)
 PASS_CHUNKS = 8
-# per program, 32-bit inputs (and 16-bit with fp32 operands): 8 beat 4 on the H200 at L 64k in session 2; in one
-# run of session 8 fp32 at 4 was faster at all three fp32 shapes (B1 L64k 7.44 against 7.95 ms; bench/RESULTS.md)
-NUM_WARPS = 8
-# per program with 16-bit products: at B1 L64k bf16 fwd+bwd 5.45 ms at 4 warps, every product 16-bit, against
-# 7.14 at 8 (its N-wide products fp32) and 7.43 with fp32 operands (bench/RESULTS.md)
-NUM_WARPS_16BIT = 4
+# per program: on the H200, fp32 inputs at 4 warps beat 8 at B4 L8k and B1 L64k in two runs of session 8/9 (B1 L64k
+# fwd+bwd 7.44 / 7.37 against 7.95 / 7.86 ms; B4 L2k 1.02 / 1.21 against 1.08 / 1.08), and bf16 with 16-bit
+# products ran at 4 (5.46 ms at B1 L64k) and crashed at 8 (``_narrow_dot``; bench/RESULTS.md)
+NUM_WARPS = 4
 # The gradient kernel as two launches (dx/dz/ddt, then dB/dC) needs fewer registers (fused: 255, spilling, at
 # every T on sm_90a), but one launch was faster on the H200 at 4 of the 5 benchmark shapes (bench/RESULTS.md).
 SPLIT_GRAD = False
@@ -53,11 +51,14 @@ GRAD_BLOCK_P = 32  # channels per step of the gradient kernel's loop over P (a p
 TF32_DOTS: bool | None = None
 # Whether the products of 16-bit inputs take 16-bit operands (x, B, C, g and the (T, T) tiles cast to the input
 # dtype just before tl.dot, fp32 accumulation, as mamba_ssm does: twice the tensor-core rate of tf32, half the
-# operand registers) rather than fp32 ones read as tf32. None means on CUDA: the interpreter's tl.dot multiplies
-# bf16 operands' raw bits (triton 3.6; a test that makes it convert them sets True). Off by default: at N 16 it
-# ran on the H200 (B1 L64k bf16 fwd+bwd 5.52 against 7.54 ms), but the 131k Mamba-2 training step (Mamba2Block's
-# default N 64, bf16 autocast) failed with it (a CUDA error in its backward; bench/RESULTS.md), not yet explained.
-DOTS_16BIT: bool | None = False
+# operand registers) rather than fp32 ones read as tf32, for states of up to DOTS_16BIT_MAX_N. None means on CUDA:
+# the interpreter's tl.dot multiplies bf16 operands' raw bits (triton 3.6; a test that makes it convert them sets
+# True). At N 16 on the H200: B1 L64k bf16 fwd+bwd 5.52 against 7.54 ms (bench/RESULTS.md).
+DOTS_16BIT: bool | None = None
+# At N 64 (Mamba2Block's default) 16-bit products broke the gradient kernel on the H200 at 4 warps: an illegal
+# address at L 16,384 and wrong gradients at L 165, although every address of its PTX checks in bounds
+# (bench/ssd_ptx_bounds.py); unexplained, so wider states keep fp32 operands.
+DOTS_16BIT_MAX_N = 16
 _DOT_16BIT = {torch.bfloat16: tl.bfloat16, torch.float16: tl.float16}
 
 
@@ -338,13 +339,15 @@ def _chunk_grad_kernel(x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, starts_
 def _meta(x: torch.Tensor, P: int, N: int, chunk_size: int) -> dict:
     compute = compute_dtype(x.dtype)
     accumulate = tl.float64 if compute == torch.float64 else tl.float32
-    dots_16bit = (x.is_cuda if DOTS_16BIT is None else DOTS_16BIT) and x.dtype in _DOT_16BIT
+    block_n = max(16, triton.next_power_of_2(N))
+    dots_16bit = ((x.is_cuda if DOTS_16BIT is None else DOTS_16BIT) and x.dtype in _DOT_16BIT
+                  and block_n <= DOTS_16BIT_MAX_N)
     return dict(
-        T=chunk_size, BLOCK_P=max(16, triton.next_power_of_2(P)), BLOCK_N=max(16, triton.next_power_of_2(N)),
+        T=chunk_size, BLOCK_P=max(16, triton.next_power_of_2(P)), BLOCK_N=block_n,
         COMPUTE=accumulate, DOT=_DOT_16BIT[x.dtype] if dots_16bit else accumulate,
         # tf32 tensor-core products for 32-bit operands (Triton's default); exact for float64
         PRECISION="ieee" if compute == torch.float64 else "tf32",
-        num_warps=NUM_WARPS_16BIT if dots_16bit else NUM_WARPS,
+        num_warps=NUM_WARPS,
     )
 
 

@@ -232,7 +232,7 @@ H200_TILINGS = {"benchmark": dict(heads=2, head_dim=64, d_state=16),
 @pytest.mark.parametrize("tiling,split,warps", [("benchmark", False, 4), ("benchmark", False, 8),
                                                 ("benchmark", True, 8), ("mamba2-block", False, 4)],
                          ids=["one-launch-4warps", "one-launch-8warps", "two-launches-8warps",
-                              "mamba2-block-n64-4warps"])
+                              "mamba2-block-n64"])
 @pytest.mark.parametrize("backend,device", [triton_param(d) for d in DEVICES])
 def test_triton_accesses_stay_in_bounds_at_the_h200_tilings(backend, device, tiling, split, warps, monkeypatch):
     """At the H200 runs' tilings (P 64 in channel blocks of 32, chunk 64), bf16 with 16-bit products, an initial
@@ -240,16 +240,29 @@ def test_triton_accesses_stay_in_bounds_at_the_h200_tilings(backend, device, til
     (checked by the interpreter; compiled, on sm_90 the products are wgmmas, which the other tests' chunk of 16
     never makes), and every output is within the bf16 bounds (issue #16: the benchmark's crashed compiled at 8
     warps, the training step's at 4). At 4 warps every product is 16-bit; at 8 the N-wide ones are fp32
-    (``ssd_triton._narrow_dot``)."""
+    (``ssd_triton._narrow_dot``); at N 64 (the training step's) all are fp32 (``DOTS_16BIT_MAX_N``)."""
     from seqpipe.kernels import ssd_triton
 
     interpreter_dots_as_on_the_h200(monkeypatch)
     interpreter_checks_bounds(monkeypatch)
-    for flag, value in (("DOTS_16BIT", True), ("SPLIT_GRAD", split), ("GRAD_BLOCK_P", 32), ("NUM_WARPS_16BIT", warps)):
+    for flag, value in (("DOTS_16BIT", True), ("SPLIT_GRAD", split), ("GRAD_BLOCK_P", 32), ("NUM_WARPS", warps)):
         monkeypatch.setattr(ssd_triton, flag, value)
     actual, _, expected, tol = low_precision_errors(backend, device, torch.bfloat16, tf32=True, chunk_size=64,
                                                     length=64 * 2 + 37, **H200_TILINGS[tiling])
     assert_all_close(actual, expected, tol)
+
+
+def test_16bit_products_only_for_states_up_to_16_wide(monkeypatch):
+    """The H200 ran 16-bit products at N 16 and broke at N 64 (``ssd_triton.DOTS_16BIT_MAX_N``)."""
+    import triton.language as tl
+
+    from seqpipe.kernels import ssd_triton
+
+    monkeypatch.setattr(ssd_triton, "DOTS_16BIT", True)
+    x = torch.zeros(1, 1, 1, 64, dtype=torch.bfloat16)
+    assert ssd_triton._meta(x, 64, 16, 64)["DOT"] == tl.bfloat16
+    meta = ssd_triton._meta(x, 64, 64, 64)
+    assert meta["DOT"] == meta["COMPUTE"] == tl.float32
 
 
 @pytest.mark.parametrize(
