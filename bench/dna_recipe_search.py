@@ -11,7 +11,7 @@ per (set, fold) on the other folds and scored on its fold. The score of a fit is
 the last epoch (no choice made on the fold it is scored on); a candidate's score is the mean over folds and then
 over sets. The k-mer LR's k and C are chosen by the same folds, then it is refitted on training + validation;
 so are those of its strand-invariant counterpart (both strands in training, probabilities averaged over them).
-``--candidates`` defaults to every candidate but the ``*_oriented`` ones (one strand: no default, see ``CANDIDATES``).
+``--candidates`` defaults to the strand-mode comparison ``DEFAULT_CANDIDATES``.
 
 The choice: the CPU recipe is the best-scoring candidate marked ``cpu`` (within the CPU time budget), the GPU
 recipe the best-scoring candidate of all. Each is then fitted on the standard split with every ``--seeds`` seed
@@ -53,32 +53,6 @@ def head(pooling: str, kmer_size: int = 0, dropout: float = 0.1, **options) -> d
     return {"class_path": DNA_HEAD, "init_args": {"pooling": pooling, "kmer_size": kmer_size, "dropout": dropout, **options}}
 
 
-#: name -> (base recipe, settings replaced in it, within the CPU budget). ``ema``: the weights validated and
-#: saved are an exponential moving average (decay 0.98: about the last 50 steps); ``shift``: training sequences
-#: moved by up to 3 bases (``data.shift_augment``); ``reg``: dropout 0.2 in the backbone, 0.3 in the head;
-#: ``oriented``: one strand only (no reverse-complement augmentation, no strand averaging), for sequences given in
-#: a known orientation; it measures what strand invariance costs and is no default candidate (issue #15 asks for
-#: strand averaging by default), so name it with ``--candidates``; ``wide``: a CNNProm-sized motif front end (200
-#: detectors of width 21 projected back to d_model, ``MotifBackbone(motif_channels=...)``) in place of d_model
-#: detectors of width 15; ``cpu_wide_oriented`` is it on one strand (no default, as ``cpu_oriented``).
-CANDIDATES = {
-    "cpu_meanmax_k4": ("dna_classify", {"model": {"head": head("mean_max", 4)}}, True),
-    "cpu_k4_ema": ("dna_classify", {"trainer": {"callbacks": [EMA]}, "model": {"head": head("mean_max", 4)}}, True),
-    "cpu_k4_ema_shift": ("dna_classify", {"trainer": {"callbacks": [EMA]}, "model": {"head": head("mean_max", 4)},
-                                          "data": {"init_args": {"shift_augment": 3}}}, True),
-    "cpu_k4_ema_shift_reg": ("dna_classify", {"trainer": {"callbacks": [EMA]}, "data": {"init_args": {"shift_augment": 3}},
-                                              "model": {"head": head("mean_max", 4, 0.3), "backbone": {"init_args": {"dropout": 0.2}}}}, True),
-    "cpu_oriented": ("dna_classify", {"model": {"head": head("mean_max", 4, strand_average=False)},
-                                      "data": {"init_args": {"reverse_complement_augment": False}}}, True),
-    "cpu_wide": ("dna_classify", {"model": {"head": head("mean_max", 4), "backbone": WIDE_MOTIFS}}, True),
-    "cpu_wide_oriented": ("dna_classify", {"model": {"head": head("mean_max", 4, strand_average=False), "backbone": WIDE_MOTIFS},
-                                           "data": {"init_args": {"reverse_complement_augment": False}}}, True),
-    "gpu_meanmax_k5": ("dna_classify_gpu", {"model": {"head": head("mean_max", 5, 0.2)}}, False),
-    "gpu_wide": ("dna_classify_gpu", {"model": {"head": head("mean_max", 5, 0.2), "backbone": WIDE_MOTIFS}}, False),
-}
-DEFAULT_CANDIDATES = [name for name in CANDIDATES if not name.endswith("oriented")]
-
-
 def merge(base: dict, changes: dict) -> dict:
     """``base`` with ``changes`` merged in, nested dicts key by key (a new class_path replaces the whole node)."""
     out = copy.deepcopy(base)
@@ -88,6 +62,53 @@ def merge(base: dict, changes: dict) -> dict:
         else:
             out[key] = copy.deepcopy(value)
     return out
+
+
+def settings(kmer_size: int, dropout: float, strands: str, motif_width: int, **more) -> dict:
+    """Settings replaced in a base recipe: its head (mean/max pooling, ``kmer_size``-mers, head ``dropout``,
+    ``strands``), its motif width, reverse-complement augmentation (for the strand-averaged head only), and ``more``."""
+    return merge({"model": {"head": head("mean_max", kmer_size, dropout, strands=strands),
+                            "backbone": {"init_args": {"motif_width": motif_width}}},
+                  "data": {"init_args": {"reverse_complement_augment": strands == "average"}}}, more)
+
+
+def cpu(strands: str, motif_width: int, head_dropout: float = 0.1, **more) -> dict:
+    return settings(4, head_dropout, strands, motif_width, **more)
+
+
+def gpu(strands: str, motif_width: int, **more) -> dict:
+    return settings(5, 0.2, strands, motif_width, **more)
+
+
+#: name -> (base recipe, settings replaced in it, within the CPU budget). Strands (``strands`` of the head):
+#: ``meanmax``/``k4``/``k5`` and ``wide`` average the logits of both strands (strand-invariant, trained with
+#: reverse-complement augmentation: the recipes before ``pair``); ``oriented``: the given strand only; ``pair``:
+#: both strands read in training and scoring, each with its own weights in the linear layer (strand-aware). ``ema``:
+#: the weights validated and saved are an exponential moving average (decay 0.98: about the last 50 steps);
+#: ``shift``: training sequences moved by up to 3 bases (``data.shift_augment``); ``reg``: dropout 0.2 in the
+#: backbone, 0.3 in the head; ``wide``: a CNNProm-sized motif front end (200 detectors of width 21 projected back to
+#: d_model, ``MotifBackbone(motif_channels=...)``); motif width 15 unless the name says ``w9``. ``cpu_pair_w9`` is
+#: ``configs/dna_classify.yaml``, ``gpu_pair`` is ``configs/dna_classify_gpu.yaml``.
+CANDIDATES = {
+    "cpu_meanmax_k4": ("dna_classify", cpu("average", 15), True),
+    "cpu_k4_ema": ("dna_classify", cpu("average", 15, trainer={"callbacks": [EMA]}), True),
+    "cpu_k4_ema_shift": ("dna_classify", cpu("average", 15, trainer={"callbacks": [EMA]},
+                                             data={"init_args": {"shift_augment": 3}}), True),
+    "cpu_k4_ema_shift_reg": ("dna_classify", cpu("average", 15, 0.3, trainer={"callbacks": [EMA]},
+                                                 data={"init_args": {"shift_augment": 3}},
+                                                 model={"backbone": {"init_args": {"dropout": 0.2}}}), True),
+    "cpu_oriented": ("dna_classify", cpu("forward", 15), True),
+    "cpu_wide": ("dna_classify", cpu("average", 15, model={"backbone": WIDE_MOTIFS}), True),
+    "cpu_wide_oriented": ("dna_classify", cpu("forward", 15, model={"backbone": WIDE_MOTIFS}), True),
+    "cpu_pair": ("dna_classify", cpu("pair", 15), True),
+    "cpu_pair_w9": ("dna_classify", cpu("pair", 9), True),
+    "gpu_meanmax_k5": ("dna_classify_gpu", gpu("average", 15), False),
+    "gpu_oriented": ("dna_classify_gpu", gpu("forward", 15), False),
+    "gpu_pair": ("dna_classify_gpu", gpu("pair", 15), False),
+    "gpu_wide": ("dna_classify_gpu", gpu("average", 15, model={"backbone": WIDE_MOTIFS}), False),
+}
+#: the comparison of strand modes that chose the recipes (bench/RESULTS.md, "Both strands, each with its own weights")
+DEFAULT_CANDIDATES = ["cpu_meanmax_k4", "cpu_oriented", "cpu_pair", "cpu_pair_w9", "gpu_meanmax_k5", "gpu_pair"]
 
 
 def write_config(name: str, out: Path) -> Path:
