@@ -285,22 +285,23 @@ def _print_profile(title: str, events: list[tuple[str, float]], top: int) -> Non
 
 
 class Mamba1Tile(NamedTuple):
-    """One seqpipe Mamba-1 scan variant: ``scan_triton``'s BLOCK_D, CHUNK, NUM_WARPS and LANES_FWD."""
+    """One seqpipe Mamba-1 scan variant: ``scan_triton``'s BLOCK_D, CHUNK and NUM_WARPS."""
     block_d: int
     chunk: int
     warps: int
-    lanes_fwd: tuple[int, int, int] | None
 
     def set(self) -> None:
         from seqpipe.kernels import scan_triton
 
-        scan_triton.BLOCK_D, scan_triton.CHUNK, scan_triton.NUM_WARPS, scan_triton.LANES_FWD = self
+        scan_triton.BLOCK_D, scan_triton.CHUNK, scan_triton.NUM_WARPS = self
 
 
-def parse_mamba1_tile(text: str) -> Mamba1Tile:
-    """BLOCK_DxCHUNKxNUM_WARPS[+BLOCK_DxCHUNKxNUM_WARPS]: the second tile, when given, is LANES_FWD."""
-    shared, _, lanes = text.partition("+")
-    return Mamba1Tile(*(int(v) for v in shared.split("x")), tuple(int(v) for v in lanes.split("x")) if lanes else None)
+def parse_mamba1_tile(spec: str) -> Mamba1Tile:
+    """"BLOCK_DxCHUNKxNUM_WARPS": "8x32x4" -> 8 channels, 32 steps and 4 warps a program."""
+    match = re.fullmatch(r"(\d+)x(\d+)x(\d+)", spec)
+    if match is None:
+        raise SystemExit(f"Mamba-1 variant {spec!r} is not BLOCK_DxCHUNKxNUM_WARPS")
+    return Mamba1Tile(*(int(v) for v in match.groups()))
 
 
 def mamba1_tiles(tiles: list[Mamba1Tile]) -> None:
@@ -308,9 +309,8 @@ def mamba1_tiles(tiles: list[Mamba1Tile]) -> None:
     from seqpipe.kernels import scan_triton
 
     bandwidth = copy_bandwidth()
-    print("\nMamba-1 scan tiles (BLOCK_D x CHUNK x warps [+ channels-on-lanes forward's]), fwd / fwd+bwd ms and "
-          "% of the floor")
-    defaults = Mamba1Tile(scan_triton.BLOCK_D, scan_triton.CHUNK, scan_triton.NUM_WARPS, scan_triton.LANES_FWD)
+    print("\nMamba-1 scan tiles (BLOCK_D x CHUNK x warps), fwd / fwd+bwd ms and % of the floor")
+    defaults = Mamba1Tile(scan_triton.BLOCK_D, scan_triton.CHUNK, scan_triton.NUM_WARPS)
     for batch, length in [(4, 8192), (1, 65536)]:
         inputs = {dtype: mamba1_inputs(batch, length, dtype) for dtype in (torch.float32, torch.bfloat16)}
         for tile in tiles:
@@ -326,8 +326,7 @@ def mamba1_tiles(tiles: list[Mamba1Tile]) -> None:
                 floor = [100 * floor_seconds(batch, length, D_STATE, dtype, mode, bandwidth) * 1e3 / t
                          for mode, t in zip(("fwd", "fwd+bwd"), ms)]
                 cells.append(f"{name} {ms[0]:6.2f} /{ms[1]:6.2f} ({floor[0]:3.0f}% /{floor[1]:3.0f}%)")
-            lanes = "" if tile.lanes_fwd is None else "+" + "x".join(map(str, tile.lanes_fwd))
-            print(f"B{batch} L{length // 1024}k {tile.block_d}x{tile.chunk}x{tile.warps}{lanes}: " + " | ".join(cells),
+            print(f"B{batch} L{length // 1024}k {tile.block_d}x{tile.chunk}x{tile.warps}: " + " | ".join(cells),
                   flush=True)
         del inputs
     defaults.set()
@@ -388,7 +387,7 @@ def warm_ours(ssd_tiles: list[SSDTile], mamba1_tiles: list[Mamba1Tile]) -> None:
     """Compile seqpipe's SSD variants and Mamba-1 scan tiles of the run at every shape, forward and backward."""
     from seqpipe.kernels import scan_triton
 
-    defaults = Mamba1Tile(scan_triton.BLOCK_D, scan_triton.CHUNK, scan_triton.NUM_WARPS, scan_triton.LANES_FWD)
+    defaults = Mamba1Tile(scan_triton.BLOCK_D, scan_triton.CHUNK, scan_triton.NUM_WARPS)
     for dtype, shapes in SHAPES.items():
         for batch, length in shapes:
             inputs = ssd_inputs(batch, length, D_STATE, dtype)
@@ -419,8 +418,7 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true",
                         help="last: per-kernel GPU time of mamba_ssm, the first two SSD variants, Mamba-1")
     parser.add_argument("--mamba1-tiles", nargs="*", default=[],
-                        help="Mamba-1 scan variants BLOCK_DxCHUNKxNUM_WARPS[+BLOCK_DxCHUNKxNUM_WARPS] (the second: "
-                             "the channels-on-lanes forward's tile, its CHUNK dividing the first's), fp32 and bf16")
+                        help="Mamba-1 scan variants BLOCK_DxCHUNKxNUM_WARPS, timed in fp32 and bf16")
     args = parser.parse_args()
     import triton
 

@@ -17,12 +17,6 @@ long sequence). The state entering each segment comes from a summary pass: every
 zero state to get its end state H_s and its total decay P_s = exp(A * sum(dt)); a short sequential pass then
 composes ``start_{s+1} = P_s * start_s + H_s`` over the segments. The backward does the same for the
 adjoint in reverse. The summaries read the inputs once more, the price of the parallelism.
-
-``LANES_FWD`` swaps in a forward with its own tile, ordered (CHUNK, N, BLOCK_D): channels on the lanes, so
-each thread runs its channel's steps for a few states and y's sum over the states stays mostly inside the
-thread; it computes exp(dt A) as exp2 and folds the entering state into the chunk's first step, so the scan's
-decay products go unused (SASS of its main loop, sm_90a: 454 instructions for 32 elements a thread at
-32 x 8 x 4 against 860 at the default 8 x 32 x 4).
 """
 
 from __future__ import annotations
@@ -42,10 +36,6 @@ BLOCK_D = 8
 # Segments are added until batch x channel blocks x segments reaches this many programs.
 SEGMENT_PROGRAMS = 1024
 NUM_WARPS = 4  # per program of the scan kernels
-# (BLOCK_D, CHUNK, NUM_WARPS) of the channels-on-lanes forward (_scan_fwd_lanes_kernel), CHUNK dividing the one
-# above; None: the forward runs the backward's tile and layout. Not the default until timed on the GPU
-# (bench/gpu_peers.py --mamba1-tiles 8x32x4+32x8x4).
-LANES_FWD: tuple[int, int, int] | None = None
 # Triton's interpreter (TRITON_INTERPRET=1) runs no inline PTX; it upcasts with .to()
 PTX_UPCAST = tl.constexpr(os.environ.get("TRITON_INTERPRET", "0") != "1")
 
@@ -93,15 +83,11 @@ def _dt(delta_ptr, offsets, mask, bias, SOFTPLUS: tl.constexpr, COMPUTE: tl.cons
 
 @triton.jit
 def _rows(ptr, batch, group, t, mask_t, d, mask_d, n, mask_n, N, s_b, s_g, s_n, s_l,
-          VARYING: tl.constexpr, COMPUTE: tl.constexpr, CHANNELS_LAST: tl.constexpr = False):
-    """B or C for a chunk as a 3-D tile: (CHUNK, 1, BLOCK_N) when time-varying, (1, BLOCK_D, BLOCK_N) if not;
-    (CHUNK, BLOCK_N, 1) and (1, BLOCK_N, BLOCK_D) with CHANNELS_LAST."""
+          VARYING: tl.constexpr, COMPUTE: tl.constexpr):
+    """B or C for a chunk as a 3-D tile: (CHUNK, 1, BLOCK_N) when time-varying, (1, BLOCK_D, BLOCK_N) if not."""
     if VARYING:
         offsets = batch * s_b + group * s_g + n[None, :] * s_n + t[:, None] * s_l
-        tile = _load(ptr + offsets, mask_t[:, None] & mask_n[None, :], COMPUTE)
-        tile = tile[:, :, None] if CHANNELS_LAST else tile[:, None, :]
-    elif CHANNELS_LAST:
-        tile = _load(ptr + d[None, :] * N + n[:, None], mask_n[:, None] & mask_d[None, :], COMPUTE)[None, :, :]
+        tile = _load(ptr + offsets, mask_t[:, None] & mask_n[None, :], COMPUTE)[:, None, :]
     else:
         tile = _load(ptr + d[:, None] * N + n[None, :], mask_d[:, None] & mask_n[None, :], COMPUTE)[None, :, :]
     return tile
@@ -314,101 +300,6 @@ def _scan_fwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_p
 
 
 @triton.jit
-def _lanes_chunk_states(u_ptr, delta_ptr, B_ptr, offsets, mask, t, mask_t, mask_d, A_log2e, bias, batch, group, d, n,
-                        mask_n, N, sb_b, sb_g, sb_n, sb_l, state0, steps, SOFTPLUS: tl.constexpr,
-                        B_VARYING: tl.constexpr, COMPUTE: tl.constexpr):
-    """One chunk of the channels-on-lanes kernels from state0 (BLOCK_N, BLOCK_D): u, dt (CHUNK, BLOCK_D) and the
-    states x (CHUNK, BLOCK_N, BLOCK_D); ``A_log2e`` is A * log2(e), so that exp(dt A) is one exp2."""
-    u = _load(u_ptr + offsets, mask, COMPUTE)
-    _pre, dt = _dt(delta_ptr, offsets, mask, bias[None, :], SOFTPLUS, COMPUTE)
-    B = _rows(B_ptr, batch, group, t, mask_t, d, mask_d, n, mask_n, N, sb_b, sb_g, sb_n, sb_l, B_VARYING, COMPUTE,
-              CHANNELS_LAST=True)
-    a = tl.exp2(dt[:, None, :] * A_log2e[None, :, :])
-    # state0 folded into the first step's input: the scan's decay products go unused (no multiply for them, nor
-    # for decay * state0 at every step)
-    bu = (dt * u)[:, None, :] * B + tl.where((steps == 0)[:, None, None], a * state0[None, :, :], 0)
-    _decay, x = tl.associative_scan((a, bu), axis=0, combine_fn=linear_combine)
-    return u, dt, x
-
-
-@triton.jit
-def _segment_summary_fwd_lanes_kernel(end_ptr, decay_ptr, u_ptr, delta_ptr, A_ptr, B_ptr, bias_ptr, L, D, Dg, N,
-                                      n_chunks, segment_chunks, sb_b, sb_g, sb_n, sb_l, SOFTPLUS: tl.constexpr,
-                                      HAS_BIAS: tl.constexpr, B_VARYING: tl.constexpr, COMPUTE: tl.constexpr,
-                                      CHUNK: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
-                                      STARTS_EVERY: tl.constexpr):
-    """:func:`_segment_summary_fwd_kernel` for the channels-on-lanes forward (its tile and segments)."""
-    batch, group, _block, d, mask_d, n, mask_n, row = _program_coords(L, D, Dg, N, BLOCK_D, BLOCK_N)
-    _segment_index, first, end, segment_row = _segment(tl.cdiv(L, CHUNK), segment_chunks * STARTS_EVERY)
-    mask_nd = mask_n[:, None] & mask_d[None, :]
-    state_offsets = d[None, :] * N + n[:, None]
-    A, bias, _skip = _channel_params(A_ptr, bias_ptr, bias_ptr, d, mask_d, state_offsets, mask_nd, HAS_BIAS,
-                                     False, COMPUTE, BLOCK_D)
-    A = A * 1.4426950408889634
-    state = tl.zeros([BLOCK_N, BLOCK_D], COMPUTE)
-    total_dt = tl.zeros([BLOCK_D], COMPUTE)
-    steps = tl.arange(0, CHUNK)
-    chunk = first
-    while chunk < end:
-        t = chunk * CHUNK + steps
-        mask_t = t < L
-        _u, dt, x = _lanes_chunk_states(u_ptr, delta_ptr, B_ptr, row[None, :] + t[:, None],
-                                        mask_t[:, None] & mask_d[None, :], t, mask_t, mask_d, A, bias, batch, group,
-                                        d, n, mask_n, N, sb_b, sb_g, sb_n, sb_l, state, steps, SOFTPLUS, B_VARYING,
-                                        COMPUTE)
-        state = _last_row(x, steps, CHUNK)
-        total_dt += tl.sum(dt, axis=0)
-        chunk += 1
-    out = segment_row * D * N + state_offsets
-    tl.store(end_ptr + out, state, mask=mask_nd)
-    tl.store(decay_ptr + out, tl.exp2(total_dt[None, :] * A), mask=mask_nd)
-
-
-@triton.jit
-def _scan_fwd_lanes_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, start_ptr, out_ptr,
-                           last_ptr, starts_ptr, L, D, Dg, N, n_chunks, segment_chunks, sb_b, sb_g, sb_n, sb_l, sc_b,
-                           sc_g, sc_n, sc_l, SOFTPLUS: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr,
-                           HAS_BIAS: tl.constexpr, HAS_START: tl.constexpr, B_VARYING: tl.constexpr,
-                           C_VARYING: tl.constexpr, COMPUTE: tl.constexpr, CHUNK: tl.constexpr,
-                           BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, STARTS_EVERY: tl.constexpr):
-    """:func:`_scan_fwd_kernel` with its tile ordered (CHUNK, BLOCK_N, BLOCK_D): channels on the lanes and the
-    states over the warps, so each thread runs its channel's CHUNK steps for N / warps states and y's sum over
-    the states is mostly inside the thread (the other order pays 4 shuffle levels a step). ``n_chunks`` and
-    ``segment_chunks`` count the backward's chunks, STARTS_EVERY of this kernel's CHUNK each; the state is
-    stored at each of their starts."""
-    batch, group, _block, d, mask_d, n, mask_n, row = _program_coords(L, D, Dg, N, BLOCK_D, BLOCK_N)
-    segment, first, end, segment_row = _segment(tl.cdiv(L, CHUNK), segment_chunks * STARTS_EVERY)
-    mask_nd = mask_n[:, None] & mask_d[None, :]
-    state_offsets = d[None, :] * N + n[:, None]  # (BLOCK_N, BLOCK_D)
-    A, bias, skip = _channel_params(A_ptr, bias_ptr, D_ptr, d, mask_d, state_offsets, mask_nd, HAS_BIAS, HAS_D,
-                                    COMPUTE, BLOCK_D)
-    A = A * 1.4426950408889634  # log2(e): exp(dt A) = exp2(dt A log2(e)), one multiply an element fewer
-    if HAS_START:  # the state entering this segment, (B, S, D, N)
-        state = _load(start_ptr + segment_row * D * N + state_offsets, mask_nd, COMPUTE)
-    else:
-        state = tl.zeros([BLOCK_N, BLOCK_D], COMPUTE)
-    steps = tl.arange(0, CHUNK)
-    chunk = first
-    while chunk < end:
-        tl.store(starts_ptr + (batch * n_chunks + chunk // STARTS_EVERY) * D * N + state_offsets, state,
-                 mask=mask_nd & (chunk % STARTS_EVERY == 0))
-        t = chunk * CHUNK + steps
-        mask_t = t < L
-        offsets = row[None, :] + t[:, None]
-        mask = mask_t[:, None] & mask_d[None, :]
-        u, _dt_chunk, x = _lanes_chunk_states(u_ptr, delta_ptr, B_ptr, offsets, mask, t, mask_t, mask_d, A, bias, batch,
-                                              group, d, n, mask_n, N, sb_b, sb_g, sb_n, sb_l, state, steps, SOFTPLUS,
-                                              B_VARYING, COMPUTE)
-        C = _rows(C_ptr, batch, group, t, mask_t, d, mask_d, n, mask_n, N, sc_b, sc_g, sc_n, sc_l, C_VARYING, COMPUTE,
-                  CHANNELS_LAST=True)
-        y = tl.sum(x * C, axis=1) + u * skip[None, :]
-        _store_output(out_ptr, z_ptr, y, offsets, mask, HAS_Z, COMPUTE)
-        state = _last_row(x, steps, CHUNK)
-        chunk += 1
-    tl.store(last_ptr + batch * D * N + state_offsets, state, mask=mask_nd & (segment == tl.num_programs(2) - 1))
-
-
-@triton.jit
 def _scan_bwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, starts_ptr, grad_out_ptr,
                      carry_ptr, du_ptr, ddelta_ptr, dz_ptr, dB_ptr, dC_ptr, dA_ptr, dskip_ptr, dbias_ptr,
                      dh0_ptr, L, D, Dg, N, n_chunks, segment_chunks, sb_b, sb_g, sb_n, sb_l, sc_b, sc_g, sc_n, sc_l,
@@ -521,30 +412,20 @@ class _TritonScan(torch.autograd.Function):
         d_state = A.shape[1]
         groups = scan_groups(B, C)
         compute = compute_dtype(u.dtype)
-        if LANES_FWD is not None and CHUNK % LANES_FWD[1]:
-            raise ValueError(f"LANES_FWD's chunk {LANES_FWD[1]} must divide CHUNK {CHUNK}")
-        # the channel blocks of the forward kernel set the segment split
-        lanes_blocks = None if LANES_FWD is None else groups * triton.cdiv(dim // groups, LANES_FWD[0])
-        meta = _meta(u, A, B, C, D, z, delta_bias, softplus, groups, lanes_blocks)
+        meta = _meta(u, A, B, C, D, z, delta_bias, softplus, groups)
         n_chunks, segment_chunks, n_segments = meta["chunks"]
         out = torch.empty_like(u)
         last = u.new_empty(batch, dim, d_state, dtype=compute)
         starts = u.new_empty(batch, n_chunks, dim, d_state, dtype=compute)
         start = None if initial_state is None else initial_state.contiguous()
         sizes = (length, dim, dim // groups, d_state, n_chunks, segment_chunks)
-        if LANES_FWD is None:
-            grid, kernels, lanes = meta["grid"], (_segment_summary_fwd_kernel, _scan_fwd_kernel), {}
-        else:
-            grid = (batch, lanes_blocks, n_segments)
-            kernels = (_segment_summary_fwd_lanes_kernel, _scan_fwd_lanes_kernel)
-            block_d, chunk, warps = LANES_FWD
-            lanes = dict(BLOCK_D=block_d, CHUNK=chunk, num_warps=warps, STARTS_EVERY=CHUNK // chunk)
         if n_segments > 1:
-            start = _compose(kernels[0], grid, (u, delta, A, B, delta_bias, *sizes, *_row_strides(B)),
-                             dict(meta["summary_fwd"], **lanes), start, False, last, (batch, n_segments, dim, d_state))
-        kernels[1][grid](
+            start = _compose(_segment_summary_fwd_kernel, meta["grid"],
+                             (u, delta, A, B, delta_bias, *sizes, *_row_strides(B)),
+                             meta["summary_fwd"], start, False, last, (batch, n_segments, dim, d_state))
+        _scan_fwd_kernel[meta["grid"]](
             u, delta, A, B, C, D, z, delta_bias, start, out, last, starts, *sizes, *_row_strides(B), *_row_strides(C),
-            HAS_START=start is not None, **dict(meta["constants"], **lanes),
+            HAS_START=start is not None, **meta["constants"],
         )
         ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, starts)
         ctx.softplus, ctx.groups = softplus, groups
@@ -597,13 +478,12 @@ class _TritonScan(torch.autograd.Function):
         )
 
 
-def _meta(u, A, B, C, D, z, delta_bias, softplus, groups, split_blocks: int | None = None) -> dict:
-    """Launch grid, segment split and compile-time flags shared by the forward and backward kernels; the split
-    is made for ``split_blocks`` channel blocks when given (the channels-on-lanes forward's)."""
+def _meta(u, A, B, C, D, z, delta_bias, softplus, groups) -> dict:
+    """Launch grid, segment split and compile-time flags shared by the forward and backward kernels."""
     batch, dim, length = u.shape
     blocks = groups * triton.cdiv(dim // groups, BLOCK_D)
     n_chunks = triton.cdiv(length, CHUNK)
-    wanted = max(1, min(n_chunks, SEGMENT_PROGRAMS // (batch * (split_blocks or blocks))))
+    wanted = max(1, min(n_chunks, SEGMENT_PROGRAMS // (batch * blocks)))
     segment_chunks = triton.cdiv(n_chunks, wanted)
     n_segments = triton.cdiv(n_chunks, segment_chunks)
     shared = dict(

@@ -159,32 +159,6 @@ def test_triton_segment_splits(device, segment_programs, monkeypatch):
     assert_all_close(outputs_and_grads(inputs, softplus, "triton"), expected, 1e-10)
 
 
-@pytest.mark.parametrize("segment_programs", [12, 10**6])
-@pytest.mark.parametrize("lanes_fwd", [(2, 2, 1), (8, 4, 1)])
-@pytest.mark.parametrize("case", OPTION_CASES)
-@pytest.mark.parametrize("device", [pytest.param(d, marks=triton_marks(d)) for d in DEVICES])
-def test_triton_channels_on_lanes_forward(device, case, lanes_fwd, segment_programs, monkeypatch):
-    """The channels-on-lanes forward, with channel blocks of its own (one wider than a group's channels) and
-    chunks of half or all of the backward's, gives the float64 reference's outputs and, through the states it
-    stores for the backward, its gradients; one segment per sequence (12) or per chunk."""
-    import seqpipe.kernels.scan_triton as scan_triton
-
-    monkeypatch.setattr(scan_triton, "LANES_FWD", lanes_fwd)
-    monkeypatch.setattr(scan_triton, "SEGMENT_PROGRAMS", segment_programs)
-    inputs, softplus = make_inputs(seed=5, length=23, device=device, **OPTION_CASES[case])
-    expected = outputs_and_grads(*make_inputs(seed=5, length=23, **OPTION_CASES[case]), "ref")
-    assert_all_close(outputs_and_grads(inputs, softplus, "triton"), expected, 1e-12)
-
-
-@pytest.mark.parametrize("device", [pytest.param(d, marks=triton_marks(d)) for d in DEVICES])
-def test_triton_lanes_forward_chunk_must_divide(device, monkeypatch):
-    import seqpipe.kernels.scan_triton as scan_triton
-
-    monkeypatch.setattr(scan_triton, "LANES_FWD", (4, 3, 1))
-    with pytest.raises(ValueError, match="LANES_FWD's chunk 3 must divide CHUNK 4"):
-        run(*make_inputs(device=device), "triton")
-
-
 @pytest.mark.parametrize("backend,device", RUNNABLE)
 def test_short_lengths(backend, device):
     for length in (1, 4):
@@ -215,16 +189,10 @@ def test_two_calls_with_carried_state_equal_one_call(backend, device):
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
-@pytest.mark.parametrize("backend,device,lanes_fwd", [
-    *(pytest.param(*p.values, None, marks=p.marks, id=p.id) for p in RUNNABLE),
-    *(pytest.param("triton", d, (8, 4, 1), marks=triton_marks(d), id=f"triton-lanes-{d}") for d in DEVICES)])
-def test_low_precision_inputs(backend, device, lanes_fwd, dtype, monkeypatch):
+@pytest.mark.parametrize("backend,device", RUNNABLE)
+def test_low_precision_inputs(backend, device, dtype):
     """Outputs and every gradient in its input's dtype, last_state in float32, close to float64 on the same
-    (rounded) inputs; also with the channels-on-lanes forward."""
-    if lanes_fwd is not None:
-        import seqpipe.kernels.scan_triton as scan_triton
-
-        monkeypatch.setattr(scan_triton, "LANES_FWD", lanes_fwd)
+    (rounded) inputs."""
     inputs, softplus = make_inputs(D=True, z=True, delta_bias=True, softplus=True, initial_state=True, dtype=dtype,
                                    device=device)
     actual = outputs_and_grads(inputs, softplus, backend)
