@@ -19,8 +19,8 @@ backward  4. ``_chunk_state_grad_kernel``: the gradient reaching each chunk's st
              launch, or (SPLIT_GRAD) two (dx/dz/ddt, then dB/dC).
 Products accumulate in fp32 (float64 for float64 inputs); their operands are tf32 for 32-bit inputs, and for
 16-bit inputs with DOTS_16BIT (on CUDA, N up to DOTS_16BIT_MAX_N) the input dtype, as in mamba_ssm (at 8 warps,
-those with an N-wide right operand stay fp32: see ``_narrow_dot``). Where the gradient kernel also uses an operand elementwise, it uses the value the
-product reads (``_as_dot_reads``), so that sums that cancel do.
+those with an N-wide right operand stay fp32: see ``_narrow_dot``). Where the gradient kernel also uses an operand
+elementwise, it uses the value the product reads (``_as_dot_reads``), so that sums that cancel do.
 Per-head dB/dC are summed over the heads of a group, and dD/dA over chunks and batch, by PyTorch:
 deterministic, no atomics. dt arrives discretised (softplus and bias stay in PyTorch autograd, O(B L H)).
 """

@@ -10,7 +10,6 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from seqpipe.contracts import DataInfo, TokenInput
 from seqpipe.dna_alphabet import BASES, DNA_VOCAB
