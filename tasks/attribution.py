@@ -37,7 +37,8 @@ from seqpipe.errors import ConfigError
 from seqpipe.outputs import Output, writing
 from seqpipe.tasks.dna_classification import DNASequenceClassification
 from seqpipe.tasks.model_scoring import (TOKENIZER, add_device_option, add_table_options, batches, class_probabilities,
-                                         label_names, load_model, log_odds, predict_data, window_scores)
+                                         label_names, load_model, log_odds, predict_data, reads_both_strands,
+                                         strand_symmetric, window_scores)
 from seqpipe.tool_io import run_tool, tool_parser
 
 BASE_IDS = torch.tensor([DNA_VOCAB[b] for b in BASES])
@@ -85,14 +86,17 @@ class Explainer:
     def _score_of_one_hot(self, one_hot: torch.Tensor) -> torch.Tensor:
         """one_hot (B, L, V) -> score (B,), differentiable in ``one_hot``: the encoder's output is replaced by
         ``one_hot @ table`` on its first call (the record) and by the reverse complement's one-hot on its second
-        (the other strand, unless the model is strand-symmetric). Told apart by the order of the calls, not by
-        their ids: a batch of reverse-complement palindromes reads the same ids twice."""
+        (the other strand, unless the model is strand-symmetric); a head that reads both strands in each of the
+        two passes (``strands="pair"``) reads them again in the other order. Told apart by the order of the calls,
+        not by their ids: a batch of reverse-complement palindromes reads the same ids twice."""
         encoder = self.model.backbone.encoder
         with torch.no_grad():
             table = encoder(torch.arange(one_hot.shape[-1], device=one_hot.device)[None])[0]  # (V, D)
         ids = one_hot.argmax(-1)
         reverse = reverse_valid(one_hot[..., DNA_COMPLEMENT], None)  # the one-hot of reverse_complement_ids(ids)
         strands = [(ids, one_hot), (reverse.argmax(-1), reverse)]
+        if reads_both_strands(self.model) and not strand_symmetric(self.model):
+            strands += strands[::-1]  # the reverse complement's pass: itself, then the record
 
         def differentiable(token_ids: torch.Tensor) -> torch.Tensor:
             expected, values = strands.pop(0) if strands else (None, None)

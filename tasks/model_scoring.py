@@ -89,6 +89,12 @@ def strand_symmetric(model: SequenceModel) -> bool:
     return rc_invariant or getattr(model.head, "strand_invariant", False)
 
 
+def reads_both_strands(model: SequenceModel) -> bool:
+    """Whether each pass of the model reads the sequence and then its reverse complement: its head scores both
+    strands itself (``SequenceClassification(strands="average" or "pair")`` on DNA)."""
+    return getattr(model.head, "strand_views", "forward") != "forward"
+
+
 def class_probabilities(model: SequenceModel, x: torch.Tensor, both_strands: bool = True) -> torch.Tensor:
     """Token ids x (B, L), no padding, on any device -> probabilities (B, K) of a sequence model or (B, L, K) of
     a per-base model, on the CPU (computed on the model's device). ``both_strands``: the mean of the sequence's

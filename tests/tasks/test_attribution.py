@@ -9,7 +9,7 @@ import torch
 
 from dna_tool_fixtures import CAUSAL_CLASSIFIER, MOTIF_MODEL, RC_PER_BASE, reverse_complement, write_checkpoint
 from seqpipe.data.tokenizers import DNATokenizer
-from seqpipe.tasks.attribution import main
+from seqpipe.tasks.attribution import Explainer, main
 
 MOTIF = "TATAAT"
 rng = np.random.default_rng(5)
@@ -135,6 +135,27 @@ def test_gradients_of_a_reverse_complement_palindrome_are_those_it_gets_beside_a
     beside = explainer.gradients(torch.stack([tokenizer.encode(palindrome), tokenizer.encode(other)]))
     for a, b in zip(alone, beside):
         torch.testing.assert_close(a[0], b[0], atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("strands", ["average", "pair", "forward"])
+def test_gradients_follow_every_pass_of_the_model(tmp_path, strands):
+    """The score the gradients are taken of is the model's own score (whichever strands each pass reads), and its
+    gradient along a direction of the one-hot input is the central difference of that score."""
+    head = {"class_path": "seqpipe.tasks.classification.SequenceClassification", "init_args": {"strands": strands}}
+    model = write_checkpoint(tmp_path / "m.ckpt", {**CAUSAL_CLASSIFIER, "head": head}, ["neg", "pos"], seed=4).double()
+    explainer = Explainer(model, target=1)
+    ids = DNATokenizer().encode("".join(rng.choice(list("ACGT"), 24)))[None]
+    one_hot = torch.nn.functional.one_hot(ids, DNATokenizer().vocab_size).double()
+    with torch.no_grad():
+        torch.testing.assert_close(explainer._score_of_one_hot(one_hot), explainer.score(ids), rtol=0, atol=1e-12)
+    direction = torch.randn(one_hot.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    variable = one_hot.clone().requires_grad_()
+    (gradient,) = torch.autograd.grad(explainer._score_of_one_hot(variable).sum(), variable)
+    with torch.no_grad():  # the tools' probabilities are float32
+        step = 1e-3
+        central = (explainer._score_of_one_hot(one_hot + step * direction)
+                   - explainer._score_of_one_hot(one_hot - step * direction)).double() / (2 * step)
+    torch.testing.assert_close((gradient * direction).sum().double(), central.sum(), rtol=0, atol=2e-4)  # float32 noise: ~5e-5
 
 
 def test_a_kmer_head_is_noted_and_its_kmers_move_ism_but_not_gradients(tmp_path, capsys):
