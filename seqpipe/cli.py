@@ -99,7 +99,12 @@ class SeqpipeCLI(LightningCLI):
         given = {key: config.model.get(key) for key in INFERENCE_OPTIONS if config.model.get(key) is not None}
         if hparams.get("data_info"):
             self.trained_info = DataInfo.from_dict(hparams["data_info"], source=str(path))
-        super()._parse_ckpt_path()  # puts a new config in place
+        try:
+            super()._parse_ckpt_path()  # puts a new config in place
+        except (ArgumentError, TypeError, ValueError) as error:  # jsonargparse's, for arguments this version's classes do not take
+            reason = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+            raise CheckpointError(f"{path}: its model arguments do not fit this version of seqpipe ({reason}); "
+                                  f"fit the model again with this version") from None
         for key, value in given.items():
             self.config[subcommand].model[key] = value
 

@@ -211,6 +211,15 @@ def test_checkpoint_of_another_task_names_what_it_was_trained_for(dataset, run, 
                    f"give a checkpoint of this task, or the config it was trained with\n")
 
 
+def test_checkpoint_with_arguments_this_version_does_not_take_is_one_line(dataset, run, tmp_path, capsys):
+    head = {"class_path": "seqpipe.tasks.classification.SequenceClassification", "init_args": {"strand_average": True}}
+    checkpoint = doctored(run, tmp_path, head=head)  # as saved before ``strands`` replaced ``strand_average``
+    assert exit_code(*predict_args(dataset, checkpoint, tmp_path / "p.csv")) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"seqpipe: error: {checkpoint}: its model arguments do not fit this version of seqpipe (")
+    assert "'strand_average' is not accepted" in err and err.count("\n") == 1
+
+
 def test_prediction_path_that_is_a_directory_fails_before_anything_runs(dataset, run, tmp_path, capsys):
     (tmp_path / "taken").mkdir()
     args = predict_args(dataset, "best", tmp_path / "p.csv")
