@@ -14,6 +14,7 @@ from __future__ import annotations
 import pickle
 import random
 import re
+from argparse import ArgumentError
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -84,10 +85,20 @@ def load_trained_model(path: str | Path, trusted_modules: Iterable[str] = ()):
     try:
         model = instantiate_module(SequenceModel, hparams)
         model.load_state_dict(checkpoint["state_dict"])
+    except ArgumentError as error:
+        raise arguments_do_not_fit(path, error) from None
     except (KeyError, RuntimeError, TypeError, ValueError) as error:
         reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
         raise CheckpointError(f"{path}: not a seqpipe model checkpoint ({reason})") from None
     return model.eval()
+
+
+def arguments_do_not_fit(path: str | Path, error: Exception) -> CheckpointError:
+    """The one-line error for a checkpoint whose model arguments this version's classes do not take (as
+    jsonargparse words it, e.g. an argument renamed since the checkpoint was saved)."""
+    reason = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+    return CheckpointError(f"{path}: its model arguments do not fit this version of seqpipe ({reason}); "
+                           f"fit the model again with this version")
 
 
 def class_paths(config: Any) -> Iterator[tuple[str, str]]:

@@ -22,8 +22,8 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from seqpipe.callbacks import QuietSanityCheck, StopPredictionOnSigterm
 from seqpipe.checkpoints import (
-    RUN_CHECKPOINTS, LastCheckpoint, check_checkpoint_classes, check_same_task, class_paths, newest_run_checkpoint,
-    read_checkpoint,
+    RUN_CHECKPOINTS, LastCheckpoint, arguments_do_not_fit, check_checkpoint_classes, check_same_task, class_paths,
+    newest_run_checkpoint, read_checkpoint,
 )
 from seqpipe.contracts import DataInfo, RestorableData
 from seqpipe.errors import CheckpointError, ConfigError, SeqpipeError
@@ -101,10 +101,8 @@ class SeqpipeCLI(LightningCLI):
             self.trained_info = DataInfo.from_dict(hparams["data_info"], source=str(path))
         try:
             super()._parse_ckpt_path()  # puts a new config in place
-        except (ArgumentError, TypeError, ValueError) as error:  # jsonargparse's, for arguments this version's classes do not take
-            reason = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
-            raise CheckpointError(f"{path}: its model arguments do not fit this version of seqpipe ({reason}); "
-                                  f"fit the model again with this version") from None
+        except ArgumentError as error:  # jsonargparse's, for arguments the classes do not take
+            raise arguments_do_not_fit(path, error) from None
         for key, value in given.items():
             self.config[subcommand].model[key] = value
 

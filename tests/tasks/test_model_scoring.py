@@ -4,10 +4,12 @@ position, computed from the letters; skipping the second pass of an RC-invariant
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from dna_tool_fixtures import CAUSAL_CLASSIFIER, RC_PER_BASE, reverse_complement, write_checkpoint
 from seqpipe.data.tokenizers import DNATokenizer
+from seqpipe.errors import CheckpointError
 from seqpipe.tasks.model_scoring import class_probabilities, load_model, strand_symmetric
 
 rng = np.random.default_rng(11)
@@ -45,3 +47,14 @@ def test_a_checkpoint_is_read_once_and_restores_the_models_outputs(tmp_path, mon
     with torch.no_grad():
         torch.testing.assert_close(model({"x": x}), written({"x": x}), atol=0, rtol=0)
     assert not model.training and model.hparams["data_info"]["label_names"] == ["other", "CDS"]
+
+
+def test_a_checkpoint_with_arguments_this_version_does_not_take_is_one_error_naming_them(tmp_path):
+    head = {"class_path": "seqpipe.tasks.classification.SequenceClassification", "init_args": {"strand_average": True}}
+    write_checkpoint(tmp_path / "m.ckpt", CAUSAL_CLASSIFIER, ["neg", "pos"])
+    checkpoint = torch.load(tmp_path / "m.ckpt", weights_only=False)
+    checkpoint["hyper_parameters"]["head"] = head  # as saved before ``strands`` replaced ``strand_average``
+    torch.save(checkpoint, tmp_path / "old.ckpt")
+    with pytest.raises(CheckpointError, match="its model arguments do not fit this version") as error:
+        load_model(tmp_path / "old.ckpt")
+    assert "'strand_average' is not accepted" in str(error.value) and "\n" not in str(error.value)
