@@ -105,7 +105,12 @@ class SequenceClassification(TaskHead):
 
     def view_classifier(self, batch: dict[str, Any]) -> nn.Linear:
         """The linear layer of the view ``batch``: the reverse strand's own with ``strands`` "pair"."""
-        return self.reverse_classifier if batch.get("reverse") and self.reverse_classifier is not None else self.classifier
+        if not (batch.get("reverse") and self.strand_views == "pair"):
+            return self.classifier
+        if self.reverse_classifier is None:
+            raise ConfigError(f"{type(self).__name__}: strands 'pair' needs a linear layer for the reverse strand; "
+                              f"a head that overrides bind makes its layers with make_classifiers")
+        return self.reverse_classifier
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor | None, batch: dict[str, Any]) -> torch.Tensor:
         """features (B, L, D) -> logits (B, n_classes)."""

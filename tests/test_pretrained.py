@@ -105,7 +105,7 @@ def test_backbone_lr_scale_and_freeze_backbone():
 
 
 @pytest.mark.parametrize("strands", ["average", "pair", "forward"])
-def test_strand_averaging_gives_a_sequence_and_its_reverse_complement_one_prediction(strands):
+def test_only_strand_averaging_gives_a_sequence_and_its_reverse_complement_one_prediction(strands):
     model = classifier(seed=2, strands=strands).eval()
     x, lengths = tokens(seed=3)
     reverse = DNATokenizer().reverse_complement(x, lengths)

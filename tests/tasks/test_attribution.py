@@ -139,8 +139,9 @@ def test_gradients_of_a_reverse_complement_palindrome_are_those_it_gets_beside_a
 
 @pytest.mark.parametrize("strands", ["average", "pair", "forward"])
 def test_gradients_follow_every_pass_of_the_model(tmp_path, strands):
-    """The score the gradients are taken of is the model's own score (whichever strands each pass reads), and its
-    gradient along a direction of the one-hot input is the central difference of that score."""
+    """The score the gradients are taken of is the score the tools compute without them (``class_probabilities``:
+    the model's passes, whichever strands each reads), and its gradient along a direction of the one-hot input is
+    the central difference of that score."""
     head = {"class_path": "seqpipe.tasks.classification.SequenceClassification", "init_args": {"strands": strands}}
     model = write_checkpoint(tmp_path / "m.ckpt", {**CAUSAL_CLASSIFIER, "head": head}, ["neg", "pos"], seed=4).double()
     explainer = Explainer(model, target=1)

@@ -87,6 +87,13 @@ def test_strand_pair_is_one_linear_layer_over_the_pooled_features_of_both_strand
     assert not torch.allclose(model({"x": rc, "lengths": lengths}), logits, atol=1e-3)
 
 
+def test_a_pair_head_without_the_reverse_strands_layer_stops_rather_than_reuse_the_forward_one():
+    model = SequenceModel(Backbone(8, 1, vocab_size=6), DNASequenceClassification(strands="pair"), data_info=DNA_INFO)
+    model.head.reverse_classifier = None  # as a subclass that makes its own layers in bind would leave it
+    with pytest.raises(ConfigError, match="strands 'pair' needs a linear layer for the reverse strand"):
+        model.eval()({"x": torch.randint(1, 5, (2, 12))})
+
+
 def test_bad_options_are_one_error():
     with pytest.raises(ConfigError, match="strands must be one of average, pair, forward"):
         DNASequenceClassification(strands="both")
@@ -99,11 +106,13 @@ def test_bad_options_are_one_error():
                       data_info={"input_dim": 3, "label_names": ["a", "b"]})
 
 
+@pytest.mark.parametrize("strands", ["average", "pair"])
 @pytest.mark.parametrize("pooling", ["mean_max", "max", "mean"])
-def test_a_long_record_streamed_in_chunks_gets_the_whole_records_prediction(pooling, monkeypatch):
+def test_a_long_record_streamed_in_chunks_gets_the_whole_records_prediction(pooling, strands, monkeypatch):
     torch.manual_seed(1)
     backbone = MotifBackbone(d_model=8, n_layers=2, motif_width=5, block=lambda d: S4Block(d, d_state=4, mode="diag"))
-    whole = SequenceModel(backbone, DNASequenceClassification(pooling=pooling, kmer_size=2), data_info=DNA_INFO).double().eval()
+    head = DNASequenceClassification(pooling=pooling, kmer_size=2, strands=strands)
+    whole = SequenceModel(backbone, head, data_info=DNA_INFO).double().eval()
     streamed = SequenceModel(backbone, whole.head, data_info=DNA_INFO, chunk_size=16).double().eval()
     records = [torch.randint(1, 5, (n,)) for n in (120, 37)]
     batch = {"x": torch.nn.utils.rnn.pad_sequence(records, batch_first=True), "lengths": torch.tensor([120, 37])}
