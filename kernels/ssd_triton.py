@@ -38,9 +38,9 @@ PASS_BLOCK = 128  # (P * N) state elements per program of the sequential pass
 # chunks (a power of two) whose loads the sequential pass keeps in flight at once, combined by a scan (1: one after
 # the other, as before; at B1 L64k, T 64, each program walks 1,024 chunks, ~0.4 us a chunk on the H200)
 PASS_CHUNKS = 8
-# per program: on the H200, fp32 inputs at 4 warps beat 8 at B4 L8k and B1 L64k in two runs of session 8/9 (B1 L64k
-# fwd+bwd 7.44 / 7.37 against 7.95 / 7.86 ms; B4 L2k 1.02 / 1.21 against 1.08 / 1.08), and bf16 with 16-bit
-# products ran at 4 (5.46 ms at B1 L64k) and crashed at 8 (``_narrow_dot``; bench/RESULTS.md)
+# per program: on the H200, fp32 inputs at 4 warps beat 8 at B4 L8k and B1 L64k in two runs of session 8/9 (fwd+bwd
+# 3.68 / 3.64 against 3.90 / 3.87 ms and 7.44 / 7.37 against 7.95 / 7.86; at B4 L2k once faster, once slower: 1.02 /
+# 1.21 against 1.08), and bf16 with 16-bit products ran at 4 and crashed at 8 (``_narrow_dot``; bench/RESULTS.md)
 NUM_WARPS = 4
 # The gradient kernel as two launches (dx/dz/ddt, then dB/dC) needs fewer registers (fused: 255, spilling, at
 # every T on sm_90a), but one launch was faster on the H200 at 4 of the 5 benchmark shapes (bench/RESULTS.md).
