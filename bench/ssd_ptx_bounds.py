@@ -282,6 +282,15 @@ class PTXBounds:
                             f"[{lo}, {hi}) of {self.shared_bytes}")
 
 
+def tiles(shape: Shape) -> dict:
+    """``ssd_triton``'s own tile sizes (BLOCK_P, BLOCK_N, ...) for the shape."""
+    import torch
+
+    from seqpipe.kernels import ssd_triton
+
+    return ssd_triton._meta(torch.empty(0, dtype=torch.bfloat16), shape.head_dim, shape.d_state, shape.chunk)
+
+
 def kernel_sources(shape: Shape, dots: str, narrow: str, block_p: int, split_part: str | None):
     """(name, ASTSource, parameters at the shape's sizes) of the four chunk kernels."""
     import triton
@@ -292,8 +301,8 @@ def kernel_sources(shape: Shape, dots: str, narrow: str, block_p: int, split_par
 
     types = {"bf16": tl.bfloat16, "fp16": tl.float16, "fp32": tl.float32}
     chunks = triton.cdiv(shape.length, shape.chunk)
-    block_n = max(16, triton.next_power_of_2(shape.d_state))
-    base = dict(T=shape.chunk, BLOCK_N=block_n, COMPUTE=tl.float32, PRECISION="tf32", G=1)
+    tile = tiles(shape)
+    base = dict(T=shape.chunk, BLOCK_N=tile["BLOCK_N"], COMPUTE=tl.float32, PRECISION="tf32", G=1)
     ints = dict(L=shape.length, H=shape.heads, P=shape.head_dim, N=shape.d_state, n_chunks=chunks)
     passed = {k: v for k, v in ints.items() if v != 1}  # the JIT makes an int equal to 1 a constant
 
@@ -315,7 +324,7 @@ def kernel_sources(shape: Shape, dots: str, narrow: str, block_p: int, split_par
 
     bf, f = "*bf16", "*fp32"
     dot, narrow_dot = types[dots], types[narrow]
-    block_p_all = max(16, triton.next_power_of_2(shape.head_dim))
+    block_p_all = tile["BLOCK_P"]
     gate = dict(HAS_D=shape.has_d, HAS_Z=shape.has_z)
     state_ptrs = dict(x_ptr=(bf, "x"), dt_ptr=(f, "row"), A_ptr=(f, "head"), B_ptr=(bf, "bc"),
                       states_ptr=(f, "state"), log_decay_ptr=(f, "decay"))
@@ -364,7 +373,7 @@ def main() -> None:
     args = parser.parse_args()
     shape = Shape(args.heads, args.head_dim, args.d_state, args.chunk, args.batch, args.length, not args.no_z,
                   not args.no_d)
-    block_p = min(args.block_p, max(16, triton.next_power_of_2(shape.head_dim)))
+    block_p = min(args.block_p, tiles(shape)["BLOCK_P"])  # as ssd_triton's backward caps GRAD_BLOCK_P
     ptxas = os.path.join(os.path.dirname(triton.__file__), "backends/nvidia/bin/ptxas")
     parts = ["x", "bc"] if args.split else [None]
     sources = [s for part in parts for s in kernel_sources(shape, args.dots, args.narrow_dots, block_p, part)]
