@@ -17,7 +17,7 @@ from seqpipe.data.genome_io import Genome
 from seqpipe.data.readers import read_records
 from seqpipe.data.samplers import GridWindowSampler, Interval, RandomWindowSampler, Window, check_window_length
 from seqpipe.data.tokenizers import DNATokenizer
-from seqpipe.dna_alphabet import BASES
+from seqpipe.dna_alphabet import BASES, reverse_complement_ids
 from seqpipe.errors import ConfigError, DataError
 
 Objective = Literal["masked", "next_base"]
@@ -77,18 +77,23 @@ class PretrainWindowDataset(Dataset):
     ``masked``: ``y`` is the original base where ``mask`` (see :func:`mask_bases`); the masking is drawn from
     torch's generator in training and from a generator seeded by the window in evaluation (the same masks
     every epoch). ``next_base``: ``y`` is the next base, ``mask`` where that is A, C, G or T.
+    ``reverse_complement_p``: chance (torch's generator) of reading the window from the other strand — its
+    reverse complement, whose next bases (or masked bases) are the targets.
     """
 
-    def __init__(self, contigs: Contigs, objective: Objective, mask_fraction: float, seed: int | None):
+    def __init__(self, contigs: Contigs, objective: Objective, mask_fraction: float, seed: int | None,
+                 reverse_complement_p: float = 0.0):
         self.contigs, self.objective, self.mask_fraction, self.seed = contigs, objective, mask_fraction, seed
+        self.reverse_complement_p = reverse_complement_p
 
     def __getitem__(self, window: Window) -> dict[str, torch.Tensor]:
         start, end = window.start, window.keep_end
+        ids = torch.from_numpy(self.contigs.read(window.chrom, start, end + (self.objective == "next_base"))).long()
+        if self.reverse_complement_p and torch.rand(()) < self.reverse_complement_p:
+            ids = reverse_complement_ids(ids[None], None)[0]
         if self.objective == "next_base":
-            ids = torch.from_numpy(self.contigs.read(window.chrom, start, end + 1)).long()
             nxt = ids[1:]
             return {"x": ids[:-1], "y": (nxt - 1).clamp(0, 3), "mask": (nxt >= 1) & (nxt <= 4)}
-        ids = torch.from_numpy(self.contigs.read(window.chrom, start, end)).long()
         generator = None
         if self.seed is not None:
             generator = torch.Generator().manual_seed(self.seed ^ zlib.crc32(f"{window.chrom}:{start}".encode()))
@@ -139,6 +144,9 @@ class DNAPretrainData(SplitDataModule):
         sequences_share: with both ``fasta`` and ``sequences``, the share of training windows drawn from the
             sequences (by length they would be a sliver beside a genome).
         val_fraction: share of every contig (genomes) or of the records (sequences) held out for validation.
+        reverse_complement_augment: read each training window from a random strand (the reverse complement
+            with chance 0.5), so the model learns both strands of sequences given on one (a promoter set's) —
+            what a classifier that reads both strands (``strands: pair`` / ``average``) meets.
         batch_size, num_workers, seed, cache_dir: as for :class:`~seqpipe.data.genome.GenomeData`.
 
     The training loader follows :class:`~seqpipe.callbacks.SequenceLengthWarmup` (``training_window``).
@@ -157,6 +165,7 @@ class DNAPretrainData(SplitDataModule):
         windows_per_epoch: int = 2000,
         sequences_share: float = 0.5,
         val_fraction: float = 0.05,
+        reverse_complement_augment: bool = False,
         batch_size: int = 32,
         num_workers: int = 0,
         seed: int = 42,
@@ -173,6 +182,7 @@ class DNAPretrainData(SplitDataModule):
         self.fasta, self.sequences, self.sequence_column = list(fasta or []), list(sequences or []), sequence_column
         self.objective, self.mask_fraction, self.window_length = objective, mask_fraction, check_window_length(window_length)
         self.windows_per_epoch, self.sequences_share, self.val_fraction = windows_per_epoch, sequences_share, val_fraction
+        self.reverse_complement_augment = reverse_complement_augment
         self.batch_size, self.num_workers, self.seed, self.cache_dir = batch_size, num_workers, seed, cache_dir
         self.length_warmup = None  # set by seqpipe.callbacks.SequenceLengthWarmup
         self.contigs: Contigs | None = None
@@ -218,22 +228,23 @@ class DNAPretrainData(SplitDataModule):
     def _loader(self, split: str) -> DataLoader:
         if split not in ("train", "val"):
             raise ConfigError(f"pre-training data has no {split} split (train and val only)")
-        length, batch_size = self.window_length, self.batch_size
-        if split == "train":
+        train, length, batch_size = split == "train", self.window_length, self.batch_size
+        if train:
             length, batch_size = self.training_window(length, batch_size)
         samplers = {}
         for kind, intervals in self.intervals[split].items():
-            if intervals and split == "train":
+            if intervals and train:
                 samplers[kind] = RandomWindowSampler(intervals, length, self.windows_per_epoch, "length", self.sample_generator)
             elif intervals:
                 samplers[kind] = GridWindowSampler(intervals, length)
         if not samplers:
             raise ConfigError(f"no {split} windows: the data is too small for data.val_fraction {self.val_fraction}")
-        if len(samplers) == 2 and split == "train":
+        if len(samplers) == 2 and train:
             sampler = MixtureSampler(samplers["sequences"], samplers["genome"], self.sequences_share, self.sample_generator)
         else:
             sampler = _chain(list(samplers.values()))
-        dataset = PretrainWindowDataset(self.contigs, self.objective, self.mask_fraction, None if split == "train" else self.seed)
+        dataset = PretrainWindowDataset(self.contigs, self.objective, self.mask_fraction, None if train else self.seed,
+                                        reverse_complement_p=0.5 if train and self.reverse_complement_augment else 0.0)
         return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=self.num_workers, collate_fn=pad_windows)
 
 

@@ -11,6 +11,8 @@ import yaml
 from seqpipe.cli import main
 from seqpipe.data.pretrain import DNAPretrainData, MASK_ID, mask_bases
 from seqpipe.data.synthetic import make_dna_motif_dataset, write_fasta
+from seqpipe.data.tokenizers import DNATokenizer
+from seqpipe.dna_alphabet import reverse_complement
 from seqpipe.errors import ConfigError, DataError
 
 BACKBONE = {"class_path": "seqpipe.dna_backbones.MotifBackbone",
@@ -62,6 +64,32 @@ def test_pretrain_data_reads_genomes_and_classification_sequences(tmp_path):
     assert sum(int(b["lengths"].sum()) for b in val) == 2 * 180 + sum(
         data.contigs.chrom_sizes[i.chrom] for i in data.intervals["val"]["sequences"])
     assert genome.exists()
+
+
+def test_pretrain_reverse_complement_augment_reads_training_windows_from_both_strands(tmp_path):
+    """Every training window's original bases (x with the targets put back) are a stretch of the genome or of its
+    reverse complement (string reference), both strands occur, and validation windows keep the given strand."""
+    rng = np.random.default_rng(1)
+    genome = "".join(rng.choice(list("ACGT"), 3000))
+    write_fasta(tmp_path / "g.fa", [("chr1", genome)])
+    letters = list(DNATokenizer.vocab)
+    for objective in ("next_base", "masked"):
+        torch.manual_seed(0)
+        data = DNAPretrainData(fasta=[str(tmp_path / "g.fa")], window_length=40, windows_per_epoch=64, batch_size=64,
+                               objective=objective, reverse_complement_augment=True, val_fraction=0.2)
+        data.setup("fit")
+        on_given_strand = {"train": set(), "val": set()}
+        for split, loader in (("train", data.train_dataloader()), ("val", data.val_dataloader())):
+            for batch in loader:
+                for row, length in enumerate(batch["lengths"].tolist()):
+                    x, y, mask = (batch[key][row, :length].tolist() for key in ("x", "y", "mask"))
+                    if objective == "next_base":
+                        read = "".join(letters[i] for i in x) + ("ACGT"[y[-1]] if mask[-1] else "")  # none at the end
+                    else:
+                        read = "".join("ACGT"[b] if chosen else letters[i] for i, b, chosen in zip(x, y, mask))
+                    assert read in genome or read in reverse_complement(genome), (objective, split, read)
+                    on_given_strand[split].add(read in genome)
+        assert on_given_strand == {"train": {True, False}, "val": {True}}, objective
 
 
 def test_pretrain_data_errors(tmp_path):
