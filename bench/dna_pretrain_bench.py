@@ -1,13 +1,13 @@
 """Pre-train-then-fine-tune against the same recipe from scratch, over seeds, on the DNA development sets.
 
 Usage: python bench/dna_pretrain_bench.py --out DIR [--data ../shared/data] [--recipe configs/dna_classify.yaml]
-           [--seeds 1 2 3] [--lr-scales 1.0 0.25] [--jobs 16] [--accelerator gpu]
+           [--seeds 1 2 3] [--lr-scales 1.0 0.25] [--sources own genome own+genome] [--jobs 16] [--accelerator gpu]
            [--pretrain-args '...'] [--finetune-args '...']
 
 The pieces are bench/dna_benchmarks.py's (same seeded splits, ``pretrain``, ``fit_and_test``). Pre-training runs
 once per source (``configs/dna_pretrain.yaml``, its seed): the set's own training + validation sequences
 (labels ignored) for every set, the E. coli genome alone (one run shared by the bacterial sets) and both mixed
-for the bacterial sets. Every fine-tuning run is the recipe with ``--seed_everything SEED`` and
+for the bacterial sets (``--sources`` keeps some of them). Every fine-tuning run is the recipe with ``--seed_everything SEED`` and
 ``--model.pretrained`` (the pre-training checkpoint with the lowest validation loss) at each backbone learning
 rate scale of ``--lr-scales``; the scratch arm is the recipe with the same seeds. ``--jobs`` processes at a time
 (one thread each), a fine-tuning run starting as soon as its pre-training is done.
@@ -41,6 +41,8 @@ def main() -> None:
     parser.add_argument("--recipe", default="configs/dna_classify.yaml")
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
     parser.add_argument("--lr-scales", nargs="+", type=float, default=[1.0, 0.25], help="--model.backbone_lr_scale values")
+    parser.add_argument("--sources", nargs="+", choices=list(PRETRAIN_SOURCES), default=list(PRETRAIN_SOURCES),
+                        help="pre-training sources (the genome ones apply to the bacterial sets only)")
     parser.add_argument("--jobs", type=int, default=16)
     parser.add_argument("--accelerator", default="gpu")
     parser.add_argument("--pretrain-args", default="", help="extra CLI options of the pre-training runs")
@@ -77,18 +79,19 @@ def main() -> None:
 
     with ThreadPoolExecutor(64) as pool:  # threads wait on their pre-training; ``slots`` bounds the processes
         splits = {name: write_splits(args.data / SETS[name][0], SETS[name][1], args.out / "splits" / name) for name in args.sets}
+        sources = {name: [source for source in pretrain_sources(SETS[name][2]) if source in args.sources] for name in args.sets}
         checkpoints: dict[tuple[str, str], Future] = {}
-        if any(SETS[name][2] for name in args.sets):
+        if any("genome" in sources[name] for name in args.sets):
             genome_run = pool.submit(pretrained, "genome", "", None)
         for name in args.sets:
-            for source in pretrain_sources(SETS[name][2]):
+            for source in sources[name]:
                 checkpoints[name, source] = genome_run if source == "genome" else pool.submit(pretrained, source, name, splits[name])
         jobs = []
         for seed in args.seeds:  # seed by seed: a run cut short still has whole seeds
             for name in args.sets:
                 jobs.append(pool.submit(finetune, name, splits[name], "scratch", seed, None, None))
                 jobs += [pool.submit(finetune, name, splits[name], source, seed, scale, checkpoints[name, source])
-                         for source in pretrain_sources(SETS[name][2]) for scale in args.lr_scales]
+                         for source in sources[name] for scale in args.lr_scales]
         for job in jobs:
             job.result()
     summarise(rows.frame("finetune"), rows.frame("pretrain"))
