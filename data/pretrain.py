@@ -88,10 +88,11 @@ class PretrainWindowDataset(Dataset):
 
     def __getitem__(self, window: Window) -> dict[str, torch.Tensor]:
         start, end = window.start, window.keep_end
-        ids = torch.from_numpy(self.contigs.read(window.chrom, start, end + (self.objective == "next_base"))).long()
+        next_base = self.objective == "next_base"
+        ids = torch.from_numpy(self.contigs.read(window.chrom, start, end + 1 if next_base else end)).long()  # +1: the last target
         if self.reverse_complement_p and torch.rand(()) < self.reverse_complement_p:
             ids = reverse_complement_ids(ids[None], None)[0]
-        if self.objective == "next_base":
+        if next_base:
             nxt = ids[1:]
             return {"x": ids[:-1], "y": (nxt - 1).clamp(0, 3), "mask": (nxt >= 1) & (nxt <= 4)}
         generator = None
