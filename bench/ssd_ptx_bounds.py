@@ -334,8 +334,8 @@ def kernel_sources(shape: Shape, dots: str, narrow: str, block_p: int, split_par
                            out_ptr=(f, "state"))
     grad_ptrs = dict(x_ptr=(bf, "x"), dt_ptr=(f, "row"), A_ptr=(f, "head"), B_ptr=(bf, "bc"), C_ptr=(bf, "bc"),
                      D_ptr=(f, "head"), z_ptr=(bf, "x"), starts_ptr=(f, "state"), end_grads_ptr=(f, "state"),
-                     log_decay_ptr=(f, "decay"), dy_ptr=(bf, "x"), dx_ptr=(f, "x"), ddt_ptr=(f, "row"),
-                     dB_ptr=(f, "heads_n"), dC_ptr=(f, "heads_n"), dz_ptr=(f, "x"), dD_ptr=(f, "part"),
+                     log_decay_ptr=(f, "decay"), dy_ptr=(bf, "x"), dx_ptr=(bf, "x"), ddt_ptr=(f, "row"),
+                     dB_ptr=(f, "heads_n"), dC_ptr=(f, "heads_n"), dz_ptr=(bf, "x"), dD_ptr=(f, "part"),
                      dA_ptr=(f, "part"))
     grad = dict(base, **gate, BLOCK_P=block_p, DOT=dot, NARROW_DOT=narrow_dot, ROUND_TF32=dots == "fp32",
                 WANT_X=split_part != "bc", WANT_BC=split_part != "x", P_BLOCKS=triton.cdiv(shape.head_dim, block_p))

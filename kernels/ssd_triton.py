@@ -417,7 +417,9 @@ class _TritonSSD(torch.autograd.Function):
                                        **dict(meta, DOT=_narrow_dot(meta)))
         grad_final = None if grad_final is None else grad_final.to(compute).contiguous()
         grad_initial = _pass_states(end_grads, log_decay, grad_final, True, meta)
-        dx, dz = torch.empty_like(x, dtype=compute), torch.empty_like(x, dtype=compute)
+        # stored in the inputs' dtype by the kernel (one rounding, as .to() after an fp32 store; half the bytes)
+        dx = torch.empty_like(x)
+        dz = torch.empty_like(z) if z is not None else dx  # dz_ptr is not written without z
         ddt = torch.empty_like(dt)
         dB_heads = x.new_empty(batch, length, heads, N, dtype=compute)
         dC_heads = torch.empty_like(dB_heads)
@@ -438,8 +440,8 @@ class _TritonSSD(torch.autograd.Function):
             return grad.view(batch, length, groups, heads // groups, N).sum(3).to(like.dtype)
 
         return (
-            dx.to(x.dtype), ddt, dA_partial.sum((0, 1)), per_group(dB_heads, B), per_group(dC_heads, C),
-            None if D is None else dD_partial.sum((0, 1)), None if z is None else dz.to(z.dtype),
+            dx, ddt, dA_partial.sum((0, 1)), per_group(dB_heads, B), per_group(dC_heads, C),
+            None if D is None else dD_partial.sum((0, 1)), None if z is None else dz,
             None if ctx.initial_dtype is None else grad_initial.to(ctx.initial_dtype), None,
         )
 
