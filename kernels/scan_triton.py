@@ -134,7 +134,7 @@ def _last_row(x, steps, CHUNK: tl.constexpr):
 @triton.jit
 def _chunk_states(u_ptr, delta_ptr, B_ptr, row, t, mask_t, mask_d, A, bias, batch, group, d, n, mask_n, N,
                   sb_b, sb_g, sb_n, sb_l, state0, SOFTPLUS: tl.constexpr, B_VARYING: tl.constexpr,
-                  COMPUTE: tl.constexpr):
+                  COMPUTE: tl.constexpr, CHUNK: tl.constexpr):
     """Discretise and scan one chunk from state0: returns u, delta pre-activation, dt, a, b*u*dt, B, x."""
     offsets = row[None, :] + t[:, None]
     mask = mask_t[:, None] & mask_d[None, :]
@@ -143,25 +143,42 @@ def _chunk_states(u_ptr, delta_ptr, B_ptr, row, t, mask_t, mask_d, A, bias, batc
     B = _rows(B_ptr, batch, group, t, mask_t, d, mask_d, n, mask_n, N, sb_b, sb_g, sb_n, sb_l, B_VARYING, COMPUTE)
     a = tl.exp(dt[:, :, None] * A[None, :, :])
     bu = (dt * u)[:, :, None] * B
-    decay, h = tl.associative_scan((a, bu), axis=0, combine_fn=linear_combine)
-    return u, pre, dt, a, bu, B, h + decay * state0[None, :, :]
+    # state0 enters through the first step's input, so the scan's running decay products are never used
+    first = (tl.arange(0, CHUNK) == 0)[:, None, None]
+    _, x = tl.associative_scan((a, tl.where(first, a * state0[None, :, :] + bu, bu)), axis=0,
+                               combine_fn=linear_combine)
+    return u, pre, dt, a, bu, B, x
 
 
 @triton.jit
-def _chunk_adjoint(delta_ptr, offsets, mask, t, L, steps, bias, A, a, grad, C, carry, SOFTPLUS: tl.constexpr,
+def _reverse_scan(a, b):
+    """``tl.associative_scan((a, b), axis=0, combine_fn=linear_combine, reverse=True)`` as flip, scan, flip.
+
+    The scan kernels' tiles keep the time axis in each thread's registers, where a flip is a renaming of
+    registers; triton 3.6 lowers ``reverse=True`` with lane reversals instead (640 more warp shuffles per
+    chunk of the backward kernel on sm_90, against its 520 others).
+    """
+    decay, h = tl.associative_scan((tl.flip(a, 0), tl.flip(b, 0)), axis=0, combine_fn=linear_combine)
+    return tl.flip(decay, 0), tl.flip(h, 0)
+
+
+@triton.jit
+def _chunk_adjoint(delta_ptr, offsets, mask, t, L, steps, bias, A, dt, grad, C, carry, SOFTPLUS: tl.constexpr,
                    COMPUTE: tl.constexpr, CHUNK: tl.constexpr):
     """Reverse scan of ``lam_t = a_{t+1} lam_{t+1} + C_t dy_t`` over one chunk.
 
     ``carry`` (BLOCK_D, BLOCK_N) is the gradient reaching the chunk's last state from later chunks. Returns
-    lam (CHUNK, BLOCK_D, BLOCK_N) and the gradient reaching the state before the chunk.
+    lam (CHUNK, BLOCK_D, BLOCK_N) and the gradient reaching the state before the chunk, ``a_0 lam_0``.
     """
     # a_{t+1} inside the chunk; 1 on the last row, whose successor's decay is already in carry
     _, dt_next = _dt(delta_ptr, offsets + 1, mask & (steps < CHUNK - 1)[:, None] & (t + 1 < L)[:, None],
                      bias[None, :], SOFTPLUS, COMPUTE)
-    decay_next, lam = tl.associative_scan((tl.exp(dt_next[:, :, None] * A[None, :, :]), grad[:, :, None] * C),
-                                          axis=0, combine_fn=linear_combine, reverse=True)
-    lam = lam + decay_next * carry[None, :, :]
-    return lam, tl.sum(tl.where((steps == 0)[:, None, None], a * lam, 0), axis=0)
+    last = (steps == CHUNK - 1)[:, None, None]
+    lam_in = grad[:, :, None] * C
+    _, lam = _reverse_scan(tl.exp(dt_next[:, :, None] * A[None, :, :]), tl.where(last, lam_in + carry[None, :, :],
+                                                                                 lam_in))
+    dt_first = tl.sum(tl.where((steps == 0)[:, None], dt, 0), axis=0)
+    return lam, tl.exp(dt_first[:, None] * A) * tl.sum(tl.where((steps == 0)[:, None, None], lam, 0), axis=0)
 
 
 @triton.jit
@@ -184,7 +201,7 @@ def _segment_summary_fwd_kernel(end_ptr, decay_ptr, u_ptr, delta_ptr, A_ptr, B_p
         t = chunk * CHUNK + steps
         _u, _pre, dt, _a, _bu, _B, x = _chunk_states(u_ptr, delta_ptr, B_ptr, row, t, t < L, mask_d, A, bias,
                                                      batch, group, d, n, mask_n, N, sb_b, sb_g, sb_n, sb_l, state,
-                                                     SOFTPLUS, B_VARYING, COMPUTE)
+                                                     SOFTPLUS, B_VARYING, COMPUTE, CHUNK)
         state = _last_row(x, steps, CHUNK)
         total_dt += tl.sum(dt, axis=0)
         chunk += 1
@@ -222,8 +239,8 @@ def _segment_summary_bwd_kernel(end_ptr, decay_ptr, delta_ptr, A_ptr, C_ptr, z_p
         if HAS_Z:
             z = _load(z_ptr + offsets, mask, COMPUTE)
             grad = grad * z * tl.sigmoid(z)
-        _lam, carry = _chunk_adjoint(delta_ptr, offsets, mask, t, L, steps, bias, A,
-                                  tl.exp(dt[:, :, None] * A[None, :, :]), grad, C, carry, SOFTPLUS, COMPUTE, CHUNK)
+        _lam, carry = _chunk_adjoint(delta_ptr, offsets, mask, t, L, steps, bias, A, dt, grad, C, carry, SOFTPLUS,
+                                     COMPUTE, CHUNK)
         total_dt += tl.sum(dt, axis=0)
         chunk -= 1
     out = segment_row * D * N + state_offsets
@@ -288,7 +305,7 @@ def _scan_fwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_p
         mask_t = t < L
         u, _, _, _, _, _, x = _chunk_states(u_ptr, delta_ptr, B_ptr, row, t, mask_t, mask_d, A, bias, batch, group,
                                             d, n, mask_n, N, sb_b, sb_g, sb_n, sb_l, state, SOFTPLUS, B_VARYING,
-                                            COMPUTE)
+                                            COMPUTE, CHUNK)
         C = _rows(C_ptr, batch, group, t, mask_t, d, mask_d, n, mask_n, N, sc_b, sc_g, sc_n, sc_l, C_VARYING, COMPUTE)
         y = tl.sum(x * C, axis=2) + u * skip[None, :]
         offsets = row[None, :] + t[:, None]
@@ -330,9 +347,9 @@ def _scan_bwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_p
         mask = mask_t[:, None] & mask_d[None, :]
         offsets = row[None, :] + t[:, None]
         state0 = tl.load(starts_ptr + (batch * n_chunks + chunk) * D * N + state_offsets, mask=mask_dn, other=0)
-        u, pre, dt, a, bu, B, x = _chunk_states(u_ptr, delta_ptr, B_ptr, row, t, mask_t, mask_d, A, bias, batch,
+        u, pre, dt, _a, bu, B, x = _chunk_states(u_ptr, delta_ptr, B_ptr, row, t, mask_t, mask_d, A, bias, batch,
                                                 group, d, n, mask_n, N, sb_b, sb_g, sb_n, sb_l, state0, SOFTPLUS,
-                                                B_VARYING, COMPUTE)
+                                                B_VARYING, COMPUTE, CHUNK)
         C = _rows(C_ptr, batch, group, t, mask_t, d, mask_d, n, mask_n, N, sc_b, sc_g, sc_n, sc_l, C_VARYING, COMPUTE)
         grad = _load(grad_out_ptr + offsets, mask, COMPUTE)
         if HAS_Z:
@@ -342,7 +359,7 @@ def _scan_bwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_p
             tl.store(dz_ptr + offsets, grad * y * gate * (1 + z * (1 - gate)), mask=mask)
             grad = grad * z * gate
         grad_skip += tl.sum(grad * u, axis=0)
-        lam, carry = _chunk_adjoint(delta_ptr, offsets, mask, t, L, steps, bias, A, a, grad, C, carry, SOFTPLUS,
+        lam, carry = _chunk_adjoint(delta_ptr, offsets, mask, t, L, steps, bias, A, dt, grad, C, carry, SOFTPLUS,
                                     COMPUTE, CHUNK)
         if C_VARYING:
             tl.store(dC_ptr + partial_offsets + t[:, None], tl.sum(grad[:, :, None] * x, axis=1),
@@ -453,8 +470,9 @@ class _TritonScan(torch.autograd.Function):
         dz = torch.empty_like(z) if z is not None else None
         per_segment = (batch * n_segments, dim, d_state)
         per_time = (batch, blocks, d_state, length)
-        dB = torch.zeros(per_time if B.dim() > 2 else per_segment, **f32)
-        dC = torch.zeros(per_time if C.dim() > 2 else per_segment, **f32)
+        # every element is written by the kernel (per-time rows by every channel block at every step)
+        dB = torch.empty(per_time if B.dim() > 2 else per_segment, **f32)
+        dC = torch.empty(per_time if C.dim() > 2 else per_segment, **f32)
         dA, dh0 = torch.empty(per_segment, **f32), torch.empty(per_segment, **f32)
         dskip, dbias = torch.empty(batch * n_segments, dim, **f32), torch.empty(batch * n_segments, dim, **f32)
         _scan_bwd_kernel[meta["grid"]](
