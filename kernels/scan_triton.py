@@ -6,7 +6,8 @@ Each program owns ``BLOCK_D`` channels of one batch row (inside one B/C group), 
 segment of the sequence, which it walks in chunks of ``CHUNK`` steps: it loads u, delta, B, C (and z) for
 the chunk, discretises, scans the (CHUNK, BLOCK_D, N) tile with ``tl.associative_scan``, contracts with C,
 adds D * u, gates and stores y. Only y, the last state and the state at each chunk start (1/CHUNK of a
-(B, L, D, N) tensor) reach HBM. The backward walks a segment's chunks in reverse: it recomputes the chunk's
+(B, L, D, N) tensor) reach HBM, and, when z gates y and gradients are wanted, y before the gate (the backward reads
+it for dz instead of recomputing sum_n C x, as mamba_ssm's CUDA scan does). The backward walks a segment's chunks in reverse: it recomputes the chunk's
 states from its saved start, runs the adjoint recurrence ``lam_t = a_{t+1} lam_{t+1} + C_t dy_t`` as a
 reverse scan of the tile, and accumulates every gradient. Per-time gradients of B and C are summed over
 channel blocks, and per-channel ones (A, D, delta_bias) over batch rows and segments, by PyTorch afterwards:
@@ -273,8 +274,12 @@ def _compose_segments_kernel(end_ptr, decay_ptr, init_ptr, entering_ptr, size, n
 
 
 @triton.jit
-def _store_output(out_ptr, z_ptr, y, offsets, mask, HAS_Z: tl.constexpr, COMPUTE: tl.constexpr):
-    """Store y (CHUNK, BLOCK_D) at ``offsets``, gated by z * sigmoid(z) when there is a z."""
+def _store_output(out_ptr, z_ptr, ungated_ptr, y, offsets, mask, HAS_Z: tl.constexpr, SAVE_UNGATED: tl.constexpr,
+                  COMPUTE: tl.constexpr):
+    """Store y (CHUNK, BLOCK_D) at ``offsets``, gated by z * sigmoid(z) when there is a z (and with SAVE_UNGATED, y
+    before the gate at ``ungated_ptr``, for the backward)."""
+    if SAVE_UNGATED:
+        tl.store(ungated_ptr + offsets, y.to(ungated_ptr.dtype.element_ty), mask=mask)
     if HAS_Z:
         z = _load(z_ptr + offsets, mask, COMPUTE)
         y = y * z * tl.sigmoid(z)
@@ -283,10 +288,11 @@ def _store_output(out_ptr, z_ptr, y, offsets, mask, HAS_Z: tl.constexpr, COMPUTE
 
 @triton.jit
 def _scan_fwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, start_ptr, out_ptr, last_ptr,
-                     starts_ptr, L, D, Dg, N, n_chunks, segment_chunks, sb_b, sb_g, sb_n, sb_l, sc_b, sc_g, sc_n, sc_l,
+                     starts_ptr, ungated_ptr, L, D, Dg, N, n_chunks, segment_chunks, sb_b, sb_g, sb_n, sb_l, sc_b, sc_g, sc_n, sc_l,
                      SOFTPLUS: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
-                     HAS_START: tl.constexpr, B_VARYING: tl.constexpr, C_VARYING: tl.constexpr,
-                     COMPUTE: tl.constexpr, CHUNK: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr):
+                     HAS_START: tl.constexpr, SAVE_UNGATED: tl.constexpr, B_VARYING: tl.constexpr,
+                     C_VARYING: tl.constexpr, COMPUTE: tl.constexpr, CHUNK: tl.constexpr, BLOCK_D: tl.constexpr,
+                     BLOCK_N: tl.constexpr):
     batch, group, _block, d, mask_d, n, mask_n, row = _program_coords(L, D, Dg, N, BLOCK_D, BLOCK_N)
     segment, first, end, segment_row = _segment(n_chunks, segment_chunks)
     mask_dn = mask_d[:, None] & mask_n[None, :]
@@ -310,15 +316,15 @@ def _scan_fwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_p
         y = tl.sum(x * C, axis=2) + u * skip[None, :]
         offsets = row[None, :] + t[:, None]
         mask = mask_t[:, None] & mask_d[None, :]
-        _store_output(out_ptr, z_ptr, y, offsets, mask, HAS_Z, COMPUTE)
+        _store_output(out_ptr, z_ptr, ungated_ptr, y, offsets, mask, HAS_Z, SAVE_UNGATED, COMPUTE)
         state = _last_row(x, steps, CHUNK)
         chunk += 1
     tl.store(last_ptr + batch * D * N + state_offsets, state, mask=mask_dn & (segment == tl.num_programs(2) - 1))
 
 
 @triton.jit
-def _scan_bwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, starts_ptr, grad_out_ptr,
-                     carry_ptr, du_ptr, ddelta_ptr, dz_ptr, dB_ptr, dC_ptr, dA_ptr, dskip_ptr, dbias_ptr,
+def _scan_bwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, starts_ptr, ungated_ptr,
+                     grad_out_ptr, carry_ptr, du_ptr, ddelta_ptr, dz_ptr, dB_ptr, dC_ptr, dA_ptr, dskip_ptr, dbias_ptr,
                      dh0_ptr, L, D, Dg, N, n_chunks, segment_chunks, sb_b, sb_g, sb_n, sb_l, sc_b, sc_g, sc_n, sc_l,
                      SOFTPLUS: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
                      B_VARYING: tl.constexpr, C_VARYING: tl.constexpr,
@@ -355,7 +361,7 @@ def _scan_bwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_p
         if HAS_Z:
             z = _load(z_ptr + offsets, mask, COMPUTE)
             gate = tl.sigmoid(z)
-            y = tl.sum(x * C, axis=2) + u * skip[None, :]
+            y = _load(ungated_ptr + offsets, mask, COMPUTE)  # saved by the forward
             tl.store(dz_ptr + offsets, grad * y * gate * (1 + z * (1 - gate)), mask=mask)
             grad = grad * z * gate
         grad_skip += tl.sum(grad * u, axis=0)
@@ -418,10 +424,11 @@ def _compose(summary_kernel, grid: tuple, args: tuple, constants: dict, init: to
 
 
 class _TritonScan(torch.autograd.Function):
-    """Fused scan: all of (u, delta, A, B, C, D, z, delta_bias, initial_state) get gradients."""
+    """Fused scan: all of (u, delta, A, B, C, D, z, delta_bias, initial_state) get gradients. ``recording``: autograd
+    records the call (grad mode on and an input requires grad), so that y before the gate is kept for dz."""
 
     @staticmethod
-    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, initial_state, softplus):
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, initial_state, softplus, recording):
         u, delta = u.contiguous(), delta.contiguous()
         z = None if z is None else z.contiguous()
         A, B, C = A.contiguous(), B.contiguous(), C.contiguous()
@@ -432,6 +439,8 @@ class _TritonScan(torch.autograd.Function):
         meta = _meta(u, A, B, C, D, z, delta_bias, softplus, groups)
         n_chunks, segment_chunks, n_segments = meta["chunks"]
         out = torch.empty_like(u)
+        # y before the gate, for dz (as mamba_ssm's CUDA scan keeps it): the backward need not recompute sum_n C x
+        ungated = torch.empty_like(u) if z is not None and recording else None
         last = u.new_empty(batch, dim, d_state, dtype=compute)
         starts = u.new_empty(batch, n_chunks, dim, d_state, dtype=compute)
         start = None if initial_state is None else initial_state.contiguous()
@@ -441,17 +450,17 @@ class _TritonScan(torch.autograd.Function):
                              (u, delta, A, B, delta_bias, *sizes, *_row_strides(B)),
                              meta["summary_fwd"], start, False, last, (batch, n_segments, dim, d_state))
         _scan_fwd_kernel[meta["grid"]](
-            u, delta, A, B, C, D, z, delta_bias, start, out, last, starts, *sizes, *_row_strides(B), *_row_strides(C),
-            HAS_START=start is not None, **meta["constants"],
+            u, delta, A, B, C, D, z, delta_bias, start, out, last, starts, ungated, *sizes, *_row_strides(B),
+            *_row_strides(C), HAS_START=start is not None, SAVE_UNGATED=ungated is not None, **meta["constants"],
         )
-        ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, starts)
+        ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, starts, ungated)
         ctx.softplus, ctx.groups = softplus, groups
         ctx.h0_dtype = None if initial_state is None else initial_state.dtype
         return out, last
 
     @staticmethod
     def backward(ctx, grad_out, grad_last):
-        u, delta, A, B, C, D, z, delta_bias, starts = ctx.saved_tensors
+        u, delta, A, B, C, D, z, delta_bias, starts, ungated = ctx.saved_tensors
         batch, dim, length = u.shape
         d_state, groups = A.shape[1], ctx.groups
         meta = _meta(u, A, B, C, D, z, delta_bias, ctx.softplus, groups)
@@ -476,7 +485,7 @@ class _TritonScan(torch.autograd.Function):
         dA, dh0 = torch.empty(per_segment, **f32), torch.empty(per_segment, **f32)
         dskip, dbias = torch.empty(batch * n_segments, dim, **f32), torch.empty(batch * n_segments, dim, **f32)
         _scan_bwd_kernel[meta["grid"]](
-            u, delta, A, B, C, D, z, delta_bias, starts, grad_out, carry,
+            u, delta, A, B, C, D, z, delta_bias, starts, ungated, grad_out, carry,
             du, ddelta, dz, dB, dC, dA, dskip, dbias, dh0, *sizes,
             *_row_strides(B), *_row_strides(C), **meta["constants"],
         )
@@ -492,7 +501,7 @@ class _TritonScan(torch.autograd.Function):
             du, ddelta, dA.sum(0).to(A.dtype), rows_grad(B, dB), rows_grad(C, dC),
             None if D is None else dskip.sum(0).to(D.dtype), dz,
             None if delta_bias is None else dbias.sum(0).to(delta_bias.dtype),
-            None if ctx.h0_dtype is None else initial_grad.to(ctx.h0_dtype), None,
+            None if ctx.h0_dtype is None else initial_grad.to(ctx.h0_dtype), None, None,
         )
 
 
@@ -527,7 +536,9 @@ def selective_scan_triton(
     16-bit inputs are read as they are (no float32 copy): y, du, d delta and dz come back in their input's
     dtype, the last state and the other gradients' sums are made in float32.
     """
-    y, last_state = _TritonScan.apply(u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus)
+    inputs = (u, delta, A, B, C, D, z, delta_bias, initial_state)
+    recording = torch.is_grad_enabled() and any(x is not None and x.requires_grad for x in inputs)
+    y, last_state = _TritonScan.apply(*inputs, delta_softplus, recording)
     return (y, last_state) if return_last_state else y
 
 
