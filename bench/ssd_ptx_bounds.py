@@ -25,12 +25,12 @@ products, and its code does not depend on the product settings checked here).
 from __future__ import annotations
 
 import argparse
-import os
 import re
-import subprocess
 from dataclasses import dataclass
 
 import numpy as np
+
+from triton_sass import ast_source, compile_sm90
 
 MASK32 = np.uint64(0xFFFFFFFF)
 SMEM_PER_BLOCK = 227 * 1024  # sm_90's largest dynamic shared memory of one block
@@ -295,7 +295,6 @@ def kernel_sources(shape: Shape, dots: str, narrow: str, block_p: int, split_par
     """(name, ASTSource, parameters at the shape's sizes) of the four chunk kernels."""
     import triton
     import triton.language as tl
-    from triton.compiler import ASTSource
 
     from seqpipe.kernels import ssd_triton as ssd
 
@@ -307,12 +306,7 @@ def kernel_sources(shape: Shape, dots: str, narrow: str, block_p: int, split_par
     passed = {k: v for k, v in ints.items() if v != 1}  # the JIT makes an int equal to 1 a constant
 
     def source(fn, pointers: dict, constants: dict):
-        constants = {**constants, **{k: 1 for k in ints if k not in passed}}
-        signature = {**{k: v[0] for k, v in pointers.items()}, **{k: "i32" for k in passed},
-                     **{k: "constexpr" for k in constants}}
-        aligned = [*pointers, *(k for k, v in passed.items() if v % 16 == 0)]
-        attrs = {(fn.arg_names.index(k),): [["tt.divisibility", 16]] for k in aligned}
-        return ASTSource(fn, {k: signature[k] for k in fn.arg_names}, constexprs=constants, attrs=attrs)
+        return ast_source(fn, {k: v[0] for k, v in pointers.items()}, ints, constants)
 
     def sizes(pointers):
         row, chunk_heads = shape.batch * shape.length, shape.batch * chunks * shape.heads
@@ -354,7 +348,6 @@ def kernel_sources(shape: Shape, dots: str, narrow: str, block_p: int, split_par
 
 def main() -> None:
     import triton
-    from triton.backends.compiler import GPUTarget
 
     from seqpipe.kernels import ssd_triton
 
@@ -374,7 +367,6 @@ def main() -> None:
     shape = Shape(args.heads, args.head_dim, args.d_state, args.chunk, args.batch, args.length, not args.no_z,
                   not args.no_d)
     block_p = min(args.block_p, tiles(shape)["BLOCK_P"])  # as ssd_triton's backward caps GRAD_BLOCK_P
-    ptxas = os.path.join(os.path.dirname(triton.__file__), "backends/nvidia/bin/ptxas")
     parts = ["x", "bc"] if args.split else [None]
     sources = [s for part in parts for s in kernel_sources(shape, args.dots, args.narrow_dots, block_p, part)]
     sources = list({name: (name, src, params) for name, src, params in sources}.values())
@@ -384,15 +376,7 @@ def main() -> None:
     print(f"{shape}, dots {args.dots}, narrow dots {args.narrow_dots}, {args.warps} warps, gradient channel "
           f"blocks of {block_p}")
     for name, src, params in sources:
-        kernel = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=args.warps))
-        path = f"/tmp/ssd_ptx_bounds_{os.getpid()}.ptx"
-        with open(path, "w") as handle:
-            handle.write(kernel.asm["ptx"])
-        report = subprocess.run([ptxas, "-arch=sm_90a", "-v", path, "-o", os.devnull], capture_output=True,
-                                text=True).stderr
-        os.remove(path)
-        registers = re.search(r"Used (\d+) registers", report).group(1)
-        spills = re.search(r"(\d+) bytes spill stores", report).group(1)
+        kernel, registers, spills = compile_sm90(src, args.warps)
         mma = re.findall(r"wgmma\.mma_async\.sync\.aligned\.(m\d+n\d+k\d+)\.\w+\.(\w+)", kernel.asm["ptx"])
         counts = ", ".join(f"{mma.count(s)} {s[0]}.{s[1]}" for s in sorted(set(mma)))
         shared = kernel.metadata.shared

@@ -1,0 +1,133 @@
+"""Registers, spills, shared memory and static SASS instruction counts of the Mamba-1 scan kernels as compiled for
+the H100/H200 (sm_90), on the CPU: no GPU needed.
+
+    python bench/triton_sass.py [--dtype fp32|bf16] [--kernels fwd bwd summary_fwd summary_bwd] [--tile 8x32x4]
+        [--length 65536] [--d-inner 2048] [--d-state 16]
+
+Compiles ``scan_triton``'s kernels with ``triton.compile`` for ``GPUTarget("cuda", 90, 32)`` at the shape of
+``bench/gpu_peers.py`` (B, C time-varying, D, z, delta_bias, softplus), assembles the PTX with Triton's ptxas and
+disassembles it with nvdisasm. The loop over chunks is nearly all of each kernel, so the counts are per chunk of
+``CHUNK x BLOCK_D x N`` state elements a program: a proxy for the time of these compute-bound kernels that a CPU
+can measure. It found triton 3.6 lowering ``associative_scan(reverse=True)`` with lane reversals although the
+scanned axis lies in each thread's registers (issue #16, bench/RESULTS.md): warp shuffles (SHFL) are reductions
+over N (16 lanes) or lane moves, BAR/STS/LDS layout conversions through shared memory, MUFU exps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import re
+import subprocess
+import tempfile
+
+OPS = ["MUFU", "SHFL", "BAR", "STS", "LDS", "LDG", "STG", "FFMA", "FMUL", "FADD", "STL", "LDL"]
+
+
+def ast_source(fn, pointers: dict[str, str], ints: dict[str, int], constants: dict):
+    """``fn`` specialised as the JIT would: pointer types, ints (1 a constant, multiples of 16 marked so)."""
+    from triton.compiler import ASTSource
+
+    passed = {k: v for k, v in ints.items() if v != 1}
+    constants = {**constants, **{k: 1 for k in ints if k not in passed}}
+    signature = {**pointers, **{k: "i32" for k in passed}, **{k: "constexpr" for k in constants}}
+    aligned = [*pointers, *(k for k, v in passed.items() if v % 16 == 0)]
+    attrs = {(fn.arg_names.index(k),): [["tt.divisibility", 16]] for k in aligned}
+    return ASTSource(fn, {k: signature[k] for k in fn.arg_names}, constexprs=constants, attrs=attrs)
+
+
+def compile_sm90(source, warps: int):
+    """The kernel compiled for sm_90, and ptxas' (registers, bytes spilled) for it."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+
+    kernel = triton.compile(source, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=warps))
+    with tempfile.TemporaryDirectory() as tmp:
+        ptx = os.path.join(tmp, "kernel.ptx")
+        with open(ptx, "w") as handle:
+            handle.write(kernel.asm["ptx"])
+        report = subprocess.run([_tool("ptxas"), "-arch=sm_90a", "-v", ptx, "-o", os.devnull], capture_output=True,
+                                text=True).stderr
+    registers = int(re.search(r"Used (\d+) registers", report).group(1))
+    return kernel, registers, int(re.search(r"(\d+) bytes spill stores", report).group(1))
+
+
+def sass_op_counts(kernel) -> collections.Counter:
+    """Static count of each SASS opcode (without its modifiers) of a compiled kernel."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cubin = os.path.join(tmp, "kernel.cubin")
+        with open(cubin, "wb") as handle:
+            handle.write(kernel.asm["cubin"])
+        sass = subprocess.run([_tool("nvdisasm"), "-c", cubin], capture_output=True, text=True, check=True).stdout
+    opcodes = re.finditer(r"/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_]*)", sass)
+    return collections.Counter(match.group(1) for match in opcodes)
+
+
+def _tool(name: str) -> str:
+    import triton
+
+    return os.path.join(os.path.dirname(triton.__file__), "backends/nvidia/bin", name)
+
+
+def scan_kernels(dtype: str, length: int, d_inner: int, d_state: int) -> dict:
+    """name -> (kernel function, pointer types, ints, constants) of the Mamba-1 scan kernels at a shape."""
+    import triton
+    import triton.language as tl
+
+    from seqpipe.kernels import scan_triton as st
+
+    io, f = ("*bf16" if dtype == "bf16" else "*fp32"), "*fp32"
+    n_chunks = triton.cdiv(length, st.CHUNK)
+    segments = max(1, st.SEGMENT_PROGRAMS // (d_inner // st.BLOCK_D))
+    rows = dict(s_b=d_state * length, s_g=0, s_n=length, s_l=1)
+    ints = dict(L=length, D=d_inner, Dg=d_inner, N=d_state, n_chunks=n_chunks,
+                segment_chunks=triton.cdiv(n_chunks, segments),
+                **{f"{k[0]}b{k[1:]}": v for k, v in rows.items()}, **{f"{k[0]}c{k[1:]}": v for k, v in rows.items()})
+    common = dict(SOFTPLUS=True, HAS_BIAS=True, COMPUTE=tl.float32, CHUNK=st.CHUNK, BLOCK_D=st.BLOCK_D,
+                  BLOCK_N=triton.next_power_of_2(d_state))
+    gates = dict(HAS_D=True, HAS_Z=True, B_VARYING=True, C_VARYING=True)
+    inputs = dict(u_ptr=io, delta_ptr=io, A_ptr=f, B_ptr=io, C_ptr=io, D_ptr=f, z_ptr=io, bias_ptr=f)
+    kernels = {
+        "fwd": (st._scan_fwd_kernel, dict(inputs, start_ptr=f, out_ptr=io, last_ptr=f, starts_ptr=f, ungated_ptr=io),
+                dict(common, **gates, HAS_START=True, SAVE_UNGATED=True)),
+        "bwd": (st._scan_bwd_kernel, dict(inputs, starts_ptr=f, ungated_ptr=io, grad_out_ptr=io, carry_ptr=f,
+                                          du_ptr=io, ddelta_ptr=io, dz_ptr=io, dB_ptr=f, dC_ptr=f, dA_ptr=f,
+                                          dskip_ptr=f, dbias_ptr=f, dh0_ptr=f), dict(common, **gates)),
+        "summary_fwd": (st._segment_summary_fwd_kernel, dict(end_ptr=f, decay_ptr=f, u_ptr=io, delta_ptr=io, A_ptr=f,
+                                                             B_ptr=io, bias_ptr=f), dict(common, B_VARYING=True)),
+        "summary_bwd": (st._segment_summary_bwd_kernel, dict(end_ptr=f, decay_ptr=f, delta_ptr=io, A_ptr=f, C_ptr=io,
+                                                             z_ptr=io, bias_ptr=f, grad_out_ptr=io),
+                        dict(common, HAS_Z=True, C_VARYING=True)),
+    }
+    return {name: (fn, pointers, {k: v for k, v in ints.items() if k in fn.arg_names}, constants)
+            for name, (fn, pointers, constants) in kernels.items()}
+
+
+def main() -> None:
+    from seqpipe.kernels import scan_triton
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32", help="u, delta, B, C, z, y and gradients")
+    parser.add_argument("--kernels", nargs="+", choices=["fwd", "bwd", "summary_fwd", "summary_bwd"],
+                        default=["fwd", "bwd", "summary_fwd", "summary_bwd"])
+    parser.add_argument("--tile", help="BLOCK_DxCHUNKxNUM_WARPS (default: scan_triton's)")
+    parser.add_argument("--length", type=int, default=65536)
+    parser.add_argument("--d-inner", type=int, default=2048)
+    parser.add_argument("--d-state", type=int, default=16)
+    args = parser.parse_args()
+    if args.tile:
+        scan_triton.BLOCK_D, scan_triton.CHUNK, scan_triton.NUM_WARPS = (int(v) for v in args.tile.split("x"))
+    print(f"{args.dtype}, L {args.length}, d_inner {args.d_inner}, N {args.d_state}; tile BLOCK_D {scan_triton.BLOCK_D}"
+          f" x CHUNK {scan_triton.CHUNK}, {scan_triton.NUM_WARPS} warps")
+    kernels = scan_kernels(args.dtype, args.length, args.d_inner, args.d_state)
+    for name in args.kernels:
+        fn, pointers, ints, constants = kernels[name]
+        kernel, registers, spilled = compile_sm90(ast_source(fn, pointers, ints, constants), scan_triton.NUM_WARPS)
+        ops = sass_op_counts(kernel)
+        print(f"{name}: {registers} registers, {spilled} B spilled, {kernel.metadata.shared} B shared, "
+              f"{sum(ops.values())} SASS instructions: " + ", ".join(f"{op} {ops[op]}" for op in OPS))
+
+
+if __name__ == "__main__":
+    main()
