@@ -75,6 +75,13 @@ def _load(pointers, mask, COMPUTE: tl.constexpr):
 
 
 @triton.jit
+def _decay(dt, A):
+    """exp(dt * A) for a tile: exp2 of dt times A * log2(e), one multiplication fewer an element than tl.exp (A's
+    product hoisted out of the loop over chunks)."""
+    return tl.exp2(dt * (A * 1.4426950408889634))
+
+
+@triton.jit
 def _dt(delta_ptr, offsets, mask, bias, SOFTPLUS: tl.constexpr, COMPUTE: tl.constexpr):
     """(pre-activation, dt) for the positions at ``offsets``; dt is 0 where masked, so a = 1 and b = 0."""
     pre = _load(delta_ptr + offsets, mask, COMPUTE) + bias
@@ -142,7 +149,7 @@ def _chunk_states(u_ptr, delta_ptr, B_ptr, row, t, mask_t, mask_d, A, bias, batc
     u = _load(u_ptr + offsets, mask, COMPUTE)
     pre, dt = _dt(delta_ptr, offsets, mask, bias[None, :], SOFTPLUS, COMPUTE)
     B = _rows(B_ptr, batch, group, t, mask_t, d, mask_d, n, mask_n, N, sb_b, sb_g, sb_n, sb_l, B_VARYING, COMPUTE)
-    a = tl.exp(dt[:, :, None] * A[None, :, :])
+    a = _decay(dt[:, :, None], A[None, :, :])
     bu = (dt * u)[:, :, None] * B
     # state0 enters through the first step's input, so the scan's running decay products are never used
     first = (tl.arange(0, CHUNK) == 0)[:, None, None]
@@ -176,8 +183,8 @@ def _chunk_adjoint(delta_ptr, offsets, mask, t, L, steps, bias, A, dt, grad, C, 
                      bias[None, :], SOFTPLUS, COMPUTE)
     last = (steps == CHUNK - 1)[:, None, None]
     lam_in = grad[:, :, None] * C
-    _, lam = _reverse_scan(tl.exp(dt_next[:, :, None] * A[None, :, :]), tl.where(last, lam_in + carry[None, :, :],
-                                                                                 lam_in))
+    _, lam = _reverse_scan(_decay(dt_next[:, :, None], A[None, :, :]), tl.where(last, lam_in + carry[None, :, :],
+                                                                               lam_in))
     dt_first = tl.sum(tl.where((steps == 0)[:, None], dt, 0), axis=0)
     return lam, tl.exp(dt_first[:, None] * A) * tl.sum(tl.where((steps == 0)[:, None, None], lam, 0), axis=0)
 
