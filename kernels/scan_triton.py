@@ -6,12 +6,12 @@ Each program owns ``BLOCK_D`` channels of one batch row (inside one B/C group), 
 segment of the sequence, which it walks in chunks of ``CHUNK`` steps: it loads u, delta, B, C (and z) for
 the chunk, discretises, scans the (CHUNK, BLOCK_D, N) tile with ``tl.associative_scan``, contracts with C,
 adds D * u, gates and stores y. Only y, the last state and the state at each chunk start (1/CHUNK of a
-(B, L, D, N) tensor) reach HBM, and, when z gates y and gradients are wanted, y before the gate (the backward reads
-it for dz instead of recomputing sum_n C x, as mamba_ssm's CUDA scan does). The backward walks a segment's chunks in reverse: it recomputes the chunk's
-states from its saved start, runs the adjoint recurrence ``lam_t = a_{t+1} lam_{t+1} + C_t dy_t`` as a
-reverse scan of the tile, and accumulates every gradient. Per-time gradients of B and C are summed over
-channel blocks, and per-channel ones (A, D, delta_bias) over batch rows and segments, by PyTorch afterwards:
-deterministic, no atomics.
+(B, L, D, N) tensor) reach HBM, and, when z gates y and gradients are wanted, y before the gate (the backward
+reads it for dz instead of recomputing sum_n C x, as mamba_ssm's CUDA scan does). The backward walks a segment's
+chunks in reverse: it recomputes the chunk's states from its saved start, runs the adjoint recurrence
+``lam_t = a_{t+1} lam_{t+1} + C_t dy_t`` as a reverse scan of the tile, and accumulates every gradient.
+Per-time gradients of B and C are summed over channel blocks, and per-channel ones (A, D, delta_bias) over
+batch rows and segments, by PyTorch afterwards: deterministic, no atomics.
 
 Segments split L across programs when batch x channel blocks alone would leave the GPU idle (a batch of one
 long sequence). The state entering each segment comes from a summary pass: every segment scans from a
@@ -186,7 +186,7 @@ def _chunk_adjoint(delta_ptr, offsets, mask, t, L, steps, bias, A, dt, grad, C, 
     _, lam = _reverse_scan(_decay(dt_next[:, :, None], A[None, :, :]), tl.where(last, lam_in + carry[None, :, :],
                                                                                lam_in))
     dt_first = tl.sum(tl.where((steps == 0)[:, None], dt, 0), axis=0)
-    return lam, tl.exp(dt_first[:, None] * A) * tl.sum(tl.where((steps == 0)[:, None, None], lam, 0), axis=0)
+    return lam, _decay(dt_first[:, None], A) * tl.sum(tl.where((steps == 0)[:, None, None], lam, 0), axis=0)
 
 
 @triton.jit
@@ -295,7 +295,8 @@ def _store_output(out_ptr, z_ptr, ungated_ptr, y, offsets, mask, HAS_Z: tl.const
 
 @triton.jit
 def _scan_fwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, start_ptr, out_ptr, last_ptr,
-                     starts_ptr, ungated_ptr, L, D, Dg, N, n_chunks, segment_chunks, sb_b, sb_g, sb_n, sb_l, sc_b, sc_g, sc_n, sc_l,
+                     starts_ptr, ungated_ptr, L, D, Dg, N, n_chunks, segment_chunks, sb_b, sb_g, sb_n, sb_l, sc_b,
+                     sc_g, sc_n, sc_l,
                      SOFTPLUS: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
                      HAS_START: tl.constexpr, SAVE_UNGATED: tl.constexpr, B_VARYING: tl.constexpr,
                      C_VARYING: tl.constexpr, COMPUTE: tl.constexpr, CHUNK: tl.constexpr, BLOCK_D: tl.constexpr,
