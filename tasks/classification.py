@@ -67,7 +67,11 @@ class SequenceClassification(TaskHead):
         self.label_names = data_info.classes(type(self).__name__)
         dna = isinstance(data_info.input, TokenInput) and data_info.input.tokenizer == "dna"
         self.strand_views = self.strands if dna else "forward"
-        self.make_classifiers(d_model)
+        self.make_classifiers(self.pooled_width(d_model))
+
+    def pooled_width(self, d_model: int) -> int:
+        """Features the linear layer reads for backbone features of ``d_model`` channels."""
+        return d_model
 
     def make_classifiers(self, width: int) -> None:
         """The linear layer(s) from ``width`` pooled features to one logit per class ("pair": one per strand, the

@@ -66,11 +66,14 @@ class DNASequenceClassification(SequenceClassification):
         self.pooling, self.kmer_size = pooling, kmer_size
 
     def bind(self, d_model: int, data_info: DataInfo) -> None:
-        super().bind(d_model, data_info)
         tokenizer = data_info.input.tokenizer if isinstance(data_info.input, TokenInput) else None
         if self.kmer_size and tokenizer != "dna":
             raise ConfigError(f"DNASequenceClassification: kmer_size needs DNA tokens, the data's tokenizer is {tokenizer!r}")
-        self.make_classifiers(d_model * (2 if self.pooling == "mean_max" else 1) + (4**self.kmer_size if self.kmer_size else 0))
+        super().bind(d_model, data_info)
+
+    def pooled_width(self, d_model: int) -> int:
+        """The mean and/or max of ``d_model`` features, and the 4**k k-mer counts."""
+        return d_model * (2 if self.pooling == "mean_max" else 1) + (4**self.kmer_size if self.kmer_size else 0)
 
     @property
     def mean_max_pooled(self) -> bool:
