@@ -159,6 +159,18 @@ def test_triton_segment_splits(device, segment_programs, monkeypatch):
     assert_all_close(outputs_and_grads(inputs, softplus, "triton"), expected, 1e-10)
 
 
+@pytest.mark.parametrize("backend,device", TRITON)
+def test_triton_saves_y_before_the_gate_only_when_autograd_records(backend, device):
+    """With z, the forward keeps y before the gate for dz when autograd records the call: it is the scan without
+    z. Without recording nothing is kept, and y is the same."""
+    inputs, softplus = make_inputs(D=True, z=True, delta_bias=True, softplus=True, device=device)
+    y = run(inputs, softplus, backend, return_last_state=False)
+    ungated = y.grad_fn.saved_tensors[-1]
+    assert relative_error(ungated, run({**inputs, "z": None}, softplus, backend, return_last_state=False)) < 1e-12
+    with torch.no_grad():
+        assert torch.equal(run(inputs, softplus, backend, return_last_state=False), y)
+
+
 @pytest.mark.parametrize("backend,device", RUNNABLE)
 def test_short_lengths(backend, device):
     for length in (1, 4):
