@@ -143,7 +143,8 @@ def _last_row(x, steps, CHUNK: tl.constexpr):
 def _chunk_states(u_ptr, delta_ptr, B_ptr, row, t, mask_t, mask_d, A, bias, batch, group, d, n, mask_n, N,
                   sb_b, sb_g, sb_n, sb_l, state0, SOFTPLUS: tl.constexpr, B_VARYING: tl.constexpr,
                   COMPUTE: tl.constexpr, CHUNK: tl.constexpr):
-    """Discretise and scan one chunk from state0: returns u, delta pre-activation, dt, a, b*u*dt, B, x."""
+    """Discretise and scan one chunk from state0: returns u, delta pre-activation, dt (CHUNK, BLOCK_D), B u dt,
+    B, the states x (CHUNK, BLOCK_D, BLOCK_N; B (CHUNK, 1, BLOCK_N) when time-varying)."""
     offsets = row[None, :] + t[:, None]
     mask = mask_t[:, None] & mask_d[None, :]
     u = _load(u_ptr + offsets, mask, COMPUTE)
@@ -155,7 +156,7 @@ def _chunk_states(u_ptr, delta_ptr, B_ptr, row, t, mask_t, mask_d, A, bias, batc
     first = (tl.arange(0, CHUNK) == 0)[:, None, None]
     _, x = tl.associative_scan((a, tl.where(first, a * state0[None, :, :] + bu, bu)), axis=0,
                                combine_fn=linear_combine)
-    return u, pre, dt, a, bu, B, x
+    return u, pre, dt, bu, B, x
 
 
 @triton.jit
@@ -186,7 +187,7 @@ def _chunk_adjoint(delta_ptr, offsets, mask, t, L, steps, bias, A, dt, grad, C, 
     _, lam = _reverse_scan(_decay(dt_next[:, :, None], A[None, :, :]), tl.where(last, lam_in + carry[None, :, :],
                                                                                lam_in))
     dt_first = tl.sum(tl.where((steps == 0)[:, None], dt, 0), axis=0)
-    return lam, _decay(dt_first[:, None], A) * tl.sum(tl.where((steps == 0)[:, None, None], lam, 0), axis=0)
+    return lam, tl.exp(dt_first[:, None] * A) * tl.sum(tl.where((steps == 0)[:, None, None], lam, 0), axis=0)
 
 
 @triton.jit
@@ -207,9 +208,9 @@ def _segment_summary_fwd_kernel(end_ptr, decay_ptr, u_ptr, delta_ptr, A_ptr, B_p
     chunk = first
     while chunk < end:  # not range(): triton 3.6's interpreter fails on a runtime bound with numpy >= 2.4
         t = chunk * CHUNK + steps
-        _u, _pre, dt, _a, _bu, _B, x = _chunk_states(u_ptr, delta_ptr, B_ptr, row, t, t < L, mask_d, A, bias,
-                                                     batch, group, d, n, mask_n, N, sb_b, sb_g, sb_n, sb_l, state,
-                                                     SOFTPLUS, B_VARYING, COMPUTE, CHUNK)
+        _u, _pre, dt, _bu, _B, x = _chunk_states(u_ptr, delta_ptr, B_ptr, row, t, t < L, mask_d, A, bias,
+                                                 batch, group, d, n, mask_n, N, sb_b, sb_g, sb_n, sb_l, state,
+                                                 SOFTPLUS, B_VARYING, COMPUTE, CHUNK)
         state = _last_row(x, steps, CHUNK)
         total_dt += tl.sum(dt, axis=0)
         chunk += 1
@@ -317,9 +318,9 @@ def _scan_fwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_p
         tl.store(starts_ptr + (batch * n_chunks + chunk) * D * N + state_offsets, state, mask=mask_dn)
         t = chunk * CHUNK + steps
         mask_t = t < L
-        u, _, _, _, _, _, x = _chunk_states(u_ptr, delta_ptr, B_ptr, row, t, mask_t, mask_d, A, bias, batch, group,
-                                            d, n, mask_n, N, sb_b, sb_g, sb_n, sb_l, state, SOFTPLUS, B_VARYING,
-                                            COMPUTE, CHUNK)
+        u, _, _, _, _, x = _chunk_states(u_ptr, delta_ptr, B_ptr, row, t, mask_t, mask_d, A, bias, batch, group,
+                                         d, n, mask_n, N, sb_b, sb_g, sb_n, sb_l, state, SOFTPLUS, B_VARYING,
+                                         COMPUTE, CHUNK)
         C = _rows(C_ptr, batch, group, t, mask_t, d, mask_d, n, mask_n, N, sc_b, sc_g, sc_n, sc_l, C_VARYING, COMPUTE)
         y = tl.sum(x * C, axis=2) + u * skip[None, :]
         offsets = row[None, :] + t[:, None]
@@ -361,9 +362,9 @@ def _scan_bwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_p
         mask = mask_t[:, None] & mask_d[None, :]
         offsets = row[None, :] + t[:, None]
         state0 = tl.load(starts_ptr + (batch * n_chunks + chunk) * D * N + state_offsets, mask=mask_dn, other=0)
-        u, pre, dt, _a, bu, B, x = _chunk_states(u_ptr, delta_ptr, B_ptr, row, t, mask_t, mask_d, A, bias, batch,
-                                                group, d, n, mask_n, N, sb_b, sb_g, sb_n, sb_l, state0, SOFTPLUS,
-                                                B_VARYING, COMPUTE, CHUNK)
+        u, pre, dt, bu, B, x = _chunk_states(u_ptr, delta_ptr, B_ptr, row, t, mask_t, mask_d, A, bias, batch,
+                                             group, d, n, mask_n, N, sb_b, sb_g, sb_n, sb_l, state0, SOFTPLUS,
+                                             B_VARYING, COMPUTE, CHUNK)
         C = _rows(C_ptr, batch, group, t, mask_t, d, mask_d, n, mask_n, N, sc_b, sc_g, sc_n, sc_l, C_VARYING, COMPUTE)
         grad = _load(grad_out_ptr + offsets, mask, COMPUTE)
         if HAS_Z:
