@@ -30,6 +30,8 @@ from seqpipe.errors import CheckpointError
 RUN_CHECKPOINTS = ("best", "last")
 #: top-level packages whose classes a checkpoint may name without the user naming their module
 TRUSTED_PACKAGES = ("seqpipe", "torch", "lightning", "torchmetrics")
+#: head arguments an earlier seqpipe saved under another name: old name -> (today's name, old value -> today's)
+RENAMED_HEAD_ARGUMENTS = {"strand_average": ("strands", {True: "average", False: "forward"})}
 
 
 def newest_run_checkpoint(name: str, root: str | Path) -> Path:
@@ -66,6 +68,25 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     return checkpoint
 
 
+def model_hparams(path: str | Path, checkpoint: dict[str, Any]) -> dict[str, Any]:
+    """The model arguments a checkpoint was saved with, as today's classes take them: Lightning's
+    ``_instantiator`` dropped, and head arguments an earlier seqpipe named otherwise (:data:`RENAMED_HEAD_ARGUMENTS`)
+    renamed, each said in one printed line. Old values this version cannot map are left for the one-line
+    "arguments do not fit" error."""
+    hparams = {key: value for key, value in (checkpoint.get("hyper_parameters") or {}).items() if key != "_instantiator"}
+    head = hparams.get("head")
+    init_args = head.get("init_args") if isinstance(head, dict) else None
+    if not isinstance(init_args, dict):
+        return hparams
+    init_args = dict(init_args)
+    for old, (new, values) in RENAMED_HEAD_ARGUMENTS.items():
+        if old in init_args and new not in init_args and init_args[old] in values:
+            value = init_args.pop(old)
+            init_args[new] = values[value]
+            print(f"{path}: head argument {old}={value} of an earlier seqpipe read as {new}={values[value]!r}")
+    return {**hparams, "head": {**head, "init_args": init_args}}
+
+
 def load_trained_model(path: str | Path, trusted_modules: Iterable[str] = ()):
     """The :class:`~seqpipe.model.SequenceModel` of a ``seqpipe fit`` checkpoint, on the CPU in eval mode, for
     tools that score outside Lightning's loops (``seqpipe variants``, ``seqpipe explain``). The file is read
@@ -80,7 +101,7 @@ def load_trained_model(path: str | Path, trusted_modules: Iterable[str] = ()):
     if not path.is_file():
         raise CheckpointError(f"--ckpt_path {path}: no such checkpoint file")
     checkpoint = read_checkpoint(path)
-    hparams = {key: value for key, value in (checkpoint.get("hyper_parameters") or {}).items() if key != "_instantiator"}
+    hparams = model_hparams(path, checkpoint)
     check_checkpoint_classes(path, hparams, set(trusted_modules))
     try:
         model = instantiate_module(SequenceModel, hparams)

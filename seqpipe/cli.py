@@ -23,7 +23,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from seqpipe.callbacks import QuietSanityCheck, StopPredictionOnSigterm
 from seqpipe.checkpoints import (
     RUN_CHECKPOINTS, LastCheckpoint, arguments_do_not_fit, check_checkpoint_classes, check_same_task, class_paths,
-    newest_run_checkpoint, read_checkpoint,
+    model_hparams, newest_run_checkpoint, read_checkpoint,
 )
 from seqpipe.contracts import DataInfo, RestorableData
 from seqpipe.errors import CheckpointError, ConfigError, SeqpipeError
@@ -91,7 +91,7 @@ class SeqpipeCLI(LightningCLI):
             raise CheckpointError(f"--ckpt_path {path}: is a directory, not a checkpoint file")
         elif not Path(path).is_file():
             raise CheckpointError(f"--ckpt_path {path}: no such checkpoint file")
-        hparams = read_checkpoint(path).get("hyper_parameters") or {}
+        hparams = model_hparams(path, read_checkpoint(path))
         user_modules = {class_path.rpartition(".")[0] for _, class_path in class_paths(config)}
         check_checkpoint_classes(path, hparams, user_modules)
         head = config.model.get("head") if config.get("model") else None
@@ -99,8 +99,9 @@ class SeqpipeCLI(LightningCLI):
         given = {key: config.model.get(key) for key in INFERENCE_OPTIONS if config.model.get(key) is not None}
         if hparams.get("data_info"):
             self.trained_info = DataInfo.from_dict(hparams["data_info"], source=str(path))
-        try:
-            super()._parse_ckpt_path()  # puts a new config in place
+        try:  # as LightningCLI._parse_ckpt_path, with the hyper-parameters read (and renamed) above
+            if hparams:
+                self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
         except ArgumentError as error:  # jsonargparse's, for arguments the classes do not take
             raise arguments_do_not_fit(path, error) from None
         for key, value in given.items():

@@ -212,12 +212,32 @@ def test_checkpoint_of_another_task_names_what_it_was_trained_for(dataset, run, 
 
 
 def test_checkpoint_with_arguments_this_version_does_not_take_is_one_line(dataset, run, tmp_path, capsys):
-    head = {"class_path": "seqpipe.tasks.classification.SequenceClassification", "init_args": {"strand_average": True}}
-    checkpoint = doctored(run, tmp_path, head=head)  # as saved before ``strands`` replaced ``strand_average``
+    head = {"class_path": "seqpipe.tasks.classification.SequenceClassification", "init_args": {"colour": "blue"}}
+    checkpoint = doctored(run, tmp_path, head=head)
     assert exit_code(*predict_args(dataset, checkpoint, tmp_path / "p.csv")) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"seqpipe: error: {checkpoint}: its model arguments do not fit this version of seqpipe (")
-    assert "'strand_average' is not accepted" in err and err.count("\n") == 1
+    assert "'colour' is not accepted" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("strand_average,strands", [(True, "average"), (False, "forward")])
+def test_checkpoint_saved_with_strand_average_is_read_as_strands(dataset, run, tmp_path, capsys, strand_average,
+                                                                  strands):
+    """A head saved before ``strands`` replaced ``strand_average`` predicts as the head with ``strands`` of the same
+    meaning (one printed line says so), by ``seqpipe predict`` and by the tools' loader."""
+    from seqpipe.checkpoints import load_trained_model
+
+    head = {"class_path": "seqpipe.tasks.classification.SequenceClassification",
+            "init_args": {"pooling": "mean", "dropout": 0.0, "strand_average": strand_average}}
+    old = doctored(run, tmp_path, head=head)
+    (tmp_path / "today").mkdir()
+    today = doctored(run, tmp_path / "today", head={**head, "init_args": {"pooling": "mean", "strands": strands}})
+    seqpipe(*predict_args(dataset, old, tmp_path / "old.csv"))
+    assert f"{old}: head argument strand_average={strand_average} of an earlier seqpipe read as strands={strands!r}" \
+        in capsys.readouterr().out
+    seqpipe(*predict_args(dataset, today, tmp_path / "today" / "today.csv"))
+    assert (tmp_path / "old.csv").read_text() == (tmp_path / "today" / "today.csv").read_text()
+    assert load_trained_model(old).head.strands == strands
 
 
 def test_prediction_path_that_is_a_directory_fails_before_anything_runs(dataset, run, tmp_path, capsys):

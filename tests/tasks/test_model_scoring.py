@@ -50,11 +50,11 @@ def test_a_checkpoint_is_read_once_and_restores_the_models_outputs(tmp_path, mon
 
 
 def test_a_checkpoint_with_arguments_this_version_does_not_take_is_one_error_naming_them(tmp_path):
-    head = {"class_path": "seqpipe.tasks.classification.SequenceClassification", "init_args": {"strand_average": True}}
+    head = {"class_path": "seqpipe.tasks.classification.SequenceClassification", "init_args": {"colour": "blue"}}
     write_checkpoint(tmp_path / "m.ckpt", CAUSAL_CLASSIFIER, ["neg", "pos"])
     checkpoint = torch.load(tmp_path / "m.ckpt", weights_only=False)
-    checkpoint["hyper_parameters"]["head"] = head  # as saved before ``strands`` replaced ``strand_average``
+    checkpoint["hyper_parameters"]["head"] = head
     torch.save(checkpoint, tmp_path / "old.ckpt")
     with pytest.raises(CheckpointError, match="its model arguments do not fit this version") as error:
         load_model(tmp_path / "old.ckpt")
-    assert "'strand_average' is not accepted" in str(error.value) and "\n" not in str(error.value)
+    assert "'colour' is not accepted" in str(error.value) and "\n" not in str(error.value)
