@@ -72,10 +72,11 @@ class SeqpipeCLI(LightningCLI):
             raise ConfigError(describe_parse_error(str(error), parser, argv)) from None
 
     def _parse_ckpt_path(self) -> None:
-        """Resolve ``best``/``last``, then check the checkpoint (readable, trusted classes, same task) before
-        Lightning merges its hyper-parameters into the config, which imports the classes they name. That merge
-        replaces the model's arguments by the checkpoint's: the inference options given on the command line
-        (``--model.chunk_size`` to stream long records) are put back over them."""
+        """Resolve ``best``/``last``, then check the checkpoint (readable, trusted classes, same task) before its
+        hyper-parameters (renamed head arguments under today's names: :func:`model_hparams`) are merged into the
+        config as LightningCLI merges them, which imports the classes they name. That merge replaces the model's
+        arguments by the checkpoint's: the inference options given on the command line (``--model.chunk_size`` to
+        stream long records) are put back over them."""
         subcommand = self.config.get("subcommand")
         config = self.config[subcommand] if subcommand else None
         if config is None or not config.get("ckpt_path"):
