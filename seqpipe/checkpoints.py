@@ -15,7 +15,7 @@ import pickle
 import random
 import re
 from argparse import ArgumentError
-from collections.abc import Iterable, Iterator
+from collections.abc import Hashable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -80,10 +80,12 @@ def model_hparams(path: str | Path, checkpoint: dict[str, Any]) -> dict[str, Any
         return hparams
     init_args = dict(init_args)
     for old, (new, values) in RENAMED_HEAD_ARGUMENTS.items():
-        if old in init_args and new not in init_args and init_args[old] in values:
-            value = init_args.pop(old)
-            init_args[new] = values[value]
-            print(f"{path}: head argument {old}={value} of an earlier seqpipe read as {new}={values[value]!r}")
+        value = init_args.get(old)
+        if new in init_args or not isinstance(value, Hashable) or value not in values:
+            continue
+        del init_args[old]
+        init_args[new] = values[value]
+        print(f"{path}: head argument {old}={value} of an earlier seqpipe read as {new}={values[value]!r}")
     return {**hparams, "head": {**head, "init_args": init_args}}
 
 
