@@ -89,7 +89,8 @@ class PretrainWindowDataset(Dataset):
     def __getitem__(self, window: Window) -> dict[str, torch.Tensor]:
         start, end = window.start, window.keep_end
         next_base = self.objective == "next_base"
-        ids = torch.from_numpy(self.contigs.read(window.chrom, start, end + 1 if next_base else end)).long()  # +1: the last target
+        # next-base targets: the read has one base more, the last target
+        ids = torch.from_numpy(self.contigs.read(window.chrom, start, end + 1 if next_base else end)).long()
         if self.reverse_complement_p and torch.rand(()) < self.reverse_complement_p:
             ids = reverse_complement_ids(ids[None], None)[0]
         if next_base:

@@ -161,14 +161,15 @@ def _chunk_states(u_ptr, delta_ptr, B_ptr, row, t, mask_t, mask_d, A, bias, batc
 
 @triton.jit
 def _reverse_scan(a, b):
-    """``tl.associative_scan((a, b), axis=0, combine_fn=linear_combine, reverse=True)`` as flip, scan, flip.
+    """h_t = a_t h_{t+1} + b_t along axis 0 (the second output of ``tl.associative_scan((a, b), axis=0,
+    combine_fn=linear_combine, reverse=True)``) as flip, scan, flip.
 
     The scan kernels' tiles keep the time axis in each thread's registers, where a flip is a renaming of
     registers; triton 3.6 lowers ``reverse=True`` with lane reversals instead (640 more warp shuffles per
     chunk of the backward kernel on sm_90, against its 520 others).
     """
-    decay, h = tl.associative_scan((tl.flip(a, 0), tl.flip(b, 0)), axis=0, combine_fn=linear_combine)
-    return tl.flip(decay, 0), tl.flip(h, 0)
+    _, h = tl.associative_scan((tl.flip(a, 0), tl.flip(b, 0)), axis=0, combine_fn=linear_combine)
+    return tl.flip(h, 0)
 
 
 @triton.jit
@@ -184,9 +185,9 @@ def _chunk_adjoint(delta_ptr, offsets, mask, t, L, steps, bias, A, dt, grad, C, 
                      bias[None, :], SOFTPLUS, COMPUTE)
     last = (steps == CHUNK - 1)[:, None, None]
     lam_in = grad[:, :, None] * C
-    _, lam = _reverse_scan(_decay(dt_next[:, :, None], A[None, :, :]), tl.where(last, lam_in + carry[None, :, :],
-                                                                               lam_in))
+    lam = _reverse_scan(_decay(dt_next[:, :, None], A[None, :, :]), tl.where(last, lam_in + carry[None, :, :], lam_in))
     dt_first = tl.sum(tl.where((steps == 0)[:, None], dt, 0), axis=0)
+    # tl.exp, not _decay: the timed kernel (bench/RESULTS.md); the exp2 form made the backward spill 4 B on sm_90
     return lam, tl.exp(dt_first[:, None] * A) * tl.sum(tl.where((steps == 0)[:, None, None], lam, 0), axis=0)
 
 
