@@ -1,7 +1,7 @@
 """This tree's Triton scans against those of another revision, side by side in one process (GPU).
 
     mkdir OLD; for f in scan_triton ssd_triton; do git show REV:kernels/$f.py > OLD/$f.py; done
-    python bench/scan_ab.py --old-kernels OLD
+    python bench/scan_ab.py --old-kernels OLD [--kernels mamba1 ssd]
 
 Times the Mamba-1 selective scan and the SSD scan of both at ``bench/gpu_peers.py``'s shapes and inputs (fp32 and
 bf16; d_inner 2048, N 16; SSD chunk 64), median ms of the forward and of forward+backward, and prints the largest
@@ -56,6 +56,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--old-kernels", type=Path, required=True,
                         help="a folder with another revision's scan_triton.py and ssd_triton.py")
+    parser.add_argument("--kernels", nargs="+", choices=["mamba1", "ssd"], default=["mamba1", "ssd"])
     args = parser.parse_args()
     old_mamba1 = load_module(args.old_kernels / "scan_triton.py").selective_scan_triton
     old_ssd = load_module(args.old_kernels / "ssd_triton.py").ssd_scan_triton
@@ -63,10 +64,12 @@ def main() -> None:
     for batch, length in SHAPES:
         for dtype in (torch.float32, torch.bfloat16):
             tag = f"{str(dtype).removeprefix('torch.')} B{batch} L{length // 1024}k"
-            compare("Mamba-1", tag, {"old": old_mamba1, "new": selective_scan_triton},
-                    mamba1_inputs(batch, length, dtype), delta_softplus=True)
-            compare("SSD", tag, {"old": old_ssd, "new": ssd_scan_triton}, ssd_inputs(batch, length, 16, dtype),
-                    dt_softplus=True, chunk_size=64)
+            if "mamba1" in args.kernels:
+                compare("Mamba-1", tag, {"old": old_mamba1, "new": selective_scan_triton},
+                        mamba1_inputs(batch, length, dtype), delta_softplus=True)
+            if "ssd" in args.kernels:
+                compare("SSD", tag, {"old": old_ssd, "new": ssd_scan_triton}, ssd_inputs(batch, length, 16, dtype),
+                        dt_softplus=True, chunk_size=64)
 
 
 if __name__ == "__main__":

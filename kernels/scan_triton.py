@@ -75,10 +75,13 @@ def _load(pointers, mask, COMPUTE: tl.constexpr):
 
 
 @triton.jit
-def _decay(dt, A):
-    """exp(dt * A) for a tile: exp2 of dt times A * log2(e), one multiplication fewer an element than tl.exp (A's
-    product hoisted out of the loop over chunks)."""
-    return tl.exp2(dt * (A * 1.4426950408889634))
+def _decay(dt, A, EXP2: tl.constexpr):
+    """exp(dt * A) for a tile; with EXP2 as exp2 of dt times A * log2(e), one multiplication fewer an element (A's
+    product hoisted out of the loop over chunks). Timed on the H200 (bench/RESULTS.md): exp2 makes the backward
+    kernels 2-3% faster and the float32 forward 10% slower, so the backward uses it and the forward does not."""
+    if EXP2:
+        return tl.exp2(dt * (A * 1.4426950408889634))
+    return tl.exp(dt * A)
 
 
 @triton.jit
@@ -142,15 +145,15 @@ def _last_row(x, steps, CHUNK: tl.constexpr):
 @triton.jit
 def _chunk_states(u_ptr, delta_ptr, B_ptr, row, t, mask_t, mask_d, A, bias, batch, group, d, n, mask_n, N,
                   sb_b, sb_g, sb_n, sb_l, state0, SOFTPLUS: tl.constexpr, B_VARYING: tl.constexpr,
-                  COMPUTE: tl.constexpr, CHUNK: tl.constexpr):
+                  COMPUTE: tl.constexpr, CHUNK: tl.constexpr, EXP2: tl.constexpr):
     """Discretise and scan one chunk from state0: returns u, delta pre-activation, dt (CHUNK, BLOCK_D), B u dt,
-    B, the states x (CHUNK, BLOCK_D, BLOCK_N; B (CHUNK, 1, BLOCK_N) when time-varying)."""
+    B, the states x (CHUNK, BLOCK_D, BLOCK_N; B (CHUNK, 1, BLOCK_N) when time-varying). EXP2: see ``_decay``."""
     offsets = row[None, :] + t[:, None]
     mask = mask_t[:, None] & mask_d[None, :]
     u = _load(u_ptr + offsets, mask, COMPUTE)
     pre, dt = _dt(delta_ptr, offsets, mask, bias[None, :], SOFTPLUS, COMPUTE)
     B = _rows(B_ptr, batch, group, t, mask_t, d, mask_d, n, mask_n, N, sb_b, sb_g, sb_n, sb_l, B_VARYING, COMPUTE)
-    a = _decay(dt[:, :, None], A[None, :, :])
+    a = _decay(dt[:, :, None], A[None, :, :], EXP2)
     bu = (dt * u)[:, :, None] * B
     # state0 enters through the first step's input, so the scan's running decay products are never used
     first = (tl.arange(0, CHUNK) == 0)[:, None, None]
@@ -185,7 +188,8 @@ def _chunk_adjoint(delta_ptr, offsets, mask, t, L, steps, bias, A, dt, grad, C, 
                      bias[None, :], SOFTPLUS, COMPUTE)
     last = (steps == CHUNK - 1)[:, None, None]
     lam_in = grad[:, :, None] * C
-    lam = _reverse_scan(_decay(dt_next[:, :, None], A[None, :, :]), tl.where(last, lam_in + carry[None, :, :], lam_in))
+    a_next = _decay(dt_next[:, :, None], A[None, :, :], EXP2=True)
+    lam = _reverse_scan(a_next, tl.where(last, lam_in + carry[None, :, :], lam_in))
     dt_first = tl.sum(tl.where((steps == 0)[:, None], dt, 0), axis=0)
     # tl.exp, not _decay: the timed kernel (bench/RESULTS.md); the exp2 form made the backward spill 4 B on sm_90
     return lam, tl.exp(dt_first[:, None] * A) * tl.sum(tl.where((steps == 0)[:, None, None], lam, 0), axis=0)
@@ -211,7 +215,7 @@ def _segment_summary_fwd_kernel(end_ptr, decay_ptr, u_ptr, delta_ptr, A_ptr, B_p
         t = chunk * CHUNK + steps
         _u, _pre, dt, _bu, _B, x = _chunk_states(u_ptr, delta_ptr, B_ptr, row, t, t < L, mask_d, A, bias,
                                                  batch, group, d, n, mask_n, N, sb_b, sb_g, sb_n, sb_l, state,
-                                                 SOFTPLUS, B_VARYING, COMPUTE, CHUNK)
+                                                 SOFTPLUS, B_VARYING, COMPUTE, CHUNK, EXP2=False)
         state = _last_row(x, steps, CHUNK)
         total_dt += tl.sum(dt, axis=0)
         chunk += 1
@@ -321,7 +325,7 @@ def _scan_fwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_p
         mask_t = t < L
         u, _, _, _, _, x = _chunk_states(u_ptr, delta_ptr, B_ptr, row, t, mask_t, mask_d, A, bias, batch, group,
                                          d, n, mask_n, N, sb_b, sb_g, sb_n, sb_l, state, SOFTPLUS, B_VARYING,
-                                         COMPUTE, CHUNK)
+                                         COMPUTE, CHUNK, EXP2=False)
         C = _rows(C_ptr, batch, group, t, mask_t, d, mask_d, n, mask_n, N, sc_b, sc_g, sc_n, sc_l, C_VARYING, COMPUTE)
         y = tl.sum(x * C, axis=2) + u * skip[None, :]
         offsets = row[None, :] + t[:, None]
@@ -365,7 +369,7 @@ def _scan_bwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_p
         state0 = tl.load(starts_ptr + (batch * n_chunks + chunk) * D * N + state_offsets, mask=mask_dn, other=0)
         u, pre, dt, bu, B, x = _chunk_states(u_ptr, delta_ptr, B_ptr, row, t, mask_t, mask_d, A, bias, batch,
                                              group, d, n, mask_n, N, sb_b, sb_g, sb_n, sb_l, state0, SOFTPLUS,
-                                             B_VARYING, COMPUTE, CHUNK)
+                                             B_VARYING, COMPUTE, CHUNK, EXP2=True)
         C = _rows(C_ptr, batch, group, t, mask_t, d, mask_d, n, mask_n, N, sc_b, sc_g, sc_n, sc_l, C_VARYING, COMPUTE)
         grad = _load(grad_out_ptr + offsets, mask, COMPUTE)
         if HAS_Z:
