@@ -2,7 +2,7 @@
 
 Usage: python bench/dna_pretrain_bench.py --out DIR [--data ../shared/data] [--recipe configs/dna_classify.yaml]
            [--seeds 1 2 3] [--lr-scales 1.0 0.25] [--sources own genome own+genome] [--jobs 16] [--accelerator gpu]
-           [--pretrain-args '...'] [--finetune-args '...']
+           [--pretrain-args '...'] [--finetune-args '...'] [--no-scratch]
 
 The pieces are bench/dna_benchmarks.py's (same seeded splits, ``pretrain``, ``fit_and_test``). Pre-training runs
 once per source (``configs/dna_pretrain.yaml``, its seed): the set's own training + validation sequences
@@ -47,6 +47,8 @@ def main() -> None:
     parser.add_argument("--accelerator", default="gpu")
     parser.add_argument("--pretrain-args", default="", help="extra CLI options of the pre-training runs")
     parser.add_argument("--finetune-args", default="", help="extra CLI options of every fine-tuning run (scratch too)")
+    parser.add_argument("--no-scratch", action="store_true",
+                        help="leave the scratch arm out (another run of the same recipe and seeds has it)")
     args = parser.parse_args()
     os.environ.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     if args.out.exists() and any(args.out.iterdir()):  # its CSVs are appended to and its runs are found by glob
@@ -89,7 +91,8 @@ def main() -> None:
         jobs = []
         for seed in args.seeds:  # seed by seed: a run cut short still has whole seeds
             for name in args.sets:
-                jobs.append(pool.submit(finetune, name, splits[name], "scratch", seed, None, None))
+                if not args.no_scratch:
+                    jobs.append(pool.submit(finetune, name, splits[name], "scratch", seed, None, None))
                 jobs += [pool.submit(finetune, name, splits[name], source, seed, scale, checkpoints[name, source])
                          for source in sources[name] for scale in args.lr_scales]
         for job in jobs:
@@ -121,7 +124,8 @@ def table(rows: pd.DataFrame, by: tuple[str, ...] = ("set", "arm")) -> pd.DataFr
         mean, std = grouped[column].mean().to_numpy(), grouped[column].std().to_numpy()
         out[column] = [f"{m:.3f} ± {s:.3f}" for m, s in zip(mean, std)]
     scratch = rows[rows["arm"] == "scratch"].groupby("set")["test_acc"].mean()
-    out["test_acc_gain_points"] = [f"{100 * (m - scratch[s]):+.1f}" for s, m in zip(out["set"], grouped["test_acc"].mean())]
+    out["test_acc_gain_points"] = [f"{100 * (m - scratch[s]):+.1f}" if s in scratch else ""
+                                   for s, m in zip(out["set"], grouped["test_acc"].mean())]
     return out
 
 

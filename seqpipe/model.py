@@ -53,6 +53,8 @@ class SequenceModel(L.LightningModule):
         freeze_backbone: train the head only; the backbone keeps its (pre-trained) weights.
         backbone_lr_scale: the backbone's learning rate is ``lr * backbone_lr_scale`` (e.g. 0.1 to fine-tune
             pre-trained weights gently while the new head learns at ``lr``).
+        head_warmup_epochs: the backbone's learning rate is 0 for this many epochs, so the new head first learns on
+            the (pre-trained) features before everything is fine-tuned ("linear probing, then fine-tuning").
     """
 
     def __init__(
@@ -70,6 +72,7 @@ class SequenceModel(L.LightningModule):
         pretrained: str | None = None,
         freeze_backbone: bool = False,
         backbone_lr_scale: float = 1.0,
+        head_warmup_epochs: int = 0,
     ):
         super().__init__()
         # Under LightningCLI the hparams hold the backbone and head *configs*, which restore the model from a
@@ -83,6 +86,9 @@ class SequenceModel(L.LightningModule):
         self.data_info: DataInfo | None = None
         if backbone_lr_scale <= 0:
             raise ConfigError(f"model.backbone_lr_scale must be positive, got {backbone_lr_scale}")
+        if head_warmup_epochs < 0 or (head_warmup_epochs and freeze_backbone):
+            raise ConfigError(f"model.head_warmup_epochs must be 0 or more, and 0 with freeze_backbone (the backbone "
+                              f"never trains then), got {head_warmup_epochs}")
         if data_info is not None:
             self._bind(DataInfo.from_dict(data_info))
 
@@ -224,8 +230,10 @@ class SequenceModel(L.LightningModule):
 
     def configure_optimizers(self):
         lr, scale = self.hparams.lr, self.hparams.get("backbone_lr_scale", 1.0)
-        # groups (backbone at its own lr?, no weight decay?): decayed first; the backbone apart only when scaled
-        in_backbone = {id(param) for param in self.backbone.parameters()} if scale != 1.0 else set()
+        warmup_epochs = self.hparams.get("head_warmup_epochs", 0)
+        # groups (backbone at its own lr?, no weight decay?): decayed first; the backbone apart when its lr differs
+        apart = scale != 1.0 or warmup_epochs > 0
+        in_backbone = {id(param) for param in self.backbone.parameters()} if apart else set()
         groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
         for param in self.parameters():
             if param.requires_grad:
@@ -246,7 +254,17 @@ class SequenceModel(L.LightningModule):
             progress = min(1.0, (step - warmup) / max(1, total - warmup))
             return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
+        def backbone_factor(step: int) -> float:
+            """``lr_factor``, but 0 while the head warms up."""
+            if not warmup_epochs:
+                return lr_factor(step)
+            batches = self.trainer.num_training_batches  # infinite until the first epoch starts
+            if batches == math.inf or step < warmup_epochs * math.ceil(batches / self.trainer.accumulate_grad_batches):
+                return 0.0
+            return lr_factor(step)
+
+        factors = [backbone_factor if key[0] else lr_factor for key in sorted(groups)]
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factors)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def configure_callbacks(self):

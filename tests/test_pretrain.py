@@ -135,3 +135,14 @@ def test_masked_lm_loss_decreases_on_a_genome_with_planted_repeats_then_fine_tun
         tuned / "checkpoints/last.ckpt", weights_only=False)["state_dict"]
     backbone = [name for name in before if name.startswith("backbone.")]
     assert backbone and all(torch.equal(before[name], after[name]) for name in backbone)
+
+    # linear probing, then fine-tuning: the backbone keeps its weights through the head's warm-up epoch only
+    def backbone_after(name: str, epochs: int) -> dict[str, torch.Tensor]:
+        run = fit(tmp_path, name, {**classify, "trainer": {**TRAINER, "max_epochs": epochs}}, "--data.train",
+                  str(classes / "train"), "--model.pretrained", str(pretrained), "--model.head_warmup_epochs", "1")
+        weights = torch.load(run / "checkpoints/last.ckpt", weights_only=False)["state_dict"]
+        return {name: weights[name] for name in backbone}
+
+    assert all(torch.equal(before[name], tensor) for name, tensor in backbone_after("warm1", 1).items())
+    trained = backbone_after("warm2", 2)
+    assert sum(not torch.equal(before[name], tensor) for name, tensor in trained.items()) > len(backbone) // 2
