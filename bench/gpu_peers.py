@@ -1,7 +1,7 @@
 """Our scans against mamba_ssm's Triton SSD kernel on one GPU, and a pre-training step per block.
 
     python bench/gpu_peers.py --sdist PATH/mamba_ssm-2.2.4.tar.gz [--skip-training] [--n-large 128]
-        [--ssd-tiles 64x8f 64x8fc1 ...] [--profile] [--mamba1-tiles 8x32x4 ...]
+        [--ssd-tiles 64x8f 64x8fc1 ...] [--profile] [--mamba1-tiles 8x32x4 8x16x4x2 ...]
     python bench/gpu_peers.py --sdist ... --warm-peer I K   # compile 1/K of mamba_ssm's autotune configs
     python bench/gpu_peers.py --sdist ... --warm-ours       # compile every seqpipe variant of the run
 
@@ -285,23 +285,35 @@ def _print_profile(title: str, events: list[tuple[str, float]], top: int) -> Non
 
 
 class Mamba1Tile(NamedTuple):
-    """One seqpipe Mamba-1 scan variant: ``scan_triton``'s BLOCK_D, CHUNK and NUM_WARPS."""
+    """One seqpipe Mamba-1 scan variant: ``scan_triton``'s BLOCK_D, CHUNK, NUM_WARPS and BACKWARD_WARPS."""
     block_d: int
     chunk: int
     warps: int
+    backward_warps: int
 
     def set(self) -> None:
         from seqpipe.kernels import scan_triton
 
-        scan_triton.BLOCK_D, scan_triton.CHUNK, scan_triton.NUM_WARPS = self
+        scan_triton.BLOCK_D, scan_triton.CHUNK, scan_triton.NUM_WARPS, scan_triton.BACKWARD_WARPS = self
+
+    def __str__(self) -> str:
+        return "x".join(str(v) for v in self)
+
+
+def default_mamba1_tile() -> Mamba1Tile:
+    from seqpipe.kernels import scan_triton
+
+    return Mamba1Tile(scan_triton.BLOCK_D, scan_triton.CHUNK, scan_triton.NUM_WARPS, scan_triton.BACKWARD_WARPS)
 
 
 def parse_mamba1_tile(spec: str) -> Mamba1Tile:
-    """"BLOCK_DxCHUNKxNUM_WARPS": "8x32x4" -> 8 channels, 32 steps and 4 warps a program."""
-    match = re.fullmatch(r"(\d+)x(\d+)x(\d+)", spec)
+    """"BLOCK_DxCHUNKxNUM_WARPS[xBACKWARD_WARPS]": "8x16x4x2" -> 8 channels and 16 steps a program, 4 warps for the
+    forward kernels and 2 for the backward ones (as many as the forward's when left out)."""
+    match = re.fullmatch(r"(\d+)x(\d+)x(\d+)(?:x(\d+))?", spec)
     if match is None:
-        raise SystemExit(f"Mamba-1 variant {spec!r} is not BLOCK_DxCHUNKxNUM_WARPS")
-    return Mamba1Tile(*(int(v) for v in match.groups()))
+        raise SystemExit(f"Mamba-1 variant {spec!r} is not BLOCK_DxCHUNKxNUM_WARPS[xBACKWARD_WARPS]")
+    block_d, chunk, warps, backward = match.groups()
+    return Mamba1Tile(int(block_d), int(chunk), int(warps), int(backward or warps))
 
 
 def mamba1_tiles(tiles: list[Mamba1Tile]) -> None:
@@ -310,7 +322,7 @@ def mamba1_tiles(tiles: list[Mamba1Tile]) -> None:
 
     bandwidth = copy_bandwidth()
     print("\nMamba-1 scan tiles (BLOCK_D x CHUNK x warps), fwd / fwd+bwd ms and % of the floor")
-    defaults = Mamba1Tile(scan_triton.BLOCK_D, scan_triton.CHUNK, scan_triton.NUM_WARPS)
+    defaults = default_mamba1_tile()
     for batch, length in [(4, 8192), (1, 65536)]:
         inputs = {dtype: mamba1_inputs(batch, length, dtype) for dtype in (torch.float32, torch.bfloat16)}
         for tile in tiles:
@@ -326,7 +338,7 @@ def mamba1_tiles(tiles: list[Mamba1Tile]) -> None:
                 floor = [100 * floor_seconds(batch, length, D_STATE, dtype, mode, bandwidth) * 1e3 / t
                          for mode, t in zip(("fwd", "fwd+bwd"), ms)]
                 cells.append(f"{name} {ms[0]:6.2f} /{ms[1]:6.2f} ({floor[0]:3.0f}% /{floor[1]:3.0f}%)")
-            print(f"B{batch} L{length // 1024}k {tile.block_d}x{tile.chunk}x{tile.warps}: " + " | ".join(cells),
+            print(f"B{batch} L{length // 1024}k {tile}: " + " | ".join(cells),
                   flush=True)
         del inputs
     defaults.set()
@@ -387,7 +399,7 @@ def warm_ours(ssd_tiles: list[SSDTile], mamba1_tiles: list[Mamba1Tile]) -> None:
     """Compile seqpipe's SSD variants and Mamba-1 scan tiles of the run at every shape, forward and backward."""
     from seqpipe.kernels import scan_triton
 
-    defaults = Mamba1Tile(scan_triton.BLOCK_D, scan_triton.CHUNK, scan_triton.NUM_WARPS)
+    defaults = default_mamba1_tile()
     for dtype, shapes in SHAPES.items():
         for batch, length in shapes:
             inputs = ssd_inputs(batch, length, D_STATE, dtype)
@@ -418,7 +430,7 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true",
                         help="last: per-kernel GPU time of mamba_ssm, the first two SSD variants, Mamba-1")
     parser.add_argument("--mamba1-tiles", nargs="*", default=[],
-                        help="Mamba-1 scan variants BLOCK_DxCHUNKxNUM_WARPS, timed in fp32 and bf16")
+                        help="Mamba-1 scan variants BLOCK_DxCHUNKxNUM_WARPS[xBACKWARD_WARPS], timed in fp32 and bf16")
     args = parser.parse_args()
     import triton
 

@@ -111,19 +111,22 @@ def main() -> None:
     parser.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32", help="u, delta, B, C, z, y and gradients")
     parser.add_argument("--kernels", nargs="+", choices=["fwd", "bwd", "summary_fwd", "summary_bwd"],
                         default=["fwd", "bwd", "summary_fwd", "summary_bwd"])
-    parser.add_argument("--tile", help="BLOCK_DxCHUNKxNUM_WARPS (default: scan_triton's)")
+    parser.add_argument("--tile", help="BLOCK_DxCHUNKxNUM_WARPS[xBACKWARD_WARPS] (default: scan_triton's)")
     parser.add_argument("--length", type=int, default=65536)
     parser.add_argument("--d-inner", type=int, default=2048)
     parser.add_argument("--d-state", type=int, default=16)
     args = parser.parse_args()
     if args.tile:
-        scan_triton.BLOCK_D, scan_triton.CHUNK, scan_triton.NUM_WARPS = (int(v) for v in args.tile.split("x"))
+        sizes = [int(v) for v in args.tile.split("x")]  # the backward's warps default to the forward's
+        tile = (sizes + sizes[2:])[:4]
+        scan_triton.BLOCK_D, scan_triton.CHUNK, scan_triton.NUM_WARPS, scan_triton.BACKWARD_WARPS = tile
     print(f"{args.dtype}, L {args.length}, d_inner {args.d_inner}, N {args.d_state}; tile BLOCK_D {scan_triton.BLOCK_D}"
-          f" x CHUNK {scan_triton.CHUNK}, {scan_triton.NUM_WARPS} warps")
+          f" x CHUNK {scan_triton.CHUNK}, {scan_triton.NUM_WARPS} warps forward, {scan_triton.BACKWARD_WARPS} backward")
     kernels = scan_kernels(args.dtype, args.length, args.d_inner, args.d_state)
     for name in args.kernels:
         fn, pointers, ints, constants = kernels[name]
-        kernel, registers, spilled = compile_sm90(ast_source(fn, pointers, ints, constants), scan_triton.NUM_WARPS)
+        warps = scan_triton.BACKWARD_WARPS if name.endswith("bwd") else scan_triton.NUM_WARPS
+        kernel, registers, spilled = compile_sm90(ast_source(fn, pointers, ints, constants), warps)
         ops = sass_op_counts(kernel)
         print(f"{name}: {registers} registers, {spilled} B spilled, {kernel.metadata.shared} B shared, "
               f"{sum(ops.values())} SASS instructions: " + ", ".join(f"{op} {ops[op]}" for op in OPS))

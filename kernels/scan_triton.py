@@ -30,13 +30,16 @@ import triton.language as tl
 
 from seqpipe.kernels.scan_common import compute_dtype, scan_groups
 
-# Tile sizes from the H100 sweep in bench/gpu.py (bench/RESULTS.md): 8 channels x 32 steps gave the best
-# forward+backward; longer chunks speed the forward alone but make the backward spill registers.
-CHUNK = 32
+# Tile sizes from the H200 sweeps of bench/gpu_peers.py (bench/RESULTS.md, issue #16): 8 channels x 16 steps, the
+# forward kernels at 4 warps a program and the backward ones at 2 (fewer registers a program, so more programs an
+# SM: forward+backward 1.3x faster than 32 steps at 4 warps). The state saved at every chunk start for the backward
+# is (B, L / CHUNK, D, N) in float32: the size of a float32 u when N is 16.
+CHUNK = 16
 BLOCK_D = 8
+NUM_WARPS = 4  # per program of the forward kernels (the scan and its segment summary)
+BACKWARD_WARPS = 2  # per program of the backward kernels
 # Segments are added until batch x channel blocks x segments reaches this many programs.
 SEGMENT_PROGRAMS = 1024
-NUM_WARPS = 4  # per program of the scan kernels
 # Triton's interpreter (TRITON_INTERPRET=1) runs no inline PTX; it upcasts with .to()
 PTX_UPCAST = tl.constexpr(os.environ.get("TRITON_INTERPRET", "0") != "1")
 
@@ -465,7 +468,7 @@ class _TritonScan(torch.autograd.Function):
                              meta["summary_fwd"], start, False, last, (batch, n_segments, dim, d_state))
         _scan_fwd_kernel[meta["grid"]](
             u, delta, A, B, C, D, z, delta_bias, start, out, last, starts, ungated, *sizes, *_row_strides(B),
-            *_row_strides(C), HAS_START=start is not None, SAVE_UNGATED=ungated is not None, **meta["constants"],
+            *_row_strides(C), HAS_START=start is not None, SAVE_UNGATED=ungated is not None, **meta["fwd"],
         )
         ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, starts, ungated)
         ctx.softplus, ctx.groups = softplus, groups
@@ -501,7 +504,7 @@ class _TritonScan(torch.autograd.Function):
         _scan_bwd_kernel[meta["grid"]](
             u, delta, A, B, C, D, z, delta_bias, starts, ungated, grad_out, carry,
             du, ddelta, dz, dB, dC, dA, dskip, dbias, dh0, *sizes,
-            *_row_strides(B), *_row_strides(C), **meta["constants"],
+            *_row_strides(B), *_row_strides(C), **meta["bwd"],
         )
 
         def rows_grad(M: torch.Tensor, partial: torch.Tensor) -> torch.Tensor:
@@ -520,7 +523,7 @@ class _TritonScan(torch.autograd.Function):
 
 
 def _meta(u, A, B, C, D, z, delta_bias, softplus, groups) -> dict:
-    """Launch grid, segment split and compile-time flags shared by the forward and backward kernels."""
+    """Launch grid, segment split, and the compile-time flags and warps of each kernel."""
     batch, dim, length = u.shape
     blocks = groups * triton.cdiv(dim // groups, BLOCK_D)
     n_chunks = triton.cdiv(length, CHUNK)
@@ -528,16 +531,17 @@ def _meta(u, A, B, C, D, z, delta_bias, softplus, groups) -> dict:
     segment_chunks = triton.cdiv(n_chunks, wanted)
     n_segments = triton.cdiv(n_chunks, segment_chunks)
     shared = dict(
-        num_warps=NUM_WARPS, SOFTPLUS=softplus, HAS_BIAS=delta_bias is not None,
+        SOFTPLUS=softplus, HAS_BIAS=delta_bias is not None,
         COMPUTE=tl.float64 if compute_dtype(u.dtype) == torch.float64 else tl.float32,
         CHUNK=CHUNK, BLOCK_D=BLOCK_D, BLOCK_N=triton.next_power_of_2(A.shape[1]),
     )
     flags = dict(HAS_D=D is not None, HAS_Z=z is not None, B_VARYING=B.dim() > 2, C_VARYING=C.dim() > 2)
     return {
         "grid": (batch, blocks, n_segments), "chunks": (n_chunks, segment_chunks, n_segments),
-        "constants": dict(shared, **flags),
-        "summary_fwd": dict(shared, B_VARYING=flags["B_VARYING"]),
-        "summary_bwd": dict(shared, HAS_Z=flags["HAS_Z"], C_VARYING=flags["C_VARYING"]),
+        "fwd": dict(shared, **flags, num_warps=NUM_WARPS),
+        "bwd": dict(shared, **flags, num_warps=BACKWARD_WARPS),
+        "summary_fwd": dict(shared, B_VARYING=flags["B_VARYING"], num_warps=NUM_WARPS),
+        "summary_bwd": dict(shared, HAS_Z=flags["HAS_Z"], C_VARYING=flags["C_VARYING"], num_warps=BACKWARD_WARPS),
     }
 
 
