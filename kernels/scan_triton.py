@@ -80,8 +80,8 @@ def _load(pointers, mask, COMPUTE: tl.constexpr):
 @triton.jit
 def _decay(dt, A, EXP2: tl.constexpr):
     """exp(dt * A) for a tile; with EXP2 as exp2 of dt times A * log2(e), one multiplication fewer an element (A's
-    product hoisted out of the loop over chunks). Timed on the H200 (bench/RESULTS.md): exp2 makes the backward
-    kernels 2-3% faster and the float32 forward 10% slower, so the backward uses it and the forward does not."""
+    product hoisted out of the loop over chunks). Timed on the H200 with 32-step chunks (bench/RESULTS.md): exp2 made
+    the backward 1-5% faster and the forward 5-13% slower, so the backward kernels use it and the forward ones not."""
     if EXP2:
         return tl.exp2(dt * (A * 1.4426950408889634))
     return tl.exp(dt * A)
