@@ -231,6 +231,10 @@ class SequenceModel(L.LightningModule):
     def configure_optimizers(self):
         lr, scale = self.hparams.lr, self.hparams.get("backbone_lr_scale", 1.0)
         warmup_epochs = self.hparams.get("head_warmup_epochs", 0)
+        max_epochs = self.trainer.max_epochs if warmup_epochs else None  # None also when steps bound training
+        if max_epochs is not None and 0 <= max_epochs <= warmup_epochs:  # -1: no bound
+            raise ConfigError(f"model.head_warmup_epochs {warmup_epochs} is not less than trainer.max_epochs "
+                              f"{max_epochs}: the backbone would never train (model.freeze_backbone true says that)")
         # groups (backbone at its own lr?, no weight decay?): decayed first; the backbone apart when its lr differs
         apart = scale != 1.0 or warmup_epochs > 0
         in_backbone = {id(param) for param in self.backbone.parameters()} if apart else set()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from types import SimpleNamespace
 
 import pytest
@@ -102,6 +103,19 @@ def test_backbone_lr_scale_and_freeze_backbone():
     frozen._trainer = SimpleNamespace(state=SimpleNamespace(fn="fit"))
     frozen._start_from_pretrained()
     assert set(optimizer_lrs(frozen)) == {"head.classifier.weight", "head.classifier.bias"}
+
+
+def test_head_warmup_epochs_that_leave_the_backbone_untrained_are_one_error():
+    with pytest.raises(ConfigError, match="head_warmup_epochs must be 0 or more, and 0 with freeze_backbone"):
+        classifier(seed=1, head_warmup_epochs=2, freeze_backbone=True)
+    model = classifier(seed=1, head_warmup_epochs=3)
+    model._trainer = SimpleNamespace(estimated_stepping_batches=10, max_epochs=3, num_training_batches=math.inf,
+                                     accumulate_grad_batches=1)
+    with pytest.raises(ConfigError, match="head_warmup_epochs 3 is not less than trainer.max_epochs 3: the backbone"):
+        model.configure_optimizers()
+    model._trainer.max_epochs = 4
+    scheduler = model.configure_optimizers()["lr_scheduler"]["scheduler"]
+    assert sorted(scheduler.get_last_lr()) == pytest.approx([0.0, 0.0, 1e-3, 1e-3])  # the backbone groups wait
 
 
 @pytest.mark.parametrize("strands", ["average", "pair", "forward"])
