@@ -127,13 +127,16 @@ class SeqpipeCLI(LightningCLI):
         self.trainer.callbacks.append(StopPredictionOnSigterm() if self.subcommand == "predict" else QuietSanityCheck())
 
     def _run_subcommand(self, subcommand: str) -> None:
-        """Run it; on a user error remove the run directories this run created while they are still empty
-        (Lightning's loggers create theirs before the data is read). SIGTERM stops it with SIGTERM_EXIT."""
+        """Run it; on a user error remove the run directories this run created while they hold nothing but the
+        config.yaml this run saved (Lightning's loggers create theirs before the data is read, the config is saved
+        before the optimizer is set up). SIGTERM stops it with SIGTERM_EXIT."""
         created = [d for d in _run_directories(self.trainer) if not d.exists()]
         try:
             super()._run_subcommand(subcommand)
         except SeqpipeError:
             for directory in sorted(created, key=lambda d: len(d.parts), reverse=True):
+                if directory.is_dir() and [entry.name for entry in directory.iterdir()] == ["config.yaml"]:
+                    (directory / "config.yaml").unlink()
                 if directory.is_dir() and not any(directory.iterdir()):
                     directory.rmdir()
             raise

@@ -173,3 +173,16 @@ def test_a_head_warmup_keeps_the_pretrained_backbone_through_its_epochs_then_tra
     warm, tuned = recorder.states[1], recorder.states[2]
     assert sorted(warm) == sorted(before) and all(torch.equal(before[name], warm[name]) for name in before)
     assert sum(not torch.equal(before[name], tuned[name]) for name in before) > len(before) // 2
+
+
+def test_a_head_warmup_as_long_as_training_is_one_error_that_leaves_no_run_behind(tmp_path, capsys):
+    classes = make_dna_motif_dataset(tmp_path / "cls", seed=0, n_train=20, n_test=4, length=30)
+    config = {"trainer": {**TRAINER, "max_epochs": 2},
+              "model": {"backbone": BACKBONE, "head": {"class_path": "seqpipe.tasks.classification.SequenceClassification"},
+                        "head_warmup_epochs": 2},
+              "data": {"class_path": "seqpipe.data.dna.DNAClassificationData", "init_args": {"batch_size": 8}}}
+    with pytest.raises(SystemExit):
+        fit(tmp_path, "tune", config, "--data.train", str(classes / "train"))
+    err = capsys.readouterr().err
+    assert "seqpipe: error: model.head_warmup_epochs 2 is not less than trainer.max_epochs 2" in err
+    assert "Traceback" not in err and not (tmp_path / "tune").exists()
