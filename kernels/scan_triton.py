@@ -194,7 +194,7 @@ def _chunk_adjoint(delta_ptr, offsets, mask, t, L, steps, bias, A, dt, grad, C, 
     a_next = _decay(dt_next[:, :, None], A[None, :, :], EXP2=True)
     lam = _reverse_scan(a_next, tl.where(last, lam_in + carry[None, :, :], lam_in))
     dt_first = tl.sum(tl.where((steps == 0)[:, None], dt, 0), axis=0)
-    # tl.exp, not _decay: the timed kernel (bench/RESULTS.md); the exp2 form made the backward spill 4 B on sm_90
+    # tl.exp, not _decay: the timed kernel (bench/RESULTS.md); exp2 made the backward spill 4 B (sm_90, 32-step chunks)
     return lam, tl.exp(dt_first[:, None] * A) * tl.sum(tl.where((steps == 0)[:, None, None], lam, 0), axis=0)
 
 
