@@ -3,7 +3,7 @@
     python bench/gpu.py [--sweep-length 65536] [--d-inner 1024] [--tiles 8x32x1024x4 ...] [--train-length 1048576]
 
 Sweep: the fused Triton scan at each (BLOCK_D channels per program, CHUNK steps per tile, SEGMENT_PROGRAMS:
-the program count up to which L is split into segments, 1 = no split; NUM_WARPS per program, forward and
+the program count up to which L is split into segments, 1 = no split; NUM_WARPS per program; the forward and
 backward kernels alike), forward and forward+backward, as a share of the memory floor of ``bench/scan.py``.
 Training: one forward+backward of a 4-layer backbone (d_model 128, batch 1) on a token window of
 ``--train-length``, run chunk by chunk with carried state and per-chunk gradient checkpointing
@@ -59,10 +59,11 @@ def sweep(length: int, d_inner: int, tiles: list[tuple[int, int, int, int]]) -> 
         scan_bench.run_backend("triton", inputs).sum().backward()
 
     for block_d, chunk, segment_programs, warps in tiles:
-        scan_triton.BLOCK_D, scan_triton.CHUNK = block_d, chunk
-        scan_triton.SEGMENT_PROGRAMS = segment_programs
+        scan_triton.BLOCK_D = scan_triton.BACKWARD_BLOCK_D = block_d
+        scan_triton.CHUNK, scan_triton.SEGMENT_PROGRAMS = chunk, segment_programs
         scan_triton.NUM_WARPS = scan_triton.BACKWARD_WARPS = warps
-        grid = scan_triton._meta(inputs["u"], inputs["A"], inputs["B"], inputs["C"], None, None, None, True, 1)["grid"]
+        grid = scan_triton._meta(inputs["u"], inputs["A"], inputs["B"], inputs["C"], None, None, None, True, 1,
+                                 backward=False)["grid"]
         fwd, both = cuda_seconds(forward), cuda_seconds(forward_backward)
         floors = [100 * scan_bench.floor_seconds(length, mode, bandwidth) / t for mode, t in (("fwd", fwd), ("fwd+bwd", both))]
         print(f"{block_d:>7} {chunk:>6} {segment_programs:>8} {warps:>5} {grid[1] * grid[2]:>8} {fwd * 1e3:>8.2f} "

@@ -1,7 +1,7 @@
 """Our scans against mamba_ssm's Triton SSD kernel on one GPU, and a pre-training step per block.
 
     python bench/gpu_peers.py --sdist PATH/mamba_ssm-2.2.4.tar.gz [--skip-training] [--n-large 128]
-        [--ssd-tiles 64x8f 64x8fc1 ...] [--profile] [--mamba1-tiles 8x32x4 8x16x4x2 ...]
+        [--ssd-tiles 64x8f 64x8fc1 ...] [--profile] [--mamba1-tiles 8x32x4 8x16x4/4x1 ...]
     python bench/gpu_peers.py --sdist ... --warm-peer I K   # compile 1/K of mamba_ssm's autotune configs
     python bench/gpu_peers.py --sdist ... --warm-ours       # compile every seqpipe variant of the run
 
@@ -285,35 +285,42 @@ def _print_profile(title: str, events: list[tuple[str, float]], top: int) -> Non
 
 
 class Mamba1Tile(NamedTuple):
-    """One seqpipe Mamba-1 scan variant: ``scan_triton``'s BLOCK_D, CHUNK, NUM_WARPS and BACKWARD_WARPS."""
+    """One seqpipe Mamba-1 scan variant: ``scan_triton``'s CHUNK, and the channel block and warps of its forward
+    kernels and of its backward ones."""
     block_d: int
     chunk: int
     warps: int
+    backward_block_d: int
     backward_warps: int
 
     def set(self) -> None:
         from seqpipe.kernels import scan_triton
 
-        scan_triton.BLOCK_D, scan_triton.CHUNK, scan_triton.NUM_WARPS, scan_triton.BACKWARD_WARPS = self
+        (scan_triton.BLOCK_D, scan_triton.CHUNK, scan_triton.NUM_WARPS, scan_triton.BACKWARD_BLOCK_D,
+         scan_triton.BACKWARD_WARPS) = self
 
     def __str__(self) -> str:
-        return "x".join(str(v) for v in self)
+        backward = "" if self[3:] == (self.block_d, self.warps) else f"/{self.backward_block_d}x{self.backward_warps}"
+        return f"{self.block_d}x{self.chunk}x{self.warps}{backward}"
 
 
 def default_mamba1_tile() -> Mamba1Tile:
     from seqpipe.kernels import scan_triton
 
-    return Mamba1Tile(scan_triton.BLOCK_D, scan_triton.CHUNK, scan_triton.NUM_WARPS, scan_triton.BACKWARD_WARPS)
+    return Mamba1Tile(scan_triton.BLOCK_D, scan_triton.CHUNK, scan_triton.NUM_WARPS, scan_triton.BACKWARD_BLOCK_D,
+                      scan_triton.BACKWARD_WARPS)
 
 
 def parse_mamba1_tile(spec: str) -> Mamba1Tile:
-    """"BLOCK_DxCHUNKxNUM_WARPS[xBACKWARD_WARPS]": "8x16x4x2" -> 8 channels and 16 steps a program, 4 warps for the
-    forward kernels and 2 for the backward ones (as many as the forward's when left out)."""
-    match = re.fullmatch(r"(\d+)x(\d+)x(\d+)(?:x(\d+))?", spec)
+    """"BLOCK_DxCHUNKxWARPS[/BACKWARD_BLOCK_DxBACKWARD_WARPS]": "8x16x4/8x2" -> chunks of 16 steps, 8 channels and
+    4 warps a program of the forward kernels, 8 channels and 2 warps of the backward ones (as the forward's when
+    left out)."""
+    match = re.fullmatch(r"(\d+)x(\d+)x(\d+)(?:/(\d+)x(\d+))?", spec)
     if match is None:
-        raise SystemExit(f"Mamba-1 variant {spec!r} is not BLOCK_DxCHUNKxNUM_WARPS[xBACKWARD_WARPS]")
-    block_d, chunk, warps, backward = match.groups()
-    return Mamba1Tile(int(block_d), int(chunk), int(warps), int(backward or warps))
+        raise SystemExit(f"Mamba-1 variant {spec!r} is not BLOCK_DxCHUNKxWARPS[/BACKWARD_BLOCK_DxBACKWARD_WARPS]")
+    block_d, chunk, warps, backward_block_d, backward_warps = match.groups()
+    return Mamba1Tile(int(block_d), int(chunk), int(warps), int(backward_block_d or block_d),
+                      int(backward_warps or warps))
 
 
 def mamba1_tiles(tiles: list[Mamba1Tile]) -> None:
@@ -430,7 +437,8 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true",
                         help="last: per-kernel GPU time of mamba_ssm, the first two SSD variants, Mamba-1")
     parser.add_argument("--mamba1-tiles", nargs="*", default=[],
-                        help="Mamba-1 scan variants BLOCK_DxCHUNKxNUM_WARPS[xBACKWARD_WARPS], timed in fp32 and bf16")
+                        help="Mamba-1 scan variants BLOCK_DxCHUNKxWARPS[/BACKWARD_BLOCK_DxBACKWARD_WARPS], timed in fp32 "
+                             "and bf16")
     args = parser.parse_args()
     import triton
 

@@ -71,61 +71,64 @@ def _tool(name: str) -> str:
 
 
 def scan_kernels(dtype: str, length: int, d_inner: int, d_state: int) -> dict:
-    """name -> (kernel function, pointer types, ints, constants) of the Mamba-1 scan kernels at a shape."""
-    import triton
-    import triton.language as tl
+    """name -> (kernel function, pointer types, ints, constants, warps) of the Mamba-1 scan kernels at a shape, with
+    the constants ``scan_triton._meta`` gives them (B, C time-varying, D, z, delta_bias, softplus; batch 1)."""
+    import torch
 
     from seqpipe.kernels import scan_triton as st
 
     io, f = ("*bf16" if dtype == "bf16" else "*fp32"), "*fp32"
-    n_chunks = triton.cdiv(length, st.CHUNK)
-    segments = max(1, st.SEGMENT_PROGRAMS // (d_inner // st.BLOCK_D))
+    like = dict(device="meta", dtype=torch.bfloat16 if dtype == "bf16" else torch.float32)
+    u, A, B = torch.empty(1, d_inner, length, **like), torch.empty(d_inner, d_state), torch.empty(1, d_state, length)
+    channel = torch.empty(d_inner)
     rows = dict(s_b=d_state * length, s_g=0, s_n=length, s_l=1)
-    ints = dict(L=length, D=d_inner, Dg=d_inner, N=d_state, n_chunks=n_chunks,
-                segment_chunks=triton.cdiv(n_chunks, segments),
-                **{f"{k[0]}b{k[1:]}": v for k, v in rows.items()}, **{f"{k[0]}c{k[1:]}": v for k, v in rows.items()})
-    common = dict(SOFTPLUS=True, HAS_BIAS=True, COMPUTE=tl.float32, CHUNK=st.CHUNK, BLOCK_D=st.BLOCK_D,
-                  BLOCK_N=triton.next_power_of_2(d_state))
-    gates = dict(HAS_D=True, HAS_Z=True, B_VARYING=True, C_VARYING=True)
     inputs = dict(u_ptr=io, delta_ptr=io, A_ptr=f, B_ptr=io, C_ptr=io, D_ptr=f, z_ptr=io, bias_ptr=f)
-    kernels = {
-        "fwd": (st._scan_fwd_kernel, dict(inputs, start_ptr=f, out_ptr=io, last_ptr=f, starts_ptr=f, ungated_ptr=io),
-                dict(common, **gates, HAS_START=True, SAVE_UNGATED=True)),
-        "bwd": (st._scan_bwd_kernel, dict(inputs, starts_ptr=f, ungated_ptr=io, grad_out_ptr=io, carry_ptr=f,
-                                          du_ptr=io, ddelta_ptr=io, dz_ptr=io, dB_ptr=f, dC_ptr=f, dA_ptr=f,
-                                          dskip_ptr=f, dbias_ptr=f, dh0_ptr=f), dict(common, **gates)),
-        "summary_fwd": (st._segment_summary_fwd_kernel, dict(end_ptr=f, decay_ptr=f, u_ptr=io, delta_ptr=io, A_ptr=f,
-                                                             B_ptr=io, bias_ptr=f), dict(common, B_VARYING=True)),
-        "summary_bwd": (st._segment_summary_bwd_kernel, dict(end_ptr=f, decay_ptr=f, delta_ptr=io, A_ptr=f, C_ptr=io,
-                                                             z_ptr=io, bias_ptr=f, grad_out_ptr=io),
-                        dict(common, HAS_Z=True, C_VARYING=True)),
-    }
-    return {name: (fn, pointers, {k: v for k, v in ints.items() if k in fn.arg_names}, constants)
-            for name, (fn, pointers, constants) in kernels.items()}
+    kernels = {}
+    for backward in (False, True):
+        meta = st._meta(u, A, B, B, channel, u, channel, True, 1, backward=backward)
+        n_chunks, segment_chunks, _ = meta["chunks"]
+        ints = dict(L=length, D=d_inner, Dg=d_inner, N=d_state, n_chunks=n_chunks, segment_chunks=segment_chunks,
+                    **{f"{k[0]}b{k[1:]}": v for k, v in rows.items()}, **{f"{k[0]}c{k[1:]}": v for k, v in rows.items()})
+        scan, summary = ({k: v for k, v in meta[part].items() if k != "num_warps"} for part in ("scan", "summary"))
+        warps = meta["scan"]["num_warps"]
+        if backward:
+            kernels["bwd"] = (st._scan_bwd_kernel, dict(inputs, starts_ptr=f, ungated_ptr=io, grad_out_ptr=io,
+                                                        carry_ptr=f, du_ptr=io, ddelta_ptr=io, dz_ptr=io, dB_ptr=f,
+                                                        dC_ptr=f, dA_ptr=f, dskip_ptr=f, dbias_ptr=f, dh0_ptr=f),
+                              ints, scan, warps)
+            kernels["summary_bwd"] = (st._segment_summary_bwd_kernel,
+                                      dict(end_ptr=f, decay_ptr=f, delta_ptr=io, A_ptr=f, C_ptr=io, z_ptr=io,
+                                           bias_ptr=f, grad_out_ptr=io), ints, summary, warps)
+        else:
+            kernels["fwd"] = (st._scan_fwd_kernel, dict(inputs, start_ptr=f, out_ptr=io, last_ptr=f, starts_ptr=f,
+                                                        ungated_ptr=io),
+                              ints, dict(scan, HAS_START=True, SAVE_UNGATED=True), warps)
+            kernels["summary_fwd"] = (st._segment_summary_fwd_kernel, dict(end_ptr=f, decay_ptr=f, u_ptr=io,
+                                                                           delta_ptr=io, A_ptr=f, B_ptr=io, bias_ptr=f),
+                                      ints, summary, warps)
+    return {name: (fn, pointers, {k: v for k, v in ints.items() if k in fn.arg_names}, constants, warps)
+            for name, (fn, pointers, ints, constants, warps) in kernels.items()}
 
 
 def main() -> None:
-    from seqpipe.kernels import scan_triton
+    from gpu_peers import default_mamba1_tile, parse_mamba1_tile
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32", help="u, delta, B, C, z, y and gradients")
     parser.add_argument("--kernels", nargs="+", choices=["fwd", "bwd", "summary_fwd", "summary_bwd"],
                         default=["fwd", "bwd", "summary_fwd", "summary_bwd"])
-    parser.add_argument("--tile", help="BLOCK_DxCHUNKxNUM_WARPS[xBACKWARD_WARPS] (default: scan_triton's)")
+    parser.add_argument("--tile", help="BLOCK_DxCHUNKxWARPS[/BACKWARD_BLOCK_DxBACKWARD_WARPS] (default: scan_triton's)")
     parser.add_argument("--length", type=int, default=65536)
     parser.add_argument("--d-inner", type=int, default=2048)
     parser.add_argument("--d-state", type=int, default=16)
     args = parser.parse_args()
     if args.tile:
-        sizes = [int(v) for v in args.tile.split("x")]  # the backward's warps default to the forward's
-        tile = (sizes + sizes[2:])[:4]
-        scan_triton.BLOCK_D, scan_triton.CHUNK, scan_triton.NUM_WARPS, scan_triton.BACKWARD_WARPS = tile
-    print(f"{args.dtype}, L {args.length}, d_inner {args.d_inner}, N {args.d_state}; tile BLOCK_D {scan_triton.BLOCK_D}"
-          f" x CHUNK {scan_triton.CHUNK}, {scan_triton.NUM_WARPS} warps forward, {scan_triton.BACKWARD_WARPS} backward")
+        parse_mamba1_tile(args.tile).set()
+    print(f"{args.dtype}, L {args.length}, d_inner {args.d_inner}, N {args.d_state}; tile {default_mamba1_tile()} "
+          "(BLOCK_DxCHUNKxWARPS/BACKWARD_BLOCK_DxBACKWARD_WARPS)")
     kernels = scan_kernels(args.dtype, args.length, args.d_inner, args.d_state)
     for name in args.kernels:
-        fn, pointers, ints, constants = kernels[name]
-        warps = scan_triton.BACKWARD_WARPS if name.endswith("bwd") else scan_triton.NUM_WARPS
+        fn, pointers, ints, constants, warps = kernels[name]
         kernel, registers, spilled = compile_sm90(ast_source(fn, pointers, ints, constants), warps)
         ops = sass_op_counts(kernel)
         print(f"{name}: {registers} registers, {spilled} B spilled, {kernel.metadata.shared} B shared, "

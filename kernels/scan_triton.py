@@ -30,14 +30,14 @@ import triton.language as tl
 
 from seqpipe.kernels.scan_common import compute_dtype, scan_groups
 
-# Tile sizes from the H200 sweeps of bench/gpu_peers.py (bench/RESULTS.md, issue #16): 8 channels x 16 steps, the
-# forward kernels at 4 warps a program and the backward ones at 2 (fewer registers a program, so more programs an
-# SM: forward+backward 1.3x faster than 32 steps at 4 warps). The state saved at every chunk start for the backward
-# is (B, L / CHUNK, D, N) in float32: the size of a float32 u when N is 16.
+# Tile sizes from the H200 sweeps of bench/gpu_peers.py (bench/RESULTS.md, issue #16): chunks of 16 steps, 8
+# channels a program, the forward kernels at 4 warps and the backward ones at 2 (forward+backward 1.3x faster than
+# 32 steps at 4 warps). The forward saves the state at every chunk start for the backward, (B, L / CHUNK, D, N) in
+# float32 (the size of a float32 u when N is 16), so both passes share CHUNK; the channel block and warps of each
+# pass (the scan and its segment summary) are its own.
 CHUNK = 16
-BLOCK_D = 8
-NUM_WARPS = 4  # per program of the forward kernels (the scan and its segment summary)
-BACKWARD_WARPS = 2  # per program of the backward kernels
+BLOCK_D, NUM_WARPS = 8, 4  # channels and warps a program of the forward kernels
+BACKWARD_BLOCK_D, BACKWARD_WARPS = 8, 2  # of the backward kernels
 # Segments are added until batch x channel blocks x segments reaches this many programs.
 SEGMENT_PROGRAMS = 1024
 # Triton's interpreter (TRITON_INTERPRET=1) runs no inline PTX; it upcasts with .to()
@@ -453,7 +453,7 @@ class _TritonScan(torch.autograd.Function):
         d_state = A.shape[1]
         groups = scan_groups(B, C)
         compute = compute_dtype(u.dtype)
-        meta = _meta(u, A, B, C, D, z, delta_bias, softplus, groups)
+        meta = _meta(u, A, B, C, D, z, delta_bias, softplus, groups, backward=False)
         n_chunks, segment_chunks, n_segments = meta["chunks"]
         out = torch.empty_like(u)
         # y before the gate, for dz (as mamba_ssm's CUDA scan keeps it): the backward need not recompute sum_n C x
@@ -465,10 +465,10 @@ class _TritonScan(torch.autograd.Function):
         if n_segments > 1:
             start = _compose(_segment_summary_fwd_kernel, meta["grid"],
                              (u, delta, A, B, delta_bias, *sizes, *_row_strides(B)),
-                             meta["summary_fwd"], start, False, last, (batch, n_segments, dim, d_state))
+                             meta["summary"], start, False, last, (batch, n_segments, dim, d_state))
         _scan_fwd_kernel[meta["grid"]](
             u, delta, A, B, C, D, z, delta_bias, start, out, last, starts, ungated, *sizes, *_row_strides(B),
-            *_row_strides(C), HAS_START=start is not None, SAVE_UNGATED=ungated is not None, **meta["fwd"],
+            *_row_strides(C), HAS_START=start is not None, SAVE_UNGATED=ungated is not None, **meta["scan"],
         )
         ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, starts, ungated)
         ctx.softplus, ctx.groups = softplus, groups
@@ -480,7 +480,7 @@ class _TritonScan(torch.autograd.Function):
         u, delta, A, B, C, D, z, delta_bias, starts, ungated = ctx.saved_tensors
         batch, dim, length = u.shape
         d_state, groups = A.shape[1], ctx.groups
-        meta = _meta(u, A, B, C, D, z, delta_bias, ctx.softplus, groups)
+        meta = _meta(u, A, B, C, D, z, delta_bias, ctx.softplus, groups, backward=True)
         n_chunks, segment_chunks, n_segments = meta["chunks"]
         blocks = meta["grid"][1]
         f32 = dict(dtype=starts.dtype, device=u.device)
@@ -490,7 +490,7 @@ class _TritonScan(torch.autograd.Function):
         if n_segments > 1:
             carry = _compose(_segment_summary_bwd_kernel, meta["grid"],
                              (delta, A, C, z, delta_bias, grad_out, *sizes, *_row_strides(C)),
-                             meta["summary_bwd"], grad_last, True, starts, (batch, n_segments, dim, d_state))
+                             meta["summary"], grad_last, True, starts, (batch, n_segments, dim, d_state))
         # per-element gradients are stored in their input's dtype (tl.store rounds once)
         du, ddelta = torch.empty_like(u), torch.empty_like(delta)
         dz = torch.empty_like(z) if z is not None else None
@@ -504,7 +504,7 @@ class _TritonScan(torch.autograd.Function):
         _scan_bwd_kernel[meta["grid"]](
             u, delta, A, B, C, D, z, delta_bias, starts, ungated, grad_out, carry,
             du, ddelta, dz, dB, dC, dA, dskip, dbias, dh0, *sizes,
-            *_row_strides(B), *_row_strides(C), **meta["bwd"],
+            *_row_strides(B), *_row_strides(C), **meta["scan"],
         )
 
         def rows_grad(M: torch.Tensor, partial: torch.Tensor) -> torch.Tensor:
@@ -522,27 +522,26 @@ class _TritonScan(torch.autograd.Function):
         )
 
 
-def _meta(u, A, B, C, D, z, delta_bias, softplus, groups) -> dict:
-    """Launch grid, segment split, and the compile-time flags and warps of each kernel."""
+def _meta(u, A, B, C, D, z, delta_bias, softplus, groups, backward: bool) -> dict:
+    """Launch grid, segment split and the compile-time constants of the forward kernels, or of the backward ones
+    (``backward``): "scan" for the scan kernel, "summary" for its segment summary."""
     batch, dim, length = u.shape
-    blocks = groups * triton.cdiv(dim // groups, BLOCK_D)
+    block_d, warps = (BACKWARD_BLOCK_D, BACKWARD_WARPS) if backward else (BLOCK_D, NUM_WARPS)
+    blocks = groups * triton.cdiv(dim // groups, block_d)
     n_chunks = triton.cdiv(length, CHUNK)
     wanted = max(1, min(n_chunks, SEGMENT_PROGRAMS // (batch * blocks)))
     segment_chunks = triton.cdiv(n_chunks, wanted)
     n_segments = triton.cdiv(n_chunks, segment_chunks)
     shared = dict(
-        SOFTPLUS=softplus, HAS_BIAS=delta_bias is not None,
+        num_warps=warps, SOFTPLUS=softplus, HAS_BIAS=delta_bias is not None,
         COMPUTE=tl.float64 if compute_dtype(u.dtype) == torch.float64 else tl.float32,
-        CHUNK=CHUNK, BLOCK_D=BLOCK_D, BLOCK_N=triton.next_power_of_2(A.shape[1]),
+        CHUNK=CHUNK, BLOCK_D=block_d, BLOCK_N=triton.next_power_of_2(A.shape[1]),
     )
     flags = dict(HAS_D=D is not None, HAS_Z=z is not None, B_VARYING=B.dim() > 2, C_VARYING=C.dim() > 2)
-    return {
-        "grid": (batch, blocks, n_segments), "chunks": (n_chunks, segment_chunks, n_segments),
-        "fwd": dict(shared, **flags, num_warps=NUM_WARPS),
-        "bwd": dict(shared, **flags, num_warps=BACKWARD_WARPS),
-        "summary_fwd": dict(shared, B_VARYING=flags["B_VARYING"], num_warps=NUM_WARPS),
-        "summary_bwd": dict(shared, HAS_Z=flags["HAS_Z"], C_VARYING=flags["C_VARYING"], num_warps=BACKWARD_WARPS),
-    }
+    summary = (dict(shared, HAS_Z=flags["HAS_Z"], C_VARYING=flags["C_VARYING"]) if backward
+               else dict(shared, B_VARYING=flags["B_VARYING"]))
+    return {"grid": (batch, blocks, n_segments), "chunks": (n_chunks, segment_chunks, n_segments),
+            "scan": dict(shared, **flags), "summary": summary}
 
 
 def selective_scan_triton(

@@ -2,7 +2,8 @@
 
 The Triton kernels run on CUDA when there is a GPU, and otherwise on CPU under TRITON_INTERPRET=1, which
 must be set before the kernels are defined (seqpipe.kernels.scan_triton is imported lazily, after this).
-Interpreted tests use tiny tiles (CHUNK = BLOCK_D = 4) so several chunks and channel blocks are exercised.
+Interpreted tests use tiny tiles (CHUNK = BLOCK_D = BACKWARD_BLOCK_D = 4) so several chunks and channel blocks are
+exercised.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ def small_tiles(monkeypatch):
 
         monkeypatch.setattr(scan_triton, "CHUNK", 4)
         monkeypatch.setattr(scan_triton, "BLOCK_D", 4)
+        monkeypatch.setattr(scan_triton, "BACKWARD_BLOCK_D", 4)
         # several segments of uneven length per sequence (see test_triton_segment_splits for others)
         monkeypatch.setattr(scan_triton, "SEGMENT_PROGRAMS", 12)
 
@@ -156,6 +158,21 @@ def test_triton_segment_splits(device, segment_programs, monkeypatch):
                                    softplus=True, device=device)
     expected = outputs_and_grads(*make_inputs(seed=5, length=23, D=True, z=True, delta_bias=True,
                                               initial_state=True, softplus=True), "ref")
+    assert_all_close(outputs_and_grads(inputs, softplus, "triton"), expected, 1e-10)
+
+
+@pytest.mark.parametrize("block_d,backward_block_d", [(4, 2), (2, 4)])
+@pytest.mark.parametrize("device", [pytest.param(d, marks=triton_marks(d)) for d in DEVICES])
+def test_triton_backward_has_its_own_channel_blocks(device, block_d, backward_block_d, monkeypatch):
+    """The backward kernels with another channel block than the forward ones (and so another segment split: one
+    segment against three at these sizes, each way round): the gradients are the float64 reference's."""
+    import seqpipe.kernels.scan_triton as scan_triton
+
+    monkeypatch.setattr(scan_triton, "BLOCK_D", block_d)
+    monkeypatch.setattr(scan_triton, "BACKWARD_BLOCK_D", backward_block_d)
+    options = dict(seed=6, length=23, bc="grouped", D=True, z=True, delta_bias=True, initial_state=True, softplus=True)
+    expected = outputs_and_grads(*make_inputs(**options), "ref")
+    inputs, softplus = make_inputs(**options, device=device)
     assert_all_close(outputs_and_grads(inputs, softplus, "triton"), expected, 1e-10)
 
 
