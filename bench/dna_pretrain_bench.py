@@ -48,7 +48,8 @@ def main() -> None:
     parser.add_argument("--pretrain-args", default="", help="extra CLI options of the pre-training runs")
     parser.add_argument("--finetune-args", default="", help="extra CLI options of every fine-tuning run (scratch too)")
     parser.add_argument("--no-scratch", action="store_true",
-                        help="leave the scratch arm out (another run of the same recipe and seeds has it)")
+                        help="leave the scratch arm out (another run of the same recipe and seeds has it; the gain "
+                             "column is then empty: compare with that run's scratch rows)")
     args = parser.parse_args()
     os.environ.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     if args.out.exists() and any(args.out.iterdir()):  # its CSVs are appended to and its runs are found by glob

@@ -328,7 +328,8 @@ def mamba1_tiles(tiles: list[Mamba1Tile]) -> None:
     from seqpipe.kernels import scan_triton
 
     bandwidth = copy_bandwidth()
-    print("\nMamba-1 scan tiles (BLOCK_D x CHUNK x warps), fwd / fwd+bwd ms and % of the floor")
+    print("\nMamba-1 scan tiles (BLOCK_D x CHUNK x warps [/ backward BLOCK_D x warps]), fwd / fwd+bwd ms and % of "
+          "the floor")
     defaults = default_mamba1_tile()
     for batch, length in [(4, 8192), (1, 65536)]:
         inputs = {dtype: mamba1_inputs(batch, length, dtype) for dtype in (torch.float32, torch.bfloat16)}

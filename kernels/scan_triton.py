@@ -2,13 +2,13 @@
 
 Imported only when the "triton" backend is asked for: ``import seqpipe.kernels`` works without triton.
 
-Each program owns ``BLOCK_D`` channels of one batch row (inside one B/C group), all N states and one
-segment of the sequence, which it walks in chunks of ``CHUNK`` steps: it loads u, delta, B, C (and z) for
-the chunk, discretises, scans the (CHUNK, BLOCK_D, N) tile with ``tl.associative_scan``, contracts with C,
-adds D * u, gates and stores y. Only y, the last state and the state at each chunk start (1/CHUNK of a
-(B, L, D, N) tensor) reach HBM, and, when z gates y and gradients are wanted, y before the gate (the backward
-reads it for dz instead of recomputing sum_n C x, as mamba_ssm's CUDA scan does). The backward walks a segment's
-chunks in reverse: it recomputes the chunk's states from its saved start, runs the adjoint recurrence
+Each program owns ``BLOCK_D`` channels (``BACKWARD_BLOCK_D`` in the backward) of one batch row (inside one B/C
+group), all N states and one segment of the sequence, which it walks in chunks of ``CHUNK`` steps: it loads u,
+delta, B, C (and z) for the chunk, discretises, scans the (CHUNK, BLOCK_D, N) tile with ``tl.associative_scan``,
+contracts with C, adds D * u, gates and stores y. Only y, the last state and the state at each chunk start
+(1/CHUNK of a (B, L, D, N) tensor) reach HBM, and, when z gates y and gradients are wanted, y before the gate (the
+backward reads it for dz instead of recomputing sum_n C x, as mamba_ssm's CUDA scan does). The backward walks a
+segment's chunks in reverse: it recomputes the chunk's states from its saved start, runs the adjoint recurrence
 ``lam_t = a_{t+1} lam_{t+1} + C_t dy_t`` as a reverse scan of the tile, and accumulates every gradient.
 Per-time gradients of B and C are summed over channel blocks, and per-channel ones (A, D, delta_bias) over
 batch rows and segments, by PyTorch afterwards: deterministic, no atomics.

@@ -54,7 +54,10 @@ class SequenceModel(L.LightningModule):
         backbone_lr_scale: the backbone's learning rate is ``lr * backbone_lr_scale`` (e.g. 0.1 to fine-tune
             pre-trained weights gently while the new head learns at ``lr``).
         head_warmup_epochs: the backbone's learning rate is 0 for this many epochs, so the new head first learns on
-            the (pre-trained) features before everything is fine-tuned ("linear probing, then fine-tuning").
+            the (pre-trained) features before everything is fine-tuned ("linear probing, then fine-tuning"); then
+            it follows the schedule from where it stands, with no warm-up of its own. The backbone's gradients are
+            still computed during the warm-up (and fill AdamW's moments): one set of parameters under every
+            Lightning strategy, where switching ``requires_grad`` during training would not be.
     """
 
     def __init__(
@@ -86,9 +89,11 @@ class SequenceModel(L.LightningModule):
         self.data_info: DataInfo | None = None
         if backbone_lr_scale <= 0:
             raise ConfigError(f"model.backbone_lr_scale must be positive, got {backbone_lr_scale}")
-        if head_warmup_epochs < 0 or (head_warmup_epochs and freeze_backbone):
-            raise ConfigError(f"model.head_warmup_epochs must be 0 or more, and 0 with freeze_backbone (the backbone "
-                              f"never trains then), got {head_warmup_epochs}")
+        if head_warmup_epochs < 0:
+            raise ConfigError(f"model.head_warmup_epochs must be 0 or more, got {head_warmup_epochs}")
+        if head_warmup_epochs and freeze_backbone:
+            raise ConfigError("model.head_warmup_epochs and model.freeze_backbone both given: with freeze_backbone the "
+                              "backbone never trains, so there is nothing to warm up before")
         if data_info is not None:
             self._bind(DataInfo.from_dict(data_info))
 
@@ -231,10 +236,6 @@ class SequenceModel(L.LightningModule):
     def configure_optimizers(self):
         lr, scale = self.hparams.lr, self.hparams.get("backbone_lr_scale", 1.0)
         warmup_epochs = self.hparams.get("head_warmup_epochs", 0)
-        max_epochs = self.trainer.max_epochs if warmup_epochs else None  # None also when steps bound training
-        if max_epochs is not None and 0 <= max_epochs <= warmup_epochs:  # -1: no bound
-            raise ConfigError(f"model.head_warmup_epochs {warmup_epochs} is not less than trainer.max_epochs "
-                              f"{max_epochs}: the backbone would never train (model.freeze_backbone true says that)")
         # groups (backbone at its own lr?, no weight decay?): decayed first; the backbone apart when its lr differs
         apart = scale != 1.0 or warmup_epochs > 0
         in_backbone = {id(param) for param in self.backbone.parameters()} if apart else set()
@@ -243,14 +244,16 @@ class SequenceModel(L.LightningModule):
             if param.requires_grad:
                 skip = getattr(param, "_no_weight_decay", False) or param.ndim < 2
                 groups.setdefault((id(param) in in_backbone, skip), []).append(param)
+        keys = sorted(groups)
         optimizer = torch.optim.AdamW(
             [{"params": groups[key], "weight_decay": 0.0 if key[1] else self.hparams.weight_decay,
-              "lr": lr * scale if key[0] else lr} for key in sorted(groups)],
+              "lr": lr * scale if key[0] else lr} for key in keys],
             lr=lr, betas=tuple(self.hparams.betas),
         )
-        total = max(1, int(self.trainer.estimated_stepping_batches))
+        total = max(1, int(self.trainer.estimated_stepping_batches))  # loads the training data: its batches are known
         warmup = int(self.hparams.warmup_fraction * total)
         floor = self.hparams.min_lr_ratio
+        head_steps = self._head_warmup_steps(warmup_epochs, total) if warmup_epochs else 0
 
         def lr_factor(step: int) -> float:
             if step < warmup:
@@ -259,17 +262,24 @@ class SequenceModel(L.LightningModule):
             return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
         def backbone_factor(step: int) -> float:
-            """``lr_factor``, but 0 while the head warms up."""
-            if not warmup_epochs:
-                return lr_factor(step)
-            batches = self.trainer.num_training_batches  # infinite until the first epoch starts
-            if batches == math.inf or step < warmup_epochs * math.ceil(batches / self.trainer.accumulate_grad_batches):
-                return 0.0
-            return lr_factor(step)
+            return 0.0 if step < head_steps else lr_factor(step)
 
-        factors = [backbone_factor if key[0] else lr_factor for key in sorted(groups)]
+        factors = [backbone_factor if key[0] and head_steps else lr_factor for key in keys]
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factors)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def _head_warmup_steps(self, epochs: int, total: int) -> int:
+        """The optimizer steps of ``epochs`` epochs, checked to be fewer than the ``total`` of training."""
+        batches = self.trainer.num_training_batches
+        if batches == math.inf:
+            raise ConfigError("model.head_warmup_epochs counts epochs: it needs trainer.max_epochs and training data "
+                              "whose number of batches is known")
+        steps = epochs * math.ceil(batches / self.trainer.accumulate_grad_batches)
+        if steps >= total:
+            raise ConfigError(f"model.head_warmup_epochs {epochs} is {steps} optimizer steps, not fewer than the "
+                              f"{total} of training: the backbone would never train (model.freeze_backbone true "
+                              "says that)")
+        return steps
 
     def configure_callbacks(self):
         """Keep the best checkpoint by the head's validation metric (``best.ckpt``) and the end of every epoch

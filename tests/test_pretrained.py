@@ -105,17 +105,26 @@ def test_backbone_lr_scale_and_freeze_backbone():
     assert set(optimizer_lrs(frozen)) == {"head.classifier.weight", "head.classifier.bias"}
 
 
-def test_head_warmup_epochs_that_leave_the_backbone_untrained_are_one_error():
-    with pytest.raises(ConfigError, match="head_warmup_epochs must be 0 or more, and 0 with freeze_backbone"):
+def test_head_warmup_epochs_keep_only_the_backbone_groups_at_zero_for_whole_optimizer_steps():
+    with pytest.raises(ConfigError, match="must be 0 or more, got -1"):
+        classifier(seed=1, head_warmup_epochs=-1)
+    with pytest.raises(ConfigError, match="head_warmup_epochs and model.freeze_backbone both given"):
         classifier(seed=1, head_warmup_epochs=2, freeze_backbone=True)
-    model = classifier(seed=1, head_warmup_epochs=3)
-    model._trainer = SimpleNamespace(estimated_stepping_batches=10, max_epochs=3, num_training_batches=math.inf,
-                                     accumulate_grad_batches=1)
-    with pytest.raises(ConfigError, match="head_warmup_epochs 3 is not less than trainer.max_epochs 3: the backbone"):
-        model.configure_optimizers()
-    model._trainer.max_epochs = 4
+    model = classifier(seed=1, lr=1e-3, head_warmup_epochs=2)
+    # 5 batches an epoch, 2 accumulated a step: 3 optimizer steps an epoch, so the warm-up is steps 0-5
+    model._trainer = SimpleNamespace(estimated_stepping_batches=30, num_training_batches=5, accumulate_grad_batches=2)
     scheduler = model.configure_optimizers()["lr_scheduler"]["scheduler"]
-    assert sorted(scheduler.get_last_lr()) == pytest.approx([0.0, 0.0, 1e-3, 1e-3])  # the backbone groups wait
+    names = {id(p): name for name, p in model.named_parameters()}
+    for group, factor in zip(scheduler.optimizer.param_groups, scheduler.lr_lambdas):
+        in_backbone = {names[id(p)].startswith("backbone.") for p in group["params"]}
+        assert len(in_backbone) == 1  # a group is all backbone or all head
+        assert (factor(5) == 0) == in_backbone.pop() and factor(6) > 0
+    model._trainer.estimated_stepping_batches = 6
+    with pytest.raises(ConfigError, match="head_warmup_epochs 2 is 6 optimizer steps, not fewer than the 6 of training"):
+        model.configure_optimizers()
+    model._trainer.num_training_batches = math.inf
+    with pytest.raises(ConfigError, match="needs trainer.max_epochs and training data whose number of batches is known"):
+        model.configure_optimizers()
 
 
 @pytest.mark.parametrize("strands", ["average", "pair", "forward"])

@@ -173,6 +173,10 @@ def test_triton_backward_has_its_own_channel_blocks(device, block_d, backward_bl
     options = dict(seed=6, length=23, bc="grouped", D=True, z=True, delta_bias=True, initial_state=True, softplus=True)
     expected = outputs_and_grads(*make_inputs(**options), "ref")
     inputs, softplus = make_inputs(**options, device=device)
+    grids = {backward: scan_triton._meta(inputs["u"], inputs["A"], inputs["B"], inputs["C"], inputs["D"], inputs["z"],
+                                         inputs["delta_bias"], softplus, 2, backward=backward)["grid"]
+             for backward in (False, True)}
+    assert {grids[False], grids[True]} == {(2, 2, 3), (2, 4, 1)}  # (batch, channel blocks, segments)
     assert_all_close(outputs_and_grads(inputs, softplus, "triton"), expected, 1e-10)
 
 
