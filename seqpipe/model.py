@@ -264,7 +264,7 @@ class SequenceModel(L.LightningModule):
         def backbone_factor(step: int) -> float:
             return 0.0 if step < head_steps else lr_factor(step)
 
-        factors = [backbone_factor if key[0] and head_steps else lr_factor for key in keys]
+        factors = [backbone_factor if key[0] else lr_factor for key in keys]
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factors)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
