@@ -22,6 +22,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 import scan as scan_bench  # noqa: E402  (bench/scan.py: inputs, copy bandwidth, memory floor)
+from gpu_peers import Mamba1Tile  # noqa: E402
 
 from seqpipe.backbone import Backbone  # noqa: E402
 from seqpipe.chunked import chunked_forward  # noqa: E402
@@ -59,9 +60,8 @@ def sweep(length: int, d_inner: int, tiles: list[tuple[int, int, int, int]]) -> 
         scan_bench.run_backend("triton", inputs).sum().backward()
 
     for block_d, chunk, segment_programs, warps in tiles:
-        scan_triton.BLOCK_D = scan_triton.BACKWARD_BLOCK_D = block_d
-        scan_triton.CHUNK, scan_triton.SEGMENT_PROGRAMS = chunk, segment_programs
-        scan_triton.NUM_WARPS = scan_triton.BACKWARD_WARPS = warps
+        Mamba1Tile(block_d, chunk, warps, block_d, warps).set()  # the forward and backward kernels alike
+        scan_triton.SEGMENT_PROGRAMS = segment_programs
         grid = scan_triton._meta(inputs["u"], inputs["A"], inputs["B"], inputs["C"], None, None, None, True, 1,
                                  backward=False)["grid"]
         fwd, both = cuda_seconds(forward), cuda_seconds(forward_backward)
