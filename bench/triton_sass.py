@@ -90,7 +90,7 @@ def scan_kernels(dtype: str, length: int, d_inner: int, d_state: int) -> dict:
         ints = dict(L=length, D=d_inner, Dg=d_inner, N=d_state, n_chunks=n_chunks, segment_chunks=segment_chunks,
                     **{f"{k[0]}b{k[1:]}": v for k, v in rows.items()}, **{f"{k[0]}c{k[1:]}": v for k, v in rows.items()})
         scan, summary = ({k: v for k, v in meta[part].items() if k != "num_warps"} for part in ("scan", "summary"))
-        warps = meta["scan"]["num_warps"]
+        warps, summary_warps = meta["scan"]["num_warps"], meta["summary"]["num_warps"]
         if backward:
             kernels["bwd"] = (st._scan_bwd_kernel, dict(inputs, starts_ptr=f, ungated_ptr=io, grad_out_ptr=io,
                                                         carry_ptr=f, du_ptr=io, ddelta_ptr=io, dz_ptr=io, dB_ptr=f,
@@ -98,14 +98,14 @@ def scan_kernels(dtype: str, length: int, d_inner: int, d_state: int) -> dict:
                               ints, scan, warps)
             kernels["summary_bwd"] = (st._segment_summary_bwd_kernel,
                                       dict(end_ptr=f, decay_ptr=f, delta_ptr=io, A_ptr=f, C_ptr=io, z_ptr=io,
-                                           bias_ptr=f, grad_out_ptr=io), ints, summary, warps)
+                                           bias_ptr=f, grad_out_ptr=io), ints, summary, summary_warps)
         else:
             kernels["fwd"] = (st._scan_fwd_kernel, dict(inputs, start_ptr=f, out_ptr=io, last_ptr=f, starts_ptr=f,
                                                         ungated_ptr=io),
                               ints, dict(scan, HAS_START=True, SAVE_UNGATED=True), warps)
             kernels["summary_fwd"] = (st._segment_summary_fwd_kernel, dict(end_ptr=f, decay_ptr=f, u_ptr=io,
                                                                            delta_ptr=io, A_ptr=f, B_ptr=io, bias_ptr=f),
-                                      ints, summary, warps)
+                                      ints, summary, summary_warps)
     return {name: (fn, pointers, {k: v for k, v in ints.items() if k in fn.arg_names}, constants, warps)
             for name, (fn, pointers, ints, constants, warps) in kernels.items()}
 

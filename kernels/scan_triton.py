@@ -17,7 +17,8 @@ Segments split L across programs when batch x channel blocks alone would leave t
 long sequence). The state entering each segment comes from a summary pass: every segment scans from a
 zero state to get its end state H_s and its total decay P_s = exp(A * sum(dt)); a short sequential pass then
 composes ``start_{s+1} = P_s * start_s + H_s`` over the segments. The backward does the same for the
-adjoint in reverse. The summaries read the inputs once more, the price of the parallelism.
+adjoint in reverse; its summary needs no scan, the adjoint unrolled being a sum of decayed inputs. The summaries
+read the inputs once more, the price of the parallelism, at the forward's tile in both directions.
 """
 
 from __future__ import annotations
@@ -236,19 +237,21 @@ def _segment_summary_bwd_kernel(end_ptr, decay_ptr, delta_ptr, A_ptr, C_ptr, z_p
                                 COMPUTE: tl.constexpr, CHUNK: tl.constexpr, BLOCK_D: tl.constexpr,
                                 BLOCK_N: tl.constexpr):
     """Each segment's adjoint from a zero carry at its end: the gradient G reaching the state before it, and
-    its total decay exp(A * sum dt), (B, S, D, N)."""
+    its total decay exp(A * sum dt), (B, S, D, N).
+
+    No reverse scan: the adjoint recurrence unrolled, ``G = sum_t exp(A * (dt_0 + ... + dt_t)) C_t dy_t`` over the
+    segment's steps t, walked in time order, one exp an element."""
     batch, group, _block, d, mask_d, n, mask_n, row = _program_coords(L, D, Dg, N, BLOCK_D, BLOCK_N)
     _segment_index, first, end, segment_row = _segment(n_chunks, segment_chunks)
     mask_dn = mask_d[:, None] & mask_n[None, :]
     state_offsets = d[:, None] * N + n[None, :]
     A, bias, _skip = _channel_params(A_ptr, bias_ptr, bias_ptr, d, mask_d, state_offsets, mask_dn, HAS_BIAS,
                                      False, COMPUTE, BLOCK_D)
-    carry = tl.zeros([BLOCK_D, BLOCK_N], COMPUTE)
+    entering = tl.zeros([BLOCK_D, BLOCK_N], COMPUTE)
     total_dt = tl.zeros([BLOCK_D], COMPUTE)
-    steps = tl.arange(0, CHUNK)
-    chunk = end - 1
-    while chunk >= first:
-        t = chunk * CHUNK + steps
+    chunk = first
+    while chunk < end:
+        t = chunk * CHUNK + tl.arange(0, CHUNK)
         mask_t = t < L
         mask = mask_t[:, None] & mask_d[None, :]
         offsets = row[None, :] + t[:, None]
@@ -258,12 +261,12 @@ def _segment_summary_bwd_kernel(end_ptr, decay_ptr, delta_ptr, A_ptr, C_ptr, z_p
         if HAS_Z:
             z = _load(z_ptr + offsets, mask, COMPUTE)
             grad = grad * z * tl.sigmoid(z)
-        _lam, carry = _chunk_adjoint(delta_ptr, offsets, mask, t, L, steps, bias, A, dt, grad, C, carry, SOFTPLUS,
-                                     COMPUTE, CHUNK)
+        since_start = total_dt[None, :] + tl.cumsum(dt, axis=0)  # (CHUNK, BLOCK_D): dt_0 + ... + dt_t
+        entering += tl.sum(_decay(since_start[:, :, None], A[None, :, :], EXP2=True) * grad[:, :, None] * C, axis=0)
         total_dt += tl.sum(dt, axis=0)
-        chunk -= 1
+        chunk += 1
     out = segment_row * D * N + state_offsets
-    tl.store(end_ptr + out, carry, mask=mask_dn)
+    tl.store(end_ptr + out, entering, mask=mask_dn)
     tl.store(decay_ptr + out, tl.exp(total_dt[:, None] * A), mask=mask_dn)
 
 
@@ -465,7 +468,7 @@ class _TritonScan(torch.autograd.Function):
         start = None if initial_state is None else initial_state.contiguous()
         sizes = (length, dim, dim // groups, d_state, n_chunks, segment_chunks)
         if n_segments > 1:
-            start = _compose(_segment_summary_fwd_kernel, meta["grid"],
+            start = _compose(_segment_summary_fwd_kernel, meta["summary_grid"],
                              (u, delta, A, B, delta_bias, *sizes, *_row_strides(B)),
                              meta["summary"], start, False, last, (batch, n_segments, dim, d_state))
         _scan_fwd_kernel[meta["grid"]](
@@ -490,7 +493,7 @@ class _TritonScan(torch.autograd.Function):
         sizes = (length, dim, dim // groups, d_state, n_chunks, segment_chunks)
         carry = grad_last
         if n_segments > 1:
-            carry = _compose(_segment_summary_bwd_kernel, meta["grid"],
+            carry = _compose(_segment_summary_bwd_kernel, meta["summary_grid"],
                              (delta, A, C, z, delta_bias, grad_out, *sizes, *_row_strides(C)),
                              meta["summary"], grad_last, True, starts, (batch, n_segments, dim, d_state))
         # per-element gradients are stored in their input's dtype (tl.store rounds once)
@@ -525,8 +528,11 @@ class _TritonScan(torch.autograd.Function):
 
 
 def _meta(u, A, B, C, D, z, delta_bias, softplus, groups, backward: bool) -> dict:
-    """Launch grid, segment split and the compile-time constants of the forward kernels, or of the backward ones
-    (``backward``): "scan" for the scan kernel, "summary" for its segment summary."""
+    """Launch grids, segment split and the compile-time constants of the forward kernels, or of the backward ones
+    (``backward``): "scan" and "grid" for the scan kernel, "summary" and "summary_grid" for its segment summary.
+
+    Both segment summaries take the forward's tile: they have no sums over channels, and the backward's one warp a
+    program would leave each scheduler two warps to hide their latency with."""
     batch, dim, length = u.shape
     block_d, warps = (BACKWARD_BLOCK_D, BACKWARD_WARPS) if backward else (BLOCK_D, NUM_WARPS)
     blocks = groups * triton.cdiv(dim // groups, block_d)
@@ -535,15 +541,17 @@ def _meta(u, A, B, C, D, z, delta_bias, softplus, groups, backward: bool) -> dic
     segment_chunks = triton.cdiv(n_chunks, wanted)
     n_segments = triton.cdiv(n_chunks, segment_chunks)
     shared = dict(
-        num_warps=warps, SOFTPLUS=softplus, HAS_BIAS=delta_bias is not None,
+        SOFTPLUS=softplus, HAS_BIAS=delta_bias is not None,
         COMPUTE=tl.float64 if compute_dtype(u.dtype) == torch.float64 else tl.float32,
-        CHUNK=CHUNK, BLOCK_D=block_d, BLOCK_N=triton.next_power_of_2(A.shape[1]),
+        CHUNK=CHUNK, BLOCK_N=triton.next_power_of_2(A.shape[1]),
     )
     flags = dict(HAS_D=D is not None, HAS_Z=z is not None, B_VARYING=B.dim() > 2, C_VARYING=C.dim() > 2)
-    summary = (dict(shared, HAS_Z=flags["HAS_Z"], C_VARYING=flags["C_VARYING"]) if backward
-               else dict(shared, B_VARYING=flags["B_VARYING"]))
+    summary = dict(shared, num_warps=NUM_WARPS, BLOCK_D=BLOCK_D,
+                   **({"HAS_Z": flags["HAS_Z"], "C_VARYING": flags["C_VARYING"]} if backward
+                      else {"B_VARYING": flags["B_VARYING"]}))
     return {"grid": (batch, blocks, n_segments), "chunks": (n_chunks, segment_chunks, n_segments),
-            "scan": dict(shared, **flags), "summary": summary}
+            "scan": dict(shared, num_warps=warps, BLOCK_D=block_d, **flags), "summary": summary,
+            "summary_grid": (batch, groups * triton.cdiv(dim // groups, BLOCK_D), n_segments)}
 
 
 def selective_scan_triton(

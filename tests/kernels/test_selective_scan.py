@@ -165,7 +165,8 @@ def test_triton_segment_splits(device, segment_programs, monkeypatch):
 @pytest.mark.parametrize("device", [pytest.param(d, marks=triton_marks(d)) for d in DEVICES])
 def test_triton_backward_has_its_own_channel_blocks(device, block_d, backward_block_d, monkeypatch):
     """The backward kernels with another channel block than the forward ones (and so another segment split: one
-    segment against three at these sizes, each way round): the gradients are the float64 reference's."""
+    segment against three at these sizes, each way round; the segment summaries keep the forward's channel block
+    in both directions): the gradients are the float64 reference's."""
     import seqpipe.kernels.scan_triton as scan_triton
 
     monkeypatch.setattr(scan_triton, "BLOCK_D", block_d)
@@ -173,10 +174,13 @@ def test_triton_backward_has_its_own_channel_blocks(device, block_d, backward_bl
     options = dict(seed=6, length=23, bc="grouped", D=True, z=True, delta_bias=True, initial_state=True, softplus=True)
     expected = outputs_and_grads(*make_inputs(**options), "ref")
     inputs, softplus = make_inputs(**options, device=device)
-    grids = {backward: scan_triton._meta(inputs["u"], inputs["A"], inputs["B"], inputs["C"], inputs["D"], inputs["z"],
-                                         inputs["delta_bias"], softplus, 2, backward=backward)["grid"]
+    metas = {backward: scan_triton._meta(inputs["u"], inputs["A"], inputs["B"], inputs["C"], inputs["D"], inputs["z"],
+                                         inputs["delta_bias"], softplus, 2, backward=backward)
              for backward in (False, True)}
+    grids = {backward: meta["grid"] for backward, meta in metas.items()}
     assert {grids[False], grids[True]} == {(2, 2, 3), (2, 4, 1)}  # (batch, channel blocks, segments)
+    summary_blocks = {meta["summary_grid"][1] for meta in metas.values()}
+    assert summary_blocks == {grids[False][1]} and metas[True]["summary_grid"][2] == grids[True][2]
     assert_all_close(outputs_and_grads(inputs, softplus, "triton"), expected, 1e-10)
 
 
