@@ -34,7 +34,7 @@ from seqpipe.kernels.scan_common import compute_dtype, scan_groups
 # Tile sizes from the H200 sweeps of bench/gpu_peers.py (bench/RESULTS.md, issue #16): chunks of 16 steps; the
 # forward kernels take 8 channels a program at 4 warps, the backward ones 4 channels in one warp (forward+backward
 # 1.5-1.9x faster than 8 channels at 2 warps: the backward's sums over channels stay inside the warp, no shared
-# memory and barriers; its 253 registers a thread allow 2 warps a scheduler either way). The forward saves the
+# memory and barriers; its 255 registers a thread allow 2 warps a scheduler either way). The forward saves the
 # state at every chunk start for the backward, (B, L / CHUNK, D, N) in float32 (the size of a float32 u when N is
 # 16), so both passes share CHUNK; the channel block and warps of each pass (the scan and its segment summary) are
 # its own.
