@@ -2,7 +2,7 @@
 
 Imported only when the "triton" backend is asked for: ``import seqpipe.kernels`` works without triton.
 
-Each program owns ``BLOCK_D`` channels (``BACKWARD_BLOCK_D`` in the backward) of one batch row (inside one B/C
+Each program owns ``BLOCK_D`` channels (``BACKWARD_BLOCK_D`` in the backward scan) of one batch row (inside one B/C
 group), all N states and one segment of the sequence, which it walks in chunks of ``CHUNK`` steps: it loads u,
 delta, B, C (and z) for the chunk, discretises, scans the (CHUNK, BLOCK_D, N) tile with ``tl.associative_scan``,
 contracts with C, adds D * u, gates and stores y. Only y, the last state and the state at each chunk start
@@ -32,15 +32,15 @@ import triton.language as tl
 from seqpipe.kernels.scan_common import compute_dtype, scan_groups
 
 # Tile sizes from the H200 sweeps of bench/gpu_peers.py (bench/RESULTS.md, issue #16): chunks of 16 steps; the
-# forward kernels take 8 channels a program at 4 warps, the backward ones 4 channels in one warp (forward+backward
+# forward kernels take 8 channels a program at 4 warps, the backward scan 4 channels in one warp (forward+backward
 # 1.5-1.9x faster than 8 channels at 2 warps: the backward's sums over channels stay inside the warp, no shared
 # memory and barriers; its 255 registers a thread allow 2 warps a scheduler either way). The forward saves the
 # state at every chunk start for the backward, (B, L / CHUNK, D, N) in float32 (the size of a float32 u when N is
-# 16), so both passes share CHUNK; the channel block and warps of each pass (the scan and its segment summary) are
-# its own.
+# 16), so both passes share CHUNK; the scan kernels have their own channel block and warps, and both segment
+# summaries take the forward's (see _meta).
 CHUNK = 16
 BLOCK_D, NUM_WARPS = 8, 4  # channels and warps a program of the forward kernels
-BACKWARD_BLOCK_D, BACKWARD_WARPS = 4, 1  # of the backward kernels
+BACKWARD_BLOCK_D, BACKWARD_WARPS = 4, 1  # of the backward scan kernel
 # Segments are added until batch x channel blocks x segments reaches this many programs.
 SEGMENT_PROGRAMS = 1024
 # Triton's interpreter (TRITON_INTERPRET=1) runs no inline PTX; it upcasts with .to()

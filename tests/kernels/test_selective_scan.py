@@ -34,6 +34,7 @@ OPTION_CASES = {
     "B_grouped_C_shared": dict(bc="mixed", z=True),
     "time_invariant": dict(bc="fixed", delta_bias=True),
     "initial_state": dict(initial_state=True, D=True, softplus=True),
+    "delta_of_both_signs": dict(signed_delta=True, D=True),
 }
 NAMES = ["u", "delta", "A", "B", "C", "D", "z", "delta_bias", "initial_state"]
 
@@ -53,8 +54,9 @@ def small_tiles(monkeypatch):
 
 
 def make_inputs(seed=0, batch=2, dim=8, d_state=4, length=13, bc="variable", D=False, z=False, delta_bias=False,
-                initial_state=False, softplus=False, dtype=torch.float64, device="cpu"):
-    """Seeded random inputs (never zeros) as a dict of scan keyword arguments with requires_grad set."""
+                initial_state=False, softplus=False, signed_delta=False, dtype=torch.float64, device="cpu"):
+    """Seeded random inputs (never zeros) as a dict of scan keyword arguments with requires_grad set; without
+    softplus, delta is positive unless ``signed_delta`` (a decay above 1 at some steps)."""
     gen = torch.Generator().manual_seed(seed)
 
     def rand(*shape, scale=1.0, shift=0.0):
@@ -66,7 +68,7 @@ def make_inputs(seed=0, batch=2, dim=8, d_state=4, length=13, bc="variable", D=F
     inputs = {
         "u": rand(batch, dim, length),
         # softplus takes any pre-activation; without it delta is dt itself, so keep it positive
-        "delta": rand(batch, dim, length, scale=0.5, shift=-0.5) if softplus
+        "delta": rand(batch, dim, length, scale=0.5, shift=-0.5) if softplus or signed_delta
         else rand(batch, dim, length, scale=0.3).abs() + 0.05,
         "A": -rand(dim, d_state, scale=0.5, shift=1.0).abs(),
         "B": rand(*rows["grouped" if bc == "mixed" else bc]),
@@ -181,6 +183,25 @@ def test_triton_backward_has_its_own_channel_blocks(device, block_d, backward_bl
     assert {grids[False], grids[True]} == {(2, 2, 3), (2, 4, 1)}  # (batch, channel blocks, segments)
     summary_blocks = {meta["summary_grid"][1] for meta in metas.values()}
     assert summary_blocks == {grids[False][1]} and metas[True]["summary_grid"][2] == grids[True][2]
+    assert_all_close(outputs_and_grads(inputs, softplus, "triton"), expected, 1e-10)
+
+
+@pytest.mark.parametrize("device", [pytest.param(d, marks=triton_marks(d)) for d in DEVICES])
+def test_triton_summaries_take_the_forward_channel_block(device, monkeypatch):
+    """As shipped, the segment summaries' channel block (the forward's) is larger than the backward scan's, with
+    several segments in both passes, and 6 channels a group, a multiple of neither block: the float64 reference."""
+    import seqpipe.kernels.scan_triton as scan_triton
+
+    monkeypatch.setattr(scan_triton, "BLOCK_D", 4)
+    monkeypatch.setattr(scan_triton, "BACKWARD_BLOCK_D", 2)
+    monkeypatch.setattr(scan_triton, "SEGMENT_PROGRAMS", 40)
+    options = dict(seed=7, dim=12, length=23, bc="grouped", D=True, z=True, delta_bias=True, initial_state=True,
+                   softplus=True)
+    expected = outputs_and_grads(*make_inputs(**options), "ref")
+    inputs, softplus = make_inputs(**options, device=device)
+    backward = scan_triton._meta(inputs["u"], inputs["A"], inputs["B"], inputs["C"], inputs["D"], inputs["z"],
+                                 inputs["delta_bias"], softplus, 2, backward=True)
+    assert backward["grid"] == (2, 6, 3) and backward["summary_grid"] == (2, 4, 3)  # (batch, channel blocks, segments)
     assert_all_close(outputs_and_grads(inputs, softplus, "triton"), expected, 1e-10)
 
 
