@@ -292,12 +292,14 @@ class Mamba1Tile(NamedTuple):
     warps: int
     backward_block_d: int
     backward_warps: int
+    #: ``scan_triton``'s constant behind each field, in field order
+    CONSTANTS = ("BLOCK_D", "CHUNK", "NUM_WARPS", "BACKWARD_BLOCK_D", "BACKWARD_WARPS")
 
     def set(self) -> None:
         from seqpipe.kernels import scan_triton
 
-        (scan_triton.BLOCK_D, scan_triton.CHUNK, scan_triton.NUM_WARPS, scan_triton.BACKWARD_BLOCK_D,
-         scan_triton.BACKWARD_WARPS) = self
+        for name, value in zip(self.CONSTANTS, self):
+            setattr(scan_triton, name, value)
 
     def __str__(self) -> str:
         backward = "" if self[3:] == (self.block_d, self.warps) else f"/{self.backward_block_d}x{self.backward_warps}"
@@ -307,8 +309,7 @@ class Mamba1Tile(NamedTuple):
 def default_mamba1_tile() -> Mamba1Tile:
     from seqpipe.kernels import scan_triton
 
-    return Mamba1Tile(scan_triton.BLOCK_D, scan_triton.CHUNK, scan_triton.NUM_WARPS, scan_triton.BACKWARD_BLOCK_D,
-                      scan_triton.BACKWARD_WARPS)
+    return Mamba1Tile(*(getattr(scan_triton, name) for name in Mamba1Tile.CONSTANTS))
 
 
 def parse_mamba1_tile(spec: str) -> Mamba1Tile:

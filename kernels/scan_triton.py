@@ -534,8 +534,12 @@ def _meta(u, A, B, C, D, z, delta_bias, softplus, groups, backward: bool) -> dic
     Both segment summaries take the forward's tile: they have no sums over channels, and the backward's one warp a
     program would leave each scheduler two warps to hide their latency with."""
     batch, dim, length = u.shape
+
+    def channel_blocks(block_d: int) -> int:  # programs over the channels, as _program_coords splits them
+        return groups * triton.cdiv(dim // groups, block_d)
+
     block_d, warps = (BACKWARD_BLOCK_D, BACKWARD_WARPS) if backward else (BLOCK_D, NUM_WARPS)
-    blocks = groups * triton.cdiv(dim // groups, block_d)
+    blocks = channel_blocks(block_d)
     n_chunks = triton.cdiv(length, CHUNK)
     wanted = max(1, min(n_chunks, SEGMENT_PROGRAMS // (batch * blocks)))
     segment_chunks = triton.cdiv(n_chunks, wanted)
@@ -551,7 +555,7 @@ def _meta(u, A, B, C, D, z, delta_bias, softplus, groups, backward: bool) -> dic
                       else {"B_VARYING": flags["B_VARYING"]}))
     return {"grid": (batch, blocks, n_segments), "chunks": (n_chunks, segment_chunks, n_segments),
             "scan": dict(shared, num_warps=warps, BLOCK_D=block_d, **flags), "summary": summary,
-            "summary_grid": (batch, groups * triton.cdiv(dim // groups, BLOCK_D), n_segments)}
+            "summary_grid": (batch, channel_blocks(BLOCK_D), n_segments)}
 
 
 def selective_scan_triton(
