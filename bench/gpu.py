@@ -3,8 +3,8 @@
     python bench/gpu.py [--sweep-length 65536] [--d-inner 1024] [--tiles 8x32x1024x4 ...] [--train-length 1048576]
 
 Sweep: the fused Triton scan at each (BLOCK_D channels per program, CHUNK steps per tile, SEGMENT_PROGRAMS:
-the program count up to which L is split into segments, 1 = no split; NUM_WARPS per program; the forward and
-backward kernels alike), forward and forward+backward, as a share of the memory floor of ``bench/scan.py``.
+the program count up to which L is split into segments, 1 = no split; NUM_WARPS per program; every kernel alike,
+the states on 16 lanes), forward and forward+backward, as a share of the memory floor of ``bench/scan.py``.
 Training: one forward+backward of a 4-layer backbone (d_model 128, batch 1) on a token window of
 ``--train-length``, run chunk by chunk with carried state and per-chunk gradient checkpointing
 (``seqpipe.chunked.chunked_forward``); peak memory is ``torch.cuda.max_memory_allocated``.
@@ -60,7 +60,7 @@ def sweep(length: int, d_inner: int, tiles: list[tuple[int, int, int, int]]) -> 
         scan_bench.run_backend("triton", inputs).sum().backward()
 
     for block_d, chunk, segment_programs, warps in tiles:
-        Mamba1Tile(block_d, chunk, warps, block_d, warps).set()  # the forward and backward kernels alike
+        Mamba1Tile(chunk, *[(block_d, warps, 16)] * 3).set()  # every kernel alike
         scan_triton.SEGMENT_PROGRAMS = segment_programs
         grid = scan_triton._meta(inputs["u"], inputs["A"], inputs["B"], inputs["C"], None, None, None, True, 1,
                                  backward=False)["grid"]

@@ -1,7 +1,7 @@
 """Our scans against mamba_ssm's Triton SSD kernel on one GPU, and a pre-training step per block.
 
     python bench/gpu_peers.py --sdist PATH/mamba_ssm-2.2.4.tar.gz [--skip-training] [--n-large 128]
-        [--ssd-tiles 64x8f 64x8fc1 ...] [--profile] [--mamba1-tiles 8x32x4 8x16x4/4x1 ...]
+        [--ssd-tiles 64x8f 64x8fc1 ...] [--profile] [--mamba1-tiles 16:8x1x4/8x4x16/4x1x16 ...]
     python bench/gpu_peers.py --sdist ... --warm-peer I K   # compile 1/K of mamba_ssm's autotune configs
     python bench/gpu_peers.py --sdist ... --warm-ours       # compile every seqpipe variant of the run
 
@@ -285,25 +285,24 @@ def _print_profile(title: str, events: list[tuple[str, float]], top: int) -> Non
 
 
 class Mamba1Tile(NamedTuple):
-    """One seqpipe Mamba-1 scan variant: ``scan_triton``'s CHUNK, and the channel block and warps of its forward
-    kernels and of its backward ones."""
-    block_d: int
+    """One seqpipe Mamba-1 scan variant: ``scan_triton``'s CHUNK and the ``Tile`` (channels, warps, states on lanes
+    a program) of its forward scan, its segment summaries and its backward scan."""
     chunk: int
-    warps: int
-    backward_block_d: int
-    backward_warps: int
+    forward: tuple[int, int, int]
+    summary: tuple[int, int, int]
+    backward: tuple[int, int, int]
     #: ``scan_triton``'s constant behind each field, in field order
-    CONSTANTS = ("BLOCK_D", "CHUNK", "NUM_WARPS", "BACKWARD_BLOCK_D", "BACKWARD_WARPS")
+    CONSTANTS = ("CHUNK", "FORWARD_TILE", "SUMMARY_TILE", "BACKWARD_TILE")
 
     def set(self) -> None:
         from seqpipe.kernels import scan_triton
 
-        for name, value in zip(self.CONSTANTS, self):
-            setattr(scan_triton, name, value)
+        setattr(scan_triton, "CHUNK", self.chunk)
+        for name, tile in zip(self.CONSTANTS[1:], self[1:]):
+            setattr(scan_triton, name, scan_triton.Tile(*tile))
 
     def __str__(self) -> str:
-        backward = "" if self[3:] == (self.block_d, self.warps) else f"/{self.backward_block_d}x{self.backward_warps}"
-        return f"{self.block_d}x{self.chunk}x{self.warps}{backward}"
+        return f"{self.chunk}:" + "/".join("x".join(str(v) for v in tile) for tile in self[1:])
 
 
 def default_mamba1_tile() -> Mamba1Tile:
@@ -313,15 +312,15 @@ def default_mamba1_tile() -> Mamba1Tile:
 
 
 def parse_mamba1_tile(spec: str) -> Mamba1Tile:
-    """"BLOCK_DxCHUNKxWARPS[/BACKWARD_BLOCK_DxBACKWARD_WARPS]": "8x16x4/8x2" -> chunks of 16 steps, 8 channels and
-    4 warps a program of the forward kernels, 8 channels and 2 warps of the backward ones (as the forward's when
-    left out)."""
-    match = re.fullmatch(r"(\d+)x(\d+)x(\d+)(?:/(\d+)x(\d+))?", spec)
+    """"CHUNK:FORWARD/SUMMARY/BACKWARD", each BLOCK_DxWARPSxSTATE_LANES: "16:8x1x4/8x4x16/4x1x16" -> chunks of 16
+    steps; the forward scan 8 channels, 1 warp and 4 of the states on lanes a program, the segment summaries 8, 4
+    and 16, the backward scan 4, 1 and 16."""
+    tile = r"(\d+)x(\d+)x(\d+)"
+    match = re.fullmatch(rf"(\d+):{tile}/{tile}/{tile}", spec)
     if match is None:
-        raise SystemExit(f"Mamba-1 variant {spec!r} is not BLOCK_DxCHUNKxWARPS[/BACKWARD_BLOCK_DxBACKWARD_WARPS]")
-    block_d, chunk, warps, backward_block_d, backward_warps = match.groups()
-    return Mamba1Tile(int(block_d), int(chunk), int(warps), int(backward_block_d or block_d),
-                      int(backward_warps or warps))
+        raise SystemExit(f"Mamba-1 variant {spec!r} is not CHUNK:FORWARD/SUMMARY/BACKWARD, each BLOCK_DxWARPSxLANES")
+    values = [int(v) for v in match.groups()]
+    return Mamba1Tile(values[0], tuple(values[1:4]), tuple(values[4:7]), tuple(values[7:10]))
 
 
 def mamba1_tiles(tiles: list[Mamba1Tile]) -> None:
@@ -329,8 +328,8 @@ def mamba1_tiles(tiles: list[Mamba1Tile]) -> None:
     from seqpipe.kernels import scan_triton
 
     bandwidth = copy_bandwidth()
-    print("\nMamba-1 scan tiles (BLOCK_D x CHUNK x warps [/ backward BLOCK_D x warps]), fwd / fwd+bwd ms and % of "
-          "the floor")
+    print("\nMamba-1 scan tiles (CHUNK: forward / summaries / backward, each BLOCK_D x warps x state lanes), fwd / "
+          "fwd+bwd ms and % of the floor")
     defaults = default_mamba1_tile()
     for batch, length in [(4, 8192), (1, 65536)]:
         inputs = {dtype: mamba1_inputs(batch, length, dtype) for dtype in (torch.float32, torch.bfloat16)}
@@ -439,8 +438,8 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true",
                         help="last: per-kernel GPU time of mamba_ssm, the first two SSD variants, Mamba-1")
     parser.add_argument("--mamba1-tiles", nargs="*", default=[],
-                        help="Mamba-1 scan variants BLOCK_DxCHUNKxWARPS[/BACKWARD_BLOCK_DxBACKWARD_WARPS], timed in fp32 "
-                             "and bf16")
+                        help="Mamba-1 scan variants CHUNK:FORWARD/SUMMARY/BACKWARD, each BLOCK_DxWARPSxSTATE_LANES, "
+                             "timed in fp32 and bf16")
     args = parser.parse_args()
     import triton
 

@@ -10,7 +10,7 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --tar
 export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 TRITON_CACHE_DIR=/tmp/triton_cache
 SDIST="$G/mamba_ssm-2.2.4.tar.gz"
 TILES=${TILES:-"64x4fh 64x8f"}
-M1_TILES=${M1_TILES-"8x16x4/4x1 8x16x4/8x2"}
+M1_TILES=${M1_TILES-"16:8x4x16/8x4x16/4x1x16 16:16x2x4/8x4x16/4x1x16 16:8x2x8/8x4x16/4x1x16"}
 { nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv; date -u;
   python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__,
                                            'cuda', torch.version.cuda)"; } > "$OUT/device.txt" 2>&1
@@ -27,7 +27,7 @@ done
 timeout 240 python3 "$G/bench/gpu_peers.py" --sdist "$SDIST" --warm-ours --ssd-tiles $TILES --mamba1-tiles $M1_TILES \
     > "$OUT/warm_ours.log" 2>&1 &
 wait
-echo "warm-up and tests done at $(date -u +%T)"; tail -4 "$OUT/tests.log"; tail -2 /tmp/warm_peer_*.log | tail -8
+echo "warm-up and tests done at $(date -u +%T)"; tail -4 "$OUT/tests.log"; tail -n 2 /tmp/warm_peer_*.log | tail -n 8
 cat /tmp/warm_peer_*.log > "$OUT/warm_peer.log"
 # 2. the timed run, alone on the GPU
 python3 "$G/bench/gpu_peers.py" --sdist "$SDIST" --ssd-tiles $TILES --mamba1-tiles $M1_TILES --profile 2>&1 \

@@ -1,7 +1,8 @@
 """Registers, spills, shared memory and static SASS instruction counts of the Mamba-1 scan kernels as compiled for
 the H100/H200 (sm_90), on the CPU: no GPU needed.
 
-    python bench/triton_sass.py [--dtype fp32|bf16] [--kernels fwd bwd summary_fwd summary_bwd] [--tile 8x32x4]
+    python bench/triton_sass.py [--dtype fp32|bf16] [--kernels fwd bwd summary_fwd summary_bwd]
+        [--tile 16:8x1x4/8x4x16/4x1x16]
         [--length 65536] [--d-inner 2048] [--d-state 16]
 
 Compiles ``scan_triton``'s kernels with ``triton.compile`` for ``GPUTarget("cuda", 90, 32)`` at the shape of
@@ -117,7 +118,8 @@ def main() -> None:
     parser.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32", help="u, delta, B, C, z, y and gradients")
     parser.add_argument("--kernels", nargs="+", choices=["fwd", "bwd", "summary_fwd", "summary_bwd"],
                         default=["fwd", "bwd", "summary_fwd", "summary_bwd"])
-    parser.add_argument("--tile", help="BLOCK_DxCHUNKxWARPS[/BACKWARD_BLOCK_DxBACKWARD_WARPS] (default: scan_triton's)")
+    parser.add_argument("--tile", help="CHUNK:FORWARD/SUMMARY/BACKWARD, each BLOCK_DxWARPSxSTATE_LANES "
+                                       "(default: scan_triton's)")
     parser.add_argument("--length", type=int, default=65536)
     parser.add_argument("--d-inner", type=int, default=2048)
     parser.add_argument("--d-state", type=int, default=16)
@@ -125,7 +127,7 @@ def main() -> None:
     if args.tile:
         parse_mamba1_tile(args.tile).set()
     print(f"{args.dtype}, L {args.length}, d_inner {args.d_inner}, N {args.d_state}; tile {default_mamba1_tile()} "
-          "(BLOCK_DxCHUNKxWARPS/BACKWARD_BLOCK_DxBACKWARD_WARPS)")
+          "(CHUNK:FORWARD/SUMMARY/BACKWARD, each BLOCK_DxWARPSxSTATE_LANES)")
     kernels = scan_kernels(args.dtype, args.length, args.d_inner, args.d_state)
     for name in args.kernels:
         fn, pointers, ints, constants, warps = kernels[name]

@@ -2,28 +2,30 @@
 
 Imported only when the "triton" backend is asked for: ``import seqpipe.kernels`` works without triton.
 
-Each program owns ``BLOCK_D`` channels (``BACKWARD_BLOCK_D`` in the backward scan) of one batch row (inside one B/C
-group), all N states and one segment of the sequence, which it walks in chunks of ``CHUNK`` steps: it loads u,
-delta, B, C (and z) for the chunk, discretises, scans the (CHUNK, BLOCK_D, N) tile with ``tl.associative_scan``,
-contracts with C, adds D * u, gates and stores y. Only y, the last state and the state at each chunk start
-(1/CHUNK of a (B, L, D, N) tensor) reach HBM, and, when z gates y and gradients are wanted, y before the gate (the
-backward reads it for dz instead of recomputing sum_n C x, as mamba_ssm's CUDA scan does). The backward walks a
-segment's chunks in reverse: it recomputes the chunk's states from its saved start, runs the adjoint recurrence
-``lam_t = a_{t+1} lam_{t+1} + C_t dy_t`` as a reverse scan of the tile, and accumulates every gradient.
-Per-time gradients of B and C are summed over channel blocks, and per-channel ones (A, D, delta_bias) over
-batch rows and segments, by PyTorch afterwards: deterministic, no atomics.
+Each program owns a block of channels of one batch row (inside one B/C group), all N states and one segment of the
+sequence, which it walks in chunks of ``CHUNK`` steps: it loads u, delta, B, C (and z) for the chunk, discretises,
+scans the (CHUNK, N_REG, BLOCK_D, N_LANES) tile along time with ``tl.associative_scan``, contracts with C over
+the states, adds D * u, gates and stores y. The N states are split as N = N_REG x N_LANES (see ``Tile``): N_LANES
+of them on lanes, the rest in each thread's registers, beside the chunk's steps. Only y, the last state and the
+state at each chunk start (1/CHUNK of a (B, L, D, N) tensor) reach HBM, and, when z gates y and gradients are
+wanted, y before the gate (the backward reads it for dz instead of recomputing sum_n C x, as mamba_ssm's CUDA scan
+does). The backward walks a segment's chunks in reverse: it recomputes the chunk's states from its saved start,
+runs the adjoint recurrence ``lam_t = a_{t+1} lam_{t+1} + C_t dy_t`` as a reverse scan of the tile, and
+accumulates every gradient. Per-time gradients of B and C are summed over channel blocks, and per-channel ones (A,
+D, delta_bias) over batch rows and segments, by PyTorch afterwards: deterministic, no atomics.
 
 Segments split L across programs when batch x channel blocks alone would leave the GPU idle (a batch of one
 long sequence). The state entering each segment comes from a summary pass: every segment scans from a
 zero state to get its end state H_s and its total decay P_s = exp(A * sum(dt)); a short sequential pass then
 composes ``start_{s+1} = P_s * start_s + H_s`` over the segments. The backward does the same for the
 adjoint in reverse; its summary needs no scan, the adjoint unrolled being a sum of decayed inputs. The summaries
-read the inputs once more, the price of the parallelism, at the forward's tile in both directions.
+read the inputs once more, the price of the parallelism.
 """
 
 from __future__ import annotations
 
 import os
+from typing import NamedTuple
 
 import torch
 import triton
@@ -31,20 +33,32 @@ import triton.language as tl
 
 from seqpipe.kernels.scan_common import compute_dtype, scan_groups
 
-# Tile sizes from the H200 sweeps of bench/gpu_peers.py (bench/RESULTS.md, issue #16): chunks of 16 steps; the
-# forward kernels take 8 channels a program at 4 warps, the backward scan 4 channels in one warp (forward+backward
-# 1.5-1.9x faster than 8 channels at 2 warps: the backward's sums over channels stay inside the warp, no shared
-# memory and barriers; its 255 registers a thread allow 2 warps a scheduler either way). The forward saves the
-# state at every chunk start for the backward, (B, L / CHUNK, D, N) in float32 (the size of a float32 u when N is
-# 16), so both passes share CHUNK; the scan kernels have their own channel block and warps, and both segment
-# summaries take the forward's (see _meta).
+
+class Tile(NamedTuple):
+    """A program's share of a kernel's work: ``block_d`` channels, ``warps`` warps, and ``state_lanes`` of the N
+    states on lanes (the other N / state_lanes in each thread's registers). Triton lays the (CHUNK, N_REG,
+    BLOCK_D, N_LANES) tile with the states on lanes first and the channels on the remaining lanes and the warps, so
+    ``block_d * state_lanes == 32 * warps`` fills a program without replication."""
+    block_d: int
+    warps: int
+    state_lanes: int
+
+
+# Tiles from the H200 sweeps of bench/gpu_peers.py (bench/RESULTS.md, issue #16), chunks of 16 steps. The forward
+# scan keeps 4 states on lanes, 4 in registers: its sum over the states for y is 3 additions in a thread and 2
+# shuffle levels where 16 state lanes took 4 levels (the forward's largest cost after the exps). The backward scan
+# takes 4 channels in one warp with the states on lanes (its sums over channels stay inside the warp, no shared
+# memory and barriers; 255 registers a thread allow 2 warps a scheduler either way). The segment summaries have no
+# sums over channels or states. The forward saves the state at every chunk start for the backward, (B, L / CHUNK, D,
+# N) in float32 (the size of a float32 u when N is 16), so both passes share CHUNK.
 CHUNK = 16
-BLOCK_D, NUM_WARPS = 8, 4  # channels and warps a program of the forward kernels
-BACKWARD_BLOCK_D, BACKWARD_WARPS = 4, 1  # of the backward scan kernel
+FORWARD_TILE = Tile(block_d=8, warps=1, state_lanes=4)
+SUMMARY_TILE = Tile(block_d=8, warps=4, state_lanes=16)
+BACKWARD_TILE = Tile(block_d=4, warps=1, state_lanes=16)
 # Segments are added until batch x channel blocks x segments reaches this many programs.
 SEGMENT_PROGRAMS = 1024
-# Triton's interpreter (TRITON_INTERPRET=1) runs no inline PTX; it upcasts with .to()
-PTX_UPCAST = tl.constexpr(os.environ.get("TRITON_INTERPRET", "0") != "1")
+# Triton's interpreter (TRITON_INTERPRET=1) runs no inline PTX: it upcasts with .to() and takes tl.exp
+PTX = tl.constexpr(os.environ.get("TRITON_INTERPRET", "0") != "1")
 
 
 @triton.jit
@@ -68,7 +82,7 @@ def _upcast(x, COMPUTE: tl.constexpr):
     inline: Triton's layout pass moves a layout conversion in front of an ``arith.extf`` (fewer bytes to move)
     and recomputes every op after it in the new layout, which put the softplus of delta in the layout
     replicated over the 16 state lanes (66 against 36 exps a thread, 2.5x the SASS of the float32 kernel)."""
-    if PTX_UPCAST and (x.dtype.is_bf16() or x.dtype.is_fp16()):
+    if PTX and (x.dtype.is_bf16() or x.dtype.is_fp16()):
         cvt: tl.constexpr = "cvt.f32.bf16 $0, $1;" if x.dtype.is_bf16() else "cvt.f32.f16 $0, $1;"
         return tl.inline_asm_elementwise(cvt, "=r,h", [x], dtype=tl.float32, is_pure=True, pack=1).to(COMPUTE)
     return x.to(COMPUTE)
@@ -81,12 +95,13 @@ def _load(pointers, mask, COMPUTE: tl.constexpr):
 
 
 @triton.jit
-def _decay(dt, A, EXP2: tl.constexpr):
-    """exp(dt * A) for a tile; with EXP2 as exp2 of dt times A * log2(e), one multiplication fewer an element (A's
-    product hoisted out of the loop over chunks). Timed on the H200 with 32-step chunks (bench/RESULTS.md): exp2 made
-    the backward 1-5% faster and the forward 5-13% slower, so the backward kernels use it and the forward ones not."""
-    if EXP2:
-        return tl.exp2(dt * (A * 1.4426950408889634))
+def _decay(dt, A):
+    """exp(dt * A) for a tile. In float32 on the GPU one ``ex2.approx.ftz`` of dt * A * log2(e): ``tl.exp``
+    compiles to the same MUFU exp plus a range check and two predicated multiplications for results below 2^-126
+    (five instructions against two), which a decay factor has no use for (flushed to 0)."""
+    if PTX and dt.dtype.is_fp32():
+        return tl.inline_asm_elementwise("ex2.approx.ftz.f32 $0, $1;", "=r,r", [dt * (A * 1.4426950408889634)],
+                                         dtype=tl.float32, is_pure=True, pack=1)
     return tl.exp(dt * A)
 
 
@@ -99,20 +114,36 @@ def _dt(delta_ptr, offsets, mask, bias, SOFTPLUS: tl.constexpr, COMPUTE: tl.cons
 
 
 @triton.jit
-def _rows(ptr, batch, group, t, mask_t, d, mask_d, n, mask_n, N, s_b, s_g, s_n, s_l,
+def _per_state(x):
+    """A (CHUNK, BLOCK_D) tile broadcast over the states: (CHUNK, 1, BLOCK_D, 1)."""
+    return x[:, None, :, None]
+
+
+@triton.jit
+def _sum_states(x):
+    """(CHUNK, BLOCK_D) sums over the states of a (CHUNK, N_REG, BLOCK_D, N_LANES) tile: in registers, then over
+    lanes."""
+    return tl.sum(tl.sum(x, axis=1), axis=2)
+
+
+@triton.jit
+def _rows(ptr, batch, group, t, mask_t, state_offsets, mask_dn, n, mask_n, s_b, s_g, s_n, s_l,
           VARYING: tl.constexpr, COMPUTE: tl.constexpr):
-    """B or C for a chunk as a 3-D tile: (CHUNK, 1, BLOCK_N) when time-varying, (1, BLOCK_D, BLOCK_N) if not."""
+    """B or C for a chunk as a tile: (CHUNK, N_REG, 1, N_LANES) when time-varying, (1, N_REG, BLOCK_D, N_LANES) if
+    not. (The time-varying rows are loaded as (CHUNK, N_REG, N_LANES): a 4-D load would be laid out for its own
+    coalescing, time on lanes, and the scan would follow it.)"""
     if VARYING:
-        offsets = batch * s_b + group * s_g + n[None, :] * s_n + t[:, None] * s_l
-        tile = _load(ptr + offsets, mask_t[:, None] & mask_n[None, :], COMPUTE)[:, None, :]
+        offsets = batch * s_b + group * s_g + n[None, :, :] * s_n + t[:, None, None] * s_l
+        tile = _load(ptr + offsets, mask_t[:, None, None] & mask_n[None, :, :], COMPUTE)[:, :, None, :]
     else:
-        tile = _load(ptr + d[:, None] * N + n[None, :], mask_d[:, None] & mask_n[None, :], COMPUTE)[None, :, :]
+        tile = _load(ptr + state_offsets, mask_dn, COMPUTE)[None, :, :, :]
     return tile
 
 
 @triton.jit
-def _program_coords(L, D, Dg, N, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr):
-    """This program's batch row, group, channel block and channel/state index vectors."""
+def _program_coords(L, D, Dg, N, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, N_LANES: tl.constexpr):
+    """This program's batch row, group, channel block, channels d (BLOCK_D,), states n (N_REG, N_LANES), the
+    offsets and mask of its (N_REG, BLOCK_D, N_LANES) state tile in a (..., D, N) tensor, and its row offset."""
     batch = tl.program_id(0)
     blocks_per_group = tl.cdiv(Dg, BLOCK_D)
     group = tl.program_id(1) // blocks_per_group
@@ -120,8 +151,11 @@ def _program_coords(L, D, Dg, N, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr):
     local = block * BLOCK_D + tl.arange(0, BLOCK_D)
     mask_d = local < Dg
     d = group * Dg + local
-    n = tl.arange(0, BLOCK_N)
-    return batch, group, block, d, mask_d, n, n < N, batch * D * L + d * L
+    n = tl.arange(0, BLOCK_N // N_LANES)[:, None] * N_LANES + tl.arange(0, N_LANES)[None, :]
+    mask_n = n < N
+    state_offsets = d[None, :, None] * N + n[:, None, :]
+    mask_dn = mask_d[None, :, None] & mask_n[:, None, :]
+    return batch, group, block, d, mask_d, n, mask_n, state_offsets, mask_dn, batch * D * L + d * L
 
 
 @triton.jit
@@ -135,7 +169,7 @@ def _segment(n_chunks, segment_chunks):
 @triton.jit
 def _channel_params(A_ptr, bias_ptr, D_ptr, d, mask_d, state_offsets, mask_dn, HAS_BIAS: tl.constexpr,
                     HAS_D: tl.constexpr, COMPUTE: tl.constexpr, BLOCK_D: tl.constexpr):
-    """A (BLOCK_D, BLOCK_N), delta_bias and D (BLOCK_D,) of this program's channels (zeros when absent)."""
+    """A (N_REG, BLOCK_D, N_LANES), delta_bias and D (BLOCK_D,) of this program's channels (zeros when absent)."""
     A = _load(A_ptr + state_offsets, mask_dn, COMPUTE)
     bias = _load(bias_ptr + d, mask_d, COMPUTE) if HAS_BIAS else tl.zeros([BLOCK_D], COMPUTE)
     skip = _load(D_ptr + d, mask_d, COMPUTE) if HAS_D else tl.zeros([BLOCK_D], COMPUTE)
@@ -143,27 +177,28 @@ def _channel_params(A_ptr, bias_ptr, D_ptr, d, mask_d, state_offsets, mask_dn, H
 
 
 @triton.jit
-def _last_row(x, steps, CHUNK: tl.constexpr):
-    """The chunk's last state (BLOCK_D, BLOCK_N) from its states (CHUNK, BLOCK_D, BLOCK_N)."""
-    return tl.sum(tl.where((steps == CHUNK - 1)[:, None, None], x, 0), axis=0)
+def _row_at(x, steps, step):
+    """Row ``step`` of a (CHUNK, N_REG, BLOCK_D, N_LANES) tile: a state tile (N_REG, BLOCK_D, N_LANES)."""
+    return tl.sum(tl.where((steps == step)[:, None, None, None], x, 0), axis=0)
 
 
 @triton.jit
-def _chunk_states(u_ptr, delta_ptr, B_ptr, row, t, mask_t, mask_d, A, bias, batch, group, d, n, mask_n, N,
-                  sb_b, sb_g, sb_n, sb_l, state0, SOFTPLUS: tl.constexpr, B_VARYING: tl.constexpr,
-                  COMPUTE: tl.constexpr, CHUNK: tl.constexpr, EXP2: tl.constexpr):
-    """Discretise and scan one chunk from state0: returns u, delta pre-activation, dt (CHUNK, BLOCK_D), B u dt,
-    B, the states x (CHUNK, BLOCK_D, BLOCK_N; B (CHUNK, 1, BLOCK_N) when time-varying). EXP2: see ``_decay``."""
+def _chunk_states(u_ptr, delta_ptr, B_ptr, row, t, mask_t, mask_d, A, bias, batch, group, state_offsets, mask_dn,
+                  n, mask_n, sb_b, sb_g, sb_n, sb_l, state0, SOFTPLUS: tl.constexpr, B_VARYING: tl.constexpr,
+                  COMPUTE: tl.constexpr, CHUNK: tl.constexpr):
+    """Discretise and scan one chunk from state0: returns u, delta pre-activation, dt (CHUNK, BLOCK_D), B u dt, B and
+    the states x (CHUNK, N_REG, BLOCK_D, N_LANES; B (CHUNK, N_REG, 1, N_LANES) when time-varying)."""
     offsets = row[None, :] + t[:, None]
     mask = mask_t[:, None] & mask_d[None, :]
     u = _load(u_ptr + offsets, mask, COMPUTE)
     pre, dt = _dt(delta_ptr, offsets, mask, bias[None, :], SOFTPLUS, COMPUTE)
-    B = _rows(B_ptr, batch, group, t, mask_t, d, mask_d, n, mask_n, N, sb_b, sb_g, sb_n, sb_l, B_VARYING, COMPUTE)
-    a = _decay(dt[:, :, None], A[None, :, :], EXP2)
-    bu = (dt * u)[:, :, None] * B
+    B = _rows(B_ptr, batch, group, t, mask_t, state_offsets, mask_dn, n, mask_n, sb_b, sb_g, sb_n, sb_l, B_VARYING,
+              COMPUTE)
+    a = _decay(_per_state(dt), A[None, :, :, :])
+    bu = _per_state(dt * u) * B
     # state0 enters through the first step's input, so the scan's running decay products are never used
-    first = (tl.arange(0, CHUNK) == 0)[:, None, None]
-    _, x = tl.associative_scan((a, tl.where(first, a * state0[None, :, :] + bu, bu)), axis=0,
+    first = (tl.arange(0, CHUNK) == 0)[:, None, None, None]
+    _, x = tl.associative_scan((a, tl.where(first, a * state0[None, :, :, :] + bu, bu)), axis=0,
                                combine_fn=linear_combine)
     return u, pre, dt, bu, B, x
 
@@ -186,48 +221,47 @@ def _chunk_adjoint(delta_ptr, offsets, mask, t, L, steps, bias, A, dt, grad, C, 
                    COMPUTE: tl.constexpr, CHUNK: tl.constexpr):
     """Reverse scan of ``lam_t = a_{t+1} lam_{t+1} + C_t dy_t`` over one chunk.
 
-    ``carry`` (BLOCK_D, BLOCK_N) is the gradient reaching the chunk's last state from later chunks. Returns
-    lam (CHUNK, BLOCK_D, BLOCK_N) and the gradient reaching the state before the chunk, ``a_0 lam_0``.
+    ``carry`` (N_REG, BLOCK_D, N_LANES) is the gradient reaching the chunk's last state from later chunks. Returns
+    lam (CHUNK, N_REG, BLOCK_D, N_LANES) and the gradient reaching the state before the chunk, ``a_0 lam_0``.
     """
     # a_{t+1} inside the chunk; 1 on the last row, whose successor's decay is already in carry
     _, dt_next = _dt(delta_ptr, offsets + 1, mask & (steps < CHUNK - 1)[:, None] & (t + 1 < L)[:, None],
                      bias[None, :], SOFTPLUS, COMPUTE)
-    last = (steps == CHUNK - 1)[:, None, None]
-    lam_in = grad[:, :, None] * C
-    a_next = _decay(dt_next[:, :, None], A[None, :, :], EXP2=True)
-    lam = _reverse_scan(a_next, tl.where(last, lam_in + carry[None, :, :], lam_in))
+    lam_in = _per_state(grad) * C
+    a_next = _decay(_per_state(dt_next), A[None, :, :, :])
+    last = (steps == CHUNK - 1)[:, None, None, None]
+    lam = _reverse_scan(a_next, tl.where(last, lam_in + carry[None, :, :, :], lam_in))
     dt_first = tl.sum(tl.where((steps == 0)[:, None], dt, 0), axis=0)
-    # tl.exp, not _decay: the timed kernel (bench/RESULTS.md); exp2 made the backward spill 4 B (sm_90, 32-step chunks)
-    return lam, tl.exp(dt_first[:, None] * A) * tl.sum(tl.where((steps == 0)[:, None, None], lam, 0), axis=0)
+    return lam, _decay(dt_first[None, :, None], A) * _row_at(lam, steps, 0)
 
 
 @triton.jit
 def _segment_summary_fwd_kernel(end_ptr, decay_ptr, u_ptr, delta_ptr, A_ptr, B_ptr, bias_ptr, L, D, Dg, N,
                                 n_chunks, segment_chunks, sb_b, sb_g, sb_n, sb_l, SOFTPLUS: tl.constexpr,
                                 HAS_BIAS: tl.constexpr, B_VARYING: tl.constexpr, COMPUTE: tl.constexpr,
-                                CHUNK: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr):
+                                CHUNK: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
+                                N_LANES: tl.constexpr):
     """Each segment scanned from a zero state: its end state H and total decay exp(A * sum dt), (B, S, D, N)."""
-    batch, group, _block, d, mask_d, n, mask_n, row = _program_coords(L, D, Dg, N, BLOCK_D, BLOCK_N)
+    batch, group, _block, d, mask_d, n, mask_n, state_offsets, mask_dn, row = _program_coords(
+        L, D, Dg, N, BLOCK_D, BLOCK_N, N_LANES)
     _segment_index, first, end, segment_row = _segment(n_chunks, segment_chunks)
-    mask_dn = mask_d[:, None] & mask_n[None, :]
-    state_offsets = d[:, None] * N + n[None, :]
     A, bias, _skip = _channel_params(A_ptr, bias_ptr, bias_ptr, d, mask_d, state_offsets, mask_dn, HAS_BIAS,
                                      False, COMPUTE, BLOCK_D)
-    state = tl.zeros([BLOCK_D, BLOCK_N], COMPUTE)
+    state = tl.zeros([BLOCK_N // N_LANES, BLOCK_D, N_LANES], COMPUTE)
     total_dt = tl.zeros([BLOCK_D], COMPUTE)
     steps = tl.arange(0, CHUNK)
     chunk = first
     while chunk < end:  # not range(): triton 3.6's interpreter fails on a runtime bound with numpy >= 2.4
         t = chunk * CHUNK + steps
-        _u, _pre, dt, _bu, _B, x = _chunk_states(u_ptr, delta_ptr, B_ptr, row, t, t < L, mask_d, A, bias,
-                                                 batch, group, d, n, mask_n, N, sb_b, sb_g, sb_n, sb_l, state,
-                                                 SOFTPLUS, B_VARYING, COMPUTE, CHUNK, EXP2=False)
-        state = _last_row(x, steps, CHUNK)
+        _u, _pre, dt, _bu, _B, x = _chunk_states(u_ptr, delta_ptr, B_ptr, row, t, t < L, mask_d, A, bias, batch,
+                                                 group, state_offsets, mask_dn, n, mask_n, sb_b, sb_g, sb_n, sb_l,
+                                                 state, SOFTPLUS, B_VARYING, COMPUTE, CHUNK)
+        state = _row_at(x, steps, CHUNK - 1)
         total_dt += tl.sum(dt, axis=0)
         chunk += 1
     out = segment_row * D * N + state_offsets
     tl.store(end_ptr + out, state, mask=mask_dn)
-    tl.store(decay_ptr + out, tl.exp(total_dt[:, None] * A), mask=mask_dn)
+    tl.store(decay_ptr + out, tl.exp(total_dt[None, :, None] * A), mask=mask_dn)
 
 
 @triton.jit
@@ -235,19 +269,18 @@ def _segment_summary_bwd_kernel(end_ptr, decay_ptr, delta_ptr, A_ptr, C_ptr, z_p
                                 Dg, N, n_chunks, segment_chunks, sc_b, sc_g, sc_n, sc_l, SOFTPLUS: tl.constexpr,
                                 HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, C_VARYING: tl.constexpr,
                                 COMPUTE: tl.constexpr, CHUNK: tl.constexpr, BLOCK_D: tl.constexpr,
-                                BLOCK_N: tl.constexpr):
+                                BLOCK_N: tl.constexpr, N_LANES: tl.constexpr):
     """Each segment's adjoint from a zero carry at its end: the gradient G reaching the state before it, and
     its total decay exp(A * sum dt), (B, S, D, N).
 
     No reverse scan: the adjoint recurrence unrolled, ``G = sum_t exp(A * (dt_0 + ... + dt_t)) C_t dy_t`` over the
     segment's steps t, walked in time order, one exp an element."""
-    batch, group, _block, d, mask_d, n, mask_n, row = _program_coords(L, D, Dg, N, BLOCK_D, BLOCK_N)
+    batch, group, _block, d, mask_d, n, mask_n, state_offsets, mask_dn, row = _program_coords(
+        L, D, Dg, N, BLOCK_D, BLOCK_N, N_LANES)
     _segment_index, first, end, segment_row = _segment(n_chunks, segment_chunks)
-    mask_dn = mask_d[:, None] & mask_n[None, :]
-    state_offsets = d[:, None] * N + n[None, :]
     A, bias, _skip = _channel_params(A_ptr, bias_ptr, bias_ptr, d, mask_d, state_offsets, mask_dn, HAS_BIAS,
                                      False, COMPUTE, BLOCK_D)
-    entering = tl.zeros([BLOCK_D, BLOCK_N], COMPUTE)
+    entering = tl.zeros([BLOCK_N // N_LANES, BLOCK_D, N_LANES], COMPUTE)
     total_dt = tl.zeros([BLOCK_D], COMPUTE)
     chunk = first
     while chunk < end:
@@ -256,18 +289,19 @@ def _segment_summary_bwd_kernel(end_ptr, decay_ptr, delta_ptr, A_ptr, C_ptr, z_p
         mask = mask_t[:, None] & mask_d[None, :]
         offsets = row[None, :] + t[:, None]
         _pre, dt = _dt(delta_ptr, offsets, mask, bias[None, :], SOFTPLUS, COMPUTE)
-        C = _rows(C_ptr, batch, group, t, mask_t, d, mask_d, n, mask_n, N, sc_b, sc_g, sc_n, sc_l, C_VARYING, COMPUTE)
+        C = _rows(C_ptr, batch, group, t, mask_t, state_offsets, mask_dn, n, mask_n, sc_b, sc_g, sc_n, sc_l,
+                  C_VARYING, COMPUTE)
         grad = _load(grad_out_ptr + offsets, mask, COMPUTE)
         if HAS_Z:
             z = _load(z_ptr + offsets, mask, COMPUTE)
             grad = grad * z * tl.sigmoid(z)
         since_start = total_dt[None, :] + tl.cumsum(dt, axis=0)  # (CHUNK, BLOCK_D): dt_0 + ... + dt_t
-        entering += tl.sum(_decay(since_start[:, :, None], A[None, :, :], EXP2=True) * grad[:, :, None] * C, axis=0)
+        entering += tl.sum(_decay(_per_state(since_start), A[None, :, :, :]) * _per_state(grad) * C, axis=0)
         total_dt += tl.sum(dt, axis=0)
         chunk += 1
     out = segment_row * D * N + state_offsets
     tl.store(end_ptr + out, entering, mask=mask_dn)
-    tl.store(decay_ptr + out, tl.exp(total_dt[:, None] * A), mask=mask_dn)
+    tl.store(decay_ptr + out, tl.exp(total_dt[None, :, None] * A), mask=mask_dn)
 
 
 @triton.jit
@@ -314,17 +348,16 @@ def _scan_fwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_p
                      SOFTPLUS: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
                      HAS_START: tl.constexpr, SAVE_UNGATED: tl.constexpr, B_VARYING: tl.constexpr,
                      C_VARYING: tl.constexpr, COMPUTE: tl.constexpr, CHUNK: tl.constexpr, BLOCK_D: tl.constexpr,
-                     BLOCK_N: tl.constexpr):
-    batch, group, _block, d, mask_d, n, mask_n, row = _program_coords(L, D, Dg, N, BLOCK_D, BLOCK_N)
+                     BLOCK_N: tl.constexpr, N_LANES: tl.constexpr):
+    batch, group, _block, d, mask_d, n, mask_n, state_offsets, mask_dn, row = _program_coords(
+        L, D, Dg, N, BLOCK_D, BLOCK_N, N_LANES)
     segment, first, end, segment_row = _segment(n_chunks, segment_chunks)
-    mask_dn = mask_d[:, None] & mask_n[None, :]
-    state_offsets = d[:, None] * N + n[None, :]
     A, bias, skip = _channel_params(A_ptr, bias_ptr, D_ptr, d, mask_d, state_offsets, mask_dn, HAS_BIAS, HAS_D,
                                     COMPUTE, BLOCK_D)
     if HAS_START:  # the state entering this segment, (B, S, D, N)
         state = _load(start_ptr + segment_row * D * N + state_offsets, mask_dn, COMPUTE)
     else:
-        state = tl.zeros([BLOCK_D, BLOCK_N], COMPUTE)
+        state = tl.zeros([BLOCK_N // N_LANES, BLOCK_D, N_LANES], COMPUTE)
     steps = tl.arange(0, CHUNK)
     chunk = first
     while chunk < end:
@@ -332,14 +365,15 @@ def _scan_fwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_p
         t = chunk * CHUNK + steps
         mask_t = t < L
         u, _, _, _, _, x = _chunk_states(u_ptr, delta_ptr, B_ptr, row, t, mask_t, mask_d, A, bias, batch, group,
-                                         d, n, mask_n, N, sb_b, sb_g, sb_n, sb_l, state, SOFTPLUS, B_VARYING,
-                                         COMPUTE, CHUNK, EXP2=False)
-        C = _rows(C_ptr, batch, group, t, mask_t, d, mask_d, n, mask_n, N, sc_b, sc_g, sc_n, sc_l, C_VARYING, COMPUTE)
-        y = tl.sum(x * C, axis=2) + u * skip[None, :]
+                                         state_offsets, mask_dn, n, mask_n, sb_b, sb_g, sb_n, sb_l, state, SOFTPLUS,
+                                         B_VARYING, COMPUTE, CHUNK)
+        C = _rows(C_ptr, batch, group, t, mask_t, state_offsets, mask_dn, n, mask_n, sc_b, sc_g, sc_n, sc_l,
+                  C_VARYING, COMPUTE)
+        y = _sum_states(x * C) + u * skip[None, :]
         offsets = row[None, :] + t[:, None]
         mask = mask_t[:, None] & mask_d[None, :]
         _store_output(out_ptr, z_ptr, ungated_ptr, y, offsets, mask, HAS_Z, SAVE_UNGATED, COMPUTE)
-        state = _last_row(x, steps, CHUNK)
+        state = _row_at(x, steps, CHUNK - 1)
         chunk += 1
     tl.store(last_ptr + batch * D * N + state_offsets, state, mask=mask_dn & (segment == tl.num_programs(2) - 1))
 
@@ -349,36 +383,37 @@ def _scan_bwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_p
                      grad_out_ptr, carry_ptr, du_ptr, ddelta_ptr, dz_ptr, dB_ptr, dC_ptr, dA_ptr, dskip_ptr, dbias_ptr,
                      dh0_ptr, L, D, Dg, N, n_chunks, segment_chunks, sb_b, sb_g, sb_n, sb_l, sc_b, sc_g, sc_n, sc_l,
                      SOFTPLUS: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
-                     B_VARYING: tl.constexpr, C_VARYING: tl.constexpr,
-                     COMPUTE: tl.constexpr, CHUNK: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr):
-    batch, group, block, d, mask_d, n, mask_n, row = _program_coords(L, D, Dg, N, BLOCK_D, BLOCK_N)
+                     B_VARYING: tl.constexpr, C_VARYING: tl.constexpr, COMPUTE: tl.constexpr, CHUNK: tl.constexpr,
+                     BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, N_LANES: tl.constexpr):
+    batch, group, block, d, mask_d, n, mask_n, state_offsets, mask_dn, row = _program_coords(
+        L, D, Dg, N, BLOCK_D, BLOCK_N, N_LANES)
     _segment_index, first, end, segment_row = _segment(n_chunks, segment_chunks)
-    mask_dn = mask_d[:, None] & mask_n[None, :]
-    state_offsets = d[:, None] * N + n[None, :]
     A, bias, skip = _channel_params(A_ptr, bias_ptr, D_ptr, d, mask_d, state_offsets, mask_dn, HAS_BIAS, HAS_D,
                                     COMPUTE, BLOCK_D)
     # carry: gradient reaching the state just before the chunk processed last; starts as the gradient
     # entering the segment's end, (B, S, D, N) (d last_state for the last segment)
     carry = _load(carry_ptr + segment_row * D * N + state_offsets, mask_dn, COMPUTE)
-    grad_A = tl.zeros([BLOCK_D, BLOCK_N], COMPUTE)
-    grad_B_fixed = tl.zeros([BLOCK_D, BLOCK_N], COMPUTE)  # used when B is time-invariant
-    grad_C_fixed = tl.zeros([BLOCK_D, BLOCK_N], COMPUTE)
+    grad_A = tl.zeros([BLOCK_N // N_LANES, BLOCK_D, N_LANES], COMPUTE)
+    grad_B_fixed = tl.zeros([BLOCK_N // N_LANES, BLOCK_D, N_LANES], COMPUTE)  # used when B is time-invariant
+    grad_C_fixed = tl.zeros([BLOCK_N // N_LANES, BLOCK_D, N_LANES], COMPUTE)
     grad_skip = tl.zeros([BLOCK_D], COMPUTE)
     grad_bias = tl.zeros([BLOCK_D], COMPUTE)
     steps = tl.arange(0, CHUNK)
-    # per-time B/C gradients go to (batch, G, channel blocks, N, L) partial sums
-    partial_offsets = ((batch * tl.num_programs(1) + tl.program_id(1)) * N + n[None, :]) * L
+    # per-time B/C gradients go to (batch, G, channel blocks, N, L) partial sums, (CHUNK, N_REG, N_LANES) a chunk
+    partial_offsets = ((batch * tl.num_programs(1) + tl.program_id(1)) * N + n[None, :, :]) * L
     chunk = end - 1
     while chunk >= first:
         t = chunk * CHUNK + steps
         mask_t = t < L
         mask = mask_t[:, None] & mask_d[None, :]
+        mask_tn = mask_t[:, None, None] & mask_n[None, :, :]
         offsets = row[None, :] + t[:, None]
         state0 = tl.load(starts_ptr + (batch * n_chunks + chunk) * D * N + state_offsets, mask=mask_dn, other=0)
         u, pre, dt, bu, B, x = _chunk_states(u_ptr, delta_ptr, B_ptr, row, t, mask_t, mask_d, A, bias, batch,
-                                             group, d, n, mask_n, N, sb_b, sb_g, sb_n, sb_l, state0, SOFTPLUS,
-                                             B_VARYING, COMPUTE, CHUNK, EXP2=True)
-        C = _rows(C_ptr, batch, group, t, mask_t, d, mask_d, n, mask_n, N, sc_b, sc_g, sc_n, sc_l, C_VARYING, COMPUTE)
+                                             group, state_offsets, mask_dn, n, mask_n, sb_b, sb_g, sb_n, sb_l, state0,
+                                             SOFTPLUS, B_VARYING, COMPUTE, CHUNK)
+        C = _rows(C_ptr, batch, group, t, mask_t, state_offsets, mask_dn, n, mask_n, sc_b, sc_g, sc_n, sc_l,
+                  C_VARYING, COMPUTE)
         grad = _load(grad_out_ptr + offsets, mask, COMPUTE)
         if HAS_Z:
             z = _load(z_ptr + offsets, mask, COMPUTE)
@@ -390,20 +425,18 @@ def _scan_bwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_p
         lam, carry = _chunk_adjoint(delta_ptr, offsets, mask, t, L, steps, bias, A, dt, grad, C, carry, SOFTPLUS,
                                     COMPUTE, CHUNK)
         if C_VARYING:
-            tl.store(dC_ptr + partial_offsets + t[:, None], tl.sum(grad[:, :, None] * x, axis=1),
-                     mask=mask_t[:, None] & mask_n[None, :])
+            tl.store(dC_ptr + partial_offsets + t[:, None, None], tl.sum(_per_state(grad) * x, axis=2), mask=mask_tn)
         else:
-            grad_C_fixed += tl.sum(grad[:, :, None] * x, axis=0)
-        dtu = dt * u
+            grad_C_fixed += tl.sum(_per_state(grad) * x, axis=0)
+        dtu = _per_state(dt * u)
         if B_VARYING:
-            tl.store(dB_ptr + partial_offsets + t[:, None], tl.sum(lam * dtu[:, :, None], axis=1),
-                     mask=mask_t[:, None] & mask_n[None, :])
+            tl.store(dB_ptr + partial_offsets + t[:, None, None], tl.sum(lam * dtu, axis=2), mask=mask_tn)
         else:
-            grad_B_fixed += tl.sum(lam * dtu[:, :, None], axis=0)
+            grad_B_fixed += tl.sum(lam * dtu, axis=0)
         decay_share = lam * (x - bu)  # lam_t * a_t * x_{t-1}
-        grad_A += tl.sum(decay_share * dt[:, :, None], axis=0)
-        lam_B = tl.sum(lam * B, axis=2)
-        grad_dt = tl.sum(decay_share * A[None, :, :], axis=2) + u * lam_B
+        grad_A += tl.sum(decay_share * _per_state(dt), axis=0)
+        lam_B = _sum_states(lam * B)
+        grad_dt = _sum_states(decay_share * A[None, :, :, :]) + u * lam_B
         grad_delta = grad_dt * tl.sigmoid(pre) if SOFTPLUS else grad_dt
         grad_delta = tl.where(mask, grad_delta, 0)
         grad_bias += tl.sum(grad_delta, axis=0)
@@ -529,33 +562,34 @@ class _TritonScan(torch.autograd.Function):
 
 def _meta(u, A, B, C, D, z, delta_bias, softplus, groups, backward: bool) -> dict:
     """Launch grids, segment split and the compile-time constants of the forward kernels, or of the backward ones
-    (``backward``): "scan" and "grid" for the scan kernel, "summary" and "summary_grid" for its segment summary.
-
-    Both segment summaries take the forward's tile: they have no sums over channels, and the backward's one warp a
-    program would leave each scheduler two warps to hide their latency with."""
+    (``backward``): "scan" and "grid" for the scan kernel at its tile, "summary" and "summary_grid" for its segment
+    summary at ``SUMMARY_TILE``, over the scan's segments."""
     batch, dim, length = u.shape
+    block_n = triton.next_power_of_2(A.shape[1])
 
-    def channel_blocks(block_d: int) -> int:  # programs over the channels, as _program_coords splits them
-        return groups * triton.cdiv(dim // groups, block_d)
+    def channel_blocks(tile: Tile) -> int:  # programs over the channels, as _program_coords splits them
+        return groups * triton.cdiv(dim // groups, tile.block_d)
 
-    block_d, warps = (BACKWARD_BLOCK_D, BACKWARD_WARPS) if backward else (BLOCK_D, NUM_WARPS)
-    blocks = channel_blocks(block_d)
+    def tile_constants(tile: Tile) -> dict:
+        return dict(num_warps=tile.warps, BLOCK_D=tile.block_d, N_LANES=min(tile.state_lanes, block_n))
+
+    scan_tile = BACKWARD_TILE if backward else FORWARD_TILE
+    blocks = channel_blocks(scan_tile)
     n_chunks = triton.cdiv(length, CHUNK)
     wanted = max(1, min(n_chunks, SEGMENT_PROGRAMS // (batch * blocks)))
     segment_chunks = triton.cdiv(n_chunks, wanted)
     n_segments = triton.cdiv(n_chunks, segment_chunks)
     shared = dict(
         SOFTPLUS=softplus, HAS_BIAS=delta_bias is not None,
-        COMPUTE=tl.float64 if compute_dtype(u.dtype) == torch.float64 else tl.float32,
-        CHUNK=CHUNK, BLOCK_N=triton.next_power_of_2(A.shape[1]),
+        COMPUTE=tl.float64 if compute_dtype(u.dtype) == torch.float64 else tl.float32, CHUNK=CHUNK, BLOCK_N=block_n,
     )
     flags = dict(HAS_D=D is not None, HAS_Z=z is not None, B_VARYING=B.dim() > 2, C_VARYING=C.dim() > 2)
-    summary = dict(shared, num_warps=NUM_WARPS, BLOCK_D=BLOCK_D,
+    summary = dict(shared, **tile_constants(SUMMARY_TILE),
                    **({"HAS_Z": flags["HAS_Z"], "C_VARYING": flags["C_VARYING"]} if backward
                       else {"B_VARYING": flags["B_VARYING"]}))
     return {"grid": (batch, blocks, n_segments), "chunks": (n_chunks, segment_chunks, n_segments),
-            "scan": dict(shared, num_warps=warps, BLOCK_D=block_d, **flags), "summary": summary,
-            "summary_grid": (batch, channel_blocks(BLOCK_D), n_segments)}
+            "scan": dict(shared, **tile_constants(scan_tile), **flags), "summary": summary,
+            "summary_grid": (batch, channel_blocks(SUMMARY_TILE), n_segments)}
 
 
 def selective_scan_triton(
@@ -611,7 +645,7 @@ def selective_state_update_triton(state, x, dt, A, B, C, D=None, z=None, dt_bias
     groups = max(B.shape[1], C.shape[1])
     z = None if z is None else z.contiguous()
     y, new_state = torch.empty_like(x), torch.empty_like(state)
-    block_d = min(BLOCK_D * 4, triton.next_power_of_2(dim))
+    block_d = min(32, triton.next_power_of_2(dim))
     _state_update_kernel[(batch, triton.cdiv(dim, block_d))](
         state, x, dt, A, B, C, D, z, dt_bias, y, new_state, dim, dim // groups, d_state,
         B.stride(0), B.stride(1) if B.shape[1] > 1 else 0, C.stride(0), C.stride(1) if C.shape[1] > 1 else 0,

@@ -2,8 +2,8 @@
 
 The Triton kernels run on CUDA when there is a GPU, and otherwise on CPU under TRITON_INTERPRET=1, which
 must be set before the kernels are defined (seqpipe.kernels.scan_triton is imported lazily, after this).
-Interpreted tests use tiny tiles (CHUNK = BLOCK_D = BACKWARD_BLOCK_D = 4) so several chunks and channel blocks are
-exercised.
+Interpreted tests use tiny tiles (CHUNK 4, 4 channels a program, 2 of 4 states on lanes in the scan kernels) so
+several chunks, channel blocks and states a thread are exercised.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ OPTION_CASES = {
     "time_invariant": dict(bc="fixed", delta_bias=True),
     "initial_state": dict(initial_state=True, D=True, softplus=True),
     "delta_of_both_signs": dict(signed_delta=True, D=True),
+    "three_states": dict(d_state=3, D=True, softplus=True),  # N not a multiple of the state lanes: masked states
 }
 NAMES = ["u", "delta", "A", "B", "C", "D", "z", "delta_bias", "initial_state"]
 
@@ -47,8 +48,9 @@ def small_tiles(monkeypatch):
         import seqpipe.kernels.scan_triton as scan_triton
 
         monkeypatch.setattr(scan_triton, "CHUNK", 4)
-        monkeypatch.setattr(scan_triton, "BLOCK_D", 4)
-        monkeypatch.setattr(scan_triton, "BACKWARD_BLOCK_D", 4)
+        monkeypatch.setattr(scan_triton, "FORWARD_TILE", scan_triton.Tile(block_d=4, warps=1, state_lanes=2))
+        monkeypatch.setattr(scan_triton, "SUMMARY_TILE", scan_triton.Tile(block_d=4, warps=1, state_lanes=4))
+        monkeypatch.setattr(scan_triton, "BACKWARD_TILE", scan_triton.Tile(block_d=4, warps=1, state_lanes=2))
         # several segments of uneven length per sequence (see test_triton_segment_splits for others)
         monkeypatch.setattr(scan_triton, "SEGMENT_PROGRAMS", 12)
 
@@ -165,14 +167,16 @@ def test_triton_segment_splits(device, segment_programs, monkeypatch):
 
 @pytest.mark.parametrize("block_d,backward_block_d", [(4, 2), (2, 4)])
 @pytest.mark.parametrize("device", [pytest.param(d, marks=triton_marks(d)) for d in DEVICES])
-def test_triton_backward_has_its_own_channel_blocks(device, block_d, backward_block_d, monkeypatch):
-    """The backward kernels with another channel block than the forward ones (and so another segment split: one
-    segment against three at these sizes, each way round; the segment summaries keep the forward's channel block
-    in both directions): the gradients are the float64 reference's."""
+def test_triton_kernels_have_their_own_channel_blocks(device, block_d, backward_block_d, monkeypatch):
+    """The forward scan, the backward scan and the segment summaries each at another channel block (and so another
+    segment split in each direction: one segment against three at these sizes, each way round; a summary takes
+    its scan's segments, at a block of 8 channels where a group has 4): the float64 reference."""
     import seqpipe.kernels.scan_triton as scan_triton
 
-    monkeypatch.setattr(scan_triton, "BLOCK_D", block_d)
-    monkeypatch.setattr(scan_triton, "BACKWARD_BLOCK_D", backward_block_d)
+    Tile = scan_triton.Tile
+    monkeypatch.setattr(scan_triton, "FORWARD_TILE", Tile(block_d=block_d, warps=1, state_lanes=2))
+    monkeypatch.setattr(scan_triton, "BACKWARD_TILE", Tile(block_d=backward_block_d, warps=1, state_lanes=4))
+    monkeypatch.setattr(scan_triton, "SUMMARY_TILE", Tile(block_d=8, warps=1, state_lanes=1))
     options = dict(seed=6, length=23, bc="grouped", D=True, z=True, delta_bias=True, initial_state=True, softplus=True)
     expected = outputs_and_grads(*make_inputs(**options), "ref")
     inputs, softplus = make_inputs(**options, device=device)
@@ -181,19 +185,18 @@ def test_triton_backward_has_its_own_channel_blocks(device, block_d, backward_bl
              for backward in (False, True)}
     grids = {backward: meta["grid"] for backward, meta in metas.items()}
     assert {grids[False], grids[True]} == {(2, 2, 3), (2, 4, 1)}  # (batch, channel blocks, segments)
-    summary_blocks = {meta["summary_grid"][1] for meta in metas.values()}
-    assert summary_blocks == {grids[False][1]} and metas[True]["summary_grid"][2] == grids[True][2]
+    assert all(meta["summary_grid"] == (2, 2, meta["grid"][2]) for meta in metas.values())
     assert_all_close(outputs_and_grads(inputs, softplus, "triton"), expected, 1e-10)
 
 
 @pytest.mark.parametrize("device", [pytest.param(d, marks=triton_marks(d)) for d in DEVICES])
-def test_triton_summaries_take_the_forward_channel_block(device, monkeypatch):
-    """As shipped, the segment summaries' channel block (the forward's) is larger than the backward scan's, with
-    several segments in both passes, and 6 channels a group, a multiple of neither block: the float64 reference."""
+def test_triton_summaries_at_a_larger_channel_block_than_the_backward(device, monkeypatch):
+    """As shipped, the segment summaries' channel block is larger than the backward scan's, with several segments
+    in both passes, and 6 channels a group, a multiple of neither block: the float64 reference."""
     import seqpipe.kernels.scan_triton as scan_triton
 
-    monkeypatch.setattr(scan_triton, "BLOCK_D", 4)
-    monkeypatch.setattr(scan_triton, "BACKWARD_BLOCK_D", 2)
+    monkeypatch.setattr(scan_triton, "SUMMARY_TILE", scan_triton.Tile(block_d=4, warps=1, state_lanes=4))
+    monkeypatch.setattr(scan_triton, "BACKWARD_TILE", scan_triton.Tile(block_d=2, warps=1, state_lanes=4))
     monkeypatch.setattr(scan_triton, "SEGMENT_PROGRAMS", 40)
     options = dict(seed=7, dim=12, length=23, bc="grouped", D=True, z=True, delta_bias=True, initial_state=True,
                    softplus=True)
