@@ -108,7 +108,12 @@ def _decay(dt, A):
 @triton.jit
 def _dt(delta_ptr, offsets, mask, bias, SOFTPLUS: tl.constexpr, COMPUTE: tl.constexpr):
     """(pre-activation, dt) for the positions at ``offsets``; dt is 0 where masked, so a = 1 and b = 0."""
-    pre = _load(delta_ptr + offsets, mask, COMPUTE) + bias
+    return _activate(_load(delta_ptr + offsets, mask, COMPUTE) + bias, mask, SOFTPLUS)
+
+
+@triton.jit
+def _activate(pre, mask, SOFTPLUS: tl.constexpr):
+    """(pre-activation, dt) from delta + delta_bias; dt is 0 where masked."""
     dt = _softplus(pre) if SOFTPLUS else pre
     return pre, tl.where(mask, dt, 0)
 
@@ -186,21 +191,28 @@ def _row_at(x, steps, step):
 def _chunk_states(u_ptr, delta_ptr, B_ptr, row, t, mask_t, mask_d, A, bias, batch, group, state_offsets, mask_dn,
                   n, mask_n, sb_b, sb_g, sb_n, sb_l, state0, SOFTPLUS: tl.constexpr, B_VARYING: tl.constexpr,
                   COMPUTE: tl.constexpr, CHUNK: tl.constexpr):
-    """Discretise and scan one chunk from state0: returns u, delta pre-activation, dt (CHUNK, BLOCK_D), B u dt, B and
-    the states x (CHUNK, N_REG, BLOCK_D, N_LANES; B (CHUNK, N_REG, 1, N_LANES) when time-varying)."""
+    """Load, discretise and scan one chunk from state0: returns u, delta pre-activation, dt (CHUNK, BLOCK_D), B u dt,
+    B and the states x (CHUNK, N_REG, BLOCK_D, N_LANES; B (CHUNK, N_REG, 1, N_LANES) when time-varying)."""
     offsets = row[None, :] + t[:, None]
     mask = mask_t[:, None] & mask_d[None, :]
     u = _load(u_ptr + offsets, mask, COMPUTE)
     pre, dt = _dt(delta_ptr, offsets, mask, bias[None, :], SOFTPLUS, COMPUTE)
     B = _rows(B_ptr, batch, group, t, mask_t, state_offsets, mask_dn, n, mask_n, sb_b, sb_g, sb_n, sb_l, B_VARYING,
               COMPUTE)
+    bu, x = _scan_chunk(u, dt, B, A, state0, CHUNK)
+    return u, pre, dt, bu, B, x
+
+
+@triton.jit
+def _scan_chunk(u, dt, B, A, state0, CHUNK: tl.constexpr):
+    """B u dt and the states x (CHUNK, N_REG, BLOCK_D, N_LANES) of one chunk from state0."""
     a = _decay(_per_state(dt), A[None, :, :, :])
     bu = _per_state(dt * u) * B
     # state0 enters through the first step's input, so the scan's running decay products are never used
     first = (tl.arange(0, CHUNK) == 0)[:, None, None, None]
     _, x = tl.associative_scan((a, tl.where(first, a * state0[None, :, :, :] + bu, bu)), axis=0,
                                combine_fn=linear_combine)
-    return u, pre, dt, bu, B, x
+    return bu, x
 
 
 @triton.jit
@@ -329,16 +341,21 @@ def _compose_segments_kernel(end_ptr, decay_ptr, init_ptr, entering_ptr, size, n
 
 
 @triton.jit
-def _store_output(out_ptr, z_ptr, ungated_ptr, y, offsets, mask, HAS_Z: tl.constexpr, SAVE_UNGATED: tl.constexpr,
-                  COMPUTE: tl.constexpr):
+def _store_output(out_ptr, ungated_ptr, y, z, offsets, mask, HAS_Z: tl.constexpr, SAVE_UNGATED: tl.constexpr):
     """Store y (CHUNK, BLOCK_D) at ``offsets``, gated by z * sigmoid(z) when there is a z (and with SAVE_UNGATED, y
     before the gate at ``ungated_ptr``, for the backward)."""
     if SAVE_UNGATED:
         tl.store(ungated_ptr + offsets, y.to(ungated_ptr.dtype.element_ty), mask=mask)
     if HAS_Z:
-        z = _load(z_ptr + offsets, mask, COMPUTE)
         y = y * z * tl.sigmoid(z)
     tl.store(out_ptr + offsets, y.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _channel_loads(u_ptr, delta_ptr, z_ptr, offsets, mask, HAS_Z: tl.constexpr, COMPUTE: tl.constexpr):
+    """u, delta and z (0 without one) at ``offsets``, (CHUNK, BLOCK_D)."""
+    z = _load(z_ptr + offsets, mask, COMPUTE) if HAS_Z else tl.zeros(offsets.shape, COMPUTE)
+    return _load(u_ptr + offsets, mask, COMPUTE), _load(delta_ptr + offsets, mask, COMPUTE), z
 
 
 @triton.jit
@@ -359,20 +376,29 @@ def _scan_fwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_p
     else:
         state = tl.zeros([BLOCK_N // N_LANES, BLOCK_D, N_LANES], COMPUTE)
     steps = tl.arange(0, CHUNK)
+    # u, delta and z of the next chunk are loaded before this chunk's work, which hides their latency (one warp a
+    # program leaves a scheduler few warps to hide it with); B and C, shared by the channels, come from cache
     chunk = first
+    t = chunk * CHUNK + steps
+    u_next, delta_next, z_next = _channel_loads(u_ptr, delta_ptr, z_ptr, row[None, :] + t[:, None],
+                                                (t < L)[:, None] & mask_d[None, :], HAS_Z, COMPUTE)
     while chunk < end:
-        tl.store(starts_ptr + (batch * n_chunks + chunk) * D * N + state_offsets, state, mask=mask_dn)
+        u, delta, z = u_next, delta_next, z_next
         t = chunk * CHUNK + steps
         mask_t = t < L
-        u, _, _, _, _, x = _chunk_states(u_ptr, delta_ptr, B_ptr, row, t, mask_t, mask_d, A, bias, batch, group,
-                                         state_offsets, mask_dn, n, mask_n, sb_b, sb_g, sb_n, sb_l, state, SOFTPLUS,
-                                         B_VARYING, COMPUTE, CHUNK)
-        C = _rows(C_ptr, batch, group, t, mask_t, state_offsets, mask_dn, n, mask_n, sc_b, sc_g, sc_n, sc_l,
-                  C_VARYING, COMPUTE)
-        y = _sum_states(x * C) + u * skip[None, :]
         offsets = row[None, :] + t[:, None]
         mask = mask_t[:, None] & mask_d[None, :]
-        _store_output(out_ptr, z_ptr, ungated_ptr, y, offsets, mask, HAS_Z, SAVE_UNGATED, COMPUTE)
+        u_next, delta_next, z_next = _channel_loads(u_ptr, delta_ptr, z_ptr, offsets + CHUNK,
+                                                    (t + CHUNK < L)[:, None] & mask_d[None, :], HAS_Z, COMPUTE)
+        tl.store(starts_ptr + (batch * n_chunks + chunk) * D * N + state_offsets, state, mask=mask_dn)
+        B = _rows(B_ptr, batch, group, t, mask_t, state_offsets, mask_dn, n, mask_n, sb_b, sb_g, sb_n, sb_l,
+                  B_VARYING, COMPUTE)
+        C = _rows(C_ptr, batch, group, t, mask_t, state_offsets, mask_dn, n, mask_n, sc_b, sc_g, sc_n, sc_l,
+                  C_VARYING, COMPUTE)
+        _pre, dt = _activate(delta + bias[None, :], mask, SOFTPLUS)
+        _bu, x = _scan_chunk(u, dt, B, A, state, CHUNK)
+        y = _sum_states(x * C) + u * skip[None, :]
+        _store_output(out_ptr, ungated_ptr, y, z, offsets, mask, HAS_Z, SAVE_UNGATED)
         state = _row_at(x, steps, CHUNK - 1)
         chunk += 1
     tl.store(last_ptr + batch * D * N + state_offsets, state, mask=mask_dn & (segment == tl.num_programs(2) - 1))
