@@ -377,7 +377,8 @@ def _scan_fwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_p
         state = tl.zeros([BLOCK_N // N_LANES, BLOCK_D, N_LANES], COMPUTE)
     steps = tl.arange(0, CHUNK)
     # u, delta and z of the next chunk are loaded before this chunk's work, which hides their latency (one warp a
-    # program leaves a scheduler few warps to hide it with); B and C, shared by the channels, come from cache
+    # program leaves a scheduler few warps to hide it with); B and C are loaded in the iteration: held a chunk ahead
+    # in the scan's layout they would take 64 registers a thread each
     chunk = first
     t = chunk * CHUNK + steps
     u_next, delta_next, z_next = _channel_loads(u_ptr, delta_ptr, z_ptr, row[None, :] + t[:, None],
