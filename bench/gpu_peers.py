@@ -318,9 +318,13 @@ def parse_mamba1_tile(spec: str) -> Mamba1Tile:
     tile = r"(\d+)x(\d+)x(\d+)"
     match = re.fullmatch(rf"(\d+):{tile}/{tile}/{tile}", spec)
     if match is None:
-        raise SystemExit(f"Mamba-1 variant {spec!r} is not CHUNK:FORWARD/SUMMARY/BACKWARD, each BLOCK_DxWARPSxLANES")
+        raise SystemExit(f"Mamba-1 variant {spec!r} is not CHUNK:FORWARD/SUMMARY/BACKWARD, each "
+                         "BLOCK_DxWARPSxSTATE_LANES")
     values = [int(v) for v in match.groups()]
-    return Mamba1Tile(values[0], tuple(values[1:4]), tuple(values[4:7]), tuple(values[7:10]))
+    tiles = [tuple(values[i:i + 3]) for i in (1, 4, 7)]
+    if any(lanes & (lanes - 1) or not lanes for _, _, lanes in tiles):
+        raise SystemExit(f"Mamba-1 variant {spec!r}: state lanes must be powers of two")
+    return Mamba1Tile(values[0], *tiles)
 
 
 def mamba1_tiles(tiles: list[Mamba1Tile]) -> None:

@@ -11,7 +11,8 @@ disassembles it with nvdisasm. The loop over chunks is nearly all of each kernel
 ``CHUNK x BLOCK_D x N`` state elements a program: a proxy for the time of these compute-bound kernels that a CPU
 can measure. It found triton 3.6 lowering ``associative_scan(reverse=True)`` with lane reversals although the
 scanned axis lies in each thread's registers (issue #16, bench/RESULTS.md): warp shuffles (SHFL) are reductions
-over N (16 lanes) or lane moves, BAR/STS/LDS layout conversions through shared memory, MUFU exps.
+over the states on lanes (or over channels) or lane moves, BAR/STS/LDS layout conversions through shared memory,
+MUFU exps.
 """
 
 from __future__ import annotations

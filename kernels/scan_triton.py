@@ -6,7 +6,7 @@ Each program owns a block of channels of one batch row (inside one B/C group), a
 sequence, which it walks in chunks of ``CHUNK`` steps: it loads u, delta, B, C (and z) for the chunk, discretises,
 scans the (CHUNK, N_REG, BLOCK_D, N_LANES) tile along time with ``tl.associative_scan``, contracts with C over
 the states, adds D * u, gates and stores y. The N states are split as N = N_REG x N_LANES (see ``Tile``): N_LANES
-of them on lanes, the rest in each thread's registers, beside the chunk's steps. Only y, the last state and the
+of them on lanes, and N_REG in each thread's registers, beside the chunk's steps. Only y, the last state and the
 state at each chunk start (1/CHUNK of a (B, L, D, N) tensor) reach HBM, and, when z gates y and gradients are
 wanted, y before the gate (the backward reads it for dz instead of recomputing sum_n C x, as mamba_ssm's CUDA scan
 does). The backward walks a segment's chunks in reverse: it recomputes the chunk's states from its saved start,
@@ -35,10 +35,10 @@ from seqpipe.kernels.scan_common import compute_dtype, scan_groups
 
 
 class Tile(NamedTuple):
-    """A program's share of a kernel's work: ``block_d`` channels, ``warps`` warps, and ``state_lanes`` of the N
-    states on lanes (the other N / state_lanes in each thread's registers). Triton lays the (CHUNK, N_REG,
-    BLOCK_D, N_LANES) tile with the states on lanes first and the channels on the remaining lanes and the warps, so
-    ``block_d * state_lanes == 32 * warps`` fills a program without replication."""
+    """A program's share of a kernel's work: ``block_d`` channels, ``warps`` warps, and the N states as
+    ``state_lanes`` (a power of two) on lanes times N / state_lanes in each thread's registers. Triton lays the
+    (CHUNK, N_REG, BLOCK_D, N_LANES) tile with the states on lanes first and the channels on the remaining lanes and
+    the warps: ``block_d * state_lanes == 32 * warps`` gives each thread one channel, a multiple of it several."""
     block_d: int
     warps: int
     state_lanes: int
@@ -57,8 +57,10 @@ SUMMARY_TILE = Tile(block_d=8, warps=4, state_lanes=16)
 BACKWARD_TILE = Tile(block_d=4, warps=1, state_lanes=16)
 # Segments are added until batch x channel blocks x segments reaches this many programs.
 SEGMENT_PROGRAMS = 1024
-# Triton's interpreter (TRITON_INTERPRET=1) runs no inline PTX: it upcasts with .to() and takes tl.exp
-PTX = tl.constexpr(os.environ.get("TRITON_INTERPRET", "0") != "1")
+STATE_UPDATE_BLOCK_D = 32  # channels a program of the one-token state update
+# Inline PTX (16-bit upcasts, the decays' exp) on NVIDIA GPUs; Triton's interpreter (TRITON_INTERPRET=1) and ROCm
+# upcast with .to() and take tl.exp
+PTX = tl.constexpr(os.environ.get("TRITON_INTERPRET", "0") != "1" and torch.version.hip is None)
 
 
 @triton.jit
@@ -147,8 +149,8 @@ def _rows(ptr, batch, group, t, mask_t, state_offsets, mask_dn, n, mask_n, s_b, 
 
 @triton.jit
 def _program_coords(L, D, Dg, N, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, N_LANES: tl.constexpr):
-    """This program's batch row, group, channel block, channels d (BLOCK_D,), states n (N_REG, N_LANES), the
-    offsets and mask of its (N_REG, BLOCK_D, N_LANES) state tile in a (..., D, N) tensor, and its row offset."""
+    """This program's batch row, group, channels d (BLOCK_D,), states n (N_REG, N_LANES), the offsets and mask of
+    its (N_REG, BLOCK_D, N_LANES) state tile in a (..., D, N) tensor, and its channels' row offsets in (B, D, L)."""
     batch = tl.program_id(0)
     blocks_per_group = tl.cdiv(Dg, BLOCK_D)
     group = tl.program_id(1) // blocks_per_group
@@ -160,7 +162,8 @@ def _program_coords(L, D, Dg, N, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, N
     mask_n = n < N
     state_offsets = d[None, :, None] * N + n[:, None, :]
     mask_dn = mask_d[None, :, None] & mask_n[:, None, :]
-    return batch, group, block, d, mask_d, n, mask_n, state_offsets, mask_dn, batch * D * L + d * L
+    # in int64: B x D x L reaches 2**31 at a million steps of 2048 channels
+    return batch, group, d, mask_d, n, mask_n, state_offsets, mask_dn, (batch.to(tl.int64) * D + d) * L
 
 
 @triton.jit
@@ -254,12 +257,12 @@ def _segment_summary_fwd_kernel(end_ptr, decay_ptr, u_ptr, delta_ptr, A_ptr, B_p
                                 CHUNK: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
                                 N_LANES: tl.constexpr):
     """Each segment scanned from a zero state: its end state H and total decay exp(A * sum dt), (B, S, D, N)."""
-    batch, group, _block, d, mask_d, n, mask_n, state_offsets, mask_dn, row = _program_coords(
+    batch, group, d, mask_d, n, mask_n, state_offsets, mask_dn, row = _program_coords(
         L, D, Dg, N, BLOCK_D, BLOCK_N, N_LANES)
     _segment_index, first, end, segment_row = _segment(n_chunks, segment_chunks)
     A, bias, _skip = _channel_params(A_ptr, bias_ptr, bias_ptr, d, mask_d, state_offsets, mask_dn, HAS_BIAS,
                                      False, COMPUTE, BLOCK_D)
-    state = tl.zeros([BLOCK_N // N_LANES, BLOCK_D, N_LANES], COMPUTE)
+    state = tl.zeros_like(A)
     total_dt = tl.zeros([BLOCK_D], COMPUTE)
     steps = tl.arange(0, CHUNK)
     chunk = first
@@ -287,12 +290,12 @@ def _segment_summary_bwd_kernel(end_ptr, decay_ptr, delta_ptr, A_ptr, C_ptr, z_p
 
     No reverse scan: the adjoint recurrence unrolled, ``G = sum_t exp(A * (dt_0 + ... + dt_t)) C_t dy_t`` over the
     segment's steps t, walked in time order, one exp an element."""
-    batch, group, _block, d, mask_d, n, mask_n, state_offsets, mask_dn, row = _program_coords(
+    batch, group, d, mask_d, n, mask_n, state_offsets, mask_dn, row = _program_coords(
         L, D, Dg, N, BLOCK_D, BLOCK_N, N_LANES)
     _segment_index, first, end, segment_row = _segment(n_chunks, segment_chunks)
     A, bias, _skip = _channel_params(A_ptr, bias_ptr, bias_ptr, d, mask_d, state_offsets, mask_dn, HAS_BIAS,
                                      False, COMPUTE, BLOCK_D)
-    entering = tl.zeros([BLOCK_N // N_LANES, BLOCK_D, N_LANES], COMPUTE)
+    entering = tl.zeros_like(A)
     total_dt = tl.zeros([BLOCK_D], COMPUTE)
     chunk = first
     while chunk < end:
@@ -366,7 +369,7 @@ def _scan_fwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_p
                      HAS_START: tl.constexpr, SAVE_UNGATED: tl.constexpr, B_VARYING: tl.constexpr,
                      C_VARYING: tl.constexpr, COMPUTE: tl.constexpr, CHUNK: tl.constexpr, BLOCK_D: tl.constexpr,
                      BLOCK_N: tl.constexpr, N_LANES: tl.constexpr):
-    batch, group, _block, d, mask_d, n, mask_n, state_offsets, mask_dn, row = _program_coords(
+    batch, group, d, mask_d, n, mask_n, state_offsets, mask_dn, row = _program_coords(
         L, D, Dg, N, BLOCK_D, BLOCK_N, N_LANES)
     segment, first, end, segment_row = _segment(n_chunks, segment_chunks)
     A, bias, skip = _channel_params(A_ptr, bias_ptr, D_ptr, d, mask_d, state_offsets, mask_dn, HAS_BIAS, HAS_D,
@@ -374,7 +377,7 @@ def _scan_fwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_p
     if HAS_START:  # the state entering this segment, (B, S, D, N)
         state = _load(start_ptr + segment_row * D * N + state_offsets, mask_dn, COMPUTE)
     else:
-        state = tl.zeros([BLOCK_N // N_LANES, BLOCK_D, N_LANES], COMPUTE)
+        state = tl.zeros_like(A)
     steps = tl.arange(0, CHUNK)
     # u, delta and z of the next chunk are loaded before this chunk's work, which hides their latency (one warp a
     # program leaves a scheduler few warps to hide it with); B and C are loaded in the iteration: held a chunk ahead
@@ -391,7 +394,8 @@ def _scan_fwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_p
         mask = mask_t[:, None] & mask_d[None, :]
         u_next, delta_next, z_next = _channel_loads(u_ptr, delta_ptr, z_ptr, offsets + CHUNK,
                                                     (t + CHUNK < L)[:, None] & mask_d[None, :], HAS_Z, COMPUTE)
-        tl.store(starts_ptr + (batch * n_chunks + chunk) * D * N + state_offsets, state, mask=mask_dn)
+        starts_offset = (batch * n_chunks + chunk).to(tl.int64) * D * N
+        tl.store(starts_ptr + starts_offset + state_offsets, state, mask=mask_dn)
         B = _rows(B_ptr, batch, group, t, mask_t, state_offsets, mask_dn, n, mask_n, sb_b, sb_g, sb_n, sb_l,
                   B_VARYING, COMPUTE)
         C = _rows(C_ptr, batch, group, t, mask_t, state_offsets, mask_dn, n, mask_n, sc_b, sc_g, sc_n, sc_l,
@@ -412,7 +416,7 @@ def _scan_bwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_p
                      SOFTPLUS: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
                      B_VARYING: tl.constexpr, C_VARYING: tl.constexpr, COMPUTE: tl.constexpr, CHUNK: tl.constexpr,
                      BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, N_LANES: tl.constexpr):
-    batch, group, block, d, mask_d, n, mask_n, state_offsets, mask_dn, row = _program_coords(
+    batch, group, d, mask_d, n, mask_n, state_offsets, mask_dn, row = _program_coords(
         L, D, Dg, N, BLOCK_D, BLOCK_N, N_LANES)
     _segment_index, first, end, segment_row = _segment(n_chunks, segment_chunks)
     A, bias, skip = _channel_params(A_ptr, bias_ptr, D_ptr, d, mask_d, state_offsets, mask_dn, HAS_BIAS, HAS_D,
@@ -420,14 +424,14 @@ def _scan_bwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_p
     # carry: gradient reaching the state just before the chunk processed last; starts as the gradient
     # entering the segment's end, (B, S, D, N) (d last_state for the last segment)
     carry = _load(carry_ptr + segment_row * D * N + state_offsets, mask_dn, COMPUTE)
-    grad_A = tl.zeros([BLOCK_N // N_LANES, BLOCK_D, N_LANES], COMPUTE)
-    grad_B_fixed = tl.zeros([BLOCK_N // N_LANES, BLOCK_D, N_LANES], COMPUTE)  # used when B is time-invariant
-    grad_C_fixed = tl.zeros([BLOCK_N // N_LANES, BLOCK_D, N_LANES], COMPUTE)
+    grad_A = tl.zeros_like(A)
+    grad_B_fixed = tl.zeros_like(A)  # used when B is time-invariant
+    grad_C_fixed = tl.zeros_like(A)
     grad_skip = tl.zeros([BLOCK_D], COMPUTE)
     grad_bias = tl.zeros([BLOCK_D], COMPUTE)
     steps = tl.arange(0, CHUNK)
     # per-time B/C gradients go to (batch, G, channel blocks, N, L) partial sums, (CHUNK, N_REG, N_LANES) a chunk
-    partial_offsets = ((batch * tl.num_programs(1) + tl.program_id(1)) * N + n[None, :, :]) * L
+    partial_offsets = ((batch * tl.num_programs(1) + tl.program_id(1)).to(tl.int64) * N + n[None, :, :]) * L
     chunk = end - 1
     while chunk >= first:
         t = chunk * CHUNK + steps
@@ -435,7 +439,8 @@ def _scan_bwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_p
         mask = mask_t[:, None] & mask_d[None, :]
         mask_tn = mask_t[:, None, None] & mask_n[None, :, :]
         offsets = row[None, :] + t[:, None]
-        state0 = tl.load(starts_ptr + (batch * n_chunks + chunk) * D * N + state_offsets, mask=mask_dn, other=0)
+        starts_offset = (batch * n_chunks + chunk).to(tl.int64) * D * N
+        state0 = tl.load(starts_ptr + starts_offset + state_offsets, mask=mask_dn, other=0)
         u, pre, dt, bu, B, x = _chunk_states(u_ptr, delta_ptr, B_ptr, row, t, mask_t, mask_d, A, bias, batch,
                                              group, state_offsets, mask_dn, n, mask_n, sb_b, sb_g, sb_n, sb_l, state0,
                                              SOFTPLUS, B_VARYING, COMPUTE, CHUNK)
@@ -672,7 +677,7 @@ def selective_state_update_triton(state, x, dt, A, B, C, D=None, z=None, dt_bias
     groups = max(B.shape[1], C.shape[1])
     z = None if z is None else z.contiguous()
     y, new_state = torch.empty_like(x), torch.empty_like(state)
-    block_d = min(32, triton.next_power_of_2(dim))
+    block_d = min(STATE_UPDATE_BLOCK_D, triton.next_power_of_2(dim))
     _state_update_kernel[(batch, triton.cdiv(dim, block_d))](
         state, x, dt, A, B, C, D, z, dt_bias, y, new_state, dim, dim // groups, d_state,
         B.stride(0), B.stride(1) if B.shape[1] > 1 else 0, C.stride(0), C.stride(1) if C.shape[1] > 1 else 0,

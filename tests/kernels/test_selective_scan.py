@@ -2,8 +2,8 @@
 
 The Triton kernels run on CUDA when there is a GPU, and otherwise on CPU under TRITON_INTERPRET=1, which
 must be set before the kernels are defined (seqpipe.kernels.scan_triton is imported lazily, after this).
-Interpreted tests use tiny tiles (CHUNK 4, 4 channels a program, 2 of 4 states on lanes in the scan kernels) so
-several chunks, channel blocks and states a thread are exercised.
+Interpreted tests use tiny tiles (CHUNK 4, 4 channels a program, 2 of 4 states on lanes) so several chunks, channel
+blocks and states a thread are exercised; one test runs the shipped tiles.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def small_tiles(monkeypatch):
 
         monkeypatch.setattr(scan_triton, "CHUNK", 4)
         monkeypatch.setattr(scan_triton, "FORWARD_TILE", scan_triton.Tile(block_d=4, warps=1, state_lanes=2))
-        monkeypatch.setattr(scan_triton, "SUMMARY_TILE", scan_triton.Tile(block_d=4, warps=1, state_lanes=4))
+        monkeypatch.setattr(scan_triton, "SUMMARY_TILE", scan_triton.Tile(block_d=4, warps=1, state_lanes=2))
         monkeypatch.setattr(scan_triton, "BACKWARD_TILE", scan_triton.Tile(block_d=4, warps=1, state_lanes=2))
         # several segments of uneven length per sequence (see test_triton_segment_splits for others)
         monkeypatch.setattr(scan_triton, "SEGMENT_PROGRAMS", 12)
@@ -206,6 +206,25 @@ def test_triton_summaries_at_a_larger_channel_block_than_the_backward(device, mo
                                  inputs["delta_bias"], softplus, 2, backward=True)
     assert backward["grid"] == (2, 6, 3) and backward["summary_grid"] == (2, 4, 3)  # (batch, channel blocks, segments)
     assert_all_close(outputs_and_grads(inputs, softplus, "triton"), expected, 1e-10)
+
+
+@pytest.mark.parametrize("case", [dict(length=40, softplus=True), dict(length=20, signed_delta=True)],
+                         ids=["segments", "delta_of_both_signs"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("device", [pytest.param(d, marks=triton_marks(d)) for d in DEVICES])
+def test_triton_shipped_tiles(device, dtype, case, monkeypatch):
+    """The shipped CHUNK and tiles (the fixture's undone) at N 16, so several states a thread: over three segments
+    with a short last chunk, and with delta of both signs (decays above 1; shorter, so that float32 does not
+    overflow): the float64 reference. Float32 on the GPU takes the decays' ex2.approx.ftz; the interpreter runs it
+    as float64's code, so there only float64."""
+    if device == "cpu" and dtype == torch.float32:
+        pytest.skip("the interpreter has no ex2.approx.ftz: float32 runs float64's code")
+    monkeypatch.undo()
+    options = dict(seed=8, dim=16, d_state=16, D=True, z=True, delta_bias=True, initial_state=True, **case)
+    inputs, softplus = make_inputs(**options, dtype=dtype, device=device)
+    exact_inputs = {k: None if v is None else v.detach().double().cpu().requires_grad_() for k, v in inputs.items()}
+    expected = outputs_and_grads(exact_inputs, softplus, "ref")
+    assert_all_close(outputs_and_grads(inputs, softplus, "triton"), expected, 1e-12 if dtype == torch.float64 else 1e-5)
 
 
 @pytest.mark.parametrize("backend,device", TRITON)
