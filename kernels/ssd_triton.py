@@ -386,6 +386,12 @@ class _TritonSSD(torch.autograd.Function):
         z = None if z is None else z.contiguous()
         A, D = A.to(compute).contiguous(), None if D is None else D.to(compute).contiguous()
         n_chunks = triton.cdiv(length, chunk_size)
+        largest = max(x.numel(), B.numel(), batch * n_chunks * heads * P * N)
+        if largest >= 2**31:
+            raise ValueError(f"the Triton SSD scan indexes its tensors with 32 bits, and one of them would hold "
+                             f"{largest:,} elements (batch {batch}, length {length}, {heads} heads of {P}, N {N}); "
+                             f"scan the sequence in pieces, passing the final state on as initial_state "
+                             f"(seqpipe.chunked.chunked_forward does this for a model)")
         meta = _meta(x, P, N, chunk_size)
         states = torch.empty(batch, n_chunks, heads, P, N, device=x.device, dtype=compute)
         log_decay = torch.empty(batch, heads, n_chunks * chunk_size, device=x.device, dtype=compute)

@@ -265,6 +265,18 @@ def test_16bit_products_only_for_states_up_to_16_wide(monkeypatch):
     assert meta["DOT"] == meta["COMPUTE"] == tl.float32
 
 
+def test_triton_refuses_tensors_past_32_bit_indexing():
+    """The kernels index with 32 bits: 2**31 elements of x (meta tensors, nothing allocated) is one clear error
+    before any launch, which says how to split the scan."""
+    from seqpipe.kernels.ssd_triton import ssd_scan_triton
+
+    batch, length, heads, P, N = 1, 2**20, 32, 64, 16
+    x = torch.empty(batch, length, heads, P, device="meta")
+    B = torch.empty(batch, length, 1, N, device="meta")
+    with pytest.raises(ValueError, match="32 bits.*2,147,483,648 elements.*initial_state"):
+        ssd_scan_triton(x, torch.empty(batch, length, heads, device="meta"), torch.empty(heads, device="meta"), B, B)
+
+
 @pytest.mark.parametrize(
     "change,message",
     [
