@@ -6,9 +6,9 @@ Each program owns a block of channels of one batch row (inside one B/C group), a
 sequence, which it walks in chunks of ``CHUNK`` steps: it loads u, delta, B, C (and z) for the chunk, discretises,
 scans the (CHUNK, N_REG, BLOCK_D, N_LANES) tile along time with ``tl.associative_scan``, contracts with C over
 the states, adds D * u, gates and stores y. The N states are split as N = N_REG x N_LANES (see ``Tile``): N_LANES
-of them on lanes, and N_REG in each thread's registers, beside the chunk's steps. Only y, the last state and the
-state at each chunk start (1/CHUNK of a (B, L, D, N) tensor) reach HBM, and, when z gates y and gradients are
-wanted, y before the gate (the backward reads it for dz instead of recomputing sum_n C x, as mamba_ssm's CUDA scan
+of them on lanes, and N_REG in each thread's registers, beside the chunk's steps. Only y and the last state reach
+HBM, and, when gradients are wanted, the state at each chunk start (1/CHUNK of a (B, L, D, N) tensor) and, when z
+gates y, y before the gate (the backward reads it for dz instead of recomputing sum_n C x, as mamba_ssm's CUDA scan
 does). The backward walks a segment's chunks in reverse: it recomputes the chunk's states from its saved start,
 runs the adjoint recurrence ``lam_t = a_{t+1} lam_{t+1} + C_t dy_t`` as a reverse scan of the tile, and
 accumulates every gradient. Per-time gradients of B and C are summed over channel blocks, and per-channel ones (A,
@@ -367,7 +367,8 @@ def _scan_fwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_p
                      starts_ptr, ungated_ptr, L, D, Dg, N, n_chunks, segment_chunks, sb_b, sb_g, sb_n, sb_l, sc_b,
                      sc_g, sc_n, sc_l,
                      SOFTPLUS: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
-                     HAS_START: tl.constexpr, SAVE_UNGATED: tl.constexpr, B_VARYING: tl.constexpr,
+                     HAS_START: tl.constexpr, SAVE_STARTS: tl.constexpr, SAVE_UNGATED: tl.constexpr,
+                     B_VARYING: tl.constexpr,
                      C_VARYING: tl.constexpr, COMPUTE: tl.constexpr, CHUNK: tl.constexpr, BLOCK_D: tl.constexpr,
                      BLOCK_N: tl.constexpr, N_LANES: tl.constexpr):
     batch, group, d, mask_d, n, mask_n, state_offsets, mask_dn, row = _program_coords(
@@ -395,8 +396,9 @@ def _scan_fwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_p
         mask = mask_t[:, None] & mask_d[None, :]
         u_next, delta_next, z_next = _channel_loads(u_ptr, delta_ptr, z_ptr, offsets + CHUNK,
                                                     (t + CHUNK < L)[:, None] & mask_d[None, :], HAS_Z, COMPUTE)
-        starts_offset = (batch * n_chunks + chunk).to(tl.int64) * D * N
-        tl.store(starts_ptr + starts_offset + state_offsets, state, mask=mask_dn)
+        if SAVE_STARTS:
+            starts_offset = (batch * n_chunks + chunk).to(tl.int64) * D * N
+            tl.store(starts_ptr + starts_offset + state_offsets, state, mask=mask_dn)
         B = _rows(B_ptr, batch, group, t, mask_t, state_offsets, mask_dn, n, mask_n, sb_b, sb_g, sb_n, sb_l,
                   B_VARYING, COMPUTE)
         C = _rows(C_ptr, batch, group, t, mask_t, state_offsets, mask_dn, n, mask_n, sc_b, sc_g, sc_n, sc_l,
@@ -530,7 +532,8 @@ class _TritonScan(torch.autograd.Function):
         # y before the gate, for dz (as mamba_ssm's CUDA scan keeps it): the backward need not recompute sum_n C x
         ungated = torch.empty_like(u) if z is not None and recording else None
         last = u.new_empty(batch, dim, d_state, dtype=compute)
-        starts = u.new_empty(batch, n_chunks, dim, d_state, dtype=compute)
+        # the state at every chunk start, for the backward: as large as a float32 u when N is 16, so only recorded
+        starts = u.new_empty(batch, n_chunks, dim, d_state, dtype=compute) if recording else None
         start = None if initial_state is None else initial_state.contiguous()
         sizes = (length, dim, dim // groups, d_state, n_chunks, segment_chunks)
         if n_segments > 1:
@@ -539,7 +542,8 @@ class _TritonScan(torch.autograd.Function):
                              meta["summary"], start, False, last, (batch, n_segments, dim, d_state))
         _scan_fwd_kernel[meta["grid"]](
             u, delta, A, B, C, D, z, delta_bias, start, out, last, starts, ungated, *sizes, *_row_strides(B),
-            *_row_strides(C), HAS_START=start is not None, SAVE_UNGATED=ungated is not None, **meta["scan"],
+            *_row_strides(C), HAS_START=start is not None, SAVE_STARTS=recording, SAVE_UNGATED=ungated is not None,
+            **meta["scan"],
         )
         ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, starts, ungated)
         ctx.softplus, ctx.groups = softplus, groups
@@ -554,7 +558,7 @@ class _TritonScan(torch.autograd.Function):
         meta = _meta(u, A, B, C, D, z, delta_bias, ctx.softplus, groups, backward=True)
         n_chunks, segment_chunks, n_segments = meta["chunks"]
         blocks = meta["grid"][1]
-        f32 = dict(dtype=starts.dtype, device=u.device)
+        f32 = dict(dtype=compute_dtype(u.dtype), device=u.device)
         grad_out, grad_last = grad_out.contiguous(), grad_last.contiguous()
         sizes = (length, dim, dim // groups, d_state, n_chunks, segment_chunks)
         carry = grad_last

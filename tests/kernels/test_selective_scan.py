@@ -239,6 +239,44 @@ def test_triton_saves_y_before_the_gate_only_when_autograd_records(backend, devi
         assert torch.equal(run(inputs, softplus, backend, return_last_state=False), y)
 
 
+@pytest.mark.parametrize("backend,device", TRITON)
+def test_triton_saves_the_chunk_starts_only_when_autograd_records(backend, device):
+    """Recording, the forward keeps the state at every chunk start for the backward (B, L / CHUNK, D, N): the
+    reference's last state of each prefix. Without recording it keeps nothing (and y is the same)."""
+    import seqpipe.kernels.scan_triton as scan_triton
+
+    inputs, softplus = make_inputs(D=True, z=True, delta_bias=True, softplus=True, initial_state=True, device=device)
+    y = run(inputs, softplus, backend, return_last_state=False)
+    starts = y.grad_fn.saved_tensors[-2]
+    values = {k: None if v is None else v.detach().cpu() for k, v in inputs.items()}
+    along_time = [k for k in ("u", "delta", "B", "C", "z") if values[k] is not None and values[k].dim() == 3]
+    expected = [values["initial_state"]] + [
+        selective_scan_ref(**{**values, **{k: values[k][..., :t] for k in along_time}}, delta_softplus=softplus,
+                           return_last_state=True)[1]
+        for t in range(scan_triton.CHUNK, values["u"].shape[-1], scan_triton.CHUNK)]
+    assert relative_error(starts, torch.stack(expected, 1)) < 1e-12
+    with torch.no_grad():
+        y_inference, _ = scan_triton._TritonScan.apply(*(inputs[name] for name in NAMES), softplus, False)
+    assert torch.equal(y_inference, y)
+
+
+@pytest.mark.skipif(not HAS_CUDA, reason="GPU memory")
+def test_triton_inference_allocates_no_chunk_starts():
+    """Without autograd the forward's peak memory is y and the last state: no (B, L / CHUNK, D, N) chunk starts,
+    which are as large as a float32 u at N 16 (and are there when autograd records)."""
+    inputs, softplus = make_inputs(batch=1, dim=64, d_state=16, length=4096, dtype=torch.float32, device="cuda")
+    y_bytes = inputs["u"].numel() * 4
+    for recording, bound in ((False, lambda peak: peak < 1.1 * y_bytes), (True, lambda peak: peak > 1.9 * y_bytes)):
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+        with torch.set_grad_enabled(recording):
+            y = run(inputs, softplus, "triton", return_last_state=False)
+        torch.cuda.synchronize()
+        assert bound(torch.cuda.max_memory_allocated() - before), (recording, torch.cuda.max_memory_allocated() - before)
+        del y
+
+
 @pytest.mark.parametrize("backend,device", RUNNABLE)
 def test_short_lengths(backend, device):
     for length in (1, 4):
