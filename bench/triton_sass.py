@@ -104,7 +104,7 @@ def scan_kernels(dtype: str, length: int, d_inner: int, d_state: int) -> dict:
         else:
             kernels["fwd"] = (st._scan_fwd_kernel, dict(inputs, start_ptr=f, out_ptr=io, last_ptr=f, starts_ptr=f,
                                                         ungated_ptr=io),
-                              ints, dict(scan, HAS_START=True, SAVE_UNGATED=True), warps)
+                              ints, dict(scan, HAS_START=True, SAVE_STARTS=True, SAVE_UNGATED=True), warps)
             kernels["summary_fwd"] = (st._segment_summary_fwd_kernel, dict(end_ptr=f, decay_ptr=f, u_ptr=io,
                                                                            delta_ptr=io, A_ptr=f, B_ptr=io, bias_ptr=f),
                                       ints, summary, summary_warps)
