@@ -368,9 +368,8 @@ def _scan_fwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_p
                      sc_g, sc_n, sc_l,
                      SOFTPLUS: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
                      HAS_START: tl.constexpr, SAVE_STARTS: tl.constexpr, SAVE_UNGATED: tl.constexpr,
-                     B_VARYING: tl.constexpr,
-                     C_VARYING: tl.constexpr, COMPUTE: tl.constexpr, CHUNK: tl.constexpr, BLOCK_D: tl.constexpr,
-                     BLOCK_N: tl.constexpr, N_LANES: tl.constexpr):
+                     B_VARYING: tl.constexpr, C_VARYING: tl.constexpr, COMPUTE: tl.constexpr, CHUNK: tl.constexpr,
+                     BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, N_LANES: tl.constexpr):
     batch, group, d, mask_d, n, mask_n, state_offsets, mask_dn, row = _program_coords(
         L, D, Dg, N, BLOCK_D, BLOCK_N, N_LANES)
     segment, first, end, segment_row = _segment(n_chunks, segment_chunks)
