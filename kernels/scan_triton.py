@@ -186,6 +186,13 @@ def _channel_params(A_ptr, bias_ptr, D_ptr, d, mask_d, state_offsets, mask_dn, H
 
 
 @triton.jit
+def _chunk_start(starts_ptr, batch, n_chunks, chunk, D, N, state_offsets):
+    """Pointers to the state entering ``chunk`` of this program's batch row in the (B, n_chunks, D, N) chunk starts,
+    which the forward stores and the backward reloads (int64: as large as u when N is CHUNK)."""
+    return starts_ptr + (batch * n_chunks + chunk).to(tl.int64) * D * N + state_offsets
+
+
+@triton.jit
 def _row_at(x, steps, step):
     """Row ``step`` of a (CHUNK, N_REG, BLOCK_D, N_LANES) tile: a state tile (N_REG, BLOCK_D, N_LANES)."""
     return tl.sum(tl.where((steps == step)[:, None, None, None], x, 0), axis=0)
@@ -396,8 +403,7 @@ def _scan_fwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_p
         u_next, delta_next, z_next = _channel_loads(u_ptr, delta_ptr, z_ptr, offsets + CHUNK,
                                                     (t + CHUNK < L)[:, None] & mask_d[None, :], HAS_Z, COMPUTE)
         if SAVE_STARTS:
-            starts_offset = (batch * n_chunks + chunk).to(tl.int64) * D * N
-            tl.store(starts_ptr + starts_offset + state_offsets, state, mask=mask_dn)
+            tl.store(_chunk_start(starts_ptr, batch, n_chunks, chunk, D, N, state_offsets), state, mask=mask_dn)
         B = _rows(B_ptr, batch, group, t, mask_t, state_offsets, mask_dn, n, mask_n, sb_b, sb_g, sb_n, sb_l,
                   B_VARYING, COMPUTE)
         C = _rows(C_ptr, batch, group, t, mask_t, state_offsets, mask_dn, n, mask_n, sc_b, sc_g, sc_n, sc_l,
@@ -441,8 +447,7 @@ def _scan_bwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_p
         mask = mask_t[:, None] & mask_d[None, :]
         mask_tn = mask_t[:, None, None] & mask_n[None, :, :]
         offsets = row[None, :] + t[:, None]
-        starts_offset = (batch * n_chunks + chunk).to(tl.int64) * D * N
-        state0 = tl.load(starts_ptr + starts_offset + state_offsets, mask=mask_dn, other=0)
+        state0 = tl.load(_chunk_start(starts_ptr, batch, n_chunks, chunk, D, N, state_offsets), mask=mask_dn, other=0)
         u, pre, dt, bu, B, x = _chunk_states(u_ptr, delta_ptr, B_ptr, row, t, mask_t, mask_d, A, bias, batch,
                                              group, state_offsets, mask_dn, n, mask_n, sb_b, sb_g, sb_n, sb_l, state0,
                                              SOFTPLUS, B_VARYING, COMPUTE, CHUNK)
