@@ -89,7 +89,9 @@ def scan_kernels(dtype: str, length: int, d_inner: int, d_state: int) -> dict:
     for backward in (False, True):
         meta = st._meta(u, A, B, B, channel, u, channel, True, 1, backward=backward)
         n_chunks, segment_chunks, _ = meta["chunks"]
+        part_chunks, parts = meta["parts"]
         ints = dict(L=length, D=d_inner, Dg=d_inner, N=d_state, n_chunks=n_chunks, segment_chunks=segment_chunks,
+                    part_chunks=part_chunks, parts=parts,
                     **{f"{k[0]}b{k[1:]}": v for k, v in rows.items()}, **{f"{k[0]}c{k[1:]}": v for k, v in rows.items()})
         scan, summary = ({k: v for k, v in meta[part].items() if k != "num_warps"} for part in ("scan", "summary"))
         warps, summary_warps = meta["scan"]["num_warps"], meta["summary"]["num_warps"]

@@ -19,7 +19,9 @@ long sequence). The state entering each segment comes from a summary pass: every
 zero state to get its end state H_s and its total decay P_s = exp(A * sum(dt)); a short sequential pass then
 composes ``start_{s+1} = P_s * start_s + H_s`` over the segments. The backward does the same for the
 adjoint in reverse; its summary needs no scan, the adjoint unrolled being a sum of decayed inputs. The summaries
-read the inputs once more, the price of the parallelism.
+read the inputs once more, the price of the parallelism; the segment the composition does not need (the last one
+forward, the first one backward) is not summarised, and the others are summarised in parts when that takes more
+programs to fill the GPU (their registers allow four times the scan's warps an SM).
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ SUMMARY_TILE = Tile(block_d=8, warps=4, state_lanes=16)
 BACKWARD_TILE = Tile(block_d=4, warps=1, state_lanes=16)
 # Segments are added until batch x channel blocks x segments reaches this many programs.
 SEGMENT_PROGRAMS = 1024
+SUMMARY_PROGRAMS = 2048  # programs of the segment summaries, enough 4-warp programs of 64 registers for two waves
 STATE_UPDATE_BLOCK_D = 32  # channels a program of the one-token state update
 # Inline PTX (16-bit upcasts, the decays' exp) on NVIDIA GPUs; Triton's interpreter (TRITON_INTERPRET=1) and ROCm
 # upcast with .to() and take tl.exp
@@ -176,6 +179,18 @@ def _segment(n_chunks, segment_chunks):
 
 
 @triton.jit
+def _summary_part(n_chunks, segment_chunks, part_chunks, parts, FIRST_SEGMENT: tl.constexpr):
+    """This summary program's part of a segment (program axis 2 runs over the parts of segments FIRST_SEGMENT,
+    FIRST_SEGMENT + 1, ...): (first chunk, end chunk exclusive, (batch, part) row); a part past its segment's end is
+    empty."""
+    part = tl.program_id(2)
+    segment = part // parts + FIRST_SEGMENT
+    first = segment * segment_chunks + part % parts * part_chunks
+    end = tl.minimum(tl.minimum(first + part_chunks, (segment + 1) * segment_chunks), n_chunks)
+    return first, end, tl.program_id(0) * tl.num_programs(2) + part
+
+
+@triton.jit
 def _channel_params(A_ptr, bias_ptr, D_ptr, d, mask_d, state_offsets, mask_dn, HAS_BIAS: tl.constexpr,
                     HAS_D: tl.constexpr, COMPUTE: tl.constexpr, BLOCK_D: tl.constexpr):
     """A (N_REG, BLOCK_D, N_LANES), delta_bias and D (BLOCK_D,) of this program's channels (zeros when absent)."""
@@ -260,14 +275,15 @@ def _chunk_adjoint(delta_ptr, offsets, mask, t, L, steps, bias, A, dt, grad, C, 
 
 @triton.jit
 def _segment_summary_fwd_kernel(end_ptr, decay_ptr, u_ptr, delta_ptr, A_ptr, B_ptr, bias_ptr, L, D, Dg, N,
-                                n_chunks, segment_chunks, sb_b, sb_g, sb_n, sb_l, SOFTPLUS: tl.constexpr,
-                                HAS_BIAS: tl.constexpr, B_VARYING: tl.constexpr, COMPUTE: tl.constexpr,
-                                CHUNK: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
-                                N_LANES: tl.constexpr):
-    """Each segment scanned from a zero state: its end state H and total decay exp(A * sum dt), (B, S, D, N)."""
+                                n_chunks, segment_chunks, part_chunks, parts, sb_b, sb_g, sb_n, sb_l,
+                                SOFTPLUS: tl.constexpr, HAS_BIAS: tl.constexpr, B_VARYING: tl.constexpr,
+                                COMPUTE: tl.constexpr, CHUNK: tl.constexpr, BLOCK_D: tl.constexpr,
+                                BLOCK_N: tl.constexpr, N_LANES: tl.constexpr):
+    """Each part of the segments but the last scanned from a zero state: its end state H and total decay
+    exp(A * sum dt), (B, (S - 1) * parts, D, N)."""
     batch, group, d, mask_d, n, mask_n, state_offsets, mask_dn, row = _program_coords(
         L, D, Dg, N, BLOCK_D, BLOCK_N, N_LANES)
-    _segment_index, first, end, segment_row = _segment(n_chunks, segment_chunks)
+    first, end, part_row = _summary_part(n_chunks, segment_chunks, part_chunks, parts, 0)
     A, bias, _skip = _channel_params(A_ptr, bias_ptr, bias_ptr, d, mask_d, state_offsets, mask_dn, HAS_BIAS,
                                      False, COMPUTE, BLOCK_D)
     state = tl.zeros_like(A)
@@ -282,25 +298,25 @@ def _segment_summary_fwd_kernel(end_ptr, decay_ptr, u_ptr, delta_ptr, A_ptr, B_p
         state = _row_at(x, steps, CHUNK - 1)
         total_dt += tl.sum(dt, axis=0)
         chunk += 1
-    out = segment_row * D * N + state_offsets
+    out = part_row * D * N + state_offsets
     tl.store(end_ptr + out, state, mask=mask_dn)
     tl.store(decay_ptr + out, tl.exp(total_dt[None, :, None] * A), mask=mask_dn)
 
 
 @triton.jit
 def _segment_summary_bwd_kernel(end_ptr, decay_ptr, delta_ptr, A_ptr, C_ptr, z_ptr, bias_ptr, grad_out_ptr, L, D,
-                                Dg, N, n_chunks, segment_chunks, sc_b, sc_g, sc_n, sc_l, SOFTPLUS: tl.constexpr,
-                                HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, C_VARYING: tl.constexpr,
-                                COMPUTE: tl.constexpr, CHUNK: tl.constexpr, BLOCK_D: tl.constexpr,
-                                BLOCK_N: tl.constexpr, N_LANES: tl.constexpr):
-    """Each segment's adjoint from a zero carry at its end: the gradient G reaching the state before it, and
-    its total decay exp(A * sum dt), (B, S, D, N).
+                                Dg, N, n_chunks, segment_chunks, part_chunks, parts, sc_b, sc_g, sc_n, sc_l,
+                                SOFTPLUS: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
+                                C_VARYING: tl.constexpr, COMPUTE: tl.constexpr, CHUNK: tl.constexpr,
+                                BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, N_LANES: tl.constexpr):
+    """The adjoint of each part of the segments but the first from a zero carry at its end: the gradient G reaching
+    the state before it, and its total decay exp(A * sum dt), (B, (S - 1) * parts, D, N).
 
     No reverse scan: the adjoint recurrence unrolled, ``G = sum_t exp(A * (dt_0 + ... + dt_t)) C_t dy_t`` over the
     segment's steps t, walked in time order, one exp an element."""
     batch, group, d, mask_d, n, mask_n, state_offsets, mask_dn, row = _program_coords(
         L, D, Dg, N, BLOCK_D, BLOCK_N, N_LANES)
-    _segment_index, first, end, segment_row = _segment(n_chunks, segment_chunks)
+    first, end, part_row = _summary_part(n_chunks, segment_chunks, part_chunks, parts, 1)
     A, bias, _skip = _channel_params(A_ptr, bias_ptr, bias_ptr, d, mask_d, state_offsets, mask_dn, HAS_BIAS,
                                      False, COMPUTE, BLOCK_D)
     entering = tl.zeros_like(A)
@@ -322,17 +338,20 @@ def _segment_summary_bwd_kernel(end_ptr, decay_ptr, delta_ptr, A_ptr, C_ptr, z_p
         entering += tl.sum(_decay(_per_state(since_start), A[None, :, :, :]) * _per_state(grad) * C, axis=0)
         total_dt += tl.sum(dt, axis=0)
         chunk += 1
-    out = segment_row * D * N + state_offsets
+    out = part_row * D * N + state_offsets
     tl.store(end_ptr + out, entering, mask=mask_dn)
     tl.store(decay_ptr + out, tl.exp(total_dt[None, :, None] * A), mask=mask_dn)
 
 
 @triton.jit
-def _compose_segments_kernel(end_ptr, decay_ptr, init_ptr, entering_ptr, size, n_segments, HAS_INIT: tl.constexpr,
-                             REVERSE: tl.constexpr, BLOCK: tl.constexpr):
-    """The carry entering each segment, (B, S, D*N): ``entering[s] = carry; carry = decay[s] * carry + end[s]``.
+def _compose_segments_kernel(end_ptr, decay_ptr, init_ptr, entering_ptr, size, n_segments, parts,
+                             HAS_INIT: tl.constexpr, REVERSE: tl.constexpr, BLOCK: tl.constexpr):
+    """The carry entering each segment, (B, S, D*N), from the summaries of the parts of the other segments,
+    (B, (S - 1) * parts, D*N): ``entering[s] = carry``, then ``carry = decay[p] * carry + end[p]`` over segment
+    s's parts p in order.
 
-    In time order from the initial state (forward), or from the last segment back with d last_state (REVERSE).
+    In time order from the initial state (forward; the last segment has no summaries), or from the last segment
+    back with d last_state (REVERSE; the first segment has none, and parts are taken last first).
     """
     batch = tl.program_id(0)
     e = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
@@ -341,13 +360,18 @@ def _compose_segments_kernel(end_ptr, decay_ptr, init_ptr, entering_ptr, size, n
         carry = tl.load(init_ptr + batch * size + e, mask=mask, other=0)
     else:
         carry = tl.zeros([BLOCK], end_ptr.dtype.element_ty)
+    n_parts = (n_segments - 1) * parts
     i = 0
     while i < n_segments:
         segment = n_segments - 1 - i if REVERSE else i
-        offsets = (batch * n_segments + segment) * size + e
-        tl.store(entering_ptr + offsets, carry, mask=mask)
-        decay = tl.load(decay_ptr + offsets, mask=mask, other=0)
-        carry = decay * carry + tl.load(end_ptr + offsets, mask=mask, other=0)
+        tl.store(entering_ptr + (batch * n_segments + segment) * size + e, carry, mask=mask)
+        j = 0
+        while j < tl.where(i < n_segments - 1, parts, 0):
+            part = (segment - 1) * parts + parts - 1 - j if REVERSE else segment * parts + j
+            offsets = (batch * n_parts + part) * size + e
+            decay = tl.load(decay_ptr + offsets, mask=mask, other=0)
+            carry = decay * carry + tl.load(end_ptr + offsets, mask=mask, other=0)
+            j += 1
         i += 1
 
 
@@ -503,16 +527,19 @@ def _row_strides(M: torch.Tensor) -> tuple[int, int, int, int]:
     return tuple(M.stride())
 
 
-def _compose(summary_kernel, grid: tuple, args: tuple, constants: dict, init: torch.Tensor | None, reverse: bool,
+def _compose(summary_kernel, meta: dict, args: tuple, init: torch.Tensor | None, reverse: bool,
              like: torch.Tensor, shape: tuple[int, int, int, int]) -> torch.Tensor:
-    """Run a segment summary kernel, then the sequential composition: the carry entering each segment, (B, S, D, N)."""
-    end, decay, entering = (like.new_empty(shape) for _ in range(3))
-    summary_kernel[grid](end, decay, *args, **constants)
+    """Run a segment summary kernel over the parts of ``meta["summary_grid"]``, then the sequential composition: the
+    carry entering each segment, (B, S, D, N)."""
     batch, n_segments, dim, d_state = shape
+    _part_chunks, parts = meta["parts"]
+    end, decay = (like.new_empty(batch, (n_segments - 1) * parts, dim, d_state) for _ in range(2))
+    summary_kernel[meta["summary_grid"]](end, decay, *args, **meta["summary"])
+    entering = like.new_empty(shape)
     block = 1024
     _compose_segments_kernel[(batch, triton.cdiv(dim * d_state, block))](
         end, decay, None if init is None else init.to(like.dtype).contiguous(), entering, dim * d_state, n_segments,
-        HAS_INIT=init is not None, REVERSE=reverse, BLOCK=block,
+        parts, HAS_INIT=init is not None, REVERSE=reverse, BLOCK=block,
     )
     return entering
 
@@ -541,9 +568,9 @@ class _TritonScan(torch.autograd.Function):
         start = None if initial_state is None else initial_state.contiguous()
         sizes = (length, dim, dim // groups, d_state, n_chunks, segment_chunks)
         if n_segments > 1:
-            start = _compose(_segment_summary_fwd_kernel, meta["summary_grid"],
-                             (u, delta, A, B, delta_bias, *sizes, *_row_strides(B)),
-                             meta["summary"], start, False, last, (batch, n_segments, dim, d_state))
+            start = _compose(_segment_summary_fwd_kernel, meta,
+                             (u, delta, A, B, delta_bias, *sizes, *meta["parts"], *_row_strides(B)),
+                             start, False, last, (batch, n_segments, dim, d_state))
         _scan_fwd_kernel[meta["grid"]](
             u, delta, A, B, C, D, z, delta_bias, start, out, last, starts, ungated, *sizes, *_row_strides(B),
             *_row_strides(C), HAS_START=start is not None, SAVE_STARTS=recording, SAVE_UNGATED=ungated is not None,
@@ -567,9 +594,9 @@ class _TritonScan(torch.autograd.Function):
         sizes = (length, dim, dim // groups, d_state, n_chunks, segment_chunks)
         carry = grad_last
         if n_segments > 1:
-            carry = _compose(_segment_summary_bwd_kernel, meta["summary_grid"],
-                             (delta, A, C, z, delta_bias, grad_out, *sizes, *_row_strides(C)),
-                             meta["summary"], grad_last, True, starts, (batch, n_segments, dim, d_state))
+            carry = _compose(_segment_summary_bwd_kernel, meta,
+                             (delta, A, C, z, delta_bias, grad_out, *sizes, *meta["parts"], *_row_strides(C)),
+                             grad_last, True, starts, (batch, n_segments, dim, d_state))
         # per-element gradients are stored in their input's dtype (tl.store rounds once)
         du, ddelta = torch.empty_like(u), torch.empty_like(delta)
         dz = torch.empty_like(z) if z is not None else None
@@ -604,7 +631,8 @@ class _TritonScan(torch.autograd.Function):
 def _meta(u, A, B, C, D, z, delta_bias, softplus, groups, backward: bool) -> dict:
     """Launch grids, segment split and the compile-time constants of the forward kernels, or of the backward ones
     (``backward``): "scan" and "grid" for the scan kernel at its tile, "summary" and "summary_grid" for its segment
-    summary at ``SUMMARY_TILE``, over the scan's segments."""
+    summary at ``SUMMARY_TILE``, and "parts", (chunks a part, parts a segment): the summary splits each segment it
+    summarises into parts until it has about ``SUMMARY_PROGRAMS`` programs."""
     batch, dim, length = u.shape
     block_n = triton.next_power_of_2(A.shape[1])
 
@@ -620,6 +648,9 @@ def _meta(u, A, B, C, D, z, delta_bias, softplus, groups, backward: bool) -> dic
     wanted = max(1, min(n_chunks, SEGMENT_PROGRAMS // (batch * blocks)))
     segment_chunks = triton.cdiv(n_chunks, wanted)
     n_segments = triton.cdiv(n_chunks, segment_chunks)
+    summarised = batch * channel_blocks(SUMMARY_TILE) * max(1, n_segments - 1)  # summary programs of whole segments
+    part_chunks = triton.cdiv(segment_chunks, max(1, min(segment_chunks, SUMMARY_PROGRAMS // summarised)))
+    parts = triton.cdiv(segment_chunks, part_chunks)
     shared = dict(
         SOFTPLUS=softplus, HAS_BIAS=delta_bias is not None,
         COMPUTE=tl.float64 if compute_dtype(u.dtype) == torch.float64 else tl.float32, CHUNK=CHUNK, BLOCK_N=block_n,
@@ -630,7 +661,8 @@ def _meta(u, A, B, C, D, z, delta_bias, softplus, groups, backward: bool) -> dic
                       else {"B_VARYING": flags["B_VARYING"]}))
     return {"grid": (batch, blocks, n_segments), "chunks": (n_chunks, segment_chunks, n_segments),
             "scan": dict(shared, **tile_constants(scan_tile), **flags), "summary": summary,
-            "summary_grid": (batch, channel_blocks(SUMMARY_TILE), n_segments)}
+            "summary_grid": (batch, channel_blocks(SUMMARY_TILE), (n_segments - 1) * parts),
+            "parts": (part_chunks, parts)}
 
 
 def selective_scan_triton(

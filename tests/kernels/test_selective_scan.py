@@ -51,8 +51,10 @@ def small_tiles(monkeypatch):
         monkeypatch.setattr(scan_triton, "FORWARD_TILE", scan_triton.Tile(block_d=4, warps=1, state_lanes=2))
         monkeypatch.setattr(scan_triton, "SUMMARY_TILE", scan_triton.Tile(block_d=4, warps=1, state_lanes=2))
         monkeypatch.setattr(scan_triton, "BACKWARD_TILE", scan_triton.Tile(block_d=4, warps=1, state_lanes=2))
-        # several segments of uneven length per sequence (see test_triton_segment_splits for others)
+        # several segments of uneven length per sequence (see test_triton_segment_splits for others), summarised in
+        # parts (see test_triton_summaries_in_parts)
         monkeypatch.setattr(scan_triton, "SEGMENT_PROGRAMS", 12)
+        monkeypatch.setattr(scan_triton, "SUMMARY_PROGRAMS", 24)
 
 
 def make_inputs(seed=0, batch=2, dim=8, d_state=4, length=13, bc="variable", D=False, z=False, delta_bias=False,
@@ -185,7 +187,24 @@ def test_triton_kernels_have_their_own_channel_blocks(device, block_d, backward_
              for backward in (False, True)}
     grids = {backward: meta["grid"] for backward, meta in metas.items()}
     assert {grids[False], grids[True]} == {(2, 2, 3), (2, 4, 1)}  # (batch, channel blocks, segments)
-    assert all(meta["summary_grid"] == (2, 2, meta["grid"][2]) for meta in metas.values())
+    # a summary for each part of the segments but one (the last forward, the first backward)
+    assert all(meta["summary_grid"] == (2, 2, (meta["grid"][2] - 1) * meta["parts"][1]) for meta in metas.values())
+    assert_all_close(outputs_and_grads(inputs, softplus, "triton"), expected, 1e-10)
+
+
+@pytest.mark.parametrize("device", [pytest.param(d, marks=triton_marks(d)) for d in DEVICES])
+def test_triton_summaries_in_parts(device):
+    """13 chunks in segments of 5, 5 and 3 chunks, each summarised in parts of 2, 2 and 1 chunks, the last segment's
+    third part empty (the backward summarises it, the forward does not): the float64 reference."""
+    import seqpipe.kernels.scan_triton as scan_triton
+
+    options = dict(seed=9, length=50, D=True, z=True, delta_bias=True, initial_state=True, softplus=True)
+    expected = outputs_and_grads(*make_inputs(**options), "ref")
+    inputs, softplus = make_inputs(**options, device=device)
+    for backward in (False, True):
+        meta = scan_triton._meta(inputs["u"], inputs["A"], inputs["B"], inputs["C"], inputs["D"], inputs["z"],
+                                 inputs["delta_bias"], softplus, 1, backward=backward)
+        assert meta["chunks"] == (13, 5, 3) and meta["parts"] == (2, 3) and meta["summary_grid"] == (2, 2, 6)
     assert_all_close(outputs_and_grads(inputs, softplus, "triton"), expected, 1e-10)
 
 
@@ -204,7 +223,8 @@ def test_triton_summaries_at_a_larger_channel_block_than_the_backward(device, mo
     inputs, softplus = make_inputs(**options, device=device)
     backward = scan_triton._meta(inputs["u"], inputs["A"], inputs["B"], inputs["C"], inputs["D"], inputs["z"],
                                  inputs["delta_bias"], softplus, 2, backward=True)
-    assert backward["grid"] == (2, 6, 3) and backward["summary_grid"] == (2, 4, 3)  # (batch, channel blocks, segments)
+    # (batch, channel blocks, segments); the summaries of the two segments after the first, in one part each
+    assert backward["grid"] == (2, 6, 3) and backward["summary_grid"] == (2, 4, 2)
     assert_all_close(outputs_and_grads(inputs, softplus, "triton"), expected, 1e-10)
 
 
