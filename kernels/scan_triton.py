@@ -60,7 +60,7 @@ SUMMARY_TILE = Tile(block_d=8, warps=4, state_lanes=16)
 BACKWARD_TILE = Tile(block_d=4, warps=1, state_lanes=16)
 # Segments are added until batch x channel blocks x segments reaches this many programs.
 SEGMENT_PROGRAMS = 1024
-SUMMARY_PROGRAMS = 2048  # programs of the segment summaries, enough 4-warp programs of 64 registers for two waves
+SUMMARY_PROGRAMS = 4096  # programs of the segment summaries (of 4 warps at 64 registers: about four waves)
 STATE_UPDATE_BLOCK_D = 32  # channels a program of the one-token state update
 # Inline PTX (16-bit upcasts, the decays' exp) on NVIDIA GPUs; Triton's interpreter (TRITON_INTERPRET=1) and ROCm
 # upcast with .to() and take tl.exp
@@ -214,22 +214,6 @@ def _row_at(x, steps, step):
 
 
 @triton.jit
-def _chunk_states(u_ptr, delta_ptr, B_ptr, row, t, mask_t, mask_d, A, bias, batch, group, state_offsets, mask_dn,
-                  n, mask_n, sb_b, sb_g, sb_n, sb_l, state0, SOFTPLUS: tl.constexpr, B_VARYING: tl.constexpr,
-                  COMPUTE: tl.constexpr, CHUNK: tl.constexpr):
-    """Load, discretise and scan one chunk from state0: returns u, delta pre-activation, dt (CHUNK, BLOCK_D), B u dt,
-    B and the states x (CHUNK, N_REG, BLOCK_D, N_LANES; B (CHUNK, N_REG, 1, N_LANES) when time-varying)."""
-    offsets = row[None, :] + t[:, None]
-    mask = mask_t[:, None] & mask_d[None, :]
-    u = _load(u_ptr + offsets, mask, COMPUTE)
-    pre, dt = _dt(delta_ptr, offsets, mask, bias[None, :], SOFTPLUS, COMPUTE)
-    B = _rows(B_ptr, batch, group, t, mask_t, state_offsets, mask_dn, n, mask_n, sb_b, sb_g, sb_n, sb_l, B_VARYING,
-              COMPUTE)
-    bu, x = _scan_chunk(u, dt, B, A, state0, CHUNK)
-    return u, pre, dt, bu, B, x
-
-
-@triton.jit
 def _scan_chunk(u, dt, B, A, state0, CHUNK: tl.constexpr):
     """B u dt and the states x (CHUNK, N_REG, BLOCK_D, N_LANES) of one chunk from state0."""
     a = _decay(_per_state(dt), A[None, :, :, :])
@@ -292,9 +276,12 @@ def _segment_summary_fwd_kernel(end_ptr, decay_ptr, u_ptr, delta_ptr, A_ptr, B_p
     chunk = first
     while chunk < end:  # not range(): triton 3.6's interpreter fails on a runtime bound with numpy >= 2.4
         t = chunk * CHUNK + steps
-        _u, _pre, dt, _bu, _B, x = _chunk_states(u_ptr, delta_ptr, B_ptr, row, t, t < L, mask_d, A, bias, batch,
-                                                 group, state_offsets, mask_dn, n, mask_n, sb_b, sb_g, sb_n, sb_l,
-                                                 state, SOFTPLUS, B_VARYING, COMPUTE, CHUNK)
+        offsets = row[None, :] + t[:, None]
+        mask = (t < L)[:, None] & mask_d[None, :]
+        _pre, dt = _dt(delta_ptr, offsets, mask, bias[None, :], SOFTPLUS, COMPUTE)
+        B = _rows(B_ptr, batch, group, t, t < L, state_offsets, mask_dn, n, mask_n, sb_b, sb_g, sb_n, sb_l, B_VARYING,
+                  COMPUTE)
+        _bu, x = _scan_chunk(_load(u_ptr + offsets, mask, COMPUTE), dt, B, A, state, CHUNK)
         state = _row_at(x, steps, CHUNK - 1)
         total_dt += tl.sum(dt, axis=0)
         chunk += 1
@@ -442,6 +429,19 @@ def _scan_fwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_p
 
 
 @triton.jit
+def _backward_loads(u_ptr, delta_ptr, z_ptr, grad_out_ptr, ungated_ptr, row, chunk, valid, steps, L, mask_d,
+                    HAS_Z: tl.constexpr, COMPUTE: tl.constexpr, CHUNK: tl.constexpr):
+    """u, delta, z, dy and y before the gate (dy without z) of ``chunk``, (CHUNK, BLOCK_D) each, zeros where not
+    ``valid``."""
+    t = chunk * CHUNK + steps
+    offsets = row[None, :] + t[:, None]
+    mask = ((t < L) & valid)[:, None] & mask_d[None, :]
+    u, delta, z = _channel_loads(u_ptr, delta_ptr, z_ptr, offsets, mask, HAS_Z, COMPUTE)
+    grad = _load(grad_out_ptr + offsets, mask, COMPUTE)
+    return u, delta, z, grad, _load(ungated_ptr + offsets, mask, COMPUTE) if HAS_Z else grad
+
+
+@triton.jit
 def _scan_bwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, starts_ptr, ungated_ptr,
                      grad_out_ptr, carry_ptr, du_ptr, ddelta_ptr, dz_ptr, dB_ptr, dC_ptr, dA_ptr, dskip_ptr, dbias_ptr,
                      dh0_ptr, L, D, Dg, N, n_chunks, segment_chunks, sb_b, sb_g, sb_n, sb_l, sc_b, sc_g, sc_n, sc_l,
@@ -464,24 +464,30 @@ def _scan_bwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_p
     steps = tl.arange(0, CHUNK)
     # per-time B/C gradients go to (batch, G, channel blocks, N, L) partial sums, (CHUNK, N_REG, N_LANES) a chunk
     partial_offsets = ((batch * tl.num_programs(1) + tl.program_id(1)).to(tl.int64) * N + n[None, :, :]) * L
+    # the chunk before's u, delta, z, dy and y are loaded before this chunk's work, which hides their latency (as in
+    # the forward); loading its start state, B, C and delta a step later ahead too was slower (registers)
     chunk = end - 1
+    u_next, delta_next, z_next, grad_next, y_next = _backward_loads(
+        u_ptr, delta_ptr, z_ptr, grad_out_ptr, ungated_ptr, row, chunk, True, steps, L, mask_d, HAS_Z, COMPUTE, CHUNK)
     while chunk >= first:
+        u, delta, z, grad, y = u_next, delta_next, z_next, grad_next, y_next
+        u_next, delta_next, z_next, grad_next, y_next = _backward_loads(
+            u_ptr, delta_ptr, z_ptr, grad_out_ptr, ungated_ptr, row, chunk - 1, chunk > first, steps, L, mask_d,
+            HAS_Z, COMPUTE, CHUNK)
         t = chunk * CHUNK + steps
         mask_t = t < L
         mask = mask_t[:, None] & mask_d[None, :]
         mask_tn = mask_t[:, None, None] & mask_n[None, :, :]
         offsets = row[None, :] + t[:, None]
         state0 = tl.load(_chunk_start(starts_ptr, batch, n_chunks, chunk, D, N, state_offsets), mask=mask_dn, other=0)
-        u, pre, dt, bu, B, x = _chunk_states(u_ptr, delta_ptr, B_ptr, row, t, mask_t, mask_d, A, bias, batch,
-                                             group, state_offsets, mask_dn, n, mask_n, sb_b, sb_g, sb_n, sb_l, state0,
-                                             SOFTPLUS, B_VARYING, COMPUTE, CHUNK)
+        pre, dt = _activate(delta + bias[None, :], mask, SOFTPLUS)
+        B = _rows(B_ptr, batch, group, t, mask_t, state_offsets, mask_dn, n, mask_n, sb_b, sb_g, sb_n, sb_l,
+                  B_VARYING, COMPUTE)
+        bu, x = _scan_chunk(u, dt, B, A, state0, CHUNK)
         C = _rows(C_ptr, batch, group, t, mask_t, state_offsets, mask_dn, n, mask_n, sc_b, sc_g, sc_n, sc_l,
                   C_VARYING, COMPUTE)
-        grad = _load(grad_out_ptr + offsets, mask, COMPUTE)
         if HAS_Z:
-            z = _load(z_ptr + offsets, mask, COMPUTE)
             gate = tl.sigmoid(z)
-            y = _load(ungated_ptr + offsets, mask, COMPUTE)  # saved by the forward
             tl.store(dz_ptr + offsets, grad * y * gate * (1 + z * (1 - gate)), mask=mask)
             grad = grad * z * gate
         grad_skip += tl.sum(grad * u, axis=0)
