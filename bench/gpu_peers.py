@@ -1,7 +1,7 @@
 """Our scans against mamba_ssm's Triton SSD kernel on one GPU, and a pre-training step per block.
 
     python bench/gpu_peers.py --sdist PATH/mamba_ssm-2.2.4.tar.gz [--skip-training] [--n-large 128]
-        [--ssd-tiles 64x8f 64x8fc1 ...] [--profile] [--mamba1-tiles 16:8x1x4/8x4x16/4x1x16 ...]
+        [--ssd-tiles 64x8f 64x8fc1 ...] [--profile] [--mamba1-tiles 16:8x1x4/8x4x16/4x1x8 ...]
     python bench/gpu_peers.py --sdist ... --warm-peer I K   # compile 1/K of mamba_ssm's autotune configs
     python bench/gpu_peers.py --sdist ... --warm-ours       # compile every seqpipe variant of the run
 

@@ -10,7 +10,7 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --tar
 export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 TRITON_CACHE_DIR=/tmp/triton_cache
 SDIST="$G/mamba_ssm-2.2.4.tar.gz"
 TILES=${TILES:-"64x4fh 64x8f"}
-M1_TILES=${M1_TILES-"16:8x1x4/8x4x16/4x1x16 16:8x4x16/8x4x16/4x1x16 16:8x1x4/8x4x16/4x1x8"}
+M1_TILES=${M1_TILES-"16:8x1x4/8x4x16/4x1x8 16:8x1x4/8x4x16/4x1x16"}
 { nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv; date -u;
   python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__,
                                            'cuda', torch.version.cuda)"; } > "$OUT/device.txt" 2>&1

@@ -2,7 +2,7 @@
 the H100/H200 (sm_90), on the CPU: no GPU needed.
 
     python bench/triton_sass.py [--dtype fp32|bf16] [--kernels fwd bwd summary_fwd summary_bwd]
-        [--tile 16:8x1x4/8x4x16/4x1x16]
+        [--tile 16:8x1x4/8x4x16/4x1x8]
         [--length 65536] [--d-inner 2048] [--d-state 16]
 
 Compiles ``scan_triton``'s kernels with ``triton.compile`` for ``GPUTarget("cuda", 90, 32)`` at the shape of

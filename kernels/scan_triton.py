@@ -49,15 +49,16 @@ class Tile(NamedTuple):
 # Tiles from the H200 sweeps of bench/gpu_peers.py (bench/RESULTS.md, issue #16), chunks of 16 steps. The forward
 # scan keeps 4 states on lanes, 4 in registers: its sum over the states for y is 3 additions in a thread and 2
 # shuffle levels where 16 state lanes took 4 levels (the forward's largest cost after the exps). The backward scan
-# takes 4 channels in one warp with the states on lanes (its sums over channels stay inside the warp, no shared
-# memory and barriers; 255 registers a thread allow 2 warps a scheduler either way; 8 state lanes were within 3.5%).
+# takes 4 channels in one warp, 8 states on lanes and 2 in registers (its sums over channels stay inside the warp, no
+# shared memory and barriers; 255 registers a thread allow 2 warps a scheduler either way; with its loads a chunk
+# ahead, 8 state lanes beat 16 by 2-6%).
 # The segment summaries have no sums over channels or states and keep 16 state lanes (at 4 they lost 0.6 ms at
 # B1 L64k: a quarter of the threads, in one-warp programs). The forward saves the state at every chunk start for the
 # backward, (B, L / CHUNK, D, N) in float32 (the size of a float32 u when N is 16), so both passes share CHUNK.
 CHUNK = 16
 FORWARD_TILE = Tile(block_d=8, warps=1, state_lanes=4)
 SUMMARY_TILE = Tile(block_d=8, warps=4, state_lanes=16)
-BACKWARD_TILE = Tile(block_d=4, warps=1, state_lanes=16)
+BACKWARD_TILE = Tile(block_d=4, warps=1, state_lanes=8)
 # Segments are added until batch x channel blocks x segments reaches this many programs.
 SEGMENT_PROGRAMS = 1024
 SUMMARY_PROGRAMS = 4096  # programs of the segment summaries (of 4 warps at 64 registers: about four waves)
