@@ -62,6 +62,7 @@ BACKWARD_TILE = Tile(block_d=4, warps=1, state_lanes=8)
 # Segments are added until batch x channel blocks x segments reaches this many programs.
 SEGMENT_PROGRAMS = 1024
 SUMMARY_PROGRAMS = 4096  # programs of the segment summaries (of 4 warps at 64 registers: about four waves)
+MAX_PARTS = 64  # parts a segment at most: the composition scans a segment's parts in registers
 STATE_UPDATE_BLOCK_D = 32  # channels a program of the one-token state update
 # Inline PTX (16-bit upcasts, the decays' exp) on NVIDIA GPUs; Triton's interpreter (TRITON_INTERPRET=1) and ROCm
 # upcast with .to() and take tl.exp
@@ -333,10 +334,10 @@ def _segment_summary_bwd_kernel(end_ptr, decay_ptr, delta_ptr, A_ptr, C_ptr, z_p
 
 @triton.jit
 def _compose_segments_kernel(end_ptr, decay_ptr, init_ptr, entering_ptr, size, n_segments, parts,
-                             HAS_INIT: tl.constexpr, REVERSE: tl.constexpr, BLOCK: tl.constexpr):
+                             HAS_INIT: tl.constexpr, REVERSE: tl.constexpr, PARTS: tl.constexpr, BLOCK: tl.constexpr):
     """The carry entering each segment, (B, S, D*N), from the summaries of the parts of the other segments,
     (B, (S - 1) * parts, D*N): ``entering[s] = carry``, then ``carry = decay[p] * carry + end[p]`` over segment
-    s's parts p in order.
+    s's parts p in order, the parts composed first as a (PARTS, BLOCK) scan (one load's latency a segment).
 
     In time order from the initial state (forward; the last segment has no summaries), or from the last segment
     back with d last_state (REVERSE; the first segment has none, and parts are taken last first).
@@ -348,18 +349,22 @@ def _compose_segments_kernel(end_ptr, decay_ptr, init_ptr, entering_ptr, size, n
         carry = tl.load(init_ptr + batch * size + e, mask=mask, other=0)
     else:
         carry = tl.zeros([BLOCK], end_ptr.dtype.element_ty)
+    j = tl.arange(0, PARTS)
+    mask_parts = (j < parts)[:, None] & mask[None, :]
     n_parts = (n_segments - 1) * parts
     i = 0
     while i < n_segments:
         segment = n_segments - 1 - i if REVERSE else i
         tl.store(entering_ptr + (batch * n_segments + segment) * size + e, carry, mask=mask)
-        j = 0
-        while j < tl.where(i < n_segments - 1, parts, 0):
+        if i < n_segments - 1:
             part = (segment - 1) * parts + parts - 1 - j if REVERSE else segment * parts + j
-            offsets = (batch * n_parts + part) * size + e
-            decay = tl.load(decay_ptr + offsets, mask=mask, other=0)
-            carry = decay * carry + tl.load(end_ptr + offsets, mask=mask, other=0)
-            j += 1
+            offsets = (batch * n_parts + part)[:, None] * size + e[None, :]
+            # rows past the parts are the identity (decay 1, end 0), so the scan's last row composes them all
+            decay, end = tl.associative_scan((tl.load(decay_ptr + offsets, mask=mask_parts, other=1),
+                                              tl.load(end_ptr + offsets, mask=mask_parts, other=0)),
+                                             axis=0, combine_fn=linear_combine)
+            last = (j == PARTS - 1)[:, None]
+            carry = tl.sum(tl.where(last, decay, 0), axis=0) * carry + tl.sum(tl.where(last, end, 0), axis=0)
         i += 1
 
 
@@ -543,10 +548,11 @@ def _compose(summary_kernel, meta: dict, args: tuple, init: torch.Tensor | None,
     end, decay = (like.new_empty(batch, (n_segments - 1) * parts, dim, d_state) for _ in range(2))
     summary_kernel[meta["summary_grid"]](end, decay, *args, **meta["summary"])
     entering = like.new_empty(shape)
-    block = 1024
+    parts_tile = triton.next_power_of_2(parts)
+    block = 4096 // parts_tile  # (parts, block) tiles of 4096 elements; MAX_PARTS keeps 64 elements a row at least
     _compose_segments_kernel[(batch, triton.cdiv(dim * d_state, block))](
         end, decay, None if init is None else init.to(like.dtype).contiguous(), entering, dim * d_state, n_segments,
-        parts, HAS_INIT=init is not None, REVERSE=reverse, BLOCK=block,
+        parts, HAS_INIT=init is not None, REVERSE=reverse, PARTS=parts_tile, BLOCK=block,
     )
     return entering
 
@@ -656,7 +662,7 @@ def _meta(u, A, B, C, D, z, delta_bias, softplus, groups, backward: bool) -> dic
     segment_chunks = triton.cdiv(n_chunks, wanted)
     n_segments = triton.cdiv(n_chunks, segment_chunks)
     summarised = batch * channel_blocks(SUMMARY_TILE) * max(1, n_segments - 1)  # summary programs of whole segments
-    part_chunks = triton.cdiv(segment_chunks, max(1, min(segment_chunks, SUMMARY_PROGRAMS // summarised)))
+    part_chunks = triton.cdiv(segment_chunks, max(1, min(segment_chunks, MAX_PARTS, SUMMARY_PROGRAMS // summarised)))
     parts = triton.cdiv(segment_chunks, part_chunks)
     shared = dict(
         SOFTPLUS=softplus, HAS_BIAS=delta_bias is not None,
