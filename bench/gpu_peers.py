@@ -312,9 +312,9 @@ def default_mamba1_tile() -> Mamba1Tile:
 
 
 def parse_mamba1_tile(spec: str) -> Mamba1Tile:
-    """"CHUNK:FORWARD/SUMMARY/BACKWARD", each BLOCK_DxWARPSxSTATE_LANES: "16:8x1x4/8x4x16/4x1x16" -> chunks of 16
+    """"CHUNK:FORWARD/SUMMARY/BACKWARD", each BLOCK_DxWARPSxSTATE_LANES: "16:8x1x4/8x4x16/4x1x8" -> chunks of 16
     steps; the forward scan 8 channels, 1 warp and 4 of the states on lanes a program, the segment summaries 8, 4
-    and 16, the backward scan 4, 1 and 16."""
+    and 16, the backward scan 4, 1 and 8."""
     tile = r"(\d+)x(\d+)x(\d+)"
     match = re.fullmatch(rf"(\d+):{tile}/{tile}/{tile}", spec)
     if match is None:

@@ -302,7 +302,7 @@ def _segment_summary_bwd_kernel(end_ptr, decay_ptr, delta_ptr, A_ptr, C_ptr, z_p
     the state before it, and its total decay exp(A * sum dt), (B, (S - 1) * parts, D, N).
 
     No reverse scan: the adjoint recurrence unrolled, ``G = sum_t exp(A * (dt_0 + ... + dt_t)) C_t dy_t`` over the
-    segment's steps t, walked in time order, one exp an element."""
+    part's steps t, walked in time order, one exp an element."""
     batch, group, d, mask_d, n, mask_n, state_offsets, mask_dn, row = _program_coords(
         L, D, Dg, N, BLOCK_D, BLOCK_N, N_LANES)
     first, end, part_row = _summary_part(n_chunks, segment_chunks, part_chunks, parts, 1)
@@ -359,7 +359,8 @@ def _compose_segments_kernel(end_ptr, decay_ptr, init_ptr, entering_ptr, size, n
         if i < n_segments - 1:
             part = (segment - 1) * parts + parts - 1 - j if REVERSE else segment * parts + j
             offsets = (batch * n_parts + part)[:, None] * size + e[None, :]
-            # rows past the parts are the identity (decay 1, end 0), so the scan's last row composes them all
+            # rows past the parts are the identity (decay 1, end 0), so the scan's last row composes them all (a scan,
+            # not tl.reduce: the composition is not commutative, and tl.reduce may combine lanes in either order)
             decay, end = tl.associative_scan((tl.load(decay_ptr + offsets, mask=mask_parts, other=1),
                                               tl.load(end_ptr + offsets, mask=mask_parts, other=0)),
                                              axis=0, combine_fn=linear_combine)
@@ -549,7 +550,7 @@ def _compose(summary_kernel, meta: dict, args: tuple, init: torch.Tensor | None,
     summary_kernel[meta["summary_grid"]](end, decay, *args, **meta["summary"])
     entering = like.new_empty(shape)
     parts_tile = triton.next_power_of_2(parts)
-    block = 4096 // parts_tile  # (parts, block) tiles of 4096 elements; MAX_PARTS keeps 64 elements a row at least
+    block = min(1024, 4096 // parts_tile)  # (parts, block) tiles of 4096 elements at most; 64 a row at MAX_PARTS
     _compose_segments_kernel[(batch, triton.cdiv(dim * d_state, block))](
         end, decay, None if init is None else init.to(like.dtype).contiguous(), entering, dim * d_state, n_segments,
         parts, HAS_INIT=init is not None, REVERSE=reverse, PARTS=parts_tile, BLOCK=block,

@@ -209,6 +209,26 @@ def test_triton_summaries_in_parts(device):
 
 
 @pytest.mark.parametrize("device", [pytest.param(d, marks=triton_marks(d)) for d in DEVICES])
+def test_triton_summaries_in_many_parts(device, monkeypatch):
+    """Two segments of 32 and 31 chunks, in 32 parts of one chunk (the last segment's last part empty), so the
+    composition scans 32 parts a segment over several element blocks (256 states, 128 a block): the float64
+    reference."""
+    import seqpipe.kernels.scan_triton as scan_triton
+
+    monkeypatch.setattr(scan_triton, "SEGMENT_PROGRAMS", 8)
+    monkeypatch.setattr(scan_triton, "SUMMARY_PROGRAMS", 128)
+    options = dict(seed=10, batch=1, dim=16, d_state=16, length=250, D=True, z=True, delta_bias=True,
+                   initial_state=True, softplus=True)
+    expected = outputs_and_grads(*make_inputs(**options), "ref")
+    inputs, softplus = make_inputs(**options, device=device)
+    for backward in (False, True):
+        meta = scan_triton._meta(inputs["u"], inputs["A"], inputs["B"], inputs["C"], inputs["D"], inputs["z"],
+                                 inputs["delta_bias"], softplus, 1, backward=backward)
+        assert meta["chunks"] == (63, 32, 2) and meta["parts"] == (1, 32)
+    assert_all_close(outputs_and_grads(inputs, softplus, "triton"), expected, 1e-10)
+
+
+@pytest.mark.parametrize("device", [pytest.param(d, marks=triton_marks(d)) for d in DEVICES])
 def test_triton_summaries_at_a_larger_channel_block_than_the_backward(device, monkeypatch):
     """As shipped, the segment summaries' channel block is larger than the backward scan's, with several segments
     in both passes, and 6 channels a group, a multiple of neither block: the float64 reference."""
