@@ -110,17 +110,17 @@ def ssd_inputs(batch: int, length: int, d_state: int, dtype: torch.dtype, seed: 
             "dt_bias": rand(heads, scale=0.5)}
 
 
-def mamba1_inputs(batch: int, length: int, dtype: torch.dtype, seed: int = 0) -> dict:
+def mamba1_inputs(batch: int, length: int, dtype: torch.dtype, seed: int = 0, d_inner: int = D_INNER) -> dict:
     gen = torch.Generator(device="cuda").manual_seed(seed)
 
     def rand(*shape, scale=1.0):
         return (torch.randn(*shape, generator=gen, device="cuda") * scale).to(dtype).requires_grad_()
 
-    A = -(torch.rand(D_INNER, D_STATE, generator=gen, device="cuda") * D_STATE + 0.5)
-    return {"u": rand(batch, D_INNER, length), "delta": rand(batch, D_INNER, length, scale=0.5),
+    A = -(torch.rand(d_inner, D_STATE, generator=gen, device="cuda") * D_STATE + 0.5)
+    return {"u": rand(batch, d_inner, length), "delta": rand(batch, d_inner, length, scale=0.5),
             "A": A.requires_grad_(), "B": rand(batch, D_STATE, length), "C": rand(batch, D_STATE, length),
-            "D": torch.ones(D_INNER, device="cuda", requires_grad=True), "z": rand(batch, D_INNER, length),
-            "delta_bias": rand(D_INNER, scale=0.5)}
+            "D": torch.ones(d_inner, device="cuda", requires_grad=True), "z": rand(batch, d_inner, length),
+            "delta_bias": rand(d_inner, scale=0.5)}
 
 
 class SSDTile(NamedTuple):
