@@ -105,6 +105,15 @@ def outputs_and_grads(inputs, softplus, backend):
     return {"y": y, "last_state": last, **{f"grad_{name}": g for name, g in zip(given, grads)}}
 
 
+def launch_plans(inputs, softplus, groups) -> dict:
+    """``scan_triton._meta`` of these inputs for the forward (False) and the backward (True): grids, segments, parts."""
+    import seqpipe.kernels.scan_triton as scan_triton
+
+    return {backward: scan_triton._meta(*(inputs[name] for name in ("u", "A", "B", "C", "D", "z", "delta_bias")),
+                                        softplus, groups, backward=backward)
+            for backward in (False, True)}
+
+
 def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
     """max |actual - expected| / max |expected|, in float64."""
     actual, expected = actual.double().cpu(), expected.double().cpu()
@@ -182,9 +191,7 @@ def test_triton_kernels_have_their_own_channel_blocks(device, block_d, backward_
     options = dict(seed=6, length=23, bc="grouped", D=True, z=True, delta_bias=True, initial_state=True, softplus=True)
     expected = outputs_and_grads(*make_inputs(**options), "ref")
     inputs, softplus = make_inputs(**options, device=device)
-    metas = {backward: scan_triton._meta(inputs["u"], inputs["A"], inputs["B"], inputs["C"], inputs["D"], inputs["z"],
-                                         inputs["delta_bias"], softplus, 2, backward=backward)
-             for backward in (False, True)}
+    metas = launch_plans(inputs, softplus, 2)
     grids = {backward: meta["grid"] for backward, meta in metas.items()}
     assert {grids[False], grids[True]} == {(2, 2, 3), (2, 4, 1)}  # (batch, channel blocks, segments)
     # a summary for each part of the segments but one (the last forward, the first backward)
@@ -196,14 +203,10 @@ def test_triton_kernels_have_their_own_channel_blocks(device, block_d, backward_
 def test_triton_summaries_in_parts(device):
     """13 chunks in segments of 5, 5 and 3 chunks, each summarised in parts of 2, 2 and 1 chunks, the last segment's
     third part empty (the backward summarises it, the forward does not): the float64 reference."""
-    import seqpipe.kernels.scan_triton as scan_triton
-
     options = dict(seed=9, length=50, D=True, z=True, delta_bias=True, initial_state=True, softplus=True)
     expected = outputs_and_grads(*make_inputs(**options), "ref")
     inputs, softplus = make_inputs(**options, device=device)
-    for backward in (False, True):
-        meta = scan_triton._meta(inputs["u"], inputs["A"], inputs["B"], inputs["C"], inputs["D"], inputs["z"],
-                                 inputs["delta_bias"], softplus, 1, backward=backward)
+    for meta in launch_plans(inputs, softplus, 1).values():
         assert meta["chunks"] == (13, 5, 3) and meta["parts"] == (2, 3) and meta["summary_grid"] == (2, 2, 6)
     assert_all_close(outputs_and_grads(inputs, softplus, "triton"), expected, 1e-10)
 
@@ -221,9 +224,7 @@ def test_triton_summaries_in_many_parts(device, monkeypatch):
                    initial_state=True, softplus=True)
     expected = outputs_and_grads(*make_inputs(**options), "ref")
     inputs, softplus = make_inputs(**options, device=device)
-    for backward in (False, True):
-        meta = scan_triton._meta(inputs["u"], inputs["A"], inputs["B"], inputs["C"], inputs["D"], inputs["z"],
-                                 inputs["delta_bias"], softplus, 1, backward=backward)
+    for meta in launch_plans(inputs, softplus, 1).values():
         assert meta["chunks"] == (63, 32, 2) and meta["parts"] == (1, 32)
     assert_all_close(outputs_and_grads(inputs, softplus, "triton"), expected, 1e-10)
 
@@ -241,8 +242,7 @@ def test_triton_summaries_at_a_larger_channel_block_than_the_backward(device, mo
                    softplus=True)
     expected = outputs_and_grads(*make_inputs(**options), "ref")
     inputs, softplus = make_inputs(**options, device=device)
-    backward = scan_triton._meta(inputs["u"], inputs["A"], inputs["B"], inputs["C"], inputs["D"], inputs["z"],
-                                 inputs["delta_bias"], softplus, 2, backward=True)
+    backward = launch_plans(inputs, softplus, 2)[True]
     # (batch, channel blocks, segments); the summaries of the two segments after the first, in one part each
     assert backward["grid"] == (2, 6, 3) and backward["summary_grid"] == (2, 4, 2)
     assert_all_close(outputs_and_grads(inputs, softplus, "triton"), expected, 1e-10)
