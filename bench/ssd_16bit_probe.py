@@ -1,0 +1,270 @@
+"""Where 16-bit products go wrong in the SSD kernels at N >= 32 on the GPU (issue #16; ``DOTS_16BIT_MAX_N``).
+
+    python bench/ssd_16bit_probe.py [--variants n16 n64 n64-site3 ...] [--jobs 4]
+
+Runs every variant in its own process (an illegal address ends a CUDA context): bf16 inputs, 16-bit products
+forced on at every N (``DOTS_16BIT_MAX_N`` lifted), the 131k training step's tiling (4 heads x P 64, chunk 64, no
+z, D, dt_bias with softplus, an initial state and the final state's gradient) at L 165 unless the variant says
+otherwise, against the float64 reference on the same rounded inputs. Prints each output's relative error (bf16
+bound 1.5e-2) and, for an output past it, where its error lies (shares of the squared error over quarters of the
+chunk's steps and over blocks of states or channels).
+
+Variants: ``nK`` (N = K), and at N 64: ``-split`` (two gradient launches), ``-bpK`` (GRAD_BLOCK_P K), ``-chunkK``,
+``-z``, ``-w8`` (8 warps), ``-LK`` (length K), ``-siteK`` (the K-th product of the gradient kernel, in source
+order, with fp32 operands; ``-sites`` lists them), ``-gradfp32`` (all of the gradient kernel's products fp32),
+``-fwdfp32`` (the other kernels' products fp32).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import importlib.util
+import inspect
+import json
+import re
+import subprocess
+import sys
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import torch
+
+BF16_BOUND = 1.5e-2
+GRAD_KERNEL = "_chunk_grad_kernel"
+PRODUCT = re.compile(r"\b(NARROW_DOT|DOT), PRECISION\)")
+
+
+def kernel_span(source: str, name: str) -> tuple[int, int]:
+    """Character span of the ``@triton.jit`` function ``name`` in ``source`` (up to the next top-level def)."""
+    start = source.index(f"def {name}(")
+    following = re.compile(r"^(@triton\.jit|def |class )", re.M).search(source, start + 1)
+    return start, following.start() if following else len(source)
+
+
+def products(source: str, name: str) -> list[re.Match]:
+    start, end = kernel_span(source, name)
+    return [m for m in PRODUCT.finditer(source, start, end)]
+
+
+def with_fp32_products(source: str, name: str, which: list[int] | None) -> str:
+    """``source`` with the products of kernel ``name`` (those at the indices ``which``, or all) taking COMPUTE
+    (fp32, read as tf32) operands."""
+    matches = products(source, name)
+    for index in sorted(range(len(matches)) if which is None else which, reverse=True):
+        m = matches[index]
+        source = source[:m.start()] + "COMPUTE, PRECISION)" + source[m.end():]
+    return source
+
+
+def product_lines(source: str) -> list[str]:
+    return [source[source.rfind("\n", 0, m.start()) + 1:source.find("\n", m.end())].strip()
+            for m in products(source, GRAD_KERNEL)]
+
+
+def parse(variant: str) -> dict:
+    """Settings of a variant name such as ``n64-site3-L16384``."""
+    settings = dict(N=64, P=64, split=False, block_p=32, chunk=64, z=False, warps=4, length=165, sites=None,
+                    grad_fp32=False, fwd_fp32=False, loop=False, dots_16bit=True)
+    for part in variant.split("-"):
+        if m := re.fullmatch(r"n(\d+)", part):
+            settings["N"] = int(m[1])
+        elif m := re.fullmatch(r"p(\d+)", part):
+            settings["P"] = int(m[1])
+        elif part == "loop":
+            settings["loop"] = True
+        elif part == "fp32":
+            settings["dots_16bit"] = False
+        elif part == "split":
+            settings["split"] = True
+        elif m := re.fullmatch(r"bp(\d+)", part):
+            settings["block_p"] = int(m[1])
+        elif m := re.fullmatch(r"chunk(\d+)", part):
+            settings["chunk"] = int(m[1])
+        elif part == "z":
+            settings["z"] = True
+        elif m := re.fullmatch(r"w(\d+)", part):
+            settings["warps"] = int(m[1])
+        elif m := re.fullmatch(r"L(\d+)", part):
+            settings["length"] = int(m[1])
+        elif m := re.fullmatch(r"site(\d+)", part):
+            settings["sites"] = (settings["sites"] or []) + [int(m[1])]
+        elif part == "gradfp32":
+            settings["grad_fp32"] = True
+        elif part == "fwdfp32":
+            settings["fwd_fp32"] = True
+        else:
+            raise SystemExit(f"unknown variant part {part!r} in {variant!r}")
+    return settings
+
+
+def variant_module(settings: dict, workdir: Path):
+    """A copy of seqpipe.kernels.ssd_triton with the variant's products in fp32, imported from ``workdir``."""
+    from seqpipe.kernels import ssd_triton
+
+    source = inspect.getsource(ssd_triton)
+    if settings["grad_fp32"]:
+        source = with_fp32_products(source, GRAD_KERNEL, None)
+    elif settings["sites"]:
+        source = with_fp32_products(source, GRAD_KERNEL, settings["sites"])
+    if settings["loop"]:  # the gradient kernel's loops over channel blocks as loops, not unrolled
+        source = source.replace("tl.static_range(P_BLOCKS)", "tl.range(0, P_BLOCKS)")
+    if settings["fwd_fp32"]:  # the other kernels take DOT as an argument: make their launches pass COMPUTE
+        source = source.replace("**dict(meta, DOT=_narrow_dot(meta))", "**dict(meta, DOT=meta['COMPUTE'])")
+        source = source.replace("HAS_D=D is not None, HAS_Z=z is not None, **meta)",
+                                "HAS_D=D is not None, HAS_Z=z is not None, **dict(meta, DOT=meta['COMPUTE']))")
+    path = workdir / "ssd_triton_variant.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location("ssd_triton_variant", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.DOTS_16BIT, module.DOTS_16BIT_MAX_N = settings["dots_16bit"], 1024
+    module.SPLIT_GRAD, module.GRAD_BLOCK_P, module.NUM_WARPS = settings["split"], settings["block_p"], settings["warps"]
+    return module
+
+
+def inputs(settings: dict, dtype, device, heads: int = 4, batch: int = 1) -> dict:
+    gen = torch.Generator().manual_seed(3)
+    L, H, P, N, b = settings["length"], heads, settings["P"], settings["N"], batch
+
+    def rand(*shape, scale=1.0):
+        return (torch.randn(*shape, generator=gen, dtype=torch.float64) * scale).to(device, dtype)
+
+    x = {"x": rand(b, L, H, P), "dt": rand(b, L, H, scale=0.5), "A": -(rand(H).abs() + 0.2), "B": rand(b, L, 1, N),
+         "C": rand(b, L, 1, N), "D": rand(H), "z": rand(b, L, H, P) if settings["z"] else None,
+         "dt_bias": rand(H, scale=0.3), "initial_state": rand(b, H, P, N)}
+    return {k: None if v is None else v.requires_grad_() for k, v in x.items()}
+
+
+def outputs(scan, x: dict) -> dict:
+    y, final = scan(**x, dt_softplus=True, return_final_state=True)
+    gen = torch.Generator().manual_seed(123)
+    wy = torch.randn(y.shape, generator=gen, dtype=torch.float64).to(y.device, y.dtype)
+    ws = torch.randn(final.shape, generator=gen, dtype=torch.float64).to(final.device, final.dtype)
+    names = [k for k, v in x.items() if v is not None]
+    grads = torch.autograd.grad((y * wy).sum() + (final * ws).sum(), [x[k] for k in names])
+    return {k: v.detach().double().cpu() for k, v in {"y": y, "final_state": final,
+                                                        **{f"grad_{k}": g for k, g in zip(names, grads)}}.items()}
+
+
+def where(error: torch.Tensor, name: str, chunk: int) -> dict:
+    """Shares of the squared error over quarters of the chunk's steps and over 4 blocks of the last axis."""
+    shares = {}
+    sq = error.pow(2)
+    total = sq.sum().item() or 1.0
+    if name in ("grad_x", "grad_z", "grad_B", "grad_C", "grad_dt", "y"):
+        steps = torch.arange(sq.shape[1]) % chunk
+        shares["steps"] = [round(sq[:, (steps // (chunk // 4)) == q].sum().item() / total, 2) for q in range(4)]
+    if name in ("grad_x", "grad_z", "grad_B", "grad_C", "y", "grad_initial_state", "final_state"):
+        width = sq.shape[-1]
+        shares["last axis"] = [round(sq[..., q * width // 4:(q + 1) * width // 4].sum().item() / total, 2)
+                               for q in range(4)]
+    return shares
+
+
+def run_one(variant: str, device: str) -> dict:
+    from seqpipe.kernels import ssd_scan_ref
+
+    settings = parse(variant)
+    with tempfile.TemporaryDirectory() as tmp:
+        module = variant_module(settings, Path(tmp))
+        x = inputs(settings, torch.bfloat16, device)
+        scan = functools.partial(module.ssd_scan_triton, chunk_size=settings["chunk"])
+        actual = outputs(scan, x)
+        again = outputs(scan, x)
+    exact = {k: None if v is None else v.detach().double().cpu().requires_grad_() for k, v in x.items()}
+    expected = outputs(ssd_scan_ref, exact)
+    result = {"repeatable": all(torch.equal(actual[k], again[k]) for k in actual)}
+    for name in expected:
+        error = actual[name] - expected[name]
+        relative = (error.norm() / expected[name].norm()).item()
+        result[name] = {"error": relative, **(where(error, name, settings["chunk"]) if relative >= BF16_BOUND
+                                              else {})}
+    return result
+
+
+def time_one(variant: str, shape: str) -> dict:
+    """Median ms of the forward and of forward+backward at ``shape`` (BATCHxLENGTH), 32 heads, bf16."""
+    import triton.testing
+
+    settings = parse(variant)
+    batch, length = (int(v) for v in shape.split("x"))
+    settings["length"] = length
+    with tempfile.TemporaryDirectory() as tmp:
+        module = variant_module(settings, Path(tmp))
+        x = inputs(settings, torch.bfloat16, "cuda", heads=32, batch=batch)
+        x["initial_state"] = None
+        run = functools.partial(module.ssd_scan_triton, **x, dt_softplus=True, chunk_size=settings["chunk"])
+        with torch.no_grad():
+            forward = triton.testing.do_bench(run, return_mode="median")
+        weights = torch.randn_like(run())
+        leaves = [v for v in x.values() if v is not None and v.requires_grad]
+        both = triton.testing.do_bench(lambda: torch.autograd.grad((run() * weights).sum(), leaves),
+                                       return_mode="median")
+    return {"fwd": forward, "fwd+bwd": both}
+
+
+def run_isolated(variant: str, device: str, timeout: int, shape: str | None = None) -> tuple[str, dict | str]:
+    command = [sys.executable, __file__, "--one", variant, "--device", device] + (["--time", shape] if shape else [])
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return variant, "timed out"
+    if done.returncode != 0:
+        lines = [line for line in done.stderr.strip().splitlines() if "Error" in line or "error" in line]
+        return variant, f"exit {done.returncode}: {lines[-1] if lines else done.stderr[-200:]}"[:240]
+    return variant, json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--variants", nargs="+", default=None)
+    parser.add_argument("--jobs", type=int, default=4)
+    parser.add_argument("--timeout", type=int, default=240)
+    parser.add_argument("--device", default="cuda", help="cpu: check the harness under TRITON_INTERPRET=1")
+    parser.add_argument("--time", metavar="BATCHxLENGTH", help="time the variants (one at a time) instead")
+    parser.add_argument("--one", help=argparse.SUPPRESS)
+    parser.add_argument("--sites", action="store_true", help="list the gradient kernel's products and exit")
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(time_one(args.one, args.time) if args.time else run_one(args.one, args.device)))
+        return
+    from seqpipe.kernels import ssd_triton
+
+    source = inspect.getsource(ssd_triton)
+    lines = product_lines(source)
+    if args.sites:
+        for i, line in enumerate(lines):
+            print(f"site{i}: {line}")
+        return
+    variants = args.variants or (["n16", "n32", "n64", "n128", "n64-split", "n64-bp16", "n64-bp64", "n64-chunk32",
+                                  "n64-chunk128", "n64-z", "n64-w8", "n64-gradfp32", "n64-fwdfp32"]
+                                 + [f"n64-site{i}" for i in range(len(lines))])
+    print(f"# {torch.cuda.get_device_name() if args.device == 'cuda' else args.device}, torch {torch.__version__}, triton "
+          f"{importlib.import_module('triton').__version__}; bf16, 16-bit products, bound {BF16_BOUND}")
+    for i, line in enumerate(lines):
+        print(f"# site{i}: {line}")
+    if args.time:
+        for variant in variants:  # one at a time: alone on the GPU
+            _, result = run_isolated(variant, args.device, args.timeout, args.time)
+            print(f"{variant:<22} {args.time} " + (result if isinstance(result, str) else
+                                                    f"fwd {result['fwd']:.2f} ms, fwd+bwd {result['fwd+bwd']:.2f} ms"),
+                  flush=True)
+        return
+    with ThreadPoolExecutor(args.jobs) as pool:
+        for variant, result in pool.map(lambda v: run_isolated(v, args.device, args.timeout), variants):
+            if isinstance(result, str):
+                print(f"{variant:<22} {result}")
+                continue
+            repeatable = result.pop("repeatable")
+            bad = {k: v for k, v in result.items() if v["error"] >= BF16_BOUND}
+            errors = " ".join(f"{k.removeprefix('grad_')}={v['error']:.1e}" for k, v in result.items())
+            print(f"{variant:<22} {'WRONG' if bad else 'ok   '} {'' if repeatable else 'NOT REPEATABLE '}{errors}")
+            for name, info in bad.items():
+                detail = {k: v for k, v in info.items() if k != "error"}
+                print(f"{'':<28}{name}: {detail}")
+
+
+if __name__ == "__main__":
+    main()
