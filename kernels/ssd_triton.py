@@ -18,8 +18,8 @@ backward  4. ``_chunk_state_grad_kernel``: the gradient reaching each chunk's st
              and per-chunk partial sums of dD and dA, walking the P channels GRAD_BLOCK_P at a time; in one
              launch, or (SPLIT_GRAD) two (dx/dz/ddt, then dB/dC).
 Products accumulate in fp32 (float64 for float64 inputs); their operands are tf32 for 32-bit inputs, and for
-16-bit inputs with DOTS_16BIT (on CUDA, N up to DOTS_16BIT_MAX_N) the input dtype, as in mamba_ssm (at 8 warps,
-those with an N-wide right operand stay fp32: see ``_narrow_dot``). Where the gradient kernel also uses an operand
+16-bit inputs with DOTS_16BIT (on CUDA) the input dtype, as in mamba_ssm (at 8 warps, those with an N-wide right
+operand stay fp32: see ``_narrow_dot``). Where the gradient kernel also uses an operand
 elementwise, it uses the value the product reads (``_as_dot_reads``), so that sums that cancel do.
 Per-head dB/dC are summed over the heads of a group, and dD/dA over chunks and batch, by PyTorch:
 deterministic, no atomics. dt arrives discretised (softplus and bias stay in PyTorch autograd, O(B L H)).
@@ -51,14 +51,10 @@ GRAD_BLOCK_P = 32  # channels per step of the gradient kernel's loop over P (a p
 TF32_DOTS: bool | None = None
 # Whether the products of 16-bit inputs take 16-bit operands (x, B, C, g and the (T, T) tiles cast to the input
 # dtype just before tl.dot, fp32 accumulation, as mamba_ssm does: twice the tensor-core rate of tf32, half the
-# operand registers) rather than fp32 ones read as tf32, for states of up to DOTS_16BIT_MAX_N. None means on CUDA:
-# the interpreter's tl.dot multiplies bf16 operands' raw bits (triton 3.6; a test that makes it convert them sets
-# True). At N 16 on the H200: B1 L64k bf16 fwd+bwd 5.52 against 7.54 ms (bench/RESULTS.md).
+# operand registers) rather than fp32 ones read as tf32. None means on CUDA: the interpreter's tl.dot multiplies
+# bf16 operands' raw bits (triton 3.6; a test that makes it convert them sets True). On the H200, B1 L64k bf16
+# fwd+bwd: 5.52 against 7.54 ms at N 16, 4.99 against 9.22 ms at N 64 (bench/RESULTS.md).
 DOTS_16BIT: bool | None = None
-# At N 64 (Mamba2Block's default) 16-bit products broke the gradient kernel on the H200 at 4 warps: an illegal
-# address at L 16,384 and wrong gradients at L 165, although every address of its PTX checks in bounds
-# (bench/ssd_ptx_bounds.py); unexplained, so wider states keep fp32 operands.
-DOTS_16BIT_MAX_N = 16
 _DOT_16BIT = {torch.bfloat16: tl.bfloat16, torch.float16: tl.float16}
 
 
@@ -280,9 +276,12 @@ def _chunk_grad_kernel(x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, starts_
         intra_per_dt = tl.zeros([T], COMPUTE)          # Σ_i intra_ij / dt_j
         intra_cols = tl.zeros([T], COMPUTE)            # Σ_i intra_ij
         into_state = tl.zeros([T], COMPUTE)            # Σ_p x ∘ (B end_grad^T), then ∘ e^{a_T - a}
-        end_dot = 0.0                                  # Σ end_grad ∘ start
-        skip_grad = 0.0
-        for block in tl.static_range(P_BLOCKS):
+        end_dot = tl.zeros([], COMPUTE)                # Σ end_grad ∘ start
+        skip_grad = tl.zeros([], COMPUTE)
+        # A loop, not tl.static_range: triton 3.6's unrolled copies of the loop body raced on the H200 (16-bit
+        # products at N >= 64: gradients wrong and different from run to run, or an illegal address), and the loop
+        # is faster (bench/RESULTS.md, issue #16)
+        for block in tl.range(0, P_BLOCKS):
             p, x, start, end_grad, dy, z, g = _channel_block(block, x_ptr, starts_ptr, end_grads_ptr, dy_ptr, z_ptr, batch,
                                                              chunk, t, mask_t, L, H, head, n, n_chunks, P, N, BLOCK_P,
                                                              HAS_Z, COMPUTE)
@@ -322,7 +321,7 @@ def _chunk_grad_kernel(x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, starts_
         gx = tl.zeros([T, T], COMPUTE)                 # g x^T
         g_start = tl.zeros([T, BLOCK_N], COMPUTE)      # g start
         x_end = tl.zeros([T, BLOCK_N], COMPUTE)        # x end_grad
-        for block in tl.static_range(P_BLOCKS):
+        for block in tl.range(0, P_BLOCKS):  # a loop, as above
             _, x, start, end_grad, _, _, g = _channel_block(block, x_ptr, starts_ptr, end_grads_ptr, dy_ptr, z_ptr, batch,
                                                             chunk, t, mask_t, L, H, head, n, n_chunks, P, N, BLOCK_P,
                                                             HAS_Z, COMPUTE)
@@ -340,8 +339,7 @@ def _meta(x: torch.Tensor, P: int, N: int, chunk_size: int) -> dict:
     compute = compute_dtype(x.dtype)
     accumulate = tl.float64 if compute == torch.float64 else tl.float32
     block_n = max(16, triton.next_power_of_2(N))
-    dots_16bit = ((x.is_cuda if DOTS_16BIT is None else DOTS_16BIT) and x.dtype in _DOT_16BIT
-                  and block_n <= DOTS_16BIT_MAX_N)
+    dots_16bit = (x.is_cuda if DOTS_16BIT is None else DOTS_16BIT) and x.dtype in _DOT_16BIT
     return dict(
         T=chunk_size, BLOCK_P=max(16, triton.next_power_of_2(P)), BLOCK_N=block_n,
         COMPUTE=accumulate, DOT=_DOT_16BIT[x.dtype] if dots_16bit else accumulate,

@@ -240,7 +240,7 @@ def test_triton_accesses_stay_in_bounds_at_the_h200_tilings(backend, device, til
     (checked by the interpreter; compiled, on sm_90 the products are wgmmas, which the other tests' chunk of 16
     never makes), and every output is within the bf16 bounds (issue #16: the benchmark's crashed compiled at 8
     warps, the training step's at 4). At 4 warps every product is 16-bit; at 8 the N-wide ones are fp32
-    (``ssd_triton._narrow_dot``); at N 64 (the training step's) all are fp32 (``DOTS_16BIT_MAX_N``)."""
+    (``ssd_triton._narrow_dot``)."""
     from seqpipe.kernels import ssd_triton
 
     interpreter_dots_as_on_the_h200(monkeypatch)
@@ -252,17 +252,24 @@ def test_triton_accesses_stay_in_bounds_at_the_h200_tilings(backend, device, til
     assert_all_close(actual, expected, tol)
 
 
-def test_16bit_products_only_for_states_up_to_16_wide(monkeypatch):
-    """The H200 ran 16-bit products at N 16 and broke at N 64 (``ssd_triton.DOTS_16BIT_MAX_N``)."""
-    import triton.language as tl
-
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="a race of compiled code (the interpreter runs serially)")
+@pytest.mark.parametrize("shape", [dict(d_state=64), dict(d_state=128), dict(d_state=64, head_dim=128)],
+                         ids=["n64", "n128", "n64-p128"])
+def test_compiled_16bit_products_at_wide_states_are_right_and_repeat_exactly(shape, monkeypatch):
+    """bf16 with 16-bit products at the training step's tiling and wider (chunk 64, channel blocks of 32): every
+    output within the bf16 bounds, and a second run identical bit for bit. With the gradient kernel's loop over
+    channel blocks unrolled (tl.static_range, triton 3.6) the H200 gave wrong gradients at N 64 that changed from
+    run to run, and an illegal address at N 128 (issue #16)."""
     from seqpipe.kernels import ssd_triton
 
     monkeypatch.setattr(ssd_triton, "DOTS_16BIT", True)
-    x = torch.zeros(1, 1, 1, 64, dtype=torch.bfloat16)
-    assert ssd_triton._meta(x, 64, 16, 64)["DOT"] == tl.bfloat16
-    meta = ssd_triton._meta(x, 64, 64, 64)
-    assert meta["DOT"] == meta["COMPUTE"] == tl.float32
+    sizes = dict(heads=4, head_dim=64, z=False, **shape)
+    actual, _, expected, tol = low_precision_errors("triton", "cuda", torch.bfloat16, chunk_size=64,
+                                                    length=64 * 2 + 37, **sizes)
+    again, _, _, _ = low_precision_errors("triton", "cuda", torch.bfloat16, chunk_size=64, length=64 * 2 + 37,
+                                          **sizes)
+    assert_all_close(actual, expected, tol)
+    assert all(torch.equal(actual[k], again[k]) for k in actual)
 
 
 def test_triton_refuses_tensors_past_32_bit_indexing():
