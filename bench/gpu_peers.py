@@ -12,7 +12,8 @@ each config with do_bench(warmup=5, rep=25) ms instead of Triton's 25/100).
 
 Scans (d_inner 2048, N 16, with D, z, Δ bias and softplus): seqpipe's Mamba-1 selective scan, seqpipe's SSD
 (Mamba-2, 32 heads x 64, at each variant of ``--ssd-tiles``) and mamba_ssm's ``mamba_chunk_scan_combined``
-(32 heads x 64, chunk 256) at the issue's shapes, forward and forward+backward, fp32 and bf16 inputs; medians of
+(32 heads x 64, chunk 256) at the issue's shapes, forward and forward+backward, fp32 and bf16 inputs, and both
+SSDs' forward+backward at ``--n-large`` states (ours at the first ``--ssd-tiles`` variant); medians of
 ``triton.testing.do_bench``. "% floor" is the least traffic a scan must make (fwd: read x, dt, z, B, C,
 write y; fwd+bwd: that, then read them again with dy and write every gradient) over the measured
 device-to-device copy bandwidth.
@@ -203,17 +204,18 @@ def scans(chunk_scan, n_large: int, ssd_tiles: list[SSDTile]) -> None:
           f"err = |SSD - mamba_ssm| / |mamba_ssm| of y")
     print(f"{'dtype':<5} {'shape':<8} | {'Mamba-1 fwd':>11} {'fwd+bwd':>8} {'% floor':>11} | {'T/w':>11} "
           f"{'SSD fwd':>8} {'fwd+bwd':>8} {'% floor':>11} | {'mamba_ssm fwd':>13} {'fwd+bwd':>8} "
-          f"{f'N{n_large} f+b':>9} | {'mamba_ssm/SSD f+b':>17} {'err':>7}")
+          f"{f'N{n_large} f+b':>9} {f'SSD N{n_large}':>9} | {'mamba_ssm/SSD f+b':>17} {'err':>7}")
     for dtype, shapes in SHAPES.items():
         for batch, length in shapes:
             label = f"{'fp32' if dtype == torch.float32 else 'bf16':<5} {f'B{batch} L{length // 1024}k':<8}"
             m1 = mamba1_inputs(batch, length, dtype)
             m1_ms = time_ms(lambda: selective_scan(**m1, delta_softplus=True, backend="triton"), m1)
             del m1
-            peer_large = float("nan")
-            if n_large:
+            peer_large = ours_large = float("nan")
+            if n_large:  # both SSDs at the wide state (ours at the first variant)
                 large = ssd_inputs(batch, length, n_large, dtype)
                 peer_large = time_ms(partial(chunk_scan, **large, chunk_size=256, dt_softplus=True), large)[1]
+                ours_large = time_ms(ssd_variant(ssd_tiles[0], large), large)[1]
                 del large
             ssd = ssd_inputs(batch, length, D_STATE, dtype)
             peer_run = partial(chunk_scan, **ssd, chunk_size=256, dt_softplus=True)
@@ -230,7 +232,8 @@ def scans(chunk_scan, n_large: int, ssd_tiles: list[SSDTile]) -> None:
                 name = tile_name(tile)
                 print(f"{label} | {m1_ms[0]:>11.2f} {m1_ms[1]:>8.2f} {m1_floor[0]:>4.0f}% /{m1_floor[1]:>3.0f}% | "
                       f"{name:>11} {ours_ms[0]:>8.2f} {ours_ms[1]:>8.2f} {floor[0]:>4.0f}% /{floor[1]:>3.0f}% | "
-                      f"{peer_ms[0]:>13.2f} {peer_ms[1]:>8.2f} {peer_large:>9.2f} | {peer_ms[1] / ours_ms[1]:>16.2f}x "
+                      f"{peer_ms[0]:>13.2f} {peer_ms[1]:>8.2f} {peer_large:>9.2f} {ours_large:>9.2f} | "
+                      f"{peer_ms[1] / ours_ms[1]:>16.2f}x "
                       f"{error:>7.1e}", flush=True)
             del ssd
     for flag, value in zip(SSD_FLAGS, defaults):
@@ -407,17 +410,18 @@ def warm_peer(chunk_scan, index: int, count: int, n_large: int) -> None:
     torch.cuda.synchronize()
 
 
-def warm_ours(ssd_tiles: list[SSDTile], mamba1_tiles: list[Mamba1Tile]) -> None:
+def warm_ours(ssd_tiles: list[SSDTile], mamba1_tiles: list[Mamba1Tile], n_large: int) -> None:
     """Compile seqpipe's SSD variants and Mamba-1 scan tiles of the run at every shape, forward and backward."""
     from seqpipe.kernels import scan_triton
 
     defaults = default_mamba1_tile()
     for dtype, shapes in SHAPES.items():
         for batch, length in shapes:
-            inputs = ssd_inputs(batch, length, D_STATE, dtype)
-            for tile in ssd_tiles:
-                y = ssd_variant(tile, inputs)()
-                torch.autograd.grad(y.float().square().sum(), [v for v in inputs.values() if v.requires_grad])
+            for d_state in (D_STATE, n_large) if n_large else (D_STATE,):
+                inputs = ssd_inputs(batch, length, d_state, dtype)
+                for tile in ssd_tiles if d_state == D_STATE else ssd_tiles[:1]:
+                    y = ssd_variant(tile, inputs)()
+                    torch.autograd.grad(y.float().square().sum(), [v for v in inputs.values() if v.requires_grad])
             m1 = mamba1_inputs(batch, length, dtype)
             for tile in [defaults, *mamba1_tiles]:
                 tile.set()
@@ -430,7 +434,7 @@ def warm_ours(ssd_tiles: list[SSDTile], mamba1_tiles: list[Mamba1Tile]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sdist", type=Path, required=True, help=f"mamba_ssm-{MAMBA_SSM_VERSION}.tar.gz")
-    parser.add_argument("--n-large", type=int, default=128, help="mamba_ssm's SSD is also timed at this N (0: not)")
+    parser.add_argument("--n-large", type=int, default=128, help="both SSDs are also timed at this N (0: not)")
     parser.add_argument("--ssd-tiles", nargs="+", default=["64x4fh", "64x8f"],
                         help="seqpipe SSD variants CHUNKxNUM_WARPS[f][h][cK][pBLOCK] (f: one fused gradient launch; "
                              "h: 16-bit products for 16-bit inputs; "
@@ -452,7 +456,7 @@ def main() -> None:
     tiles = [parse_ssd_tile(tile) for tile in args.ssd_tiles]
     m1_tiles = [parse_mamba1_tile(tile) for tile in args.mamba1_tiles]
     if args.warm_ours:
-        warm_ours(tiles, m1_tiles)
+        warm_ours(tiles, m1_tiles, args.n_large)
         return
     with tempfile.TemporaryDirectory() as workdir:
         chunk_scan = mamba_ssm_chunk_scan(args.sdist, Path(workdir))
