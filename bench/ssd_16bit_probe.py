@@ -1,18 +1,21 @@
-"""Where 16-bit products go wrong in the SSD kernels at N >= 32 on the GPU (issue #16; ``DOTS_16BIT_MAX_N``).
+"""16-bit products in the SSD kernels at wide states on the GPU, variant by variant (issue #16).
 
-    python bench/ssd_16bit_probe.py [--variants n16 n64 n64-site3 ...] [--jobs 4]
+    python bench/ssd_16bit_probe.py [--variants n16 n64 n64-unrolled ...] [--jobs 4] [--time 1x65536]
 
-Runs every variant in its own process (an illegal address ends a CUDA context): bf16 inputs, 16-bit products
-forced on at every N (``DOTS_16BIT_MAX_N`` lifted), the 131k training step's tiling (4 heads x P 64, chunk 64, no
-z, D, dt_bias with softplus, an initial state and the final state's gradient) at L 165 unless the variant says
-otherwise, against the float64 reference on the same rounded inputs. Prints each output's relative error (bf16
-bound 1.5e-2) and, for an output past it, where its error lies (shares of the squared error over quarters of the
-chunk's steps and over blocks of states or channels).
+Runs every variant in its own process (an illegal address ends a CUDA context): bf16 inputs with 16-bit products,
+the 131k training step's tiling (4 heads x P 64, chunk 64, no z, D, dt_bias with softplus, an initial state and
+the final state's gradient) at L 165 unless the variant says otherwise, twice, against the float64 reference on
+the same rounded inputs. Prints each output's relative error (bf16 bound 1.5e-2), whether the two runs agree bit
+for bit, and, for an output past the bound, where its error lies (shares of the squared error over quarters of
+the chunk's steps and over quarters of the states or channels). ``--time``: instead, the median ms of forward and
+forward+backward of each variant at that shape (32 heads), one at a time.
 
-Variants: ``nK`` (N = K), and at N 64: ``-split`` (two gradient launches), ``-bpK`` (GRAD_BLOCK_P K), ``-chunkK``,
-``-z``, ``-w8`` (8 warps), ``-LK`` (length K), ``-siteK`` (the K-th product of the gradient kernel, in source
-order, with fp32 operands; ``-sites`` lists them), ``-gradfp32`` (all of the gradient kernel's products fp32),
-``-fwdfp32`` (the other kernels' products fp32).
+Variants: ``nK`` (N = K), and at N 64 unless said: ``-pK`` (P = K), ``-split`` (two gradient launches), ``-bpK``
+(GRAD_BLOCK_P K), ``-chunkK``, ``-z``, ``-wK`` (K warps), ``-LK`` (length K), ``-fp32`` (fp32 operands, as for
+32-bit inputs), ``-unrolled`` (the gradient kernel's loops over channel blocks unrolled by tl.static_range, as
+before the fix: wrong and unrepeatable gradients at N 64 on the H200), ``-siteK`` (the K-th product of the
+gradient kernel, in source order, with fp32 operands; ``--sites`` lists them), ``-gradfp32`` (all of the gradient
+kernel's products fp32), ``-fwdfp32`` (the other kernels' products fp32).
 """
 
 from __future__ import annotations
@@ -66,14 +69,14 @@ def product_lines(source: str) -> list[str]:
 def parse(variant: str) -> dict:
     """Settings of a variant name such as ``n64-site3-L16384``."""
     settings = dict(N=64, P=64, split=False, block_p=32, chunk=64, z=False, warps=4, length=165, sites=None,
-                    grad_fp32=False, fwd_fp32=False, loop=False, dots_16bit=True)
+                    grad_fp32=False, fwd_fp32=False, unrolled=False, dots_16bit=True)
     for part in variant.split("-"):
         if m := re.fullmatch(r"n(\d+)", part):
             settings["N"] = int(m[1])
         elif m := re.fullmatch(r"p(\d+)", part):
             settings["P"] = int(m[1])
-        elif part == "loop":
-            settings["loop"] = True
+        elif part == "unrolled":
+            settings["unrolled"] = True
         elif part == "fp32":
             settings["dots_16bit"] = False
         elif part == "split":
@@ -108,8 +111,8 @@ def variant_module(settings: dict, workdir: Path):
         source = with_fp32_products(source, GRAD_KERNEL, None)
     elif settings["sites"]:
         source = with_fp32_products(source, GRAD_KERNEL, settings["sites"])
-    if settings["loop"]:  # the gradient kernel's loops over channel blocks as loops, not unrolled
-        source = source.replace("tl.static_range(P_BLOCKS)", "tl.range(0, P_BLOCKS)")
+    if settings["unrolled"]:
+        source = source.replace("tl.range(0, P_BLOCKS)", "tl.static_range(P_BLOCKS)")
     if settings["fwd_fp32"]:  # the other kernels take DOT as an argument: make their launches pass COMPUTE
         source = source.replace("**dict(meta, DOT=_narrow_dot(meta))", "**dict(meta, DOT=meta['COMPUTE'])")
         source = source.replace("HAS_D=D is not None, HAS_Z=z is not None, **meta)",
@@ -119,7 +122,7 @@ def variant_module(settings: dict, workdir: Path):
     spec = importlib.util.spec_from_file_location("ssd_triton_variant", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    module.DOTS_16BIT, module.DOTS_16BIT_MAX_N = settings["dots_16bit"], 1024
+    module.DOTS_16BIT = settings["dots_16bit"]
     module.SPLIT_GRAD, module.GRAD_BLOCK_P, module.NUM_WARPS = settings["split"], settings["block_p"], settings["warps"]
     return module
 
@@ -238,9 +241,8 @@ def main():
         for i, line in enumerate(lines):
             print(f"site{i}: {line}")
         return
-    variants = args.variants or (["n16", "n32", "n64", "n128", "n64-split", "n64-bp16", "n64-bp64", "n64-chunk32",
-                                  "n64-chunk128", "n64-z", "n64-w8", "n64-gradfp32", "n64-fwdfp32"]
-                                 + [f"n64-site{i}" for i in range(len(lines))])
+    variants = args.variants or ["n16", "n32", "n64", "n128", "n64-p128", "n64-split", "n64-bp16", "n64-chunk32",
+                                 "n64-chunk128", "n64-z", "n64-w8", "n64-unrolled", "n128-unrolled"]
     print(f"# {torch.cuda.get_device_name() if args.device == 'cuda' else args.device}, torch {torch.__version__}, triton "
           f"{importlib.import_module('triton').__version__}; bf16, 16-bit products, bound {BF16_BOUND}")
     for i, line in enumerate(lines):
