@@ -30,6 +30,7 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+from triton.runtime.errors import OutOfResources
 
 from seqpipe.kernels.scan_common import compute_dtype, discretize_heads
 from seqpipe.kernels.scan_triton import linear_combine
@@ -359,6 +360,19 @@ def _narrow_dot(meta: dict) -> tl.dtype:
     return meta["DOT"] if meta["num_warps"] <= 4 else meta["COMPUTE"]
 
 
+def _first_that_fits(launches: list, x: torch.Tensor, N: int, meta: dict) -> None:
+    """Run the first of ``launches`` (callables, in order of preference) whose kernels fit in the GPU's shared
+    memory; when none does, one error naming the sizes to change."""
+    for launch in launches:
+        try:
+            return launch()
+        except OutOfResources as error:
+            too_large = error
+    raise ValueError(f"the Triton SSD scan needs more shared memory than this GPU has at N {N}, head_dim "
+                     f"{x.shape[-1]}, chunk {meta['T']} with {x.dtype} inputs ({too_large}); use a smaller "
+                     f"chunk_size (e.g. Mamba2Block(chunk_size=32)) or d_state") from too_large
+
+
 def _pass_states(states, log_decay, init, reverse: bool, meta: dict) -> torch.Tensor:
     """Run the sequential pass over chunks in place on ``states`` (B, n_chunks, H, P, N); returns the carry out."""
     batch, n_chunks, heads, P, N = states.shape
@@ -395,13 +409,18 @@ class _TritonSSD(torch.autograd.Function):
         log_decay = torch.empty(batch, heads, n_chunks * chunk_size, device=x.device, dtype=compute)
         grid = (n_chunks, batch * heads)
         shape = (length, heads, groups, P, N, n_chunks)
-        # the chunk-state and state-gradient kernels' one product each has an N-wide right operand
-        _chunk_state_kernel[grid](x, dt, A, B, states, log_decay, *shape, **dict(meta, DOT=_narrow_dot(meta)))
         init = None if initial_state is None else initial_state.to(compute).contiguous()
-        final = _pass_states(states, log_decay, init, False, meta)
         y = torch.empty_like(x)
-        _chunk_output_kernel[grid](x, dt, B, C, D if D is not None else A, z if z is not None else x, states,
-                                   log_decay, y, *shape, HAS_D=D is not None, HAS_Z=z is not None, **meta)
+
+        def launch():
+            # the chunk-state and state-gradient kernels' one product each has an N-wide right operand
+            _chunk_state_kernel[grid](x, dt, A, B, states, log_decay, *shape, **dict(meta, DOT=_narrow_dot(meta)))
+            final = _pass_states(states, log_decay, init, False, meta)
+            _chunk_output_kernel[grid](x, dt, B, C, D if D is not None else A, z if z is not None else x, states,
+                                       log_decay, y, *shape, HAS_D=D is not None, HAS_Z=z is not None, **meta)
+            return final
+
+        final = _first_that_fits([launch], x, N, meta)
         ctx.save_for_backward(x, dt, A, B, C, D, z, states, log_decay)
         ctx.meta, ctx.shape, ctx.initial_dtype = meta, shape, None if initial_state is None else initial_state.dtype
         return y, final
@@ -417,8 +436,9 @@ class _TritonSSD(torch.autograd.Function):
         grid = (shape[-1], batch * heads)
         z_or_x = z if z is not None else x
         end_grads = torch.empty_like(states)
-        _chunk_state_grad_kernel[grid](grad_y, z_or_x, C, log_decay, end_grads, *shape, HAS_Z=z is not None,
-                                       **dict(meta, DOT=_narrow_dot(meta)))
+        _first_that_fits([lambda: _chunk_state_grad_kernel[grid](
+            grad_y, z_or_x, C, log_decay, end_grads, *shape, HAS_Z=z is not None, **dict(meta, DOT=_narrow_dot(meta)))],
+            x, N, meta)
         grad_final = None if grad_final is None else grad_final.to(compute).contiguous()
         grad_initial = _pass_states(end_grads, log_decay, grad_final, True, meta)
         # stored in the inputs' dtype by the kernel (one rounding, as .to() after an fp32 store; half the bytes)
@@ -431,14 +451,24 @@ class _TritonSSD(torch.autograd.Function):
         dD_partial = torch.empty_like(dA_partial)
         grad_block_p = min(meta["BLOCK_P"], GRAD_BLOCK_P)
         tf32_dots = x.is_cuda if TF32_DOTS is None else TF32_DOTS
-        for parts in ([(True, False), (False, True)] if SPLIT_GRAD else [(True, True)]):
-            _chunk_grad_kernel[grid](
-                x, dt, A, B, C, D if D is not None else A, z_or_x, states, end_grads, log_decay, grad_y, dx, ddt,
-                dB_heads, dC_heads, dz, dD_partial, dA_partial, *shape, HAS_D=D is not None, HAS_Z=z is not None,
-                WANT_X=parts[0], WANT_BC=parts[1], P_BLOCKS=triton.cdiv(x.shape[-1], grad_block_p),
-                ROUND_TF32=tf32_dots and meta["PRECISION"] == "tf32", NARROW_DOT=_narrow_dot(meta),
-                **dict(meta, BLOCK_P=grad_block_p),
-            )
+
+        def gradients(split: bool, block_p: int):
+            def launch():
+                for parts in ([(True, False), (False, True)] if split else [(True, True)]):
+                    _chunk_grad_kernel[grid](
+                        x, dt, A, B, C, D if D is not None else A, z_or_x, states, end_grads, log_decay, grad_y, dx,
+                        ddt, dB_heads, dC_heads, dz, dD_partial, dA_partial, *shape, HAS_D=D is not None,
+                        HAS_Z=z is not None, WANT_X=parts[0], WANT_BC=parts[1], P_BLOCKS=triton.cdiv(P, block_p),
+                        ROUND_TF32=tf32_dots and meta["PRECISION"] == "tf32", NARROW_DOT=_narrow_dot(meta),
+                        **dict(meta, BLOCK_P=block_p),
+                    )
+            return launch
+
+        # wide states with 32-bit operands (N 128 fp32 at chunk 64: 280 KiB fused) take the two launches, whose
+        # tiles are half as many (the same gradients bit for bit), or then channel blocks of 16 (sums over the
+        # channels in another order)
+        _first_that_fits([gradients(SPLIT_GRAD, grad_block_p), gradients(True, grad_block_p), gradients(True, 16)],
+                         x, N, meta)
 
         def per_group(grad: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
             return grad.view(batch, length, groups, heads // groups, N).sum(3).to(like.dtype)
