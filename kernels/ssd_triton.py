@@ -464,7 +464,7 @@ class _TritonSSD(torch.autograd.Function):
                     )
             return launch
 
-        # wide states with 32-bit operands (N 128 fp32 at chunk 64: 280 KiB fused) take the two launches, whose
+        # wide states with 32-bit operands (N 128 fp32 with z at chunk 64: 280 KiB fused) take the two launches, whose
         # tiles are half as many (the same gradients bit for bit), or then channel blocks of 16 (sums over the
         # channels in another order)
         _first_that_fits([gradients(SPLIT_GRAD, grad_block_p), gradients(True, grad_block_p), gradients(True, 16)],

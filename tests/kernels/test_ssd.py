@@ -274,8 +274,8 @@ def test_compiled_16bit_products_at_wide_states_are_right_and_repeat_exactly(sha
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="shared memory of a compiled kernel")
 def test_compiled_wide_states_in_float32_take_the_split_gradient_launch():
-    """N 128 with fp32 operands at chunk 64: the fused gradient kernel needs 280 KiB of shared memory (the H200 has
-    227), so the backward takes two launches; every output within the tf32 bounds."""
+    """N 128 with z and fp32 operands at chunk 64: the fused gradient kernel needs 280 KiB of shared memory (the
+    H200 has 227), so the backward takes two launches; every output within the tf32 bounds."""
     actual, _, expected, tol = low_precision_errors("triton", "cuda", torch.float32, chunk_size=64,
                                                     length=64 * 2 + 37, heads=2, head_dim=64, d_state=128)
     assert_all_close(actual, expected, tol)
