@@ -201,10 +201,11 @@ def scans(chunk_scan, n_large: int, ssd_tiles: list[SSDTile]) -> None:
           f"T/w = seqpipe SSD chunk / warps per program (f: one fused gradient launch, h: 16-bit products for "
           f"16-bit inputs, cK: state pass K chunks "
           f"a step, pB: gradient channel blocks of B); "
-          f"err = |SSD - mamba_ssm| / |mamba_ssm| of y")
+          f"peer / ours N{n_large} = fwd+bwd of mamba_ssm's SSD and ours (the first variant; as many launches as fit) "
+          f"at N {n_large}; err = |SSD - mamba_ssm| / |mamba_ssm| of y")
     print(f"{'dtype':<5} {'shape':<8} | {'Mamba-1 fwd':>11} {'fwd+bwd':>8} {'% floor':>11} | {'T/w':>11} "
           f"{'SSD fwd':>8} {'fwd+bwd':>8} {'% floor':>11} | {'mamba_ssm fwd':>13} {'fwd+bwd':>8} "
-          f"{f'N{n_large} f+b':>9} {f'SSD N{n_large}':>9} | {'mamba_ssm/SSD f+b':>17} {'err':>7}")
+          f"{f'peer N{n_large}':>10} {f'ours N{n_large}':>10} | {'mamba_ssm/SSD f+b':>17} {'err':>7}")
     for dtype, shapes in SHAPES.items():
         for batch, length in shapes:
             label = f"{'fp32' if dtype == torch.float32 else 'bf16':<5} {f'B{batch} L{length // 1024}k':<8}"
@@ -232,7 +233,7 @@ def scans(chunk_scan, n_large: int, ssd_tiles: list[SSDTile]) -> None:
                 name = tile_name(tile)
                 print(f"{label} | {m1_ms[0]:>11.2f} {m1_ms[1]:>8.2f} {m1_floor[0]:>4.0f}% /{m1_floor[1]:>3.0f}% | "
                       f"{name:>11} {ours_ms[0]:>8.2f} {ours_ms[1]:>8.2f} {floor[0]:>4.0f}% /{floor[1]:>3.0f}% | "
-                      f"{peer_ms[0]:>13.2f} {peer_ms[1]:>8.2f} {peer_large:>9.2f} {ours_large:>9.2f} | "
+                      f"{peer_ms[0]:>13.2f} {peer_ms[1]:>8.2f} {peer_large:>10.2f} {ours_large:>10.2f} | "
                       f"{peer_ms[1] / ours_ms[1]:>16.2f}x "
                       f"{error:>7.1e}", flush=True)
             del ssd

@@ -102,6 +102,14 @@ def parse(variant: str) -> dict:
     return settings
 
 
+def replaced(source: str, old: str, new: str, count: int) -> str:
+    """``source`` with its ``count`` occurrences of ``old`` replaced; an error when it has another number (the kernel
+    file changed under the probe)."""
+    if source.count(old) != count:
+        raise SystemExit(f"expected {count} of {old!r} in ssd_triton.py, found {source.count(old)}: update the probe")
+    return source.replace(old, new)
+
+
 def variant_module(settings: dict, workdir: Path):
     """A copy of seqpipe.kernels.ssd_triton with the variant's products in fp32, imported from ``workdir``."""
     from seqpipe.kernels import ssd_triton
@@ -112,11 +120,11 @@ def variant_module(settings: dict, workdir: Path):
     elif settings["sites"]:
         source = with_fp32_products(source, GRAD_KERNEL, settings["sites"])
     if settings["unrolled"]:
-        source = source.replace("tl.range(0, P_BLOCKS)", "tl.static_range(P_BLOCKS)")
+        source = replaced(source, "tl.range(0, P_BLOCKS)", "tl.static_range(P_BLOCKS)", 2)
     if settings["fwd_fp32"]:  # the other kernels take DOT as an argument: make their launches pass COMPUTE
-        source = source.replace("**dict(meta, DOT=_narrow_dot(meta))", "**dict(meta, DOT=meta['COMPUTE'])")
-        source = source.replace("HAS_D=D is not None, HAS_Z=z is not None, **meta)",
-                                "HAS_D=D is not None, HAS_Z=z is not None, **dict(meta, DOT=meta['COMPUTE']))")
+        source = replaced(source, "**dict(meta, DOT=_narrow_dot(meta))", "**dict(meta, DOT=meta['COMPUTE'])", 2)
+        source = replaced(source, "HAS_D=D is not None, HAS_Z=z is not None, **meta)",
+                          "HAS_D=D is not None, HAS_Z=z is not None, **dict(meta, DOT=meta['COMPUTE']))", 1)
     path = workdir / "ssd_triton_variant.py"
     path.write_text(source)
     spec = importlib.util.spec_from_file_location("ssd_triton_variant", path)
@@ -225,8 +233,10 @@ def main():
     parser.add_argument("--variants", nargs="+", default=None)
     parser.add_argument("--jobs", type=int, default=4)
     parser.add_argument("--timeout", type=int, default=240)
-    parser.add_argument("--device", default="cuda", help="cpu: check the harness under TRITON_INTERPRET=1")
-    parser.add_argument("--time", metavar="BATCHxLENGTH", help="time the variants (one at a time) instead")
+    parser.add_argument("--device", default="cuda",
+                        help="cpu: check the harness under TRITON_INTERPRET=1 (whose tl.dot multiplies bf16 operands' "
+                             "raw bits: only -fp32 / -gradfp32-fwdfp32 variants come out right there)")
+    parser.add_argument("--time", metavar="BATCHxLENGTH", help="time the variants (one at a time, on the GPU) instead")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     parser.add_argument("--sites", action="store_true", help="list the gradient kernel's products and exit")
     args = parser.parse_args()

@@ -16,7 +16,8 @@ backward  4. ``_chunk_state_grad_kernel``: the gradient reaching each chunk's st
           2. the same pass in reverse, giving the gradient of each chunk's end state (and of initial_state).
           5. ``_chunk_grad_kernel``: recomputes the chunk's products and writes dx, ddt, dz and per-head dB, dC,
              and per-chunk partial sums of dD and dA, walking the P channels GRAD_BLOCK_P at a time; in one
-             launch, or (SPLIT_GRAD) two (dx/dz/ddt, then dB/dC).
+             launch, or (SPLIT_GRAD, or when one launch does not fit the GPU's shared memory) two (dx/dz/ddt,
+             then dB/dC).
 Products accumulate in fp32 (float64 for float64 inputs); their operands are tf32 for 32-bit inputs, and for
 16-bit inputs with DOTS_16BIT (on CUDA) the input dtype, as in mamba_ssm (at 8 warps, those with an N-wide right
 operand stay fp32: see ``_narrow_dot``). Where the gradient kernel also uses an operand
@@ -26,6 +27,8 @@ deterministic, no atomics. dt arrives discretised (softplus and bias stay in PyT
 """
 
 from __future__ import annotations
+
+from typing import Callable, TypeVar
 
 import torch
 import triton
@@ -54,9 +57,11 @@ TF32_DOTS: bool | None = None
 # dtype just before tl.dot, fp32 accumulation, as mamba_ssm does: twice the tensor-core rate of tf32, half the
 # operand registers) rather than fp32 ones read as tf32. None means on CUDA: the interpreter's tl.dot multiplies
 # bf16 operands' raw bits (triton 3.6; a test that makes it convert them sets True). On the H200, B1 L64k bf16
-# fwd+bwd: 5.52 against 7.54 ms at N 16, 4.99 against 9.22 ms at N 64 (bench/RESULTS.md).
+# fwd+bwd: 5.52 against 7.54 ms at N 16 (session 9); at N 64 4.99 ms, where fp32 operands with the unrolled loops
+# of before took 9.22 (bench/RESULTS.md).
 DOTS_16BIT: bool | None = None
 _DOT_16BIT = {torch.bfloat16: tl.bfloat16, torch.float16: tl.float16}
+_Result = TypeVar("_Result")
 
 
 @triton.jit
@@ -280,8 +285,8 @@ def _chunk_grad_kernel(x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, starts_
         end_dot = tl.zeros([], COMPUTE)                # Σ end_grad ∘ start
         skip_grad = tl.zeros([], COMPUTE)
         # A loop, not tl.static_range: triton 3.6's unrolled copies of the loop body raced on the H200 (16-bit
-        # products at N >= 64: gradients wrong and different from run to run, or an illegal address), and the loop
-        # is faster (bench/RESULTS.md, issue #16)
+        # products at N >= 64: gradients wrong and different from run to run, or an illegal address); the loop is
+        # also faster from 8k tokens on (6-7% slower at 4 x 2k; bench/RESULTS.md, issue #16)
         for block in tl.range(0, P_BLOCKS):
             p, x, start, end_grad, dy, z, g = _channel_block(block, x_ptr, starts_ptr, end_grads_ptr, dy_ptr, z_ptr, batch,
                                                              chunk, t, mask_t, L, H, head, n, n_chunks, P, N, BLOCK_P,
@@ -360,17 +365,20 @@ def _narrow_dot(meta: dict) -> tl.dtype:
     return meta["DOT"] if meta["num_warps"] <= 4 else meta["COMPUTE"]
 
 
-def _first_that_fits(launches: list, x: torch.Tensor, N: int, meta: dict) -> None:
-    """Run the first of ``launches`` (callables, in order of preference) whose kernels fit in the GPU's shared
-    memory; when none does, one error naming the sizes to change."""
+def _first_that_fits(launches: list[Callable[[], _Result]], x: torch.Tensor, N: int, meta: dict) -> _Result:
+    """The result of the first of ``launches`` (in order of preference) whose kernels fit in the GPU's shared
+    memory; when none does, one error naming the sizes to change. A launch that gives way may have run some of
+    its kernels: every launch must overwrite all of its outputs (no accumulation into them, no atomics)."""
     for launch in launches:
         try:
             return launch()
         except OutOfResources as error:
+            if "shared memory" not in str(error):
+                raise
             too_large = error
     raise ValueError(f"the Triton SSD scan needs more shared memory than this GPU has at N {N}, head_dim "
                      f"{x.shape[-1]}, chunk {meta['T']} with {x.dtype} inputs ({too_large}); use a smaller "
-                     f"chunk_size (e.g. Mamba2Block(chunk_size=32)) or d_state") from too_large
+                     f"chunk_size, d_state or head_dim") from too_large
 
 
 def _pass_states(states, log_decay, init, reverse: bool, meta: dict) -> torch.Tensor:
@@ -465,10 +473,10 @@ class _TritonSSD(torch.autograd.Function):
             return launch
 
         # wide states with 32-bit operands (N 128 fp32 with z at chunk 64: 280 KiB fused) take the two launches, whose
-        # tiles are half as many (the same gradients bit for bit), or then channel blocks of 16 (sums over the
-        # channels in another order)
-        _first_that_fits([gradients(SPLIT_GRAD, grad_block_p), gradients(True, grad_block_p), gradients(True, 16)],
-                         x, N, meta)
+        # tiles are half as many (the same gradients, bit for bit in the interpreter), or then channel blocks of 16
+        # (sums over the channels in another order)
+        options = dict.fromkeys([(SPLIT_GRAD, grad_block_p), (True, grad_block_p), (True, 16)])
+        _first_that_fits([gradients(split, block_p) for split, block_p in options], x, N, meta)
 
         def per_group(grad: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
             return grad.view(batch, length, groups, heads // groups, N).sum(3).to(like.dtype)

@@ -262,7 +262,8 @@ def test_compiled_16bit_products_at_wide_states_are_right_and_repeat_exactly(sha
     run to run, and an illegal address at N 128 (issue #16)."""
     from seqpipe.kernels import ssd_triton
 
-    monkeypatch.setattr(ssd_triton, "DOTS_16BIT", True)
+    for flag, value in (("DOTS_16BIT", True), ("SPLIT_GRAD", False), ("GRAD_BLOCK_P", 32), ("NUM_WARPS", 4)):
+        monkeypatch.setattr(ssd_triton, flag, value)
     sizes = {"heads": 4, "head_dim": 64, "z": False, **shape}
     actual, _, expected, tol = low_precision_errors("triton", "cuda", torch.bfloat16, chunk_size=64,
                                                     length=64 * 2 + 37, **sizes)
@@ -273,9 +274,9 @@ def test_compiled_16bit_products_at_wide_states_are_right_and_repeat_exactly(sha
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="shared memory of a compiled kernel")
-def test_compiled_wide_states_in_float32_take_the_split_gradient_launch():
+def test_compiled_wide_states_in_float32_fit_and_are_right():
     """N 128 with z and fp32 operands at chunk 64: the fused gradient kernel needs 280 KiB of shared memory (the
-    H200 has 227), so the backward takes two launches; every output within the tf32 bounds."""
+    H200 has 227; the backward then takes two launches); every output within the tf32 bounds."""
     actual, _, expected, tol = low_precision_errors("triton", "cuda", torch.float32, chunk_size=64,
                                                     length=64 * 2 + 37, heads=2, head_dim=64, d_state=128)
     assert_all_close(actual, expected, tol)
@@ -284,12 +285,14 @@ def test_compiled_wide_states_in_float32_take_the_split_gradient_launch():
 @pytest.mark.parametrize("backend,device", [triton_param("cpu")])
 def test_triton_gradient_launch_falls_back_when_shared_memory_is_short(backend, device, monkeypatch):
     """A gradient launch that does not fit the GPU's shared memory (Triton's OutOfResources) gives way to the two
-    launches, then to channel blocks of 16, with the same gradients; when none fits, one error naming the sizes."""
+    launches, then to channel blocks of 16, with the same gradients, also when one of the two launches ran before
+    the other did not fit; when none fits, one error naming the sizes."""
     from triton.runtime.errors import OutOfResources
 
     from seqpipe.kernels import ssd_triton
 
     monkeypatch.setattr(ssd_triton, "GRAD_BLOCK_P", 32)
+    monkeypatch.setattr(ssd_triton, "SPLIT_GRAD", False)
     inputs, softplus = make_inputs(seed=4, head_dim=32, d_state=8, D=True, z=True, initial_state=True)
     expected, _ = outputs_and_grads(inputs, softplus, backend)
     kernel = ssd_triton._chunk_grad_kernel
@@ -301,25 +304,43 @@ def test_triton_gradient_launch_falls_back_when_shared_memory_is_short(backend, 
 
         def __getitem__(self, grid):
             def launch(*args, **kwargs):
-                fused = kwargs["WANT_X"] and kwargs["WANT_BC"]
-                launched.append((fused, kwargs["BLOCK_P"]))
-                if not self.fits(fused, kwargs["BLOCK_P"]):
+                part = {(True, True): "fused", (True, False): "x", (False, True): "bc"}[kwargs["WANT_X"],
+                                                                                         kwargs["WANT_BC"]]
+                launched.append((part, kwargs["BLOCK_P"]))
+                if not self.fits(part, kwargs["BLOCK_P"]):
                     raise OutOfResources(300_000, 232_448, "shared memory")
                 return kernel[grid](*args, **kwargs)
             return launch
 
     # the two launches give the same gradients bit for bit; channel blocks of 16 sum over channels in another order
-    for fits, first_that_runs, tol in [(lambda fused, block_p: not fused, (False, 32), 0.0),
-                                       (lambda fused, block_p: block_p == 16, (False, 16), 1e-12)]:
+    for fits, expected_launches, tol in [
+        (lambda part, block_p: part != "fused", [("fused", 32), ("x", 32), ("bc", 32)], 0.0),
+        (lambda part, block_p: block_p == 16, [("fused", 32), ("x", 32), ("x", 16), ("bc", 16)], 1e-12),
+        (lambda part, block_p: part == "x" or block_p == 16,  # dx, ddt, dz written at 32, then all again at 16
+         [("fused", 32), ("x", 32), ("bc", 32), ("x", 16), ("bc", 16)], 1e-12),
+    ]:
         launched.clear()
         monkeypatch.setattr(ssd_triton, "_chunk_grad_kernel", SharedMemoryShort(fits))
         actual, _ = outputs_and_grads(inputs, softplus, backend)
-        assert launched[0] == (True, 32) and first_that_runs in launched
+        assert launched == expected_launches
         errors = {k: ((actual[k] - expected[k]).norm() / expected[k].norm()).item() for k in expected}
         assert max(errors.values()) <= tol, errors
-    monkeypatch.setattr(ssd_triton, "_chunk_grad_kernel", SharedMemoryShort(lambda fused, block_p: False))
+    monkeypatch.setattr(ssd_triton, "_chunk_grad_kernel", SharedMemoryShort(lambda part, block_p: False))
     with pytest.raises(ValueError, match="more shared memory than this GPU has at N 8, head_dim 32, chunk 16"):
         outputs_and_grads(inputs, softplus, backend)
+
+
+def test_16bit_products_at_every_state_width(monkeypatch):
+    """16-bit inputs take 16-bit products at N 16, 64 and 128 alike (they were limited to N 16 until the H200's
+    fault at N 64 was found to be the unrolled loops' race, issue #16); 32-bit inputs keep fp32 operands."""
+    import triton.language as tl
+
+    from seqpipe.kernels import ssd_triton
+
+    monkeypatch.setattr(ssd_triton, "DOTS_16BIT", True)
+    for N in (16, 64, 128):
+        assert ssd_triton._meta(torch.zeros(1, 1, 1, 64, dtype=torch.bfloat16), 64, N, 64)["DOT"] == tl.bfloat16
+        assert ssd_triton._meta(torch.zeros(1, 1, 1, 64), 64, N, 64)["DOT"] == tl.float32
 
 
 def test_triton_refuses_tensors_past_32_bit_indexing():
