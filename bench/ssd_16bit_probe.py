@@ -66,37 +66,25 @@ def product_lines(source: str) -> list[str]:
             for m in products(source, GRAD_KERNEL)]
 
 
+# variant parts: a name and a number (n64: N 64), or a word that sets one setting
+NUMBERED = {"n": "N", "p": "P", "bp": "block_p", "chunk": "chunk", "w": "warps", "L": "length"}
+WORDS = {"split": ("split", True), "z": ("z", True), "unrolled": ("unrolled", True), "fp32": ("dots_16bit", False),
+         "gradfp32": ("grad_fp32", True), "fwdfp32": ("fwd_fp32", True)}
+
+
 def parse(variant: str) -> dict:
     """Settings of a variant name such as ``n64-site3-L16384``."""
-    settings = dict(N=64, P=64, split=False, block_p=32, chunk=64, z=False, warps=4, length=165, sites=None,
+    settings = dict(N=64, P=64, split=False, block_p=32, chunk=64, z=False, warps=4, length=165, sites=[],
                     grad_fp32=False, fwd_fp32=False, unrolled=False, dots_16bit=True)
     for part in variant.split("-"):
-        if m := re.fullmatch(r"n(\d+)", part):
-            settings["N"] = int(m[1])
-        elif m := re.fullmatch(r"p(\d+)", part):
-            settings["P"] = int(m[1])
-        elif part == "unrolled":
-            settings["unrolled"] = True
-        elif part == "fp32":
-            settings["dots_16bit"] = False
-        elif part == "split":
-            settings["split"] = True
-        elif m := re.fullmatch(r"bp(\d+)", part):
-            settings["block_p"] = int(m[1])
-        elif m := re.fullmatch(r"chunk(\d+)", part):
-            settings["chunk"] = int(m[1])
-        elif part == "z":
-            settings["z"] = True
-        elif m := re.fullmatch(r"w(\d+)", part):
-            settings["warps"] = int(m[1])
-        elif m := re.fullmatch(r"L(\d+)", part):
-            settings["length"] = int(m[1])
-        elif m := re.fullmatch(r"site(\d+)", part):
-            settings["sites"] = (settings["sites"] or []) + [int(m[1])]
-        elif part == "gradfp32":
-            settings["grad_fp32"] = True
-        elif part == "fwdfp32":
-            settings["fwd_fp32"] = True
+        numbered = re.fullmatch(r"([a-zA-Z]+?)(\d+)", part)
+        if part in WORDS:
+            key, value = WORDS[part]
+            settings[key] = value
+        elif numbered and numbered[1] in NUMBERED:
+            settings[NUMBERED[numbered[1]]] = int(numbered[2])
+        elif numbered and numbered[1] == "site":
+            settings["sites"].append(int(numbered[2]))
         else:
             raise SystemExit(f"unknown variant part {part!r} in {variant!r}")
     return settings
@@ -197,22 +185,17 @@ def run_one(variant: str, device: str) -> dict:
 
 def time_one(variant: str, shape: str) -> dict:
     """Median ms of the forward and of forward+backward at ``shape`` (BATCHxLENGTH), 32 heads, bf16."""
-    import triton.testing
+    from gpu_peers import time_ms
 
     settings = parse(variant)
     batch, length = (int(v) for v in shape.split("x"))
     settings["length"] = length
     with tempfile.TemporaryDirectory() as tmp:
         module = variant_module(settings, Path(tmp))
-        x = inputs(settings, torch.bfloat16, "cuda", heads=32, batch=batch)
-        x["initial_state"] = None
-        run = functools.partial(module.ssd_scan_triton, **x, dt_softplus=True, chunk_size=settings["chunk"])
-        with torch.no_grad():
-            forward = triton.testing.do_bench(run, return_mode="median")
-        weights = torch.randn_like(run())
-        leaves = [v for v in x.values() if v is not None and v.requires_grad]
-        both = triton.testing.do_bench(lambda: torch.autograd.grad((run() * weights).sum(), leaves),
-                                       return_mode="median")
+        x = {k: v for k, v in inputs(settings, torch.bfloat16, "cuda", heads=32, batch=batch).items()
+             if v is not None and k != "initial_state"}
+        forward, both = time_ms(functools.partial(module.ssd_scan_triton, **x, dt_softplus=True,
+                                                  chunk_size=settings["chunk"]), x)
     return {"fwd": forward, "fwd+bwd": both}
 
 
