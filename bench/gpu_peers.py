@@ -128,32 +128,34 @@ class SSDTile(NamedTuple):
     """One seqpipe SSD variant: chunk, warps per program, and the ``ssd_triton`` flags it sets."""
     chunk: int
     warps: int
-    split: bool  # SPLIT_GRAD
+    split_from_n: int  # SPLIT_GRAD_FROM_N
     block_p: int  # GRAD_BLOCK_P
     pass_chunks: int  # PASS_CHUNKS
     dots_16bit: bool  # DOTS_16BIT (16-bit operands for 16-bit inputs)
 
 
-SSD_FLAGS = ("NUM_WARPS", "SPLIT_GRAD", "GRAD_BLOCK_P", "PASS_CHUNKS", "DOTS_16BIT")
-# the module's defaults, read before a variant sets them: the letters p and c name departures from these
-DEFAULT_BLOCK_P, DEFAULT_PASS_CHUNKS = ssd_triton.GRAD_BLOCK_P, ssd_triton.PASS_CHUNKS
+SSD_FLAGS = ("NUM_WARPS", "SPLIT_GRAD_FROM_N", "GRAD_BLOCK_P", "PASS_CHUNKS", "DOTS_16BIT")
+# the module's defaults, read before a variant sets them: the letters f, p and c name departures from these
+DEFAULT_SPLIT_FROM_N, DEFAULT_BLOCK_P, DEFAULT_PASS_CHUNKS = (ssd_triton.SPLIT_GRAD_FROM_N, ssd_triton.GRAD_BLOCK_P,
+                                                             ssd_triton.PASS_CHUNKS)
 
 
 def parse_ssd_tile(spec: str) -> SSDTile:
-    """"CHUNKxWARPS[f][h][cK][pBLOCK]": "64x8" -> chunk 64, 8 warps, the gradient kernel as two launches, the
-    default channel block of its loop over P and chunks a step of the state pass (GRAD_BLOCK_P, PASS_CHUNKS),
-    fp32 product operands; "f": one fused gradient launch; "h": 16-bit product operands for 16-bit inputs
-    (DOTS_16BIT); "c1": the state pass one chunk a step (as before issue #16); "p64": channel blocks of 64."""
+    """"CHUNKxWARPS[f][h][cK][pBLOCK]": "64x8" -> chunk 64, 8 warps, the gradient kernel as two launches at every N,
+    the default channel block of its loop over P and chunks a step of the state pass (GRAD_BLOCK_P, PASS_CHUNKS),
+    fp32 product operands; "f": the gradient kernel as one fused launch below N = SPLIT_GRAD_FROM_N (64) and two
+    from it on, the module's default; "h": 16-bit product operands for 16-bit inputs (DOTS_16BIT); "c1": the state
+    pass one chunk a step (as before issue #16); "p64": channel blocks of 64."""
     match = re.fullmatch(r"(\d+)x(\d+)(f?)(h?)(?:c(\d+))?(?:p(\d+))?", spec)
     if match is None:
         raise SystemExit(f"SSD variant {spec!r} is not CHUNKxWARPS[f][h][cK][pBLOCK]")
     chunk, warps, fused, dots_16bit, pass_chunks, block = match.groups()
-    return SSDTile(int(chunk), int(warps), not fused, int(block) if block else DEFAULT_BLOCK_P,
+    return SSDTile(int(chunk), int(warps), DEFAULT_SPLIT_FROM_N if fused else 0, int(block) if block else DEFAULT_BLOCK_P,
                    int(pass_chunks) if pass_chunks else DEFAULT_PASS_CHUNKS, bool(dots_16bit))
 
 
 def tile_name(tile: SSDTile) -> str:
-    return (f"{tile.chunk}/{tile.warps}{'' if tile.split else 'f'}{'h' if tile.dots_16bit else ''}"
+    return (f"{tile.chunk}/{tile.warps}{'f' if tile.split_from_n else ''}{'h' if tile.dots_16bit else ''}"
             + ("" if tile.pass_chunks == DEFAULT_PASS_CHUNKS else f"c{tile.pass_chunks}")
             + ("" if tile.block_p == DEFAULT_BLOCK_P else f"p{tile.block_p}"))
 
@@ -162,7 +164,7 @@ def ssd_variant(tile: SSDTile, inputs: dict):
     """seqpipe's SSD at one variant, as a no-argument callable (it sets the module's flags when called)."""
 
     def run():
-        values = (tile.warps, tile.split, tile.block_p, tile.pass_chunks, tile.dots_16bit)
+        values = (tile.warps, tile.split_from_n, tile.block_p, tile.pass_chunks, tile.dots_16bit)
         for flag, value in zip(SSD_FLAGS, values):
             setattr(ssd_triton, flag, value)
         return ssd_scan(**inputs, dt_softplus=True, chunk_size=tile.chunk, backend="triton")

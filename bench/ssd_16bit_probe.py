@@ -10,9 +10,10 @@ for bit, and, for an output past the bound, where its error lies (shares of the 
 the chunk's steps and over quarters of the states or channels). ``--time``: instead, the median ms of forward and
 forward+backward of each variant at that shape (32 heads), one at a time.
 
-Variants: ``nK`` (N = K), and at N 64 unless said: ``-pK`` (P = K), ``-split`` (two gradient launches), ``-bpK``
-(GRAD_BLOCK_P K), ``-chunkK``, ``-z``, ``-wK`` (K warps), ``-LK`` (length K), ``-fp32`` (fp32 operands, as for
-32-bit inputs), ``-unrolled`` (the gradient kernel's loops over channel blocks unrolled by tl.static_range, as
+Variants: ``nK`` (N = K), and at N 64 unless said: ``-pK`` (P = K), ``-split`` / ``-fused`` (the gradient kernel
+as two launches / one at every N; by default one below N 64, two from it on), ``-bpK`` (GRAD_BLOCK_P K),
+``-chunkK``, ``-z``, ``-wK`` (K warps), ``-LK`` (length K), ``-fp32`` (fp32 operands, as for 32-bit inputs),
+``-unrolled`` (the gradient kernel's loops over channel blocks unrolled by tl.static_range, as
 before the fix: wrong and unrepeatable gradients at N 64 on the H200), ``-siteK`` (the K-th product of the
 gradient kernel, in source order, with fp32 operands; ``--sites`` lists them), ``-gradfp32`` (all of the gradient
 kernel's products fp32), ``-fwdfp32`` (the other kernels' products fp32).
@@ -68,13 +69,13 @@ def product_lines(source: str) -> list[str]:
 
 # variant parts: a name and a number (n64: N 64), or a word that sets one setting
 NUMBERED = {"n": "N", "p": "P", "bp": "block_p", "chunk": "chunk", "w": "warps", "L": "length"}
-WORDS = {"split": ("split", True), "z": ("z", True), "unrolled": ("unrolled", True), "fp32": ("dots_16bit", False),
+WORDS = {"split": ("split_from_n", 0), "fused": ("split_from_n", 1 << 20), "z": ("z", True), "unrolled": ("unrolled", True), "fp32": ("dots_16bit", False),
          "gradfp32": ("grad_fp32", True), "fwdfp32": ("fwd_fp32", True)}
 
 
 def parse(variant: str) -> dict:
     """Settings of a variant name such as ``n64-site3-L16384``."""
-    settings = dict(N=64, P=64, split=False, block_p=32, chunk=64, z=False, warps=4, length=165, sites=[],
+    settings = dict(N=64, P=64, split_from_n=None, block_p=32, chunk=64, z=False, warps=4, length=165, sites=[],
                     grad_fp32=False, fwd_fp32=False, unrolled=False, dots_16bit=True)
     for part in variant.split("-"):
         numbered = re.fullmatch(r"([a-zA-Z]+?)(\d+)", part)
@@ -119,7 +120,9 @@ def variant_module(settings: dict, workdir: Path):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     module.DOTS_16BIT = settings["dots_16bit"]
-    module.SPLIT_GRAD, module.GRAD_BLOCK_P, module.NUM_WARPS = settings["split"], settings["block_p"], settings["warps"]
+    if settings["split_from_n"] is not None:
+        module.SPLIT_GRAD_FROM_N = settings["split_from_n"]
+    module.GRAD_BLOCK_P, module.NUM_WARPS = settings["block_p"], settings["warps"]
     return module
 
 

@@ -16,8 +16,8 @@ backward  4. ``_chunk_state_grad_kernel``: the gradient reaching each chunk's st
           2. the same pass in reverse, giving the gradient of each chunk's end state (and of initial_state).
           5. ``_chunk_grad_kernel``: recomputes the chunk's products and writes dx, ddt, dz and per-head dB, dC,
              and per-chunk partial sums of dD and dA, walking the P channels GRAD_BLOCK_P at a time; in one
-             launch, or (SPLIT_GRAD, or when one launch does not fit the GPU's shared memory) two (dx/dz/ddt,
-             then dB/dC).
+             launch, or (from N = SPLIT_GRAD_FROM_N on, or when one launch does not fit the GPU's shared
+             memory) two (dx/dz/ddt, then dB/dC).
 Products accumulate in fp32 (float64 for float64 inputs); their operands are tf32 for 32-bit inputs, and for
 16-bit inputs with DOTS_16BIT (on CUDA) the input dtype, as in mamba_ssm (at 8 warps, those with an N-wide right
 operand stay fp32: see ``_narrow_dot``). Where the gradient kernel also uses an operand
@@ -47,8 +47,10 @@ PASS_CHUNKS = 8
 # 1.21 against 1.08), and bf16 with 16-bit products ran at 4 and crashed at 8 (``_narrow_dot``; bench/RESULTS.md)
 NUM_WARPS = 4
 # The gradient kernel as two launches (dx/dz/ddt, then dB/dC) needs fewer registers (fused: 255, spilling, at
-# every T on sm_90a), but one launch was faster on the H200 at 4 of the 5 benchmark shapes (bench/RESULTS.md).
-SPLIT_GRAD = False
+# every T on sm_90a). At N 16 one launch was faster on the H200 at 4 of the 5 benchmark shapes; from N 64 two were
+# (session 17, fwd+bwd ms, two against one: B4 L8k bf16 N 64 2.98 / 3.14, N 128 5.47 / 5.70, N 128 with fp32
+# operands 8.82 / 10.79; B1 L64k bf16 N 64 6.12 / 6.32, N 128 11.69 / 11.60; bench/RESULTS.md).
+SPLIT_GRAD_FROM_N = 64  # two launches from this state width on (0: at every N)
 GRAD_BLOCK_P = 32  # channels per step of the gradient kernel's loop over P (a power of two >= 16)
 # Whether tl.dot reads 32-bit operands as tf32 (so that the gradient kernel rounds the operands it also uses
 # elementwise): None means on CUDA; the interpreter's tl.dot is exact fp32 (a test that makes it read tf32 sets True).
@@ -472,10 +474,10 @@ class _TritonSSD(torch.autograd.Function):
                     )
             return launch
 
-        # wide states with 32-bit operands (N 128 fp32 with z at chunk 64: 280 KiB fused) take the two launches, whose
-        # tiles are half as many (the same gradients, bit for bit in the interpreter), or then channel blocks of 16
-        # (sums over the channels in another order)
-        options = dict.fromkeys([(SPLIT_GRAD, grad_block_p), (True, grad_block_p), (True, 16)])
+        # the two launches give the same gradients, bit for bit in the interpreter; where one launch does not fit the
+        # shared memory (N 128 fp32 with z at chunk 64: 280 KiB fused), the two do (half the tiles), or then channel
+        # blocks of 16 (sums over the channels in another order)
+        options = dict.fromkeys([(N >= SPLIT_GRAD_FROM_N, grad_block_p), (True, grad_block_p), (True, 16)])
         _first_that_fits([gradients(split, block_p) for split, block_p in options], x, N, meta)
 
         def per_group(grad: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

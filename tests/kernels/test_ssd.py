@@ -223,6 +223,8 @@ def interpreter_checks_bounds(monkeypatch):
     monkeypatch.setattr(interpreter.InterpreterBuilder, "create_masked_store", checked_store)
 
 
+#: ``ssd_triton.SPLIT_GRAD_FROM_N`` above any state width: the gradient kernel as one launch at every N
+ONE_LAUNCH = 1 << 20
 # make_inputs' sizes at the H200 runs' tilings (P 64, chunk 64; here two chunks and a part): bench/gpu_peers.py's
 # SSD table (N 16, gate z), and the 131k training step's Mamba2Block defaults (N 64, four heads, no z)
 H200_TILINGS = {"benchmark": dict(heads=2, head_dim=64, d_state=16),
@@ -230,7 +232,7 @@ H200_TILINGS = {"benchmark": dict(heads=2, head_dim=64, d_state=16),
 
 
 @pytest.mark.parametrize("tiling,split,warps", [("benchmark", False, 4), ("benchmark", False, 8),
-                                                ("benchmark", True, 8), ("mamba2-block", False, 4)],
+                                                ("benchmark", True, 8), ("mamba2-block", True, 4)],
                          ids=["one-launch-4warps", "one-launch-8warps", "two-launches-8warps",
                               "mamba2-block-n64"])
 @pytest.mark.parametrize("backend,device", [triton_param(d) for d in DEVICES])
@@ -245,7 +247,8 @@ def test_triton_accesses_stay_in_bounds_at_the_h200_tilings(backend, device, til
 
     interpreter_dots_as_on_the_h200(monkeypatch)
     interpreter_checks_bounds(monkeypatch)
-    for flag, value in (("DOTS_16BIT", True), ("SPLIT_GRAD", split), ("GRAD_BLOCK_P", 32), ("NUM_WARPS", warps)):
+    for flag, value in (("DOTS_16BIT", True), ("SPLIT_GRAD_FROM_N", 0 if split else ONE_LAUNCH), ("GRAD_BLOCK_P", 32),
+                        ("NUM_WARPS", warps)):
         monkeypatch.setattr(ssd_triton, flag, value)
     actual, _, expected, tol = low_precision_errors(backend, device, torch.bfloat16, tf32=True, chunk_size=64,
                                                     length=64 * 2 + 37, **H200_TILINGS[tiling])
@@ -255,14 +258,17 @@ def test_triton_accesses_stay_in_bounds_at_the_h200_tilings(backend, device, til
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="a race of compiled code (the interpreter runs serially)")
 @pytest.mark.parametrize("shape", [dict(d_state=64), dict(d_state=128), dict(d_state=64, head_dim=128)],
                          ids=["n64", "n128", "n64-p128"])
-def test_compiled_16bit_products_at_wide_states_are_right_and_repeat_exactly(shape, monkeypatch):
-    """bf16 with 16-bit products at the training step's tiling and wider (chunk 64, channel blocks of 32): every
-    output within the bf16 bounds, and a second run identical bit for bit. With the gradient kernel's loop over
-    channel blocks unrolled (tl.static_range, triton 3.6) the H200 gave wrong gradients at N 64 that changed from
-    run to run, and an illegal address at N 128 (issue #16)."""
+@pytest.mark.parametrize("split_from_n", [64, ONE_LAUNCH], ids=["two-launches", "one-launch"])
+def test_compiled_16bit_products_at_wide_states_are_right_and_repeat_exactly(shape, split_from_n, monkeypatch):
+    """bf16 with 16-bit products at the training step's tiling and wider (chunk 64, channel blocks of 32), the
+    gradient kernel as two launches (the default from N 64) or one: every output within the bf16 bounds, and a
+    second run identical bit for bit. With the gradient kernel's loop over channel blocks unrolled (tl.static_range,
+    triton 3.6) the H200 gave wrong gradients in one launch at N 64 that changed from run to run, and an illegal
+    address at N 128 (issue #16)."""
     from seqpipe.kernels import ssd_triton
 
-    for flag, value in (("DOTS_16BIT", True), ("SPLIT_GRAD", False), ("GRAD_BLOCK_P", 32), ("NUM_WARPS", 4)):
+    for flag, value in (("DOTS_16BIT", True), ("SPLIT_GRAD_FROM_N", split_from_n), ("GRAD_BLOCK_P", 32),
+                        ("NUM_WARPS", 4)):
         monkeypatch.setattr(ssd_triton, flag, value)
     sizes = {"heads": 4, "head_dim": 64, "z": False, **shape}
     actual, _, expected, tol = low_precision_errors("triton", "cuda", torch.bfloat16, chunk_size=64,
@@ -275,11 +281,31 @@ def test_compiled_16bit_products_at_wide_states_are_right_and_repeat_exactly(sha
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="shared memory of a compiled kernel")
 def test_compiled_wide_states_in_float32_fit_and_are_right():
-    """N 128 with z and fp32 operands at chunk 64: the fused gradient kernel needs 280 KiB of shared memory (the
-    H200 has 227; the backward then takes two launches); every output within the tf32 bounds."""
+    """N 128 with z and fp32 operands at chunk 64 (the fused gradient kernel would need 280 KiB of shared memory; the
+    H200 has 227): every output within the tf32 bounds."""
     actual, _, expected, tol = low_precision_errors("triton", "cuda", torch.float32, chunk_size=64,
                                                     length=64 * 2 + 37, heads=2, head_dim=64, d_state=128)
     assert_all_close(actual, expected, tol)
+
+
+class GradLaunches:
+    """Stands in for ``ssd_triton._chunk_grad_kernel``: records each launch's part ("fused", "x" or "bc") and
+    channel block in ``launched``, and raises Triton's shared-memory OutOfResources where ``fits(part, block_p)``
+    is false instead of launching ``kernel``."""
+
+    def __init__(self, kernel, launched: list, fits=lambda part, block_p: True):
+        self.kernel, self.launched, self.fits = kernel, launched, fits
+
+    def __getitem__(self, grid):
+        from triton.runtime.errors import OutOfResources
+
+        def launch(*args, **kwargs):
+            part = {(True, True): "fused", (True, False): "x", (False, True): "bc"}[kwargs["WANT_X"], kwargs["WANT_BC"]]
+            self.launched.append((part, kwargs["BLOCK_P"]))
+            if not self.fits(part, kwargs["BLOCK_P"]):
+                raise OutOfResources(300_000, 232_448, "shared memory")
+            return self.kernel[grid](*args, **kwargs)
+        return launch
 
 
 @pytest.mark.parametrize("backend,device", [triton_param("cpu")])
@@ -287,31 +313,13 @@ def test_triton_gradient_launch_falls_back_when_shared_memory_is_short(backend, 
     """A gradient launch that does not fit the GPU's shared memory (Triton's OutOfResources) gives way to the two
     launches, then to channel blocks of 16, with the same gradients, also when one of the two launches ran before
     the other did not fit; when none fits, one error naming the sizes."""
-    from triton.runtime.errors import OutOfResources
-
     from seqpipe.kernels import ssd_triton
 
     monkeypatch.setattr(ssd_triton, "GRAD_BLOCK_P", 32)
-    monkeypatch.setattr(ssd_triton, "SPLIT_GRAD", False)
+    monkeypatch.setattr(ssd_triton, "SPLIT_GRAD_FROM_N", ONE_LAUNCH)
     inputs, softplus = make_inputs(seed=4, head_dim=32, d_state=8, D=True, z=True, initial_state=True)
     expected, _ = outputs_and_grads(inputs, softplus, backend)
-    kernel = ssd_triton._chunk_grad_kernel
-    launched = []
-
-    class SharedMemoryShort:
-        def __init__(self, fits):
-            self.fits = fits
-
-        def __getitem__(self, grid):
-            def launch(*args, **kwargs):
-                part = {(True, True): "fused", (True, False): "x", (False, True): "bc"}[kwargs["WANT_X"],
-                                                                                         kwargs["WANT_BC"]]
-                launched.append((part, kwargs["BLOCK_P"]))
-                if not self.fits(part, kwargs["BLOCK_P"]):
-                    raise OutOfResources(300_000, 232_448, "shared memory")
-                return kernel[grid](*args, **kwargs)
-            return launch
-
+    kernel, launched = ssd_triton._chunk_grad_kernel, []
     # the two launches give the same gradients bit for bit; channel blocks of 16 sum over channels in another order
     for fits, expected_launches, tol in [
         (lambda part, block_p: part != "fused", [("fused", 32), ("x", 32), ("bc", 32)], 0.0),
@@ -320,14 +328,32 @@ def test_triton_gradient_launch_falls_back_when_shared_memory_is_short(backend, 
          [("fused", 32), ("x", 32), ("bc", 32), ("x", 16), ("bc", 16)], 1e-12),
     ]:
         launched.clear()
-        monkeypatch.setattr(ssd_triton, "_chunk_grad_kernel", SharedMemoryShort(fits))
+        monkeypatch.setattr(ssd_triton, "_chunk_grad_kernel", GradLaunches(kernel, launched, fits))
         actual, _ = outputs_and_grads(inputs, softplus, backend)
         assert launched == expected_launches
         errors = {k: ((actual[k] - expected[k]).norm() / expected[k].norm()).item() for k in expected}
         assert max(errors.values()) <= tol, errors
-    monkeypatch.setattr(ssd_triton, "_chunk_grad_kernel", SharedMemoryShort(lambda part, block_p: False))
+    monkeypatch.setattr(ssd_triton, "_chunk_grad_kernel", GradLaunches(kernel, launched, lambda part, block_p: False))
     with pytest.raises(ValueError, match="more shared memory than this GPU has at N 8, head_dim 32, chunk 16"):
         outputs_and_grads(inputs, softplus, backend)
+
+
+@pytest.mark.parametrize("backend,device", [triton_param("cpu")])
+def test_triton_gradient_kernel_is_two_launches_from_wide_states(backend, device, monkeypatch):
+    """By default the gradient kernel runs as one launch below N 64 and as two (dx/dz/ddt, then dB/dC) from N 64 on
+    (faster on the H200 there, issue #16), with the float64 reference's gradients either way."""
+    from seqpipe.kernels import ssd_triton
+
+    monkeypatch.setattr(ssd_triton, "GRAD_BLOCK_P", 16)
+    for d_state, expected_launches in [(32, [("fused", 16)]), (64, [("x", 16), ("bc", 16)])]:
+        inputs, softplus = make_inputs(seed=5, length=21, head_dim=4, d_state=d_state, D=True, z=True)
+        expected, _ = outputs_and_grads(inputs, softplus, "ref")
+        launched = []
+        with monkeypatch.context() as patch:
+            patch.setattr(ssd_triton, "_chunk_grad_kernel", GradLaunches(ssd_triton._chunk_grad_kernel, launched))
+            actual, _ = outputs_and_grads(inputs, softplus, backend)
+        assert launched == expected_launches
+        assert_all_close(actual, expected, 1e-12)
 
 
 def test_16bit_products_at_every_state_width(monkeypatch):
@@ -393,7 +419,7 @@ def test_triton_gradient_kernel_split_or_fused_and_channel_blocks(backend, devic
     16 (the last one part masked) or in one block, gives the float64 reference."""
     from seqpipe.kernels import ssd_triton
 
-    monkeypatch.setattr(ssd_triton, "SPLIT_GRAD", split)
+    monkeypatch.setattr(ssd_triton, "SPLIT_GRAD_FROM_N", 0 if split else ONE_LAUNCH)
     monkeypatch.setattr(ssd_triton, "GRAD_BLOCK_P", block_p)
     inputs, softplus = make_inputs(seed=4, length=45, groups=2, heads=4, head_dim=40, D=True, z=True,
                                    dt_bias=True, softplus=True, initial_state=True, device=device)
