@@ -5,8 +5,8 @@ Usage: python bench/dna_recipe_search.py --out DIR [--jobs 15] [--accelerator gp
 
 Every set gets the standard split of ``bench/dna_benchmarks.py`` (a seeded stratified 20% test, then 10% of the
 rest for validation). The test part is never read while choosing. The training + validation part is cut into
-``--folds`` seeded stratified folds; each candidate (``CANDIDATES``: ``configs/dna_classify.yaml`` or
-``configs/dna_classify_gpu.yaml`` with some settings replaced, written to ``WORK/configs/NAME.yaml``) is fitted once
+``--folds`` seeded stratified folds; each candidate (``CANDIDATES``: ``configs/dna_classify.yaml`` with
+some settings replaced, written to ``WORK/configs/NAME.yaml``) is fitted once
 per (set, fold) on the other folds and scored on its fold. The score of a fit is its validation accuracy after
 the last epoch (no choice made on the fold it is scored on); a candidate's score is the mean over folds and then
 over sets. The k-mer LR's k and C are chosen by the same folds, then it is refitted on training + validation;
@@ -44,6 +44,8 @@ from seqpipe.dna_alphabet import reverse_complement  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 DNA_HEAD = "seqpipe.tasks.dna_classification.DNASequenceClassification"
 EMA = {"class_path": "lightning.pytorch.callbacks.EMAWeightAveraging", "init_args": {"decay": 0.98}}
+#: the block node of a Mamba-2 (SSD) backbone: N 64, 4 heads of 64 channels at d_model 128
+MAMBA2 = {"class_path": "seqpipe.mamba2.Mamba2Block", "init_args": {"d_state": 64}}
 #: the backbone node's changes for a CNNProm-sized first convolution: 200 motif detectors of width 21
 WIDE_MOTIFS = {"init_args": {"motif_channels": 200, "motif_width": 21}}
 
@@ -76,8 +78,24 @@ def cpu(strands: str, motif_width: int, head_dropout: float = 0.1, **more) -> di
     return settings(4, head_dropout, strands, motif_width, **more)
 
 
+def mamba(kmer_size: int, head_dropout: float, strands: str, motif_width: int, **more) -> dict:
+    """The GPU recipe before session 17 (``configs/dna_classify.yaml`` on a Mamba backbone, d_model 128 x 4 layers,
+    N 16, dropout 0.2; 30 epochs at lr 1e-3) with its head and motif width set as in :func:`settings`."""
+    backbone = {"class_path": "seqpipe.dna_backbones.MotifBackbone",
+                "init_args": {"d_model": 128, "n_layers": 4, "motif_width": motif_width, "dropout": 0.2,
+                              "block": {"class_path": "seqpipe.mamba.MambaBlock", "init_args": {"d_state": 16}}}}
+    return merge(settings(kmer_size, head_dropout, strands, motif_width,
+                          trainer={"max_epochs": 30}, model={"backbone": backbone, "lr": 1.0e-3}), more)
+
+
 def gpu(strands: str, motif_width: int, **more) -> dict:
-    return settings(5, 0.2, strands, motif_width, **more)
+    return mamba(5, 0.2, strands, motif_width, **more)
+
+
+#: the CPU recipe wider (d_model 128) and deeper (``layers``), with dropout 0.2 in the backbone and 30 epochs
+def s4d_wide(layers: int) -> dict:
+    return cpu("pair", 9, trainer={"max_epochs": 30},
+               model={"backbone": {"init_args": {"d_model": 128, "n_layers": layers, "dropout": 0.2}}})
 
 
 #: name -> (base recipe, settings replaced in it, within the CPU budget). Strands (``strands`` of the head):
@@ -88,7 +106,10 @@ def gpu(strands: str, motif_width: int, **more) -> dict:
 #: ``shift``: training sequences moved by up to 3 bases (``data.shift_augment``); ``reg``: dropout 0.2 in the
 #: backbone, 0.3 in the head; ``wide``: a CNNProm-sized motif front end (200 detectors of width 21 projected back to
 #: d_model, ``MotifBackbone(motif_channels=...)``); motif width 15 unless the name says ``w9``. ``cpu_pair_w9`` is
-#: ``configs/dna_classify.yaml``, ``gpu_pair`` is ``configs/dna_classify_gpu.yaml``.
+#: ``configs/dna_classify.yaml``; ``gpu_*`` other than ``gpu_s4d_*`` run on Mamba (:func:`mamba`; ``gpu_pair`` was
+#: ``configs/dna_classify_gpu.yaml`` until session 17, ``gpu_mamba_w9`` / ``gpu_mamba2_w9``: the CPU recipe's head and
+#: motif width on it, the second with Mamba-2 blocks); ``gpu_s4d_*``: :func:`s4d_wide`, with 2 or 4 S4D layers
+#: (``gpu_s4d_d128x4`` is ``configs/dna_classify_gpu.yaml`` since session 17).
 CANDIDATES = {
     "cpu_meanmax_k4": ("dna_classify", cpu("average", 15), True),
     "cpu_k4_ema": ("dna_classify", cpu("average", 15, trainer={"callbacks": [EMA]}), True),
@@ -102,10 +123,15 @@ CANDIDATES = {
     "cpu_wide_oriented": ("dna_classify", cpu("forward", 15, model={"backbone": WIDE_MOTIFS}), True),
     "cpu_pair": ("dna_classify", cpu("pair", 15), True),
     "cpu_pair_w9": ("dna_classify", cpu("pair", 9), True),
-    "gpu_meanmax_k5": ("dna_classify_gpu", gpu("average", 15), False),
-    "gpu_oriented": ("dna_classify_gpu", gpu("forward", 15), False),
-    "gpu_pair": ("dna_classify_gpu", gpu("pair", 15), False),
-    "gpu_wide": ("dna_classify_gpu", gpu("average", 15, model={"backbone": WIDE_MOTIFS}), False),
+    "gpu_meanmax_k5": ("dna_classify", gpu("average", 15), False),
+    "gpu_oriented": ("dna_classify", gpu("forward", 15), False),
+    "gpu_pair": ("dna_classify", gpu("pair", 15), False),
+    "gpu_wide": ("dna_classify", gpu("average", 15, model={"backbone": WIDE_MOTIFS}), False),
+    "gpu_mamba_w9": ("dna_classify", mamba(4, 0.1, "pair", 9), False),
+    "gpu_mamba2_w9": ("dna_classify", mamba(4, 0.1, "pair", 9, model={"backbone": {"init_args": {"block": MAMBA2}}}),
+                      False),
+    "gpu_s4d_d128x2": ("dna_classify", s4d_wide(2), False),
+    "gpu_s4d_d128x4": ("dna_classify", s4d_wide(4), False),
 }
 #: the comparison of strand modes that chose the recipes (bench/RESULTS.md, "Both strands, each with its own weights")
 DEFAULT_CANDIDATES = ["cpu_meanmax_k4", "cpu_oriented", "cpu_pair", "cpu_pair_w9", "gpu_meanmax_k5", "gpu_pair"]
@@ -243,9 +269,10 @@ def main() -> None:
         per_set = cv.pivot_table(index="candidate", columns="set", values="cv_acc")
         per_set["mean"] = per_set.mean(axis=1)
         per_set = per_set.sort_values("mean", ascending=False)
-        cpu_choice = next(name for name in per_set.index if CANDIDATES[name][2])
+        cpu_choice = next((name for name in per_set.index if CANDIDATES[name][2]), None)  # none among GPU-only ones
         gpu_choice = per_set.index[0]
-        chosen = {"CPU recipe": cpu_choice, **({"GPU recipe": gpu_choice} if gpu_choice != cpu_choice else {})}
+        chosen = {**({"CPU recipe": cpu_choice} if cpu_choice else {}),
+                  **({"GPU recipe": gpu_choice} if gpu_choice != cpu_choice else {})}
         print(f"\nchosen by {args.folds}-fold CV: {chosen}", flush=True)
         with ThreadPoolExecutor(args.jobs) as fits:
             list(fits.map(lambda job: seed_job(*job), [(label, c, d, s) for label, c in chosen.items()
