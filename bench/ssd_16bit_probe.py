@@ -69,8 +69,10 @@ def product_lines(source: str) -> list[str]:
 
 # variant parts: a name and a number (n64: N 64), or a word that sets one setting
 NUMBERED = {"n": "N", "p": "P", "bp": "block_p", "chunk": "chunk", "w": "warps", "L": "length"}
-WORDS = {"split": ("split_from_n", 0), "fused": ("split_from_n", 1 << 20), "z": ("z", True), "unrolled": ("unrolled", True), "fp32": ("dots_16bit", False),
-         "gradfp32": ("grad_fp32", True), "fwdfp32": ("fwd_fp32", True)}
+# (split_from_n: SPLIT_GRAD_FROM_N, 0 for two gradient launches at every N, 1 << 20 for one; None: the module's)
+WORDS = {"split": ("split_from_n", 0), "fused": ("split_from_n", 1 << 20), "z": ("z", True),
+         "unrolled": ("unrolled", True), "fp32": ("dots_16bit", False), "gradfp32": ("grad_fp32", True),
+         "fwdfp32": ("fwd_fp32", True)}
 
 
 def parse(variant: str) -> dict:
