@@ -150,8 +150,9 @@ def parse_ssd_tile(spec: str) -> SSDTile:
     if match is None:
         raise SystemExit(f"SSD variant {spec!r} is not CHUNKxWARPS[f][h][cK][pBLOCK]")
     chunk, warps, fused, dots_16bit, pass_chunks, block = match.groups()
-    return SSDTile(int(chunk), int(warps), DEFAULT_SPLIT_FROM_N if fused else 0, int(block) if block else DEFAULT_BLOCK_P,
-                   int(pass_chunks) if pass_chunks else DEFAULT_PASS_CHUNKS, bool(dots_16bit))
+    return SSDTile(int(chunk), int(warps), DEFAULT_SPLIT_FROM_N if fused else 0,
+                   int(block) if block else DEFAULT_BLOCK_P, int(pass_chunks) if pass_chunks else DEFAULT_PASS_CHUNKS,
+                   bool(dots_16bit))
 
 
 def tile_name(tile: SSDTile) -> str:
