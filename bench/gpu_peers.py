@@ -201,8 +201,8 @@ def scans(chunk_scan, n_large: int, ssd_tiles: list[SSDTile]) -> None:
     defaults = [getattr(ssd_triton, flag) for flag in SSD_FLAGS]
     bandwidth = copy_bandwidth()
     print(f"copy bandwidth {bandwidth / 1e12:.2f} TB/s; d_inner {D_INNER}, N {D_STATE}; ms are medians of do_bench; "
-          f"T/w = seqpipe SSD chunk / warps per program (f: one fused gradient launch, h: 16-bit products for "
-          f"16-bit inputs, cK: state pass K chunks "
+          f"T/w = seqpipe SSD chunk / warps per program (f: one fused gradient launch below N "
+          f"{DEFAULT_SPLIT_FROM_N}, two from it on; h: 16-bit products for 16-bit inputs, cK: state pass K chunks "
           f"a step, pB: gradient channel blocks of B); "
           f"peer / ours N{n_large} = fwd+bwd of mamba_ssm's SSD and ours (the first variant; as many launches as fit) "
           f"at N {n_large}; err = |SSD - mamba_ssm| / |mamba_ssm| of y")
@@ -440,8 +440,8 @@ def main() -> None:
     parser.add_argument("--sdist", type=Path, required=True, help=f"mamba_ssm-{MAMBA_SSM_VERSION}.tar.gz")
     parser.add_argument("--n-large", type=int, default=128, help="both SSDs are also timed at this N (0: not)")
     parser.add_argument("--ssd-tiles", nargs="+", default=["64x4fh", "64x8f"],
-                        help="seqpipe SSD variants CHUNKxNUM_WARPS[f][h][cK][pBLOCK] (f: one fused gradient launch; "
-                             "h: 16-bit products for 16-bit inputs; "
+                        help="seqpipe SSD variants CHUNKxNUM_WARPS[f][h][cK][pBLOCK] (f: one fused gradient launch "
+                             f"below N {DEFAULT_SPLIT_FROM_N}, two from it on; without f two at every N; h: 16-bit products for 16-bit inputs; "
                              "cK: the state pass K chunks a step; pBLOCK: channel block of the gradient kernel)")
     parser.add_argument("--warm-peer", nargs=2, type=int, metavar=("I", "K"),
                         help="only compile mamba_ssm's configs I, I+K, ... (run K such processes first)")
