@@ -92,8 +92,8 @@ def gpu(strands: str, motif_width: int, **more) -> dict:
     return mamba(5, 0.2, strands, motif_width, **more)
 
 
-#: the CPU recipe wider (d_model 128) and deeper (``layers``), with dropout 0.2 in the backbone and 30 epochs
 def s4d_wide(layers: int) -> dict:
+    """The CPU recipe wider (d_model 128) and with ``layers`` S4D layers, dropout 0.2 in the backbone, 30 epochs."""
     return cpu("pair", 9, trainer={"max_epochs": 30},
                model={"backbone": {"init_args": {"d_model": 128, "n_layers": layers, "dropout": 0.2}}})
 
@@ -105,7 +105,7 @@ def s4d_wide(layers: int) -> dict:
 #: the weights validated and saved are an exponential moving average (decay 0.98: about the last 50 steps);
 #: ``shift``: training sequences moved by up to 3 bases (``data.shift_augment``); ``reg``: dropout 0.2 in the
 #: backbone, 0.3 in the head; ``wide``: a CNNProm-sized motif front end (200 detectors of width 21 projected back to
-#: d_model, ``MotifBackbone(motif_channels=...)``); motif width 15 unless the name says ``w9``. ``cpu_pair_w9`` is
+#: d_model, ``MotifBackbone(motif_channels=...)``); motif width 15 unless the name says ``w9`` or ``s4d``. ``cpu_pair_w9`` is
 #: ``configs/dna_classify.yaml``; ``gpu_*`` other than ``gpu_s4d_*`` run on Mamba (:func:`mamba`; ``gpu_pair`` was
 #: ``configs/dna_classify_gpu.yaml`` until session 17, ``gpu_mamba_w9`` / ``gpu_mamba2_w9``: the CPU recipe's head and
 #: motif width on it, the second with Mamba-2 blocks); ``gpu_s4d_*``: :func:`s4d_wide`, with 2 or 4 S4D layers
@@ -133,8 +133,10 @@ CANDIDATES = {
     "gpu_s4d_d128x2": ("dna_classify", s4d_wide(2), False),
     "gpu_s4d_d128x4": ("dna_classify", s4d_wide(4), False),
 }
-#: the comparison of strand modes that chose the recipes (bench/RESULTS.md, "Both strands, each with its own weights")
+#: the comparison of strand modes that chose the CPU recipe (bench/RESULTS.md, "Both strands, each with its own weights")
 DEFAULT_CANDIDATES = ["cpu_meanmax_k4", "cpu_oriented", "cpu_pair", "cpu_pair_w9", "gpu_meanmax_k5", "gpu_pair"]
+#: the comparison that chose the GPU recipe (``--candidates``; bench/RESULTS.md, "The GPU recipe re-chosen")
+GPU_CANDIDATES = ["cpu_pair_w9", "gpu_s4d_d128x2", "gpu_s4d_d128x4", "gpu_mamba_w9", "gpu_mamba2_w9"]
 
 
 def write_config(name: str, out: Path) -> Path:

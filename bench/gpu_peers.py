@@ -204,7 +204,8 @@ def scans(chunk_scan, n_large: int, ssd_tiles: list[SSDTile]) -> None:
           f"T/w = seqpipe SSD chunk / warps per program (f: one fused gradient launch below N "
           f"{DEFAULT_SPLIT_FROM_N}, two from it on; h: 16-bit products for 16-bit inputs, cK: state pass K chunks "
           f"a step, pB: gradient channel blocks of B); "
-          f"peer / ours N{n_large} = fwd+bwd of mamba_ssm's SSD and ours (the first variant; as many launches as fit) "
+          f"peer / ours N{n_large} = fwd+bwd of mamba_ssm's SSD and ours (the first variant; two launches where one "
+          f"does not fit) "
           f"at N {n_large}; err = |SSD - mamba_ssm| / |mamba_ssm| of y")
     print(f"{'dtype':<5} {'shape':<8} | {'Mamba-1 fwd':>11} {'fwd+bwd':>8} {'% floor':>11} | {'T/w':>11} "
           f"{'SSD fwd':>8} {'fwd+bwd':>8} {'% floor':>11} | {'mamba_ssm fwd':>13} {'fwd+bwd':>8} "
@@ -441,8 +442,9 @@ def main() -> None:
     parser.add_argument("--n-large", type=int, default=128, help="both SSDs are also timed at this N (0: not)")
     parser.add_argument("--ssd-tiles", nargs="+", default=["64x4fh", "64x8f"],
                         help="seqpipe SSD variants CHUNKxNUM_WARPS[f][h][cK][pBLOCK] (f: one fused gradient launch "
-                             f"below N {DEFAULT_SPLIT_FROM_N}, two from it on; without f two at every N; h: 16-bit products for 16-bit inputs; "
-                             "cK: the state pass K chunks a step; pBLOCK: channel block of the gradient kernel)")
+                             f"below N {DEFAULT_SPLIT_FROM_N}, two from it on; without f two at every N; "
+                             "h: 16-bit products for 16-bit inputs; cK: the state pass K chunks a step; "
+                             "pBLOCK: channel block of the gradient kernel)")
     parser.add_argument("--warm-peer", nargs=2, type=int, metavar=("I", "K"),
                         help="only compile mamba_ssm's configs I, I+K, ... (run K such processes first)")
     parser.add_argument("--warm-ours", action="store_true", help="only compile seqpipe's kernels of the run")

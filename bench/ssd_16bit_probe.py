@@ -239,7 +239,7 @@ def main():
         for i, line in enumerate(lines):
             print(f"site{i}: {line}")
         return
-    variants = args.variants or ["n16", "n32", "n64", "n128", "n64-p128", "n64-split", "n64-bp16", "n64-chunk32",
+    variants = args.variants or ["n16", "n32", "n64", "n128", "n64-p128", "n64-fused", "n64-bp16", "n64-chunk32",
                                  "n64-chunk128", "n64-z", "n64-w8", "n64-unrolled", "n128-unrolled"]
     device = torch.cuda.get_device_name() if args.device == "cuda" else args.device
     print(f"# {device}, torch {torch.__version__}, triton {importlib.import_module('triton').__version__}; bf16, "

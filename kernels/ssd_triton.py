@@ -47,10 +47,10 @@ PASS_CHUNKS = 8
 # 1.21 against 1.08), and bf16 with 16-bit products ran at 4 and crashed at 8 (``_narrow_dot``; bench/RESULTS.md)
 NUM_WARPS = 4
 # The gradient kernel as two launches (dx/dz/ddt, then dB/dC) needs fewer registers (fused: 255, spilling, at
-# every T on sm_90a). At N 16 one launch was faster on the H200 at 4 of the 5 benchmark shapes; from N 64 two were
-# (session 17, fwd+bwd ms, two against one: B4 L8k bf16 N 64 2.98 / 3.14, N 128 5.47 / 5.70, N 128 bf16 read as
-# fp32 operands 8.82 / 10.79; B1 L64k bf16 N 64 6.12 / 6.32, N 128 11.69 / 11.60; bench/RESULTS.md). fp32 inputs at
-# N 128 with z took two already: one launch does not fit (below).
+# every T on sm_90a). At N 16 one launch was faster on the H200 at 4 of the 5 benchmark shapes; from N 64 two were,
+# but for a tie at B1 L64k bf16 N 128 (session 17, fwd+bwd ms, two against one: B4 L8k bf16 N 64 2.98 / 3.14,
+# N 128 5.47 / 5.70, N 128 bf16 read as fp32 operands 8.82 / 10.79; B1 L64k bf16 N 64 6.12 / 6.32, N 128 11.69 /
+# 11.60; bench/RESULTS.md). fp32 inputs at N 128 with z took two already: one launch does not fit (below).
 SPLIT_GRAD_FROM_N = 64  # two launches from this state width on (0: at every N)
 GRAD_BLOCK_P = 32  # channels per step of the gradient kernel's loop over P (a power of two >= 16)
 # Whether tl.dot reads 32-bit operands as tf32 (so that the gradient kernel rounds the operands it also uses
