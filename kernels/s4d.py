@@ -115,7 +115,8 @@ def _powers(log_z: torch.Tensor, start: int, stop: int) -> torch.Tensor:
 class _ChunkedVandermonde(torch.autograd.Function):
     """Vandermonde product as one batched matmul over blocks of T steps: with ``l = cT + j``,
     ``z^l = z^{cT} z^j``, so ``K[:, c, j] = 2 Re Σ_n (W z^{cT})_n (z^j)_n`` — rows (H, L/T, N) times one
-    (H, N, T) block of powers. Memory O(H N (T + L/T) + H L); no complex exp per (n, l) pair.
+    (H, N, T) block of powers. T is about sqrt(L), the fewest complex exps (H N (T + L/T)), within CHUNK_ELEMENTS:
+    memory O(H N (T + L/T) + H L); no complex exp per (n, l) pair.
 
     Backward in the same form, with ``E_l = z^l`` and upstream grad ``g``: ``∂/∂W = 2 Σ_l g_l conj(E_l)``
     and ``∂/∂log z = 2 conj(W) Σ_l g_l l conj(E_l)`` (PyTorch's conjugate-Wirtinger convention).
@@ -125,7 +126,7 @@ class _ChunkedVandermonde(torch.autograd.Function):
     def _blocks(log_z: torch.Tensor, length: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(z^j for j < T (M, N, T), z^{cT} for c < L/T (M, C, N), block starts cT (C,))."""
         M, N = log_z.shape
-        block = min(length, chunk_length(M, N))
+        block = min(length, chunk_length(M, N), math.isqrt(length - 1) + 1)
         starts = torch.arange(0, length, block, device=log_z.device, dtype=log_z.real.dtype)
         return _powers(log_z, 0, block), torch.exp(log_z.unsqueeze(1) * starts[:, None]), starts
 
