@@ -44,3 +44,22 @@ def test_shorter_kernel_is_zero_padded_and_gradients_flow():
     (y * torch.randn(y.shape, generator=generator, dtype=torch.float64)).sum().backward()
     assert torch.isfinite(u.grad).all() and torch.isfinite(k.grad).all()
     assert torch.autograd.gradcheck(lambda a, b: fft_conv(a, b), (u[:1, :2, :12].detach().requires_grad_(), k[:2, :5].detach().requires_grad_()))
+
+
+@pytest.mark.parametrize("length", [1, 7, 100])
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_gradients_equal_those_of_the_direct_convolution(length, bidirectional):
+    """fft_conv's own backward (circular correlations) against autograd through the float64 Toeplitz sums."""
+    generator = torch.Generator().manual_seed(length)
+
+    def leaf(*shape):
+        return torch.randn(*shape, generator=generator, dtype=torch.float64).requires_grad_()
+
+    u, k, D = leaf(3, 2, length), leaf(2, length), leaf(2)
+    k_b = leaf(2, length) if bidirectional else None
+    weights = torch.randn(3, 2, length, generator=generator, dtype=torch.float64)
+    leaves = [u, k, D] + ([k_b] if bidirectional else [])
+    got = torch.autograd.grad((fft_conv(u, k, D, k_b) * weights).sum(), leaves)
+    expected = torch.autograd.grad((fft_conv_ref(u, k, D, k_b) * weights).sum(), leaves)
+    for name, a, b in zip(["u", "k", "D", "k_b"], got, expected):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12 * b.abs().max().item() + 1e-15, msg=name)
