@@ -19,22 +19,23 @@ def _fft_length(length: int) -> int:
 class _CircularConv(torch.autograd.Function):
     """y = the first L values of the circular convolution of length n of u (B, H, L), zero-padded, with k (H, n):
     ``y[t] = Σ_s k[(t - s) mod n] u[s]``. Its gradients are circular correlations, computed with real transforms
-    as the forward is (autograd's own backward of ``rfft`` takes a complex transform of the full length n, which
-    made the backward of an S4 layer on the CPU about twice its forward):
-    ``du[s] = Σ_t g[t] k[(t - s) mod n]`` and ``dk[m] = Σ_b Σ_t g[t] u[(t - m) mod n]``."""
+    as the forward is (autograd's own backward of ``rfft`` takes a complex transform of the full length n):
+    ``du[s] = Σ_t g[t] k[(t - s) mod n]`` and ``dk[m] = Σ_b Σ_t g[t] u[(t - m) mod n]``. First derivatives
+    only (no double backward)."""
 
     @staticmethod
     def forward(ctx, u: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         n, length = k.shape[-1], u.shape[-1]
         u_f, k_f = torch.fft.rfft(u, n=n), torch.fft.rfft(k)
         ctx.save_for_backward(u_f, k_f)
+        ctx.n = n
         return torch.fft.irfft(u_f * k_f, n=n)[..., :length]
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad: torch.Tensor):
         u_f, k_f = ctx.saved_tensors
-        n, length = 2 * (k_f.shape[-1] - 1), grad.shape[-1]
+        n, length = ctx.n, grad.shape[-1]
         g_f = torch.fft.rfft(grad.to(u_f.real.dtype), n=n)
         du = torch.fft.irfft(g_f * k_f.conj(), n=n)[..., :length] if ctx.needs_input_grad[0] else None
         dk = torch.fft.irfft((g_f * u_f.conj()).sum(0), n=n) if ctx.needs_input_grad[1] else None
@@ -63,7 +64,7 @@ def fft_conv(
     causal = k[..., :length].to(compute)
     lags = torch.nn.functional.pad(causal, (0, n - causal.shape[-1]))  # (H, n): lag j at j, lag -j at n - j
     if bidirectional_k is not None:
-        anti_causal = bidirectional_k[..., : length - 1].to(compute).flip(-1)  # lags -(L - 1) .. -1
+        anti_causal = bidirectional_k[..., : length - 1].to(compute).flip(-1)  # lags -(its length) .. -1
         lags = torch.cat([lags[..., : n - anti_causal.shape[-1]], anti_causal], dim=-1)
     y = _CircularConv.apply(u.to(compute), lags)
     if D is not None:

@@ -106,6 +106,12 @@ def chunk_length(rows: int, N: int) -> int:
     return max(1, CHUNK_ELEMENTS // max(1, rows * N))
 
 
+def power_block(length: int, rows: int, N: int) -> int:
+    """Steps T of the (rows, N, T) block of powers ``z^j`` with which ``length`` steps are covered as ``z^{cT} z^j``:
+    about sqrt(length), the fewest complex exps (rows N (T + length / T)), within :func:`chunk_length`."""
+    return min(chunk_length(rows, N), math.isqrt(length - 1) + 1)
+
+
 def _powers(log_z: torch.Tensor, start: int, stop: int) -> torch.Tensor:
     """z^l for l in [start, stop): (M, N) -> (M, N, stop - start)."""
     l = torch.arange(start, stop, device=log_z.device, dtype=log_z.real.dtype)
@@ -115,8 +121,8 @@ def _powers(log_z: torch.Tensor, start: int, stop: int) -> torch.Tensor:
 class _ChunkedVandermonde(torch.autograd.Function):
     """Vandermonde product as one batched matmul over blocks of T steps: with ``l = cT + j``,
     ``z^l = z^{cT} z^j``, so ``K[:, c, j] = 2 Re Σ_n (W z^{cT})_n (z^j)_n`` — rows (H, L/T, N) times one
-    (H, N, T) block of powers. T is about sqrt(L), the fewest complex exps (H N (T + L/T)), within CHUNK_ELEMENTS:
-    memory O(H N (T + L/T) + H L); no complex exp per (n, l) pair.
+    (H, N, T) block of powers (:func:`power_block`: T about sqrt(L)). Memory O(H N (T + L/T) + H L); no complex exp
+    per (n, l) pair.
 
     Backward in the same form, with ``E_l = z^l`` and upstream grad ``g``: ``∂/∂W = 2 Σ_l g_l conj(E_l)``
     and ``∂/∂log z = 2 conj(W) Σ_l g_l l conj(E_l)`` (PyTorch's conjugate-Wirtinger convention).
@@ -126,7 +132,7 @@ class _ChunkedVandermonde(torch.autograd.Function):
     def _blocks(log_z: torch.Tensor, length: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(z^j for j < T (M, N, T), z^{cT} for c < L/T (M, C, N), block starts cT (C,))."""
         M, N = log_z.shape
-        block = min(length, chunk_length(M, N), math.isqrt(length - 1) + 1)
+        block = power_block(length, M, N)
         starts = torch.arange(0, length, block, device=log_z.device, dtype=log_z.real.dtype)
         return _powers(log_z, 0, block), torch.exp(log_z.unsqueeze(1) * starts[:, None]), starts
 
@@ -197,7 +203,7 @@ def diag_state_response(u: torch.Tensor, ssm: DiagonalSSM) -> torch.Tensor:
     """
     H, N = ssm.dA.shape
     T = u.shape[-1]
-    block = min(T, chunk_length(H, N))
+    block = power_block(T, H, N)
     n_blocks = -(-T // block)
     u_rev = torch.nn.functional.pad(u.flip(-1), (0, n_blocks * block - T)).reshape(*u.shape[:2], n_blocks, block)
     powers = _powers(ssm.log_dA, 0, block)  # (H, N, T'): Ā^i

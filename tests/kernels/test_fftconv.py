@@ -46,17 +46,18 @@ def test_shorter_kernel_is_zero_padded_and_gradients_flow():
     assert torch.autograd.gradcheck(lambda a, b: fft_conv(a, b), (u[:1, :2, :12].detach().requires_grad_(), k[:2, :5].detach().requires_grad_()))
 
 
-@pytest.mark.parametrize("length", [1, 7, 100])
+@pytest.mark.parametrize("length, kernel_length", [(1, 1), (7, 7), (100, 100), (100, 30)])
 @pytest.mark.parametrize("bidirectional", [False, True])
-def test_gradients_equal_those_of_the_direct_convolution(length, bidirectional):
-    """fft_conv's own backward (circular correlations) against autograd through the float64 Toeplitz sums."""
+def test_gradients_equal_those_of_the_direct_convolution(length, kernel_length, bidirectional):
+    """fft_conv's own backward (circular correlations) against autograd through the float64 Toeplitz sums, with
+    kernels as long as u and shorter."""
     generator = torch.Generator().manual_seed(length)
 
     def leaf(*shape):
         return torch.randn(*shape, generator=generator, dtype=torch.float64).requires_grad_()
 
-    u, k, D = leaf(3, 2, length), leaf(2, length), leaf(2)
-    k_b = leaf(2, length) if bidirectional else None
+    u, k, D = leaf(3, 2, length), leaf(2, kernel_length), leaf(2)
+    k_b = leaf(2, kernel_length) if bidirectional else None
     weights = torch.randn(3, 2, length, generator=generator, dtype=torch.float64)
     leaves = [u, k, D] + ([k_b] if bidirectional else [])
     got = torch.autograd.grad((fft_conv(u, k, D, k_b) * weights).sum(), leaves)
