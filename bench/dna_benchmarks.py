@@ -163,10 +163,15 @@ def seqpipe(*args, log: Path) -> None:
         subprocess.run([sys.executable, "-m", "seqpipe.cli", *map(str, args)], check=True, stdout=out, stderr=subprocess.STDOUT)
 
 
+#: ``seqpipe fit`` options of every benchmark fit: all of the recipe's epochs, whatever the machine's load (the CPU
+#: recipe's trainer.max_time would fit fewer on a slow or shared machine); a run's own options may set it again
+FULL_SCHEDULE = ("--trainer.max_time", "null")
+
+
 def fit_and_test(config: str, paths: dict[str, Path], run: Path, common: list[str], extra: list[str] = ()) -> dict[str, float]:
     """``seqpipe fit`` on train/val, then ``seqpipe test`` of the best checkpoint (by val/acc)."""
     seqpipe("fit", "--config", config, "--data.train", paths["train"], "--data.val", paths["val"],
-            "--trainer.default_root_dir", run, *common, *extra, log=run.with_suffix(".log"))
+            "--trainer.default_root_dir", run, *FULL_SCHEDULE, *common, *extra, log=run.with_suffix(".log"))
     (version,) = run.glob("lightning_logs/version_*")
     epochs = pd.read_csv(version / "metrics.csv").dropna(subset=["val/acc"])
     seqpipe("test", "--config", config, "--data.test", paths["test"], "--ckpt_path", version / "checkpoints/best.ckpt",

@@ -7,8 +7,9 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint, Timer
 from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
+from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
 from seqpipe.backbone import Backbone
@@ -28,6 +29,11 @@ STREAM_OR_CROP = "stream it with --model.chunk_size (e.g. 65536; causal backbone
 
 class SequenceModel(L.LightningModule):
     """Backbone + task head.
+
+    With ``trainer.max_time``, the first epoch's time decides how many of ``trainer.max_epochs`` fit in it: the
+    run trains that many (it says so) and the cosine decay ends with the last of them, instead of being cut off
+    at a high learning rate when the time runs out. The first epoch also carries one-off start-up costs, so the
+    count errs on the side of fewer epochs. A resumed run keeps the count and the schedule.
 
     Args:
         backbone: the sequence backbone (input layer, blocks, final norm).
@@ -85,6 +91,10 @@ class SequenceModel(L.LightningModule):
         self.head = head
         self.metrics = nn.ModuleDict()
         self._stream_state = None
+        #: the learning-rate schedule, optimizer steps (warm-up, total), set by configure_optimizers
+        self._schedule: tuple[int, int] | None = None
+        #: epochs this run trains when trainer.max_time holds fewer than trainer.max_epochs (None: max_epochs)
+        self._timed_epochs: int | None = None
         #: the contract the model was built from (None until bound); ``hparams["data_info"]`` is its saved form
         self.data_info: DataInfo | None = None
         if backbone_lr_scale <= 0:
@@ -250,12 +260,14 @@ class SequenceModel(L.LightningModule):
               "lr": lr * scale if key[0] else lr} for key in keys],
             lr=lr, betas=tuple(self.hparams.betas),
         )
-        total = max(1, int(self.trainer.estimated_stepping_batches))  # loads the training data: its batches are known
-        warmup = int(self.hparams.warmup_fraction * total)
+        if self._schedule is None:  # not restored from a run whose trainer.max_time held fewer epochs
+            total = max(1, int(self.trainer.estimated_stepping_batches))  # loads the training data
+            self._schedule = (int(self.hparams.warmup_fraction * total), total)
         floor = self.hparams.min_lr_ratio
-        head_steps = self._head_warmup_steps(warmup_epochs, total) if warmup_epochs else 0
+        head_steps = self._head_warmup_steps(warmup_epochs, self._schedule[1]) if warmup_epochs else 0
 
         def lr_factor(step: int) -> float:
+            warmup, total = self._schedule  # read at every step: the first epoch may shorten it
             if step < warmup:
                 return (step + 1) / (warmup + 1)
             progress = min(1.0, (step - warmup) / max(1, total - warmup))
@@ -281,6 +293,42 @@ class SequenceModel(L.LightningModule):
                               "says that)")
         return steps
 
+    def setup(self, stage: str) -> None:
+        if stage == "fit":  # a new fit; a resumed one restores both from its checkpoint next
+            self._schedule = self._timed_epochs = None
+
+    def on_train_start(self) -> None:
+        # here rather than in on_load_checkpoint: under some strategies the checkpoint is restored after the optimizers
+        if self._timed_epochs is not None and self._timed_epochs < self.trainer.max_epochs:
+            self.trainer.fit_loop.max_epochs = self._timed_epochs
+
+    def on_train_epoch_end(self) -> None:
+        if self.current_epoch == 0:
+            self._fit_epochs_to_max_time()
+
+    def _fit_epochs_to_max_time(self) -> None:
+        """After the first epoch, with ``trainer.max_time``: train only the epochs that fit in it (at least one more
+        than ``head_warmup_epochs``), the cosine decay ending with the last of them (the warm-up unchanged)."""
+        timer = next((callback for callback in self.trainer.callbacks if isinstance(callback, Timer)), None)
+        remaining = timer.time_remaining() if timer else None
+        max_epochs, batches = self.trainer.max_epochs, self.trainer.num_training_batches
+        if remaining is None or max_epochs is None or max_epochs < 0 or batches == math.inf:
+            return
+        first = timer.time_elapsed()
+        fit = max(1 + int(remaining // max(first, 1e-9)), self.hparams.get("head_warmup_epochs", 0) + 1)
+        epochs = self.trainer.strategy.broadcast(fit, src=0)  # rank 0's count, so that every process stops together
+        if epochs >= max_epochs:
+            return
+        self._timed_epochs = self.trainer.fit_loop.max_epochs = epochs
+        warmup, total = self._schedule
+        total = min(total, epochs * math.ceil(batches / self.trainer.accumulate_grad_batches))
+        self._schedule = (min(warmup, total), total)
+        scheduler = self.lr_schedulers()  # the next step's rates now, not after it
+        for group, base, factor in zip(scheduler.optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
+            group["lr"] = base * factor(scheduler.last_epoch)
+        rank_zero_info(f"trainer.max_time {first + remaining:.0f} s: the first epoch took {first:.0f} s, so this run "
+                       f"trains {epochs} of its {max_epochs} epochs, and the learning-rate schedule ends with the last")
+
     def configure_callbacks(self):
         """Keep the best checkpoint by the head's validation metric (``best.ckpt``) and the end of every epoch
         (``last.ckpt``), with the random state that makes resuming from it exact."""
@@ -288,7 +336,15 @@ class SequenceModel(L.LightningModule):
                                enable_version_counter=False)
         return [best, LastCheckpoint(), RandomState()]
 
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if "max_time_schedule" in checkpoint:
+            timed = checkpoint["max_time_schedule"]
+            self._timed_epochs, self._schedule = timed["epochs"], (timed["warmup_steps"], timed["total_steps"])
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self._timed_epochs is not None:
+            warmup, total = self._schedule
+            checkpoint["max_time_schedule"] = {"epochs": self._timed_epochs, "warmup_steps": warmup, "total_steps": total}
         for name, tensor in checkpoint["state_dict"].items():
             if tensor.is_floating_point() and not torch.isfinite(tensor).all():
                 raise TrainingDiverged(f"the weights {name} are not finite at epoch {self.current_epoch}, step "

@@ -7,6 +7,7 @@ from unittest import mock
 import lightning as L
 import pytest
 import torch
+from lightning.pytorch.callbacks import Callback, Timer
 from torch.utils.data import DataLoader
 
 from seqpipe.backbone import Backbone
@@ -87,6 +88,57 @@ def test_schedule_warms_up_then_decays_to_the_floor(tmp_path):
     assert max(factors) == pytest.approx(1.0, abs=0.05)
     assert factors[-1] == pytest.approx(0.1, abs=0.01)
     assert all(a >= b for a, b in zip(factors[20:], factors[21:]))
+
+
+class EpochClock(Timer):
+    """trainer.max_time of ``duration`` seconds on a clock that reads ``first`` seconds for the first epoch begun and
+    ``then`` for every later one."""
+
+    def __init__(self, duration: float, first: float, then: float | None = None):
+        super().__init__(duration={"seconds": duration})
+        self.first, self.then, self.epochs_begun = first, first if then is None else then, 0
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self.epochs_begun += 1
+
+    def time_elapsed(self, stage: str = "train") -> float:
+        return self.first + self.then * (self.epochs_begun - 1) if self.epochs_begun else 0.0
+
+
+class SaveAfterSecondEpoch(Callback):
+    def __init__(self, path):
+        self.path = path
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.current_epoch == 1:
+            trainer.save_checkpoint(self.path)
+
+
+def test_max_time_fits_the_epochs_and_the_schedule_to_it_and_resuming_keeps_them(tmp_path, caplog):
+    model = make_model(lr=1.0, min_lr_ratio=0.1)
+    fit = trainer(tmp_path, max_epochs=20, callbacks=[EpochClock(35, 10), SaveAfterSecondEpoch(tmp_path / "epoch1.ckpt")])
+    with caplog.at_level("INFO"):
+        fit.fit(model, RandomTokens())  # 3 batches an epoch; 10 s of 35 for the first leave 2 more epochs
+    assert fit.current_epoch == 3 and fit.global_step == 9
+    assert "trains 3 of its 20 epochs" in caplog.text
+    assert fit.lr_scheduler_configs[0].scheduler.get_last_lr()[0] == pytest.approx(0.1)  # the cosine's end
+    # resumed after the second epoch under a trainer without max_time: the same 3 epochs, the same schedule
+    resumed = trainer(tmp_path / "resumed", max_epochs=20)
+    resumed.fit(make_model(lr=1.0, min_lr_ratio=0.1), RandomTokens(), ckpt_path=tmp_path / "epoch1.ckpt")
+    assert resumed.current_epoch == 3 and resumed.global_step == 9
+    assert resumed.lr_scheduler_configs[0].scheduler.get_last_lr()[0] == pytest.approx(0.1)
+
+
+def test_max_time_keeps_one_epoch_after_the_head_warm_up(tmp_path):
+    fit = trainer(tmp_path, max_epochs=20, callbacks=[EpochClock(35, 20, 1)])  # by the first epoch, 1 fits
+    fit.fit(make_model(lr=1.0, min_lr_ratio=0.1, head_warmup_epochs=2), RandomTokens())
+    assert fit.current_epoch == 3
+
+
+def test_max_time_that_holds_every_epoch_changes_nothing(tmp_path):
+    fit = trainer(tmp_path, max_epochs=3, callbacks=[EpochClock(100, 10)])
+    fit.fit(make_model(lr=1.0, min_lr_ratio=0.1), RandomTokens())
+    assert fit.current_epoch == 3 and fit.lr_scheduler_configs[0].scheduler.get_last_lr()[0] == pytest.approx(0.1)
 
 
 def test_fit_binds_from_data_and_checkpoint_restores_everything(tmp_path):
