@@ -92,7 +92,7 @@ class SequenceModel(L.LightningModule):
         self.metrics = nn.ModuleDict()
         self._stream_state = None
         #: the learning-rate schedule, optimizer steps (warm-up, total), set by configure_optimizers
-        self._schedule: tuple[int, int] | None = None
+        self._schedule = (0, 1)
         #: epochs this run trains when trainer.max_time holds fewer than trainer.max_epochs (None: max_epochs)
         self._timed_epochs: int | None = None
         #: the contract the model was built from (None until bound); ``hparams["data_info"]`` is its saved form
@@ -260,7 +260,7 @@ class SequenceModel(L.LightningModule):
               "lr": lr * scale if key[0] else lr} for key in keys],
             lr=lr, betas=tuple(self.hparams.betas),
         )
-        if self._schedule is None:  # not restored from a run whose trainer.max_time held fewer epochs
+        if self._timed_epochs is None:  # not restored from a run whose trainer.max_time held fewer epochs
             total = max(1, int(self.trainer.estimated_stepping_batches))  # loads the training data
             self._schedule = (int(self.hparams.warmup_fraction * total), total)
         floor = self.hparams.min_lr_ratio
@@ -295,7 +295,7 @@ class SequenceModel(L.LightningModule):
 
     def setup(self, stage: str) -> None:
         if stage == "fit":  # a new fit; a resumed one restores both from its checkpoint next
-            self._schedule = self._timed_epochs = None
+            self._timed_epochs = None
 
     def on_train_start(self) -> None:
         # here rather than in on_load_checkpoint: under some strategies the checkpoint is restored after the optimizers
