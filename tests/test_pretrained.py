@@ -193,7 +193,8 @@ def test_predict_streams_with_the_command_lines_chunk_size_over_the_checkpoints(
     (checkpoint,) = (tmp_path / "run").glob("lightning_logs/version_*/checkpoints/best.ckpt")
     record = write_fasta(tmp_path / "long.fa", [("long", "ACGTTGCA" * 50)])
     streamed = []
-    monkeypatch.setattr(seqpipe.model, "chunked_mean", lambda *args: streamed.append(args[3]) or torch.zeros(1, 8))
+    monkeypatch.setattr(seqpipe.model, "chunked_mean",
+                        lambda *args: streamed.append(args[3]) or torch.zeros(1, 8, device=args[1].device))
     main(["predict", "--config", str(tmp_path / "config.yaml"), "--data.predict", str(record), "--ckpt_path", str(checkpoint),
           "--model.chunk_size", "64", "--trainer.default_root_dir", str(tmp_path / "predict")])
     assert streamed == [64, 64]  # both strands, chunk by chunk
