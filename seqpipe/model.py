@@ -286,12 +286,16 @@ class SequenceModel(L.LightningModule):
         if batches == math.inf:
             raise ConfigError("model.head_warmup_epochs counts epochs: it needs trainer.max_epochs and training data "
                               "whose number of batches is known")
-        steps = epochs * math.ceil(batches / self.trainer.accumulate_grad_batches)
+        steps = self._optimizer_steps(epochs)
         if steps >= total:
             raise ConfigError(f"model.head_warmup_epochs {epochs} is {steps} optimizer steps, not fewer than the "
                               f"{total} of training: the backbone would never train (model.freeze_backbone true "
                               "says that)")
         return steps
+
+    def _optimizer_steps(self, epochs: int) -> int:
+        """The optimizer steps of ``epochs`` epochs of training data whose number of batches is known."""
+        return epochs * math.ceil(self.trainer.num_training_batches / self.trainer.accumulate_grad_batches)
 
     def setup(self, stage: str) -> None:
         if stage == "fit":  # a new fit; a resumed one restores both from its checkpoint next
@@ -321,7 +325,7 @@ class SequenceModel(L.LightningModule):
             return
         self._timed_epochs = self.trainer.fit_loop.max_epochs = epochs
         warmup, total = self._schedule
-        total = min(total, epochs * math.ceil(batches / self.trainer.accumulate_grad_batches))
+        total = min(total, self._optimizer_steps(epochs))
         self._schedule = (min(warmup, total), total)
         scheduler = self.lr_schedulers()  # the next step's rates now, not after it
         for group, base, factor in zip(scheduler.optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
