@@ -40,8 +40,10 @@ from seqpipe.kernels.scan_triton import linear_combine
 
 PASS_BLOCK = 128  # (P * N) state elements per program of the sequential pass
 # chunks (a power of two) whose loads the sequential pass keeps in flight at once, combined by a scan (1: one after
-# the other, as before; at B1 L64k, T 64, each program walks 1,024 chunks, ~0.4 us a chunk on the H200)
-PASS_CHUNKS = 8
+# the other, as before; at B1 L64k, T 64, each program walks 1,024 chunks, ~0.4 us a chunk on the H200). 16 against
+# 8, one H200 run (session 19, bench/ssd_launches.py, the pass forward and back, B4 L8k / B1 L64k): N 128 0.95 / 1.95
+# against 1.21 / 2.47 ms, N 16 0.14 / 0.28 against 0.18 / 0.36; 32 was no faster than 16 (bench/RESULTS.md)
+PASS_CHUNKS = 16
 # per program: on the H200, fp32 inputs at 4 warps beat 8 at B4 L8k and B1 L64k in two runs of session 8/9 (fwd+bwd
 # 3.68 / 3.64 against 3.90 / 3.87 ms and 7.44 / 7.37 against 7.95 / 7.86; at B4 L2k once faster, once slower: 1.02 /
 # 1.21 against 1.08), and bf16 with 16-bit products ran at 4 and crashed at 8 (``_narrow_dot``; bench/RESULTS.md)
@@ -52,7 +54,17 @@ NUM_WARPS = 4
 # N 128 5.47 / 5.70, N 128 bf16 read as fp32 operands 8.82 / 10.79; B1 L64k bf16 N 64 6.12 / 6.32, N 128 11.69 /
 # 11.60; bench/RESULTS.md). fp32 inputs at N 128 with z took two already: one launch does not fit (below).
 SPLIT_GRAD_FROM_N = 64  # two launches from this state width on (0: at every N)
-GRAD_BLOCK_P = 32  # channels per step of the gradient kernel's loop over P (a power of two >= 16)
+# channels per step of the gradient kernel's loop over P (a power of two >= 16). 16 against 32, one H200 run
+# (session 19, fwd+bwd ms, B4 L8k / B1 L64k): fp32 N 16 2.65 / 5.38 against 2.96 / 5.99 (one launch: 34 registers
+# spilled against 156), N 128 7.69 / 16.02 against 9.07 / 18.67, bf16 N 128 4.33 / 9.14 against 5.19 / 11.12; only
+# bf16 N 16 was 3-6% slower, 1.87 / 3.68 against 1.76 / 3.54 (bench/RESULTS.md)
+GRAD_BLOCK_P = 16
+# Triton's num_stages for the two gradient launches of 32-bit inputs (None: Triton's default): fewer buffered loads
+# free shared memory and registers for their wide fp32 tiles. fp32 N 128, one H200 run (session 19, fwd+bwd ms, B4 L8k
+# / B1 L64k): 1 stage 7.72 / 15.98, 2 stages 7.99 / 16.52, the default 8.80 / 18.25 (shared memory of the dB/dC
+# launch 88 KiB against 140); for one launch (fp32 N 16: 3.04 / 6.14 against 2.66 / 5.38) and for bf16 (N 128: 4.75 /
+# 9.77 against 4.35 / 9.15) the default was faster
+SPLIT_GRAD_STAGES_32BIT: int | None = 1
 # Whether tl.dot reads 32-bit operands as tf32 (so that the gradient kernel rounds the operands it also uses
 # elementwise): None means on CUDA; the interpreter's tl.dot is exact fp32 (a test that makes it read tf32 sets True).
 TF32_DOTS: bool | None = None
@@ -464,6 +476,8 @@ class _TritonSSD(torch.autograd.Function):
         tf32_dots = x.is_cuda if TF32_DOTS is None else TF32_DOTS
 
         def gradients(split: bool, block_p: int):
+            stages = SPLIT_GRAD_STAGES_32BIT if split and x.element_size() >= 4 else None
+
             def launch():
                 for parts in ([(True, False), (False, True)] if split else [(True, True)]):
                     _chunk_grad_kernel[grid](
@@ -471,7 +485,7 @@ class _TritonSSD(torch.autograd.Function):
                         ddt, dB_heads, dC_heads, dz, dD_partial, dA_partial, *shape, HAS_D=D is not None,
                         HAS_Z=z is not None, WANT_X=parts[0], WANT_BC=parts[1], P_BLOCKS=triton.cdiv(P, block_p),
                         ROUND_TF32=tf32_dots and meta["PRECISION"] == "tf32", NARROW_DOT=_narrow_dot(meta),
-                        **dict(meta, BLOCK_P=block_p),
+                        **dict(meta, BLOCK_P=block_p), **({} if stages is None else {"num_stages": stages}),
                     )
             return launch
 

@@ -237,7 +237,7 @@ H200_TILINGS = {"benchmark": dict(heads=2, head_dim=64, d_state=16),
                               "mamba2-block-n64"])
 @pytest.mark.parametrize("backend,device", [triton_param(d) for d in DEVICES])
 def test_triton_accesses_stay_in_bounds_at_the_h200_tilings(backend, device, tiling, split, warps, monkeypatch):
-    """At the H200 runs' tilings (P 64 in channel blocks of 32, chunk 64), bf16 with 16-bit products, an initial
+    """At the H200 runs' tilings (P 64 in channel blocks of 16, chunk 64), bf16 with 16-bit products, an initial
     state and the final state's gradient: every address each kernel loads or stores lies inside a tensor argument
     (checked by the interpreter; compiled, on sm_90 the products are wgmmas, which the other tests' chunk of 16
     never makes), and every output is within the bf16 bounds (issue #16: the benchmark's crashed compiled at 8
@@ -247,7 +247,7 @@ def test_triton_accesses_stay_in_bounds_at_the_h200_tilings(backend, device, til
 
     interpreter_dots_as_on_the_h200(monkeypatch)
     interpreter_checks_bounds(monkeypatch)
-    for flag, value in (("DOTS_16BIT", True), ("SPLIT_GRAD_FROM_N", 0 if split else ONE_LAUNCH), ("GRAD_BLOCK_P", 32),
+    for flag, value in (("DOTS_16BIT", True), ("SPLIT_GRAD_FROM_N", 0 if split else ONE_LAUNCH), ("GRAD_BLOCK_P", 16),
                         ("NUM_WARPS", warps)):
         monkeypatch.setattr(ssd_triton, flag, value)
     actual, _, expected, tol = low_precision_errors(backend, device, torch.bfloat16, tf32=True, chunk_size=64,
@@ -259,15 +259,17 @@ def test_triton_accesses_stay_in_bounds_at_the_h200_tilings(backend, device, til
 @pytest.mark.parametrize("shape", [dict(d_state=64), dict(d_state=128), dict(d_state=64, head_dim=128)],
                          ids=["n64", "n128", "n64-p128"])
 @pytest.mark.parametrize("split_from_n", [64, ONE_LAUNCH], ids=["two-launches", "one-launch"])
-def test_compiled_16bit_products_at_wide_states_are_right_and_repeat_exactly(shape, split_from_n, monkeypatch):
-    """bf16 with 16-bit products at the training step's tiling and wider (chunk 64, channel blocks of 32), the
-    gradient kernel as two launches (the default from N 64) or one: every output within the bf16 bounds, and a
-    second run identical bit for bit. With the gradient kernel's loop over channel blocks unrolled (tl.static_range,
+@pytest.mark.parametrize("block_p", [16, 32], ids=["p16", "p32"])
+def test_compiled_16bit_products_at_wide_states_are_right_and_repeat_exactly(shape, split_from_n, block_p,
+                                                                             monkeypatch):
+    """bf16 with 16-bit products at the training step's tiling and wider (chunk 64, channel blocks of 16, the
+    default, or 32), the gradient kernel as two launches (the default from N 64) or one: every output within the
+    bf16 bounds, and a second run identical bit for bit. With the gradient kernel's loop over channel blocks unrolled (tl.static_range,
     triton 3.6) the H200 gave wrong gradients in one launch at N 64 that changed from run to run, and an illegal
     address at N 128 (issue #16)."""
     from seqpipe.kernels import ssd_triton
 
-    for flag, value in (("DOTS_16BIT", True), ("SPLIT_GRAD_FROM_N", split_from_n), ("GRAD_BLOCK_P", 32),
+    for flag, value in (("DOTS_16BIT", True), ("SPLIT_GRAD_FROM_N", split_from_n), ("GRAD_BLOCK_P", block_p),
                         ("NUM_WARPS", 4)):
         monkeypatch.setattr(ssd_triton, flag, value)
     sizes = {"heads": 4, "head_dim": 64, "z": False, **shape}
@@ -432,7 +434,7 @@ def test_triton_gradient_kernel_split_or_fused_and_channel_blocks(backend, devic
     assert_all_close(outputs_and_grads(inputs, softplus, backend)[0], expected, 1e-12)
 
 
-@pytest.mark.parametrize("chunks", [1, 4, 8])
+@pytest.mark.parametrize("chunks", [1, 4, 8, 16])
 @pytest.mark.parametrize("backend,device", [triton_param(d) for d in DEVICES])
 def test_triton_state_pass_over_many_chunks_a_few_at_a_time(backend, device, chunks, monkeypatch):
     """The sequential pass over 43 chunks of 16 steps (the last one part), PASS_CHUNKS at a time (the last step
