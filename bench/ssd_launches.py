@@ -7,12 +7,14 @@ For each dtype and shape of ``gpu_peers.SHAPES``, each state width and each vari
 kernel launch of one forward+backward (the gradient kernel's two launches apart: [X] dx/dz/ddt, [BC] dB/dC, [XBC]
 both in one) with its GPU time (CUDA events around the launch, mean of 5 runs), registers, spilled registers and
 shared memory per program. Variants are ``gpu_peers.py --ssd-tiles`` specs, optionally followed by ``:gK``, which
-launches the gradient kernel with Triton's ``num_stages`` K.
+launches the gradient kernel with Triton's ``num_stages`` K, and by ``:sBxW``, which runs the state pass with B state
+elements and W warps a program (``ssd_triton.PASS_BLOCK``, ``PASS_WARPS``).
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -23,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import gpu_peers  # noqa: E402
 from seqpipe.kernels import ssd_triton  # noqa: E402
 
+VARIANT = re.compile(r"([^:]+)(?::g(\d+))?(?::s(\d+)x(\d+))?")
 KERNELS = ("_chunk_state_kernel", "_pass_states_kernel", "_chunk_output_kernel", "_chunk_state_grad_kernel",
            "_chunk_grad_kernel")
 
@@ -79,15 +82,21 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", default=["64x4fh"])
     parser.add_argument("--states", nargs="+", type=int, default=[16, 128])
     args = parser.parse_args()
+    variants = [VARIANT.fullmatch(spec) for spec in args.variants]
+    if not all(variants):
+        raise SystemExit(f"a variant is not TILE[:gK][:sBxW]: {args.variants}")
     for name in KERNELS:
         setattr(ssd_triton, name, TimedKernel(name, getattr(ssd_triton, name)))
+    pass_default = (ssd_triton.PASS_BLOCK, ssd_triton.PASS_WARPS)
     for dtype, shapes in gpu_peers.SHAPES.items():
         for batch, length in shapes:
             for d_state in args.states:
                 inputs = gpu_peers.ssd_inputs(batch, length, d_state, dtype)
-                for spec in args.variants:
-                    tile, _, stages = spec.partition(":g")
+                for variant in variants:
+                    spec, (tile, stages, pass_block, pass_warps) = variant.group(0), variant.groups()
                     TimedKernel.grad_stages = int(stages) if stages else None
+                    ssd_triton.PASS_BLOCK, ssd_triton.PASS_WARPS = ((int(pass_block), int(pass_warps)) if pass_block
+                                                                    else pass_default)
                     run = gpu_peers.ssd_variant(gpu_peers.parse_ssd_tile(tile), inputs)
                     forward, both = gpu_peers.time_ms(run, inputs)
                     times = per_launch(run, inputs)

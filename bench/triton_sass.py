@@ -1,9 +1,10 @@
-"""Registers, spills, shared memory and static SASS instruction counts of the Mamba-1 scan kernels as compiled for
-the H100/H200 (sm_90), on the CPU: no GPU needed.
+"""Registers, spills, shared memory and static SASS instruction counts of the Mamba-1 scan kernels and of the SSD
+state pass as compiled for the H100/H200 (sm_90), on the CPU: no GPU needed.
 
     python bench/triton_sass.py [--dtype fp32|bf16] [--kernels fwd bwd summary_fwd summary_bwd]
         [--tile 16:8x1x4/8x4x16/4x1x8]
         [--length 65536] [--d-inner 2048] [--d-state 16]
+    python bench/triton_sass.py --ssd-pass 128x4 512x4 [--pass-chunks 8 16] [--d-state 128]
 
 Compiles ``scan_triton``'s kernels with ``triton.compile`` for ``GPUTarget("cuda", 90, 32)`` at the shape of
 ``bench/gpu_peers.py`` (B, C time-varying, D, z, delta_bias, softplus), assembles the PTX with Triton's ptxas and
@@ -12,7 +13,8 @@ disassembles it with nvdisasm. The loop over chunks is nearly all of each kernel
 can measure. It found triton 3.6 lowering ``associative_scan(reverse=True)`` with lane reversals although the
 scanned axis lies in each thread's registers (issue #16, bench/RESULTS.md): warp shuffles (SHFL) are reductions
 over the states on lanes (or over channels) or lane moves, BAR/STS/LDS layout conversions through shared memory,
-MUFU exps.
+MUFU exps. ``--ssd-pass BLOCKxWARPS ...``: instead, ``ssd_triton._pass_states_kernel`` (forward and reverse,
+32 heads x 64 channels) at those state elements and warps per program and at each ``--pass-chunks``.
 """
 
 from __future__ import annotations
@@ -114,6 +116,18 @@ def scan_kernels(dtype: str, length: int, d_inner: int, d_state: int) -> dict:
             for name, (fn, pointers, ints, constants, warps) in kernels.items()}
 
 
+def ssd_pass(block: int, warps: int, chunks: int, d_state: int, reverse: bool):
+    """``ssd_triton._pass_states_kernel`` compiled for sm_90 at 32 heads x 64 channels, chunk 64; as ``compile_sm90``."""
+    import triton.language as tl
+
+    from seqpipe.kernels import ssd_triton
+
+    pointers = dict(states_ptr="*fp32", log_decay_ptr="*fp32", init_ptr="*fp32", final_ptr="*fp32")
+    ints = dict(H=32, PN=64 * d_state, n_chunks=1024)
+    constants = dict(T=64, BLOCK=block, CHUNKS=chunks, HAS_INIT=False, REVERSE=reverse, COMPUTE=tl.float32)
+    return compile_sm90(ast_source(ssd_triton._pass_states_kernel, pointers, ints, constants), warps)
+
+
 def main() -> None:
     from gpu_peers import default_mamba1_tile, parse_mamba1_tile
 
@@ -126,7 +140,20 @@ def main() -> None:
     parser.add_argument("--length", type=int, default=65536)
     parser.add_argument("--d-inner", type=int, default=2048)
     parser.add_argument("--d-state", type=int, default=16)
+    parser.add_argument("--ssd-pass", nargs="+", metavar="BLOCKxWARPS", help="the SSD state pass instead")
+    parser.add_argument("--pass-chunks", nargs="+", type=int, default=[8, 16], help="with --ssd-pass: CHUNKS")
     args = parser.parse_args()
+    if args.ssd_pass:
+        for spec in args.ssd_pass:
+            block, warps = (int(v) for v in spec.split("x"))
+            for chunks in args.pass_chunks:
+                for reverse in (False, True):
+                    kernel, registers, spilled = ssd_pass(block, warps, chunks, args.d_state, reverse)
+                    ops = sass_op_counts(kernel)
+                    print(f"SSD pass {'reverse' if reverse else 'forward'}, {block} state elements x {warps} warps, "
+                          f"{chunks} chunks a step: {registers} registers, {spilled} B spilled, "
+                          f"{kernel.metadata.shared} B shared; " + ", ".join(f"{op} {ops[op]}" for op in OPS))
+        return
     if args.tile:
         parse_mamba1_tile(args.tile).set()
     print(f"{args.dtype}, L {args.length}, d_inner {args.d_inner}, N {args.d_state}; tile {default_mamba1_tile()} "

@@ -39,6 +39,12 @@ from seqpipe.kernels.scan_common import compute_dtype, discretize_heads
 from seqpipe.kernels.scan_triton import linear_combine
 
 PASS_BLOCK = 128  # (P * N) state elements per program of the sequential pass
+# warps per program of the pass. Meant as a thread per state element, so that the scan over chunks stays within
+# threads; but Triton loads 4 contiguous elements a thread, so 128 elements take one warp and the 4 warps split the
+# chunks between them: the scan goes through shared memory (sm_90 SASS compiled on the CPU, session 19: 131 shared
+# loads a step at 16 chunks; at 512 elements x 4 warps, 12 and no lane shuffles; bench/triton_sass.py --ssd-pass).
+# Whether 512 x 4 is faster is not measured yet (bench/ssd_launches.py ":s512x4").
+PASS_WARPS = 4
 # chunks (a power of two) whose loads the sequential pass keeps in flight at once, combined by a scan (1: one after
 # the other, as before; at B1 L64k, T 64, each program walks 1,024 chunks, ~0.4 us a chunk on the H200). 16 against
 # 8, one H200 run (session 19, bench/ssd_launches.py, the pass forward and back, B4 L8k / B1 L64k): N 128 0.95 / 1.95
@@ -404,7 +410,7 @@ def _pass_states(states, log_decay, init, reverse: bool, meta: dict) -> torch.Te
     _pass_states_kernel[grid](
         states, log_decay, init if init is not None else final, final, heads, P * N, n_chunks, T=meta["T"],
         BLOCK=PASS_BLOCK, CHUNKS=PASS_CHUNKS, HAS_INIT=init is not None, REVERSE=reverse, COMPUTE=meta["COMPUTE"],
-        num_warps=PASS_BLOCK // 32,  # a thread per state element: the scan over chunks stays within threads
+        num_warps=PASS_WARPS,
     )
     return final
 
