@@ -264,9 +264,9 @@ def test_compiled_16bit_products_at_wide_states_are_right_and_repeat_exactly(sha
                                                                              monkeypatch):
     """bf16 with 16-bit products at the training step's tiling and wider (chunk 64, channel blocks of 16, the
     default, or 32), the gradient kernel as two launches (the default from N 64) or one: every output within the
-    bf16 bounds, and a second run identical bit for bit. With the gradient kernel's loop over channel blocks unrolled (tl.static_range,
-    triton 3.6) the H200 gave wrong gradients in one launch at N 64 that changed from run to run, and an illegal
-    address at N 128 (issue #16)."""
+    bf16 bounds, and a second run identical bit for bit. With the gradient kernel's loop over channel blocks
+    unrolled (tl.static_range, triton 3.6) the H200 gave wrong gradients in one launch at N 64 that changed from run
+    to run, and an illegal address at N 128 (issue #16)."""
     from seqpipe.kernels import ssd_triton
 
     for flag, value in (("DOTS_16BIT", True), ("SPLIT_GRAD_FROM_N", split_from_n), ("GRAD_BLOCK_P", block_p),
