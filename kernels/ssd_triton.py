@@ -69,7 +69,7 @@ GRAD_BLOCK_P = 16
 # free shared memory and registers for their wide fp32 tiles. fp32 N 128, one H200 run (session 19, fwd+bwd ms, B4 L8k
 # / B1 L64k): 1 stage 7.72 / 15.98, 2 stages 7.99 / 16.52, the default 8.80 / 18.25 (shared memory of the dB/dC
 # launch 88 KiB against 140); for one launch (fp32 N 16: 3.04 / 6.14 against 2.66 / 5.38) and for bf16 (N 128: 4.75 /
-# 9.77 against 4.35 / 9.15) the default was faster
+# 9.77 against 4.35 / 9.15) the default was faster. N 64 (two launches too) was not timed
 SPLIT_GRAD_STAGES_32BIT: int | None = 1
 # Whether tl.dot reads 32-bit operands as tf32 (so that the gradient kernel rounds the operands it also uses
 # elementwise): None means on CUDA; the interpreter's tl.dot is exact fp32 (a test that makes it read tf32 sets True).
