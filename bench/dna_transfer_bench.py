@@ -1,0 +1,78 @@
+"""A DNA recipe fine-tuned from a classifier of the other bacterial promoter set, against the recipe from scratch.
+
+Usage: python bench/dna_transfer_bench.py --out DIR [--data ../shared/data] [--recipe configs/dna_classify.yaml]
+           [--seeds 1 2 3 4 5 6] [--jobs 2] [--accelerator cpu]
+
+Supervised pre-training: the recipe is first fitted (its own seed) on the training split of E. coli sigma and of
+B. subtilis (bench/dna_benchmarks.py's seeded splits; both sets label promoter / non_promoter), then each set is
+fitted from scratch and with ``--model.pretrained`` set to the other set's best checkpoint (its backbone; the head
+is new), over the seeds. Rows go to ``DIR/rows.csv``; the summary prints per set and arm the test accuracy of every
+seed, the means of test and validation accuracy and of MCC, and the paired gain over scratch with its standard error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pandas as pd
+
+from dna_benchmarks import DEFAULT_DATA, SETS, Rows, fit_and_test, markdown, write_splits
+
+OTHER = {"ecoli_sigma": "bacillus", "bacillus": "ecoli_sigma"}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--recipe", default="configs/dna_classify.yaml")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3, 4, 5, 6])
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--accelerator", default="cpu")
+    args = parser.parse_args()
+    os.environ.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    if args.out.exists() and any(args.out.iterdir()):
+        parser.error(f"--out {args.out} is not empty: give a new folder")
+    common = ["--trainer.accelerator", args.accelerator, "--trainer.enable_progress_bar", "false"]
+    splits = {name: write_splits(args.data / SETS[name][0], SETS[name][1], args.out / "splits" / name) for name in OTHER}
+    rows = Rows(args.out)
+
+    def fit(name: str, arm: str, seed: int | None, checkpoint: Path | None = None) -> Path:
+        run = args.out / "runs" / name / (arm if seed is None else f"{arm}_s{seed}")
+        extra = ([] if seed is None else ["--seed_everything", str(seed)]) + (
+            [] if checkpoint is None else ["--model.pretrained", str(checkpoint)])
+        rows.add("rows", {"set": name, "arm": arm, "seed": seed, **fit_and_test(args.recipe, splits[name], run, common,
+                                                                                   extra)})
+        (best,) = run.glob("lightning_logs/version_*/checkpoints/best.ckpt")
+        return best
+
+    with ThreadPoolExecutor(args.jobs) as pool:
+        sources = dict(zip(OTHER, pool.map(lambda name: fit(name, "source", None), OTHER)))
+        jobs = [pool.submit(fit, name, arm, seed, sources[OTHER[name]] if arm != "scratch" else None)
+                for seed in args.seeds for name in OTHER for arm in ("scratch", f"from_{OTHER[name]}")]
+        for job in jobs:
+            job.result()
+    print(markdown(summary(rows.frame("rows"))))
+
+
+def summary(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per set and arm: test accuracy by seed, mean test / validation accuracy and MCC, paired gain over scratch."""
+    out = []
+    groups = rows[rows["arm"] != "source"].groupby(["set", "arm"])
+    for (name, arm), group in sorted(groups, key=lambda item: (item[0][0], item[0][1] != "scratch")):
+        group = group.set_index("seed").sort_index()
+        scratch = rows[(rows["set"] == name) & (rows["arm"] == "scratch")].set_index("seed")["test_acc"]
+        gain = 100 * (group["test_acc"] - scratch.reindex(group.index))
+        out.append({"set": name, "arm": arm, "test_acc by seed": " ".join(f"{100 * v:.1f}" for v in group["test_acc"]),
+                    "test_acc": f"{group['test_acc'].mean():.3f}", "val_acc": f"{group['val_acc'].mean():.3f}",
+                    "test_mcc": f"{group['test_mcc'].mean():.3f}",
+                    "gain ± SE (points)": "" if arm == "scratch" else
+                    f"{gain.mean():+.1f} ± {gain.std() / len(gain) ** 0.5:.1f} ({int((gain > 0).sum())} of {len(gain)} better)"})
+    return pd.DataFrame(out)
+
+
+if __name__ == "__main__":
+    main()
