@@ -8,7 +8,7 @@ forward   1. ``_chunk_state_kernel``: a = cumsum(dt * A) over the chunk; the chu
              ``(x ∘ dt e^{a_T - a})^T B`` (P, N).
           2. ``_pass_states_kernel``: a sequential pass over chunks, ``S_{c+1} = e^{a_T} S_c + own_c``,
              overwriting each own state with the state at the chunk's start; PASS_CHUNKS chunks a step (their
-             loads in flight together, combined by a scan in registers).
+             loads in flight together, combined by a scan; see PASS_WARPS).
           3. ``_chunk_output_kernel``: ``y = (C B^T ∘ e^{a_i - a_j}[i>=j] ∘ dt_j) x + e^{a} ∘ C S^T + D x``,
              gated by silu(z).
 backward  4. ``_chunk_state_grad_kernel``: the gradient reaching each chunk's start state from its outputs,
@@ -158,7 +158,8 @@ def _pass_states_kernel(states_ptr, log_decay_ptr, init_ptr, final_ptr, H, PN, n
                         COMPUTE: tl.constexpr):
     """Forward: ``S_{c+1} = e^{a_T,c} S_c + own_c``, storing S_c over own_c. Reverse (the adjoint):
     ``dS_c = e^{a_T,c} dS_{c+1} + from_y_c``, storing dS_{c+1} over from_y_c. ``final`` gets S_end / dS_0.
-    CHUNKS chunks a step: their loads are in flight together, then a scan combines them in registers."""
+    CHUNKS chunks a step: their loads are in flight together, then a scan combines them (across warps, through
+    shared memory, at the default PASS_BLOCK and PASS_WARPS)."""
     bh = tl.program_id(0)
     e = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     mask = e < PN
