@@ -15,8 +15,8 @@ as two launches / one at every N; by default one below N 64, two from it on), ``
 ``-chunkK``, ``-z``, ``-wK`` (K warps), ``-LK`` (length K), ``-fp32`` (fp32 operands, as for 32-bit inputs),
 ``-unrolled`` (the gradient kernel's loops over channel blocks unrolled by tl.static_range, as
 before the fix: wrong and unrepeatable gradients at N 64 on the H200), ``-siteK`` (the K-th product of the
-gradient kernel, in source order, with fp32 operands; ``--sites`` lists them), ``-gradfp32`` (all of the gradient
-kernel's products fp32), ``-fwdfp32`` (the other kernels' products fp32).
+gradient kernels and their helpers, in source order, with fp32 operands; ``--sites`` lists them), ``-gradfp32``
+(all of their products fp32), ``-fwdfp32`` (the other kernels' products fp32).
 """
 
 from __future__ import annotations
@@ -36,7 +36,8 @@ from pathlib import Path
 import torch
 
 BF16_BOUND = 1.5e-2
-GRAD_KERNEL = "_chunk_grad_kernel"
+# the gradient kernels and the functions they call that make products, in source order
+GRAD_FUNCTIONS = ("_add_head_bc_terms", "_store_bc", "_chunk_grad_kernel", "_chunk_grad_bc_kernel")
 PRODUCT = re.compile(r"\b(NARROW_DOT|DOT), PRECISION\)")
 
 
@@ -47,15 +48,17 @@ def kernel_span(source: str, name: str) -> tuple[int, int]:
     return start, following.start() if following else len(source)
 
 
-def products(source: str, name: str) -> list[re.Match]:
-    start, end = kernel_span(source, name)
-    return [m for m in PRODUCT.finditer(source, start, end)]
+def products(source: str, names: tuple[str, ...]) -> list[re.Match]:
+    """The products of the functions ``names``, in source order."""
+    spans = sorted(kernel_span(source, name) for name in names)
+    return [m for start, end in spans for m in PRODUCT.finditer(source, start, end)
+            if "_dot(" in source[source.rfind("\n", 0, m.start()):m.start()]]  # not a helper's call
 
 
-def with_fp32_products(source: str, name: str, which: list[int] | None) -> str:
-    """``source`` with the products of kernel ``name`` (those at the indices ``which``, or all) taking COMPUTE
-    (fp32, read as tf32) operands."""
-    matches = products(source, name)
+def with_fp32_products(source: str, names: tuple[str, ...], which: list[int] | None) -> str:
+    """``source`` with the products of the functions ``names`` (those at the indices ``which``, or all) taking
+    COMPUTE (fp32, read as tf32) operands."""
+    matches = products(source, names)
     for index in sorted(range(len(matches)) if which is None else which, reverse=True):
         m = matches[index]
         source = source[:m.start()] + "COMPUTE, PRECISION)" + source[m.end():]
@@ -64,7 +67,7 @@ def with_fp32_products(source: str, name: str, which: list[int] | None) -> str:
 
 def product_lines(source: str) -> list[str]:
     return [source[source.rfind("\n", 0, m.start()) + 1:source.find("\n", m.end())].strip()
-            for m in products(source, GRAD_KERNEL)]
+            for m in products(source, GRAD_FUNCTIONS)]
 
 
 # variant parts: a name and a number (n64: N 64), or a word that sets one setting
@@ -107,9 +110,9 @@ def variant_module(settings: dict, workdir: Path):
 
     source = inspect.getsource(ssd_triton)
     if settings["grad_fp32"]:
-        source = with_fp32_products(source, GRAD_KERNEL, None)
+        source = with_fp32_products(source, GRAD_FUNCTIONS, None)
     elif settings["sites"]:
-        source = with_fp32_products(source, GRAD_KERNEL, settings["sites"])
+        source = with_fp32_products(source, GRAD_FUNCTIONS, settings["sites"])
     if settings["unrolled"]:
         source = replaced(source, "tl.range(0, P_BLOCKS)", "tl.static_range(P_BLOCKS)", 2)
     if settings["fwd_fp32"]:  # the other kernels take DOT as an argument: make their launches pass COMPUTE

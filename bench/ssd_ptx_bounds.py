@@ -292,7 +292,8 @@ def tiles(shape: Shape) -> dict:
 
 
 def kernel_sources(shape: Shape, dots: str, narrow: str, block_p: int, split_part: str | None):
-    """(name, ASTSource, parameters at the shape's sizes) of the four chunk kernels."""
+    """(name, ASTSource, parameters at the shape's sizes, programs on the grid's second axis) of the four chunk
+    kernels, or of the dB/dC launch's kernel alone for ``split_part`` "bc"."""
     import triton
     import triton.language as tl
 
@@ -331,18 +332,27 @@ def kernel_sources(shape: Shape, dots: str, narrow: str, block_p: int, split_par
                      log_decay_ptr=(f, "decay"), dy_ptr=(bf, "x"), dx_ptr=(bf, "x"), ddt_ptr=(f, "row"),
                      dB_ptr=(f, "heads_n"), dC_ptr=(f, "heads_n"), dz_ptr=(bf, "x"), dD_ptr=(f, "part"),
                      dA_ptr=(f, "part"))
-    grad = dict(base, **gate, BLOCK_P=block_p, DOT=dot, NARROW_DOT=narrow_dot, ROUND_TF32=dots == "fp32",
-                WANT_X=split_part != "bc", WANT_BC=split_part != "x", P_BLOCKS=triton.cdiv(shape.head_dim, block_p))
+    grad = dict(base, HAS_Z=shape.has_z, BLOCK_P=block_p, DOT=dot, NARROW_DOT=narrow_dot,
+                P_BLOCKS=triton.cdiv(shape.head_dim, block_p))
+    rows = shape.batch * shape.heads
+    if split_part == "bc":
+        bc_ptrs = {k: grad_ptrs[k] for k in ("x_ptr", "dt_ptr", "B_ptr", "C_ptr", "z_ptr", "starts_ptr",
+                                             "end_grads_ptr", "log_decay_ptr", "dy_ptr")}
+        bc_ptrs.update(dB_ptr=(f, "heads_n"), dC_ptr=(f, "heads_n"))  # (B, L, splits, N) fit in (B, L, H, N)
+        bc_rows = shape.batch * triton.cdiv(shape.heads, ssd.BC_HEADS)
+        return [("chunk_grad (bc)", source(ssd._chunk_grad_bc_kernel, bc_ptrs, dict(grad, HEADS=ssd.BC_HEADS)),
+                 sizes(bc_ptrs), bc_rows)]
+    grad.update(gate, ROUND_TF32=dots == "fp32", WITH_BC=split_part is None)
     return [
         ("chunk_state", source(ssd._chunk_state_kernel, state_ptrs, dict(base, BLOCK_P=block_p_all, DOT=narrow_dot)),
-         sizes(state_ptrs)),
+         sizes(state_ptrs), rows),
         ("chunk_output", source(ssd._chunk_output_kernel, output_ptrs,
-                                dict(base, **gate, BLOCK_P=block_p_all, DOT=dot)), sizes(output_ptrs)),
+                                dict(base, **gate, BLOCK_P=block_p_all, DOT=dot)), sizes(output_ptrs), rows),
         ("chunk_state_grad", source(ssd._chunk_state_grad_kernel, state_grad_ptrs,
                                     dict(base, BLOCK_P=block_p_all, DOT=narrow_dot, HAS_Z=shape.has_z)),
-         sizes(state_grad_ptrs)),
+         sizes(state_grad_ptrs), rows),
         ("chunk_grad" + (f" ({split_part})" if split_part else ""), source(ssd._chunk_grad_kernel, grad_ptrs, grad),
-         sizes(grad_ptrs)),
+         sizes(grad_ptrs), rows),
     ]
 
 
@@ -369,20 +379,18 @@ def main() -> None:
     block_p = min(args.block_p, tiles(shape)["BLOCK_P"])  # as ssd_triton's backward caps GRAD_BLOCK_P
     parts = ["x", "bc"] if args.split else [None]
     sources = [s for part in parts for s in kernel_sources(shape, args.dots, args.narrow_dots, block_p, part)]
-    sources = list({name: (name, src, params) for name, src, params in sources}.values())
+    sources = list({source[0]: source for source in sources}.values())
     chunks = triton.cdiv(shape.length, shape.chunk)
-    rows = shape.batch * shape.heads
-    programs = [(0, 0), (chunks - 1, rows - 1), (chunks // 2, 17 % rows)]
     print(f"{shape}, dots {args.dots}, narrow dots {args.narrow_dots}, {args.warps} warps, gradient channel "
           f"blocks of {block_p}")
-    for name, src, params in sources:
+    for name, src, params, rows in sources:
         kernel, registers, spills = compile_sm90(src, args.warps)
         mma = re.findall(r"wgmma\.mma_async\.sync\.aligned\.(m\d+n\d+k\d+)\.\w+\.(\w+)", kernel.asm["ptx"])
         counts = ", ".join(f"{mma.count(s)} {s[0]}.{s[1]}" for s in sorted(set(mma)))
         shared = kernel.metadata.shared
         over = f" (over sm_90's {SMEM_PER_BLOCK} per block)" if shared > SMEM_PER_BLOCK else ""
         print(f"{name}: {registers} registers, {spills} B spilled, {shared} B shared{over}; {counts}")
-        for program in programs:
+        for program in [(0, 0), (chunks - 1, rows - 1), (chunks // 2, 17 % rows)]:
             bounds = PTXBounds(kernel.asm["ptx"], shared, args.warps, program, params).run()
             print(f"  program {program}: {bounds.checked} accesses, "
                   f"{'in bounds' if not bounds.problems else f'{len(bounds.problems)} problems:'}")

@@ -14,15 +14,15 @@ forward   1. ``_chunk_state_kernel``: a = cumsum(dt * A) over the chunk; the chu
 backward  4. ``_chunk_state_grad_kernel``: the gradient reaching each chunk's start state from its outputs,
              ``(g ∘ e^{a})^T C`` with g = dy ∘ silu(z).
           2. the same pass in reverse, giving the gradient of each chunk's end state (and of initial_state).
-          5. ``_chunk_grad_kernel``: recomputes the chunk's products and writes dx, ddt, dz and per-head dB, dC,
-             and per-chunk partial sums of dD and dA, walking the P channels GRAD_BLOCK_P at a time; in one
-             launch, or (from N = SPLIT_GRAD_FROM_N on, or when one launch does not fit the GPU's shared
-             memory) two (dx/dz/ddt, then dB/dC).
+          5. ``_chunk_grad_kernel``: recomputes the chunk's products and writes dx, ddt, dz and per-chunk partial
+             sums of dD and dA, walking the P channels GRAD_BLOCK_P at a time; with per-head dB, dC in the same
+             launch, or (from N = SPLIT_GRAD_FROM_N on, or when one launch does not fit the GPU's shared memory)
+             ``_chunk_grad_bc_kernel`` after it, whose programs sum dB, dC over BC_HEADS heads of a group.
 Products accumulate in fp32 (float64 for float64 inputs); their operands are tf32 for 32-bit inputs, and for
 16-bit inputs with DOTS_16BIT (on CUDA) the input dtype, as in mamba_ssm (at 8 warps, those with an N-wide right
 operand stay fp32: see ``_narrow_dot``). Where the gradient kernel also uses an operand
 elementwise, it uses the value the product reads (``_as_dot_reads``), so that sums that cancel do.
-Per-head dB/dC are summed over the heads of a group, and dD/dA over chunks and batch, by PyTorch:
+The partial dB/dC are summed over the rest of a group's heads, and dD/dA over chunks and batch, by PyTorch:
 deterministic, no atomics. dt arrives discretised (softplus and bias stay in PyTorch autograd, O(B L H)).
 """
 
@@ -39,12 +39,12 @@ from seqpipe.kernels.scan_common import compute_dtype, discretize_heads
 from seqpipe.kernels.scan_triton import linear_combine
 
 PASS_BLOCK = 128  # (P * N) state elements per program of the sequential pass
-# warps per program of the pass. Meant as a thread per state element, so that the scan over chunks stays within
-# threads; but Triton loads 4 contiguous elements a thread, so 128 elements take one warp and the 4 warps split the
-# chunks between them: the scan goes through shared memory (sm_90 SASS compiled on the CPU, session 19: 131 shared
-# loads a step at 16 chunks; at 512 elements x 4 warps, 12 and no lane shuffles; bench/triton_sass.py --ssd-pass).
-# Whether 512 x 4 is faster is not measured yet (bench/ssd_launches.py ":s512x4").
-PASS_WARPS = 4
+# warps per program of the pass: one warp per 128 elements, so that each thread holds its 4 contiguous elements (what
+# Triton loads a thread) of every chunk of a step and the scan over chunks stays within threads. At 4 warps the
+# warps split the chunks and the scan went through shared memory (sm_90 SASS, session 19: 131 shared loads a step).
+# One H200 run (session 20, bench/ssd_launches.py, the pass forward and back, 128 x 4 -> 128 x 1): N 128 B4 L8k
+# 0.96 -> 0.57 ms, B1 L64k 1.97 -> 1.13, N 16 B1 L64k 0.28 -> 0.18; 256 x 2 and 512 x 4 were within 10% of 128 x 1
+PASS_WARPS = 1
 # chunks (a power of two) whose loads the sequential pass keeps in flight at once, combined by a scan (1: one after
 # the other, as before; at B1 L64k, T 64, each program walks 1,024 chunks, ~0.4 us a chunk on the H200). 16 against
 # 8, one H200 run (session 19, bench/ssd_launches.py, the pass forward and back, B4 L8k / B1 L64k): N 128 0.95 / 1.95
@@ -60,6 +60,13 @@ NUM_WARPS = 4
 # N 128 5.47 / 5.70, N 128 bf16 read as fp32 operands 8.82 / 10.79; B1 L64k bf16 N 64 6.12 / 6.32, N 128 11.69 /
 # 11.60; bench/RESULTS.md). fp32 inputs at N 128 with z took two already: one launch does not fit (below).
 SPLIT_GRAD_FROM_N = 64  # two launches from this state width on (0: at every N)
+# heads of one group whose dB, dC one program of the separate dB/dC launch sums (the rest summed by PyTorch): the
+# heads share B and C, so the products with them and the stores are made once for all of them (1: one head a
+# program, as before). One H200 run (session 20, bench/ssd_launches.py, fwd+bwd ms, 32 heads, B4 L8k / B1 L64k, 1 ->
+# 8 -> 32 heads): fp32 N 128 7.66 / 15.86 -> 7.00 / 14.50 -> 6.91 / 14.30, bf16 N 128 4.35 / 9.11 -> 3.95 / 8.22 ->
+# 3.89 / 8.08, N 64 likewise; at B4 L2k N 128, 2.07 -> 1.92 -> 2.03. 8 warps a program were slower (bench/RESULTS.md)
+BC_HEADS = 32
+BC_WARPS = 4  # warps per program of that launch
 # channels per step of the gradient kernel's loop over P (a power of two >= 16). 16 against 32, one H200 run
 # (session 19, fwd+bwd ms, B4 L8k / B1 L64k): fp32 N 16 2.65 / 5.38 against 2.96 / 5.99 (one launch: 34 registers
 # spilled against 156), N 128 7.69 / 16.02 against 9.07 / 18.67, bf16 N 128 4.33 / 9.14 against 5.19 / 11.12; only
@@ -94,6 +101,21 @@ def _chunk_coords(L, H, G, T: tl.constexpr):
     group = head // (H // G)
     t = chunk * T + tl.arange(0, T)
     return chunk, batch, head, group, t, t < L
+
+
+@triton.jit
+def _heads_coords(L, H, G, T: tl.constexpr, HEADS: tl.constexpr):
+    """For a program over HEADS heads of one group (grid (n_chunks, B * G * splits)): its chunk, batch row, group,
+    slot (group * splits + split), first and past-last head, and the chunk's time indices and their mask."""
+    chunk = tl.program_id(0)
+    heads_per_group = H // G
+    splits = tl.cdiv(heads_per_group, HEADS)
+    batch = tl.program_id(1) // (G * splits)
+    slot = tl.program_id(1) % (G * splits)
+    group = slot // splits
+    first = group * heads_per_group + (slot % splits) * HEADS
+    t = chunk * T + tl.arange(0, T)
+    return chunk, batch, group, slot, first, tl.minimum(first + HEADS, (group + 1) * heads_per_group), t, t < L
 
 
 @triton.jit
@@ -158,8 +180,8 @@ def _pass_states_kernel(states_ptr, log_decay_ptr, init_ptr, final_ptr, H, PN, n
                         COMPUTE: tl.constexpr):
     """Forward: ``S_{c+1} = e^{a_T,c} S_c + own_c``, storing S_c over own_c. Reverse (the adjoint):
     ``dS_c = e^{a_T,c} dS_{c+1} + from_y_c``, storing dS_{c+1} over from_y_c. ``final`` gets S_end / dS_0.
-    CHUNKS chunks a step: their loads are in flight together, then a scan combines them (across warps, through
-    shared memory, at the default PASS_BLOCK and PASS_WARPS)."""
+    CHUNKS chunks a step: their loads are in flight together, then a scan combines them (within each thread at
+    PASS_WARPS = PASS_BLOCK / 128)."""
     bh = tl.program_id(0)
     e = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     mask = e < PN
@@ -269,98 +291,153 @@ def _chunk_state_grad_kernel(dy_ptr, z_ptr, C_ptr, log_decay_ptr, out_ptr, L, H,
 
 
 @triton.jit
+def _head_decays(dt_ptr, log_decay_ptr, batch, head, t, mask_t, L, H, n_chunks, T: tl.constexpr,
+                 COMPUTE: tl.constexpr):
+    """One head's dt and log decays a over the chunk (T,), a_T, the causal decay (T, T) and e^{a_T - a} (T,)."""
+    dt = tl.load(dt_ptr + (batch * L + t) * H + head, mask=mask_t, other=0).to(COMPUTE)
+    a = tl.load(log_decay_ptr + (batch * H + head) * n_chunks * T + t)
+    a_end = tl.sum(tl.where(tl.arange(0, T) == T - 1, a, 0), axis=0)
+    return dt, a, a_end, _causal_decay(a, T), tl.exp(a_end - a)
+
+
+@triton.jit
+def _add_head_bc_terms(weighted, dB, dC, dt, a, decay, to_end, x_ptr, starts_ptr, end_grads_ptr, dy_ptr, z_ptr,
+                       batch, chunk, t, mask_t, L, H, head, n, n_chunks, P, N, T: tl.constexpr,
+                       BLOCK_P: tl.constexpr, P_BLOCKS: tl.constexpr, HAS_Z: tl.constexpr, COMPUTE: tl.constexpr,
+                       DOT: tl.constexpr, NARROW_DOT: tl.constexpr, PRECISION: tl.constexpr):
+    """One head's share of the chunk's dB, dC. With intra_ij = decay_ij dt_j (g_i . x_j) (T, T):
+    dC = intra B + e^{a} g start and dB = intra^T C + (dt e^{a_T - a}) x end_grad. The heads of a group share B and
+    C, so only intra is added to ``weighted`` (T, T) here, and the state terms to dB, dC (T, BLOCK_N); the caller
+    multiplies the sum of the heads' intra by B and C once."""
+    gx = tl.zeros([T, T], COMPUTE)                     # g x^T
+    for block in tl.range(0, P_BLOCKS):  # a loop, not unrolled: see the dx loop of _chunk_grad_kernel
+        _, x, start, end_grad, _, _, g = _channel_block(block, x_ptr, starts_ptr, end_grads_ptr, dy_ptr, z_ptr, batch,
+                                                        chunk, t, mask_t, L, H, head, n, n_chunks, P, N, BLOCK_P,
+                                                        HAS_Z, COMPUTE)
+        gx += _dot(g, tl.trans(x), DOT, PRECISION)
+        dC += _dot(tl.exp(a)[:, None] * g, start, NARROW_DOT, PRECISION)
+        dB += _dot((dt * to_end)[:, None] * x, end_grad, NARROW_DOT, PRECISION)
+    return weighted + decay * dt[None, :] * gx, dB, dC
+
+
+@triton.jit
+def _store_bc(weighted, dB, dC, B, C, dB_ptr, dC_ptr, batch, t, mask_t, L, width, index, n, N,
+              NARROW_DOT: tl.constexpr, PRECISION: tl.constexpr):
+    """dB, dC with the heads' summed intra-chunk terms (see ``_add_head_bc_terms``), as rows [batch, t, index, :] of
+    (B, L, width, N) tensors."""
+    _store_rows(dB_ptr, dB + _dot(tl.trans(weighted), C, NARROW_DOT, PRECISION), batch, t, mask_t, L, width, index, n,
+                n < N, N)
+    _store_rows(dC_ptr, dC + _dot(weighted, B, NARROW_DOT, PRECISION), batch, t, mask_t, L, width, index, n, n < N, N)
+
+
+@triton.jit
 def _chunk_grad_kernel(x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, starts_ptr, end_grads_ptr, log_decay_ptr,
                        dy_ptr, dx_ptr, ddt_ptr, dB_ptr, dC_ptr, dz_ptr, dD_ptr, dA_ptr, L, H, G, P, N, n_chunks,
                        T: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, HAS_D: tl.constexpr,
                        HAS_Z: tl.constexpr, COMPUTE: tl.constexpr, DOT: tl.constexpr, NARROW_DOT: tl.constexpr,
-                       PRECISION: tl.constexpr, ROUND_TF32: tl.constexpr,
-                       WANT_X: tl.constexpr, WANT_BC: tl.constexpr, P_BLOCKS: tl.constexpr):
-    """WANT_X: dx, dz, ddt and the dD, dA partials; WANT_BC: the per-head dB, dC. Both in one launch, or one
-    launch each, which halves the live tiles (registers) of a program. The P channels are taken BLOCK_P at a
-    time (P_BLOCKS steps), so that the (T, BLOCK_P) tiles stay small; the (T, T) tiles are made once."""
+                       PRECISION: tl.constexpr, ROUND_TF32: tl.constexpr, WITH_BC: tl.constexpr,
+                       P_BLOCKS: tl.constexpr):
+    """dx, dz, ddt and the dD, dA partials of one head's chunk; WITH_BC also its per-head dB, dC (one launch for
+    all, else ``_chunk_grad_bc_kernel`` after it, which halves the live tiles of a program). The P channels are
+    taken BLOCK_P at a time (P_BLOCKS steps), so that the (T, BLOCK_P) tiles stay small; the (T, T) tiles are made
+    once."""
     chunk, batch, head, group, t, mask_t = _chunk_coords(L, H, G, T)
     n = tl.arange(0, BLOCK_N)
     steps = tl.arange(0, T)
-    dt = tl.load(dt_ptr + (batch * L + t) * H + head, mask=mask_t, other=0).to(COMPUTE)
-    a = tl.load(log_decay_ptr + (batch * H + head) * n_chunks * T + t)
-    a_end = tl.sum(tl.where(steps == T - 1, a, 0), axis=0)
+    dt, a, a_end, decay, to_end = _head_decays(dt_ptr, log_decay_ptr, batch, head, t, mask_t, L, H, n_chunks, T,
+                                               COMPUTE)
     B = _load_rows(B_ptr, batch, t, mask_t, L, G, group, n, n < N, N, COMPUTE)
     C = _load_rows(C_ptr, batch, t, mask_t, L, G, group, n, n < N, N, COMPUTE)
-    decay = _causal_decay(a, T)
-    to_end = tl.exp(a_end - a)                                                  # (T,)
 
-    if WANT_X:
-        # The intra-chunk terms as products with (T, P) results, so that few (T, T) tiles are live at once:
-        # with W = C B^T ∘ decay and x' = dt ∘ x, the output is W x', dx gets dt ∘ (W^T g), and the sums over
-        # i or j of intra = W ∘ (g x'^T) that the decay gradient needs are Σ_p g ∘ (W x') and Σ_p x' ∘ (W^T g).
-        # The decay gradient takes their difference, which cancels to a small rest; tf32 products cut their
-        # operands' mantissas, so with the elementwise g and x' the two sums were of differently rounded intra and
-        # the rest was mostly rounding (issue #16). So W, x' and g are rounded once (to tf32, or to the 16-bit
-        # input dtype the dots then read), and both sums use those.
-        A = tl.load(A_ptr + head).to(COMPUTE)
-        skip = tl.load(D_ptr + head).to(COMPUTE) if HAS_D else 0.0
-        W = _as_dot_reads(_dot(C, tl.trans(B), DOT, PRECISION) * decay, ROUND_TF32, DOT)
-        da = tl.zeros([T], COMPUTE)                    # Σ_p g ∘ (y before D and the gate), per step
-        intra_per_dt = tl.zeros([T], COMPUTE)          # Σ_i intra_ij / dt_j
-        intra_cols = tl.zeros([T], COMPUTE)            # Σ_i intra_ij
-        into_state = tl.zeros([T], COMPUTE)            # Σ_p x ∘ (B end_grad^T), then ∘ e^{a_T - a}
-        end_dot = tl.zeros([], COMPUTE)                # Σ end_grad ∘ start
-        skip_grad = tl.zeros([], COMPUTE)
-        # A loop, not tl.static_range: triton 3.6's unrolled copies of the loop body raced on the H200 (16-bit
-        # products at N >= 64: gradients wrong and different from run to run, or an illegal address); the loop is
-        # also faster from 8k tokens on (6-7% slower at 4 x 2k; bench/RESULTS.md, issue #16)
-        for block in tl.range(0, P_BLOCKS):
-            p, x, start, end_grad, dy, z, g = _channel_block(block, x_ptr, starts_ptr, end_grads_ptr, dy_ptr, z_ptr, batch,
-                                                             chunk, t, mask_t, L, H, head, n, n_chunks, P, N, BLOCK_P,
-                                                             HAS_Z, COMPUTE)
-            # each (T, BLOCK_P) product is reduced as soon as it is made, so that few of them are live at once
-            x_dt = _as_dot_reads(dt[:, None] * x, ROUND_TF32, DOT)
-            g_read = _as_dot_reads(g, ROUND_TF32, DOT)
-            Wx = _dot(W, x_dt, DOT, PRECISION)
-            from_start = tl.exp(a)[:, None] * _dot(C, tl.trans(start), DOT, PRECISION)
-            if HAS_Z:
-                sig = tl.sigmoid(z)
-                y = Wx + from_start + skip * x
-                _store_rows(dz_ptr, dy * y * sig * (1 + z * (1 - sig)), batch, t, mask_t, L, H, head, p, p < P, P)
-            da += tl.sum(g_read * Wx + g * from_start, axis=1)
-            Wg = _dot(tl.trans(W), g_read, DOT, PRECISION)
-            intra_per_dt += tl.sum(x * Wg, axis=1)
-            intra_cols += tl.sum(x_dt * Wg, axis=1)
-            B_end_grad = _dot(B, tl.trans(end_grad), DOT, PRECISION)
-            into_state += tl.sum(x * B_end_grad, axis=1)
-            dx = dt[:, None] * Wg + (dt * to_end)[:, None] * B_end_grad + skip * g
-            _store_rows(dx_ptr, dx, batch, t, mask_t, L, H, head, p, p < P, P)
-            end_dot += tl.sum(end_grad * start)
-            skip_grad += tl.sum(tl.sum(x * g, axis=1), axis=0)
+    # The intra-chunk terms as products with (T, P) results, so that few (T, T) tiles are live at once:
+    # with W = C B^T ∘ decay and x' = dt ∘ x, the output is W x', dx gets dt ∘ (W^T g), and the sums over
+    # i or j of intra = W ∘ (g x'^T) that the decay gradient needs are Σ_p g ∘ (W x') and Σ_p x' ∘ (W^T g).
+    # The decay gradient takes their difference, which cancels to a small rest; tf32 products cut their
+    # operands' mantissas, so with the elementwise g and x' the two sums were of differently rounded intra and
+    # the rest was mostly rounding (issue #16). So W, x' and g are rounded once (to tf32, or to the 16-bit
+    # input dtype the dots then read), and both sums use those.
+    A = tl.load(A_ptr + head).to(COMPUTE)
+    skip = tl.load(D_ptr + head).to(COMPUTE) if HAS_D else 0.0
+    W = _as_dot_reads(_dot(C, tl.trans(B), DOT, PRECISION) * decay, ROUND_TF32, DOT)
+    da = tl.zeros([T], COMPUTE)                    # Σ_p g ∘ (y before D and the gate), per step
+    intra_per_dt = tl.zeros([T], COMPUTE)          # Σ_i intra_ij / dt_j
+    intra_cols = tl.zeros([T], COMPUTE)            # Σ_i intra_ij
+    into_state = tl.zeros([T], COMPUTE)            # Σ_p x ∘ (B end_grad^T), then ∘ e^{a_T - a}
+    end_dot = tl.zeros([], COMPUTE)                # Σ end_grad ∘ start
+    skip_grad = tl.zeros([], COMPUTE)
+    # A loop, not tl.static_range: triton 3.6's unrolled copies of the loop body raced on the H200 (16-bit
+    # products at N >= 64: gradients wrong and different from run to run, or an illegal address); the loop is
+    # also faster from 8k tokens on (6-7% slower at 4 x 2k; bench/RESULTS.md, issue #16)
+    for block in tl.range(0, P_BLOCKS):
+        p, x, start, end_grad, dy, z, g = _channel_block(block, x_ptr, starts_ptr, end_grads_ptr, dy_ptr, z_ptr,
+                                                         batch, chunk, t, mask_t, L, H, head, n, n_chunks, P, N,
+                                                         BLOCK_P, HAS_Z, COMPUTE)
+        # each (T, BLOCK_P) product is reduced as soon as it is made, so that few of them are live at once
+        x_dt = _as_dot_reads(dt[:, None] * x, ROUND_TF32, DOT)
+        g_read = _as_dot_reads(g, ROUND_TF32, DOT)
+        Wx = _dot(W, x_dt, DOT, PRECISION)
+        from_start = tl.exp(a)[:, None] * _dot(C, tl.trans(start), DOT, PRECISION)
+        if HAS_Z:
+            sig = tl.sigmoid(z)
+            y = Wx + from_start + skip * x
+            _store_rows(dz_ptr, dy * y * sig * (1 + z * (1 - sig)), batch, t, mask_t, L, H, head, p, p < P, P)
+        da += tl.sum(g_read * Wx + g * from_start, axis=1)
+        Wg = _dot(tl.trans(W), g_read, DOT, PRECISION)
+        intra_per_dt += tl.sum(x * Wg, axis=1)
+        intra_cols += tl.sum(x_dt * Wg, axis=1)
+        B_end_grad = _dot(B, tl.trans(end_grad), DOT, PRECISION)
+        into_state += tl.sum(x * B_end_grad, axis=1)
+        dx = dt[:, None] * Wg + (dt * to_end)[:, None] * B_end_grad + skip * g
+        _store_rows(dx_ptr, dx, batch, t, mask_t, L, H, head, p, p < P, P)
+        end_dot += tl.sum(end_grad * start)
+        skip_grad += tl.sum(tl.sum(x * g, axis=1), axis=0)
 
-        # gradient of the log decays a_i, then through a = cumsum(dt * A) by a reverse cumsum
-        into_state = to_end * into_state                                        # d loss / d (dt_j) via the end state
-        da -= intra_cols + dt * into_state
-        da += tl.where(steps == T - 1, tl.sum(dt * into_state, axis=0) + tl.exp(a_end) * end_dot, 0)
-        suffix = tl.sum(da, axis=0) - tl.cumsum(da, axis=0) + da
-        ddt = intra_per_dt + into_state + A * suffix
-        tl.store(ddt_ptr + (batch * L + t) * H + head, ddt, mask=mask_t)
-        partial = (batch * n_chunks + chunk) * H + head
-        tl.store(dA_ptr + partial, tl.sum(dt * suffix, axis=0))
-        if HAS_D:
-            tl.store(dD_ptr + partial, skip_grad)
+    # gradient of the log decays a_i, then through a = cumsum(dt * A) by a reverse cumsum
+    into_state = to_end * into_state                                        # d loss / d (dt_j) via the end state
+    da -= intra_cols + dt * into_state
+    da += tl.where(steps == T - 1, tl.sum(dt * into_state, axis=0) + tl.exp(a_end) * end_dot, 0)
+    suffix = tl.sum(da, axis=0) - tl.cumsum(da, axis=0) + da
+    ddt = intra_per_dt + into_state + A * suffix
+    tl.store(ddt_ptr + (batch * L + t) * H + head, ddt, mask=mask_t)
+    partial = (batch * n_chunks + chunk) * H + head
+    tl.store(dA_ptr + partial, tl.sum(dt * suffix, axis=0))
+    if HAS_D:
+        tl.store(dD_ptr + partial, skip_grad)
 
-    if WANT_BC:
-        gx = tl.zeros([T, T], COMPUTE)                 # g x^T
-        g_start = tl.zeros([T, BLOCK_N], COMPUTE)      # g start
-        x_end = tl.zeros([T, BLOCK_N], COMPUTE)        # x end_grad
-        for block in tl.range(0, P_BLOCKS):  # a loop, as above
-            _, x, start, end_grad, _, _, g = _channel_block(block, x_ptr, starts_ptr, end_grads_ptr, dy_ptr, z_ptr, batch,
-                                                            chunk, t, mask_t, L, H, head, n, n_chunks, P, N, BLOCK_P,
-                                                            HAS_Z, COMPUTE)
-            gx += _dot(g, tl.trans(x), DOT, PRECISION)
-            g_start += _dot(g, start, NARROW_DOT, PRECISION)
-            x_end += _dot(x, end_grad, NARROW_DOT, PRECISION)
-        weighted = decay * dt[None, :] * gx                                     # (T_i, T_j)
-        dC = _dot(weighted, B, NARROW_DOT, PRECISION) + tl.exp(a)[:, None] * g_start
-        dB = _dot(tl.trans(weighted), C, NARROW_DOT, PRECISION) + (dt * to_end)[:, None] * x_end
-        _store_rows(dB_ptr, dB, batch, t, mask_t, L, H, head, n, n < N, N)
-        _store_rows(dC_ptr, dC, batch, t, mask_t, L, H, head, n, n < N, N)
+    if WITH_BC:
+        weighted, dB, dC = _add_head_bc_terms(
+            tl.zeros([T, T], COMPUTE), tl.zeros([T, BLOCK_N], COMPUTE), tl.zeros([T, BLOCK_N], COMPUTE), dt, a,
+            decay, to_end, x_ptr, starts_ptr, end_grads_ptr, dy_ptr, z_ptr, batch, chunk, t, mask_t, L, H, head, n,
+            n_chunks, P, N, T, BLOCK_P, P_BLOCKS, HAS_Z, COMPUTE, DOT, NARROW_DOT, PRECISION)
+        _store_bc(weighted, dB, dC, B, C, dB_ptr, dC_ptr, batch, t, mask_t, L, H, head, n, N, NARROW_DOT, PRECISION)
+
+
+@triton.jit
+def _chunk_grad_bc_kernel(x_ptr, dt_ptr, B_ptr, C_ptr, z_ptr, starts_ptr, end_grads_ptr, log_decay_ptr, dy_ptr,
+                          dB_ptr, dC_ptr, L, H, G, P, N, n_chunks, T: tl.constexpr, BLOCK_P: tl.constexpr,
+                          BLOCK_N: tl.constexpr, HAS_Z: tl.constexpr, COMPUTE: tl.constexpr, DOT: tl.constexpr,
+                          NARROW_DOT: tl.constexpr, PRECISION: tl.constexpr, P_BLOCKS: tl.constexpr,
+                          HEADS: tl.constexpr):
+    """dB, dC of one chunk summed over HEADS heads of one group (program (chunk, (batch, group, split))), as rows
+    of (B, L, G * splits, N) tensors: the B, C products of the intra-chunk terms and the stores are made once for
+    those heads, not once per head."""
+    chunk, batch, group, slot, head, last, t, mask_t = _heads_coords(L, H, G, T, HEADS)
+    n = tl.arange(0, BLOCK_N)
+    weighted = tl.zeros([T, T], COMPUTE)
+    dB = tl.zeros([T, BLOCK_N], COMPUTE)
+    dC = tl.zeros([T, BLOCK_N], COMPUTE)
+    while head < last:  # not range(): see _pass_states_kernel
+        dt, a, _, decay, to_end = _head_decays(dt_ptr, log_decay_ptr, batch, head, t, mask_t, L, H, n_chunks, T,
+                                               COMPUTE)
+        weighted, dB, dC = _add_head_bc_terms(weighted, dB, dC, dt, a, decay, to_end, x_ptr, starts_ptr,
+                                              end_grads_ptr, dy_ptr, z_ptr, batch, chunk, t, mask_t, L, H, head, n,
+                                              n_chunks, P, N, T, BLOCK_P, P_BLOCKS, HAS_Z, COMPUTE, DOT,
+                                              NARROW_DOT, PRECISION)
+        head += 1
+    B = _load_rows(B_ptr, batch, t, mask_t, L, G, group, n, n < N, N, COMPUTE)
+    C = _load_rows(C_ptr, batch, t, mask_t, L, G, group, n, n < N, N, COMPUTE)
+    _store_bc(weighted, dB, dC, B, C, dB_ptr, dC_ptr, batch, t, mask_t, L, G * tl.cdiv(H // G, HEADS), slot, n, N,
+              NARROW_DOT, PRECISION)
 
 
 def _meta(x: torch.Tensor, P: int, N: int, chunk_size: int) -> dict:
@@ -475,8 +552,6 @@ class _TritonSSD(torch.autograd.Function):
         dx = torch.empty_like(x)
         dz = torch.empty_like(z) if z is not None else dx  # dz_ptr is not written without z
         ddt = torch.empty_like(dt)
-        dB_heads = x.new_empty(batch, length, heads, N, dtype=compute)
-        dC_heads = torch.empty_like(dB_heads)
         dA_partial = x.new_empty(batch, shape[-1], heads, dtype=compute)
         dD_partial = torch.empty_like(dA_partial)
         grad_block_p = min(meta["BLOCK_P"], GRAD_BLOCK_P)
@@ -484,29 +559,32 @@ class _TritonSSD(torch.autograd.Function):
 
         def gradients(split: bool, block_p: int):
             stages = SPLIT_GRAD_STAGES_32BIT if split and x.element_size() >= 4 else None
+            common = dict(meta, BLOCK_P=block_p, P_BLOCKS=triton.cdiv(P, block_p), HAS_Z=z is not None,
+                          NARROW_DOT=_narrow_dot(meta), **({} if stages is None else {"num_stages": stages}))
+            # dB, dC summed over each BC_HEADS heads of a group (two launches) or per head (one), summed on here
+            parts = triton.cdiv(heads // groups, BC_HEADS) if split else heads // groups
 
             def launch():
-                for parts in ([(True, False), (False, True)] if split else [(True, True)]):
-                    _chunk_grad_kernel[grid](
-                        x, dt, A, B, C, D if D is not None else A, z_or_x, states, end_grads, log_decay, grad_y, dx,
-                        ddt, dB_heads, dC_heads, dz, dD_partial, dA_partial, *shape, HAS_D=D is not None,
-                        HAS_Z=z is not None, WANT_X=parts[0], WANT_BC=parts[1], P_BLOCKS=triton.cdiv(P, block_p),
-                        ROUND_TF32=tf32_dots and meta["PRECISION"] == "tf32", NARROW_DOT=_narrow_dot(meta),
-                        **dict(meta, BLOCK_P=block_p), **({} if stages is None else {"num_stages": stages}),
-                    )
+                dB, dC = partial = x.new_empty(2, batch, length, groups * parts, N, dtype=compute)
+                _chunk_grad_kernel[grid](
+                    x, dt, A, B, C, D if D is not None else A, z_or_x, states, end_grads, log_decay, grad_y, dx, ddt,
+                    dB, dC, dz, dD_partial, dA_partial, *shape, HAS_D=D is not None, WITH_BC=not split,
+                    ROUND_TF32=tf32_dots and meta["PRECISION"] == "tf32", **common)
+                if split:
+                    bc_meta = dict(meta, num_warps=BC_WARPS)
+                    _chunk_grad_bc_kernel[(shape[-1], batch * groups * parts)](
+                        x, dt, B, C, z_or_x, states, end_grads, log_decay, grad_y, dB, dC, *shape, HEADS=BC_HEADS,
+                        **dict(common, num_warps=BC_WARPS, NARROW_DOT=_narrow_dot(bc_meta)))
+                return partial.view(2, batch, length, groups, parts, N).sum(4)
             return launch
 
-        # the two launches give the same gradients, bit for bit in the interpreter; where one launch does not fit the
-        # shared memory (N 128 fp32 with z at chunk 64: 280 KiB fused), the two do (half the tiles), or then channel
-        # blocks of 16 (sums over the channels in another order)
+        # where one launch does not fit the shared memory (N 128 fp32 with z at chunk 64: 280 KiB fused), the two
+        # do (half the tiles), or then channel blocks of 16; the gradients differ only in the order of their sums
         options = dict.fromkeys([(N >= SPLIT_GRAD_FROM_N, grad_block_p), (True, grad_block_p), (True, 16)])
-        _first_that_fits([gradients(split, block_p) for split, block_p in options], x, N, meta)
-
-        def per_group(grad: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-            return grad.view(batch, length, groups, heads // groups, N).sum(3).to(like.dtype)
+        dB, dC = _first_that_fits([gradients(split, block_p) for split, block_p in options], x, N, meta)
 
         return (
-            dx, ddt, dA_partial.sum((0, 1)), per_group(dB_heads, B), per_group(dC_heads, C),
+            dx, ddt, dA_partial.sum((0, 1)), dB.to(B.dtype), dC.to(C.dtype),
             None if D is None else dD_partial.sum((0, 1)), None if z is None else dz,
             None if ctx.initial_dtype is None else grad_initial.to(ctx.initial_dtype), None,
         )

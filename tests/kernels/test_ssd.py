@@ -296,9 +296,9 @@ def test_compiled_wide_states_in_float32_fit_and_are_right(split_from_n, monkeyp
 
 
 class GradLaunches:
-    """Stands in for ``ssd_triton._chunk_grad_kernel``: records each launch's part ("fused", "x" or "bc") and
-    channel block in ``launched``, and raises Triton's shared-memory OutOfResources where ``fits(part, block_p)``
-    is false instead of launching ``kernel``."""
+    """Stands in for one of ``ssd_triton``'s gradient kernels: records each launch's part ("fused" or "x" for
+    ``_chunk_grad_kernel``, "bc" for ``_chunk_grad_bc_kernel``) and channel block in ``launched``, and raises
+    Triton's shared-memory OutOfResources where ``fits(part, block_p)`` is false instead of launching ``kernel``."""
 
     def __init__(self, kernel, launched: list, fits=lambda part, block_p: True):
         self.kernel, self.launched, self.fits = kernel, launched, fits
@@ -307,12 +307,21 @@ class GradLaunches:
         from triton.runtime.errors import OutOfResources
 
         def launch(*args, **kwargs):
-            part = {(True, True): "fused", (True, False): "x", (False, True): "bc"}[kwargs["WANT_X"], kwargs["WANT_BC"]]
+            part = "bc" if "WITH_BC" not in kwargs else "fused" if kwargs["WITH_BC"] else "x"
             self.launched.append((part, kwargs["BLOCK_P"]))
             if not self.fits(part, kwargs["BLOCK_P"]):
                 raise OutOfResources(300_000, 232_448, "shared memory")
             return self.kernel[grid](*args, **kwargs)
         return launch
+
+    @staticmethod
+    def patch(patch, launched: list, fits=lambda part, block_p: True):
+        """Puts a GradLaunches in place of each of the two gradient kernels (``patch``: a monkeypatch)."""
+        from seqpipe.kernels import ssd_triton
+
+        for name in ("_chunk_grad_kernel", "_chunk_grad_bc_kernel"):
+            kernel = getattr(ssd_triton, name)  # unwrapped where a GradLaunches stands in already
+            patch.setattr(ssd_triton, name, GradLaunches(getattr(kernel, "kernel", kernel), launched, fits))
 
 
 @pytest.mark.parametrize("backend,device", [triton_param("cpu")])
@@ -326,21 +335,21 @@ def test_triton_gradient_launch_falls_back_when_shared_memory_is_short(backend, 
     monkeypatch.setattr(ssd_triton, "SPLIT_GRAD_FROM_N", ONE_LAUNCH)
     inputs, softplus = make_inputs(seed=4, head_dim=32, d_state=8, D=True, z=True, initial_state=True)
     expected, _ = outputs_and_grads(inputs, softplus, backend)
-    kernel, launched = ssd_triton._chunk_grad_kernel, []
-    # the two launches give the same gradients bit for bit; channel blocks of 16 sum over channels in another order
+    launched = []
+    # the gradients differ only in the order of their sums (over heads in the dB/dC launch, over channels in blocks)
     for fits, expected_launches, tol in [
-        (lambda part, block_p: part != "fused", [("fused", 32), ("x", 32), ("bc", 32)], 0.0),
+        (lambda part, block_p: part != "fused", [("fused", 32), ("x", 32), ("bc", 32)], 1e-12),
         (lambda part, block_p: block_p == 16, [("fused", 32), ("x", 32), ("x", 16), ("bc", 16)], 1e-12),
         (lambda part, block_p: part == "x" or block_p == 16,  # dx, ddt, dz written at 32, then all again at 16
          [("fused", 32), ("x", 32), ("bc", 32), ("x", 16), ("bc", 16)], 1e-12),
     ]:
         launched.clear()
-        monkeypatch.setattr(ssd_triton, "_chunk_grad_kernel", GradLaunches(kernel, launched, fits))
+        GradLaunches.patch(monkeypatch, launched, fits)
         actual, _ = outputs_and_grads(inputs, softplus, backend)
         assert launched == expected_launches
         errors = {k: ((actual[k] - expected[k]).norm() / expected[k].norm()).item() for k in expected}
         assert max(errors.values()) <= tol, errors
-    monkeypatch.setattr(ssd_triton, "_chunk_grad_kernel", GradLaunches(kernel, launched, lambda part, block_p: False))
+    GradLaunches.patch(monkeypatch, launched, lambda part, block_p: False)
     with pytest.raises(ValueError, match="more shared memory than this GPU has at N 8, head_dim 32, chunk 16"):
         outputs_and_grads(inputs, softplus, backend)
 
@@ -357,7 +366,7 @@ def test_triton_gradient_kernel_is_two_launches_from_wide_states(backend, device
         expected, _ = outputs_and_grads(inputs, softplus, "ref")
         launched = []
         with monkeypatch.context() as patch:
-            patch.setattr(ssd_triton, "_chunk_grad_kernel", GradLaunches(ssd_triton._chunk_grad_kernel, launched))
+            GradLaunches.patch(patch, launched)
             actual, _ = outputs_and_grads(inputs, softplus, backend)
         assert launched == expected_launches
         assert_all_close(actual, expected, 1e-12)
@@ -430,6 +439,21 @@ def test_triton_gradient_kernel_split_or_fused_and_channel_blocks(backend, devic
     monkeypatch.setattr(ssd_triton, "GRAD_BLOCK_P", block_p)
     inputs, softplus = make_inputs(seed=4, length=45, groups=2, heads=4, head_dim=40, D=True, z=True,
                                    dt_bias=True, softplus=True, initial_state=True, device=device)
+    expected, _ = outputs_and_grads(inputs, softplus, "ref")
+    assert_all_close(outputs_and_grads(inputs, softplus, backend)[0], expected, 1e-12)
+
+
+@pytest.mark.parametrize("bc_heads", [1, 2, 4])
+@pytest.mark.parametrize("backend,device", [triton_param(d) for d in DEVICES])
+def test_triton_dB_dC_summed_over_heads_of_a_group(backend, device, bc_heads, monkeypatch):
+    """The dB/dC launch sums over BC_HEADS heads of a group a program (3 heads a group: a head a program, two with
+    one left over, or all three in one), and gives the float64 reference."""
+    from seqpipe.kernels import ssd_triton
+
+    monkeypatch.setattr(ssd_triton, "SPLIT_GRAD_FROM_N", 0)
+    monkeypatch.setattr(ssd_triton, "BC_HEADS", bc_heads)
+    inputs, softplus = make_inputs(seed=6, length=40, groups=2, heads=6, head_dim=8, D=True, z=True,
+                                   softplus=True, initial_state=True, device=device)
     expected, _ = outputs_and_grads(inputs, softplus, "ref")
     assert_all_close(outputs_and_grads(inputs, softplus, backend)[0], expected, 1e-12)
 
