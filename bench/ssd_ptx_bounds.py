@@ -3,12 +3,13 @@
     python bench/ssd_ptx_bounds.py [--dots bf16|fp16|fp32] [--narrow-dots ...] [--split] [--block-p 32]
         [--warps 8] [--batch 1 --length 65536] [--heads 32 --head-dim 64 --d-state 16 --chunk 64] [--no-z]
 
-Compiles the four chunk kernels with ``triton.compile`` for ``GPUTarget("cuda", 90, 32)`` at a shape (by default
-the benchmark's: 32 heads x P 64, N 16, one group, chunk 64, bf16 inputs with D and z; tiles as ``ssd_triton``
-picks them; ints specialised as the JIT does: 1 a constant, multiples of 16 marked so), prints ptxas' registers,
-spills and shared memory, then evaluates the integer arithmetic of each kernel's PTX (straight-line code) for all
-threads of a few programs (first, last, middle), with the tensors' sizes at ``--batch``/``--length``, 32-bit
-wrap-around included, and checks:
+Compiles the four chunk kernels (with ``--split``, the gradient kernel's two launches: ``_chunk_grad_kernel`` for
+dx/dz/ddt and ``_chunk_grad_bc_kernel`` for dB/dC, the latter at ``ssd_triton.BC_WARPS`` warps) with
+``triton.compile`` for ``GPUTarget("cuda", 90, 32)`` at a shape (by default the benchmark's: 32 heads x P 64, N 16,
+one group, chunk 64, bf16 inputs with D and z; tiles as ``ssd_triton`` picks them; ints specialised as the JIT does: 1
+a constant, multiples of 16 marked so), prints ptxas' registers, spills and shared memory, then evaluates the integer
+arithmetic of each kernel's PTX (straight-line code) for all threads of a few programs (first, last, middle), with the
+tensors' sizes at ``--batch``/``--length``, 32-bit wrap-around included, and checks:
 
 - every global load/store (under its predicate) lies inside the tensor its pointer parameter points into;
 - every global and shared load/store is aligned to its width (else "misaligned address" on the GPU);
@@ -292,8 +293,8 @@ def tiles(shape: Shape) -> dict:
 
 
 def kernel_sources(shape: Shape, dots: str, narrow: str, block_p: int, split_part: str | None):
-    """(name, ASTSource, parameters at the shape's sizes, programs on the grid's second axis) of the four chunk
-    kernels, or of the dB/dC launch's kernel alone for ``split_part`` "bc"."""
+    """(name, ASTSource, parameters at the shape's sizes, programs on the grid's second axis, warps or None for
+    ``--warps``) of the four chunk kernels, or of the dB/dC launch's kernel alone for ``split_part`` "bc"."""
     import triton
     import triton.language as tl
 
@@ -313,7 +314,8 @@ def kernel_sources(shape: Shape, dots: str, narrow: str, block_p: int, split_par
         row, chunk_heads = shape.batch * shape.length, shape.batch * chunks * shape.heads
         elements = dict(x=row * shape.heads * shape.head_dim, row=row * shape.heads, head=shape.heads,
                         bc=row * shape.d_state, state=chunk_heads * shape.head_dim * shape.d_state,
-                        decay=chunk_heads * shape.chunk, heads_n=row * shape.heads * shape.d_state, part=chunk_heads)
+                        decay=chunk_heads * shape.chunk, heads_n=row * shape.heads * shape.d_state, part=chunk_heads,
+                        splits_n=row * triton.cdiv(shape.heads, ssd.BC_HEADS) * shape.d_state)
         return ([("ptr", elements[e] * (2 if t == "*bf16" else 4)) for t, e in pointers.values()]
                 + [("int", v) for v in passed.values()] + [("ptr", 1 << 20)] * 2)
 
@@ -338,21 +340,21 @@ def kernel_sources(shape: Shape, dots: str, narrow: str, block_p: int, split_par
     if split_part == "bc":
         bc_ptrs = {k: grad_ptrs[k] for k in ("x_ptr", "dt_ptr", "B_ptr", "C_ptr", "z_ptr", "starts_ptr",
                                              "end_grads_ptr", "log_decay_ptr", "dy_ptr")}
-        bc_ptrs.update(dB_ptr=(f, "heads_n"), dC_ptr=(f, "heads_n"))  # (B, L, splits, N) fit in (B, L, H, N)
+        bc_ptrs.update(dB_ptr=(f, "splits_n"), dC_ptr=(f, "splits_n"))  # (B, L, splits of the one group, N)
         bc_rows = shape.batch * triton.cdiv(shape.heads, ssd.BC_HEADS)
         return [("chunk_grad (bc)", source(ssd._chunk_grad_bc_kernel, bc_ptrs, dict(grad, HEADS=ssd.BC_HEADS)),
-                 sizes(bc_ptrs), bc_rows)]
+                 sizes(bc_ptrs), bc_rows, ssd.BC_WARPS)]
     grad.update(gate, ROUND_TF32=dots == "fp32", WITH_BC=split_part is None)
     return [
         ("chunk_state", source(ssd._chunk_state_kernel, state_ptrs, dict(base, BLOCK_P=block_p_all, DOT=narrow_dot)),
-         sizes(state_ptrs), rows),
+         sizes(state_ptrs), rows, None),
         ("chunk_output", source(ssd._chunk_output_kernel, output_ptrs,
-                                dict(base, **gate, BLOCK_P=block_p_all, DOT=dot)), sizes(output_ptrs), rows),
+                                dict(base, **gate, BLOCK_P=block_p_all, DOT=dot)), sizes(output_ptrs), rows, None),
         ("chunk_state_grad", source(ssd._chunk_state_grad_kernel, state_grad_ptrs,
                                     dict(base, BLOCK_P=block_p_all, DOT=narrow_dot, HAS_Z=shape.has_z)),
-         sizes(state_grad_ptrs), rows),
+         sizes(state_grad_ptrs), rows, None),
         ("chunk_grad" + (f" ({split_part})" if split_part else ""), source(ssd._chunk_grad_kernel, grad_ptrs, grad),
-         sizes(grad_ptrs), rows),
+         sizes(grad_ptrs), rows, None),
     ]
 
 
@@ -383,15 +385,16 @@ def main() -> None:
     chunks = triton.cdiv(shape.length, shape.chunk)
     print(f"{shape}, dots {args.dots}, narrow dots {args.narrow_dots}, {args.warps} warps, gradient channel "
           f"blocks of {block_p}")
-    for name, src, params, rows in sources:
-        kernel, registers, spills = compile_sm90(src, args.warps)
+    for name, src, params, rows, warps in sources:
+        warps = warps or args.warps
+        kernel, registers, spills = compile_sm90(src, warps)
         mma = re.findall(r"wgmma\.mma_async\.sync\.aligned\.(m\d+n\d+k\d+)\.\w+\.(\w+)", kernel.asm["ptx"])
         counts = ", ".join(f"{mma.count(s)} {s[0]}.{s[1]}" for s in sorted(set(mma)))
         shared = kernel.metadata.shared
         over = f" (over sm_90's {SMEM_PER_BLOCK} per block)" if shared > SMEM_PER_BLOCK else ""
         print(f"{name}: {registers} registers, {spills} B spilled, {shared} B shared{over}; {counts}")
         for program in [(0, 0), (chunks - 1, rows - 1), (chunks // 2, 17 % rows)]:
-            bounds = PTXBounds(kernel.asm["ptx"], shared, args.warps, program, params).run()
+            bounds = PTXBounds(kernel.asm["ptx"], shared, warps, program, params).run()
             print(f"  program {program}: {bounds.checked} accesses, "
                   f"{'in bounds' if not bounds.problems else f'{len(bounds.problems)} problems:'}")
             for problem in dict.fromkeys(bounds.problems):

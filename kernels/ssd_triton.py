@@ -2,7 +2,8 @@
 
 Imported only when the "triton" backend is asked for: ``import seqpipe.kernels`` works without triton.
 
-One program owns one chunk of T steps of one (batch row, head), with all P channels and N states:
+One program owns one chunk of T steps of one (batch row, head) (the separate dB/dC launch: of BC_HEADS heads of
+a group), with all P channels and N states:
 
 forward   1. ``_chunk_state_kernel``: a = cumsum(dt * A) over the chunk; the chunk's own end state
              ``(x ∘ dt e^{a_T - a})^T B`` (P, N).
@@ -74,9 +75,9 @@ BC_WARPS = 4  # warps per program of that launch
 GRAD_BLOCK_P = 16
 # Triton's num_stages for the two gradient launches of 32-bit inputs (None: Triton's default): fewer buffered loads
 # free shared memory and registers for their wide fp32 tiles. fp32 N 128, one H200 run (session 19, fwd+bwd ms, B4 L8k
-# / B1 L64k): 1 stage 7.72 / 15.98, 2 stages 7.99 / 16.52, the default 8.80 / 18.25 (shared memory of the dB/dC
-# launch 88 KiB against 140); for one launch (fp32 N 16: 3.04 / 6.14 against 2.66 / 5.38) and for bf16 (N 128: 4.75 /
-# 9.77 against 4.35 / 9.15) the default was faster. N 64 (two launches too) was not timed
+# / B1 L64k): 1 stage 7.72 / 15.98, 2 stages 7.99 / 16.52, the default 8.80 / 18.25 (shared memory of the then
+# per-head dB/dC launch 88 KiB against 140); for one launch (fp32 N 16: 3.04 / 6.14 against 2.66 / 5.38) and for bf16
+# (N 128: 4.75 / 9.77 against 4.35 / 9.15) the default was faster. N 64 (two launches too) was not timed
 SPLIT_GRAD_STAGES_32BIT: int | None = 1
 # Whether tl.dot reads 32-bit operands as tf32 (so that the gradient kernel rounds the operands it also uses
 # elementwise): None means on CUDA; the interpreter's tl.dot is exact fp32 (a test that makes it read tf32 sets True).
@@ -106,7 +107,8 @@ def _chunk_coords(L, H, G, T: tl.constexpr):
 @triton.jit
 def _heads_coords(L, H, G, T: tl.constexpr, HEADS: tl.constexpr):
     """For a program over HEADS heads of one group (grid (n_chunks, B * G * splits)): its chunk, batch row, group,
-    slot (group * splits + split), first and past-last head, and the chunk's time indices and their mask."""
+    slot (group * splits + split) among G * splits, first and past-last head, and the chunk's time indices and their
+    mask."""
     chunk = tl.program_id(0)
     heads_per_group = H // G
     splits = tl.cdiv(heads_per_group, HEADS)
@@ -115,7 +117,8 @@ def _heads_coords(L, H, G, T: tl.constexpr, HEADS: tl.constexpr):
     group = slot // splits
     first = group * heads_per_group + (slot % splits) * HEADS
     t = chunk * T + tl.arange(0, T)
-    return chunk, batch, group, slot, first, tl.minimum(first + HEADS, (group + 1) * heads_per_group), t, t < L
+    last = tl.minimum(first + HEADS, (group + 1) * heads_per_group)
+    return chunk, batch, group, slot, G * splits, first, last, t, t < L
 
 
 @triton.jit
@@ -421,7 +424,7 @@ def _chunk_grad_bc_kernel(x_ptr, dt_ptr, B_ptr, C_ptr, z_ptr, starts_ptr, end_gr
     """dB, dC of one chunk summed over HEADS heads of one group (program (chunk, (batch, group, split))), as rows
     of (B, L, G * splits, N) tensors: the B, C products of the intra-chunk terms and the stores are made once for
     those heads, not once per head."""
-    chunk, batch, group, slot, head, last, t, mask_t = _heads_coords(L, H, G, T, HEADS)
+    chunk, batch, group, slot, slots, head, last, t, mask_t = _heads_coords(L, H, G, T, HEADS)
     n = tl.arange(0, BLOCK_N)
     weighted = tl.zeros([T, T], COMPUTE)
     dB = tl.zeros([T, BLOCK_N], COMPUTE)
@@ -436,8 +439,7 @@ def _chunk_grad_bc_kernel(x_ptr, dt_ptr, B_ptr, C_ptr, z_ptr, starts_ptr, end_gr
         head += 1
     B = _load_rows(B_ptr, batch, t, mask_t, L, G, group, n, n < N, N, COMPUTE)
     C = _load_rows(C_ptr, batch, t, mask_t, L, G, group, n, n < N, N, COMPUTE)
-    _store_bc(weighted, dB, dC, B, C, dB_ptr, dC_ptr, batch, t, mask_t, L, G * tl.cdiv(H // G, HEADS), slot, n, N,
-              NARROW_DOT, PRECISION)
+    _store_bc(weighted, dB, dC, B, C, dB_ptr, dC_ptr, batch, t, mask_t, L, slots, slot, n, N, NARROW_DOT, PRECISION)
 
 
 def _meta(x: torch.Tensor, P: int, N: int, chunk_size: int) -> dict:
@@ -455,12 +457,13 @@ def _meta(x: torch.Tensor, P: int, N: int, chunk_size: int) -> dict:
 
 
 def _narrow_dot(meta: dict) -> tl.dtype:
-    """The operand dtype of the products whose right operand is N (states) wide: x_end, g_start, dB, dC of the
-    gradient kernel and the (T, N) right operands of the chunk-state and state-gradient kernels. 16-bit only up to
-    4 warps: at 8, Triton 3.6 gives such an operand (N contiguous, 32 bytes a row) to m64n8 wgmmas, the second
-    warpgroup's starting 16 bytes into each row, and the tensor cores read the whole row, past the tile (in the
-    gradient kernel past the program's shared memory: the illegal address of issue #16, bench/RESULTS.md). As fp32
-    operands read as tf32 (laid out K contiguous) they stay within their tiles."""
+    """The operand dtype of the products whose right operand is N (states) wide: the dB, dC products of the gradient
+    kernels (their state terms, and the intra-chunk terms times B, C) and the (T, N) right operands of the
+    chunk-state and state-gradient kernels. 16-bit only up to 4 warps: at 8, Triton 3.6 gives such an operand (N
+    contiguous, 32 bytes a row) to m64n8 wgmmas, the second warpgroup's starting 16 bytes into each row, and the
+    tensor cores read the whole row, past the tile (in the gradient kernel past the program's shared memory: the
+    illegal address of issue #16, bench/RESULTS.md). As fp32 operands read as tf32 (laid out K contiguous) they
+    stay within their tiles."""
     return meta["DOT"] if meta["num_warps"] <= 4 else meta["COMPUTE"]
 
 
@@ -562,20 +565,20 @@ class _TritonSSD(torch.autograd.Function):
             common = dict(meta, BLOCK_P=block_p, P_BLOCKS=triton.cdiv(P, block_p), HAS_Z=z is not None,
                           NARROW_DOT=_narrow_dot(meta), **({} if stages is None else {"num_stages": stages}))
             # dB, dC summed over each BC_HEADS heads of a group (two launches) or per head (one), summed on here
-            parts = triton.cdiv(heads // groups, BC_HEADS) if split else heads // groups
+            splits = triton.cdiv(heads // groups, BC_HEADS) if split else heads // groups
 
             def launch():
-                dB, dC = partial = x.new_empty(2, batch, length, groups * parts, N, dtype=compute)
+                dB, dC = partial = x.new_empty(2, batch, length, groups * splits, N, dtype=compute)
                 _chunk_grad_kernel[grid](
                     x, dt, A, B, C, D if D is not None else A, z_or_x, states, end_grads, log_decay, grad_y, dx, ddt,
                     dB, dC, dz, dD_partial, dA_partial, *shape, HAS_D=D is not None, WITH_BC=not split,
                     ROUND_TF32=tf32_dots and meta["PRECISION"] == "tf32", **common)
                 if split:
-                    bc_meta = dict(meta, num_warps=BC_WARPS)
-                    _chunk_grad_bc_kernel[(shape[-1], batch * groups * parts)](
+                    bc_meta = dict(common, num_warps=BC_WARPS)
+                    _chunk_grad_bc_kernel[(shape[-1], batch * groups * splits)](
                         x, dt, B, C, z_or_x, states, end_grads, log_decay, grad_y, dB, dC, *shape, HEADS=BC_HEADS,
-                        **dict(common, num_warps=BC_WARPS, NARROW_DOT=_narrow_dot(bc_meta)))
-                return partial.view(2, batch, length, groups, parts, N).sum(4)
+                        **dict(bc_meta, NARROW_DOT=_narrow_dot(bc_meta)))
+                return partial.view(2, batch, length, groups, splits, N).sum(4)
             return launch
 
         # where one launch does not fit the shared memory (N 128 fp32 with z at chunk 64: 280 KiB fused), the two

@@ -320,8 +320,10 @@ class GradLaunches:
         from seqpipe.kernels import ssd_triton
 
         for name in ("_chunk_grad_kernel", "_chunk_grad_bc_kernel"):
-            kernel = getattr(ssd_triton, name)  # unwrapped where a GradLaunches stands in already
-            patch.setattr(ssd_triton, name, GradLaunches(getattr(kernel, "kernel", kernel), launched, fits))
+            kernel = getattr(ssd_triton, name)
+            if isinstance(kernel, GradLaunches):  # one stands in already
+                kernel = kernel.kernel
+            patch.setattr(ssd_triton, name, GradLaunches(kernel, launched, fits))
 
 
 @pytest.mark.parametrize("backend,device", [triton_param("cpu")])
@@ -443,16 +445,16 @@ def test_triton_gradient_kernel_split_or_fused_and_channel_blocks(backend, devic
     assert_all_close(outputs_and_grads(inputs, softplus, backend)[0], expected, 1e-12)
 
 
-@pytest.mark.parametrize("bc_heads", [1, 2, 4])
+@pytest.mark.parametrize("bc_heads", [1, 2, 3, 4])
 @pytest.mark.parametrize("backend,device", [triton_param(d) for d in DEVICES])
 def test_triton_dB_dC_summed_over_heads_of_a_group(backend, device, bc_heads, monkeypatch):
-    """The dB/dC launch sums over BC_HEADS heads of a group a program (3 heads a group: a head a program, two with
-    one left over, or all three in one), and gives the float64 reference."""
+    """The dB/dC launch sums over BC_HEADS heads of a group a program (3 heads a group, two batch rows: a head a
+    program, two with one left over, all three, or fewer than a program takes), and gives the float64 reference."""
     from seqpipe.kernels import ssd_triton
 
     monkeypatch.setattr(ssd_triton, "SPLIT_GRAD_FROM_N", 0)
     monkeypatch.setattr(ssd_triton, "BC_HEADS", bc_heads)
-    inputs, softplus = make_inputs(seed=6, length=40, groups=2, heads=6, head_dim=8, D=True, z=True,
+    inputs, softplus = make_inputs(seed=6, batch=2, length=40, groups=2, heads=6, head_dim=8, D=True, z=True,
                                    softplus=True, initial_state=True, device=device)
     expected, _ = outputs_and_grads(inputs, softplus, "ref")
     assert_all_close(outputs_and_grads(inputs, softplus, backend)[0], expected, 1e-12)
