@@ -49,9 +49,8 @@ class TimedKernel:
             name = self.name
             if "WITH_BC" in kwargs:
                 name += "[XBC]" if kwargs["WITH_BC"] else "[X]"
-            if "P_BLOCKS" in kwargs:
-                if TimedKernel.grad_stages:
-                    kwargs["num_stages"] = TimedKernel.grad_stages
+            if "P_BLOCKS" in kwargs and TimedKernel.grad_stages:  # a gradient kernel
+                kwargs["num_stages"] = TimedKernel.grad_stages
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()
             compiled = launch(*args, **kwargs)
