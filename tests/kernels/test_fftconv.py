@@ -1,4 +1,5 @@
-"""fft_conv against a direct float64 convolution: causal, two-sided, D skip, lengths that are not powers of 2."""
+"""fft_conv against a direct float64 convolution: causal, two-sided, D skip, lengths that are not powers of 2 (so
+transforms of odd and 3- or 5-smooth sizes, one exactly 2L - 1 long)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import torch
 from seqpipe.kernels import fft_conv, fft_conv_ref
 
 
-@pytest.mark.parametrize("length", [1, 2, 7, 64, 100])
+@pytest.mark.parametrize("length", [1, 2, 7, 13, 64, 81, 100])
 @pytest.mark.parametrize("bidirectional", [False, True])
 def test_fft_conv_equals_direct_convolution(length, bidirectional):
     generator = torch.Generator().manual_seed(length)
