@@ -13,8 +13,8 @@ import torch
 
 def _fft_length(length: int) -> int:
     """Smallest n ≥ 2L - 1 whose only prime factors are 2, 3 and 5: room for every lag in (-L, L) without wrap,
-    and a size pocketfft and cuFFT transform fast. A power of two ≥ 2L - 1 can be nearly twice as long (L 500:
-    1,000 against 1,024, L 81: 162 against 256); for L a power of two both are 2L."""
+    and a size pocketfft and cuFFT transform fast. A power of two ≥ 2L - 1 can be nearly twice as long (L 300:
+    600 against 1,024, L 81: 162 against 256); for L a power of two both are 2L."""
     target = max(1, 2 * length - 1)
     best = 1 << (target - 1).bit_length()
     fives = 1
