@@ -461,6 +461,19 @@ def test_triton_dB_dC_summed_over_heads_of_a_group(backend, device, bc_heads, mo
     assert_all_close(outputs_and_grads(inputs, softplus, backend)[0], expected, 1e-12)
 
 
+@pytest.mark.parametrize("backend,device", [triton_param(d) for d in DEVICES])
+def test_triton_dB_dC_summed_over_the_default_heads_a_program(backend, device, monkeypatch):
+    """At the module's own BC_HEADS (the benchmarks' setting): one group of BC_HEADS + 3 heads, so a full program
+    and a part one, gives the float64 reference."""
+    from seqpipe.kernels import ssd_triton
+
+    monkeypatch.setattr(ssd_triton, "SPLIT_GRAD_FROM_N", 0)
+    inputs, softplus = make_inputs(seed=7, length=20, groups=1, heads=ssd_triton.BC_HEADS + 3, head_dim=4,
+                                   d_state=3, D=True, z=True, softplus=True, initial_state=True, device=device)
+    expected, _ = outputs_and_grads(inputs, softplus, "ref")
+    assert_all_close(outputs_and_grads(inputs, softplus, backend)[0], expected, 1e-12)
+
+
 @pytest.mark.parametrize("chunks", [1, 4, 8, 16])
 @pytest.mark.parametrize("backend,device", [triton_param(d) for d in DEVICES])
 def test_triton_state_pass_over_many_chunks_a_few_at_a_time(backend, device, chunks, monkeypatch):
