@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import os
+import platform
 import signal
 import subprocess
 import sys
@@ -274,3 +275,11 @@ def test_tools_are_subcommands_with_help(tmp_path, capsys):
     assert exit_code("track", "--help") == 0 and capsys.readouterr().out.startswith("usage: seqpipe track")
     assert exit_code("synthetic", "dna-motifs", "--out", tmp_path, "--n-train", 9, "--n-test", 3, "--length", 20) == 0
     assert sorted(p.name for p in (tmp_path / "train").iterdir()) == ["background.fasta", "enhancer_like.fasta", "promoter_like.fasta"]
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
+def test_the_command_keeps_freed_memory_with_glibc():
+    """``seqpipe`` sets glibc's mmap and trim thresholds (keep_freed_memory): mallopt accepts every setting, in a
+    process of its own, where nothing else set them."""
+    code = "from seqpipe.cli import keep_freed_memory; print(keep_freed_memory())"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "True\n"
