@@ -298,8 +298,9 @@ def keep_freed_memory() -> bool:
     """Have glibc serve blocks of up to 64 MiB from its heap and keep up to 128 MiB free at the heap's top
     (MALLOPT_SETTINGS), rather than map such blocks anew, give them back when freed and fault their pages in again
     at the next allocation. A recipe's activations on the CPU are such blocks (an S4 layer's spectra at 64
-    sequences of 500 bp: 16 MB each): an epoch of the DNA recipe there took about 8% less time, at the same peak
-    memory (bench/RESULTS.md). True where applied (glibc); elsewhere nothing changes. Results do not depend on it."""
+    sequences of 500 bp: 16 MB each): an epoch of the DNA recipe on 2 cores took 4-5% less time, at 2-3% more
+    peak memory (bench/RESULTS.md). True where applied (glibc); elsewhere nothing changes. Results do not depend on
+    it."""
     if platform.libc_ver()[0] != "glibc":
         return False
     libc = ctypes.CDLL(None)

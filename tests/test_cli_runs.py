@@ -1,5 +1,5 @@
 """The CLI around a run: checkpoint names and resolution, resume, signals, divergence, bad or untrusted
-checkpoints, option typos, help, the tool subcommands, and Lightning's noise."""
+checkpoints, option typos, help, the tool subcommands, Lightning's noise, and glibc's memory settings."""
 
 from __future__ import annotations
 
