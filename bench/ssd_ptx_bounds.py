@@ -320,17 +320,20 @@ def kernel_sources(shape: Shape, dots: str, narrow: str, block_p: int, split_par
                 + [("int", v) for v in passed.values()] + [("ptr", 1 << 20)] * 2)
 
     bf, f = "*bf16", "*fp32"
+    passed_states = bf if ssd.PASSED_STATES_16BIT else f  # the chunks' start states and end-state gradients
     dot, narrow_dot = types[dots], types[narrow]
     block_p_all = tile["BLOCK_P"]
     gate = dict(HAS_D=shape.has_d, HAS_Z=shape.has_z)
     state_ptrs = dict(x_ptr=(bf, "x"), dt_ptr=(f, "row"), A_ptr=(f, "head"), B_ptr=(bf, "bc"),
                       states_ptr=(f, "state"), log_decay_ptr=(f, "decay"))
     output_ptrs = dict(x_ptr=(bf, "x"), dt_ptr=(f, "row"), B_ptr=(bf, "bc"), C_ptr=(bf, "bc"), D_ptr=(f, "head"),
-                       z_ptr=(bf, "x"), starts_ptr=(f, "state"), log_decay_ptr=(f, "decay"), y_ptr=(bf, "x"))
+                       z_ptr=(bf, "x"), starts_ptr=(passed_states, "state"), log_decay_ptr=(f, "decay"),
+                       y_ptr=(bf, "x"))
     state_grad_ptrs = dict(dy_ptr=(bf, "x"), z_ptr=(bf, "x"), C_ptr=(bf, "bc"), log_decay_ptr=(f, "decay"),
                            out_ptr=(f, "state"))
     grad_ptrs = dict(x_ptr=(bf, "x"), dt_ptr=(f, "row"), A_ptr=(f, "head"), B_ptr=(bf, "bc"), C_ptr=(bf, "bc"),
-                     D_ptr=(f, "head"), z_ptr=(bf, "x"), starts_ptr=(f, "state"), end_grads_ptr=(f, "state"),
+                     D_ptr=(f, "head"), z_ptr=(bf, "x"), starts_ptr=(passed_states, "state"),
+                     end_grads_ptr=(passed_states, "state"),
                      log_decay_ptr=(f, "decay"), dy_ptr=(bf, "x"), dx_ptr=(bf, "x"), ddt_ptr=(f, "row"),
                      dB_ptr=(f, "heads_n"), dC_ptr=(f, "heads_n"), dz_ptr=(bf, "x"), dD_ptr=(f, "part"),
                      dA_ptr=(f, "part"))
