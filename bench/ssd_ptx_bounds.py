@@ -320,17 +320,20 @@ def kernel_sources(shape: Shape, dots: str, narrow: str, block_p: int, split_par
                 + [("int", v) for v in passed.values()] + [("ptr", 1 << 20)] * 2)
 
     bf, f = "*bf16", "*fp32"
+    passed_states = bf if ssd.PASSED_STATES_16BIT else f  # the chunks' start states and end-state gradients
     dot, narrow_dot = types[dots], types[narrow]
     block_p_all = tile["BLOCK_P"]
     gate = dict(HAS_D=shape.has_d, HAS_Z=shape.has_z)
     state_ptrs = dict(x_ptr=(bf, "x"), dt_ptr=(f, "row"), A_ptr=(f, "head"), B_ptr=(bf, "bc"),
                       states_ptr=(f, "state"), log_decay_ptr=(f, "decay"))
     output_ptrs = dict(x_ptr=(bf, "x"), dt_ptr=(f, "row"), B_ptr=(bf, "bc"), C_ptr=(bf, "bc"), D_ptr=(f, "head"),
-                       z_ptr=(bf, "x"), starts_ptr=(f, "state"), log_decay_ptr=(f, "decay"), y_ptr=(bf, "x"))
+                       z_ptr=(bf, "x"), starts_ptr=(passed_states, "state"), log_decay_ptr=(f, "decay"),
+                       y_ptr=(bf, "x"))
     state_grad_ptrs = dict(dy_ptr=(bf, "x"), z_ptr=(bf, "x"), C_ptr=(bf, "bc"), log_decay_ptr=(f, "decay"),
                            out_ptr=(f, "state"))
     grad_ptrs = dict(x_ptr=(bf, "x"), dt_ptr=(f, "row"), A_ptr=(f, "head"), B_ptr=(bf, "bc"), C_ptr=(bf, "bc"),
-                     D_ptr=(f, "head"), z_ptr=(bf, "x"), starts_ptr=(f, "state"), end_grads_ptr=(f, "state"),
+                     D_ptr=(f, "head"), z_ptr=(bf, "x"), starts_ptr=(passed_states, "state"),
+                     end_grads_ptr=(passed_states, "state"),
                      log_decay_ptr=(f, "decay"), dy_ptr=(bf, "x"), dx_ptr=(bf, "x"), ddt_ptr=(f, "row"),
                      dB_ptr=(f, "heads_n"), dC_ptr=(f, "heads_n"), dz_ptr=(bf, "x"), dD_ptr=(f, "part"),
                      dA_ptr=(f, "part"))
@@ -368,6 +371,8 @@ def main() -> None:
     parser.add_argument("--narrow-dots", choices=["bf16", "fp16", "fp32"], default="fp32",
                         help="operands of the products with an N-wide right operand (NARROW_DOT)")
     parser.add_argument("--split", action="store_true", help="the gradient kernel as two launches")
+    parser.add_argument("--passed", choices=["bf16", "fp32"], default=None,
+                        help="the dtype of the passed states (default: as ssd_triton.PASSED_STATES_16BIT says)")
     parser.add_argument("--block-p", type=int, default=ssd_triton.GRAD_BLOCK_P, help="the gradient kernel's")
     parser.add_argument("--warps", type=int, default=8)
     for name, default in vars(Shape()).items():
@@ -376,6 +381,8 @@ def main() -> None:
     parser.add_argument("--no-z", action="store_true", help="without the gate z (as Mamba2Block calls it)")
     parser.add_argument("--no-d", action="store_true", help="without the skip D")
     args = parser.parse_args()
+    if args.passed:
+        ssd_triton.PASSED_STATES_16BIT = args.passed == "bf16"
     shape = Shape(args.heads, args.head_dim, args.d_state, args.chunk, args.batch, args.length, not args.no_z,
                   not args.no_d)
     block_p = min(args.block_p, tiles(shape)["BLOCK_P"])  # as ssd_triton's backward caps GRAD_BLOCK_P
@@ -384,7 +391,7 @@ def main() -> None:
     sources = list({source[0]: source for source in sources}.values())
     chunks = triton.cdiv(shape.length, shape.chunk)
     print(f"{shape}, dots {args.dots}, narrow dots {args.narrow_dots}, {args.warps} warps, gradient channel "
-          f"blocks of {block_p}")
+          f"blocks of {block_p}, passed states {'bf16' if ssd_triton.PASSED_STATES_16BIT else 'fp32'}")
     for name, src, params, rows, warps in sources:
         warps = warps or args.warps
         kernel, registers, spills = compile_sm90(src, warps)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import itertools
 import os
 import re
 import subprocess
@@ -116,13 +117,15 @@ def scan_kernels(dtype: str, length: int, d_inner: int, d_state: int) -> dict:
             for name, (fn, pointers, ints, constants, warps) in kernels.items()}
 
 
-def ssd_pass(block: int, warps: int, chunks: int, d_state: int, reverse: bool):
-    """``ssd_triton._pass_states_kernel`` compiled for sm_90 at 32 heads x 64 channels, chunk 64; as ``compile_sm90``."""
+def ssd_pass(block: int, warps: int, chunks: int, d_state: int, reverse: bool, passed: str = "fp32"):
+    """``ssd_triton._pass_states_kernel`` compiled for sm_90 at 32 heads x 64 channels, chunk 64, the passed states
+    stored as ``passed`` (fp32: in place; bf16: 16-bit inputs' copy); as ``compile_sm90``."""
     import triton.language as tl
 
     from seqpipe.kernels import ssd_triton
 
-    pointers = dict(states_ptr="*fp32", log_decay_ptr="*fp32", init_ptr="*fp32", final_ptr="*fp32")
+    pointers = dict(states_ptr="*fp32", passed_ptr=f"*{passed}", log_decay_ptr="*fp32", init_ptr="*fp32",
+                    final_ptr="*fp32")
     ints = dict(H=32, PN=64 * d_state, n_chunks=1024)
     constants = dict(T=64, BLOCK=block, CHUNKS=chunks, HAS_INIT=False, REVERSE=reverse, COMPUTE=tl.float32)
     return compile_sm90(ast_source(ssd_triton._pass_states_kernel, pointers, ints, constants), warps)
@@ -142,17 +145,18 @@ def main() -> None:
     parser.add_argument("--d-state", type=int, default=16)
     parser.add_argument("--ssd-pass", nargs="+", metavar="BLOCKxWARPS", help="the SSD state pass instead")
     parser.add_argument("--pass-chunks", nargs="+", type=int, default=[8, 16], help="with --ssd-pass: CHUNKS")
+    parser.add_argument("--passed", nargs="+", choices=["fp32", "bf16"], default=["fp32"],
+                        help="with --ssd-pass: the dtype the passed states are stored in")
     args = parser.parse_args()
     if args.ssd_pass:
         for spec in args.ssd_pass:
             block, warps = (int(v) for v in spec.split("x"))
-            for chunks in args.pass_chunks:
-                for reverse in (False, True):
-                    kernel, registers, spilled = ssd_pass(block, warps, chunks, args.d_state, reverse)
-                    ops = sass_op_counts(kernel)
-                    print(f"SSD pass {'reverse' if reverse else 'forward'}, {block} state elements x {warps} warps, "
-                          f"{chunks} chunks a step: {registers} registers, {spilled} B spilled, "
-                          f"{kernel.metadata.shared} B shared; " + ", ".join(f"{op} {ops[op]}" for op in OPS))
+            for chunks, passed, reverse in itertools.product(args.pass_chunks, args.passed, (False, True)):
+                kernel, registers, spilled = ssd_pass(block, warps, chunks, args.d_state, reverse, passed)
+                ops = sass_op_counts(kernel)
+                print(f"SSD pass {'reverse' if reverse else 'forward'}, {block} state elements x {warps} warps, "
+                      f"{chunks} chunks a step, stored as {passed}: {registers} registers, {spilled} B spilled, "
+                      f"{kernel.metadata.shared} B shared; " + ", ".join(f"{op} {ops[op]}" for op in OPS))
         return
     if args.tile:
         parse_mamba1_tile(args.tile).set()

@@ -8,8 +8,9 @@ a group), with all P channels and N states:
 forward   1. ``_chunk_state_kernel``: a = cumsum(dt * A) over the chunk; the chunk's own end state
              ``(x ∘ dt e^{a_T - a})^T B`` (P, N).
           2. ``_pass_states_kernel``: a sequential pass over chunks, ``S_{c+1} = e^{a_T} S_c + own_c``,
-             overwriting each own state with the state at the chunk's start; PASS_CHUNKS chunks a step (their
-             loads in flight together, combined by a scan; see PASS_WARPS).
+             overwriting each own state with the state at the chunk's start (for 16-bit inputs, writing those to
+             a copy in the input dtype: PASSED_STATES_16BIT); PASS_CHUNKS chunks a step (their loads in flight
+             together, combined by a scan; see PASS_WARPS).
           3. ``_chunk_output_kernel``: ``y = (C B^T ∘ e^{a_i - a_j}[i>=j] ∘ dt_j) x + e^{a} ∘ C S^T + D x``,
              gated by silu(z).
 backward  4. ``_chunk_state_grad_kernel``: the gradient reaching each chunk's start state from its outputs,
@@ -89,6 +90,12 @@ TF32_DOTS: bool | None = None
 # fwd+bwd: 5.52 against 7.54 ms at N 16 (session 9); at N 64 4.99 ms, where fp32 operands with the unrolled loops
 # of before took 9.22 (bench/RESULTS.md).
 DOTS_16BIT: bool | None = None
+# Whether 16-bit inputs' passed states (the chunks' start states and end-state gradients) are stored in the input
+# dtype (see _passed_dtype). Session 20 timed it with the pass at 4 warps, where its 16-bit stores needed a layout
+# conversion through shared memory (the pass 1.95 -> 2.53 ms, the dB/dC launch 1.40 -> 0.92 at bf16 B1 L64k N 128);
+# at one warp, stored as the states are loaded, the pass compiles as for fp32 (bench/triton_sass.py --passed).
+# Off until a GPU has timed and compiled this form: bench/ssd_launches.py's variant suffix :p16 turns it on.
+PASSED_STATES_16BIT = False
 _DOT_16BIT = {torch.bfloat16: tl.bfloat16, torch.float16: tl.float16}
 _Result = TypeVar("_Result")
 
@@ -178,11 +185,12 @@ def _pass_chunks(states_ptr, log_decay_ptr, bh, H, PN, n_chunks, e, mask, k, T: 
 
 
 @triton.jit
-def _pass_states_kernel(states_ptr, log_decay_ptr, init_ptr, final_ptr, H, PN, n_chunks, T: tl.constexpr,
+def _pass_states_kernel(states_ptr, passed_ptr, log_decay_ptr, init_ptr, final_ptr, H, PN, n_chunks, T: tl.constexpr,
                         BLOCK: tl.constexpr, CHUNKS: tl.constexpr, HAS_INIT: tl.constexpr, REVERSE: tl.constexpr,
                         COMPUTE: tl.constexpr):
-    """Forward: ``S_{c+1} = e^{a_T,c} S_c + own_c``, storing S_c over own_c. Reverse (the adjoint):
-    ``dS_c = e^{a_T,c} dS_{c+1} + from_y_c``, storing dS_{c+1} over from_y_c. ``final`` gets S_end / dS_0.
+    """Forward: ``S_{c+1} = e^{a_T,c} S_c + own_c``, storing S_c in ``passed`` at own_c's place (``passed`` may be
+    ``states``, or a 16-bit copy). Reverse (the adjoint): ``dS_c = e^{a_T,c} dS_{c+1} + from_y_c``, storing dS_{c+1}
+    at from_y_c's place. ``final`` gets S_end / dS_0 in COMPUTE.
     CHUNKS chunks a step: their loads are in flight together, then a scan combines them (within each thread at
     PASS_WARPS = PASS_BLOCK / 128)."""
     bh = tl.program_id(0)
@@ -203,8 +211,12 @@ def _pass_states_kernel(states_ptr, log_decay_ptr, init_ptr, final_ptr, H, PN, n
         decays, values = tl.associative_scan((tl.broadcast_to(decay[:, None], (CHUNKS, BLOCK)), incoming), 0,
                                              linear_combine)
         ends = decays * carry[None, :] + values
-        tl.store(states_ptr + offsets + to_next, ends, mask=(rows < CHUNKS - 1) & (k + 1 + rows < n_chunks) & mask)
-        tl.store(states_ptr + tl.sum(tl.where(rows == 0, offsets, 0), axis=0), carry, mask=mask)
+        # stored 4 elements a thread, as the 32-bit states are loaded: a 16-bit store left to its widest vectors (8)
+        # takes another layout, a conversion through warp shuffles every step (sm_90 SASS: 151 SHFL at 128 x 1)
+        tl.store(passed_ptr + tl.max_contiguous(offsets + to_next, [1, 4]), ends.to(passed_ptr.dtype.element_ty),
+                 mask=(rows < CHUNKS - 1) & (k + 1 + rows < n_chunks) & mask)
+        tl.store(passed_ptr + tl.sum(tl.where(rows == 0, offsets, 0), axis=0), carry.to(passed_ptr.dtype.element_ty),
+                 mask=mask)
         carry = tl.sum(tl.where(rows == CHUNKS - 1, ends, 0), axis=0)
         offsets, incoming, decay = next_offsets, next_incoming, next_decay
         k += CHUNKS
@@ -232,7 +244,7 @@ def _chunk_output_kernel(x_ptr, dt_ptr, B_ptr, C_ptr, D_ptr, z_ptr, starts_ptr, 
     B = _load_rows(B_ptr, batch, t, mask_t, L, G, group, n, n < N, N, COMPUTE)
     C = _load_rows(C_ptr, batch, t, mask_t, L, G, group, n, n < N, N, COMPUTE)
     offsets, mask = _state_offsets(batch, chunk, head, n_chunks, H, p, n, P, N)
-    start = tl.load(starts_ptr + offsets, mask=mask, other=0)
+    start = tl.load(starts_ptr + offsets, mask=mask, other=0).to(COMPUTE)
     CB = _dot(C, tl.trans(B), DOT, PRECISION)
     y = _dot(CB * _causal_decay(a, T) * dt[None, :], x, DOT, PRECISION)
     y += tl.exp(a)[:, None] * _dot(C, tl.trans(start), DOT, PRECISION)
@@ -274,8 +286,8 @@ def _channel_block(block, x_ptr, starts_ptr, end_grads_ptr, dy_ptr, z_ptr, batch
     p = block * BLOCK_P + tl.arange(0, BLOCK_P)
     x = _load_rows(x_ptr, batch, t, mask_t, L, H, head, p, p < P, P, COMPUTE)
     offsets, mask = _state_offsets(batch, chunk, head, n_chunks, H, p, n, P, N)
-    start = tl.load(starts_ptr + offsets, mask=mask, other=0)
-    end_grad = tl.load(end_grads_ptr + offsets, mask=mask, other=0)
+    start = tl.load(starts_ptr + offsets, mask=mask, other=0).to(COMPUTE)
+    end_grad = tl.load(end_grads_ptr + offsets, mask=mask, other=0).to(COMPUTE)
     dy, z, g = _gated_grad(dy_ptr, z_ptr, batch, t, mask_t, L, H, head, p, P, HAS_Z, COMPUTE)
     return p, x, start, end_grad, dy, z, g
 
@@ -467,6 +479,13 @@ def _narrow_dot(meta: dict) -> tl.dtype:
     return meta["DOT"] if meta["num_warps"] <= 4 else meta["COMPUTE"]
 
 
+def _passed_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype of the passed states (each chunk's start state and end-state gradient, which the products read):
+    16-bit inputs' own with PASSED_STATES_16BIT (as mamba_ssm keeps them; half the bytes of the largest tensors at
+    wide N), else the compute dtype. The pass itself and each chunk's own state stay in the compute dtype."""
+    return x.dtype if PASSED_STATES_16BIT and x.dtype in _DOT_16BIT else compute_dtype(x.dtype)
+
+
 def _first_that_fits(launches: list[Callable[[], _Result]], x: torch.Tensor, N: int, meta: dict) -> _Result:
     """The result of the first of ``launches`` (in order of preference) whose kernels fit in the GPU's shared
     memory; when none does, one error naming the sizes to change. A launch that gives way may have run some of
@@ -483,17 +502,20 @@ def _first_that_fits(launches: list[Callable[[], _Result]], x: torch.Tensor, N: 
                      f"chunk_size, d_state or head_dim") from too_large
 
 
-def _pass_states(states, log_decay, init, reverse: bool, meta: dict) -> torch.Tensor:
-    """Run the sequential pass over chunks in place on ``states`` (B, n_chunks, H, P, N); returns the carry out."""
+def _pass_states(states, log_decay, init, reverse: bool, meta: dict,
+                 dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """The sequential pass over chunks of ``states`` (B, n_chunks, H, P, N): (the passed states in ``dtype``, in
+    place when that is ``states``' own; the carry out, in ``states``' dtype)."""
     batch, n_chunks, heads, P, N = states.shape
     final = states.new_empty(batch, heads, P, N)
+    passed = states if dtype == states.dtype else torch.empty_like(states, dtype=dtype)
     grid = (batch * heads, triton.cdiv(P * N, PASS_BLOCK))
     _pass_states_kernel[grid](
-        states, log_decay, init if init is not None else final, final, heads, P * N, n_chunks, T=meta["T"],
+        states, passed, log_decay, init if init is not None else final, final, heads, P * N, n_chunks, T=meta["T"],
         BLOCK=PASS_BLOCK, CHUNKS=PASS_CHUNKS, HAS_INIT=init is not None, REVERSE=reverse, COMPUTE=meta["COMPUTE"],
         num_warps=PASS_WARPS,
     )
-    return final
+    return passed, final
 
 
 class _TritonSSD(torch.autograd.Function):
@@ -525,19 +547,19 @@ class _TritonSSD(torch.autograd.Function):
         def launch():
             # the chunk-state and state-gradient kernels' one product each has an N-wide right operand
             _chunk_state_kernel[grid](x, dt, A, B, states, log_decay, *shape, **dict(meta, DOT=_narrow_dot(meta)))
-            final = _pass_states(states, log_decay, init, False, meta)
-            _chunk_output_kernel[grid](x, dt, B, C, D if D is not None else A, z if z is not None else x, states,
+            starts, final = _pass_states(states, log_decay, init, False, meta, _passed_dtype(x))
+            _chunk_output_kernel[grid](x, dt, B, C, D if D is not None else A, z if z is not None else x, starts,
                                        log_decay, y, *shape, HAS_D=D is not None, HAS_Z=z is not None, **meta)
-            return final
+            return starts, final
 
-        final = _first_that_fits([launch], x, N, meta)
-        ctx.save_for_backward(x, dt, A, B, C, D, z, states, log_decay)
+        starts, final = _first_that_fits([launch], x, N, meta)
+        ctx.save_for_backward(x, dt, A, B, C, D, z, starts, log_decay)
         ctx.meta, ctx.shape, ctx.initial_dtype = meta, shape, None if initial_state is None else initial_state.dtype
         return y, final
 
     @staticmethod
     def backward(ctx, grad_y, grad_final):
-        x, dt, A, B, C, D, z, states, log_decay = ctx.saved_tensors
+        x, dt, A, B, C, D, z, starts, log_decay = ctx.saved_tensors
         meta, shape = ctx.meta, ctx.shape
         batch, length, heads, P = x.shape
         groups, N = B.shape[2:]
@@ -545,12 +567,12 @@ class _TritonSSD(torch.autograd.Function):
         grad_y = grad_y.contiguous()
         grid = (shape[-1], batch * heads)
         z_or_x = z if z is not None else x
-        end_grads = torch.empty_like(states)
+        end_grads = torch.empty_like(starts, dtype=compute)
         _first_that_fits([lambda: _chunk_state_grad_kernel[grid](
             grad_y, z_or_x, C, log_decay, end_grads, *shape, HAS_Z=z is not None, **dict(meta, DOT=_narrow_dot(meta)))],
             x, N, meta)
         grad_final = None if grad_final is None else grad_final.to(compute).contiguous()
-        grad_initial = _pass_states(end_grads, log_decay, grad_final, True, meta)
+        end_grads, grad_initial = _pass_states(end_grads, log_decay, grad_final, True, meta, _passed_dtype(x))
         # stored in the inputs' dtype by the kernel (one rounding, as .to() after an fp32 store; half the bytes)
         dx = torch.empty_like(x)
         dz = torch.empty_like(z) if z is not None else dx  # dz_ptr is not written without z
@@ -570,13 +592,13 @@ class _TritonSSD(torch.autograd.Function):
             def launch():
                 dB, dC = partial = x.new_empty(2, batch, length, groups * splits, N, dtype=compute)
                 _chunk_grad_kernel[grid](
-                    x, dt, A, B, C, D if D is not None else A, z_or_x, states, end_grads, log_decay, grad_y, dx, ddt,
+                    x, dt, A, B, C, D if D is not None else A, z_or_x, starts, end_grads, log_decay, grad_y, dx, ddt,
                     dB, dC, dz, dD_partial, dA_partial, *shape, HAS_D=D is not None, WITH_BC=not split,
                     ROUND_TF32=tf32_dots and meta["PRECISION"] == "tf32", **common)
                 if split:
                     bc_meta = dict(common, num_warps=BC_WARPS)
                     _chunk_grad_bc_kernel[(shape[-1], batch * groups * splits)](
-                        x, dt, B, C, z_or_x, states, end_grads, log_decay, grad_y, dB, dC, *shape, HEADS=BC_HEADS,
+                        x, dt, B, C, z_or_x, starts, end_grads, log_decay, grad_y, dB, dC, *shape, HEADS=BC_HEADS,
                         **dict(bc_meta, NARROW_DOT=_narrow_dot(bc_meta)))
                 return partial.view(2, batch, length, groups, splits, N).sum(4)
             return launch
