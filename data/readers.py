@@ -21,6 +21,8 @@ from seqpipe.errors import ConfigError, DataError
 FASTA_SUFFIXES = (".fa", ".fasta", ".fna")
 TABLE_SEPARATORS = {".tsv": "\t", ".csv": ","}
 _GZIP_MAGIC = b"\x1f\x8b"
+#: a header cell this long made only of nucleotide letters (IUPAC, either case) is a sequence: the file has no header
+_SEQUENCE_CELL = re.compile(r"[ACGTUNRYSWKMBDHV]{12,}", re.IGNORECASE)
 
 
 class Record(NamedTuple):
@@ -164,6 +166,12 @@ def read_table(
         raise DataError(path, f"cannot be read as {kind[1:].upper()}: {error}") from None
     wanted = [name for name in (sequence_column, label_column, id_column) if name is not None]
     missing = [name for name in wanted if name not in table.columns]
+    if missing and any(_SEQUENCE_CELL.fullmatch(str(name)) for name in table.columns):
+        separator = "<TAB>" if kind == ".tsv" else ","
+        raise DataError(
+            path, f"a record, not a header: the first line of a table names its columns; add one such as "
+            f"'{sequence_column}{separator}{label_column or 'label'}'", line=1,
+        )
     if missing:
         raise DataError(
             path,

@@ -129,6 +129,9 @@ def test_directory_problems(tmp_path):
         ("", "the file is empty"),
         ("sequence\tlabel\n", "no rows"),
         ("seq\tclass\nACGT\ta\n", "no column 'sequence' or 'label'; the columns are ['seq', 'class']"),
+        ("ACGTNacgtnACGT\ta\nGGCC\tb\n",
+         "line 1: a record, not a header: the first line of a table names its columns; add one such as "
+         "'sequence<TAB>label'"),
         ("sequence\tlabel\nACGT\ta\nGGCC\t\n", "record '2', line 3: empty 'label' cell"),
         ("sequence\tlabel\nACGT\ta\n\n\tb\n", "record '3', line 4: empty 'sequence' cell"),
     ],
