@@ -136,8 +136,6 @@ CANDIDATES = {
 }
 #: the comparison of strand modes that chose the CPU recipe (bench/RESULTS.md, "Both strands, each with its own weights")
 DEFAULT_CANDIDATES = ["cpu_meanmax_k4", "cpu_oriented", "cpu_pair", "cpu_pair_w9", "gpu_meanmax_k5", "gpu_pair"]
-#: the comparison that chose the GPU recipe (``--candidates``; bench/RESULTS.md, "The GPU recipe re-chosen")
-GPU_CANDIDATES = ["cpu_pair_w9", "gpu_s4d_d128x2", "gpu_s4d_d128x4", "gpu_mamba_w9", "gpu_mamba2_w9"]
 
 
 def write_config(name: str, out: Path) -> Path:

@@ -80,17 +80,6 @@ def krylov(dA: torch.Tensor, v: torch.Tensor, length: int) -> torch.Tensor:
     return columns[..., :length]
 
 
-def dense_kernel_ref(C: torch.Tensor, ssm: DenseSSM, length: int) -> torch.Tensor:
-    """``K_l = Re(C Ā^l B̄)`` by repeated multiplication in complex128: C (..., H, N) -> (..., H, L)."""
-    dA, x = ssm.dA.to(torch.complex128), ssm.dB.to(torch.complex128)
-    C = C.to(torch.complex128)
-    values = []
-    for _ in range(length):
-        values.append((C * x).sum(-1).real)
-        x = (dA @ x.unsqueeze(-1)).squeeze(-1)
-    return torch.stack(values, dim=-1)
-
-
 def krylov_kernel(C: torch.Tensor, ssm: DenseSSM, length: int) -> torch.Tensor:
     """``K_l = Re(C Ā^l B̄)`` in Krylov blocks of T steps: C (..., H, N) -> (..., H, L); holds (H, N, T)."""
     H, N = ssm.dB.shape
