@@ -1,13 +1,16 @@
-"""A DNA recipe fine-tuned from a classifier of the other bacterial promoter set, against the recipe from scratch.
+"""A DNA recipe fine-tuned from a classifier of other promoter sets, against the recipe from scratch.
 
 Usage: python bench/dna_transfer_bench.py --out DIR [--data ../shared/data] [--recipe configs/dna_classify.yaml]
-           [--seeds 1 2 3 4 5 6] [--jobs 2] [--accelerator cpu]
+           [--sets ecoli_sigma bacillus] [--sources ecoli_sigma bacillus] [--seeds 1 2 3 4 5 6] [--jobs 2]
+           [--accelerator cpu]
 
-Supervised pre-training: the recipe is first fitted (its own seed) on the training split of E. coli sigma and of
-B. subtilis (bench/dna_benchmarks.py's seeded splits; both sets label promoter / non_promoter), then each set is
-fitted from scratch and with ``--model.pretrained`` set to the other set's best checkpoint (its backbone; the head
-is new), over the seeds. Rows go to ``DIR/rows.csv``; the summary prints per set and arm the test accuracy of every
-seed, the means of test and validation accuracy and of MCC, and the paired gain over scratch with its standard error.
+Supervised pre-training: for each of ``--sets``, the recipe is first fitted (its own seed) on the training and
+validation splits of the other ``--sources``, pooled, and tested on their test splits (bench/dna_benchmarks.py's
+seeded splits; every set labels promoter / non_promoter). Then the set is fitted from scratch and with
+``--model.pretrained`` set to that source's best checkpoint (its backbone; the head is new), over the seeds. The
+default is each bacterial set from the other; ``--sources ecoli_sigma bacillus mouse_tata`` pools two sets for each.
+Rows go to ``DIR/rows.csv``; the summary prints per set and arm the test accuracy of every seed, the means of test
+and validation accuracy and of MCC, and the paired gain over scratch with its standard error.
 """
 
 from __future__ import annotations
@@ -20,8 +23,18 @@ from pathlib import Path
 import pandas as pd
 
 from dna_benchmarks import DEFAULT_DATA, SETS, Rows, fit_and_test, markdown, write_splits
+from seqpipe.data.readers import read_records
+from seqpipe.data.synthetic import write_fasta
 
-OTHER = {"ecoli_sigma": "bacillus", "bacillus": "ecoli_sigma"}
+BACTERIAL = ["ecoli_sigma", "bacillus"]
+
+
+def pool_splits(splits: dict[str, dict[str, Path]], names: list[str], out_dir: Path) -> dict[str, Path]:
+    """Each split of the sets ``names``, pooled in one FASTA (header: label, then set and record)."""
+    return {split: write_fasta(out_dir / f"{split}.fa",
+                               [(f"{record.label} {name}:{number}", record.sequence) for name in names
+                                for number, record in enumerate(read_records(splits[name][split]))])
+            for split in ("train", "val", "test")}
 
 
 def main() -> None:
@@ -29,6 +42,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--recipe", default="configs/dna_classify.yaml")
+    parser.add_argument("--sets", nargs="+", choices=list(SETS), default=BACTERIAL, help="the sets fine-tuned")
+    parser.add_argument("--sources", nargs="+", choices=list(SETS), default=BACTERIAL,
+                        help="the sets a source classifier pools (each set's own left out)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3, 4, 5, 6])
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--accelerator", default="cpu")
@@ -37,7 +53,13 @@ def main() -> None:
     if args.out.exists() and any(args.out.iterdir()):
         parser.error(f"--out {args.out} is not empty: give a new folder")
     common = ["--trainer.accelerator", args.accelerator, "--trainer.enable_progress_bar", "false"]
-    splits = {name: write_splits(args.data / SETS[name][0], SETS[name][1], args.out / "splits" / name) for name in OTHER}
+    splits = {name: write_splits(args.data / SETS[name][0], SETS[name][1], args.out / "splits" / name)
+              for name in dict.fromkeys(args.sets + args.sources)}
+    pools = {name: [source for source in args.sources if source != name] for name in args.sets}
+    if not all(pools.values()):
+        parser.error(f"--sources {' '.join(args.sources)} leaves a set of --sets without another set to learn from")
+    for pooled in pools.values():  # a source is fitted on its sets' training splits and tested on their test splits
+        splits[f"from_{'+'.join(pooled)}"] = pool_splits(splits, pooled, args.out / "splits" / "+".join(pooled))
     rows = Rows(args.out)
 
     def fit(name: str, arm: str, seed: int | None, checkpoint: Path | None = None) -> Path:
@@ -49,10 +71,12 @@ def main() -> None:
         (best,) = run.glob("lightning_logs/version_*/checkpoints/best.ckpt")
         return best
 
+    source_names = list(dict.fromkeys(f"from_{'+'.join(pooled)}" for pooled in pools.values()))
     with ThreadPoolExecutor(args.jobs) as pool:
-        sources = dict(zip(OTHER, pool.map(lambda name: fit(name, "source", None), OTHER)))
-        jobs = [pool.submit(fit, name, arm, seed, sources[OTHER[name]] if arm != "scratch" else None)
-                for seed in args.seeds for name in OTHER for arm in ("scratch", f"from_{OTHER[name]}")]
+        sources = dict(zip(source_names, pool.map(lambda source: fit(source, "source", None), source_names)))
+        jobs = [pool.submit(fit, name, arm, seed, sources[arm] if arm != "scratch" else None)
+                for seed in args.seeds for name in args.sets
+                for arm in ("scratch", f"from_{'+'.join(pools[name])}")]
         for job in jobs:
             job.result()
     print(markdown(summary(rows.frame("rows"))))
