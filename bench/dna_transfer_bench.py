@@ -58,8 +58,10 @@ def main() -> None:
     pools = {name: [source for source in args.sources if source != name] for name in args.sets}
     if not all(pools.values()):
         parser.error(f"--sources {' '.join(args.sources)} leaves a set of --sets without another set to learn from")
-    for pooled in pools.values():  # a source is fitted on its sets' training splits and tested on their test splits
-        splits[f"from_{'+'.join(pooled)}"] = pool_splits(splits, pooled, args.out / "splits" / "+".join(pooled))
+    source_arm = {name: f"from_{'+'.join(pooled)}" for name, pooled in pools.items()}
+    for name, pooled in pools.items():  # a source is fitted on its sets' training splits, tested on their test splits
+        if source_arm[name] not in splits:
+            splits[source_arm[name]] = pool_splits(splits, pooled, args.out / "splits" / "+".join(pooled))
     rows = Rows(args.out)
 
     def fit(name: str, arm: str, seed: int | None, checkpoint: Path | None = None) -> Path:
@@ -71,12 +73,11 @@ def main() -> None:
         (best,) = run.glob("lightning_logs/version_*/checkpoints/best.ckpt")
         return best
 
-    source_names = list(dict.fromkeys(f"from_{'+'.join(pooled)}" for pooled in pools.values()))
+    source_names = list(dict.fromkeys(source_arm.values()))
     with ThreadPoolExecutor(args.jobs) as pool:
         sources = dict(zip(source_names, pool.map(lambda source: fit(source, "source", None), source_names)))
         jobs = [pool.submit(fit, name, arm, seed, sources[arm] if arm != "scratch" else None)
-                for seed in args.seeds for name in args.sets
-                for arm in ("scratch", f"from_{'+'.join(pools[name])}")]
+                for seed in args.seeds for name in args.sets for arm in ("scratch", source_arm[name])]
         for job in jobs:
             job.result()
     print(markdown(summary(rows.frame("rows"))))
