@@ -132,31 +132,34 @@ class SSDTile(NamedTuple):
     block_p: int  # GRAD_BLOCK_P
     pass_chunks: int  # PASS_CHUNKS
     dots_16bit: bool  # DOTS_16BIT (16-bit operands for 16-bit inputs)
+    passed_16bit: bool  # PASSED_STATES_16BIT (16-bit inputs' passed states in their own dtype)
 
 
-SSD_FLAGS = ("NUM_WARPS", "SPLIT_GRAD_FROM_N", "GRAD_BLOCK_P", "PASS_CHUNKS", "DOTS_16BIT")
+SSD_FLAGS = ("NUM_WARPS", "SPLIT_GRAD_FROM_N", "GRAD_BLOCK_P", "PASS_CHUNKS", "DOTS_16BIT", "PASSED_STATES_16BIT")
 # the module's defaults, read before a variant sets them: the letters f, p and c name departures from these
 DEFAULT_SPLIT_FROM_N, DEFAULT_BLOCK_P, DEFAULT_PASS_CHUNKS = (ssd_triton.SPLIT_GRAD_FROM_N, ssd_triton.GRAD_BLOCK_P,
                                                              ssd_triton.PASS_CHUNKS)
 
 
 def parse_ssd_tile(spec: str) -> SSDTile:
-    """"CHUNKxWARPS[f][h][cK][pBLOCK]": "64x8" -> chunk 64, 8 warps, the gradient kernel as two launches at every N,
-    the default channel block of its loop over P and chunks a step of the state pass (GRAD_BLOCK_P, PASS_CHUNKS),
-    fp32 product operands; "f": the gradient kernel as one fused launch below N = SPLIT_GRAD_FROM_N (64) and two
-    from it on, the module's default; "h": 16-bit product operands for 16-bit inputs (DOTS_16BIT); "c1": the state
-    pass one chunk a step (as before issue #16); "p64": channel blocks of 64."""
-    match = re.fullmatch(r"(\d+)x(\d+)(f?)(h?)(?:c(\d+))?(?:p(\d+))?", spec)
+    """"CHUNKxWARPS[f][h][s][cK][pBLOCK]": "64x8" -> chunk 64, 8 warps, the gradient kernel as two launches at every
+    N, the default channel block of its loop over P and chunks a step of the state pass (GRAD_BLOCK_P, PASS_CHUNKS),
+    fp32 product operands and passed states; "f": the gradient kernel as one fused launch below N =
+    SPLIT_GRAD_FROM_N (64) and two from it on, the module's default; "h": 16-bit product operands for 16-bit inputs
+    (DOTS_16BIT); "s": 16-bit inputs' passed states in their own dtype (PASSED_STATES_16BIT); "c1": the state pass
+    one chunk a step (as before issue #16); "p64": channel blocks of 64."""
+    match = re.fullmatch(r"(\d+)x(\d+)(f?)(h?)(s?)(?:c(\d+))?(?:p(\d+))?", spec)
     if match is None:
-        raise SystemExit(f"SSD variant {spec!r} is not CHUNKxWARPS[f][h][cK][pBLOCK]")
-    chunk, warps, fused, dots_16bit, pass_chunks, block = match.groups()
+        raise SystemExit(f"SSD variant {spec!r} is not CHUNKxWARPS[f][h][s][cK][pBLOCK]")
+    chunk, warps, fused, dots_16bit, passed_16bit, pass_chunks, block = match.groups()
     return SSDTile(int(chunk), int(warps), DEFAULT_SPLIT_FROM_N if fused else 0,
                    int(block) if block else DEFAULT_BLOCK_P, int(pass_chunks) if pass_chunks else DEFAULT_PASS_CHUNKS,
-                   bool(dots_16bit))
+                   bool(dots_16bit), bool(passed_16bit))
 
 
 def tile_name(tile: SSDTile) -> str:
     return (f"{tile.chunk}/{tile.warps}{'f' if tile.split_from_n else ''}{'h' if tile.dots_16bit else ''}"
+            f"{'s' if tile.passed_16bit else ''}"
             + ("" if tile.pass_chunks == DEFAULT_PASS_CHUNKS else f"c{tile.pass_chunks}")
             + ("" if tile.block_p == DEFAULT_BLOCK_P else f"p{tile.block_p}"))
 
@@ -165,7 +168,7 @@ def ssd_variant(tile: SSDTile, inputs: dict):
     """seqpipe's SSD at one variant, as a no-argument callable (it sets the module's flags when called)."""
 
     def run():
-        values = (tile.warps, tile.split_from_n, tile.block_p, tile.pass_chunks, tile.dots_16bit)
+        values = (tile.warps, tile.split_from_n, tile.block_p, tile.pass_chunks, tile.dots_16bit, tile.passed_16bit)
         for flag, value in zip(SSD_FLAGS, values):
             setattr(ssd_triton, flag, value)
         return ssd_scan(**inputs, dt_softplus=True, chunk_size=tile.chunk, backend="triton")
@@ -202,7 +205,8 @@ def scans(chunk_scan, n_large: int, ssd_tiles: list[SSDTile]) -> None:
     bandwidth = copy_bandwidth()
     print(f"copy bandwidth {bandwidth / 1e12:.2f} TB/s; d_inner {D_INNER}, N {D_STATE}; ms are medians of do_bench; "
           f"T/w = seqpipe SSD chunk / warps per program (f: one fused gradient launch below N "
-          f"{DEFAULT_SPLIT_FROM_N}, two from it on; h: 16-bit products for 16-bit inputs, cK: state pass K chunks "
+          f"{DEFAULT_SPLIT_FROM_N}, two from it on; h: 16-bit products for 16-bit inputs, s: 16-bit inputs' passed states "
+          f"in their dtype, cK: state pass K chunks "
           f"a step, pB: gradient channel blocks of B); "
           f"peer / ours N{n_large} = fwd+bwd of mamba_ssm's SSD and ours (the first variant; two launches where one "
           f"does not fit) "
@@ -441,9 +445,9 @@ def main() -> None:
     parser.add_argument("--sdist", type=Path, required=True, help=f"mamba_ssm-{MAMBA_SSM_VERSION}.tar.gz")
     parser.add_argument("--n-large", type=int, default=128, help="both SSDs are also timed at this N (0: not)")
     parser.add_argument("--ssd-tiles", nargs="+", default=["64x4fh", "64x8f"],
-                        help="seqpipe SSD variants CHUNKxNUM_WARPS[f][h][cK][pBLOCK] (f: one fused gradient launch "
+                        help="seqpipe SSD variants CHUNKxNUM_WARPS[f][h][s][cK][pBLOCK] (f: one fused gradient launch "
                              f"below N {DEFAULT_SPLIT_FROM_N}, two from it on; without f two at every N; "
-                             "h: 16-bit products for 16-bit inputs; cK: the state pass K chunks a step; "
+                             "h: 16-bit products for 16-bit inputs; s: 16-bit inputs' passed states in their dtype; cK: the state pass K chunks a step; "
                              "pBLOCK: channel block of the gradient kernel)")
     parser.add_argument("--warm-peer", nargs=2, type=int, metavar=("I", "K"),
                         help="only compile mamba_ssm's configs I, I+K, ... (run K such processes first)")

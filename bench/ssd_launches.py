@@ -1,6 +1,6 @@
 """Where seqpipe's Triton SSD spends one forward+backward, launch by launch, on one GPU (issue #16).
 
-    python bench/ssd_launches.py [--variants 64x4fh 64x4fhp32 64x4fh:g1 64x4fh:p16 ...] [--states 16 128]
+    python bench/ssd_launches.py [--variants 64x4fh 64x4fhp32 64x4fh:g1 64x4fhs ...] [--states 16 128]
 
 For each dtype and shape of ``gpu_peers.SHAPES``, each state width and each variant: the ``do_bench`` medians of
 forward and forward+backward (32 heads x 64, with z, as ``bench/gpu_peers.py``), then every kernel launch of one
@@ -8,10 +8,8 @@ forward+backward (the gradient kernel as [X] dx/dz/ddt or [XBC] with dB/dC; the 
 ``_chunk_grad_bc_kernel``) with its GPU time (CUDA events around the launch, mean of 5 runs), registers, spilled
 registers and shared memory per program. Variants are ``gpu_peers.py --ssd-tiles`` specs, optionally followed by
 ``:gK``, which launches the gradient kernels with Triton's ``num_stages`` K, by ``:sBxW``, which runs the state pass
-with B state elements and W warps a program (``ssd_triton.PASS_BLOCK``, ``PASS_WARPS``), by ``:hKxW``, which sums
-dB/dC over K heads a program of W warps in the separate dB/dC launch (``ssd_triton.BC_HEADS``, ``BC_WARPS``), and by
-``:p16`` or ``:p32``, which store 16-bit inputs' passed states in the input dtype or in fp32
-(``ssd_triton.PASSED_STATES_16BIT`` on or off).
+with B state elements and W warps a program (``ssd_triton.PASS_BLOCK``, ``PASS_WARPS``), and by ``:hKxW``, which sums
+dB/dC over K heads a program of W warps in the separate dB/dC launch (``ssd_triton.BC_HEADS``, ``BC_WARPS``).
 """
 
 from __future__ import annotations
@@ -28,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import gpu_peers  # noqa: E402
 from seqpipe.kernels import ssd_triton  # noqa: E402
 
-VARIANT = re.compile(r"([^:]+)(?::g(\d+))?(?::s(\d+)x(\d+))?(?::h(\d+)x(\d+))?(?::p(16|32))?")
+VARIANT = re.compile(r"([^:]+)(?::g(\d+))?(?::s(\d+)x(\d+))?(?::h(\d+)x(\d+))?")
 KERNELS = ("_chunk_state_kernel", "_pass_states_kernel", "_chunk_output_kernel", "_chunk_state_grad_kernel",
            "_chunk_grad_kernel", "_chunk_grad_bc_kernel")
 
@@ -87,25 +85,23 @@ def main() -> None:
     args = parser.parse_args()
     variants = [VARIANT.fullmatch(spec) for spec in args.variants]
     if not all(variants):
-        raise SystemExit(f"a variant is not TILE[:gK][:sBxW][:hKxW][:p16|:p32]: {args.variants}")
+        raise SystemExit(f"a variant is not TILE[:gK][:sBxW][:hKxW]: {args.variants}")
     for name in KERNELS:
         setattr(ssd_triton, name, TimedKernel(name, getattr(ssd_triton, name)))
     pass_default = (ssd_triton.PASS_BLOCK, ssd_triton.PASS_WARPS)
     bc_default = (ssd_triton.BC_HEADS, ssd_triton.BC_WARPS)
-    passed_16bit_default = ssd_triton.PASSED_STATES_16BIT
     for dtype, shapes in gpu_peers.SHAPES.items():
         for batch, length in shapes:
             for d_state in args.states:
                 inputs = gpu_peers.ssd_inputs(batch, length, d_state, dtype)
                 for variant in variants:
-                    spec, (tile, stages, pass_block, pass_warps, bc_heads, bc_warps, passed_bits) = (
+                    spec, (tile, stages, pass_block, pass_warps, bc_heads, bc_warps) = (
                         variant.group(0), variant.groups())
                     TimedKernel.grad_stages = int(stages) if stages else None
                     ssd_triton.PASS_BLOCK, ssd_triton.PASS_WARPS = ((int(pass_block), int(pass_warps)) if pass_block
                                                                     else pass_default)
                     ssd_triton.BC_HEADS, ssd_triton.BC_WARPS = ((int(bc_heads), int(bc_warps)) if bc_heads
                                                                 else bc_default)
-                    ssd_triton.PASSED_STATES_16BIT = passed_bits == "16" if passed_bits else passed_16bit_default
                     run = gpu_peers.ssd_variant(gpu_peers.parse_ssd_tile(tile), inputs)
                     forward, both = gpu_peers.time_ms(run, inputs)
                     times = per_launch(run, inputs)
