@@ -330,7 +330,8 @@ class SequenceModel(L.LightningModule):
         scheduler = self.lr_schedulers()  # the next step's rates now, not after it
         for group, base, factor in zip(scheduler.optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
             group["lr"] = base * factor(scheduler.last_epoch)
-        rank_zero_info(f"trainer.max_time {first + remaining:.0f} s: the first epoch took {first:.0f} s, so this run "
+        took = f"{first:.0f}" if first >= 10 else f"{first:.2g}"  # "53", or "0.42" rather than "0"
+        rank_zero_info(f"trainer.max_time {first + remaining:.0f} s: the first epoch took {took} s, so this run "
                        f"trains {epochs} of its {max_epochs} epochs, and the learning-rate schedule ends with the last")
 
     def configure_callbacks(self):

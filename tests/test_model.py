@@ -129,6 +129,13 @@ def test_max_time_fits_the_epochs_and_the_schedule_to_it_and_resuming_keeps_them
     assert resumed.lr_scheduler_configs[0].scheduler.get_last_lr()[0] == pytest.approx(0.1)
 
 
+def test_max_time_says_how_long_a_short_first_epoch_took(tmp_path, caplog):
+    fit = trainer(tmp_path, max_epochs=20, callbacks=[EpochClock(1.5, 0.42)])
+    with caplog.at_level("INFO"):
+        fit.fit(make_model(), RandomTokens())
+    assert "the first epoch took 0.42 s, so this run trains 3 of its 20 epochs" in caplog.text
+
+
 def test_max_time_keeps_one_epoch_after_the_head_warm_up(tmp_path):
     fit = trainer(tmp_path, max_epochs=20, callbacks=[EpochClock(35, 20, 1)])  # by the first epoch, 1 fits
     fit.fit(make_model(lr=1.0, min_lr_ratio=0.1, head_warmup_epochs=2), RandomTokens())
