@@ -146,8 +146,9 @@ def parse_ssd_tile(spec: str) -> SSDTile:
     N, the default channel block of its loop over P and chunks a step of the state pass (GRAD_BLOCK_P, PASS_CHUNKS),
     fp32 product operands and passed states; "f": the gradient kernel as one fused launch below N =
     SPLIT_GRAD_FROM_N (64) and two from it on, the module's default; "h": 16-bit product operands for 16-bit inputs
-    (DOTS_16BIT); "s": 16-bit inputs' passed states in their own dtype (PASSED_STATES_16BIT); "c1": the state pass
-    one chunk a step (as before issue #16); "p64": channel blocks of 64."""
+    (DOTS_16BIT); "s": 16-bit inputs' passed states in their own dtype where the gradients run as two launches
+    (PASSED_STATES_16BIT); "c1": the state pass one chunk a step (as before issue #16); "p64": channel blocks of 64.
+    "64x4fhs" is the module's defaults."""
     match = re.fullmatch(r"(\d+)x(\d+)(f?)(h?)(s?)(?:c(\d+))?(?:p(\d+))?", spec)
     if match is None:
         raise SystemExit(f"SSD variant {spec!r} is not CHUNKxWARPS[f][h][s][cK][pBLOCK]")
@@ -444,7 +445,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sdist", type=Path, required=True, help=f"mamba_ssm-{MAMBA_SSM_VERSION}.tar.gz")
     parser.add_argument("--n-large", type=int, default=128, help="both SSDs are also timed at this N (0: not)")
-    parser.add_argument("--ssd-tiles", nargs="+", default=["64x4fh", "64x8f"],
+    parser.add_argument("--ssd-tiles", nargs="+", default=["64x4fhs", "64x8f"],
                         help="seqpipe SSD variants CHUNKxNUM_WARPS[f][h][s][cK][pBLOCK] (f: one fused gradient launch "
                              f"below N {DEFAULT_SPLIT_FROM_N}, two from it on; without f two at every N; "
                              "h: 16-bit products for 16-bit inputs; s: 16-bit inputs' passed states in their dtype; cK: the state pass K chunks a step; "

@@ -9,7 +9,7 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --tar
     "$G"/wheels/*.whl || exit 1
 export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 TRITON_CACHE_DIR=/tmp/triton_cache
 SDIST="$G/mamba_ssm-2.2.4.tar.gz"
-TILES=${TILES:-"64x4fh 64x8f"}
+TILES=${TILES:-"64x4fhs 64x8f"}
 M1_TILES=${M1_TILES-"16:8x1x4/8x4x16/4x1x8 16:8x1x4/8x4x16/4x1x16"}
 ARGS=${ARGS-"--profile"}
 { nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv; date -u;

@@ -8,8 +8,8 @@ a group), with all P channels and N states:
 forward   1. ``_chunk_state_kernel``: a = cumsum(dt * A) over the chunk; the chunk's own end state
              ``(x ∘ dt e^{a_T - a})^T B`` (P, N).
           2. ``_pass_states_kernel``: a sequential pass over chunks, ``S_{c+1} = e^{a_T} S_c + own_c``,
-             overwriting each own state with the state at the chunk's start (for 16-bit inputs, writing those to
-             a copy in the input dtype: PASSED_STATES_16BIT); PASS_CHUNKS chunks a step (their loads in flight
+             overwriting each own state with the state at the chunk's start (for 16-bit inputs from N =
+             SPLIT_GRAD_FROM_N on, writing those to a copy in the input dtype: PASSED_STATES_16BIT); PASS_CHUNKS chunks a step (their loads in flight
              together, combined by a scan; see PASS_WARPS).
           3. ``_chunk_output_kernel``: ``y = (C B^T ∘ e^{a_i - a_j}[i>=j] ∘ dt_j) x + e^{a} ∘ C S^T + D x``,
              gated by silu(z).
@@ -91,11 +91,9 @@ TF32_DOTS: bool | None = None
 # of before took 9.22 (bench/RESULTS.md).
 DOTS_16BIT: bool | None = None
 # Whether 16-bit inputs' passed states (the chunks' start states and end-state gradients) are stored in the input
-# dtype (see _passed_dtype). Session 20 timed it with the pass at 4 warps, where its 16-bit stores needed a layout
-# conversion through shared memory (the pass 1.95 -> 2.53 ms, the dB/dC launch 1.40 -> 0.92 at bf16 B1 L64k N 128);
-# at one warp, stored as the states are loaded, the pass compiles as for fp32 (bench/triton_sass.py --passed).
-# Off until a GPU has timed and compiled this form: bench/ssd_launches.py's variant suffix :p16 turns it on.
-PASSED_STATES_16BIT = False
+# dtype where the gradients run as two launches (see _passed_dtype). On the H200 at N 128, bf16 fwd+bwd: B4 L8k
+# 3.52 -> 3.04 ms, B1 L64k 7.26 -> 6.28 (the dB/dC launch 0.71 -> 0.47 ms at B4 L8k; bench/RESULTS.md, session 23).
+PASSED_STATES_16BIT = True
 _DOT_16BIT = {torch.bfloat16: tl.bfloat16, torch.float16: tl.float16}
 _Result = TypeVar("_Result")
 
@@ -479,11 +477,14 @@ def _narrow_dot(meta: dict) -> tl.dtype:
     return meta["DOT"] if meta["num_warps"] <= 4 else meta["COMPUTE"]
 
 
-def _passed_dtype(x: torch.Tensor) -> torch.dtype:
+def _passed_dtype(x: torch.Tensor, N: int) -> torch.dtype:
     """The dtype of the passed states (each chunk's start state and end-state gradient, which the products read):
-    16-bit inputs' own with PASSED_STATES_16BIT (as mamba_ssm keeps them; half the bytes of the largest tensors at
-    wide N), else the compute dtype. The pass itself and each chunk's own state stay in the compute dtype."""
-    return x.dtype if PASSED_STATES_16BIT and x.dtype in _DOT_16BIT else compute_dtype(x.dtype)
+    16-bit inputs' own with PASSED_STATES_16BIT from N = SPLIT_GRAD_FROM_N on (as mamba_ssm keeps them; half the
+    bytes of the largest tensors at wide N), else the compute dtype. Below it the gradients run as one launch, which
+    with 16-bit states made an illegal address on the H200 (N 64, channel blocks of 32; bench/RESULTS.md, session
+    23). The pass itself and each chunk's own state stay in the compute dtype."""
+    wide = N >= SPLIT_GRAD_FROM_N
+    return x.dtype if PASSED_STATES_16BIT and wide and x.dtype in _DOT_16BIT else compute_dtype(x.dtype)
 
 
 def _first_that_fits(launches: list[Callable[[], _Result]], x: torch.Tensor, N: int, meta: dict) -> _Result:
@@ -547,7 +548,7 @@ class _TritonSSD(torch.autograd.Function):
         def launch():
             # the chunk-state and state-gradient kernels' one product each has an N-wide right operand
             _chunk_state_kernel[grid](x, dt, A, B, states, log_decay, *shape, **dict(meta, DOT=_narrow_dot(meta)))
-            starts, final = _pass_states(states, log_decay, init, False, meta, _passed_dtype(x))
+            starts, final = _pass_states(states, log_decay, init, False, meta, _passed_dtype(x, N))
             _chunk_output_kernel[grid](x, dt, B, C, D if D is not None else A, z if z is not None else x, starts,
                                        log_decay, y, *shape, HAS_D=D is not None, HAS_Z=z is not None, **meta)
             return starts, final
@@ -572,7 +573,7 @@ class _TritonSSD(torch.autograd.Function):
             grad_y, z_or_x, C, log_decay, end_grads, *shape, HAS_Z=z is not None, **dict(meta, DOT=_narrow_dot(meta)))],
             x, N, meta)
         grad_final = None if grad_final is None else grad_final.to(compute).contiguous()
-        end_grads, grad_initial = _pass_states(end_grads, log_decay, grad_final, True, meta, _passed_dtype(x))
+        end_grads, grad_initial = _pass_states(end_grads, log_decay, grad_final, True, meta, _passed_dtype(x, N))
         # stored in the inputs' dtype by the kernel (one rounding, as .to() after an fp32 store; half the bytes)
         dx = torch.empty_like(x)
         dz = torch.empty_like(z) if z is not None else dx  # dz_ptr is not written without z

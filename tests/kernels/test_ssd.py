@@ -259,34 +259,46 @@ def test_triton_accesses_stay_in_bounds_at_the_h200_tilings(backend, device, til
 @pytest.mark.parametrize("backend,device", [triton_param(d) for d in DEVICES])
 def test_16bit_passed_states(backend, device, dtype, monkeypatch):
     """With PASSED_STATES_16BIT, 16-bit inputs' passed states (the chunks' start states and end-state gradients) are
-    stored in the input dtype: every access in bounds (the interpreter checks; the pass stores 16-bit elements where
-    it loads 32-bit ones), every output within the dtype's bounds, and y not the fp32-states run's (the states were
-    rounded, so the 16-bit path ran)."""
+    stored in the input dtype where the gradients run as two launches, and in fp32 where they run as one or with the
+    setting off: every access in bounds (the interpreter checks; the pass stores 16-bit elements where it loads
+    32-bit ones) and every output within the dtype's bounds. (On the GPU y alone cannot tell the two apart: its
+    16-bit products round the fp32 states to the same operands.)"""
     from seqpipe.kernels import ssd_triton
 
+    passed_dtypes = []
+
+    def pass_states(*args):
+        passed, final = pass_states.wrapped(*args)
+        passed_dtypes.append(passed.dtype)
+        return passed, final
+
+    pass_states.wrapped = ssd_triton._pass_states
+    monkeypatch.setattr(ssd_triton, "_pass_states", pass_states)
     interpreter_checks_bounds(monkeypatch)
     shape = dict(length=16 * 4 + 5)  # five chunks of 16: four passed states
-    fp32_states, _, expected, tol = low_precision_errors(backend, device, dtype, **shape)
-    monkeypatch.setattr(ssd_triton, "PASSED_STATES_16BIT", True)
-    actual, _, _, _ = low_precision_errors(backend, device, dtype, **shape)
-    assert_all_close(actual, expected, tol)
-    assert not torch.equal(actual["y"], fp32_states["y"])
+    for on, split_from_n, stored in ((True, 0, dtype), (True, ONE_LAUNCH, torch.float32), (False, 0, torch.float32)):
+        monkeypatch.setattr(ssd_triton, "PASSED_STATES_16BIT", on)
+        monkeypatch.setattr(ssd_triton, "SPLIT_GRAD_FROM_N", split_from_n)
+        passed_dtypes.clear()
+        actual, _, expected, tol = low_precision_errors(backend, device, dtype, **shape)
+        assert passed_dtypes == [stored, stored]  # the forward's start states, the backward's end-state gradients
+        assert_all_close(actual, expected, tol)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="a race of compiled code (the interpreter runs serially)")
 @pytest.mark.parametrize("shape", [dict(d_state=64), dict(d_state=128), dict(d_state=64, head_dim=128)],
                          ids=["n64", "n128", "n64-p128"])
-@pytest.mark.parametrize("split_from_n", [64, ONE_LAUNCH], ids=["two-launches", "one-launch"])
 @pytest.mark.parametrize("block_p", [16, 32], ids=["p16", "p32"])
-@pytest.mark.parametrize("passed_16bit", [False, True], ids=["states32", "states16"])
-def test_compiled_16bit_products_at_wide_states_are_right_and_repeat_exactly(shape, split_from_n, block_p,
-                                                                             passed_16bit, monkeypatch):
+@pytest.mark.parametrize("split_from_n,passed_16bit", [(64, True), (64, False), (ONE_LAUNCH, False)],
+                         ids=["two-launches-states16", "two-launches-states32", "one-launch"])
+def test_compiled_16bit_products_at_wide_states_are_right_and_repeat_exactly(shape, split_from_n, passed_16bit,
+                                                                             block_p, monkeypatch):
     """bf16 with 16-bit products at the training step's tiling and wider (chunk 64, channel blocks of 16, the
     default, or 32), the gradient kernel as two launches (the default from N 64) or one: every output within the
     bf16 bounds, and a second run identical bit for bit. With the gradient kernel's loop over channel blocks
     unrolled (tl.static_range, triton 3.6) the H200 gave wrong gradients in one launch at N 64 that changed from run
-    to run, and an illegal address at N 128 (issue #16). The passed states in fp32 or, with PASSED_STATES_16BIT,
-    in bf16."""
+    to run, and an illegal address at N 128 (issue #16). With two launches the passed states in bf16
+    (PASSED_STATES_16BIT, the default) or fp32; one launch keeps them in fp32."""
     from seqpipe.kernels import ssd_triton
 
     for flag, value in (("DOTS_16BIT", True), ("SPLIT_GRAD_FROM_N", split_from_n), ("GRAD_BLOCK_P", block_p),
