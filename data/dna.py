@@ -19,7 +19,7 @@ from seqpipe.data.genome_io import Genome
 from seqpipe.data.readers import Record, read_records
 from seqpipe.data.tokenizers import DNATokenizer
 from seqpipe.dna_alphabet import DNA_VOCAB
-from seqpipe.errors import ConfigError, DataError
+from seqpipe.errors import ConfigError, DataError, location
 
 
 @dataclass
@@ -276,7 +276,7 @@ class DNAClassificationData(SplitDataModule):
 
     def _encode(self, records: list[Record], label_names: list[str] | None) -> EncodedSequences:
         """Tokenize ``records``; with ``label_names``, map labels to class indices, rejecting unknown labels."""
-        tokens = [self.tokenizer.encode_array(r.sequence, source=r.path, record=r.id, line=r.line_of) for r in records]
+        tokens = [self.tokenizer.encode_array(r.sequence, source=r.path, record=r.name, line=r.line_of) for r in records]
         labels = None
         if label_names is not None:
             index = {name: i for i, name in enumerate(label_names)}
@@ -289,12 +289,12 @@ class DNAClassificationData(SplitDataModule):
     def _unknown_label(self, record: Record, label_names: list[str]) -> Exception:
         if self.paths["train"] is None:  # the classes came from the checkpoint
             return ConfigError(
-                f"{record.path}, record {record.id!r}, line {record.line}: label {record.label!r} is not one of the "
+                f"{location(record.path, record.name, record.line)}: label {record.label!r} is not one of the "
                 f"classes the checkpoint was trained on ({label_names})"
             )
         return DataError(
             record.path, f"label {record.label!r} does not occur in the training data (classes: {label_names})",
-            record=record.id, line=record.line,
+            record=record.name, line=record.line,
         )
 
     def _loader(self, split: str) -> DataLoader:

@@ -16,13 +16,18 @@ class DataError(SeqpipeError, ValueError):
     """
 
     def __init__(self, path: str | Path, problem: str, *, record: str | int | None = None, line: int | None = None):
-        where = str(path)
-        if record is not None:
-            where += f", record {record!r}" if isinstance(record, str) else f", record #{record}"
-        if line is not None:
-            where += f", line {line}"
-        super().__init__(f"{where}: {problem}")
+        super().__init__(f"{location(path, record, line)}: {problem}")
         self.path, self.problem, self.record, self.line = str(path), problem, record, line
+
+
+def location(path: str | Path, record: str | int | None = None, line: int | None = None) -> str:
+    """Where a problem is, as messages say it: ``path, record 'id', line 7``; a record number reads ``record #3``."""
+    where = str(path)
+    if record is not None:
+        where += f", record {record!r}" if isinstance(record, str) else f", record #{record}"
+    if line is not None:
+        where += f", line {line}"
+    return where
 
 
 class ConfigError(SeqpipeError, ValueError):

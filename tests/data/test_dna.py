@@ -234,6 +234,17 @@ def test_bad_input_raises_a_data_error_naming_file_and_record(tmp_path, case):
         assert expected in str(error.value)
 
 
+def test_errors_name_a_record_whose_header_is_its_label_by_its_number(tmp_path):
+    fasta = tmp_path / "labels.fa"
+    fasta.write_text(">pos\nACGT\n>neg\nACGT\n>pos\nAC\nGT\n>neg x7\nAC\nXT\n")
+    with pytest.raises(DataError, match=r"labels\.fa, record #4, line 10: character 'X' at position 3 "):
+        DNAClassificationData(train=str(fasta)).setup("fit")
+    train = write_fasta(tmp_path / "train.fa", [("pos", "ACGT"), ("neg", "ACGT"), ("pos", "GG"), ("neg", "GG")])
+    unseen = write_fasta(tmp_path / "unseen.fa", [("pos", "ACGT"), ("other", "ACGT")])
+    with pytest.raises(DataError, match=r"unseen\.fa, record #2, line 3: label 'other' does not occur"):
+        DNAClassificationData(train=str(train), test=str(unseen)).setup("test")
+
+
 @pytest.mark.parametrize(
     ("arguments", "stage", "expected"),
     [
