@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from contextlib import closing
 from dataclasses import dataclass
 from functools import partial
@@ -10,16 +11,20 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Dataset
 
 from seqpipe.contracts import DataInfo, TokenInput
 from seqpipe.data.base import SplitDataModule, stratified_holdout
 from seqpipe.data.genome import BED_NAME_COLUMN, is_bed, read_bed_records
 from seqpipe.data.genome_io import Genome
-from seqpipe.data.readers import Record, read_records
+from seqpipe.data.readers import Record, labels_in_headers, read_records
 from seqpipe.data.tokenizers import DNATokenizer
 from seqpipe.dna_alphabet import DNA_VOCAB
 from seqpipe.errors import ConfigError, DataError, location
+
+#: the single-record classes a warning names
+SINGLES_SHOWN = 3
 
 
 @dataclass
@@ -239,7 +244,43 @@ class DNAClassificationData(SplitDataModule):
                     self.paths["train"], f"only one class ({label_names[0]!r}) in the training data; a classifier needs two or more"
                 )
             self._train = self._encode(records, label_names)
+            self._check_class_sizes(records)
         return self._train
+
+    def _check_class_sizes(self, records: list[Record]) -> None:
+        """Refuse training labels that are record ids; warn of the classes with a single record.
+
+        The rule: when the validation set is held out of ``train``, its labels are record ids if more than half of
+        the records are the only one of their class, as when the default ``label_pattern`` takes the first word of
+        headers such as ``>pos_train_0`` (one class per record). No training set of real classes looks like that: a
+        class is learnt from many records, and the stratified split (:func:`~seqpipe.data.base.stratified_holdout`)
+        holds out none of a single-record class, so most classes, or with every class single all of them, would be
+        missing from validation. A few single-record classes (a rare class, a typo in a label), or a toy set with
+        its own ``val``, still train, with a warning naming them.
+        """
+        path, sizes = self.paths["train"], Counter(record.label for record in records)
+        singles = [record for record in records if sizes[record.label] == 1]
+        if self.paths["val"] is None and 2 * len(singles) > len(records):
+            example = singles[0]
+            if labels_in_headers(path) and not is_bed(path):
+                advice = (f"each header's label is what --data.label_pattern '{self.reader_options['label_pattern']}' "
+                          "finds in it: put one FASTA per class in a folder and pass the folder, or set "
+                          "--data.label_pattern to a regular expression whose group 1 is the label, e.g. '^(pos|neg)'")
+            else:
+                advice = "check where the labels come from (--data.label_column, or the FASTA files of a folder)"
+            raise DataError(
+                path, f"{len(records)} records give {len(sizes)} distinct labels, and {len(singles)} of the records are "
+                f"the only one of their class (e.g. record {example.id!r} on line {example.line} has label "
+                f"{example.label!r}): the labels look like record ids, not classes; {advice}",
+            )
+        if singles:
+            named = ", ".join(f"{r.label!r} ({location(r.path, r.name, r.line)})" for r in singles[:SINGLES_SHOWN])
+            more = f" and {len(singles) - SINGLES_SHOWN} more" if len(singles) > SINGLES_SHOWN else ""
+            one = len(singles) == 1
+            held_out = "" if self.paths["val"] else (
+                f", and the validation split held out of data.train has none of {'it' if one else 'them'}")
+            rank_zero_warn(f"{'class' if one else 'classes'} {named}{more} of data.train {'has' if one else 'have'} "
+                           f"a single record: one example is too few to learn a class from{held_out}")
 
     def _split_training_set(self) -> tuple[EncodedSequences, EncodedSequences]:
         """(train, validation): a seeded stratified ``val_fraction`` of each class held out."""

@@ -85,6 +85,12 @@ def read_records(
     return read_labelled_fasta(path, label_pattern if labelled else None)
 
 
+def labels_in_headers(path: str | Path) -> bool:
+    """Whether :func:`read_records` takes the labels of ``path`` from FASTA headers: a file that is not a table."""
+    path = Path(path)
+    return path.is_file() and _suffix(path) not in TABLE_SEPARATORS
+
+
 def read_fasta(path: str | Path) -> Iterator[tuple[str, str, int]]:
     """Yield ``(header, sequence, header_line)`` for each record of a plain or gzipped FASTA file.
 

@@ -1,5 +1,6 @@
 import gzip
 import io
+import re
 from pathlib import Path
 
 import numpy as np
@@ -190,7 +191,7 @@ def test_generated_motifs_match_their_class(motifs):
 
 def bad_input(root: Path, case: str) -> tuple[dict, str]:
     """Write one bad input; return the data module's arguments and what the message must contain."""
-    good = write_fasta(root / "good.fa", [("g1 a", "ACGT"), ("g2 b", "GGCC")])
+    good = write_fasta(root / "good.fa", [("g1 a", "ACGT"), ("g2 b", "GGCC"), ("g3 a", "AC"), ("g4 b", "GG")])
     bad = root / "bad.fa"
     if case == "missing path":
         return {"train": str(root / "absent.fa")}, "absent.fa: no such file"
@@ -232,6 +233,36 @@ def test_bad_input_raises_a_data_error_naming_file_and_record(tmp_path, case):
         with pytest.raises(DataError) as error:
             DNAClassificationData(**arguments, label_pattern=r"\s(\w+)").setup(stage)
         assert expected in str(error.value)
+
+
+def test_headers_that_start_with_record_ids_are_refused_as_labels(tmp_path):
+    ids = write_fasta(tmp_path / "ids.fa", [(f"{('pos', 'neg')[i % 2]}_train_{i}", "ACGT") for i in range(30)])
+    with pytest.raises(DataError) as error:
+        DNAClassificationData(train=str(ids)).setup("fit")
+    assert str(error.value).startswith(
+        f"{ids}: 30 records give 30 distinct labels, and 30 of the records are the only one of their class (e.g. record "
+        "'pos_train_0' on line 1 has label 'pos_train_0'): the labels look like record ids, not classes; each header's "
+        r"label is what --data.label_pattern '^(\S+)' finds in it: put one FASTA per class in a folder"
+    )
+    assert "--data.label_pattern to a regular expression whose group 1 is the label, e.g. '^(pos|neg)'" in str(error.value)
+    table = tmp_path / "ids.tsv"
+    table.write_text("sequence\tlabel\n" + "".join(f"ACGT\tr{i}\n" for i in range(5)) + "ACGT\tr0\n")
+    with pytest.raises(DataError, match=r"ids\.tsv: 6 records give 5 distinct labels, and 4 of the records .*\(--data.label_column"):
+        DNAClassificationData(train=str(table)).setup("fit")
+    data = DNAClassificationData(train=str(ids), label_pattern="^(pos|neg)")
+    data.setup("fit")
+    assert data.data_info.label_names == ["neg", "pos"] and len(data.splits["val"].ids) == 4
+
+
+def test_a_class_with_a_single_training_record_is_named_in_a_warning(tmp_path):
+    records = [(f"r{i} {('pos', 'neg')[i % 2]}", "ACGT") for i in range(10)] + [("r10 rare", "GG"), ("r11 typo", "GG")]
+    train = write_fasta(tmp_path / "train.fa", records)
+    expected = (f"classes 'rare' ({train}, record 'r10', line 21), 'typo' ({train}, record 'r11', line 23) of data.train "
+                "have a single record: one example is too few to learn a class from")
+    with pytest.warns(UserWarning, match=re.escape(f"{expected}, and the validation split held out of data.train has none of them")):
+        DNAClassificationData(train=str(train), label_pattern=r"\s(\w+)").setup("fit")
+    with pytest.warns(UserWarning, match=re.escape(expected) + "$"):
+        DNAClassificationData(train=str(train), val=str(train), label_pattern=r"\s(\w+)").setup("fit")
 
 
 def test_errors_name_a_record_whose_header_is_its_label_by_its_number(tmp_path):
