@@ -20,14 +20,15 @@ class DataError(SeqpipeError, ValueError):
         self.path, self.problem, self.record, self.line = str(path), problem, record, line
 
 
-def location(path: str | Path, record: str | int | None = None, line: int | None = None) -> str:
-    """Where a problem is, as messages say it: ``path, record 'id', line 7``; a record number reads ``record #3``."""
-    where = str(path)
+def location(path: str | Path | None, record: str | int | None = None, line: int | None = None) -> str:
+    """Where a problem is, as messages say it: ``path, record 'id', line 7``; a record number reads ``record #3``;
+    the parts not known are left out."""
+    parts = [] if path is None else [str(path)]
     if record is not None:
-        where += f", record {record!r}" if isinstance(record, str) else f", record #{record}"
+        parts.append(f"record {record!r}" if isinstance(record, str) else f"record #{record}")
     if line is not None:
-        where += f", line {line}"
-    return where
+        parts.append(f"line {line}")
+    return ", ".join(parts)
 
 
 class ConfigError(SeqpipeError, ValueError):

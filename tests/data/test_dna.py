@@ -57,7 +57,8 @@ def test_batches(motifs):
     test_ids = [i for b in data.test_dataloader() for i in b["ids"]]
     assert len(test_ids) == 15 and all(i.split("_test_")[0] in CLASSES for i in test_ids)
     predict = next(iter(data.predict_dataloader()))
-    assert set(predict) == {"x", "lengths", "ids"} and predict["ids"][0] == "query_0000"
+    assert set(predict) == {"x", "lengths", "ids", "sources"} and predict["ids"][0] == "query_0000"
+    assert predict["sources"][0] == str(motifs / "unlabelled.fasta")
 
 
 def test_every_shape_gives_the_same_training_set(tmp_path, motifs):
