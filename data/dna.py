@@ -301,7 +301,20 @@ class DNAClassificationData(SplitDataModule):
         return self._split_training_set()[1]
 
     def _predict_set(self) -> EncodedSequences:
-        return self._encode(self._read("predict", labelled=False), None)
+        """All of ``predict``; records that repeat an earlier record's id get a warning, as their prediction rows
+        would share it."""
+        records = self._read("predict", labelled=False)
+        seen, repeats = set(), []
+        for record in records:
+            if record.id in seen:
+                repeats.append(record)
+            seen.add(record.id)
+        if repeats:
+            first, verb = repeats[0], "repeats" if len(repeats) == 1 else "repeat"
+            rank_zero_warn(f"{self.paths['predict']}: {len(repeats)} of its records {verb} an earlier record's id (the "
+                           f"first: {location(first.path, first.id, first.line)}); their prediction rows share the id, "
+                           "in input order")
+        return self._encode(records, None)
 
     def _read(self, split: str, labelled: bool = True) -> list[Record]:
         path = self.paths[split]

@@ -266,6 +266,18 @@ def test_a_class_with_a_single_training_record_is_named_in_a_warning(tmp_path):
         DNAClassificationData(train=str(train), val=str(train), label_pattern=r"\s(\w+)").setup("fit")
 
 
+def test_repeated_predict_ids_give_one_warning_naming_the_first(tmp_path):
+    queries = write_fasta(tmp_path / "q.fa", [("q1", "AC"), ("q2", "GG"), ("q1 again", "TT"), ("q2", "CC"), ("q1", "AA")])
+    data = DNAClassificationData(predict=str(queries))
+    with pytest.warns(UserWarning) as warnings:
+        data.setup("predict")
+    assert [str(w.message) for w in warnings] == [
+        f"{queries}: 3 of its records repeat an earlier record's id (the first: {queries}, record 'q1', line 5); "
+        "their prediction rows share the id, in input order"
+    ]
+    assert data.splits["predict"].ids == ["q1", "q2", "q1", "q2", "q1"]
+
+
 def test_errors_name_a_record_whose_header_is_its_label_by_its_number(tmp_path):
     fasta = tmp_path / "labels.fa"
     fasta.write_text(">pos\nACGT\n>neg\nACGT\n>pos\nAC\nGT\n>neg x7\nAC\nXT\n")
