@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from contextlib import closing
 from dataclasses import dataclass
 from functools import partial
@@ -10,16 +11,20 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Dataset
 
 from seqpipe.contracts import DataInfo, TokenInput
 from seqpipe.data.base import SplitDataModule, stratified_holdout
 from seqpipe.data.genome import BED_NAME_COLUMN, is_bed, read_bed_records
 from seqpipe.data.genome_io import Genome
-from seqpipe.data.readers import Record, read_records
+from seqpipe.data.readers import Record, labels_in_headers, read_records
 from seqpipe.data.tokenizers import DNATokenizer
 from seqpipe.dna_alphabet import DNA_VOCAB
-from seqpipe.errors import ConfigError, DataError
+from seqpipe.errors import ConfigError, DataError, location
+
+#: the single-record classes a warning names
+SINGLES_SHOWN = 3
 
 
 @dataclass
@@ -27,22 +32,23 @@ class EncodedSequences:
     """The records of one split, tokenized once and kept as uint8 arrays.
 
     ``tokens[i]`` (L_i,) uint8; ``labels`` (n,) int64 indices into ``label_names``, both None for
-    unlabelled data.
+    unlabelled data; ``sources[i]``: the file record ``i`` was read from.
     """
 
     ids: list[str]
     tokens: list[np.ndarray]
+    sources: list[Path]
     labels: np.ndarray | None
     label_names: list[str] | None
 
     def subset(self, indices: np.ndarray) -> EncodedSequences:
         labels = None if self.labels is None else self.labels[indices]
-        ids, tokens = [self.ids[i] for i in indices], [self.tokens[i] for i in indices]
-        return EncodedSequences(ids, tokens, labels, self.label_names)
+        ids, tokens, sources = ([values[i] for i in indices] for values in (self.ids, self.tokens, self.sources))
+        return EncodedSequences(ids, tokens, sources, labels, self.label_names)
 
 
 class DNASequenceDataset(Dataset):
-    """Items ``{"x": LongTensor (L,), "y": int (labelled data only), "id": str}``.
+    """Items ``{"x": LongTensor (L,), "y": int (labelled data only), "id": str, "source": str (its file)}``.
 
     Sequences longer than ``max_length`` are cropped: at a random offset when ``random_crop``, else around
     their centre. ``max_shift``: each sequence is moved by a uniform random number of bases ``s`` in
@@ -79,7 +85,7 @@ class DNASequenceDataset(Dataset):
             x = shift(x, int(torch.randint(-self.max_shift, self.max_shift + 1, ())), DNA_VOCAB["N"])
         if self.reverse_complement_p and torch.rand(()) < self.reverse_complement_p:
             x = self.tokenizer.reverse_complement(x)
-        item = {"x": x, "id": self.data.ids[index]}
+        item = {"x": x, "id": self.data.ids[index], "source": str(self.data.sources[index])}
         if self.data.labels is not None:
             item["y"] = int(self.data.labels[index])
         return item
@@ -93,15 +99,18 @@ def shift(x: torch.Tensor, offset: int, fill: int) -> torch.Tensor:
 
 
 def pad_batch(items: list[dict[str, Any]], pad_id: int = 0) -> dict[str, Any]:
-    """Items from :class:`DNASequenceDataset` -> ``{"x": (B, L), "y": (B,), "lengths": (B,), "ids": [B]}``.
+    """Items from :class:`DNASequenceDataset` -> ``{"x": (B, L), "y": (B,), "lengths": (B,), "ids": [B],
+    "sources": [B]}``.
 
-    Padding is on the right, to the batch's longest sequence; ``y`` only when the items carry labels.
+    Padding is on the right, to the batch's longest sequence; ``y`` only when the items carry labels; ``sources``:
+    each record's file, for error messages.
     """
     lengths = torch.tensor([len(item["x"]) for item in items])
     x = torch.full((len(items), int(lengths.max())), pad_id, dtype=torch.long)
     for row, item in enumerate(items):
         x[row, : len(item["x"])] = item["x"]
-    batch = {"x": x, "lengths": lengths, "ids": [item["id"] for item in items]}
+    batch = {"x": x, "lengths": lengths, "ids": [item["id"] for item in items],
+             "sources": [item["source"] for item in items]}
     if "y" in items[0]:
         batch["y"] = torch.tensor([item["y"] for item in items])
     return batch
@@ -239,7 +248,43 @@ class DNAClassificationData(SplitDataModule):
                     self.paths["train"], f"only one class ({label_names[0]!r}) in the training data; a classifier needs two or more"
                 )
             self._train = self._encode(records, label_names)
+            self._check_class_sizes(records)
         return self._train
+
+    def _check_class_sizes(self, records: list[Record]) -> None:
+        """Refuse training labels that are record ids; warn of the classes with a single record.
+
+        The rule: when the validation set is held out of ``train``, its labels are record ids if more than half of
+        the records are the only one of their class, as when the default ``label_pattern`` takes the first word of
+        headers such as ``>pos_train_0`` (one class per record). No training set of real classes looks like that: a
+        class is learnt from many records, and the stratified split (:func:`~seqpipe.data.base.stratified_holdout`)
+        holds out none of a single-record class, so most classes, or with every class single all of them, would be
+        missing from validation. A few single-record classes (a rare class, a typo in a label), or a toy set with
+        its own ``val``, still train, with a warning naming them.
+        """
+        path, sizes = self.paths["train"], Counter(record.label for record in records)
+        singles = [record for record in records if sizes[record.label] == 1]
+        if self.paths["val"] is None and 2 * len(singles) > len(records):
+            example = singles[0]
+            if labels_in_headers(path) and not is_bed(path):
+                advice = (f"each header's label is what --data.label_pattern '{self.reader_options['label_pattern']}' "
+                          "finds in it: put one FASTA per class in a folder and pass the folder, or set "
+                          "--data.label_pattern to a regular expression whose group 1 is the label, e.g. '^(pos|neg)'")
+            else:
+                advice = "check where the labels come from (--data.label_column, or the FASTA files of a folder)"
+            raise DataError(
+                path, f"{len(records)} records give {len(sizes)} distinct labels, and {len(singles)} of the records are "
+                f"the only one of their class (e.g. record {example.id!r} on line {example.line} has label "
+                f"{example.label!r}): the labels look like record ids, not classes; {advice}",
+            )
+        if singles:
+            named = ", ".join(f"{r.label!r} ({location(r.path, r.name, r.line)})" for r in singles[:SINGLES_SHOWN])
+            more = f" and {len(singles) - SINGLES_SHOWN} more" if len(singles) > SINGLES_SHOWN else ""
+            one = len(singles) == 1
+            held_out = "" if self.paths["val"] else (
+                f", and the validation split held out of data.train has none of {'it' if one else 'them'}")
+            rank_zero_warn(f"{'class' if one else 'classes'} {named}{more} of data.train {'has' if one else 'have'} "
+                           f"a single record: one example is too few to learn a class from{held_out}")
 
     def _split_training_set(self) -> tuple[EncodedSequences, EncodedSequences]:
         """(train, validation): a seeded stratified ``val_fraction`` of each class held out."""
@@ -256,7 +301,20 @@ class DNAClassificationData(SplitDataModule):
         return self._split_training_set()[1]
 
     def _predict_set(self) -> EncodedSequences:
-        return self._encode(self._read("predict", labelled=False), None)
+        """All of ``predict``; records that repeat an earlier record's id get a warning, as their prediction rows
+        would share it."""
+        records = self._read("predict", labelled=False)
+        seen, repeats = set(), []
+        for record in records:
+            if record.id in seen:
+                repeats.append(record)
+            seen.add(record.id)
+        if repeats:
+            first, verb = repeats[0], "repeats" if len(repeats) == 1 else "repeat"
+            rank_zero_warn(f"{self.paths['predict']}: {len(repeats)} of its records {verb} an earlier record's id (the "
+                           f"first: {location(first.path, first.id, first.line)}); their prediction rows share the id, "
+                           "in input order")
+        return self._encode(records, None)
 
     def _read(self, split: str, labelled: bool = True) -> list[Record]:
         path = self.paths[split]
@@ -276,7 +334,7 @@ class DNAClassificationData(SplitDataModule):
 
     def _encode(self, records: list[Record], label_names: list[str] | None) -> EncodedSequences:
         """Tokenize ``records``; with ``label_names``, map labels to class indices, rejecting unknown labels."""
-        tokens = [self.tokenizer.encode_array(r.sequence, source=r.path, record=r.id, line=r.line_of) for r in records]
+        tokens = [self.tokenizer.encode_array(r.sequence, source=r.path, record=r.name, line=r.line_of) for r in records]
         labels = None
         if label_names is not None:
             index = {name: i for i, name in enumerate(label_names)}
@@ -284,17 +342,17 @@ class DNAClassificationData(SplitDataModule):
                 if record.label not in index:
                     raise self._unknown_label(record, label_names)
             labels = np.array([index[record.label] for record in records], dtype=np.int64)
-        return EncodedSequences([r.id for r in records], tokens, labels, label_names)
+        return EncodedSequences([r.id for r in records], tokens, [r.path for r in records], labels, label_names)
 
     def _unknown_label(self, record: Record, label_names: list[str]) -> Exception:
         if self.paths["train"] is None:  # the classes came from the checkpoint
             return ConfigError(
-                f"{record.path}, record {record.id!r}, line {record.line}: label {record.label!r} is not one of the "
+                f"{location(record.path, record.name, record.line)}: label {record.label!r} is not one of the "
                 f"classes the checkpoint was trained on ({label_names})"
             )
         return DataError(
             record.path, f"label {record.label!r} does not occur in the training data (classes: {label_names})",
-            record=record.id, line=record.line,
+            record=record.name, line=record.line,
         )
 
     def _loader(self, split: str) -> DataLoader:

@@ -27,13 +27,21 @@ _SEQUENCE_CELL = re.compile(r"[ACGTUNRYSWKMBDHV]{12,}", re.IGNORECASE)
 
 class Record(NamedTuple):
     """One sequence. ``label`` is None when the reader was asked for no labels; ``path`` and ``line``
-    (1-based) say where the record starts, for error messages."""
+    (1-based) say where the record starts, and ``name`` what the record is called, for error messages."""
 
     id: str
     sequence: str
     label: str | None
     path: Path
     line: int
+    #: the record's 1-based number in its file, set when its id is its label (a FASTA header ``>LABEL ...``):
+    #: an id that many records share names none of them
+    number: int | None = None
+
+    @property
+    def name(self) -> str | int:
+        """How messages name the record (:class:`~seqpipe.errors.DataError`'s ``record``): its id, or its number."""
+        return self.id if self.number is None else self.number
 
     def line_of(self, position: int) -> int:
         """The line of the file holding 0-based ``position`` of the sequence: a table row's own line, or for
@@ -77,6 +85,12 @@ def read_records(
     return read_labelled_fasta(path, label_pattern if labelled else None)
 
 
+def labels_in_headers(path: str | Path) -> bool:
+    """Whether :func:`read_records` takes the labels of ``path`` from FASTA headers: a file that is not a table."""
+    path = Path(path)
+    return path.is_file() and _suffix(path) not in TABLE_SEPARATORS
+
+
 def read_fasta(path: str | Path) -> Iterator[tuple[str, str, int]]:
     """Yield ``(header, sequence, header_line)`` for each record of a plain or gzipped FASTA file.
 
@@ -107,9 +121,11 @@ def read_fasta(path: str | Path) -> Iterator[tuple[str, str, int]]:
 
 def read_labelled_fasta(path: str | Path, label_pattern: str | None = r"^(\S+)") -> Iterator[Record]:
     """One FASTA file; the record id is the header's first word, the label is what ``label_pattern``
-    finds in the whole header (its group 1 if it has a group, else the whole match). ``None``: no labels."""
+    finds in the whole header (its group 1 if it has a group, else the whole match). ``None``: no labels.
+
+    A record whose id is its label (the default pattern's ``>LABEL ...``) is named by its number in messages."""
     pattern = _compile(label_pattern) if label_pattern is not None else None
-    for header, sequence, line in read_fasta(path):
+    for number, (header, sequence, line) in enumerate(read_fasta(path), start=1):
         record_id = header.split()[0]
         label = None
         if pattern is not None:
@@ -119,7 +135,7 @@ def read_labelled_fasta(path: str | Path, label_pattern: str | None = r"^(\S+)")
                 raise DataError(
                     path, f"header {header!r} gives no label with label_pattern {pattern.pattern!r}", record=record_id, line=line
                 )
-        yield Record(record_id, sequence, label, Path(path), line)
+        yield Record(record_id, sequence, label, Path(path), line, number if label == record_id else None)
 
 
 def read_fasta_per_class(directory: str | Path) -> Iterator[Record]:

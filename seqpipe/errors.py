@@ -16,13 +16,19 @@ class DataError(SeqpipeError, ValueError):
     """
 
     def __init__(self, path: str | Path, problem: str, *, record: str | int | None = None, line: int | None = None):
-        where = str(path)
-        if record is not None:
-            where += f", record {record!r}" if isinstance(record, str) else f", record #{record}"
-        if line is not None:
-            where += f", line {line}"
-        super().__init__(f"{where}: {problem}")
+        super().__init__(f"{location(path, record, line)}: {problem}")
         self.path, self.problem, self.record, self.line = str(path), problem, record, line
+
+
+def location(path: str | Path | None, record: str | int | None = None, line: int | None = None) -> str:
+    """Where a problem is, as messages say it: ``path, record 'id', line 7``; a record number reads ``record #3``;
+    the parts not known are left out."""
+    parts = [] if path is None else [str(path)]
+    if record is not None:
+        parts.append(f"record {record!r}" if isinstance(record, str) else f"record #{record}")
+    if line is not None:
+        parts.append(f"line {line}")
+    return ", ".join(parts)
 
 
 class ConfigError(SeqpipeError, ValueError):

@@ -16,7 +16,7 @@ from seqpipe.backbone import Backbone
 from seqpipe.checkpoints import LastCheckpoint, RandomState
 from seqpipe.chunked import chunked_forward, chunked_mean, chunked_mean_max, valid_mean
 from seqpipe.contracts import DataInfo, InputSpec, TokenInput
-from seqpipe.errors import ConfigError, TrainingDiverged
+from seqpipe.errors import ConfigError, TrainingDiverged, location
 from seqpipe.heads import TaskHead
 from seqpipe.pretrained import load_backbone_weights, report_loaded
 
@@ -25,6 +25,16 @@ SPLITS = ("val", "test")
 LONGEST_WHOLE_INPUT = 1 << 20
 #: what the too-long error tells a ``seqpipe fit/test/predict`` user to do
 STREAM_OR_CROP = "stream it with --model.chunk_size (e.g. 65536; causal backbones) or crop it with --data.max_length"
+
+
+def longest_record(batch: dict[str, Any]) -> str | None:
+    """The longest row of ``batch`` as messages name it, ``file, record 'id'``, from the batch's "ids" and "sources"
+    (each optional; None when it carries neither)."""
+    ids, sources, lengths = batch.get("ids"), batch.get("sources"), batch.get("lengths")
+    if ids is None and sources is None:
+        return None
+    row = 0 if lengths is None else int(lengths.argmax())
+    return location(None if sources is None else sources[row], None if ids is None else ids[row])
 
 
 class SequenceModel(L.LightningModule):
@@ -168,17 +178,18 @@ class SequenceModel(L.LightningModule):
             mean, peak = chunked_mean_max(self.backbone, inputs, self.output_positions(inputs, lengths), chunk_size)
             return self.head.forward_pooled(mean, peak, batch, **extra)
         if not chunk_size and not self.training:
-            self.check_whole_input(inputs.shape[1])
+            self.check_whole_input(inputs.shape[1], where=longest_record(batch))
         features = self._features(inputs, lengths, batch.get("continues"))
         return self.head(features, self.backbone.output_lengths(lengths), batch, **extra)
 
-    def check_whole_input(self, length: int, way_out: str = STREAM_OR_CROP) -> None:
+    def check_whole_input(self, length: int, way_out: str = STREAM_OR_CROP, where: str | None = None) -> None:
         """Refuse an input of ``length`` positions too long to evaluate as one window: the (B, L, D) features of a
-        chromosome-sized record would take tens of GB. ``way_out``: what the error tells the user to do."""
+        chromosome-sized record would take tens of GB. ``way_out``: what the error tells the user to do; ``where``:
+        the record, as the error names it first (``file, record 'id'``)."""
         positions = int(self.backbone.output_lengths(torch.tensor([length]))[0])  # after a strided front end
         if positions > LONGEST_WHOLE_INPUT:
-            raise ConfigError(f"a record of {positions:,} positions is longer than the {LONGEST_WHOLE_INPUT:,} "
-                              f"evaluated as one window: {way_out}")
+            raise ConfigError(f"{where + ': ' if where else ''}a record of {positions:,} positions is longer than the "
+                              f"{LONGEST_WHOLE_INPUT:,} evaluated as one window: {way_out}")
 
     def mean_features(self, inputs: torch.Tensor, lengths: torch.Tensor | None, chunk_size: int | None = None,
                       way_out: str = STREAM_OR_CROP) -> torch.Tensor:

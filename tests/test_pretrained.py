@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from types import SimpleNamespace
 
 import pytest
@@ -158,6 +159,20 @@ def test_a_record_too_long_for_one_window_needs_chunk_size(monkeypatch):
         classifier(seed=4).eval()({"x": x, "lengths": lengths})
     with torch.no_grad():
         classifier(seed=4, chunk_size=16).eval()({"x": x, "lengths": lengths})  # streamed: no error
+
+
+def test_a_record_too_long_for_one_window_is_named_with_its_file(tmp_path, monkeypatch):
+    import seqpipe.model
+    from seqpipe.data.dna import DNAClassificationData
+    from seqpipe.data.synthetic import write_fasta
+
+    monkeypatch.setattr(seqpipe.model, "LONGEST_WHOLE_INPUT", 32)
+    queries = write_fasta(tmp_path / "queries.fa", [("short1", "ACGT" * 3), ("long1 chr", "ACGT" * 10), ("short2", "GG")])
+    data = DNAClassificationData(predict=str(queries), batch_size=3)
+    data.setup("predict")
+    expected = f"{queries}, record 'long1': a record of 40 positions is longer than the 32 evaluated as one window"
+    with torch.no_grad(), pytest.raises(ConfigError, match="^" + re.escape(expected)):
+        classifier(seed=4).eval()(next(iter(data.predict_dataloader())))
 
 
 def test_the_rc_equivariant_backbone_with_invariant_output_classifies_both_strands_alike():

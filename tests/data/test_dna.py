@@ -1,5 +1,6 @@
 import gzip
 import io
+import re
 from pathlib import Path
 
 import numpy as np
@@ -56,7 +57,8 @@ def test_batches(motifs):
     test_ids = [i for b in data.test_dataloader() for i in b["ids"]]
     assert len(test_ids) == 15 and all(i.split("_test_")[0] in CLASSES for i in test_ids)
     predict = next(iter(data.predict_dataloader()))
-    assert set(predict) == {"x", "lengths", "ids"} and predict["ids"][0] == "query_0000"
+    assert set(predict) == {"x", "lengths", "ids", "sources"} and predict["ids"][0] == "query_0000"
+    assert predict["sources"][0] == str(motifs / "unlabelled.fasta")
 
 
 def test_every_shape_gives_the_same_training_set(tmp_path, motifs):
@@ -190,7 +192,7 @@ def test_generated_motifs_match_their_class(motifs):
 
 def bad_input(root: Path, case: str) -> tuple[dict, str]:
     """Write one bad input; return the data module's arguments and what the message must contain."""
-    good = write_fasta(root / "good.fa", [("g1 a", "ACGT"), ("g2 b", "GGCC")])
+    good = write_fasta(root / "good.fa", [("g1 a", "ACGT"), ("g2 b", "GGCC"), ("g3 a", "AC"), ("g4 b", "GG")])
     bad = root / "bad.fa"
     if case == "missing path":
         return {"train": str(root / "absent.fa")}, "absent.fa: no such file"
@@ -232,6 +234,59 @@ def test_bad_input_raises_a_data_error_naming_file_and_record(tmp_path, case):
         with pytest.raises(DataError) as error:
             DNAClassificationData(**arguments, label_pattern=r"\s(\w+)").setup(stage)
         assert expected in str(error.value)
+
+
+def test_headers_that_start_with_record_ids_are_refused_as_labels(tmp_path):
+    ids = write_fasta(tmp_path / "ids.fa", [(f"{('pos', 'neg')[i % 2]}_train_{i}", "ACGT") for i in range(30)])
+    with pytest.raises(DataError) as error:
+        DNAClassificationData(train=str(ids)).setup("fit")
+    assert str(error.value).startswith(
+        f"{ids}: 30 records give 30 distinct labels, and 30 of the records are the only one of their class (e.g. record "
+        "'pos_train_0' on line 1 has label 'pos_train_0'): the labels look like record ids, not classes; each header's "
+        r"label is what --data.label_pattern '^(\S+)' finds in it: put one FASTA per class in a folder"
+    )
+    assert "--data.label_pattern to a regular expression whose group 1 is the label, e.g. '^(pos|neg)'" in str(error.value)
+    table = tmp_path / "ids.tsv"
+    table.write_text("sequence\tlabel\n" + "".join(f"ACGT\tr{i}\n" for i in range(5)) + "ACGT\tr0\n")
+    with pytest.raises(DataError, match=r"ids\.tsv: 6 records give 5 distinct labels, and 4 of the records .*\(--data.label_column"):
+        DNAClassificationData(train=str(table)).setup("fit")
+    data = DNAClassificationData(train=str(ids), label_pattern="^(pos|neg)")
+    data.setup("fit")
+    assert data.data_info.label_names == ["neg", "pos"] and len(data.splits["val"].ids) == 4
+
+
+def test_a_class_with_a_single_training_record_is_named_in_a_warning(tmp_path):
+    records = [(f"r{i} {('pos', 'neg')[i % 2]}", "ACGT") for i in range(10)] + [("r10 rare", "GG"), ("r11 typo", "GG")]
+    train = write_fasta(tmp_path / "train.fa", records)
+    expected = (f"classes 'rare' ({train}, record 'r10', line 21), 'typo' ({train}, record 'r11', line 23) of data.train "
+                "have a single record: one example is too few to learn a class from")
+    with pytest.warns(UserWarning, match=re.escape(f"{expected}, and the validation split held out of data.train has none of them")):
+        DNAClassificationData(train=str(train), label_pattern=r"\s(\w+)").setup("fit")
+    with pytest.warns(UserWarning, match=re.escape(expected) + "$"):
+        DNAClassificationData(train=str(train), val=str(train), label_pattern=r"\s(\w+)").setup("fit")
+
+
+def test_repeated_predict_ids_give_one_warning_naming_the_first(tmp_path):
+    queries = write_fasta(tmp_path / "q.fa", [("q1", "AC"), ("q2", "GG"), ("q1 again", "TT"), ("q2", "CC"), ("q1", "AA")])
+    data = DNAClassificationData(predict=str(queries))
+    with pytest.warns(UserWarning) as warnings:
+        data.setup("predict")
+    assert [str(w.message) for w in warnings] == [
+        f"{queries}: 3 of its records repeat an earlier record's id (the first: {queries}, record 'q1', line 5); "
+        "their prediction rows share the id, in input order"
+    ]
+    assert data.splits["predict"].ids == ["q1", "q2", "q1", "q2", "q1"]
+
+
+def test_errors_name_a_record_whose_header_is_its_label_by_its_number(tmp_path):
+    fasta = tmp_path / "labels.fa"
+    fasta.write_text(">pos\nACGT\n>neg\nACGT\n>pos\nAC\nGT\n>neg x7\nAC\nXT\n")
+    with pytest.raises(DataError, match=r"labels\.fa, record #4, line 10: character 'X' at position 3 "):
+        DNAClassificationData(train=str(fasta)).setup("fit")
+    train = write_fasta(tmp_path / "train.fa", [("pos", "ACGT"), ("neg", "ACGT"), ("pos", "GG"), ("neg", "GG")])
+    unseen = write_fasta(tmp_path / "unseen.fa", [("pos", "ACGT"), ("other", "ACGT")])
+    with pytest.raises(DataError, match=r"unseen\.fa, record #2, line 3: label 'other' does not occur"):
+        DNAClassificationData(train=str(train), test=str(unseen)).setup("test")
 
 
 @pytest.mark.parametrize(

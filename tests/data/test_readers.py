@@ -57,6 +57,13 @@ def test_default_label_is_the_first_word_of_the_header(tmp_path):
     assert [(r.id, r.label, r.line) for r in read_records(path)] == [("Sigma70", "Sigma70", 1), ("Sigma00", "Sigma00", 3)]
 
 
+def test_a_record_whose_id_is_its_label_is_named_by_its_number(tmp_path):
+    path = write_fasta(tmp_path / "a.fasta", [("pos", "ACGT"), ("neg s2", "GG"), ("s3 neg", "TT")])
+    assert [r.name for r in read_records(path)] == [1, 2, 3]
+    assert [r.name for r in read_records(path, label_pattern="(pos|neg)")] == [1, 2, "s3"]
+    assert [r.name for r in read_records(path, labelled=False)] == ["pos", "neg", "s3"]
+
+
 def test_label_pattern_without_group_takes_the_whole_match(tmp_path):
     path = write_fasta(tmp_path / "a.fasta", [("seq1 promoter_x", "ACGT"), ("seq2 enhancer_y", "ACGT")])
     assert [r.label for r in read_records(path, label_pattern=r"(promoter|enhancer)_\w")] == ["promoter", "enhancer"]
