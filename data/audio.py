@@ -89,13 +89,14 @@ class BucketBatchSampler(Sampler[list[int]]):
 
     Training (``shuffle``): indices are shuffled, cut into pools of ``pool_batches`` batches, each pool is
     sorted by length and cut into batches, and the batches are shuffled — random, yet length-homogeneous.
-    Otherwise the batches are taken in order of length. Each shuffle is seeded from torch's global generator, as
-    torch's ``RandomSampler`` is: ``seed_everything`` fixes the sequence of epochs, and a run resumed from a
-    checkpoint (which carries the generator's state) shuffles as the uninterrupted run would have.
+    Otherwise the batches are taken in order of length. The shuffles draw from ``generator``, which the training
+    loader seeds for each epoch (:class:`~seqpipe.data.resumable.ResumableLoader`).
     """
 
-    def __init__(self, lengths: Sequence[int], batch_size: int, shuffle: bool, pool_batches: int = 50):
+    def __init__(self, lengths: Sequence[int], batch_size: int, shuffle: bool, pool_batches: int = 50,
+                 generator: torch.Generator | None = None):
         self.lengths, self.batch_size, self.shuffle, self.pool = list(lengths), batch_size, shuffle, pool_batches
+        self.generator = generator
 
     def __len__(self) -> int:
         return math.ceil(len(self.lengths) / self.batch_size)
@@ -105,14 +106,13 @@ class BucketBatchSampler(Sampler[list[int]]):
             order = sorted(range(len(self.lengths)), key=self.lengths.__getitem__)
             yield from (order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size))
             return
-        generator = torch.Generator().manual_seed(int(torch.randint(0, 2**62, ())))
-        order = torch.randperm(len(self.lengths), generator=generator).tolist()
+        order = torch.randperm(len(self.lengths), generator=self.generator).tolist()
         pool_size = self.batch_size * self.pool
         batches = []
         for start in range(0, len(order), pool_size):
             pool = sorted(order[start:start + pool_size], key=self.lengths.__getitem__)
             batches += [pool[i:i + self.batch_size] for i in range(0, len(pool), self.batch_size)]
-        yield from (batches[i] for i in torch.randperm(len(batches), generator=generator).tolist())
+        yield from (batches[i] for i in torch.randperm(len(batches), generator=self.generator).tolist())
 
 
 def collate_clips(items: list[dict[str, Any]], pad_to: int | None = None) -> dict[str, Any]:
@@ -151,7 +151,7 @@ class AudioClassificationData(SplitDataModule):
         max_clip_seconds: a longer clip is an error (before decoding), as are headers claiming a sample rate
             outside 1-384 kHz, more than 64 channels, or a rate that needs an oversized resampling filter (see :func:`check_header`): memory stays bounded on broken files.
         num_workers: DataLoader workers (each keeps its own decoded-clip cache, so they persist).
-        seed: seed of the validation split (the bucket shuffling follows torch's generator: seed_everything).
+        seed: seed of the validation split (the training order and augmentation follow ``seed_everything``).
 
     ``data_info``: one channel at ``sample_rate``, the sorted training labels.
     """
@@ -292,6 +292,7 @@ class AudioClassificationData(SplitDataModule):
                       persistent_workers=self.num_workers > 0)
         if self.bucket and not self.pad_to_max and split != "predict":
             lengths = [min(c.length, self.max_samples or c.length) for c in dataset.clips]
-            sampler = BucketBatchSampler(lengths, self.batch_size, shuffle=split == "train")
-            return DataLoader(dataset, batch_sampler=sampler, **common)
-        return DataLoader(dataset, batch_size=self.batch_size, shuffle=split == "train", **common)
+            generator = torch.Generator()
+            sampler = BucketBatchSampler(lengths, self.batch_size, shuffle=split == "train", generator=generator)
+            return self.split_loader(split, dataset, batch_sampler=sampler, generator=generator, **common)
+        return self.split_loader(split, dataset, batch_size=self.batch_size, shuffle=split == "train", **common)

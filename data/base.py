@@ -4,20 +4,21 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from seqpipe.contracts import DataInfo
+from seqpipe.data.resumable import ResumableLoader, run_seed
 
 
 class SplitDataModule(L.LightningDataModule):
     """A data module whose four Lightning loader hooks all go through ``_loader(split)``.
 
-    ``split`` is "train", "val", "test" or "predict"; subclasses shuffle and augment for "train" only.
+    ``split`` is "train", "val", "test" or "predict"; subclasses shuffle and augment for "train" only, in the loader
+    :meth:`split_loader` builds.
 
     ``setup`` sets ``data_info``, the :class:`~seqpipe.contracts.DataInfo` the model is built from: fitted on the
     training data, or, when a model is restored from a checkpoint, ``trained_info`` — the checkpoint's, handed
@@ -29,9 +30,6 @@ class SplitDataModule(L.LightningDataModule):
         super().__init__()
         self.data_info: DataInfo | None = None
         self.trained_info: DataInfo | None = None
-        #: the generator of a module that draws training samples with its own (random genome windows); its state
-        #: travels in the checkpoint, so a resumed run draws the windows the uninterrupted run would have
-        self.sample_generator: torch.Generator | None = None
 
     def training_window(self, window_length: int, batch_size: int) -> tuple[int, int]:
         """(window length, batch size) of the training loader built now: the data module's own, or the stage of
@@ -42,12 +40,17 @@ class SplitDataModule(L.LightningDataModule):
             return window_length, batch_size
         return warmup.training_window(self.trainer.current_epoch, window_length, batch_size)
 
-    def state_dict(self) -> dict[str, Any]:
-        return {} if self.sample_generator is None else {"sample_generator": self.sample_generator.get_state()}
+    def split_loader(self, split: str, dataset: Dataset, seed: int | None = None, **loader_args) -> DataLoader:
+        """The loader of ``split`` (``loader_args`` as a DataLoader's). The training one resumes a run stopped
+        mid-epoch exactly (:class:`~seqpipe.data.resumable.ResumableLoader`), its epochs seeded with ``seed`` (by
+        default the run's, ``seed_everything``). Every loader has a generator of its own, so starting workers
+        never draws from torch's global one, which dropout draws from (a resumed run starts them at other times)."""
+        if split != "train":
+            return DataLoader(dataset, **{"generator": torch.Generator(), **loader_args})
+        return ResumableLoader(dataset, seed=run_seed() if seed is None else seed, epoch=self._current_epoch, **loader_args)
 
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        if self.sample_generator is not None and "sample_generator" in state_dict:
-            self.sample_generator.set_state(state_dict["sample_generator"])
+    def _current_epoch(self) -> int:
+        return self.trainer.current_epoch if self.trainer is not None else 0
 
     def restore_data_info(self, trained: DataInfo) -> None:
         """Read data as the restored model's training data was read (see :class:`seqpipe.contracts.RestorableData`)."""

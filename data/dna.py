@@ -54,8 +54,8 @@ class DNASequenceDataset(Dataset):
     their centre. ``max_shift``: each sequence is moved by a uniform random number of bases ``s`` in
     [-max_shift, max_shift], its length kept: bases ``s:`` then ``s`` N for ``s > 0``, ``-s`` N then bases
     ``:L + s`` for ``s < 0`` (a promoter's start site jitters by up to ``max_shift``). ``reverse_complement_p``:
-    chance of replacing a sequence by its reverse complement. Randomness uses torch's generator, which
-    Lightning seeds per worker.
+    chance of replacing a sequence by its reverse complement. Randomness uses torch's generator, which the
+    training loader seeds for each batch (:mod:`seqpipe.data.resumable`).
     """
 
     def __init__(
@@ -364,8 +364,8 @@ class DNAClassificationData(SplitDataModule):
             reverse_complement_p=0.5 if train and self.reverse_complement_augment else 0.0,
             max_shift=self.shift_augment if train else 0,
         )
-        return DataLoader(
-            dataset, batch_size=self.batch_size, shuffle=train, num_workers=self.num_workers,
+        return self.split_loader(
+            split, dataset, batch_size=self.batch_size, shuffle=train, num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             collate_fn=partial(pad_batch, pad_id=self.tokenizer.pad_id),
         )

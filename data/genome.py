@@ -240,7 +240,7 @@ class GenomeData(SplitDataModule):
             ``continues`` so a causal model carries its state from window to window.
         batch_size: windows per batch.
         num_workers: DataLoader workers (each opens its own FASTA and zarr handles).
-        seed: seed of the training window draws.
+        seed: seed of the training windows: their draws, order and augmentation (a function of seed and epoch).
         cache_dir: where a plain-gzip FASTA is decompressed (default ``$SEQPIPE_CACHE`` or ~/.cache).
         reverse_complement_augment: read each training window from a random strand ("track" and
             "window_class" targets).
@@ -289,7 +289,6 @@ class GenomeData(SplitDataModule):
         self.bed_windows: dict[str, list[Window]] = {}
         self._bed_rows: list[BedRow] = []
         self._datasets: dict[str, GenomeWindowDataset] = {}
-        self.sample_generator = torch.Generator().manual_seed(seed)
 
     @property
     def chrom_sizes(self) -> dict[str, int]:
@@ -385,13 +384,11 @@ class GenomeData(SplitDataModule):
                 raise DataError(self.bed, f"class {window.label!r} does not occur in the training windows "
                                 f"(classes: {label_names})", line=line)
 
-    def _sampler(self, split: str, window_length: int):
+    def _sampler(self, split: str, window_length: int, generator: torch.Generator):
         if self.bed is not None:
-            return ListWindowSampler(self.bed_windows[split], shuffle=split == "train", generator=self.sample_generator)
+            return ListWindowSampler(self.bed_windows[split], shuffle=split == "train", generator=generator)
         if split == "train":
-            return RandomWindowSampler(
-                self.intervals["train"], window_length, self.windows_per_epoch, self.weighting, self.sample_generator
-            )
+            return RandomWindowSampler(self.intervals["train"], window_length, self.windows_per_epoch, self.weighting, generator)
         if split == "predict":
             return GridWindowSampler(self.intervals["predict"], self.window_length, self.window_length - self.predict_overlap)
         return GridWindowSampler(self.intervals[split], self.window_length, self.eval_stride)
@@ -400,10 +397,11 @@ class GenomeData(SplitDataModule):
         window_length, batch_size = self.window_length, self.batch_size
         if split == "train":
             window_length, batch_size = self.training_window(window_length, batch_size)
-        sampler = self._sampler(split, window_length)
+        generator = torch.Generator()
+        sampler = self._sampler(split, window_length, generator)
         if len(sampler) == 0:
             raise ConfigError(f"no {split} windows: set data.{split}_regions (or a BED split column)")
-        return DataLoader(
-            self._datasets[split], batch_size=1 if self.stream and split == "predict" else batch_size,
-            sampler=sampler, num_workers=self.num_workers, persistent_workers=False,
+        return self.split_loader(
+            split, self._datasets[split], seed=self.seed, batch_size=1 if self.stream and split == "predict" else batch_size,
+            sampler=sampler, generator=generator, num_workers=self.num_workers, persistent_workers=False,
         )

@@ -189,7 +189,6 @@ class DNAPretrainData(SplitDataModule):
         self.length_warmup = None  # set by seqpipe.callbacks.SequenceLengthWarmup
         self.contigs: Contigs | None = None
         self.intervals: dict[str, dict[str, list[Interval]]] = {}
-        self.sample_generator = torch.Generator().manual_seed(seed)
 
     def setup(self, stage: str) -> None:
         """Open the genomes, read and tokenize the sequences, hold out the validation parts."""
@@ -233,21 +232,22 @@ class DNAPretrainData(SplitDataModule):
         train, length, batch_size = split == "train", self.window_length, self.batch_size
         if train:
             length, batch_size = self.training_window(length, batch_size)
-        samplers = {}
+        samplers, generator = {}, torch.Generator()
         for kind, intervals in self.intervals[split].items():
             if intervals and train:
-                samplers[kind] = RandomWindowSampler(intervals, length, self.windows_per_epoch, "length", self.sample_generator)
+                samplers[kind] = RandomWindowSampler(intervals, length, self.windows_per_epoch, "length", generator)
             elif intervals:
                 samplers[kind] = GridWindowSampler(intervals, length)
         if not samplers:
             raise ConfigError(f"no {split} windows: the data is too small for data.val_fraction {self.val_fraction}")
         if len(samplers) == 2 and train:
-            sampler = MixtureSampler(samplers["sequences"], samplers["genome"], self.sequences_share, self.sample_generator)
+            sampler = MixtureSampler(samplers["sequences"], samplers["genome"], self.sequences_share, generator)
         else:
             sampler = _chain(list(samplers.values()))
         dataset = PretrainWindowDataset(self.contigs, self.objective, self.mask_fraction, None if train else self.seed,
                                         reverse_complement_p=0.5 if train and self.reverse_complement_augment else 0.0)
-        return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=self.num_workers, collate_fn=pad_windows)
+        return self.split_loader(split, dataset, seed=self.seed, batch_size=batch_size, sampler=sampler, generator=generator,
+                                 num_workers=self.num_workers, collate_fn=pad_windows)
 
 
 def _chain(samplers: list[Sampler]) -> list[Window]:

@@ -132,7 +132,7 @@ class RandomWindowSampler(Sampler[Window]):
         num_windows: windows per epoch.
         weighting: "length" draws an interval with probability proportional to its length (every base equally
             likely); "uniform" draws a chromosome uniformly first, then an interval of it by length.
-        generator: the source of randomness; successive epochs continue its stream (reproducible, not repeated).
+        generator: the source of randomness (the training loader seeds it for each epoch).
 
     A window starts uniformly where it fits inside its interval; an interval shorter than the window gives a
     window at its start, scored on the interval only.

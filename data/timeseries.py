@@ -246,7 +246,8 @@ class ForecastData(SplitDataModule):
             raise DataError(self.path, f"{what} has {rows} rows, fewer than the {needed} a window needs ({terms})")
 
     def _loader(self, split: str) -> DataLoader:
-        return DataLoader(self.datasets[split], batch_size=self.batch_size, shuffle=split == "train", num_workers=self.num_workers)
+        return self.split_loader(split, self.datasets[split], batch_size=self.batch_size, shuffle=split == "train",
+                                 num_workers=self.num_workers)
 
 
 def training_moments(series: Series, stop: int) -> tuple[np.ndarray, np.ndarray]:

@@ -105,7 +105,10 @@ class QuietSanityCheck(Callback):
 
 class TokenThroughput(Callback):
     """Logs ``train/tokens_per_s``: valid tokens of the training batches (``lengths``, else all of ``x``)
-    per second of wall time, over each epoch."""
+    per second of wall time, over each epoch (over the rest of it, in a run resumed mid-epoch)."""
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.on_train_epoch_start(trainer, pl_module)  # a run resumed mid-epoch does not start its epoch again
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._tokens, self._start = 0, time.perf_counter()

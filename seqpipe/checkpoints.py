@@ -11,9 +11,11 @@ hyper-parameters name are imported only from trusted packages or from modules th
 
 from __future__ import annotations
 
+import os
 import pickle
 import random
 import re
+import sys
 from argparse import ArgumentError
 from collections.abc import Hashable, Iterable, Iterator
 from pathlib import Path
@@ -169,28 +171,42 @@ def check_same_task(path: str | Path, hparams: dict[str, Any], head_class_path: 
 class LastCheckpoint(ModelCheckpoint):
     """Writes ``last.ckpt`` at the end of every epoch, and when a run is interrupted (SIGTERM, Ctrl-C),
     so that ``fit --ckpt_path last`` resumes where it stopped. Nothing is written when the run failed
-    (a non-finite loss must not leave a checkpoint behind)."""
+    (a non-finite loss must not leave a checkpoint behind).
+
+    SIGTERM stops after a batch, so the resumed run is bit-identical to an uninterrupted one; Ctrl-C stops at once,
+    mostly inside a batch, whose random state and data the resumed run cannot repeat: that is said in one line."""
 
     def __init__(self):
         super().__init__(filename="last", monitor=None, save_top_k=1, enable_version_counter=False)
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
-        if isinstance(exception, (KeyboardInterrupt, SIGTERMException)) and trainer.state.fn == "fit":
-            self._save_checkpoint(trainer, self.format_checkpoint_name({}))
+        if not isinstance(exception, (KeyboardInterrupt, SIGTERMException)) or trainer.state.fn != "fit":
+            return
+        path = self.format_checkpoint_name({})
+        self._save_checkpoint(trainer, path)
+        if isinstance(exception, KeyboardInterrupt) and trainer.is_global_zero:
+            print(f"seqpipe: fit stopped by Ctrl-C; {path} resumes it (--ckpt_path last), but not bit-identically if it "
+                  f"stopped inside a batch: SIGTERM (kill {os.getpid()}) stops after the batch and resumes exactly",
+                  file=sys.stderr)
 
 
 class RandomState(Callback):
-    """Saves the random generators' states in the checkpoint and restores them on resume, so a resumed run
-    shuffles and augments exactly as the uninterrupted run would have."""
+    """Saves the random generators' states in the checkpoint and restores them on resume, so a resumed run draws
+    dropout (and anything else that uses the global generators) exactly as the uninterrupted run would have. The
+    training data's order and augmentation do not depend on them (:mod:`seqpipe.data.resumable`)."""
 
     def state_dict(self) -> dict[str, Any]:
         kind, keys, position, has_gauss, cached_gaussian = np.random.get_state()
         # as tensors and plain data: checkpoints are read with weights_only=True
         numpy_state = (kind, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, cached_gaussian)
-        return {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": numpy_state}
+        cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else []
+        return {"torch": torch.get_rng_state(), "cuda": cuda, "python": random.getstate(), "numpy": numpy_state}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         kind, keys, position, has_gauss, cached_gaussian = state_dict["numpy"]
         np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, cached_gaussian))
         torch.set_rng_state(state_dict["torch"])
+        cuda = state_dict.get("cuda", [])  # absent from checkpoints of earlier versions
+        if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda)
         random.setstate(state_dict["python"])

@@ -313,6 +313,10 @@ class SequenceModel(L.LightningModule):
             self._timed_epochs = None
 
     def on_train_start(self) -> None:
+        # estimated_stepping_batches (configure_optimizers) built the training loader before the checkpoint was
+        # restored, so Lightning kept the loader's saved position from it (Lightning-AI/pytorch-lightning#20550):
+        # hand it over now, before the first batch, which is when seqpipe's training loaders read it
+        self.trainer.fit_loop._load_combined_loader_states()
         # here rather than in on_load_checkpoint: under some strategies the checkpoint is restored after the optimizers
         if self._timed_epochs is not None and self._timed_epochs < self.trainer.max_epochs:
             self.trainer.fit_loop.max_epochs = self._timed_epochs

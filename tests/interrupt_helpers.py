@@ -1,4 +1,4 @@
-"""A callback the CLI tests name in their configs (``class_path: interrupt_helpers.SigtermAfterEpoch``)."""
+"""Callbacks the CLI tests name in their configs (``class_path: interrupt_helpers.SigtermAfterEpoch``)."""
 
 from __future__ import annotations
 
@@ -16,4 +16,15 @@ class SigtermAfterEpoch(Callback):
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         if trainer.current_epoch == self.epoch:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+class SigtermAfterStep(Callback):
+    """Sends this process SIGTERM at the end of training batch ``step`` (1-based global step), mid-epoch."""
+
+    def __init__(self, step: int = 1):
+        self.step = step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
             os.kill(os.getpid(), signal.SIGTERM)

@@ -77,27 +77,50 @@ def test_fit_names_its_checkpoints_and_best_last_resolve_to_the_newest_run(datas
     assert "--ckpt_path last: no last.ckpt under" in capfd.readouterr().err
 
 
-def test_resumed_run_reaches_the_weights_of_an_uninterrupted_run(dataset, tmp_path):
-    """SIGTERM after epoch 0, then ``fit --ckpt_path last``: the same final weights as one run of 3 epochs
-    (same seed, CPU), which needs last.ckpt at the epoch's end and the random state saved with it."""
+def fit_interrupted_and_resumed(dataset: Path, tmp_path: Path, interrupt: dict, *options) -> tuple[dict, dict, dict]:
+    """One fit of 3 epochs, and one stopped by the ``interrupt`` callback (exit 143) then resumed with
+    ``--ckpt_path last``: their final checkpoints and the one the stopped run left."""
     full = write_config(tmp_path / "full.yaml", max_epochs=3)
     interrupted = yaml.safe_load(full.read_text())
-    interrupted["trainer"]["callbacks"] = [{"class_path": "interrupt_helpers.SigtermAfterEpoch", "init_args": {"epoch": 0}}]
+    interrupted["trainer"]["callbacks"] = [interrupt]
     (tmp_path / "interrupted.yaml").write_text(yaml.safe_dump(interrupted))
-    common = ["--data.train", dataset / "train"]
+    common = ["--data.train", dataset / "train", *options]
 
     seqpipe("fit", "--config", full, *common, "--trainer.default_root_dir", tmp_path / "a")
     assert exit_code("fit", "--config", tmp_path / "interrupted.yaml", *common, "--trainer.default_root_dir", tmp_path / "b") == 143
     stopped = torch.load(tmp_path / "b/lightning_logs/version_0/checkpoints/last.ckpt", weights_only=True)
-    assert stopped["global_step"] == 3  # the 3 batches of epoch 0
     seqpipe("fit", "--config", full, *common, "--trainer.default_root_dir", tmp_path / "b", "--ckpt_path", "last")
 
     expected = torch.load(tmp_path / "a/lightning_logs/version_0/checkpoints/last.ckpt", weights_only=True)
     resumed = torch.load(tmp_path / "b/lightning_logs/version_1/checkpoints/last.ckpt", weights_only=True)
     assert (resumed["epoch"], resumed["global_step"]) == (expected["epoch"], expected["global_step"]) == (2, 9)
     assert resumed["state_dict"].keys() == expected["state_dict"].keys()
+    return expected, stopped, resumed
+
+
+def test_resumed_run_reaches_the_weights_of_an_uninterrupted_run(dataset, tmp_path):
+    """SIGTERM after epoch 0, then ``fit --ckpt_path last``: the same final weights as one run of 3 epochs
+    (same seed, CPU), which needs last.ckpt at the epoch's end and the random state saved with it."""
+    interrupt = {"class_path": "interrupt_helpers.SigtermAfterEpoch", "init_args": {"epoch": 0}}
+    expected, stopped, resumed = fit_interrupted_and_resumed(dataset, tmp_path, interrupt)
+    assert stopped["global_step"] == 3  # the 3 batches of epoch 0
     for name, tensor in expected["state_dict"].items():
         torch.testing.assert_close(resumed["state_dict"][name], tensor, rtol=0, atol=1e-6, msg=name)
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_run_resumed_mid_epoch_reaches_the_very_weights_of_an_uninterrupted_run(dataset, tmp_path, num_workers):
+    """SIGTERM after the second of epoch 1's 3 batches, then ``fit --ckpt_path last``: bit-identical final weights,
+    with dropout and augmentation drawing random numbers — the training loader resumes at the batch after the
+    last one trained, and the random state is that of the moment it stopped."""
+    interrupt = {"class_path": "interrupt_helpers.SigtermAfterStep", "init_args": {"step": 5}}
+    expected, stopped, resumed = fit_interrupted_and_resumed(
+        dataset, tmp_path, interrupt, "--model.backbone.dropout", "0.2", "--data.shift_augment", "3",
+        "--data.num_workers", str(num_workers),
+    )
+    assert (stopped["epoch"], stopped["global_step"]) == (1, 5)
+    for name, tensor in expected["state_dict"].items():
+        assert torch.equal(resumed["state_dict"][name], tensor), name
 
 
 def test_fit_ckpt_path_last_without_a_run_is_one_line(dataset, tmp_path, capsys):

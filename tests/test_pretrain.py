@@ -144,6 +144,36 @@ def test_masked_lm_loss_decreases_on_a_genome_with_planted_repeats_then_fine_tun
     assert backbone and all(torch.equal(before[name], after[name]) for name in backbone)
 
 
+def test_pre_training_resumed_mid_epoch_reaches_the_very_weights_of_an_uninterrupted_run(tmp_path):
+    """Masked-LM pre-training with a sequence-length warm-up, reverse-complement augmentation and dropout, stopped by
+    SIGTERM in the middle of epoch 1 and resumed with ``--ckpt_path last``: the rest of the run draws the windows,
+    strands, masks and dropout of the uninterrupted run, so the final weights are identical."""
+    genome = repeat_genome(tmp_path / "genome.fa")
+    warmup = {"class_path": "seqpipe.callbacks.SequenceLengthWarmup",
+              "init_args": {"stages": [{"epochs": 1, "window_length": 48, "batch_size": 8}]}}
+    config = {
+        "seed_everything": 0,
+        "trainer": {**TRAINER, "max_epochs": 3, "callbacks": [{"class_path": "seqpipe.callbacks.TokenThroughput"}, warmup]},
+        "model": {"backbone": {**BACKBONE, "init_args": {**BACKBONE["init_args"], "dropout": 0.2}},
+                  "head": {"class_path": "seqpipe.tasks.per_base.MaskedBaseLM"}},
+        "data": {"class_path": "seqpipe.data.pretrain.DNAPretrainData",
+                 "init_args": {"objective": "masked", "window_length": 64, "windows_per_epoch": 48, "batch_size": 16,
+                               "reverse_complement_augment": True}},
+    }
+    expected = fit(tmp_path, "full", config, "--data.fasta", f"[{genome}]") / "checkpoints/last.ckpt"
+    interrupt = {"class_path": "interrupt_helpers.SigtermAfterStep", "init_args": {"step": 8}}  # epoch 0 has 6 batches
+    stopped = {**config, "trainer": {**config["trainer"], "callbacks": [*config["trainer"]["callbacks"], interrupt]}}
+    with pytest.raises(SystemExit, match="143"):
+        fit(tmp_path, "stopped", stopped, "--data.fasta", f"[{genome}]")
+    (tmp_path / "stopped.yaml").write_text(yaml.safe_dump(config))
+    main(["fit", "--config", str(tmp_path / "stopped.yaml"), "--trainer.default_root_dir", str(tmp_path / "stopped"),
+          "--data.fasta", f"[{genome}]", "--ckpt_path", "last"])
+    expected = torch.load(expected, weights_only=True)
+    resumed = torch.load(tmp_path / "stopped/lightning_logs/version_1/checkpoints/last.ckpt", weights_only=True)
+    assert resumed["global_step"] == expected["global_step"] == 12
+    assert all(torch.equal(resumed["state_dict"][name], tensor) for name, tensor in expected["state_dict"].items())
+
+
 def test_a_head_warmup_keeps_the_pretrained_backbone_through_its_epochs_then_trains_it(tmp_path):
     genome = repeat_genome(tmp_path / "genome.fa")
     config = {"seed_everything": 0, "trainer": {**TRAINER, "max_epochs": 1},

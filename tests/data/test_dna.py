@@ -2,6 +2,7 @@ import gzip
 import io
 import re
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -116,6 +117,14 @@ def test_variable_lengths_are_padded_on_the_right(tmp_path):
     assert batch["x"][3].tolist() == [2, 1] + [0] * 8  # no reverse complement outside training
 
 
+def first_training_batches(data: DNAClassificationData, epochs: int):
+    """The first training batch of each of ``epochs`` epochs (their crops and augmentation are functions of the
+    epoch and the seed)."""
+    for epoch in range(epochs):
+        data.trainer = SimpleNamespace(current_epoch=epoch)
+        yield next(iter(data.train_dataloader()))
+
+
 def test_max_length_crops_centre_for_evaluation_and_random_windows_for_training(tmp_path):
     sequence = "ACGTTGCAAC"
     write_fasta(tmp_path / "train" / "a.fa", [("a1", sequence), ("a2", "GA")])
@@ -127,11 +136,9 @@ def test_max_length_crops_centre_for_evaluation_and_random_windows_for_training(
     assert batch["x"].shape == (4, 4) and batch["lengths"].tolist() == [4, 2, 3, 2]
     assert tokenizer.decode(batch["x"][0]) == sequence[3:7]
     strands = {sequence, tokenizer.decode(tokenizer.reverse_complement(tokenizer.encode(sequence)))}
-    torch.manual_seed(0)
     windows = set()
-    for _ in range(200):
-        x = next(iter(data.train_dataloader()))["x"]
-        windows |= {tokenizer.decode(row) for row in x if len(tokenizer.decode(row)) == 4}
+    for batch in first_training_batches(data, 200):
+        windows |= {tokenizer.decode(row) for row in batch["x"] if len(tokenizer.decode(row)) == 4}
     assert windows == {strand[start : start + 4] for strand in strands for start in range(7)}
 
 
@@ -151,13 +158,12 @@ def test_reverse_complement_augmentation_is_for_training_only(tmp_path):
     data = DNAClassificationData(train=str(tmp_path / "train"), val=str(tmp_path / "train"), batch_size=2)
     data.setup("fit")
     tokenizer = DNATokenizer()
-    torch.manual_seed(0)
-    seen = {tokenizer.decode(row) for _ in range(50) for row in next(iter(data.train_dataloader()))["x"]}
+    seen = {tokenizer.decode(row) for batch in first_training_batches(data, 50) for row in batch["x"]}
     assert seen == {"AAAC", "GTTT", "GGGA", "TCCC"}
     assert {tokenizer.decode(row) for row in next(iter(data.val_dataloader()))["x"]} == {"AAAC", "GGGA"}
     data = DNAClassificationData(train=str(tmp_path / "train"), val=str(tmp_path / "train"), reverse_complement_augment=False)
     data.setup("fit")
-    assert {tokenizer.decode(row) for _ in range(20) for row in next(iter(data.train_dataloader()))["x"]} == {"AAAC", "GGGA"}
+    assert {tokenizer.decode(row) for batch in first_training_batches(data, 20) for row in batch["x"]} == {"AAAC", "GGGA"}
 
 
 def test_predict_takes_label_names_from_the_checkpoint(motifs):
@@ -321,10 +327,8 @@ def test_shift_augmentation_draws_every_offset_for_training_only(tmp_path):
                                  shift_augment=2, reverse_complement_augment=False)
     data.setup("fit")
     tokenizer = DNATokenizer()
-    torch.manual_seed(0)
     seen = set()
-    for _ in range(100):
-        batch = next(iter(data.train_dataloader()))
+    for batch in first_training_batches(data, 100):
         assert sorted(batch["lengths"].tolist()) == [4, 10]
         seen.add(tokenizer.decode(batch["x"][int(batch["lengths"].argmax())]))
     # the window moved by s bases: the slice sequence[s:] (s > 0) or sequence[:10 + s] (s < 0) beside |s| Ns
