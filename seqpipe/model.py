@@ -64,7 +64,8 @@ class SequenceModel(L.LightningModule):
         checkpoint_chunks: with ``chunk_size``, recompute each chunk in the backward pass
             (``torch.utils.checkpoint``) instead of keeping its activations.
         pretrained: a checkpoint (e.g. of ``configs/dna_pretrain.yaml``) whose backbone weights, embedding
-            included, start this ``fit`` (loaded by name; the head is new; see :mod:`seqpipe.pretrained`).
+            included, start this ``fit``; its backbone must be this one (class, tensor names and shapes), and the
+            head is new (see :mod:`seqpipe.pretrained`).
             Not read by ``test``/``predict``: the fine-tuned checkpoint holds every weight.
         freeze_backbone: train the head only; the backbone keeps its (pre-trained) weights.
         backbone_lr_scale: the backbone's learning rate is ``lr * backbone_lr_scale`` (e.g. 0.1 to fine-tune
@@ -149,7 +150,7 @@ class SequenceModel(L.LightningModule):
         """``fit`` only: load the ``pretrained`` backbone (a resumed run's --ckpt_path overrides it later), and
         freeze the backbone when asked."""
         if self.hparams.get("pretrained") and self.trainer.state.fn == "fit":
-            report_loaded(self.hparams.pretrained, *load_backbone_weights(self.backbone, self.hparams.pretrained))
+            report_loaded(self.hparams.pretrained, load_backbone_weights(self.backbone, self.hparams.pretrained))
         if self.hparams.get("freeze_backbone"):
             self.backbone.requires_grad_(False)
 

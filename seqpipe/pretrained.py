@@ -2,55 +2,79 @@
 
 A pre-training run (``configs/dna_pretrain.yaml``) and a classification run share the backbone: the same
 class and sizes give the same parameter names under ``backbone.``, embedding included, while each task keeps
-its own head. Only the backbone is taken from the checkpoint; the head is always new.
+its own head. Only the backbone is taken from the checkpoint, and only when it is the model's backbone: the
+same class, the same tensor names and shapes. The head is always new.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from lightning.pytorch.utilities import rank_zero_info
-from torch import nn
+from torch import Tensor, nn
 
 from seqpipe.checkpoints import read_checkpoint
 from seqpipe.errors import CheckpointError, ConfigError
 
 PREFIX = "backbone."
+#: what every "not this model's backbone" error tells the user to do
+SAME_BACKBONE = ("fine-tune with the backbone class, layers and sizes of the run that wrote the checkpoint "
+                 "(its model.backbone)")
 
 
-def load_backbone_weights(backbone: nn.Module, path: str | Path) -> tuple[list[str], list[str]]:
-    """Copy the ``backbone.*`` tensors of the Lightning checkpoint at ``path`` into ``backbone`` by name.
+def load_backbone_weights(backbone: nn.Module, path: str | Path) -> list[str]:
+    """Copy the ``backbone.*`` tensors of the Lightning checkpoint at ``path`` into ``backbone``; returns their names.
 
-    Returns (loaded names, names the checkpoint did not have, which keep their fresh initialisation).
-    A tensor whose shape differs is a :class:`ConfigError` naming the parameter and both shapes; a missing or
-    unreadable checkpoint (read with ``weights_only``, see :func:`seqpipe.checkpoints.read_checkpoint`), or one
-    with no backbone tensor at all, is a :class:`CheckpointError`.
+    The checkpoint's backbone must be this one (:func:`check_same_backbone`), else a :class:`ConfigError`; a
+    missing or unreadable checkpoint (read with ``weights_only``, see :func:`seqpipe.checkpoints.read_checkpoint`),
+    or one with no backbone tensor at all, is a :class:`CheckpointError`.
     """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"--model.pretrained {path}: no such checkpoint file")
-    saved = read_checkpoint(path)["state_dict"]
-    saved = {name[len(PREFIX):]: tensor for name, tensor in saved.items() if name.startswith(PREFIX)}
+    checkpoint = read_checkpoint(path)
+    saved = {name[len(PREFIX):]: tensor for name, tensor in checkpoint["state_dict"].items() if name.startswith(PREFIX)}
     if not saved:
         raise CheckpointError(f"--model.pretrained {path}: the checkpoint holds no backbone weights (no 'backbone.*' tensors)")
+    check_same_backbone(path, backbone, saved, checkpoint.get("hyper_parameters") or {})
+    backbone.load_state_dict(saved)
+    return list(saved)
+
+
+def check_same_backbone(path: Path, backbone: nn.Module, saved: dict[str, Tensor], hparams: dict[str, Any]) -> None:
+    """Refuse, in one line, a checkpoint whose backbone (its tensors ``saved`` by name, its ``hparams``) is not
+    ``backbone``: another class (when the checkpoint names one), a tensor on one side only, or another shape.
+
+    Tensors present on both sides would load into a backbone of another kind or depth (a forecaster's second
+    layer into a DNA model's first S4 layer), so nothing is loaded in part. Classes are compared by name: the
+    checkpoint's ``class_path`` may reach the class through a package that re-exports it.
+    """
+    config = hparams.get("backbone")
+    saved_class = config.get("class_path") if isinstance(config, dict) else None
+    own_class = type(backbone)
+    if saved_class and saved_class.rpartition(".")[2] != own_class.__name__:
+        raise ConfigError(f"--model.pretrained {path}: the checkpoint's backbone is {saved_class}, this model's is "
+                          f"{own_class.__module__}.{own_class.__qualname__}: {SAME_BACKBONE}")
     own = backbone.state_dict()
+    only_saved, only_own = [name for name in saved if name not in own], [name for name in own if name not in saved]
+    if only_saved or only_own:
+        sides = [f"{label}: {_summary(names, shown=3)}" for label, names in
+                 (("only in the checkpoint", only_saved), ("only in this model", only_own)) if names]
+        raise ConfigError(f"--model.pretrained {path}: the checkpoint's backbone is not this model's (backbone tensors "
+                          f"{'; '.join(sides)}): {SAME_BACKBONE}")
     for name, tensor in own.items():
-        if name in saved and saved[name].shape != tensor.shape:
+        if saved[name].shape != tensor.shape:
             raise ConfigError(
                 f"--model.pretrained {path}: parameter backbone.{name} has shape {tuple(saved[name].shape)} in the "
-                f"checkpoint but {tuple(tensor.shape)} in this model: use the backbone settings of the pre-training run"
+                f"checkpoint but {tuple(tensor.shape)} in this model: {SAME_BACKBONE}"
             )
-    loaded = [name for name in own if name in saved]
-    backbone.load_state_dict({name: saved[name] for name in loaded}, strict=False)
-    return loaded, [name for name in own if name not in saved]
 
 
-def report_loaded(path: str | Path, loaded: list[str], new: list[str]) -> None:
-    """One line for what came from the checkpoint, one for what is new (the head is always new)."""
-    rank_zero_info(f"pretrained {path}: loaded {len(loaded)} backbone tensors ({_summary(loaded)})")
-    rank_zero_info(f"pretrained {path}: new (not in the checkpoint): {_summary(new) if new else 'no backbone tensor'}; the head")
+def report_loaded(path: str | Path, loaded: list[str]) -> None:
+    """One line for what came from the checkpoint (the whole backbone) and what is new (the head)."""
+    rank_zero_info(f"pretrained {path}: loaded {len(loaded)} backbone tensors ({_summary(loaded)}); new: the head")
 
 
 def _summary(names: list[str], shown: int = 6) -> str:
     return ", ".join(names[:shown]) + (f", ... {len(names) - shown} more" if len(names) > shown else "")
-

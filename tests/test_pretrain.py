@@ -115,7 +115,7 @@ def fit(tmp_path, name: str, config: dict, *args: str):
     return version
 
 
-def test_masked_lm_loss_decreases_on_a_genome_with_planted_repeats_then_fine_tunes(tmp_path):
+def test_masked_lm_loss_decreases_on_a_genome_with_planted_repeats_then_fine_tunes(tmp_path, capsys):
     genome = repeat_genome(tmp_path / "genome.fa")
     config = {
         "seed_everything": 0,
@@ -142,6 +142,17 @@ def test_masked_lm_loss_decreases_on_a_genome_with_planted_repeats_then_fine_tun
         tuned / "checkpoints/last.ckpt", weights_only=False)["state_dict"]
     backbone = [name for name in before if name.startswith("backbone.")]
     assert backbone and all(torch.equal(before[name], after[name]) for name in backbone)
+
+    rc_backbone = {"class_path": "seqpipe.dna_backbones.RCEquivariantBackbone", "init_args": {
+        "d_model": 16, "n_layers": 1, "block": BACKBONE["init_args"]["block"]}}
+    capsys.readouterr()
+    with pytest.raises(SystemExit):  # another backbone: one error line, nothing loaded in part
+        fit(tmp_path, "other", {**classify, "model": {**classify["model"], "backbone": rc_backbone}},
+            "--data.train", str(classes / "train"), "--model.pretrained", str(pretrained))
+    assert capsys.readouterr().err.splitlines() == [
+        f"seqpipe: error: --model.pretrained {pretrained}: the checkpoint's backbone is seqpipe.dna_backbones.MotifBackbone, "
+        "this model's is seqpipe.dna_backbones.RCEquivariantBackbone: fine-tune with the backbone class, layers and sizes "
+        "of the run that wrote the checkpoint (its model.backbone)"]
 
 
 def test_pre_training_resumed_mid_epoch_reaches_the_very_weights_of_an_uninterrupted_run(tmp_path):

@@ -11,11 +11,11 @@ import torch
 
 from seqpipe.backbone import Backbone
 from seqpipe.data.tokenizers import DNATokenizer
-from seqpipe.dna_backbones import MotifBackbone
+from seqpipe.dna_backbones import MotifBackbone, RCEquivariantBackbone
 from seqpipe.errors import CheckpointError, ConfigError
 from seqpipe.mamba import MambaBlock
 from seqpipe.model import SequenceModel
-from seqpipe.pretrained import load_backbone_weights
+from seqpipe.pretrained import SAME_BACKBONE, load_backbone_weights
 from seqpipe.s4 import S4Block
 from seqpipe.tasks.classification import SequenceClassification
 from seqpipe.tasks.per_base import NextBaseLM
@@ -32,6 +32,11 @@ def motif_s4d_backbone(d_model: int = 16) -> Backbone:
     return MotifBackbone(d_model=d_model, n_layers=2, motif_width=5, block=lambda d: S4Block(d, d_state=8, mode="diag"))
 
 
+def rc_backbone(d_model: int = 16) -> Backbone:
+    """configs/dna_classify_rc.yaml's backbone, small: reverse-complement equivariant S4D layers."""
+    return RCEquivariantBackbone(d_model=d_model, n_layers=2, block=lambda d: S4Block(d, d_state=8, mode="diag"))
+
+
 def classifier(seed: int, d_model: int = 16, strands: str = "average", make_backbone=mamba_backbone, **options) -> SequenceModel:
     torch.manual_seed(seed)
     head = SequenceClassification(strands=strands)
@@ -39,10 +44,12 @@ def classifier(seed: int, d_model: int = 16, strands: str = "average", make_back
 
 
 def save_lm_checkpoint(path, seed: int = 0, d_model: int = 16, make_backbone=mamba_backbone) -> SequenceModel:
-    """A pre-training model (next-base head, other classes) saved as Lightning saves it."""
+    """A pre-training model (next-base head, other classes) saved as ``seqpipe fit`` saves it: its weights and its
+    backbone's class."""
     torch.manual_seed(seed)
     model = SequenceModel(make_backbone(d_model), NextBaseLM(), data_info={"vocab_size": 6, "label_names": list("ACGT")})
-    torch.save({"state_dict": model.state_dict()}, path)
+    backbone = {"class_path": f"{type(model.backbone).__module__}.{type(model.backbone).__name__}"}
+    torch.save({"state_dict": model.state_dict(), "hyper_parameters": {"backbone": backbone}}, path)
     return model
 
 
@@ -54,23 +61,63 @@ def tokens(seed: int = 0, batch: int = 3, length: int = 30) -> tuple[torch.Tenso
     return x, lengths
 
 
-@pytest.mark.parametrize("make_backbone", [mamba_backbone, motif_s4d_backbone])
+@pytest.mark.parametrize("make_backbone", [mamba_backbone, motif_s4d_backbone, rc_backbone])
 def test_loading_a_checkpoint_restores_identical_backbone_outputs(tmp_path, make_backbone):
     pretrained = save_lm_checkpoint(tmp_path / "lm.ckpt", seed=0, make_backbone=make_backbone).eval()
     model = classifier(seed=1, make_backbone=make_backbone).eval()
     x, lengths = tokens()
     assert not torch.allclose(model.backbone(x, lengths), pretrained.backbone(x, lengths))
 
-    loaded, new = load_backbone_weights(model.backbone, tmp_path / "lm.ckpt")
+    loaded = load_backbone_weights(model.backbone, tmp_path / "lm.ckpt")
 
-    assert new == [] and sorted(loaded) == sorted(pretrained.backbone.state_dict())  # embedding and motif convolution too
+    assert sorted(loaded) == sorted(pretrained.backbone.state_dict())  # embedding and motif convolution too
     assert torch.equal(model.backbone(x, lengths), pretrained.backbone(x, lengths))
+
+
+def plain_s4d_backbone(d_model: int = 16, n_layers: int = 2) -> Backbone:
+    """configs/forecast.yaml's kind of backbone (plain causal S4D layers), small."""
+    return Backbone(d_model=d_model, n_layers=n_layers, block=lambda d: S4Block(d, d_state=8, mode="diag"))
+
+
+@pytest.mark.parametrize("saved_backbone, make_backbone, difference", [
+    (plain_s4d_backbone, motif_s4d_backbone,  # a forecaster's backbone into the DNA recipe's
+     "the checkpoint's backbone is seqpipe.backbone.Backbone, this model's is seqpipe.dna_backbones.MotifBackbone"),
+    (motif_s4d_backbone, rc_backbone,  # configs/dna_pretrain.yaml's into configs/dna_classify_rc.yaml's
+     "the checkpoint's backbone is seqpipe.dna_backbones.MotifBackbone, this model's is "
+     "seqpipe.dna_backbones.RCEquivariantBackbone"),
+    (plain_s4d_backbone, lambda: plain_s4d_backbone(n_layers=1),
+     "the checkpoint's backbone is not this model's (backbone tensors only in the checkpoint: layers.1.norm.weight, "
+     "layers.1.mixer.log_dt, layers.1.mixer.A_log_neg_real, ... 6 more)"),
+    (lambda: plain_s4d_backbone(n_layers=1), plain_s4d_backbone,
+     "the checkpoint's backbone is not this model's (backbone tensors only in this model: layers.1.norm.weight, "
+     "layers.1.mixer.log_dt, layers.1.mixer.A_log_neg_real, ... 6 more)"),
+])
+def test_a_checkpoint_of_another_backbone_is_refused_and_nothing_is_loaded(tmp_path, saved_backbone, make_backbone,
+                                                                           difference):
+    save_lm_checkpoint(tmp_path / "lm.ckpt", make_backbone=lambda d: saved_backbone())
+    model = classifier(seed=1, make_backbone=lambda d: make_backbone())
+    before = {name: tensor.clone() for name, tensor in model.backbone.state_dict().items()}
+    expected = f"--model.pretrained {tmp_path / 'lm.ckpt'}: {difference}: {SAME_BACKBONE}"
+    with pytest.raises(ConfigError, match=f"^{re.escape(expected)}$"):
+        load_backbone_weights(model.backbone, tmp_path / "lm.ckpt")
+    assert all(torch.equal(before[name], tensor) for name, tensor in model.backbone.state_dict().items())
+
+
+def test_a_checkpoint_without_its_backbone_class_is_still_compared_by_its_tensors(tmp_path):
+    torch.manual_seed(0)
+    plain = SequenceModel(plain_s4d_backbone(), NextBaseLM(), data_info={"vocab_size": 6, "label_names": list("ACGT")})
+    torch.save({"state_dict": plain.state_dict()}, tmp_path / "bare.ckpt")  # no hyper-parameters, so no class
+    with pytest.raises(ConfigError, match=r"bare\.ckpt: the checkpoint's backbone is not this model's \(backbone "
+                                          r"tensors only in the checkpoint: layers\.0\.mixer\.log_dt, .*; only in "
+                                          r"this model: layers\.0\.mixer\.conv\.weight, "):
+        load_backbone_weights(classifier(seed=1, make_backbone=motif_s4d_backbone).backbone, tmp_path / "bare.ckpt")
 
 
 def test_a_shape_mismatch_names_the_parameter_and_both_shapes(tmp_path):
     save_lm_checkpoint(tmp_path / "lm.ckpt", d_model=16)
     model = classifier(seed=1, d_model=24)
-    with pytest.raises(ConfigError, match=r"parameter backbone\.layers\.0\.norm\.weight has shape \(16,\) in the checkpoint but \(24,\) in this model"):
+    with pytest.raises(ConfigError, match=r"parameter backbone\.layers\.0\.norm\.weight has shape \(16,\) in the "
+                                          r"checkpoint but \(24,\) in this model: fine-tune with the backbone class"):
         load_backbone_weights(model.backbone, tmp_path / "lm.ckpt")
 
 
