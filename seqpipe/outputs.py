@@ -2,8 +2,9 @@
 
 Every seqpipe writer (prediction CSVs, genome zarr stores and bedGraphs, forecast plots, GFF tracks) goes
 through :class:`Output`: it writes under ``<path>.partial`` and renames that to ``path`` when it is
-complete. An existing ``path`` is replaced only when seqpipe wrote it, as an output of the same kind; a
-user's file or folder there stops the run with one line, before any work is done.
+complete. An existing ``path`` is replaced only when seqpipe wrote it, as an output of the same kind, and
+the output allows it (``replaces``); a user's file or folder there stops the run with one line, before any
+work is done.
 
 How seqpipe recognises its outputs: a folder output holds a marker file ``.seqpipe-output`` naming its
 kind; a file output has a marker ``.<name>.seqpipe-output`` beside it, naming its kind and the size and
@@ -32,22 +33,29 @@ class Output:
 
     Use: :meth:`claim` before the work (refuses a foreign ``path``, clears a stale ``partial``), write to
     :attr:`partial`, then :meth:`commit`; on failure :meth:`discard`. ``folder``: the output is a
-    directory (a zarr store) rather than a file.
+    directory (a zarr store) rather than a file. ``replaces``: whether an earlier seqpipe output of this kind
+    at ``path`` is replaced; False refuses anything there (the tools that promise never to replace an output).
     """
 
-    def __init__(self, path: str | Path, kind: str, folder: bool = False):
-        self.path, self.kind, self.folder = Path(path), kind, folder
+    def __init__(self, path: str | Path, kind: str, folder: bool = False, replaces: bool = True):
+        self.path, self.kind, self.folder, self.replaces = Path(path), kind, folder, replaces
         self.partial = self.path.with_name(self.path.name + ".partial")
         self._claimed = False
 
-    def claim(self) -> None:
-        """Check that ``path`` may be written, and make way for ``partial``; raises :class:`ConfigError`."""
+    def check(self) -> None:
+        """Raise :class:`ConfigError` unless ``path`` may be written; changes nothing."""
+        if not self.replaces and os.path.lexists(self.path):
+            raise ConfigError(f"{self.path} exists: refusing to replace it (move it away or choose another output path)")
         for path in (self.path, self.partial):
             if path.exists() and not self._is_ours(path):
                 raise ConfigError(
                     f"{path} exists and is not a seqpipe {self.kind}: refusing to replace it "
                     "(move it away or choose another output path)"
                 )
+
+    def claim(self) -> None:
+        """:meth:`check`, then make way for ``partial``."""
+        self.check()
         self._remove(self.partial)
         self._claimed = True
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -114,15 +122,18 @@ class Output:
 
 @contextmanager
 def writing(*outputs: Output) -> Iterator[list[Path]]:
-    """Claims every output (so a refused path fails before the work), yields their ``partial`` paths to write
-    to, commits them all when the block succeeds and discards them all when it fails.
+    """Checks every output, then claims them (so a refused path fails before anything is written), yields
+    their ``partial`` paths to write to, commits them all when the block succeeds and discards them all when it
+    fails.
 
         with writing(Output(path, "per-base track", folder=True)) as (partial,):
             ...  # write into partial
     """
+    for output in outputs:
+        output.check()
     try:
         for output in outputs:
-            output.claim()  # a refused one stops here; those claimed before it are discarded below
+            output.claim()
         yield [output.partial for output in outputs]
     except BaseException:
         for output in outputs:

@@ -16,6 +16,8 @@ probability averaged over the central ``--span`` positions (default: the whole w
   missing ALT, a chromosome the FASTA lacks, or a REF that disagrees with the FASTA (never scored). The count of
   each reason is printed, and each REF mismatch is named on stderr (the first 10; the rest are in the file).
 
+No output is ever replaced: if any of the three exists, the run stops before writing, naming it.
+
 VCFs are read with cyvcf2. Windows are read through :class:`seqpipe.data.genome_io.Genome` (N past the
 chromosome ends); ``--chunk_size`` runs long windows chunk by chunk with carried state (causal backbones).
 """
@@ -143,7 +145,8 @@ def score_vcf(options: argparse.Namespace) -> None:
     span_length = options.span or options.window
     if not 1 <= span_length <= options.window:
         raise ConfigError(f"--span must be in [1, --window], got {span_length}")
-    outputs = [Output(path, kind) for path, kind in zip(paths, ("variant scores TSV", "scored VCF", "skipped variants TSV"))]
+    kinds = ("variant scores TSV", "scored VCF", "skipped variants TSV")
+    outputs = [Output(path, kind, replaces=False) for path, kind in zip(paths, kinds)]
     with ExitStack() as stack:  # the inputs are closed before the outputs are committed or discarded
         tsv, vcf_out, skipped_tsv = stack.enter_context(writing(*outputs))
         span_start = options.window // 2 - span_length // 2

@@ -3,6 +3,8 @@ model equals scoring the mutants one by one from their letters; arrays and logos
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -85,6 +87,28 @@ def test_unknown_target_is_one_line(tmp_path, capsys):
                  "--target", "nope", "--trust_module", "dna_tool_fixtures"]) == 2
     assert capsys.readouterr().err.strip() == "seqpipe: error: --target 'nope' is not a class of the model (['absent', 'present'])"
     assert not list(tmp_path.glob("e*"))
+
+
+def test_no_existing_output_is_replaced_not_even_an_earlier_runs(tmp_path, capsys):
+    write_checkpoint(tmp_path / "m.ckpt", MOTIF_MODEL, ["absent", "present"])
+    argv = ["--ckpt_path", str(tmp_path / "m.ckpt"), "--data.predict", write_fasta(tmp_path / "x.fa", {"r": "ACGTACGT"}),
+            "--out", str(tmp_path / "e"), "--top", "1", "--trust_module", "dna_tool_fixtures"]
+
+    def outputs() -> dict:
+        files = (p for p in tmp_path.rglob("*") if p.is_file() and p.relative_to(tmp_path).parts[0].startswith("e"))
+        return {p.relative_to(tmp_path): p.read_bytes() for p in files}
+
+    assert main(argv) == 0
+    written = outputs()
+    assert sorted(map(str, written)) == ["e.logos/.seqpipe-output", "e.logos/001_r.png", "e.npz"]
+    capsys.readouterr()
+    for name in ("e.npz", "e.logos"):  # each output is checked: the first that exists is named
+        assert main(argv) == 2
+        assert capsys.readouterr().err.splitlines() == [
+            f"seqpipe: error: {tmp_path / name} exists: refusing to replace it (move it away or choose another output path)"]
+        assert outputs() == written and not list(tmp_path.glob("e*.partial"))
+        (tmp_path / "e.npz").unlink(missing_ok=True)
+        written.pop(Path("e.npz"), None)
 
 
 def test_a_class_folder_and_a_table_are_explained_as_the_fasta_file_of_their_records(tmp_path):
