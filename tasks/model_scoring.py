@@ -72,6 +72,7 @@ def predict_data(model: SequenceModel, path: str, options: argparse.Namespace, b
     up for predict: every record is read and checked here (``.splits["predict"]``, ``.predict_dataloader()``)."""
     data = DNAClassificationData(predict=path, sequence_column=options.sequence_column, id_column=options.id_column,
                                  batch_size=batch_size, fasta=fasta)
+    data.column_option_prefix = "--"
     data.restore_data_info(model.data_info)
     data.setup("predict")
     return data

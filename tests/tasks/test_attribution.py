@@ -111,6 +111,15 @@ def test_no_existing_output_is_replaced_not_even_an_earlier_runs(tmp_path, capsy
         written.pop(Path("e.npz"), None)
 
 
+def test_a_table_without_the_sequence_column_names_the_tools_option(tmp_path, capsys):
+    write_checkpoint(tmp_path / "m.ckpt", MOTIF_MODEL, ["absent", "present"])
+    (tmp_path / "x.csv").write_text("id,seq\ns1,ACGTACGT\n")
+    assert main(["--ckpt_path", str(tmp_path / "m.ckpt"), "--data.predict", str(tmp_path / "x.csv"), "--out",
+                 str(tmp_path / "e"), "--trust_module", "dna_tool_fixtures"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"seqpipe: error: {tmp_path / 'x.csv'}: no column 'sequence'; the columns are ['id', 'seq'] (set --sequence_column)"]
+
+
 def test_a_class_folder_and_a_table_are_explained_as_the_fasta_file_of_their_records(tmp_path):
     """--data.predict takes what predict takes: the same records in a folder of FASTA files and in a TSV give the
     FASTA file's ids and maps."""

@@ -100,6 +100,17 @@ def test_embed_refuses_a_users_path_and_a_bad_record_before_writing(tmp_path, ca
     assert not (tmp_path / "e.zarr").exists() and not (tmp_path / "e.zarr.partial").exists()
 
 
+def test_a_table_without_the_columns_names_the_tools_options(tmp_path, capsys):
+    ckpt = tmp_path / "m.ckpt"
+    write_checkpoint(ckpt, MOTIF_CLASSIFIER, ["a", "b"])
+    table = tmp_path / "in.csv"
+    table.write_text("name,dna\nr1,ACGTACGT\n")
+    for extra, hint in (([], "'sequence'; the columns are ['name', 'dna'] (set --sequence_column)"),
+                        (["--sequence_column", "dna", "--id_column", "id"], "'id'; the columns are ['name', 'dna'] (set --id_column)")):
+        assert main(["--ckpt_path", str(ckpt), "--input", str(table), "--output", str(tmp_path / "e.zarr"), *extra]) == 2
+        assert capsys.readouterr().err.splitlines() == [f"seqpipe: error: {table}: no column {hint}"]
+
+
 def test_a_record_too_long_for_one_window_is_refused_with_the_tools_option(tmp_path, monkeypatch):
     import seqpipe.model
     from seqpipe.errors import ConfigError
