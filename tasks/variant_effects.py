@@ -14,7 +14,8 @@ probability averaged over the central ``--span`` positions (default: the whole w
   ``SEQPIPE_SKIPPED`` instead;
 * ``PREFIX.skipped.tsv``: every allele not scored and why: an indel, a multi-base substitution, a symbolic or
   missing ALT, a chromosome the FASTA lacks, or a REF that disagrees with the FASTA (never scored). The count of
-  each reason is printed, and each REF mismatch is named on stderr (the first 10; the rest are in the file).
+  each reason is printed, and each record whose REF disagrees is named once on stderr (the first 10; the rest
+  are in the file).
 
 No output is ever replaced: if any of the three exists, the run stops before writing, naming it.
 
@@ -175,7 +176,10 @@ def score_vcf(options: argparse.Namespace) -> None:
         table.to_csv(tsv, sep="\t", index=False, float_format="%.6g")
         skipped.to_csv(skipped_tsv, sep="\t", index=False)
         write_scored_vcf(vcf, records, alleles, reasons, diff, odds, names, vcf_out)
-    report(len(alleles), skipped, paths)
+    # one line per record: its ALTs share the REF
+    mismatches = {a.record: f"{a.chrom}:{a.pos + 1} {a.id}: {reason}" for a, reason in zip(alleles, reasons)
+                  if reason is not None and reason.startswith("REF")}
+    report(len(alleles), skipped, list(mismatches.values()), paths)
 
 
 def write_scored_vcf(vcf, records, alleles, reasons, diff, odds, names, path: Path) -> None:
@@ -215,13 +219,14 @@ def info_values(values: np.ndarray) -> str:
     return ",".join(f"{v:.6g}" for v in values)
 
 
-def report(total: int, skipped, paths: list[Path]) -> None:
+def report(total: int, skipped, mismatches: list[str], paths: list[Path]) -> None:
+    """The counts on stdout; on stderr the records whose REF disagrees with the FASTA (the first
+    SHOWN_MISMATCHES)."""
     print(f"scored {total - len(skipped)} of {total} alleles; wrote {paths[0]} and {paths[1]}")
     if len(skipped):
         print(f"skipped {len(skipped)} (listed in {paths[2]}): {reason_counts(skipped['reason'])}")
-    mismatches = skipped[skipped["reason"].str.startswith("REF")]
-    for row in mismatches.head(SHOWN_MISMATCHES).itertuples():
-        print(f"seqpipe: warning: {row.chrom}:{row.pos} {row.id}: {row.reason}; not scored", file=sys.stderr)
+    for mismatch in mismatches[:SHOWN_MISMATCHES]:
+        print(f"seqpipe: warning: {mismatch}; not scored", file=sys.stderr)
     if len(mismatches) > SHOWN_MISMATCHES:
         print(f"seqpipe: warning: {len(mismatches) - SHOWN_MISMATCHES} more REF mismatches in {paths[2]}", file=sys.stderr)
 

@@ -132,6 +132,19 @@ def test_a_variant_scores_like_its_complement_on_the_reverse_complement_genome(t
     np.testing.assert_allclose(tables[0][["diff_other", "diff_CDS"]], tables[1][["diff_other", "diff_CDS"]], atol=2e-6)
 
 
+def test_a_ref_mismatch_is_named_once_per_record_whatever_its_alts(tmp_path, capsys):
+    write_checkpoint(tmp_path / "m.ckpt", CAUSAL_CLASSIFIER, ["neg", "pos"])
+    fasta = write_fasta(tmp_path / "g.fa", {"chr1": CHROM})
+    wrong, *alts = "ACGT".replace(CHROM[99], "")
+    rows = [("chr1", 100, "mism", wrong, ",".join(alts)), ("chr1", 201, "rs1", CHROM[200], "ACGT".replace(CHROM[200], "")[0])]
+    vcf = write_vcf(tmp_path / "v.vcf", rows, {"chr1": 400})
+    assert main(["--ckpt_path", str(tmp_path / "m.ckpt"), "--data.fasta", fasta, "--vcf", vcf,
+                 "--window", str(WINDOW), "--out", str(tmp_path / "out")]) == 0
+    assert capsys.readouterr().err.splitlines() == [
+        f"seqpipe: warning: chr1:100 mism: REF {wrong} disagrees with the FASTA ({CHROM[99]}); not scored"]
+    assert list(pd.read_csv(tmp_path / "out.skipped.tsv", sep="\t")["alt"]) == alts  # each ALT listed
+
+
 def test_bad_inputs_give_one_line(tmp_path, capsys):
     write_checkpoint(tmp_path / "m.ckpt", CAUSAL_CLASSIFIER, ["neg", "pos"])
     fasta = write_fasta(tmp_path / "g.fa", {"chr1": CHROM})
