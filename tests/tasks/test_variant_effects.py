@@ -11,7 +11,8 @@ import pytest
 import torch
 from cyvcf2 import VCF
 
-from dna_tool_fixtures import CAUSAL_CLASSIFIER, RC_PER_BASE, needs_proc, open_files_under, reverse_complement, write_checkpoint
+from dna_tool_fixtures import (CAUSAL_CLASSIFIER, FORECASTER, RC_PER_BASE, SERIES_INFO, needs_proc, open_files_under,
+                               reverse_complement, write_checkpoint)
 from seqpipe.data.tokenizers import DNATokenizer
 from seqpipe.tasks import variant_effects
 from seqpipe.tasks.variant_effects import main
@@ -160,6 +161,17 @@ def test_bad_inputs_give_one_line(tmp_path, capsys):
         assert main(["--ckpt_path", str(tmp_path / "m.ckpt"), "--data.fasta", fasta, "--out", str(tmp_path / "o"), *extra]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and message in err[0]
+    assert not list(tmp_path.glob("o*"))
+
+
+def test_a_checkpoint_of_another_task_is_one_short_line(tmp_path, capsys):
+    write_checkpoint(tmp_path / "f.ckpt", FORECASTER, None, data_info=SERIES_INFO)
+    fasta = write_fasta(tmp_path / "g.fa", {"chr1": CHROM})
+    vcf = write_vcf(tmp_path / "v.vcf", [("chr1", 201, "rs1", CHROM[200], "ACGT".replace(CHROM[200], "")[0])], {"chr1": 400})
+    assert main(["--ckpt_path", str(tmp_path / "f.ckpt"), "--data.fasta", fasta, "--vcf", vcf, "--out", str(tmp_path / "o")]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"seqpipe: error: --ckpt_path {tmp_path / 'f.ckpt'}: a Forecasting model of 2 real-valued channels; the DNA tools "
+        "(variants, explain, embed) need a model trained on DNA sequences"]
     assert not list(tmp_path.glob("o*"))
 
 
