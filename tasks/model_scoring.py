@@ -122,8 +122,12 @@ def class_probabilities(model: SequenceModel, x: torch.Tensor, both_strands: boo
 
 def window_scores(probs: torch.Tensor, span: tuple[int, int] | None = None) -> torch.Tensor:
     """Probabilities (B, K) or (B, L, K) -> one score per class (B, K): per-base probabilities averaged over
-    the positions ``span = (start, end)`` of the window (default all)."""
+    the positions ``span = (start, end)`` of the window (default all). A span of a sequence model's probabilities
+    is refused: it has no positions to average (the tools' ``--span``)."""
     if probs.dim() == 2:
+        if span is not None:
+            raise ConfigError("--span averages a per-base model's positions, but this model gives one score per "
+                              "sequence: leave --span out")
         return probs
     start, end = span or (0, probs.shape[1])
     return probs[:, start:end].mean(1)

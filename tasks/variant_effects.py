@@ -5,7 +5,8 @@
 For every single-base substitution (each ALT of a record separately) the model scores the reference window
 and the alternate window centred on the variant (the variant at index ``window // 2``; an odd window makes the
 two strands mirror images), each as the mean of both strands. A per-base model's score of a class is its
-probability averaged over the central ``--span`` positions (default: the whole window). Written:
+probability averaged over the central ``--span`` positions (default: the whole window); a sequence model has
+one score per window, and ``--span`` is an error there. Written:
 
 * ``PREFIX.tsv``: chrom, pos (1-based, as in the VCF), ref, alt, id, then per class ``diff_<class>`` (alt - ref
   probability) and ``log_odds_<class>`` (log-odds of alt minus log-odds of ref);
@@ -84,10 +85,11 @@ def check_allele(allele: Allele, genome: Genome) -> str | None:
 
 
 def score_alleles(
-    model, genome: Genome, alleles: list[Allele], window: int, span: tuple[int, int], batch_size: int
+    model, genome: Genome, alleles: list[Allele], window: int, span: tuple[int, int] | None, batch_size: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Scores (n, K) of the reference and of the alternate windows, both strands averaged. Reference windows
-    shared by alleles of one position are scored once per batch."""
+    """Scores (n, K) of the reference and of the alternate windows, both strands averaged; ``span``: see
+    :func:`~seqpipe.tasks.model_scoring.window_scores`. Reference windows shared by alleles of one position are
+    scored once per batch."""
     centre = window // 2
     ref_scores, alt_scores = [], []
     with torch.no_grad():
@@ -143,14 +145,16 @@ def score_vcf(options: argparse.Namespace) -> None:
     paths = [out.with_name(out.name + suffix) for suffix in (".tsv", ".vcf.gz", ".skipped.tsv")]
     if options.window < 1:
         raise ConfigError(f"--window must be >= 1, got {options.window}")
-    span_length = options.span or options.window
-    if not 1 <= span_length <= options.window:
-        raise ConfigError(f"--span must be in [1, --window], got {span_length}")
+    span = None
+    if options.span is not None:
+        if not 1 <= options.span <= options.window:
+            raise ConfigError(f"--span must be in [1, --window], got {options.span}")
+        span_start = options.window // 2 - options.span // 2
+        span = (span_start, span_start + options.span)
     kinds = ("variant scores TSV", "scored VCF", "skipped variants TSV")
     outputs = [Output(path, kind, replaces=False) for path, kind in zip(paths, kinds)]
     with ExitStack() as stack:  # the inputs are closed before the outputs are committed or discarded
         tsv, vcf_out, skipped_tsv = stack.enter_context(writing(*outputs))
-        span_start = options.window // 2 - span_length // 2
         model = load_model(options.ckpt_path, options.chunk_size, options.trust_module, options.device)
         names = label_names(model)
         genome = stack.enter_context(closing(Genome(options.fasta, options.cache_dir)))
@@ -160,7 +164,7 @@ def score_vcf(options: argparse.Namespace) -> None:
         scored = [a for a, reason in zip(alleles, reasons) if reason is None]
         if not scored:
             raise DataError(options.vcf, f"none of its {len(alleles)} alleles can be scored ({reason_counts(reasons)})")
-        ref, alt = score_alleles(model, genome, scored, options.window, (span_start, span_start + span_length), options.batch_size)
+        ref, alt = score_alleles(model, genome, scored, options.window, span, options.batch_size)
         diff, odds = alt - ref, (log_odds(torch.from_numpy(alt)) - log_odds(torch.from_numpy(ref))).numpy()
 
         table = pd.DataFrame({

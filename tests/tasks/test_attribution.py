@@ -89,6 +89,22 @@ def test_unknown_target_is_one_line(tmp_path, capsys):
     assert not list(tmp_path.glob("e*"))
 
 
+def test_span_on_a_sequence_classifier_or_past_a_record_is_one_line(tmp_path, capsys):
+    write_checkpoint(tmp_path / "m.ckpt", CAUSAL_CLASSIFIER, ["neg", "pos"])
+    fasta = write_fasta(tmp_path / "x.fa", {"r": random_sequence(30)})
+    for span in ("10:20", "10:40"):  # refused as meaningless before it is found to run past the record
+        assert main(["--ckpt_path", str(tmp_path / "m.ckpt"), "--data.predict", fasta, "--out", str(tmp_path / "e"),
+                     "--span", span]) == 2
+        assert capsys.readouterr().err.splitlines() == [
+            "seqpipe: error: --span averages a per-base model's positions, but this model gives one score per sequence: "
+            "leave --span out"]
+    write_checkpoint(tmp_path / "per_base.ckpt", RC_PER_BASE, ["other", "CDS"])
+    assert main(["--ckpt_path", str(tmp_path / "per_base.ckpt"), "--data.predict", fasta, "--out", str(tmp_path / "e"),
+                 "--span", "10:40"]) == 2
+    assert capsys.readouterr().err.splitlines() == ["seqpipe: error: --span 10:40 runs past record 'r' of length 30"]
+    assert not list(tmp_path.glob("e*"))
+
+
 def test_no_existing_output_is_replaced_not_even_an_earlier_runs(tmp_path, capsys):
     write_checkpoint(tmp_path / "m.ckpt", MOTIF_MODEL, ["absent", "present"])
     argv = ["--ckpt_path", str(tmp_path / "m.ckpt"), "--data.predict", write_fasta(tmp_path / "x.fa", {"r": "ACGTACGT"}),

@@ -152,7 +152,11 @@ def test_bad_inputs_give_one_line(tmp_path, capsys):
     (tmp_path / "broken.vcf").write_text("this is not a VCF\n")
     unscorable = write_vcf(tmp_path / "indels.vcf", [("chr1", 10, "ind1", CHROM[9], CHROM[9] + "A"), ("1", 20, "x", "A", "C")],
                            {"chr1": len(CHROM), "1": 100})
+    good = write_vcf(tmp_path / "good.vcf", [("chr1", 201, "rs1", CHROM[200], "ACGT".replace(CHROM[200], "")[0])], {"chr1": 400})
     for extra, message in (
+        (["--vcf", good, "--span", "11"], "--span averages a per-base model's positions, but this model gives one score "
+                                          "per sequence: leave --span out"),
+        (["--vcf", good, "--span", "0"], "--span must be in [1, --window], got 0"),
         (["--vcf", str(tmp_path / "missing.vcf")], "missing.vcf: no such VCF file"),
         (["--vcf", str(tmp_path / "broken.vcf")], "broken.vcf: cannot be read as a VCF"),
         (["--vcf", unscorable], "indels.vcf: none of its 2 alleles can be scored (1 indel, "
