@@ -2,9 +2,8 @@
 
 Every seqpipe writer (prediction CSVs, genome zarr stores and bedGraphs, forecast plots, GFF tracks) goes
 through :class:`Output`: it writes under ``<path>.partial`` and renames that to ``path`` when it is
-complete. An existing ``path`` is replaced only when seqpipe wrote it, as an output of the same kind, and
-the output allows it (``replaces``); a user's file or folder there stops the run with one line, before any
-work is done.
+complete. An existing ``path`` is replaced only when seqpipe wrote it, as an output of the same kind; a
+user's file or folder there stops the run with one line, before any work is done.
 
 How seqpipe recognises its outputs: a folder output holds a marker file ``.seqpipe-output`` naming its
 kind; a file output has a marker ``.<name>.seqpipe-output`` beside it, naming its kind and the size and
@@ -33,19 +32,16 @@ class Output:
 
     Use: :meth:`claim` before the work (refuses a foreign ``path``, clears a stale ``partial``), write to
     :attr:`partial`, then :meth:`commit`; on failure :meth:`discard`. ``folder``: the output is a
-    directory (a zarr store) rather than a file. ``replaces``: whether an earlier seqpipe output of this kind
-    at ``path`` is replaced; False refuses anything there (the tools that promise never to replace an output).
+    directory (a zarr store) rather than a file.
     """
 
-    def __init__(self, path: str | Path, kind: str, folder: bool = False, replaces: bool = True):
-        self.path, self.kind, self.folder, self.replaces = Path(path), kind, folder, replaces
+    def __init__(self, path: str | Path, kind: str, folder: bool = False):
+        self.path, self.kind, self.folder = Path(path), kind, folder
         self.partial = self.path.with_name(self.path.name + ".partial")
         self._claimed = False
 
     def check(self) -> None:
         """Raise :class:`ConfigError` unless ``path`` may be written; changes nothing."""
-        if not self.replaces and os.path.lexists(self.path):
-            raise ConfigError(f"{self.path} exists: refusing to replace it (move it away or choose another output path)")
         for path in (self.path, self.partial):
             if path.exists() and not self._is_ours(path):
                 raise ConfigError(

@@ -16,7 +16,7 @@ the last class), both strands averaged; a per-base model's probability is first 
   base (minus the mean effect of mutating it) and gradient x input, over ``--logo_width`` positions around
   the most important one.
 
-No output is ever replaced: if either exists, the run stops before writing, naming it.
+An earlier run's outputs are replaced; anything else at either path stops the run before any work, naming it.
 
 Gradients come from captum (``Saliency``, ``InputXGradient``) through a differentiable one-hot input: the
 backbone's per-token encoder is a lookup, so its output is ``one_hot @ table`` (Caduceus' RC embedding too).
@@ -124,8 +124,7 @@ def _replaced_output(module: torch.nn.Module, make_output):
 def explain(options: argparse.Namespace) -> None:
     out = Path(options.out)
     paths = [out.with_name(out.name + ".npz"), out.with_name(out.name + ".logos")]
-    outputs = [Output(paths[0], "attribution arrays", replaces=False),
-               Output(paths[1], "attribution logos", folder=True, replaces=False)]
+    outputs = [Output(paths[0], "attribution arrays"), Output(paths[1], "attribution logos", folder=True)]
     with writing(*outputs) as (npz, logos):
         model = load_model(options.ckpt_path, trusted_modules=options.trust_module, device=options.device)
         names = label_names(model)

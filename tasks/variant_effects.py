@@ -18,7 +18,8 @@ one score per window, and ``--span`` is an error there. Written:
   each reason is printed, and each record whose REF disagrees is named once on stderr (the first 10; the rest
   are in the file).
 
-No output is ever replaced: if any of the three exists, the run stops before writing, naming it.
+An earlier run's outputs are replaced; anything else at one of the three paths stops the run before any work,
+naming it.
 
 VCFs are read with cyvcf2. Windows are read through :class:`seqpipe.data.genome_io.Genome` (N past the
 chromosome ends); ``--chunk_size`` runs long windows chunk by chunk with carried state (causal backbones).
@@ -152,7 +153,7 @@ def score_vcf(options: argparse.Namespace) -> None:
         span_start = options.window // 2 - options.span // 2
         span = (span_start, span_start + options.span)
     kinds = ("variant scores TSV", "scored VCF", "skipped variants TSV")
-    outputs = [Output(path, kind, replaces=False) for path, kind in zip(paths, kinds)]
+    outputs = [Output(path, kind) for path, kind in zip(paths, kinds)]
     with ExitStack() as stack:  # the inputs are closed before the outputs are committed or discarded
         tsv, vcf_out, skipped_tsv = stack.enter_context(writing(*outputs))
         model = load_model(options.ckpt_path, options.chunk_size, options.trust_module, options.device)
