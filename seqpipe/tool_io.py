@@ -2,8 +2,7 @@
 their argument parser (usage from the module docstring; the checkpoint options of the DNA tools), and
 :func:`run_tool`, which turns a :class:`~seqpipe.errors.SeqpipeError` into one ``seqpipe: error:`` line and exit
 code 2. Their outputs go through :func:`seqpipe.outputs.writing` (written under ``<path>.partial``, renamed
-when complete, a path that is not a seqpipe output of the same kind refused before any work; ``variants`` and
-``explain`` refuse any existing output)."""
+when complete, a path that is not a seqpipe output of the same kind refused before any work)."""
 
 from __future__ import annotations
 
