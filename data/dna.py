@@ -157,6 +157,10 @@ class DNAClassificationData(SplitDataModule):
             strand, column 6, is "-"), labelled from ``label_column``.
     """
 
+    #: how a table's missing column names the option that chooses it (``data.sequence_column``); the DNA tools,
+    #: whose options are ``--sequence_column`` and ``--id_column``, set ``"--"``
+    column_option_prefix = "data."
+
     def __init__(
         self,
         train: str | None = None,
@@ -330,7 +334,8 @@ class DNAClassificationData(SplitDataModule):
             with closing(Genome(self.fasta)) as genome:
                 return read_bed_records(path, genome, column if labelled else None)
         column = "label" if self.label_column is None else str(self.label_column)
-        return list(read_records(path, labelled=labelled, label_column=column, **self.reader_options))
+        return list(read_records(path, labelled=labelled, label_column=column, option_prefix=self.column_option_prefix,
+                                 **self.reader_options))
 
     def _encode(self, records: list[Record], label_names: list[str] | None) -> EncodedSequences:
         """Tokenize ``records``; with ``label_names``, map labels to class indices, rejecting unknown labels."""

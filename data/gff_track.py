@@ -12,13 +12,14 @@ e.g. a CDS split by a programmed frameshift) are one feature there; its strand m
 strands count: a coding mask, not a strand annotation. The group attribute
 ``label_names`` is ``["other", FEATURE1, ...]``, which :class:`seqpipe.data.genome.GenomeData` reads as the
 class names. GFF coordinates (1-based, inclusive) become 0-based half-open spans; a feature on a record
-missing from the FASTA, or running past its end, is an error naming the GFF line. A ``##FASTA`` section
-ends the annotations.
+missing from the FASTA, or running past its end, is an error naming the GFF line; so is a GFF holding none
+of the ``--feature`` types, which lists the types it holds. A ``##FASTA`` section ends the annotations.
 """
 
 from __future__ import annotations
 
 import zlib
+from collections import Counter
 from contextlib import closing
 from pathlib import Path
 
@@ -34,6 +35,8 @@ CHUNK = 1 << 20
 #: bases of a ``TYPE:start`` / ``TYPE:end`` feature: one codon
 END_LENGTH = 3
 ENDS = ("start", "end")
+#: the GFF's types an error lists when none of the asked-for types occurs
+SHOWN_TYPES = 10
 
 
 def parse_features(features: list[str]) -> list[tuple[str, str | None]]:
@@ -78,6 +81,7 @@ def feature_spans(gff: str | Path, features: list[str], chrom_sizes: dict[str, i
             ends.setdefault(kind, []).append((end, k + 1))
     spans: dict[str, list[tuple[int, int, int]]] = {chrom: [] for chrom in chrom_sizes}
     parts: dict[tuple[str, str], list] = {}  # (type, ID or line) -> [chrom, start, end, strand, first line]
+    types: Counter[str] = Counter()
     try:
         with open_text(gff) as lines:
             for number, line in enumerate(lines, start=1):
@@ -88,6 +92,7 @@ def feature_spans(gff: str | Path, features: list[str], chrom_sizes: dict[str, i
                 fields = line.rstrip("\n").split("\t")
                 if len(fields) != 9:
                     raise DataError(gff, f"{len(fields)} tab-separated fields, a GFF line has 9", line=number)
+                types[fields[2]] += 1
                 if fields[2] not in whole and fields[2] not in ends:
                     continue
                 chrom, start, end = fields[0], fields[3], fields[4]
@@ -118,8 +123,17 @@ def feature_spans(gff: str | Path, features: list[str], chrom_sizes: dict[str, i
         for which, label in ends[kind]:
             spans[chrom].append((*end_span(start, end, strand, which), label))
     if not any(spans.values()):
-        raise DataError(gff, f"no features of type {sorted({kind for kind, _ in parsed})}")
+        raise DataError(gff, f"no features of type {sorted({kind for kind, _ in parsed})}; {describe_types(types)}")
     return spans
+
+
+def describe_types(types: Counter[str]) -> str:
+    """"its types are CDS (4), gene (4)": the first SHOWN_TYPES feature types of a GFF, sorted, with counts."""
+    if not types:
+        return "it has no feature lines"
+    names = sorted(types)
+    more = f" and {len(names) - SHOWN_TYPES} more" if len(names) > SHOWN_TYPES else ""
+    return "its types are " + ", ".join(f"{name} ({types[name]})" for name in names[:SHOWN_TYPES]) + more
 
 
 def build_track(gff: str | Path, fasta: str | Path, out: str | Path, features: list[str]) -> dict[str, int]:

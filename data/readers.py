@@ -67,11 +67,13 @@ def read_records(
     sequence_column: str = "sequence",
     label_column: str = "label",
     id_column: str | None = None,
+    option_prefix: str = "data.",
 ) -> Iterator[Record]:
     """Read any of the three shapes: a directory (one FASTA per class), a .tsv/.csv[.gz] table, or else
     a FASTA file whose headers carry the label (found by ``label_pattern``).
 
     With ``labelled=False`` labels are not required (and not read from FASTA headers or tables).
+    ``option_prefix``: see :func:`read_table`.
     """
     path = Path(path)
     if not path.exists():
@@ -80,7 +82,8 @@ def read_records(
         return read_fasta_per_class(path)
     if _suffix(path) in TABLE_SEPARATORS:
         return read_table(
-            path, sequence_column=sequence_column, label_column=label_column if labelled else None, id_column=id_column
+            path, sequence_column=sequence_column, label_column=label_column if labelled else None, id_column=id_column,
+            option_prefix=option_prefix,
         )
     return read_labelled_fasta(path, label_pattern if labelled else None)
 
@@ -163,11 +166,14 @@ def read_table(
     sequence_column: str = "sequence",
     label_column: str | None = "label",
     id_column: str | None = None,
+    option_prefix: str = "data.",
 ) -> Iterator[Record]:
     """A .tsv or .csv file (plain or gzipped) with a header row. ``label_column=None``: no labels.
 
     Record ids come from ``id_column``, or else are the row numbers (1-based, header not counted).
-    Lines are counted with the header as line 1; blank lines are allowed and counted.
+    Lines are counted with the header as line 1; blank lines are allowed and counted. A missing column's error
+    names the option that chooses it: ``option_prefix`` + ``sequence_column`` (``label_column``, ``id_column``),
+    as the caller's user sets it (``data.`` in a recipe, ``--`` for the DNA tools' ``--sequence_column``).
     """
     path = Path(path)
     kind = _suffix(path)
@@ -180,7 +186,8 @@ def read_table(
         raise DataError(path, "the file is empty") from None
     except (pd.errors.ParserError, UnicodeDecodeError, OSError, EOFError, zlib.error) as error:
         raise DataError(path, f"cannot be read as {kind[1:].upper()}: {error}") from None
-    wanted = [name for name in (sequence_column, label_column, id_column) if name is not None]
+    columns = {"sequence_column": sequence_column, "label_column": label_column, "id_column": id_column}
+    wanted = [name for name in columns.values() if name is not None]
     missing = [name for name in wanted if name not in table.columns]
     if missing and any(_SEQUENCE_CELL.fullmatch(str(name)) for name in table.columns):
         separator = "<TAB>" if kind == ".tsv" else ","
@@ -189,11 +196,9 @@ def read_table(
             f"'{sequence_column}{separator}{label_column or 'label'}'", line=1,
         )
     if missing:
-        raise DataError(
-            path,
-            f"no column {' or '.join(map(repr, missing))}; the columns are {list(table.columns)} "
-            "(set data.sequence_column, data.label_column, data.id_column)",
-        )
+        options = [option_prefix + option for option, name in columns.items() if name in missing]
+        raise DataError(path, f"no column {' or '.join(map(repr, missing))}; the columns are {list(table.columns)} "
+                              f"(set {', '.join(options)})")
     table = table.fillna("").apply(lambda column: column.str.strip())
     blank = (table == "").all(axis=1)
     table = table[wanted]

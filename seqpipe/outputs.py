@@ -40,14 +40,18 @@ class Output:
         self.partial = self.path.with_name(self.path.name + ".partial")
         self._claimed = False
 
-    def claim(self) -> None:
-        """Check that ``path`` may be written, and make way for ``partial``; raises :class:`ConfigError`."""
+    def check(self) -> None:
+        """Raise :class:`ConfigError` unless ``path`` may be written; changes nothing."""
         for path in (self.path, self.partial):
             if path.exists() and not self._is_ours(path):
                 raise ConfigError(
                     f"{path} exists and is not a seqpipe {self.kind}: refusing to replace it "
                     "(move it away or choose another output path)"
                 )
+
+    def claim(self) -> None:
+        """:meth:`check`, then make way for ``partial``."""
+        self.check()
         self._remove(self.partial)
         self._claimed = True
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -114,15 +118,18 @@ class Output:
 
 @contextmanager
 def writing(*outputs: Output) -> Iterator[list[Path]]:
-    """Claims every output (so a refused path fails before the work), yields their ``partial`` paths to write
-    to, commits them all when the block succeeds and discards them all when it fails.
+    """Checks every output, then claims them (so a refused path fails before anything is written), yields
+    their ``partial`` paths to write to, commits them all when the block succeeds and discards them all when it
+    fails.
 
         with writing(Output(path, "per-base track", folder=True)) as (partial,):
             ...  # write into partial
     """
+    for output in outputs:
+        output.check()
     try:
         for output in outputs:
-            output.claim()  # a refused one stops here; those claimed before it are discarded below
+            output.claim()
         yield [output.partial for output in outputs]
     except BaseException:
         for output in outputs:

@@ -4,7 +4,8 @@
 
 For each FASTA record the explained score is the log-odds of the ``--target`` class's probability (default:
 the last class), both strands averaged; a per-base model's probability is first averaged over the positions
-``--span`` of the record (0-based, half-open; default all). Written:
+``--span`` of the record (0-based, half-open; default all); a sequence model has one score per record, and
+``--span`` is an error there. Written:
 
 * ``PREFIX.npz``: ``ids`` (N,), ``lengths`` (N,), ``score`` (N,) of the records as given, and, padded with NaN
   to the longest record, ``ism`` (N, L, 4): in-silico mutagenesis, the score with base A, C, G, T at each
@@ -14,6 +15,8 @@ the last class), both strands averaged; a per-base model's probability is first 
 * ``PREFIX.logos/``: sequence logos (logomaker) of the ``--top`` records by score: ISM importance of each
   base (minus the mean effect of mutating it) and gradient x input, over ``--logo_width`` positions around
   the most important one.
+
+An earlier run's outputs are replaced; anything else at either path stops the run before any work, naming it.
 
 Gradients come from captum (``Saliency``, ``InputXGradient``) through a differentiable one-hot input: the
 backbone's per-token encoder is a lookup, so its output is ``one_hot @ table`` (Caduceus' RC embedding too).
@@ -140,10 +143,10 @@ def explain(options: argparse.Namespace) -> None:
         grad_x_input = np.full((len(records), longest), np.nan, np.float32)
         scores = np.zeros(len(records), np.float32)
         for i, x in enumerate(records):
+            with torch.no_grad():
+                scores[i] = explainer.score(x[None])  # refuses --span first if the model is not per-base
             if span is not None and span[1] > len(x):
                 raise ConfigError(f"--span {options.span} runs past record {ids[i]!r} of length {len(x)}")
-            with torch.no_grad():
-                scores[i] = explainer.score(x[None])
             ism[i, :len(x)] = explainer.ism(x, options.batch_size).numpy()
             g, gx = explainer.gradients(x[None])
             gradient[i, :len(x)], grad_x_input[i, :len(x)] = g[0].numpy(), gx[0].numpy()

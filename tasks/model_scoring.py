@@ -16,12 +16,12 @@ from pathlib import Path
 import torch
 
 from seqpipe.checkpoints import load_trained_model
-from seqpipe.contracts import TokenInput
+from seqpipe.contracts import ChannelInput, TokenInput
 from seqpipe.data.dna import DNAClassificationData
 from seqpipe.data.tokenizers import DNATokenizer
 from seqpipe.dna_alphabet import DNA_COMPLEMENT, reverse_complement_ids
 from seqpipe.dna_backbones import RCEquivariantBackbone
-from seqpipe.errors import ConfigError
+from seqpipe.errors import CheckpointError, ConfigError
 from seqpipe.model import SequenceModel
 
 TOKENIZER = DNATokenizer()
@@ -48,10 +48,21 @@ def load_model(
     model = load_trained_model(ckpt_path, trusted_modules).to(target)
     spec = model.data_info.input if model.data_info else None
     if not isinstance(spec, TokenInput) or spec.vocab_size != DNATokenizer.vocab_size:
-        raise ConfigError(f"--ckpt_path {ckpt_path}: the model was not trained on DNA tokens (data_info {model.hparams.get('data_info')})")
+        raise CheckpointError(f"--ckpt_path {ckpt_path}: a {type(model.head).__name__} model of {trained_input(spec)}; "
+                              "the DNA tools (variants, explain, embed) need a model trained on DNA sequences")
     if chunk_size is not None:
         model.hparams["chunk_size"] = chunk_size
     return model
+
+
+def trained_input(spec: TokenInput | ChannelInput | None) -> str:
+    """What a model reads, in a few words: "2 real-valued channels", "tokens of a vocabulary of 25"."""
+    if isinstance(spec, ChannelInput):
+        rate = f" at {spec.sample_rate:g} Hz" if spec.sample_rate else ""
+        return f"{spec.channels} real-valued channel{'s' if spec.channels != 1 else ''}{rate}"
+    if isinstance(spec, TokenInput):
+        return f"tokens of a vocabulary of {spec.vocab_size}" + (f" ({spec.tokenizer!r} tokenizer)" if spec.tokenizer else "")
+    return "unknown inputs"
 
 
 def add_device_option(parser: argparse.ArgumentParser) -> None:
@@ -72,6 +83,7 @@ def predict_data(model: SequenceModel, path: str, options: argparse.Namespace, b
     up for predict: every record is read and checked here (``.splits["predict"]``, ``.predict_dataloader()``)."""
     data = DNAClassificationData(predict=path, sequence_column=options.sequence_column, id_column=options.id_column,
                                  batch_size=batch_size, fasta=fasta)
+    data.column_option_prefix = "--"
     data.restore_data_info(model.data_info)
     data.setup("predict")
     return data
@@ -110,8 +122,12 @@ def class_probabilities(model: SequenceModel, x: torch.Tensor, both_strands: boo
 
 def window_scores(probs: torch.Tensor, span: tuple[int, int] | None = None) -> torch.Tensor:
     """Probabilities (B, K) or (B, L, K) -> one score per class (B, K): per-base probabilities averaged over
-    the positions ``span = (start, end)`` of the window (default all)."""
+    the positions ``span = (start, end)`` of the window (default all). A span of a sequence model's probabilities
+    is refused: it has no positions to average (the tools' ``--span``)."""
     if probs.dim() == 2:
+        if span is not None:
+            raise ConfigError("--span averages a per-base model's positions, but this model gives one score per "
+                              "sequence: leave --span out")
         return probs
     start, end = span or (0, probs.shape[1])
     return probs[:, start:end].mean(1)

@@ -5,7 +5,8 @@
 For every single-base substitution (each ALT of a record separately) the model scores the reference window
 and the alternate window centred on the variant (the variant at index ``window // 2``; an odd window makes the
 two strands mirror images), each as the mean of both strands. A per-base model's score of a class is its
-probability averaged over the central ``--span`` positions (default: the whole window). Written:
+probability averaged over the central ``--span`` positions (default: the whole window); a sequence model has
+one score per window, and ``--span`` is an error there. Written:
 
 * ``PREFIX.tsv``: chrom, pos (1-based, as in the VCF), ref, alt, id, then per class ``diff_<class>`` (alt - ref
   probability) and ``log_odds_<class>`` (log-odds of alt minus log-odds of ref);
@@ -14,7 +15,11 @@ probability averaged over the central ``--span`` positions (default: the whole w
   ``SEQPIPE_SKIPPED`` instead;
 * ``PREFIX.skipped.tsv``: every allele not scored and why: an indel, a multi-base substitution, a symbolic or
   missing ALT, a chromosome the FASTA lacks, or a REF that disagrees with the FASTA (never scored). The count of
-  each reason is printed, and each REF mismatch is named on stderr (the first 10; the rest are in the file).
+  each reason is printed, and each record whose REF disagrees is named once on stderr (the first 10; the rest
+  are in the file).
+
+An earlier run's outputs are replaced; anything else at one of the three paths stops the run before any work,
+naming it.
 
 VCFs are read with cyvcf2. Windows are read through :class:`seqpipe.data.genome_io.Genome` (N past the
 chromosome ends); ``--chunk_size`` runs long windows chunk by chunk with carried state (causal backbones).
@@ -81,10 +86,11 @@ def check_allele(allele: Allele, genome: Genome) -> str | None:
 
 
 def score_alleles(
-    model, genome: Genome, alleles: list[Allele], window: int, span: tuple[int, int], batch_size: int
+    model, genome: Genome, alleles: list[Allele], window: int, span: tuple[int, int] | None, batch_size: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Scores (n, K) of the reference and of the alternate windows, both strands averaged. Reference windows
-    shared by alleles of one position are scored once per batch."""
+    """Scores (n, K) of the reference and of the alternate windows, both strands averaged; ``span``: see
+    :func:`~seqpipe.tasks.model_scoring.window_scores`. Reference windows shared by alleles of one position are
+    scored once per batch."""
     centre = window // 2
     ref_scores, alt_scores = [], []
     with torch.no_grad():
@@ -140,13 +146,16 @@ def score_vcf(options: argparse.Namespace) -> None:
     paths = [out.with_name(out.name + suffix) for suffix in (".tsv", ".vcf.gz", ".skipped.tsv")]
     if options.window < 1:
         raise ConfigError(f"--window must be >= 1, got {options.window}")
-    span_length = options.span or options.window
-    if not 1 <= span_length <= options.window:
-        raise ConfigError(f"--span must be in [1, --window], got {span_length}")
-    outputs = [Output(path, kind) for path, kind in zip(paths, ("variant scores TSV", "scored VCF", "skipped variants TSV"))]
+    span = None
+    if options.span is not None:
+        if not 1 <= options.span <= options.window:
+            raise ConfigError(f"--span must be in [1, --window], got {options.span}")
+        span_start = options.window // 2 - options.span // 2
+        span = (span_start, span_start + options.span)
+    kinds = ("variant scores TSV", "scored VCF", "skipped variants TSV")
+    outputs = [Output(path, kind) for path, kind in zip(paths, kinds)]
     with ExitStack() as stack:  # the inputs are closed before the outputs are committed or discarded
         tsv, vcf_out, skipped_tsv = stack.enter_context(writing(*outputs))
-        span_start = options.window // 2 - span_length // 2
         model = load_model(options.ckpt_path, options.chunk_size, options.trust_module, options.device)
         names = label_names(model)
         genome = stack.enter_context(closing(Genome(options.fasta, options.cache_dir)))
@@ -156,7 +165,7 @@ def score_vcf(options: argparse.Namespace) -> None:
         scored = [a for a, reason in zip(alleles, reasons) if reason is None]
         if not scored:
             raise DataError(options.vcf, f"none of its {len(alleles)} alleles can be scored ({reason_counts(reasons)})")
-        ref, alt = score_alleles(model, genome, scored, options.window, (span_start, span_start + span_length), options.batch_size)
+        ref, alt = score_alleles(model, genome, scored, options.window, span, options.batch_size)
         diff, odds = alt - ref, (log_odds(torch.from_numpy(alt)) - log_odds(torch.from_numpy(ref))).numpy()
 
         table = pd.DataFrame({
@@ -172,7 +181,10 @@ def score_vcf(options: argparse.Namespace) -> None:
         table.to_csv(tsv, sep="\t", index=False, float_format="%.6g")
         skipped.to_csv(skipped_tsv, sep="\t", index=False)
         write_scored_vcf(vcf, records, alleles, reasons, diff, odds, names, vcf_out)
-    report(len(alleles), skipped, paths)
+    # one line per record: its ALTs share the REF
+    mismatches = {a.record: f"{a.chrom}:{a.pos + 1} {a.id}: {reason}" for a, reason in zip(alleles, reasons)
+                  if reason is not None and reason.startswith("REF")}
+    report(len(alleles), skipped, list(mismatches.values()), paths)
 
 
 def write_scored_vcf(vcf, records, alleles, reasons, diff, odds, names, path: Path) -> None:
@@ -212,13 +224,14 @@ def info_values(values: np.ndarray) -> str:
     return ",".join(f"{v:.6g}" for v in values)
 
 
-def report(total: int, skipped, paths: list[Path]) -> None:
+def report(total: int, skipped, mismatches: list[str], paths: list[Path]) -> None:
+    """The counts on stdout; on stderr the records whose REF disagrees with the FASTA (the first
+    SHOWN_MISMATCHES)."""
     print(f"scored {total - len(skipped)} of {total} alleles; wrote {paths[0]} and {paths[1]}")
     if len(skipped):
         print(f"skipped {len(skipped)} (listed in {paths[2]}): {reason_counts(skipped['reason'])}")
-    mismatches = skipped[skipped["reason"].str.startswith("REF")]
-    for row in mismatches.head(SHOWN_MISMATCHES).itertuples():
-        print(f"seqpipe: warning: {row.chrom}:{row.pos} {row.id}: {row.reason}; not scored", file=sys.stderr)
+    for mismatch in mismatches[:SHOWN_MISMATCHES]:
+        print(f"seqpipe: warning: {mismatch}; not scored", file=sys.stderr)
     if len(mismatches) > SHOWN_MISMATCHES:
         print(f"seqpipe: warning: {len(mismatches) - SHOWN_MISMATCHES} more REF mismatches in {paths[2]}", file=sys.stderr)
 

@@ -40,6 +40,11 @@ MOTIF_MODEL = {
     "head": {"class_path": "dna_tool_fixtures.PlantedMotifHead", "init_args": {"motif": "TATAAT"}},
 }
 
+FORECASTER = {**CAUSAL_CLASSIFIER, "head": {"class_path": "seqpipe.tasks.forecasting.Forecasting"}}
+#: a forecasting model's data_info: two channels (not DNA)
+SERIES_INFO = {"input_dim": 2, "columns": ["OT", "HUFL"], "targets": ["OT"], "target_index": [0], "mean": [1.0, 2.0],
+               "std": [1.0, 1.0], "seq_len": 24, "pred_len": 8, "freq": "h", "calendar": ["hour", "weekday"]}
+
 
 def reverse_complement(sequence: str) -> str:
     return sequence.translate(COMPLEMENT)[::-1]
@@ -61,11 +66,12 @@ def open_files_under(directory) -> list[str]:
 needs_proc = pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="lists open files through /proc/self/fd")
 
 
-def write_checkpoint(path: Path, config: dict[str, Any], label_names: list[str], seed: int = 0) -> SequenceModel:
-    """A ``seqpipe fit``-style checkpoint of ``config`` (backbone and head class paths) with random weights;
-    returns the model (eval mode)."""
+def write_checkpoint(path: Path, config: dict[str, Any], label_names: list[str] | None, seed: int = 0,
+                     data_info: dict[str, Any] | None = None) -> SequenceModel:
+    """A ``seqpipe fit``-style checkpoint of ``config`` (backbone and head class paths) with random weights, of a
+    DNA model with classes ``label_names`` unless ``data_info`` says otherwise; returns the model (eval mode)."""
     torch.manual_seed(seed)
-    hparams = {**config, "data_info": {**DNA_INFO, "label_names": label_names}}
+    hparams = {**config, "data_info": data_info or {**DNA_INFO, "label_names": label_names}}
     model = instantiate_module(SequenceModel, hparams)
     if isinstance(model.head, PlantedMotifHead):
         model.head.plant(model.backbone)

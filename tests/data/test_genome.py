@@ -115,6 +115,22 @@ def test_gff_track_rejects_features_off_the_genome(genome_files, tmp_path):
     assert not (tmp_path / "bad.zarr").exists()
 
 
+def test_gff_track_without_the_feature_lists_the_types_there_are(genome_files, tmp_path, capsys):
+    gff = tmp_path / "genes.gff"
+    counts = {kind: gff.read_text().count(f"\t{kind}\t") for kind in ("CDS", "gene")}
+    assert gff_track_main([str(gff), str(genome_files[0]), str(tmp_path / "lower.zarr"), "--feature", "cds"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"seqpipe: error: {gff}: no features of type ['cds']; its types are CDS ({counts['CDS']}), gene ({counts['gene']})"]
+    many = tmp_path / "many.gff"
+    many.write_text("".join(f"chrA\tsim\ttype{k:02d}\t1\t10\t.\t+\t.\tID=x{k}\n" for k in range(12)) + "##FASTA\n>chrA\n")
+    with pytest.raises(DataError, match=r"its types are type00 \(1\), .*, type09 \(1\) and 2 more$"):
+        build_track(many, genome_files[0], tmp_path / "x.zarr", ["CDS"])
+    (tmp_path / "empty.gff").write_text("##gff-version 3\n")
+    with pytest.raises(DataError, match=r"no features of type \['CDS'\]; it has no feature lines$"):
+        build_track(tmp_path / "empty.gff", genome_files[0], tmp_path / "x.zarr", ["CDS"])
+    assert not list(tmp_path.glob("*.zarr.partial")) and not (tmp_path / "x.zarr").exists()
+
+
 def test_track_must_match_the_genome(genome_files, tmp_path):
     group = zarr.open_group(str(tmp_path / "short.zarr"), mode="w")
     for chrom, size in CHROMS.items():

@@ -135,7 +135,9 @@ def test_directory_problems(tmp_path):
     [
         ("", "the file is empty"),
         ("sequence\tlabel\n", "no rows"),
-        ("seq\tclass\nACGT\ta\n", "no column 'sequence' or 'label'; the columns are ['seq', 'class']"),
+        ("seq\tclass\nACGT\ta\n", "no column 'sequence' or 'label'; the columns are ['seq', 'class'] "
+                                  "(set data.sequence_column, data.label_column)"),
+        ("sequence\tclass\nACGT\ta\n", "no column 'label'; the columns are ['sequence', 'class'] (set data.label_column)"),
         ("ACGTNacgtnACGT\ta\nGGCC\tb\n",
          "line 1: a record, not a header: the first line of a table names its columns; add one such as "
          "'sequence<TAB>label'"),

@@ -3,6 +3,8 @@ model equals scoring the mutants one by one from their letters; arrays and logos
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -85,6 +87,54 @@ def test_unknown_target_is_one_line(tmp_path, capsys):
                  "--target", "nope", "--trust_module", "dna_tool_fixtures"]) == 2
     assert capsys.readouterr().err.strip() == "seqpipe: error: --target 'nope' is not a class of the model (['absent', 'present'])"
     assert not list(tmp_path.glob("e*"))
+
+
+def test_span_on_a_sequence_classifier_or_past_a_record_is_one_line(tmp_path, capsys):
+    write_checkpoint(tmp_path / "m.ckpt", CAUSAL_CLASSIFIER, ["neg", "pos"])
+    fasta = write_fasta(tmp_path / "x.fa", {"r": random_sequence(30)})
+    for span in ("10:20", "10:40"):  # refused as meaningless before it is found to run past the record
+        assert main(["--ckpt_path", str(tmp_path / "m.ckpt"), "--data.predict", fasta, "--out", str(tmp_path / "e"),
+                     "--span", span]) == 2
+        assert capsys.readouterr().err.splitlines() == [
+            "seqpipe: error: --span averages a per-base model's positions, but this model gives one score per sequence: "
+            "leave --span out"]
+    write_checkpoint(tmp_path / "per_base.ckpt", RC_PER_BASE, ["other", "CDS"])
+    assert main(["--ckpt_path", str(tmp_path / "per_base.ckpt"), "--data.predict", fasta, "--out", str(tmp_path / "e"),
+                 "--span", "10:40"]) == 2
+    assert capsys.readouterr().err.splitlines() == ["seqpipe: error: --span 10:40 runs past record 'r' of length 30"]
+    assert not list(tmp_path.glob("e*"))
+
+
+def test_a_users_file_at_either_output_is_refused_and_an_earlier_runs_outputs_are_replaced(tmp_path, capsys):
+    write_checkpoint(tmp_path / "m.ckpt", MOTIF_MODEL, ["absent", "present"])
+    argv = ["--ckpt_path", str(tmp_path / "m.ckpt"), "--data.predict", write_fasta(tmp_path / "x.fa", {"r": "ACGTACGT"}),
+            "--out", str(tmp_path / "e"), "--top", "1", "--trust_module", "dna_tool_fixtures"]
+
+    def outputs() -> dict:
+        files = (p for p in tmp_path.rglob("*") if p.is_file() and p.relative_to(tmp_path).parts[0].startswith("e"))
+        return {p.relative_to(tmp_path): p.read_bytes() for p in files}
+
+    for mine, kind in (("e.npz", "attribution arrays"), ("e.logos", "attribution logos")):
+        (tmp_path / mine).write_text("a user's notes\n")
+        assert main(argv) == 2
+        assert capsys.readouterr().err.splitlines() == [
+            f"seqpipe: error: {tmp_path / mine} exists and is not a seqpipe {kind}: refusing to replace it "
+            "(move it away or choose another output path)"]
+        assert outputs() == {Path(mine): b"a user's notes\n"}
+        (tmp_path / mine).unlink()
+    assert main(argv) == 0
+    written = outputs()
+    assert sorted(map(str, written)) == ["e.logos/.seqpipe-output", "e.logos/001_r.png", "e.npz"]
+    assert main(argv) == 0 and outputs() == written
+
+
+def test_a_table_without_the_sequence_column_names_the_tools_option(tmp_path, capsys):
+    write_checkpoint(tmp_path / "m.ckpt", MOTIF_MODEL, ["absent", "present"])
+    (tmp_path / "x.csv").write_text("id,seq\ns1,ACGTACGT\n")
+    assert main(["--ckpt_path", str(tmp_path / "m.ckpt"), "--data.predict", str(tmp_path / "x.csv"), "--out",
+                 str(tmp_path / "e"), "--trust_module", "dna_tool_fixtures"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"seqpipe: error: {tmp_path / 'x.csv'}: no column 'sequence'; the columns are ['id', 'seq'] (set --sequence_column)"]
 
 
 def test_a_class_folder_and_a_table_are_explained_as_the_fasta_file_of_their_records(tmp_path):

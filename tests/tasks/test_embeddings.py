@@ -8,7 +8,7 @@ import pytest
 import torch
 import zarr
 
-from dna_tool_fixtures import CAUSAL_CLASSIFIER, RC_PER_BASE, write_checkpoint
+from dna_tool_fixtures import CAUSAL_CLASSIFIER, FORECASTER, RC_PER_BASE, SERIES_INFO, write_checkpoint
 from seqpipe.data.tokenizers import DNATokenizer
 from seqpipe.dna_alphabet import DNA_COMPLEMENT, reverse_complement_ids
 from seqpipe.tasks.embeddings import main, sequence_embeddings
@@ -98,6 +98,26 @@ def test_embed_refuses_a_users_path_and_a_bad_record_before_writing(tmp_path, ca
     err = capsys.readouterr().err
     assert "bad.fa" in err and "r2" in err and "'-'" in err
     assert not (tmp_path / "e.zarr").exists() and not (tmp_path / "e.zarr.partial").exists()
+
+
+def test_a_table_without_the_columns_names_the_tools_options(tmp_path, capsys):
+    ckpt = tmp_path / "m.ckpt"
+    write_checkpoint(ckpt, MOTIF_CLASSIFIER, ["a", "b"])
+    table = tmp_path / "in.csv"
+    table.write_text("name,dna\nr1,ACGTACGT\n")
+    for extra, hint in (([], "'sequence'; the columns are ['name', 'dna'] (set --sequence_column)"),
+                        (["--sequence_column", "dna", "--id_column", "id"], "'id'; the columns are ['name', 'dna'] (set --id_column)")):
+        assert main(["--ckpt_path", str(ckpt), "--input", str(table), "--output", str(tmp_path / "e.zarr"), *extra]) == 2
+        assert capsys.readouterr().err.splitlines() == [f"seqpipe: error: {table}: no column {hint}"]
+
+
+def test_a_forecasting_checkpoint_is_one_short_line(tmp_path, capsys):
+    write_checkpoint(tmp_path / "f.ckpt", FORECASTER, None, data_info=SERIES_INFO)
+    fasta = write_fasta(tmp_path / "in.fa", [("r1", "ACGTACGT")])
+    assert main(["--ckpt_path", str(tmp_path / "f.ckpt"), "--input", str(fasta), "--output", str(tmp_path / "e.zarr")]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"seqpipe: error: --ckpt_path {tmp_path / 'f.ckpt'}: a Forecasting model of 2 real-valued channels; the DNA tools "
+        "(variants, explain, embed) need a model trained on DNA sequences"]
 
 
 def test_a_record_too_long_for_one_window_is_refused_with_the_tools_option(tmp_path, monkeypatch):

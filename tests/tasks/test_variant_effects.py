@@ -11,7 +11,8 @@ import pytest
 import torch
 from cyvcf2 import VCF
 
-from dna_tool_fixtures import CAUSAL_CLASSIFIER, RC_PER_BASE, needs_proc, open_files_under, reverse_complement, write_checkpoint
+from dna_tool_fixtures import (CAUSAL_CLASSIFIER, FORECASTER, RC_PER_BASE, SERIES_INFO, needs_proc, open_files_under,
+                               reverse_complement, write_checkpoint)
 from seqpipe.data.tokenizers import DNATokenizer
 from seqpipe.tasks import variant_effects
 from seqpipe.tasks.variant_effects import main
@@ -86,16 +87,24 @@ def test_scores_equal_a_direct_forward_of_the_windows_and_skips_are_reported(tmp
                  "--chunk_size", "8", "--out", str(tmp_path / "chunked")]) == 0
     chunked = pd.read_csv(tmp_path / "chunked.tsv", sep="\t")
     np.testing.assert_allclose(chunked.filter(like="diff_"), table.filter(like="diff_"), atol=1e-6)
-    # a user's file is never replaced (refused before any scoring); seqpipe's own outputs are
-    (tmp_path / "mine.tsv").write_text("a user's notes\n")
-    assert main(["--ckpt_path", str(tmp_path / "m.ckpt"), "--data.fasta", fasta, "--vcf", vcf,
-                 "--window", str(WINDOW), "--out", str(tmp_path / "mine")]) == 2
-    assert capsys.readouterr().err.strip().endswith("mine.tsv exists and is not a seqpipe variant scores TSV: refusing to "
-                                                     "replace it (move it away or choose another output path)")
-    assert (tmp_path / "mine.tsv").read_text() == "a user's notes\n" and not list(tmp_path.glob("mine.*.partial"))
-    assert main(["--ckpt_path", str(tmp_path / "m.ckpt"), "--data.fasta", fasta, "--vcf", vcf,
-                 "--window", str(WINDOW), "--out", str(tmp_path / "out")]) == 0
-    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "out.tsv", sep="\t"), table)
+
+
+def test_a_users_file_at_any_output_is_refused_and_an_earlier_runs_outputs_are_replaced(tmp_path, capsys):
+    write_checkpoint(tmp_path / "m.ckpt", CAUSAL_CLASSIFIER, ["neg", "pos"])
+    fasta = write_fasta(tmp_path / "g.fa", {"chr1": CHROM})
+    vcf = write_vcf(tmp_path / "v.vcf", [("chr1", 201, "rs1", CHROM[200], "ACGT".replace(CHROM[200], "")[0])], {"chr1": 400})
+    argv = ["--ckpt_path", str(tmp_path / "m.ckpt"), "--data.fasta", fasta, "--vcf", vcf, "--window", str(WINDOW)]
+    (tmp_path / "mine.skipped.tsv").write_text("a user's notes\n")
+    assert main(argv + ["--out", str(tmp_path / "mine")]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"seqpipe: error: {tmp_path / 'mine.skipped.tsv'} exists and is not a seqpipe skipped variants TSV: refusing "
+        "to replace it (move it away or choose another output path)"]
+    assert sorted(p.name for p in tmp_path.glob("*mine*")) == ["mine.skipped.tsv"]
+    assert main(argv + ["--out", str(tmp_path / "out")]) == 0
+    written = {p.name: p.read_bytes() for p in tmp_path.glob("out.*")}
+    assert sorted(written) == ["out.skipped.tsv", "out.tsv", "out.vcf.gz"]
+    assert main(argv + ["--out", str(tmp_path / "out")]) == 0
+    assert {p.name: p.read_bytes() for p in tmp_path.glob("out.*")} == written
 
 
 def test_a_variant_scores_like_its_complement_on_the_reverse_complement_genome(tmp_path):
@@ -119,13 +128,30 @@ def test_a_variant_scores_like_its_complement_on_the_reverse_complement_genome(t
     np.testing.assert_allclose(tables[0][["diff_other", "diff_CDS"]], tables[1][["diff_other", "diff_CDS"]], atol=2e-6)
 
 
+def test_a_ref_mismatch_is_named_once_per_record_whatever_its_alts(tmp_path, capsys):
+    write_checkpoint(tmp_path / "m.ckpt", CAUSAL_CLASSIFIER, ["neg", "pos"])
+    fasta = write_fasta(tmp_path / "g.fa", {"chr1": CHROM})
+    wrong, *alts = "ACGT".replace(CHROM[99], "")
+    rows = [("chr1", 100, "mism", wrong, ",".join(alts)), ("chr1", 201, "rs1", CHROM[200], "ACGT".replace(CHROM[200], "")[0])]
+    vcf = write_vcf(tmp_path / "v.vcf", rows, {"chr1": 400})
+    assert main(["--ckpt_path", str(tmp_path / "m.ckpt"), "--data.fasta", fasta, "--vcf", vcf,
+                 "--window", str(WINDOW), "--out", str(tmp_path / "out")]) == 0
+    assert capsys.readouterr().err.splitlines() == [
+        f"seqpipe: warning: chr1:100 mism: REF {wrong} disagrees with the FASTA ({CHROM[99]}); not scored"]
+    assert list(pd.read_csv(tmp_path / "out.skipped.tsv", sep="\t")["alt"]) == alts  # each ALT listed
+
+
 def test_bad_inputs_give_one_line(tmp_path, capsys):
     write_checkpoint(tmp_path / "m.ckpt", CAUSAL_CLASSIFIER, ["neg", "pos"])
     fasta = write_fasta(tmp_path / "g.fa", {"chr1": CHROM})
     (tmp_path / "broken.vcf").write_text("this is not a VCF\n")
     unscorable = write_vcf(tmp_path / "indels.vcf", [("chr1", 10, "ind1", CHROM[9], CHROM[9] + "A"), ("1", 20, "x", "A", "C")],
                            {"chr1": len(CHROM), "1": 100})
+    good = write_vcf(tmp_path / "good.vcf", [("chr1", 201, "rs1", CHROM[200], "ACGT".replace(CHROM[200], "")[0])], {"chr1": 400})
     for extra, message in (
+        (["--vcf", good, "--span", "11"], "--span averages a per-base model's positions, but this model gives one score "
+                                          "per sequence: leave --span out"),
+        (["--vcf", good, "--span", "0"], "--span must be in [1, --window], got 0"),
         (["--vcf", str(tmp_path / "missing.vcf")], "missing.vcf: no such VCF file"),
         (["--vcf", str(tmp_path / "broken.vcf")], "broken.vcf: cannot be read as a VCF"),
         (["--vcf", unscorable], "indels.vcf: none of its 2 alleles can be scored (1 indel, "
@@ -134,6 +160,17 @@ def test_bad_inputs_give_one_line(tmp_path, capsys):
         assert main(["--ckpt_path", str(tmp_path / "m.ckpt"), "--data.fasta", fasta, "--out", str(tmp_path / "o"), *extra]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and message in err[0]
+    assert not list(tmp_path.glob("o*"))
+
+
+def test_a_checkpoint_of_another_task_is_one_short_line(tmp_path, capsys):
+    write_checkpoint(tmp_path / "f.ckpt", FORECASTER, None, data_info=SERIES_INFO)
+    fasta = write_fasta(tmp_path / "g.fa", {"chr1": CHROM})
+    vcf = write_vcf(tmp_path / "v.vcf", [("chr1", 201, "rs1", CHROM[200], "ACGT".replace(CHROM[200], "")[0])], {"chr1": 400})
+    assert main(["--ckpt_path", str(tmp_path / "f.ckpt"), "--data.fasta", fasta, "--vcf", vcf, "--out", str(tmp_path / "o")]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"seqpipe: error: --ckpt_path {tmp_path / 'f.ckpt'}: a Forecasting model of 2 real-valued channels; the DNA tools "
+        "(variants, explain, embed) need a model trained on DNA sequences"]
     assert not list(tmp_path.glob("o*"))
 
 
