@@ -193,14 +193,15 @@ class SequenceModel(L.LightningModule):
                               f"{LONGEST_WHOLE_INPUT:,} evaluated as one window: {way_out}")
 
     def mean_features(self, inputs: torch.Tensor, lengths: torch.Tensor | None, chunk_size: int | None = None,
-                      way_out: str = STREAM_OR_CROP) -> torch.Tensor:
+                      way_out: str = STREAM_OR_CROP, where: str | None = None) -> torch.Tensor:
         """Backbone inputs (B, L[, C]), right-padded to ``lengths`` (B,) -> each sequence's mean backbone feature over
         its valid positions (B, D). Inputs longer than ``chunk_size`` stream chunk by chunk with carried state
-        (causal backbones; memory of one chunk without gradients); others run whole (:meth:`check_whole_input`)."""
+        (causal backbones; memory of one chunk without gradients); others run whole (:meth:`check_whole_input`,
+        which ``way_out`` and ``where`` are for)."""
         positions = self.output_positions(inputs, lengths)
         if chunk_size and inputs.shape[1] > chunk_size:
             return chunked_mean(self.backbone, inputs, positions, chunk_size)
-        self.check_whole_input(inputs.shape[1], way_out)
+        self.check_whole_input(inputs.shape[1], way_out, where)
         return valid_mean(self.backbone(inputs, lengths), positions)
 
     def output_positions(self, inputs: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:

@@ -22,23 +22,25 @@ import torch
 
 from seqpipe.dna_alphabet import DNA_COMPLEMENT, reverse_complement_ids
 from seqpipe.errors import ConfigError
-from seqpipe.model import SequenceModel
+from seqpipe.model import SequenceModel, longest_record
 from seqpipe.outputs import Output, writing
 from seqpipe.tasks.model_scoring import add_table_options, load_model, predict_data
 from seqpipe.tool_io import run_tool, tool_parser
 
 
 def sequence_embeddings(model: SequenceModel, x: torch.Tensor, lengths: torch.Tensor | None = None,
-                        chunk_size: int | None = None, both_strands: bool = False) -> torch.Tensor:
+                        chunk_size: int | None = None, both_strands: bool = False,
+                        where: str | None = None) -> torch.Tensor:
     """Token ids x (B, L), right-padded to ``lengths`` (B,) -> the mean backbone feature of each sequence (B, D).
 
     Records longer than ``chunk_size`` go through the backbone chunk by chunk
     (:meth:`~seqpipe.model.SequenceModel.mean_features`; causal backbones); ``both_strands``: the mean of the
-    sequence's and its reverse complement's embeddings."""
+    sequence's and its reverse complement's embeddings; ``where``: the longest record, as a too-long error names
+    it."""
     views = [x, reverse_complement_ids(x, lengths, DNA_COMPLEMENT)] if both_strands else [x]
     way_out = "stream it with --chunk_size (e.g. 65536; causal backbones)"
     with torch.no_grad():
-        means = [model.mean_features(view, lengths, chunk_size, way_out) for view in views]
+        means = [model.mean_features(view, lengths, chunk_size, way_out, where) for view in views]
     return torch.stack(means).mean(0)
 
 
@@ -60,7 +62,8 @@ def embed(options: argparse.Namespace) -> None:
                                      chunks=(min(max(len(records.ids), 1), 4096), model.backbone.d_model), dtype="float32")
         start = 0
         for batch in data.predict_dataloader():
-            values = sequence_embeddings(model, batch["x"], batch["lengths"], options.chunk_size, options.both_strands)
+            values = sequence_embeddings(model, batch["x"], batch["lengths"], options.chunk_size, options.both_strands,
+                                         longest_record(batch))
             vectors[start:start + len(values)] = values.float().numpy()
             start += len(values)
         ids = group.create_array("id", shape=(len(records.ids),), dtype=str)  # variable-length UTF-8

@@ -130,3 +130,16 @@ def test_a_record_too_long_for_one_window_is_refused_with_the_tools_option(tmp_p
     with pytest.raises(ConfigError, match="a record of 40 positions is longer than the 32 .* stream it with --chunk_size"):
         sequence_embeddings(model, x)
     assert sequence_embeddings(model, x, chunk_size=16).shape == (1, 8)  # streamed: no error
+
+
+def test_embed_names_the_file_and_record_too_long_for_one_window(tmp_path, monkeypatch, capsys):
+    import seqpipe.model
+
+    write_checkpoint(tmp_path / "m.ckpt", MOTIF_CLASSIFIER, ["a", "b"])
+    fasta = write_fasta(tmp_path / "in.fa", [("short", "ACGT" * 5), ("long1", "ACGT" * 10)])
+    monkeypatch.setattr(seqpipe.model, "LONGEST_WHOLE_INPUT", 32)
+    assert main(["--ckpt_path", str(tmp_path / "m.ckpt"), "--input", str(fasta), "--output", str(tmp_path / "e.zarr")]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"seqpipe: error: {fasta}, record 'long1': a record of 40 positions is longer than the 32 evaluated as one "
+        "window: stream it with --chunk_size (e.g. 65536; causal backbones)"]
+    assert not (tmp_path / "e.zarr").exists() and not (tmp_path / "e.zarr.partial").exists()
