@@ -176,6 +176,8 @@ class GenomePredictionWriter(BasePredictionWriter):
             Output(self.bedgraph_path or run_dir / "genome_predictions.bedgraph", "genome predictions bedGraph"),
             Output(self.bigwig_path or run_dir / "genome_predictions.bw", "genome predictions bigWig"),
         )
+        for output in self._outputs:  # every path checked before any is claimed
+            output.check()
         for output in self._outputs:
             output.claim()
         self._names, self._score = names, score
