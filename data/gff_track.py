@@ -12,8 +12,8 @@ e.g. a CDS split by a programmed frameshift) are one feature there; its strand m
 strands count: a coding mask, not a strand annotation. The group attribute
 ``label_names`` is ``["other", FEATURE1, ...]``, which :class:`seqpipe.data.genome.GenomeData` reads as the
 class names. GFF coordinates (1-based, inclusive) become 0-based half-open spans; a feature on a record
-missing from the FASTA, or running past its end, is an error naming the GFF line; so is a GFF holding none
-of the ``--feature`` types, which lists the types it holds. A ``##FASTA`` section ends the annotations.
+missing from the FASTA, or running past its end, is an error naming the GFF line; so is a ``--feature`` type
+the GFF does not hold (its class would have no base), which lists the types it holds. A ``##FASTA`` section ends the annotations.
 """
 
 from __future__ import annotations
@@ -122,8 +122,9 @@ def feature_spans(gff: str | Path, features: list[str], chrom_sizes: dict[str, i
     for (kind, _), (chrom, start, end, strand, _) in parts.items():
         for which, label in ends[kind]:
             spans[chrom].append((*end_span(start, end, strand, which), label))
-    if not any(spans.values()):
-        raise DataError(gff, f"no features of type {sorted({kind for kind, _ in parsed})}; {describe_types(types)}")
+    missing = sorted({kind for kind, _ in parsed} - types.keys())  # a class that would have no base: a typo
+    if missing:
+        raise DataError(gff, f"no features of type {missing}; {describe_types(types)}")
     return spans
 
 
