@@ -168,16 +168,20 @@ def seqpipe(*args, log: Path) -> None:
 FULL_SCHEDULE = ("--trainer.max_time", "null")
 
 
+def latest_version(run: Path) -> Path:
+    """The newest ``lightning_logs/version_K`` folder of ``run`` (a re-run adds one beside the earlier)."""
+    return max(run.glob("lightning_logs/version_*"), key=lambda version: int(version.name.split("_")[1]))
+
+
 def fit_and_test(config: str, paths: dict[str, Path], run: Path, common: list[str], extra: list[str] = ()) -> dict[str, float]:
     """``seqpipe fit`` on train/val, then ``seqpipe test`` of the best checkpoint (by val/acc)."""
     seqpipe("fit", "--config", config, "--data.train", paths["train"], "--data.val", paths["val"],
             "--trainer.default_root_dir", run, *FULL_SCHEDULE, *common, *extra, log=run.with_suffix(".log"))
-    (version,) = run.glob("lightning_logs/version_*")
+    version = latest_version(run)
     epochs = pd.read_csv(version / "metrics.csv").dropna(subset=["val/acc"])
     seqpipe("test", "--config", config, "--data.test", paths["test"], "--ckpt_path", version / "checkpoints/best.ckpt",
             "--trainer.default_root_dir", run / "test", *common, *extra, log=run.with_suffix(".log"))
-    (test_metrics,) = (run / "test").glob("lightning_logs/version_*/metrics.csv")
-    test = pd.read_csv(test_metrics).iloc[-1]
+    test = pd.read_csv(latest_version(run / "test") / "metrics.csv").iloc[-1]
     return {"val_acc": epochs["val/acc"].max(), "test_acc": test["test/acc"], "test_mcc": test["test/mcc"],
             "note": f"{len(epochs)} epochs"}
 
@@ -200,8 +204,7 @@ def pretrain(paths: dict[str, Path] | None, genome: Path | None, run: Path, comm
         sources += ["--data.fasta", f"[{genome}]"]
     seqpipe("fit", "--config", "configs/dna_pretrain.yaml", *sources, "--trainer.default_root_dir", run, *common, *extra,
             log=run.with_suffix(".log"))
-    (checkpoint,) = run.glob("lightning_logs/version_*/checkpoints/best.ckpt")
-    return checkpoint
+    return latest_version(run) / "checkpoints/best.ckpt"
 
 
 def pretrain_summary(checkpoint: Path) -> dict[str, float]:

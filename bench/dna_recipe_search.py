@@ -35,8 +35,8 @@ import yaml
 
 os.environ.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")  # before torch: every fit, and this process, one thread
 
-from dna_benchmarks import DEFAULT_DATA, FULL_SCHEDULE, SETS, Rows, cnn_baseline, fit_and_test, load, markdown, seqpipe, \
-    write_splits  # noqa: E402
+from dna_benchmarks import DEFAULT_DATA, FULL_SCHEDULE, SETS, Rows, cnn_baseline, fit_and_test, latest_version, load, \
+    markdown, seqpipe, write_splits  # noqa: E402
 
 from seqpipe.data.readers import read_records  # noqa: E402
 from seqpipe.data.synthetic import write_fasta  # noqa: E402
@@ -174,8 +174,7 @@ def cv_fit(config: Path, fold: dict[str, Path], run: Path, common: list[str]) ->
     """``seqpipe fit`` on a fold's training part; its validation accuracy after the last epoch (and the best)."""
     seqpipe("fit", "--config", config, "--data.train", fold["train"], "--data.val", fold["val"],
             "--trainer.default_root_dir", run, *FULL_SCHEDULE, *common, log=run.with_suffix(".log"))
-    (version,) = run.glob("lightning_logs/version_*")
-    epochs = pd.read_csv(version / "metrics.csv").dropna(subset=["val/acc"])
+    epochs = pd.read_csv(latest_version(run) / "metrics.csv").dropna(subset=["val/acc"])
     return {"cv_acc": epochs["val/acc"].iloc[-1], "cv_best_epoch_acc": epochs["val/acc"].max(), "epochs": len(epochs)}
 
 

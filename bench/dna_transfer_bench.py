@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from dna_benchmarks import DEFAULT_DATA, SETS, Rows, fit_and_test, markdown, write_splits
+from dna_benchmarks import DEFAULT_DATA, SETS, Rows, fit_and_test, latest_version, markdown, write_splits
 from seqpipe.data.readers import read_records
 from seqpipe.data.synthetic import write_fasta
 
@@ -70,8 +70,7 @@ def main() -> None:
             [] if checkpoint is None else ["--model.pretrained", str(checkpoint)])
         rows.add("rows", {"set": name, "arm": arm, "seed": seed, **fit_and_test(args.recipe, splits[name], run, common,
                                                                                    extra)})
-        (best,) = run.glob("lightning_logs/version_*/checkpoints/best.ckpt")
-        return best
+        return latest_version(run) / "checkpoints/best.ckpt"
 
     source_names = list(dict.fromkeys(source_arm.values()))
     with ThreadPoolExecutor(args.jobs) as pool:
