@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
+from collections.abc import Iterable
 from contextlib import closing
 from dataclasses import dataclass
 from functools import partial
@@ -25,6 +27,14 @@ from seqpipe.errors import ConfigError, DataError, location
 
 #: the single-record classes a warning names
 SINGLES_SHOWN = 3
+
+
+def example_pattern(labels: Iterable[str], most: int = 8) -> str:
+    """A ``label_pattern`` for labels that are record ids: their distinct leading words (up to the first ``_``,
+    ``-``, ``.``, ``|`` or ``:``), e.g. ``^(neg|pos)`` for ``pos_train_0``, ``neg_train_1``, ...; ``^(pos|neg)`` when
+    they share none or have more than ``most``."""
+    words = sorted({re.split(r"[_\-.|:]", label, maxsplit=1)[0] for label in labels})
+    return f"^({'|'.join(map(re.escape, words))})" if 1 < len(words) <= most else "^(pos|neg)"
 
 
 @dataclass
@@ -273,7 +283,8 @@ class DNAClassificationData(SplitDataModule):
             if labels_in_headers(path) and not is_bed(path):
                 advice = (f"each header's label is what --data.label_pattern '{self.reader_options['label_pattern']}' "
                           "finds in it: put one FASTA per class in a folder and pass the folder, or set "
-                          "--data.label_pattern to a regular expression whose group 1 is the label, e.g. '^(pos|neg)'")
+                          f"--data.label_pattern to a regular expression whose group 1 is the label, e.g. "
+                          f"'{example_pattern(sizes)}'")
             else:
                 advice = "check where the labels come from (--data.label_column, or the FASTA files of a folder)"
             raise DataError(

@@ -124,7 +124,7 @@ def _replaced_output(module: torch.nn.Module, make_output):
 def explain(options: argparse.Namespace) -> None:
     out = Path(options.out)
     paths = [out.with_name(out.name + ".npz"), out.with_name(out.name + ".logos")]
-    outputs = [Output(paths[0], "attribution arrays"), Output(paths[1], "attribution logos", folder=True)]
+    outputs = [Output(paths[0], "attribution arrays file"), Output(paths[1], "attribution logos folder", folder=True)]
     with writing(*outputs) as (npz, logos):
         model = load_model(options.ckpt_path, trusted_modules=options.trust_module, device=options.device)
         names = label_names(model)
@@ -157,7 +157,7 @@ def explain(options: argparse.Namespace) -> None:
         for rank, i in enumerate(top, start=1):
             draw_logos(records[i], ism[i, :len(records[i])], grad_x_input[i, :len(records[i])], options.logo_width,
                        f"{ids[i]}: log-odds of {target} {scores[i]:.2f}", logos / f"{rank:03d}_{safe_name(ids[i])}.png")
-    print(f"explained {len(records)} records (class {target}); wrote {paths[0]} and {len(top)} logos to {paths[1]}")
+    print(f"explained {len(records)} records (class {target}); wrote {paths[0]} and {len(top)} logo{'' if len(top) == 1 else 's'} to {paths[1]}")
 
 
 def draw_logos(x: torch.Tensor, ism: np.ndarray, grad_x_input: np.ndarray, width: int, title: str, path: Path) -> None:

@@ -251,7 +251,10 @@ def test_headers_that_start_with_record_ids_are_refused_as_labels(tmp_path):
         "'pos_train_0' on line 1 has label 'pos_train_0'): the labels look like record ids, not classes; each header's "
         r"label is what --data.label_pattern '^(\S+)' finds in it: put one FASTA per class in a folder"
     )
-    assert "--data.label_pattern to a regular expression whose group 1 is the label, e.g. '^(pos|neg)'" in str(error.value)
+    assert str(error.value).endswith("whose group 1 is the label, e.g. '^(neg|pos)'")  # the labels' leading words
+    named = write_fasta(tmp_path / "named.fa", [(f"{('promoter', 'background')[i % 2]}-{i}", "ACGT") for i in range(30)])
+    with pytest.raises(DataError, match=r"e\.g\. '\^\(background\|promoter\)'$"):
+        DNAClassificationData(train=str(named)).setup("fit")
     table = tmp_path / "ids.tsv"
     table.write_text("sequence\tlabel\n" + "".join(f"ACGT\tr{i}\n" for i in range(5)) + "ACGT\tr0\n")
     with pytest.raises(DataError, match=r"ids\.tsv: 6 records give 5 distinct labels, and 4 of the records .*\(--data.label_column"):

@@ -114,7 +114,7 @@ def test_a_users_file_at_either_output_is_refused_and_an_earlier_runs_outputs_ar
         files = (p for p in tmp_path.rglob("*") if p.is_file() and p.relative_to(tmp_path).parts[0].startswith("e"))
         return {p.relative_to(tmp_path): p.read_bytes() for p in files}
 
-    for mine, kind in (("e.npz", "attribution arrays"), ("e.logos", "attribution logos")):
+    for mine, kind in (("e.npz", "attribution arrays file"), ("e.logos", "attribution logos folder")):
         (tmp_path / mine).write_text("a user's notes\n")
         assert main(argv) == 2
         assert capsys.readouterr().err.splitlines() == [
