@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -116,20 +116,25 @@ class Output:
         return (marker.get("size"), marker.get("mtime_ns")) == (stat.st_size, stat.st_mtime_ns)
 
 
+def claim_all(outputs: Iterable[Output]) -> None:
+    """Check every output, then claim them: a refused path fails before any ``partial`` is made or removed."""
+    outputs = list(outputs)
+    for output in outputs:
+        output.check()
+    for output in outputs:
+        output.claim()
+
+
 @contextmanager
 def writing(*outputs: Output) -> Iterator[list[Path]]:
-    """Checks every output, then claims them (so a refused path fails before anything is written), yields
-    their ``partial`` paths to write to, commits them all when the block succeeds and discards them all when it
-    fails.
+    """Claims every output (:func:`claim_all`), yields their ``partial`` paths to write to, commits them all when
+    the block succeeds and discards them all when it fails.
 
         with writing(Output(path, "per-base track", folder=True)) as (partial,):
             ...  # write into partial
     """
-    for output in outputs:
-        output.check()
     try:
-        for output in outputs:
-            output.claim()
+        claim_all(outputs)
         yield [output.partial for output in outputs]
     except BaseException:
         for output in outputs:

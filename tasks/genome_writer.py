@@ -21,7 +21,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities import rank_zero_info
 
 from seqpipe.errors import ConfigError
-from seqpipe.outputs import Output
+from seqpipe.outputs import Output, claim_all
 from seqpipe.tasks.bigwig_writer import write_bigwig
 
 CHUNK = 1 << 20
@@ -176,10 +176,7 @@ class GenomePredictionWriter(BasePredictionWriter):
             Output(self.bedgraph_path or run_dir / "genome_predictions.bedgraph", "genome predictions bedGraph"),
             Output(self.bigwig_path or run_dir / "genome_predictions.bw", "genome predictions bigWig"),
         )
-        for output in self._outputs:  # every path checked before any is claimed
-            output.check()
-        for output in self._outputs:
-            output.claim()
+        claim_all(self._outputs)
         self._names, self._score = names, score
 
     def on_predict_start(self, trainer, pl_module) -> None:
