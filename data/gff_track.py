@@ -13,7 +13,8 @@ strands count: a coding mask, not a strand annotation. The group attribute
 ``label_names`` is ``["other", FEATURE1, ...]``, which :class:`seqpipe.data.genome.GenomeData` reads as the
 class names. GFF coordinates (1-based, inclusive) become 0-based half-open spans; a feature on a record
 missing from the FASTA, or running past its end, is an error naming the GFF line; so is a ``--feature`` type
-the GFF does not hold (its class would have no base), which lists the types it holds. A ``##FASTA`` section ends the annotations.
+the GFF does not hold (its class would have no base), which lists the types it holds. A ``##FASTA`` section
+ends the annotations.
 """
 
 from __future__ import annotations

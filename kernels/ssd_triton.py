@@ -9,8 +9,8 @@ forward   1. ``_chunk_state_kernel``: a = cumsum(dt * A) over the chunk; the chu
              ``(x ∘ dt e^{a_T - a})^T B`` (P, N).
           2. ``_pass_states_kernel``: a sequential pass over chunks, ``S_{c+1} = e^{a_T} S_c + own_c``,
              overwriting each own state with the state at the chunk's start (for 16-bit inputs from N =
-             SPLIT_GRAD_FROM_N on, writing those to a copy in the input dtype: PASSED_STATES_16BIT); PASS_CHUNKS chunks a step (their loads in flight
-             together, combined by a scan; see PASS_WARPS).
+             SPLIT_GRAD_FROM_N on, writing those to a copy in the input dtype: PASSED_STATES_16BIT);
+             PASS_CHUNKS chunks a step (their loads in flight together, combined by a scan; see PASS_WARPS).
           3. ``_chunk_output_kernel``: ``y = (C B^T ∘ e^{a_i - a_j}[i>=j] ∘ dt_j) x + e^{a} ∘ C S^T + D x``,
              gated by silu(z).
 backward  4. ``_chunk_state_grad_kernel``: the gradient reaching each chunk's start state from its outputs,

@@ -349,7 +349,8 @@ class SequenceModel(L.LightningModule):
             group["lr"] = base * factor(scheduler.last_epoch)
         took = f"{first:.0f}" if first >= 10 else f"{first:.2g}"  # "53", or "0.42" rather than "0"
         rank_zero_info(f"trainer.max_time {first + remaining:.0f} s: the first epoch took {took} s, so this run "
-                       f"trains {epochs} of its {max_epochs} epochs, and the learning-rate schedule ends with the last of them")
+                       f"trains {epochs} of its {max_epochs} epochs, and the learning-rate schedule ends with the last "
+                       "of them")
 
     def configure_callbacks(self):
         """Keep the best checkpoint by the head's validation metric (``best.ckpt``) and the end of every epoch

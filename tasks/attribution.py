@@ -157,7 +157,8 @@ def explain(options: argparse.Namespace) -> None:
         for rank, i in enumerate(top, start=1):
             draw_logos(records[i], ism[i, :len(records[i])], grad_x_input[i, :len(records[i])], options.logo_width,
                        f"{ids[i]}: log-odds of {target} {scores[i]:.2f}", logos / f"{rank:03d}_{safe_name(ids[i])}.png")
-    print(f"explained {len(records)} records (class {target}); wrote {paths[0]} and {len(top)} logo{'' if len(top) == 1 else 's'} to {paths[1]}")
+    logos_written = f"{len(top)} logo{'' if len(top) == 1 else 's'}"
+    print(f"explained {len(records)} records (class {target}); wrote {paths[0]} and {logos_written} to {paths[1]}")
 
 
 def draw_logos(x: torch.Tensor, ism: np.ndarray, grad_x_input: np.ndarray, width: int, title: str, path: Path) -> None:
