@@ -128,15 +128,15 @@ def explain(options: argparse.Namespace) -> None:
     with writing(*outputs) as (npz, logos):
         model = load_model(options.ckpt_path, trusted_modules=options.trust_module, device=options.device)
         names = label_names(model)
-        if isinstance(model.head, DNASequenceClassification) and model.head.kmer_size:
-            print(f"seqpipe explain: note: the head's {model.head.kmer_size}-mer counts have no gradient; the gradient "
-                  "maps cover the backbone's path only, ISM includes the k-mer features", file=sys.stderr)
         target = options.target or names[-1]
         if target not in names:
             raise ConfigError(f"--target {target!r} is not a class of the model ({names})")
         span = parse_span(options.span)
         sequences = predict_data(model, options.predict, options).splits["predict"]  # the readers refuse empty records
         ids, records = sequences.ids, [torch.from_numpy(tokens).long() for tokens in sequences.tokens]
+        if isinstance(model.head, DNASequenceClassification) and model.head.kmer_size:
+            print(f"seqpipe explain: note: the head's {model.head.kmer_size}-mer counts have no gradient; the gradient "
+                  "maps cover the backbone's path only, ISM includes the k-mer features", file=sys.stderr)
         explainer = Explainer(model, names.index(target), span)
         longest = max(len(x) for x in records)
         ism, gradient = (np.full((len(records), longest, 4), np.nan, np.float32) for _ in range(2))
