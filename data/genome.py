@@ -325,7 +325,7 @@ class GenomeData(SplitDataModule):
         label_names = self._label_names(stage)
         if self.target == "window_class" and stage != "predict":
             self._check_bed_classes(label_names)
-        self.data_info = DataInfo(TOKENIZER.token_input(), label_names)
+        self.data_info = DataInfo(TOKENIZER.token_input(), label_names, next_token_targets=self.target == "next_base")
         track = self._open_track() if self.target == "track" and stage != "predict" else None
         for split in (*SPLIT_NAMES, "predict"):
             train = split == "train"

@@ -201,7 +201,8 @@ class DNAPretrainData(SplitDataModule):
                 for contig in self.contigs.add_genome(number, genome):
                     self._hold_out_tail(contig)
             self._add_sequences()
-        self.data_info = DataInfo(DNATokenizer().token_input(), list(BASES))
+        self.data_info = DataInfo(DNATokenizer().token_input(), list(BASES),
+                                  next_token_targets=self.objective == "next_base")
 
     def _hold_out_tail(self, contig: str) -> None:
         size = self.contigs.chrom_sizes[contig]

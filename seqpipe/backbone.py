@@ -7,6 +7,7 @@ from typing import Callable, Literal
 import torch
 from torch import nn
 
+from seqpipe.contracts import InputSpec, TokenInput
 from seqpipe.frontend import StridedFrontEnd
 from seqpipe.mamba import MambaBlock
 from seqpipe.streaming import StreamingModule
@@ -151,3 +152,29 @@ class Backbone(StreamingModule):
             h, layer_state = layer.step(h, layer_state)
             new_state.append(layer_state)
         return self.norm(h), new_state
+
+
+def position_reading_ahead(backbone: nn.Module, spec: InputSpec, length: int = 64) -> int | None:
+    """The first output position of ``backbone`` that changes when only the last step of its input does (the
+    backbone reads later positions: bidirectional, reverse-complement), or None when none does (causal).
+
+    Probed in eval mode, without gradients, on two inputs of ``length`` steps of ``spec`` that differ in their last
+    step; a change below 1e-4 of the features' largest value is rounding (an FFT convolution's), not reading.
+    """
+    generator = torch.Generator().manual_seed(0)
+    if isinstance(spec, TokenInput):
+        x = torch.randint(1, spec.vocab_size, (1, length), generator=generator).repeat(2, 1)
+        x[1, -1] = x[0, -1] % (spec.vocab_size - 1) + 1  # another token, not the padding id 0
+    else:
+        x = torch.randn(1, length, spec.channels, generator=generator).repeat(2, 1, 1)
+        x[1, -1] += 1
+    training = backbone.training
+    backbone.eval()
+    try:
+        with torch.no_grad():
+            features = backbone(x.to(next(backbone.parameters()).device)).float()  # (2, P, D)
+    finally:
+        backbone.train(training)
+    change = (features[0, :-1] - features[1, :-1]).abs().amax(-1)  # (P - 1,): every output but the last
+    ahead = torch.nonzero(change > 1e-4 * features.abs().amax())
+    return int(ahead[0]) if len(ahead) else None

@@ -26,6 +26,8 @@ Each field, who writes it (in ``setup``) and who reads it:
   tools (``seqpipe.tasks.model_scoring``), and the data modules when restoring a model (class numbering).
 - ``series``: ``ForecastData``. Read by ``Forecasting`` (horizon, targets, scaler), ``ForecastPlot``, and
   ``ForecastData`` when restoring a model (columns, scaler, lengths).
+- ``next_token_targets``: ``DNAPretrainData`` (objective ``next_base``) and ``GenomeData`` (target ``next_base``).
+  Read by ``SequenceModel`` at ``fit``, which refuses a backbone that reads ahead (it would see the answers).
 """
 
 from __future__ import annotations
@@ -96,6 +98,7 @@ class DataInfo:
 
     ``input``: the tokens or channels of ``batch["x"]``; ``label_names``: the classes in index order (the order
     of the model's outputs), None when the task has none; ``series``: forecasting's fitted series description;
+    ``next_token_targets``: a position's target is the next input token, so the backbone must be causal;
     ``extra``: plain values a user's own data module and head share (saved and restored as they are, under
     their own keys, which must not collide with the fields above).
     """
@@ -103,6 +106,7 @@ class DataInfo:
     input: InputSpec
     label_names: list[str] | None = None
     series: SeriesInfo | None = None
+    next_token_targets: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     def classes(self, reader: str) -> list[str]:
@@ -129,6 +133,8 @@ class DataInfo:
             saved["label_names"] = list(self.label_names)
         if self.series is not None:
             saved.update(asdict(self.series))
+        if self.next_token_targets:
+            saved["next_token_targets"] = True
         clashes = sorted(set(self.extra) & set(saved))
         if clashes:
             raise ConfigError(f"data_info.extra reuses the contract's own keys {clashes}: rename them")
@@ -138,7 +144,7 @@ class DataInfo:
     def from_dict(cls, saved: dict[str, Any], source: str = "data_info") -> DataInfo:
         """The inverse of :meth:`to_dict`; ``source`` (the checkpoint) names a malformed dict's error. Keys the
         contract does not define are kept in ``extra``."""
-        known = {*_TOKEN_KEYS, *_CHANNEL_KEYS, "label_names", *_SERIES_KEYS, *_RETIRED_KEYS}
+        known = {*_TOKEN_KEYS, *_CHANNEL_KEYS, "label_names", *_SERIES_KEYS, "next_token_targets", *_RETIRED_KEYS}
         extra = {key: value for key, value in saved.items() if key not in known}
         if "vocab_size" in saved:
             spec: InputSpec = TokenInput(int(saved["vocab_size"]), saved.get("vocab"), saved.get("tokenizer"))
@@ -155,7 +161,8 @@ class DataInfo:
         label_names = saved.get("label_names")
         if isinstance(label_names, str):
             raise CheckpointError(f"{source}: data_info label_names must be a list of names, got the string {label_names!r}")
-        return cls(spec, None if label_names is None else list(label_names), series, extra)
+        return cls(spec, None if label_names is None else list(label_names), series,
+                   bool(saved.get("next_token_targets", False)), extra)
 
 
 @runtime_checkable

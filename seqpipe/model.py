@@ -12,7 +12,7 @@ from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
 from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
-from seqpipe.backbone import Backbone
+from seqpipe.backbone import Backbone, position_reading_ahead
 from seqpipe.checkpoints import LastCheckpoint, RandomState
 from seqpipe.chunked import chunked_forward, chunked_mean, chunked_mean_max, valid_mean
 from seqpipe.contracts import DataInfo, InputSpec, TokenInput
@@ -144,7 +144,19 @@ class SequenceModel(L.LightningModule):
                 raise ConfigError(f"{type(datamodule).__name__}.data_info is a {type(info).__name__}: a data module "
                                   "describes its data with a seqpipe.contracts.DataInfo")
             self._bind(info)
+        if self.data_info.next_token_targets and self.trainer.state.fn == "fit":
+            self._refuse_reading_ahead()
         self._start_from_pretrained()
+
+    def _refuse_reading_ahead(self) -> None:
+        """Next-token targets need a causal backbone: one that reads later positions would see the answers."""
+        position = position_reading_ahead(self.backbone, self.data_info.input)
+        if position is not None:
+            raise ConfigError(
+                f"the targets are the next base, and {type(self.backbone).__name__} reads ahead (its output at position "
+                f"{position} changes when only a later base does), so it would see them: use a causal backbone "
+                "(configs/dna_pretrain.yaml's), or masked targets (data.objective masked with "
+                "seqpipe.tasks.per_base.MaskedBaseLM, as configs/dna_pretrain_rc.yaml does)")
 
     def _start_from_pretrained(self) -> None:
         """``fit`` only: load the ``pretrained`` backbone (a resumed run's --ckpt_path overrides it later), and

@@ -9,7 +9,9 @@ import pytest
 import torch
 
 from seqpipe.dna_alphabet import DNA_COMPLEMENT, reverse_complement_ids, reverse_valid
-from seqpipe.dna_backbones import BidirectionalBackbone, RCEquivariantBackbone
+from seqpipe.backbone import Backbone, position_reading_ahead
+from seqpipe.contracts import TokenInput
+from seqpipe.dna_backbones import BidirectionalBackbone, MotifBackbone, RCEquivariantBackbone
 from seqpipe.errors import ConfigError
 
 
@@ -39,6 +41,19 @@ def padded(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     for row, n in enumerate(lengths.tolist()):
         x[row, n:] = 0
     return x
+
+
+@pytest.mark.parametrize("kind", BLOCKS)
+def test_the_reading_ahead_probe_passes_causal_backbones_and_finds_the_two_way_ones(kind):
+    """What refuses next-base targets on a backbone that would see them (SequenceModel at fit)."""
+    torch.manual_seed(0)
+    causal = [Backbone(16, 2, block_factory(kind), vocab_size=6), MotifBackbone(16, 1, block_factory(kind), vocab_size=6)]
+    two_way = [BidirectionalBackbone(16, 2, block_factory(kind), vocab_size=6),
+               RCEquivariantBackbone(16, 2, block_factory(kind), vocab_size=6)]
+    assert [position_reading_ahead(backbone, TokenInput(6)) for backbone in causal] == [None, None]
+    for backbone in two_way:
+        position = position_reading_ahead(backbone, TokenInput(6))
+        assert position is not None and 0 <= position < 63 and backbone.training  # its mode put back
 
 
 @pytest.mark.parametrize("kind", BLOCKS)

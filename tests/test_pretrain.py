@@ -229,3 +229,23 @@ def test_a_head_warmup_as_long_as_training_is_one_error_that_leaves_no_run_behin
     assert re.search(r"^seqpipe: error: model.head_warmup_epochs 2 is (\d+) optimizer steps, not fewer than the \1 of "
                      r"training: the backbone would never train", err)
     assert "Traceback" not in err and not (tmp_path / "tune").exists()
+
+
+@pytest.mark.parametrize("backbone", ["BidirectionalBackbone", "RCEquivariantBackbone"])
+def test_next_base_targets_on_a_backbone_that_reads_ahead_are_one_error_that_leaves_no_run_behind(tmp_path, capsys,
+                                                                                                   backbone):
+    """Such a backbone sees each target in its input: it would score far above chance and learn nothing."""
+    genome = repeat_genome(tmp_path / "genome.fa")
+    config = {"trainer": {**TRAINER, "max_epochs": 1},
+              "model": {"backbone": {"class_path": f"seqpipe.dna_backbones.{backbone}",
+                                     "init_args": {"d_model": 16, "n_layers": 1, "block": BACKBONE["init_args"]["block"]}},
+                        "head": {"class_path": "seqpipe.tasks.per_base.NextBaseLM"}},
+              "data": {"class_path": "seqpipe.data.pretrain.DNAPretrainData",
+                       "init_args": {"objective": "next_base", "window_length": 64, "windows_per_epoch": 16}}}
+    with pytest.raises(SystemExit):
+        fit(tmp_path, "lm", config, "--data.fasta", f"[{genome}]")
+    err = capsys.readouterr().err
+    assert re.fullmatch(rf"seqpipe: error: the targets are the next base, and {backbone} reads ahead \(its output at "
+                        r"position \d+ changes when only a later base does\), so it would see them: use a causal "
+                        r"backbone .*MaskedBaseLM, as configs/dna_pretrain_rc.yaml does\)\n", err)
+    assert not (tmp_path / "lm").exists()
