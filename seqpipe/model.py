@@ -108,13 +108,23 @@ class SequenceModel(L.LightningModule):
         self._timed_epochs: int | None = None
         #: the contract the model was built from (None until bound); ``hparams["data_info"]`` is its saved form
         self.data_info: DataInfo | None = None
-        if backbone_lr_scale <= 0:
-            raise ConfigError(f"model.backbone_lr_scale must be positive, got {backbone_lr_scale}")
+        for name, value, valid, needs in (
+            ("lr", lr, lr > 0, "positive"), ("weight_decay", weight_decay, weight_decay >= 0, "0 or more"),
+            ("betas", list(betas), all(0 <= beta < 1 for beta in betas), "two numbers in [0, 1)"),
+            ("warmup_fraction", warmup_fraction, 0 <= warmup_fraction < 1, "in [0, 1)"),
+            ("min_lr_ratio", min_lr_ratio, 0 <= min_lr_ratio <= 1, "in [0, 1]"),
+            ("backbone_lr_scale", backbone_lr_scale, backbone_lr_scale > 0, "positive"),
+        ):
+            if not valid:
+                raise ConfigError(f"model.{name} must be {needs}, got {value}")
         if head_warmup_epochs < 0:
             raise ConfigError(f"model.head_warmup_epochs must be 0 or more, got {head_warmup_epochs}")
         if head_warmup_epochs and freeze_backbone:
             raise ConfigError("model.head_warmup_epochs and model.freeze_backbone both given: with freeze_backbone the "
                               "backbone never trains, so there is nothing to warm up before")
+        if freeze_backbone and not pretrained:
+            raise ConfigError("model.freeze_backbone trains the head alone, on a backbone that without model.pretrained "
+                              "is random: give the pre-trained checkpoint (--model.pretrained PATH.ckpt)")
         if data_info is not None:
             self._bind(DataInfo.from_dict(data_info))
 

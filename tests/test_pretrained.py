@@ -141,16 +141,30 @@ def optimizer_lrs(model: SequenceModel) -> dict[str, float]:
     return {name: by_id[id(p)] for name, p in model.named_parameters() if id(p) in by_id}
 
 
-def test_backbone_lr_scale_and_freeze_backbone():
+def test_backbone_lr_scale_and_freeze_backbone(tmp_path):
     lrs = optimizer_lrs(classifier(seed=1, lr=1e-3, backbone_lr_scale=0.1))
     assert lrs["head.classifier.weight"] == pytest.approx(1e-3)
     backbone_lrs = [lr for name, lr in lrs.items() if name.startswith("backbone.")]
     assert backbone_lrs and backbone_lrs == pytest.approx([1e-4] * len(backbone_lrs))
 
-    frozen = classifier(seed=1, freeze_backbone=True)
+    lm = save_lm_checkpoint(tmp_path / "lm.ckpt")
+    frozen = classifier(seed=1, freeze_backbone=True, pretrained=str(tmp_path / "lm.ckpt"))
     frozen._trainer = SimpleNamespace(state=SimpleNamespace(fn="fit"))
     frozen._start_from_pretrained()
     assert set(optimizer_lrs(frozen)) == {"head.classifier.weight", "head.classifier.bias"}
+    assert all(torch.equal(p, q) for p, q in zip(frozen.backbone.parameters(), lm.backbone.parameters()))
+    with pytest.raises(ConfigError, match="model.freeze_backbone trains the head alone, on a backbone that without "
+                                          "model.pretrained is random"):
+        classifier(seed=1, freeze_backbone=True)
+
+
+@pytest.mark.parametrize("option, value, needs", [
+    ("lr", -1.0, "positive"), ("weight_decay", -0.1, "0 or more"), ("betas", (0.9, 1.0), r"two numbers in \[0, 1\)"),
+    ("warmup_fraction", 1.0, r"in \[0, 1\)"), ("min_lr_ratio", 2.0, r"in \[0, 1\]"), ("backbone_lr_scale", 0.0, "positive"),
+])
+def test_optimizer_settings_out_of_range_are_one_error_naming_the_option(option, value, needs):
+    with pytest.raises(ConfigError, match=rf"^model.{option} must be {needs}, got "):
+        classifier(seed=1, **{option: value})
 
 
 def test_head_warmup_epochs_keep_only_the_backbone_groups_at_zero_for_whole_optimizer_steps():
