@@ -20,7 +20,7 @@ import yaml
 from jsonargparse import Namespace
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.cli import LightningCLI
-from lightning.pytorch.utilities.exceptions import SIGTERMException
+from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 
 from seqpipe.callbacks import QuietSanityCheck, StopPredictionOnSigterm
 from seqpipe.checkpoints import (
@@ -28,7 +28,7 @@ from seqpipe.checkpoints import (
     model_hparams, newest_run_checkpoint, read_checkpoint,
 )
 from seqpipe.contracts import DataInfo, RestorableData
-from seqpipe.errors import CheckpointError, ConfigError, SeqpipeError
+from seqpipe.errors import CheckpointError, ConfigError, SeqpipeError, location
 from seqpipe.model import SequenceModel
 from seqpipe.prediction import PredictionWriter
 
@@ -207,23 +207,68 @@ def _run_directories(trainer) -> list[Path]:
 
 
 def describe_parse_error(message: str, parser, argv: list[str]) -> str:
-    """jsonargparse's error as one line; an unknown option with the closest valid names (difflib)."""
+    """jsonargparse's error as one line: an unknown option with the closest valid names (difflib), and, for a
+    config file's key or YAML, the file."""
     given_options = [arg.split("=")[0] for arg in argv if arg.startswith("--")]
+    subcommands = getattr(parser, "_subcommands_action", None)
+    subparser = next((subcommands.choices[a] for a in argv if subcommands and a in subcommands.choices), parser)
     not_accepted = re.search(r"Option '([^']+)' is not accepted", message)
     owners = re.findall(r"class_path[ =]'([\w.]+)'", message)
     if not_accepted and owners:
         name = not_accepted.group(1)
-        given = next((o for o in given_options if o.endswith(f".{name}")), f"--{name}")
+        given = next((o for o in given_options if o.endswith(f".{name}")), None)
+        if given is None:  # from a config file
+            key = re.search(r'Parser key "([\w.]+)"', message)
+            where = f" (under {key.group(1)})" if key else ""
+            problem = f"{_config_with_key(argv, f'{key.group(1)}.{name}' if key else name)}{name}{where} is not an option of {owners[-1]}"
+            return _did_you_mean(problem, name, _init_parameters(owners[-1]))
         prefix = given.rpartition(".")[0]
         choices = [f"{prefix}.{parameter}" for parameter in _init_parameters(owners[-1])]
         return _did_you_mean(f"{given} is not an option of {owners[-1]}", given, choices)
     unrecognized = re.match(r"unrecognized arguments: (\S+)", message)
     if unrecognized:
         given = unrecognized.group(1).split("=")[0]
-        subcommands = getattr(parser, "_subcommands_action", None)
-        subparser = next((subcommands.choices[a] for a in argv if subcommands and a in subcommands.choices), parser)
         return _did_you_mean(f"{given} is not an option", given, list(subparser._option_string_actions))
+    not_taken = re.search(r"does not accept option '([\w.]+)'", message)
+    if not_taken:  # a config file's key
+        key = not_taken.group(1)
+        choices = [option.removeprefix("--") for option in subparser._option_string_actions]
+        return _did_you_mean(f"{_config_with_key(argv, key)}{key} is not an option", key, choices)
+    if message.startswith("Problems parsing config"):
+        for path in _config_files(argv):
+            try:
+                yaml.safe_load(path.read_text())
+            except yaml.MarkedYAMLError as error:
+                mark = error.problem_mark or error.context_mark
+                return (f"{location(path, line=mark.line + 1 if mark else None)}: not valid YAML: "
+                        f"{error.problem or error.context}" + (f", column {mark.column + 1}" if mark else ""))
     return " ".join(line.strip() for line in message.splitlines() if line.strip())
+
+
+def _config_files(argv: list[str]) -> list[Path]:
+    """The ``--config`` files named in ``argv`` that exist."""
+    paths = [arg.split("=", 1)[1] if arg.startswith("--config=") else argv[index + 1]
+             for index, arg in enumerate(argv)
+             if arg.startswith("--config=") or (arg in ("--config", "-c") and index + 1 < len(argv))]
+    return [Path(path) for path in paths if Path(path).is_file()]
+
+
+def _config_with_key(argv: list[str], dotted: str) -> str:
+    """``"path: "`` for the first ``--config`` file in ``argv`` that sets ``dotted`` (``model.head.kmer_size``, its
+    ``init_args`` levels left out), or ``""``."""
+    for path in _config_files(argv):
+        try:
+            node = yaml.safe_load(path.read_text())
+        except yaml.YAMLError:
+            continue
+        for part in dotted.split("."):
+            node = node.get("init_args", node) if isinstance(node, dict) and part not in node else node
+            if not isinstance(node, dict) or part not in node:
+                break
+            node = node[part]
+        else:
+            return f"{path}: "
+    return ""
 
 
 def _did_you_mean(problem: str, given: str, choices: list[str]) -> str:
@@ -284,13 +329,11 @@ def _print_help(argv: list[str]) -> None:
 def _config_subclasses(argv: list[str]) -> list[tuple[str, str]]:
     """``(key, class_path)`` for the keys in SUBCLASS_KEYS that the ``--config`` files in ``argv`` set."""
     chosen = {}
-    for index, arg in enumerate(argv):
-        path = arg.split("=", 1)[1] if arg.startswith("--config=") else argv[index + 1] if arg in ("--config", "-c") and index + 1 < len(argv) else None
-        if path and Path(path).is_file():
-            for key, class_path in class_paths(yaml.safe_load(Path(path).read_text()) or {}):
-                key = key.removesuffix(".class_path").replace("init_args.", "")
-                if key in SUBCLASS_KEYS:
-                    chosen[key] = class_path
+    for path in _config_files(argv):
+        for key, class_path in class_paths(yaml.safe_load(path.read_text()) or {}):
+            key = key.removesuffix(".class_path").replace("init_args.", "")
+            if key in SUBCLASS_KEYS:
+                chosen[key] = class_path
     return sorted(chosen.items(), key=lambda item: SUBCLASS_KEYS.index(item[0]))
 
 
@@ -331,11 +374,14 @@ def main(args: list[str] | None = None) -> None:
 
 
 def _user_error(error: BaseException) -> SeqpipeError | None:
-    """The SeqpipeError behind ``error``: itself, or one that jsonargparse wrapped while instantiating a class."""
+    """The SeqpipeError behind ``error``: itself, or one that jsonargparse wrapped while instantiating a class; or
+    Lightning's refusal of the trainer's settings (``--trainer.accelerator gpu`` without a GPU) as a ConfigError."""
     seen = set()
     while error is not None and id(error) not in seen:
         if isinstance(error, SeqpipeError):
             return error
+        if isinstance(error, MisconfigurationException):
+            return ConfigError(f"the trainer's settings: {error}")
         seen.add(id(error))
         error = error.__cause__ or error.__context__
     return None

@@ -284,6 +284,39 @@ def test_misspelt_option_is_one_line_with_the_closest_names(dataset, capsys):
     assert "--model.lrr is not an option; did you mean --model.lr" in capsys.readouterr().err
 
 
+def test_a_config_files_misspelt_key_or_broken_yaml_is_one_line_naming_the_file(dataset, tmp_path, capsys):
+    config = copy.deepcopy(CONFIG)
+    config["trainer"]["max_epocs"] = 1
+    config["model"]["head"]["init_args"] = {"poolng": "mean"}
+    typo = tmp_path / "typo.yaml"
+    typo.write_text(yaml.safe_dump({**config, "model": CONFIG["model"]}))
+    assert exit_code("fit", "--config", typo, "--data.train", dataset / "train") == 2
+    assert capsys.readouterr().err == (f"seqpipe: error: {typo}: trainer.max_epocs is not an option; did you mean "
+                                       "trainer.max_epochs or trainer.max_steps or trainer.min_epochs?\n")
+    typo.write_text(yaml.safe_dump({**config, "trainer": CONFIG["trainer"]}))
+    assert exit_code("fit", "--config", typo, "--data.train", dataset / "train") == 2
+    head = CONFIG["model"]["head"]["class_path"]
+    assert capsys.readouterr().err == (f"seqpipe: error: {typo}: poolng (under model.head) is not an option of "
+                                       f"{head}; did you mean pooling?\n")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("trainer:\n  callbacks: [a, b\nmodel:\n  lr: 1\n")
+    assert exit_code("fit", "--config", dataset / "config.yaml", "--config", broken) == 2
+    assert capsys.readouterr().err == (f"seqpipe: error: {broken}, line 3: not valid YAML: expected ',' or ']', but "
+                                       "got ':', column 6\n")
+    assert not (tmp_path / "lightning_logs").exists()
+
+
+@pytest.mark.parametrize("option, value, says", [
+    ("--trainer.max_epochs", "-5", "`max_epochs` must be a non-negative integer or -1. You passed in -5."),
+    ("--trainer.devices", "0", "`Trainer(devices='0')` value is not a valid input using cpu accelerator."),
+])
+def test_trainer_settings_lightning_refuses_are_one_line(dataset, tmp_path, capsys, option, value, says):
+    assert exit_code("fit", "--config", dataset / "config.yaml", "--data.train", dataset / "train",
+                     "--trainer.default_root_dir", tmp_path, "--trainer.accelerator", "cpu", option, value) == 2
+    assert capsys.readouterr().err == f"seqpipe: error: the trainer's settings: {says}\n"
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_help_with_a_config_lists_the_chosen_classes_options(dataset, capsys):
     assert exit_code("fit", "--config", dataset / "config.yaml", "--help") == 0
     out = capsys.readouterr().out
