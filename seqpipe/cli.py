@@ -63,6 +63,8 @@ class SeqpipeCLI(LightningCLI):
 
     #: the DataInfo of the checkpoint given with --ckpt_path (None without one)
     trained_info: DataInfo | None = None
+    #: ``fit --ckpt_path``: the optimizer steps the checkpoint had trained (None without one)
+    resumed_step: int | None = None
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_lightning_class_args(PredictionWriter, "prediction")
@@ -96,7 +98,10 @@ class SeqpipeCLI(LightningCLI):
             raise CheckpointError(f"--ckpt_path {path}: is a directory, not a checkpoint file")
         elif not Path(path).is_file():
             raise CheckpointError(f"--ckpt_path {path}: no such checkpoint file")
-        hparams = model_hparams(path, read_checkpoint(path))
+        checkpoint = read_checkpoint(path)
+        hparams = model_hparams(path, checkpoint)
+        if subcommand == "fit":
+            self.resumed_step = checkpoint.get("global_step")
         user_modules = {class_path.rpartition(".")[0] for _, class_path in class_paths(config)}
         check_checkpoint_classes(path, hparams, user_modules)
         head = config.model.get("head") if config.get("model") else None
@@ -131,23 +136,20 @@ class SeqpipeCLI(LightningCLI):
         self.trainer.callbacks.append(StopPredictionOnSigterm() if self.subcommand == "predict" else QuietSanityCheck())
 
     def _run_subcommand(self, subcommand: str) -> None:
-        """Run it; on a user error remove the run directories this run created while they hold nothing but the
-        config.yaml this run saved (Lightning's loggers create theirs before the data is read, the config is saved
-        before the optimizer is set up). SIGTERM stops it with SIGTERM_EXIT."""
+        """Run it; on a user error, or a resumed run that had already ended, remove the run directories this run
+        created and left unused (:func:`_remove_unused_runs`). SIGTERM stops it with SIGTERM_EXIT."""
         created = [d for d in _run_directories(self.trainer) if not d.exists()]
         try:
             super()._run_subcommand(subcommand)
         except SeqpipeError:
-            for directory in sorted(created, key=lambda d: len(d.parts), reverse=True):
-                if directory.is_dir() and [entry.name for entry in directory.iterdir()] == ["config.yaml"]:
-                    (directory / "config.yaml").unlink()
-                if directory.is_dir() and not any(directory.iterdir()):
-                    directory.rmdir()
+            _remove_unused_runs(created)
             raise
         except SIGTERMException:
             if self.trainer.is_global_zero:
                 print(f"seqpipe: {subcommand} stopped by SIGTERM{self._resume_hint(subcommand)}", file=sys.stderr)
             raise SystemExit(SIGTERM_EXIT) from None
+        if self._trained_nothing():
+            _remove_unused_runs(created)
 
     def _resume_hint(self, subcommand: str) -> str:
         last = next((c for c in self.trainer.checkpoint_callbacks if isinstance(c, LastCheckpoint)), None)
@@ -155,9 +157,18 @@ class SeqpipeCLI(LightningCLI):
             return f"; {last.best_model_path} resumes it (--ckpt_path last)"
         return "; nothing was written" if subcommand == "predict" else ""
 
+    def _trained_nothing(self) -> bool:
+        """A ``fit --ckpt_path`` of a run that had already ended: its checkpoint's steps are all there are."""
+        return self.subcommand == "fit" and self.resumed_step is not None and self.trainer.global_step == self.resumed_step
+
     def after_fit(self) -> None:
         """Name the run's checkpoints: Lightning's own last line only says that max_epochs was reached."""
         if not self.trainer.is_global_zero:
+            return
+        if self._trained_nothing():
+            print(f"--ckpt_path {self.config.fit.ckpt_path}: that run had already ended (epochs trained: "
+                  f"{self.trainer.current_epoch} of trainer.max_epochs {self.trainer.max_epochs}), so nothing was "
+                  "trained and no run written; a larger --trainer.max_epochs trains on")
             return
         for callback in self.trainer.checkpoint_callbacks:
             if not callback.best_model_path:
@@ -168,6 +179,16 @@ class SeqpipeCLI(LightningCLI):
                 score = callback.best_model_score
                 metric = f"{callback.monitor} {score.item():.4g}" if score is not None else "no score"
                 print(f"best checkpoint ({metric}): {callback.best_model_path}")
+
+
+def _remove_unused_runs(created: list[Path]) -> None:
+    """Remove the run directories in ``created`` (this run's) that hold nothing but the config.yaml and hparams.yaml
+    this run saved (Lightning's loggers create them before the data is read)."""
+    for directory in sorted(created, key=lambda d: len(d.parts), reverse=True):
+        if directory.is_dir() and {entry.name for entry in directory.iterdir()} <= {"config.yaml", "hparams.yaml"}:
+            for entry in list(directory.iterdir()):
+                entry.unlink()
+            directory.rmdir()
 
 
 #: Lightning's messages that do not concern a seqpipe user, matched exactly (never a blanket filter)

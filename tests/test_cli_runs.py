@@ -130,6 +130,19 @@ def test_fit_ckpt_path_last_without_a_run_is_one_line(dataset, tmp_path, capsys)
     assert err.startswith("seqpipe: error: --ckpt_path last: no last.ckpt under") and err.count("\n") == 1
 
 
+def test_fit_ckpt_path_last_of_a_run_that_ended_says_so_and_writes_no_run(dataset, tmp_path, capsys):
+    args = ["fit", "--config", dataset / "config.yaml", "--data.train", dataset / "train", "--trainer.default_root_dir",
+            tmp_path, "--trainer.max_epochs", 1]
+    seqpipe(*args)
+    capsys.readouterr()
+    seqpipe(*args, "--ckpt_path", "last")
+    last = tmp_path / "lightning_logs/version_0/checkpoints/last.ckpt"
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        f"--ckpt_path {last}: that run had already ended (epochs trained: 1 of trainer.max_epochs 1), so nothing was "
+        "trained and no run written; a larger --trainer.max_epochs trains on")
+    assert [path.name for path in (tmp_path / "lightning_logs").iterdir()] == ["version_0"]
+
+
 def wait_for(path_glob: tuple[Path, str], process: subprocess.Popen, timeout: float = 300) -> None:
     directory, pattern = path_glob
     deadline = time.monotonic() + timeout
