@@ -218,6 +218,24 @@ def _silence_irrelevant_messages() -> None:
         log.addFilter(_DropIrrelevantLogs())
 
 
+def _seqpipe_warnings_on_one_line() -> None:
+    """seqpipe's own warnings (``rank_zero_warn`` in its data modules) as one ``seqpipe: warning: ...`` line, without
+    the source file and code line Python adds to a warning; every other warning as before."""
+    previous = warnings.formatwarning
+    if getattr(previous, "seqpipe_one_line", False):
+        return
+
+    def format_warning(message, category, filename, lineno, line=None) -> str:
+        seqpipe_files = {getattr(module, "__file__", None) for name, module in list(sys.modules.items())
+                         if name == "seqpipe" or name.startswith("seqpipe.")}
+        if filename in seqpipe_files:
+            return f"seqpipe: warning: {message}\n"
+        return previous(message, category, filename, lineno, line)
+
+    format_warning.seqpipe_one_line = True
+    warnings.formatwarning = format_warning
+
+
 def _run_directories(trainer) -> list[Path]:
     """The log directories of ``trainer`` and their parents up to the filesystem root."""
     directories = set()
@@ -381,6 +399,7 @@ def main(args: list[str] | None = None) -> None:
     if os.getcwd() not in sys.path and "" not in sys.path:
         sys.path.insert(0, os.getcwd())
     _silence_irrelevant_messages()
+    _seqpipe_warnings_on_one_line()
     if not argv or "-h" in argv or "--help" in argv:
         _print_help(argv or ["--help"])
         raise SystemExit(0)
