@@ -14,17 +14,13 @@ from streaming_checks import assert_streaming_invariant
 
 def block_factories():
     from seqpipe.mamba2 import Mamba2Block
+    from seqpipe.s4 import S4Block
 
-    factories = {
+    return {
         "mamba": lambda d: MambaBlock(d, d_state=8, scan_backend="ref"),
         "mamba2": lambda d: Mamba2Block(d, d_state=8, head_dim=8, chunk_size=8),
+        "s4": lambda d: S4Block(d, d_state=8),
     }
-    try:
-        from seqpipe.s4 import S4Block
-    except ImportError:  # S4 is built in parallel; its own tests cover it once it lands
-        return factories
-    factories["s4"] = lambda d: S4Block(d, d_state=8)
-    return factories
 
 
 @pytest.mark.parametrize("split_points", [[5], [1, 2, 17], [10, 11]])
