@@ -257,10 +257,10 @@ def describe_parse_error(message: str, parser, argv: list[str]) -> str:
         name = not_accepted.group(1)
         given = next((o for o in given_options if o.endswith(f".{name}")), None)
         if given is None:  # from a config file
-            key = re.search(r'Parser key "([\w.]+)"', message)
-            where = f" (under {key.group(1)})" if key else ""
-            problem = f"{_config_with_key(argv, f'{key.group(1)}.{name}' if key else name)}{name}{where} is not an option of {owners[-1]}"
-            return _did_you_mean(problem, name, _init_parameters(owners[-1]))
+            parent = re.search(r'Parser key "([\w.]+)"', message)
+            where = f" (under {parent.group(1)})" if parent else ""
+            file = _config_with_key(argv, f"{parent.group(1)}.{name}" if parent else name)
+            return _did_you_mean(f"{file}{name}{where} is not an option of {owners[-1]}", name, _init_parameters(owners[-1]))
         prefix = given.rpartition(".")[0]
         choices = [f"{prefix}.{parameter}" for parameter in _init_parameters(owners[-1])]
         return _did_you_mean(f"{given} is not an option of {owners[-1]}", given, choices)
@@ -415,13 +415,13 @@ def main(args: list[str] | None = None) -> None:
 
 def _user_error(error: BaseException) -> SeqpipeError | None:
     """The SeqpipeError behind ``error``: itself, or one that jsonargparse wrapped while instantiating a class; or
-    Lightning's refusal of the trainer's settings (``--trainer.accelerator gpu`` without a GPU) as a ConfigError."""
+    Lightning's refusal of its settings (``--trainer.accelerator gpu`` without a GPU) as a ConfigError."""
     seen = set()
     while error is not None and id(error) not in seen:
         if isinstance(error, SeqpipeError):
             return error
         if isinstance(error, MisconfigurationException):
-            return ConfigError(f"the trainer's settings: {error}")
+            return ConfigError(f"Lightning: {error}")
         seen.add(id(error))
         error = error.__cause__ or error.__context__
     return None

@@ -326,7 +326,7 @@ def test_a_config_files_misspelt_key_or_broken_yaml_is_one_line_naming_the_file(
 def test_trainer_settings_lightning_refuses_are_one_line(dataset, tmp_path, capsys, option, value, says):
     assert exit_code("fit", "--config", dataset / "config.yaml", "--data.train", dataset / "train",
                      "--trainer.default_root_dir", tmp_path, "--trainer.accelerator", "cpu", option, value) == 2
-    assert capsys.readouterr().err == f"seqpipe: error: the trainer's settings: {says}\n"
+    assert capsys.readouterr().err == f"seqpipe: error: Lightning: {says}\n"
     assert list(tmp_path.iterdir()) == []
 
 
