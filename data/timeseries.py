@@ -67,7 +67,9 @@ class ForecastWindows(Dataset):
 
     Items: ``x`` (seq_len, C) scaled inputs; ``y`` (pred_len, C_target) scaled targets (when the window's
     future is in the data); ``time`` (seq_len,) and ``future_time`` (pred_len,) int64 (nanoseconds since
-    the epoch, or row numbers); ``x_calendar`` (seq_len, K) when calendar features are on.
+    the epoch, or row numbers); ``timestamped``: True for nanoseconds, False for row numbers (the series'
+    own, not the checkpoint's: a model fitted on timestamps may forecast numbered rows);
+    ``x_calendar`` (seq_len, K) when calendar features are on.
     """
 
     def __init__(self, series: Series, start: int, stop: int, info: SeriesInfo, stride: int = 1, with_target: bool = True):
@@ -93,6 +95,7 @@ class ForecastWindows(Dataset):
             item["y"] = torch.from_numpy(np.ascontiguousarray(rows[seq_len:, self.target_index]))
         past, future = self._times(first, first + seq_len, pred_len)
         item["time"], item["future_time"] = torch.from_numpy(past), torch.from_numpy(future)
+        item["timestamped"] = torch.tensor(self.series.times is not None)
         if self.info.calendar:
             item["x_calendar"] = torch.from_numpy(calendar_features(self.series.times[first : first + seq_len], self.info.calendar))
         return item

@@ -13,6 +13,7 @@ from seqpipe.data.synthetic import make_sine_series, sine_series
 from seqpipe.data.tabular_series import read_series
 from seqpipe.data.timeseries import ForecastData, calendar_names, split_bounds
 from seqpipe.errors import ConfigError, DataError
+from seqpipe.tasks.forecasting import Forecasting
 
 SEQ, PRED = 24, 12
 
@@ -118,6 +119,25 @@ def test_predict_window_is_the_last_rows_and_future_follows_the_frequency(series
     assert "y" not in item
     last = pd.Timestamp(frame["date"].iloc[-1])
     assert list(pd.to_datetime(item["future_time"].numpy())) == list(pd.date_range(last, periods=PRED + 1, freq="h")[1:])
+
+
+@pytest.mark.parametrize("fit_time_column, predict_time_column", [(None, "none"), ("none", None)])
+def test_predict_writes_the_times_of_the_series_read(series_dir, fit_time_column, predict_time_column):
+    """Step numbers for rows read without timestamps, dates for rows read with them, whatever the model was fitted on."""
+    path = series_dir / "series.csv"
+    trained = module(path, time_column=fit_time_column, columns=["v0", "v1", "v2"]).data_info
+    data = ForecastData(path=str(path), time_column=predict_time_column)
+    data.restore_data_info(trained)
+    data.setup("predict")
+    batch = next(iter(torch.utils.data.DataLoader(data.datasets["predict"], batch_size=1)))
+    head = Forecasting()
+    head.bind(8, trained)
+    forecast = head.predictions(torch.zeros(1, PRED, 3, 1), batch, trained)
+    if predict_time_column == "none":
+        expected = list(range(400, 400 + PRED))
+    else:
+        expected = list(pd.date_range(pd.Timestamp("2021-01-01") + pd.Timedelta(hours=399), periods=PRED + 1, freq="h")[1:])
+    assert list(forecast["timestamp"].unique()) == expected
 
 
 def write(tmp_path, frame: pd.DataFrame, name="bad.csv"):
