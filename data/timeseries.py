@@ -191,6 +191,9 @@ class ForecastData(SplitDataModule):
             self.path, time_column=self.time_column, columns=columns, fill=self.fill, irregular=self.irregular,
             max_in_memory_mb=self.max_in_memory_mb,
         )
+        if saved and saved.series.calendar and self.series.times is None:
+            raise DataError(self.path, f"no timestamps, which the model's calendar features "
+                            f"({', '.join(saved.series.calendar)}) need; give the time column (data.time_column)")
         if saved and self.series.unused_columns:
             rank_zero_warn(f"{self.path}: column(s) {self.series.unused_columns} are ignored: the model was trained on {columns}")
         if stage == "predict":

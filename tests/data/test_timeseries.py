@@ -140,6 +140,14 @@ def test_predict_writes_the_times_of_the_series_read(series_dir, fit_time_column
     assert list(forecast["timestamp"].unique()) == expected
 
 
+def test_a_calendar_model_needs_timestamps(series_dir):
+    trained = module(series_dir / "series.csv", calendar=True).data_info
+    data = ForecastData(path=str(series_dir / "series.csv"), time_column="none")
+    data.restore_data_info(trained)
+    with pytest.raises(DataError, match=r"series.csv: no timestamps, which the model's calendar features \(hour, .*\) need"):
+        data.setup("predict")
+
+
 def write(tmp_path, frame: pd.DataFrame, name="bad.csv"):
     frame.to_csv(tmp_path / name, index=False)
     return tmp_path / name
