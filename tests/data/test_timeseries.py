@@ -191,7 +191,7 @@ def test_non_numeric_column_names_the_row(tmp_path, frame):
 
 @pytest.mark.parametrize("problem, pattern", [
     ("unsorted", r"not sorted: .* row 20 \(line 22\) comes before"),
-    ("duplicate", r"not sorted: .* row 20 \(line 22\) duplicates"),
+    ("duplicate", r"bad.csv: duplicate timestamp: 2021-01-01 19:00:00 at row 20 \(line 22\) repeats the previous row's;"),
     ("irregular", r"irregular timestamps: row 20 \(line 22\) is at .* steps by 0 days 01:00:00"),
 ])
 def test_bad_timestamps_name_the_first_offending_row(tmp_path, frame, problem, pattern):
@@ -309,7 +309,7 @@ def irregular_csv(tmp_path) -> tuple[Path, pd.DataFrame]:
 
 def test_irregular_timestamps_name_the_option(tmp_path):
     path, frame = irregular_csv(tmp_path)
-    with pytest.raises(DataError, match=r"2021-01-01 05:00:00 at row 31 \(line 33\) duplicates the previous row's 2021-01-01 05:00:00; "
+    with pytest.raises(DataError, match=r"duplicate timestamp: 2021-01-01 05:00:00 at row 31 \(line 33\) repeats the previous row's; "
                                         r"set data.irregular resample"):
         read_series(path)
     with pytest.raises(DataError, match=r"data.irregular resample: 9 missing steps, the first gap between 2021-01-01 08:10:00 "
