@@ -14,7 +14,8 @@ strands count: a coding mask, not a strand annotation. The group attribute
 class names. GFF coordinates (1-based, inclusive) become 0-based half-open spans; a feature on a record
 missing from the FASTA, or running past its end, is an error naming the GFF line; so is a ``--feature`` type
 the GFF does not hold (its class would have no base), which lists the types it holds. A ``##FASTA`` section
-ends the annotations.
+ends the annotations. The FASTA is checked as ``fit`` checks it: a character that is no nucleotide code is an
+error naming its record and position, and no track is written.
 """
 
 from __future__ import annotations
@@ -157,6 +158,7 @@ def build_track(gff: str | Path, fasta: str | Path, out: str | Path, features: l
     parse_features(features)  # a bad --feature stops before the FASTA is read
     with writing(Output(out, "per-base track", folder=True)) as (partial,):
         with closing(Genome(fasta)) as genome:
+            genome.check_letters()  # as fit does: a track of a FASTA that training refuses is of no use
             chrom_sizes = genome.chrom_sizes
         spans = feature_spans(gff, features, chrom_sizes)
         group = zarr.open_group(str(partial), mode="a")

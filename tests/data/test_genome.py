@@ -121,6 +121,17 @@ def test_gff_track_rejects_features_off_the_genome(genome_files, tmp_path):
     assert not (tmp_path / "bad.zarr").exists()
 
 
+def test_gff_track_checks_the_fasta_as_fit_does(genome_files, tmp_path):
+    fasta, sequences, _, track = genome_files
+    text = fasta.read_text()
+    bad = tmp_path / "bad.fa"
+    bad.write_text(text.replace(sequences["chrB"][:60], sequences["chrB"][:6] + "!" + sequences["chrB"][7:60], 1))
+    with pytest.raises(DataError, match=r"bad.fa, record 'chrB'.*: character '!' at position 7 is not a nucleotide"):
+        build_track(tmp_path / "genes.gff", bad, track, ["CDS"])
+    assert sorted(p.name for p in tmp_path.glob("cds.zarr*")) == ["cds.zarr"]  # the earlier track, untouched
+    assert zarr.open_group(str(track), mode="r").attrs["source"]["fasta"] == str(fasta)
+
+
 def test_gff_track_without_the_feature_lists_the_types_there_are(genome_files, tmp_path, capsys):
     gff = tmp_path / "genes.gff"
     counts = {kind: gff.read_text().count(f"\t{kind}\t") for kind in ("CDS", "gene")}
