@@ -16,6 +16,7 @@ import pickle
 import random
 import re
 import sys
+import zipfile
 from argparse import ArgumentError
 from collections.abc import Hashable, Iterable, Iterator
 from pathlib import Path
@@ -34,6 +35,8 @@ RUN_CHECKPOINTS = ("best", "last")
 TRUSTED_PACKAGES = ("seqpipe", "torch", "lightning", "torchmetrics")
 #: head arguments an earlier seqpipe saved under another name: old name -> (today's name, old value -> today's)
 RENAMED_HEAD_ARGUMENTS = {"strand_average": ("strands", {True: "average", False: "forward"})}
+#: how a zip archive, and so every checkpoint ``torch.save`` writes, begins
+ZIP_SIGNATURE = b"PK\x03\x04"
 
 
 def newest_run_checkpoint(name: str, root: str | Path) -> Path:
@@ -58,16 +61,29 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     except EOFError:
         raise CheckpointError(f"{path}: not a readable checkpoint (the file is empty or truncated)") from None
     except (RuntimeError, pickle.UnpicklingError, ValueError, OSError, AttributeError, KeyError) as error:
-        # torch's message goes on to suggest weights_only=False, which would run whatever code the file holds
-        unpickler = re.search(r"WeightsUnpickler error:\s*([^\n]+)", str(error))
-        if unpickler:
-            reason = f"it holds something other than tensors and plain data: {unpickler.group(1).strip()}"
-        else:
-            reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise CheckpointError(f"{path}: not a readable checkpoint ({reason})") from None
+        raise CheckpointError(f"{path}: not a readable checkpoint ({why_unreadable(path, error)})") from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise CheckpointError(f"{path}: not a seqpipe checkpoint (no state_dict)")
     return checkpoint
+
+
+def why_unreadable(path: str | Path, error: Exception) -> str:
+    """Why ``torch.load`` could not read a file, in the user's words: for a cut or foreign file torch speaks of
+    errno 22, miniz or pickle opcodes, and for a file holding code it suggests weights_only=False, which would
+    run that code."""
+    try:
+        with open(path, "rb") as handle:
+            start = handle.read(len(ZIP_SIGNATURE))
+    except OSError:  # the file cannot be opened: torch's error says why
+        start = None
+    unpickler = re.search(r"WeightsUnpickler error:\s*([^\n]+)", str(error))
+    if start is not None and ZIP_SIGNATURE.startswith(start) and not zipfile.is_zipfile(path):
+        return "the file is truncated or corrupt"  # it begins as a checkpoint does, but the archive's end is missing
+    if start is not None and not start.startswith(ZIP_SIGNATURE):
+        return "not a zip archive, which is what torch.save writes"
+    if unpickler:
+        return f"it holds something other than tensors and plain data: {unpickler.group(1).strip()}"
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
 def model_hparams(path: str | Path, checkpoint: dict[str, Any]) -> dict[str, Any]:

@@ -222,6 +222,18 @@ def test_unreadable_checkpoint_is_one_line_naming_the_file(dataset, tmp_path, co
     assert "weights_only" not in err
 
 
+@pytest.mark.parametrize("kept", [2, 100, -1000, -1])  # bytes kept from the start, or cut from the end
+def test_truncated_checkpoint_is_called_truncated(dataset, run, tmp_path, kept, capsys):
+    whole = (run / "lightning_logs/version_0/checkpoints/best.ckpt").read_bytes()
+    bad = tmp_path / "cut.ckpt"
+    bad.write_bytes(whole[:kept])
+    assert exit_code(*predict_args(dataset, bad, tmp_path / "p.csv")) == 2
+    assert capsys.readouterr().err == f"seqpipe: error: {bad}: not a readable checkpoint (the file is truncated or corrupt)\n"
+    bad.write_text("not a checkpoint\n")
+    assert exit_code(*predict_args(dataset, bad, tmp_path / "p.csv")) == 2
+    assert capsys.readouterr().err.endswith(": not a readable checkpoint (not a zip archive, which is what torch.save writes)\n")
+
+
 def doctored(run: Path, tmp_path: Path, **hparams) -> Path:
     checkpoint = torch.load(run / "lightning_logs/version_0/checkpoints/best.ckpt", weights_only=True)
     checkpoint["hyper_parameters"].update(hparams)
