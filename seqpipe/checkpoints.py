@@ -76,13 +76,15 @@ def why_unreadable(path: str | Path, error: Exception) -> str:
             start = handle.read(len(ZIP_SIGNATURE))
     except OSError:  # the file cannot be opened: torch's error says why
         start = None
-    unpickler = re.search(r"WeightsUnpickler error:\s*([^\n]+)", str(error))
     if start is not None and ZIP_SIGNATURE.startswith(start) and not zipfile.is_zipfile(path):
         return "the file is truncated or corrupt"  # it begins as a checkpoint does, but the archive's end is missing
     if start is not None and not start.startswith(ZIP_SIGNATURE):
         return "not a zip archive, which is what torch.save writes"
-    if unpickler:
-        return f"it holds something other than tensors and plain data: {unpickler.group(1).strip()}"
+    if str(error).startswith("Weights only load failed"):
+        # the unpickler's own line: after "WeightsUnpickler error:", or alone after a blank line (a blocked module)
+        unpickler = re.search(r"WeightsUnpickler error:\s*([^\n]+)|\n\n([^\n]+)", str(error))
+        detail = f": {(unpickler.group(1) or unpickler.group(2)).strip()}" if unpickler else ""
+        return f"it holds something other than tensors and plain data{detail}"
     return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 

@@ -222,6 +222,23 @@ def test_unreadable_checkpoint_is_one_line_naming_the_file(dataset, tmp_path, co
     assert "weights_only" not in err
 
 
+class RunsCode:
+    """Pickles as a call of os.system: what a doctored checkpoint would hold."""
+
+    def __reduce__(self):
+        return os.system, ("true",)
+
+
+def test_checkpoint_holding_code_is_refused_without_advice_to_load_it_unsafely(dataset, tmp_path, capsys):
+    bad = tmp_path / "code.ckpt"
+    torch.save({"state_dict": {}, "extra": RunsCode()}, bad)
+    assert exit_code(*predict_args(dataset, bad, tmp_path / "p.csv")) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"seqpipe: error: {bad}: not a readable checkpoint (it holds something other than tensors and "
+                          f"plain data: Trying to load unsupported GLOBAL ") and "system" in err
+    assert "weights_only" not in err and err.count("\n") == 1
+
+
 @pytest.mark.parametrize("kept", [2, 100, -1000, -1])  # bytes kept from the start, or cut from the end
 def test_truncated_checkpoint_is_called_truncated(dataset, run, tmp_path, kept, capsys):
     whole = (run / "lightning_logs/version_0/checkpoints/best.ckpt").read_bytes()
