@@ -11,6 +11,7 @@ hyper-parameters name are imported only from trusted packages or from modules th
 
 from __future__ import annotations
 
+import importlib
 import os
 import pickle
 import random
@@ -178,12 +179,20 @@ def check_same_task(path: str | Path, hparams: dict[str, Any], head_class_path: 
     """Refuse a checkpoint trained with another head than the one this run's config names."""
     trained = (hparams.get("head") or {}).get("class_path") if isinstance(hparams.get("head"), dict) else None
     if head_class_path and trained and trained != head_class_path:
-        info = hparams.get("data_info") or {}
-        trained_on = f" on {', '.join(sorted(info))}" if info else ""
         raise CheckpointError(
-            f"{path}: trained for {trained}{trained_on}, but this config's head is {head_class_path}: "
+            f"{path}: a checkpoint of {describe_head(trained)}, but this config is for {describe_head(head_class_path)}: "
             f"give a checkpoint of this task, or the config it was trained with"
         )
+
+
+def describe_head(class_path: str) -> str:
+    """A head class as messages name it, its :attr:`~seqpipe.heads.TaskHead.task` and path: "a forecasting model
+    (seqpipe.tasks.forecasting.Forecasting)"; the path alone for a class that cannot be imported or says nothing."""
+    module, _, name = class_path.rpartition(".")
+    try:
+        return f"{getattr(importlib.import_module(module), name).task} ({class_path})"
+    except (ImportError, AttributeError, ValueError):  # ValueError: a path without a module
+        return class_path
 
 
 class LastCheckpoint(ModelCheckpoint):

@@ -61,6 +61,8 @@ class Forecasting(TaskHead):
     interval between the lowest and highest quantile. The best checkpoint has the lowest ``val/loss``.
     """
 
+    task = "a forecasting model"
+
     def __init__(
         self,
         loss: ForecastLoss | None = None,

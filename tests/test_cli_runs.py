@@ -272,8 +272,8 @@ def test_checkpoint_of_another_task_names_what_it_was_trained_for(dataset, run, 
                           data_info={"input_dim": 3, "horizon": 8, "scaler": {}})
     assert exit_code(*predict_args(dataset, checkpoint, tmp_path / "p.csv")) == 2
     err = capsys.readouterr().err
-    assert err == (f"seqpipe: error: {checkpoint}: trained for seqpipe.tasks.forecasting.Forecasting on horizon, "
-                   f"input_dim, scaler, but this config's head is seqpipe.tasks.classification.SequenceClassification: "
+    assert err == (f"seqpipe: error: {checkpoint}: a checkpoint of a forecasting model (seqpipe.tasks.forecasting.Forecasting), "
+                   f"but this config is for a sequence classifier (seqpipe.tasks.classification.SequenceClassification): "
                    f"give a checkpoint of this task, or the config it was trained with\n")
 
 
