@@ -20,7 +20,7 @@ from seqpipe.contracts import DataInfo, TokenInput
 from seqpipe.data.base import SplitDataModule, stratified_holdout
 from seqpipe.data.genome import BED_NAME_COLUMN, is_bed, read_bed_records
 from seqpipe.data.genome_io import Genome
-from seqpipe.data.readers import Record, labels_in_headers, read_records
+from seqpipe.data.readers import Record, labels_in_headers, number_shared_ids, read_records
 from seqpipe.data.tokenizers import DNATokenizer
 from seqpipe.dna_alphabet import DNA_VOCAB
 from seqpipe.errors import ConfigError, DataError, location
@@ -345,8 +345,8 @@ class DNAClassificationData(SplitDataModule):
             with closing(Genome(self.fasta)) as genome:
                 return read_bed_records(path, genome, column if labelled else None)
         column = "label" if self.label_column is None else str(self.label_column)
-        return list(read_records(path, labelled=labelled, label_column=column, option_prefix=self.column_option_prefix,
-                                 **self.reader_options))
+        return number_shared_ids(list(read_records(path, labelled=labelled, label_column=column,
+                                                   option_prefix=self.column_option_prefix, **self.reader_options)))
 
     def _encode(self, records: list[Record], label_names: list[str] | None) -> EncodedSequences:
         """Tokenize ``records``; with ``label_names``, map labels to class indices, rejecting unknown labels."""

@@ -14,7 +14,8 @@ strands count: a coding mask, not a strand annotation. The group attribute
 class names. GFF coordinates (1-based, inclusive) become 0-based half-open spans; a feature on a record
 missing from the FASTA, or running past its end, is an error naming the GFF line; so is a ``--feature`` type
 the GFF does not hold (its class would have no base), which lists the types it holds. A ``##FASTA`` section
-ends the annotations.
+ends the annotations. The FASTA is checked as ``fit`` checks it: a character that is no nucleotide code is an
+error naming its record and position, and no track is written.
 """
 
 from __future__ import annotations
@@ -68,6 +69,13 @@ def feature_id(attributes: str) -> str | None:
     return pairs.get("ID") or pairs.get("Parent") or None
 
 
+def coordinate(gff: Path, text: str, name: str, line: int) -> int:
+    """A GFF ``start`` or ``end`` column as an integer; anything but digits is an error naming the line."""
+    if not (text.isascii() and text.isdigit()):
+        raise DataError(gff, f"{name} {text!r} is not an integer", line=line)
+    return int(text)
+
+
 def feature_spans(gff: str | Path, features: list[str], chrom_sizes: dict[str, int]) -> dict[str, list[tuple[int, int, int]]]:
     """GFF -> per chromosome, ``(start, end, class)`` spans of the listed features (class = index + 1); see the
     module docstring for ``TYPE:start`` / ``TYPE:end``."""
@@ -96,12 +104,13 @@ def feature_spans(gff: str | Path, features: list[str], chrom_sizes: dict[str, i
                 types[fields[2]] += 1
                 if fields[2] not in whole and fields[2] not in ends:
                     continue
-                chrom, start, end = fields[0], fields[3], fields[4]
+                chrom = fields[0]
                 if chrom not in chrom_sizes:
                     raise DataError(gff, f"feature on {chrom!r}, which is not a record of the FASTA", line=number)
-                if not (start.isdigit() and end.isdigit() and 1 <= int(start) <= int(end) <= chrom_sizes[chrom]):
+                start, end = (coordinate(gff, fields[k], name, number) for k, name in ((3, "start"), (4, "end")))
+                if not 1 <= start <= end <= chrom_sizes[chrom]:
                     raise DataError(gff, f"span {start}-{end} is not within 1-{chrom_sizes[chrom]}", line=number)
-                start, end, strand = int(start) - 1, int(end), fields[6]
+                start, strand = start - 1, fields[6]
                 if fields[2] in whole:
                     spans[chrom].append((start, end, whole[fields[2]]))
                 if fields[2] in ends:
@@ -149,6 +158,7 @@ def build_track(gff: str | Path, fasta: str | Path, out: str | Path, features: l
     parse_features(features)  # a bad --feature stops before the FASTA is read
     with writing(Output(out, "per-base track", folder=True)) as (partial,):
         with closing(Genome(fasta)) as genome:
+            genome.check_letters()  # as fit does: a track of a FASTA that training refuses is of no use
             chrom_sizes = genome.chrom_sizes
         spans = feature_spans(gff, features, chrom_sizes)
         group = zarr.open_group(str(partial), mode="a")

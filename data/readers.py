@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import re
 import zlib
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, NamedTuple
@@ -34,8 +35,8 @@ class Record(NamedTuple):
     label: str | None
     path: Path
     line: int
-    #: the record's 1-based number in its file, set when its id is its label (a FASTA header ``>LABEL ...``):
-    #: an id that many records share names none of them
+    #: the record's 1-based number in its file, set when its id is its label (a FASTA header ``>LABEL ...``) or
+    #: another record's (:func:`number_shared_ids`): an id that many records share names none of them
     number: int | None = None
 
     @property
@@ -139,6 +140,18 @@ def read_labelled_fasta(path: str | Path, label_pattern: str | None = r"^(\S+)")
                     path, f"header {header!r} gives no label with label_pattern {pattern.pattern!r}", record=record_id, line=line
                 )
         yield Record(record_id, sequence, label, Path(path), line, number if label == record_id else None)
+
+
+def number_shared_ids(records: list[Record]) -> list[Record]:
+    """``records``, those whose id another record of their file shares given their number in the file, by which
+    messages then name them (as they name a record whose id is its label, however the file was read)."""
+    shared = {key for key, count in Counter((record.path, record.id) for record in records).items() if count > 1}
+    seen: Counter[Path] = Counter()
+    numbered = []
+    for record in records:
+        seen[record.path] += 1
+        numbered.append(record._replace(number=seen[record.path]) if (record.path, record.id) in shared else record)
+    return numbered
 
 
 def read_fasta_per_class(directory: str | Path) -> Iterator[Record]:

@@ -369,9 +369,10 @@ def _infer_frequency(path: Path, times: pd.DatetimeIndex, line_offset: int | Non
         raise DataError(path, f"only {len(times)} rows: a frequency needs at least 3 timestamps")
     steps = np.diff(times.asi8)
     for row in np.flatnonzero(steps <= 0)[:1] + 1:
-        what = "duplicates" if steps[row - 1] == 0 else "comes before"
-        raise DataError(path, f"timestamps are not sorted: {times[row]} at {_row_name(int(row), line_offset)} {what} the previous "
-                        f"row's {times[row - 1]}; set data.irregular resample to average rows sharing a timestamp")
+        at = f"{times[row]} at {_row_name(int(row), line_offset)}"
+        problem = (f"duplicate timestamp: {at} repeats the previous row's" if steps[row - 1] == 0
+                   else f"timestamps are not sorted: {at} comes before the previous row's {times[row - 1]}")
+        raise DataError(path, f"{problem}; set data.irregular resample to average rows sharing a timestamp")
     freq = pd.infer_freq(times)
     if freq is not None:
         return freq

@@ -67,7 +67,9 @@ class ForecastWindows(Dataset):
 
     Items: ``x`` (seq_len, C) scaled inputs; ``y`` (pred_len, C_target) scaled targets (when the window's
     future is in the data); ``time`` (seq_len,) and ``future_time`` (pred_len,) int64 (nanoseconds since
-    the epoch, or row numbers); ``x_calendar`` (seq_len, K) when calendar features are on.
+    the epoch, or row numbers); ``timestamped``: True for nanoseconds, False for row numbers (the series'
+    own, not the checkpoint's: a model fitted on timestamps may forecast numbered rows);
+    ``x_calendar`` (seq_len, K) when calendar features are on.
     """
 
     def __init__(self, series: Series, start: int, stop: int, info: SeriesInfo, stride: int = 1, with_target: bool = True):
@@ -93,6 +95,7 @@ class ForecastWindows(Dataset):
             item["y"] = torch.from_numpy(np.ascontiguousarray(rows[seq_len:, self.target_index]))
         past, future = self._times(first, first + seq_len, pred_len)
         item["time"], item["future_time"] = torch.from_numpy(past), torch.from_numpy(future)
+        item["timestamped"] = torch.tensor(self.series.times is not None)
         if self.info.calendar:
             item["x_calendar"] = torch.from_numpy(calendar_features(self.series.times[first : first + seq_len], self.info.calendar))
         return item
@@ -188,6 +191,9 @@ class ForecastData(SplitDataModule):
             self.path, time_column=self.time_column, columns=columns, fill=self.fill, irregular=self.irregular,
             max_in_memory_mb=self.max_in_memory_mb,
         )
+        if saved and saved.series.calendar and self.series.times is None:
+            raise DataError(self.path, f"no timestamps, which the model's calendar features "
+                            f"({', '.join(saved.series.calendar)}) need; give the time column (data.time_column)")
         if saved and self.series.unused_columns:
             rank_zero_warn(f"{self.path}: column(s) {self.series.unused_columns} are ignored: the model was trained on {columns}")
         if stage == "predict":

@@ -11,11 +11,13 @@ hyper-parameters name are imported only from trusted packages or from modules th
 
 from __future__ import annotations
 
+import importlib
 import os
 import pickle
 import random
 import re
 import sys
+import zipfile
 from argparse import ArgumentError
 from collections.abc import Hashable, Iterable, Iterator
 from pathlib import Path
@@ -34,6 +36,8 @@ RUN_CHECKPOINTS = ("best", "last")
 TRUSTED_PACKAGES = ("seqpipe", "torch", "lightning", "torchmetrics")
 #: head arguments an earlier seqpipe saved under another name: old name -> (today's name, old value -> today's)
 RENAMED_HEAD_ARGUMENTS = {"strand_average": ("strands", {True: "average", False: "forward"})}
+#: how a zip archive, and so every checkpoint ``torch.save`` writes, begins
+ZIP_SIGNATURE = b"PK\x03\x04"
 
 
 def newest_run_checkpoint(name: str, root: str | Path) -> Path:
@@ -58,16 +62,31 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     except EOFError:
         raise CheckpointError(f"{path}: not a readable checkpoint (the file is empty or truncated)") from None
     except (RuntimeError, pickle.UnpicklingError, ValueError, OSError, AttributeError, KeyError) as error:
-        # torch's message goes on to suggest weights_only=False, which would run whatever code the file holds
-        unpickler = re.search(r"WeightsUnpickler error:\s*([^\n]+)", str(error))
-        if unpickler:
-            reason = f"it holds something other than tensors and plain data: {unpickler.group(1).strip()}"
-        else:
-            reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise CheckpointError(f"{path}: not a readable checkpoint ({reason})") from None
+        raise CheckpointError(f"{path}: not a readable checkpoint ({why_unreadable(path, error)})") from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise CheckpointError(f"{path}: not a seqpipe checkpoint (no state_dict)")
     return checkpoint
+
+
+def why_unreadable(path: str | Path, error: Exception) -> str:
+    """Why ``torch.load`` could not read a file, in the user's words: for a cut or foreign file torch speaks of
+    errno 22, miniz or pickle opcodes, and for a file holding code it suggests weights_only=False, which would
+    run that code."""
+    try:
+        with open(path, "rb") as handle:
+            start = handle.read(len(ZIP_SIGNATURE))
+    except OSError:  # the file cannot be opened: torch's error says why
+        start = None
+    if start is not None and ZIP_SIGNATURE.startswith(start) and not zipfile.is_zipfile(path):
+        return "the file is truncated or corrupt"  # it begins as a checkpoint does, but the archive's end is missing
+    if start is not None and not start.startswith(ZIP_SIGNATURE):
+        return "not a zip archive, which is what torch.save writes"
+    if str(error).startswith("Weights only load failed"):
+        # the unpickler's own line: after "WeightsUnpickler error:", or alone after a blank line (a blocked module)
+        unpickler = re.search(r"WeightsUnpickler error:\s*([^\n]+)|\n\n([^\n]+)", str(error))
+        detail = f": {(unpickler.group(1) or unpickler.group(2)).strip()}" if unpickler else ""
+        return f"it holds something other than tensors and plain data{detail}"
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
 def model_hparams(path: str | Path, checkpoint: dict[str, Any]) -> dict[str, Any]:
@@ -160,12 +179,20 @@ def check_same_task(path: str | Path, hparams: dict[str, Any], head_class_path: 
     """Refuse a checkpoint trained with another head than the one this run's config names."""
     trained = (hparams.get("head") or {}).get("class_path") if isinstance(hparams.get("head"), dict) else None
     if head_class_path and trained and trained != head_class_path:
-        info = hparams.get("data_info") or {}
-        trained_on = f" on {', '.join(sorted(info))}" if info else ""
         raise CheckpointError(
-            f"{path}: trained for {trained}{trained_on}, but this config's head is {head_class_path}: "
+            f"{path}: a checkpoint of {describe_head(trained)}, but this config is for {describe_head(head_class_path)}: "
             f"give a checkpoint of this task, or the config it was trained with"
         )
+
+
+def describe_head(class_path: str) -> str:
+    """A head class as messages name it, its :attr:`~seqpipe.heads.TaskHead.task` and path: "a forecasting model
+    (seqpipe.tasks.forecasting.Forecasting)"; the path alone for a class that cannot be imported or says nothing."""
+    module, _, name = class_path.rpartition(".")
+    try:
+        return f"{getattr(importlib.import_module(module), name).task} ({class_path})"
+    except (ImportError, AttributeError, ValueError):  # ValueError: a path without a module
+        return class_path
 
 
 class LastCheckpoint(ModelCheckpoint):

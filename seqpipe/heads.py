@@ -34,6 +34,9 @@ class TaskHead(nn.Module):
     #: stream a long sequence at evaluation into both and call :meth:`forward_pooled` instead of ``forward``
     mean_max_pooled: bool = False
 
+    #: what a model with this head is, in the user's words, for messages about its checkpoints
+    task: str = "a model"
+
     #: the validation metric that selects the best checkpoint, and whether larger is better
     monitor: str = "val/loss"
     monitor_mode: Literal["min", "max"] = "min"

@@ -48,6 +48,7 @@ class SequenceClassification(TaskHead):
     the one with the highest ``val/acc``. Class names come from the data (sorted) and travel in the checkpoint.
     """
 
+    task = "a sequence classifier"
     monitor = "val/acc"
     monitor_mode = "max"
 

@@ -51,6 +51,8 @@ class DNASequenceClassification(SequenceClassification):
     features (B, L, D) -> logits (B, n_classes).
     """
 
+    task = "a DNA sequence classifier"
+
     def __init__(
         self,
         pooling: Literal["mean", "last", "max", "mean_max"] = "mean_max",

@@ -9,9 +9,9 @@ import pandas as pd
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info
 
-from seqpipe.contracts import SeriesInfo
 from seqpipe.outputs import Output
 from seqpipe.prediction import PredictionWriter
+from seqpipe.tasks.forecasting import batch_times
 
 
 class ForecastPlot(Callback):
@@ -49,7 +49,7 @@ class ForecastPlot(Callback):
         index = list(series.target_index)
         scaled = batch["x"][-1].detach().float().cpu().numpy()[:, index]
         history = scaled * np.asarray(series.std)[index] + np.asarray(series.mean)[index]
-        self._history = (self._timestamps(batch["time"][-1].cpu().numpy(), series), history)
+        self._history = (batch_times(batch, "time")[-1], history)
         per_window = len(series.targets) * series.pred_len
         self._rows = outputs.iloc[-per_window:]
 
@@ -89,10 +89,6 @@ class ForecastPlot(Callback):
         target.parent.mkdir(parents=True, exist_ok=True)
         figure.savefig(target, dpi=100, format="png")
         plt.close(figure)
-
-    @staticmethod
-    def _timestamps(values: np.ndarray, series: SeriesInfo) -> np.ndarray:
-        return values if series.freq is None else pd.to_datetime(values).to_numpy()
 
     @staticmethod
     def _beside_csv(trainer) -> Path:

@@ -61,6 +61,8 @@ class Forecasting(TaskHead):
     interval between the lowest and highest quantile. The best checkpoint has the lowest ``val/loss``.
     """
 
+    task = "a forecasting model"
+
     def __init__(
         self,
         loss: ForecastLoss | None = None,
@@ -174,8 +176,7 @@ class Forecasting(TaskHead):
                 columns[f"q{level:g}"] = self.to_original(quantiles[..., k])
         series = _series(data_info)
         batch_size, targets = outputs.shape[0], list(series.targets)
-        times = batch["future_time"].cpu().numpy()
-        timestamps = times if series.freq is None else pd.to_datetime(times.ravel()).to_numpy().reshape(times.shape)
+        timestamps = batch_times(batch, "future_time")
         frame = pd.DataFrame({
             "timestamp": np.repeat(timestamps.reshape(batch_size, self.pred_len), len(targets), axis=1).ravel(),
             "variable": np.tile(targets, batch_size * self.pred_len),
@@ -183,6 +184,15 @@ class Forecasting(TaskHead):
         for name, values in columns.items():
             frame[name] = values.cpu().numpy().ravel()
         return frame
+
+
+def batch_times(batch: dict[str, Any], key: str) -> np.ndarray:
+    """``batch[key]`` (``time`` or ``future_time``) as datetime64 values, or as step numbers when the series
+    read has no timestamps (whatever the checkpoint was fitted on)."""
+    values = batch[key].cpu().numpy()
+    if not batch["timestamped"].all():
+        return values
+    return pd.to_datetime(values.ravel()).to_numpy().reshape(values.shape)
 
 
 def _series(data_info: DataInfo) -> SeriesInfo:

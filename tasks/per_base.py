@@ -35,6 +35,7 @@ class PerBaseClassification(TaskHead):
     per bin (a CSV of them is written only when ``--prediction.path`` asks for one).
     """
 
+    task = "a per-base classifier"
     monitor = "val/auroc"
     monitor_mode = "max"
 
@@ -95,6 +96,7 @@ class NextBaseLM(PerBaseClassification):
     would see the answer. Logs ``val/acc`` and ``val/perplexity`` (exp of the mean loss per base).
     """
 
+    task = "a next-base language model"
     monitor = "val/loss"
     monitor_mode = "min"
 
@@ -117,3 +119,5 @@ class MaskedBaseLM(NextBaseLM):
     chosen positions) and a bidirectional or RC-equivariant backbone. Logs ``val/acc`` (masked accuracy) and
     ``val/perplexity`` over the masked positions; loss and metrics are those of :class:`NextBaseLM`.
     """
+
+    task = "a masked-base language model"

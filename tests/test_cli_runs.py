@@ -222,6 +222,35 @@ def test_unreadable_checkpoint_is_one_line_naming_the_file(dataset, tmp_path, co
     assert "weights_only" not in err
 
 
+class RunsCode:
+    """Pickles as a call of os.system: what a doctored checkpoint would hold."""
+
+    def __reduce__(self):
+        return os.system, ("true",)
+
+
+def test_checkpoint_holding_code_is_refused_without_advice_to_load_it_unsafely(dataset, tmp_path, capsys):
+    bad = tmp_path / "code.ckpt"
+    torch.save({"state_dict": {}, "extra": RunsCode()}, bad)
+    assert exit_code(*predict_args(dataset, bad, tmp_path / "p.csv")) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"seqpipe: error: {bad}: not a readable checkpoint (it holds something other than tensors and "
+                          f"plain data: Trying to load unsupported GLOBAL ") and "system" in err
+    assert "weights_only" not in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("kept", [2, 100, -1000, -1])  # bytes kept from the start, or cut from the end
+def test_truncated_checkpoint_is_called_truncated(dataset, run, tmp_path, kept, capsys):
+    whole = (run / "lightning_logs/version_0/checkpoints/best.ckpt").read_bytes()
+    bad = tmp_path / "cut.ckpt"
+    bad.write_bytes(whole[:kept])
+    assert exit_code(*predict_args(dataset, bad, tmp_path / "p.csv")) == 2
+    assert capsys.readouterr().err == f"seqpipe: error: {bad}: not a readable checkpoint (the file is truncated or corrupt)\n"
+    bad.write_text("not a checkpoint\n")
+    assert exit_code(*predict_args(dataset, bad, tmp_path / "p.csv")) == 2
+    assert capsys.readouterr().err.endswith(": not a readable checkpoint (not a zip archive, which is what torch.save writes)\n")
+
+
 def doctored(run: Path, tmp_path: Path, **hparams) -> Path:
     checkpoint = torch.load(run / "lightning_logs/version_0/checkpoints/best.ckpt", weights_only=True)
     checkpoint["hyper_parameters"].update(hparams)
@@ -243,8 +272,8 @@ def test_checkpoint_of_another_task_names_what_it_was_trained_for(dataset, run, 
                           data_info={"input_dim": 3, "horizon": 8, "scaler": {}})
     assert exit_code(*predict_args(dataset, checkpoint, tmp_path / "p.csv")) == 2
     err = capsys.readouterr().err
-    assert err == (f"seqpipe: error: {checkpoint}: trained for seqpipe.tasks.forecasting.Forecasting on horizon, "
-                   f"input_dim, scaler, but this config's head is seqpipe.tasks.classification.SequenceClassification: "
+    assert err == (f"seqpipe: error: {checkpoint}: a checkpoint of a forecasting model (seqpipe.tasks.forecasting.Forecasting), "
+                   f"but this config is for a sequence classifier (seqpipe.tasks.classification.SequenceClassification): "
                    f"give a checkpoint of this task, or the config it was trained with\n")
 
 

@@ -168,6 +168,20 @@ def test_bad_input_exits_with_one_clear_message_and_writes_nothing(dataset, tmp_
     assert not run.exists()
 
 
+def test_the_readmes_bad_input_example_is_what_fit_prints(tmp_path, monkeypatch, capsys):
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    (example,) = [line for line in readme.splitlines() if line.startswith("seqpipe: error: train.fa, ")]
+    # the README's record: seq_17, labelled in its header, an X at position 12 on line 35
+    sequences = ["ACGT" * 5] * 16 + ["ACGTACGTAC\nCXGTACGTAC"] + ["ACGTACGTAC\nACGTACGTAC"] * 13
+    records = [f">seq_{i} {'promoter' if i % 2 else 'background'}\n{sequence}\n" for i, sequence in enumerate(sequences, start=1)]
+    monkeypatch.chdir(tmp_path)
+    Path("train.fa").write_text("".join(records))
+    Path("config.yaml").write_text(yaml.safe_dump(CONFIG))
+    with pytest.raises(SystemExit):
+        seqpipe("fit", "--config", "config.yaml", "--data.train", "train.fa", "--data.label_pattern", r"^\S+ (\S+)")
+    assert capsys.readouterr().err == example + "\n"
+
+
 def test_missing_checkpoint_is_a_clear_error(dataset, tmp_path, capsys):
     with pytest.raises(SystemExit):
         seqpipe("predict", "--config", dataset / "config.yaml", "--data.predict", dataset / "unlabelled.fasta",

@@ -287,6 +287,17 @@ def test_repeated_predict_ids_give_one_warning_naming_the_first(tmp_path):
     assert data.splits["predict"].ids == ["q1", "q2", "q1", "q2", "q1"]
 
 
+def test_predict_names_a_record_whose_id_others_share_by_its_number_as_fit_does(tmp_path):
+    fasta = tmp_path / "labels.fa"
+    fasta.write_text(">pos\nACGT\n>neg\nACGT\n>pos\nAC\nGT\n>neg x7\nAC\nXT\n")
+    for stage, files in (("fit", {"train": str(fasta)}), ("predict", {"predict": str(fasta)})):
+        with pytest.raises(DataError, match=r"labels\.fa, record #4, line 10: character 'X' at position 3 "):
+            DNAClassificationData(**files).setup(stage)
+    fasta.write_text(">q1\nACGT\n>q2\nAXGT\n>q1\nACGT\n")  # an id no other record has still names its record
+    with pytest.raises(DataError, match=r"labels\.fa, record 'q2', line 4: character 'X'"):
+        DNAClassificationData(predict=str(fasta)).setup("predict")
+
+
 def test_errors_name_a_record_whose_header_is_its_label_by_its_number(tmp_path):
     fasta = tmp_path / "labels.fa"
     fasta.write_text(">pos\nACGT\n>neg\nACGT\n>pos\nAC\nGT\n>neg x7\nAC\nXT\n")

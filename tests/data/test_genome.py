@@ -108,11 +108,28 @@ def test_gff_track_rejects_features_off_the_genome(genome_files, tmp_path):
     bad.write_text("chrC\tsim\tCDS\t850\t950\t.\t+\t0\tID=x\n")
     with pytest.raises(DataError, match="line 1"):
         build_track(bad, genome_files[0], tmp_path / "bad.zarr", ["CDS"])
+    bad.write_text("chrC\tsim\tCDS\t1\t10\t.\t+\t0\tID=x\nchrC\tsim\tCDS\tabc\t200\t.\t+\t0\tID=y\n")
+    with pytest.raises(DataError, match="bad.gff, line 2: start 'abc' is not an integer$"):
+        build_track(bad, genome_files[0], tmp_path / "bad.zarr", ["CDS"])
+    bad.write_text("chrC\tsim\tCDS\t100\t2x0\t.\t+\t0\tID=x\n")
+    with pytest.raises(DataError, match="bad.gff, line 1: end '2x0' is not an integer$"):
+        build_track(bad, genome_files[0], tmp_path / "bad.zarr", ["CDS"])
     truncated = tmp_path / "truncated.gff.gz"
     truncated.write_bytes(gzip.compress(b"chrA\tsim\tCDS\t1\t10\t.\t+\t0\tID=x\n" * 50)[:60])
     with pytest.raises(DataError, match="truncated.gff.gz: cannot be read as a \\(gzipped\\) text GFF file"):
         build_track(truncated, genome_files[0], tmp_path / "bad.zarr", ["CDS"])
     assert not (tmp_path / "bad.zarr").exists()
+
+
+def test_gff_track_checks_the_fasta_as_fit_does(genome_files, tmp_path):
+    fasta, sequences, _, track = genome_files
+    text = fasta.read_text()
+    bad = tmp_path / "bad.fa"
+    bad.write_text(text.replace(sequences["chrB"][:60], sequences["chrB"][:6] + "!" + sequences["chrB"][7:60], 1))
+    with pytest.raises(DataError, match=r"bad.fa, record 'chrB'.*: character '!' at position 7 is not a nucleotide"):
+        build_track(tmp_path / "genes.gff", bad, track, ["CDS"])
+    assert sorted(p.name for p in tmp_path.glob("cds.zarr*")) == ["cds.zarr"]  # the earlier track, untouched
+    assert zarr.open_group(str(track), mode="r").attrs["source"]["fasta"] == str(fasta)
 
 
 def test_gff_track_without_the_feature_lists_the_types_there_are(genome_files, tmp_path, capsys):

@@ -13,6 +13,7 @@ from seqpipe.data.synthetic import make_sine_series, sine_series
 from seqpipe.data.tabular_series import read_series
 from seqpipe.data.timeseries import ForecastData, calendar_names, split_bounds
 from seqpipe.errors import ConfigError, DataError
+from seqpipe.tasks.forecasting import Forecasting
 
 SEQ, PRED = 24, 12
 
@@ -120,6 +121,33 @@ def test_predict_window_is_the_last_rows_and_future_follows_the_frequency(series
     assert list(pd.to_datetime(item["future_time"].numpy())) == list(pd.date_range(last, periods=PRED + 1, freq="h")[1:])
 
 
+@pytest.mark.parametrize("fit_time_column, predict_time_column", [(None, "none"), ("none", None)])
+def test_predict_writes_the_times_of_the_series_read(series_dir, fit_time_column, predict_time_column):
+    """Step numbers for rows read without timestamps, dates for rows read with them, whatever the model was fitted on."""
+    path = series_dir / "series.csv"
+    trained = module(path, time_column=fit_time_column, columns=["v0", "v1", "v2"]).data_info
+    data = ForecastData(path=str(path), time_column=predict_time_column)
+    data.restore_data_info(trained)
+    data.setup("predict")
+    batch = next(iter(torch.utils.data.DataLoader(data.datasets["predict"], batch_size=1)))
+    head = Forecasting()
+    head.bind(8, trained)
+    forecast = head.predictions(torch.zeros(1, PRED, 3, 1), batch, trained)
+    if predict_time_column == "none":
+        expected = list(range(400, 400 + PRED))
+    else:
+        expected = list(pd.date_range(pd.Timestamp("2021-01-01") + pd.Timedelta(hours=399), periods=PRED + 1, freq="h")[1:])
+    assert list(forecast["timestamp"].unique()) == expected
+
+
+def test_a_calendar_model_needs_timestamps(series_dir):
+    trained = module(series_dir / "series.csv", calendar=True).data_info
+    data = ForecastData(path=str(series_dir / "series.csv"), time_column="none")
+    data.restore_data_info(trained)
+    with pytest.raises(DataError, match=r"series.csv: no timestamps, which the model's calendar features \(hour, .*\) need"):
+        data.setup("predict")
+
+
 def write(tmp_path, frame: pd.DataFrame, name="bad.csv"):
     frame.to_csv(tmp_path / name, index=False)
     return tmp_path / name
@@ -163,7 +191,7 @@ def test_non_numeric_column_names_the_row(tmp_path, frame):
 
 @pytest.mark.parametrize("problem, pattern", [
     ("unsorted", r"not sorted: .* row 20 \(line 22\) comes before"),
-    ("duplicate", r"not sorted: .* row 20 \(line 22\) duplicates"),
+    ("duplicate", r"bad.csv: duplicate timestamp: 2021-01-01 19:00:00 at row 20 \(line 22\) repeats the previous row's;"),
     ("irregular", r"irregular timestamps: row 20 \(line 22\) is at .* steps by 0 days 01:00:00"),
 ])
 def test_bad_timestamps_name_the_first_offending_row(tmp_path, frame, problem, pattern):
@@ -281,7 +309,7 @@ def irregular_csv(tmp_path) -> tuple[Path, pd.DataFrame]:
 
 def test_irregular_timestamps_name_the_option(tmp_path):
     path, frame = irregular_csv(tmp_path)
-    with pytest.raises(DataError, match=r"2021-01-01 05:00:00 at row 31 \(line 33\) duplicates the previous row's 2021-01-01 05:00:00; "
+    with pytest.raises(DataError, match=r"duplicate timestamp: 2021-01-01 05:00:00 at row 31 \(line 33\) repeats the previous row's; "
                                         r"set data.irregular resample"):
         read_series(path)
     with pytest.raises(DataError, match=r"data.irregular resample: 9 missing steps, the first gap between 2021-01-01 08:10:00 "

@@ -166,7 +166,8 @@ def test_metrics_on_the_original_scale_and_prediction_rows():
     head.bind(3, data_info)
     outputs = torch.randn(B, PRED, 2, 3)
     batch = {"y": torch.randn(B, PRED, 2), "future_time": torch.from_numpy(
-        np.stack([np.arange(PRED) * 3_600_000_000_000 + i for i in range(B)]).astype(np.int64))}
+        np.stack([np.arange(PRED) * 3_600_000_000_000 + i for i in range(B)]).astype(np.int64)),
+        "timestamped": torch.ones(B, dtype=torch.bool)}
     metrics = head.metrics()
     head.update_metrics(metrics, outputs, batch)
     point = outputs.sort(-1).values[..., 1]
