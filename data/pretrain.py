@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from seqpipe.contracts import DataInfo
 from seqpipe.data.base import SplitDataModule
 from seqpipe.data.genome_io import Genome
-from seqpipe.data.readers import read_records
+from seqpipe.data.readers import number_shared_ids, read_records
 from seqpipe.data.samplers import GridWindowSampler, Interval, RandomWindowSampler, Window, check_window_length
 from seqpipe.data.tokenizers import DNATokenizer
 from seqpipe.dna_alphabet import BASES, reverse_complement_ids
@@ -215,8 +215,9 @@ class DNAPretrainData(SplitDataModule):
         tokenizer = DNATokenizer()
         names = []
         for number, path in enumerate(self.sequences):
-            for index, record in enumerate(read_records(path, labelled=False, sequence_column=self.sequence_column)):
-                tokens = tokenizer.encode_array(record.sequence, source=record.path, record=record.id, line=record.line)
+            records = number_shared_ids(list(read_records(path, labelled=False, sequence_column=self.sequence_column)))
+            for index, record in enumerate(records):
+                tokens = tokenizer.encode_array(record.sequence, source=record.path, record=record.name, line=record.line_of)
                 if len(tokens):
                     names.append(f"s{number}:{index}")
                     self.contigs.add_record(names[-1], tokens)

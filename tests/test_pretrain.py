@@ -102,6 +102,11 @@ def test_pretrain_reverse_complement_augment_reads_training_windows_from_both_st
 def test_pretrain_data_errors(tmp_path):
     with pytest.raises(ConfigError, match="data.fasta"):
         DNAPretrainData()
+    genome = repeat_genome(tmp_path / "genome.fa")
+    sequences = tmp_path / "sequences.fa"
+    sequences.write_text(">pos\nACGT\n>pos\nACGT\nAC!T\n>neg\nACGT\n")  # the ids repeat: named by number
+    with pytest.raises(DataError, match=rf"^{re.escape(str(sequences))}, record #2, line 5: character '!' at position 7"):
+        DNAPretrainData(fasta=[str(genome)], sequences=[str(sequences)]).setup("fit")
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="no FASTA files"):
         DNAPretrainData(fasta=[str(tmp_path / "empty")]).setup("fit")
