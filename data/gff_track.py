@@ -108,6 +108,8 @@ def feature_spans(gff: str | Path, features: list[str], chrom_sizes: dict[str, i
                 if chrom not in chrom_sizes:
                     raise DataError(gff, f"feature on {chrom!r}, which is not a record of the FASTA", line=number)
                 start, end = (coordinate(gff, fields[k], name, number) for k, name in ((3, "start"), (4, "end")))
+                if start > end:
+                    raise DataError(gff, f"start {start} is after end {end}", line=number)
                 if not 1 <= start <= end <= chrom_sizes[chrom]:
                     raise DataError(gff, f"span {start}-{end} is not within 1-{chrom_sizes[chrom]}", line=number)
                 start, strand = start - 1, fields[6]

@@ -114,6 +114,9 @@ def test_gff_track_rejects_features_off_the_genome(genome_files, tmp_path):
     bad.write_text("chrC\tsim\tCDS\t100\t2x0\t.\t+\t0\tID=x\n")
     with pytest.raises(DataError, match="bad.gff, line 1: end '2x0' is not an integer$"):
         build_track(bad, genome_files[0], tmp_path / "bad.zarr", ["CDS"])
+    bad.write_text("chrC\tsim\tCDS\t300\t200\t.\t+\t0\tID=x\n")
+    with pytest.raises(DataError, match="bad.gff, line 1: start 300 is after end 200$"):
+        build_track(bad, genome_files[0], tmp_path / "bad.zarr", ["CDS"])
     truncated = tmp_path / "truncated.gff.gz"
     truncated.write_bytes(gzip.compress(b"chrA\tsim\tCDS\t1\t10\t.\t+\t0\tID=x\n" * 50)[:60])
     with pytest.raises(DataError, match="truncated.gff.gz: cannot be read as a \\(gzipped\\) text GFF file"):
