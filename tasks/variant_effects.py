@@ -11,8 +11,8 @@ one score per window, and ``--span`` is an error there. Written:
 * ``PREFIX.tsv``: chrom, pos (1-based, as in the VCF), ref, alt, id, then per class ``diff_<class>`` (alt - ref
   probability) and ``log_odds_<class>`` (log-odds of alt minus log-odds of ref);
 * ``PREFIX.vcf.gz``: the input records with these scores in INFO (``SEQPIPE_DIFF_<class>``,
-  ``SEQPIPE_LOG_ODDS_<class>``, one value per ALT); a record with an allele that was not scored gets
-  ``SEQPIPE_SKIPPED`` instead;
+  ``SEQPIPE_LOG_ODDS_<class>``, one value per ALT, ``.`` for an ALT not scored); a record with an ALT that was not
+  scored also gets ``SEQPIPE_SKIPPED``, one reason per ALT (``.`` for a scored one);
 * ``PREFIX.skipped.tsv``: every allele not scored and why: an indel, a multi-base substitution, a symbolic or
   missing ALT, a chromosome the FASTA lacks, or a REF that disagrees with the FASTA (never scored). The count of
   each reason is printed, and each record whose REF disagrees is named once on stderr (the first 10; the rest
@@ -195,8 +195,8 @@ def write_scored_vcf(vcf, records, alleles, reasons, diff, odds, names, path: Pa
         for kind, what in (("DIFF", "alt - ref probability"), ("LOG_ODDS", "log-odds of alt - log-odds of ref")):
             vcf.add_info_to_header({"ID": info_key(kind, name), "Number": "A", "Type": "Float",
                                     "Description": f"seqpipe variants: {what} of class {name}"})
-    vcf.add_info_to_header({"ID": "SEQPIPE_SKIPPED", "Number": "1", "Type": "String",
-                            "Description": "seqpipe variants: why an allele of this record was not scored"})
+    vcf.add_info_to_header({"ID": "SEQPIPE_SKIPPED", "Number": "A", "Type": "String",
+                            "Description": "seqpipe variants: why each ALT was not scored (. for a scored ALT)"})
     with closing(Writer(str(path), vcf, mode="wz")) as writer:  # closed before a failure discards its output
         _write_records(writer, records, alleles, reasons, diff, odds, names)
 
@@ -208,20 +208,22 @@ def _write_records(writer, records, alleles, reasons, diff, odds, names) -> None
     score_row = np.cumsum([reason is None for reason in reasons]) - 1
     for number, variant in enumerate(records):
         indices = by_record[number]
-        problems = [reasons[i] for i in indices if reasons[i] is not None]
-        if problems:
-            variant.INFO["SEQPIPE_SKIPPED"] = problems[0].replace(" ", "_").replace(";", ",")
-        else:
-            rows = score_row[indices]
+        scored = [reasons[i] is None for i in indices]
+        if not all(scored):
+            variant.INFO["SEQPIPE_SKIPPED"] = ",".join(
+                "." if reasons[i] is None else re.sub(r"[\s;,=]+", "_", reasons[i]) for i in indices)
+        if any(scored):
+            rows = [score_row[i] if ok else None for i, ok in zip(indices, scored)]
             for k, name in enumerate(names):
-                variant.INFO[info_key("DIFF", name)] = info_values(diff[rows, k])
-                variant.INFO[info_key("LOG_ODDS", name)] = info_values(odds[rows, k])
+                variant.INFO[info_key("DIFF", name)] = info_values(diff[:, k], rows)
+                variant.INFO[info_key("LOG_ODDS", name)] = info_values(odds[:, k], rows)
         writer.write_record(variant)
 
 
-def info_values(values: np.ndarray) -> str:
-    """One INFO value per ALT (``Number=A``): cyvcf2 sets such a value from its text, not from a list."""
-    return ",".join(f"{v:.6g}" for v in values)
+def info_values(values: np.ndarray, rows: list[int | None]) -> str:
+    """One INFO value per ALT (``Number=A``), ``values[row]`` or ``.`` where ``row`` is None (an ALT not scored):
+    cyvcf2 sets such a value from its text, not from a list."""
+    return ",".join("." if row is None else f"{values[row]:.6g}" for row in rows)
 
 
 def report(total: int, skipped, mismatches: list[str], paths: list[Path]) -> None:

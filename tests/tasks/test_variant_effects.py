@@ -52,7 +52,7 @@ def test_scores_equal_a_direct_forward_of_the_windows_and_skips_are_reported(tmp
     rows = [("chr1", 201, "rs1", CHROM[200], "ACGT".replace(CHROM[200], "")[0]),
             ("chr1", 5, ".", CHROM[4], "ACGT".replace(CHROM[4], "")[1]),             # window runs off the start
             ("chr1", 100, "bad_ref", wrong, CHROM[99]),                            # REF disagrees with the FASTA
-            ("chr1", 300, "indel", CHROM[299], CHROM[299] + "A"),
+            ("chr1", 300, "indel", CHROM[299], "ACGT".replace(CHROM[299], "")[0] + "," + CHROM[299] + "A"),  # SNV, indel
             ("chr1", 310, "mnp", CHROM[309:311], reverse_complement(CHROM[309:311]) if CHROM[309:311] != reverse_complement(CHROM[309:311]) else "AA"),
             ("chr1", 320, "sv", CHROM[319], "<DEL>"),
             ("chrZ", 3, "nochrom", "A", "C")]
@@ -60,7 +60,7 @@ def test_scores_equal_a_direct_forward_of_the_windows_and_skips_are_reported(tmp
     assert main(["--ckpt_path", str(tmp_path / "m.ckpt"), "--data.fasta", fasta, "--vcf", vcf,
                  "--window", str(WINDOW), "--out", str(tmp_path / "out")]) == 0
     out, err = capsys.readouterr()
-    assert "scored 2 of 7 alleles" in out
+    assert "scored 3 of 8 alleles" in out
     assert f"skipped 5 (listed in {tmp_path / 'out.skipped.tsv'}): 1 REF disagrees with the FASTA, 1 indel, " \
            "1 multi-base substitution, 1 symbolic or missing ALT, 1 chromosome not in the FASTA" in out
     assert "chr1:100 bad_ref: REF " + wrong + f" disagrees with the FASTA ({CHROM[99]})" in err
@@ -81,7 +81,11 @@ def test_scores_equal_a_direct_forward_of_the_windows_and_skips_are_reported(tmp
     records = list(VCF(str(tmp_path / "out.vcf.gz")))
     assert len(records) == 7
     assert records[0].INFO.get("SEQPIPE_DIFF_pos") == pytest.approx(table["diff_pos"][0], abs=1e-5)
-    assert records[2].INFO.get("SEQPIPE_SKIPPED").startswith("REF")
+    assert records[2].INFO.get("SEQPIPE_SKIPPED").startswith("REF") and records[2].INFO.get("SEQPIPE_DIFF_pos") is None
+    # a record with a scored ALT and one not: one value each, "." where not scored
+    diff, skipped_alts = records[3].INFO.get("SEQPIPE_DIFF_pos"), records[3].INFO.get("SEQPIPE_SKIPPED")
+    assert diff[0] == pytest.approx(table.set_index("id").loc["indel", "diff_pos"], abs=1e-5) and diff[1] is None
+    assert skipped_alts == ".,indel"
     # long windows streamed chunk by chunk with carried state (a causal model) give the same scores
     assert main(["--ckpt_path", str(tmp_path / "m.ckpt"), "--data.fasta", fasta, "--vcf", vcf, "--window", str(WINDOW),
                  "--chunk_size", "8", "--out", str(tmp_path / "chunked")]) == 0
@@ -180,7 +184,7 @@ def test_a_failure_while_writing_closes_every_file_and_leaves_no_output(tmp_path
     fasta = write_fasta(tmp_path / "g.fa", {"chr1": CHROM})
     vcf = write_vcf(tmp_path / "v.vcf", [("chr1", 201, "rs1", CHROM[200], "ACGT".replace(CHROM[200], "")[0])], {"chr1": 400})
 
-    def disk_full(values):
+    def disk_full(*_):
         raise OSError("No space left on device")
 
     monkeypatch.setattr(variant_effects, "info_values", disk_full)
