@@ -3,7 +3,9 @@
     seqpipe explain --ckpt_path CKPT --data.predict X.fa --out PREFIX [--target CLASS] [--span START:END] [--top 10] [--device cuda]
 
 For each FASTA record the explained score is the log-odds of the ``--target`` class's probability (default:
-the last class), both strands averaged; a per-base model's probability is first averaged over the positions
+the last class) as ``predict`` gives it: the model's own pass over the record as given, which reads its reverse
+complement too where the head does (``strands`` "average" or "pair"); a per-base model's probability is first
+averaged over the positions
 ``--span`` of the record (0-based, half-open; default all); a sequence model has one score per record, and
 ``--span`` is an error there. Written:
 
@@ -41,7 +43,7 @@ from seqpipe.outputs import Output, writing
 from seqpipe.tasks.dna_classification import DNASequenceClassification
 from seqpipe.tasks.model_scoring import (TOKENIZER, add_device_option, add_table_options, batches, class_probabilities,
                                          label_names, load_model, log_odds, predict_data, reads_both_strands,
-                                         strand_symmetric, window_scores)
+                                         window_scores)
 from seqpipe.tool_io import run_tool, tool_parser
 
 BASE_IDS = torch.tensor([DNA_VOCAB[b] for b in BASES])
@@ -61,7 +63,7 @@ class Explainer:
 
     def score(self, x: torch.Tensor) -> torch.Tensor:
         """Token ids (B, L) -> the explained score (B,)."""
-        return log_odds(window_scores(class_probabilities(self.model, x), self.span)[:, self.target])
+        return log_odds(window_scores(class_probabilities(self.model, x, both_strands=False), self.span)[:, self.target])
 
     def ism(self, x: torch.Tensor, batch_size: int) -> torch.Tensor:
         """One record's ids (L,) -> (L, 4): the score of every single-base mutant minus the record's score
@@ -88,18 +90,15 @@ class Explainer:
 
     def _score_of_one_hot(self, one_hot: torch.Tensor) -> torch.Tensor:
         """one_hot (B, L, V) -> score (B,), differentiable in ``one_hot``: the encoder's output is replaced by
-        ``one_hot @ table`` on its first call (the record) and by the reverse complement's one-hot on its second
-        (the other strand, unless the model is strand-symmetric); a head that reads both strands in each of the
-        two passes (``strands="pair"``) reads them again in the other order. Told apart by the order of the calls,
-        not by their ids: a batch of reverse-complement palindromes reads the same ids twice."""
+        ``one_hot @ table`` on its first call (the record) and, for a head that reads both strands, by the reverse
+        complement's one-hot on its second. Told apart by the order of the calls, not by their ids: a batch of
+        reverse-complement palindromes reads the same ids twice."""
         encoder = self.model.backbone.encoder
         with torch.no_grad():
             table = encoder(torch.arange(one_hot.shape[-1], device=one_hot.device)[None])[0]  # (V, D)
         ids = one_hot.argmax(-1)
         reverse = reverse_valid(one_hot[..., DNA_COMPLEMENT], None)  # the one-hot of reverse_complement_ids(ids)
-        strands = [(ids, one_hot), (reverse.argmax(-1), reverse)]
-        if reads_both_strands(self.model) and not strand_symmetric(self.model):
-            strands += strands[::-1]  # the reverse complement's pass: itself, then the record
+        strands = [(ids, one_hot), (reverse.argmax(-1), reverse)][: 2 if reads_both_strands(self.model) else 1]
 
         def differentiable(token_ids: torch.Tensor) -> torch.Tensor:
             expected, values = strands.pop(0) if strands else (None, None)
