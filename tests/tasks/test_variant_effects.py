@@ -111,6 +111,18 @@ def test_a_users_file_at_any_output_is_refused_and_an_earlier_runs_outputs_are_r
     assert {p.name: p.read_bytes() for p in tmp_path.glob("out.*")} == written
 
 
+def test_a_malformed_record_is_one_line_saying_what_htslib_found(tmp_path, capfd):
+    write_checkpoint(tmp_path / "m.ckpt", CAUSAL_CLASSIFIER, ["neg", "pos"])
+    fasta = write_fasta(tmp_path / "g.fa", {"chr1": CHROM})
+    vcf = write_vcf(tmp_path / "v.vcf", [("chr1", 201, "rs1", CHROM[200], "ACGT".replace(CHROM[200], "")[0]),
+                                          ("chr1", "abc", "rs2", "A", "C")], {"chr1": 400})
+    assert main(["--ckpt_path", str(tmp_path / "m.ckpt"), "--data.fasta", fasta, "--vcf", vcf, "--window", str(WINDOW),
+                 "--out", str(tmp_path / "out")]) == 2
+    assert capfd.readouterr().err.splitlines() == [
+        f"seqpipe: error: {vcf}, record #2: malformed VCF: Could not parse the position 'abc'"]
+    assert not list(tmp_path.glob("out*"))
+
+
 def test_a_variant_scores_like_its_complement_on_the_reverse_complement_genome(tmp_path):
     """For an RC-equivariant per-base model the score of a variant must not depend on the strand the genome
     is written in: G:pos ref>alt scores as G':(n - pos + 1) comp(ref)>comp(alt) on G' = revcomp(G)."""
