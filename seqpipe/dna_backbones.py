@@ -24,8 +24,9 @@ from seqpipe.streaming import StreamingModule
 
 def _no_streaming(module: nn.Module):
     raise ConfigError(
-        f"{type(module).__name__} reads each window in both directions and cannot stream: "
-        "predict with overlapping windows (data.predict_overlap) instead of data.stream"
+        f"{type(module).__name__} reads each window in both directions, so it cannot stream (chunk by chunk with its "
+        "state carried: --chunk_size, --model.chunk_size, data.stream): run whole windows (a genome prediction with "
+        "overlapping ones: data.predict_overlap)"
     )
 
 
