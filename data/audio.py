@@ -26,6 +26,8 @@ from seqpipe.data.base import SplitDataModule, stratified_holdout
 from seqpipe.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
+#: skipped clips a warning names (with what is wrong with each); the rest are counted
+SHOWN_SKIPPED = 10
 
 
 class ClipDataset(Dataset):
@@ -253,16 +255,19 @@ class AudioClassificationData(SplitDataModule):
         return self._probe_all(rows)
 
     def _probe_all(self, rows: list[tuple[Path, str | None]]) -> list[Clip]:
-        clips, skipped = [], []
+        clips, skipped, reasons = [], [], []
         for path, label in rows:
             try:
                 clips.append(probe_clip(path, label, self.sample_rate, self.max_clip_seconds))
-            except DataError:
+            except DataError as error:
                 if not self.skip_bad:
                     raise
                 skipped.append(path)
+                reasons.append(str(error))
         if skipped:
-            log.warning("skip_bad: skipped %d unreadable or empty clip(s), e.g. %s", len(skipped), skipped[0])
+            shown = "; ".join(reasons[:SHOWN_SKIPPED]) + (f"; and {len(skipped) - SHOWN_SKIPPED} more"
+                                                         if len(skipped) > SHOWN_SKIPPED else "")
+            log.warning("skip_bad: skipped %d unreadable or empty clip(s): %s", len(skipped), shown)
             self.skipped += skipped
         return clips
 

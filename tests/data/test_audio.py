@@ -181,7 +181,8 @@ def test_skip_bad_leaves_out_and_counts_bad_clips(tmp_path, caplog, case):
     dm = data_module(tmp_path, train=str(source), skip_bad=True)
     with caplog.at_level(logging.WARNING, logger="seqpipe.data.audio"):
         dm.setup("fit")
-    assert len(dm.skipped) == 1 and "skipped 1 unreadable or empty clip" in caplog.text
+    assert len(dm.skipped) == 1 and "skipped 1 unreadable or empty clip(s): " in caplog.text
+    assert str(dm.skipped[0]) in caplog.text  # named, with what is wrong with it
     assert len(dm.datasets["train"]) + len(dm.datasets["val"]) == 4
 
 
