@@ -28,10 +28,13 @@ chromosome ends); ``--chunk_size`` runs long windows chunk by chunk with carried
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
+import tempfile
 from collections import Counter
-from contextlib import ExitStack, closing
+from collections.abc import Iterator
+from contextlib import ExitStack, closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -122,18 +125,42 @@ def open_vcf(vcf_path: Path):
 
 
 def read_alleles(vcf, vcf_path: Path):
-    """The records (cyvcf2 variants) of an open VCF and their alleles, one per ALT."""
+    """The records (cyvcf2 variants) of an open VCF and their alleles, one per ALT. A malformed record is one error
+    that says what htslib found wrong (htslib prints it to the process's stderr, which is read here instead)."""
     records, alleles = [], []
-    try:
-        for number, variant in enumerate(vcf, start=1):
-            records.append(variant)
-            for alt in variant.ALT or ["."]:
-                alleles.append(Allele(number - 1, variant.CHROM, variant.POS - 1, variant.REF, alt, variant.ID or "."))
-    except Exception as error:  # htslib reports a malformed record as a generic exception
-        raise DataError(vcf_path, f"malformed VCF: {error}", record=len(records) + 1) from None
+    with tempfile.TemporaryFile() as htslib_log:
+        try:
+            with redirected_stderr(htslib_log):
+                for number, variant in enumerate(vcf, start=1):
+                    records.append(variant)
+                    for alt in variant.ALT or ["."]:
+                        alleles.append(Allele(number - 1, variant.CHROM, variant.POS - 1, variant.REF, alt, variant.ID or "."))
+        except Exception as error:  # htslib reports a malformed record as a generic exception
+            errors = [line.partition("] ")[2] for line in read_log(htslib_log) if line.startswith("[E::")]
+            raise DataError(vcf_path, f"malformed VCF: {errors[0] if errors else error}", record=len(records) + 1) from None
+        sys.stderr.write("".join(f"{line}\n" for line in read_log(htslib_log)))  # htslib's warnings, as they were
     if not records:
         raise DataError(vcf_path, "no variant records")
     return records, alleles
+
+
+@contextmanager
+def redirected_stderr(file) -> Iterator[None]:
+    """File descriptor 2 (what C libraries such as htslib write to) goes to ``file`` inside the block."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        os.dup2(file.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def read_log(file) -> list[str]:
+    """The lines written to ``file``."""
+    file.seek(0)
+    return file.read().decode(errors="replace").splitlines()
 
 
 def info_key(kind: str, name: str) -> str:
