@@ -261,3 +261,11 @@ def test_a_minus_strand_bed_window_is_cut_like_a_plus_strand_one_read_on_its_str
     # each drops the element's last base on its own strand: + reads bases 100..128, - reads 129..101
     assert tokenizer.decode(plus["x"]) == element[:29]
     assert tokenizer.decode(minus["x"]) == reverse_complement(element)[:29]
+
+
+def test_an_empty_fasta_record_is_one_error_naming_the_file_and_record(tmp_path):
+    fasta = tmp_path / "mixed.fa"
+    fasta.write_text(">tiny\nACGTAC\n>empty\n>long\n" + "ACGT" * 500 + "\n")
+    for stage in ("fit", "predict"):
+        with pytest.raises(DataError, match=rf"^{fasta}, record 'empty': a header without sequence$"):
+            GenomeData(str(fasta), target="next_base", window_length=64, val_regions=["*:70%-80%"]).setup(stage)
