@@ -223,7 +223,8 @@ class GenomeData(SplitDataModule):
         track_label_names: the class names of a bigWig track (index = value).
         bed: windows to use instead of sampled ones (plain or gzipped BED), resized around their centre to
             ``window_length``; a row whose strand (column 6) is "-" is read from the reverse strand (see
-            :class:`GenomeWindowDataset`).
+            :class:`GenomeWindowDataset`). Per-base ``predict`` scores exactly the bases of the rows (which must
+            not overlap), each row tiled like a predict region.
         label_column: 0-based BED column with the window's class (3 = name).
         split_column: 0-based BED column with "train", "val" or "test"; without one, a BED window goes to the
             held-out split it overlaps (a window touching a held-out region never trains).
@@ -321,7 +322,7 @@ class GenomeData(SplitDataModule):
         self.intervals = split_intervals(self.chrom_sizes, self.regions["val"], self.regions["test"])
         self.intervals["predict"] = [i for text in self.regions["predict"] for i in parse_region(text, self.chrom_sizes)]
         if self.bed is not None:
-            self._assign_bed_windows()
+            self._assign_bed_windows(stage)
         label_names = self._label_names(stage)
         if self.target == "window_class" and stage != "predict":
             self._check_bed_classes(label_names)
@@ -365,7 +366,7 @@ class GenomeData(SplitDataModule):
             raise DataError(self.track_path, "the track has no 'label_names' attribute with two or more classes")
         return names
 
-    def _assign_bed_windows(self) -> None:
+    def _assign_bed_windows(self, stage: str) -> None:
         self._bed_rows = read_bed(self.bed, self.chrom_sizes, self.label_column, self.split_column)
         self.bed_windows = {name: [] for name in (*SPLIT_NAMES, "predict")}
         for window, split, line in self._bed_rows:
@@ -377,6 +378,28 @@ class GenomeData(SplitDataModule):
                 split = next((s for s in ("test", "val") if _overlaps(window, self.intervals[s])), "train")
             self.bed_windows[split].append(window)
             self.bed_windows["predict"].append(window)
+        if stage == "predict" and self.target != "window_class":
+            self.bed_windows["predict"] = self._per_base_prediction_windows()
+
+    def _per_base_prediction_windows(self) -> list[Window]:
+        """Per-base prediction scores exactly the BED bases, once each: the rows in genome order, each tiled as
+        a predict region (:class:`GridWindowSampler`, context around its bases), read on the row's strand."""
+        order = {chrom: i for i, chrom in enumerate(self.chrom_sizes)}
+        rows = sorted(self._bed_rows, key=lambda row: (order[row.window.chrom], row.window.start, row.window.end))
+        stride = self.window_length - self.predict_overlap
+        windows, previous = [], None
+        for row in rows:
+            window, line = row.window, row.line
+            if previous is not None and previous.window.chrom == window.chrom and window.start < previous.window.end:
+                raise DataError(self.bed, f"{window.chrom}:{window.start}-{window.end} overlaps line {previous.line} "
+                                f"(ending at {previous.window.end}); per-base prediction scores each base once", line=line)
+            if window.strand == "-" and self.stream:
+                raise DataError(self.bed, "strand '-' with data.stream: the state is carried along the + strand; "
+                                "drop the strand column or use '+'/'.'", line=line)
+            interval = Interval(window.chrom, window.start, window.end)
+            windows += [w._replace(strand=window.strand) for w in GridWindowSampler([interval], self.window_length, stride)]
+            previous = row
+        return windows
 
     def _check_bed_classes(self, label_names: list[str]) -> None:
         for window, _, line in self._bed_rows:

@@ -78,7 +78,7 @@ class Genome:
 
     ``chrom_sizes``: chromosome name (first word of the header) -> length, in file order.
     ``read(chrom, start, end)``: token ids (end - start,) uint8; positions off the chromosome are N.
-    ``check_letters()``: reject a character that is no nucleotide code anywhere in the genome.
+    ``check_letters()``: reject a record without bases, or a character that is no nucleotide code anywhere in the genome.
     ``close()``: close the file (``contextlib.closing(Genome(...))``).
     """
 
@@ -134,8 +134,11 @@ class Genome:
     def check_letters(self, block: int = 1 << 24) -> None:
         """Read the whole genome once, ``block`` bases at a time, so that a character that is no nucleotide
         code stops the run before training (a :class:`DataError` naming the chromosome and the 1-based
-        position in it) rather than when a window happens to cover it. About a second per 100 Mbp."""
+        position in it) rather than when a window happens to cover it; a record without bases is one too, as it
+        is for the sequence classification data. About a second per 100 Mbp."""
         for chrom, size in self.chrom_sizes.items():
+            if size == 0:
+                raise DataError(self.source, "a header without sequence", record=chrom)
             for start in range(0, size, block):
                 self.read(chrom, start, min(size, start + block))
 

@@ -213,9 +213,11 @@ class GenomePredictionWriter(BasePredictionWriter):
                 self._chrom, self._last_position = chrom, -1
                 columns = len(self._columns)
                 self._zarr_bins, self._bedgraph_bins = BinMeans(self.bin_size, columns), BinMeans(self.bedgraph_bin_size, columns)
-            if positions[0] <= self._last_position or (np.diff(positions) <= 0).any():
+            previous = np.r_[self._last_position, positions[:-1]]
+            back = np.flatnonzero(positions <= previous)
+            if len(back):
                 raise ConfigError(
-                    f"GenomePredictionWriter: {chrom} positions go back (to {positions.min()} after {self._last_position}); "
+                    f"GenomePredictionWriter: {chrom} positions go back (to {positions[back[0]]} after {previous[back[0]]}); "
                     "it needs non-overlapping windows in genome order (one process)"
                 )
             self._last_position = int(positions[-1])

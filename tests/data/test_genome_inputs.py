@@ -7,6 +7,7 @@ from __future__ import annotations
 import gzip
 
 import numpy as np
+import pandas as pd
 import pyBigWig
 import pytest
 import torch
@@ -261,3 +262,45 @@ def test_a_minus_strand_bed_window_is_cut_like_a_plus_strand_one_read_on_its_str
     # each drops the element's last base on its own strand: + reads bases 100..128, - reads 129..101
     assert tokenizer.decode(plus["x"]) == element[:29]
     assert tokenizer.decode(minus["x"]) == reverse_complement(element)[:29]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_per_base_prediction_scores_exactly_the_bed_bases_in_genome_order(genome, tmp_path, stream):
+    fasta, _, masks = genome
+    bed = tmp_path / "w.bed"
+    # out of order, one row on "-", one longer than a window, one at a chromosome start
+    rows = [("chrA", 1000, 1500, "+"), ("chrB", 0, 30, "+"), ("chrA", 100, 600, "-" if not stream else "+"), ("chrA", 600, 610, "+")]
+    bed.write_text("".join(f"{c}\t{s}\t{e}\tx\t0\t{strand}\n" for c, s, e, strand in rows))
+    data = GenomeData(fasta, track=fasta.replace("genome.fa", "cds.zarr"), bed=str(bed), window_length=256,
+                      predict_overlap=0 if stream else 64, stream=stream, batch_size=3)
+    data.setup("predict")
+    head, info = PerBaseClassification(), DataInfo(TokenInput(6), ["other", "CDS"])
+    predicted = []
+    for batch in data.predict_dataloader():
+        logits = torch.zeros(*batch["x"].shape, 2)
+        predicted.append(head.predictions(logits, batch, info)[["chrom", "position"]])
+    predicted = pd.concat(predicted, ignore_index=True)
+    expected = [(c, p) for c, s, e, _ in sorted(rows, key=lambda r: (r[0], r[1])) for p in range(s, e)]
+    assert list(predicted.itertuples(index=False, name=None)) == expected
+
+
+def test_overlapping_bed_rows_for_per_base_prediction_are_one_error_naming_the_lines(genome, tmp_path):
+    fasta, _, _ = genome
+    bed = tmp_path / "w.bed"
+    bed.write_text("chrA\t100\t600\nchrB\t0\t10\nchrA\t550\t700\n")
+    data = GenomeData(fasta, track=fasta.replace("genome.fa", "cds.zarr"), bed=str(bed), window_length=256)
+    data.setup("fit")  # training windows may overlap
+    with pytest.raises(DataError, match=rf"^{bed}, line 3: chrA:550-700 overlaps line 1 \(ending at 600\); "
+                                        "per-base prediction scores each base once$"):
+        data.setup("predict")
+    bed.write_text("chrA\t100\t600\tx\t0\t-\n")
+    with pytest.raises(DataError, match=rf"^{bed}, line 1: strand '-' with data.stream: the state is carried along"):
+        GenomeData(fasta, bed=str(bed), window_length=256, stream=True).setup("predict")
+
+
+def test_an_empty_fasta_record_is_one_error_naming_the_file_and_record(tmp_path):
+    fasta = tmp_path / "mixed.fa"
+    fasta.write_text(">tiny\nACGTAC\n>empty\n>long\n" + "ACGT" * 500 + "\n")
+    for stage in ("fit", "predict"):
+        with pytest.raises(DataError, match=rf"^{fasta}, record 'empty': a header without sequence$"):
+            GenomeData(str(fasta), target="next_base", window_length=64, val_regions=["*:70%-80%"]).setup(stage)

@@ -154,6 +154,16 @@ def test_windows_out_of_genome_order_are_refused_and_leave_no_output(tmp_path, b
     assert not list(tmp_path.iterdir())
 
 
+def test_positions_going_back_inside_one_batch_are_named_as_they_are(tmp_path):
+    writer = GenomePredictionWriter(bin_size=10)
+    trainer, module = fake_run(tmp_path, writer)
+    writer.write_on_batch_end(trainer, module, rows("chrA", 0, 50), None, None, 0, 0)
+    batch = pd.concat([rows("chrA", 100, 200), rows("chrA", 150, 250)], ignore_index=True)
+    with pytest.raises(ConfigError, match=r"chrA positions go back \(to 150 after 199\)"):
+        writer.write_on_batch_end(trainer, module, batch, None, None, 1, 0)
+    writer.on_exception(trainer, module, RuntimeError())
+
+
 def test_a_users_folder_at_the_output_path_survives_and_a_previous_output_is_replaced(tmp_path):
     users = tmp_path / "scores.zarr"
     users.mkdir()
