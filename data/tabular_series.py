@@ -17,6 +17,7 @@ since no fill policy can tell what it stood for.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Sequence
@@ -38,6 +39,8 @@ _CF_UNITS = {
 }
 _CF_CALENDARS = (None, "standard", "gregorian", "proleptic_gregorian")
 TIME_COLUMN_NAMES = ("date", "datetime", "time", "timestamp", "ds")
+_UTC_OFFSET = r"(?:Z|[+-]\d\d:?\d\d)\s*$"  # how a timestamp's text ends when it carries its UTC offset
+_DATE_FORMAT_HINT = "set data.date_format to the timestamps' format (e.g. '%d/%m/%Y %H:%M' for day-first dates)"
 _ROWS_SHOWN = 10
 
 
@@ -112,6 +115,8 @@ def read_series(
     fill: FillPolicy | None = None,
     irregular: IrregularPolicy = "error",
     max_in_memory_mb: float = 512.0,
+    date_format: str | None = None,
+    columns_hint: str = "set data.columns",
 ) -> Series:
     """Read and check a series; raises :class:`DataError` naming the file and the first bad row.
 
@@ -127,18 +132,22 @@ def read_series(
             "resample" averages rows sharing a timestamp and inserts the missing steps of the grid, to be
             filled by ``fill`` (see :mod:`seqpipe.data.regular_grid`).
         max_in_memory_mb: zarr stores above this size are read from disk window by window.
+        date_format: the timestamps' ``strptime`` format (``"%d/%m/%Y %H:%M"``); by default pandas infers it.
+            Timestamps with a UTC offset keep it when it is the same on every row; when it changes
+            (daylight saving) they are read in UTC.
+        columns_hint: what the error for a column of ``columns`` missing from the file advises.
     """
     path = Path(path)
     if not path.exists():
         raise DataError(path, "no such file or directory")
     check_irregular(irregular)
     if path.is_dir() or path.suffix == ".zarr":
-        return _read_zarr(path, time_column, columns, fill, irregular, max_in_memory_mb)
-    return _read_csv(path, time_column, columns, fill, irregular)
+        return _read_zarr(path, time_column, columns, fill, irregular, max_in_memory_mb, date_format, columns_hint)
+    return _read_csv(path, time_column, columns, fill, irregular, date_format, columns_hint)
 
 
 def _read_csv(path: Path, time_column: str | None, columns: Sequence[str] | None, fill: FillPolicy | None,
-              irregular: IrregularPolicy) -> Series:
+              irregular: IrregularPolicy, date_format: str | None, columns_hint: str) -> Series:
     try:
         table = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=["", "NA", "NaN", "nan", "null"])
     except pd.errors.EmptyDataError:
@@ -151,7 +160,7 @@ def _read_csv(path: Path, time_column: str | None, columns: Sequence[str] | None
     if time_column is not None and time_column not in table.columns:
         raise DataError(path, f"no time column {time_column!r}; the columns are {list(table.columns)} (set data.time_column)")
     available = [c for c in table.columns if c != time_column]
-    names = _select(path, available, columns)
+    names = _select(path, available, columns, columns_hint)
     values = np.empty((len(table), len(names)), dtype=np.float64)
     for k, name in enumerate(names):
         text = table[name]
@@ -161,13 +170,13 @@ def _read_csv(path: Path, time_column: str | None, columns: Sequence[str] | None
             row = int(np.flatnonzero(bad.to_numpy())[0])
             raise DataError(path, f"column {name!r} is not numeric: row {row} holds {text.iat[row]!r}", line=row + 2)
         values[:, k] = numbers.to_numpy(dtype=np.float64)
-    times = None if time_column is None else _parse_times(path, table[time_column], line_offset=2)
+    times = None if time_column is None else _parse_times(path, table[time_column], 2, date_format)
     series = _checked_series(path, names, times, values, fill, irregular, line_offset=2)
     series.unused_columns = [c for c in available if c not in names]
     return series
 
 
-def _read_zarr(path: Path, time_column, columns, fill, irregular, max_in_memory_mb) -> Series:
+def _read_zarr(path: Path, time_column, columns, fill, irregular, max_in_memory_mb, date_format, columns_hint) -> Series:
     import zarr
 
     try:
@@ -194,8 +203,8 @@ def _read_zarr(path: Path, time_column, columns, fill, irregular, max_in_memory_
         parts_by_name = {name: (arrays[name], None) for name in available if name in arrays}
         length = next(iter(lengths.values()), 0)
         if time_column is not None:
-            times = _zarr_times(path, time_column, arrays[time_column])
-    names = _select(path, list(parts_by_name), columns)
+            times = _zarr_times(path, time_column, arrays[time_column], date_format)
+    names = _select(path, list(parts_by_name), columns, columns_hint)
     for name in names:
         array = parts_by_name[name][0]
         if not np.issubdtype(np.dtype(array.dtype), np.number) or np.issubdtype(np.dtype(array.dtype), np.timedelta64):
@@ -234,20 +243,20 @@ def _detect_time_column(table: pd.DataFrame) -> str | None:
             return column
     first = table.columns[0]
     if pd.to_numeric(table[first], errors="coerce").isna().all():
-        parsed = pd.to_datetime(table[first], errors="coerce", format="mixed")
+        parsed = pd.to_datetime(table[first], errors="coerce", format="mixed", utc=True)
         if parsed.notna().all():
             return first
     return None
 
 
-def _select(path: Path, available: list[str], wanted: Sequence[str] | None) -> list[str]:
+def _select(path: Path, available: list[str], wanted: Sequence[str] | None, hint: str) -> list[str]:
     if wanted is None:
         if not available:
             raise DataError(path, "no value columns besides the time column")
         return available
     unknown = [name for name in wanted if name not in available]
     if unknown:
-        raise DataError(path, f"no column {', '.join(map(repr, unknown))}; the value columns are {available} (set data.columns)")
+        raise DataError(path, f"no column {', '.join(map(repr, unknown))}; the value columns are {available} ({hint})")
     return list(wanted)
 
 
@@ -255,19 +264,43 @@ def _row_name(row: int, line_offset: int | None) -> str:
     return f"row {row}" if line_offset is None else f"row {row} (line {row + line_offset})"
 
 
-def _parse_times(path: Path, text: pd.Series, line_offset: int | None) -> pd.DatetimeIndex:
-    parsed = pd.to_datetime(text, errors="coerce", format="mixed") if text.dtype == object else pd.to_datetime(text, errors="coerce")
+def _parse_times(path: Path, text: pd.Series, line_offset: int | None, date_format: str | None) -> pd.DatetimeIndex:
+    """Timestamps from text (or datetime64): naive, in the file's UTC offset when every row has the same one,
+    in UTC when it changes (daylight saving)."""
+    if date_format is None and text.dtype.kind not in "mM" and not pd.isna(pd.to_numeric(text.iat[0], errors="coerce")):
+        raise DataError(path, f"timestamp {text.iat[0]!r} at {_row_name(0, line_offset)} is a number, not a date: write the "
+                        "timestamps as dates (2021-01-01 00:00:00), or set data.time_column none to number the rows")
+    options = {"errors": "coerce", "format": date_format or ("mixed" if text.dtype == object else None)}
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Could not infer format")  # the error below names the row and data.date_format
+        try:
+            parsed = pd.to_datetime(text, **options)
+        except ValueError:  # pandas refuses several UTC offsets in one column unless it converts them to UTC
+            _check_offsets(path, text, line_offset)
+            parsed = pd.to_datetime(text, utc=True, **options)
     if parsed.isna().any():
         row = int(np.flatnonzero(parsed.isna().to_numpy())[0])
-        raise DataError(path, f"timestamp {text.iat[row]!r} at {_row_name(row, line_offset)} is missing or not a date")
+        advice = f"it does not match data.date_format {date_format!r}" if date_format else _DATE_FORMAT_HINT
+        raise DataError(path, f"timestamp {text.iat[row]!r} at {_row_name(row, line_offset)} is missing or not a date; {advice}")
     return pd.DatetimeIndex(parsed).as_unit("ns")  # batches carry int64 nanoseconds, whatever unit pandas chose
 
 
-def _zarr_times(path: Path, name: str, array) -> pd.DatetimeIndex:
+def _check_offsets(path: Path, text: pd.Series, line_offset: int | None) -> None:
+    """A UTC offset on some timestamps and not on others is an error naming the first row that differs from row 0."""
+    with_offset = text.astype(str).str.contains(_UTC_OFFSET).to_numpy()
+    differs = np.flatnonzero(with_offset != with_offset[0])
+    if differs.size:
+        row = int(differs[0])
+        has, lacks = (row, 0) if with_offset[row] else (0, row)
+        raise DataError(path, f"timestamp {text.iat[has]!r} at {_row_name(has, line_offset)} has a UTC offset, but "
+                        f"{text.iat[lacks]!r} at {_row_name(lacks, line_offset)} has none: give every timestamp an offset, or none")
+
+
+def _zarr_times(path: Path, name: str, array, date_format: str | None) -> pd.DatetimeIndex:
     """The time coordinate: datetime64, date strings, or numbers with CF-style ``units`` ("<unit> since <date>")."""
     values = np.asarray(array[:])
     if np.issubdtype(values.dtype, np.datetime64) or values.dtype.kind in "OSU":
-        return _parse_times(path, pd.Series(values), line_offset=None)
+        return _parse_times(path, pd.Series(values), None, date_format)
     units = array.attrs.get("units")
     if values.dtype.kind not in "iuf" or not isinstance(units, str):
         raise DataError(path, f"time coordinate {name!r} holds {values.dtype} values without CF-style units: store "
@@ -380,9 +413,13 @@ def _infer_frequency(path: Path, times: pd.DatetimeIndex, line_offset: int | Non
     usual = values[counts.argmax()]
     row = int(np.flatnonzero(steps != usual)[0]) + 1
     expected = times[row - 1] + pd.Timedelta(int(usual), "ns")
+    on_grid = (times.asi8[row] - times.asi8[0]) % usual == 0
+    advice = ("set data.irregular resample (with data.fill) to insert missing steps" if on_grid else
+              "it is off the grid of that step from the first row: correct or remove it (data.irregular resample "
+              "repairs only duplicates and gaps)")
     raise DataError(
         path, f"irregular timestamps: {_row_name(row, line_offset)} is at {times[row]}, but the series steps by "
-        f"{pd.Timedelta(int(usual), 'ns')} (expected {expected}); set data.irregular resample (with data.fill) to insert missing steps"
+        f"{pd.Timedelta(int(usual), 'ns')} (expected {expected}); {advice}"
     )
 
 

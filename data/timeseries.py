@@ -43,12 +43,13 @@ def calendar_features(times: pd.DatetimeIndex, names: Sequence[str]) -> np.ndarr
 def split_bounds(n_rows: int, split: Sequence[float]) -> list[tuple[int, int]]:
     """Row ranges ``[start, stop)`` of train, val, test from row counts (``[8640, 2880, 2880]``) or fractions.
 
-    Fractions follow Time-Series-Library: train = int(T·f0), test = int(T·f2), validation the rest when
-    the fractions sum to 1 (else int(T·f1)).
+    Whole numbers summing to more than 1 are counts (a split may have none). Fractions follow
+    Time-Series-Library: train = int(T·f0), test = int(T·f2), validation the rest when the fractions sum to 1
+    (else int(T·f1)).
     """
     if len(split) != 3 or any(part < 0 for part in split):
         raise ConfigError(f"data.split must be three non-negative numbers (train, val, test), got {list(split)}")
-    if all(float(part).is_integer() and part >= 1 for part in split):
+    if all(float(part).is_integer() for part in split) and sum(split) > 1:
         counts = [int(part) for part in split]
     elif sum(split) <= 1 + 1e-9:
         train, test = int(n_rows * split[0]), int(n_rows * split[2])
@@ -69,7 +70,8 @@ class ForecastWindows(Dataset):
     future is in the data); ``time`` (seq_len,) and ``future_time`` (pred_len,) int64 (nanoseconds since
     the epoch, or row numbers); ``timestamped``: True for nanoseconds, False for row numbers (the series'
     own, not the checkpoint's: a model fitted on timestamps may forecast numbered rows);
-    ``x_calendar`` (seq_len, K) when calendar features are on.
+    ``x_calendar`` (seq_len, K) when calendar features are on; ``utc_offset`` (seconds) when the timestamps
+    carry one (UTC, 0, when it changes within the file), so forecasts are written in it.
     """
 
     def __init__(self, series: Series, start: int, stop: int, info: SeriesInfo, stride: int = 1, with_target: bool = True):
@@ -80,6 +82,8 @@ class ForecastWindows(Dataset):
         self.mean = np.asarray(info.mean, dtype=np.float32)
         self.std = np.asarray(info.std, dtype=np.float32)
         self.target_index = list(info.target_index)
+        times = series.times
+        self.utc_offset = None if times is None or times.tz is None else int(times[0].utcoffset().total_seconds())
 
     def __len__(self) -> int:
         return max(0, self.count)
@@ -96,6 +100,8 @@ class ForecastWindows(Dataset):
         past, future = self._times(first, first + seq_len, pred_len)
         item["time"], item["future_time"] = torch.from_numpy(past), torch.from_numpy(future)
         item["timestamped"] = torch.tensor(self.series.times is not None)
+        if self.utc_offset is not None:
+            item["utc_offset"] = torch.tensor(self.utc_offset)
         if self.info.calendar:
             item["x_calendar"] = torch.from_numpy(calendar_features(self.series.times[first : first + seq_len], self.info.calendar))
         return item
@@ -132,6 +138,8 @@ class ForecastData(SplitDataModule):
         stride: rows between consecutive training windows (validation and test windows use every row).
         time_column: the timestamp column; detected when unset (see :func:`read_series`); "none": no time
             column, the rows are steps (``predict`` writes step numbers).
+        date_format: the timestamps' ``strptime`` format, e.g. ``"%d/%m/%Y %H:%M"`` for day-first dates
+            (default: inferred). Timestamps with a UTC offset are forecast in it, or in UTC where it changes.
         columns: the input variables (default: every column but time).
         targets: the variables to forecast (default: all inputs; one name for univariate targets, with
             several inputs for many-to-one). Targets are always among the inputs.
@@ -154,6 +162,7 @@ class ForecastData(SplitDataModule):
         pred_len: int = 96,
         stride: int = 1,
         time_column: str | None = None,
+        date_format: str | None = None,
         columns: list[str] | None = None,
         targets: list[str] | None = None,
         scale: bool = True,
@@ -172,7 +181,7 @@ class ForecastData(SplitDataModule):
                 raise ConfigError(f"data.{name} must be a positive integer, got {value}")
         self.path, self.split, self.stride = path, list(split), stride
         self.seq_len, self.pred_len = seq_len, pred_len
-        self.time_column, self.columns, self.targets = time_column, columns, targets
+        self.time_column, self.date_format, self.columns, self.targets = time_column, date_format, columns, targets
         self.scale, self.calendar, self.fill, self.max_in_memory_mb = scale, calendar, fill, max_in_memory_mb
         self.irregular = irregular
         self.batch_size, self.num_workers = batch_size, num_workers
@@ -187,9 +196,10 @@ class ForecastData(SplitDataModule):
         if saved is not None and saved.series is None:
             raise ConfigError("the checkpoint's model was not trained on a series (ForecastData): give a forecasting checkpoint")
         columns = saved.series.columns if saved else self._input_columns()
+        columns_hint = f"the model was trained on {columns}; the file must have them" if saved else "set data.columns"
         self.series = read_series(
             self.path, time_column=self.time_column, columns=columns, fill=self.fill, irregular=self.irregular,
-            max_in_memory_mb=self.max_in_memory_mb,
+            max_in_memory_mb=self.max_in_memory_mb, date_format=self.date_format, columns_hint=columns_hint,
         )
         if saved and saved.series.calendar and self.series.times is None:
             raise DataError(self.path, f"no timestamps, which the model's calendar features "
@@ -210,6 +220,8 @@ class ForecastData(SplitDataModule):
         seq_len = info.seq_len
         for name, (start, stop) in zip(SPLITS, bounds):
             if (name == "train" and stage == "fit") or (name == "val" and stage in ("fit", "validate")) or (name == "test" and stage == "test"):
+                if stop == start:
+                    raise ConfigError(f"data.split {self.split} leaves the {name} split empty (0 rows): give it rows")
                 first = start if name == "train" else max(0, start - seq_len)
                 self._check_length(stop - first, seq_len, info.pred_len, f"the {name} split (rows {first}-{stop})")
                 stride = self.stride if name == "train" else 1

@@ -7,6 +7,7 @@ becomes quantiles is the business of its ``loss`` (:mod:`seqpipe.tasks.forecast_
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta, timezone
 from typing import Any, Literal
 
 import numpy as np
@@ -187,12 +188,15 @@ class Forecasting(TaskHead):
 
 
 def batch_times(batch: dict[str, Any], key: str) -> np.ndarray:
-    """``batch[key]`` (``time`` or ``future_time``) as datetime64 values, or as step numbers when the series
-    read has no timestamps (whatever the checkpoint was fitted on)."""
+    """``batch[key]`` (``time`` or ``future_time``) as datetime64 values, as timestamps in the series' UTC offset
+    when it has one, or as step numbers when the series read has no timestamps (whatever the checkpoint was fitted on)."""
     values = batch[key].cpu().numpy()
     if not batch["timestamped"].all():
         return values
-    return pd.to_datetime(values.ravel()).to_numpy().reshape(values.shape)
+    if "utc_offset" not in batch:
+        return pd.to_datetime(values.ravel()).to_numpy().reshape(values.shape)
+    zone = timezone(timedelta(seconds=int(batch["utc_offset"][0])))
+    return pd.to_datetime(values.ravel(), utc=True).tz_convert(zone).to_numpy(dtype=object).reshape(values.shape)
 
 
 def _series(data_info: DataInfo) -> SeriesInfo:

@@ -100,3 +100,19 @@ def test_bad_data_exits_with_a_message(tmp_path, capsys):
               "--trainer.default_root_dir", str(tmp_path / "run")])
     assert exit_info.value.code == 2
     assert "missing values in column(s) ['v1'] at row 30 (line 32)" in capsys.readouterr().err
+
+
+def test_predict_writes_timestamps_with_their_utc_offset(tmp_path):
+    """Daylight saving changes the offset within the file: fit and predict read it in UTC and say so."""
+    local = pd.date_range("2021-03-25", periods=200, freq="h", tz="Europe/Berlin")
+    data = tmp_path / "berlin.csv"
+    pd.DataFrame({"date": local.strftime("%Y-%m-%dT%H:%M:%S%z"), "v0": range(200)}).to_csv(data, index=False)
+    config = tmp_path / "forecast.yaml"
+    config.write_text(CONFIG.format(loss="PointForecast"))
+    run, out = tmp_path / "run", tmp_path / "forecast.csv"
+    main(["fit", "--config", str(config), "--data.path", str(data), "--data.seq_len", "32", "--data.pred_len", "12",
+          "--trainer.default_root_dir", str(run)])
+    main(["predict", "--config", str(config), "--data.path", str(data), "--ckpt_path", "best", "--prediction.path", str(out),
+          "--trainer.default_root_dir", str(run)])
+    assert pd.read_csv(out)["timestamp"].iloc[0] == str(local[-1].tz_convert("UTC") + pd.Timedelta("1h"))
+    assert out.with_suffix(".png").exists()

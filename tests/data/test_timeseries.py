@@ -345,3 +345,81 @@ def test_time_column_none_numbers_the_rows(tmp_path, frame):
     data.setup("predict")
     (item,) = list(data.datasets["predict"])
     assert item["future_time"].tolist() == list(range(60, 60 + PRED))
+
+
+def offset_csv(tmp_path, frame, zone: str) -> Path:
+    """``frame``'s hourly rows as local times of ``zone``, written with their UTC offsets (2021-03-28T01:00:00+01:00)."""
+    local = pd.date_range("2021-03-27", periods=len(frame), freq="h", tz=zone)
+    frame["date"] = local.strftime("%Y-%m-%dT%H:%M:%S") + [f"{z[:3]}:{z[3:]}" for z in local.strftime("%z")]
+    return write(tmp_path, frame, "offsets.csv")
+
+
+def predicted_times(path, **options) -> list:
+    trained = module(path, split=[36, 12, 12], **options).data_info
+    data = ForecastData(path=str(path), **options)
+    data.restore_data_info(trained)
+    data.setup("predict")
+    batch = next(iter(torch.utils.data.DataLoader(data.datasets["predict"], batch_size=1)))
+    head = Forecasting()
+    head.bind(8, trained)
+    return list(head.predictions(torch.zeros(1, PRED, 2, 1), batch, trained)["timestamp"].unique())
+
+
+@pytest.mark.parametrize("zone, first", [("Asia/Kolkata", "2021-03-29T12:00:00+05:30"), ("Europe/Berlin", "2021-03-29T11:00:00+00:00")])
+def test_timestamps_with_utc_offsets_are_forecast_in_the_files_offset_or_in_utc(tmp_path, frame, zone, first):
+    """One offset throughout: forecasts in it; an offset that changes (daylight saving on 2021-03-28): in UTC."""
+    path = offset_csv(tmp_path, frame, zone)
+    series = read_series(path)
+    assert series.freq == "h" and series.times[-1] == pd.Timestamp(pd.read_csv(path)["date"].iloc[-1])
+    times = predicted_times(path)
+    assert times[0] == pd.Timestamp(first) and str(times[0].tz) == str(pd.Timestamp(first).tz)
+    assert times == list(pd.date_range(first, periods=PRED, freq="h"))
+
+
+def test_timestamps_with_and_without_offsets_name_both_rows(tmp_path, frame):
+    path = offset_csv(tmp_path, frame, "Europe/Berlin")
+    frame["date"] = pd.read_csv(path)["date"]
+    frame.loc[40, "date"] = frame.loc[40, "date"][:-6]
+    with pytest.raises(DataError, match=r"'2021-03-27T00:00:00\+01:00' at row 0 \(line 2\) has a UTC offset, but "
+                                        r"'2021-03-28T17:00:00' at row 40 \(line 42\) has none"):
+        read_series(write(tmp_path, frame))
+
+
+def test_day_first_dates_are_read_with_date_format(tmp_path, frame):
+    frame["date"] = pd.date_range("2021-01-12", periods=60, freq="h").strftime("%d/%m/%Y %H:%M")
+    path = write(tmp_path, frame)
+    with pytest.raises(DataError, match=r"'13/01/2021 00:00' at row 24 \(line 26\) is missing or not a date; set data.date_format"):
+        read_series(path)
+    assert read_series(path, date_format="%d/%m/%Y %H:%M").times[24] == pd.Timestamp("2021-01-13")
+    assert predicted_times(path, date_format="%d/%m/%Y %H:%M")[0] == pd.Timestamp("2021-01-14 12:00")
+
+
+def test_numbers_as_timestamps_are_one_clear_error(tmp_path, frame, recwarn):
+    frame["date"] = (frame["date"] - pd.Timestamp(0)) // pd.Timedelta("1s")
+    with pytest.raises(DataError, match=r"timestamp '1609459200' at row 0 \(line 2\) is a number, not a date.*data.time_column none"):
+        read_series(write(tmp_path, frame))
+    assert not [w for w in recwarn if "infer format" in str(w.message)]
+
+
+def test_a_column_of_the_model_missing_at_predict_names_the_models_columns(tmp_path, frame):
+    trained = module(write(tmp_path, frame, "train.csv"), split=[36, 12, 12]).data_info
+    data = ForecastData(path=str(write(tmp_path, frame.rename(columns={"v1": "w"}), "new.csv")), columns=["v0", "w"])
+    data.restore_data_info(trained)
+    with pytest.raises(DataError, match=r"new.csv: no column 'v1'; the value columns are \['v0', 'w'\] "
+                                        r"\(the model was trained on \['v0', 'v1'\]; the file must have them\)"):
+        data.setup("predict")
+
+
+def test_an_empty_validation_split_is_named(tmp_path, frame):
+    with pytest.raises(ConfigError, match=r"data.split \[48, 0, 12\] leaves the val split empty \(0 rows\)"):
+        module(write(tmp_path, frame), split=[48, 0, 12])
+
+
+def test_an_off_grid_row_is_not_sent_to_resample(tmp_path, frame):
+    frame.loc[20, "date"] = frame.loc[20, "date"] + pd.Timedelta("30min")
+    path = write(tmp_path, frame)
+    with pytest.raises(DataError, match=r"row 20 \(line 22\) is at 2021-01-01 20:30:00.* off the grid .* correct or remove it"):
+        read_series(path)
+    frame = frame.drop(index=20)
+    with pytest.raises(DataError, match=r"row 20 \(line 22\) is at 2021-01-01 21:00:00.*; set data.irregular resample"):
+        read_series(write(tmp_path, frame))
