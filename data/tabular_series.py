@@ -269,7 +269,8 @@ def _parse_times(path: Path, text: pd.Series, line_offset: int | None, date_form
     in UTC when it changes (daylight saving)."""
     if date_format is None and text.dtype.kind not in "mM" and not pd.isna(pd.to_numeric(text.iat[0], errors="coerce")):
         raise DataError(path, f"timestamp {text.iat[0]!r} at {_row_name(0, line_offset)} is a number, not a date: write the "
-                        "timestamps as dates (2021-01-01 00:00:00), or set data.time_column none to number the rows")
+                        "timestamps as dates (2021-01-01 00:00:00), give their format (data.date_format, e.g. '%Y%m%d'), "
+                        "or set data.time_column none to number the rows")
     options = {"errors": "coerce", "format": date_format or ("mixed" if text.dtype == object else None)}
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "Could not infer format")  # the error below names the row and data.date_format
