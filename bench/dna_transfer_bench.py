@@ -1,14 +1,15 @@
 """A DNA recipe fine-tuned from a classifier of other promoter sets, against the recipe from scratch.
 
 Usage: python bench/dna_transfer_bench.py --out DIR [--data ../shared/data] [--recipe configs/dna_classify.yaml]
-           [--sets ecoli_sigma bacillus] [--sources ecoli_sigma bacillus] [--seeds 1 2 3 4 5 6] [--jobs 2]
+           [--sets ecoli_sigma bacillus] [--sources ecoli_sigma bacillus] [--balance] [--seeds 1 2 3 4 5 6] [--jobs 2]
            [--accelerator cpu]
 
 Supervised pre-training: for each of ``--sets``, the recipe is first fitted (its own seed) on the training and
 validation splits of the other ``--sources``, pooled, and tested on their test splits (bench/dna_benchmarks.py's
 seeded splits; every set labels promoter / non_promoter). Then the set is fitted from scratch and with
 ``--model.pretrained`` set to that source's best checkpoint (its backbone; the head is new), over the seeds. The
-default is each bacterial set from the other; ``--sources ecoli_sigma bacillus mouse_tata`` pools two sets for each.
+default is each bacterial set from the other; ``--sources ecoli_sigma bacillus mouse_tata`` pools two sets for each,
+and ``--balance`` draws as many training and validation records from each pooled set.
 Rows go to ``DIR/rows.csv``; the summary prints per set and arm the test accuracy of every seed, the means of test
 and validation accuracy and of MCC, and the paired gain over scratch with its standard error.
 """
@@ -20,6 +21,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from dna_benchmarks import DEFAULT_DATA, SETS, Rows, fit_and_test, latest_version, markdown, write_splits
@@ -29,12 +31,20 @@ from seqpipe.data.synthetic import write_fasta
 BACTERIAL = ["ecoli_sigma", "bacillus"]
 
 
-def pool_splits(splits: dict[str, dict[str, Path]], names: list[str], out_dir: Path) -> dict[str, Path]:
-    """Each split of the sets ``names``, pooled in one FASTA (header: label, then set and record)."""
-    return {split: write_fasta(out_dir / f"{split}.fa",
-                               [(f"{record.label} {name}:{number}", record.sequence) for name in names
-                                for number, record in enumerate(read_records(splits[name][split]))])
-            for split in ("train", "val", "test")}
+def pool_splits(splits: dict[str, dict[str, Path]], names: list[str], out_dir: Path, balance: bool = False) -> dict[str, Path]:
+    """Each split of the sets ``names``, pooled in one FASTA (header: label, then set and record). ``balance``: each
+    set's training and validation records drawn (seed 0, without replacement) down to the smallest set's number."""
+    pooled = {}
+    for split in ("train", "val", "test"):
+        records = {name: list(enumerate(read_records(splits[name][split]))) for name in names}
+        if balance and split != "test":
+            keep = min(len(rows) for rows in records.values())
+            rng = np.random.default_rng(0)
+            records = {name: [rows[i] for i in sorted(rng.choice(len(rows), keep, replace=False))]
+                       for name, rows in records.items()}
+        pooled[split] = write_fasta(out_dir / f"{split}.fa", [(f"{record.label} {name}:{number}", record.sequence)
+                                                              for name in names for number, record in records[name]])
+    return pooled
 
 
 def main() -> None:
@@ -45,6 +55,8 @@ def main() -> None:
     parser.add_argument("--sets", nargs="+", choices=list(SETS), default=BACTERIAL, help="the sets fine-tuned")
     parser.add_argument("--sources", nargs="+", choices=list(SETS), default=BACTERIAL,
                         help="the sets a source classifier pools (each set's own left out)")
+    parser.add_argument("--balance", action="store_true",
+                        help="a pooled source draws as many training and validation records from each set")
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3, 4, 5, 6])
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--accelerator", default="cpu")
@@ -61,7 +73,7 @@ def main() -> None:
     source_arm = {name: f"from_{'+'.join(pooled)}" for name, pooled in pools.items()}
     for name, pooled in pools.items():  # a source is fitted on its sets' training splits, tested on their test splits
         if source_arm[name] not in splits:
-            splits[source_arm[name]] = pool_splits(splits, pooled, args.out / "splits" / "+".join(pooled))
+            splits[source_arm[name]] = pool_splits(splits, pooled, args.out / "splits" / "+".join(pooled), args.balance)
     rows = Rows(args.out)
 
     def fit(name: str, arm: str, seed: int | None, checkpoint: Path | None = None) -> Path:
