@@ -14,7 +14,7 @@ import torch
 import zarr
 
 from dna_tool_fixtures import needs_proc, open_files_under
-from genome_fixtures import CHROMS, write_genome, write_gff
+from genome_fixtures import write_genome, write_gff
 from seqpipe.cli import main as cli_main
 from seqpipe.contracts import DataInfo, TokenInput
 from seqpipe.data.bigwig_track import BigWigTrack

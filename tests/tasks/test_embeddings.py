@@ -8,7 +8,7 @@ import pytest
 import torch
 import zarr
 
-from dna_tool_fixtures import CAUSAL_CLASSIFIER, FORECASTER, RC_PER_BASE, SERIES_INFO, write_checkpoint
+from dna_tool_fixtures import FORECASTER, RC_PER_BASE, SERIES_INFO, write_checkpoint
 from seqpipe.data.tokenizers import DNATokenizer
 from seqpipe.dna_alphabet import DNA_COMPLEMENT, reverse_complement_ids
 from seqpipe.tasks.embeddings import main, sequence_embeddings
