@@ -42,23 +42,24 @@ class EncodedSequences:
     """The records of one split, tokenized once and kept as uint8 arrays.
 
     ``tokens[i]`` (L_i,) uint8; ``labels`` (n,) int64 indices into ``label_names``, both None for
-    unlabelled data; ``sources[i]``: the file record ``i`` was read from.
+    unlabelled data; ``where[i]``: how messages name record ``i``, its file and id (or number).
     """
 
     ids: list[str]
     tokens: list[np.ndarray]
-    sources: list[Path]
+    where: list[str]
     labels: np.ndarray | None
     label_names: list[str] | None
 
     def subset(self, indices: np.ndarray) -> EncodedSequences:
         labels = None if self.labels is None else self.labels[indices]
-        ids, tokens, sources = ([values[i] for i in indices] for values in (self.ids, self.tokens, self.sources))
-        return EncodedSequences(ids, tokens, sources, labels, self.label_names)
+        ids, tokens, where = ([values[i] for i in indices] for values in (self.ids, self.tokens, self.where))
+        return EncodedSequences(ids, tokens, where, labels, self.label_names)
 
 
 class DNASequenceDataset(Dataset):
-    """Items ``{"x": LongTensor (L,), "y": int (labelled data only), "id": str, "source": str (its file)}``.
+    """Items ``{"x": LongTensor (L,), "y": int (labelled data only), "id": str, "where": str (its file and
+    id, for messages)}``.
 
     Sequences longer than ``max_length`` are cropped: at a random offset when ``random_crop``, else around
     their centre. ``max_shift``: each sequence is moved by a uniform random number of bases ``s`` in
@@ -95,7 +96,7 @@ class DNASequenceDataset(Dataset):
             x = shift(x, int(torch.randint(-self.max_shift, self.max_shift + 1, ())), DNA_VOCAB["N"])
         if self.reverse_complement_p and torch.rand(()) < self.reverse_complement_p:
             x = self.tokenizer.reverse_complement(x)
-        item = {"x": x, "id": self.data.ids[index], "source": str(self.data.sources[index])}
+        item = {"x": x, "id": self.data.ids[index], "where": self.data.where[index]}
         if self.data.labels is not None:
             item["y"] = int(self.data.labels[index])
         return item
@@ -110,17 +111,17 @@ def shift(x: torch.Tensor, offset: int, fill: int) -> torch.Tensor:
 
 def pad_batch(items: list[dict[str, Any]], pad_id: int = 0) -> dict[str, Any]:
     """Items from :class:`DNASequenceDataset` -> ``{"x": (B, L), "y": (B,), "lengths": (B,), "ids": [B],
-    "sources": [B]}``.
+    "where": [B]}``.
 
-    Padding is on the right, to the batch's longest sequence; ``y`` only when the items carry labels; ``sources``:
-    each record's file, for error messages.
+    Padding is on the right, to the batch's longest sequence; ``y`` only when the items carry labels; ``where``:
+    each record's file and id, for error messages.
     """
     lengths = torch.tensor([len(item["x"]) for item in items])
     x = torch.full((len(items), int(lengths.max())), pad_id, dtype=torch.long)
     for row, item in enumerate(items):
         x[row, : len(item["x"])] = item["x"]
     batch = {"x": x, "lengths": lengths, "ids": [item["id"] for item in items],
-             "sources": [item["source"] for item in items]}
+             "where": [item["where"] for item in items]}
     if "y" in items[0]:
         batch["y"] = torch.tensor([item["y"] for item in items])
     return batch
@@ -358,7 +359,8 @@ class DNAClassificationData(SplitDataModule):
                 if record.label not in index:
                     raise self._unknown_label(record, label_names)
             labels = np.array([index[record.label] for record in records], dtype=np.int64)
-        return EncodedSequences([r.id for r in records], tokens, [r.path for r in records], labels, label_names)
+        return EncodedSequences([r.id for r in records], tokens, [location(r.path, r.name) for r in records], labels,
+                                label_names)
 
     def _unknown_label(self, record: Record, label_names: list[str]) -> Exception:
         if self.paths["train"] is None:  # the classes came from the checkpoint

@@ -28,13 +28,13 @@ STREAM_OR_CROP = "stream it with --model.chunk_size (e.g. 65536; causal backbone
 
 
 def longest_record(batch: dict[str, Any]) -> str | None:
-    """The longest row of ``batch`` as messages name it, ``file, record 'id'``, from the batch's "ids" and "sources"
-    (each optional; None when it carries neither)."""
-    ids, sources, lengths = batch.get("ids"), batch.get("sources"), batch.get("lengths")
-    if ids is None and sources is None:
+    """The longest row of ``batch`` as messages name it: its "where" (``file, record 'id'``), else its id (None when
+    the batch carries neither)."""
+    names, lengths = batch.get("where", batch.get("ids")), batch.get("lengths")
+    if names is None:
         return None
     row = 0 if lengths is None else int(lengths.argmax())
-    return location(None if sources is None else sources[row], None if ids is None else ids[row])
+    return names[row] if "where" in batch else location(None, names[row])
 
 
 class SequenceModel(L.LightningModule):

@@ -235,6 +235,13 @@ def test_a_record_too_long_for_one_window_is_named_with_its_file(tmp_path, monke
     with torch.no_grad(), pytest.raises(ConfigError, match="^" + re.escape(expected)):
         classifier(seed=4).eval()(next(iter(data.predict_dataloader())))
 
+    shared = write_fasta(tmp_path / "shared.fa", [("q", "ACGT" * 3), ("q", "ACGT" * 10), ("q", "GG")])  # ids repeat
+    data = DNAClassificationData(predict=str(shared), batch_size=3)
+    data.setup("predict")
+    expected = f"{shared}, record #2: a record of 40 positions"
+    with torch.no_grad(), pytest.raises(ConfigError, match="^" + re.escape(expected)):
+        classifier(seed=4).eval()(next(iter(data.predict_dataloader())))
+
 
 def test_the_rc_equivariant_backbone_with_invariant_output_classifies_both_strands_alike():
     from seqpipe.dna_backbones import RCEquivariantBackbone

@@ -58,8 +58,8 @@ def test_batches(motifs):
     test_ids = [i for b in data.test_dataloader() for i in b["ids"]]
     assert len(test_ids) == 15 and all(i.split("_test_")[0] in CLASSES for i in test_ids)
     predict = next(iter(data.predict_dataloader()))
-    assert set(predict) == {"x", "lengths", "ids", "sources"} and predict["ids"][0] == "query_0000"
-    assert predict["sources"][0] == str(motifs / "unlabelled.fasta")
+    assert set(predict) == {"x", "lengths", "ids", "where"} and predict["ids"][0] == "query_0000"
+    assert predict["where"][0] == f"{motifs / 'unlabelled.fasta'}, record 'query_0000'"
 
 
 def test_every_shape_gives_the_same_training_set(tmp_path, motifs):
