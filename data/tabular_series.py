@@ -25,7 +25,7 @@ from typing import Literal, Sequence
 import numpy as np
 import pandas as pd
 
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from seqpipe.data.regular_grid import regularise
 from seqpipe.errors import ConfigError, DataError
@@ -40,6 +40,7 @@ _CF_UNITS = {
 _CF_CALENDARS = (None, "standard", "gregorian", "proleptic_gregorian")
 TIME_COLUMN_NAMES = ("date", "datetime", "time", "timestamp", "ds")
 _UTC_OFFSET = r"(?:Z|[+-]\d\d:?\d\d)\s*$"  # how a timestamp's text ends when it carries its UTC offset
+_DAY_MONTH = r"^\s*(\d{1,2})([/.\-])(\d{1,2})\2(\d{4}|\d{2})(?:[ T](\d{1,2}(?::\d\d){0,2}))?"  # 01/02/2021 12:00
 _DATE_FORMAT_HINT = "set data.date_format to the timestamps' format (e.g. '%d/%m/%Y %H:%M' for day-first dates)"
 _ROWS_SHOWN = 10
 
@@ -283,7 +284,27 @@ def _parse_times(path: Path, text: pd.Series, line_offset: int | None, date_form
         row = int(np.flatnonzero(parsed.isna().to_numpy())[0])
         advice = f"it does not match data.date_format {date_format!r}" if date_format else _DATE_FORMAT_HINT
         raise DataError(path, f"timestamp {text.iat[row]!r} at {_row_name(row, line_offset)} is missing or not a date; {advice}")
+    if date_format is None and text.dtype.kind not in "mM":
+        _warn_if_day_first_possible(path, text, parsed)
     return pd.DatetimeIndex(parsed).as_unit("ns")  # batches carry int64 nanoseconds, whatever unit pandas chose
+
+
+def _warn_if_day_first_possible(path: Path, text: pd.Series, parsed: pd.Series) -> None:
+    """Warn when every timestamp, read month first as pandas does (01/02/2021 = 2 January), also reads day first:
+    nothing in the file tells the two apart, and only data.date_format can."""
+    parts = text.astype(str).str.extract(_DAY_MONTH)
+    if parts[0].isna().any():
+        return
+    first, second = parts[0].astype(int), parts[2].astype(int)
+    if first.max() > 12 or second.max() > 12 or (first == second).all():
+        return
+    row = int(np.flatnonzero((first != second).to_numpy())[0])
+    separator, year, clock = parts.iat[row, 1], parts.iat[row, 3], parts.iat[row, 4]
+    day_first = f"%d{separator}%m{separator}{'%Y' if len(year) == 4 else '%y'}"
+    if isinstance(clock, str):
+        day_first += " " + ":".join(["%H", "%M", "%S"][: clock.count(":") + 1])
+    rank_zero_warn(f"{path}: timestamps such as {text.iat[row]!r} are read month first ({parsed.iat[row]:%Y-%m-%d}); "
+                   f"each of them also reads day first: if they are, set data.date_format '{day_first}'")
 
 
 def _check_offsets(path: Path, text: pd.Series, line_offset: int | None) -> None:

@@ -394,6 +394,22 @@ def test_day_first_dates_are_read_with_date_format(tmp_path, frame):
     assert predicted_times(path, date_format="%d/%m/%Y %H:%M")[0] == pd.Timestamp("2021-01-14 12:00")
 
 
+def test_dates_that_read_day_first_too_warn_and_name_the_format(tmp_path, frame, recwarn):
+    frame["date"] = pd.date_range("2021-01-02", periods=60, freq="min").strftime("%d.%m.%y %H:%M")  # 2 January
+    path = write(tmp_path, frame)
+    assert read_series(path).times[0] == pd.Timestamp("2021-02-01")  # pandas reads month first
+    [warning] = [w for w in recwarn if "day first" in str(w.message)]
+    assert str(warning.message) == (f"{path}: timestamps such as '02.01.21 00:00' are read month first (2021-02-01); "
+                                    "each of them also reads day first: if they are, set data.date_format '%d.%m.%y %H:%M'")
+    recwarn.clear()
+    assert read_series(path, date_format="%d.%m.%y %H:%M").times[0] == pd.Timestamp("2021-01-02")
+    assert not [w for w in recwarn if "day first" in str(w.message)]
+    for unambiguous in ("%Y-%m-%d %H:%M", "%d/%m/%Y %H:%M"):  # ISO; the 1st of January reads alike either way
+        frame["date"] = pd.date_range("2021-01-01", periods=60, freq="min").strftime(unambiguous)
+        read_series(write(tmp_path, frame))
+    assert not [w for w in recwarn if "day first" in str(w.message)]
+
+
 def test_numbers_as_timestamps_are_one_clear_error(tmp_path, frame, recwarn):
     frame["date"] = (frame["date"] - pd.Timestamp(0)) // pd.Timedelta("1s")
     with pytest.raises(DataError, match=r"timestamp '1609459200' at row 0 \(line 2\) is a number, not a date.*data.time_column none"):
