@@ -223,8 +223,9 @@ class GenomeData(SplitDataModule):
         track_label_names: the class names of a bigWig track (index = value).
         bed: windows to use instead of sampled ones (plain or gzipped BED), resized around their centre to
             ``window_length``; a row whose strand (column 6) is "-" is read from the reverse strand (see
-            :class:`GenomeWindowDataset`). Per-base ``predict`` scores exactly the bases of the rows (which must
-            not overlap), each row tiled like a predict region.
+            :class:`GenomeWindowDataset`). Per-base targets score exactly the bases of the rows: a training
+            window the row's bases inside it (the rest is context); val, test and ``predict`` tile each row like
+            a predict region (for ``predict`` the rows must not overlap).
         label_column: 0-based BED column with the window's class (3 = name).
         split_column: 0-based BED column with "train", "val" or "test"; without one, a BED window goes to the
             held-out split it overlaps (a window touching a held-out region never trains).
@@ -367,26 +368,32 @@ class GenomeData(SplitDataModule):
         return names
 
     def _assign_bed_windows(self, stage: str) -> None:
+        """Each BED row's windows, by split. Per-base targets score only the row's bases: a training window is
+        resized around the row (the rest is context), val and test tile the row like a predict region."""
         self._bed_rows = read_bed(self.bed, self.chrom_sizes, self.label_column, self.split_column)
         self.bed_windows = {name: [] for name in (*SPLIT_NAMES, "predict")}
-        for window, split, line in self._bed_rows:
-            if window.strand == "-" and self.target == "next_base":
+        per_base = self.target == "track"
+        for row in self._bed_rows:
+            if row.window.strand == "-" and self.target == "next_base":
                 raise DataError(self.bed, "strand '-' with data.target 'next_base': next-base targets are read on the "
-                                "+ strand; drop the strand column or use '+'/'.'", line=line)
-            window = resize(window, self.window_length)
-            if split is None:
-                split = next((s for s in ("test", "val") if _overlaps(window, self.intervals[s])), "train")
+                                "+ strand; drop the strand column or use '+'/'.'", line=row.line)
+            window = resize(row.window, self.window_length)
+            split = row.split or next((s for s in ("test", "val") if _overlaps(window, self.intervals[s])), "train")
+            if per_base and split != "train":
+                self.bed_windows[split] += self._tiles(row.window, self.eval_stride or self.window_length)
+                continue
+            if per_base:
+                window = window._replace(keep_start=max(window.start, row.window.start),
+                                         keep_end=min(window.end, row.window.end))
             self.bed_windows[split].append(window)
-            self.bed_windows["predict"].append(window)
-        if stage == "predict" and self.target != "window_class":
-            self.bed_windows["predict"] = self._per_base_prediction_windows()
+        self.bed_windows["predict"] = self._per_base_prediction_windows() if stage == "predict" and per_base else [
+            resize(row.window, self.window_length) for row in self._bed_rows]
 
     def _per_base_prediction_windows(self) -> list[Window]:
         """Per-base prediction scores exactly the BED bases, once each: the rows in genome order, each tiled as
         a predict region (:class:`GridWindowSampler`, context around its bases), read on the row's strand."""
         order = {chrom: i for i, chrom in enumerate(self.chrom_sizes)}
         rows = sorted(self._bed_rows, key=lambda row: (order[row.window.chrom], row.window.start, row.window.end))
-        stride = self.window_length - self.predict_overlap
         windows, previous = [], None
         for row in rows:
             window, line = row.window, row.line
@@ -396,10 +403,14 @@ class GenomeData(SplitDataModule):
             if window.strand == "-" and self.stream:
                 raise DataError(self.bed, "strand '-' with data.stream: the state is carried along the + strand; "
                                 "drop the strand column or use '+'/'.'", line=line)
-            interval = Interval(window.chrom, window.start, window.end)
-            windows += [w._replace(strand=window.strand) for w in GridWindowSampler([interval], self.window_length, stride)]
+            windows += self._tiles(window, self.window_length - self.predict_overlap)
             previous = row
         return windows
+
+    def _tiles(self, row: Window, stride: int) -> list[Window]:
+        """Windows whose kept spans tile the bases of the BED ``row`` once each, read on its strand."""
+        tiles = GridWindowSampler([Interval(row.chrom, row.start, row.end)], self.window_length, stride)
+        return [tile._replace(strand=row.strand, label=row.label) for tile in tiles]
 
     def _check_bed_classes(self, label_names: list[str]) -> None:
         for window, _, line in self._bed_rows:

@@ -284,6 +284,28 @@ def test_per_base_prediction_scores_exactly_the_bed_bases_in_genome_order(genome
     assert list(predicted.itertuples(index=False, name=None)) == expected
 
 
+def test_per_base_bed_windows_score_only_the_rows_bases_and_evaluate_every_one(genome, tmp_path):
+    fasta, _, masks = genome
+    bed = tmp_path / "w.bed"
+    bed.write_text("chrA\t1000\t1100\nchrB\t50\t650\nchrB\t600\t700\t.\t0\t-\n")  # test rows longer than a window, overlapping
+    data = GenomeData(fasta, track=fasta.replace("genome.fa", "cds.zarr"), bed=str(bed), window_length=256,
+                      test_regions=["chrB"], batch_size=4)
+    data.setup("fit")
+
+    def scored(split):
+        positions = []
+        for window in data.bed_windows[split]:
+            item = data._datasets[split][window]
+            bases = np.arange(item["start"], item["start"] + 256)
+            bases = bases[::-1] if item["strand"] == "-" else bases
+            positions += [("chrA" if item["chrom"] == "chrA" else "chrB", int(b)) for b in bases[item["mask"].numpy()]]
+            np.testing.assert_array_equal(item["y"][item["mask"]], masks[item["chrom"]][bases[item["mask"].numpy()]])
+        return sorted(positions)
+
+    assert scored("train") == [("chrA", b) for b in range(1000, 1100)]  # the window's other 156 bases are context
+    assert scored("test") == sorted([("chrB", b) for b in range(50, 650)] + [("chrB", b) for b in range(600, 700)])
+
+
 def test_overlapping_bed_rows_for_per_base_prediction_are_one_error_naming_the_lines(genome, tmp_path):
     fasta, _, _ = genome
     bed = tmp_path / "w.bed"
