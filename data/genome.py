@@ -224,8 +224,8 @@ class GenomeData(SplitDataModule):
         bed: windows to use instead of sampled ones (plain or gzipped BED), resized around their centre to
             ``window_length``; a row whose strand (column 6) is "-" is read from the reverse strand (see
             :class:`GenomeWindowDataset`). Per-base targets score exactly the bases of the rows: a training
-            window the row's bases inside it (the rest is context); val, test and ``predict`` tile each row like
-            a predict region (for ``predict`` the rows must not overlap).
+            window is centred on a row that fits in it (the rest is context), longer rows and val, test and
+            ``predict`` rows are tiled like a predict region (for ``predict`` the rows must not overlap).
         label_column: 0-based BED column with the window's class (3 = name).
         split_column: 0-based BED column with "train", "val" or "test"; without one, a BED window goes to the
             held-out split it overlaps (a window touching a held-out region never trains).
@@ -369,7 +369,8 @@ class GenomeData(SplitDataModule):
 
     def _assign_bed_windows(self, stage: str) -> None:
         """Each BED row's windows, by split. Per-base targets score only the row's bases: a training window is
-        resized around the row (the rest is context), val and test tile the row like a predict region."""
+        centred on a row that fits in it (the rest is context); longer rows, and val and test rows, are tiled like
+        a predict region."""
         self._bed_rows = read_bed(self.bed, self.chrom_sizes, self.label_column, self.split_column)
         self.bed_windows = {name: [] for name in (*SPLIT_NAMES, "predict")}
         per_base = self.target == "track"
@@ -379,13 +380,12 @@ class GenomeData(SplitDataModule):
                                 "+ strand; drop the strand column or use '+'/'.'", line=row.line)
             window = resize(row.window, self.window_length)
             split = row.split or next((s for s in ("test", "val") if _overlaps(window, self.intervals[s])), "train")
-            if per_base and split != "train":
-                self.bed_windows[split] += self._tiles(row.window, self.eval_stride or self.window_length)
-                continue
-            if per_base:
-                window = window._replace(keep_start=max(window.start, row.window.start),
-                                         keep_end=min(window.end, row.window.end))
-            self.bed_windows[split].append(window)
+            if per_base and (split != "train" or row.window.end - row.window.start > self.window_length):
+                self.bed_windows[split] += self._tiles(row.window, self.eval_stride if split != "train" else None)
+            elif per_base:
+                self.bed_windows[split].append(window._replace(keep_start=row.window.start, keep_end=row.window.end))
+            else:
+                self.bed_windows[split].append(window)
         self.bed_windows["predict"] = self._per_base_prediction_windows() if stage == "predict" and per_base else [
             resize(row.window, self.window_length) for row in self._bed_rows]
 
@@ -407,8 +407,9 @@ class GenomeData(SplitDataModule):
             previous = row
         return windows
 
-    def _tiles(self, row: Window, stride: int) -> list[Window]:
-        """Windows whose kept spans tile the bases of the BED ``row`` once each, read on its strand."""
+    def _tiles(self, row: Window, stride: int | None) -> list[Window]:
+        """Windows whose kept spans tile the bases of the BED ``row`` once each, read on its strand (``stride``:
+        None = ``window_length``)."""
         tiles = GridWindowSampler([Interval(row.chrom, row.start, row.end)], self.window_length, stride)
         return [tile._replace(strand=row.strand, label=row.label) for tile in tiles]
 

@@ -287,7 +287,8 @@ def test_per_base_prediction_scores_exactly_the_bed_bases_in_genome_order(genome
 def test_per_base_bed_windows_score_only_the_rows_bases_and_evaluate_every_one(genome, tmp_path):
     fasta, _, masks = genome
     bed = tmp_path / "w.bed"
-    bed.write_text("chrA\t1000\t1100\nchrB\t50\t650\nchrB\t600\t700\t.\t0\t-\n")  # test rows longer than a window, overlapping
+    # training rows shorter and longer than a window; test rows longer than a window, overlapping, one on "-"
+    bed.write_text("chrA\t1000\t1100\nchrA\t1500\t2100\nchrB\t50\t650\nchrB\t600\t700\t.\t0\t-\n")
     data = GenomeData(fasta, track=fasta.replace("genome.fa", "cds.zarr"), bed=str(bed), window_length=256,
                       test_regions=["chrB"], batch_size=4)
     data.setup("fit")
@@ -302,7 +303,9 @@ def test_per_base_bed_windows_score_only_the_rows_bases_and_evaluate_every_one(g
             np.testing.assert_array_equal(item["y"][item["mask"]], masks[item["chrom"]][bases[item["mask"].numpy()]])
         return sorted(positions)
 
-    assert scored("train") == [("chrA", b) for b in range(1000, 1100)]  # the window's other 156 bases are context
+    assert scored("train") == [("chrA", b) for b in [*range(1000, 1100), *range(1500, 2100)]]
+    [short] = [w for w in data.bed_windows["train"] if w.keep_start == 1000]
+    assert (short.start, short.end) == (922, 1178)  # centred on its row: the other 156 bases are context
     assert scored("test") == sorted([("chrB", b) for b in range(50, 650)] + [("chrB", b) for b in range(600, 700)])
 
 
