@@ -150,7 +150,8 @@ class DNAClassificationData(SplitDataModule):
         sequence_column: for TSV/CSV: the column holding the sequences.
         label_column: the column holding the labels: for TSV/CSV its name (default "label"), for BED files its
             0-based number (default 3, the name column; a score column works too).
-        id_column: for TSV/CSV: the column holding record ids (default: the row number).
+        id_column: for TSV/CSV: the column holding record ids (default: the column "id" when there is one, else
+            the row number).
         val_fraction: share of each class of ``train`` held out for validation when ``val`` is unset.
         max_length: crop longer sequences to this length (training: a random window each epoch;
             validation, test and predict: the central window). Either way a batch is padded to its longest

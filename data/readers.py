@@ -15,12 +15,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, NamedTuple
 
+import numpy as np
 import pandas as pd
 
 from seqpipe.errors import ConfigError, DataError
 
 FASTA_SUFFIXES = (".fa", ".fasta", ".fna")
 TABLE_SEPARATORS = {".tsv": "\t", ".csv": ","}
+#: the column a table's record ids are read from when no id column is named
+DEFAULT_ID_COLUMN = "id"
 _GZIP_MAGIC = b"\x1f\x8b"
 #: a header cell this long made only of nucleotide letters (IUPAC, either case) is a sequence: the file has no header
 _SEQUENCE_CELL = re.compile(r"[ACGTUNRYSWKMBDHV]{12,}", re.IGNORECASE)
@@ -183,7 +186,9 @@ def read_table(
 ) -> Iterator[Record]:
     """A .tsv or .csv file (plain or gzipped) with a header row. ``label_column=None``: no labels.
 
-    Record ids come from ``id_column``, or else are the row numbers (1-based, header not counted).
+    Record ids come from ``id_column`` (default: the column ``id`` when the table has one), or else are the row
+    numbers (1-based, header not counted). A cell holding a line break (a stray quote opening a cell runs on to
+    the next quote, swallowing the rows between) is an error naming its line.
     Lines are counted with the header as line 1; blank lines are allowed and counted. A missing column's error
     names the option that chooses it: ``option_prefix`` + ``sequence_column`` (``label_column``, ``id_column``),
     as the caller's user sets it (``data.`` in a recipe, ``--`` for the DNA tools' ``--sequence_column``).
@@ -199,6 +204,9 @@ def read_table(
         raise DataError(path, "the file is empty") from None
     except (pd.errors.ParserError, UnicodeDecodeError, OSError, EOFError, zlib.error) as error:
         raise DataError(path, f"cannot be read as {kind[1:].upper()}: {error}") from None
+    if id_column is None and DEFAULT_ID_COLUMN in table.columns:
+        id_column = DEFAULT_ID_COLUMN
+    _check_one_line_per_row(path, table)
     columns = {"sequence_column": sequence_column, "label_column": label_column, "id_column": id_column}
     wanted = [name for name in columns.values() if name is not None]
     missing = [name for name in wanted if name not in table.columns]
@@ -226,6 +234,16 @@ def read_table(
             if not value:
                 raise DataError(path, f"empty {name!r} cell", record=record_id or None, line=line)
         yield Record(record_id, cells[sequence_column], cells[label_column] if label_column else None, path, line)
+
+
+def _check_one_line_per_row(path: Path, table: pd.DataFrame) -> None:
+    """Refuse a cell that spans lines: quoting let a ``"`` opening it run on to the next ``"``, rows and all."""
+    spans = table.apply(lambda column: column.str.contains("[\r\n]", regex=True)).to_numpy()
+    if spans.any():
+        row, column = (int(i[0]) for i in np.nonzero(spans))
+        raise DataError(path, f"column {table.columns[column]!r} holds a cell that runs over several lines: a \" "
+                        "opening a cell is read as a quote until the next \", and the rows in between are lost; "
+                        "remove the \" or close it in the same cell", line=row + 2)
 
 
 def _finish_fasta_record(path: Path, header: str, line: int, chunks: list[str]) -> tuple[str, str, int]:

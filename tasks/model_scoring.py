@@ -73,7 +73,7 @@ def add_device_option(parser: argparse.ArgumentParser) -> None:
 def add_table_options(parser: argparse.ArgumentParser) -> None:
     """A DNA tool's ``--sequence_column`` and ``--id_column``, for sequences given as a TSV/CSV table."""
     parser.add_argument("--sequence_column", default="sequence", help="TSV/CSV: the column holding the sequences")
-    parser.add_argument("--id_column", help="TSV/CSV: the column holding record ids (default: the row number)")
+    parser.add_argument("--id_column", help="TSV/CSV: the column holding record ids (default: the column id when there is one, else the row number)")
 
 
 def predict_data(model: SequenceModel, path: str, options: argparse.Namespace, batch_size: int = 32,

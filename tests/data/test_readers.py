@@ -143,6 +143,10 @@ def test_directory_problems(tmp_path):
          "'sequence<TAB>label'"),
         ("sequence\tlabel\nACGT\ta\nGGCC\t\n", "record '2', line 3: empty 'label' cell"),
         ("sequence\tlabel\nACGT\ta\n\n\tb\n", "record '3', line 4: empty 'sequence' cell"),
+        # two stray quotes would make one cell of lines 3-5 and lose the records between them
+        ("note\tsequence\tlabel\nx\tACGT\ta\n\"5' end\tGGCC\tb\ny\tAAAA\ta\n\"3' end\tTTTT\tb\n",
+         "line 3: column 'note' holds a cell that runs over several lines: a \" opening a cell is read as a quote "
+         "until the next \", and the rows in between are lost; remove the \" or close it in the same cell"),
     ],
 )
 def test_malformed_table(tmp_path, content, problem):
@@ -151,6 +155,21 @@ def test_malformed_table(tmp_path, content, problem):
     with pytest.raises(DataError, match="bad.tsv") as error:
         list(read_records(path))
     assert problem in str(error.value)
+
+
+def test_a_table_reads_record_ids_from_its_id_column_unless_told_another(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text("sequence,id,name,label\nACGT,r1,alpha,a\nGGCC,r2,beta,b\n")
+    assert [r.id for r in read_records(path)] == ["r1", "r2"]
+    assert [r.id for r in read_records(path, id_column="name")] == ["alpha", "beta"]
+    path.write_text("sequence,label\nACGT,a\nGGCC,b\n")
+    assert [r.id for r in read_records(path)] == ["1", "2"]
+
+
+def test_quoted_cells_on_one_line_are_read_without_their_quotes(tmp_path):
+    path = tmp_path / "t.tsv"  # as R's write.table writes a table
+    path.write_text('"id"\t"sequence"\t"label"\n"r1"\t"ACGT"\t"a"\n')
+    assert [(r.id, r.sequence, r.label) for r in read_records(path)] == [("r1", "ACGT", "a")]
 
 
 def test_missing_path(tmp_path):
