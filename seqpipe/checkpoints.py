@@ -201,7 +201,8 @@ class LastCheckpoint(ModelCheckpoint):
     (a non-finite loss must not leave a checkpoint behind).
 
     SIGTERM stops after a batch, so the resumed run is bit-identical to an uninterrupted one; Ctrl-C stops at once,
-    mostly inside a batch, whose random state and data the resumed run cannot repeat: that is said in one line."""
+    mostly inside a batch, whose random state and data the resumed run cannot repeat: that is said in one line. A
+    run stopped inside an epoch's validation validates that epoch again when resumed."""
 
     def __init__(self):
         super().__init__(filename="last", monitor=None, save_top_k=1, enable_version_counter=False)
@@ -210,11 +211,26 @@ class LastCheckpoint(ModelCheckpoint):
         if not isinstance(exception, (KeyboardInterrupt, SIGTERMException)) or trainer.state.fn != "fit":
             return
         path = self.format_checkpoint_name({})
+        in_validation = trainer.validating and not trainer.sanity_checking
+        if in_validation:
+            _validate_again_on_resume(trainer)
         self._save_checkpoint(trainer, path)
         if isinstance(exception, KeyboardInterrupt) and trainer.is_global_zero:
-            print(f"seqpipe: fit stopped by Ctrl-C; {path} resumes it (--ckpt_path last), but not bit-identically if it "
-                  f"stopped inside a batch: SIGTERM (kill {os.getpid()}) stops after the batch and resumes exactly",
-                  file=sys.stderr)
+            caveat = (f" (validating epoch {trainer.current_epoch} first)" if in_validation else
+                      f", but not bit-identically if it stopped inside a batch: SIGTERM (kill {os.getpid()}) stops after "
+                      "the batch and resumes exactly")
+            print(f"seqpipe: fit stopped by Ctrl-C; {path} resumes it (--ckpt_path last){caveat}", file=sys.stderr)
+
+
+def _validate_again_on_resume(trainer) -> None:
+    """A fit stopped inside the validation of an epoch: set the validation loop's counters to "restarted before its
+    first batch", the state in which Lightning's resumed fit runs that validation (whole) before the next epoch.
+    Saved as they are (training done, validation not), they would make it skip the validation, so the epoch would
+    never be scored, checkpointed as best or seen by early stopping."""
+    progress = trainer.fit_loop.epoch_loop.val_loop.batch_progress
+    done_before = progress.total.completed - progress.current.completed  # batches of the fit's earlier validations
+    for counter, before in ((progress.total, done_before), (progress.current, 0)):
+        counter.ready, counter.started, counter.processed, counter.completed = before + 1, before + 1, before, before
 
 
 class RandomState(Callback):

@@ -20,6 +20,7 @@ import yaml
 from jsonargparse import Namespace
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.trainer.states import TrainerStatus
 from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 
 from seqpipe.callbacks import QuietSanityCheck, StopPredictionOnSigterm
@@ -44,6 +45,8 @@ TOOLS = {
 }
 #: exit status of a run stopped by SIGTERM (128 + 15, as a shell reports a process killed by it)
 SIGTERM_EXIT = 143
+#: exit status of a run stopped by Ctrl-C (128 + 2, SIGINT)
+CTRL_C_EXIT = 130
 #: config keys whose class the recipe chooses; ``--help`` with a config also lists these classes' options
 SUBCLASS_KEYS = ("data", "model.head", "model.backbone.block")
 #: model arguments that change how a trained model runs, not what it is: the command line's win over a checkpoint's
@@ -137,7 +140,8 @@ class SeqpipeCLI(LightningCLI):
 
     def _run_subcommand(self, subcommand: str) -> None:
         """Run it; on a user error, or a resumed run that had already ended, remove the run directories this run
-        created and left unused (:func:`_remove_unused_runs`). SIGTERM stops it with SIGTERM_EXIT."""
+        created and left unused (:func:`_remove_unused_runs`). SIGTERM stops it with SIGTERM_EXIT, Ctrl-C (which
+        Lightning turns into exit status 1) with CTRL_C_EXIT."""
         created = [d for d in _run_directories(self.trainer) if not d.exists()]
         try:
             super()._run_subcommand(subcommand)
@@ -148,6 +152,12 @@ class SeqpipeCLI(LightningCLI):
             if self.trainer.is_global_zero:
                 print(f"seqpipe: {subcommand} stopped by SIGTERM{self._resume_hint(subcommand)}", file=sys.stderr)
             raise SystemExit(SIGTERM_EXIT) from None
+        except SystemExit:
+            if self.trainer.state.status != TrainerStatus.INTERRUPTED:
+                raise
+            if self.trainer.is_global_zero and subcommand != "fit":  # fit's last checkpoint says it (LastCheckpoint)
+                print(f"seqpipe: {subcommand} stopped by Ctrl-C{self._resume_hint(subcommand)}", file=sys.stderr)
+            raise SystemExit(CTRL_C_EXIT) from None
         if self._trained_nothing():
             _remove_unused_runs(created)
 

@@ -28,3 +28,14 @@ class SigtermAfterStep(Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if trainer.global_step == self.step:
             os.kill(os.getpid(), signal.SIGTERM)
+
+
+class CtrlCInValidation(Callback):
+    """Raises KeyboardInterrupt as the validation of training epoch ``epoch`` starts its first batch."""
+
+    def __init__(self, epoch: int = 0):
+        self.epoch = epoch
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
+        if trainer.current_epoch == self.epoch and not trainer.sanity_checking:
+            raise KeyboardInterrupt

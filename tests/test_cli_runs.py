@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 import yaml
@@ -77,8 +79,9 @@ def test_fit_names_its_checkpoints_and_best_last_resolve_to_the_newest_run(datas
     assert "--ckpt_path last: no last.ckpt under" in capfd.readouterr().err
 
 
-def fit_interrupted_and_resumed(dataset: Path, tmp_path: Path, interrupt: dict, *options) -> tuple[dict, dict, dict]:
-    """One fit of 3 epochs, and one stopped by the ``interrupt`` callback (exit 143) then resumed with
+def fit_interrupted_and_resumed(dataset: Path, tmp_path: Path, interrupt: dict, *options,
+                                stopped_exit: int = 143) -> tuple[dict, dict, dict]:
+    """One fit of 3 epochs, and one stopped by the ``interrupt`` callback (exit ``stopped_exit``) then resumed with
     ``--ckpt_path last``: their final checkpoints and the one the stopped run left."""
     full = write_config(tmp_path / "full.yaml", max_epochs=3)
     interrupted = yaml.safe_load(full.read_text())
@@ -87,7 +90,7 @@ def fit_interrupted_and_resumed(dataset: Path, tmp_path: Path, interrupt: dict, 
     common = ["--data.train", dataset / "train", *options]
 
     seqpipe("fit", "--config", full, *common, "--trainer.default_root_dir", tmp_path / "a")
-    assert exit_code("fit", "--config", tmp_path / "interrupted.yaml", *common, "--trainer.default_root_dir", tmp_path / "b") == 143
+    assert exit_code("fit", "--config", tmp_path / "interrupted.yaml", *common, "--trainer.default_root_dir", tmp_path / "b") == stopped_exit
     stopped = torch.load(tmp_path / "b/lightning_logs/version_0/checkpoints/last.ckpt", weights_only=True)
     seqpipe("fit", "--config", full, *common, "--trainer.default_root_dir", tmp_path / "b", "--ckpt_path", "last")
 
@@ -119,6 +122,20 @@ def test_run_resumed_mid_epoch_reaches_the_very_weights_of_an_uninterrupted_run(
         "--data.num_workers", str(num_workers),
     )
     assert (stopped["epoch"], stopped["global_step"]) == (1, 5)
+    for name, tensor in expected["state_dict"].items():
+        assert torch.equal(resumed["state_dict"][name], tensor), name
+
+
+def test_a_fit_stopped_by_ctrl_c_in_validation_validates_that_epoch_when_resumed(dataset, tmp_path):
+    """Ctrl-C inside epoch 1's validation (exit 130): the resumed run validates epoch 1 before training epoch 2 (saved
+    as they were, Lightning's counters would have it skip that validation), and ends where an uninterrupted run does."""
+    interrupt = {"class_path": "interrupt_helpers.CtrlCInValidation", "init_args": {"epoch": 1}}
+    expected, stopped, resumed = fit_interrupted_and_resumed(dataset, tmp_path, interrupt, stopped_exit=130)
+    assert (stopped["epoch"], stopped["global_step"]) == (1, 6)
+    whole, resumed_rows = (pd.read_csv(tmp_path / run / "metrics.csv").dropna(subset=["val/loss"]).set_index("epoch")
+                           for run in ("a/lightning_logs/version_0", "b/lightning_logs/version_1"))
+    assert list(whole.index) == [0, 1, 2] and list(resumed_rows.index) == [1, 2]
+    np.testing.assert_allclose(resumed_rows["val/loss"], whole.loc[[1, 2], "val/loss"], rtol=1e-6)
     for name, tensor in expected["state_dict"].items():
         assert torch.equal(resumed["state_dict"][name], tensor), name
 
@@ -188,17 +205,18 @@ def test_sigterm_mid_fit_stops_with_a_resumable_last_checkpoint_and_exit_143(dat
     assert checkpoint["epoch"] < 10_000 and "Traceback" not in err
 
 
-def test_sigterm_mid_predict_stops_leaving_no_partial_file_and_exit_143(dataset, run, tmp_path):
+@pytest.mark.parametrize(("stop", "status", "name"), [(signal.SIGTERM, 143, "SIGTERM"), (signal.SIGINT, 130, "Ctrl-C")])
+def test_a_signal_mid_predict_stops_leaving_no_partial_file(dataset, run, tmp_path, stop, status, name):
     records = [(f"q{i}", "ACGT" * 8) for i in range(20_000)]
     many = write_fasta(tmp_path / "many.fasta", records)
     out = tmp_path / "out" / "predictions.csv"
     process = start_seqpipe("predict", "--config", dataset / "config.yaml", "--data.predict", many, "--data.batch_size", 1,
                             "--ckpt_path", "best", "--trainer.default_root_dir", run, "--prediction.path", out)
     wait_for((out.parent, "*.partial"), process)
-    process.send_signal(signal.SIGTERM)
+    process.send_signal(stop)
     _, err = process.communicate(timeout=300)
-    assert process.returncode == 143, err[-3000:]
-    assert "seqpipe: predict stopped by SIGTERM; nothing was written" in err
+    assert process.returncode == status, err[-3000:]
+    assert f"seqpipe: predict stopped by {name}; nothing was written" in err and "Traceback" not in err
     assert list(out.parent.iterdir()) == []
 
 
