@@ -132,9 +132,9 @@ class DNAPretrainData(SplitDataModule):
     """Pre-training windows from genomes and/or the unlabelled sequences of classification sets.
 
     Args:
-        fasta: genome FASTA files or directories of them (plain, gzip or bgzip; ``.fa``, ``.fasta``, ``.fna``).
-            The last ``val_fraction`` of every contig is held out for validation.
-        sequences: classification data in any shape :class:`~seqpipe.data.dna.DNAClassificationData` reads
+        fasta: genome FASTA files or directories of them (plain, gzip or bgzip; ``.fa``, ``.fasta``, ``.fna``),
+            or one of them. The last ``val_fraction`` of every contig is held out for validation.
+        sequences: one or several classification data sets in any shape :class:`~seqpipe.data.dna.DNAClassificationData` reads
             (FASTA per class, labelled FASTA, TSV/CSV); labels are ignored — domain-adaptive pre-training on
             the very sequences a classifier will see. A seeded ``val_fraction`` of the records is held out.
         sequence_column: the sequence column of a TSV/CSV in ``sequences``.
@@ -158,8 +158,8 @@ class DNAPretrainData(SplitDataModule):
 
     def __init__(
         self,
-        fasta: list[str] | None = None,
-        sequences: list[str] | None = None,
+        fasta: list[str] | str | None = None,
+        sequences: list[str] | str | None = None,
         sequence_column: str = "sequence",
         objective: Objective = "masked",
         mask_fraction: float = 0.15,
@@ -181,7 +181,8 @@ class DNAPretrainData(SplitDataModule):
         for name, value in (("mask_fraction", mask_fraction), ("val_fraction", val_fraction), ("sequences_share", sequences_share)):
             if not 0 < value < 1:
                 raise ConfigError(f"data.{name} must be between 0 and 1 (exclusive), got {value}")
-        self.fasta, self.sequences, self.sequence_column = list(fasta or []), list(sequences or []), sequence_column
+        self.fasta, self.sequences = ([paths] if isinstance(paths, str) else list(paths or []) for paths in (fasta, sequences))
+        self.sequence_column = sequence_column
         self.objective, self.mask_fraction, self.window_length = objective, mask_fraction, check_window_length(window_length)
         self.windows_per_epoch, self.sequences_share, self.val_fraction = windows_per_epoch, sequences_share, val_fraction
         self.reverse_complement_augment = reverse_complement_augment

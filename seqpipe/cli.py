@@ -69,6 +69,13 @@ class SeqpipeCLI(LightningCLI):
     #: ``fit --ckpt_path``: the optimizer steps the checkpoint had trained (None without one)
     resumed_step: int | None = None
 
+    def init_parser(self, **kwargs):
+        """The parser of the command and of each subcommand; none takes an abbreviated option (``--trainer.max_epoch``
+        would pass as ``--trainer.max_epochs`` where no other option starts so, and be refused where one does)."""
+        parser = super().init_parser(**kwargs)
+        parser.allow_abbrev = False
+        return parser
+
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_lightning_class_args(PredictionWriter, "prediction")
 
@@ -283,6 +290,9 @@ def describe_parse_error(message: str, parser, argv: list[str]) -> str:
         key = not_taken.group(1)
         choices = [option.removeprefix("--") for option in subparser._option_string_actions]
         return _did_you_mean(f"{_config_with_key(argv, key)}{key} is not an option", key, choices)
+    wrong_type = _describe_wrong_type(message, argv)
+    if wrong_type:
+        return wrong_type
     if message.startswith("Problems parsing config"):
         for path in _config_files(argv):
             try:
@@ -294,6 +304,28 @@ def describe_parse_error(message: str, parser, argv: list[str]) -> str:
     return " ".join(line.strip() for line in message.splitlines() if line.strip())
 
 
+def _describe_wrong_type(message: str, argv: list[str]) -> str | None:
+    """``--data.batch_size: expected int, got 'x'`` for a value of the wrong type (jsonargparse nests the option's
+    key in its class's: ``Parser key "data": ... Parser key "batch_size": Expected a <class 'int'>. Got value: x``),
+    naming the config file when the value came from one; None for other errors."""
+    message = " ".join(line.strip() for line in message.splitlines() if line.strip())
+    keys = re.findall(r'Parser key "([\w.]+)"', message)
+    value = re.search(r"(?:Got value|Given value): (.+?)(?: - |$)", message)
+    if not keys or not value or "NestedArg" in value.group(1):
+        return None
+    innermost = message[message.rfind(f'Parser key "{keys[-1]}"'):value.start()]  # the option's own types
+    subtypes = re.search(r"Subtypes: \[(.*?)\] Errors", innermost)
+    types = re.findall(r"<class '(\w+)'>|(\w+\[\w+\])", subtypes.group(1)) if subtypes else re.findall(
+        r"Expected an? <class '(\w+)'>()", innermost)
+    if not types:
+        return None
+    names = list(dict.fromkeys("null" if name == "NoneType" else name or generic for name, generic in types))
+    key = ".".join(keys)
+    given = any(arg.split("=")[0].replace(".init_args.", ".") == f"--{key}" for arg in argv)
+    where = "" if given else _config_with_key(argv, key)
+    return f"{where}{'' if where else '--'}{key}: expected {' or '.join(names)}, got {value.group(1)!r}"
+
+
 def _config_files(argv: list[str]) -> list[Path]:
     """The ``--config`` files named in ``argv`` that exist."""
     paths = [arg.split("=", 1)[1] if arg.startswith("--config=") else argv[index + 1]
@@ -303,9 +335,9 @@ def _config_files(argv: list[str]) -> list[Path]:
 
 
 def _config_with_key(argv: list[str], dotted: str) -> str:
-    """``"path: "`` for the first ``--config`` file in ``argv`` that sets ``dotted`` (``model.head.kmer_size``, its
-    ``init_args`` levels left out), or ``""``."""
-    for path in _config_files(argv):
+    """``"path: "`` for the last ``--config`` file in ``argv`` that sets ``dotted`` (``model.head.kmer_size``, its
+    ``init_args`` levels left out), the one whose value counts, or ``""``."""
+    for path in reversed(_config_files(argv)):
         try:
             node = yaml.safe_load(path.read_text())
         except yaml.YAMLError:

@@ -344,6 +344,30 @@ def test_misspelt_option_is_one_line_with_the_closest_names(dataset, capsys):
     assert "--model.lrr is not an option; did you mean --model.lr" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("option, says", [
+    ("--trainer.max_epoch", "--trainer.max_epoch is not an option; did you mean --trainer.max_epochs"),  # no abbreviations
+    ("--ckpt", "--ckpt is not an option; did you mean --ckpt_path?"),
+])
+def test_an_abbreviated_option_is_refused_like_a_misspelt_one(dataset, tmp_path, capsys, option, says):
+    assert exit_code("fit", "--config", dataset / "config.yaml", "--data.train", dataset / "train",
+                     "--trainer.default_root_dir", tmp_path, option, "2") == 2
+    assert capsys.readouterr().err.startswith(f"seqpipe: error: {says}")
+    assert not (tmp_path / "lightning_logs").exists()
+
+
+def test_a_value_of_the_wrong_type_is_one_line_naming_the_option_or_file(dataset, tmp_path, capsys):
+    fit = ["fit", "--config", dataset / "config.yaml", "--data.train", dataset / "train", "--trainer.default_root_dir", tmp_path]
+    for option, value, says in [("--trainer.max_epochs", "two", "--trainer.max_epochs: expected int or null, got 'two'"),
+                                ("--data.batch_size", "x", "--data.batch_size: expected int, got 'x'"),
+                                ("--model.backbone.init_args.d_model", "1.5", "--model.backbone.d_model: expected int, got '1.5'")]:
+        assert exit_code(*fit, option, value) == 2
+        assert capsys.readouterr().err == f"seqpipe: error: {says}\n"
+    override = tmp_path / "more.yaml"
+    override.write_text("trainer:\n  max_epochs: many\n")
+    assert exit_code(*fit, "--config", override) == 2
+    assert capsys.readouterr().err == f"seqpipe: error: {override}: trainer.max_epochs: expected int or null, got 'many'\n"
+
+
 def test_a_config_files_misspelt_key_or_broken_yaml_is_one_line_naming_the_file(dataset, tmp_path, capsys):
     config = copy.deepcopy(CONFIG)
     config["trainer"]["max_epocs"] = 1

@@ -130,7 +130,7 @@ def test_masked_lm_loss_decreases_on_a_genome_with_planted_repeats_then_fine_tun
                  "init_args": {"objective": "masked", "window_length": 96, "windows_per_epoch": 64, "batch_size": 16,
                                "val_fraction": 0.2}},
     }
-    version = fit(tmp_path, "lm", config, "--data.fasta", f"[{genome}]")
+    version = fit(tmp_path, "lm", config, "--data.fasta", str(genome))  # one path, or a list of them
     metrics = pd.read_csv(version / "metrics.csv")
     val_loss = metrics["val/loss"].dropna().to_numpy()
     assert val_loss[-1] < 0.8 * np.log(4) and val_loss[-1] < val_loss[0]
