@@ -4,7 +4,8 @@
 handle opens lazily in each process, so DataLoader workers never share one. A plain-gzip FASTA, which
 pyfaidx cannot seek, is decompressed once into a cache directory (``$SEQPIPE_CACHE``, else
 ``~/.cache/seqpipe/genomes``) under a name keyed by the source's path, size and modification time; bgzip
-FASTAs are read in place. :class:`Track` reads a zarr group holding one 1-D array per chromosome.
+FASTAs are read in place. Nothing is written beside the user's FASTA: its pyfaidx index is the ``.fai`` already
+there, or one made in the cache (``index/``, keyed the same way). :class:`Track` reads a zarr group holding one 1-D array per chromosome.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import zlib
 from pathlib import Path
 
 import numpy as np
+from lightning.pytorch.utilities import rank_zero_info
 
 from seqpipe.data.tokenizers import DNATokenizer
 from seqpipe.errors import DataError
@@ -55,6 +57,8 @@ def seekable_fasta(path: str | Path, cache: str | Path | None = None) -> Path:
     name = path.name[:-3] if path.name.endswith(".gz") else path.name + ".fa"
     target = cache_dir(cache) / key / name
     if not target.exists():
+        rank_zero_info(f"{path}: plain gzip, which cannot be read in place; decompressing it once to {target} (bgzip "
+                       "reads in place; --data.cache_dir or $SEQPIPE_CACHE choose the folder)")
         target.parent.mkdir(parents=True, exist_ok=True)
         partial = target.with_name(f"{target.name}.{os.getpid()}.partial")
         try:
@@ -101,11 +105,14 @@ class Genome:
             import pyfaidx
 
             index = self.path.with_name(self.path.name + ".fai")
-            if not index.exists() and not os.access(self.path.parent, os.W_OK):
-                index = cache_dir(self._cache) / "index" / (hashlib.sha1(str(self.path.resolve()).encode()).hexdigest()[:12] + ".fai")
+            if not index.exists() and self.path == self.source:  # nothing is written beside the user's FASTA
+                stat = self.path.stat()
+                key = f"{self.path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+                index = cache_dir(self._cache) / "index" / (hashlib.sha1(key.encode()).hexdigest()[:12] + ".fai")
                 index.parent.mkdir(parents=True, exist_ok=True)
+            blocks = index.with_suffix(".gzi")  # a bgzip FASTA's block index, kept with the .fai
             try:
-                self._fasta = pyfaidx.Fasta(str(self.path), indexname=str(index), as_raw=True)
+                self._fasta = pyfaidx.Fasta(str(self.path), indexname=str(index), gzi_indexname=str(blocks), as_raw=True)
             except (pyfaidx.FastaIndexingError, ValueError, OSError) as error:
                 raise DataError(self.source, f"cannot index this FASTA with pyfaidx: {error}") from None
             self._pid = os.getpid()

@@ -45,6 +45,17 @@ def test_genome_reads_every_compression_like_the_sequence(tmp_path, kind):
     if kind == "gzip":  # decompressed once, into the cache, and reused
         assert genome.path.parent.parent == tmp_path / "cache"
         assert Genome(fasta, cache=tmp_path / "cache").path == genome.path
+    assert sorted(p.name for p in fasta.parent.iterdir()) == ["cache", fasta.name]  # no index beside the user's FASTA
+
+
+def test_an_index_beside_the_fasta_is_used_and_an_edited_fasta_indexed_anew(tmp_path):
+    fasta, sequences = write_genome(tmp_path, seed=3)
+    Genome(fasta, cache=tmp_path / "cache")
+    fasta.write_text(">chrZ\n" + sequences["chrA"][:100] + "\n")  # edited in place: the cached index must not be reused
+    assert Genome(fasta, cache=tmp_path / "cache").chrom_sizes == {"chrZ": 100}
+    beside = fasta.with_name(fasta.name + ".fai")
+    beside.write_text("chrY\t50\t6\t100\t101\n")  # the user's own index (samtools faidx) is the one read
+    assert Genome(fasta, cache=tmp_path / "cache").chrom_sizes == {"chrY": 50}
 
 
 def test_read_off_chromosome_ends_is_n(genome_files):
