@@ -257,10 +257,10 @@ def make_audio_clip_dataset(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="seqpipe synthetic", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="seqpipe synthetic", description=__doc__.split("\n")[0], allow_abbrev=False)
     datasets = parser.add_subparsers(dest="dataset", required=True, metavar="DATASET")
 
-    dna = datasets.add_parser("dna-motifs", help="DNA classification with planted motifs, one FASTA per class")
+    dna = datasets.add_parser("dna-motifs", allow_abbrev=False, help="DNA classification with planted motifs, one FASTA per class")
     dna.add_argument("--out", required=True, type=Path, help="output directory")
     dna.add_argument("--seed", type=int, default=0)
     dna.add_argument("--n-train", type=int, default=1500)
@@ -268,14 +268,14 @@ def main(argv: list[str] | None = None) -> int:
     dna.add_argument("--length", type=int, default=200)
     dna.set_defaults(make=lambda a: make_dna_motif_dataset(a.out, a.seed, a.n_train, a.n_test, length=a.length))
 
-    series = datasets.add_parser("sine-series", help="multivariate hourly series (sinusoids, trend, noise) as CSV and zarr")
+    series = datasets.add_parser("sine-series", allow_abbrev=False, help="multivariate hourly series (sinusoids, trend, noise) as CSV and zarr")
     series.add_argument("--out", required=True, type=Path, help="output directory")
     series.add_argument("--seed", type=int, default=0)
     series.add_argument("--rows", type=int, default=2000)
     series.add_argument("--columns", type=int, default=3)
     series.set_defaults(make=lambda a: make_sine_series(a.out, a.seed, a.rows, a.columns))
 
-    clips = datasets.add_parser("audio-clips", help="labelled audio clips (signals or word-like formants), class folders")
+    clips = datasets.add_parser("audio-clips", allow_abbrev=False, help="labelled audio clips (signals or word-like formants), class folders")
     clips.add_argument("--out", required=True, type=Path, help="output directory")
     clips.add_argument("--seed", type=int, default=0)
     clips.add_argument("--kind", choices=["signals", "formants"], default="signals")

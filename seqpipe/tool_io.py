@@ -7,6 +7,7 @@ when complete, a path that is not a seqpipe output of the same kind refused befo
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Callable
 
@@ -18,7 +19,7 @@ def tool_parser(prog: str, doc: str, checkpoint: bool = True) -> argparse.Argume
     paragraph; ``checkpoint``: with ``--ckpt_path`` and ``--trust_module`` (the DNA tools that load a model)."""
     paragraphs = doc.split("\n\n", 2)
     parser = argparse.ArgumentParser(prog=prog, description=paragraphs[0], formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog=paragraphs[2] if len(paragraphs) > 2 else None)
+                                     epilog=paragraphs[2] if len(paragraphs) > 2 else None, allow_abbrev=False)
     if checkpoint:
         parser.add_argument("--ckpt_path", required=True, help="checkpoint of a DNA model trained with seqpipe fit")
         parser.add_argument("--trust_module", action="append", default=[], metavar="MODULE",
@@ -27,13 +28,29 @@ def tool_parser(prog: str, doc: str, checkpoint: bool = True) -> argparse.Argume
     return parser
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised where the tool is (as Ctrl-C raises KeyboardInterrupt), so its outputs are discarded."""
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated
+
+
 def run_tool(tool: Callable[[argparse.Namespace], None], parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
     """Parses ``argv`` and runs ``tool`` on the options; a user error is printed as one line and gives exit code 2,
-    success 0."""
+    success 0. Ctrl-C and SIGTERM stop it in one line with exit code 130 / 143, its unfinished outputs discarded
+    (:func:`seqpipe.outputs.writing` discards them on any exception)."""
     options = parser.parse_args(argv)
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         tool(options)
     except SeqpipeError as error:
         print(f"seqpipe: error: {error}", file=sys.stderr)
         return 2
+    except (KeyboardInterrupt, Terminated) as stop:
+        name, status = ("Ctrl-C", 130) if isinstance(stop, KeyboardInterrupt) else ("SIGTERM", 143)
+        print(f"{parser.prog}: stopped by {name}; nothing was written", file=sys.stderr)
+        return status
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     return 0

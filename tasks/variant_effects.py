@@ -36,6 +36,7 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack, closing, contextmanager
 from dataclasses import dataclass
+from itertools import takewhile
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +44,7 @@ import pandas as pd
 import torch
 
 from seqpipe.data.genome_io import Genome
+from seqpipe.data.readers import open_text
 from seqpipe.dna_alphabet import BASES, DNA_VOCAB
 from seqpipe.errors import ConfigError, DataError
 from seqpipe.outputs import Output, writing
@@ -124,9 +126,43 @@ def open_vcf(vcf_path: Path):
         raise DataError(vcf_path, f"cannot be read as a VCF: {error}") from None
 
 
+def read_vcf(vcf_path: Path):
+    """The open VCF (cyvcf2; close it), its records (cyvcf2 variants) and their alleles, one per ALT.
+
+    INFO keys and FILTER values the header does not declare (common in real files) are declared as the file is
+    opened again (an undeclared INFO key as ``Number=.`` strings, or a flag), so that the scored VCF can be written;
+    one warning names them."""
+    vcf = open_vcf(vcf_path)
+    declared = {(line.type, line.info().get("ID")) for line in vcf.header_iter()}
+    records, alleles = read_alleles(vcf, vcf_path)
+    undeclared = {}
+    for variant in records:
+        undeclared.update({("INFO", key): isinstance(value, bool) for key, value in variant.INFO
+                           if ("INFO", key) not in declared})
+        undeclared.update({("FILTER", name): False for name in (variant.FILTER or "").split(";")
+                           if name and ("FILTER", name) not in declared})
+    if not undeclared:
+        return vcf, records, alleles
+    vcf.close()
+    vcf = open_vcf(vcf_path)
+    for (kind, name), flag in undeclared.items():
+        note = "not declared in the input VCF's header; declared by seqpipe variants"
+        if kind == "FILTER":
+            vcf.add_filter_to_header({"ID": name, "Description": note})
+        else:
+            vcf.add_info_to_header({"ID": name, "Number": "0" if flag else ".", "Type": "Flag" if flag else "String",
+                                    "Description": note})
+    records, alleles = read_alleles(vcf, vcf_path)
+    names = ", ".join(f"{kind} {name}" for kind, name in undeclared)
+    print(f"seqpipe: warning: {vcf_path}: its header does not declare {names}; the scored VCF declares them",
+          file=sys.stderr)
+    return vcf, records, alleles
+
+
 def read_alleles(vcf, vcf_path: Path):
     """The records (cyvcf2 variants) of an open VCF and their alleles, one per ALT. A malformed record is one error
-    that says what htslib found wrong (htslib prints it to the process's stderr, which is read here instead)."""
+    that says what htslib found wrong, naming the line (htslib prints it to the process's stderr, which is read here
+    instead); htslib's warnings are passed on, less those about undeclared tags (:func:`read_vcf` names them)."""
     records, alleles = [], []
     with tempfile.TemporaryFile() as htslib_log:
         try:
@@ -137,11 +173,18 @@ def read_alleles(vcf, vcf_path: Path):
                         alleles.append(Allele(number - 1, variant.CHROM, variant.POS - 1, variant.REF, alt, variant.ID or "."))
         except Exception as error:  # htslib reports a malformed record as a generic exception
             errors = [line.partition("] ")[2] for line in read_log(htslib_log) if line.startswith("[E::")]
-            raise DataError(vcf_path, f"malformed VCF: {errors[0] if errors else error}", record=len(records) + 1) from None
-        sys.stderr.write("".join(f"{line}\n" for line in read_log(htslib_log)))  # htslib's warnings, as they were
+            raise DataError(vcf_path, f"malformed VCF: {errors[0] if errors else error}",
+                            line=header_lines(vcf_path) + len(records) + 1) from None
+        sys.stderr.write("".join(f"{line}\n" for line in read_log(htslib_log) if "is not defined in the header" not in line))
     if not records:
         raise DataError(vcf_path, "no variant records")
     return records, alleles
+
+
+def header_lines(vcf_path: Path) -> int:
+    """How many lines of the (plain or gzipped) VCF come before its first record."""
+    with open_text(vcf_path) as lines:
+        return sum(1 for _ in takewhile(lambda line: line.startswith("#"), lines))
 
 
 @contextmanager
@@ -186,8 +229,8 @@ def score_vcf(options: argparse.Namespace) -> None:
         model = load_model(options.ckpt_path, options.chunk_size, options.trust_module, options.device)
         names = label_names(model)
         genome = stack.enter_context(closing(Genome(options.fasta, options.cache_dir)))
-        vcf = stack.enter_context(closing(open_vcf(Path(options.vcf))))
-        records, alleles = read_alleles(vcf, Path(options.vcf))
+        vcf, records, alleles = read_vcf(Path(options.vcf))
+        stack.callback(vcf.close)
         reasons = [check_allele(a, genome) for a in alleles]
         scored = [a for a, reason in zip(alleles, reasons) if reason is None]
         if not scored:

@@ -119,8 +119,25 @@ def test_a_malformed_record_is_one_line_saying_what_htslib_found(tmp_path, capfd
     assert main(["--ckpt_path", str(tmp_path / "m.ckpt"), "--data.fasta", fasta, "--vcf", vcf, "--window", str(WINDOW),
                  "--out", str(tmp_path / "out")]) == 2
     assert capfd.readouterr().err.splitlines() == [
-        f"seqpipe: error: {vcf}, record #2: malformed VCF: Could not parse the position 'abc'"]
+        f"seqpipe: error: {vcf}, line 5: malformed VCF: Could not parse the position 'abc'"]
     assert not list(tmp_path.glob("out*"))
+
+
+def test_info_keys_and_filters_the_header_does_not_declare_are_declared_in_the_scored_vcf(tmp_path, capfd):
+    write_checkpoint(tmp_path / "m.ckpt", CAUSAL_CLASSIFIER, ["neg", "pos"])
+    fasta = write_fasta(tmp_path / "g.fa", {"chr1": CHROM})
+    alt = "ACGT".replace(CHROM[200], "")[0]
+    vcf = tmp_path / "v.vcf"  # DP, XF (a flag) and the filter q10 are used but not declared, as in many real files
+    vcf.write_text("##fileformat=VCFv4.2\n##contig=<ID=chr1,length=400>\n#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n"
+                   f"chr1\t201\trs1\t{CHROM[200]}\t{alt}\t50\tq10\tDP=3;XF\n")
+    assert main(["--ckpt_path", str(tmp_path / "m.ckpt"), "--data.fasta", str(fasta), "--vcf", str(vcf),
+                 "--window", str(WINDOW), "--out", str(tmp_path / "out")]) == 0
+    err = capfd.readouterr().err
+    assert f"seqpipe: warning: {vcf}: its header does not declare INFO DP, INFO XF, FILTER q10; the scored VCF declares them" in err
+    assert "not defined in the header" not in err  # htslib's own warnings are replaced by that line
+    [variant] = VCF(str(tmp_path / "out.vcf.gz"))
+    assert (variant.INFO["DP"], variant.INFO["XF"], variant.FILTER) == ("3", True, "q10")
+    assert variant.INFO["SEQPIPE_DIFF_pos"] == pytest.approx(-variant.INFO["SEQPIPE_DIFF_neg"], abs=1e-5)
 
 
 def test_a_variant_scores_like_its_complement_on_the_reverse_complement_genome(tmp_path):
@@ -229,3 +246,30 @@ def test_device_option_is_checked_and_cuda_scores_equal_cpu_scores(tmp_path, cap
         assert main([*args, "--out", str(tmp_path / device), "--device", device]) == 0
         tables.append(pd.read_csv(tmp_path / f"{device}.tsv", sep="\t"))
     np.testing.assert_allclose(tables[0]["diff_CDS"], tables[1]["diff_CDS"], atol=1e-5)
+
+
+@pytest.mark.parametrize(("stop", "status", "name"), [("ctrl-c", 130, "Ctrl-C"), ("sigterm", 143, "SIGTERM")])
+def test_a_tool_stopped_by_ctrl_c_or_sigterm_says_so_in_one_line_and_leaves_nothing(tmp_path, capsys, monkeypatch,
+                                                                                    stop, status, name):
+    import os
+    import signal
+    import time
+
+    write_checkpoint(tmp_path / "m.ckpt", CAUSAL_CLASSIFIER, ["neg", "pos"])
+    fasta = write_fasta(tmp_path / "g.fa", {"chr1": CHROM})
+    vcf = write_vcf(tmp_path / "v.vcf", [("chr1", 201, "rs1", CHROM[200], "ACGT".replace(CHROM[200], "")[0])], {"chr1": 400})
+
+    def stopped(*args, **kwargs):  # in the middle of the scoring, its outputs begun
+        if stop == "ctrl-c":
+            raise KeyboardInterrupt
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)
+        pytest.fail("SIGTERM did not stop the tool")
+
+    monkeypatch.setattr(variant_effects, "score_alleles", stopped)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert main(["--ckpt_path", str(tmp_path / "m.ckpt"), "--data.fasta", fasta, "--vcf", vcf, "--window", str(WINDOW),
+                 "--out", str(tmp_path / "out")]) == status
+    assert capsys.readouterr().err.splitlines() == [f"seqpipe variants: stopped by {name}; nothing was written"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the tool's handler is gone with it
