@@ -195,6 +195,33 @@ def describe_head(class_path: str) -> str:
         return class_path
 
 
+class BestCheckpoint(ModelCheckpoint):
+    """Writes ``best.ckpt``, the best epoch by ``monitor``, over the epochs a resumed run's checkpoint had trained too.
+
+    A resumed run writes into a new ``version_N``, and Lightning then forgets the best score so far: the first epoch
+    after the resume would be "best" however it scored. Here the earlier score stays the bar to beat, and the earlier
+    run's ``best.ckpt`` stays where it is (never removed), so ``--ckpt_path best`` (the newest ``version_N`` holding
+    one) is the best epoch of the whole run."""
+
+    def __init__(self, monitor: str, mode: str):
+        super().__init__(monitor=monitor, mode=mode, filename="best", enable_version_counter=False)
+
+    @property
+    def state_key(self) -> str:
+        return super().state_key.replace(type(self).__qualname__, ModelCheckpoint.__qualname__, 1)  # as saved before
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        score = state_dict.get("best_model_score")
+        if state_dict.get("dirpath", self.dirpath) != self.dirpath and score is not None and self.best_model_path:
+            self.best_model_score, self.best_k_models = score, {self.best_model_path: score}
+            self.kth_best_model_path, self.kth_value = self.best_model_path, score
+
+    def _remove_checkpoint(self, trainer, filepath: str) -> None:
+        if Path(filepath).parent == Path(self.dirpath):  # an earlier run's best.ckpt is that run's to keep
+            super()._remove_checkpoint(trainer, filepath)
+
+
 class LastCheckpoint(ModelCheckpoint):
     """Writes ``last.ckpt`` at the end of every epoch, and when a run is interrupted (SIGTERM, Ctrl-C),
     so that ``fit --ckpt_path last`` resumes where it stopped. Nothing is written when the run failed

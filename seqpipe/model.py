@@ -7,13 +7,13 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint, Timer
+from lightning.pytorch.callbacks import Timer
 from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
 from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
 from seqpipe.backbone import Backbone, position_reading_ahead
-from seqpipe.checkpoints import LastCheckpoint, RandomState
+from seqpipe.checkpoints import BestCheckpoint, LastCheckpoint, RandomState
 from seqpipe.chunked import chunked_forward, chunked_mean, chunked_mean_max, valid_mean
 from seqpipe.contracts import DataInfo, InputSpec, TokenInput
 from seqpipe.errors import ConfigError, TrainingDiverged, location
@@ -377,9 +377,7 @@ class SequenceModel(L.LightningModule):
     def configure_callbacks(self):
         """Keep the best checkpoint by the head's validation metric (``best.ckpt``) and the end of every epoch
         (``last.ckpt``), with the random state that makes resuming from it exact."""
-        best = ModelCheckpoint(monitor=self.head.monitor, mode=self.head.monitor_mode, filename="best",
-                               enable_version_counter=False)
-        return [best, LastCheckpoint(), RandomState()]
+        return [BestCheckpoint(self.head.monitor, self.head.monitor_mode), LastCheckpoint(), RandomState()]
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if "max_time_schedule" in checkpoint:

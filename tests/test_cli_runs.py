@@ -140,6 +140,29 @@ def test_a_fit_stopped_by_ctrl_c_in_validation_validates_that_epoch_when_resumed
         assert torch.equal(resumed["state_dict"][name], tensor), name
 
 
+@pytest.mark.parametrize("earlier_best", [2.0, -1.0])
+def test_best_after_a_resume_is_the_best_epoch_of_the_whole_run(dataset, tmp_path, capsys, earlier_best):
+    """The earlier run's best val/acc is made unbeatable (2.0) or beaten by anything (-1.0) in its last.ckpt: the
+    resumed run's best.ckpt is written only in the second case, and the earlier run's best.ckpt is kept in both."""
+    fit = ["fit", "--config", dataset / "config.yaml", "--data.train", dataset / "train", "--trainer.default_root_dir", tmp_path]
+    seqpipe(*fit, "--trainer.max_epochs", 2)
+    first = tmp_path / "lightning_logs/version_0/checkpoints"
+    last = torch.load(first / "last.ckpt", weights_only=True)
+    [key] = [k for k in last["callbacks"] if k.startswith("ModelCheckpoint{'monitor': 'val/acc'")]
+    last["callbacks"][key]["best_model_score"] = torch.tensor(earlier_best)
+    torch.save(last, first / "last.ckpt")
+    capsys.readouterr()
+    seqpipe(*fit, "--trainer.max_epochs", 3, "--ckpt_path", "last")
+    resumed = tmp_path / "lightning_logs/version_1/checkpoints"
+    assert (first / "best.ckpt").exists() and (resumed / "best.ckpt").exists() == (earlier_best < 0)
+    best = resumed / "best.ckpt" if earlier_best < 0 else first / "best.ckpt"
+    out = capsys.readouterr().out
+    assert f"): {best}\n" in out and ("best checkpoint (val/acc 2): " in out) == (earlier_best > 0)
+    seqpipe("test", "--config", dataset / "config.yaml", "--data.train", dataset / "train", "--data.test",
+            dataset / "test", "--ckpt_path", "best", "--trainer.default_root_dir", tmp_path)
+    assert f"--ckpt_path best: {best}" in capsys.readouterr().out
+
+
 def test_fit_ckpt_path_last_without_a_run_is_one_line(dataset, tmp_path, capsys):
     assert exit_code("fit", "--config", dataset / "config.yaml", "--data.train", dataset / "train",
                      "--trainer.default_root_dir", tmp_path, "--ckpt_path", "last") == 2
