@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from seqpipe.dna_alphabet import BASES, DNA_COMPLEMENT, DNA_VOCAB, reverse_valid
-from seqpipe.errors import ConfigError
+from seqpipe.errors import ConfigError, DataError
 from seqpipe.outputs import Output, writing
 from seqpipe.tasks.dna_classification import DNASequenceClassification
 from seqpipe.tasks.model_scoring import (TOKENIZER, add_device_option, add_table_options, batches, class_probabilities,
@@ -47,6 +47,8 @@ from seqpipe.tasks.model_scoring import (TOKENIZER, add_device_option, add_table
 from seqpipe.tool_io import run_tool, tool_parser
 
 BASE_IDS = torch.tensor([DNA_VOCAB[b] for b in BASES])
+#: the longest record explained: ISM's 3 L mutants of L bases are 3 x 10^8 bases at 10 kb (minutes on a CPU)
+LONGEST_EXPLAINED = 10_000
 
 
 class Explainer:
@@ -70,11 +72,15 @@ class Explainer:
         (0 at the record's own base, which is not scored again)."""
         length = len(x)
         positions, bases = torch.nonzero(BASE_IDS[None, :] != x[:, None], as_tuple=True)
-        mutants = x.repeat(len(positions), 1)
-        mutants[torch.arange(len(positions)), positions] = BASE_IDS[bases]
+
+        def mutants(part: slice) -> torch.Tensor:  # one batch at a time: all 3L of them would hold 3L x L ids
+            batch = x.repeat(len(positions[part]), 1)
+            batch[torch.arange(len(batch)), positions[part]] = BASE_IDS[bases[part]]
+            return batch
+
         with torch.no_grad():
             reference = self.score(x[None])
-            scores = torch.cat([self.score(mutants[part]) for part in batches(len(mutants), batch_size)])
+            scores = torch.cat([self.score(mutants(part)) for part in batches(len(positions), batch_size)])
         effects = torch.zeros(length, 4)
         effects[positions, bases] = scores - reference
         return effects
@@ -131,11 +137,16 @@ def explain(options: argparse.Namespace) -> None:
         if target not in names:
             raise ConfigError(f"--target {target!r} is not a class of the model ({names})")
         span = parse_span(options.span)
-        sequences = predict_data(model, options.predict, options).splits["predict"]  # the readers refuse empty records
+        sequences = predict_data(model, options.predict, options, fasta=options.fasta).splits["predict"]  # the readers refuse empty records
         ids, records = sequences.ids, [torch.from_numpy(tokens).long() for tokens in sequences.tokens]
         if isinstance(model.head, DNASequenceClassification) and model.head.kmer_size:
             print(f"seqpipe explain: note: the head's {model.head.kmer_size}-mer counts have no gradient; the gradient "
                   "maps cover the backbone's path only, ISM includes the k-mer features", file=sys.stderr)
+        too_long = next((i for i, x in enumerate(records) if len(x) > LONGEST_EXPLAINED), None)
+        if too_long is not None:
+            raise DataError(options.predict, f"a record of {len(records[too_long]):,} bases is longer than the "
+                            f"{LONGEST_EXPLAINED:,} explained at most: ISM scores 3 mutants of the whole record per base "
+                            "(3 L^2 bases); explain a region of it (a BED row with --data.fasta)", record=ids[too_long])
         explainer = Explainer(model, names.index(target), span)
         longest = max(len(x) for x in records)
         ism, gradient = (np.full((len(records), longest, 4), np.nan, np.float32) for _ in range(2))
@@ -202,7 +213,8 @@ def safe_name(text: str) -> str:
 
 def parser() -> argparse.ArgumentParser:
     p = tool_parser("seqpipe explain", __doc__)
-    p.add_argument("--data.predict", dest="predict", required=True, help="the sequences to explain: a FASTA file (plain or gzip), a folder of FASTA files or a TSV/CSV table, as for predict")
+    p.add_argument("--data.predict", dest="predict", required=True, help="the sequences to explain: a FASTA file (plain or gzip), a folder of FASTA files, a TSV/CSV table or a BED file, as for predict")
+    p.add_argument("--data.fasta", dest="fasta", help="a BED --data.predict: the genome FASTA its rows refer to")
     p.add_argument("--out", required=True, help="prefix of the outputs: PREFIX.npz and PREFIX.logos/")
     p.add_argument("--target", help="the class whose log-odds is explained (default: the last class)")
     p.add_argument("--span", help="per-base models: START:END, the positions whose probabilities are averaged")

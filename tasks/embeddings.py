@@ -51,7 +51,7 @@ def embed(options: argparse.Namespace) -> None:
         raise ConfigError(f"--chunk_size must be >= 1, got {options.chunk_size}")
     output = Output(options.output, "embeddings zarr", folder=True)
     model = load_model(options.ckpt_path, trusted_modules=options.trust_module)
-    data = predict_data(model, options.input, options, options.batch_size, options.fasta)  # before the output is claimed
+    data = predict_data(model, options.input, options, options.batch_size, options.fasta, input_option="--input")  # before the output is claimed
     records = data.splits["predict"]
     with writing(output) as (partial,):
         import zarr

@@ -240,3 +240,29 @@ def test_a_kmer_head_is_noted_and_its_kmers_move_ism_but_not_gradients(tmp_path,
     assert "the head's 2-mer counts have no gradient" in capsys.readouterr().err
     result = np.load(tmp_path / "e.npz")
     assert np.abs(result["ism"]).max() > 1e-3 and np.abs(result["gradient"]).max() == 0
+
+
+def test_bed_rows_are_explained_as_their_bases_and_a_record_too_long_is_one_line(tmp_path, capsys, monkeypatch):
+    from seqpipe.tasks import attribution
+
+    write_checkpoint(tmp_path / "m.ckpt", CAUSAL_CLASSIFIER, ["neg", "pos"])
+    chrom = random_sequence(300)
+    genome = write_fasta(tmp_path / "g.fa", {"chr1": chrom})
+    (tmp_path / "rows.bed").write_text("chr1\t20\t60\trow1\n")
+    common = ["--ckpt_path", str(tmp_path / "m.ckpt"), "--top", "1"]
+    assert main([*common, "--data.predict", str(tmp_path / "rows.bed"), "--out", str(tmp_path / "e")]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"seqpipe: error: --data.predict {tmp_path / 'rows.bed'} is a BED file: give --data.fasta, the genome its rows refer to"]
+    assert main([*common, "--data.predict", str(tmp_path / "rows.bed"), "--data.fasta", genome, "--out", str(tmp_path / "bed")]) == 0
+    assert main([*common, "--data.predict", write_fasta(tmp_path / "row.fa", {"row1": chrom[20:60]}), "--out", str(tmp_path / "fa")]) == 0
+    bed, fasta = np.load(tmp_path / "bed.npz"), np.load(tmp_path / "fa.npz")
+    np.testing.assert_array_equal(bed["ism"], fasta["ism"])
+
+    monkeypatch.setattr(attribution, "LONGEST_EXPLAINED", 39)
+    capsys.readouterr()
+    assert main([*common, "--data.predict", str(tmp_path / "row.fa"), "--out", str(tmp_path / "long")]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"seqpipe: error: {tmp_path / 'row.fa'}, record 'row1': a record of 40 bases is longer than the 39 explained at "
+        "most: ISM scores 3 mutants of the whole record per base (3 L^2 bases); explain a region of it (a BED row with "
+        "--data.fasta)"]
+    assert not list(tmp_path.glob("long*"))
