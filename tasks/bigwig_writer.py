@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     """``seqpipe bigwig``; returns the exit code."""
     parser = tool_parser("seqpipe bigwig", __doc__, checkpoint=False)
     parser.add_argument("zarr", help="genome predictions written by GenomePredictionWriter")
-    parser.add_argument("out", help="the bigWig to write (an existing file is not replaced)")
+    parser.add_argument("out", help="the bigWig to write (its own earlier output is replaced, anything else there refused)")
     parser.add_argument("--score", help="the class to write (default: the last)")
     return run_tool(convert, parser, argv)
 
