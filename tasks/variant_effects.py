@@ -216,6 +216,9 @@ def score_vcf(options: argparse.Namespace) -> None:
     paths = [out.with_name(out.name + suffix) for suffix in (".tsv", ".vcf.gz", ".skipped.tsv")]
     if options.window < 1:
         raise ConfigError(f"--window must be >= 1, got {options.window}")
+    if options.window % 2 == 0:
+        print(f"seqpipe: warning: --window {options.window} is even: the variant is not at its centre, so the two "
+              "strands' windows are not mirror images (an odd window makes them so)", file=sys.stderr)
     span = None
     if options.span is not None:
         if not 1 <= options.span <= options.window:

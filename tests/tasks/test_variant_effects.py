@@ -123,6 +123,17 @@ def test_a_malformed_record_is_one_line_saying_what_htslib_found(tmp_path, capfd
     assert not list(tmp_path.glob("out*"))
 
 
+def test_an_even_window_is_scored_with_a_warning(tmp_path, capsys):
+    write_checkpoint(tmp_path / "m.ckpt", CAUSAL_CLASSIFIER, ["neg", "pos"])
+    fasta = write_fasta(tmp_path / "g.fa", {"chr1": CHROM})
+    vcf = write_vcf(tmp_path / "v.vcf", [("chr1", 201, "rs1", CHROM[200], "ACGT".replace(CHROM[200], "")[0])], {"chr1": 400})
+    assert main(["--ckpt_path", str(tmp_path / "m.ckpt"), "--data.fasta", fasta, "--vcf", vcf, "--window", "30",
+                 "--out", str(tmp_path / "out")]) == 0
+    assert capsys.readouterr().err.splitlines()[0] == (
+        "seqpipe: warning: --window 30 is even: the variant is not at its centre, so the two strands' windows are not "
+        "mirror images (an odd window makes them so)")
+
+
 def test_info_keys_and_filters_the_header_does_not_declare_are_declared_in_the_scored_vcf(tmp_path, capfd):
     write_checkpoint(tmp_path / "m.ckpt", CAUSAL_CLASSIFIER, ["neg", "pos"])
     fasta = write_fasta(tmp_path / "g.fa", {"chr1": CHROM})
