@@ -195,7 +195,10 @@ def wait_for(path_glob: tuple[Path, str], process: subprocess.Popen, timeout: fl
 def start_seqpipe(*args) -> subprocess.Popen:
     command = [str(Path(sys.executable).parent / "seqpipe"), *map(str, args)]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]), "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    # SIGINT as a terminal delivers it: a shell's background job (make test &) starts with SIGINT ignored, which the
+    # child would inherit through exec
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def test_lightning_noise_is_silenced_but_not_everything(dataset, tmp_path):
