@@ -158,7 +158,7 @@ def build_track(gff: str | Path, fasta: str | Path, out: str | Path, features: l
     import zarr
 
     parse_features(features)  # a bad --feature stops before the FASTA is read
-    with writing(Output(out, "per-base track", folder=True)) as (partial,):
+    with writing(Output(out, "per-base track", zarr=True)) as (partial,):
         with closing(Genome(fasta)) as genome:
             genome.check_letters()  # as fit does: a track of a FASTA that training refuses is of no use
             chrom_sizes = genome.chrom_sizes

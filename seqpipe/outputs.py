@@ -6,7 +6,8 @@ complete. An existing ``path`` is replaced only when seqpipe wrote it, as an out
 user's file or folder there stops the run with one line, before any work is done.
 
 How seqpipe recognises its outputs: a folder output holds a marker file ``.seqpipe-output`` naming its
-kind; a file output has a marker ``.<name>.seqpipe-output`` beside it, naming its kind and the size and
+kind, and a zarr store names it in its group attributes (``seqpipe_output`` in ``zarr.json``: a file of
+another name inside would be a stranger to every zarr reader); a file output has a marker ``.<name>.seqpipe-output`` beside it, naming its kind and the size and
 modification time the file had when it was written, so a file the user has since put in its place is
 not taken for seqpipe's. The ``partial`` of a run that crashed is cleared by the next run only when it
 carries the same marks (inside a folder, beside a file: ``.<name>.partial.seqpipe-output``), so a user's
@@ -25,6 +26,8 @@ from pathlib import Path
 from seqpipe.errors import ConfigError
 
 MARKER = ".seqpipe-output"
+#: the group attribute that marks a zarr store as a seqpipe output (its value: the kind)
+ZARR_ATTRIBUTE = "seqpipe_output"
 
 
 class Output:
@@ -32,11 +35,11 @@ class Output:
 
     Use: :meth:`claim` before the work (refuses a foreign ``path``, clears a stale ``partial``), write to
     :attr:`partial`, then :meth:`commit`; on failure :meth:`discard`. ``folder``: the output is a
-    directory (a zarr store) rather than a file.
+    directory rather than a file; ``zarr``: a zarr (v3) group, a folder marked in its attributes.
     """
 
-    def __init__(self, path: str | Path, kind: str, folder: bool = False):
-        self.path, self.kind, self.folder = Path(path), kind, folder
+    def __init__(self, path: str | Path, kind: str, folder: bool = False, zarr: bool = False):
+        self.path, self.kind, self.folder, self.zarr = Path(path), kind, folder or zarr, zarr
         self.partial = self.path.with_name(self.path.name + ".partial")
         self._claimed = False
 
@@ -87,7 +90,19 @@ class Output:
             self._claimed = False
 
     def _mark_folder(self) -> None:
-        (self.partial / MARKER).write_text(json.dumps({"kind": self.kind}))
+        if not self.zarr:
+            (self.partial / MARKER).write_text(json.dumps({"kind": self.kind}))
+            return
+        metadata = _read_json(self.partial / "zarr.json") or {"zarr_format": 3, "node_type": "group", "attributes": {}}
+        metadata.setdefault("attributes", {})[ZARR_ATTRIBUTE] = self.kind
+        _write_atomically(self.partial / "zarr.json", json.dumps(metadata, indent=2))
+
+    def _folder_kind(self, folder: Path) -> str | None:
+        """The kind the marks in ``folder`` name (a zarr store's attribute, else a marker file: seqpipe's zarr
+        stores had one before 2026-12-05), or None."""
+        if self.zarr and (kind := _read_json(folder / "zarr.json").get("attributes", {}).get(ZARR_ATTRIBUTE)):
+            return kind
+        return _read_json(folder / MARKER).get("kind")
 
     def _remove(self, path: Path) -> None:
         if path.is_dir():
@@ -105,10 +120,11 @@ class Output:
 
     def _is_ours(self, path: Path) -> bool:
         if path == self.partial:  # left by a crashed seqpipe run only if it carries the marks claim() made
-            marker = path / MARKER if self.folder else self._partial_marker()
-            return _read_json(marker).get("kind") == self.kind
+            if self.folder:
+                return path.is_dir() and self._folder_kind(path) == self.kind
+            return _read_json(self._partial_marker()).get("kind") == self.kind
         if self.folder:
-            return path.is_dir() and _read_json(path / MARKER).get("kind") == self.kind
+            return path.is_dir() and self._folder_kind(path) == self.kind
         marker = _read_json(self._file_marker())
         if not path.is_file() or marker.get("kind") != self.kind:
             return False

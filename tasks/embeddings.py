@@ -49,7 +49,7 @@ def embed(options: argparse.Namespace) -> None:
         raise ConfigError(f"--batch_size must be >= 1, got {options.batch_size}")
     if options.chunk_size is not None and options.chunk_size < 1:
         raise ConfigError(f"--chunk_size must be >= 1, got {options.chunk_size}")
-    output = Output(options.output, "embeddings zarr", folder=True)
+    output = Output(options.output, "embeddings zarr", zarr=True)
     model = load_model(options.ckpt_path, trusted_modules=options.trust_module)
     data = predict_data(model, options.input, options, options.batch_size, options.fasta, input_option="--input")  # before the output is claimed
     records = data.splits["predict"]

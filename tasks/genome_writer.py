@@ -172,7 +172,7 @@ class GenomePredictionWriter(BasePredictionWriter):
             raise ConfigError(f"GenomePredictionWriter: score {score!r} is not a class of the model ({names})")
         run_dir = Path(trainer.log_dir or trainer.default_root_dir)
         self._outputs = (
-            Output(self.zarr_path or run_dir / "genome_predictions.zarr", "genome predictions zarr", folder=True),
+            Output(self.zarr_path or run_dir / "genome_predictions.zarr", "genome predictions zarr", zarr=True),
             Output(self.bedgraph_path or run_dir / "genome_predictions.bedgraph", "genome predictions bedGraph"),
             Output(self.bigwig_path or run_dir / "genome_predictions.bw", "genome predictions bigWig"),
         )

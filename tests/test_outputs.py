@@ -66,6 +66,34 @@ def test_a_folder_output_is_replaced_whole_and_a_failed_run_leaves_the_old_one(t
     assert sorted(p.name for p in tmp_path.iterdir()) == ["track.zarr"] and (target / "second").exists()
 
 
+def test_a_zarr_output_is_marked_in_its_attributes_and_zarr_lists_it_without_a_stranger(tmp_path, recwarn):
+    import numpy as np
+    import zarr
+
+    target = tmp_path / "scores.zarr"
+    for values in ([1, 2], [3, 4]):  # the second run replaces its own earlier store
+        output = Output(target, "genome predictions zarr", zarr=True)
+        output.claim()
+        group = zarr.open_group(str(output.partial), mode="a")  # as the writers open it
+        group.attrs["label_names"] = ["other", "CDS"]
+        group.create_array("chr1", data=np.array(values))
+        output.commit()
+    group = zarr.open_group(str(target), mode="r")
+    assert [name for name, _ in group.members()] == ["chr1"] and group["chr1"][:].tolist() == [3, 4]
+    assert dict(group.attrs) == {"label_names": ["other", "CDS"], "seqpipe_output": "genome predictions zarr"}
+    assert sorted(p.name for p in target.iterdir()) == ["chr1", "zarr.json"]
+    assert not [w for w in recwarn if "not recognized as a component" in str(w.message)]
+
+    theirs = tmp_path / "theirs.zarr"  # a user's own zarr store is refused, whatever its kind of content
+    zarr.open_group(str(theirs), mode="w").create_array("chr1", data=np.array([5]))
+    with pytest.raises(ConfigError, match="exists and is not a seqpipe genome predictions zarr"):
+        Output(theirs, "genome predictions zarr", zarr=True).claim()
+    earlier = tmp_path / "earlier.zarr"  # a store seqpipe wrote before the attribute, with the marker file
+    zarr.open_group(str(earlier), mode="w")
+    (earlier / ".seqpipe-output").write_text('{"kind": "genome predictions zarr"}')
+    Output(earlier, "genome predictions zarr", zarr=True).claim()
+
+
 def test_a_users_file_named_like_a_partial_is_never_removed_a_crashed_runs_partial_is(tmp_path):
     target = tmp_path / "scores.tsv"
     users = tmp_path / "scores.tsv.partial"
