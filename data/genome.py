@@ -368,9 +368,9 @@ class GenomeData(SplitDataModule):
         return names
 
     def _assign_bed_windows(self, stage: str) -> None:
-        """Each BED row's windows, by split. Per-base targets score only the row's bases: a training window is
-        centred on a row that fits in it (the rest is context); longer rows, and val and test rows, are tiled like
-        a predict region."""
+        """Each BED row's windows, by split. Per-base targets score only the row's bases: a row that fits in a
+        window is centred in one (the rest is context) and tiled when it is held out; a longer row is tiled, each
+        tile going to the held-out split it touches, else to training."""
         self._bed_rows = read_bed(self.bed, self.chrom_sizes, self.label_column, self.split_column)
         self.bed_windows = {name: [] for name in (*SPLIT_NAMES, "predict")}
         per_base = self.target == "track"
@@ -379,15 +379,24 @@ class GenomeData(SplitDataModule):
                 raise DataError(self.bed, "strand '-' with data.target 'next_base': next-base targets are read on the "
                                 "+ strand; drop the strand column or use '+'/'.'", line=row.line)
             window = resize(row.window, self.window_length)
-            split = row.split or next((s for s in ("test", "val") if _overlaps(window, self.intervals[s])), "train")
-            if per_base and (split != "train" or row.window.end - row.window.start > self.window_length):
-                self.bed_windows[split] += self._tiles(row.window, self.eval_stride if split != "train" else None)
+            if per_base and row.window.end - row.window.start > self.window_length:  # each tile finds its split
+                for tile in self._tiles(row.window, self.eval_stride):
+                    self.bed_windows[row.split or self._held_out_split(tile)].append(tile)
+                continue
+            split = row.split or self._held_out_split(window)
+            if per_base and split != "train":
+                self.bed_windows[split] += self._tiles(row.window, self.eval_stride)
             elif per_base:
                 self.bed_windows[split].append(window._replace(keep_start=row.window.start, keep_end=row.window.end))
             else:
                 self.bed_windows[split].append(window)
         self.bed_windows["predict"] = self._per_base_prediction_windows() if stage == "predict" and per_base else [
             resize(row.window, self.window_length) for row in self._bed_rows]
+
+    def _held_out_split(self, window: Window) -> str:
+        """The held-out split ``window`` touches ("test" first), else "train": a window touching a held-out region
+        never trains."""
+        return next((split for split in ("test", "val") if _overlaps(window, self.intervals[split])), "train")
 
     def _per_base_prediction_windows(self) -> list[Window]:
         """Per-base prediction scores exactly the BED bases, once each: the rows in genome order, each tiled as

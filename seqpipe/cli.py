@@ -175,8 +175,10 @@ class SeqpipeCLI(LightningCLI):
         return "; nothing was written" if subcommand == "predict" else ""
 
     def _trained_nothing(self) -> bool:
-        """A ``fit --ckpt_path`` of a run that had already ended: its checkpoint's steps are all there are."""
-        return self.subcommand == "fit" and self.resumed_step is not None and self.trainer.global_step == self.resumed_step
+        """A ``fit --ckpt_path`` of a run that had already ended: its checkpoint's steps are all there are, and no
+        validation ran either (a run stopped inside its last validation only validates)."""
+        return (self.subcommand == "fit" and self.resumed_step is not None
+                and self.trainer.global_step == self.resumed_step and not self.trainer.callback_metrics)
 
     def after_fit(self) -> None:
         """Name the run's checkpoints: Lightning's own last line only says that max_epochs was reached."""

@@ -163,6 +163,21 @@ def test_best_after_a_resume_is_the_best_epoch_of_the_whole_run(dataset, tmp_pat
     assert f"--ckpt_path best: {best}" in capsys.readouterr().out
 
 
+def test_a_fit_stopped_in_its_last_validation_validates_it_when_resumed_and_names_its_checkpoints(dataset, tmp_path,
+                                                                                                   capsys):
+    config = write_config(tmp_path / "two.yaml", max_epochs=2)
+    stopped = yaml.safe_load(config.read_text())
+    stopped["trainer"]["callbacks"] = [{"class_path": "interrupt_helpers.CtrlCInValidation", "init_args": {"epoch": 1}}]
+    (tmp_path / "stopped.yaml").write_text(yaml.safe_dump(stopped))
+    fit = ["--data.train", dataset / "train", "--trainer.default_root_dir", tmp_path]
+    assert exit_code("fit", "--config", tmp_path / "stopped.yaml", *fit) == 130
+    capsys.readouterr()
+    seqpipe("fit", "--config", config, *fit, "--ckpt_path", "last")
+    out = capsys.readouterr().out
+    assert "had already ended" not in out and f"last checkpoint: {tmp_path / 'lightning_logs/version_1/checkpoints/last.ckpt'}" in out
+    assert pd.read_csv(tmp_path / "lightning_logs/version_1/metrics.csv")["val/loss"].notna().sum() == 1
+
+
 def test_fit_ckpt_path_last_without_a_run_is_one_line(dataset, tmp_path, capsys):
     assert exit_code("fit", "--config", dataset / "config.yaml", "--data.train", dataset / "train",
                      "--trainer.default_root_dir", tmp_path, "--ckpt_path", "last") == 2

@@ -308,6 +308,14 @@ def test_per_base_bed_windows_score_only_the_rows_bases_and_evaluate_every_one(g
     assert (short.start, short.end) == (922, 1178)  # centred on its row: the other 156 bases are context
     assert scored("test") == sorted([("chrB", b) for b in range(50, 650)] + [("chrB", b) for b in range(600, 700)])
 
+    # a long row whose centre misses a held-out region but whose first tile touches it: that tile is held out
+    bed.write_text("chrA\t1000\t1800\n")
+    data = GenomeData(fasta, track=fasta.replace("genome.fa", "cds.zarr"), bed=str(bed), window_length=256,
+                      test_regions=["chrA:1000-1200"])
+    data.setup("fit")
+    assert scored("test") == [("chrA", b) for b in range(1000, 1256)]
+    assert scored("train") == [("chrA", b) for b in range(1256, 1800)]
+
 
 def test_overlapping_bed_rows_for_per_base_prediction_are_one_error_naming_the_lines(genome, tmp_path):
     fasta, _, _ = genome
