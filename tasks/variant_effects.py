@@ -129,40 +129,45 @@ def open_vcf(vcf_path: Path):
 def read_vcf(vcf_path: Path):
     """The open VCF (cyvcf2; close it), its records (cyvcf2 variants) and their alleles, one per ALT.
 
-    INFO keys and FILTER values the header does not declare (common in real files) are declared as the file is
-    opened again (an undeclared INFO key as ``Number=.`` strings, or a flag), so that the scored VCF can be written;
-    one warning names them."""
+    INFO and FORMAT keys and FILTER values the header does not declare (common in real files) are declared as the
+    file is opened again (``Number=.`` strings; an INFO key never given a value, a flag), so that the scored VCF
+    can be written; one warning names them. htslib's own warnings are passed on from the last read."""
     vcf = open_vcf(vcf_path)
-    declared = {(line.type, line.info().get("ID")) for line in vcf.header_iter()}
-    records, alleles = read_alleles(vcf, vcf_path)
-    undeclared = {}
-    for variant in records:
-        undeclared.update({("INFO", key): isinstance(value, bool) for key, value in variant.INFO
-                           if ("INFO", key) not in declared})
-        undeclared.update({("FILTER", name): False for name in (variant.FILTER or "").split(";")
-                           if name and ("FILTER", name) not in declared})
-    if not undeclared:
-        return vcf, records, alleles
-    vcf.close()
-    vcf = open_vcf(vcf_path)
-    for (kind, name), flag in undeclared.items():
-        note = "not declared in the input VCF's header; declared by seqpipe variants"
-        if kind == "FILTER":
-            vcf.add_filter_to_header({"ID": name, "Description": note})
-        else:
-            vcf.add_info_to_header({"ID": name, "Number": "0" if flag else ".", "Type": "Flag" if flag else "String",
-                                    "Description": note})
-    records, alleles = read_alleles(vcf, vcf_path)
-    names = ", ".join(f"{kind} {name}" for kind, name in undeclared)
-    print(f"seqpipe: warning: {vcf_path}: its header does not declare {names}; the scored VCF declares them",
-          file=sys.stderr)
+    try:
+        declared = {(line.type, line.info().get("ID")) for line in vcf.header_iter()}
+        records, alleles, log = read_alleles(vcf, vcf_path)
+        flags: dict[tuple[str, str], bool] = {}  # each undeclared tag: whether it is a flag everywhere
+        for variant in records:
+            tags = [("INFO", key, isinstance(value, bool)) for key, value in variant.INFO]
+            tags += [("FORMAT", key, False) for key in variant.FORMAT or []]
+            tags += [("FILTER", name, False) for name in (variant.FILTER or "").split(";") if name]
+            for kind, name, flag in tags:
+                if (kind, name) not in declared:
+                    flags[kind, name] = flags.get((kind, name), True) and flag
+        if flags:
+            vcf.close()
+            vcf = open_vcf(vcf_path)
+            note = "not declared in the input VCF's header; declared by seqpipe variants"
+            for (kind, name), flag in flags.items():
+                if kind == "FILTER":
+                    vcf.add_filter_to_header({"ID": name, "Description": note})
+                else:
+                    add = vcf.add_info_to_header if kind == "INFO" else vcf.add_format_to_header
+                    add({"ID": name, "Number": "0" if flag else ".", "Type": "Flag" if flag else "String", "Description": note})
+            records, alleles, log = read_alleles(vcf, vcf_path)
+            print(f"seqpipe: warning: {vcf_path}: its header does not declare "
+                  f"{', '.join(f'{kind} {name}' for kind, name in flags)}; the scored VCF declares them", file=sys.stderr)
+    except BaseException:
+        vcf.close()
+        raise
+    sys.stderr.write("".join(f"{line}\n" for line in log))  # htslib's warnings, as they were
     return vcf, records, alleles
 
 
-def read_alleles(vcf, vcf_path: Path):
-    """The records (cyvcf2 variants) of an open VCF and their alleles, one per ALT. A malformed record is one error
-    that says what htslib found wrong, naming the line (htslib prints it to the process's stderr, which is read here
-    instead); htslib's warnings are passed on, less those about undeclared tags (:func:`read_vcf` names them)."""
+def read_alleles(vcf, vcf_path: Path) -> tuple[list, list[Allele], list[str]]:
+    """The records (cyvcf2 variants) of an open VCF, their alleles (one per ALT) and the lines htslib printed
+    while reading them. A malformed record is one error that says what htslib found wrong, naming the line (htslib
+    prints it to the process's stderr, which is read here instead)."""
     records, alleles = [], []
     with tempfile.TemporaryFile() as htslib_log:
         try:
@@ -175,10 +180,10 @@ def read_alleles(vcf, vcf_path: Path):
             errors = [line.partition("] ")[2] for line in read_log(htslib_log) if line.startswith("[E::")]
             raise DataError(vcf_path, f"malformed VCF: {errors[0] if errors else error}",
                             line=header_lines(vcf_path) + len(records) + 1) from None
-        sys.stderr.write("".join(f"{line}\n" for line in read_log(htslib_log) if "is not defined in the header" not in line))
+        log = read_log(htslib_log)
     if not records:
         raise DataError(vcf_path, "no variant records")
-    return records, alleles
+    return records, alleles, log
 
 
 def header_lines(vcf_path: Path) -> int:
@@ -253,15 +258,15 @@ def score_vcf(options: argparse.Namespace) -> None:
         )
         table.to_csv(tsv, sep="\t", index=False, float_format="%.6g")
         skipped.to_csv(skipped_tsv, sep="\t", index=False)
-        write_scored_vcf(vcf, records, alleles, reasons, diff, odds, names, vcf_out)
+        write_scored_vcf(vcf, records, alleles, reasons, diff, odds, names, vcf_out, Path(options.vcf))
     # one line per record: its ALTs share the REF
     mismatches = {a.record: f"{a.chrom}:{a.pos + 1} {a.id}: {reason}" for a, reason in zip(alleles, reasons)
                   if reason is not None and reason.startswith("REF")}
     report(len(alleles), skipped, list(mismatches.values()), paths)
 
 
-def write_scored_vcf(vcf, records, alleles, reasons, diff, odds, names, path: Path) -> None:
-    """The input records with one score per ALT in INFO, bgzipped."""
+def write_scored_vcf(vcf, records, alleles, reasons, diff, odds, names, path: Path, source: Path) -> None:
+    """The input records (of the VCF ``source``) with one score per ALT in INFO, bgzipped."""
     from cyvcf2 import Writer
 
     for name in names:
@@ -271,10 +276,10 @@ def write_scored_vcf(vcf, records, alleles, reasons, diff, odds, names, path: Pa
     vcf.add_info_to_header({"ID": "SEQPIPE_SKIPPED", "Number": "A", "Type": "String",
                             "Description": "seqpipe variants: why each ALT was not scored (. for a scored ALT)"})
     with closing(Writer(str(path), vcf, mode="wz")) as writer:  # closed before a failure discards its output
-        _write_records(writer, records, alleles, reasons, diff, odds, names)
+        _write_records(writer, records, alleles, reasons, diff, odds, names, source)
 
 
-def _write_records(writer, records, alleles, reasons, diff, odds, names) -> None:
+def _write_records(writer, records, alleles, reasons, diff, odds, names, source: Path) -> None:
     by_record: dict[int, list[int]] = {}
     for index, allele in enumerate(alleles):
         by_record.setdefault(allele.record, []).append(index)
@@ -290,7 +295,11 @@ def _write_records(writer, records, alleles, reasons, diff, odds, names) -> None
             for k, name in enumerate(names):
                 variant.INFO[info_key("DIFF", name)] = info_values(diff[:, k], rows)
                 variant.INFO[info_key("LOG_ODDS", name)] = info_values(odds[:, k], rows)
-        writer.write_record(variant)
+        try:
+            writer.write_record(variant)
+        except Exception as error:  # cyvcf2 refuses a record htslib flagged (an error code), as a generic exception
+            raise DataError(source, f"cannot write record #{number + 1} ({variant.CHROM}:{variant.POS}) of the "
+                            f"input to the scored VCF: {error}") from None
 
 
 def info_values(values: np.ndarray, rows: list[int | None]) -> str:

@@ -134,21 +134,25 @@ def test_an_even_window_is_scored_with_a_warning(tmp_path, capsys):
         "mirror images (an odd window makes them so)")
 
 
-def test_info_keys_and_filters_the_header_does_not_declare_are_declared_in_the_scored_vcf(tmp_path, capfd):
+def test_info_format_and_filter_tags_the_header_does_not_declare_are_declared_in_the_scored_vcf(tmp_path, capfd):
     write_checkpoint(tmp_path / "m.ckpt", CAUSAL_CLASSIFIER, ["neg", "pos"])
     fasta = write_fasta(tmp_path / "g.fa", {"chr1": CHROM})
     alt = "ACGT".replace(CHROM[200], "")[0]
-    vcf = tmp_path / "v.vcf"  # DP, XF (a flag) and the filter q10 are used but not declared, as in many real files
-    vcf.write_text("##fileformat=VCFv4.2\n##contig=<ID=chr1,length=400>\n#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n"
-                   f"chr1\t201\trs1\t{CHROM[200]}\t{alt}\t50\tq10\tDP=3;XF\n")
+    vcf = tmp_path / "v.vcf"  # DP, XF (a flag), BAR (a value, then bare), XX (FORMAT) and q10 are used, not declared
+    vcf.write_text("##fileformat=VCFv4.2\n##contig=<ID=chr1,length=400>\n"
+                   "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\tFORMAT\ts1\n"
+                   f"chr1\t201\trs1\t{CHROM[200]}\t{alt}\t50\tq10\tDP=3;XF;BAR=2\tXX\t7\n"
+                   f"chr1\t202\trs2\t{CHROM[201]}\t{'ACGT'.replace(CHROM[201], '')[0]}\t50\tPASS\tBAR\tXX\t8\n")
     assert main(["--ckpt_path", str(tmp_path / "m.ckpt"), "--data.fasta", str(fasta), "--vcf", str(vcf),
                  "--window", str(WINDOW), "--out", str(tmp_path / "out")]) == 0
     err = capfd.readouterr().err
-    assert f"seqpipe: warning: {vcf}: its header does not declare INFO DP, INFO XF, FILTER q10; the scored VCF declares them" in err
-    assert "not defined in the header" not in err  # htslib's own warnings are replaced by that line
-    [variant] = VCF(str(tmp_path / "out.vcf.gz"))
-    assert (variant.INFO["DP"], variant.INFO["XF"], variant.FILTER) == ("3", True, "q10")
-    assert variant.INFO["SEQPIPE_DIFF_pos"] == pytest.approx(-variant.INFO["SEQPIPE_DIFF_neg"], abs=1e-5)
+    assert (f"seqpipe: warning: {vcf}: its header does not declare INFO DP, INFO XF, INFO BAR, FORMAT XX, FILTER q10; "
+            "the scored VCF declares them") in err
+    assert "not defined in the header" not in err  # htslib's warnings of the first read are replaced by that line
+    first, second = VCF(str(tmp_path / "out.vcf.gz"))
+    assert (first.INFO["DP"], first.INFO["XF"], first.INFO["BAR"], first.FILTER) == ("3", True, "2", "q10")
+    assert list(first.format("XX")) == ["7"] and list(second.format("XX")) == ["8"]
+    assert first.INFO["SEQPIPE_DIFF_pos"] == pytest.approx(-first.INFO["SEQPIPE_DIFF_neg"], abs=1e-5)
 
 
 def test_a_variant_scores_like_its_complement_on_the_reverse_complement_genome(tmp_path):
