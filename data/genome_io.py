@@ -4,8 +4,9 @@
 handle opens lazily in each process, so DataLoader workers never share one. A plain-gzip FASTA, which
 pyfaidx cannot seek, is decompressed once into a cache directory (``$SEQPIPE_CACHE``, else
 ``~/.cache/seqpipe/genomes``) under a name keyed by the source's path, size and modification time; bgzip
-FASTAs are read in place. Nothing is written beside the user's FASTA: its pyfaidx index is the ``.fai`` already
-there, or one made in the cache (``index/``, keyed the same way). :class:`Track` reads a zarr group holding one 1-D array per chromosome.
+FASTAs are read in place. Nothing is written beside the user's FASTA: its pyfaidx index is the ``.fai`` (and
+for bgzip the ``.gzi``) already there when pyfaidx takes it as it is, else one made in the cache (``index/``,
+keyed the same way). :class:`Track` reads a zarr group holding one 1-D array per chromosome.
 """
 
 from __future__ import annotations
@@ -104,13 +105,12 @@ class Genome:
         if self._fasta is None or self._pid != os.getpid():
             import pyfaidx
 
-            index = self.path.with_name(self.path.name + ".fai")
-            if not index.exists() and self.path == self.source:  # nothing is written beside the user's FASTA
-                stat = self.path.stat()
-                key = f"{self.path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
-                index = cache_dir(self._cache) / "index" / (hashlib.sha1(key.encode()).hexdigest()[:12] + ".fai")
+            index, blocks = (self.path.with_name(self.path.name + suffix) for suffix in (".fai", ".gzi"))
+            if self.path == self.source and not _usable_index(self.path, index, blocks):
+                stat = self.path.stat()  # nothing is written beside the user's FASTA: its index goes to the cache
+                key = hashlib.sha1(f"{self.path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:12]
+                index, blocks = (cache_dir(self._cache) / "index" / f"{key}{suffix}" for suffix in (".fai", ".gzi"))
                 index.parent.mkdir(parents=True, exist_ok=True)
-            blocks = index.with_suffix(".gzi")  # a bgzip FASTA's block index, kept with the .fai
             try:
                 self._fasta = pyfaidx.Fasta(str(self.path), indexname=str(index), gzi_indexname=str(blocks), as_raw=True)
             except (pyfaidx.FastaIndexingError, ValueError, OSError) as error:
@@ -148,6 +148,13 @@ class Genome:
                 raise DataError(self.source, "a header without sequence", record=chrom)
             for start in range(0, size, block):
                 self.read(chrom, start, min(size, start + block))
+
+
+def _usable_index(fasta: Path, index: Path, blocks: Path) -> bool:
+    """Whether pyfaidx reads the ``index`` (and, for bgzip, ``blocks``) beside ``fasta`` without rewriting it:
+    present and not older than the FASTA (pyfaidx rebuilds an older one in place)."""
+    needed = [index, blocks] if compression(fasta) == "bgzip" else [index]
+    return all(path.exists() and path.stat().st_mtime >= fasta.stat().st_mtime for path in needed)
 
 
 class Track:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import os
 
 import numpy as np
 import pytest
@@ -56,6 +57,18 @@ def test_an_index_beside_the_fasta_is_used_and_an_edited_fasta_indexed_anew(tmp_
     beside = fasta.with_name(fasta.name + ".fai")
     beside.write_text("chrY\t50\t6\t100\t101\n")  # the user's own index (samtools faidx) is the one read
     assert Genome(fasta, cache=tmp_path / "cache").chrom_sizes == {"chrY": 50}
+    os.utime(beside, ns=(0, 0))  # older than the FASTA: pyfaidx would rewrite it, so the cache's is used instead
+    assert Genome(fasta, cache=tmp_path / "cache").chrom_sizes == {"chrZ": 100}
+    assert beside.read_text() == "chrY\t50\t6\t100\t101\n" and beside.stat().st_mtime_ns == 0
+
+
+def test_a_bgzip_fasta_with_a_fai_but_no_gzi_beside_it_gets_both_in_the_cache(tmp_path):
+    fasta, _ = write_genome(tmp_path, seed=3, compression="bgzip")
+    Genome(fasta, cache=tmp_path / "one")
+    [made] = (tmp_path / "one" / "index").glob("*.fai")
+    fasta.with_name(fasta.name + ".fai").write_bytes(made.read_bytes())  # as if the user had run samtools faidx
+    Genome(fasta, cache=tmp_path / "two")
+    assert sorted(p.name for p in fasta.parent.iterdir()) == sorted(["one", "two", fasta.name, fasta.name + ".fai"])
 
 
 def test_read_off_chromosome_ends_is_n(genome_files):
