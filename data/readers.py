@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import re
+import warnings
 import zlib
 from collections import Counter
 from collections.abc import Iterator
@@ -186,8 +187,8 @@ def read_table(
 ) -> Iterator[Record]:
     """A .tsv or .csv file (plain or gzipped) with a header row. ``label_column=None``: no labels.
 
-    Record ids come from ``id_column`` (default: the column ``id`` when the table has one), or else are the row
-    numbers (1-based, header not counted). A cell holding a line break (a stray quote opening a cell runs on to
+    Record ids come from ``id_column`` (default: the column ``id`` when the table has one with no empty cell), or
+    else are the row numbers (1-based, header not counted). A cell holding a line break (a stray quote opening a cell runs on to
     the next quote, swallowing the rows between) is an error naming its line.
     Lines are counted with the header as line 1; blank lines are allowed and counted. A missing column's error
     names the option that chooses it: ``option_prefix`` + ``sequence_column`` (``label_column``, ``id_column``),
@@ -205,7 +206,13 @@ def read_table(
     except (pd.errors.ParserError, UnicodeDecodeError, OSError, EOFError, zlib.error) as error:
         raise DataError(path, f"cannot be read as {kind[1:].upper()}: {error}") from None
     if id_column is None and DEFAULT_ID_COLUMN in table.columns:
-        id_column = DEFAULT_ID_COLUMN
+        blank = np.flatnonzero(table[DEFAULT_ID_COLUMN].str.strip().eq("").to_numpy())
+        if blank.size:  # not asked for: a column of ids with holes names no record, rows are numbered instead
+            warnings.warn(f"{path}: column {DEFAULT_ID_COLUMN!r} has empty cells (the first at line {blank[0] + 2}), so "
+                          f"records are named by row number; set {option_prefix}id_column {DEFAULT_ID_COLUMN} to "
+                          "require ids", stacklevel=2)
+        else:
+            id_column = DEFAULT_ID_COLUMN
     _check_one_line_per_row(path, table)
     columns = {"sequence_column": sequence_column, "label_column": label_column, "id_column": id_column}
     wanted = [name for name in columns.values() if name is not None]
@@ -241,9 +248,10 @@ def _check_one_line_per_row(path: Path, table: pd.DataFrame) -> None:
     spans = table.apply(lambda column: column.str.contains("[\r\n]", regex=True)).to_numpy()
     if spans.any():
         row, column = (int(i[0]) for i in np.nonzero(spans))
-        raise DataError(path, f"column {table.columns[column]!r} holds a cell that runs over several lines: a \" "
-                        "opening a cell is read as a quote until the next \", and the rows in between are lost; "
-                        "remove the \" or close it in the same cell", line=row + 2)
+        raise DataError(path, f"column {table.columns[column]!r} holds a cell that runs over several lines (a quoted "
+                        "cell with a line break, or a stray \" opening a cell, which is read as a quote up to the next "
+                        "\" and swallows the rows in between): a table holds one record per line; remove the line "
+                        "break or the \"", line=row + 2)
 
 
 def _finish_fasta_record(path: Path, header: str, line: int, chunks: list[str]) -> tuple[str, str, int]:

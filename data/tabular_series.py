@@ -17,6 +17,7 @@ since no fill policy can tell what it stood for.
 
 from __future__ import annotations
 
+import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +41,7 @@ _CF_UNITS = {
 _CF_CALENDARS = (None, "standard", "gregorian", "proleptic_gregorian")
 TIME_COLUMN_NAMES = ("date", "datetime", "time", "timestamp", "ds")
 _UTC_OFFSET = r"(?:Z|[+-]\d\d:?\d\d)\s*$"  # how a timestamp's text ends when it carries its UTC offset
-_DAY_MONTH = r"^\s*(\d{1,2})([/.\-])(\d{1,2})\2(\d{4}|\d{2})(?:[ T](\d{1,2}(?::\d\d){0,2}))?"  # 01/02/2021 12:00
+_DAY_MONTH = r"^\s*(\d{1,2})([/.\-])(\d{1,2})\2(\d{4}|\d{2})(?:([ T])(\d{1,2}(?::\d\d){0,2}))?"  # 01/02/2021 12:00
 _DATE_FORMAT_HINT = "set data.date_format to the timestamps' format (e.g. '%d/%m/%Y %H:%M' for day-first dates)"
 _ROWS_SHOWN = 10
 
@@ -299,12 +300,16 @@ def _warn_if_day_first_possible(path: Path, text: pd.Series, parsed: pd.Series) 
     if first.max() > 12 or second.max() > 12 or (first == second).all():
         return
     row = int(np.flatnonzero((first != second).to_numpy())[0])
-    separator, year, clock = parts.iat[row, 1], parts.iat[row, 3], parts.iat[row, 4]
+    separator, year, clock_separator, clock = (parts.iat[row, i] for i in (1, 3, 4, 5))
     day_first = f"%d{separator}%m{separator}{'%Y' if len(year) == 4 else '%y'}"
     if isinstance(clock, str):
-        day_first += " " + ":".join(["%H", "%M", "%S"][: clock.count(":") + 1])
+        day_first += clock_separator + ":".join(["%H", "%M", "%S"][: clock.count(":") + 1])
+    if not re.fullmatch(_DAY_MONTH + r"\s*", str(text.iat[row])):  # a T, fractions, an offset: only the start is known
+        day_first = day_first[:8] + "...' (then the rest of the timestamp's format)"
+    else:
+        day_first += "'"
     rank_zero_warn(f"{path}: timestamps such as {text.iat[row]!r} are read month first ({parsed.iat[row]:%Y-%m-%d}); "
-                   f"each of them also reads day first: if they are, set data.date_format '{day_first}'")
+                   f"each of them also reads day first: if they are, set data.date_format '{day_first}")
 
 
 def _check_offsets(path: Path, text: pd.Series, line_offset: int | None) -> None:

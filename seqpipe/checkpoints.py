@@ -213,7 +213,8 @@ class BestCheckpoint(ModelCheckpoint):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         super().load_state_dict(state_dict)
         score = state_dict.get("best_model_score")
-        if state_dict.get("dirpath", self.dirpath) != self.dirpath and score is not None and self.best_model_path:
+        earlier = self.best_model_path and Path(self.best_model_path).is_file()  # (a moved run: Lightning's way)
+        if state_dict.get("dirpath", self.dirpath) != self.dirpath and score is not None and earlier:
             self.best_model_score, self.best_k_models = score, {self.best_model_path: score}
             self.kth_best_model_path, self.kth_value = self.best_model_path, score
 

@@ -317,8 +317,10 @@ def _describe_wrong_type(message: str, argv: list[str]) -> str | None:
         return None
     innermost = message[message.rfind(f'Parser key "{keys[-1]}"'):value.start()]  # the option's own types
     subtypes = re.search(r"Subtypes: \[(.*?)\] Errors", innermost)
-    types = re.findall(r"<class '(\w+)'>|(\w+\[\w+\])", subtypes.group(1)) if subtypes else re.findall(
-        r"Expected an? <class '(\w+)'>()", innermost)
+    pattern = r"<class '(\w+)'>|(\w+\[\w+\])"
+    if subtypes and re.sub(pattern + r"|[,\s]", "", subtypes.group(1)):
+        return None  # a type this line cannot name (Literal[...], dict[...]): jsonargparse's own words say more
+    types = re.findall(pattern, subtypes.group(1)) if subtypes else re.findall(r"Expected an? <class '(\w+)'>()", innermost)
     if not types:
         return None
     names = list(dict.fromkeys("null" if name == "NoneType" else name or generic for name, generic in types))

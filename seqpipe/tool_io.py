@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+import threading
 from collections.abc import Callable
 
 from seqpipe.errors import SeqpipeError
@@ -41,7 +42,8 @@ def run_tool(tool: Callable[[argparse.Namespace], None], parser: argparse.Argume
     success 0. Ctrl-C and SIGTERM stop it in one line with exit code 130 / 143, its unfinished outputs discarded
     (:func:`seqpipe.outputs.writing` discards them on any exception)."""
     options = parser.parse_args(argv)
-    previous = signal.signal(signal.SIGTERM, _terminate)
+    main_thread = threading.current_thread() is threading.main_thread()  # only there can a handler be set
+    previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
     try:
         tool(options)
     except SeqpipeError as error:
@@ -52,5 +54,6 @@ def run_tool(tool: Callable[[argparse.Namespace], None], parser: argparse.Argume
         print(f"{parser.prog}: stopped by {name}; nothing was written", file=sys.stderr)
         return status
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if main_thread:  # a handler set outside Python reads as None: the default stands for it
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
     return 0

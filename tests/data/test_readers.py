@@ -145,8 +145,9 @@ def test_directory_problems(tmp_path):
         ("sequence\tlabel\nACGT\ta\n\n\tb\n", "record '3', line 4: empty 'sequence' cell"),
         # two stray quotes would make one cell of lines 3-5 and lose the records between them
         ("note\tsequence\tlabel\nx\tACGT\ta\n\"5' end\tGGCC\tb\ny\tAAAA\ta\n\"3' end\tTTTT\tb\n",
-         "line 3: column 'note' holds a cell that runs over several lines: a \" opening a cell is read as a quote "
-         "until the next \", and the rows in between are lost; remove the \" or close it in the same cell"),
+         "line 3: column 'note' holds a cell that runs over several lines (a quoted cell with a line break, or a "
+         "stray \" opening a cell, which is read as a quote up to the next \" and swallows the rows in between): a "
+         "table holds one record per line; remove the line break or the \""),
     ],
 )
 def test_malformed_table(tmp_path, content, problem):
@@ -164,6 +165,12 @@ def test_a_table_reads_record_ids_from_its_id_column_unless_told_another(tmp_pat
     assert [r.id for r in read_records(path, id_column="name")] == ["alpha", "beta"]
     path.write_text("sequence,label\nACGT,a\nGGCC,b\n")
     assert [r.id for r in read_records(path)] == ["1", "2"]
+    path.write_text("sequence,id,label\nACGT,r1,a\nGGCC,,b\n")  # an id column with holes: row numbers, said once
+    with pytest.warns(UserWarning, match=r"t.csv: column 'id' has empty cells \(the first at line 3\), so records are "
+                                         r"named by row number; set data.id_column id to require ids"):
+        assert [r.id for r in read_records(path)] == ["1", "2"]
+    with pytest.raises(DataError, match=r"record '', line 3: empty 'id' cell|line 3: empty 'id' cell"):
+        list(read_records(path, id_column="id"))
 
 
 def test_quoted_cells_on_one_line_are_read_without_their_quotes(tmp_path):
