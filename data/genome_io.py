@@ -46,6 +46,13 @@ def compression(path: Path) -> str:
     return "bgzip" if has_extra and head[12:14] == b"BC" else "gzip"
 
 
+def cache_key(path: Path) -> str:
+    """The name of what the cache keeps for the file at ``path``: its path, size and modification time, so that an
+    edited file is never matched with what was made of it before."""
+    stat = path.stat()
+    return hashlib.sha1(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:12]
+
+
 def seekable_fasta(path: str | Path, cache: str | Path | None = None) -> Path:
     """A FASTA pyfaidx can seek: ``path`` itself (plain or bgzip) or its one-time decompressed copy."""
     path = Path(path)
@@ -53,10 +60,8 @@ def seekable_fasta(path: str | Path, cache: str | Path | None = None) -> Path:
         raise DataError(path, "no such FASTA file")
     if compression(path) != "gzip":
         return path
-    stat = path.stat()
-    key = hashlib.sha1(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:12]
     name = path.name[:-3] if path.name.endswith(".gz") else path.name + ".fa"
-    target = cache_dir(cache) / key / name
+    target = cache_dir(cache) / cache_key(path) / name
     if not target.exists():
         rank_zero_info(f"{path}: plain gzip, which cannot be read in place; decompressing it once to {target} (bgzip "
                        "reads in place; --data.cache_dir or $SEQPIPE_CACHE choose the folder)")
@@ -107,8 +112,7 @@ class Genome:
 
             index, blocks = (self.path.with_name(self.path.name + suffix) for suffix in (".fai", ".gzi"))
             if self.path == self.source and not _usable_index(self.path, index, blocks):
-                stat = self.path.stat()  # nothing is written beside the user's FASTA: its index goes to the cache
-                key = hashlib.sha1(f"{self.path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:12]
+                key = cache_key(self.path)  # nothing is written beside the user's FASTA: its index goes to the cache
                 index, blocks = (cache_dir(self._cache) / "index" / f"{key}{suffix}" for suffix in (".fai", ".gzi"))
                 index.parent.mkdir(parents=True, exist_ok=True)
             try:
