@@ -224,8 +224,9 @@ class GenomeData(SplitDataModule):
         bed: windows to use instead of sampled ones (plain or gzipped BED), resized around their centre to
             ``window_length``; a row whose strand (column 6) is "-" is read from the reverse strand (see
             :class:`GenomeWindowDataset`). Per-base targets score exactly the bases of the rows: a training
-            window is centred on a row that fits in it (the rest is context), longer rows and val, test and
-            ``predict`` rows are tiled like a predict region (for ``predict`` the rows must not overlap).
+            window is centred on a row that fits in it (the rest is context); longer rows and val, test and
+            ``predict`` rows are tiled like a predict region, each tile of a long row going to the held-out split
+            it touches (for ``predict`` the rows must not overlap).
         label_column: 0-based BED column with the window's class (3 = name).
         split_column: 0-based BED column with "train", "val" or "test"; without one, a BED window goes to the
             held-out split it overlaps (a window touching a held-out region never trains).
@@ -374,11 +375,11 @@ class GenomeData(SplitDataModule):
         self._bed_rows = read_bed(self.bed, self.chrom_sizes, self.label_column, self.split_column)
         self.bed_windows = {name: [] for name in (*SPLIT_NAMES, "predict")}
         per_base = self.target == "track"
-        for row in self._bed_rows:
+        centred = [resize(row.window, self.window_length) for row in self._bed_rows]
+        for row, window in zip(self._bed_rows, centred):
             if row.window.strand == "-" and self.target == "next_base":
                 raise DataError(self.bed, "strand '-' with data.target 'next_base': next-base targets are read on the "
                                 "+ strand; drop the strand column or use '+'/'.'", line=row.line)
-            window = resize(row.window, self.window_length)
             if per_base and row.window.end - row.window.start > self.window_length:  # each tile finds its split
                 for tile in self._tiles(row.window, self.eval_stride):
                     self.bed_windows[row.split or self._held_out_split(tile)].append(tile)
@@ -390,8 +391,7 @@ class GenomeData(SplitDataModule):
                 self.bed_windows[split].append(window._replace(keep_start=row.window.start, keep_end=row.window.end))
             else:
                 self.bed_windows[split].append(window)
-        self.bed_windows["predict"] = self._per_base_prediction_windows() if stage == "predict" and per_base else [
-            resize(row.window, self.window_length) for row in self._bed_rows]
+        self.bed_windows["predict"] = self._per_base_prediction_windows() if stage == "predict" and per_base else centred
 
     def _held_out_split(self, window: Window) -> str:
         """The held-out split ``window`` touches ("test" first), else "train": a window touching a held-out region
