@@ -292,7 +292,8 @@ def describe_parse_error(message: str, parser, argv: list[str]) -> str:
         key = not_taken.group(1)
         choices = [option.removeprefix("--") for option in subparser._option_string_actions]
         return _did_you_mean(f"{_config_with_key(argv, key)}{key} is not an option", key, choices)
-    wrong_type = _describe_wrong_type(message, argv)
+    one_line = " ".join(line.strip() for line in message.splitlines() if line.strip())
+    wrong_type = _describe_wrong_type(one_line, argv)
     if wrong_type:
         return wrong_type
     if message.startswith("Problems parsing config"):
@@ -303,14 +304,13 @@ def describe_parse_error(message: str, parser, argv: list[str]) -> str:
                 mark = error.problem_mark or error.context_mark
                 return (f"{location(path, line=mark.line + 1 if mark else None)}: not valid YAML: "
                         f"{error.problem or error.context}" + (f", column {mark.column + 1}" if mark else ""))
-    return " ".join(line.strip() for line in message.splitlines() if line.strip())
+    return one_line
 
 
 def _describe_wrong_type(message: str, argv: list[str]) -> str | None:
     """``--data.batch_size: expected int, got 'x'`` for a value of the wrong type (jsonargparse nests the option's
     key in its class's: ``Parser key "data": ... Parser key "batch_size": Expected a <class 'int'>. Got value: x``),
-    naming the config file when the value came from one; None for other errors."""
-    message = " ".join(line.strip() for line in message.splitlines() if line.strip())
+    naming the config file when the value came from one; None for other errors. ``message``: on one line."""
     keys = re.findall(r'Parser key "([\w.]+)"', message)
     value = re.search(r"(?:Got value|Given value): (.+?)(?: - |$)", message)
     if not keys or not value or "NestedArg" in value.group(1):
