@@ -27,9 +27,9 @@ import numpy as np
 from dna_benchmarks import DEFAULT_DATA, GENOME
 from seqpipe.data.readers import read_records
 from seqpipe.data.synthetic import write_fasta
+from seqpipe.dna_alphabet import reverse_complement
 
 GFF = "ecoli/GCF_000005845.2_ASM584v2_genomic.gff.gz"
-COMPLEMENT = str.maketrans("ACGTN", "TGCAN")
 
 
 class Gene(NamedTuple):
@@ -47,10 +47,6 @@ def read_genes(gff: Path) -> list[Gene]:
             if len(fields) == 9 and fields[2] == "gene":
                 genes.append(Gene(int(fields[3]) - 1, int(fields[4]), fields[6]))
     return sorted(genes)
-
-
-def reverse_complement(sequence: str) -> str:
-    return sequence.translate(COMPLEMENT)[::-1]
 
 
 def excluded_mask(genome: str, fasta_paths: list[Path]) -> np.ndarray:
@@ -104,7 +100,7 @@ def write_set(data: Path, out: Path, length: int = 150, gap: int = 40, exclude: 
     blocked = excluded_mask(genome, list(exclude))
     kept = [row for row in rows if not blocked[row[1]:row[2]].any()]
     records = []
-    for number, (label, start, end, strand) in enumerate(kept):
+    for label, start, end, strand in kept:
         sequence = genome[start:end] if strand == "+" else reverse_complement(genome[start:end])
         records.append((f"{label} {start}-{end}{strand}", sequence))
     order = rng.permutation(len(records))
