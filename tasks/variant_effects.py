@@ -136,32 +136,45 @@ def read_vcf(vcf_path: Path):
     try:
         declared = {(line.type, line.info().get("ID")) for line in vcf.header_iter()}
         records, alleles, log = read_alleles(vcf, vcf_path)
-        flags: dict[tuple[str, str], bool] = {}  # each undeclared tag: whether it is a flag everywhere
-        for variant in records:
-            tags = [("INFO", key, isinstance(value, bool)) for key, value in variant.INFO]
-            tags += [("FORMAT", key, False) for key in variant.FORMAT or []]
-            tags += [("FILTER", name, False) for name in (variant.FILTER or "").split(";") if name]
-            for kind, name, flag in tags:
-                if (kind, name) not in declared:
-                    flags[kind, name] = flags.get((kind, name), True) and flag
-        if flags:
+        undeclared = undeclared_tags(records, declared)
+        if undeclared:
             vcf.close()
             vcf = open_vcf(vcf_path)
-            note = "not declared in the input VCF's header; declared by seqpipe variants"
-            for (kind, name), flag in flags.items():
-                if kind == "FILTER":
-                    vcf.add_filter_to_header({"ID": name, "Description": note})
-                else:
-                    add = vcf.add_info_to_header if kind == "INFO" else vcf.add_format_to_header
-                    add({"ID": name, "Number": "0" if flag else ".", "Type": "Flag" if flag else "String", "Description": note})
+            declare(vcf, undeclared)
             records, alleles, log = read_alleles(vcf, vcf_path)
             print(f"seqpipe: warning: {vcf_path}: its header does not declare "
-                  f"{', '.join(f'{kind} {name}' for kind, name in flags)}; the scored VCF declares them", file=sys.stderr)
+                  f"{', '.join(f'{kind} {name}' for kind, name in undeclared)}; the scored VCF declares them",
+                  file=sys.stderr)
     except BaseException:
         vcf.close()
         raise
     sys.stderr.write("".join(f"{line}\n" for line in log))  # htslib's warnings, as they were
     return vcf, records, alleles
+
+
+def undeclared_tags(records, declared: set[tuple[str, str]]) -> dict[tuple[str, str], bool]:
+    """The (kind, name) of every INFO key, FORMAT key and FILTER value the ``records`` use and the header does not
+    declare (``declared``), each with whether it is a flag (an INFO key never given a value)."""
+    flags: dict[tuple[str, str], bool] = {}
+    for variant in records:
+        tags = [("INFO", key, isinstance(value, bool)) for key, value in variant.INFO]
+        tags += [("FORMAT", key, False) for key in variant.FORMAT or []]
+        tags += [("FILTER", name, False) for name in (variant.FILTER or "").split(";") if name]
+        for kind, name, flag in tags:
+            if (kind, name) not in declared:
+                flags[kind, name] = flags.get((kind, name), True) and flag
+    return flags
+
+
+def declare(vcf, tags: dict[tuple[str, str], bool]) -> None:
+    """Add the ``tags`` (:func:`undeclared_tags`) to the header of ``vcf``, opened but not yet read."""
+    note = "not declared in the input VCF's header; declared by seqpipe variants"
+    for (kind, name), flag in tags.items():
+        if kind == "FILTER":
+            vcf.add_filter_to_header({"ID": name, "Description": note})
+        else:
+            add = vcf.add_info_to_header if kind == "INFO" else vcf.add_format_to_header
+            add({"ID": name, "Number": "0" if flag else ".", "Type": "Flag" if flag else "String", "Description": note})
 
 
 def read_alleles(vcf, vcf_path: Path) -> tuple[list, list[Allele], list[str]]:
