@@ -8,7 +8,6 @@ from collections.abc import Iterable
 from contextlib import closing
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
