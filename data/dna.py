@@ -168,9 +168,10 @@ class DNAClassificationData(SplitDataModule):
             strand, column 6, is "-"), labelled from ``label_column``.
     """
 
-    #: how a table's missing column names the option that chooses it (``data.sequence_column``); the DNA tools,
-    #: whose options are ``--sequence_column`` and ``--id_column``, set ``"--"``
-    column_option_prefix = "data."
+    #: how messages name an option of this module where its user sets it under another name (by default
+    #: ``data.<name>``); the DNA tools map ``predict`` to their input option, ``sequence_column`` to
+    #: ``--sequence_column``, ...
+    option_names: dict[str, str] = {}
 
     def __init__(
         self,
@@ -332,13 +333,18 @@ class DNAClassificationData(SplitDataModule):
                            "in input order")
         return self._encode(records, None)
 
+    def option_name(self, option: str) -> str:
+        """How messages name this module's ``option`` to its user (see ``option_names``)."""
+        return self.option_names.get(option, f"data.{option}")
+
     def _read(self, split: str, labelled: bool = True) -> list[Record]:
         path = self.paths[split]
         if path is None:
-            raise ConfigError(f"data.{split} is not set; give the path of the {split} data")
+            raise ConfigError(f"{self.option_name(split)} is not set; give the path of the {split} data")
         if is_bed(path):
             if self.fasta is None:
-                raise ConfigError(f"data.{split} {path} is a BED file: set data.fasta, the genome its rows refer to")
+                raise ConfigError(f"{self.option_name(split)} {path} is a BED file: give {self.option_name('fasta')}, "
+                                  "the genome its rows refer to")
             column = BED_NAME_COLUMN if self.label_column is None else self.label_column
             if not isinstance(column, int):
                 raise ConfigError(f"data.label_column {column!r}: {path} is a BED file, whose label column is given by "
@@ -347,7 +353,7 @@ class DNAClassificationData(SplitDataModule):
                 return read_bed_records(path, genome, column if labelled else None)
         column = "label" if self.label_column is None else str(self.label_column)
         return number_shared_ids(list(read_records(path, labelled=labelled, label_column=column,
-                                                   option_prefix=self.column_option_prefix, **self.reader_options)))
+                                                   option_name=self.option_name, **self.reader_options)))
 
     def _encode(self, records: list[Record], label_names: list[str] | None) -> EncodedSequences:
         """Tokenize ``records``; with ``label_names``, map labels to class indices, rejecting unknown labels."""
@@ -376,7 +382,7 @@ class DNAClassificationData(SplitDataModule):
     def _loader(self, split: str) -> DataLoader:
         train = split == "train"
         if split not in self.splits:
-            raise ConfigError(f"no {split} data: set data.{split}")
+            raise ConfigError(f"no {split} data: set {self.option_name(split)}")
         dataset = DNASequenceDataset(
             self.splits[split], self.tokenizer, self.max_length, random_crop=train,
             reverse_complement_p=0.5 if train and self.reverse_complement_augment else 0.0,

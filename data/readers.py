@@ -12,7 +12,7 @@ import re
 import warnings
 import zlib
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, NamedTuple
 
@@ -72,13 +72,13 @@ def read_records(
     sequence_column: str = "sequence",
     label_column: str = "label",
     id_column: str | None = None,
-    option_prefix: str = "data.",
+    option_name: Callable[[str], str] = "data.{}".format,
 ) -> Iterator[Record]:
     """Read any of the three shapes: a directory (one FASTA per class), a .tsv/.csv[.gz] table, or else
     a FASTA file whose headers carry the label (found by ``label_pattern``).
 
     With ``labelled=False`` labels are not required (and not read from FASTA headers or tables).
-    ``option_prefix``: see :func:`read_table`.
+    ``option_name``: see :func:`read_table`.
     """
     path = Path(path)
     if not path.exists():
@@ -88,7 +88,7 @@ def read_records(
     if _suffix(path) in TABLE_SEPARATORS:
         return read_table(
             path, sequence_column=sequence_column, label_column=label_column if labelled else None, id_column=id_column,
-            option_prefix=option_prefix,
+            option_name=option_name,
         )
     return read_labelled_fasta(path, label_pattern if labelled else None)
 
@@ -183,7 +183,7 @@ def read_table(
     sequence_column: str = "sequence",
     label_column: str | None = "label",
     id_column: str | None = None,
-    option_prefix: str = "data.",
+    option_name: Callable[[str], str] = "data.{}".format,
 ) -> Iterator[Record]:
     """A .tsv or .csv file (plain or gzipped) with a header row. ``label_column=None``: no labels.
 
@@ -191,8 +191,8 @@ def read_table(
     else are the row numbers (1-based, header not counted). A cell holding a line break (a stray quote opening a cell runs on to
     the next quote, swallowing the rows between) is an error naming its line.
     Lines are counted with the header as line 1; blank lines are allowed and counted. A missing column's error
-    names the option that chooses it: ``option_prefix`` + ``sequence_column`` (``label_column``, ``id_column``),
-    as the caller's user sets it (``data.`` in a recipe, ``--`` for the DNA tools' ``--sequence_column``).
+    names the option that chooses it, ``option_name("sequence_column")`` (``"label_column"``, ``"id_column"``), as
+    the caller's user sets it (``data.sequence_column`` in a recipe, ``--sequence_column`` for the DNA tools).
     """
     path = Path(path)
     kind = _suffix(path)
@@ -209,7 +209,7 @@ def read_table(
         blank = np.flatnonzero(table[DEFAULT_ID_COLUMN].str.strip().eq("").to_numpy())
         if blank.size:  # not asked for: a column of ids with holes names no record, rows are numbered instead
             warnings.warn(f"{path}: column {DEFAULT_ID_COLUMN!r} has empty cells (the first at line {blank[0] + 2}), so "
-                          f"records are named by row number; set {option_prefix}id_column {DEFAULT_ID_COLUMN} to "
+                          f"records are named by row number; set {option_name('id_column')} {DEFAULT_ID_COLUMN} to "
                           "require ids", stacklevel=2)
         else:
             id_column = DEFAULT_ID_COLUMN
@@ -224,7 +224,7 @@ def read_table(
             f"'{sequence_column}{separator}{label_column or 'label'}'", line=1,
         )
     if missing:
-        options = [option_prefix + option for option, name in columns.items() if name in missing]
+        options = [option_name(option) for option, name in columns.items() if name in missing]
         raise DataError(path, f"no column {' or '.join(map(repr, missing))}; the columns are {list(table.columns)} "
                               f"(set {', '.join(options)})")
     table = table.fillna("").apply(lambda column: column.str.strip())

@@ -18,7 +18,6 @@ import torch
 from seqpipe.checkpoints import load_trained_model
 from seqpipe.contracts import ChannelInput, TokenInput
 from seqpipe.data.dna import DNAClassificationData
-from seqpipe.data.genome import is_bed
 from seqpipe.data.tokenizers import DNATokenizer
 from seqpipe.dna_alphabet import DNA_COMPLEMENT, reverse_complement_ids
 from seqpipe.dna_backbones import RCEquivariantBackbone
@@ -82,12 +81,11 @@ def predict_data(model: SequenceModel, path: str, options: argparse.Namespace, b
     """Any input ``seqpipe predict`` takes (a FASTA file, a folder of FASTA files, a TSV/CSV with the columns of
     :func:`add_table_options`, a BED file with ``fasta``), read with the vocabulary ``model`` was trained on and set
     up for predict: every record is read and checked here (``.splits["predict"]``, ``.predict_dataloader()``).
-    ``input_option``: the tool's option that gave ``path``, as a BED file without ``fasta`` names it."""
-    if is_bed(path) and fasta is None:
-        raise ConfigError(f"{input_option} {path} is a BED file: give --data.fasta, the genome its rows refer to")
+    ``input_option``: the tool's option that gave ``path``, as messages name it."""
     data = DNAClassificationData(predict=path, sequence_column=options.sequence_column, id_column=options.id_column,
                                  batch_size=batch_size, fasta=fasta)
-    data.column_option_prefix = "--"
+    data.option_names = {"predict": input_option, "fasta": "--data.fasta", "sequence_column": "--sequence_column",
+                         "id_column": "--id_column"}
     data.restore_data_info(model.data_info)
     data.setup("predict")
     return data

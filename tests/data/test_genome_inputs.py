@@ -141,7 +141,7 @@ def test_classification_data_reads_labelled_regions_from_bed(genome, tmp_path):
         expected = (sequences[chrom][start:end].upper() + "N" * 30)[:30]  # chrB is 1700 long: N past its end
         assert tokenizer.decode(torch.from_numpy(tokens)) == expected
         assert record_id == f"{chrom}:{start}-{end}" and data.data_info.label_names[y] == label
-    with pytest.raises(ConfigError, match="set data.fasta"):
+    with pytest.raises(ConfigError, match="is a BED file: give data.fasta"):
         DNAClassificationData(train=str(bed), val=str(bed)).setup("fit")
 
 

@@ -100,7 +100,7 @@ def test_embed_refuses_a_users_path_and_a_bad_record_before_writing(tmp_path, ca
     assert not (tmp_path / "e.zarr").exists() and not (tmp_path / "e.zarr.partial").exists()
 
 
-def test_a_table_without_the_columns_names_the_tools_options(tmp_path, capsys):
+def test_a_table_without_the_columns_or_a_bed_file_without_a_genome_names_the_tools_options(tmp_path, capsys):
     ckpt = tmp_path / "m.ckpt"
     write_checkpoint(ckpt, MOTIF_CLASSIFIER, ["a", "b"])
     table = tmp_path / "in.csv"
@@ -109,6 +109,11 @@ def test_a_table_without_the_columns_names_the_tools_options(tmp_path, capsys):
                         (["--sequence_column", "dna", "--id_column", "id"], "'id'; the columns are ['name', 'dna'] (set --id_column)")):
         assert main(["--ckpt_path", str(ckpt), "--input", str(table), "--output", str(tmp_path / "e.zarr"), *extra]) == 2
         assert capsys.readouterr().err.splitlines() == [f"seqpipe: error: {table}: no column {hint}"]
+    bed = tmp_path / "rows.bed"
+    bed.write_text("chr1\t0\t8\n")
+    assert main(["--ckpt_path", str(ckpt), "--input", str(bed), "--output", str(tmp_path / "e.zarr")]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"seqpipe: error: --input {bed} is a BED file: give --data.fasta, the genome its rows refer to"]
 
 
 def test_a_forecasting_checkpoint_is_one_short_line(tmp_path, capsys):
