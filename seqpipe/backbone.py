@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from seqpipe.contracts import InputSpec, TokenInput
+from seqpipe.errors import ConfigError
 from seqpipe.frontend import StridedFrontEnd
 from seqpipe.mamba import MambaBlock
 from seqpipe.streaming import StreamingModule
@@ -87,7 +88,7 @@ class Backbone(StreamingModule):
         self.frontend_filters = frontend_filters
         self.encoder: nn.Module | None = None
         if sample_rate is not None and d_input is None:
-            raise ValueError("Backbone: sample_rate goes with d_input; give both, or neither to take them from the data")
+            raise ConfigError("Backbone: sample_rate goes with d_input; give both, or neither to take them from the data")
         if vocab_size is not None or d_input is not None:
             self.set_input(vocab_size=vocab_size, d_input=d_input, sample_rate=sample_rate)
         self.layers = nn.ModuleList(ResidualBlock(d_model, block(d_model), dropout) for _ in range(n_layers))
@@ -97,9 +98,9 @@ class Backbone(StreamingModule):
         """Create the input layer: an embedding for token ids, or a linear projection or strided front end for
         real values (``sample_rate``: of those values, used by the ``"filterbank"`` front end only)."""
         if (vocab_size is None) == (d_input is None):
-            raise ValueError("Backbone input: give exactly one of vocab_size (token ids) or d_input (real values)")
+            raise ConfigError("Backbone input: give exactly one of vocab_size (token ids) or d_input (real values)")
         if vocab_size and self.frontend != "linear":
-            raise ValueError(f"Backbone input: the {self.frontend!r} front end takes real values (d_input), not token ids")
+            raise ConfigError(f"Backbone input: the {self.frontend!r} front end takes real values (d_input), not token ids")
         if self.frontend != "linear":
             self.encoder = StridedFrontEnd(d_input, self.d_model, self.frontend, self.stride, self.frontend_kernel,
                                            self.frontend_filters, sample_rate)

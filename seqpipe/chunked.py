@@ -11,7 +11,17 @@ from __future__ import annotations
 import torch
 from torch.utils.checkpoint import checkpoint as checkpoint_call
 
+from seqpipe.errors import ConfigError
 from seqpipe.streaming import State, StreamingModule
+
+
+def check_chunk_size(module: StreamingModule, chunk_size: int, option: str = "chunk_size") -> None:
+    """Refuse a ``chunk_size`` that is not positive or, for a strided front end (``module.stride`` input steps per
+    output), not a multiple of the stride: a chunk ending inside a frame would be padded mid-sequence."""
+    stride = getattr(module, "stride", 1)
+    if chunk_size < 1 or chunk_size % stride:
+        need = "positive" if stride == 1 else f"a positive multiple of the front end's stride {stride}"
+        raise ConfigError(f"{option} must be {need}, got {chunk_size}")
 
 
 def chunked_forward(
@@ -27,8 +37,7 @@ def chunked_forward(
     Equal to ``module(x)`` for a causal module (the streaming invariant); right padding is harmless there
     because nothing flows backwards from it.
     """
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be positive, got {chunk_size}")
+    check_chunk_size(module, chunk_size)
     if state is None:
         dtype = x.dtype if x.is_floating_point() else next(module.parameters()).dtype
         state = module.initial_state(x.shape[0], x.device, dtype)
@@ -62,8 +71,7 @@ def chunked_mean(module: StreamingModule, x: torch.Tensor, lengths: torch.Tensor
 def chunked_mean_max(module: StreamingModule, x: torch.Tensor, lengths: torch.Tensor | None, chunk_size: int,
                      with_max: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
     """As :func:`chunked_mean`, and the maximum (B, D) over the same positions (None without ``with_max``)."""
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be positive, got {chunk_size}")
+    check_chunk_size(module, chunk_size)
     if lengths is None:
         lengths = torch.full((x.shape[0],), x.shape[1], device=x.device)
     dtype = x.dtype if x.is_floating_point() else next(module.parameters()).dtype

@@ -20,17 +20,9 @@ from seqpipe.backbone import Backbone, BlockFactory, ResidualBlock
 from seqpipe.dna_alphabet import DNA_COMPLEMENT, reverse_complement_ids, reverse_valid
 from seqpipe.errors import ConfigError
 from seqpipe.mamba import MambaBlock
-from seqpipe.streaming import StreamingModule
+from seqpipe.streaming import StreamingModule, WholeWindowsOnly
 
-def _no_streaming(module: nn.Module):
-    raise ConfigError(
-        f"{type(module).__name__} reads each window in both directions, so it cannot stream (chunk by chunk with its "
-        "state carried: --chunk_size, --model.chunk_size, data.stream): run whole windows (a genome prediction with "
-        "overlapping ones: data.predict_overlap)"
-    )
-
-
-class BidirectionalMixer(StreamingModule):
+class BidirectionalMixer(WholeWindowsOnly, StreamingModule):
     """``forward(x) + reverse(backward(reverse(x)))``: two scans with their own parameters, the second
     on the sequence reversed (each row's valid part, so right padding never enters a scan first)."""
 
@@ -43,14 +35,8 @@ class BidirectionalMixer(StreamingModule):
         backward = reverse_valid(self.backward_mixer(reverse_valid(x, lengths), lengths), lengths)
         return self.forward_mixer(x, lengths) + backward
 
-    def initial_state(self, batch_size, device=None, dtype=torch.float32):
-        _no_streaming(self)
 
-    def forward_chunk(self, x, state):
-        _no_streaming(self)
-
-
-class BidirectionalBackbone(Backbone):
+class BidirectionalBackbone(WholeWindowsOnly, Backbone):
     """A :class:`~seqpipe.backbone.Backbone` whose every mixer is a :class:`BidirectionalMixer` of two
     ``block``s (Mamba, S4, ...). Token inputs (DNA); features (B, L, d_model).
 
@@ -87,12 +73,6 @@ class BidirectionalBackbone(Backbone):
             features = (features + reverse_valid(other_strand, lengths)) / 2
         return features
 
-    def initial_state(self, batch_size, device=None, dtype=torch.float32):
-        _no_streaming(self)
-
-    def forward_chunk(self, x, state):
-        _no_streaming(self)
-
 
 class RCEmbedding(nn.Module):
     """Token ids (B, L) -> (B, L, 2E): the embedding of each base beside the channel-reversed embedding of
@@ -119,7 +99,7 @@ class RCNorm(nn.Module):
         return torch.cat([self.norm(forward_half), self.norm(reverse_half.flip(-1)).flip(-1)], dim=-1)
 
 
-class RCResidualBlock(StreamingModule):
+class RCResidualBlock(WholeWindowsOnly, StreamingModule):
     """``h + mixer(norm(h))`` where one mixer of width D/2 reads the first half forwards and the second
     half as the reverse complement (positions and channels reversed), then maps it back."""
 
@@ -135,14 +115,8 @@ class RCResidualBlock(StreamingModule):
         mixed_reverse = reverse_valid(self.mixer(reverse_half, lengths).flip(-1), lengths)
         return h + self.dropout(torch.cat([self.mixer(forward_half, lengths), mixed_reverse], dim=-1))
 
-    def initial_state(self, batch_size, device=None, dtype=torch.float32):
-        _no_streaming(self)
 
-    def forward_chunk(self, x, state):
-        _no_streaming(self)
-
-
-class RCEquivariantBackbone(Backbone):
+class RCEquivariantBackbone(WholeWindowsOnly, Backbone):
     """Reverse-complement equivariant backbone by parameter sharing (Caduceus' RCPS): the features of the
     reverse complement are exactly the reverse complement of the features (positions and channels reversed).
 
@@ -187,12 +161,6 @@ class RCEquivariantBackbone(Backbone):
         """x (B, L) token ids -> features (B, L, d_model)."""
         features = super().forward(x, lengths)
         return (features + features.flip(-1)) / 2 if self.output == "invariant" else features
-
-    def initial_state(self, batch_size, device=None, dtype=torch.float32):
-        _no_streaming(self)
-
-    def forward_chunk(self, x, state):
-        _no_streaming(self)
 
 
 class MotifConv(StreamingModule):

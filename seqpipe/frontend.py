@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from seqpipe.errors import ConfigError
 from seqpipe.streaming import StreamingModule, no_weight_decay
 
 # The filterbank's log power is floored at LOG_POWER_EPS, 54 dB under the power a unit sinusoid gives at its
@@ -89,16 +90,16 @@ class StridedFrontEnd(StreamingModule):
                  kernel_size: int | None = None, n_filters: int = 40, sample_rate: float | None = None):
         super().__init__()
         if kind not in ("patch", "conv", "filterbank"):
-            raise ValueError(f"front end: kind must be 'patch', 'conv' or 'filterbank', got {kind!r}")
+            raise ConfigError(f"front end: kind must be 'patch', 'conv' or 'filterbank', got {kind!r}")
         kernel_size = stride if kind == "patch" else (kernel_size or 2 * stride)
         if stride < 1 or kernel_size < stride:
-            raise ValueError(f"front end: need stride >= 1 and kernel_size >= stride, got {stride} and {kernel_size}")
+            raise ConfigError(f"front end: need stride >= 1 and kernel_size >= stride, got {stride} and {kernel_size}")
         self.kind, self.stride, self.history, self.d_input = kind, stride, kernel_size - stride, d_input
         if kind != "filterbank":
             self.proj = nn.Conv1d(d_input, d_model, kernel_size, stride=stride)
             return
         if sample_rate is None:
-            raise ValueError("front end 'filterbank': its filters start on the mel scale, so it needs the sample_rate "
+            raise ConfigError("front end 'filterbank': its filters start on the mel scale, so it needs the sample_rate "
                              "(set from the data's sample_rate, or backbone.sample_rate)")
         kernels = gabor_filters(n_filters, kernel_size, sample_rate)
         # Kernels are stored at unit peak and their unit-sum gains kept apart: an optimiser step then changes a

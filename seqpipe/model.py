@@ -14,7 +14,7 @@ from torch import nn
 
 from seqpipe.backbone import Backbone, position_reading_ahead
 from seqpipe.checkpoints import BestCheckpoint, LastCheckpoint, RandomState
-from seqpipe.chunked import chunked_forward, chunked_mean, chunked_mean_max, valid_mean
+from seqpipe.chunked import check_chunk_size, chunked_forward, chunked_mean, chunked_mean_max, valid_mean
 from seqpipe.contracts import DataInfo, InputSpec, TokenInput
 from seqpipe.errors import ConfigError, TrainingDiverged, location
 from seqpipe.heads import TaskHead
@@ -117,6 +117,8 @@ class SequenceModel(L.LightningModule):
         ):
             if not valid:
                 raise ConfigError(f"model.{name} must be {needs}, got {value}")
+        if chunk_size is not None:
+            check_chunk_size(backbone, chunk_size, "model.chunk_size")
         if head_warmup_epochs < 0:
             raise ConfigError(f"model.head_warmup_epochs must be 0 or more, got {head_warmup_epochs}")
         if head_warmup_epochs and freeze_backbone:

@@ -15,7 +15,8 @@ from seqpipe.kernels.s4d import (
 from seqpipe.kernels.s4_dplr import (
     DenseSSM, conjugate_pairs, dense_ssm_chunk, dense_ssm_step, discretize_dplr, dplr_init, dplr_kernel,
 )
-from seqpipe.streaming import StreamingModule, no_weight_decay
+from seqpipe.errors import ConfigError
+from seqpipe.streaming import StreamingModule, cannot_stream, no_weight_decay
 
 
 def _complex_parameter(value: torch.Tensor) -> nn.Parameter:
@@ -61,13 +62,13 @@ class S4Block(StreamingModule):
     ):
         super().__init__()
         if mode not in ("diag", "dplr"):
-            raise ValueError(f"S4Block: mode must be 'diag' or 'dplr', got {mode!r}")
+            raise ConfigError(f"S4Block: mode must be 'diag' or 'dplr', got {mode!r}")
         if d_state < 2 or d_state % 2:
-            raise ValueError(f"S4Block: d_state must be even and ≥ 2 (conjugate pairs), got {d_state}")
+            raise ConfigError(f"S4Block: d_state must be even and ≥ 2 (conjugate pairs), got {d_state}")
         if disc not in ("zoh", "bilinear"):
-            raise ValueError(f"S4Block: disc must be 'zoh' or 'bilinear', got {disc!r}")
+            raise ConfigError(f"S4Block: disc must be 'zoh' or 'bilinear', got {disc!r}")
         if mode == "dplr" and init != "legs":
-            raise ValueError(f"S4Block: mode='dplr' is HiPPO-LegS in normal-plus-low-rank form; use init='legs' (got {init!r}) or mode='diag'")
+            raise ConfigError(f"S4Block: mode='dplr' is HiPPO-LegS in normal-plus-low-rank form; use init='legs' (got {init!r}) or mode='diag'")
         self.d_model, self.d_state, self.mode, self.disc = d_model, d_state, mode, disc
         self.bidirectional, self.kernel_backend = bidirectional, kernel_backend
         half = d_state // 2
@@ -134,10 +135,7 @@ class S4Block(StreamingModule):
 
     def _check_streamable(self) -> None:
         if self.bidirectional:
-            raise RuntimeError(
-                "S4Block(bidirectional=True) reads future tokens, so it cannot stream; "
-                "use forward() on whole sequences, or build the block with bidirectional=False"
-            )
+            raise cannot_stream(self)
 
     def _work_dtype(self, state: torch.Tensor) -> torch.dtype:
         return torch.promote_types(state.dtype, torch.view_as_complex(self.C).dtype)

@@ -16,6 +16,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from seqpipe.errors import ConfigError
+
 State = Any  # a tensor, or a tuple/list of tensors, owned by the block that made it
 
 
@@ -35,6 +37,26 @@ class StreamingModule(nn.Module):
         """Default: a chunk of one token. Blocks override it where a cheaper update exists."""
         y, state = self.forward_chunk(x_t.unsqueeze(1), state)
         return y.squeeze(1), state
+
+
+def cannot_stream(module: nn.Module) -> ConfigError:
+    """The error of a module that reads each window in both directions when asked to stream."""
+    return ConfigError(
+        f"{type(module).__name__} reads each window in both directions, so it cannot stream (chunk by chunk with its "
+        "state carried: --chunk_size, --model.chunk_size, data.stream): run whole windows (a genome prediction with "
+        "overlapping ones: data.predict_overlap)"
+    )
+
+
+class WholeWindowsOnly:
+    """Mixin, listed before the :class:`StreamingModule` base, of modules that read each window in both
+    directions: ``initial_state``, ``forward_chunk`` and ``step`` raise :func:`cannot_stream`'s error."""
+
+    def initial_state(self, batch_size: int, device=None, dtype: torch.dtype = torch.float32) -> State:
+        raise cannot_stream(self)
+
+    def forward_chunk(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        raise cannot_stream(self)
 
 
 def no_weight_decay(param: nn.Parameter) -> nn.Parameter:

@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from seqpipe.errors import ConfigError
+
 
 class ForecastLoss(nn.Module):
     """Base class: the output methods default to a point forecast (``n_params`` = 1); subclasses define
@@ -78,9 +80,9 @@ class PointForecast(ForecastLoss):
     def __init__(self, criterion: Literal["mse", "l1", "huber"] = "mse", delta: float = 1.0):
         super().__init__()
         if criterion not in ("mse", "l1", "huber"):
-            raise ValueError(f"criterion must be 'mse', 'l1' or 'huber', got {criterion!r}")
+            raise ConfigError(f"PointForecast: criterion must be 'mse', 'l1' or 'huber', got {criterion!r}")
         if not delta > 0:
-            raise ValueError(f"delta must be positive, got {delta}")
+            raise ConfigError(f"PointForecast: delta must be positive, got {delta}")
         self.criterion, self.delta = criterion, float(delta)
 
     def forward(self, params: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -89,6 +91,14 @@ class PointForecast(ForecastLoss):
         if self.criterion == "huber":
             return F.huber_loss(params[..., 0], target, delta=self.delta)
         return F.mse_loss(params[..., 0], target)
+
+
+def quantile_levels(quantiles: Sequence[float], owner: str) -> list[float]:
+    """``quantiles`` sorted, after checking they are distinct levels in (0, 1); ``owner`` names the loss in the
+    error."""
+    if not quantiles or any(not 0 < q < 1 for q in quantiles) or len(set(quantiles)) != len(quantiles):
+        raise ConfigError(f"{owner}: quantiles must be distinct levels in (0, 1), got {list(quantiles)}")
+    return sorted(float(q) for q in quantiles)
 
 
 def pinball_loss(forecasts: torch.Tensor, target: torch.Tensor, levels: Sequence[float]) -> torch.Tensor:
@@ -111,9 +121,7 @@ class QuantileForecast(ForecastLoss):
 
     def __init__(self, quantiles: list[float] = [0.1, 0.5, 0.9]):
         super().__init__()
-        if not quantiles or any(not 0 < q < 1 for q in quantiles) or len(set(quantiles)) != len(quantiles):
-            raise ValueError(f"quantiles must be distinct levels in (0, 1), got {quantiles}")
-        self.quantiles = sorted(float(q) for q in quantiles)
+        self.quantiles = quantile_levels(quantiles, "QuantileForecast")
         self.n_params = len(self.quantiles)
         self._median = int(np.argmin([abs(q - 0.5) for q in self.quantiles]))
 
@@ -176,8 +184,8 @@ class StudentTForecast(ForecastLoss):
     def __init__(self, quantiles: list[float] = [0.1, 0.5, 0.9], min_df: float = 2.0):
         super().__init__()
         if min_df <= 1:
-            raise ValueError(f"min_df must exceed 1 (the CRPS of a Student-t needs df > 1), got {min_df}")
-        self.quantiles = sorted(float(q) for q in quantiles)
+            raise ConfigError(f"StudentTForecast: min_df must exceed 1 (the CRPS of a Student-t needs df > 1), got {min_df}")
+        self.quantiles = quantile_levels(quantiles, "StudentTForecast")
         self.min_df = min_df
 
     def from_raw(self, raw: torch.Tensor) -> torch.Tensor:

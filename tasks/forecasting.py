@@ -126,7 +126,7 @@ class Forecasting(TaskHead):
         if self.readout_positions == "last":
             features = features[:, -1:]
         elif features.shape[1] != self.seq_len:
-            raise ValueError(f"readout 'flatten' needs one feature per input row ({self.seq_len}), got {features.shape[1]}: "
+            raise ConfigError(f"readout 'flatten' needs one feature per input row ({self.seq_len}), got {features.shape[1]}: "
                              "use readout 'last' with a shortening front end")
         raw = self.readout(self.dropout(features).flatten(1))
         if self.channel_independent:

@@ -168,3 +168,20 @@ def test_the_streamed_mean_of_a_strided_model_equals_the_whole_mean(lengths):
         whole = model.backbone(x).mean(1)  # 16 outputs of 64 samples, all valid
         torch.testing.assert_close(model.mean_features(x, lengths), whole, rtol=0, atol=1e-12)
         torch.testing.assert_close(model.mean_features(x, lengths, chunk_size=16), whole, rtol=0, atol=1e-10)
+
+
+def test_a_chunk_size_that_splits_a_frame_is_refused():
+    """Chunks of 10 samples at stride 4 would pad each chunk's last frame mid-sequence (12 outputs for 10 samples)."""
+    from seqpipe.chunked import chunked_forward
+    from seqpipe.errors import ConfigError
+    from seqpipe.model import SequenceModel
+    from seqpipe.tasks.classification import SequenceClassification
+
+    model = backbone("conv", 4)
+    with pytest.raises(ConfigError, match="model.chunk_size must be a positive multiple of the front end's stride 4, got 10"):
+        SequenceModel(model, SequenceClassification(), chunk_size=10)
+    with pytest.raises(ConfigError, match="chunk_size must be a positive multiple of the front end's stride 4, got 10"):
+        chunked_forward(model, torch.randn(1, 40, 2, dtype=torch.float64), 10)
+    x = torch.randn(1, 40, 2, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(chunked_forward(model, x, 12)[0], model(x), rtol=0, atol=1e-10)
