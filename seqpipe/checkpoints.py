@@ -141,6 +141,12 @@ def arguments_do_not_fit(path: str | Path, error: Exception) -> CheckpointError:
     """The one-line error for a checkpoint whose model arguments this version's classes do not take (as
     jsonargparse words it, e.g. an argument renamed since the checkpoint was saved)."""
     reason = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+    missing = re.search(r"class_path '([^']+)': No module named '([^']+)'", reason)
+    if missing:
+        class_path, module = missing.groups()
+        return CheckpointError(f"{path}: its model uses {class_path}, and its module {module!r} cannot be imported "
+                               f"here: run from the folder that holds {module.split('.')[0]}, or add that folder to "
+                               "PYTHONPATH")
     return CheckpointError(f"{path}: its model arguments do not fit this version of seqpipe ({reason}); "
                            f"fit the model again with this version")
 

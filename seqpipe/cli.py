@@ -439,11 +439,11 @@ def main(args: list[str] | None = None) -> None:
     """Entry point; ``args`` replaces ``sys.argv[1:]`` (tests call ``main(["fit", "--config", ...])``)."""
     keep_freed_memory()
     argv = sys.argv[1:] if args is None else [str(arg) for arg in args]
-    if argv and argv[0] in TOOLS:
-        raise SystemExit(run_tool(argv[0], argv[1:]))
-    # as under `python -m`: a head or data module named in a config may live in the working directory
+    # as under `python -m`: a head or data module named in a config or a checkpoint may live in the working directory
     if os.getcwd() not in sys.path and "" not in sys.path:
         sys.path.insert(0, os.getcwd())
+    if argv and argv[0] in TOOLS:
+        raise SystemExit(run_tool(argv[0], argv[1:]))
     _silence_irrelevant_messages()
     _seqpipe_warnings_on_one_line()
     if not argv or "-h" in argv or "--help" in argv:

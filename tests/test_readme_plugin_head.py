@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
 import yaml
 
 from seqpipe.cli import main
@@ -30,7 +31,7 @@ def readme_commands(program: str) -> list[list[str]]:
     return [line.split() for line in block.replace("\\\n", " ").splitlines() if line.startswith(program)]
 
 
-def test_readme_plugin_head_example_fits_tests_and_predicts(tmp_path, monkeypatch):
+def test_readme_plugin_head_example_fits_tests_and_predicts(tmp_path, monkeypatch, capsys):
     data = make_dna_motif_dataset(tmp_path / "data", seed=2, n_train=60, n_test=15, n_unlabelled=4, length=30)
     work = tmp_path / "work"
     work.mkdir()
@@ -52,6 +53,24 @@ def test_readme_plugin_head_example_fits_tests_and_predicts(tmp_path, monkeypatc
     for words in commands:
         args = [str(paths.get(word, word)) for word in words[1:]]
         main([*args, "--config", "tiny.yaml"])
+
+    # the DNA tools load the checkpoint's head from the working directory too
+    sys.path.remove(str(work))
+    monkeypatch.delitem(sys.modules, "myheads")
+    checkpoint = next((work / "run").glob("lightning_logs/version_*/checkpoints/best.ckpt"))
+    embed = ["embed", "--ckpt_path", str(checkpoint), "--input", str(paths["NEW"]), "--output", "embeddings.zarr",
+             "--trust_module", "myheads"]
+    monkeypatch.chdir(tmp_path)  # elsewhere, the head's module is named
+    with pytest.raises(SystemExit) as done:
+        main(embed)
+    assert done.value.code == 2 and capsys.readouterr().err.splitlines() == [
+        f"seqpipe: error: {checkpoint}: its model uses myheads.MaxPoolClassifier, and its module 'myheads' cannot be "
+        "imported here: run from the folder that holds myheads, or add that folder to PYTHONPATH"]
+    sys.path[:] = [path for path in sys.path if path != str(tmp_path)]
+    monkeypatch.chdir(work)
+    with pytest.raises(SystemExit) as done:
+        main(embed)
+    assert done.value.code == 0 and (work / "embeddings.zarr").is_dir()
 
     predictions = pd.read_csv(next((work / "run").glob("lightning_logs/version_*/predictions.csv")))
     labels = ["background", "enhancer_like", "promoter_like"]
