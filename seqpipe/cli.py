@@ -137,8 +137,10 @@ class SeqpipeCLI(LightningCLI):
                 class_path="lightning.pytorch.loggers.CSVLogger",
                 init_args=Namespace(save_dir=trainer.default_root_dir or "."),
             )
-        if trainer.enable_progress_bar is not False and not trainer.callbacks:
-            trainer.callbacks = [Namespace(class_path="lightning.pytorch.callbacks.RichProgressBar")]
+        callbacks = trainer.callbacks if isinstance(trainer.callbacks, list) else [trainer.callbacks] if trainer.callbacks else []
+        if trainer.enable_progress_bar is not False and not any(
+                "ProgressBar" in str(getattr(callback, "class_path", "")) for callback in callbacks):
+            trainer.callbacks = [*callbacks, Namespace(class_path="lightning.pytorch.callbacks.RichProgressBar")]
 
     def after_instantiate_classes(self) -> None:
         if self.trained_info is not None and isinstance(self.datamodule, RestorableData):

@@ -479,3 +479,19 @@ def test_the_command_keeps_freed_memory_with_glibc():
     process of its own, where nothing else set them."""
     code = "from seqpipe.cli import keep_freed_memory; print(keep_freed_memory())"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "True\n"
+
+
+@pytest.mark.parametrize("given,added", [([], True), (["lightning.pytorch.callbacks.EarlyStopping"], True),
+                                         (["lightning.pytorch.callbacks.TQDMProgressBar"], False)],
+                         ids=["no callbacks", "a recipe's callback", "the user's progress bar"])
+def test_the_rich_progress_bar_joins_a_recipes_callbacks_unless_one_is_given(given, added):
+    from types import SimpleNamespace
+
+    from jsonargparse import Namespace
+
+    from seqpipe.cli import SeqpipeCLI
+
+    trainer = Namespace(logger=False, enable_progress_bar=None, callbacks=[Namespace(class_path=c) for c in given] or None)
+    SeqpipeCLI.before_instantiate_classes(SimpleNamespace(subcommand="fit", config=Namespace(fit=Namespace(trainer=trainer))))
+    names = [callback.class_path for callback in trainer.callbacks]
+    assert names == [*given, "lightning.pytorch.callbacks.RichProgressBar"] if added else names == given
