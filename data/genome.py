@@ -286,7 +286,7 @@ class GenomeData(SplitDataModule):
         self.windows_per_epoch, self.weighting, self.eval_stride = windows_per_epoch, weighting, eval_stride
         self.predict_overlap, self.stream = predict_overlap, stream
         self.batch_size, self.num_workers, self.seed, self.cache_dir = batch_size, num_workers, seed, cache_dir
-        self.length_warmup = None  # set by seqpipe.callbacks.SequenceLengthWarmup (see training_window)
+        self._length_warmup = None
         self.genome: Genome | None = None
         self.intervals: dict[str, list[Interval]] = {}
         self.bed_windows: dict[str, list[Window]] = {}
@@ -427,6 +427,20 @@ class GenomeData(SplitDataModule):
             if window.label not in label_names:
                 raise DataError(self.bed, f"class {window.label!r} does not occur in the training windows "
                                 f"(classes: {label_names})", line=line)
+
+    @property
+    def length_warmup(self):
+        """The :class:`~seqpipe.callbacks.SequenceLengthWarmup` that sets the training windows' length (see
+        ``training_window``), or None. Refused with ``bed``, whose rows fix each window."""
+        return self._length_warmup
+
+    @length_warmup.setter
+    def length_warmup(self, warmup) -> None:
+        if warmup is not None and self.bed is not None:
+            raise ConfigError(f"SequenceLengthWarmup shortens windows drawn from the genome, but data.bed {self.bed} "
+                              "fixes every window (its rows, centred in data.window_length): drop the callback or "
+                              "the BED file")
+        self._length_warmup = warmup
 
     def _sampler(self, split: str, window_length: int, generator: torch.Generator):
         if self.bed is not None:

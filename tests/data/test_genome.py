@@ -11,6 +11,7 @@ import torch
 import zarr
 
 from genome_fixtures import CHROMS, write_genome, write_gff
+from seqpipe.callbacks import SequenceLengthWarmup
 from seqpipe.cli import main
 from seqpipe.data.genome import GenomeData, GenomeWindowDataset, read_bed
 from seqpipe.data.genome_io import Genome, Track, compression
@@ -286,6 +287,8 @@ def test_bed_windows_with_labels_and_splits(genome_files, tmp_path):
     no_split = GenomeData(str(fasta), target="window_class", bed=str(bed), label_column=3, window_length=64, test_regions=["chrC"])
     no_split.setup("fit")
     assert [w.chrom for w in no_split.bed_windows["test"]] == ["chrC"]
+    with pytest.raises(ConfigError, match="SequenceLengthWarmup shortens windows drawn from the genome, but data.bed"):
+        data.length_warmup = SequenceLengthWarmup([{"epochs": 1, "window_length": 32, "batch_size": 8}])
     bed.write_text("chrQ\t1\t10\tpos\n")
     with pytest.raises(DataError, match="chrQ"):
         read_bed(bed, CHROMS, 3)
