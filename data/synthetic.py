@@ -15,6 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from seqpipe.dna_alphabet import BASES, reverse_complement
+from seqpipe.errors import ConfigError
+from seqpipe.outputs import Output, writing
+from seqpipe.tool_io import run_tool, tool_parser
 
 NUCLEOTIDES = np.array(list(BASES))
 
@@ -61,7 +64,7 @@ def motif_sequence(rng: np.random.Generator, label: str, length: int) -> str:
     wanted = DNA_MOTIF_CLASSES[label]
     motifs = (PROMOTER_MOTIF, ENHANCER_MOTIF)
     if length < sum(map(len, motifs)):
-        raise ValueError(f"length {length} is too short for the motifs ({sum(map(len, motifs))} bases)")
+        raise ConfigError(f"--length {length} is too short for the motifs ({sum(map(len, motifs))} bases)")
     while True:
         segments = [motif if intact else shuffled(rng, motif) for motif, intact in zip(motifs, wanted)]
         rng.shuffle(segments)
@@ -232,6 +235,8 @@ def make_audio_clip_dataset(
     """
     import soundfile as sf
 
+    if not 0 < seconds[0] <= seconds[1]:
+        raise ConfigError(f"--seconds MIN MAX: need 0 < MIN <= MAX, got {seconds[0]} {seconds[1]}")
     rng = np.random.default_rng(seed)
     out_dir = Path(out_dir)
     classes = SIGNAL_CLASSES if kind == "signals" else tuple(FORMANT_WORDS)
@@ -256,41 +261,54 @@ def make_audio_clip_dataset(
     return out_dir
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {text}")
+    return value
+
+
+def write_data_set(options: argparse.Namespace) -> None:
+    """Write the data set ``options.dataset`` into ``options.out``, a seqpipe output folder (written whole or not
+    at all; a folder of the user's there is refused)."""
+    with writing(Output(options.out, f"synthetic {options.dataset} set", folder=True)) as (partial,):
+        options.make(options, partial)
+    print(f"wrote {options.out}")
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="seqpipe synthetic", description=__doc__.split("\n")[0], allow_abbrev=False)
+    parser = tool_parser("seqpipe synthetic", __doc__, checkpoint=False)
     datasets = parser.add_subparsers(dest="dataset", required=True, metavar="DATASET")
 
     dna = datasets.add_parser("dna-motifs", allow_abbrev=False, help="DNA classification with planted motifs, one FASTA per class")
-    dna.add_argument("--out", required=True, type=Path, help="output directory")
+    dna.add_argument("--out", required=True, type=Path, help="output directory (new, empty, or an earlier one of this command's)")
     dna.add_argument("--seed", type=int, default=0)
-    dna.add_argument("--n-train", type=int, default=1500)
-    dna.add_argument("--n-test", type=int, default=300)
-    dna.add_argument("--length", type=int, default=200)
-    dna.set_defaults(make=lambda a: make_dna_motif_dataset(a.out, a.seed, a.n_train, a.n_test, length=a.length))
+    dna.add_argument("--n-train", type=positive_int, default=1500)
+    dna.add_argument("--n-test", type=positive_int, default=300)
+    dna.add_argument("--length", type=positive_int, default=200)
+    dna.set_defaults(make=lambda a, out: make_dna_motif_dataset(out, a.seed, a.n_train, a.n_test, length=a.length))
 
     series = datasets.add_parser("sine-series", allow_abbrev=False, help="multivariate hourly series (sinusoids, trend, noise) as CSV and zarr")
-    series.add_argument("--out", required=True, type=Path, help="output directory")
+    series.add_argument("--out", required=True, type=Path, help="output directory (new, empty, or an earlier one of this command's)")
     series.add_argument("--seed", type=int, default=0)
-    series.add_argument("--rows", type=int, default=2000)
-    series.add_argument("--columns", type=int, default=3)
-    series.set_defaults(make=lambda a: make_sine_series(a.out, a.seed, a.rows, a.columns))
+    series.add_argument("--rows", type=positive_int, default=2000)
+    series.add_argument("--columns", type=positive_int, default=3)
+    series.set_defaults(make=lambda a, out: make_sine_series(out, a.seed, a.rows, a.columns))
 
     clips = datasets.add_parser("audio-clips", allow_abbrev=False, help="labelled audio clips (signals or word-like formants), class folders")
-    clips.add_argument("--out", required=True, type=Path, help="output directory")
+    clips.add_argument("--out", required=True, type=Path, help="output directory (new, empty, or an earlier one of this command's)")
     clips.add_argument("--seed", type=int, default=0)
     clips.add_argument("--kind", choices=["signals", "formants"], default="signals")
-    clips.add_argument("--n-per-class", type=int, default=40)
+    clips.add_argument("--n-per-class", type=positive_int, default=40)
     clips.add_argument("--seconds", type=float, nargs=2, default=(0.2, 2.3), metavar=("MIN", "MAX"))
-    clips.add_argument("--sample-rates", type=int, nargs="+", default=[8000, 16000, 44100])
+    clips.add_argument("--sample-rates", type=positive_int, nargs="+", default=[8000, 16000, 44100])
     clips.add_argument("--formats", nargs="+", default=["wav", "flac", "ogg"], choices=["wav", "flac", "ogg"])
-    clips.add_argument("--channels", type=int, nargs="+", default=[1, 2])
-    clips.set_defaults(make=lambda a: make_audio_clip_dataset(
-        a.out, a.seed, a.n_per_class, kind=a.kind, seconds=tuple(a.seconds), sample_rates=tuple(a.sample_rates),
+    clips.add_argument("--channels", type=positive_int, nargs="+", default=[1, 2])
+    clips.set_defaults(make=lambda a, out: make_audio_clip_dataset(
+        out, a.seed, a.n_per_class, kind=a.kind, seconds=tuple(a.seconds), sample_rates=tuple(a.sample_rates),
         formats=tuple(a.formats), channels=tuple(a.channels)))
-
-    args = parser.parse_args(argv)
-    print(f"wrote {args.make(args)}")
-    return 0
+    return run_tool(write_data_set, parser, argv)
 
 
 if __name__ == "__main__":

@@ -2,8 +2,9 @@
 
 Every seqpipe writer (prediction CSVs, genome zarr stores and bedGraphs, forecast plots, GFF tracks) goes
 through :class:`Output`: it writes under ``<path>.partial`` and renames that to ``path`` when it is
-complete. An existing ``path`` is replaced only when seqpipe wrote it, as an output of the same kind; a
-user's file or folder there stops the run with one line, before any work is done.
+complete. An existing ``path`` is replaced only when seqpipe wrote it, as an output of the same kind (or, for a
+folder output, when it is an empty folder); a user's file or folder there stops the run with one line, before
+any work is done.
 
 How seqpipe recognises its outputs: a folder output holds a marker file ``.seqpipe-output`` naming its
 kind, and a zarr store names it in its group attributes (``seqpipe_output`` in ``zarr.json``: a file of
@@ -123,8 +124,8 @@ class Output:
             if self.folder:
                 return path.is_dir() and self._folder_kind(path) == self.kind
             return _read_json(self._partial_marker()).get("kind") == self.kind
-        if self.folder:
-            return path.is_dir() and self._folder_kind(path) == self.kind
+        if self.folder:  # an empty folder holds nothing to lose
+            return path.is_dir() and (self._folder_kind(path) == self.kind or not any(path.iterdir()))
         marker = _read_json(self._file_marker())
         if not path.is_file() or marker.get("kind") != self.kind:
             return False

@@ -473,6 +473,33 @@ def test_tools_are_subcommands_with_help(tmp_path, capsys):
     assert sorted(p.name for p in (tmp_path / "train").iterdir()) == ["background.fasta", "enhancer_like.fasta", "promoter_like.fasta"]
 
 
+def test_synthetic_writes_a_whole_set_or_nothing_and_never_into_a_users_folder(tmp_path, capsys, monkeypatch):
+    from seqpipe.data import synthetic
+
+    small = ["--n-train", 6, "--n-test", 3, "--length", 20]
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "reads.fa").write_text(">r\nACGT\n")
+    assert exit_code("synthetic", "dna-motifs", "--out", mine, *small) == 2
+    assert f"{mine} exists and is not a seqpipe synthetic dna-motifs set" in capsys.readouterr().err
+    assert [p.name for p in mine.iterdir()] == ["reads.fa"]
+    assert exit_code("synthetic", "dna-motifs", "--out", tmp_path / "set", "--length", 5) == 2
+    assert capsys.readouterr().err.splitlines() == ["seqpipe: error: --length 5 is too short for the motifs (19 bases)"]
+    assert not (tmp_path / "set").exists() and not (tmp_path / "set.partial").exists()
+
+    def interrupted(*args, **kwargs):
+        (tmp_path / "set.partial" / "train").mkdir()
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(synthetic, "make_dna_motif_dataset", interrupted)
+        assert exit_code("synthetic", "dna-motifs", "--out", tmp_path / "set", *small) == 130
+    assert not (tmp_path / "set").exists() and not (tmp_path / "set.partial").exists()
+    for _ in range(2):  # written, then replaced by the same command
+        assert exit_code("synthetic", "dna-motifs", "--out", tmp_path / "set", *small) == 0
+    assert sorted(p.name for p in (tmp_path / "set").iterdir()) == [".seqpipe-output", "test", "train", "unlabelled.fasta"]
+
+
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
 def test_the_command_keeps_freed_memory_with_glibc():
     """``seqpipe`` sets glibc's mmap and trim thresholds (keep_freed_memory): mallopt accepts every setting, in a

@@ -51,6 +51,17 @@ def test_a_users_folder_or_file_is_refused_before_any_work_and_survives(tmp_path
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.csv", "scores.zarr"]
 
 
+def test_an_empty_folder_is_taken_for_a_folder_output_not_for_a_file(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match="refusing to replace it"):
+        Output(tmp_path / "empty", "predictions CSV").claim()
+    output = Output(tmp_path / "empty", "synthetic set", folder=True)
+    output.claim()
+    (output.partial / "data.txt").write_text("new")
+    output.commit()
+    assert (tmp_path / "empty" / "data.txt").read_text() == "new"
+
+
 def test_a_folder_output_is_replaced_whole_and_a_failed_run_leaves_the_old_one(tmp_path):
     target = tmp_path / "track.zarr"
     for content in ("first", "second"):
