@@ -26,7 +26,7 @@ from seqpipe.data.samplers import (
     parse_region, split_intervals,
 )
 from seqpipe.data.tokenizers import DNATokenizer
-from seqpipe.dna_alphabet import BASES
+from seqpipe.dna_alphabet import BASES, next_base_targets
 from seqpipe.errors import ConfigError, DataError
 
 Target = Literal["track", "window_class", "next_base"]
@@ -97,10 +97,8 @@ class GenomeWindowDataset(Dataset):
             "ids": f"{chrom}:{start}-{end}",
         }
         if self.target == "next_base":
-            ids = self.genome.read(chrom, start, end + 1)
-            next_ids = torch.from_numpy(ids[1:]).long()
-            mask &= (ids[1:] >= 1) & (ids[1:] <= 4)
-            item["x"], item["y"] = torch.from_numpy(ids[:-1]).long(), (next_ids - 1).clamp(min=0)
+            item["x"], item["y"], bases = next_base_targets(torch.from_numpy(self.genome.read(chrom, start, end + 1)).long())
+            mask &= bases.numpy()
         else:
             item["x"] = torch.from_numpy(self.genome.read(chrom, start, end)).long()
             if self.target == "track" and self.track is not None:

@@ -22,9 +22,8 @@ import numpy as np
 from lightning.pytorch.utilities import rank_zero_info
 
 from seqpipe.data.tokenizers import DNATokenizer
+from seqpipe.dna_alphabet import N_ID
 from seqpipe.errors import DataError
-
-_N_ID = DNATokenizer.vocab["N"]
 
 
 def cache_dir(override: str | Path | None = None) -> Path:
@@ -135,7 +134,7 @@ class Genome:
         size = self.chrom_sizes.get(chrom)
         if size is None:
             raise DataError(self.source, f"no chromosome {chrom!r} (it has {list(self.chrom_sizes)[:5]}...)")
-        ids = np.full(end - start, _N_ID, dtype=np.uint8)
+        ids = np.full(end - start, N_ID, dtype=np.uint8)
         lo, hi = max(start, 0), min(end, size)
         if lo < hi:
             letters = self._handle()[chrom][lo:hi]

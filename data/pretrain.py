@@ -14,16 +14,13 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from seqpipe.contracts import DataInfo
 from seqpipe.data.base import SplitDataModule
 from seqpipe.data.genome_io import Genome
-from seqpipe.data.readers import number_shared_ids, read_records
+from seqpipe.data.readers import FASTA_SUFFIXES, is_fasta_name, number_shared_ids, read_records
 from seqpipe.data.samplers import GridWindowSampler, Interval, RandomWindowSampler, Window, check_window_length
 from seqpipe.data.tokenizers import DNATokenizer
-from seqpipe.dna_alphabet import BASES, reverse_complement_ids
+from seqpipe.dna_alphabet import BASES, N_ID, is_base, next_base_targets, reverse_complement_ids
 from seqpipe.errors import ConfigError, DataError
 
 Objective = Literal["masked", "next_base"]
-FASTA_SUFFIXES = (".fa", ".fasta", ".fna", ".fa.gz", ".fasta.gz", ".fna.gz", ".fa.bgz", ".fna.bgz")
-#: masked positions get this id (N): the vocabulary stays the classifier's, so the embedding transfers as is
-MASK_ID = DNATokenizer.vocab["N"]
 
 
 class Contigs:
@@ -51,22 +48,22 @@ class Contigs:
         genome, chrom = self._where[contig]
         if genome is not None:
             return genome.read(chrom, start, end)
-        ids = np.full(end - start, MASK_ID, dtype=np.uint8)
+        ids = np.full(end - start, N_ID, dtype=np.uint8)
         ids[: max(0, min(end, len(chrom)) - start)] = chrom[start:end]
         return ids
 
 
 def mask_bases(ids: torch.Tensor, fraction: float, generator: torch.Generator | None = None):
     """BERT-style masking of the bases (A/C/G/T) of ``ids`` (L,): each is chosen with probability
-    ``fraction``; a chosen base becomes the mask id (80%), a random base (10%) or stays (10%).
+    ``fraction``; a chosen base becomes N (80%), a random base (10%) or stays (10%). N as the mask keeps the
+    vocabulary the classifier's, so the embedding transfers as it is.
 
     Returns (x (L,) the corrupted ids, y (L,) the original base as 0..3, mask (L,) bool: the chosen positions).
     """
-    is_base = (ids >= 1) & (ids <= 4)
-    chosen = (torch.rand(ids.shape, generator=generator) < fraction) & is_base
+    chosen = (torch.rand(ids.shape, generator=generator) < fraction) & is_base(ids)
     roll = torch.rand(ids.shape, generator=generator)
     random_bases = torch.randint(1, 5, ids.shape, generator=generator)
-    x = torch.where(chosen & (roll < 0.8), MASK_ID, ids)
+    x = torch.where(chosen & (roll < 0.8), N_ID, ids)
     x = torch.where(chosen & (roll >= 0.8) & (roll < 0.9), random_bases, x)
     return x, (ids - 1).clamp(0, 3), chosen
 
@@ -94,8 +91,8 @@ class PretrainWindowDataset(Dataset):
         if self.reverse_complement_p and torch.rand(()) < self.reverse_complement_p:
             ids = reverse_complement_ids(ids[None], None)[0]
         if next_base:
-            nxt = ids[1:]
-            return {"x": ids[:-1], "y": (nxt - 1).clamp(0, 3), "mask": (nxt >= 1) & (nxt <= 4)}
+            x, y, mask = next_base_targets(ids)
+            return {"x": x, "y": y, "mask": mask}
         generator = None
         if self.seed is not None:
             generator = torch.Generator().manual_seed(self.seed ^ zlib.crc32(f"{window.chrom}:{start}".encode()))
@@ -262,9 +259,10 @@ def fasta_files(paths: list[str]) -> list[Path]:
     files = []
     for path in map(Path, paths):
         if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.name.lower().endswith(FASTA_SUFFIXES))
+            found = sorted(p for p in path.iterdir() if p.is_file() and is_fasta_name(p))
             if not found:
-                raise DataError(path, f"no FASTA files (names ending in {', '.join(FASTA_SUFFIXES)}) in this folder")
+                raise DataError(path, f"no FASTA files (names ending in {', '.join(FASTA_SUFFIXES)}, optionally "
+                                      ".gz or .bgz) in this folder")
             files += found
         elif not path.is_file():
             raise DataError(path, "no such FASTA file or folder")

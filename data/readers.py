@@ -162,7 +162,7 @@ def read_fasta_per_class(directory: str | Path) -> Iterator[Record]:
     """A directory of FASTA files (.fa, .fasta, .fna, optionally .gz), one per class: the label is the
     file name without those suffixes. Files with other suffixes (indexes, READMEs) are not classes."""
     directory = Path(directory)
-    files = sorted(p for p in directory.iterdir() if p.is_file() and _suffix(p) in FASTA_SUFFIXES)
+    files = sorted(p for p in directory.iterdir() if p.is_file() and is_fasta_name(p))
     if not files:
         found = sorted(p.name for p in directory.iterdir())[:10]
         raise DataError(directory, f"no FASTA files ({', '.join(FASTA_SUFFIXES)}, optionally .gz); found {found}")
@@ -271,10 +271,15 @@ def _is_gzip(path: Path) -> bool:
         return handle.read(2) == _GZIP_MAGIC
 
 
+def is_fasta_name(path: Path) -> bool:
+    """Whether the name of ``path`` is a FASTA file's (``.fa``, ``.fasta``, ``.fna``, optionally ``.gz``/``.bgz``)."""
+    return _suffix(path) in FASTA_SUFFIXES
+
+
 def _suffix(path: Path) -> str:
-    """The format suffix, lower case, ignoring a final .gz: ``a.TSV.gz`` -> ``.tsv``."""
+    """The format suffix, lower case, ignoring a final .gz or .bgz: ``a.TSV.gz`` -> ``.tsv``."""
     suffixes = [s.lower() for s in path.suffixes]
-    if suffixes and suffixes[-1] == ".gz":
+    if suffixes and suffixes[-1] in (".gz", ".bgz"):
         suffixes.pop()
     return suffixes[-1] if suffixes else ""
 

@@ -13,6 +13,8 @@ BASES = "ACGT"
 #: token -> id: padding 0, the bases 1-4, N (any ambiguous base) 5
 DNA_VOCAB = {"<pad>": 0, "A": 1, "C": 2, "G": 3, "T": 4, "N": 5}
 PAD_ID = DNA_VOCAB["<pad>"]
+#: the id of N, also what reads past a sequence's end give and what masked pre-training puts in a masked base
+N_ID = DNA_VOCAB["N"]
 _COMPLEMENT_LETTER = {"<pad>": "<pad>", "A": "T", "C": "G", "G": "C", "T": "A", "N": "N"}
 #: the id of each id's complement: pad, A, C, G, T, N -> pad, T, G, C, A, N
 DNA_COMPLEMENT = [DNA_VOCAB[_COMPLEMENT_LETTER[token]] for token in DNA_VOCAB]
@@ -22,6 +24,18 @@ _LETTER_COMPLEMENT = str.maketrans("ACGTNacgtn", "TGCANtgcan")
 def reverse_complement(sequence: str) -> str:
     """Letters (A, C, G, T, N in either case) -> the reverse complement."""
     return sequence[::-1].translate(_LETTER_COMPLEMENT)
+
+
+def is_base(ids):
+    """Token ids (any shape; torch or numpy) -> where each is A, C, G or T (not padding, not N)."""
+    return (ids >= DNA_VOCAB["A"]) & (ids <= DNA_VOCAB["T"])
+
+
+def next_base_targets(ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Token ids (L + 1,) of a window and the base after it -> (x (L,) the window, y (L,) the next base as 0..3,
+    mask (L,) where that next base is A, C, G or T)."""
+    following = ids[1:]
+    return ids[:-1], (following - DNA_VOCAB["A"]).clamp(0, 3), is_base(following)
 
 
 def reverse_valid(h: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:

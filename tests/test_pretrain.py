@@ -12,10 +12,10 @@ import yaml
 
 from seqpipe.cli import main
 from seqpipe.data.dna import DNAClassificationData
-from seqpipe.data.pretrain import DNAPretrainData, MASK_ID, mask_bases
+from seqpipe.data.pretrain import DNAPretrainData, mask_bases
 from seqpipe.data.synthetic import make_dna_motif_dataset, write_fasta
 from seqpipe.data.tokenizers import DNATokenizer
-from seqpipe.dna_alphabet import reverse_complement
+from seqpipe.dna_alphabet import N_ID, reverse_complement
 from seqpipe.dna_backbones import MotifBackbone
 from seqpipe.errors import ConfigError, DataError
 from seqpipe.mamba import MambaBlock
@@ -50,7 +50,7 @@ def test_masking_follows_80_10_10_and_never_touches_padding_or_n():
     assert mask.float().mean().item() == pytest.approx(0.15 * 199 / 200, abs=0.003)
     assert torch.equal(y[mask], ids[mask] - 1)
     chosen_x = x[mask]
-    assert (chosen_x == MASK_ID).float().mean().item() == pytest.approx(0.8, abs=0.01)
+    assert (chosen_x == N_ID).float().mean().item() == pytest.approx(0.8, abs=0.01)
     assert (chosen_x == ids[mask]).float().mean().item() == pytest.approx(0.1 + 0.1 / 4, abs=0.01)
     assert torch.equal(x[~mask], ids[~mask])
 
