@@ -1,3 +1,5 @@
 """seqpipe: long-sequence learning with S4 and Mamba state space models."""
 
-__version__ = "0.1.0"
+from importlib.metadata import version
+
+__version__ = version("seqpipe")  # pyproject.toml's, as installed

@@ -32,6 +32,7 @@ from seqpipe.contracts import DataInfo, RestorableData
 from seqpipe.errors import CheckpointError, ConfigError, SeqpipeError, location
 from seqpipe.model import SequenceModel
 from seqpipe.prediction import PredictionWriter
+from seqpipe.tool_io import CTRL_C_EXIT, SIGTERM_EXIT
 
 #: subcommand -> ("module:function", help). The function takes the argument list and returns an exit code; it
 #: is imported only when its subcommand runs, so core does not import the data or task modules.
@@ -43,10 +44,6 @@ TOOLS = {
     "bigwig": ("seqpipe.tasks.bigwig_writer:main", "convert genome predictions (zarr) to a bigWig track"),
     "embed": ("seqpipe.tasks.embeddings:main", "one vector per DNA sequence (mean backbone features) to zarr, with the ids"),
 }
-#: exit status of a run stopped by SIGTERM (128 + 15, as a shell reports a process killed by it)
-SIGTERM_EXIT = 143
-#: exit status of a run stopped by Ctrl-C (128 + 2, SIGINT)
-CTRL_C_EXIT = 130
 #: config keys whose class the recipe chooses; ``--help`` with a config also lists these classes' options
 SUBCLASS_KEYS = ("data", "model.head", "model.backbone.block")
 #: model arguments that change how a trained model runs, not what it is: the command line's win over a checkpoint's
@@ -373,7 +370,7 @@ def _init_parameters(class_path: str) -> list[str]:
     return [p.name for p in list(signature.parameters.values())[1:] if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
 
 
-def run_tool(name: str, argv: list[str]) -> int:
+def run_registered_tool(name: str, argv: list[str]) -> int:
     """Run the tool registered in :data:`TOOLS` as ``name`` with ``argv``; its exit code."""
     module, function = TOOLS[name][0].split(":")
     code = getattr(importlib.import_module(module), function)(argv)
@@ -445,7 +442,7 @@ def main(args: list[str] | None = None) -> None:
     if os.getcwd() not in sys.path and "" not in sys.path:
         sys.path.insert(0, os.getcwd())
     if argv and argv[0] in TOOLS:
-        raise SystemExit(run_tool(argv[0], argv[1:]))
+        raise SystemExit(run_registered_tool(argv[0], argv[1:]))
     _silence_irrelevant_messages()
     _seqpipe_warnings_on_one_line()
     if not argv or "-h" in argv or "--help" in argv:

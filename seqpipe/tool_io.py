@@ -14,6 +14,11 @@ from collections.abc import Callable
 
 from seqpipe.errors import SeqpipeError
 
+#: exit status of a run stopped by SIGTERM (128 + 15, as a shell reports a process killed by it)
+SIGTERM_EXIT = 143
+#: exit status of a run stopped by Ctrl-C (128 + 2, SIGINT)
+CTRL_C_EXIT = 130
+
 
 def tool_parser(prog: str, doc: str, checkpoint: bool = True) -> argparse.ArgumentParser:
     """A parser whose description is ``doc``'s first paragraph and whose epilog is the rest after the usage
@@ -50,7 +55,7 @@ def run_tool(tool: Callable[[argparse.Namespace], None], parser: argparse.Argume
         print(f"seqpipe: error: {error}", file=sys.stderr)
         return 2
     except (KeyboardInterrupt, Terminated) as stop:
-        name, status = ("Ctrl-C", 130) if isinstance(stop, KeyboardInterrupt) else ("SIGTERM", 143)
+        name, status = ("Ctrl-C", CTRL_C_EXIT) if isinstance(stop, KeyboardInterrupt) else ("SIGTERM", SIGTERM_EXIT)
         print(f"{parser.prog}: stopped by {name}; nothing was written", file=sys.stderr)
         return status
     finally:
