@@ -84,7 +84,13 @@ def test_fit_test_predict_on_each_input_shape(dataset, tmp_path, shape, capsys):
     (metrics_file,) = (tmp_path / "run2").glob("lightning_logs/version_*/metrics.csv")
     logged = pd.read_csv(metrics_file)
     assert {"test/acc", "test/f1", "test/mcc", "test/auroc", "test/loss"} <= set(logged.columns)
-    assert 0 <= logged["test/acc"].dropna().item() <= 1
+    # the logged accuracy is the share of test records whose predicted label is their class (the ids' prefix)
+    scored = tmp_path / "test_predictions.csv"
+    seqpipe("predict", "--config", config, "--data.predict", dataset / "test", "--ckpt_path", checkpoint,
+            "--prediction.path", scored, "--trainer.default_root_dir", tmp_path / "run4")
+    scored = pd.read_csv(scored)
+    truth = scored["id"].str.replace(r"_test_\d+$", "", regex=True)
+    assert len(scored) == 30 and logged["test/acc"].dropna().item() == pytest.approx((scored["label"] == truth).mean(), abs=1e-6)
 
     out = tmp_path / "predictions.csv"
     seqpipe("predict", "--config", config, "--data.predict", dataset / "unlabelled.fasta", "--ckpt_path", checkpoint,
