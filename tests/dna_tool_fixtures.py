@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from collections.abc import Iterable
 from typing import Any
 
 import lightning
@@ -18,6 +19,7 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
 from seqpipe.contracts import DataInfo
+from seqpipe.data import synthetic
 from seqpipe.heads import TaskHead
 from seqpipe.model import SequenceModel
 
@@ -48,6 +50,13 @@ SERIES_INFO = {"input_dim": 2, "columns": ["OT", "HUFL"], "targets": ["OT"], "ta
 
 def reverse_complement(sequence: str) -> str:
     return sequence.translate(COMPLEMENT)[::-1]
+
+
+def write_fasta(path: Path, records: dict[str, str] | Iterable[tuple[str, str]]) -> str:
+    """Records (id -> sequence, or (id, sequence) pairs) as a FASTA file whose headers carry a description after
+    the id, as real ones do; its path as a string."""
+    pairs = records.items() if isinstance(records, dict) else records
+    return str(synthetic.write_fasta(path, ((f"{name} description", sequence) for name, sequence in pairs)))
 
 
 def open_files_under(directory) -> list[str]:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from dna_tool_fixtures import CAUSAL_CLASSIFIER, MOTIF_MODEL, RC_PER_BASE, reverse_complement, write_checkpoint
+from dna_tool_fixtures import CAUSAL_CLASSIFIER, MOTIF_MODEL, RC_PER_BASE, reverse_complement, write_checkpoint, write_fasta
 from seqpipe.data.tokenizers import DNATokenizer
 from seqpipe.tasks.attribution import Explainer, main
 
@@ -19,11 +19,6 @@ rng = np.random.default_rng(5)
 
 def random_sequence(length: int) -> str:
     return "".join(rng.choice(list("CG"), length))  # no A or T: the motif and its near-matches cannot occur
-
-
-def write_fasta(path, records: dict[str, str]) -> str:
-    path.write_text("".join(f">{name} description\n{seq}\n" for name, seq in records.items()))
-    return str(path)
 
 
 def test_ism_and_gradients_find_the_planted_motif(tmp_path, capsys):

@@ -8,7 +8,7 @@ import pytest
 import torch
 import zarr
 
-from dna_tool_fixtures import FORECASTER, RC_PER_BASE, SERIES_INFO, write_checkpoint
+from dna_tool_fixtures import FORECASTER, RC_PER_BASE, SERIES_INFO, write_checkpoint, write_fasta
 from seqpipe.data.tokenizers import DNATokenizer
 from seqpipe.dna_alphabet import DNA_COMPLEMENT, reverse_complement_ids
 from seqpipe.tasks.embeddings import main, sequence_embeddings
@@ -57,11 +57,6 @@ def test_both_strands_gives_a_sequence_and_its_reverse_complement_one_embedding(
     torch.testing.assert_close(sequence_embeddings(model, rc, both_strands=True),
                                sequence_embeddings(model, x, both_strands=True), rtol=0, atol=1e-10)
     assert not torch.allclose(sequence_embeddings(model, rc), sequence_embeddings(model, x))
-
-
-def write_fasta(path, records):
-    path.write_text("".join(f">{name} some description\n{sequence}\n" for name, sequence in records))
-    return path
 
 
 @pytest.mark.parametrize("config", [MOTIF_CLASSIFIER, PRETRAINING], ids=["classifier", "pre-trained"])

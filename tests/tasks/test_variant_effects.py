@@ -12,7 +12,7 @@ import torch
 from cyvcf2 import VCF
 
 from dna_tool_fixtures import (CAUSAL_CLASSIFIER, FORECASTER, RC_PER_BASE, SERIES_INFO, needs_proc, open_files_under,
-                               reverse_complement, write_checkpoint)
+                               reverse_complement, write_checkpoint, write_fasta)
 from seqpipe.data.tokenizers import DNATokenizer
 from seqpipe.tasks import variant_effects
 from seqpipe.tasks.variant_effects import main
@@ -20,11 +20,6 @@ from seqpipe.tasks.variant_effects import main
 WINDOW = 31
 rng = np.random.default_rng(3)
 CHROM = "".join(rng.choice(list("ACGT"), 400))
-
-
-def write_fasta(path, records: dict[str, str]):
-    path.write_text("".join(f">{name}\n{seq}\n" for name, seq in records.items()))
-    return str(path)
 
 
 def write_vcf(path, rows, contigs: dict[str, int], gz: bool = False):
