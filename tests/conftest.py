@@ -14,6 +14,9 @@ if not torch.cuda.is_available():
 # Genomes a test gives as plain gzip are decompressed into a cache: this session's own folder, not the user's
 # ~/.cache (seqpipe.data.genome_io.cache_dir). Subprocesses of the CLI tests inherit it.
 if "SEQPIPE_CACHE" not in os.environ:
+    import atexit
+    import shutil
     import tempfile
 
     os.environ["SEQPIPE_CACHE"] = tempfile.mkdtemp(prefix="seqpipe-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["SEQPIPE_CACHE"], ignore_errors=True)
