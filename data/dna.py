@@ -166,6 +166,8 @@ class DNAClassificationData(SplitDataModule):
         fasta: the reference genome for splits given as BED files (``*.bed``, ``*.bed.gz``): each row's bases
             become a sequence (0-based half-open; N past a chromosome end; the reverse complement when the row's
             strand, column 6, is "-"), labelled from ``label_column``.
+        cache_dir: where a plain-gzip ``fasta`` is decompressed once (default: ``$SEQPIPE_CACHE`` or
+            ``~/.cache/seqpipe/genomes``).
     """
 
     #: how messages name an option of this module where its user sets it under another name (by default
@@ -191,9 +193,10 @@ class DNAClassificationData(SplitDataModule):
         num_workers: int = 0,
         seed: int = 42,
         fasta: str | None = None,
+        cache_dir: str | None = None,
     ):
         super().__init__()
-        self.fasta, self.label_column = fasta, label_column
+        self.fasta, self.cache_dir, self.label_column = fasta, cache_dir, label_column
         if not 0 < val_fraction < 1:
             raise ConfigError(f"data.val_fraction must be between 0 and 1 (exclusive), got {val_fraction}")
         for name, value in (("max_length", max_length), ("batch_size", batch_size)):
@@ -349,7 +352,7 @@ class DNAClassificationData(SplitDataModule):
             if not isinstance(column, int):
                 raise ConfigError(f"data.label_column {column!r}: {path} is a BED file, whose label column is given by "
                                   f"its 0-based number ({BED_NAME_COLUMN} = the name column)")
-            with closing(Genome(self.fasta)) as genome:
+            with closing(Genome(self.fasta, self.cache_dir)) as genome:
                 return read_bed_records(path, genome, column if labelled else None)
         column = "label" if self.label_column is None else str(self.label_column)
         return number_shared_ids(list(read_records(path, labelled=labelled, label_column=column,

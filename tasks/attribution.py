@@ -41,7 +41,7 @@ from seqpipe.dna_alphabet import BASES, DNA_COMPLEMENT, DNA_VOCAB, reverse_valid
 from seqpipe.errors import ConfigError, DataError
 from seqpipe.outputs import Output, writing
 from seqpipe.tasks.dna_classification import DNASequenceClassification
-from seqpipe.tasks.model_scoring import (TOKENIZER, add_device_option, add_table_options, batches, class_probabilities,
+from seqpipe.tasks.model_scoring import (TOKENIZER, add_bed_genome_options, add_device_option, add_table_options, batches, class_probabilities,
                                          label_names, load_model, log_odds, predict_data, reads_both_strands,
                                          window_scores)
 from seqpipe.tool_io import run_tool, tool_parser
@@ -137,7 +137,7 @@ def explain(options: argparse.Namespace) -> None:
         if target not in names:
             raise ConfigError(f"--target {target!r} is not a class of the model ({names})")
         span = parse_span(options.span)
-        sequences = predict_data(model, options.predict, options, fasta=options.fasta).splits["predict"]  # the readers refuse empty records
+        sequences = predict_data(model, options.predict, options).splits["predict"]  # the readers refuse empty records
         ids, records = sequences.ids, [torch.from_numpy(tokens).long() for tokens in sequences.tokens]
         if isinstance(model.head, DNASequenceClassification) and model.head.kmer_size:
             print(f"seqpipe explain: note: the head's {model.head.kmer_size}-mer counts have no gradient; the gradient "
@@ -214,7 +214,6 @@ def safe_name(text: str) -> str:
 def parser() -> argparse.ArgumentParser:
     p = tool_parser("seqpipe explain", __doc__)
     p.add_argument("--data.predict", dest="predict", required=True, help="the sequences to explain: a FASTA file (plain or gzip), a folder of FASTA files, a TSV/CSV table or a BED file, as for predict")
-    p.add_argument("--data.fasta", dest="fasta", help="a BED --data.predict: the genome FASTA its rows refer to")
     p.add_argument("--out", required=True, help="prefix of the outputs: PREFIX.npz and PREFIX.logos/")
     p.add_argument("--target", help="the class whose log-odds is explained (default: the last class)")
     p.add_argument("--span", help="per-base models: START:END, the positions whose probabilities are averaged")
@@ -222,6 +221,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--logo_width", type=int, default=60, help="positions per logo (default 60)")
     p.add_argument("--batch_size", type=int, default=256, help="mutants per forward pass (default 256)")
     add_table_options(p)
+    add_bed_genome_options(p, "--data.predict")
     add_device_option(p)
     return p
 

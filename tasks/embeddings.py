@@ -24,7 +24,7 @@ from seqpipe.dna_alphabet import DNA_COMPLEMENT, reverse_complement_ids
 from seqpipe.errors import ConfigError
 from seqpipe.model import SequenceModel, longest_record
 from seqpipe.outputs import Output, writing
-from seqpipe.tasks.model_scoring import add_table_options, load_model, predict_data
+from seqpipe.tasks.model_scoring import add_bed_genome_options, add_table_options, load_model, predict_data
 from seqpipe.tool_io import run_tool, tool_parser
 
 
@@ -51,7 +51,7 @@ def embed(options: argparse.Namespace) -> None:
         raise ConfigError(f"--chunk_size must be >= 1, got {options.chunk_size}")
     output = Output(options.output, "embeddings zarr", zarr=True)
     model = load_model(options.ckpt_path, trusted_modules=options.trust_module)
-    data = predict_data(model, options.input, options, options.batch_size, options.fasta, input_option="--input")  # before the output is claimed
+    data = predict_data(model, options.input, options, options.batch_size, input_option="--input")  # before the output is claimed
     records = data.splits["predict"]
     with writing(output) as (partial,):
         import zarr
@@ -75,11 +75,11 @@ def parser() -> argparse.ArgumentParser:
     p = tool_parser("seqpipe embed", __doc__)
     p.add_argument("--input", required=True, help="sequences: FASTA, a folder of FASTA files, or TSV/CSV (labels ignored)")
     p.add_argument("--output", required=True, help="the zarr group to write (e.g. embeddings.zarr)")
-    p.add_argument("--data.fasta", dest="fasta", help="a BED --input: the genome FASTA its rows refer to")
     p.add_argument("--batch_size", type=int, default=32, help="sequences per forward pass (default 32)")
     p.add_argument("--chunk_size", type=int, help="stream records longer than this chunk by chunk (causal backbones)")
     p.add_argument("--both_strands", action="store_true", help="average each sequence's and its reverse complement's embedding")
     add_table_options(p)
+    add_bed_genome_options(p, "--input")
     return p
 
 

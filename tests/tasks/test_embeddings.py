@@ -143,3 +143,22 @@ def test_embed_names_the_file_and_record_too_long_for_one_window(tmp_path, monke
         f"seqpipe: error: {fasta}, record 'long1': a record of 40 positions is longer than the 32 evaluated as one "
         "window: stream it with --chunk_size (e.g. 65536; causal backbones)"]
     assert not (tmp_path / "e.zarr").exists() and not (tmp_path / "e.zarr.partial").exists()
+
+
+def test_a_bed_input_reads_a_gzip_genome_decompressed_into_the_given_cache(tmp_path):
+    import gzip
+
+    write_checkpoint(tmp_path / "m.ckpt", MOTIF_CLASSIFIER, ["a", "b"])
+    rng = np.random.default_rng(0)
+    chrom = "".join(rng.choice(list("ACGT"), 200))
+    (tmp_path / "g.fa.gz").write_bytes(gzip.compress(f">chr1\n{chrom}\n".encode()))
+    (tmp_path / "rows.bed").write_text("chr1\t10\t50\n")
+    fasta = write_fasta(tmp_path / "row.fa", [("chr1:10-50", chrom[10:50])])
+    common = ["--ckpt_path", str(tmp_path / "m.ckpt")]
+    assert main([*common, "--input", str(tmp_path / "rows.bed"), "--data.fasta", str(tmp_path / "g.fa.gz"),
+                 "--data.cache_dir", str(tmp_path / "cache"), "--output", str(tmp_path / "bed.zarr")]) == 0
+    assert main([*common, "--input", fasta, "--output", str(tmp_path / "fa.zarr")]) == 0
+    assert any((tmp_path / "cache").iterdir())
+    bed, fa = zarr.open_group(tmp_path / "bed.zarr", mode="r"), zarr.open_group(tmp_path / "fa.zarr", mode="r")
+    np.testing.assert_array_equal(bed["embedding"][:], fa["embedding"][:])
+    assert list(bed["id"][:]) == ["chr1:10-50"]
