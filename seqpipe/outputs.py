@@ -99,10 +99,9 @@ class Output:
         _write_atomically(self.partial / "zarr.json", json.dumps(metadata, indent=2))
 
     def _folder_kind(self, folder: Path) -> str | None:
-        """The kind the marks in ``folder`` name (a zarr store's attribute, else a marker file: seqpipe's zarr
-        stores had one before 2026-12-05), or None."""
-        if self.zarr and (kind := _read_json(folder / "zarr.json").get("attributes", {}).get(ZARR_ATTRIBUTE)):
-            return kind
+        """The kind the marks in ``folder`` name (a zarr store's attribute, another folder's marker file), or None."""
+        if self.zarr:
+            return _read_json(folder / "zarr.json").get("attributes", {}).get(ZARR_ATTRIBUTE)
         return _read_json(folder / MARKER).get("kind")
 
     def _remove(self, path: Path) -> None:

@@ -99,10 +99,6 @@ def test_a_zarr_output_is_marked_in_its_attributes_and_zarr_lists_it_without_a_s
     zarr.open_group(str(theirs), mode="w").create_array("chr1", data=np.array([5]))
     with pytest.raises(ConfigError, match="exists and is not a seqpipe genome predictions zarr"):
         Output(theirs, "genome predictions zarr", zarr=True).claim()
-    earlier = tmp_path / "earlier.zarr"  # a store seqpipe wrote before the attribute, with the marker file
-    zarr.open_group(str(earlier), mode="w")
-    (earlier / ".seqpipe-output").write_text('{"kind": "genome predictions zarr"}')
-    Output(earlier, "genome predictions zarr", zarr=True).claim()
 
 
 def test_a_users_file_named_like_a_partial_is_never_removed_a_crashed_runs_partial_is(tmp_path):
