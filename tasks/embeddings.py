@@ -20,7 +20,7 @@ import argparse
 import numpy as np
 import torch
 
-from seqpipe.dna_alphabet import DNA_COMPLEMENT, reverse_complement_ids
+from seqpipe.dna_alphabet import reverse_complement_ids
 from seqpipe.errors import ConfigError
 from seqpipe.model import SequenceModel, longest_record
 from seqpipe.outputs import Output, writing
@@ -37,7 +37,7 @@ def sequence_embeddings(model: SequenceModel, x: torch.Tensor, lengths: torch.Te
     (:meth:`~seqpipe.model.SequenceModel.mean_features`; causal backbones); ``both_strands``: the mean of the
     sequence's and its reverse complement's embeddings; ``where``: the longest record, as a too-long error names
     it."""
-    views = [x, reverse_complement_ids(x, lengths, DNA_COMPLEMENT)] if both_strands else [x]
+    views = [x, reverse_complement_ids(x, lengths)] if both_strands else [x]
     way_out = "stream it with --chunk_size (e.g. 65536; causal backbones)"
     with torch.no_grad():
         means = [model.mean_features(view, lengths, chunk_size, way_out, where) for view in views]

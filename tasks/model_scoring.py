@@ -19,7 +19,7 @@ from seqpipe.checkpoints import load_trained_model
 from seqpipe.contracts import ChannelInput, TokenInput
 from seqpipe.data.dna import DNAClassificationData
 from seqpipe.data.tokenizers import DNATokenizer
-from seqpipe.dna_alphabet import DNA_COMPLEMENT, reverse_complement_ids
+from seqpipe.dna_alphabet import reverse_complement_ids
 from seqpipe.dna_backbones import RCEquivariantBackbone
 from seqpipe.errors import CheckpointError, ConfigError
 from seqpipe.model import SequenceModel
@@ -125,7 +125,7 @@ def class_probabilities(model: SequenceModel, x: torch.Tensor, both_strands: boo
     x = x.to(model.device)
     probs = model({"x": x}).float().softmax(-1)
     if both_strands and not strand_symmetric(model):
-        other = model({"x": reverse_complement_ids(x, None, DNA_COMPLEMENT)}).float().softmax(-1)
+        other = model({"x": reverse_complement_ids(x, None)}).float().softmax(-1)
         probs = (probs + (other.flip(1) if other.dim() == 3 else other)) / 2
     return probs.cpu()
 
