@@ -214,13 +214,10 @@ class DNAPretrainData(SplitDataModule):
         names = []
         for number, path in enumerate(self.sequences):
             records = number_shared_ids(list(read_records(path, labelled=False, sequence_column=self.sequence_column)))
-            for index, record in enumerate(records):
+            for index, record in enumerate(records):  # the readers refuse empty records and files
                 tokens = tokenizer.encode_array(record.sequence, source=record.path, record=record.name, line=record.line_of)
-                if len(tokens):
-                    names.append(f"s{number}:{index}")
-                    self.contigs.add_record(names[-1], tokens)
-        if self.sequences and not names:
-            raise DataError(self.sequences[0], "no sequences to pre-train on")
+                names.append(f"s{number}:{index}")
+                self.contigs.add_record(names[-1], tokens)
         held_out = set(np.random.default_rng(self.seed).permutation(len(names))[: round(self.val_fraction * len(names))].tolist())
         for index, name in enumerate(names):
             split = "val" if index in held_out else "train"

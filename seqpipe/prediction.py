@@ -37,11 +37,6 @@ class PredictionWriter(BasePredictionWriter):
         self._output: Output | None = None
         self._rows = 0
 
-    @property
-    def target(self) -> Path | None:
-        """The CSV this run writes; known once prediction is set up (other callbacks write beside it)."""
-        return None if self._output is None else self._output.path
-
     def target_for(self, trainer) -> Path | None:
         """The CSV a prediction run of ``trainer`` writes, or None when another prediction writer replaces it."""
         others = [c for c in trainer.callbacks if isinstance(c, BasePredictionWriter) and c is not self]
