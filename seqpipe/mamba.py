@@ -8,8 +8,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from seqpipe.errors import ConfigError
 from seqpipe.kernels import causal_conv1d, causal_conv1d_step, selective_scan, selective_state_update
 from seqpipe.streaming import StreamingModule, no_weight_decay
+
+
+def dt_bias(size: int, dt_min: float, dt_max: float) -> nn.Parameter:
+    """The Δ bias (size,) of a Mamba block: softplus⁻¹ of steps Δ drawn log-uniformly in [dt_min, dt_max]
+    (floored at 1e-4), so that ``softplus(dt_bias)`` starts at Δ; kept out of weight decay."""
+    if not 0 < dt_min <= dt_max:
+        raise ConfigError(f"Mamba: need 0 < dt_min <= dt_max, got dt_min={dt_min}, dt_max={dt_max}")
+    dt = torch.exp(torch.rand(size) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)).clamp(min=1e-4)
+    return no_weight_decay(nn.Parameter(dt + torch.log(-torch.expm1(-dt))))  # inverse softplus
 
 
 class MambaBlock(StreamingModule):
@@ -54,9 +64,7 @@ class MambaBlock(StreamingModule):
         self.x_proj = nn.Linear(self.d_inner, self.dt_rank + 2 * d_state, bias=False)
         self.dt_proj = nn.Linear(self.dt_rank, self.d_inner, bias=False)
         nn.init.uniform_(self.dt_proj.weight, -self.dt_rank**-0.5, self.dt_rank**-0.5)
-        dt = torch.exp(torch.rand(self.d_inner) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
-        dt = dt.clamp(min=1e-4)
-        self.dt_bias = no_weight_decay(nn.Parameter(dt + torch.log(-torch.expm1(-dt))))  # inverse softplus
+        self.dt_bias = dt_bias(self.d_inner, dt_min, dt_max)
         A = torch.arange(1, d_state + 1, dtype=torch.float32).repeat(self.d_inner, 1)
         self.A_log = no_weight_decay(nn.Parameter(torch.log(A)))
         self.D = no_weight_decay(nn.Parameter(torch.ones(self.d_inner)))

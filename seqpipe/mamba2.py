@@ -10,6 +10,7 @@ from torch import nn
 
 from seqpipe.errors import ConfigError
 from seqpipe.kernels import causal_conv1d, causal_conv1d_step, selective_state_update, ssd_scan
+from seqpipe.mamba import dt_bias
 from seqpipe.streaming import StreamingModule, no_weight_decay
 
 
@@ -64,9 +65,7 @@ class Mamba2Block(StreamingModule):
         self.conv_weight = nn.Parameter(torch.empty(self.conv_dim, d_conv))
         self.conv_bias = nn.Parameter(torch.zeros(self.conv_dim))
         nn.init.kaiming_uniform_(self.conv_weight.unsqueeze(1), a=math.sqrt(5))
-        dt = torch.exp(torch.rand(self.n_heads) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
-        dt = dt.clamp(min=1e-4)
-        self.dt_bias = no_weight_decay(nn.Parameter(dt + torch.log(-torch.expm1(-dt))))  # inverse softplus
+        self.dt_bias = dt_bias(self.n_heads, dt_min, dt_max)
         self.A_log = no_weight_decay(nn.Parameter(torch.log(torch.empty(self.n_heads).uniform_(1, 16))))
         self.D = no_weight_decay(nn.Parameter(torch.ones(self.n_heads)))
         self.norm = nn.RMSNorm(self.d_inner)
