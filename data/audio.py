@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from seqpipe.contracts import ChannelInput, DataInfo
 from seqpipe.data.audio_io import Clip, decode_clip, list_clips, probe_clip, trim_silence
-from seqpipe.data.base import SplitDataModule, stratified_holdout
+from seqpipe.data.base import SplitDataModule, stratified_holdout, untrained_predict_error
 from seqpipe.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -214,7 +214,7 @@ class AudioClassificationData(SplitDataModule):
         if "train" in clips:
             self._fit_labels(clips)
         if self.data_info is None:
-            raise ConfigError("prediction needs a trained model: pass --ckpt_path (from Python, call datamodule.restore_data_info(model.data_info) first)")
+            raise untrained_predict_error("the class names and sample rate are the checkpoint's")
         for split, split_clips in clips.items():
             if split == "predict" or split_clips is None:
                 continue

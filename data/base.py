@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from seqpipe.contracts import DataInfo
 from seqpipe.data.resumable import ResumableLoader, run_seed
+from seqpipe.errors import ConfigError
 
 
 class SplitDataModule(L.LightningDataModule):
@@ -70,6 +71,13 @@ class SplitDataModule(L.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self._loader("predict")
+
+
+def untrained_predict_error(from_checkpoint: str) -> ConfigError:
+    """The error of ``predict`` on a data module that has no trained model's ``data_info``;
+    ``from_checkpoint``: what the checkpoint supplies."""
+    return ConfigError(f"predict needs a trained model: pass --ckpt_path ({from_checkpoint}; from Python, call "
+                       "datamodule.restore_data_info(model.data_info) first)")
 
 
 def stratified_holdout(labels: Sequence | np.ndarray, fraction: float, seed: int) -> np.ndarray:

@@ -17,7 +17,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from seqpipe.contracts import DataInfo
-from seqpipe.data.base import SplitDataModule
+from seqpipe.data.base import SplitDataModule, untrained_predict_error
 from seqpipe.data.bigwig_track import BigWigTrack, open_track
 from seqpipe.data.genome_io import Genome, Track
 from seqpipe.data.readers import Record, open_text
@@ -359,7 +359,7 @@ class GenomeData(SplitDataModule):
                 raise DataError(self.bed, f"the training windows have {len(names)} class(es); a classifier needs two or more")
             return names
         if self.track_path is None:
-            raise ConfigError("predict needs a trained model: pass --ckpt_path (the class names are the checkpoint's; from Python, call datamodule.restore_data_info(model.data_info) first)")
+            raise untrained_predict_error("the class names are the checkpoint's")
         with closing(self._open_track()) as track:
             names = track.label_names
         if len(names) < 2:

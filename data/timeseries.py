@@ -10,7 +10,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from seqpipe.contracts import ChannelInput, DataInfo, SeriesInfo
-from seqpipe.data.base import SplitDataModule
+from seqpipe.data.base import SplitDataModule, untrained_predict_error
 from seqpipe.data.tabular_series import FillPolicy, IrregularPolicy, Series, check_fill, check_irregular, read_series
 from seqpipe.errors import ConfigError, DataError
 from lightning.pytorch.utilities import rank_zero_warn
@@ -208,7 +208,7 @@ class ForecastData(SplitDataModule):
             rank_zero_warn(f"{self.path}: column(s) {self.series.unused_columns} are ignored: the model was trained on {columns}")
         if stage == "predict":
             if saved is None:
-                raise ConfigError("predict needs a trained model: pass --ckpt_path (its scaler and lengths are used; from Python, call datamodule.restore_data_info(model.data_info) first)")
+                raise untrained_predict_error("its scaler and lengths are used")
             self.data_info = saved
             self._check_length(len(self.series), saved.series.seq_len, 0, "the series")
             start = len(self.series) - saved.series.seq_len
