@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from seqpipe.contracts import ChannelInput, DataInfo
 from seqpipe.data.audio_io import Clip, decode_clip, list_clips, probe_clip, trim_silence
-from seqpipe.data.base import SplitDataModule, stratified_holdout, untrained_predict_error
+from seqpipe.data.base import SplitDataModule, check_options, stratified_holdout, untrained_predict_error
 from seqpipe.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -182,6 +182,7 @@ class AudioClassificationData(SplitDataModule):
         seed: int = 0,
     ):
         super().__init__()
+        check_options({"batch_size": batch_size}, {"val_fraction": val_fraction})
         if pad_to_max and max_seconds is None:
             raise ConfigError("data.pad_to_max needs data.max_seconds")
         self.sources = {"train": train, "val": val, "test": test, "predict": predict}

@@ -73,6 +73,17 @@ class SplitDataModule(L.LightningDataModule):
         return self._loader("predict")
 
 
+def check_options(positive: dict[str, int | None] | None = None, fractions: dict[str, float] | None = None) -> None:
+    """Refuse, naming the option ``data.<name>``, a value of ``positive`` below 1 (None: not set) and one of
+    ``fractions`` outside (0, 1)."""
+    for name, value in (positive or {}).items():
+        if value is not None and value < 1:
+            raise ConfigError(f"data.{name} must be a positive integer, got {value}")
+    for name, value in (fractions or {}).items():
+        if not 0 < value < 1:
+            raise ConfigError(f"data.{name} must be between 0 and 1 (exclusive), got {value}")
+
+
 def untrained_predict_error(from_checkpoint: str) -> ConfigError:
     """The error of ``predict`` on a data module that has no trained model's ``data_info``;
     ``from_checkpoint``: what the checkpoint supplies."""

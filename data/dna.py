@@ -16,7 +16,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Dataset
 
 from seqpipe.contracts import DataInfo, TokenInput
-from seqpipe.data.base import SplitDataModule, stratified_holdout
+from seqpipe.data.base import SplitDataModule, check_options, stratified_holdout
 from seqpipe.data.genome import BED_NAME_COLUMN, is_bed, read_bed_records
 from seqpipe.data.genome_io import Genome
 from seqpipe.data.readers import Record, labels_in_headers, number_shared_ids, read_records
@@ -197,11 +197,7 @@ class DNAClassificationData(SplitDataModule):
     ):
         super().__init__()
         self.fasta, self.cache_dir, self.label_column = fasta, cache_dir, label_column
-        if not 0 < val_fraction < 1:
-            raise ConfigError(f"data.val_fraction must be between 0 and 1 (exclusive), got {val_fraction}")
-        for name, value in (("max_length", max_length), ("batch_size", batch_size)):
-            if value is not None and value < 1:
-                raise ConfigError(f"data.{name} must be a positive integer, got {value}")
+        check_options({"max_length": max_length, "batch_size": batch_size}, {"val_fraction": val_fraction})
         if shift_augment < 0:
             raise ConfigError(f"data.shift_augment must be 0 (off) or a positive number of bases, got {shift_augment}")
         self.paths = {"train": train, "val": val, "test": test, "predict": predict}

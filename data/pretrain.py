@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from seqpipe.contracts import DataInfo
-from seqpipe.data.base import SplitDataModule
+from seqpipe.data.base import SplitDataModule, check_options
 from seqpipe.data.genome_io import Genome
 from seqpipe.data.readers import FASTA_SUFFIXES, is_fasta_name, number_shared_ids, read_records
 from seqpipe.data.samplers import GridWindowSampler, Interval, RandomWindowSampler, Window, check_window_length
@@ -175,9 +175,8 @@ class DNAPretrainData(SplitDataModule):
             raise ConfigError("DNAPretrainData needs data.fasta (genome files or folders) or data.sequences (classification data), or both")
         if objective not in ("masked", "next_base"):
             raise ConfigError(f"data.objective must be 'masked' or 'next_base', got {objective!r}")
-        for name, value in (("mask_fraction", mask_fraction), ("val_fraction", val_fraction), ("sequences_share", sequences_share)):
-            if not 0 < value < 1:
-                raise ConfigError(f"data.{name} must be between 0 and 1 (exclusive), got {value}")
+        check_options({"batch_size": batch_size, "windows_per_epoch": windows_per_epoch},
+                      {"mask_fraction": mask_fraction, "val_fraction": val_fraction, "sequences_share": sequences_share})
         self.fasta, self.sequences = ([paths] if isinstance(paths, str) else list(paths or []) for paths in (fasta, sequences))
         self.sequence_column = sequence_column
         self.objective, self.mask_fraction, self.window_length = objective, mask_fraction, check_window_length(window_length)

@@ -10,7 +10,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from seqpipe.contracts import ChannelInput, DataInfo, SeriesInfo
-from seqpipe.data.base import SplitDataModule, untrained_predict_error
+from seqpipe.data.base import SplitDataModule, check_options, untrained_predict_error
 from seqpipe.data.tabular_series import FillPolicy, IrregularPolicy, Series, check_fill, check_irregular, read_series
 from seqpipe.errors import ConfigError, DataError
 from lightning.pytorch.utilities import rank_zero_warn
@@ -176,9 +176,7 @@ class ForecastData(SplitDataModule):
         super().__init__()
         check_fill(fill)
         check_irregular(irregular)
-        for name, value in (("seq_len", seq_len), ("pred_len", pred_len), ("stride", stride), ("batch_size", batch_size)):
-            if value < 1:
-                raise ConfigError(f"data.{name} must be a positive integer, got {value}")
+        check_options({"seq_len": seq_len, "pred_len": pred_len, "stride": stride, "batch_size": batch_size})
         self.path, self.split, self.stride = path, list(split), stride
         self.seq_len, self.pred_len = seq_len, pred_len
         self.time_column, self.date_format, self.columns, self.targets = time_column, date_format, columns, targets

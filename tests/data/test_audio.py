@@ -192,6 +192,10 @@ def test_prediction_without_a_model_and_pad_without_max_are_config_errors(tmp_pa
         data_module(tmp_path, predict=str(tmp_path / "clips")).setup("predict")
     with pytest.raises(ConfigError, match="max_seconds"):
         AudioClassificationData(pad_to_max=True)
+    with pytest.raises(ConfigError, match=r"data.val_fraction must be between 0 and 1 \(exclusive\), got 1.0"):
+        AudioClassificationData(val_fraction=1.0)
+    with pytest.raises(ConfigError, match="data.batch_size must be a positive integer, got 0"):
+        AudioClassificationData(batch_size=0)
 
 
 def test_stratified_split_is_seeded_and_keeps_every_class():
