@@ -128,3 +128,8 @@ class ResumableLoader(DataLoader):
     def load_state_dict(self, state_dict: dict[str, int]) -> None:
         """The next pass skips the batches ``state_dict`` says were handed out, if it is the same epoch."""
         self._resume = dict(state_dict)
+
+    def unfinished(self, batches: int) -> None:
+        """Count the last ``batches`` handed out as not handed out: a run stopped inside them (Ctrl-C) is saved so
+        that, resumed, it trains them (:class:`seqpipe.checkpoints.LastCheckpoint` calls this)."""
+        self._position["batches"] = max(0, self._position["batches"] - batches)

@@ -12,7 +12,6 @@ hyper-parameters name are imported only from trusted packages or from modules th
 from __future__ import annotations
 
 import importlib
-import os
 import pickle
 import random
 import re
@@ -234,9 +233,10 @@ class LastCheckpoint(ModelCheckpoint):
     so that ``fit --ckpt_path last`` resumes where it stopped. Nothing is written when the run failed
     (a non-finite loss must not leave a checkpoint behind).
 
-    SIGTERM stops after a batch, so the resumed run is bit-identical to an uninterrupted one; Ctrl-C stops at once,
-    mostly inside a batch, whose random state and data the resumed run cannot repeat: that is said in one line. A
-    run stopped inside an epoch's validation validates that epoch again when resumed."""
+    SIGTERM stops after a batch; Ctrl-C stops at once, mostly inside a batch, which the resumed run then trains again
+    from its start (its data and the random states it started with). Either way the resumed run is bit-identical to
+    an uninterrupted one, but for a Ctrl-C inside the optimizer's step. A run stopped inside an epoch's validation
+    validates that epoch again when resumed."""
 
     def __init__(self):
         super().__init__(filename="last", monitor=None, save_top_k=1, enable_version_counter=False)
@@ -248,12 +248,28 @@ class LastCheckpoint(ModelCheckpoint):
         in_validation = trainer.validating and not trainer.sanity_checking
         if in_validation:
             _validate_again_on_resume(trainer)
+        else:
+            _train_unfinished_batch_on_resume(trainer)
         self._save_checkpoint(trainer, path)
         if isinstance(exception, KeyboardInterrupt) and trainer.is_global_zero:
-            caveat = (f" (validating epoch {trainer.current_epoch} first)" if in_validation else
-                      f", but not bit-identically if it stopped inside a batch: SIGTERM (kill {os.getpid()}) stops after "
-                      "the batch and resumes exactly")
+            caveat = f" (validating epoch {trainer.current_epoch} first)" if in_validation else ""
             print(f"seqpipe: fit stopped by Ctrl-C; {path} resumes it (--ckpt_path last){caveat}", file=sys.stderr)
+
+
+def _unfinished_batches(trainer) -> int:
+    """Training batches handed out whose optimizer step was not taken: 1 when a fit stopped inside one (Ctrl-C)."""
+    progress = trainer.fit_loop.epoch_loop.batch_progress.current
+    return progress.ready - progress.processed
+
+
+def _train_unfinished_batch_on_resume(trainer) -> None:
+    """A fit stopped inside a training batch, before its optimizer step (Ctrl-C): its loader, which counts the
+    batches it handed out, is told that batch is not done (``unfinished``, :class:`seqpipe.data.resumable.
+    ResumableLoader`), so the resumed run trains it rather than skip it (:class:`RandomState` saves the generators
+    as the batch started). Skipped, the epoch would be a batch short, and its validation could be skipped too."""
+    loader = trainer.train_dataloader
+    if _unfinished_batches(trainer) and hasattr(loader, "unfinished"):
+        loader.unfinished(_unfinished_batches(trainer))
 
 
 def _validate_again_on_resume(trainer) -> None:
@@ -270,9 +286,25 @@ def _validate_again_on_resume(trainer) -> None:
 class RandomState(Callback):
     """Saves the random generators' states in the checkpoint and restores them on resume, so a resumed run draws
     dropout (and anything else that uses the global generators) exactly as the uninterrupted run would have. The
-    training data's order and augmentation do not depend on them (:mod:`seqpipe.data.resumable`)."""
+    training data's order and augmentation do not depend on them (:mod:`seqpipe.data.resumable`). A fit stopped
+    inside a training batch saves the states the batch started with, so the resumed run trains that batch as the
+    uninterrupted run did."""
+
+    def __init__(self):
+        self._batch_start: dict[str, Any] | None = None  # the generators as the current training batch started
+        self._stopped_inside_batch = False
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._batch_start = self._current()
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        self._stopped_inside_batch = trainer.training and _unfinished_batches(trainer) > 0
 
     def state_dict(self) -> dict[str, Any]:
+        return self._batch_start if self._stopped_inside_batch and self._batch_start is not None else self._current()
+
+    @staticmethod
+    def _current() -> dict[str, Any]:
         kind, keys, position, has_gauss, cached_gaussian = np.random.get_state()
         # as tensors and plain data: checkpoints are read with weights_only=True
         numpy_state = (kind, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, cached_gaussian)

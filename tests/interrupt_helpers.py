@@ -39,3 +39,19 @@ class CtrlCInValidation(Callback):
     def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
         if trainer.current_epoch == self.epoch and not trainer.sanity_checking:
             raise KeyboardInterrupt
+
+
+class CtrlCInTraining(Callback):
+    """Raises KeyboardInterrupt mid-epoch: inside the training batch after global step ``step``, after its backward
+    pass and before its optimizer step (its dropout drawn), or ``at_end`` of the batch that makes that step."""
+
+    def __init__(self, step: int = 1, at_end: bool = False):
+        self.step, self.at_end = step, at_end
+
+    def on_after_backward(self, trainer, pl_module) -> None:
+        if not self.at_end and trainer.global_step == self.step:
+            raise KeyboardInterrupt
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self.at_end and trainer.global_step == self.step:
+            raise KeyboardInterrupt

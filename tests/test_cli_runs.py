@@ -140,6 +140,23 @@ def test_a_fit_stopped_by_ctrl_c_in_validation_validates_that_epoch_when_resumed
         assert torch.equal(resumed["state_dict"][name], tensor), name
 
 
+@pytest.mark.parametrize("at_end", [False, True], ids=["inside a batch", "after a batch"])
+def test_a_fit_stopped_by_ctrl_c_mid_epoch_validates_that_epoch_when_resumed(dataset, tmp_path, at_end):
+    """Ctrl-C inside the second of epoch 1's 3 batches (its dropout drawn, its step not taken) or after it (exit 130):
+    the resumed run trains what is left of epoch 1 (the batch it stopped inside again, with the random state it
+    started with), then validates epoch 1, and ends with the weights and validation losses of an uninterrupted run."""
+    interrupt = {"class_path": "interrupt_helpers.CtrlCInTraining", "init_args": {"step": 4 + at_end, "at_end": at_end}}
+    expected, stopped, resumed = fit_interrupted_and_resumed(dataset, tmp_path, interrupt, "--model.backbone.dropout",
+                                                             "0.2", stopped_exit=130)
+    assert (stopped["epoch"], stopped["global_step"]) == (1, 4 + at_end)
+    whole, resumed_rows = (pd.read_csv(tmp_path / run / "metrics.csv").dropna(subset=["val/loss"]).set_index("epoch")
+                           for run in ("a/lightning_logs/version_0", "b/lightning_logs/version_1"))
+    assert list(whole.index) == [0, 1, 2] and list(resumed_rows.index) == [1, 2]
+    np.testing.assert_allclose(resumed_rows["val/loss"], whole.loc[[1, 2], "val/loss"], rtol=1e-6)
+    for name, tensor in expected["state_dict"].items():
+        assert torch.equal(resumed["state_dict"][name], tensor), name
+
+
 @pytest.mark.parametrize("earlier_best", [2.0, -1.0])
 def test_best_after_a_resume_is_the_best_epoch_of_the_whole_run(dataset, tmp_path, capsys, earlier_best):
     """The earlier run's best val/acc is made unbeatable (2.0) or beaten by anything (-1.0) in its last.ckpt: the
