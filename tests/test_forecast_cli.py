@@ -116,3 +116,30 @@ def test_predict_writes_timestamps_with_their_utc_offset(tmp_path):
           "--trainer.default_root_dir", str(run)])
     assert pd.read_csv(out)["timestamp"].iloc[0] == str(local[-1].tz_convert("UTC") + pd.Timedelta("1h"))
     assert out.with_suffix(".png").exists()
+
+
+def test_a_forecast_stopped_by_ctrl_c_mid_epoch_resumes_with_early_stopping(tmp_path):
+    """The forecasting recipe's EarlyStopping needs every epoch's val/loss: after Ctrl-C inside an epoch's batch,
+    the resumed run validates that epoch and ends with the weights of an uninterrupted run."""
+    import torch
+    import yaml
+
+    data = make_sine_series(tmp_path / "data", seed=5, rows=500, n_columns=2) / "series.csv"
+    config = yaml.safe_load(CONFIG.format(loss="PointForecast"))
+    config["trainer"].update(max_epochs=3, limit_train_batches=3, callbacks=[
+        {"class_path": "lightning.pytorch.callbacks.EarlyStopping", "init_args": {"monitor": "val/loss", "patience": 5}}])
+    (tmp_path / "full.yaml").write_text(yaml.safe_dump(config))
+    config["trainer"]["callbacks"].append({"class_path": "interrupt_helpers.CtrlCInTraining", "init_args": {"step": 4}})
+    (tmp_path / "stopped.yaml").write_text(yaml.safe_dump(config))
+    common = ["--data.path", str(data), "--data.split", "[0.7, 0.1, 0.2]", "--data.seq_len", "32", "--data.pred_len", "12"]
+    main(["fit", "--config", str(tmp_path / "full.yaml"), *common, "--trainer.default_root_dir", str(tmp_path / "a")])
+    with pytest.raises(SystemExit) as stopped:
+        main(["fit", "--config", str(tmp_path / "stopped.yaml"), *common, "--trainer.default_root_dir", str(tmp_path / "b")])
+    assert stopped.value.code == 130
+    main(["fit", "--config", str(tmp_path / "full.yaml"), *common, "--trainer.default_root_dir", str(tmp_path / "b"),
+          "--ckpt_path", "last"])
+    expected, resumed = (torch.load(tmp_path / run / "checkpoints/last.ckpt", weights_only=True)
+                         for run in ("a/lightning_logs/version_0", "b/lightning_logs/version_1"))
+    assert resumed["global_step"] == expected["global_step"] == 9
+    for name, tensor in expected["state_dict"].items():
+        assert torch.equal(resumed["state_dict"][name], tensor), name
