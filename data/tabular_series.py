@@ -158,6 +158,7 @@ def _read_csv(path: Path, time_column: str | None, columns: Sequence[str] | None
         raise DataError(path, f"cannot be read as CSV: {error}") from None
     if table.empty:
         raise DataError(path, "no rows after the header")
+    _check_comma_separated(path, table)
     time_column = None if time_column == NO_TIME_COLUMN else time_column or _detect_time_column(table)
     if time_column is not None and time_column not in table.columns:
         raise DataError(path, f"no time column {time_column!r}; the columns are {list(table.columns)} (set data.time_column)")
@@ -176,6 +177,21 @@ def _read_csv(path: Path, time_column: str | None, columns: Sequence[str] | None
     series = _checked_series(path, names, times, values, fill, irregular, line_offset=2)
     series.unused_columns = [c for c in available if c not in names]
     return series
+
+
+def _check_comma_separated(path: Path, table: pd.DataFrame) -> None:
+    """Refuse a table that another separator makes look like a CSV: rows with more fields than the header (pandas
+    would silently take the extra leading fields as an index: decimal commas), or a header of one column holding
+    ';' or a TAB."""
+    if not isinstance(table.index, pd.RangeIndex):
+        fields = table.index.nlevels + len(table.columns)
+        raise DataError(path, f"the rows have {fields} comma-separated fields and the header {len(table.columns)}: "
+                              "seqpipe reads comma-separated values with '.' decimals; is it separated by ';' with "
+                              "decimal commas? Convert it (e.g. pandas.read_csv(path, sep=';', decimal=',').to_csv(new))",
+                        line=2)
+    if len(table.columns) == 1 and (separator := next((s for s in (";", "\t") if s in table.columns[0]), None)):
+        raise DataError(path, f"the header is one column, {table.columns[0]!r}: the file seems separated by "
+                              f"{separator!r}, and seqpipe reads comma-separated values (convert it to commas)", line=1)
 
 
 def _read_zarr(path: Path, time_column, columns, fill, irregular, max_in_memory_mb, date_format, columns_hint) -> Series:

@@ -439,3 +439,17 @@ def test_an_off_grid_row_is_not_sent_to_resample(tmp_path, frame):
     frame = frame.drop(index=20)
     with pytest.raises(DataError, match=r"row 20 \(line 22\) is at 2021-01-01 21:00:00.*; set data.irregular resample"):
         read_series(write(tmp_path, frame))
+
+
+@pytest.mark.parametrize("text, says", [
+    ("date;load;temp\n2021-01-01 00:00:00;10,5;6,25\n2021-01-01 01:00:00;11,5;6,5\n",
+     r"euro.csv, line 2: the rows have 3 comma-separated fields and the header 1: .*decimal commas"),
+    ("date;load;temp\n2021-01-01 00:00:00;10.5;6.25\n", r"euro.csv, line 1: the header is one column, 'date;load;temp': the file seems separated by ';'"),
+    ("date\tload\n2021-01-01 00:00:00\t10.5\n", r"euro.csv, line 1: the header is one column, 'date\\tload': the file seems separated by '\\t'"),
+], ids=["decimal commas", "semicolons", "tabs"])
+def test_a_table_with_another_separator_is_refused_not_read_as_an_index(tmp_path, text, says):
+    """pandas reads ``10,5`` in a ';'-separated file as two comma-separated fields and silently takes the extra
+    leading fields of every row as an index: the series would be garbage."""
+    (tmp_path / "euro.csv").write_text(text)
+    with pytest.raises(DataError, match=says):
+        read_series(tmp_path / "euro.csv")
