@@ -213,6 +213,8 @@ def read_table(
                           "require ids", stacklevel=2)
         else:
             id_column = DEFAULT_ID_COLUMN
+    check_fields_match_header(path, table, "TAB-separated" if kind == ".tsv" else "comma-separated",
+                              ": a header cell is missing, or a cell holds the separator")
     _check_one_line_per_row(path, table)
     columns = {"sequence_column": sequence_column, "label_column": label_column, "id_column": id_column}
     wanted = [name for name in columns.values() if name is not None]
@@ -241,6 +243,14 @@ def read_table(
             if not value:
                 raise DataError(path, f"empty {name!r} cell", record=record_id or None, line=line)
         yield Record(record_id, cells[sequence_column], cells[label_column] if label_column else None, path, line)
+
+
+def check_fields_match_header(path: Path, table: pd.DataFrame, fields: str, advice: str) -> None:
+    """Refuse a table whose rows have more ``fields`` (e.g. "comma-separated") than its header: pandas would silently
+    take the extra leading fields as an index and shift every column. ``advice`` ends the message."""
+    if not isinstance(table.index, pd.RangeIndex):
+        raise DataError(path, f"the rows have {table.index.nlevels + len(table.columns)} {fields} fields and the "
+                              f"header {len(table.columns)}; seqpipe reads {fields} values{advice}", line=2)
 
 
 def _check_one_line_per_row(path: Path, table: pd.DataFrame) -> None:

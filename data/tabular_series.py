@@ -28,6 +28,7 @@ import pandas as pd
 
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
+from seqpipe.data.readers import check_fields_match_header
 from seqpipe.data.regular_grid import regularise
 from seqpipe.errors import ConfigError, DataError
 
@@ -180,15 +181,11 @@ def _read_csv(path: Path, time_column: str | None, columns: Sequence[str] | None
 
 
 def _check_comma_separated(path: Path, table: pd.DataFrame) -> None:
-    """Refuse a table that another separator makes look like a CSV: rows with more fields than the header (pandas
-    would silently take the extra leading fields as an index: decimal commas), or a header of one column holding
-    ';' or a TAB."""
-    if not isinstance(table.index, pd.RangeIndex):
-        fields = table.index.nlevels + len(table.columns)
-        raise DataError(path, f"the rows have {fields} comma-separated fields and the header {len(table.columns)}: "
-                              "seqpipe reads comma-separated values with '.' decimals; is it separated by ';' with "
-                              "decimal commas? Convert it (e.g. pandas.read_csv(path, sep=';', decimal=',').to_csv(new))",
-                        line=2)
+    """Refuse a table that another separator makes look like a CSV: rows with more fields than the header (decimal
+    commas; :func:`~seqpipe.data.readers.check_fields_match_header`), or a header of one column holding ';' or a
+    TAB."""
+    check_fields_match_header(path, table, "comma-separated", " with '.' decimals; is it separated by ';' with decimal "
+                              "commas? Convert it (e.g. pandas.read_csv(path, sep=';', decimal=',').to_csv(new))")
     if len(table.columns) == 1 and (separator := next((s for s in (";", "\t") if s in table.columns[0]), None)):
         raise DataError(path, f"the header is one column, {table.columns[0]!r}: the file seems separated by "
                               f"{separator!r}, and seqpipe reads comma-separated values (convert it to commas)", line=1)

@@ -148,6 +148,8 @@ def test_directory_problems(tmp_path):
          "line 3: column 'note' holds a cell that runs over several lines (a quoted cell with a line break, or a "
          "stray \" opening a cell, which is read as a quote up to the next \" and swallows the rows in between): a "
          "table holds one record per line; remove the line break or the \""),
+        # a third field on every row: pandas would take the sequences as an index and read 'a' as the sequence
+        ("sequence\tlabel\nACGT\ta\tx\nGGCC\tb\ty\n", "line 2: the rows have 3 TAB-separated fields and the header 2"),
     ],
 )
 def test_malformed_table(tmp_path, content, problem):

@@ -443,7 +443,7 @@ def test_an_off_grid_row_is_not_sent_to_resample(tmp_path, frame):
 
 @pytest.mark.parametrize("text, says", [
     ("date;load;temp\n2021-01-01 00:00:00;10,5;6,25\n2021-01-01 01:00:00;11,5;6,5\n",
-     r"euro.csv, line 2: the rows have 3 comma-separated fields and the header 1: .*decimal commas"),
+     r"euro.csv, line 2: the rows have 3 comma-separated fields and the header 1; .*decimal commas"),
     ("date;load;temp\n2021-01-01 00:00:00;10.5;6.25\n", r"euro.csv, line 1: the header is one column, 'date;load;temp': the file seems separated by ';'"),
     ("date\tload\n2021-01-01 00:00:00\t10.5\n", r"euro.csv, line 1: the header is one column, 'date\\tload': the file seems separated by '\\t'"),
 ], ids=["decimal commas", "semicolons", "tabs"])
