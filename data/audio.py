@@ -242,7 +242,7 @@ class AudioClassificationData(SplitDataModule):
             train = self.sources["train"]
             if split in ("val", "test") and train is not None and Path(train).is_file():
                 rows = list_clips(train, split, untagged="train")
-                return self._probe_all(rows) if rows else None
+                return self._probe_all(train, rows) if rows else None
             if split in ("train", "predict"):
                 raise ConfigError(f"give data.{split} (a class-per-folder directory or a path,label[,split] CSV)")
             return None
@@ -253,9 +253,11 @@ class AudioClassificationData(SplitDataModule):
             for path, label in rows:
                 if label is None:
                     raise DataError(source, f"clip {str(path)!r} has no label")
-        return self._probe_all(rows)
+        return self._probe_all(source, rows)
 
-    def _probe_all(self, rows: list[tuple[Path, str | None]]) -> list[Clip]:
+    def _probe_all(self, source: str, rows: list[tuple[Path, str | None]]) -> list[Clip]:
+        """The clips of ``rows`` (path, label) listed from ``source``; with ``skip_bad``, unreadable ones left out
+        and named in one warning, unless that leaves a class with none."""
         clips, skipped, reasons = [], [], []
         for path, label in rows:
             try:
@@ -270,6 +272,10 @@ class AudioClassificationData(SplitDataModule):
                                                          if len(skipped) > SHOWN_SKIPPED else "")
             log.warning("skip_bad: skipped %d unreadable or empty clip(s): %s", len(skipped), shown)
             self.skipped += skipped
+            lost = sorted({label for _, label in rows if label is not None} - {clip.label for clip in clips})
+            if lost:
+                raise DataError(source, f"no readable clip is left of class(es) {lost}: skip_bad skipped them all "
+                                        "(fix or remove those clips)")
         return clips
 
     def _fit_labels(self, clips: dict[str, list[Clip] | None]) -> None:
@@ -281,7 +287,11 @@ class AudioClassificationData(SplitDataModule):
             clips["train"] = [clip for i, clip in enumerate(train) if i not in held_out]
             clips["val"] = [clip for i, clip in enumerate(train) if i in held_out]
         if self.data_info is None:
-            self.data_info = DataInfo(ChannelInput(1, self.sample_rate), sorted({c.label for c in train}))
+            labels = sorted({c.label for c in train})
+            if len(labels) < 2:
+                raise DataError(self.sources["train"], f"the training clips have one class ({labels[0]!r}); a "
+                                                       "classifier needs two or more")
+            self.data_info = DataInfo(ChannelInput(1, self.sample_rate), labels)
 
     def _check_labels(self, split: str, clips: list[Clip]) -> None:
         known = set(self.data_info.label_names)

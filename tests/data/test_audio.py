@@ -243,3 +243,14 @@ def test_hostile_headers_are_refused_before_decoding(tmp_path, monkeypatch, case
     monkeypatch.setattr(audio, "decode_clip", lambda *args: pytest.fail("decoded a clip whose header is out of bounds"))
     with pytest.raises(DataError, match=message):
         data_module(tmp_path, train=str(tmp_path / "clips")).setup("fit")
+
+
+def test_one_training_class_or_a_class_skip_bad_empties_is_one_error_naming_it(tmp_path):
+    one = write_class_folders(tmp_path / "one", np.random.default_rng(11), classes=("hum",))
+    with pytest.raises(DataError, match=r"one: the training clips have one class \('hum'\); a classifier needs two or more"):
+        data_module(tmp_path, train=str(one)).setup("fit")
+    two = write_class_folders(tmp_path / "two", np.random.default_rng(12), classes=("hum", "beep", "chirp"))
+    for clip in (two / "beep").iterdir():
+        clip.write_bytes(b"not audio")
+    with pytest.raises(DataError, match=r"two: no readable clip is left of class\(es\) \['beep'\]: skip_bad skipped them all"):
+        data_module(tmp_path, train=str(two), skip_bad=True).setup("fit")
