@@ -78,7 +78,8 @@ def check_header(path: Path, info, sample_rate: int, max_clip_seconds: float) ->
 
 
 def decode_clip(path: Path, sample_rate: int) -> np.ndarray:
-    """Decode ``path`` to a mono float32 waveform (L,) at ``sample_rate``; DataError if it cannot be read.
+    """Decode ``path`` to a mono float32 waveform (L,) at ``sample_rate``; DataError if it cannot be read or holds a
+    NaN or infinite sample.
 
     Channels are mixed block by block, so memory holds the mono clip, not every channel of it."""
     try:
@@ -88,6 +89,11 @@ def decode_clip(path: Path, sample_rate: int) -> np.ndarray:
     except (sf.LibsndfileError, RuntimeError, OSError) as error:
         raise DataError(path, f"cannot decode audio ({error})") from None
     mono = torch.from_numpy(np.concatenate(blocks) if blocks else np.zeros(0, np.float32))
+    finite = torch.isfinite(mono)
+    if not bool(finite.all()):
+        first = int(torch.nonzero(~finite)[0])
+        raise DataError(path, f"sample {first} (at {first / source_rate:.3f} s, channels mixed) is "
+                              f"{mono[first].item()}: a clip's samples must be finite")
     if source_rate != sample_rate:
         mono = AF.resample(mono, source_rate, sample_rate)
     if mono.numel() == 0:

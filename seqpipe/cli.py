@@ -459,14 +459,20 @@ def main(args: list[str] | None = None) -> None:
 
 
 def _user_error(error: BaseException) -> SeqpipeError | None:
-    """The SeqpipeError behind ``error``: itself, or one that jsonargparse wrapped while instantiating a class; or
-    Lightning's refusal of its settings (``--trainer.accelerator gpu`` without a GPU) as a ConfigError."""
+    """The SeqpipeError behind ``error``: itself, or one that jsonargparse wrapped while instantiating a class, or
+    one a DataLoader worker raised; or Lightning's refusal of its settings (``--trainer.accelerator gpu`` without a
+    GPU) as a ConfigError."""
     seen = set()
     while error is not None and id(error) not in seen:
         if isinstance(error, SeqpipeError):
             return error
         if isinstance(error, MisconfigurationException):
             return ConfigError(f"Lightning: {error}")
+        # a DataLoader worker's error comes back as a RuntimeError holding the worker's traceback as text
+        if isinstance(error, RuntimeError) and "in DataLoader worker" in str(error):
+            worker = re.search(r"^seqpipe\.errors\.\w+: (.+)\Z", str(error).strip(), re.M)
+            if worker:
+                return SeqpipeError(worker.group(1))
         seen.add(id(error))
         error = error.__cause__ or error.__context__
     return None

@@ -84,6 +84,20 @@ def test_a_bad_clip_is_a_clean_cli_error(tmp_path, capsys):
     assert "broken.flac: cannot read audio header" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_clip_with_a_nan_sample_is_one_line_naming_it_from_a_worker_too(tmp_path, capsys, workers):
+    train = write_clips(tmp_path / "train", np.random.default_rng(1), 2)
+    samples = clip("tone", 0.3, 8000, np.random.default_rng(2))
+    samples[100] = np.nan
+    sf.write(train / "tone" / "nan.wav", samples, 8000, subtype="FLOAT")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", RECIPE, *SMALL, "--data.train", str(train), "--data.num_workers", str(workers),
+              "--trainer.default_root_dir", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "Traceback" not in err
+    assert f"seqpipe: error: {train / 'tone' / 'nan.wav'}: sample 100 " in err
+
+
 @pytest.mark.parametrize("frontend,bidirectional", [("patch", False), ("conv", False), ("filterbank", False), ("filterbank", True)])
 def test_right_padding_in_a_batch_changes_no_prediction(frontend, bidirectional):
     """Float64 model in eval mode: the clip alone, and padded to twice its length beside a longer clip, agree."""

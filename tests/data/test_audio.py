@@ -254,3 +254,13 @@ def test_one_training_class_or_a_class_skip_bad_empties_is_one_error_naming_it(t
         clip.write_bytes(b"not audio")
     with pytest.raises(DataError, match=r"two: no readable clip is left of class\(es\) \['beep'\]: skip_bad skipped them all"):
         data_module(tmp_path, train=str(two), skip_bad=True).setup("fit")
+
+
+def test_a_clip_with_a_nan_sample_is_named_when_decoded(tmp_path):
+    from seqpipe.data.audio_io import decode_clip
+
+    samples = np.zeros(800, dtype=np.float32)
+    samples[123] = np.nan
+    sf.write(tmp_path / "nan.wav", samples, 8000, subtype="FLOAT")
+    with pytest.raises(DataError, match=r"nan.wav: sample 123 \(at 0.015 s, channels mixed\) is nan: a clip's samples must be finite"):
+        decode_clip(tmp_path / "nan.wav", 8000)
