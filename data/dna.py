@@ -164,7 +164,7 @@ class DNAClassificationData(SplitDataModule):
         num_workers: DataLoader worker processes.
         seed: seed of the train/validation split.
         fasta: the reference genome for splits given as BED files (``*.bed``, ``*.bed.gz``): each row's bases
-            become a sequence (0-based half-open; N past a chromosome end; the reverse complement when the row's
+            become a sequence (0-based half-open, within the chromosome; the reverse complement when the row's
             strand, column 6, is "-"), labelled from ``label_column``.
         cache_dir: where a plain-gzip ``fasta`` is decompressed once (default: ``$SEQPIPE_CACHE`` or
             ``~/.cache/seqpipe/genomes``).

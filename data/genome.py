@@ -132,8 +132,8 @@ def read_bed(
     names (from ``split_column``) and lines.
 
     Columns are 0-based indices (3 = the BED name column). Header lines (``#``, ``track``, ``browser``) are
-    skipped; every other row must name a FASTA chromosome and have ``0 <= start < end``; a strand column, when
-    present, holds "+", "-" or "." (no strand: read as "+").
+    skipped; every other row must name a FASTA chromosome and have ``0 <= start < end <= `` its size; a strand
+    column, when present, holds "+", "-" or "." (no strand: read as "+").
     """
     path = Path(path)
     if not path.is_file():
@@ -162,6 +162,9 @@ def _bed_row(path: Path, number: int, row: list[str], needed: int, chrom_sizes: 
         raise DataError(path, f"chromosome {chrom!r} is not in the FASTA", line=number)
     if not (start.isdigit() and end.isdigit() and int(start) < int(end)):
         raise DataError(path, f"start {start!r} and end {end!r} must be integers with start < end", line=number)
+    if int(end) > chrom_sizes[chrom]:
+        raise DataError(path, f"{chrom}:{start}-{end} ends past the end of {chrom} ({chrom_sizes[chrom]:,} bases; "
+                              "BED is 0-based, half-open): is the BED for another assembly?", line=number)
     # column 6 (0-based 5) is the strand, unless the label or split is read from it
     strand = row[5] if len(row) > 5 and 5 not in (label_column, split_column) else "."
     if strand not in ("+", "-", "."):
@@ -175,8 +178,8 @@ def _bed_row(path: Path, number: int, row: list[str], needed: int, chrom_sizes: 
 
 
 def read_bed_records(path: str | Path, genome: Genome, label_column: int | None = None) -> list[Record]:
-    """BED rows -> sequence records for the sequence classification data module: the FASTA's bases (N past a
-    chromosome end), reverse-complemented on a "-" row; id ``chrom:start-end`` (``chrom:start-end(-)`` on the
+    """BED rows -> sequence records for the sequence classification data module: the FASTA's bases,
+    reverse-complemented on a "-" row; id ``chrom:start-end`` (``chrom:start-end(-)`` on the
     reverse strand, as ``bedtools getfasta -s`` names it); labelled from ``label_column``; each names its line."""
     records = []
     for window, _, line in read_bed(path, genome.chrom_sizes, label_column):

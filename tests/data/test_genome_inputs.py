@@ -131,18 +131,20 @@ def test_reverse_complement_and_shift_augmentation(genome):
 def test_classification_data_reads_labelled_regions_from_bed(genome, tmp_path):
     fasta, sequences, _ = genome
     bed = tmp_path / "regions.bed"
-    rows = [("chrA", 0, 30, "pos"), ("chrA", 40, 70, "neg"), ("chrB", 1690, 1720, "pos"), ("chrC", 7, 37, "neg")] * 3
+    rows = [("chrA", 0, 30, "pos"), ("chrA", 40, 70, "neg"), ("chrB", 1670, 1700, "pos"), ("chrC", 7, 37, "neg")] * 3
     bed.write_text("".join(f"{c}\t{s}\t{e}\t{label}\n" for c, s, e, label in rows))
     data = DNAClassificationData(train=str(bed), val=str(bed), fasta=fasta, batch_size=4)
     data.setup("fit")
     assert data.data_info.label_names == ["neg", "pos"]
     train, tokenizer = data.splits["train"], DNATokenizer()
     for (chrom, start, end, label), tokens, y, record_id in zip(rows, train.tokens, train.labels, train.ids):
-        expected = (sequences[chrom][start:end].upper() + "N" * 30)[:30]  # chrB is 1700 long: N past its end
-        assert tokenizer.decode(torch.from_numpy(tokens)) == expected
+        assert tokenizer.decode(torch.from_numpy(tokens)) == sequences[chrom][start:end].upper()
         assert record_id == f"{chrom}:{start}-{end}" and data.data_info.label_names[y] == label
     with pytest.raises(ConfigError, match="is a BED file: give data.fasta"):
         DNAClassificationData(train=str(bed), val=str(bed)).setup("fit")
+    (tmp_path / "past.bed").write_text("chrA\t0\t30\tpos\nchrB\t1690\t1720\tneg\n")  # chrB is 1,700 bases long
+    with pytest.raises(DataError, match=r"past.bed, line 2: chrB:1690-1720 ends past the end of chrB \(1,700 bases"):
+        DNAClassificationData(train=str(tmp_path / "past.bed"), fasta=fasta).setup("fit")
 
 
 def test_classification_data_reads_the_label_column_it_is_given_and_refuses_a_name_for_bed(genome, tmp_path):
