@@ -158,7 +158,7 @@ class SequenceModel(L.LightningModule):
             self._bind(info)
         if self.data_info.next_token_targets and self.trainer.state.fn == "fit":
             self._refuse_reading_ahead()
-        self._start_from_pretrained()
+        self._freeze_backbone_if_asked()
 
     def _refuse_reading_ahead(self) -> None:
         """Next-token targets need a causal backbone: one that reads later positions would see the answers."""
@@ -170,13 +170,16 @@ class SequenceModel(L.LightningModule):
                 "(configs/dna_pretrain.yaml's), or masked targets (data.objective masked with "
                 "seqpipe.tasks.per_base.MaskedBaseLM, as configs/dna_pretrain_rc.yaml does)")
 
-    def _start_from_pretrained(self) -> None:
-        """``fit`` only: load the ``pretrained`` backbone (a resumed run's --ckpt_path overrides it later), and
-        freeze the backbone when asked."""
-        if self.hparams.get("pretrained") and self.trainer.state.fn == "fit":
-            report_loaded(self.hparams.pretrained, load_backbone_weights(self.backbone, self.hparams.pretrained))
+    def _freeze_backbone_if_asked(self) -> None:
+        """``freeze_backbone``: the backbone's parameters take no gradient (and so join no optimizer group)."""
         if self.hparams.get("freeze_backbone"):
             self.backbone.requires_grad_(False)
+
+    def on_fit_start(self) -> None:
+        """Load the ``pretrained`` backbone, unless the fit resumes (``--ckpt_path``, whose checkpoint, restored
+        just before, holds every weight: the pre-trained file is then not read)."""
+        if self.hparams.get("pretrained") and self.trainer.ckpt_path is None:
+            report_loaded(self.hparams.pretrained, load_backbone_weights(self.backbone, self.hparams.pretrained))
 
     def forward(self, batch: dict[str, Any]) -> Any:
         """The head's outputs, merged over the head's views of the batch (e.g. both strands)."""

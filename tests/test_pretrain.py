@@ -148,6 +148,15 @@ def test_masked_lm_loss_decreases_on_a_genome_with_planted_repeats_then_fine_tun
     backbone = [name for name in before if name.startswith("backbone.")]
     assert backbone and all(torch.equal(before[name], after[name]) for name in backbone)
 
+    # resuming the fine-tuning run needs its own checkpoint only, which holds every weight
+    moved = pretrained.rename(tmp_path / "moved.ckpt")
+    capsys.readouterr()
+    main(["fit", "--config", str(tmp_path / "tune.yaml"), "--trainer.default_root_dir", str(tmp_path / "tune"),
+          "--data.train", str(classes / "train"), "--model.pretrained", str(pretrained), "--model.freeze_backbone",
+          "true", "--trainer.max_epochs", "2", "--ckpt_path", "last"])
+    assert "backbone tensors" not in capsys.readouterr().out
+    moved.rename(pretrained)
+
     rc_backbone = {"class_path": "seqpipe.dna_backbones.RCEquivariantBackbone", "init_args": {
         "d_model": 16, "n_layers": 1, "block": BACKBONE["init_args"]["block"]}}
     capsys.readouterr()
