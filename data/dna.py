@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import DataLoader, Dataset
 
 from seqpipe.contracts import DataInfo, TokenInput
@@ -216,12 +216,14 @@ class DNAClassificationData(SplitDataModule):
         training rather than after it.
         """
         self._check_vocabulary()
+        self._crop_as_trained()
         if stage == "predict":
             self.splits["predict"] = self._predict_set()
             self.data_info = self.trained_info or self.data_info
             return
         label_names = self._label_names()
-        self.data_info = DataInfo(self.tokenizer.token_input(), label_names)
+        self.data_info = DataInfo(self.tokenizer.token_input(), label_names,
+                                  extra={"max_length": self.max_length} if self.max_length else {})
         if stage in ("fit", "validate"):
             self.splits["val"] = self._validation_set(label_names)
         if stage == "fit":
@@ -230,6 +232,20 @@ class DNAClassificationData(SplitDataModule):
                 self.splits["predict"] = self._predict_set()
         if stage == "test" or (stage == "fit" and self.paths["test"] is not None):
             self.splits["test"] = self._encode(self._read("test"), label_names)
+
+    def _crop_as_trained(self) -> None:
+        """A restored model trained on sequences cropped to ``max_length`` reads new data so cropped too, unless
+        ``data.max_length`` is given (then a differing value is said)."""
+        trained = self.trained_info.extra.get("max_length") if self.trained_info else None
+        if trained is None or trained == self.max_length:
+            return
+        if self.max_length is None:
+            self.max_length = trained
+            rank_zero_info(f"data.max_length {trained}: the checkpoint's (its model was trained on sequences cropped "
+                           "to it)")
+        else:
+            rank_zero_warn(f"data.max_length {self.max_length} differs from the {trained} the checkpoint's model was "
+                           "trained with; sequences are cropped to the one given")
 
     def _check_vocabulary(self) -> None:
         """A restored model must have been trained on the ids this tokenizer produces."""
@@ -328,7 +344,7 @@ class DNAClassificationData(SplitDataModule):
         if repeats:
             first, verb = repeats[0], "repeats" if len(repeats) == 1 else "repeat"
             rank_zero_warn(f"{self.paths['predict']}: {len(repeats)} of its records {verb} an earlier record's id (the "
-                           f"first: {location(first.path, first.id, first.line)}); their prediction rows share the id, "
+                           f"first repeat: {location(first.path, first.id, first.line)}); their prediction rows share the id, "
                            "in input order")
         return self._encode(records, None)
 

@@ -142,6 +142,20 @@ def test_max_length_crops_centre_for_evaluation_and_random_windows_for_training(
     assert windows == {strand[start : start + 4] for strand in strands for start in range(7)}
 
 
+def test_predict_with_a_checkpoint_crops_as_the_model_was_trained_unless_told_otherwise(tmp_path, caplog):
+    write_fasta(tmp_path / "train" / "a.fa", [("a1", "ACGTTGCAAC"), ("a2", "GA")])
+    write_fasta(tmp_path / "train" / "b.fa", [("b1", "TTT"), ("b2", "CA")])
+    trained = DNAClassificationData(train=str(tmp_path / "train"), max_length=4, val_fraction=0.5)
+    trained.setup("fit")
+    assert trained.data_info.extra == {"max_length": 4}
+    write_fasta(tmp_path / "new.fa", [("q", "ACGTTGCAAC")])
+    for given, length in ((None, 4), (6, 6)):
+        data = DNAClassificationData(predict=str(tmp_path / "new.fa"), max_length=given)
+        data.restore_data_info(trained.data_info)
+        data.setup("predict")
+        assert next(iter(data.predict_dataloader()))["x"].shape == (1, length)
+
+
 def test_a_large_max_length_pads_each_batch_to_its_longest_sequence(tmp_path):
     write_fasta(tmp_path / "train" / "a.fa", [("a1", "ACGTTGCAAC"), ("a2", "GA")])
     write_fasta(tmp_path / "train" / "b.fa", [("b1", "TTT"), ("b2", "CA")])
@@ -281,7 +295,7 @@ def test_repeated_predict_ids_give_one_warning_naming_the_first(tmp_path):
     with pytest.warns(UserWarning) as warnings:
         data.setup("predict")
     assert [str(w.message) for w in warnings] == [
-        f"{queries}: 3 of its records repeat an earlier record's id (the first: {queries}, record 'q1', line 5); "
+        f"{queries}: 3 of its records repeat an earlier record's id (the first repeat: {queries}, record 'q1', line 5); "
         "their prediction rows share the id, in input order"
     ]
     assert data.splits["predict"].ids == ["q1", "q2", "q1", "q2", "q1"]
