@@ -2,7 +2,8 @@
 
 Two layouts are read:
 
-* a directory with one subfolder per class (``DIR/<label>/*.wav|flac|ogg``; other files are ignored);
+* a directory with one subfolder per class (``DIR/<label>/*.wav|flac|ogg|mp3``; other files are named in one
+  warning and left out);
 * a CSV manifest with columns ``path,label[,split]``, paths relative to the manifest; ``split`` is
   ``train``, ``val`` (or ``valid``/``validation``) or ``test``.
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +25,7 @@ import torchaudio.functional as AF
 
 from seqpipe.errors import DataError
 
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")  # read by soundfile (libsndfile >= 1.1)
 SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 
 
@@ -113,7 +115,7 @@ def probe_clip(path: Path, label: str | None, sample_rate: int, max_clip_seconds
     try:
         info = sf.info(str(path))
     except (sf.LibsndfileError, RuntimeError, OSError) as error:
-        raise DataError(path, f"cannot read audio header ({error}); is it a WAV, FLAC or OGG file?") from None
+        raise DataError(path, f"cannot read audio header ({error}); is it a WAV, FLAC, OGG or MP3 file?") from None
     check_header(path, info, sample_rate, max_clip_seconds)
     return Clip(path, label, math.ceil(info.frames * sample_rate / info.samplerate))
 
@@ -138,13 +140,18 @@ def _list_class_folders(root: Path) -> list[tuple[Path, str | None]]:
     if loose and not folders:  # a flat folder of clips: unlabelled, for prediction
         return [(path, None) for path in loose]
     if not folders:
-        raise DataError(root, "no class subfolders: expected DIR/<label>/<clip>.wav|flac|ogg, or give a CSV manifest")
-    clips = []
+        raise DataError(root, "no class subfolders: expected DIR/<label>/<clip>.wav|flac|ogg|mp3, or give a CSV manifest")
+    clips, others = [], []
     for folder in folders:
         files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES)
         if not files:
             raise DataError(folder, f"empty class folder: no {'/'.join(AUDIO_SUFFIXES)} files")
         clips.extend((path, folder.name) for path in files)
+        others += [p for p in folder.iterdir() if p.is_file() and p not in files and not p.name.startswith(".")]
+    if others:
+        shown = ", ".join(str(p.relative_to(root)) for p in others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
+        warnings.warn(f"{root}: {len(others)} file(s) of the class folders are not {'/'.join(AUDIO_SUFFIXES)} clips "
+                      f"and are left out: {shown}", stacklevel=2)
     return clips
 
 

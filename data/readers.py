@@ -21,7 +21,7 @@ import pandas as pd
 
 from seqpipe.errors import ConfigError, DataError
 
-FASTA_SUFFIXES = (".fa", ".fasta", ".fna")
+FASTA_SUFFIXES = (".fa", ".fasta", ".fna", ".ffn", ".fas", ".fsa")
 TABLE_SEPARATORS = {".tsv": "\t", ".csv": ","}
 #: the column a table's record ids are read from when no id column is named
 DEFAULT_ID_COLUMN = "id"
@@ -159,10 +159,17 @@ def number_shared_ids(records: list[Record]) -> list[Record]:
 
 
 def read_fasta_per_class(directory: str | Path) -> Iterator[Record]:
-    """A directory of FASTA files (.fa, .fasta, .fna, optionally .gz), one per class: the label is the
-    file name without those suffixes. Files with other suffixes (indexes, READMEs) are not classes."""
+    """A directory of FASTA files (:data:`FASTA_SUFFIXES`, optionally .gz), one per class: the label is the file
+    name without those suffixes. Files with other names are not classes: FASTA indexes (.fai, .gzi) are passed over,
+    any other file is named in one warning."""
     directory = Path(directory)
     files = sorted(p for p in directory.iterdir() if p.is_file() and is_fasta_name(p))
+    others = sorted(p.name for p in directory.iterdir() if p.is_file() and p not in files and not p.name.startswith(".")
+                    and p.suffix.lower() not in (".fai", ".gzi"))
+    if files and others:
+        warnings.warn(f"{directory}: {len(others)} file(s) not named as FASTA ({', '.join(FASTA_SUFFIXES)}, optionally "
+                      f".gz) are not read as classes: {', '.join(others[:5])}{' ...' if len(others) > 5 else ''}",
+                      stacklevel=2)
     if not files:
         found = sorted(p.name for p in directory.iterdir())[:10]
         raise DataError(directory, f"no FASTA files ({', '.join(FASTA_SUFFIXES)}, optionally .gz); found {found}")

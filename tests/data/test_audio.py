@@ -264,3 +264,17 @@ def test_a_clip_with_a_nan_sample_is_named_when_decoded(tmp_path):
     sf.write(tmp_path / "nan.wav", samples, 8000, subtype="FLOAT")
     with pytest.raises(DataError, match=r"nan.wav: sample 123 \(at 0.015 s, channels mixed\) is nan: a clip's samples must be finite"):
         decode_clip(tmp_path / "nan.wav", 8000)
+
+
+def test_mp3_clips_are_read_and_other_files_of_class_folders_named(tmp_path):
+    from seqpipe.data.audio_io import decode_clip, list_clips
+
+    root = write_class_folders(tmp_path / "clips", np.random.default_rng(13), per_class=1, classes=("hum", "beep"))
+    wave = tone(440, 0.5, 8000, np.random.default_rng(14))
+    sf.write(root / "hum" / "extra.mp3", wave, 8000, format="MP3")
+    (root / "beep" / "notes.txt").write_text("recorded on Tuesday")
+    with pytest.warns(UserWarning, match=r"1 file\(s\) of the class folders are not .wav/.flac/.ogg/.mp3 clips and are left out: beep/notes.txt"):
+        rows = list_clips(root, None)
+    assert (root / "hum" / "extra.mp3", "hum") in rows and len(rows) == 3
+    decoded = decode_clip(root / "hum" / "extra.mp3", 8000)
+    assert abs(len(decoded) - len(wave)) < 0.01 * len(wave)  # lossy: the length, not the samples

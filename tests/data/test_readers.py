@@ -184,3 +184,13 @@ def test_quoted_cells_on_one_line_are_read_without_their_quotes(tmp_path):
 def test_missing_path(tmp_path):
     with pytest.raises(DataError, match="nowhere.fa: no such file"):
         read_records(tmp_path / "nowhere.fa")
+
+
+def test_a_class_folder_reads_other_fasta_names_and_names_the_files_it_leaves_out(tmp_path):
+    (tmp_path / "genes.ffn").write_text(">g1\nACGT\n")
+    (tmp_path / "rrna.fas").write_text(">r1\nGGCC\n")
+    (tmp_path / "rrna.fas.fai").write_text("r1\t4\t4\t4\t5\n")
+    (tmp_path / "notes.txt").write_text("not a class")
+    with pytest.warns(UserWarning, match=r"1 file\(s\) not named as FASTA .* are not read as classes: notes.txt"):
+        records = list(read_records(tmp_path))
+    assert sorted((r.label, r.id) for r in records) == [("genes", "g1"), ("rrna", "r1")]
