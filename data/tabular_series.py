@@ -160,6 +160,7 @@ def _read_csv(path: Path, time_column: str | None, columns: Sequence[str] | None
     if table.empty:
         raise DataError(path, "no rows after the header")
     _check_comma_separated(path, table)
+    lines = _row_lines(path, len(table))
     time_column = None if time_column == NO_TIME_COLUMN else time_column or _detect_time_column(table)
     if time_column is not None and time_column not in table.columns:
         raise DataError(path, f"no time column {time_column!r}; the columns are {list(table.columns)} (set data.time_column)")
@@ -172,12 +173,20 @@ def _read_csv(path: Path, time_column: str | None, columns: Sequence[str] | None
         bad = numbers.isna() & text.notna()
         if bad.any():
             row = int(np.flatnonzero(bad.to_numpy())[0])
-            raise DataError(path, f"column {name!r} is not numeric: row {row} holds {text.iat[row]!r}", line=row + 2)
+            raise DataError(path, f"column {name!r} is not numeric: row {row} holds {text.iat[row]!r}", line=None if lines is None else int(lines[row]))
         values[:, k] = numbers.to_numpy(dtype=np.float64)
-    times = None if time_column is None else _parse_times(path, table[time_column], 2, date_format)
-    series = _checked_series(path, names, times, values, fill, irregular, line_offset=2)
+    times = None if time_column is None else _parse_times(path, table[time_column], lines, date_format)
+    series = _checked_series(path, names, times, values, fill, irregular, lines=lines)
     series.unused_columns = [c for c in available if c not in names]
     return series
+
+
+def _row_lines(path: Path, rows: int) -> np.ndarray | None:
+    """The line in the file of each of the ``rows`` rows pandas read (it skips blank lines); None when they do not
+    add up (a quoted cell holding a line break), and messages then give row numbers only."""
+    with pd.io.common.get_handle(path, "r", compression="infer", errors="replace") as handle:
+        lines = np.array([number for number, text in enumerate(handle.handle, start=1) if text.rstrip("\r\n")])[1:]
+    return lines if len(lines) == rows else None
 
 
 def _check_comma_separated(path: Path, table: pd.DataFrame) -> None:
@@ -229,7 +238,7 @@ def _read_zarr(path: Path, time_column, columns, fill, irregular, max_in_memory_
     lazy = ZarrColumns([parts_by_name[name] for name in names], length)
     size_mb = length * len(names) * 8 / 2**20
     if size_mb <= max_in_memory_mb:
-        series = _checked_series(path, names, times, lazy[0:length].astype(np.float64), fill, irregular, line_offset=None)
+        series = _checked_series(path, names, times, lazy[0:length].astype(np.float64), fill, irregular, lines=None)
     else:
         series = _checked_lazy_series(path, names, times, lazy, irregular, size_mb)
     series.unused_columns = [c for c in parts_by_name if c not in names]
@@ -245,7 +254,7 @@ def _checked_lazy_series(path: Path, names: list[str], times, lazy: ZarrColumns,
     if missing:
         raise DataError(path, _cells_message("missing", missing, names, None, _MISSING_ADVICE) + f" ({too_large}: data.fill cannot repair it)")
     try:
-        return _checked_series(path, names, times, lazy, None, "error", line_offset=None)
+        return _checked_series(path, names, times, lazy, None, "error", lines=None)
     except DataError as error:
         if irregular != "resample":
             raise
@@ -275,15 +284,16 @@ def _select(path: Path, available: list[str], wanted: Sequence[str] | None, hint
     return list(wanted)
 
 
-def _row_name(row: int, line_offset: int | None) -> str:
-    return f"row {row}" if line_offset is None else f"row {row} (line {row + line_offset})"
+def _row_name(row: int, lines: np.ndarray | None) -> str:
+    """How messages name row ``row``: with its line in the file when ``lines`` (each row's line) is known."""
+    return f"row {row}" if lines is None else f"row {row} (line {lines[row]})"
 
 
-def _parse_times(path: Path, text: pd.Series, line_offset: int | None, date_format: str | None) -> pd.DatetimeIndex:
+def _parse_times(path: Path, text: pd.Series, lines: np.ndarray | None, date_format: str | None) -> pd.DatetimeIndex:
     """Timestamps from text (or datetime64): naive, in the file's UTC offset when every row has the same one,
     in UTC when it changes (daylight saving)."""
     if date_format is None and text.dtype.kind not in "mM" and not pd.isna(pd.to_numeric(text.iat[0], errors="coerce")):
-        raise DataError(path, f"timestamp {text.iat[0]!r} at {_row_name(0, line_offset)} is a number, not a date: write the "
+        raise DataError(path, f"timestamp {text.iat[0]!r} at {_row_name(0, lines)} is a number, not a date: write the "
                         "timestamps as dates (2021-01-01 00:00:00), give their format (data.date_format, e.g. '%Y%m%d'), "
                         "or set data.time_column none to number the rows")
     options = {"errors": "coerce", "format": date_format or ("mixed" if text.dtype == object else None)}
@@ -292,12 +302,14 @@ def _parse_times(path: Path, text: pd.Series, line_offset: int | None, date_form
         try:
             parsed = pd.to_datetime(text, **options)
         except ValueError:  # pandas refuses several UTC offsets in one column unless it converts them to UTC
-            _check_offsets(path, text, line_offset)
+            _check_offsets(path, text, lines)
             parsed = pd.to_datetime(text, utc=True, **options)
     if parsed.isna().any():
         row = int(np.flatnonzero(parsed.isna().to_numpy())[0])
         advice = f"it does not match data.date_format {date_format!r}" if date_format else _DATE_FORMAT_HINT
-        raise DataError(path, f"timestamp {text.iat[row]!r} at {_row_name(row, line_offset)} is missing or not a date; {advice}")
+        if pd.isna(text.iat[row]):
+            raise DataError(path, f"the timestamp at {_row_name(row, lines)} is empty")
+        raise DataError(path, f"timestamp {text.iat[row]!r} at {_row_name(row, lines)} is not a date; {advice}")
     if date_format is None and text.dtype.kind not in "mM":
         _warn_if_day_first_possible(path, text, parsed)
     return pd.DatetimeIndex(parsed).as_unit("ns")  # batches carry int64 nanoseconds, whatever unit pandas chose
@@ -325,15 +337,15 @@ def _warn_if_day_first_possible(path: Path, text: pd.Series, parsed: pd.Series) 
                    f"each of them also reads day first: if they are, set data.date_format '{day_first}")
 
 
-def _check_offsets(path: Path, text: pd.Series, line_offset: int | None) -> None:
+def _check_offsets(path: Path, text: pd.Series, lines: np.ndarray | None) -> None:
     """A UTC offset on some timestamps and not on others is an error naming the first row that differs from row 0."""
     with_offset = text.astype(str).str.contains(_UTC_OFFSET).to_numpy()
     differs = np.flatnonzero(with_offset != with_offset[0])
     if differs.size:
         row = int(differs[0])
         has, lacks = (row, 0) if with_offset[row] else (0, row)
-        raise DataError(path, f"timestamp {text.iat[has]!r} at {_row_name(has, line_offset)} has a UTC offset, but "
-                        f"{text.iat[lacks]!r} at {_row_name(lacks, line_offset)} has none: give every timestamp an offset, or none")
+        raise DataError(path, f"timestamp {text.iat[has]!r} at {_row_name(has, lines)} has a UTC offset, but "
+                        f"{text.iat[lacks]!r} at {_row_name(lacks, lines)} has none: give every timestamp an offset, or none")
 
 
 def _zarr_times(path: Path, name: str, array, date_format: str | None) -> pd.DatetimeIndex:
@@ -375,23 +387,23 @@ _MISSING_ADVICE = "set data.fill to 'ffill' or 'interpolate' to fill them"
 _NON_FINITE_ADVICE = "infinite, or beyond float64; data.fill does not repair them: correct or empty those cells"
 
 
-def _cells_message(what: str, cells: list[tuple[int, int]], names: list[str], line_offset: int | None, advice: str) -> str:
+def _cells_message(what: str, cells: list[tuple[int, int]], names: list[str], lines: np.ndarray | None, advice: str) -> str:
     rows = sorted({row for row, _ in cells})
     columns = [names[c] for c in sorted({c for _, c in cells})]
-    shown = ", ".join(_row_name(row, line_offset) for row in rows[:_ROWS_SHOWN])
+    shown = ", ".join(_row_name(row, lines) for row in rows[:_ROWS_SHOWN])
     more = f" and {len(rows) - _ROWS_SHOWN} more rows" if len(rows) > _ROWS_SHOWN else ""
     return f"{len(cells)} {what} values in column(s) {columns} at {shown}{more}; {advice}"
 
 
-def _handle_missing(path: Path, values: np.ndarray, names: list[str], fill: FillPolicy | None, line_offset: int | None) -> np.ndarray:
+def _handle_missing(path: Path, values: np.ndarray, names: list[str], fill: FillPolicy | None, lines: np.ndarray | None) -> np.ndarray:
     infinite = np.isinf(values)
     if infinite.any():
-        raise DataError(path, _cells_message("non-finite", list(zip(*np.nonzero(infinite))), names, line_offset, _NON_FINITE_ADVICE))
+        raise DataError(path, _cells_message("non-finite", list(zip(*np.nonzero(infinite))), names, lines, _NON_FINITE_ADVICE))
     missing = np.isnan(values)
     if not missing.any():
         return values
     if fill is None:
-        raise DataError(path, _cells_message("missing", list(zip(*np.nonzero(missing))), names, line_offset, _MISSING_ADVICE))
+        raise DataError(path, _cells_message("missing", list(zip(*np.nonzero(missing))), names, lines, _MISSING_ADVICE))
     return _fill(path, values, names, fill)
 
 
@@ -406,7 +418,7 @@ def _fill(path: Path, values: np.ndarray, names: list[str], fill: FillPolicy) ->
 
 
 def _checked_series(path: Path, names: list[str], times: pd.DatetimeIndex | None, values, fill: FillPolicy | None,
-                    irregular: IrregularPolicy, line_offset: int | None) -> Series:
+                    irregular: IrregularPolicy, lines: np.ndarray | None) -> Series:
     """Check (and with ``fill`` repair) the values, put the rows on a regular grid if asked, infer the frequency.
 
     ``values``: (T, C) float64 in memory, or a lazily read store (already checked; ``fill`` None).
@@ -414,10 +426,10 @@ def _checked_series(path: Path, names: list[str], times: pd.DatetimeIndex | None
     if times is not None and len(times) != len(values):
         raise DataError(path, f"{len(times)} timestamps for {len(values)} rows")
     if isinstance(values, np.ndarray):
-        values = _handle_missing(path, values, names, fill, line_offset)
+        values = _handle_missing(path, values, names, fill, lines)
     if times is not None and irregular == "resample":
         times, values = _resample(path, times, values, names, fill)
-    freq = None if times is None else _infer_frequency(path, times, line_offset)
+    freq = None if times is None else _infer_frequency(path, times, lines)
     # float64 in memory, so the scaler's moments are the same whether a store is loaded whole or read lazily
     return Series(str(path), list(names), times, freq, values)
 
@@ -436,13 +448,13 @@ def _resample(path: Path, times: pd.DatetimeIndex, values: np.ndarray, names: li
     return regular.times, values
 
 
-def _infer_frequency(path: Path, times: pd.DatetimeIndex, line_offset: int | None) -> str:
+def _infer_frequency(path: Path, times: pd.DatetimeIndex, lines: np.ndarray | None) -> str:
     """The series' pandas frequency; the first duplicated, out-of-order or off-grid row is an error."""
     if len(times) < 3:
         raise DataError(path, f"only {len(times)} rows: a frequency needs at least 3 timestamps")
     steps = np.diff(times.asi8)
     for row in np.flatnonzero(steps <= 0)[:1] + 1:
-        at = f"{times[row]} at {_row_name(int(row), line_offset)}"
+        at = f"{times[row]} at {_row_name(int(row), lines)}"
         problem = (f"duplicate timestamp: {at} repeats the previous row's" if steps[row - 1] == 0
                    else f"timestamps are not sorted: {at} comes before the previous row's {times[row - 1]}")
         raise DataError(path, f"{problem}; set data.irregular resample to average rows sharing a timestamp")
@@ -458,7 +470,7 @@ def _infer_frequency(path: Path, times: pd.DatetimeIndex, line_offset: int | Non
               "it is off the grid of that step from the first row: correct or remove it (data.irregular resample "
               "repairs only duplicates and gaps)")
     raise DataError(
-        path, f"irregular timestamps: {_row_name(row, line_offset)} is at {times[row]}, but the series steps by "
+        path, f"irregular timestamps: {_row_name(row, lines)} is at {times[row]}, but the series steps by "
         f"{pd.Timedelta(int(usual), 'ns')} (expected {expected}); {advice}"
     )
 

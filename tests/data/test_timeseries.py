@@ -388,7 +388,7 @@ def test_timestamps_with_and_without_offsets_name_both_rows(tmp_path, frame):
 def test_day_first_dates_are_read_with_date_format(tmp_path, frame):
     frame["date"] = pd.date_range("2021-01-12", periods=60, freq="h").strftime("%d/%m/%Y %H:%M")
     path = write(tmp_path, frame)
-    with pytest.raises(DataError, match=r"'13/01/2021 00:00' at row 24 \(line 26\) is missing or not a date; set data.date_format"):
+    with pytest.raises(DataError, match=r"'13/01/2021 00:00' at row 24 \(line 26\) is not a date; set data.date_format"):
         read_series(path)
     assert read_series(path, date_format="%d/%m/%Y %H:%M").times[24] == pd.Timestamp("2021-01-13")
     assert predicted_times(path, date_format="%d/%m/%Y %H:%M")[0] == pd.Timestamp("2021-01-14 12:00")
@@ -453,3 +453,12 @@ def test_a_table_with_another_separator_is_refused_not_read_as_an_index(tmp_path
     (tmp_path / "euro.csv").write_text(text)
     with pytest.raises(DataError, match=says):
         read_series(tmp_path / "euro.csv")
+
+
+def test_rows_are_named_by_their_line_in_the_file_past_blank_lines(tmp_path):
+    (tmp_path / "gaps.csv").write_text("date,load\n2021-01-01 00:00:00,1\n\n\n2021-01-01 01:00:00,x\n")
+    with pytest.raises(DataError, match=r"gaps.csv, line 5: column 'load' is not numeric: row 1 holds 'x'"):
+        read_series(tmp_path / "gaps.csv")
+    (tmp_path / "empty_time.csv").write_text("date,load\n2021-01-01 00:00:00,1\n\n2021-01-01 01:00:00,2\n,3\n")
+    with pytest.raises(DataError, match=r"empty_time.csv: the timestamp at row 2 \(line 5\) is empty"):
+        read_series(tmp_path / "empty_time.csv")
