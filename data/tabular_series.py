@@ -309,6 +309,8 @@ def _parse_times(path: Path, text: pd.Series, lines: np.ndarray | None, date_for
         advice = f"it does not match data.date_format {date_format!r}" if date_format else _DATE_FORMAT_HINT
         if pd.isna(text.iat[row]):
             raise DataError(path, f"the timestamp at {_row_name(row, lines)} is empty")
+        if text.dtype.kind not in "mM":  # pandas gives NaT, not an error, for an offset among naive timestamps
+            _check_offsets(path, text, lines)
         raise DataError(path, f"timestamp {text.iat[row]!r} at {_row_name(row, lines)} is not a date; {advice}")
     if date_format is None and text.dtype.kind not in "mM":
         _warn_if_day_first_possible(path, text, parsed)

@@ -462,3 +462,10 @@ def test_rows_are_named_by_their_line_in_the_file_past_blank_lines(tmp_path):
     (tmp_path / "empty_time.csv").write_text("date,load\n2021-01-01 00:00:00,1\n\n2021-01-01 01:00:00,2\n,3\n")
     with pytest.raises(DataError, match=r"empty_time.csv: the timestamp at row 2 \(line 5\) is empty"):
         read_series(tmp_path / "empty_time.csv")
+
+
+def test_one_utc_offset_among_naive_timestamps_is_named_as_such(tmp_path):
+    (tmp_path / "tz.csv").write_text("date,load\n2021-01-01 00:00:00,1\n2021-01-01 01:00:00+00:00,2\n2021-01-01 02:00:00,3\n")
+    with pytest.raises(DataError, match=r"'2021-01-01 01:00:00\+00:00' at row 1 \(line 3\) has a UTC offset, but "
+                                        r"'2021-01-01 00:00:00' at row 0 \(line 2\) has none"):
+        read_series(tmp_path / "tz.csv")
