@@ -216,6 +216,9 @@ _IRRELEVANT_LOGS = (
     # the model's best/last checkpoints replace the trainer's default one, as intended
     "The following callbacks returned in `LightningModule.configure_callbacks` will override existing callbacks "
     "passed to Trainer: ModelCheckpoint",
+    # a stop says itself in one seqpipe line (Ctrl-C, SIGTERM)
+    "\nDetected KeyboardInterrupt, attempting graceful shutdown",
+    "[rank: 0] Received SIGTERM",
 )
 
 
@@ -231,9 +234,12 @@ def _silence_irrelevant_messages() -> None:
     warnings.filterwarnings("ignore", message="The dirpath has changed from")
     # `seqpipe --help` builds the parser a second time to list the chosen classes' options
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended to run from within Python")
-    log = logging.getLogger("lightning.pytorch.utilities.rank_zero")
-    if not any(isinstance(f, _DropIrrelevantLogs) for f in log.filters):
-        log.addFilter(_DropIrrelevantLogs())
+    # train/loss is logged every epoch too, so a small set's epoch of fewer batches than log_every_n_steps loses nothing
+    warnings.filterwarnings("ignore", message="The number of training batches .* is smaller than the logging interval")
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.trainer.connectors.signal_connector"):
+        log = logging.getLogger(name)
+        if not any(isinstance(f, _DropIrrelevantLogs) for f in log.filters):
+            log.addFilter(_DropIrrelevantLogs())
 
 
 def _seqpipe_warnings_on_one_line() -> None:
