@@ -447,10 +447,10 @@ def main(args: list[str] | None = None) -> None:
     # as under `python -m`: a head or data module named in a config or a checkpoint may live in the working directory
     if os.getcwd() not in sys.path and "" not in sys.path:
         sys.path.insert(0, os.getcwd())
-    if argv and argv[0] in TOOLS:
-        raise SystemExit(run_registered_tool(argv[0], argv[1:]))
     _silence_irrelevant_messages()
     _seqpipe_warnings_on_one_line()
+    if argv and argv[0] in TOOLS:
+        raise SystemExit(run_registered_tool(argv[0], argv[1:]))
     if not argv or "-h" in argv or "--help" in argv:
         _print_help(argv or ["--help"])
         raise SystemExit(0)

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from seqpipe.errors import ConfigError, DataError
-from seqpipe.outputs import Output, writing
+from seqpipe.outputs import ZARR_ATTRIBUTE, Output, writing
 from seqpipe.tool_io import run_tool, tool_parser
 
 ROWS_PER_READ = 1 << 20
@@ -32,9 +32,15 @@ def write_bigwig(zarr_path: str | Path, bigwig_path: str | Path, score: str | No
 
     try:
         group = zarr.open_group(str(zarr_path), mode="r")
-        names, bin_size, sizes = list(group.attrs["label_names"]), int(group.attrs["bin_size"]), dict(group.attrs["chrom_sizes"])
     except Exception as error:  # zarr raises several unrelated types for a store it cannot read
-        raise DataError(zarr_path, f"not a genome prediction store with label_names, bin_size and chrom_sizes ({error})") from None
+        raise DataError(zarr_path, f"cannot be opened as a zarr group ({error})") from None
+    kind = group.attrs.get(ZARR_ATTRIBUTE)
+    lacking = [key for key in ("label_names", "bin_size", "chrom_sizes") if key not in group.attrs]
+    if lacking:
+        what = f"a seqpipe {kind}" if kind else "a zarr group"
+        raise DataError(zarr_path, f"{what} without {', '.join(lacking)}: seqpipe bigwig reads the genome predictions "
+                                   "of a per-base model (genome_predictions.zarr of seqpipe predict)")
+    names, bin_size, sizes = list(group.attrs["label_names"]), int(group.attrs["bin_size"]), dict(group.attrs["chrom_sizes"])
     missing = [chrom for chrom in sizes if chrom not in group]
     if missing:
         raise DataError(zarr_path, f"no array for chromosome {missing[0]!r} of its chrom_sizes: not a complete prediction store")

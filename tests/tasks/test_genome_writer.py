@@ -229,3 +229,13 @@ def test_a_store_the_converter_cannot_finish_leaves_no_bigwig_and_no_open_file(t
     assert capsys.readouterr().err.strip().splitlines() == [
         f"seqpipe: error: {tmp_path / 'p.zarr'}: no array for chromosome 'chrB' of its chrom_sizes: not a complete prediction store"]
     assert not list(tmp_path.glob("*q.bw*")) and open_files_under(tmp_path) == []
+
+
+def test_bigwig_of_another_seqpipe_store_names_what_it_is(tmp_path, capsys):
+    group = zarr.open_group(str(tmp_path / "emb.zarr"), mode="w")
+    group.attrs["seqpipe_output"] = "embeddings zarr"
+    assert bigwig_main([str(tmp_path / "emb.zarr"), str(tmp_path / "x.bw")]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"seqpipe: error: {tmp_path / 'emb.zarr'}: a seqpipe embeddings zarr without label_names, bin_size, chrom_sizes: "
+        "seqpipe bigwig reads the genome predictions of a per-base model (genome_predictions.zarr of seqpipe predict)"]
+    assert not list(tmp_path.glob("x.bw*"))
