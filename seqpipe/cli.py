@@ -114,6 +114,10 @@ class SeqpipeCLI(LightningCLI):
         head = config.model.get("head") if config.get("model") else None
         check_same_task(path, hparams, head.get("class_path") if isinstance(head, Namespace) else None)
         given = {key: config.model.get(key) for key in INFERENCE_OPTIONS if config.model.get(key) is not None}
+        ignored = _options_unlike_the_checkpoints(config.model, hparams) if config.get("model") else []
+        if ignored:
+            warnings.warn(f"--ckpt_path {path}: the model is the checkpoint's, so these options of the command line or "
+                          f"config are not used: {'; '.join(ignored)}", stacklevel=1)
         if hparams.get("data_info"):
             self.trained_info = DataInfo.from_dict(hparams["data_info"], source=str(path))
         try:  # as LightningCLI._parse_ckpt_path, with the hyper-parameters read (and renamed) above
@@ -225,6 +229,25 @@ _IRRELEVANT_LOGS = (
 class _DropIrrelevantLogs(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         return not any(record.getMessage().startswith(text) for text in _IRRELEVANT_LOGS)
+
+
+def _options_unlike_the_checkpoints(model: Namespace, hparams: dict) -> list[str]:
+    """``model.backbone...`` and ``model.head...`` options of ``model`` (the config before the checkpoint's
+    hyper-parameters replace it) whose value differs from the checkpoint's, as ``--name value (checkpoint: value)``."""
+    def leaves(value, prefix: str):
+        if isinstance(value, dict):
+            for key, inner in value.items():
+                yield from leaves(inner, f"{prefix}.{key}")
+        else:
+            yield prefix, list(value) if isinstance(value, tuple) else value
+
+    own = model.as_dict()
+    saved = dict(leaves({key: hparams.get(key) for key in ("backbone", "head")}, "model"))
+    unlike = []
+    for name, value in leaves({key: own.get(key) for key in ("backbone", "head")}, "model"):
+        if name in saved and saved[name] != value:
+            unlike.append(f"--{name} {value!r} (checkpoint: {saved[name]!r})")
+    return unlike
 
 
 def _silence_irrelevant_messages() -> None:
