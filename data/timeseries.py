@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal, Sequence
 
 import numpy as np
@@ -214,6 +215,8 @@ class ForecastData(SplitDataModule):
             return
         bounds = split_bounds(len(self.series), self.split)
         self.data_info = saved or self._fit_data_info(bounds[0][1])
+        if saved is not None and stage == "test":
+            self._check_test_rows_were_not_trained_on(bounds[2])
         info = self.data_info.series
         seq_len = info.seq_len
         for name, (start, stop) in zip(SPLITS, bounds):
@@ -252,7 +255,17 @@ class ForecastData(SplitDataModule):
             mean=[float(m) for m in mean], std=[float(s) for s in std], seq_len=self.seq_len, pred_len=self.pred_len,
             freq=series.freq, calendar=calendar,
         )
-        return DataInfo(ChannelInput(len(series.columns) + len(calendar)), series=fitted)
+        trained_on = {"trained_on": {"path": str(Path(self.path).resolve()), "rows": int(train_rows)}}
+        return DataInfo(ChannelInput(len(series.columns) + len(calendar)), series=fitted, extra=trained_on)
+
+    def _check_test_rows_were_not_trained_on(self, test: tuple[int, int]) -> None:
+        """Warn when the test split of this file reaches into the rows the checkpoint's model was trained on (the
+        same file, split otherwise than at fit): its metrics would flatter the model."""
+        trained_on = self.trained_info.extra.get("trained_on") or {}
+        if trained_on.get("path") == str(Path(self.path).resolve()) and test[0] < trained_on.get("rows", 0):
+            rank_zero_warn(f"data.split {self.split} puts test rows {test[0]}-{test[1]} of {self.path} among its first "
+                           f"{trained_on['rows']} rows, which the model was trained on: the test metrics flatter it "
+                           "(give the split of the fit)")
 
     def _check_length(self, rows: int, seq_len: int, pred_len: int, what: str) -> None:
         """A window is ``seq_len`` input rows and, where the future is known (not at predict), ``pred_len`` more."""
