@@ -126,6 +126,10 @@ def pad_batch(items: list[dict[str, Any]], pad_id: int = 0) -> dict[str, Any]:
     return batch
 
 
+#: letters of a base (U read as T) in either case: a record with none of them is all N or other ambiguity codes
+_BASES = frozenset("ACGTUacgtu")
+
+
 class DNAClassificationData(SplitDataModule):
     """Labelled DNA sequences for classification, from any of three file shapes.
 
@@ -346,6 +350,11 @@ class DNAClassificationData(SplitDataModule):
             rank_zero_warn(f"{self.paths['predict']}: {len(repeats)} of its records {verb} an earlier record's id (the "
                            f"first repeat: {location(first.path, first.id, first.line)}); their prediction rows share the id, "
                            "in input order")
+        baseless = [record for record in records if _BASES.isdisjoint(record.sequence)]
+        if baseless:
+            first = baseless[0]
+            rank_zero_warn(f"{self.paths['predict']}: {len(baseless)} of its records have no A, C, G or T (the first: "
+                           f"{location(first.path, first.id, first.line)}); their scores say nothing of a sequence")
         return self._encode(records, None)
 
     def option_name(self, option: str) -> str:

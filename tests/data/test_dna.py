@@ -301,6 +301,16 @@ def test_repeated_predict_ids_give_one_warning_naming_the_first(tmp_path):
     assert data.splits["predict"].ids == ["q1", "q2", "q1", "q2", "q1"]
 
 
+def test_predict_records_without_a_base_are_named_in_one_warning(tmp_path):
+    queries = write_fasta(tmp_path / "q.fa", [("q1", "ACGT"), ("gap", "NNNNNNNN"), ("iupac", "RYNN"), ("q4", "nnna")])
+    data = DNAClassificationData(predict=str(queries))
+    with pytest.warns(UserWarning) as warnings:
+        data.setup("predict")
+    assert [str(w.message) for w in warnings] == [
+        f"{queries}: 2 of its records have no A, C, G or T (the first: {queries}, record 'gap', line 3); their scores "
+        "say nothing of a sequence"]
+
+
 def test_predict_names_a_record_whose_id_others_share_by_its_number_as_fit_does(tmp_path):
     fasta = tmp_path / "labels.fa"
     fasta.write_text(">pos\nACGT\n>neg\nACGT\n>pos\nAC\nGT\n>neg x7\nAC\nXT\n")
