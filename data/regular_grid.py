@@ -20,13 +20,15 @@ from seqpipe.errors import DataError
 class RegularSeries:
     """``times`` (T',) on the grid, ``values`` (T', C) with NaN rows for inserted steps; ``merged_rows``:
     rows that disappeared by averaging with another of the same timestamp; ``inserted_steps``: grid steps
-    added; ``first_gap``: the timestamps before and after the first gap (None without gaps)."""
+    added; ``first_gap``: the timestamps before and after the first gap (None without gaps); ``unsorted_rows``:
+    rows that came before the previous row's timestamp in the input (sorted here)."""
 
     times: pd.DatetimeIndex
     values: np.ndarray
     merged_rows: int
     inserted_steps: int
     first_gap: tuple[pd.Timestamp, pd.Timestamp] | None
+    unsorted_rows: int = 0
 
 
 def regularise(path, times: pd.DatetimeIndex, values: np.ndarray) -> RegularSeries:
@@ -49,4 +51,6 @@ def regularise(path, times: pd.DatetimeIndex, values: np.ndarray) -> RegularSeri
     grid = pd.date_range(frame.index[0], frame.index[-1], freq=pd.Timedelta(step, "ns")).as_unit("ns")
     regular = frame.reindex(grid)
     first_gap = (frame.index[gaps[0]], frame.index[gaps[0] + 1]) if gaps.size else None
-    return RegularSeries(grid, regular.to_numpy(dtype=np.float64), len(times) - len(frame), len(grid) - len(frame), first_gap)
+    unsorted = int((np.diff(times.asi8) < 0).sum())
+    return RegularSeries(grid, regular.to_numpy(dtype=np.float64), len(times) - len(frame), len(grid) - len(frame),
+                         first_gap, unsorted)

@@ -443,9 +443,10 @@ def _resample(path: Path, times: pd.DatetimeIndex, values: np.ndarray, names: li
         before, after = regular.first_gap
         raise DataError(path, f"data.irregular resample: {regular.inserted_steps} missing steps, the first gap between "
                         f"{before} and {after}; set data.fill to 'ffill' or 'interpolate' to fill them")
-    if regular.merged_rows or regular.inserted_steps:
-        rank_zero_info(f"{path}: resampled to a regular grid: {regular.merged_rows} rows averaged with another of the "
-                       f"same timestamp, {regular.inserted_steps} missing steps inserted and filled ({fill})")
+    if regular.merged_rows or regular.inserted_steps or regular.unsorted_rows:
+        rank_zero_info(f"{path}: resampled to a regular grid: {regular.unsorted_rows} rows out of time order sorted, "
+                       f"{regular.merged_rows} rows averaged with another of the same timestamp, "
+                       f"{regular.inserted_steps} missing steps inserted and filled ({fill})")
     values = _fill(path, regular.values, names, fill) if regular.inserted_steps else regular.values
     return regular.times, values
 
@@ -457,9 +458,11 @@ def _infer_frequency(path: Path, times: pd.DatetimeIndex, lines: np.ndarray | No
     steps = np.diff(times.asi8)
     for row in np.flatnonzero(steps <= 0)[:1] + 1:
         at = f"{times[row]} at {_row_name(int(row), lines)}"
-        problem = (f"duplicate timestamp: {at} repeats the previous row's" if steps[row - 1] == 0
-                   else f"timestamps are not sorted: {at} comes before the previous row's {times[row - 1]}")
-        raise DataError(path, f"{problem}; set data.irregular resample to average rows sharing a timestamp")
+        if steps[row - 1] == 0:
+            raise DataError(path, f"duplicate timestamp: {at} repeats the previous row's; set data.irregular resample "
+                                  "to average rows sharing a timestamp")
+        raise DataError(path, f"timestamps are not sorted: {at} comes before the previous row's {times[row - 1]}; sort "
+                              "the rows by time (data.irregular resample sorts them too, and says how many it moved)")
     freq = pd.infer_freq(times)
     if freq is not None:
         return freq

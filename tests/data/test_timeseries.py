@@ -190,7 +190,7 @@ def test_non_numeric_column_names_the_row(tmp_path, frame):
 
 
 @pytest.mark.parametrize("problem, pattern", [
-    ("unsorted", r"not sorted: .* row 20 \(line 22\) comes before"),
+    ("unsorted", r"not sorted: .* row 20 \(line 22\) comes before .*; sort the rows by time \(data.irregular resample"),
     ("duplicate", r"bad.csv: duplicate timestamp: 2021-01-01 19:00:00 at row 20 \(line 22\) repeats the previous row's;"),
     ("irregular", r"irregular timestamps: row 20 \(line 22\) is at .* steps by 0 days 01:00:00"),
 ])
@@ -326,7 +326,13 @@ def test_resample_matches_pandas_and_feeds_splits_and_scaler(tmp_path, caplog, f
     reference = reference.ffill() if fill == "ffill" else reference.interpolate(method="time")
     with caplog.at_level("INFO"):
         series = read_series(path, irregular="resample", fill=fill)
-    assert "1 rows averaged with another of the same timestamp, 9 missing steps inserted" in caplog.text
+    assert "0 rows out of time order sorted, 1 rows averaged with another of the same timestamp, 9 missing steps inserted" in caplog.text
+    shuffled = tmp_path / "shuffled.csv"
+    frame.iloc[[1, 0, *range(2, len(frame))]].to_csv(shuffled, index=False)  # the first two rows swapped
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        np.testing.assert_array_equal(read_series(shuffled, irregular="resample", fill=fill).read(0, 80), series.read(0, 80))
+    assert "1 rows out of time order sorted" in caplog.text
     assert list(series.times) == list(reference.index) and series.freq == "10min" and len(series) == 80
     np.testing.assert_allclose(series.read(0, 80), reference.to_numpy(), rtol=1e-6)
     data = module(path, split=[50, 15, 15], irregular="resample", fill=fill)
