@@ -406,6 +406,9 @@ def _handle_missing(path: Path, values: np.ndarray, names: list[str], fill: Fill
         return values
     if fill is None:
         raise DataError(path, _cells_message("missing", list(zip(*np.nonzero(missing))), names, lines, _MISSING_ADVICE))
+    counts = missing.sum(axis=0)
+    per_column = ", ".join(f"{names[c]} {counts[c]}" for c in np.flatnonzero(counts))
+    rank_zero_info(f"{path}: data.fill {fill} filled {int(counts.sum())} missing cells of {values.size} ({per_column})")
     return _fill(path, values, names, fill)
 
 

@@ -158,12 +158,14 @@ def frame():
     return sine_series(seed=11, rows=60, n_columns=2)
 
 
-def test_missing_values_are_named_or_filled(tmp_path, frame):
+def test_missing_values_are_named_or_filled(tmp_path, frame, caplog):
     frame.loc[[4, 9], "v1"] = np.nan
     path = write(tmp_path, frame)
     with pytest.raises(DataError, match=r"2 missing values in column\(s\) \['v1'\] at row 4 \(line 6\), row 9 \(line 11\).*data.fill"):
         read_series(path)
-    filled = read_series(path, fill="ffill").read(0, 60)
+    with caplog.at_level("INFO"):
+        filled = read_series(path, fill="ffill").read(0, 60)
+    assert "data.fill ffill filled 2 missing cells of 120 (v1 2)" in caplog.text
     assert filled[4, 1] == np.float32(frame["v1"].iloc[3]) and filled[9, 1] == np.float32(frame["v1"].iloc[8])
     line = read_series(path, fill="interpolate").read(0, 60)
     np.testing.assert_allclose(line[4, 1], (frame["v1"].iloc[3] + frame["v1"].iloc[5]) / 2, rtol=1e-6)
