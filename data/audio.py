@@ -249,11 +249,7 @@ class AudioClassificationData(SplitDataModule):
         rows = list_clips(source, None if split == "predict" else split)
         if not rows:
             raise DataError(source, f"no clips for the {split} split")
-        if split != "predict":
-            for path, label in rows:
-                if label is None:
-                    raise DataError(source, f"clip {str(path)!r} has no label")
-        return self._probe_all(source, rows)
+        return self._probe_all(source, rows)  # list_clips refused an unlabelled clip of a labelled split
 
     def _probe_all(self, source: str, rows: list[tuple[Path, str | None]]) -> list[Clip]:
         """The clips of ``rows`` (path, label) listed from ``source``; with ``skip_bad``, unreadable ones left out

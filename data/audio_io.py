@@ -140,7 +140,8 @@ def _list_class_folders(root: Path) -> list[tuple[Path, str | None]]:
     if loose and not folders:  # a flat folder of clips: unlabelled, for prediction
         return [(path, None) for path in loose]
     if not folders:
-        raise DataError(root, "no class subfolders: expected DIR/<label>/<clip>.wav|flac|ogg|mp3, or give a CSV manifest")
+        raise DataError(root, "no clips: expected class subfolders DIR/<label>/<clip>.wav|flac|ogg|mp3 (or, to predict, "
+                              "the clips in DIR itself), or give a CSV manifest")
     clips, others = [], []
     for folder in folders:
         files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES)
@@ -175,5 +176,7 @@ def _read_manifest(manifest: Path, split: str | None, untagged: str | None) -> l
             label = (row.get("label") or "").strip() or None
             if split is not None and row_split != split:
                 continue
+            if split is not None and label is None:  # a labelled split (predict reads every row, labels unused)
+                raise DataError(manifest, f"clip {str(path)!r} of the {split} split has no label", line=line)
             clips.append((path, label))
     return clips

@@ -278,3 +278,11 @@ def test_mp3_clips_are_read_and_other_files_of_class_folders_named(tmp_path):
     assert (root / "hum" / "extra.mp3", "hum") in rows and len(rows) == 3
     decoded = decode_clip(root / "hum" / "extra.mp3", 8000)
     assert abs(len(decoded) - len(wave)) < 0.01 * len(wave)  # lossy: the length, not the samples
+
+
+def test_a_manifest_row_without_a_label_is_named_by_its_line(tmp_path):
+    root = write_class_folders(tmp_path / "clips", np.random.default_rng(15), per_class=2, classes=("hum", "beep"))
+    (tmp_path / "m.csv").write_text("path,label\nclips/hum/0.wav,hum\nclips/hum/1.wav,\nclips/beep/0.wav,beep\n")
+    with pytest.raises(DataError, match=r"m.csv, line 3: clip '.*clips/hum/1.wav' of the train split has no label"):
+        data_module(tmp_path, train=str(tmp_path / "m.csv")).setup("fit")
+    assert root.is_dir()
