@@ -221,14 +221,15 @@ def _read_zarr(path: Path, time_column, columns, fill, irregular, max_in_memory_
         if time_column is not None and time_column not in arrays:
             raise DataError(path, f"no time coordinate {time_column!r}; the arrays are {sorted(arrays)} (set data.time_column)")
         available = [str(c) for c in node.attrs.get("columns", sorted(n for n in arrays if n != time_column))]
-        lengths = {name: arrays[name].shape[0] for name in available if name in arrays}
-        if len(set(lengths.values())) > 1:
-            raise DataError(path, f"the 1-D arrays differ in length: {lengths}")
         parts_by_name = {name: (arrays[name], None) for name in available if name in arrays}
+    names = _select(path, list(parts_by_name), columns, columns_hint)
+    if not isinstance(node, zarr.Array):  # the arrays read (not others of the group) must be one length
+        lengths = {name: arrays[name].shape[0] for name in [*names, *([time_column] if time_column else [])]}
+        if len(set(lengths.values())) > 1:
+            raise DataError(path, f"the 1-D arrays read differ in length: {lengths}")
         length = next(iter(lengths.values()), 0)
         if time_column is not None:
             times = _zarr_times(path, time_column, arrays[time_column], date_format)
-    names = _select(path, list(parts_by_name), columns, columns_hint)
     for name in names:
         array = parts_by_name[name][0]
         if not np.issubdtype(np.dtype(array.dtype), np.number) or np.issubdtype(np.dtype(array.dtype), np.timedelta64):
@@ -247,7 +248,7 @@ def _read_zarr(path: Path, time_column, columns, fill, irregular, max_in_memory_
 
 def _checked_lazy_series(path: Path, names: list[str], times, lazy: ZarrColumns, irregular: IrregularPolicy, size_mb: float) -> Series:
     """A store too large to load: checked chunk by chunk, and used as it is (no fill, no resampling)."""
-    too_large = f"the store is {size_mb:.0f} MB, above data.max_in_memory_mb, so it is read from disk as it is"
+    too_large = f"the store is {size_mb:.3g} MB, above data.max_in_memory_mb, so it is read from disk as it is"
     infinite, missing = _bad_cells_by_chunks(lazy)
     if infinite:
         raise DataError(path, _cells_message("non-finite", infinite, names, None, _NON_FINITE_ADVICE))

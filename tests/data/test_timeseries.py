@@ -488,3 +488,16 @@ def test_testing_a_checkpoint_on_rows_it_was_trained_on_is_said(series_dir, recw
         said = [w for w in recwarn if "which the model was trained on" in str(w.message)]
         assert bool(said) == warned
     assert "puts test rows 150-400" in str(said[0].message) and "among its first 240 rows" in str(said[0].message)
+
+
+def test_a_zarr_group_reads_the_chosen_arrays_whatever_the_lengths_of_others(tmp_path, frame):
+    import zarr
+
+    group = zarr.open_group(str(tmp_path / "s.zarr"), mode="w")
+    for name in ("v0", "v1"):
+        group.create_array(name, data=frame[name].to_numpy())
+    group.create_array("notes", data=np.arange(7.0))  # another length: read only when chosen
+    with pytest.raises(DataError, match=r"s.zarr: the 1-D arrays read differ in length: \{'notes': 7, 'v0': 60, 'v1': 60\}"):
+        read_series(tmp_path / "s.zarr", time_column="none")
+    series = read_series(tmp_path / "s.zarr", time_column="none", columns=["v0", "v1"])
+    np.testing.assert_allclose(series.read(0, 60), frame[["v0", "v1"]].to_numpy(), rtol=1e-6)
