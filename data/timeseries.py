@@ -282,7 +282,12 @@ class ForecastData(SplitDataModule):
 def training_moments(series: Series, stop: int) -> tuple[np.ndarray, np.ndarray]:
     """Per-column mean and population standard deviation (as sklearn's StandardScaler) of rows
     ``[0, stop)``, read block by block in float64. A constant column gets std 1 so it scales to zeros."""
-    mean = sum(block.sum(0) for _, block in series.blocks(stop)) / stop
-    # a second pass around the mean: sums of squares of raw values lose the variance of large-offset columns
-    std = np.sqrt(sum(np.square(block - mean).sum(0) for _, block in series.blocks(stop)) / stop)
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflow is named below
+        mean = sum(block.sum(0) for _, block in series.blocks(stop)) / stop
+        # a second pass around the mean: sums of squares of raw values lose the variance of large-offset columns
+        std = np.sqrt(sum(np.square(block - mean).sum(0) for _, block in series.blocks(stop)) / stop)
+    overflow = [name for name, m, s in zip(series.columns, mean, std) if not (np.isfinite(m) and np.isfinite(s))]
+    if overflow:
+        raise DataError(series.path, f"column(s) {overflow} hold values too large for their mean and standard deviation "
+                                     "(float64 overflows): rescale them")
     return mean, np.where(std > 1e-12 * np.maximum(1.0, np.abs(mean)), std, 1.0)

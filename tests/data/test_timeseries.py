@@ -501,3 +501,10 @@ def test_a_zarr_group_reads_the_chosen_arrays_whatever_the_lengths_of_others(tmp
         read_series(tmp_path / "s.zarr", time_column="none")
     series = read_series(tmp_path / "s.zarr", time_column="none", columns=["v0", "v1"])
     np.testing.assert_allclose(series.read(0, 60), frame[["v0", "v1"]].to_numpy(), rtol=1e-6)
+
+
+def test_values_too_large_for_the_scaler_are_named(tmp_path, frame):
+    frame["v1"] = frame["v1"] * 1e300
+    with pytest.raises(DataError, match=r"huge.csv: column\(s\) \['v1'\] hold values too large for their mean and "
+                                        r"standard deviation \(float64 overflows\)"):
+        module(write(tmp_path, frame, "huge.csv"), split=[36, 12, 12])
