@@ -130,9 +130,12 @@ class AudioClassificationData(SplitDataModule):
     """Labelled audio clips for :class:`~seqpipe.tasks.classification.SequenceClassification`.
 
     Args:
-        train, val, test, predict: a class-per-folder directory or a ``path,label[,split]`` manifest
-            (see the module docstring). A manifest with a split column given as ``train`` also supplies
-            ``val``/``test`` from its ``val``/``test`` rows when those arguments are unset.
+        train: training clips: a class-per-folder directory or a ``path,label[,split]`` manifest (see
+            :mod:`seqpipe.data.audio_io`); a manifest with a split column also supplies ``val``/``test`` from its
+            ``val``/``test`` rows when those arguments are unset.
+        val: validation clips, as ``train`` (default: a held-out ``val_fraction`` of ``train``).
+        test: test clips, as ``train``.
+        predict: clips to classify: a flat folder, class folders or a manifest (labels unused).
         sample_rate: every clip is resampled to this rate (Hz). At test/predict time the rate the
             checkpoint was trained at wins (with a warning if it differs).
         max_seconds: longer clips are cropped to this (a random window in training, the centre otherwise);
@@ -147,7 +150,9 @@ class AudioClassificationData(SplitDataModule):
         normalize: scale each clip to peak amplitude 1 before augmentation (gain-invariant inputs; unlike
             RMS scaling, unchanged by silence around the clip).
         augment: training-only random shift, crop, gain and noise (see :class:`ClipDataset`).
-        shift_seconds, gain_db, noise_snr_db: augmentation strengths; ``noise_snr_db`` None adds no noise.
+        shift_seconds: augmentation: the largest random shift of a clip (seconds).
+        gain_db: augmentation: the largest random gain change (dB).
+        noise_snr_db: augmentation: the signal-to-noise ratio of added noise (dB); None adds no noise.
         skip_bad: leave out files whose header cannot be read, is out of bounds or that are empty, logging
             how many, instead of raising :class:`~seqpipe.errors.DataError`.
         max_clip_seconds: a longer clip is an error (before decoding), as are headers claiming a sample rate

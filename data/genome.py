@@ -232,8 +232,9 @@ class GenomeData(SplitDataModule):
         split_column: 0-based BED column with "train", "val" or "test"; without one, a BED window goes to the
             held-out split it overlaps (a window touching a held-out region never trains).
         window_length: bases per window, up to 1,048,576.
-        val_regions, test_regions: held-out regions: chromosomes ("chr2") or spans ("chr1:100-900",
-            "*:80%-100%" = the last 20% of every chromosome). Training uses the rest.
+        val_regions: held-out validation regions: chromosomes ("chr2") or spans ("chr1:100-900", "*:80%-100%" =
+            the last 20% of every chromosome). Training uses what no held-out region covers.
+        test_regions: held-out test regions, as ``val_regions``.
         predict_regions: what ``predict`` covers (default: every chromosome).
         windows_per_epoch: random training windows per epoch (without a BED file).
         weighting: "length" (every base equally likely) or "uniform" (every chromosome equally likely).

@@ -146,7 +146,10 @@ class DNAPretrainData(SplitDataModule):
         reverse_complement_augment: read each training window from a random strand (the reverse complement
             with chance 0.5), so the model learns both strands of sequences given on one (a promoter set's) —
             what a classifier that reads both strands (``strands: pair`` / ``average``) meets.
-        batch_size, num_workers, seed, cache_dir: as for :class:`~seqpipe.data.genome.GenomeData`.
+        batch_size: windows per batch.
+        num_workers: DataLoader worker processes.
+        seed: seed of the windows and of the validation split of ``sequences``.
+        cache_dir: where a plain-gzip FASTA is decompressed once (as for :class:`~seqpipe.data.genome.GenomeData`).
 
     The training loader follows :class:`~seqpipe.callbacks.SequenceLengthWarmup` (``training_window``).
     Batches: ``x``, ``y``, ``mask`` (B, T), ``lengths`` (B,) for the per-base LM heads

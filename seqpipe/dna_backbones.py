@@ -41,7 +41,11 @@ class BidirectionalBackbone(WholeWindowsOnly, Backbone):
     ``block``s (Mamba, S4, ...). Token inputs (DNA); features (B, L, d_model).
 
     Args:
-        d_model, n_layers, block, dropout, vocab_size: as for :class:`~seqpipe.backbone.Backbone`.
+        d_model: channels of the residual stream.
+        n_layers: residual blocks (as for :class:`~seqpipe.backbone.Backbone`).
+        block: the sequence mixer of each block, e.g. ``seqpipe.mamba.MambaBlock``.
+        dropout: dropout after each block's mixer.
+        vocab_size: token ids (set from the data when unset).
         strand_average: at evaluation (not in training), average the features of the sequence with the
             position-reversed features of its reverse complement — test-time augmentation over both strands
             for strand-symmetric per-base tasks.
@@ -125,7 +129,10 @@ class RCEquivariantBackbone(WholeWindowsOnly, Backbone):
 
     Args:
         d_model: channels of the residual stream (even: half per strand).
-        n_layers, block, dropout, vocab_size: as for :class:`~seqpipe.backbone.Backbone`.
+        n_layers: residual blocks (as for :class:`~seqpipe.backbone.Backbone`).
+        block: the sequence mixer of each block, e.g. ``seqpipe.mamba.MambaBlock``.
+        dropout: dropout after each block's mixer.
+        vocab_size: token ids (set from the data when unset).
         output: "equivariant" features, or "invariant" ones — the mean of the features and their channel
             reversal, so the reverse complement gives the same features at reversed positions (for
             strand-symmetric per-base tasks such as a coding mask, with any head).
@@ -214,7 +221,11 @@ class MotifBackbone(Backbone):
     (causal blocks: chunked training and prediction of long records). Token or real inputs; (B, L, d_model).
 
     Args:
-        d_model, n_layers, block, dropout, vocab_size: as for :class:`~seqpipe.backbone.Backbone`.
+        d_model: channels of the residual stream.
+        n_layers: residual blocks (as for :class:`~seqpipe.backbone.Backbone`).
+        block: the sequence mixer of each block, e.g. ``seqpipe.mamba.MambaBlock``.
+        dropout: dropout after each block's mixer.
+        vocab_size: token ids (set from the data when unset).
         motif_width: positions each motif detector spans (CNNProm: 21 for 251 bp promoters).
         motif_channels: motif detectors (CNNProm: 200), projected back to ``d_model``; None: ``d_model``
             detectors and no projection.

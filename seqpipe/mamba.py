@@ -34,7 +34,8 @@ class MambaBlock(StreamingModule):
         d_conv: width of the causal depthwise convolution.
         expand: d_inner = expand * d_model.
         dt_rank: rank of the Δ projection; "auto" = ceil(d_model / 16).
-        dt_min, dt_max: range of the initial step size Δ.
+        dt_min: the smallest initial step size Δ (drawn log-uniform up to ``dt_max``).
+        dt_max: the largest initial step size Δ.
         scan_backend: selective-scan backend of ``forward``/``forward_chunk`` ("auto", "ref", "chunked",
             "triton"); ``step`` uses the single-token update of the tensor's device.
 

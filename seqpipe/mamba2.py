@@ -30,7 +30,8 @@ class Mamba2Block(StreamingModule):
         head_dim: P, channels per head; d_inner must be a multiple of it.
         n_groups: G, groups of heads sharing B and C; must divide the number of heads.
         chunk_size: T of the chunked scan (the Triton kernels round it up to a power of two >= 16).
-        dt_min, dt_max: range of the initial step size Δ.
+        dt_min: the smallest initial step size Δ (drawn log-uniform up to ``dt_max``).
+        dt_max: the largest initial step size Δ.
         scan_backend: SSD backend of ``forward``/``forward_chunk`` ("auto", "ref", "chunked", "triton");
             ``step`` uses the single-token update of the tensor's device.
 

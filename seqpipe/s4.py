@@ -36,7 +36,8 @@ class S4Block(StreamingModule):
             correction for bilinear, through Krylov blocks for zoh).
         init: "legs" (HiPPO-LegS), "lin" or "inv" (S4D-Lin / S4D-Inv; diagonal mode only).
         disc: "zoh" or "bilinear" discretisation.
-        dt_min, dt_max: range of the initial step Δ, drawn log-uniform per channel.
+        dt_min: the smallest initial step Δ (drawn log-uniform per channel up to ``dt_max``).
+        dt_max: the largest initial step Δ.
         bidirectional: add an anti-causal kernel (own C, shared A, B, Δ); such a block cannot stream.
         dropout: dropout after the GELU.
         kernel_backend: backend of the Vandermonde (diagonal mode) or Cauchy (DPLR, bilinear) kernel:

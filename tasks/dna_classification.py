@@ -45,8 +45,9 @@ class DNASequenceClassification(SequenceClassification):
             was a motif detector on anywhere?), or "mean_max" (both, concatenated: 2 * d_model features).
         kmer_size: with k > 0, the L2-normalised counts of the 4**k k-mers of the input (:func:`kmer_profile`,
             a bag-of-k-mers model's features) join the pooled features before the linear layer; 0: none.
-        dropout, strands: as for the parent (the k-mers of each strand are counted in its own view, so with
-            "average" both strands still get one prediction).
+        dropout: as for the parent.
+        strands: as for the parent (the k-mers of each strand are counted in its own view, so with "average"
+            both strands still get one prediction).
 
     features (B, L, D) -> logits (B, n_classes).
     """
