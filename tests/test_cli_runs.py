@@ -101,6 +101,17 @@ def fit_interrupted_and_resumed(dataset: Path, tmp_path: Path, interrupt: dict, 
     return expected, stopped, resumed
 
 
+def assert_validated_and_resumed_exactly(tmp_path: Path, expected: dict, resumed: dict) -> None:
+    """The resumed run (``b``, stopped in epoch 1) validated epochs 1 and 2 as the uninterrupted one (``a``) did, and
+    ended with its very weights."""
+    whole, resumed_rows = (pd.read_csv(tmp_path / run / "metrics.csv").dropna(subset=["val/loss"]).set_index("epoch")
+                           for run in ("a/lightning_logs/version_0", "b/lightning_logs/version_1"))
+    assert list(whole.index) == [0, 1, 2] and list(resumed_rows.index) == [1, 2]
+    np.testing.assert_allclose(resumed_rows["val/loss"], whole.loc[[1, 2], "val/loss"], rtol=1e-6)
+    for name, tensor in expected["state_dict"].items():
+        assert torch.equal(resumed["state_dict"][name], tensor), name
+
+
 def test_resumed_run_reaches_the_weights_of_an_uninterrupted_run(dataset, tmp_path):
     """SIGTERM after epoch 0, then ``fit --ckpt_path last``: the same final weights as one run of 3 epochs
     (same seed, CPU), which needs last.ckpt at the epoch's end and the random state saved with it."""
@@ -132,12 +143,7 @@ def test_a_fit_stopped_by_ctrl_c_in_validation_validates_that_epoch_when_resumed
     interrupt = {"class_path": "interrupt_helpers.CtrlCInValidation", "init_args": {"epoch": 1}}
     expected, stopped, resumed = fit_interrupted_and_resumed(dataset, tmp_path, interrupt, stopped_exit=130)
     assert (stopped["epoch"], stopped["global_step"]) == (1, 6)
-    whole, resumed_rows = (pd.read_csv(tmp_path / run / "metrics.csv").dropna(subset=["val/loss"]).set_index("epoch")
-                           for run in ("a/lightning_logs/version_0", "b/lightning_logs/version_1"))
-    assert list(whole.index) == [0, 1, 2] and list(resumed_rows.index) == [1, 2]
-    np.testing.assert_allclose(resumed_rows["val/loss"], whole.loc[[1, 2], "val/loss"], rtol=1e-6)
-    for name, tensor in expected["state_dict"].items():
-        assert torch.equal(resumed["state_dict"][name], tensor), name
+    assert_validated_and_resumed_exactly(tmp_path, expected, resumed)
 
 
 @pytest.mark.parametrize("at_end", [False, True], ids=["inside a batch", "after a batch"])
@@ -149,12 +155,7 @@ def test_a_fit_stopped_by_ctrl_c_mid_epoch_validates_that_epoch_when_resumed(dat
     expected, stopped, resumed = fit_interrupted_and_resumed(dataset, tmp_path, interrupt, "--model.backbone.dropout",
                                                              "0.2", stopped_exit=130)
     assert (stopped["epoch"], stopped["global_step"]) == (1, 4 + at_end)
-    whole, resumed_rows = (pd.read_csv(tmp_path / run / "metrics.csv").dropna(subset=["val/loss"]).set_index("epoch")
-                           for run in ("a/lightning_logs/version_0", "b/lightning_logs/version_1"))
-    assert list(whole.index) == [0, 1, 2] and list(resumed_rows.index) == [1, 2]
-    np.testing.assert_allclose(resumed_rows["val/loss"], whole.loc[[1, 2], "val/loss"], rtol=1e-6)
-    for name, tensor in expected["state_dict"].items():
-        assert torch.equal(resumed["state_dict"][name], tensor), name
+    assert_validated_and_resumed_exactly(tmp_path, expected, resumed)
 
 
 @pytest.mark.parametrize("earlier_best", [2.0, -1.0])
