@@ -144,6 +144,7 @@ class SeqpipeCLI(LightningCLI):
             trainer.callbacks = [*callbacks, Namespace(class_path="lightning.pytorch.callbacks.RichProgressBar")]
 
     def after_instantiate_classes(self) -> None:
+        self.model.resuming = self.subcommand == "fit" and bool(self.config.fit.get("ckpt_path"))
         if self.trained_info is not None and isinstance(self.datamodule, RestorableData):
             self.datamodule.restore_data_info(self.trained_info)
         self.trainer.callbacks.append(StopPredictionOnSigterm() if self.subcommand == "predict" else QuietSanityCheck())

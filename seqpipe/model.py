@@ -108,6 +108,8 @@ class SequenceModel(L.LightningModule):
         self._timed_epochs: int | None = None
         #: the contract the model was built from (None until bound); ``hparams["data_info"]`` is its saved form
         self.data_info: DataInfo | None = None
+        #: a ``fit`` that resumes from a checkpoint (the CLI sets it for ``--ckpt_path``): ``pretrained`` is not read
+        self.resuming = False
         for name, value, valid, needs in (
             ("lr", lr, lr > 0, "positive"), ("weight_decay", weight_decay, weight_decay >= 0, "0 or more"),
             ("betas", list(betas), all(0 <= beta < 1 for beta in betas), "two numbers in [0, 1)"),
@@ -158,7 +160,7 @@ class SequenceModel(L.LightningModule):
             self._bind(info)
         if self.data_info.next_token_targets and self.trainer.state.fn == "fit":
             self._refuse_reading_ahead()
-        self._freeze_backbone_if_asked()
+        self._start_from_pretrained()
 
     def _refuse_reading_ahead(self) -> None:
         """Next-token targets need a causal backbone: one that reads later positions would see the answers."""
@@ -170,16 +172,13 @@ class SequenceModel(L.LightningModule):
                 "(configs/dna_pretrain.yaml's), or masked targets (data.objective masked with "
                 "seqpipe.tasks.per_base.MaskedBaseLM, as configs/dna_pretrain_rc.yaml does)")
 
-    def _freeze_backbone_if_asked(self) -> None:
-        """``freeze_backbone``: the backbone's parameters take no gradient (and so join no optimizer group)."""
+    def _start_from_pretrained(self) -> None:
+        """``fit`` only: load the ``pretrained`` backbone, unless the fit resumes (``resuming``: the checkpoint holds
+        every weight, so the pre-trained file is not read); freeze the backbone when asked."""
+        if self.hparams.get("pretrained") and self.trainer.state.fn == "fit" and not self.resuming:
+            report_loaded(self.hparams.pretrained, load_backbone_weights(self.backbone, self.hparams.pretrained))
         if self.hparams.get("freeze_backbone"):
             self.backbone.requires_grad_(False)
-
-    def on_fit_start(self) -> None:
-        """Load the ``pretrained`` backbone, unless the fit resumes (``--ckpt_path``, whose checkpoint, restored
-        just before, holds every weight: the pre-trained file is then not read)."""
-        if self.hparams.get("pretrained") and self.trainer.ckpt_path is None:
-            report_loaded(self.hparams.pretrained, load_backbone_weights(self.backbone, self.hparams.pretrained))
 
     def forward(self, batch: dict[str, Any]) -> Any:
         """The head's outputs, merged over the head's views of the batch (e.g. both strands)."""

@@ -120,7 +120,7 @@ def fit(tmp_path, name: str, config: dict, *args: str):
     return version
 
 
-def test_masked_lm_loss_decreases_on_a_genome_with_planted_repeats_then_fine_tunes(tmp_path, capsys):
+def test_masked_lm_loss_decreases_on_a_genome_with_planted_repeats_then_fine_tunes(tmp_path, capsys, caplog):
     genome = repeat_genome(tmp_path / "genome.fa")
     config = {
         "seed_everything": 0,
@@ -141,8 +141,10 @@ def test_masked_lm_loss_decreases_on_a_genome_with_planted_repeats_then_fine_tun
                 "model": {"backbone": BACKBONE, "head": {"class_path": "seqpipe.tasks.classification.SequenceClassification"}},
                 "data": {"class_path": "seqpipe.data.dna.DNAClassificationData", "init_args": {"batch_size": 16}}}
     pretrained = version / "checkpoints/last.ckpt"
-    tuned = fit(tmp_path, "tune", classify, "--data.train", str(classes / "train"),
-                "--model.pretrained", str(pretrained), "--model.freeze_backbone", "true")
+    with caplog.at_level("INFO"):
+        tuned = fit(tmp_path, "tune", classify, "--data.train", str(classes / "train"),
+                    "--model.pretrained", str(pretrained), "--model.freeze_backbone", "true")
+    assert f"pretrained {pretrained}: loaded" in caplog.text
     before, after = torch.load(pretrained, weights_only=False)["state_dict"], torch.load(
         tuned / "checkpoints/last.ckpt", weights_only=False)["state_dict"]
     backbone = [name for name in before if name.startswith("backbone.")]
@@ -150,11 +152,12 @@ def test_masked_lm_loss_decreases_on_a_genome_with_planted_repeats_then_fine_tun
 
     # resuming the fine-tuning run needs its own checkpoint only, which holds every weight
     moved = pretrained.rename(tmp_path / "moved.ckpt")
-    capsys.readouterr()
-    main(["fit", "--config", str(tmp_path / "tune.yaml"), "--trainer.default_root_dir", str(tmp_path / "tune"),
-          "--data.train", str(classes / "train"), "--model.pretrained", str(pretrained), "--model.freeze_backbone",
-          "true", "--trainer.max_epochs", "2", "--ckpt_path", "last"])
-    assert "backbone tensors" not in capsys.readouterr().out
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        main(["fit", "--config", str(tmp_path / "tune.yaml"), "--trainer.default_root_dir", str(tmp_path / "tune"),
+              "--data.train", str(classes / "train"), "--model.pretrained", str(pretrained), "--model.freeze_backbone",
+              "true", "--trainer.max_epochs", "2", "--ckpt_path", "last"])
+    assert "Restored all states" in caplog.text and "backbone tensors" not in caplog.text
     moved.rename(pretrained)
 
     rc_backbone = {"class_path": "seqpipe.dna_backbones.RCEquivariantBackbone", "init_args": {

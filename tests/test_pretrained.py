@@ -149,9 +149,8 @@ def test_backbone_lr_scale_and_freeze_backbone(tmp_path):
 
     lm = save_lm_checkpoint(tmp_path / "lm.ckpt")
     frozen = classifier(seed=1, freeze_backbone=True, pretrained=str(tmp_path / "lm.ckpt"))
-    frozen._trainer = SimpleNamespace(ckpt_path=None)  # a fit that does not resume
-    frozen._freeze_backbone_if_asked()
-    frozen.on_fit_start()
+    frozen._trainer = SimpleNamespace(state=SimpleNamespace(fn="fit"))
+    frozen._start_from_pretrained()
     assert set(optimizer_lrs(frozen)) == {"head.classifier.weight", "head.classifier.bias"}
     assert all(torch.equal(p, q) for p, q in zip(frozen.backbone.parameters(), lm.backbone.parameters()))
     with pytest.raises(ConfigError, match="model.freeze_backbone trains the head alone, on a backbone that without "
