@@ -254,7 +254,10 @@ class AudioClassificationData(SplitDataModule):
         rows = list_clips(source, None if split == "predict" else split)
         if not rows:
             raise DataError(source, f"no clips for the {split} split")
-        return self._probe_all(source, rows)  # list_clips refused an unlabelled clip of a labelled split
+        if split != "predict" and rows[0][1] is None:  # a manifest's row without a label is refused by its line
+            raise DataError(source, f"a flat folder of clips has no labels: the {split} clips need class subfolders "
+                                    "(DIR/<label>/<clip>) or a manifest with a label column")
+        return self._probe_all(source, rows)
 
     def _probe_all(self, source: str, rows: list[tuple[Path, str | None]]) -> list[Clip]:
         """The clips of ``rows`` (path, label) listed from ``source``; with ``skip_bad``, unreadable ones left out

@@ -148,7 +148,8 @@ def _list_class_folders(root: Path) -> list[tuple[Path, str | None]]:
         if not files:
             raise DataError(folder, f"empty class folder: no {'/'.join(AUDIO_SUFFIXES)} files")
         clips.extend((path, folder.name) for path in files)
-        others += [p for p in folder.iterdir() if p.is_file() and p not in files and not p.name.startswith(".")]
+        read = set(files)
+        others += [p for p in folder.iterdir() if p.is_file() and p not in read and not p.name.startswith(".")]
     if others:
         shown = ", ".join(str(p.relative_to(root)) for p in others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
         warnings.warn(f"{root}: {len(others)} file(s) of the class folders are not {'/'.join(AUDIO_SUFFIXES)} clips "

@@ -164,15 +164,16 @@ def read_fasta_per_class(directory: str | Path) -> Iterator[Record]:
     any other file is named in one warning."""
     directory = Path(directory)
     files = sorted(p for p in directory.iterdir() if p.is_file() and is_fasta_name(p))
-    others = sorted(p.name for p in directory.iterdir() if p.is_file() and p not in files and not p.name.startswith(".")
+    read = set(files)
+    others = sorted(p.name for p in directory.iterdir() if p.is_file() and p not in read and not p.name.startswith(".")
                     and p.suffix.lower() not in (".fai", ".gzi"))
     if files and others:
         warnings.warn(f"{directory}: {len(others)} file(s) not named as FASTA ({', '.join(FASTA_SUFFIXES)}, optionally "
-                      f".gz) are not read as classes: {', '.join(others[:5])}{' ...' if len(others) > 5 else ''}",
+                      f".gz or .bgz) are not read as classes: {', '.join(others[:5])}{' ...' if len(others) > 5 else ''}",
                       stacklevel=2)
     if not files:
         found = sorted(p.name for p in directory.iterdir())[:10]
-        raise DataError(directory, f"no FASTA files ({', '.join(FASTA_SUFFIXES)}, optionally .gz); found {found}")
+        raise DataError(directory, f"no FASTA files ({', '.join(FASTA_SUFFIXES)}, optionally .gz or .bgz); found {found}")
     owners: dict[str, Path] = {}
     for file in files:
         label = _stem(file)
@@ -302,10 +303,11 @@ def _suffix(path: Path) -> str:
 
 
 def _stem(path: Path) -> str:
-    """``promoter.fa.gz`` -> ``promoter``."""
+    """``promoter.fa.gz`` (or ``.bgz``) -> ``promoter``."""
     name = path.name
-    if name.lower().endswith(".gz"):
-        name = name[:-3]
+    for compressed in (".gz", ".bgz"):
+        if name.lower().endswith(compressed):
+            name = name[: -len(compressed)]
     return name[: -len(_suffix(path))]
 
 

@@ -284,5 +284,12 @@ def test_a_manifest_row_without_a_label_is_named_by_its_line(tmp_path):
     root = write_class_folders(tmp_path / "clips", np.random.default_rng(15), per_class=2, classes=("hum", "beep"))
     (tmp_path / "m.csv").write_text("path,label\nclips/hum/0.wav,hum\nclips/hum/1.wav,\nclips/beep/0.wav,beep\n")
     with pytest.raises(DataError, match=r"m.csv, line 3: clip '.*clips/hum/1.wav' of the train split has no label"):
-        data_module(tmp_path, train=str(tmp_path / "m.csv")).setup("fit")
-    assert root.is_dir()
+        data_module(tmp_path, train=str(root.parent / "m.csv")).setup("fit")
+
+
+def test_a_flat_folder_of_clips_cannot_train(tmp_path):
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    sf.write(flat / "a.wav", tone(440, 0.2, 8000, np.random.default_rng(16)), 8000)
+    with pytest.raises(DataError, match=r"flat: a flat folder of clips has no labels: the train clips need class subfolders"):
+        data_module(tmp_path, train=str(flat)).setup("fit")

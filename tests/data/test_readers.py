@@ -189,8 +189,9 @@ def test_missing_path(tmp_path):
 def test_a_class_folder_reads_other_fasta_names_and_names_the_files_it_leaves_out(tmp_path):
     (tmp_path / "genes.ffn").write_text(">g1\nACGT\n")
     (tmp_path / "rrna.fas").write_text(">r1\nGGCC\n")
+    (tmp_path / "trna.fa.bgz").write_bytes(gzip.compress(b">t1\nTTGA\n"))  # bgzip is gzip-compatible
     (tmp_path / "rrna.fas.fai").write_text("r1\t4\t4\t4\t5\n")
     (tmp_path / "notes.txt").write_text("not a class")
     with pytest.warns(UserWarning, match=r"1 file\(s\) not named as FASTA .* are not read as classes: notes.txt"):
         records = list(read_records(tmp_path))
-    assert sorted((r.label, r.id) for r in records) == [("genes", "g1"), ("rrna", "r1")]
+    assert sorted((r.label, r.id) for r in records) == [("genes", "g1"), ("rrna", "r1"), ("trna", "t1")]
