@@ -178,6 +178,9 @@ class DNAClassificationData(SplitDataModule):
     #: ``data.<name>``); the DNA tools map ``predict`` to their input option, ``sequence_column`` to
     #: ``--sequence_column``, ...
     option_names: dict[str, str] = {}
+    #: whether a restored model's data crops new sequences to the ``max_length`` it was trained with; the DNA tools,
+    #: which score whole records (streaming long ones), set False
+    crop_as_trained = True
 
     def __init__(
         self,
@@ -241,7 +244,7 @@ class DNAClassificationData(SplitDataModule):
         """A restored model trained on sequences cropped to ``max_length`` reads new data so cropped too, unless
         ``data.max_length`` is given (then a differing value is said)."""
         trained = self.trained_info.extra.get("max_length") if self.trained_info else None
-        if trained is None or trained == self.max_length:
+        if not self.crop_as_trained or trained is None or trained == self.max_length:
             return
         if self.max_length is None:
             self.max_length = trained

@@ -94,6 +94,7 @@ def predict_data(model: SequenceModel, path: str, options: argparse.Namespace, b
                                  batch_size=batch_size, fasta=options.fasta, cache_dir=options.cache_dir)
     data.option_names = {"predict": input_option, "fasta": "--data.fasta", "sequence_column": "--sequence_column",
                          "id_column": "--id_column"}
+    data.crop_as_trained = False  # the tools score whole records
     data.restore_data_info(model.data_info)
     data.setup("predict")
     return data

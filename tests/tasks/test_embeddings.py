@@ -162,3 +162,15 @@ def test_a_bed_input_reads_a_gzip_genome_decompressed_into_the_given_cache(tmp_p
     bed, fa = zarr.open_group(tmp_path / "bed.zarr", mode="r"), zarr.open_group(tmp_path / "fa.zarr", mode="r")
     np.testing.assert_array_equal(bed["embedding"][:], fa["embedding"][:])
     assert list(bed["id"][:]) == ["chr1:10-50"]
+
+
+def test_embed_reads_whole_records_whatever_max_length_the_model_was_trained_with(tmp_path):
+    from dna_tool_fixtures import DNA_INFO
+
+    cropped = write_checkpoint(tmp_path / "m.ckpt", MOTIF_CLASSIFIER, None,
+                               data_info={**DNA_INFO, "label_names": ["a", "b"], "max_length": 8})
+    sequence = "".join(np.random.default_rng(5).choice(list("ACGT"), 40))
+    fasta = write_fasta(tmp_path / "in.fa", [("r1", sequence)])
+    assert main(["--ckpt_path", str(tmp_path / "m.ckpt"), "--input", fasta, "--output", str(tmp_path / "e.zarr")]) == 0
+    whole = sequence_embeddings(cropped, TOKENS.encode(sequence)[None]).numpy()
+    np.testing.assert_allclose(zarr.open_group(str(tmp_path / "e.zarr"), mode="r")["embedding"][:], whole, rtol=1e-4, atol=1e-5)
