@@ -122,14 +122,14 @@ class ResumableLoader(DataLoader):
 
     def state_dict(self) -> dict[str, int]:
         """The epoch of the latest pass and how many of its batches were handed out (Lightning asks for the next
-        batch only when it trains it)."""
-        return dict(self._position)
+        batch only when it trains it); before the first pass of a resumed run, the position it resumes at."""
+        return dict(self._resume if self._resume is not None else self._position)
 
     def load_state_dict(self, state_dict: dict[str, int]) -> None:
         """The next pass skips the batches ``state_dict`` says were handed out, if it is the same epoch."""
         self._resume = dict(state_dict)
 
-    def unfinished(self, batches: int) -> None:
-        """Count the last ``batches`` handed out as not handed out: a run stopped inside them (Ctrl-C) is saved so
-        that, resumed, it trains them (:class:`seqpipe.checkpoints.LastCheckpoint` calls this)."""
-        self._position["batches"] = max(0, self._position["batches"] - batches)
+    def rewind_to(self, batches_done: int) -> None:
+        """:class:`seqpipe.contracts.RewindableLoader`: a run stopped inside a batch (Ctrl-C) is saved so that,
+        resumed, it trains that batch again."""
+        self._position["batches"] = min(self._position["batches"], batches_done)

@@ -27,6 +27,7 @@ import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from seqpipe.contracts import RewindableLoader
 from seqpipe.errors import CheckpointError
 
 #: names ``--ckpt_path`` resolves to a file of the newest run
@@ -235,7 +236,8 @@ class LastCheckpoint(ModelCheckpoint):
 
     SIGTERM stops after a batch; Ctrl-C stops at once, mostly inside a batch, which the resumed run then trains again
     from its start (its data and the random states it started with). Either way the resumed run is bit-identical to
-    an uninterrupted one, but for a Ctrl-C inside the optimizer's step. A run stopped inside an epoch's validation
+    an uninterrupted one, but for a Ctrl-C inside the optimizer's step and a stop inside a gradient-accumulation
+    window. A run stopped inside an epoch's validation
     validates that epoch again when resumed."""
 
     def __init__(self):
@@ -256,20 +258,19 @@ class LastCheckpoint(ModelCheckpoint):
             print(f"seqpipe: fit stopped by Ctrl-C; {path} resumes it (--ckpt_path last){caveat}", file=sys.stderr)
 
 
-def _unfinished_batches(trainer) -> int:
-    """Training batches handed out whose optimizer step was not taken: 1 when a fit stopped inside one (Ctrl-C)."""
-    progress = trainer.fit_loop.epoch_loop.batch_progress.current
-    return progress.ready - progress.processed
+def _batch_progress(trainer):
+    """The fit loop's counters of the epoch's training batches: ``ready`` (fetched), ``processed`` (stepped)."""
+    return trainer.fit_loop.epoch_loop.batch_progress.current
 
 
 def _train_unfinished_batch_on_resume(trainer) -> None:
-    """A fit stopped inside a training batch, before its optimizer step (Ctrl-C): its loader, which counts the
-    batches it handed out, is told that batch is not done (``unfinished``, :class:`seqpipe.data.resumable.
-    ResumableLoader`), so the resumed run trains it rather than skip it (:class:`RandomState` saves the generators
-    as the batch started). Skipped, the epoch would be a batch short, and its validation could be skipped too."""
+    """A fit stopped inside a training batch, before its optimizer step (Ctrl-C), or after its loader handed it out:
+    a :class:`~seqpipe.contracts.RewindableLoader` saves the position of the batches the fit loop processed, so the
+    resumed run trains that batch again rather than skip it (:class:`RandomState` saves the generators as the batch
+    started). Skipped, the epoch would be a batch short, and its validation could be skipped too."""
     loader = trainer.train_dataloader
-    if _unfinished_batches(trainer) and hasattr(loader, "unfinished"):
-        loader.unfinished(_unfinished_batches(trainer))
+    if isinstance(loader, RewindableLoader):
+        loader.rewind_to(_batch_progress(trainer).processed)
 
 
 def _validate_again_on_resume(trainer) -> None:
@@ -291,17 +292,21 @@ class RandomState(Callback):
     uninterrupted run did."""
 
     def __init__(self):
-        self._batch_start: dict[str, Any] | None = None  # the generators as the current training batch started
+        self._batch_start: tuple[int, dict[str, Any]] | None = None  # (the batch's ``ready`` count, the generators)
         self._stopped_inside_batch = False
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        self._batch_start = self._current()
+        self._batch_start = (_batch_progress(trainer).ready, self._current())
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
-        self._stopped_inside_batch = trainer.training and _unfinished_batches(trainer) > 0
+        # before LastCheckpoint writes (Lightning runs checkpoint callbacks last); the snapshot must be of the batch
+        # the fit stopped inside
+        progress = _batch_progress(trainer)
+        self._stopped_inside_batch = (trainer.training and progress.ready > progress.processed
+                                      and self._batch_start is not None and self._batch_start[0] == progress.ready)
 
     def state_dict(self) -> dict[str, Any]:
-        return self._batch_start if self._stopped_inside_batch and self._batch_start is not None else self._current()
+        return self._batch_start[1] if self._stopped_inside_batch else self._current()
 
     @staticmethod
     def _current() -> dict[str, Any]:

@@ -171,3 +171,12 @@ class RestorableData(Protocol):
 
     def restore_data_info(self, trained: DataInfo) -> None:
         """Called before ``setup`` with the :class:`DataInfo` of the checkpoint being run."""
+
+
+@runtime_checkable
+class RewindableLoader(Protocol):
+    """A training loader that saves its position in the epoch (how many batches it handed out) in the checkpoint."""
+
+    def rewind_to(self, batches_done: int) -> None:
+        """Called when a fit stops inside a batch: the saved position becomes the ``batches_done`` the fit loop
+        finished in this epoch, so the resumed run trains the interrupted batch again."""
