@@ -213,6 +213,8 @@ def read_table(
         raise DataError(path, "the file is empty") from None
     except (pd.errors.ParserError, UnicodeDecodeError, OSError, EOFError, zlib.error) as error:
         raise DataError(path, f"cannot be read as {kind[1:].upper()}: {error}") from None
+    check_fields_match_header(path, table, "TAB-separated" if kind == ".tsv" else "comma-separated",
+                              ": a header cell is missing, a row ends with a separator, or a cell holds one")
     if id_column is None and DEFAULT_ID_COLUMN in table.columns:
         blank = np.flatnonzero(table[DEFAULT_ID_COLUMN].str.strip().eq("").to_numpy())
         if blank.size:  # not asked for: a column of ids with holes names no record, rows are numbered instead
@@ -221,8 +223,6 @@ def read_table(
                           "require ids", stacklevel=2)
         else:
             id_column = DEFAULT_ID_COLUMN
-    check_fields_match_header(path, table, "TAB-separated" if kind == ".tsv" else "comma-separated",
-                              ": a header cell is missing, or a cell holds the separator")
     _check_one_line_per_row(path, table)
     columns = {"sequence_column": sequence_column, "label_column": label_column, "id_column": id_column}
     wanted = [name for name in columns.values() if name is not None]

@@ -185,7 +185,7 @@ def _row_lines(path: Path, rows: int) -> np.ndarray | None:
     """The line in the file of each of the ``rows`` rows pandas read (it skips blank lines); None when they do not
     add up (a quoted cell holding a line break), and messages then give row numbers only."""
     with pd.io.common.get_handle(path, "r", compression="infer", errors="replace") as handle:
-        lines = np.array([number for number, text in enumerate(handle.handle, start=1) if text.rstrip("\r\n")])[1:]
+        lines = np.array([number for number, text in enumerate(handle.handle, start=1) if text.strip()])[1:]
     return lines if len(lines) == rows else None
 
 

@@ -144,6 +144,9 @@ def arguments_do_not_fit(path: str | Path, error: Exception) -> CheckpointError:
     missing = re.search(r"class_path '([^']+)': No module named '([^']+)'", reason)
     if missing:
         class_path, module = missing.groups()
+        if not class_path.startswith(f"{module}."):  # the class's module imports a package that is missing
+            return CheckpointError(f"{path}: its model uses {class_path}, whose module needs {module!r}, which is not "
+                                   "installed here")
         return CheckpointError(f"{path}: its model uses {class_path}, and its module {module!r} cannot be imported "
                                f"here: run from the folder that holds {module.split('.')[0]}, or add that folder to "
                                "PYTHONPATH")

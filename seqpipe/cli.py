@@ -223,13 +223,14 @@ _IRRELEVANT_LOGS = (
     "passed to Trainer: ModelCheckpoint",
     # a stop says itself in one seqpipe line (Ctrl-C, SIGTERM)
     "\nDetected KeyboardInterrupt, attempting graceful shutdown",
-    "[rank: 0] Received SIGTERM",
+    "Received SIGTERM",
 )
 
 
 class _DropIrrelevantLogs(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        return not any(record.getMessage().startswith(text) for text in _IRRELEVANT_LOGS)
+        message = re.sub(r"^\[rank: \d+\] ", "", record.getMessage())  # as every process of a DDP run says it
+        return not any(message.startswith(text) for text in _IRRELEVANT_LOGS)
 
 
 def _options_unlike_the_checkpoints(model: Namespace, hparams: dict) -> list[str]:
@@ -494,15 +495,16 @@ def _user_error(error: BaseException) -> SeqpipeError | None:
     GPU) as a ConfigError."""
     seen = set()
     while error is not None and id(error) not in seen:
+        # a DataLoader worker's error comes back holding the worker's traceback as text (as a RuntimeError, or as
+        # its own type when that takes one string)
+        if "in DataLoader worker" in str(error):
+            worker = re.search(r"^seqpipe\.errors\.\w+: (.+)\Z", str(error).strip(), re.M)
+            if worker:
+                return SeqpipeError(worker.group(1))
         if isinstance(error, SeqpipeError):
             return error
         if isinstance(error, MisconfigurationException):
             return ConfigError(f"Lightning: {error}")
-        # a DataLoader worker's error comes back as a RuntimeError holding the worker's traceback as text
-        if isinstance(error, RuntimeError) and "in DataLoader worker" in str(error):
-            worker = re.search(r"^seqpipe\.errors\.\w+: (.+)\Z", str(error).strip(), re.M)
-            if worker:
-                return SeqpipeError(worker.group(1))
         seen.add(id(error))
         error = error.__cause__ or error.__context__
     return None

@@ -551,3 +551,14 @@ def test_model_options_unlike_the_checkpoints_are_said_to_be_unused(dataset, run
         seqpipe(*predict_args(dataset, "best", tmp_path / "other.csv"), "--trainer.default_root_dir", run,
                 "--model.backbone.init_args.d_model", 2 * d_model)
     assert pd.read_csv(tmp_path / "other.csv").equals(pd.read_csv(tmp_path / "same.csv"))
+
+
+def test_a_head_module_that_needs_a_missing_package_is_not_sent_to_another_folder():
+    from seqpipe.checkpoints import arguments_do_not_fit
+
+    reason = "Parser key \"module.head\": Problem with given class_path '{}': No module named '{}'"
+    own = arguments_do_not_fit("m.ckpt", ValueError(reason.format("myheads.Head", "myheads")))
+    assert "its module 'myheads' cannot be imported here: run from the folder that holds myheads" in str(own)
+    dependency = arguments_do_not_fit("m.ckpt", ValueError(reason.format("myheads.Head", "fancy_attention")))
+    assert str(dependency) == ("m.ckpt: its model uses myheads.Head, whose module needs 'fancy_attention', which is "
+                               "not installed here")
