@@ -107,6 +107,11 @@ class Backbone(StreamingModule):
         else:
             self.encoder = nn.Embedding(vocab_size, self.d_model, padding_idx=0) if vocab_size else nn.Linear(d_input, self.d_model)
 
+    @property
+    def steps_per_output(self) -> int:
+        """``stride`` with a strided front end, else 1 (:attr:`StreamingModule.steps_per_output`)."""
+        return 1 if self.frontend == "linear" else self.stride
+
     def output_lengths(self, lengths: torch.Tensor | None) -> torch.Tensor | None:
         """Valid input lengths (B,) -> valid feature positions (B,) (shorter after a strided front end)."""
         if lengths is None or not isinstance(self.encoder, StridedFrontEnd):

@@ -16,9 +16,9 @@ from seqpipe.streaming import State, StreamingModule
 
 
 def check_chunk_size(module: StreamingModule, chunk_size: int, option: str = "chunk_size") -> None:
-    """Refuse a ``chunk_size`` that is not positive or, for a strided front end (``module.stride`` input steps per
-    output), not a multiple of the stride: a chunk ending inside a frame would be padded mid-sequence."""
-    stride = getattr(module, "stride", 1)
+    """Refuse a ``chunk_size`` that is not positive or, for a strided front end (``module.steps_per_output`` input
+    steps per output), not a multiple of the stride: a chunk ending inside a frame would be padded mid-sequence."""
+    stride = module.steps_per_output
     if chunk_size < 1 or chunk_size % stride:
         need = "positive" if stride == 1 else f"a positive multiple of the front end's stride {stride}"
         raise ConfigError(f"{option} must be {need}, got {chunk_size}")

@@ -24,6 +24,9 @@ State = Any  # a tensor, or a tuple/list of tensors, owned by the block that mad
 class StreamingModule(nn.Module):
     """Base class of blocks and backbones; subclasses implement the four protocol methods."""
 
+    #: input steps per output position (a strided front end's stride); a chunk of a stream is a multiple of it
+    steps_per_output = 1
+
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         raise NotImplementedError
 
