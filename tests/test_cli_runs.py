@@ -464,12 +464,12 @@ def test_seqpipe_warnings_print_as_one_line_and_others_as_before(monkeypatch):
     import warnings
 
     import seqpipe.data.dna
-    from seqpipe.cli import _seqpipe_warnings_on_one_line
+    from seqpipe.cli_messages import seqpipe_warnings_on_one_line
 
     monkeypatch.setattr(warnings, "formatwarning", warnings.formatwarning)
     before = warnings.formatwarning("other", UserWarning, __file__, 3)
-    _seqpipe_warnings_on_one_line()
-    _seqpipe_warnings_on_one_line()  # main() runs once a call; tests call it many times: one wrapper
+    seqpipe_warnings_on_one_line()
+    seqpipe_warnings_on_one_line()  # main() runs once a call; tests call it many times: one wrapper
     assert warnings.formatwarning("x.fa: 2 ids repeat", UserWarning, seqpipe.data.dna.__file__, 329) == (
         "seqpipe: warning: x.fa: 2 ids repeat\n")
     assert warnings.formatwarning("other", UserWarning, __file__, 3) == before
