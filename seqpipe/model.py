@@ -7,7 +7,7 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Timer
+from lightning.pytorch.callbacks import ModelCheckpoint, Timer
 from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
 from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
@@ -380,8 +380,13 @@ class SequenceModel(L.LightningModule):
 
     def configure_callbacks(self):
         """Keep the best checkpoint by the head's validation metric (``best.ckpt``) and the end of every epoch
-        (``last.ckpt``), with the random state that makes resuming from it exact."""
-        return [BestCheckpoint(self.head.monitor, self.head.monitor_mode), LastCheckpoint(), RandomState()]
+        (``last.ckpt``), with the random state that makes resuming from it exact. Lightning then drops the trainer's
+        ``ModelCheckpoint``s (ours subclass it): its default one, which ours replace, and a user's own, which is
+        returned here so that it runs too. With ``enable_checkpointing`` false nothing is written."""
+        if not self.trainer.checkpoint_callbacks:
+            return [RandomState()]
+        own = [c for c in self.trainer.checkpoint_callbacks if type(c) is ModelCheckpoint and not _lightnings_default(c)]
+        return [BestCheckpoint(self.head.monitor, self.head.monitor_mode), LastCheckpoint(), RandomState(), *own]
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if "max_time_schedule" in checkpoint:
@@ -405,3 +410,9 @@ def set_backbone_input(backbone: nn.Module, spec: InputSpec) -> None:
         backbone.set_input(vocab_size=spec.vocab_size)
     else:
         backbone.set_input(d_input=spec.channels, sample_rate=spec.sample_rate)
+
+
+def _lightnings_default(checkpoint: ModelCheckpoint) -> bool:
+    """Whether ``checkpoint`` is the one a Trainer adds when given none (``ModelCheckpoint()``: no directory,
+    metric or file name of its own)."""
+    return checkpoint.dirpath is None and checkpoint.monitor is None and checkpoint.filename is None

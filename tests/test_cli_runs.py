@@ -562,3 +562,15 @@ def test_a_head_module_that_needs_a_missing_package_is_not_sent_to_another_folde
     dependency = arguments_do_not_fit("m.ckpt", ValueError(reason.format("myheads.Head", "fancy_attention")))
     assert str(dependency) == ("m.ckpt: its model uses myheads.Head, whose module needs 'fancy_attention', which is "
                                "not installed here")
+
+
+def test_a_users_model_checkpoint_runs_beside_seqpipes_and_checkpointing_can_be_turned_off(dataset, tmp_path):
+    mine = {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+            "init_args": {"dirpath": str(tmp_path / "mine"), "monitor": "val/loss", "filename": "lowest-loss"}}
+    config = write_config(tmp_path / "mine.yaml", callbacks=[mine])
+    seqpipe("fit", "--config", config, "--data.train", dataset / "train", "--trainer.default_root_dir", tmp_path / "a")
+    assert [p.name for p in (tmp_path / "mine").iterdir()] == ["lowest-loss.ckpt"]
+    assert sorted(p.name for p in (tmp_path / "a").glob("lightning_logs/version_0/checkpoints/*")) == ["best.ckpt", "last.ckpt"]
+    seqpipe("fit", "--config", dataset / "config.yaml", "--data.train", dataset / "train", "--trainer.default_root_dir",
+            tmp_path / "b", "--trainer.enable_checkpointing", "false")
+    assert not list((tmp_path / "b").rglob("*.ckpt"))
