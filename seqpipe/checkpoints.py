@@ -41,18 +41,28 @@ ZIP_SIGNATURE = b"PK\x03\x04"
 
 
 def newest_run_checkpoint(name: str, root: str | Path) -> Path:
-    """``root/lightning_logs/version_N/checkpoints/<name>.ckpt`` of the largest N that has one."""
+    """``<name>.ckpt`` of the newest run under ``root``: in ``LOGGER/version_N/checkpoints`` (``lightning_logs``, or
+    the logger's own name) or, for a fit without a logger, ``checkpoints/version_N``; of the largest N, then the
+    newest file."""
     versions = []
-    for path in Path(root).glob(f"lightning_logs/version_*/checkpoints/{name}.ckpt"):
-        number = re.fullmatch(r"version_(\d+)", path.parent.parent.name)
+    for path in [*Path(root).glob(f"*/version_*/checkpoints/{name}.ckpt"), *Path(root).glob(f"checkpoints/version_*/{name}.ckpt")]:
+        version = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+        number = re.fullmatch(r"version_(\d+)", version.name)
         if number:
-            versions.append((int(number.group(1)), path))
+            versions.append((int(number.group(1)), path.stat().st_mtime_ns, path))
     if not versions:
         raise CheckpointError(
-            f"--ckpt_path {name}: no {name}.ckpt under {Path(root) / 'lightning_logs'}/version_*/checkpoints "
-            f"(set --trainer.default_root_dir to the directory fit wrote, or give the file's path)"
+            f"--ckpt_path {name}: no {name}.ckpt under {root} (in */version_*/checkpoints or checkpoints/version_*; "
+            "set --trainer.default_root_dir to the directory fit wrote, or give the file's path)"
         )
-    return max(versions)[1]
+    return max(versions)[2]
+
+
+def unused_run_directory(root: Path) -> Path:
+    """``root/version_N`` for the first N above every existing one: where a fit without a logger keeps its
+    checkpoints, so that no run writes over an earlier one's."""
+    numbers = [int(m.group(1)) for p in root.glob("version_*") if (m := re.fullmatch(r"version_(\d+)", p.name))]
+    return root / f"version_{max(numbers, default=-1) + 1}"
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -212,8 +222,8 @@ class BestCheckpoint(ModelCheckpoint):
     run's ``best.ckpt`` stays where it is (never removed), so ``--ckpt_path best`` (the newest ``version_N`` holding
     one) is the best epoch of the whole run."""
 
-    def __init__(self, monitor: str, mode: str):
-        super().__init__(monitor=monitor, mode=mode, filename="best", enable_version_counter=False)
+    def __init__(self, monitor: str, mode: str, dirpath: Path | None = None):
+        super().__init__(dirpath, monitor=monitor, mode=mode, filename="best", enable_version_counter=False)
 
     @property
     def state_key(self) -> str:
@@ -243,8 +253,8 @@ class LastCheckpoint(ModelCheckpoint):
     window. A run stopped inside an epoch's validation
     validates that epoch again when resumed."""
 
-    def __init__(self):
-        super().__init__(filename="last", monitor=None, save_top_k=1, enable_version_counter=False)
+    def __init__(self, dirpath: Path | None = None):
+        super().__init__(dirpath, filename="last", monitor=None, save_top_k=1, enable_version_counter=False)
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
         if not isinstance(exception, (KeyboardInterrupt, SIGTERMException)) or trainer.state.fn != "fit":

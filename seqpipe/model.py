@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -13,7 +14,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
 from seqpipe.backbone import Backbone, position_reading_ahead
-from seqpipe.checkpoints import BestCheckpoint, LastCheckpoint, RandomState
+from seqpipe.checkpoints import BestCheckpoint, LastCheckpoint, RandomState, unused_run_directory
 from seqpipe.chunked import check_chunk_size, chunked_forward, chunked_mean, chunked_mean_max, valid_mean
 from seqpipe.contracts import DataInfo, InputSpec, TokenInput
 from seqpipe.errors import ConfigError, TrainingDiverged, location
@@ -386,7 +387,10 @@ class SequenceModel(L.LightningModule):
         if not self.trainer.checkpoint_callbacks:
             return [RandomState()]
         own = [c for c in self.trainer.checkpoint_callbacks if type(c) is ModelCheckpoint and not _lightnings_default(c)]
-        return [BestCheckpoint(self.head.monitor, self.head.monitor_mode), LastCheckpoint(), RandomState(), *own]
+        # without a logger, a run's checkpoints go to a version folder of their own, as a logger's would
+        dirpath = None if self.trainer.loggers else unused_run_directory(Path(self.trainer.default_root_dir) / "checkpoints")
+        return [BestCheckpoint(self.head.monitor, self.head.monitor_mode, dirpath), LastCheckpoint(dirpath), RandomState(),
+                *own]
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if "max_time_schedule" in checkpoint:

@@ -574,3 +574,19 @@ def test_a_users_model_checkpoint_runs_beside_seqpipes_and_checkpointing_can_be_
     seqpipe("fit", "--config", dataset / "config.yaml", "--data.train", dataset / "train", "--trainer.default_root_dir",
             tmp_path / "b", "--trainer.enable_checkpointing", "false")
     assert not list((tmp_path / "b").rglob("*.ckpt"))
+
+
+def test_runs_without_a_logger_or_with_a_named_one_keep_their_checkpoints_and_best_finds_them(dataset, tmp_path, capsys):
+    fit = ["fit", "--config", dataset / "config.yaml", "--data.train", dataset / "train", "--trainer.default_root_dir", tmp_path]
+    for _ in range(2):  # the second run does not write over the first
+        seqpipe(*fit, "--trainer.logger", "false")
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*.ckpt")) == [
+        "checkpoints/version_0/best.ckpt", "checkpoints/version_0/last.ckpt",
+        "checkpoints/version_1/best.ckpt", "checkpoints/version_1/last.ckpt"]
+    capsys.readouterr()
+    seqpipe(*predict_args(dataset, "best", tmp_path / "p.csv"), "--trainer.default_root_dir", tmp_path, "--trainer.logger", "false")
+    assert f"--ckpt_path best: {tmp_path / 'checkpoints/version_1/best.ckpt'}" in capsys.readouterr().out
+    named = tmp_path / "named"
+    seqpipe(*fit[:-1], named, "--trainer.logger", "CSVLogger", "--trainer.logger.save_dir", named, "--trainer.logger.name", "exp1")
+    seqpipe(*predict_args(dataset, "best", tmp_path / "q.csv"), "--trainer.default_root_dir", named)
+    assert f"--ckpt_path best: {named / 'exp1/version_0/checkpoints/best.ckpt'}" in capsys.readouterr().out
