@@ -144,6 +144,9 @@ class SeqpipeCLI(LightningCLI):
             trainer.callbacks = [*callbacks, Namespace(class_path="lightning.pytorch.callbacks.RichProgressBar")]
 
     def after_instantiate_classes(self) -> None:
+        if self.subcommand == "predict" and self.trainer.world_size > 1:
+            raise ConfigError(f"predict writes one output in input order, from one process; this trainer has "
+                              f"{self.trainer.world_size} (--trainer.devices, --trainer.num_nodes): give one device")
         self.model.resuming = self.subcommand == "fit" and bool(self.config.fit.get("ckpt_path"))
         if self.trained_info is not None and isinstance(self.datamodule, RestorableData):
             self.datamodule.restore_data_info(self.trained_info)

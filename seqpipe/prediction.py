@@ -22,10 +22,9 @@ class PredictionWriter(BasePredictionWriter):
     replaced only when it is a predictions CSV seqpipe wrote (see :mod:`seqpipe.outputs`).
 
     Args:
-        path: the CSV to write; by default ``predictions.csv`` inside the run directory. Under several
-            processes each rank writes ``<stem>.rank<N>.csv``. When another prediction writer is among the
-            trainer's callbacks (``GenomePredictionWriter`` stores per-base scores in zarr, where a CSV would
-            have a row per base), no CSV is written unless ``path`` is given.
+        path: the CSV to write; by default ``predictions.csv`` inside the run directory. When another prediction
+            writer is among the trainer's callbacks (``GenomePredictionWriter`` stores per-base scores in zarr,
+            where a CSV would have a row per base), no CSV is written unless ``path`` is given.
     """
 
     def __init__(self, path: str | None = None):
@@ -42,10 +41,7 @@ class PredictionWriter(BasePredictionWriter):
         others = [c for c in trainer.callbacks if isinstance(c, BasePredictionWriter) and c is not self]
         if others and self.path is None:
             return None
-        target = Path(self.path) if self.path else Path(trainer.log_dir or trainer.default_root_dir) / "predictions.csv"
-        if trainer.world_size > 1:
-            target = target.with_name(f"{target.stem}.rank{trainer.global_rank}{target.suffix}")
-        return target
+        return Path(self.path) if self.path else Path(trainer.log_dir or trainer.default_root_dir) / "predictions.csv"
 
     def setup(self, trainer, pl_module, stage: str) -> None:
         """Claim the output before any prediction is made: a user's file at the path stops the run here."""

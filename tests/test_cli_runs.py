@@ -590,3 +590,11 @@ def test_runs_without_a_logger_or_with_a_named_one_keep_their_checkpoints_and_be
     seqpipe(*fit[:-1], named, "--trainer.logger", "CSVLogger", "--trainer.logger.save_dir", named, "--trainer.logger.name", "exp1")
     seqpipe(*predict_args(dataset, "best", tmp_path / "q.csv"), "--trainer.default_root_dir", named)
     assert f"--ckpt_path best: {named / 'exp1/version_0/checkpoints/best.ckpt'}" in capsys.readouterr().out
+
+
+def test_predict_on_several_processes_is_refused_before_anything_runs(dataset, run, tmp_path, capsys):
+    args = [*predict_args(dataset, "best", tmp_path / "p.csv"), "--trainer.default_root_dir", run,
+            "--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp"]
+    assert exit_code(*args) == 2
+    assert "predict writes one output in input order, from one process; this trainer has 2" in capsys.readouterr().err
+    assert not list(tmp_path.glob("p*.csv"))
