@@ -103,6 +103,12 @@ class TaskHead(nn.Module):
         values = outputs.detach().float().cpu().reshape(len(outputs), -1).numpy()
         names = list(data_info.label_names or [])
         columns = names if len(names) == values.shape[1] else [str(k) for k in range(values.shape[1])]
-        ids = batch.get("ids")
-        frame = pd.DataFrame({"id": list(ids) if ids is not None else [None] * len(values)})
+        frame = pd.DataFrame({"id": batch_ids(batch, len(values))})
         return frame.join(pd.DataFrame(values, columns=[f"output_{c}" for c in columns]))
+
+
+def batch_ids(batch: dict[str, Any], rows: int) -> list:
+    """The record ids of a batch's ``rows`` rows, or None for each when its data module gives none (the prediction
+    writer then numbers the rows)."""
+    ids = batch.get("ids")
+    return list(ids) if ids is not None else [None] * rows

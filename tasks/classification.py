@@ -15,7 +15,7 @@ from seqpipe.chunked import valid_mean
 from seqpipe.contracts import DataInfo, TokenInput
 from seqpipe.dna_alphabet import reverse_complement_ids
 from seqpipe.errors import ConfigError
-from seqpipe.heads import TaskHead
+from seqpipe.heads import TaskHead, batch_ids
 
 #: the values of ``SequenceClassification(strands=...)``
 STRANDS = ("average", "pair", "forward")
@@ -140,7 +140,7 @@ class SequenceClassification(TaskHead):
         """Columns: id, predicted label, ``prob_<class>`` for each class."""
         probs = outputs.detach().float().softmax(-1).cpu().numpy()
         names = list(data_info.label_names)
-        frame = pd.DataFrame({"id": list(batch["ids"]), "label": [names[i] for i in probs.argmax(1)]})
+        frame = pd.DataFrame({"id": batch_ids(batch, len(probs)), "label": [names[i] for i in probs.argmax(1)]})
         for k, name in enumerate(names):
             frame[f"prob_{name}"] = probs[:, k]
         return frame
