@@ -143,6 +143,17 @@ class SeqpipeCLI(LightningCLI):
                 "ProgressBar" in str(getattr(callback, "class_path", "")) for callback in callbacks):
             trainer.callbacks = [*callbacks, Namespace(class_path="lightning.pytorch.callbacks.RichProgressBar")]
 
+    def instantiate_trainer(self, **kwargs):
+        """Lightning's Trainer; its refusal of a setting (an unknown strategy, an accelerator whose package is
+        missing) is one error line."""
+        try:
+            return super().instantiate_trainer(**kwargs)
+        except (ValueError, ImportError, MisconfigurationException) as error:
+            if isinstance(error, SeqpipeError):
+                raise
+            first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            raise ConfigError(f"Lightning: {first}") from None
+
     def after_instantiate_classes(self) -> None:
         if self.subcommand == "predict" and self.trainer.world_size > 1:
             raise ConfigError(f"predict writes one output in input order, from one process; this trainer has "
@@ -349,6 +360,8 @@ def _user_error(error: BaseException) -> SeqpipeError | None:
             return error
         if isinstance(error, MisconfigurationException):
             return ConfigError(f"Lightning: {error}")
+        if isinstance(error, RuntimeError) and str(error).startswith("Early stopping conditioned on metric"):
+            return ConfigError(f"EarlyStopping: {str(error).splitlines()[0]}")
         seen.add(id(error))
         error = error.__cause__ or error.__context__
     return None

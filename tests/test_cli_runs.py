@@ -598,3 +598,18 @@ def test_predict_on_several_processes_is_refused_before_anything_runs(dataset, r
     assert exit_code(*args) == 2
     assert "predict writes one output in input order, from one process; this trainer has 2" in capsys.readouterr().err
     assert not list(tmp_path.glob("p*.csv"))
+
+
+def test_settings_lightning_refuses_are_one_line(dataset, tmp_path, capsys):
+    fit = ["fit", "--config", dataset / "config.yaml", "--data.train", dataset / "train", "--trainer.default_root_dir", tmp_path]
+    assert exit_code(*fit, "--trainer.strategy", "bogus") == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "seqpipe: error: Lightning: You selected an invalid strategy name: "
+        "`strategy='bogus'`. It must be either a string or an instance of `lightning.pytorch.strategies.Strategy`. "
+        "Example choices: auto, ddp, ddp_spawn, deepspeed, ... Find a complete list of options in our documentation at "
+        "https://lightning.ai"]
+    stopping = {"class_path": "lightning.pytorch.callbacks.EarlyStopping", "init_args": {"monitor": "val/nosuch"}}
+    assert exit_code("fit", "--config", write_config(tmp_path / "es.yaml", callbacks=[stopping]), *fit[3:]) == 2
+    err = capsys.readouterr().err
+    assert "seqpipe: error: EarlyStopping: Early stopping conditioned on metric `val/nosuch` which is not available" in err
+    assert "Traceback" not in err
