@@ -45,7 +45,7 @@ TOOLS = {
     "embed": ("seqpipe.tasks.embeddings:main", "one vector per DNA sequence (mean backbone features) to zarr, with the ids"),
 }
 #: config keys whose class the recipe chooses; ``--help`` with a config also lists these classes' options
-SUBCLASS_KEYS = ("data", "model.head", "model.backbone.block")
+SUBCLASS_KEYS = ("data", "model.backbone", "model.head", "model.backbone.block")
 #: model arguments that change how a trained model runs, not what it is: the command line's win over a checkpoint's
 INFERENCE_OPTIONS = ("chunk_size",)
 #: glibc mallopt settings of keep_freed_memory: M_MMAP_THRESHOLD (-3) 64 MiB, M_TRIM_THRESHOLD (-1) 128 MiB
@@ -277,7 +277,7 @@ def _make_cli(args: list[str] | None) -> SeqpipeCLI:
 
 
 def _print_help(argv: list[str]) -> None:
-    """LightningCLI's help; with a config, then the options of the classes it chooses (data, head, block);
+    """LightningCLI's help; with a config, then the options of the classes it chooses (data, backbone, head, block);
     at the top level, then the tools."""
     try:
         _make_cli(argv)
@@ -304,6 +304,8 @@ def _config_subclasses(argv: list[str]) -> list[tuple[str, str]]:
             key = key.removesuffix(".class_path").replace("init_args.", "")
             if key in SUBCLASS_KEYS:
                 chosen[key] = class_path
+    if chosen:  # a recipe that sets the backbone's arguments without naming its class uses the default one
+        chosen.setdefault("model.backbone", "seqpipe.backbone.Backbone")
     return sorted(chosen.items(), key=lambda item: SUBCLASS_KEYS.index(item[0]))
 
 

@@ -478,7 +478,7 @@ def test_seqpipe_warnings_print_as_one_line_and_others_as_before(monkeypatch):
 def test_help_with_a_config_lists_the_chosen_classes_options(dataset, capsys):
     assert exit_code("fit", "--config", dataset / "config.yaml", "--help") == 0
     out = capsys.readouterr().out
-    for option in ("--trainer.max_epochs", "--data.train", "--data.max_length", "--model.head.pooling", "d_state"):
+    for option in ("--trainer.max_epochs", "--data.train", "--data.max_length", "--model.backbone.n_layers", "--model.head.pooling", "d_state"):
         assert option in out, option
 
 
