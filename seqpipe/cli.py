@@ -9,7 +9,6 @@ import os
 import platform
 import re
 import sys
-import warnings
 from argparse import ArgumentError
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from jsonargparse import Namespace
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.trainer.states import TrainerStatus
+from lightning.pytorch.utilities import rank_zero_warn
 from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 
 from seqpipe.callbacks import QuietSanityCheck, StopPredictionOnSigterm
@@ -116,8 +116,8 @@ class SeqpipeCLI(LightningCLI):
         given = {key: config.model.get(key) for key in INFERENCE_OPTIONS if config.model.get(key) is not None}
         ignored = _options_unlike_the_checkpoints(config.model, hparams) if config.get("model") else []
         if ignored:
-            warnings.warn(f"--ckpt_path {path}: the model is the checkpoint's, so these options of the command line or "
-                          f"config are not used: {'; '.join(ignored)}", stacklevel=1)
+            rank_zero_warn(f"--ckpt_path {path}: the model is the checkpoint's, so these options of the command line "
+                           f"or config are not used: {'; '.join(ignored)}")
         if hparams.get("data_info"):
             self.trained_info = DataInfo.from_dict(hparams["data_info"], source=str(path))
         try:  # as LightningCLI._parse_ckpt_path, with the hyper-parameters read (and renamed) above

@@ -263,7 +263,8 @@ class SequenceModel(L.LightningModule):
                 f"train/loss is {loss.item()} at epoch {self.current_epoch}, step {self.global_step}: training "
                 f"diverged and was stopped (lower --model.lr, or check the data); no checkpoint was written for it"
             )
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=self._batch_size(batch))
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=self._batch_size(batch),
+                 sync_dist=True)  # under DDP, the mean over every process's batches
         return loss
 
     def _evaluate(self, batch: dict[str, Any], split: str) -> None:
