@@ -364,6 +364,10 @@ def _user_error(error: BaseException) -> SeqpipeError | None:
             return ConfigError(f"Lightning: {error}")
         if isinstance(error, RuntimeError) and str(error).startswith("Early stopping conditioned on metric"):
             return ConfigError(f"EarlyStopping: {str(error).splitlines()[0]}")
+        if isinstance(error, RuntimeError) and str(error).startswith("Error(s) in loading state_dict"):
+            detail = next((line.strip() for line in str(error).splitlines()[1:] if line.strip()), "")
+            return CheckpointError(f"--ckpt_path: the checkpoint's weights do not fit the model the config builds (a "
+                                   f"checkpoint saved without its model's config, from Python?): {detail}")
         seen.add(id(error))
         error = error.__cause__ or error.__context__
     return None

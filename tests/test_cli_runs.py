@@ -613,3 +613,19 @@ def test_settings_lightning_refuses_are_one_line(dataset, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "seqpipe: error: EarlyStopping: Early stopping conditioned on metric `val/nosuch` which is not available" in err
     assert "Traceback" not in err
+
+
+def test_a_checkpoint_saved_from_python_that_the_config_does_not_fit_is_one_line(dataset, run, tmp_path, capsys):
+    checkpoint = torch.load(next(run.glob("lightning_logs/version_*/checkpoints/best.ckpt")), weights_only=False)
+    for key in ("backbone", "head"):  # as a model built in Python saves it
+        checkpoint["hyper_parameters"].pop(key)
+    torch.save(checkpoint, tmp_path / "python.ckpt")
+    wider = write_config(tmp_path / "wider.yaml")
+    config = yaml.safe_load(wider.read_text())
+    config["model"]["backbone"]["d_model"] *= 2
+    wider.write_text(yaml.safe_dump(config))
+    args = ["predict", "--config", wider, "--data.predict", dataset / "unlabelled.fasta", "--ckpt_path", tmp_path / "python.ckpt",
+            "--prediction.path", tmp_path / "p.csv", "--trainer.default_root_dir", tmp_path]
+    assert exit_code(*args) == 2
+    err = capsys.readouterr().err
+    assert "the checkpoint's weights do not fit the model the config builds" in err and "Traceback" not in err
