@@ -48,7 +48,8 @@ class Backbone(StreamingModule):
         n_layers: number of residual blocks.
         block: builds one sequence mixer from ``d_model`` — a block class such as
             :class:`~seqpipe.mamba.MambaBlock` or :class:`~seqpipe.s4.S4Block`, configured in YAML with
-            ``class_path``/``init_args`` (every argument but ``d_model``).
+            ``class_path``/``init_args`` (every argument but ``d_model``); from Python, the class or
+            ``functools.partial(MambaBlock, d_state=8)`` (called once per layer), not a block instance.
         dropout: dropout on each block's output, before the residual sum.
         vocab_size: token inputs ``x (B, L)`` of ids in ``[0, vocab_size)``, id 0 being padding.
         d_input: real-valued inputs ``x (B, L, d_input)``.
@@ -91,6 +92,9 @@ class Backbone(StreamingModule):
             raise ConfigError("Backbone: sample_rate goes with d_input; give both, or neither to take them from the data")
         if vocab_size is not None or d_input is not None:
             self.set_input(vocab_size=vocab_size, d_input=d_input, sample_rate=sample_rate)
+        if isinstance(block, nn.Module):
+            raise ConfigError(f"Backbone: block is built once per layer from d_model, so give its class or a "
+                              f"functools.partial of it, not a {type(block).__name__} instance")
         self.layers = nn.ModuleList(ResidualBlock(d_model, block(d_model), dropout) for _ in range(n_layers))
         self.norm = nn.RMSNorm(d_model)
 

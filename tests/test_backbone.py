@@ -72,3 +72,11 @@ def test_backbone_without_input_layer_says_how_to_fix_it():
         backbone(torch.randint(0, 5, (1, 4)))
     with pytest.raises(ValueError, match="exactly one"):
         backbone.set_input(vocab_size=5, d_input=3)
+
+
+def test_a_block_instance_instead_of_its_class_is_one_error():
+    from seqpipe.errors import ConfigError
+    from seqpipe.s4 import S4Block
+
+    with pytest.raises(ConfigError, match="give its class or a functools.partial of it, not a S4Block instance"):
+        Backbone(d_model=16, n_layers=2, block=S4Block(16))
