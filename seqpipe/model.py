@@ -264,7 +264,7 @@ class SequenceModel(L.LightningModule):
                 f"diverged and was stopped (lower --model.lr, or check the data); no checkpoint was written for it"
             )
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=self._batch_size(batch),
-                 sync_dist=True)  # under DDP, the mean over every process's batches
+                 sync_dist=self.trainer.world_size > 1)  # under DDP the mean over every process; costly on one
         return loss
 
     def _evaluate(self, batch: dict[str, Any], split: str) -> None:
