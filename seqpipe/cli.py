@@ -78,11 +78,11 @@ class SeqpipeCLI(LightningCLI):
 
     def parse_arguments(self, parser, args) -> None:
         """Parse; a bad option becomes one line, with the closest valid names for a misspelt one."""
+        self.argv = sys.argv[1:] if args is None else [str(arg) for arg in args]
         try:
             super().parse_arguments(parser, args)
         except ArgumentError as error:
-            argv = sys.argv[1:] if args is None else list(args)
-            raise ConfigError(describe_parse_error(str(error), parser, argv)) from None
+            raise ConfigError(describe_parse_error(str(error), parser, self.argv)) from None
 
     def _parse_ckpt_path(self) -> None:
         """Resolve ``best``/``last``, then check the checkpoint (readable, trusted classes, same task) before its
@@ -114,10 +114,10 @@ class SeqpipeCLI(LightningCLI):
         head = config.model.get("head") if config.get("model") else None
         check_same_task(path, hparams, head.get("class_path") if isinstance(head, Namespace) else None)
         given = {key: config.model.get(key) for key in INFERENCE_OPTIONS if config.model.get(key) is not None}
-        ignored = _options_unlike_the_checkpoints(config.model, hparams) if config.get("model") else []
+        ignored = _options_unlike_the_checkpoints(config.model, hparams, self.argv) if config.get("model") else []
         if ignored:
             rank_zero_warn(f"--ckpt_path {path}: the model is the checkpoint's, so these options of the command line "
-                           f"or config are not used: {'; '.join(ignored)}")
+                           f"are not used: {'; '.join(ignored)}")
         if hparams.get("data_info"):
             self.trained_info = DataInfo.from_dict(hparams["data_info"], source=str(path))
         try:  # as LightningCLI._parse_ckpt_path, with the hyper-parameters read (and renamed) above
@@ -228,9 +228,11 @@ def _remove_unused_runs(created: list[Path]) -> None:
             directory.rmdir()
 
 
-def _options_unlike_the_checkpoints(model: Namespace, hparams: dict) -> list[str]:
-    """``model.backbone...`` and ``model.head...`` options of ``model`` (the config before the checkpoint's
-    hyper-parameters replace it) whose value differs from the checkpoint's, as ``--name value (checkpoint: value)``."""
+def _options_unlike_the_checkpoints(model: Namespace, hparams: dict, argv: list[str]) -> list[str]:
+    """``model.backbone...`` and ``model.head...`` options given on the command line ``argv`` (a recipe's own values
+    are expected to differ from a run's overrides) whose value in ``model`` (the config before the checkpoint's
+    hyper-parameters replace it) differs from the checkpoint's, as ``--name value (checkpoint: value)``."""
+    given = {arg.split("=")[0].removeprefix("--").replace("init_args.", "") for arg in argv if arg.startswith("--model.")}
     def leaves(value, prefix: str):
         if isinstance(value, dict):
             for key, inner in value.items():
@@ -242,7 +244,7 @@ def _options_unlike_the_checkpoints(model: Namespace, hparams: dict) -> list[str
     saved = dict(leaves({key: hparams.get(key) for key in ("backbone", "head")}, "model"))
     unlike = []
     for name, value in leaves({key: own.get(key) for key in ("backbone", "head")}, "model"):
-        if name in saved and saved[name] != value:
+        if name in saved and saved[name] != value and name.replace("init_args.", "") in given:
             unlike.append(f"--{name} {value!r} (checkpoint: {saved[name]!r})")
     return unlike
 

@@ -546,11 +546,19 @@ def test_model_options_unlike_the_checkpoints_are_said_to_be_unused(dataset, run
     seqpipe(*predict_args(dataset, "best", tmp_path / "same.csv"), "--trainer.default_root_dir", run)
     assert not [w for w in recwarn if "are not used" in str(w.message)]
     d_model = CONFIG["model"]["backbone"]["d_model"]
-    with pytest.warns(UserWarning, match=rf"the model is the checkpoint's, so these options of the command line or config "
+    with pytest.warns(UserWarning, match=rf"the model is the checkpoint's, so these options of the command line "
                                          rf"are not used: --model.backbone.init_args.d_model {2 * d_model} \(checkpoint: {d_model}\)"):
         seqpipe(*predict_args(dataset, "best", tmp_path / "other.csv"), "--trainer.default_root_dir", run,
                 "--model.backbone.init_args.d_model", 2 * d_model)
     assert pd.read_csv(tmp_path / "other.csv").equals(pd.read_csv(tmp_path / "same.csv"))
+    recwarn.clear()  # a recipe's own value, unlike a run's override, is replaced without a word
+    wider = yaml.safe_load((dataset / "config.yaml").read_text())
+    wider["model"]["backbone"]["d_model"] = 2 * d_model
+    (tmp_path / "wider.yaml").write_text(yaml.safe_dump(wider))
+    args = predict_args(dataset, "best", tmp_path / "recipe.csv")
+    args[args.index(dataset / "config.yaml")] = tmp_path / "wider.yaml"
+    seqpipe(*args, "--trainer.default_root_dir", run)
+    assert not [w for w in recwarn if "are not used" in str(w.message)]
 
 
 def test_a_head_module_that_needs_a_missing_package_is_not_sent_to_another_folder():
