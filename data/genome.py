@@ -14,6 +14,7 @@ from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Dataset
 
 from seqpipe.contracts import DataInfo
@@ -433,15 +434,15 @@ class GenomeData(SplitDataModule):
     @property
     def length_warmup(self):
         """The :class:`~seqpipe.callbacks.SequenceLengthWarmup` that sets the training windows' length (see
-        ``training_window``), or None. Refused with ``bed``, whose rows fix each window."""
+        ``training_window``), or None; left out, with a warning, with ``bed``, whose rows fix each window."""
         return self._length_warmup
 
     @length_warmup.setter
     def length_warmup(self, warmup) -> None:
-        if warmup is not None and self.bed is not None:
-            raise ConfigError(f"SequenceLengthWarmup shortens windows drawn from the genome, but data.bed {self.bed} "
-                              "fixes every window (its rows, centred in data.window_length): drop the callback or "
-                              "the BED file")
+        if warmup is not None and self.bed is not None:  # the recipe's callback stays; it has nothing to do
+            rank_zero_warn(f"SequenceLengthWarmup is not applied: data.bed {self.bed} fixes every window (its rows, "
+                           "centred in data.window_length), so windows and batches keep their sizes")
+            warmup = None
         self._length_warmup = warmup
 
     def _sampler(self, split: str, window_length: int, generator: torch.Generator):

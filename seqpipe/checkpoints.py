@@ -268,7 +268,9 @@ class LastCheckpoint(ModelCheckpoint):
         self._save_checkpoint(trainer, path)
         if isinstance(exception, KeyboardInterrupt) and trainer.is_global_zero:
             caveat = f" (validating epoch {trainer.current_epoch} first)" if in_validation else ""
-            print(f"seqpipe: fit stopped by Ctrl-C; {path} resumes it (--ckpt_path last){caveat}", file=sys.stderr)
+            hint = (f"{path} resumes it (--ckpt_path last){caveat}" if Path(path).is_file() else
+                    "it stopped before training began, so there is nothing to resume: run it again")
+            print(f"seqpipe: fit stopped by Ctrl-C; {hint}", file=sys.stderr)
 
 
 def _batch_progress(trainer):

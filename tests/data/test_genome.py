@@ -287,8 +287,9 @@ def test_bed_windows_with_labels_and_splits(genome_files, tmp_path):
     no_split = GenomeData(str(fasta), target="window_class", bed=str(bed), label_column=3, window_length=64, test_regions=["chrC"])
     no_split.setup("fit")
     assert [w.chrom for w in no_split.bed_windows["test"]] == ["chrC"]
-    with pytest.raises(ConfigError, match="SequenceLengthWarmup shortens windows drawn from the genome, but data.bed"):
+    with pytest.warns(UserWarning, match="SequenceLengthWarmup is not applied: data.bed .* fixes every window"):
         data.length_warmup = SequenceLengthWarmup([{"epochs": 1, "window_length": 32, "batch_size": 8}])
+    assert data.length_warmup is None and data.training_window(64, 4) == (64, 4)
     bed.write_text("chrQ\t1\t10\tpos\n")
     with pytest.raises(DataError, match="chrQ"):
         read_bed(bed, CHROMS, 3)
