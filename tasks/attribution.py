@@ -190,6 +190,7 @@ def draw_logos(x: torch.Tensor, ism: np.ndarray, grad_x_input: np.ndarray, width
     for axis, values, label in ((axes[0], importance, "ISM importance"), (axes[1], grad_x_input, "gradient x input")):
         frame = pd.DataFrame(observed[window] * values[window, None], columns=list(BASES), index=range(start, start + len(observed[window])))
         logomaker.Logo(frame, ax=axis)
+        axis.set_xlim(start - 0.5, start + len(frame) - 0.5)  # the window, not the record from position 0
         axis.set_ylabel(label)
     axes[0].set_title(title)
     axes[1].set_xlabel("position (0-based)")

@@ -261,3 +261,17 @@ def test_bed_rows_are_explained_as_their_bases_and_a_record_too_long_is_one_line
         "most: ISM scores 3 mutants of the whole record per base (3 L^2 bases); explain a region of it (a BED row with "
         "--data.fasta)"]
     assert not list(tmp_path.glob("long*"))
+
+
+def test_a_logo_shows_its_window_not_the_record_from_position_0(tmp_path, monkeypatch):
+    import matplotlib.figure
+
+    from seqpipe.tasks.attribution import draw_logos
+
+    limits = []
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", lambda figure, *a, **k: limits.extend(ax.get_xlim() for ax in figure.axes))
+    x = torch.randint(1, 5, (1000,))
+    ism = np.zeros((1000, 3))
+    ism[500] = -1.0  # the most important position
+    draw_logos(x, ism, np.zeros(1000), 60, "r", tmp_path / "logo.png")
+    assert limits == [(469.5, 529.5), (469.5, 529.5)]
