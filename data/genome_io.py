@@ -157,7 +157,29 @@ def _usable_index(fasta: Path, index: Path, blocks: Path) -> bool:
     """Whether pyfaidx reads the ``index`` (and, for bgzip, ``blocks``) beside ``fasta`` without rewriting it:
     present and not older than the FASTA (pyfaidx rebuilds an older one in place)."""
     needed = [index, blocks] if compression(fasta) == "bgzip" else [index]
-    return all(path.exists() and path.stat().st_mtime >= fasta.stat().st_mtime for path in needed)
+    current = all(path.exists() and path.stat().st_mtime >= fasta.stat().st_mtime for path in needed)
+    return current and (compression(fasta) == "bgzip" or _index_fits(fasta, index))
+
+
+def _index_fits(fasta: Path, index: Path) -> bool:
+    """Whether each record of a plain FASTA's ``.fai`` starts where the index says: its header line (``>name``)
+    ends just before the offset, and the file holds the bases after it. An index left from an edited FASTA (a copy
+    that kept a newer time) fails, and is then made anew in the cache rather than read shifted."""
+    size = fasta.stat().st_size
+    try:
+        with open(index) as entries, open(fasta, "rb") as handle:
+            for entry in entries:
+                name, length, offset, line_bases, line_width = entry.split("\t")[:5]
+                length, offset, line_bases, line_width = int(length), int(offset), int(line_bases), int(line_width)
+                handle.seek(max(0, offset - 65536))
+                before = handle.read(offset - max(0, offset - 65536))
+                header = before.rstrip(b"\r\n").rsplit(b"\n", 1)[-1]
+                end = offset + (length // line_bases) * line_width + length % line_bases if line_bases else offset
+                if not before.endswith(b"\n") or header.split()[:1] != [b">" + name.encode()] or end > size:
+                    return False
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 class Track:

@@ -56,11 +56,14 @@ def test_an_index_beside_the_fasta_is_used_and_an_edited_fasta_indexed_anew(tmp_
     fasta.write_text(">chrZ\n" + sequences["chrA"][:100] + "\n")  # edited in place: the cached index must not be reused
     assert Genome(fasta, cache=tmp_path / "cache").chrom_sizes == {"chrZ": 100}
     beside = fasta.with_name(fasta.name + ".fai")
-    beside.write_text("chrY\t50\t6\t100\t101\n")  # the user's own index (samtools faidx) is the one read
-    assert Genome(fasta, cache=tmp_path / "cache").chrom_sizes == {"chrY": 50}
+    beside.write_text("chrZ\t50\t6\t100\t101\n")  # the user's own index (samtools faidx) is the one read
+    assert Genome(fasta, cache=tmp_path / "cache").chrom_sizes == {"chrZ": 50}
+    beside.write_text("chrZ\t50\t9\t100\t101\n")  # newer, but of another FASTA (offset 9): not read shifted
+    assert Genome(fasta, cache=tmp_path / "cache").chrom_sizes == {"chrZ": 100}
+    beside.write_text("chrZ\t50\t6\t100\t101\n")
     os.utime(beside, ns=(0, 0))  # older than the FASTA: pyfaidx would rewrite it, so the cache's is used instead
     assert Genome(fasta, cache=tmp_path / "cache").chrom_sizes == {"chrZ": 100}
-    assert beside.read_text() == "chrY\t50\t6\t100\t101\n" and beside.stat().st_mtime_ns == 0
+    assert beside.read_text() == "chrZ\t50\t6\t100\t101\n" and beside.stat().st_mtime_ns == 0
 
 
 def test_a_bgzip_fasta_with_a_fai_but_no_gzi_beside_it_gets_both_in_the_cache(tmp_path):
