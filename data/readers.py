@@ -22,6 +22,8 @@ import pandas as pd
 from seqpipe.errors import ConfigError, DataError
 
 FASTA_SUFFIXES = (".fa", ".fasta", ".fna", ".ffn", ".fas", ".fsa")
+#: a final suffix that names the compression, not the format (``promoter.fa.gz``)
+COMPRESSED_SUFFIXES = (".gz", ".bgz")
 TABLE_SEPARATORS = {".tsv": "\t", ".csv": ","}
 #: the column a table's record ids are read from when no id column is named
 DEFAULT_ID_COLUMN = "id"
@@ -297,7 +299,7 @@ def is_fasta_name(path: Path) -> bool:
 def _suffix(path: Path) -> str:
     """The format suffix, lower case, ignoring a final .gz or .bgz: ``a.TSV.gz`` -> ``.tsv``."""
     suffixes = [s.lower() for s in path.suffixes]
-    if suffixes and suffixes[-1] in (".gz", ".bgz"):
+    if suffixes and suffixes[-1] in COMPRESSED_SUFFIXES:
         suffixes.pop()
     return suffixes[-1] if suffixes else ""
 
@@ -305,7 +307,7 @@ def _suffix(path: Path) -> str:
 def _stem(path: Path) -> str:
     """``promoter.fa.gz`` (or ``.bgz``) -> ``promoter``."""
     name = path.name
-    for compressed in (".gz", ".bgz"):
+    for compressed in COMPRESSED_SUFFIXES:
         if name.lower().endswith(compressed):
             name = name[: -len(compressed)]
     return name[: -len(_suffix(path))]

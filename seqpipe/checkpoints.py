@@ -46,10 +46,9 @@ def newest_run_checkpoint(name: str, root: str | Path) -> Path:
     newest file."""
     versions = []
     for path in [*Path(root).glob(f"*/version_*/checkpoints/{name}.ckpt"), *Path(root).glob(f"checkpoints/version_*/{name}.ckpt")]:
-        version = path.parent.parent if path.parent.name == "checkpoints" else path.parent
-        number = re.fullmatch(r"version_(\d+)", version.name)
-        if number:
-            versions.append((int(number.group(1)), path.stat().st_mtime_ns, path))
+        number = _version_number(path.parent.parent if path.parent.name == "checkpoints" else path.parent)
+        if number is not None:
+            versions.append((number, path.stat().st_mtime_ns, path))
     if not versions:
         raise CheckpointError(
             f"--ckpt_path {name}: no {name}.ckpt under {root} (in */version_*/checkpoints or checkpoints/version_*; "
@@ -61,8 +60,14 @@ def newest_run_checkpoint(name: str, root: str | Path) -> Path:
 def unused_run_directory(root: Path) -> Path:
     """``root/version_N`` for the first N above every existing one: where a fit without a logger keeps its
     checkpoints, so that no run writes over an earlier one's."""
-    numbers = [int(m.group(1)) for p in root.glob("version_*") if (m := re.fullmatch(r"version_(\d+)", p.name))]
+    numbers = [number for path in root.glob("version_*") if (number := _version_number(path)) is not None]
     return root / f"version_{max(numbers, default=-1) + 1}"
+
+
+def _version_number(folder: Path) -> int | None:
+    """N of a run folder named ``version_N``, else None."""
+    number = re.fullmatch(r"version_(\d+)", folder.name)
+    return int(number.group(1)) if number else None
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -250,8 +255,7 @@ class LastCheckpoint(ModelCheckpoint):
     SIGTERM stops after a batch; Ctrl-C stops at once, mostly inside a batch, which the resumed run then trains again
     from its start (its data and the random states it started with). Either way the resumed run is bit-identical to
     an uninterrupted one, but for a Ctrl-C inside the optimizer's step and a stop inside a gradient-accumulation
-    window. A run stopped inside an epoch's validation
-    validates that epoch again when resumed."""
+    window. A run stopped inside an epoch's validation validates that epoch again when resumed."""
 
     def __init__(self, dirpath: Path | None = None):
         super().__init__(dirpath, filename="last", monitor=None, save_top_k=1, enable_version_counter=False)
@@ -268,9 +272,15 @@ class LastCheckpoint(ModelCheckpoint):
         self._save_checkpoint(trainer, path)
         if isinstance(exception, KeyboardInterrupt) and trainer.is_global_zero:
             caveat = f" (validating epoch {trainer.current_epoch} first)" if in_validation else ""
-            hint = (f"{path} resumes it (--ckpt_path last){caveat}" if Path(path).is_file() else
-                    "it stopped before training began, so there is nothing to resume: run it again")
-            print(f"seqpipe: fit stopped by Ctrl-C; {hint}", file=sys.stderr)
+            print(f"seqpipe: fit stopped by Ctrl-C; {self.resume_hint(caveat)}", file=sys.stderr)
+
+    def resume_hint(self, caveat: str = "") -> str:
+        """What a stopped fit tells its user: the ``last.ckpt`` that resumes it (``caveat`` after), or that it
+        stopped before writing one."""
+        path = Path(self.format_checkpoint_name({}))
+        if path.is_file():
+            return f"{path} resumes it (--ckpt_path last){caveat}"
+        return "it stopped before training began, so there is nothing to resume: run it again"
 
 
 def _batch_progress(trainer):

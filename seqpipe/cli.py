@@ -189,9 +189,7 @@ class SeqpipeCLI(LightningCLI):
     def _resume_hint(self, subcommand: str) -> str:
         last = next((c for c in self.trainer.checkpoint_callbacks if isinstance(c, LastCheckpoint)), None)
         if subcommand == "fit" and last is not None:
-            path = Path(last.format_checkpoint_name({}))
-            return (f"; {path} resumes it (--ckpt_path last)" if path.is_file() else
-                    "; it stopped before training began, so there is nothing to resume: run it again")
+            return f"; {last.resume_hint()}"
         return "; nothing was written" if subcommand == "predict" else ""
 
     def _trained_nothing(self) -> bool:
