@@ -308,6 +308,9 @@ class GenomeData(SplitDataModule):
             raise ConfigError("data.target 'track' needs data.track (a zarr store; see seqpipe track)")
         if self.target == "window_class" and (self.bed is None or self.label_column is None):
             raise ConfigError("data.target 'window_class' needs data.bed and data.label_column")
+        if self.label_column is not None and self.target != "window_class":
+            raise ConfigError(f"data.label_column reads a class per BED row for data.target 'window_class'; with "
+                              f"{self.target!r} it would be ignored: add --data.target window_class or drop it")
         if self.stream and self.predict_overlap:
             raise ConfigError("data.stream carries the state across windows, so they must not overlap: set predict_overlap 0")
         if self.reverse_complement_augment and self.target == "next_base":

@@ -50,6 +50,8 @@ SUBCLASS_KEYS = ("data", "model.backbone", "model.head", "model.backbone.block")
 INFERENCE_OPTIONS = ("chunk_size",)
 #: glibc mallopt settings of keep_freed_memory: M_MMAP_THRESHOLD (-3) 64 MiB, M_TRIM_THRESHOLD (-1) 128 MiB
 MALLOPT_SETTINGS = {-3: 64 << 20, -1: 128 << 20}
+#: environment variables through which a user sets glibc's malloc; any of them set, keep_freed_memory changes nothing
+MALLOC_SETTING_VARIABLES = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "GLIBC_TUNABLES")
 
 
 class SeqpipeCLI(LightningCLI):
@@ -316,9 +318,9 @@ def keep_freed_memory() -> bool:
     (MALLOPT_SETTINGS), rather than map such blocks anew, give them back when freed and fault their pages in again
     at the next allocation. A recipe's activations on the CPU are such blocks (an S4 layer's spectra at 64
     sequences of 500 bp: 16 MB each): an epoch of the DNA recipe on 2 cores took 4-5% less time, at 2-3% more
-    peak memory (bench/RESULTS.md). True where applied (glibc); elsewhere nothing changes. Results do not depend on
-    it."""
-    if platform.libc_ver()[0] != "glibc":
+    peak memory (bench/RESULTS.md). True where applied: glibc, and none of MALLOC_SETTING_VARIABLES set (a user's
+    own malloc settings stay in force). Results do not depend on it."""
+    if platform.libc_ver()[0] != "glibc" or any(name in os.environ for name in MALLOC_SETTING_VARIABLES):
         return False
     libc = ctypes.CDLL(None)
     return all(libc.mallopt(parameter, value) == 1 for parameter, value in MALLOPT_SETTINGS.items())

@@ -519,11 +519,17 @@ def test_synthetic_writes_a_whole_set_or_nothing_and_never_into_a_users_folder(t
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
-def test_the_command_keeps_freed_memory_with_glibc():
+def test_the_command_keeps_freed_memory_with_glibc_unless_the_user_set_malloc():
     """``seqpipe`` sets glibc's mmap and trim thresholds (keep_freed_memory): mallopt accepts every setting, in a
-    process of its own, where nothing else set them."""
+    process of its own, where nothing else set them; a user's MALLOC_MMAP_THRESHOLD_ stays in force."""
+    from seqpipe.cli import MALLOC_SETTING_VARIABLES
+
     code = "from seqpipe.cli import keep_freed_memory; print(keep_freed_memory())"
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "True\n"
+    environment = {name: value for name, value in os.environ.items() if name not in MALLOC_SETTING_VARIABLES}
+    for user_setting, applied in (({}, "True"), ({"MALLOC_MMAP_THRESHOLD_": "1048576"}, "False")):
+        run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                             env={**environment, **user_setting})
+        assert run.stdout == applied + "\n"
 
 
 @pytest.mark.parametrize("given,added", [([], True), (["lightning.pytorch.callbacks.EarlyStopping"], True),

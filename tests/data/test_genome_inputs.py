@@ -216,6 +216,8 @@ def test_bed_errors_name_the_file_and_line(genome, tmp_path):
     with pytest.raises(DataError, match=rf"^{bed}, line 2: strand \(column 6\) 'forward' must be"):
         GenomeData(fasta, target="window_class", bed=str(bed), label_column=3, window_length=10).setup("fit")
     bed.write_text("chrA\t10\t20\tpos\t0\t-\n")
+    with pytest.raises(ConfigError, match=r"data.label_column .* with 'next_base' it would be ignored"):
+        GenomeData(fasta, target="next_base", bed=str(bed), label_column=3, window_length=10).setup("fit")
     with pytest.raises(DataError, match=rf"^{bed}, line 1: strand '-' with data.target 'next_base'"):
         GenomeData(fasta, target="next_base", bed=str(bed), window_length=10).setup("fit")
     train, val = tmp_path / "train.bed", tmp_path / "val.bed"
