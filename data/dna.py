@@ -17,9 +17,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from seqpipe.contracts import DataInfo, TokenInput
 from seqpipe.data.base import SplitDataModule, check_options, stratified_holdout
-from seqpipe.data.genome import BED_NAME_COLUMN, is_bed, read_bed_records
+from seqpipe.data.genome import BED_NAME_COLUMN, read_bed_records
 from seqpipe.data.genome_io import Genome
-from seqpipe.data.readers import Record, labels_in_headers, number_shared_ids, read_records
+from seqpipe.data.readers import Record, is_bed, labels_in_headers, number_shared_ids, read_records
 from seqpipe.data.tokenizers import DNATokenizer
 from seqpipe.dna_alphabet import DNA_VOCAB
 from seqpipe.errors import ConfigError, DataError, location

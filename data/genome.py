@@ -121,11 +121,6 @@ class BedRow(NamedTuple):
     line: int
 
 
-def is_bed(path: str | Path) -> bool:
-    """Whether ``path`` names a BED file (``.bed``, or gzipped ``.bed.gz``)."""
-    return str(path).lower().endswith((".bed", ".bed.gz"))
-
-
 def read_bed(
     path: str | Path, chrom_sizes: dict[str, int], label_column: int | None = None, split_column: int | None = None
 ) -> list[BedRow]:

@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from seqpipe.contracts import DataInfo
 from seqpipe.data.base import SplitDataModule, check_options
 from seqpipe.data.genome_io import Genome
-from seqpipe.data.readers import FASTA_SUFFIXES, is_fasta_name, number_shared_ids, read_records
+from seqpipe.data.readers import FASTA_SUFFIXES, is_bed, is_fasta_name, number_shared_ids, read_records
 from seqpipe.data.samplers import GridWindowSampler, Interval, RandomWindowSampler, Window, check_window_length
 from seqpipe.data.tokenizers import DNATokenizer
 from seqpipe.dna_alphabet import BASES, N_ID, is_base, next_base_targets, reverse_complement_ids
@@ -215,6 +215,9 @@ class DNAPretrainData(SplitDataModule):
         tokenizer = DNATokenizer()
         names = []
         for number, path in enumerate(self.sequences):
+            if is_bed(path):
+                raise ConfigError(f"data.sequences {path} is a BED file: its rows are regions of a genome; pre-train "
+                                  "on the genome itself (data.fasta), or give the sequences as FASTA or a table")
             records = number_shared_ids(list(read_records(path, labelled=False, sequence_column=self.sequence_column)))
             for index, record in enumerate(records):  # the readers refuse empty records and files
                 tokens = tokenizer.encode_array(record.sequence, source=record.path, record=record.name, line=record.line_of)

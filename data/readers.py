@@ -292,8 +292,13 @@ def _is_gzip(path: Path) -> bool:
 
 
 def is_fasta_name(path: Path) -> bool:
-    """Whether the name of ``path`` is a FASTA file's (``.fa``, ``.fasta``, ``.fna``, optionally ``.gz``/``.bgz``)."""
+    """Whether the name of ``path`` is a FASTA file's (one of FASTA_SUFFIXES, optionally ``.gz``/``.bgz``)."""
     return _suffix(path) in FASTA_SUFFIXES
+
+
+def is_bed(path: str | Path) -> bool:
+    """Whether ``path`` names a BED file (``.bed``, optionally ``.gz``/``.bgz``)."""
+    return _suffix(Path(path)) == ".bed"
 
 
 def _suffix(path: Path) -> str:

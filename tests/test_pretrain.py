@@ -71,6 +71,10 @@ def test_pretrain_data_reads_genomes_and_classification_sequences(tmp_path):
     assert sum(int(b["lengths"].sum()) for b in val) == 2 * 180 + sum(
         data.contigs.chrom_sizes[i.chrom] for i in data.intervals["val"]["sequences"])
     assert genome.exists()
+    bed = tmp_path / "regions.bed"
+    bed.write_text("chr1\t0\t50\n")
+    with pytest.raises(ConfigError, match=rf"data.sequences {bed} is a BED file: .* pre-train on the genome itself"):
+        DNAPretrainData(fasta=[str(genome)], sequences=[str(bed)], window_length=64).setup("fit")
 
 
 def test_pretrain_reverse_complement_augment_reads_training_windows_from_both_strands(tmp_path):
