@@ -17,7 +17,7 @@ from seqpipe.data.genome_io import Genome
 from seqpipe.data.readers import FASTA_SUFFIXES, is_bed, is_fasta_name, number_shared_ids, read_records
 from seqpipe.data.samplers import GridWindowSampler, Interval, RandomWindowSampler, Window, check_window_length
 from seqpipe.data.tokenizers import DNATokenizer
-from seqpipe.dna_alphabet import BASES, N_ID, is_base, next_base_targets, reverse_complement_ids
+from seqpipe.dna_alphabet import BASE_IDS, BASES, N_ID, base_index, is_base, next_base_targets, reverse_complement_ids
 from seqpipe.errors import ConfigError, DataError
 
 Objective = Literal["masked", "next_base"]
@@ -62,10 +62,10 @@ def mask_bases(ids: torch.Tensor, fraction: float, generator: torch.Generator | 
     """
     chosen = (torch.rand(ids.shape, generator=generator) < fraction) & is_base(ids)
     roll = torch.rand(ids.shape, generator=generator)
-    random_bases = torch.randint(1, 5, ids.shape, generator=generator)
+    random_bases = torch.randint(BASE_IDS[0], BASE_IDS[-1] + 1, ids.shape, generator=generator)
     x = torch.where(chosen & (roll < 0.8), N_ID, ids)
     x = torch.where(chosen & (roll >= 0.8) & (roll < 0.9), random_bases, x)
-    return x, (ids - 1).clamp(0, 3), chosen
+    return x, base_index(ids).clamp(0, 3), chosen
 
 
 class PretrainWindowDataset(Dataset):

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from seqpipe.contracts import TokenInput
-from seqpipe.dna_alphabet import DNA_VOCAB, PAD_ID, reverse_complement_ids
+from seqpipe.dna_alphabet import DNA_VOCAB, PAD_ID, letters, reverse_complement_ids
 from seqpipe.errors import DataError
 
 _INVALID = 255
@@ -68,8 +68,7 @@ class DNATokenizer:
 
     def decode(self, ids: torch.Tensor) -> str:
         """ids (L,) -> the letters, padding dropped (ambiguity codes come back as N)."""
-        letters = list(self.vocab)
-        return "".join(letters[i] for i in ids.tolist() if i != self.pad_id)
+        return letters(ids)
 
     def reverse_complement(self, ids: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """ids (..., L) right-padded -> the reverse complement of each sequence, padding kept on the right.

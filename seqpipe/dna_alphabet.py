@@ -15,6 +15,8 @@ DNA_VOCAB = {"<pad>": 0, "A": 1, "C": 2, "G": 3, "T": 4, "N": 5}
 PAD_ID = DNA_VOCAB["<pad>"]
 #: the id of N, also what reads past a sequence's end give and what masked pre-training puts in a masked base
 N_ID = DNA_VOCAB["N"]
+#: the ids of BASES, in order: consecutive, from DNA_VOCAB["A"]
+BASE_IDS = tuple(DNA_VOCAB[base] for base in BASES)
 _COMPLEMENT_LETTER = {"<pad>": "<pad>", "A": "T", "C": "G", "G": "C", "T": "A", "N": "N"}
 #: the id of each id's complement: pad, A, C, G, T, N -> pad, T, G, C, A, N
 DNA_COMPLEMENT = [DNA_VOCAB[_COMPLEMENT_LETTER[token]] for token in DNA_VOCAB]
@@ -28,14 +30,26 @@ def reverse_complement(sequence: str) -> str:
 
 def is_base(ids):
     """Token ids (any shape; torch or numpy) -> where each is A, C, G or T (not padding, not N)."""
-    return (ids >= DNA_VOCAB["A"]) & (ids <= DNA_VOCAB["T"])
+    return (ids >= BASE_IDS[0]) & (ids <= BASE_IDS[-1])
+
+
+def base_index(ids):
+    """Token ids (any shape; torch or numpy) -> the index of each base in BASES (A 0 .. T 3); ids that are not
+    bases (padding, N) fall outside 0..3."""
+    return ids - BASE_IDS[0]
+
+
+def letters(ids) -> str:
+    """Token ids (L,) (torch, numpy or a list) -> their letters, padding dropped."""
+    names = list(DNA_VOCAB)
+    return "".join(names[i] for i in (ids.tolist() if hasattr(ids, "tolist") else ids) if i != PAD_ID)
 
 
 def next_base_targets(ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Token ids (L + 1,) of a window and the base after it -> (x (L,) the window, y (L,) the next base as 0..3,
     mask (L,) where that next base is A, C, G or T)."""
     following = ids[1:]
-    return ids[:-1], (following - DNA_VOCAB["A"]).clamp(0, 3), is_base(following)
+    return ids[:-1], base_index(following).clamp(0, 3), is_base(following)
 
 
 def reverse_valid(h: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:

@@ -37,16 +37,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from seqpipe.dna_alphabet import BASES, DNA_COMPLEMENT, DNA_VOCAB, reverse_valid
+from seqpipe.dna_alphabet import BASE_IDS, BASES, DNA_COMPLEMENT, DNA_VOCAB, reverse_valid
 from seqpipe.errors import ConfigError, DataError
 from seqpipe.outputs import Output, writing
 from seqpipe.tasks.dna_classification import DNASequenceClassification
-from seqpipe.tasks.model_scoring import (TOKENIZER, add_bed_genome_options, add_device_option, add_table_options, batches, class_probabilities,
+from seqpipe.tasks.model_scoring import (add_bed_genome_options, add_device_option, add_table_options, batches, class_probabilities,
                                          label_names, load_model, log_odds, predict_data, reads_both_strands,
                                          window_scores)
 from seqpipe.tool_io import run_tool, tool_parser
 
-BASE_IDS = torch.tensor([DNA_VOCAB[b] for b in BASES])
+#: BASE_IDS as a tensor, to index and compare token ids with
+BASE_ID_TENSOR = torch.tensor(BASE_IDS)
 #: the longest record explained: ISM's 3 L mutants of L bases are 3 x 10^8 bases at 10 kb (minutes on a CPU)
 LONGEST_EXPLAINED = 10_000
 
@@ -71,11 +72,11 @@ class Explainer:
         """One record's ids (L,) -> (L, 4): the score of every single-base mutant minus the record's score
         (0 at the record's own base, which is not scored again)."""
         length = len(x)
-        positions, bases = torch.nonzero(BASE_IDS[None, :] != x[:, None], as_tuple=True)
+        positions, bases = torch.nonzero(BASE_ID_TENSOR[None, :] != x[:, None], as_tuple=True)
 
         def mutants(part: slice) -> torch.Tensor:  # one batch at a time: all 3L of them would hold 3L x L ids
             batch = x.repeat(len(positions[part]), 1)
-            batch[torch.arange(len(batch)), positions[part]] = BASE_IDS[bases[part]]
+            batch[torch.arange(len(batch)), positions[part]] = BASE_ID_TENSOR[bases[part]]
             return batch
 
         with torch.no_grad():
@@ -89,10 +90,10 @@ class Explainer:
         """Ids (B, L) -> (gradient (B, L, 4) of the score w.r.t. the one-hot input, gradient x input (B, L))."""
         from captum.attr import InputXGradient, Saliency
 
-        one_hot = torch.nn.functional.one_hot(x.to(self.model.device), TOKENIZER.vocab_size).float().requires_grad_()
+        one_hot = torch.nn.functional.one_hot(x.to(self.model.device), len(DNA_VOCAB)).float().requires_grad_()
         gradient = Saliency(self._score_of_one_hot).attribute(one_hot, abs=False)
         grad_x_input = InputXGradient(self._score_of_one_hot).attribute(one_hot).sum(-1)
-        return gradient.detach().cpu()[..., BASE_IDS], grad_x_input.detach().cpu()
+        return gradient.detach().cpu()[..., BASE_ID_TENSOR], grad_x_input.detach().cpu()
 
     def _score_of_one_hot(self, one_hot: torch.Tensor) -> torch.Tensor:
         """one_hot (B, L, V) -> score (B,), differentiable in ``one_hot``: the encoder's output is replaced by
@@ -181,7 +182,7 @@ def draw_logos(x: torch.Tensor, ism: np.ndarray, grad_x_input: np.ndarray, width
     import matplotlib.pyplot as plt
     import pandas as pd
 
-    observed = (BASE_IDS[None, :] == x[:, None]).numpy()
+    observed = (BASE_ID_TENSOR[None, :] == x[:, None]).numpy()
     importance = -ism.sum(1) / 3
     centre = int(np.abs(importance).argmax())
     start = max(0, min(centre - width // 2, len(x) - width))

@@ -12,13 +12,9 @@ import torch
 import torch.nn.functional as F
 
 from seqpipe.contracts import DataInfo, TokenInput
-from seqpipe.dna_alphabet import BASES, DNA_VOCAB
+from seqpipe.dna_alphabet import base_index
 from seqpipe.errors import ConfigError
 from seqpipe.tasks.classification import SequenceClassification, pool
-
-#: the ids of A, C, G, T are consecutive (seqpipe.dna_alphabet), from this one
-_FIRST_BASE_ID = DNA_VOCAB[BASES[0]]
-
 
 def kmer_profile(x: torch.Tensor, k: int) -> torch.Tensor:
     """Token ids (B, L) -> L2-normalised counts of the 4**k k-mers of each row (B, 4**k), float.
@@ -29,7 +25,7 @@ def kmer_profile(x: torch.Tensor, k: int) -> torch.Tensor:
     batch, length = x.shape
     counts = torch.zeros(batch, 4**k, device=x.device)
     if length >= k:
-        windows = (x.long() - _FIRST_BASE_ID).unfold(1, k, 1)  # (B, L - k + 1, k)
+        windows = base_index(x.long()).unfold(1, k, 1)  # (B, L - k + 1, k)
         valid = ((windows >= 0) & (windows < 4)).all(-1)
         place = 4 ** torch.arange(k - 1, -1, -1, device=x.device)
         index = (windows.clamp(0, 3) * place).sum(-1)

@@ -18,13 +18,10 @@ import torch
 from seqpipe.checkpoints import load_trained_model
 from seqpipe.contracts import ChannelInput, TokenInput
 from seqpipe.data.dna import DNAClassificationData
-from seqpipe.data.tokenizers import DNATokenizer
-from seqpipe.dna_alphabet import reverse_complement_ids
+from seqpipe.dna_alphabet import DNA_VOCAB, reverse_complement_ids
 from seqpipe.dna_backbones import RCEquivariantBackbone
 from seqpipe.errors import CheckpointError, ConfigError
 from seqpipe.model import SequenceModel
-
-TOKENIZER = DNATokenizer()
 
 
 def load_model(
@@ -47,7 +44,7 @@ def load_model(
                           f"numbered from 0")
     model = load_trained_model(ckpt_path, trusted_modules).to(target)
     spec = model.data_info.input if model.data_info else None
-    if not isinstance(spec, TokenInput) or spec.vocab_size != DNATokenizer.vocab_size:
+    if not isinstance(spec, TokenInput) or spec.vocab_size != len(DNA_VOCAB):
         raise CheckpointError(f"--ckpt_path {ckpt_path}: a {type(model.head).__name__} model of {trained_input(spec)}; "
                               "the DNA tools (variants, explain, embed) need a model trained on DNA sequences")
     if chunk_size is not None:

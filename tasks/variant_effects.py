@@ -45,14 +45,13 @@ import torch
 
 from seqpipe.data.genome_io import Genome
 from seqpipe.data.readers import open_text
-from seqpipe.dna_alphabet import BASES, DNA_VOCAB
+from seqpipe.dna_alphabet import BASES, DNA_VOCAB, letters
 from seqpipe.errors import ConfigError, DataError
 from seqpipe.outputs import Output, writing
-from seqpipe.tasks.model_scoring import (TOKENIZER, add_device_option, batches, class_probabilities, label_names, load_model,
+from seqpipe.tasks.model_scoring import (add_device_option, batches, class_probabilities, label_names, load_model,
                                          log_odds, window_scores)
 from seqpipe.tool_io import run_tool, tool_parser
 
-BASE_IDS = {base: DNA_VOCAB[base] for base in BASES}
 SHOWN_MISMATCHES = 10
 
 
@@ -78,13 +77,13 @@ def check_allele(allele: Allele, genome: Genome) -> str | None:
         return "indel"
     if len(allele.ref) != 1:
         return "multi-base substitution"
-    if allele.alt.upper() not in BASE_IDS:
+    if allele.alt.upper() not in set(BASES):
         return "ALT is N"
     if allele.chrom not in genome.chrom_sizes:
         return "chromosome not in the FASTA"
     if not 0 <= allele.pos < genome.chrom_sizes[allele.chrom]:
         return "position past the chromosome end"
-    found = TOKENIZER.decode(torch.from_numpy(genome.read(allele.chrom, allele.pos, allele.pos + 1)).long())
+    found = letters(genome.read(allele.chrom, allele.pos, allele.pos + 1))
     if allele.ref.upper() != found:
         return f"REF {allele.ref} disagrees with the FASTA ({found})"
     return None
@@ -106,7 +105,7 @@ def score_alleles(
             ref_row = {key: i for i, key in enumerate(keys)}
             rows = [ref_row[a.chrom, a.pos] for a in group]
             alts = refs[rows].copy()
-            alts[:, centre] = [BASE_IDS[a.alt.upper()] for a in group]
+            alts[:, centre] = [DNA_VOCAB[a.alt.upper()] for a in group]
             probs = class_probabilities(model, torch.from_numpy(np.concatenate([refs, alts])).long())
             scores = window_scores(probs, span).numpy()
             ref_scores.append(scores[:len(keys)][rows])

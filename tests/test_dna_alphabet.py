@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 
 from seqpipe.data.tokenizers import DNATokenizer
-from seqpipe.dna_alphabet import BASES, DNA_COMPLEMENT, DNA_VOCAB, reverse_complement, reverse_complement_ids, reverse_valid
+from seqpipe.dna_alphabet import (BASE_IDS, BASES, DNA_COMPLEMENT, DNA_VOCAB, base_index, is_base, letters, reverse_complement,
+                                  reverse_complement_ids, reverse_valid)
 
 PAIRS = {"A": "T", "C": "G", "G": "C", "T": "A", "N": "N"}  # written out here, not taken from the module
 
@@ -15,6 +16,14 @@ def test_complement_ids_follow_the_base_pairs():
     for base, pair in PAIRS.items():
         assert DNA_COMPLEMENT[DNA_VOCAB[base]] == DNA_VOCAB[pair]
     assert list(BASES) == [token for token in DNA_VOCAB if token in "ACGT"]
+
+
+def test_base_ids_indices_and_letters_agree_with_the_vocabulary():
+    ids = torch.tensor([DNA_VOCAB[token] for token in ["<pad>", "A", "C", "G", "T", "N"]])
+    assert BASE_IDS == (1, 2, 3, 4) and base_index(torch.tensor(BASE_IDS)).tolist() == [0, 1, 2, 3]
+    assert is_base(ids).tolist() == [False, True, True, True, True, False]
+    assert not ((base_index(ids) >= 0) & (base_index(ids) < 4))[~is_base(ids)].any()
+    assert letters(ids) == "ACGTN" == letters(ids.tolist()) == DNATokenizer().decode(DNATokenizer().encode("ACGTN"))
 
 
 def test_reverse_complement_of_letters():
