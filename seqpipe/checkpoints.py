@@ -28,6 +28,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from seqpipe.contracts import RewindableLoader
+from seqpipe.dna_alphabet import DNA_COMPLEMENT
 from seqpipe.errors import CheckpointError
 
 #: names ``--ckpt_path`` resolves to a file of the newest run
@@ -36,6 +37,8 @@ RUN_CHECKPOINTS = ("best", "last")
 TRUSTED_PACKAGES = ("seqpipe", "torch", "lightning", "torchmetrics")
 #: head arguments an earlier seqpipe saved under another name: old name -> (today's name, old value -> today's)
 RENAMED_HEAD_ARGUMENTS = {"strand_average": ("strands", {True: "average", False: "forward"})}
+#: backbone arguments an earlier seqpipe took, with the one value it could hold (the DNA complement is fixed)
+RETIRED_BACKBONE_ARGUMENTS = {"complement": (None, DNA_COMPLEMENT)}
 #: how a zip archive, and so every checkpoint ``torch.save`` writes, begins
 ZIP_SIGNATURE = b"PK\x03\x04"
 
@@ -106,10 +109,16 @@ def why_unreadable(path: str | Path, error: Exception) -> str:
 
 def model_hparams(path: str | Path, checkpoint: dict[str, Any]) -> dict[str, Any]:
     """The model arguments a checkpoint was saved with, as today's classes take them: Lightning's
-    ``_instantiator`` dropped, and head arguments an earlier seqpipe named otherwise (:data:`RENAMED_HEAD_ARGUMENTS`)
-    renamed, each said in one printed line. Old values this version cannot map are left for the one-line
-    "arguments do not fit" error."""
+    ``_instantiator`` dropped; backbone arguments an earlier seqpipe took, where they hold the one value that is
+    now built in (:data:`RETIRED_BACKBONE_ARGUMENTS`), dropped; head arguments an earlier seqpipe named otherwise
+    (:data:`RENAMED_HEAD_ARGUMENTS`) renamed, each said in one printed line. Old values this version cannot map are
+    left for the one-line "arguments do not fit" error."""
     hparams = {key: value for key, value in (checkpoint.get("hyper_parameters") or {}).items() if key != "_instantiator"}
+    backbone = hparams.get("backbone")
+    backbone_args = backbone.get("init_args") if isinstance(backbone, dict) else None
+    if isinstance(backbone_args, dict):
+        retired = {key for key, value in backbone_args.items() if value in RETIRED_BACKBONE_ARGUMENTS.get(key, ())}
+        hparams["backbone"] = {**backbone, "init_args": {k: v for k, v in backbone_args.items() if k not in retired}}
     head = hparams.get("head")
     init_args = head.get("init_args") if isinstance(head, dict) else None
     if not isinstance(init_args, dict):

@@ -63,9 +63,8 @@ def reverse_valid(h: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor
     return h.gather(1, source.view(*source.shape, *[1] * (h.dim() - 2)).expand_as(h))
 
 
-def reverse_complement_ids(ids: torch.Tensor, lengths: torch.Tensor | None, complement: list[int] | None = None) -> torch.Tensor:
+def reverse_complement_ids(ids: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
     """Token ids (B, L), right-padded -> the reverse complement of each row's valid part, in ``ids``' dtype.
-    ``lengths`` (B,): each row's valid length (None: the whole row, padding included, is flipped);
-    ``complement``: the id of each id's complement (default :data:`DNA_COMPLEMENT`)."""
-    table = torch.tensor(DNA_COMPLEMENT if complement is None else complement, device=ids.device)
+    ``lengths`` (B,): each row's valid length (None: the whole row, padding included, is flipped)."""
+    table = torch.tensor(DNA_COMPLEMENT, device=ids.device)
     return reverse_valid(table[ids.long()].to(ids.dtype), lengths)

@@ -49,7 +49,6 @@ class BidirectionalBackbone(WholeWindowsOnly, Backbone):
         strand_average: at evaluation (not in training), average the features of the sequence with the
             position-reversed features of its reverse complement — test-time augmentation over both strands
             for strand-symmetric per-base tasks.
-        complement: the complement of each token id (default: :data:`DNA_COMPLEMENT`).
     """
 
     def __init__(
@@ -60,20 +59,18 @@ class BidirectionalBackbone(WholeWindowsOnly, Backbone):
         dropout: float = 0.0,
         vocab_size: int | None = None,
         strand_average: bool = False,
-        complement: list[int] | None = None,
     ):
         super().__init__(
             d_model=d_model, n_layers=n_layers, block=lambda d: BidirectionalMixer(block(d), block(d)),
             dropout=dropout, vocab_size=vocab_size,
         )
         self.strand_average = strand_average
-        self.complement = complement or DNA_COMPLEMENT
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """x (B, L) token ids -> features (B, L, d_model)."""
         features = super().forward(x, lengths)
         if self.strand_average and not self.training:
-            other_strand = super().forward(reverse_complement_ids(x, lengths, self.complement), lengths)
+            other_strand = super().forward(reverse_complement_ids(x, lengths), lengths)
             features = (features + reverse_valid(other_strand, lengths)) / 2
         return features
 
@@ -82,10 +79,10 @@ class RCEmbedding(nn.Module):
     """Token ids (B, L) -> (B, L, 2E): the embedding of each base beside the channel-reversed embedding of
     its complement, one table shared by both strands."""
 
-    def __init__(self, vocab_size: int, half_width: int, complement: list[int]):
+    def __init__(self, vocab_size: int, half_width: int):
         super().__init__()
         self.embedding = nn.Embedding(vocab_size, half_width, padding_idx=0)
-        self.register_buffer("complement", torch.tensor(complement), persistent=False)
+        self.register_buffer("complement", torch.tensor(DNA_COMPLEMENT), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.cat([self.embedding(x), self.embedding(self.complement[x]).flip(-1)], dim=-1)
@@ -136,7 +133,6 @@ class RCEquivariantBackbone(WholeWindowsOnly, Backbone):
         output: "equivariant" features, or "invariant" ones — the mean of the features and their channel
             reversal, so the reverse complement gives the same features at reversed positions (for
             strand-symmetric per-base tasks such as a coding mask, with any head).
-        complement: the complement of each token id (default: :data:`DNA_COMPLEMENT`).
     """
 
     def __init__(
@@ -147,13 +143,11 @@ class RCEquivariantBackbone(WholeWindowsOnly, Backbone):
         dropout: float = 0.0,
         vocab_size: int | None = None,
         output: Literal["equivariant", "invariant"] = "equivariant",
-        complement: list[int] | None = None,
     ):
         if d_model % 2:
             raise ConfigError(f"RCEquivariantBackbone: d_model must be even (half per strand), got {d_model}")
         if output not in ("equivariant", "invariant"):
             raise ConfigError(f"RCEquivariantBackbone: output must be 'equivariant' or 'invariant', got {output!r}")
-        self.complement = complement or DNA_COMPLEMENT
         super().__init__(d_model=d_model, n_layers=0, dropout=dropout, vocab_size=vocab_size)
         self.layers = nn.ModuleList(RCResidualBlock(d_model, block(d_model // 2), dropout) for _ in range(n_layers))
         self.norm = RCNorm(d_model)
@@ -162,7 +156,10 @@ class RCEquivariantBackbone(WholeWindowsOnly, Backbone):
     def set_input(self, vocab_size: int | None = None, d_input: int | None = None, sample_rate: float | None = None) -> None:
         if vocab_size is None or d_input is not None or sample_rate is not None:
             raise ConfigError("RCEquivariantBackbone takes DNA token ids (vocab_size), not real-valued inputs")
-        self.encoder = RCEmbedding(vocab_size, self.d_model // 2, self.complement)
+        if vocab_size != len(DNA_COMPLEMENT):
+            raise ConfigError(f"RCEquivariantBackbone takes DNA token ids (a vocabulary of {len(DNA_COMPLEMENT)}, "
+                              f"seqpipe.dna_alphabet), not a vocabulary of {vocab_size}")
+        self.encoder = RCEmbedding(vocab_size, self.d_model // 2)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """x (B, L) token ids -> features (B, L, d_model)."""

@@ -383,6 +383,22 @@ def test_checkpoint_saved_with_strand_average_is_read_as_strands(dataset, run, t
     assert load_trained_model(old).head.strands == strands
 
 
+def test_a_retired_backbone_argument_is_dropped_only_where_it_holds_the_built_in_value():
+    """An earlier seqpipe's ``complement`` argument of the DNA backbones held the fixed DNA complement (or None):
+    dropped then; another table is left for the "arguments do not fit" error."""
+    from seqpipe.checkpoints import model_hparams
+    from seqpipe.dna_alphabet import DNA_COMPLEMENT
+
+    def saved(complement):
+        backbone = {"class_path": "seqpipe.dna_backbones.RCEquivariantBackbone", "init_args": {"d_model": 8, "complement": complement}}
+        return model_hparams("old.ckpt", {"hyper_parameters": {"backbone": backbone, "lr": 0.01}})
+
+    for built_in in (None, list(DNA_COMPLEMENT)):
+        assert saved(built_in) == {"backbone": {"class_path": "seqpipe.dna_backbones.RCEquivariantBackbone",
+                                                "init_args": {"d_model": 8}}, "lr": 0.01}
+    assert saved([0, 1, 2, 3, 4, 5])["backbone"]["init_args"]["complement"] == [0, 1, 2, 3, 4, 5]
+
+
 def test_prediction_path_that_is_a_directory_fails_before_anything_runs(dataset, run, tmp_path, capsys):
     (tmp_path / "taken").mkdir()
     args = predict_args(dataset, "best", tmp_path / "p.csv")

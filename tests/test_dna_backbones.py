@@ -8,7 +8,7 @@ from functools import partial
 import pytest
 import torch
 
-from seqpipe.dna_alphabet import DNA_COMPLEMENT, reverse_complement_ids, reverse_valid
+from seqpipe.dna_alphabet import reverse_complement_ids, reverse_valid
 from seqpipe.backbone import Backbone, position_reading_ahead
 from seqpipe.contracts import TokenInput
 from seqpipe.dna_backbones import BidirectionalBackbone, MotifBackbone, RCEquivariantBackbone
@@ -63,7 +63,7 @@ def test_rc_equivariance_is_exact(kind):
     x = tokens(1)
     with torch.no_grad():
         features = model(x)
-        features_rc = model(reverse_complement_ids(x, None, DNA_COMPLEMENT))
+        features_rc = model(reverse_complement_ids(x, None))
     assert features.abs().max() > 0.1
     torch.testing.assert_close(features_rc, features.flip(1).flip(-1), rtol=0, atol=1e-12)
 
@@ -76,7 +76,7 @@ def test_rc_equivariance_with_right_padding(kind):
     x = padded(tokens(2), lengths)
     with torch.no_grad():
         features = model(x, lengths)
-        features_rc = model(reverse_complement_ids(x, lengths, DNA_COMPLEMENT), lengths)
+        features_rc = model(reverse_complement_ids(x, lengths), lengths)
     expected = reverse_valid(features, lengths).flip(-1)
     for row, n in enumerate(lengths.tolist()):
         torch.testing.assert_close(features_rc[row, :n], expected[row, :n], rtol=0, atol=1e-12)
@@ -87,7 +87,7 @@ def test_rc_invariant_output_is_the_same_on_both_strands():
     model = RCEquivariantBackbone(16, 2, block_factory("s4"), vocab_size=6, output="invariant").double().eval()
     x = tokens(3)
     with torch.no_grad():
-        torch.testing.assert_close(model(reverse_complement_ids(x, None, DNA_COMPLEMENT)), model(x).flip(1), rtol=0, atol=1e-12)
+        torch.testing.assert_close(model(reverse_complement_ids(x, None)), model(x).flip(1), rtol=0, atol=1e-12)
 
 
 def test_rc_backbone_shares_parameters_between_strands():
@@ -95,6 +95,8 @@ def test_rc_backbone_shares_parameters_between_strands():
     model = RCEquivariantBackbone(16, 1, block_factory("s4"), vocab_size=6)
     mixer = sum(p.numel() for p in model.layers[0].mixer.parameters())
     assert mixer == plain  # one half-width block serves both strands
+    with pytest.raises(ConfigError, match="takes DNA token ids .* not a vocabulary of 25"):
+        RCEquivariantBackbone(16, 1, block_factory("s4"), vocab_size=25)
 
 
 @pytest.mark.parametrize("kind", BLOCKS)
@@ -130,7 +132,7 @@ def test_strand_average_makes_the_output_strand_symmetric():
     x = tokens(6)
     with torch.no_grad():
         averaged = model(x)
-        torch.testing.assert_close(model(reverse_complement_ids(x, None, DNA_COMPLEMENT)), averaged.flip(1), rtol=0, atol=1e-12)
+        torch.testing.assert_close(model(reverse_complement_ids(x, None)), averaged.flip(1), rtol=0, atol=1e-12)
         model.train()
         assert not torch.allclose(model(x), averaged)  # training sees one strand only
 

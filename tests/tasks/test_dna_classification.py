@@ -11,7 +11,7 @@ import torch
 
 from seqpipe.backbone import Backbone
 from seqpipe.data.tokenizers import DNATokenizer
-from seqpipe.dna_alphabet import DNA_COMPLEMENT, reverse_complement_ids
+from seqpipe.dna_alphabet import reverse_complement_ids
 from seqpipe.dna_backbones import MotifBackbone
 from seqpipe.errors import ConfigError
 from seqpipe.model import SequenceModel
@@ -57,7 +57,7 @@ def test_both_strands_get_one_prediction_and_padding_changes_nothing(pooling, km
     x = torch.nn.utils.rnn.pad_sequence(records, batch_first=True)
     lengths = torch.tensor([30, 11])
     logits = model({"x": x, "lengths": lengths})
-    rc = model({"x": reverse_complement_ids(x, lengths, DNA_COMPLEMENT), "lengths": lengths})
+    rc = model({"x": reverse_complement_ids(x, lengths), "lengths": lengths})
     torch.testing.assert_close(rc, logits, rtol=0, atol=1e-10)
     alone = torch.cat([model({"x": r[None], "lengths": torch.tensor([len(r)])}) for r in records])
     torch.testing.assert_close(alone, logits, rtol=0, atol=1e-10)
@@ -72,7 +72,7 @@ def test_strand_pair_is_one_linear_layer_over_the_pooled_features_of_both_strand
     records = [torch.randint(1, 5, (n,)) for n in (30, 11)]
     x = torch.nn.utils.rnn.pad_sequence(records, batch_first=True)
     lengths = torch.tensor([30, 11])
-    rc = reverse_complement_ids(x, lengths, DNA_COMPLEMENT)
+    rc = reverse_complement_ids(x, lengths)
 
     def pooled(tokens):  # (B, 2 * 8 + 16): what the head reads of one strand, by plain loops over the records
         features = backbone(tokens, lengths)

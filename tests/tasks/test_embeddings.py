@@ -10,7 +10,7 @@ import zarr
 
 from dna_tool_fixtures import FORECASTER, RC_PER_BASE, SERIES_INFO, write_checkpoint, write_fasta
 from seqpipe.data.tokenizers import DNATokenizer
-from seqpipe.dna_alphabet import DNA_COMPLEMENT, reverse_complement_ids
+from seqpipe.dna_alphabet import reverse_complement_ids
 from seqpipe.tasks.embeddings import main, sequence_embeddings
 
 MOTIF_CLASSIFIER = {
@@ -53,7 +53,7 @@ def test_padding_changes_no_embedding(tmp_path, config):
 def test_both_strands_gives_a_sequence_and_its_reverse_complement_one_embedding(tmp_path):
     model = write_checkpoint(tmp_path / "m.ckpt", MOTIF_CLASSIFIER, ["a", "b"]).double()
     x = random_ids(torch.Generator().manual_seed(2), 50)[None]
-    rc = reverse_complement_ids(x, None, DNA_COMPLEMENT)
+    rc = reverse_complement_ids(x, None)
     torch.testing.assert_close(sequence_embeddings(model, rc, both_strands=True),
                                sequence_embeddings(model, x, both_strands=True), rtol=0, atol=1e-10)
     assert not torch.allclose(sequence_embeddings(model, rc), sequence_embeddings(model, x))
