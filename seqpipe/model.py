@@ -176,9 +176,9 @@ class SequenceModel(L.LightningModule):
     def _start_from_pretrained(self) -> None:
         """``fit`` only: load the ``pretrained`` backbone, unless the fit resumes (``resuming``: the checkpoint holds
         every weight, so the pre-trained file is not read); freeze the backbone when asked."""
-        if self.hparams.get("pretrained") and self.trainer.state.fn == "fit" and not self.resuming:
+        if self.hparams.pretrained and self.trainer.state.fn == "fit" and not self.resuming:
             report_loaded(self.hparams.pretrained, load_backbone_weights(self.backbone, self.hparams.pretrained))
-        if self.hparams.get("freeze_backbone"):
+        if self.hparams.freeze_backbone:
             self.backbone.requires_grad_(False)
 
     def forward(self, batch: dict[str, Any]) -> Any:
@@ -187,7 +187,7 @@ class SequenceModel(L.LightningModule):
         return self.head.merge_views([self._forward_view(view) for view in views])
 
     def _forward_view(self, batch: dict[str, Any]) -> Any:
-        lengths, chunk_size = batch.get("lengths"), self.hparams.get("chunk_size")
+        lengths, chunk_size = batch.get("lengths"), self.hparams.chunk_size
         given = self.head.backbone_input(batch)
         if not (isinstance(given, tuple) and len(given) == 2):
             raise ConfigError(f"{type(self.head).__name__}.backbone_input must return (inputs, context), context None "
@@ -241,7 +241,7 @@ class SequenceModel(L.LightningModule):
     def _features(self, inputs: torch.Tensor, lengths: torch.Tensor | None, continues: torch.Tensor | None) -> torch.Tensor:
         """Backbone features: of the whole window, chunk by chunk (``chunk_size``), or continuing the state the
         previous batch left when the data streams one sequence window by window (``continues`` (B,) bool)."""
-        chunk_size = self.hparams.get("chunk_size")
+        chunk_size = self.hparams.chunk_size
         if continues is not None:
             if bool(continues.any()) and (self._stream_state is None or not bool(continues.all())):
                 raise ConfigError("a streamed batch continues a sequence the previous batch did not end in: stream with batch size 1")
@@ -249,7 +249,7 @@ class SequenceModel(L.LightningModule):
             features, self._stream_state = chunked_forward(self.backbone, inputs, chunk_size or inputs.shape[1], state=state)
             return features
         if chunk_size and inputs.shape[1] > chunk_size:
-            return chunked_forward(self.backbone, inputs, chunk_size, self.hparams.get("checkpoint_chunks", False))[0]
+            return chunked_forward(self.backbone, inputs, chunk_size, self.hparams.checkpoint_chunks)[0]
         return self.backbone(inputs, lengths)
 
     def _batch_size(self, batch: dict[str, Any]) -> int:
@@ -285,8 +285,8 @@ class SequenceModel(L.LightningModule):
         return self.head.predictions(self(batch), batch, self.data_info)
 
     def configure_optimizers(self):
-        lr, scale = self.hparams.lr, self.hparams.get("backbone_lr_scale", 1.0)
-        warmup_epochs = self.hparams.get("head_warmup_epochs", 0)
+        lr, scale = self.hparams.lr, self.hparams.backbone_lr_scale
+        warmup_epochs = self.hparams.head_warmup_epochs
         # groups (backbone at its own lr?, no weight decay?): decayed first; the backbone apart when its lr differs
         apart = scale != 1.0 or warmup_epochs > 0
         in_backbone = {id(param) for param in self.backbone.parameters()} if apart else set()
@@ -364,7 +364,7 @@ class SequenceModel(L.LightningModule):
         if remaining is None or max_epochs is None or max_epochs < 0 or batches == math.inf:
             return
         first = timer.time_elapsed()
-        fit = max(1 + int(remaining // max(first, 1e-9)), self.hparams.get("head_warmup_epochs", 0) + 1)
+        fit = max(1 + int(remaining // max(first, 1e-9)), self.hparams.head_warmup_epochs + 1)
         epochs = self.trainer.strategy.broadcast(fit, src=0)  # rank 0's count, so that every process stops together
         if epochs >= max_epochs:
             return
