@@ -16,11 +16,13 @@ import hashlib
 import os
 import shutil
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 from lightning.pytorch.utilities import rank_zero_info
 
+from seqpipe.data.readers import compression
 from seqpipe.data.tokenizers import DNATokenizer
 from seqpipe.dna_alphabet import N_ID
 from seqpipe.errors import DataError
@@ -35,14 +37,14 @@ def cache_dir(override: str | Path | None = None) -> Path:
     return Path.home() / ".cache" / "seqpipe" / "genomes"
 
 
-def compression(path: Path) -> str:
-    """"bgzip", "gzip" or "none", from the file's first bytes (BGZF: gzip with a ``BC`` extra subfield)."""
-    with open(path, "rb") as handle:
-        head = handle.read(18)
-    if head[:2] != b"\x1f\x8b":
-        return "none"
-    has_extra = len(head) >= 4 and head[3] & 4
-    return "bgzip" if has_extra and head[12:14] == b"BC" else "gzip"
+def padded_read(size: int, start: int, end: int, read: Callable[[int, int], np.ndarray]) -> np.ndarray:
+    """Token ids (end - start,) uint8 of [start, end) on a sequence of ``size`` bases, N where the range leaves
+    [0, size); ``read(lo, hi)`` gives the ids of the part [lo, hi) inside it."""
+    ids = np.full(end - start, N_ID, dtype=np.uint8)
+    lo, hi = max(start, 0), min(end, size)
+    if lo < hi:
+        ids[lo - start:hi - start] = read(lo, hi)
+    return ids
 
 
 def cache_key(path: Path) -> str:
@@ -131,15 +133,12 @@ class Genome:
             self._fasta = None
 
     def read(self, chrom: str, start: int, end: int) -> np.ndarray:
+        """Token ids (end - start,) uint8 of ``chrom``'s bases [start, end), 0-based; positions off it are N."""
         size = self.chrom_sizes.get(chrom)
         if size is None:
             raise DataError(self.source, f"no chromosome {chrom!r} (it has {list(self.chrom_sizes)[:5]}...)")
-        ids = np.full(end - start, N_ID, dtype=np.uint8)
-        lo, hi = max(start, 0), min(end, size)
-        if lo < hi:
-            letters = self._handle()[chrom][lo:hi]
-            ids[lo - start:hi - start] = self._tokenizer.encode_array(letters, source=self.source, record=chrom, offset=lo)
-        return ids
+        return padded_read(size, start, end, lambda lo, hi: self._tokenizer.encode_array(
+            self._handle()[chrom][lo:hi], source=self.source, record=chrom, offset=lo))
 
     def check_letters(self, block: int = 1 << 24) -> None:
         """Read the whole genome once, ``block`` bases at a time, so that a character that is no nucleotide

@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from seqpipe.contracts import DataInfo
 from seqpipe.data.base import SplitDataModule, check_options
-from seqpipe.data.genome_io import Genome
+from seqpipe.data.genome_io import Genome, padded_read
 from seqpipe.data.readers import FASTA_SUFFIXES, is_bed, is_fasta_name, number_shared_ids, read_records
 from seqpipe.data.samplers import GridWindowSampler, Interval, RandomWindowSampler, Window, check_window_length
 from seqpipe.data.tokenizers import DNATokenizer
@@ -48,9 +48,7 @@ class Contigs:
         genome, chrom = self._where[contig]
         if genome is not None:
             return genome.read(chrom, start, end)
-        ids = np.full(end - start, N_ID, dtype=np.uint8)
-        ids[: max(0, min(end, len(chrom)) - start)] = chrom[start:end]
-        return ids
+        return padded_read(len(chrom), start, end, lambda lo, hi: chrom[lo:hi])
 
 
 def mask_bases(ids: torch.Tensor, fraction: float, generator: torch.Generator | None = None):

@@ -209,7 +209,7 @@ def read_table(
     try:
         table = pd.read_csv(
             path, sep=TABLE_SEPARATORS[kind], dtype=str, keep_default_na=False, na_filter=False,
-            skip_blank_lines=False, compression="gzip" if _is_gzip(path) else None,
+            skip_blank_lines=False, compression="gzip" if compression(path) != "none" else None,
         )
     except pd.errors.EmptyDataError:
         raise DataError(path, "the file is empty") from None
@@ -283,12 +283,17 @@ def _finish_fasta_record(path: Path, header: str, line: int, chunks: list[str]) 
 
 def open_text(path: Path) -> IO[str]:
     """The file as text (UTF-8), gunzipped when its content is gzip, whatever its name."""
-    return gzip.open(path, "rt", encoding="utf-8") if _is_gzip(path) else open(path, encoding="utf-8")
+    return gzip.open(path, "rt", encoding="utf-8") if compression(path) != "none" else open(path, encoding="utf-8")
 
 
-def _is_gzip(path: Path) -> bool:
+def compression(path: Path) -> str:
+    """"bgzip", "gzip" or "none", from the file's first bytes (BGZF: gzip with a ``BC`` extra subfield)."""
     with open(path, "rb") as handle:
-        return handle.read(2) == _GZIP_MAGIC
+        head = handle.read(18)
+    if head[:2] != _GZIP_MAGIC:
+        return "none"
+    has_extra = len(head) >= 4 and head[3] & 4
+    return "bgzip" if has_extra and head[12:14] == b"BC" else "gzip"
 
 
 def is_fasta_name(path: Path) -> bool:
