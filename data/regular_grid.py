@@ -31,6 +31,12 @@ class RegularSeries:
     unsorted_rows: int = 0
 
 
+def usual_step(steps: np.ndarray) -> int:
+    """Differences (T - 1,) between successive timestamps, in ns -> the most common one (the smallest of a tie)."""
+    distinct, counts = np.unique(steps, return_counts=True)
+    return int(distinct[counts.argmax()])
+
+
 def regularise(path, times: pd.DatetimeIndex, values: np.ndarray) -> RegularSeries:
     """times (T,) in any order, values (T, C) float64 -> the series on its regular grid (see the module)."""
     frame = pd.DataFrame(values, index=times).groupby(level=0, sort=True).mean()
@@ -38,8 +44,7 @@ def regularise(path, times: pd.DatetimeIndex, values: np.ndarray) -> RegularSeri
     if len(stamps) < 3:
         raise DataError(path, f"only {len(stamps)} distinct timestamps: a regular grid needs at least 3")
     steps = np.diff(stamps)
-    distinct, counts = np.unique(steps, return_counts=True)
-    step = int(distinct[counts.argmax()])
+    step = usual_step(steps)
     off_grid = np.flatnonzero((stamps - stamps[0]) % step)
     if off_grid.size:
         row = int(off_grid[0])

@@ -29,7 +29,7 @@ import pandas as pd
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from seqpipe.data.readers import check_fields_match_header
-from seqpipe.data.regular_grid import regularise
+from seqpipe.data.regular_grid import regularise, usual_step
 from seqpipe.errors import ConfigError, DataError
 
 FillPolicy = Literal["ffill", "interpolate"]
@@ -470,17 +470,16 @@ def _infer_frequency(path: Path, times: pd.DatetimeIndex, lines: np.ndarray | No
     freq = pd.infer_freq(times)
     if freq is not None:
         return freq
-    values, counts = np.unique(steps, return_counts=True)
-    usual = values[counts.argmax()]
+    usual = usual_step(steps)
     row = int(np.flatnonzero(steps != usual)[0]) + 1
-    expected = times[row - 1] + pd.Timedelta(int(usual), "ns")
+    expected = times[row - 1] + pd.Timedelta(usual, "ns")
     on_grid = (times.asi8[row] - times.asi8[0]) % usual == 0
     advice = ("set data.irregular resample (with data.fill) to insert missing steps" if on_grid else
               "it is off the grid of that step from the first row: correct or remove it (data.irregular resample "
               "repairs only duplicates and gaps)")
     raise DataError(
         path, f"irregular timestamps: {_row_name(row, lines)} is at {times[row]}, but the series steps by "
-        f"{pd.Timedelta(int(usual), 'ns')} (expected {expected}); {advice}"
+        f"{pd.Timedelta(usual, 'ns')} (expected {expected}); {advice}"
     )
 
 
