@@ -199,7 +199,7 @@ def infer_tables(options) -> None:
 def print_traces(options) -> None:
     """Memory at each of ``--lengths`` while streaming the longest, with views of the outputs kept and with copies."""
     longest = max(options.lengths)
-    print(f"\n| block | outputs kept as | L so far | VmRSS (MB) | VmHWM (MB) | malloc in use (MB) | malloc free, kept (MB) |")
+    print("\n| block | outputs kept as | L so far | VmRSS (MB) | VmHWM (MB) | malloc in use (MB) | malloc free, kept (MB) |")
     print("|---|---|---|---|---|---|---|")
     for block in options.blocks:
         for mode, kept in (("trace-views", "views"), ("trace", "copies")):

@@ -132,6 +132,11 @@ class Output:
         return (marker.get("size"), marker.get("mtime_ns")) == (stat.st_size, stat.st_mtime_ns)
 
 
+def run_directory(trainer) -> Path:
+    """Where a run of ``trainer`` writes outputs not given a path: its logger's version folder, else its root."""
+    return Path(trainer.log_dir or trainer.default_root_dir)
+
+
 def claim_all(outputs: Iterable[Output]) -> None:
     """Check every output, then claim them: a refused path fails before any ``partial`` is made or removed."""
     outputs = list(outputs)

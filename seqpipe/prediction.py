@@ -9,7 +9,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities import rank_zero_info
 
 from seqpipe.errors import ConfigError
-from seqpipe.outputs import Output
+from seqpipe.outputs import Output, run_directory
 
 
 class PredictionWriter(BasePredictionWriter):
@@ -41,7 +41,7 @@ class PredictionWriter(BasePredictionWriter):
         others = [c for c in trainer.callbacks if isinstance(c, BasePredictionWriter) and c is not self]
         if others and self.path is None:
             return None
-        return Path(self.path) if self.path else Path(trainer.log_dir or trainer.default_root_dir) / "predictions.csv"
+        return Path(self.path) if self.path else run_directory(trainer) / "predictions.csv"
 
     def setup(self, trainer, pl_module, stage: str) -> None:
         """Claim the output before any prediction is made: a user's file at the path stops the run here."""

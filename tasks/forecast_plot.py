@@ -9,7 +9,7 @@ import pandas as pd
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info
 
-from seqpipe.outputs import Output
+from seqpipe.outputs import Output, run_directory
 from seqpipe.prediction import PredictionWriter
 from seqpipe.tasks.forecasting import batch_times
 
@@ -96,4 +96,4 @@ class ForecastPlot(Callback):
             csv = callback.target_for(trainer) if isinstance(callback, PredictionWriter) else None
             if csv is not None:
                 return csv.with_suffix(".png")
-        return Path(trainer.log_dir or trainer.default_root_dir) / "predictions.png"
+        return run_directory(trainer) / "predictions.png"

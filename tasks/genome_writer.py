@@ -13,15 +13,13 @@ E. coli, billions for a human genome); ``--prediction.path small.csv`` asks for 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities import rank_zero_info
 
 from seqpipe.errors import ConfigError
-from seqpipe.outputs import Output, claim_all
+from seqpipe.outputs import Output, claim_all, run_directory
 from seqpipe.tasks.bigwig_writer import write_bigwig
 
 CHUNK = 1 << 20
@@ -170,7 +168,7 @@ class GenomePredictionWriter(BasePredictionWriter):
         score = self.score or names[-1]
         if score not in names:
             raise ConfigError(f"GenomePredictionWriter: score {score!r} is not a class of the model ({names})")
-        run_dir = Path(trainer.log_dir or trainer.default_root_dir)
+        run_dir = run_directory(trainer)
         self._outputs = (
             Output(self.zarr_path or run_dir / "genome_predictions.zarr", "genome predictions zarr", zarr=True),
             Output(self.bedgraph_path or run_dir / "genome_predictions.bedgraph", "genome predictions bedGraph"),

@@ -69,7 +69,7 @@ def test_fit_names_its_checkpoints_and_best_last_resolve_to_the_newest_run(datas
                 "--trainer.default_root_dir", root)
     out = capfd.readouterr().out
     newest = root / "lightning_logs" / "version_1" / "checkpoints"
-    assert f"best checkpoint (val/acc " in out and f"{newest / 'best.ckpt'}" in out
+    assert "best checkpoint (val/acc " in out and f"{newest / 'best.ckpt'}" in out
     assert f"last checkpoint: {newest / 'last.ckpt'}" in out
 
     seqpipe(*predict_args(dataset, "best", root / "predictions.csv"))

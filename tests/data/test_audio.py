@@ -156,8 +156,8 @@ def bad_input_cases(tmp_path):
     sf.write(empty_clip / "b" / "silent.wav", np.zeros(0, np.float32), 8000)
     empty_folder = write_class_folders(tmp_path / "empty_folder", rng, per_class=2, classes=("a", "b"))
     (empty_folder / "c").mkdir()
-    (tmp_path / "missing.csv").write_text(f"path,label\ngood/a/0.wav,a\ngood/a/nope.wav,a\n")
-    (tmp_path / "bad_split.csv").write_text(f"path,label,split\ngood/a/0.wav,a,train\ngood/b/0.wav,b,holdout\n")
+    (tmp_path / "missing.csv").write_text("path,label\ngood/a/0.wav,a\ngood/a/nope.wav,a\n")
+    (tmp_path / "bad_split.csv").write_text("path,label,split\ngood/a/0.wav,a,train\ngood/b/0.wav,b,holdout\n")
     del good
     return {
         "corrupt": (corrupt, "broken.wav: cannot read audio header"),

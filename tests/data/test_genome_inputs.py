@@ -11,7 +11,6 @@ import pandas as pd
 import pyBigWig
 import pytest
 import torch
-import zarr
 
 from dna_tool_fixtures import needs_proc, open_files_under
 from genome_fixtures import write_genome, write_gff
