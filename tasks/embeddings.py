@@ -1,6 +1,7 @@
 """seqpipe embed: one vector per DNA sequence from a trained or pre-trained model, written to zarr.
 
-    seqpipe embed --ckpt_path RUN/checkpoints/best.ckpt --input seqs.fa --output embeddings.zarr [--chunk_size 65536]
+    seqpipe embed --ckpt_path RUN/lightning_logs/version_0/checkpoints/best.ckpt --input seqs.fa --output embeddings.zarr \\
+        [--chunk_size 65536] [--both_strands] [--device cuda]
 
 Any checkpoint of a DNA model works — a classifier from ``configs/dna_classify.yaml`` or a backbone from
 ``configs/dna_pretrain.yaml``: its head is not used. Each sequence's embedding is the mean of the backbone's
@@ -24,7 +25,7 @@ from seqpipe.dna_alphabet import reverse_complement_ids
 from seqpipe.errors import ConfigError
 from seqpipe.model import SequenceModel, longest_record
 from seqpipe.outputs import Output, writing
-from seqpipe.tasks.model_scoring import add_bed_genome_options, add_table_options, load_model, predict_data
+from seqpipe.tasks.model_scoring import add_bed_genome_options, add_device_option, add_table_options, load_model, predict_data
 from seqpipe.tool_io import run_tool, tool_parser
 
 
@@ -45,12 +46,11 @@ def sequence_embeddings(model: SequenceModel, x: torch.Tensor, lengths: torch.Te
 
 
 def embed(options: argparse.Namespace) -> None:
+    """``seqpipe embed`` with its parsed ``options`` (see :func:`parser`)."""
     if options.batch_size < 1:
         raise ConfigError(f"--batch_size must be >= 1, got {options.batch_size}")
-    if options.chunk_size is not None and options.chunk_size < 1:
-        raise ConfigError(f"--chunk_size must be >= 1, got {options.chunk_size}")
     output = Output(options.output, "embeddings zarr", zarr=True)
-    model = load_model(options.ckpt_path, trusted_modules=options.trust_module)
+    model = load_model(options.ckpt_path, options.chunk_size, options.trust_module, options.device)
     data = predict_data(model, options.input, options, options.batch_size, input_option="--input")  # before the output is claimed
     records = data.splits["predict"]
     with writing(output) as (partial,):
@@ -62,9 +62,9 @@ def embed(options: argparse.Namespace) -> None:
                                      chunks=(min(max(len(records.ids), 1), 4096), model.backbone.d_model), dtype="float32")
         start = 0
         for batch in data.predict_dataloader():
-            values = sequence_embeddings(model, batch["x"], batch["lengths"], options.chunk_size, options.both_strands,
-                                         longest_record(batch))
-            vectors[start:start + len(values)] = values.float().numpy()
+            values = sequence_embeddings(model, batch["x"].to(model.device), batch["lengths"].to(model.device),
+                                         options.chunk_size, options.both_strands, longest_record(batch))
+            vectors[start:start + len(values)] = values.float().cpu().numpy()
             start += len(values)
         ids = group.create_array("id", shape=(len(records.ids),), dtype=str)  # variable-length UTF-8
         ids[:] = np.array(records.ids, dtype=object)
@@ -80,6 +80,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--both_strands", action="store_true", help="average each sequence's and its reverse complement's embedding")
     add_table_options(p)
     add_bed_genome_options(p, "--input")
+    add_device_option(p)
     return p
 
 

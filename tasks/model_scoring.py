@@ -1,5 +1,5 @@
 """Scoring DNA with a trained model outside Lightning's loops, for the genomics tools (``seqpipe variants``,
-``seqpipe explain``): the model from its checkpoint, class probabilities averaged over both strands, and one
+``seqpipe explain``, ``seqpipe embed``): the model from its checkpoint, class probabilities averaged over both strands, and one
 score per class for a whole window.
 
 A *sequence* model (e.g. :class:`seqpipe.tasks.classification.SequenceClassification`) gives one probability
@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from seqpipe.checkpoints import load_trained_model
+from seqpipe.chunked import check_chunk_size
 from seqpipe.contracts import ChannelInput, TokenInput
 from seqpipe.data.dna import DNAClassificationData
 from seqpipe.dna_alphabet import DNA_VOCAB, reverse_complement_ids
@@ -48,6 +49,7 @@ def load_model(
         raise CheckpointError(f"--ckpt_path {ckpt_path}: a {type(model.head).__name__} model of {trained_input(spec)}; "
                               "the DNA tools (variants, explain, embed) need a model trained on DNA sequences")
     if chunk_size is not None:
+        check_chunk_size(model.backbone, chunk_size, "--chunk_size")
         model.hparams["chunk_size"] = chunk_size
     return model
 

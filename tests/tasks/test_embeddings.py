@@ -60,7 +60,7 @@ def test_both_strands_gives_a_sequence_and_its_reverse_complement_one_embedding(
 
 
 @pytest.mark.parametrize("config", [MOTIF_CLASSIFIER, PRETRAINING], ids=["classifier", "pre-trained"])
-def test_embed_writes_one_vector_per_record_with_the_ids_in_input_order(tmp_path, config):
+def test_embed_writes_one_vector_per_record_with_the_ids_in_input_order(tmp_path, config, capsys):
     rng = np.random.default_rng(3)
     records = [(f"seq{k}", "".join(rng.choice(list("ACGT"), n))) for k, n in enumerate((90, 12, 55))]
     fasta = write_fasta(tmp_path / "in.fa", records)
@@ -76,6 +76,9 @@ def test_embed_writes_one_vector_per_record_with_the_ids_in_input_order(tmp_path
     # run again: seqpipe's own output is replaced
     assert main(["--ckpt_path", str(ckpt), "--input", str(fasta), "--output", str(out)]) == 0
     assert not (tmp_path / "emb.zarr.partial").exists()
+    assert main(["--ckpt_path", str(ckpt), "--input", str(fasta), "--output", str(tmp_path / "e.zarr"), "--chunk_size", "0"]) == 2
+    assert capsys.readouterr().err.endswith("--chunk_size must be positive, got 0\n")
+    assert not (tmp_path / "e.zarr").exists()
 
 
 def test_embed_refuses_a_users_path_and_a_bad_record_before_writing(tmp_path, capsys):
