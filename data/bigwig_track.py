@@ -20,6 +20,7 @@ NO_DATA = -1
 
 
 def is_bigwig(path: str | Path) -> bool:
+    """Whether ``path`` is a file that begins as a bigWig does (its magic number), whatever its name."""
     path = Path(path)
     if not path.is_file():
         return False

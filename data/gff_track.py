@@ -177,6 +177,7 @@ def build_track(gff: str | Path, fasta: str | Path, out: str | Path, features: l
 
 
 def write_track(options) -> None:
+    """``seqpipe track`` with the options :func:`main` parsed: the store, and a line of counts."""
     counts = build_track(options.gff, options.fasta, options.out, options.feature)
     total = sum(counts.values())
     print(f"wrote {options.out}: " + ", ".join(f"{name} {n} bases ({n / total:.1%})" for name, n in counts.items()))

@@ -222,6 +222,7 @@ class ListWindowSampler(Sampler[Window]):
 
 
 def check_window_length(window_length: int) -> int:
+    """``window_length``, refused outside [1, MAX_WINDOW_LENGTH]."""
     if not 0 < window_length <= MAX_WINDOW_LENGTH:
         raise ConfigError(f"window_length must be in [1, {MAX_WINDOW_LENGTH}], got {window_length}")
     return window_length

@@ -484,10 +484,12 @@ def _infer_frequency(path: Path, times: pd.DatetimeIndex, lines: np.ndarray | No
 
 
 def check_fill(fill: str | None) -> None:
+    """Refuse a ``data.fill`` other than null, 'ffill' or 'interpolate'."""
     if fill not in (None, "ffill", "interpolate"):
         raise ConfigError(f"data.fill must be null, 'ffill' or 'interpolate', got {fill!r}")
 
 
 def check_irregular(irregular: str) -> None:
+    """Refuse a ``data.irregular`` other than 'error' or 'resample'."""
     if irregular not in ("error", "resample"):
         raise ConfigError(f"data.irregular must be 'error' or 'resample', got {irregular!r}")

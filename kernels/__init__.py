@@ -1,6 +1,7 @@
 """Pure tensor operations behind the seqpipe blocks.
 
-Each op has a float64-checkable reference twin (``*_ref``), fast paths, and one dispatcher.
+The scans and convolutions have a float64-checkable reference twin (``*_ref``), fast paths, and one dispatcher
+(the depthwise causal convolution, one PyTorch call, is its own reference).
 Nothing here imports Lightning or anything above this layer.
 """
 

@@ -52,13 +52,27 @@ def chunked_forward(
     return torch.cat(outputs, dim=1), state
 
 
+def valid_positions(lengths: torch.Tensor, start: int, stop: int, device: torch.device) -> torch.Tensor:
+    """Whether each of the positions start..stop-1 lies within each row's ``lengths`` (B,): (B, stop - start) bool."""
+    return torch.arange(start, stop, device=device)[None, :] < lengths.to(device)[:, None]
+
+
 def valid_mean(features: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
     """features (B, L, D), lengths (B,) or None (all positions valid) -> the mean over each row's valid positions
     (B, D), ignoring right padding: what :func:`chunked_mean` computes chunk by chunk."""
     if lengths is None:
         return features.mean(1)
-    valid = torch.arange(features.shape[1], device=features.device)[None, :] < lengths.to(features.device)[:, None]
+    valid = valid_positions(lengths, 0, features.shape[1], features.device)
     return (features * valid[..., None]).sum(1) / lengths.to(features.device)[:, None].to(features.dtype)
+
+
+def valid_max(features: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
+    """features (B, L, D), lengths (B,) or None (all positions valid) -> the maximum over each row's valid positions
+    (B, D), ignoring right padding: what :func:`chunked_mean_max` computes chunk by chunk."""
+    if lengths is None:
+        return features.amax(1)
+    valid = valid_positions(lengths, 0, features.shape[1], features.device)
+    return features.masked_fill(~valid[..., None], float("-inf")).amax(1)
 
 
 def chunked_mean(module: StreamingModule, x: torch.Tensor, lengths: torch.Tensor | None, chunk_size: int) -> torch.Tensor:
@@ -79,7 +93,7 @@ def chunked_mean_max(module: StreamingModule, x: torch.Tensor, lengths: torch.Te
     total, peak, position = None, None, 0  # position: of the outputs, which a strided front end makes fewer than the inputs
     for start in range(0, x.shape[1], chunk_size):
         y, state = module.forward_chunk(x[:, start:start + chunk_size], state)
-        valid = (torch.arange(position, position + y.shape[1], device=y.device)[None, :] < lengths.to(y.device)[:, None])[..., None]
+        valid = valid_positions(lengths, position, position + y.shape[1], y.device)[..., None]
         part = (y * valid).sum(1)
         total, position = part if total is None else total + part, position + y.shape[1]
         if with_max:

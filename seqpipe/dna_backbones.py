@@ -1,8 +1,9 @@
-"""DNA-aware backbones: bidirectional, and reverse-complement equivariant by parameter sharing.
+"""DNA-aware backbones: a motif front end before a causal stack (streams), bidirectional, and reverse-complement
+equivariant by parameter sharing.
 
-Both see the whole window (one scan runs backwards), so neither can stream: their ``initial_state``,
-``forward_chunk`` and ``step`` raise a :class:`~seqpipe.errors.ConfigError`; predict long sequences with
-overlapping windows (``GenomeData(predict_overlap=...)``) instead.
+The bidirectional and RC-equivariant backbones see the whole window (one scan runs backwards), so they cannot
+stream: their ``initial_state``, ``forward_chunk`` and ``step`` raise a :class:`~seqpipe.errors.ConfigError`;
+predict long sequences with overlapping windows (``GenomeData(predict_overlap=...)``) instead.
 
 Reverse complement of a hidden sequence ``h`` (B, L, D) means reversing the valid positions *and* the
 channels (Caduceus, Schiff et al. 2024): channel ``i`` of one strand is channel ``D - 1 - i`` of the other.

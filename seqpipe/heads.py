@@ -78,6 +78,8 @@ class TaskHead(nn.Module):
         raise NotImplementedError
 
     def loss(self, outputs: Any, batch: dict[str, Any]) -> torch.Tensor:
+        """The training objective: this head's ``forward`` outputs and the batch (its targets, masks) -> a scalar
+        tensor, averaged over the batch's targets."""
         raise NotImplementedError
 
     def metrics(self) -> MetricCollection:
@@ -85,6 +87,8 @@ class TaskHead(nn.Module):
         raise NotImplementedError
 
     def update_metrics(self, metrics: MetricCollection, outputs: Any, batch: dict[str, Any]) -> None:
+        """Add one validation/test batch to ``metrics`` (a clone of :meth:`metrics`): the outputs of ``forward``
+        against the batch's targets."""
         raise NotImplementedError
 
     def predictions(self, outputs: Any, batch: dict[str, Any], data_info: DataInfo) -> pd.DataFrame:

@@ -15,6 +15,7 @@ from seqpipe.kernels.s4d import (
 from seqpipe.kernels.s4_dplr import (
     DenseSSM, conjugate_pairs, dense_ssm_chunk, dense_ssm_step, discretize_dplr, dplr_init, dplr_kernel,
 )
+from seqpipe.chunked import valid_positions
 from seqpipe.errors import ConfigError
 from seqpipe.streaming import StreamingModule, cannot_stream, no_weight_decay
 
@@ -122,7 +123,7 @@ class S4Block(StreamingModule):
         """x (B, L, H), lengths (B,) of right-padded inputs -> (B, L, H); padding never reaches valid positions."""
         u = x.transpose(1, 2)  # (B, H, L), the kernel layout
         if lengths is not None:
-            valid = torch.arange(u.shape[-1], device=u.device) < lengths.to(u.device)[:, None]
+            valid = valid_positions(lengths, 0, u.shape[-1], u.device)
             u = u * valid[:, None, :].to(u.dtype)  # the anti-causal kernel would read padded positions
         K = self._kernel(u.shape[-1])
         y = fft_conv(u, K[0], self.D, bidirectional_k=K[1] if self.bidirectional else None)

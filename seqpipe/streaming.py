@@ -28,12 +28,16 @@ class StreamingModule(nn.Module):
     steps_per_output = 1
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """x (B, L, D), right-padded to ``lengths`` (B,; None: all valid) -> y (B, L, D), the whole sequence."""
         raise NotImplementedError
 
     def initial_state(self, batch_size: int, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> State:
+        """The state before the first token of ``batch_size`` sequences: what ``forward_chunk`` and ``step`` carry."""
         raise NotImplementedError
 
     def forward_chunk(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        """x (B, T, D), the next T tokens after ``state`` -> (y (B, T, D), the state after them); over any split
+        of a sequence into chunks, equal to ``forward`` of the whole."""
         raise NotImplementedError
 
     def step(self, x_t: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:

@@ -1,4 +1,5 @@
-"""Plumbing shared by the command-line tools (``seqpipe variants``, ``explain``, ``bigwig``, ``track``):
+"""Plumbing shared by the command-line tools (``seqpipe variants``, ``explain``, ``embed``, ``bigwig``, ``track``,
+``synthetic``):
 their argument parser (usage from the module docstring; the checkpoint options of the DNA tools), and
 :func:`run_tool`, which turns a :class:`~seqpipe.errors.SeqpipeError` into one ``seqpipe: error:`` line and exit
 code 2. Their outputs go through :func:`seqpipe.outputs.writing` (written under ``<path>.partial``, renamed

@@ -2,7 +2,7 @@
 
     seqpipe explain --ckpt_path CKPT --data.predict X.fa --out PREFIX [--target CLASS] [--span START:END] [--top 10] [--device cuda]
 
-For each FASTA record the explained score is the log-odds of the ``--target`` class's probability (default:
+For each record (any input ``seqpipe predict`` takes) the explained score is the log-odds of the ``--target`` class's probability (default:
 the last class) as ``predict`` gives it: the model's own pass over the record as given, which reads its reverse
 complement too where the head does (``strands`` "average" or "pair"); a per-base model's probability is first
 averaged over the positions
@@ -128,6 +128,7 @@ def _replaced_output(module: torch.nn.Module, make_output):
 
 
 def explain(options: argparse.Namespace) -> None:
+    """``seqpipe explain`` with its parsed ``options`` (see :func:`parser`)."""
     out = Path(options.out)
     paths = [out.with_name(out.name + ".npz"), out.with_name(out.name + ".logos")]
     outputs = [Output(paths[0], "attribution arrays file"), Output(paths[1], "attribution logos folder", folder=True)]
@@ -201,6 +202,7 @@ def draw_logos(x: torch.Tensor, ism: np.ndarray, grad_x_input: np.ndarray, width
 
 
 def parse_span(text: str | None) -> tuple[int, int] | None:
+    """``--span START:END`` (0-based, end excluded) -> (start, end); None stays None."""
     if text is None:
         return None
     start, _, end = text.partition(":")
@@ -210,6 +212,7 @@ def parse_span(text: str | None) -> tuple[int, int] | None:
 
 
 def safe_name(text: str) -> str:
+    """A record id as a file name: characters other than letters, digits and ``._-`` replaced, at most 80."""
     return "".join(c if c.isalnum() or c in "._-" else "_" for c in text)[:80]
 
 

@@ -76,6 +76,7 @@ def _add_runs(handle, chrom: str, size: int, first_bin: int, values: np.ndarray,
 
 
 def convert(options: argparse.Namespace) -> None:
+    """``seqpipe bigwig`` with the options :func:`main` parsed."""
     with writing(Output(options.out, "genome predictions bigWig")) as (partial,):
         write_bigwig(options.zarr, partial, options.score)
     print(f"wrote {options.out}")

@@ -137,7 +137,7 @@ class SequenceClassification(TaskHead):
         metrics.update(outputs.float().softmax(-1), batch["y"])
 
     def predictions(self, outputs: torch.Tensor, batch: dict[str, Any], data_info: DataInfo) -> pd.DataFrame:
-        """Columns: id, predicted label, ``prob_<class>`` for each class."""
+        """Logits (B, K) -> one row per sequence: id, predicted label, ``prob_<class>`` for each class."""
         probs = outputs.detach().float().softmax(-1).cpu().numpy()
         names = list(data_info.label_names)
         frame = pd.DataFrame({"id": batch_ids(batch, len(probs)), "label": [names[i] for i in probs.argmax(1)]})

@@ -11,6 +11,7 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 
+from seqpipe.chunked import valid_max
 from seqpipe.contracts import DataInfo, TokenInput
 from seqpipe.dna_alphabet import base_index
 from seqpipe.errors import ConfigError
@@ -81,7 +82,7 @@ class DNASequenceClassification(SequenceClassification):
     def forward(self, features: torch.Tensor, lengths: torch.Tensor | None, batch: dict[str, Any]) -> torch.Tensor:
         """features (B, L, D), lengths (B,) -> logits (B, n_classes); k-mers are counted on ``batch["x"]`` (B, L)."""
         if self.mean_max_pooled:
-            return self.forward_pooled(pool(features, lengths, "mean"), max_pool(features, lengths), batch)
+            return self.forward_pooled(pool(features, lengths, "mean"), valid_max(features, lengths), batch)
         return self._classify(pool(features, lengths, self.pooling), batch)
 
     def forward_pooled(self, mean: torch.Tensor, peak: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
@@ -96,9 +97,3 @@ class DNASequenceClassification(SequenceClassification):
         return self.view_classifier(batch)(pooled)
 
 
-def max_pool(features: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
-    """features (B, L, D) -> the maximum over each row's valid positions (B, D), right padding ignored."""
-    if lengths is None:
-        return features.amax(1)
-    valid = torch.arange(features.shape[1], device=features.device)[None, :] < lengths.to(features.device)[:, None]
-    return features.masked_fill(~valid[..., None], float("-inf")).amax(1)

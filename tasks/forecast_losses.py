@@ -43,7 +43,7 @@ class ForecastLoss(nn.Module):
         return params * scale[..., None] + shift[..., None]
 
     def forward(self, params: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """The training loss, a scalar averaged over every forecast value."""
+        """Parameters (..., P) and targets (...) -> the training loss, a scalar averaged over every forecast value."""
         raise NotImplementedError(f"{type(self).__name__} must define its training loss")
 
     def to_prediction(self, params: torch.Tensor) -> torch.Tensor:

@@ -100,6 +100,7 @@ def predict_data(model: SequenceModel, path: str, options: argparse.Namespace, b
 
 
 def label_names(model: SequenceModel) -> list[str]:
+    """The class names ``model`` was trained on; one error line for a model without classes."""
     return model.data_info.classes("the DNA tools")
 
 

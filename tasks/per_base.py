@@ -55,7 +55,8 @@ class PerBaseClassification(TaskHead):
         return self.classifier(self.dropout(features))
 
     def loss(self, outputs: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
-        """Cross-entropy averaged over the masked positions of the batch."""
+        """Logits (B, L, K) -> cross-entropy against ``batch["y"]`` (B, L), averaged over the positions where
+        ``batch["mask"]`` (B, L) is set."""
         mask = batch["mask"]
         return F.cross_entropy(outputs[mask].float(), batch["y"][mask].long())
 

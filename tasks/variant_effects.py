@@ -229,6 +229,7 @@ def info_key(kind: str, name: str) -> str:
 
 
 def score_vcf(options: argparse.Namespace) -> None:
+    """``seqpipe variants`` with its parsed ``options`` (see :func:`parser`)."""
     out = Path(options.out)
     paths = [out.with_name(out.name + suffix) for suffix in (".tsv", ".vcf.gz", ".skipped.tsv")]
     if options.window < 1:

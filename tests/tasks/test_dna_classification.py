@@ -10,13 +10,14 @@ import pytest
 import torch
 
 from seqpipe.backbone import Backbone
+from seqpipe.chunked import valid_max
 from seqpipe.data.tokenizers import DNATokenizer
 from seqpipe.dna_alphabet import reverse_complement_ids
 from seqpipe.dna_backbones import MotifBackbone
 from seqpipe.errors import ConfigError
 from seqpipe.model import SequenceModel
 from seqpipe.s4 import S4Block
-from seqpipe.tasks.dna_classification import DNASequenceClassification, kmer_profile, max_pool
+from seqpipe.tasks.dna_classification import DNASequenceClassification, kmer_profile
 
 TOKENS = DNATokenizer()
 DNA_INFO = {"vocab_size": 6, "tokenizer": "dna", "label_names": ["no", "yes"]}
@@ -39,12 +40,12 @@ def test_kmer_profile_counts_like_the_string_reference_and_skips_n_and_padding(k
     torch.testing.assert_close(profile, expected)
 
 
-def test_max_pool_ignores_padding():
+def test_valid_max_ignores_padding():
     features = torch.randn(2, 6, 3)
     lengths = torch.tensor([6, 2])
     padded = features.clone()
     padded[1, 2:] = 100.0
-    torch.testing.assert_close(max_pool(padded, lengths), torch.stack([features[0].amax(0), features[1, :2].amax(0)]))
+    torch.testing.assert_close(valid_max(padded, lengths), torch.stack([features[0].amax(0), features[1, :2].amax(0)]))
 
 
 @pytest.mark.parametrize("pooling,kmer_size", [("mean_max", 3), ("max", 0), ("mean", 4)])
