@@ -40,7 +40,7 @@ test-slow: install
 
 demo: install
 	rm -rf $(DEMO_DIR) $(DEMO_RUN)
-	$(BIN)/seqpipe synthetic dna-motifs --out $(DEMO_DIR)/dna --seed 0 --n-train 1200 --length 100
+	$(BIN)/seqpipe synthetic dna-motifs --out $(DEMO_DIR)/dna --seed 0 --n_train 1200 --length 100
 	$(BIN)/seqpipe fit --config configs/demo.yaml --data.train $(DEMO_DIR)/dna/train \
 		--data.test $(DEMO_DIR)/dna/test --trainer.default_root_dir $(DEMO_RUN)
 	$(BIN)/seqpipe test --config configs/demo.yaml --data.train $(DEMO_DIR)/dna/train \
