@@ -6,13 +6,19 @@ For every single-base substitution (each ALT of a record separately) the model s
 and the alternate window centred on the variant (the variant at index ``window // 2``; an odd window makes the
 two strands mirror images), each as the mean of both strands. A per-base model's score of a class is its
 probability averaged over the central ``--span`` positions (default: the whole window); a sequence model has
-one score per window, and ``--span`` is an error there. Written:
+one score per window, and ``--span`` is an error there.
+
+A DNA language model (``NextBaseLM``, ``MaskedBaseLM``: pre-training checkpoints) scores zero-shot, as one
+log-likelihood ratio ``llr`` in nats, the mean of both strands: a next-base model, log P(alternate window) - log
+P(reference window), the sum over the variant's base and every base after it (the bases before it are predicted
+alike in both); a masked model, log P(ALT) - log P(REF) at the variant's position, masked, given the rest of the
+window. Negative: the model finds the alternate less likely. Written:
 
 * ``PREFIX.tsv``: chrom, pos (1-based, as in the VCF), ref, alt, id, then per class ``diff_<class>`` (alt - ref
-  probability) and ``log_odds_<class>`` (log-odds of alt minus log-odds of ref);
+  probability) and ``log_odds_<class>`` (log-odds of alt minus log-odds of ref), or a language model's ``llr``;
 * ``PREFIX.vcf.gz``: the input records with these scores in INFO (``SEQPIPE_DIFF_<class>``,
-  ``SEQPIPE_LOG_ODDS_<class>``, one value per ALT, ``.`` for an ALT not scored); a record with an ALT that was not
-  scored also gets ``SEQPIPE_SKIPPED``, one reason per ALT (``.`` for a scored one);
+  ``SEQPIPE_LOG_ODDS_<class>``, or ``SEQPIPE_LLR``, one value per ALT, ``.`` for an ALT not scored); a record with an
+  ALT that was not scored also gets ``SEQPIPE_SKIPPED``, one reason per ALT (``.`` for a scored one);
 * ``PREFIX.skipped.tsv``: every allele not scored and why: an indel, a multi-base substitution, a symbolic or
   missing ALT, a chromosome the FASTA lacks, or a REF that disagrees with the FASTA (never scored). The count of
   each reason is printed, and each record whose REF disagrees is named once on stderr (the first 10; the rest
@@ -45,14 +51,20 @@ import torch
 
 from seqpipe.data.genome_io import Genome
 from seqpipe.data.readers import open_text
-from seqpipe.dna_alphabet import BASES, DNA_VOCAB, letters
+from seqpipe.dna_alphabet import BASES, DNA_COMPLEMENT, DNA_VOCAB, N_ID, base_index, is_base, letters, reverse_complement_ids
 from seqpipe.errors import ConfigError, DataError
 from seqpipe.outputs import Output, writing
 from seqpipe.tasks.model_scoring import (add_device_option, batches, class_probabilities, label_names, load_model,
+                                         strand_symmetric,
                                          log_odds, window_scores)
+from seqpipe.tasks.per_base import MaskedBaseLM, NextBaseLM
 from seqpipe.tool_io import run_tool, tool_parser
 
 SHOWN_MISMATCHES = 10
+#: the id of each id's complement, to index with
+COMPLEMENT_IDS = torch.tensor(DNA_COMPLEMENT)
+#: the smallest --window a language model scores: a base before the variant predicts it, one after it on the other strand
+LANGUAGE_MODEL_MIN_WINDOW = 3
 
 
 @dataclass
@@ -87,6 +99,72 @@ def check_allele(allele: Allele, genome: Genome) -> str | None:
     if allele.ref.upper() != found:
         return f"REF {allele.ref} disagrees with the FASTA ({found})"
     return None
+
+
+@dataclass(frozen=True)
+class Score:
+    """One score of every scored allele: its TSV column, its INFO key in the scored VCF, and its values (n,)."""
+
+    column: str
+    info: str
+    description: str
+    values: np.ndarray
+
+
+def class_scores(model, genome: Genome, alleles: list[Allele], window: int, span: tuple[int, int] | None,
+                 batch_size: int) -> list[Score]:
+    """A classifier's (sequence or per-base) scores of each class: alt - ref probability, and alt - ref log-odds."""
+    ref, alt = score_alleles(model, genome, alleles, window, span, batch_size)
+    diff, odds = alt - ref, (log_odds(torch.from_numpy(alt)) - log_odds(torch.from_numpy(ref))).numpy()
+    scores = []
+    for k, name in enumerate(label_names(model)):
+        scores.append(Score(f"diff_{name}", info_key("DIFF", name), f"alt - ref probability of class {name}", diff[:, k]))
+        scores.append(Score(f"log_odds_{name}", info_key("LOG_ODDS", name),
+                            f"log-odds of alt - log-odds of ref of class {name}", odds[:, k]))
+    return scores
+
+
+def language_model_scores(model, genome: Genome, alleles: list[Allele], window: int, batch_size: int) -> list[Score]:
+    """A DNA language model's log-likelihood ratio of each allele (see the module), both strands averaged."""
+    masked = isinstance(model.head, MaskedBaseLM)
+    centre, llr = window // 2, []
+    with torch.no_grad():
+        for part in batches(len(alleles), batch_size):
+            group = alleles[part]
+            refs = torch.from_numpy(np.stack([genome.read(a.chrom, a.pos - centre, a.pos - centre + window) for a in group])).long()
+            ref_ids = torch.tensor([DNA_VOCAB[a.ref.upper()] for a in group])
+            alt_ids = torch.tensor([DNA_VOCAB[a.alt.upper()] for a in group])
+            strands = [(refs, centre, ref_ids, alt_ids)]
+            if not strand_symmetric(model):
+                strands.append((reverse_complement_ids(refs, None), window - 1 - centre, COMPLEMENT_IDS[ref_ids],
+                                COMPLEMENT_IDS[alt_ids]))
+            per_strand = [masked_site_llr(model, *strand) if masked else next_base_llr(model, *strand) for strand in strands]
+            llr.append(torch.stack(per_strand).mean(0))
+    return [Score("llr", "SEQPIPE_LLR", "log P(alt) - log P(ref) under the DNA language model, nats, both strands "
+                  "averaged", torch.cat(llr).numpy())]
+
+
+def next_base_llr(model, refs: torch.Tensor, site: int, ref_ids: torch.Tensor, alt_ids: torch.Tensor) -> torch.Tensor:
+    """Reference windows (B, L) with the variant at ``site``, its REF and ALT ids (B,) -> log P(alternate window)
+    - log P(reference window) (B,) under a next-base model: the terms of the bases from ``site`` (>= 1) on; before
+    it the two windows, and so their predictions, are the same."""
+    alts = refs.clone()
+    alts[:, site] = alt_ids
+    windows = torch.cat([refs, alts])
+    logp = model({"x": windows.to(model.device)}).float().log_softmax(-1).cpu()  # (2B, L, 4): position i -> base i + 1
+    following = windows[:, site:]
+    terms = logp[:, site - 1:-1].gather(-1, base_index(following).clamp(0, 3)[..., None]).squeeze(-1)
+    log_likelihood = (terms * is_base(following)).sum(1)
+    return log_likelihood[len(refs):] - log_likelihood[:len(refs)]
+
+
+def masked_site_llr(model, refs: torch.Tensor, site: int, ref_ids: torch.Tensor, alt_ids: torch.Tensor) -> torch.Tensor:
+    """As :func:`next_base_llr`, under a masked-base model: log P(ALT) - log P(REF) at ``site``, masked (N)."""
+    masked = refs.clone()
+    masked[:, site] = N_ID
+    logp = model({"x": masked.to(model.device)}).float().log_softmax(-1)[:, site].cpu()  # (B, 4)
+    rows = torch.arange(len(refs))
+    return logp[rows, base_index(alt_ids)] - logp[rows, base_index(ref_ids)]
 
 
 def score_alleles(
@@ -248,7 +326,11 @@ def score_vcf(options: argparse.Namespace) -> None:
     with ExitStack() as stack:  # the inputs are closed before the outputs are committed or discarded
         tsv, vcf_out, skipped_tsv = stack.enter_context(writing(*outputs))
         model = load_model(options.ckpt_path, options.chunk_size, options.trust_module, options.device)
-        names = label_names(model)
+        language_model = isinstance(model.head, NextBaseLM)
+        if language_model:
+            check_language_model_options(options)
+        else:
+            label_names(model)  # a model without classes is refused before the genome and the VCF are read
         genome = stack.enter_context(closing(Genome(options.fasta, options.cache_dir)))
         vcf, records, alleles = read_vcf(Path(options.vcf))
         stack.callback(vcf.close)
@@ -256,43 +338,41 @@ def score_vcf(options: argparse.Namespace) -> None:
         scored = [a for a, reason in zip(alleles, reasons) if reason is None]
         if not scored:
             raise DataError(options.vcf, f"none of its {len(alleles)} alleles can be scored ({reason_counts(reasons)})")
-        ref, alt = score_alleles(model, genome, scored, options.window, span, options.batch_size)
-        diff, odds = alt - ref, (log_odds(torch.from_numpy(alt)) - log_odds(torch.from_numpy(ref))).numpy()
-
+        if language_model:
+            scores = language_model_scores(model, genome, scored, options.window, options.batch_size)
+        else:
+            scores = class_scores(model, genome, scored, options.window, span, options.batch_size)
         table = pd.DataFrame({
             "chrom": [a.chrom for a in scored], "pos": [a.pos + 1 for a in scored], "ref": [a.ref for a in scored],
-            "alt": [a.alt for a in scored], "id": [a.id for a in scored],
+            "alt": [a.alt for a in scored], "id": [a.id for a in scored], **{score.column: score.values for score in scores},
         })
-        for k, name in enumerate(names):
-            table[f"diff_{name}"], table[f"log_odds_{name}"] = diff[:, k], odds[:, k]
         skipped = pd.DataFrame(
             [(a.chrom, a.pos + 1, a.ref, a.alt, a.id, reason) for a, reason in zip(alleles, reasons) if reason is not None],
             columns=["chrom", "pos", "ref", "alt", "id", "reason"],
         )
         table.to_csv(tsv, sep="\t", index=False, float_format="%.6g")
         skipped.to_csv(skipped_tsv, sep="\t", index=False)
-        write_scored_vcf(vcf, records, alleles, reasons, diff, odds, names, vcf_out, Path(options.vcf))
+        write_scored_vcf(vcf, records, alleles, reasons, scores, vcf_out, Path(options.vcf))
     # one line per record: its ALTs share the REF
     mismatches = {a.record: f"{a.chrom}:{a.pos + 1} {a.id}: {reason}" for a, reason in zip(alleles, reasons)
                   if reason is not None and reason.startswith("REF")}
     report(len(alleles), skipped, list(mismatches.values()), paths)
 
 
-def write_scored_vcf(vcf, records, alleles, reasons, diff, odds, names, path: Path, source: Path) -> None:
-    """The input records (of the VCF ``source``) with one score per ALT in INFO, bgzipped."""
+def write_scored_vcf(vcf, records, alleles, reasons, scores: list[Score], path: Path, source: Path) -> None:
+    """The input records (of the VCF ``source``) with one value of each score per ALT in INFO, bgzipped."""
     from cyvcf2 import Writer
 
-    for name in names:
-        for kind, what in (("DIFF", "alt - ref probability"), ("LOG_ODDS", "log-odds of alt - log-odds of ref")):
-            vcf.add_info_to_header({"ID": info_key(kind, name), "Number": "A", "Type": "Float",
-                                    "Description": f"seqpipe variants: {what} of class {name}"})
+    for score in scores:
+        vcf.add_info_to_header({"ID": score.info, "Number": "A", "Type": "Float",
+                                "Description": f"seqpipe variants: {score.description}"})
     vcf.add_info_to_header({"ID": "SEQPIPE_SKIPPED", "Number": "A", "Type": "String",
                             "Description": "seqpipe variants: why each ALT was not scored (. for a scored ALT)"})
     with closing(Writer(str(path), vcf, mode="wz")) as writer:  # closed before a failure discards its output
-        _write_records(writer, records, alleles, reasons, diff, odds, names, source)
+        _write_records(writer, records, alleles, reasons, scores, source)
 
 
-def _write_records(writer, records, alleles, reasons, diff, odds, names, source: Path) -> None:
+def _write_records(writer, records, alleles, reasons, scores: list[Score], source: Path) -> None:
     by_record: dict[int, list[int]] = {}
     for index, allele in enumerate(alleles):
         by_record.setdefault(allele.record, []).append(index)
@@ -305,14 +385,23 @@ def _write_records(writer, records, alleles, reasons, diff, odds, names, source:
                 "." if reasons[i] is None else re.sub(r"[\s;,=]+", "_", reasons[i]) for i in indices)
         if any(scored):
             rows = [score_row[i] if ok else None for i, ok in zip(indices, scored)]
-            for k, name in enumerate(names):
-                variant.INFO[info_key("DIFF", name)] = info_values(diff[:, k], rows)
-                variant.INFO[info_key("LOG_ODDS", name)] = info_values(odds[:, k], rows)
+            for score in scores:
+                variant.INFO[score.info] = info_values(score.values, rows)
         try:
             writer.write_record(variant)
         except Exception as error:  # cyvcf2 refuses a record htslib flagged (an error code), as a generic exception
             raise DataError(source, f"cannot write record #{number + 1} ({variant.CHROM}:{variant.POS}) of the "
                             f"input to the scored VCF: {error}") from None
+
+
+def check_language_model_options(options: argparse.Namespace) -> None:
+    """Options that do not apply to a language model's log-likelihood ratio, refused."""
+    if options.span is not None:
+        raise ConfigError("--span averages a per-base classifier's positions; a language model scores each variant "
+                          "by one log-likelihood ratio: leave --span out")
+    if options.window < LANGUAGE_MODEL_MIN_WINDOW:
+        raise ConfigError(f"--window must be >= {LANGUAGE_MODEL_MIN_WINDOW} for a language model (bases on both "
+                          f"sides of the variant), got {options.window}")
 
 
 def info_values(values: np.ndarray, rows: list[int | None]) -> str:

@@ -283,3 +283,64 @@ def test_a_tool_stopped_by_ctrl_c_or_sigterm_says_so_in_one_line_and_leaves_noth
     assert capsys.readouterr().err.splitlines() == [f"seqpipe variants: stopped by {name}; nothing was written"]
     assert sorted(p.name for p in tmp_path.iterdir()) == before
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the tool's handler is gone with it
+
+
+NEXT_BASE_LM = {**CAUSAL_CLASSIFIER, "head": {"class_path": "seqpipe.tasks.per_base.NextBaseLM"}}
+MASKED_LM = {"backbone": {"class_path": "seqpipe.dna_backbones.BidirectionalBackbone", "init_args": {
+                 "d_model": 8, "n_layers": 1, "block": {"class_path": "seqpipe.s4.S4Block", "init_args": {"d_state": 8}}}},
+             "head": {"class_path": "seqpipe.tasks.per_base.MaskedBaseLM"}}
+
+
+def window_log_likelihood(model, sequence: str) -> float:
+    """log P of a whole window under a next-base model, one sequence at a time in float64: the sum over every base
+    that a position before it predicts (the reference for the tool's terms from the variant on)."""
+    with torch.no_grad():
+        logp = model.double()({"x": DNATokenizer().encode(sequence)[None]})[0].log_softmax(-1)
+    return sum(float(logp[i, "ACGT".index(sequence[i + 1])]) for i in range(len(sequence) - 1) if sequence[i + 1] in "ACGT")
+
+
+def masked_llr(model, sequence: str, site: int, ref: str, alt: str) -> float:
+    """log P(alt) - log P(ref) at ``site`` of ``sequence`` with that base masked (N), in float64."""
+    masked = sequence[:site] + "N" + sequence[site + 1:]
+    with torch.no_grad():
+        logp = model.double()({"x": DNATokenizer().encode(masked)[None]})[0, site].log_softmax(-1)
+    return float(logp["ACGT".index(alt)] - logp["ACGT".index(ref)])
+
+
+@pytest.mark.parametrize("config", [NEXT_BASE_LM, MASKED_LM], ids=["next-base", "masked"])
+def test_a_language_model_scores_the_log_likelihood_ratio_of_both_strands(tmp_path, capsys, config):
+    """The tool's llr (batched, only the terms from the variant on, strands averaged) against whole windows scored
+    one at a time in float64 from the letters, on each strand; a window running off the chromosome start included."""
+    data_info = {"vocab_size": 6, "tokenizer": "dna", "label_names": list("ACGT"),
+                 "next_token_targets": config is NEXT_BASE_LM}
+    model = write_checkpoint(tmp_path / "lm.ckpt", config, None, data_info=data_info)
+    fasta = write_fasta(tmp_path / "g.fa", {"chr1": CHROM})
+    rows = [("chr1", pos, f"v{pos}", CHROM[pos - 1], "ACGT".replace(CHROM[pos - 1], "")[k])
+            for pos, k in ((201, 0), (201, 2), (5, 1), (399, 0))]
+    vcf = write_vcf(tmp_path / "v.vcf", rows, {"chr1": 400})
+    args = ["--ckpt_path", str(tmp_path / "lm.ckpt"), "--data.fasta", fasta, "--vcf", vcf, "--window", str(WINDOW)]
+    assert main([*args, "--out", str(tmp_path / "out"), "--batch_size", "3"]) == 0
+    table = pd.read_csv(tmp_path / "out.tsv", sep="\t")
+    assert list(table.columns) == ["chrom", "pos", "ref", "alt", "id", "llr"]
+    padded, centre = "N" * WINDOW + CHROM + "N" * WINDOW, WINDOW // 2
+    for row in table.itertuples():
+        start = row.pos - 1 - centre + WINDOW
+        ref_window = padded[start:start + WINDOW]
+        alt_window = ref_window[:centre] + row.alt + ref_window[centre + 1:]
+        if config is NEXT_BASE_LM:
+            strands = [window_log_likelihood(model, window(alt_window)) - window_log_likelihood(model, window(ref_window))
+                       for window in (str, reverse_complement)]
+        else:
+            strands = [masked_llr(model, ref_window, centre, row.ref, row.alt),
+                       masked_llr(model, reverse_complement(ref_window), WINDOW - 1 - centre, reverse_complement(row.ref),
+                                  reverse_complement(row.alt))]
+        assert row.llr == pytest.approx(np.mean(strands), abs=1e-4)
+    assert table["llr"].abs().min() > 1e-4  # the model's random weights do tell the alleles apart
+    records = list(VCF(str(tmp_path / "out.vcf.gz")))
+    assert [r.INFO.get("SEQPIPE_LLR") for r in records] == pytest.approx(list(table["llr"]), abs=1e-5)
+    capsys.readouterr()
+    for bad, message in ((["--span", "5"], "--span averages a per-base classifier's positions; a language model"),
+                         (["--window", "2"], "--window must be >= 3 for a language model")):
+        assert main([*args, *bad, "--out", str(tmp_path / "bad")]) == 2
+        assert message in capsys.readouterr().err
+    assert not list(tmp_path.glob("bad*"))
