@@ -127,7 +127,7 @@ def pad_batch(items: list[dict[str, Any]], pad_id: int = 0) -> dict[str, Any]:
 
 
 #: letters of a base (U read as T) in either case: a record with none of them is all N or other ambiguity codes
-_BASES = frozenset("ACGTUacgtu")
+_BASE_LETTERS = frozenset("ACGTUacgtu")
 
 
 class DNAClassificationData(SplitDataModule):
@@ -353,7 +353,7 @@ class DNAClassificationData(SplitDataModule):
             rank_zero_warn(f"{self.paths['predict']}: {len(repeats)} of its records {verb} an earlier record's id (the "
                            f"first repeat: {location(first.path, first.id, first.line)}); their prediction rows share the id, "
                            "in input order")
-        baseless = [record for record in records if _BASES.isdisjoint(record.sequence)]
+        baseless = [record for record in records if _BASE_LETTERS.isdisjoint(record.sequence)]
         if baseless:
             first = baseless[0]
             rank_zero_warn(f"{self.paths['predict']}: {len(baseless)} of its records have no A, C, G or T (the first: "

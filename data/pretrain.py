@@ -250,7 +250,8 @@ class DNAPretrainData(SplitDataModule):
                                  num_workers=self.num_workers, collate_fn=pad_windows)
 
 
-def _chain(samplers: list[Sampler]) -> list[Window]:
+def _chain(samplers: list[Sampler]) -> Sampler | list[Window]:
+    """One sampler as it is, or the windows of several, one sampler's after another's."""
     return [window for sampler in samplers for window in sampler] if len(samplers) > 1 else samplers[0]
 
 

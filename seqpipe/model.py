@@ -21,7 +21,8 @@ from seqpipe.errors import ConfigError, TrainingDiverged, location
 from seqpipe.heads import TaskHead
 from seqpipe.pretrained import load_backbone_weights, report_loaded
 
-SPLITS = ("val", "test")
+#: the splits whose metrics the model keeps (training logs its loss only)
+EVALUATED_SPLITS = ("val", "test")
 #: the most backbone positions evaluated as one window (the longest genome window); longer inputs must stream
 LONGEST_WHOLE_INPUT = 1 << 20
 #: what the too-long error tells a ``seqpipe fit/test/predict`` user to do
@@ -143,7 +144,7 @@ class SequenceModel(L.LightningModule):
         if self.backbone.encoder is None:
             set_backbone_input(self.backbone, self.head.backbone_input_spec(data_info))
         self.head.bind(self.backbone.d_model, data_info)
-        for split in SPLITS:
+        for split in EVALUATED_SPLITS:
             self.metrics[split] = self.head.metrics().clone(prefix=f"{split}/")
 
     def configure_model(self) -> None:

@@ -22,7 +22,8 @@ from seqpipe.errors import ConfigError
 from seqpipe.outputs import Output, claim_all, run_directory
 from seqpipe.tasks.bigwig_writer import write_bigwig
 
-CHUNK = 1 << 20
+#: bins per zarr chunk of a chromosome's score array
+ZARR_CHUNK_BINS = 1 << 20
 
 
 class BinMeans:
@@ -189,7 +190,7 @@ class GenomePredictionWriter(BasePredictionWriter):
         for chrom, size in self._chrom_sizes.items():
             bins = -(-size // self.bin_size)
             self._arrays[chrom] = group.create_array(
-                chrom, shape=(bins, len(names)), chunks=(min(bins, CHUNK), len(names)), dtype="float32", fill_value=np.nan
+                chrom, shape=(bins, len(names)), chunks=(min(bins, ZARR_CHUNK_BINS), len(names)), dtype="float32", fill_value=np.nan
             )
         self._columns = [f"prob_{name}" for name in names]
         self._score_index = names.index(score)
