@@ -13,12 +13,11 @@ import sys
 import threading
 from collections.abc import Callable
 
+from seqpipe.command import CTRL_C_EXIT
 from seqpipe.errors import SeqpipeError
 
 #: exit status of a run stopped by SIGTERM (128 + 15, as a shell reports a process killed by it)
 SIGTERM_EXIT = 143
-#: exit status of a run stopped by Ctrl-C (128 + 2, SIGINT)
-CTRL_C_EXIT = 130
 
 
 def tool_parser(prog: str, doc: str, checkpoint: bool = True) -> argparse.ArgumentParser:

@@ -659,3 +659,22 @@ def test_a_checkpoint_saved_from_python_that_the_config_does_not_fit_is_one_line
     assert exit_code(*args) == 2
     err = capsys.readouterr().err
     assert "the checkpoint's weights do not fit the model the config builds" in err and "Traceback" not in err
+
+
+def test_ctrl_c_while_the_command_imports_its_libraries_is_one_line(monkeypatch, capsys):
+    """The ``seqpipe`` entry point imports the command line inside: a KeyboardInterrupt there (Ctrl-C while torch and
+    Lightning load) ends in one line and exit status 130."""
+    from seqpipe import command
+
+    class InterruptedImport:
+        def find_spec(self, name, path=None, target=None):
+            if name == "seqpipe.cli":
+                raise KeyboardInterrupt
+            return None
+
+    monkeypatch.delitem(sys.modules, "seqpipe.cli")
+    monkeypatch.setattr(sys, "meta_path", [InterruptedImport(), *sys.meta_path])
+    with pytest.raises(SystemExit) as stop:
+        command.main(["fit", "--help"])
+    assert stop.value.code == 130
+    assert capsys.readouterr().err == "seqpipe: stopped by Ctrl-C while starting; nothing was run\n"
