@@ -21,6 +21,19 @@ from seqpipe.heads import TaskHead, batch_ids
 STRANDS = ("average", "pair", "forward")
 
 
+class MatthewsCorrCoef(MulticlassMatthewsCorrCoef):
+    """Matthews correlation coefficient of K classes from the confusion matrix, 0 where it is undefined (every
+    prediction one class, or every target one class), as scikit-learn gives it. torchmetrics 1.9 returns a limit
+    value there instead: 0.92 for a model that predicts the majority class of 19 to 1."""
+
+    def compute(self) -> torch.Tensor:
+        confmat = self.confmat.double()
+        truth, predicted, total = confmat.sum(1), confmat.sum(0), confmat.sum()
+        covariance = confmat.trace() * total - (truth * predicted).sum()
+        spread = ((total**2 - (predicted**2).sum()) * (total**2 - (truth**2).sum())).sqrt()
+        return (covariance / spread if spread > 0 else torch.zeros((), dtype=confmat.dtype)).float()
+
+
 def pool(features: torch.Tensor, lengths: torch.Tensor | None, how: Literal["mean", "last"]) -> torch.Tensor:
     """features (B, L, D), lengths (B,) or None (all positions valid) -> (B, D), ignoring right padding."""
     if how == "mean":
@@ -129,7 +142,7 @@ class SequenceClassification(TaskHead):
         return MetricCollection({
             "acc": MulticlassAccuracy(n, average="micro"),
             "f1": MulticlassF1Score(n, average="macro"),
-            "mcc": MulticlassMatthewsCorrCoef(n),
+            "mcc": MatthewsCorrCoef(n),
             "auroc": MulticlassAUROC(n),
         })
 

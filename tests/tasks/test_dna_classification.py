@@ -125,3 +125,21 @@ def test_a_long_record_streamed_in_chunks_gets_the_whole_records_prediction(pool
     monkeypatch.undo()
     with torch.no_grad():
         torch.testing.assert_close(logits, whole(batch), rtol=0, atol=1e-10)
+
+
+def test_mcc_matches_scikit_learn_and_is_zero_for_a_constant_prediction():
+    """Against scikit-learn's matthews_corrcoef: random predictions of 2 and 3 classes, and the undefined cases
+    (one class predicted, one class true) where it is 0, not torchmetrics 1.9's limit value (0.92 below)."""
+    from sklearn.metrics import matthews_corrcoef
+
+    from seqpipe.tasks.classification import MatthewsCorrCoef
+
+    generator = torch.Generator().manual_seed(0)
+    cases = [(torch.randint(0, k, (50,), generator=generator), torch.randint(0, k, (50,), generator=generator), k)
+             for k in (2, 3)]
+    cases += [(torch.zeros(20, dtype=torch.long), torch.tensor([0] * 19 + [1]), 2),  # the majority class, always
+              (torch.tensor([0, 1] * 10), torch.zeros(20, dtype=torch.long), 2)]     # one true class
+    for predicted, truth, k in cases:
+        metric = MatthewsCorrCoef(k)
+        metric.update(predicted, truth)
+        assert float(metric.compute()) == pytest.approx(matthews_corrcoef(truth.numpy(), predicted.numpy()), abs=1e-6)
