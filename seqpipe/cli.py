@@ -205,9 +205,13 @@ class SeqpipeCLI(LightningCLI):
         if not self.trainer.is_global_zero:
             return
         if self._trained_nothing():
+            timed = self.model._requested_epochs
+            of = (f"the {self.trainer.max_epochs} of its trainer.max_epochs {timed} that fit its trainer.max_time" if timed
+                  else f"trainer.max_epochs {self.trainer.max_epochs}")
             print(f"--ckpt_path {self.config.fit.ckpt_path}: that run had already ended (epochs trained: "
-                  f"{self.trainer.current_epoch} of trainer.max_epochs {self.trainer.max_epochs}), so nothing was "
-                  "trained and no run written; a larger --trainer.max_epochs trains on")
+                  f"{self.trainer.current_epoch} of {of}), so nothing was trained and no run written; a "
+                  f"{'--trainer.max_epochs other than ' + str(timed) if timed else 'larger --trainer.max_epochs'} "
+                  "trains on")
             return
         for callback in self.trainer.checkpoint_callbacks:
             if not callback.best_model_path:

@@ -107,7 +107,8 @@ class SequenceModel(L.LightningModule):
         #: the learning-rate schedule, optimizer steps (warm-up, total), set by configure_optimizers
         self._schedule = (0, 1)
         #: epochs this run trains when trainer.max_time holds fewer than trainer.max_epochs (None: max_epochs)
-        self._timed_epochs: int | None = None
+        self._timed_epochs: int | None = None  # the epochs of trainer.max_epochs that fit trainer.max_time
+        self._requested_epochs: int | None = None  # trainer.max_epochs when they were counted
         #: the contract the model was built from (None until bound); ``hparams["data_info"]`` is its saved form
         self.data_info: DataInfo | None = None
         #: a ``fit`` that resumes from a checkpoint (the CLI sets it for ``--ckpt_path``): ``pretrained`` is not read
@@ -369,7 +370,8 @@ class SequenceModel(L.LightningModule):
         epochs = self.trainer.strategy.broadcast(fit, src=0)  # rank 0's count, so that every process stops together
         if epochs >= max_epochs:
             return
-        self._timed_epochs = self.trainer.fit_loop.max_epochs = epochs
+        self._timed_epochs, self._requested_epochs = epochs, max_epochs
+        self.trainer.fit_loop.max_epochs = epochs
         warmup, total = self._schedule
         total = min(total, self._optimizer_steps(epochs))
         self._schedule = (min(warmup, total), total)
@@ -395,14 +397,26 @@ class SequenceModel(L.LightningModule):
                 *own]
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if "max_time_schedule" in checkpoint:
-            timed = checkpoint["max_time_schedule"]
-            self._timed_epochs, self._schedule = timed["epochs"], (timed["warmup_steps"], timed["total_steps"])
+        """A run that counted the epochs fitting its trainer.max_time resumes with them and their schedule, unless
+        this fit asks for another trainer.max_epochs: then it trains on to that, the schedule over that many."""
+        timed = checkpoint.get("max_time_schedule")
+        if timed is None:
+            return
+        requested = timed.get("max_epochs")
+        trainer = self._trainer
+        if trainer is not None and trainer.state.fn == "fit" and requested is not None and trainer.max_epochs != requested:
+            rank_zero_info(f"the checkpoint's run trained {timed['epochs']} of its {requested} epochs (what fit its "
+                           f"trainer.max_time); with trainer.max_epochs {trainer.max_epochs} training goes on to "
+                           f"epoch {trainer.max_epochs}, the learning-rate schedule over {trainer.max_epochs} epochs")
+            return
+        self._timed_epochs, self._requested_epochs = timed["epochs"], requested
+        self._schedule = (timed["warmup_steps"], timed["total_steps"])
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self._timed_epochs is not None:
             warmup, total = self._schedule
-            checkpoint["max_time_schedule"] = {"epochs": self._timed_epochs, "warmup_steps": warmup, "total_steps": total}
+            checkpoint["max_time_schedule"] = {"epochs": self._timed_epochs, "warmup_steps": warmup, "total_steps": total,
+                                               "max_epochs": self._requested_epochs}
         for name, tensor in checkpoint["state_dict"].items():
             if tensor.is_floating_point() and not torch.isfinite(tensor).all():
                 raise TrainingDiverged(f"the weights {name} are not finite at epoch {self.current_epoch}, step "

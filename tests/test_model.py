@@ -127,6 +127,15 @@ def test_max_time_fits_the_epochs_and_the_schedule_to_it_and_resuming_keeps_them
     resumed.fit(make_model(lr=1.0, min_lr_ratio=0.1), RandomTokens(), ckpt_path=tmp_path / "epoch1.ckpt")
     assert resumed.current_epoch == 3 and resumed.global_step == 9
     assert resumed.lr_scheduler_configs[0].scheduler.get_last_lr()[0] == pytest.approx(0.1)
+    # the finished run resumed asking for another trainer.max_epochs: it trains on to it, the cosine over 6 epochs
+    caplog.clear()
+    fit.save_checkpoint(tmp_path / "end.ckpt")
+    on = trainer(tmp_path / "on", max_epochs=6)
+    with caplog.at_level("INFO"):
+        on.fit(make_model(lr=1.0, min_lr_ratio=0.1), RandomTokens(), ckpt_path=tmp_path / "end.ckpt")
+    assert "trained 3 of its 20 epochs (what fit its trainer.max_time); with trainer.max_epochs 6 training goes on" in caplog.text
+    assert on.current_epoch == 6 and on.global_step == 18
+    assert on.lr_scheduler_configs[0].scheduler.get_last_lr()[0] == pytest.approx(0.1)  # the end of the 6-epoch cosine
 
 
 def test_max_time_says_how_long_a_short_first_epoch_took(tmp_path, caplog):
