@@ -107,7 +107,7 @@ class SequenceModel(L.LightningModule):
         #: the learning-rate schedule, optimizer steps (warm-up, total), set by configure_optimizers
         self._schedule = (0, 1)
         #: epochs this run trains when trainer.max_time holds fewer than trainer.max_epochs (None: max_epochs)
-        self._timed_epochs: int | None = None  # the epochs of trainer.max_epochs that fit trainer.max_time
+        self._timed_epochs: int | None = None
         self._requested_epochs: int | None = None  # trainer.max_epochs when they were counted
         #: the contract the model was built from (None until bound); ``hparams["data_info"]`` is its saved form
         self.data_info: DataInfo | None = None
@@ -304,7 +304,13 @@ class SequenceModel(L.LightningModule):
             lr=lr, betas=tuple(self.hparams.betas),
         )
         if self._timed_epochs is None:  # not restored from a run whose trainer.max_time held fewer epochs
-            total = max(1, int(self.trainer.estimated_stepping_batches))  # loads the training data
+            total = self.trainer.estimated_stepping_batches  # loads the training data
+            if total == math.inf:
+                raise ConfigError(f"trainer.max_epochs {self.trainer.max_epochs} with no trainer.max_steps sets no end to "
+                                  "training, and the learning-rate schedule (warm-up, cosine decay) needs one: give "
+                                  "trainer.max_epochs (with trainer.max_time, the epochs that fit it are trained) or "
+                                  "trainer.max_steps")
+            total = max(1, int(total))
             self._schedule = (int(self.hparams.warmup_fraction * total), total)
         floor = self.hparams.min_lr_ratio
         head_steps = self._head_warmup_steps(warmup_epochs, self._schedule[1]) if warmup_epochs else 0

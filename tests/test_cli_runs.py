@@ -678,3 +678,13 @@ def test_ctrl_c_while_the_command_imports_its_libraries_is_one_line(monkeypatch,
         command.main(["fit", "--help"])
     assert stop.value.code == 130
     assert capsys.readouterr().err == "seqpipe: stopped by Ctrl-C while starting; nothing was run\n"
+
+
+def test_a_fit_without_an_end_is_one_line_and_leaves_no_run(dataset, tmp_path, capsys):
+    """trainer.max_epochs -1 (Lightning's "no limit") gives the learning-rate schedule no end: one error line, before
+    any training, and the run folder the logger made is removed."""
+    assert exit_code("fit", "--config", dataset / "config.yaml", "--data.train", dataset / "train",
+                     "--trainer.max_epochs", "-1", "--trainer.default_root_dir", tmp_path) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("seqpipe: error: trainer.max_epochs -1 with no trainer.max_steps sets no end to training")
+    assert err.count("\n") == 1 and not list(tmp_path.rglob("*.yaml"))
