@@ -122,6 +122,10 @@ class SeqpipeCLI(LightningCLI):
                            f"are not used: {'; '.join(ignored)}")
         if hparams.get("data_info"):
             self.trained_info = DataInfo.from_dict(hparams["data_info"], source=str(path))
+            fixed = _data_options_unlike_the_checkpoints(config.get("data"), self.trained_info, self.argv)
+            if fixed:
+                rank_zero_warn(f"--ckpt_path {path}: the model reads the windows it was trained on, so these options "
+                               f"of the command line are not used: {'; '.join(fixed)}")
         try:  # as LightningCLI._parse_ckpt_path, with the hyper-parameters read (and renamed) above
             if hparams:
                 self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
@@ -235,8 +239,8 @@ def _remove_unused_runs(created: list[Path]) -> None:
 
 
 def _options_unlike_the_checkpoints(model: Namespace, hparams: dict, argv: list[str]) -> list[str]:
-    """``model.backbone...`` and ``model.head...`` options given on the command line ``argv`` (a recipe's own values
-    are expected to differ from a run's overrides) whose value in ``model`` (the config before the checkpoint's
+    """``model...`` options given on the command line ``argv`` (a recipe's own values are expected to differ from a
+    run's overrides), but for INFERENCE_OPTIONS, whose value in ``model`` (the config before the checkpoint's
     hyper-parameters replace it) differs from the checkpoint's, as ``--name value (checkpoint: value)``."""
     given = {arg.split("=")[0].removeprefix("--").replace("init_args.", "") for arg in argv if arg.startswith("--model.")}
     def leaves(value, prefix: str):
@@ -247,12 +251,26 @@ def _options_unlike_the_checkpoints(model: Namespace, hparams: dict, argv: list[
             yield prefix, list(value) if isinstance(value, tuple) else value
 
     own = model.as_dict()
-    saved = dict(leaves({key: hparams.get(key) for key in ("backbone", "head")}, "model"))
+    keys = [key for key in own if key in hparams and key not in (*INFERENCE_OPTIONS, "data_info")]
+    saved = dict(leaves({key: hparams[key] for key in keys}, "model"))
     unlike = []
-    for name, value in leaves({key: own.get(key) for key in ("backbone", "head")}, "model"):
+    for name, value in leaves({key: own[key] for key in keys}, "model"):
         if name in saved and saved[name] != value and name.replace("init_args.", "") in given:
             unlike.append(f"--{name} {value!r} (checkpoint: {saved[name]!r})")
     return unlike
+
+
+def _data_options_unlike_the_checkpoints(data: Namespace | None, trained: DataInfo, argv: list[str]) -> list[str]:
+    """``data.seq_len`` and ``data.pred_len`` given on the command line ``argv`` whose value differs from the
+    checkpoint's series (a forecaster reads and predicts the window lengths it was trained for), as
+    ``--name value (checkpoint: value)``."""
+    if trained.series is None or data is None:
+        return []
+    given = {arg.split("=")[0].removeprefix("--").replace("init_args.", "") for arg in argv if arg.startswith("--data.")}
+    options = data.get("init_args") or data
+    fixed = {"seq_len": trained.series.seq_len, "pred_len": trained.series.pred_len}
+    return [f"--data.{name} {options.get(name)!r} (checkpoint: {value!r})" for name, value in fixed.items()
+            if f"data.{name}" in given and options.get(name) != value]
 
 
 def _run_directories(trainer) -> list[Path]:

@@ -573,6 +573,8 @@ def test_model_options_unlike_the_checkpoints_are_said_to_be_unused(dataset, run
         seqpipe(*predict_args(dataset, "best", tmp_path / "other.csv"), "--trainer.default_root_dir", run,
                 "--model.backbone.init_args.d_model", 2 * d_model)
     assert pd.read_csv(tmp_path / "other.csv").equals(pd.read_csv(tmp_path / "same.csv"))
+    with pytest.warns(UserWarning, match=r"are not used: --model.lr 0.5 \(checkpoint: .*\)$"):  # any model option
+        seqpipe(*predict_args(dataset, "best", tmp_path / "lr.csv"), "--trainer.default_root_dir", run, "--model.lr", 0.5)
     recwarn.clear()  # a recipe's own value, unlike a run's override, is replaced without a word
     wider = yaml.safe_load((dataset / "config.yaml").read_text())
     wider["model"]["backbone"]["d_model"] = 2 * d_model

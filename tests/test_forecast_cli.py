@@ -55,6 +55,11 @@ def test_fit_test_predict(tmp_path, capsys, loss, data_file):
     printed = capsys.readouterr().out
     for metric in ("test/mse", "test/mae", "test/mse_orig", "test/mae_orig") + (("test/crps", "test/coverage") if loss != "PointForecast" else ()):
         assert metric in printed
+    if loss == "PointForecast":  # other window lengths on the command line are said not to be used
+        with pytest.warns(UserWarning, match=r"these options of the command line are not used: --data.seq_len 48 "
+                                             r"\(checkpoint: 32\); --data.pred_len 6 \(checkpoint: 12\)$"):
+            main(["test", *common, "--data.seq_len", "48", "--data.pred_len", "6", "--ckpt_path", str(checkpoint),
+                  "--trainer.default_root_dir", str(tmp_path / "test")])
 
     # predict: only the file and the checkpoint; lengths, scaler and frequency come from the checkpoint
     out = tmp_path / "forecast.csv"
