@@ -38,6 +38,7 @@ import os
 import re
 import sys
 import tempfile
+import zlib
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack, closing, contextmanager
@@ -195,12 +196,44 @@ def open_vcf(vcf_path: Path):
     """The VCF opened with cyvcf2 (close it: ``contextlib.closing``)."""
     from cyvcf2 import VCF
 
-    if not vcf_path.is_file():
-        raise DataError(vcf_path, "no such VCF file")
     try:
         return VCF(str(vcf_path))
-    except (OSError, ValueError) as error:
+    except Exception as error:  # cyvcf2 raises a bare Exception for a header it cannot parse
         raise DataError(vcf_path, f"cannot be read as a VCF: {error}") from None
+
+
+def check_vcf_lines(vcf_path: Path) -> None:
+    """Read the (plain or gzipped) VCF as text and refuse, naming the line, what htslib reads as a half-made record
+    and cyvcf2 then crashes on (a segmentation fault, where the contig is not declared): an empty line, a record
+    before the ``#CHROM`` header line, fewer than 8 tab-separated fields, a POS that is not an integer >= 1."""
+    if vcf_path.is_dir():
+        raise DataError(vcf_path, "is a directory, not a VCF file")
+    if not vcf_path.is_file():
+        raise DataError(vcf_path, "no such VCF file")
+    header = False
+    try:
+        with open_text(vcf_path) as lines:
+            for number, line in enumerate(lines, start=1):
+                if line.startswith("#"):
+                    header = header or line.startswith("#CHROM")
+                    continue
+                if not line.strip():
+                    raise DataError(vcf_path, "an empty line: a VCF holds one record per line, with no empty lines "
+                                              "(htslib cannot read it); remove it", line=number)
+                if not header:
+                    raise DataError(vcf_path, "cannot be read as a VCF: a record before the header line "
+                                              "'#CHROM POS ID REF ALT QUAL FILTER INFO'", line=number)
+                fields = line.rstrip("\r\n").split("\t")
+                if len(fields) < 8:
+                    raise DataError(vcf_path, f"malformed VCF: {len(fields)} tab-separated field(s); a record has at least "
+                                              "8 (CHROM POS ID REF ALT QUAL FILTER INFO)", line=number)
+                if not (fields[1].isdigit() and int(fields[1]) >= 1):
+                    raise DataError(vcf_path, f"malformed VCF: POS {fields[1]!r} is not a position (an integer >= 1)",
+                                    line=number)
+    except (UnicodeDecodeError, EOFError, OSError, zlib.error) as error:
+        raise DataError(vcf_path, f"cannot be read as a VCF (plain or gzipped text): {error}") from None
+    if not header:
+        raise DataError(vcf_path, "cannot be read as a VCF: no header line '#CHROM POS ID REF ALT QUAL FILTER INFO'")
 
 
 def read_vcf(vcf_path: Path):
@@ -209,9 +242,14 @@ def read_vcf(vcf_path: Path):
     INFO and FORMAT keys and FILTER values the header does not declare (common in real files) are declared as the
     file is opened again (``Number=.`` strings; an INFO key never given a value, a flag), so that the scored VCF
     can be written; one warning names them. htslib's own warnings are passed on from the last read."""
+    check_vcf_lines(vcf_path)
     vcf = open_vcf(vcf_path)
     try:
         declared = {(line.type, line.info().get("ID")) for line in vcf.header_iter()}
+        scored = sorted(name for kind, name in declared if kind == "INFO" and str(name).startswith("SEQPIPE_"))
+        if scored:
+            raise DataError(vcf_path, f"seqpipe variants wrote it already (its header declares {', '.join(scored)}), "
+                                      "and new scores would sit beside the old ones: score the VCF it was made from")
         records, alleles, log = read_alleles(vcf, vcf_path)
         undeclared = undeclared_tags(records, declared)
         if undeclared:

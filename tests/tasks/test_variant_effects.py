@@ -81,6 +81,10 @@ def test_scores_equal_a_direct_forward_of_the_windows_and_skips_are_reported(tmp
     diff, skipped_alts = records[3].INFO.get("SEQPIPE_DIFF_pos"), records[3].INFO.get("SEQPIPE_SKIPPED")
     assert diff[0] == pytest.approx(table.set_index("id").loc["indel", "diff_pos"], abs=1e-5) and diff[1] is None
     assert skipped_alts == ".,indel"
+    # the scored VCF given again: refused, as its new scores would sit beside the old ones
+    assert main(["--ckpt_path", str(tmp_path / "m.ckpt"), "--data.fasta", fasta, "--vcf", str(tmp_path / "out.vcf.gz"),
+                 "--window", str(WINDOW), "--out", str(tmp_path / "again")]) == 2
+    assert "out.vcf.gz: seqpipe variants wrote it already (its header declares SEQPIPE_DIFF_neg, " in capsys.readouterr().err
     # long windows streamed chunk by chunk with carried state (a causal model) give the same scores
     assert main(["--ckpt_path", str(tmp_path / "m.ckpt"), "--data.fasta", fasta, "--vcf", vcf, "--window", str(WINDOW),
                  "--chunk_size", "8", "--out", str(tmp_path / "chunked")]) == 0
@@ -114,8 +118,41 @@ def test_a_malformed_record_is_one_line_saying_what_htslib_found(tmp_path, capfd
     assert main(["--ckpt_path", str(tmp_path / "m.ckpt"), "--data.fasta", fasta, "--vcf", vcf, "--window", str(WINDOW),
                  "--out", str(tmp_path / "out")]) == 2
     assert capfd.readouterr().err.splitlines() == [
-        f"seqpipe: error: {vcf}, line 5: malformed VCF: Could not parse the position 'abc'"]
-    assert not list(tmp_path.glob("out*"))
+        f"seqpipe: error: {vcf}, line 5: malformed VCF: POS 'abc' is not a position (an integer >= 1)"]
+    assert not list(tmp_path.glob("out*")) and not list(tmp_path.glob(".out*"))
+
+
+GOOD_RECORD = "chr1\t201\trs1\t{ref}\t{alt}\t.\tPASS\t."
+
+
+@pytest.mark.parametrize("text,line,message", [
+    ("{header}{good}\n\n", 5, "an empty line: a VCF holds one record per line"),
+    ("{header}{good}\n\n{good}\n", 5, "an empty line"),
+    ("{header}chr1 201 rs1 A C . PASS .\n", 4, "malformed VCF: 1 tab-separated field(s); a record has at least 8"),
+    ("{bare}chr1\tnotanumber\trs1\tA\tC\t.\tPASS\t.\n", 3, "malformed VCF: POS 'notanumber' is not a position"),
+    ("{bare}chr1\t123\n", 3, "malformed VCF: 2 tab-separated field(s)"),
+    ("{bare}{good}\nchrZ\t123\n", 4, "malformed VCF: 2 tab-separated field(s)"),
+    ("{bare}chr1\t-5\trs1\tA\tC\t.\tPASS\t.\n", 3, "malformed VCF: POS '-5' is not a position"),
+    ("##fileformat=VCFv4.2\n{good}\n", 2, "cannot be read as a VCF: a record before the header line"),
+    ("##fileformat=VCFv4.2\n", None, "cannot be read as a VCF: no header line '#CHROM"),
+], ids=["trailing empty line", "empty line", "spaces", "bad POS, no contig", "2 fields, no contig",
+        "2 fields, new contig", "negative POS", "no #CHROM before a record", "no #CHROM"])
+def test_vcf_lines_htslib_would_crash_on_are_one_line_naming_them(tmp_path, capfd, text, line, message):
+    """Each of these made cyvcf2 crash the process (a segmentation fault, nothing printed) where the contig is not
+    declared or on an empty line: now one error line naming the line, and nothing written."""
+    write_checkpoint(tmp_path / "m.ckpt", CAUSAL_CLASSIFIER, ["neg", "pos"])
+    fasta = write_fasta(tmp_path / "g.fa", {"chr1": CHROM})
+    good = GOOD_RECORD.format(ref=CHROM[200], alt="ACGT".replace(CHROM[200], "")[0])
+    bare = "##fileformat=VCFv4.2\n#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n"
+    header = "##fileformat=VCFv4.2\n##contig=<ID=chr1,length=400>\n#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n"
+    vcf = tmp_path / "x.vcf"
+    vcf.write_text(text.format(header=header, bare=bare, good=good))
+    assert main(["--ckpt_path", str(tmp_path / "m.ckpt"), "--data.fasta", fasta, "--vcf", str(vcf), "--window", str(WINDOW),
+                 "--out", str(tmp_path / "out")]) == 2
+    where = f"{vcf}, line {line}" if line else str(vcf)
+    (err,) = capfd.readouterr().err.splitlines()
+    assert err.startswith(f"seqpipe: error: {where}: {message}")
+    assert not list(tmp_path.glob("out*")) and not list(tmp_path.glob(".out*"))
 
 
 def test_an_even_window_is_scored_with_a_warning(tmp_path, capsys):
@@ -196,7 +233,8 @@ def test_bad_inputs_give_one_line(tmp_path, capsys):
                                           "per sequence: leave --span out"),
         (["--vcf", good, "--span", "0"], "--span must be in [1, --window], got 0"),
         (["--vcf", str(tmp_path / "missing.vcf")], "missing.vcf: no such VCF file"),
-        (["--vcf", str(tmp_path / "broken.vcf")], "broken.vcf: cannot be read as a VCF"),
+        (["--vcf", str(tmp_path)], f"{tmp_path}: is a directory, not a VCF file"),
+        (["--vcf", str(tmp_path / "broken.vcf")], "broken.vcf, line 1: cannot be read as a VCF"),
         (["--vcf", unscorable], "indels.vcf: none of its 2 alleles can be scored (1 indel, "
                                 "1 chromosome not in the FASTA)"),
     ):
