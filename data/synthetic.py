@@ -17,7 +17,7 @@ import numpy as np
 from seqpipe.dna_alphabet import BASES, reverse_complement
 from seqpipe.errors import ConfigError
 from seqpipe.outputs import Output, writing
-from seqpipe.tool_io import run_tool, tool_parser
+from seqpipe.tool_io import positive_int, run_tool, tool_parser
 
 NUCLEOTIDES = np.array(list(BASES))
 
@@ -259,14 +259,6 @@ def make_audio_clip_dataset(
             rows.append(f"{path.relative_to(out_dir)},{label},{split}")
     (out_dir / "manifest.csv").write_text("path,label,split\n" + "\n".join(rows) + "\n")
     return out_dir
-
-
-def positive_int(text: str) -> int:
-    """An argparse type: a whole number of at least 1."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, got {text}")
-    return value
 
 
 def write_data_set(options: argparse.Namespace) -> None:

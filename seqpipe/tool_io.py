@@ -20,6 +20,26 @@ from seqpipe.errors import SeqpipeError
 SIGTERM_EXIT = 143
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    return _int_at_least(text, 1)
+
+
+def non_negative_int(text: str) -> int:
+    """An argparse type: a whole number of at least 0."""
+    return _int_at_least(text, 0)
+
+
+def _int_at_least(text: str, least: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+    if value < least:
+        raise argparse.ArgumentTypeError(f"must be {least} or more, got {text}")
+    return value
+
+
 def tool_parser(prog: str, doc: str, checkpoint: bool = True) -> argparse.ArgumentParser:
     """A parser whose description is ``doc``'s first paragraph and whose epilog is the rest after the usage
     paragraph; ``checkpoint``: with ``--ckpt_path`` and ``--trust_module`` (the DNA tools that load a model)."""

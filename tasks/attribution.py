@@ -44,7 +44,7 @@ from seqpipe.tasks.dna_classification import DNASequenceClassification
 from seqpipe.tasks.model_scoring import (add_bed_genome_options, add_device_option, add_table_options, batches, class_probabilities,
                                          label_names, load_model, log_odds, predict_data, reads_both_strands,
                                          window_scores)
-from seqpipe.tool_io import run_tool, tool_parser
+from seqpipe.tool_io import non_negative_int, positive_int, run_tool, tool_parser
 
 #: BASE_IDS as a tensor, to index and compare token ids with
 BASE_ID_TENSOR = torch.tensor(BASE_IDS)
@@ -222,8 +222,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="prefix of the outputs: PREFIX.npz and PREFIX.logos/")
     p.add_argument("--target", help="the class whose log-odds is explained (default: the last class)")
     p.add_argument("--span", help="per-base models: START:END, the positions whose probabilities are averaged")
-    p.add_argument("--top", type=int, default=10, help="logos for this many records of highest score (default 10)")
-    p.add_argument("--logo_width", type=int, default=60, help="positions per logo (default 60)")
+    p.add_argument("--top", type=non_negative_int, default=10, help="logos for this many records of highest score (default 10)")
+    p.add_argument("--logo_width", type=positive_int, default=60, help="positions per logo (default 60)")
     p.add_argument("--batch_size", type=int, default=256, help="mutants per forward pass (default 256)")
     add_table_options(p)
     add_bed_genome_options(p, "--data.predict")

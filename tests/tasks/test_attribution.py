@@ -275,3 +275,11 @@ def test_a_logo_shows_its_window_not_the_record_from_position_0(tmp_path, monkey
     ism[500] = -1.0  # the most important position
     draw_logos(x, ism, np.zeros(1000), 60, "r", tmp_path / "logo.png")
     assert limits == [(469.5, 529.5), (469.5, 529.5)]
+
+
+@pytest.mark.parametrize("option,value,message", [("--top", "-1", "must be 0 or more, got -1"),
+                                                  ("--logo_width", "0", "must be 1 or more, got 0")])
+def test_counts_out_of_range_are_refused_before_any_work(tmp_path, capsys, option, value, message):
+    with pytest.raises(SystemExit) as stop:
+        main(["--ckpt_path", str(tmp_path / "none.ckpt"), "--data.predict", "x.fa", "--out", str(tmp_path / "m"), option, value])
+    assert stop.value.code == 2 and capsys.readouterr().err.splitlines()[-1].endswith(f"argument {option}: {message}")
