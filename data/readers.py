@@ -133,10 +133,16 @@ def read_labelled_fasta(path: str | Path, label_pattern: str | None = r"^(\S+)")
     """One FASTA file; the record id is the header's first word, the label is what ``label_pattern``
     finds in the whole header (its group 1 if it has a group, else the whole match). ``None``: no labels.
 
-    A record whose id is its label (the default pattern's ``>LABEL ...``) is named by its number in messages."""
+    Where records share their first word but not their whole header (``>pos r240``, ``>pos r241``: the first word
+    a label), each id is the whole header, words joined by one space, so that predictions name each record. A record
+    whose id is its label (the default pattern's ``>LABEL`` alone) is named by its number in messages."""
     pattern = _compile(label_pattern) if label_pattern is not None else None
-    for number, (header, sequence, line) in enumerate(read_fasta(path), start=1):
-        record_id = header.split()[0]
+    entries = list(read_fasta(path))
+    first_words = [header.split()[0] for header, _, _ in entries]
+    whole_headers = [" ".join(header.split()) for header, _, _ in entries]
+    use_whole = len(set(first_words)) < len(first_words) and len(set(whole_headers)) == len(whole_headers)
+    for number, (header, sequence, line) in enumerate(entries, start=1):
+        record_id = whole_headers[number - 1] if use_whole else first_words[number - 1]
         label = None
         if pattern is not None:
             match = pattern.search(header)

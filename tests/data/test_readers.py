@@ -64,6 +64,16 @@ def test_a_record_whose_id_is_its_label_is_named_by_its_number(tmp_path):
     assert [r.name for r in read_records(path, labelled=False)] == ["pos", "neg", "s3"]
 
 
+def test_records_sharing_a_first_word_are_named_by_their_whole_header(tmp_path):
+    """``>pos r240`` / ``>neg r241``: the first words repeat (they are labels), so the ids (what predict writes) are
+    the whole headers; labels still come from the first word. Where whole headers repeat too, the first word stays."""
+    path = write_fasta(tmp_path / "a.fasta", [("pos r240", "ACGT"), ("neg  r241 x", "GG"), ("pos r242", "TT")])
+    assert [(r.id, r.label) for r in read_records(path)] == [("pos r240", "pos"), ("neg r241 x", "neg"), ("pos r242", "pos")]
+    assert [r.id for r in read_records(path, labelled=False)] == ["pos r240", "neg r241 x", "pos r242"]
+    twice = write_fasta(tmp_path / "b.fasta", [("pos r1", "ACGT"), ("pos r1", "GG")])
+    assert [r.id for r in read_records(twice, labelled=False)] == ["pos", "pos"]
+
+
 def test_label_pattern_without_group_takes_the_whole_match(tmp_path):
     path = write_fasta(tmp_path / "a.fasta", [("seq1 promoter_x", "ACGT"), ("seq2 enhancer_y", "ACGT")])
     assert [r.label for r in read_records(path, label_pattern=r"(promoter|enhancer)_\w")] == ["promoter", "enhancer"]
