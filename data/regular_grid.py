@@ -8,6 +8,8 @@ that grid is an error, since placing it would change a value rather than repair 
 
 from __future__ import annotations
 
+import bisect
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,7 +23,7 @@ class RegularSeries:
     """``times`` (T',) on the grid, ``values`` (T', C) with NaN rows for inserted steps; ``merged_rows``:
     rows that disappeared by averaging with another of the same timestamp; ``inserted_steps``: grid steps
     added; ``first_gap``: the timestamps before and after the first gap (None without gaps); ``unsorted_rows``:
-    rows that came before the previous row's timestamp in the input (sorted here)."""
+    the fewest input rows that moving puts the rest in time order (:func:`rows_out_of_order`; sorted here)."""
 
     times: pd.DatetimeIndex
     values: np.ndarray
@@ -29,6 +31,18 @@ class RegularSeries:
     inserted_steps: int
     first_gap: tuple[pd.Timestamp, pd.Timestamp] | None
     unsorted_rows: int = 0
+
+
+def rows_out_of_order(stamps: np.ndarray) -> int:
+    """Timestamps (T,) -> the fewest of them to move for the rest to be in time order: T minus the longest
+    non-decreasing run of them, not necessarily adjacent (one swapped pair: 1; a block of 100 rows moved: 100)."""
+    if not (np.diff(stamps) < 0).any():
+        return 0
+    tails: list[int] = []  # tails[k]: the smallest last stamp of a non-decreasing subsequence of length k + 1
+    for stamp in stamps.tolist():
+        place = bisect.bisect_right(tails, stamp)
+        tails[place:place + 1] = [stamp]
+    return len(stamps) - len(tails)
 
 
 def usual_step(steps: np.ndarray) -> int:
@@ -56,6 +70,6 @@ def regularise(path, times: pd.DatetimeIndex, values: np.ndarray) -> RegularSeri
     grid = pd.date_range(frame.index[0], frame.index[-1], freq=pd.Timedelta(step, "ns")).as_unit("ns")
     regular = frame.reindex(grid)
     first_gap = (frame.index[gaps[0]], frame.index[gaps[0] + 1]) if gaps.size else None
-    unsorted = int((np.diff(times.asi8) < 0).sum())
+    unsorted = rows_out_of_order(times.asi8)
     return RegularSeries(grid, regular.to_numpy(dtype=np.float64), len(times) - len(frame), len(grid) - len(frame),
                          first_gap, unsorted)

@@ -448,7 +448,7 @@ def _resample(path: Path, times: pd.DatetimeIndex, values: np.ndarray, names: li
         raise DataError(path, f"data.irregular resample: {regular.inserted_steps} missing steps, the first gap between "
                         f"{before} and {after}; set data.fill to 'ffill' or 'interpolate' to fill them")
     if regular.merged_rows or regular.inserted_steps or regular.unsorted_rows:
-        rank_zero_info(f"{path}: resampled to a regular grid: {regular.unsorted_rows} rows out of time order sorted, "
+        rank_zero_info(f"{path}: resampled to a regular grid: {regular.unsorted_rows} rows out of time order moved into place, "
                        f"{regular.merged_rows} rows averaged with another of the same timestamp, "
                        f"{regular.inserted_steps} missing steps inserted and filled ({fill})")
     values = _fill(path, regular.values, names, fill) if regular.inserted_steps else regular.values

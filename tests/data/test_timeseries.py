@@ -328,13 +328,18 @@ def test_resample_matches_pandas_and_feeds_splits_and_scaler(tmp_path, caplog, f
     reference = reference.ffill() if fill == "ffill" else reference.interpolate(method="time")
     with caplog.at_level("INFO"):
         series = read_series(path, irregular="resample", fill=fill)
-    assert "0 rows out of time order sorted, 1 rows averaged with another of the same timestamp, 9 missing steps inserted" in caplog.text
+    assert "0 rows out of time order moved into place, 1 rows averaged with another of the same timestamp, 9 missing steps inserted" in caplog.text
     shuffled = tmp_path / "shuffled.csv"
     frame.iloc[[1, 0, *range(2, len(frame))]].to_csv(shuffled, index=False)  # the first two rows swapped
     caplog.clear()
     with caplog.at_level("INFO"):
         np.testing.assert_array_equal(read_series(shuffled, irregular="resample", fill=fill).read(0, 80), series.read(0, 80))
-    assert "1 rows out of time order sorted" in caplog.text
+    assert "1 rows out of time order moved into place" in caplog.text
+    from seqpipe.data.regular_grid import rows_out_of_order
+
+    blocks = np.r_[0:100, 200:300, 100:200, 300:600]  # a block of 100 rows moved: 100, not the 1 place time goes back
+    assert rows_out_of_order(blocks) == 100 and rows_out_of_order(np.arange(5)) == 0
+    assert rows_out_of_order(np.array([5, 1, 2, 3, 4])) == 1 and rows_out_of_order(np.array([4, 3, 2, 1])) == 3
     assert list(series.times) == list(reference.index) and series.freq == "10min" and len(series) == 80
     np.testing.assert_allclose(series.read(0, 80), reference.to_numpy(), rtol=1e-6)
     data = module(path, split=[50, 15, 15], irregular="resample", fill=fill)
