@@ -119,6 +119,11 @@ class ForecastWindows(Dataset):
         return times[first:end].asi8.copy(), future.asi8.copy()
 
 
+def _name_list(names: list[str] | str | None) -> list[str] | None:
+    """Column names as given: one name (``--data.targets OT``) as a list of it, a list or None as it is."""
+    return [names] if isinstance(names, str) else names
+
+
 class ForecastData(SplitDataModule):
     """A multivariate series from a CSV file or a zarr store, cut into forecasting windows.
 
@@ -141,7 +146,7 @@ class ForecastData(SplitDataModule):
             column, the rows are steps (``predict`` writes step numbers).
         date_format: the timestamps' ``strptime`` format, e.g. ``"%d/%m/%Y %H:%M"`` for day-first dates
             (default: inferred). Timestamps with a UTC offset are forecast in it, or in UTC where it changes.
-        columns: the input variables (default: every column but time).
+        columns: the input variables (default: every column but time); one name or a list.
         targets: the variables to forecast (default: all inputs; one name for univariate targets, with
             several inputs for many-to-one). Targets are always among the inputs.
         scale: standardise every variable with the training rows' mean and standard deviation.
@@ -164,8 +169,8 @@ class ForecastData(SplitDataModule):
         stride: int = 1,
         time_column: str | None = None,
         date_format: str | None = None,
-        columns: list[str] | None = None,
-        targets: list[str] | None = None,
+        columns: list[str] | str | None = None,
+        targets: list[str] | str | None = None,
         scale: bool = True,
         calendar: bool = False,
         fill: FillPolicy | None = None,
@@ -180,7 +185,8 @@ class ForecastData(SplitDataModule):
         check_options({"seq_len": seq_len, "pred_len": pred_len, "stride": stride, "batch_size": batch_size})
         self.path, self.split, self.stride = path, list(split), stride
         self.seq_len, self.pred_len = seq_len, pred_len
-        self.time_column, self.date_format, self.columns, self.targets = time_column, date_format, columns, targets
+        self.time_column, self.date_format = time_column, date_format
+        self.columns, self.targets = _name_list(columns), _name_list(targets)
         self.scale, self.calendar, self.fill, self.max_in_memory_mb = scale, calendar, fill, max_in_memory_mb
         self.irregular = irregular
         self.batch_size, self.num_workers = batch_size, num_workers

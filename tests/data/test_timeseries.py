@@ -66,6 +66,7 @@ def test_stride_and_targets_many_to_one(series_dir):
     data = module(series_dir / "series.csv", stride=5, columns=["v0", "v1"], targets=["v2"])
     info = data.data_info.to_dict()
     assert info["columns"] == ["v0", "v1", "v2"] and info["targets"] == ["v2"] and info["target_index"] == [2]
+    assert module(series_dir / "series.csv", stride=5, columns=["v0", "v1"], targets="v2").data_info.to_dict() == info
     train = data.datasets["train"]
     assert len(train) == (240 - SEQ - PRED) // 5 + 1
     torch.testing.assert_close(train[1]["y"][:, 0], train[1]["x"].new_tensor(
