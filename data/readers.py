@@ -25,6 +25,7 @@ FASTA_SUFFIXES = (".fa", ".fasta", ".fna", ".ffn", ".fas", ".fsa")
 #: a final suffix that names the compression, not the format (``promoter.fa.gz``)
 COMPRESSED_SUFFIXES = (".gz", ".bgz")
 TABLE_SEPARATORS = {".tsv": "\t", ".csv": ","}
+SEPARATOR_NAMES = {"\t": "TAB", ",": "comma", ";": "semicolon"}
 #: the column a table's record ids are read from when no id column is named
 DEFAULT_ID_COLUMN = "id"
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -223,6 +224,8 @@ def read_table(
         raise DataError(path, f"cannot be read as {kind[1:].upper()}: {error}") from None
     check_fields_match_header(path, table, "TAB-separated" if kind == ".tsv" else "comma-separated",
                               ": a header cell is missing, a row ends with a separator, or a cell holds one")
+    check_header_separator(path, table, TABLE_SEPARATORS[kind], " (by its name, .tsv: TAB, .csv: comma): convert it, "
+                                                               "or name it for its separator")
     if id_column is None and DEFAULT_ID_COLUMN in table.columns:
         blank = np.flatnonzero(table[DEFAULT_ID_COLUMN].str.strip().eq("").to_numpy())
         if blank.size:  # not asked for: a column of ids with holes names no record, rows are numbered instead
@@ -259,6 +262,17 @@ def read_table(
             if not value:
                 raise DataError(path, f"empty {name!r} cell", record=record_id or None, line=line)
         yield Record(record_id, cells[sequence_column], cells[label_column] if label_column else None, path, line)
+
+
+def check_header_separator(path: Path, table: pd.DataFrame, separator: str, advice: str) -> None:
+    """Refuse a header read as one column that holds another separator than ``separator`` (';', TAB or ','): the
+    file is separated by that one. ``advice`` ends the message."""
+    if len(table.columns) != 1:
+        return
+    other = next((s for s in (";", "\t", ",") if s != separator and s in str(table.columns[0])), None)
+    if other is not None:
+        raise DataError(path, f"the header is one column, {table.columns[0]!r}: the file seems separated by {other!r}, "
+                              f"and seqpipe reads it as {SEPARATOR_NAMES[separator]}-separated{advice}", line=1)
 
 
 def check_fields_match_header(path: Path, table: pd.DataFrame, fields: str, advice: str) -> None:

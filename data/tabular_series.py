@@ -28,7 +28,7 @@ import pandas as pd
 
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
-from seqpipe.data.readers import check_fields_match_header
+from seqpipe.data.readers import check_fields_match_header, check_header_separator
 from seqpipe.data.regular_grid import regularise, usual_step
 from seqpipe.errors import ConfigError, DataError
 
@@ -195,9 +195,7 @@ def _check_comma_separated(path: Path, table: pd.DataFrame) -> None:
     TAB."""
     check_fields_match_header(path, table, "comma-separated", " with '.' decimals; is it separated by ';' with decimal "
                               "commas? Convert it (e.g. pandas.read_csv(path, sep=';', decimal=',').to_csv(new))")
-    if len(table.columns) == 1 and (separator := next((s for s in (";", "\t") if s in table.columns[0]), None)):
-        raise DataError(path, f"the header is one column, {table.columns[0]!r}: the file seems separated by "
-                              f"{separator!r}, and seqpipe reads comma-separated values (convert it to commas)", line=1)
+    check_header_separator(path, table, ",", " (convert it to commas)")
 
 
 def _read_zarr(path: Path, time_column, columns, fill, irregular, max_in_memory_mb, date_format, columns_hint) -> Series:

@@ -205,3 +205,14 @@ def test_a_class_folder_reads_other_fasta_names_and_names_the_files_it_leaves_ou
     with pytest.warns(UserWarning, match=r"1 file\(s\) not named as FASTA .* are not read as classes: notes.txt"):
         records = list(read_records(tmp_path))
     assert sorted((r.label, r.id) for r in records) == [("genes", "g1"), ("rrna", "r1"), ("trna", "t1")]
+
+
+@pytest.mark.parametrize("name,text,found", [("semi.csv", "id;sequence;label\nr1;ACGT;pos\n", "';'"),
+                                             ("tabs.csv", "id\tsequence\tlabel\nr1\tACGT\tpos\n", "'\\\\t'"),
+                                             ("commas.tsv", "id,sequence,label\nr1,ACGT,pos\n", "','")])
+def test_a_table_separated_otherwise_than_its_name_says_is_named(tmp_path, name, text, found):
+    (tmp_path / name).write_text(text)
+    expected = "TAB" if name.endswith(".tsv") else "comma"
+    with pytest.raises(DataError, match=rf"{name}, line 1: the header is one column, .*: the file seems separated by "
+                                        rf"{found}, and seqpipe reads it as {expected}-separated"):
+        list(read_records(tmp_path / name))
