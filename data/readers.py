@@ -174,20 +174,22 @@ def read_fasta_per_class(directory: str | Path) -> Iterator[Record]:
     directory = Path(directory)
     files = sorted(p for p in directory.iterdir() if p.is_file() and is_fasta_name(p))
     read = set(files)
-    others = sorted(p.name for p in directory.iterdir() if p.is_file() and p not in read and not p.name.startswith(".")
-                    and p.suffix.lower() not in (".fai", ".gzi"))
+    others = sorted(p.name + ("/" if p.is_dir() else "") for p in directory.iterdir() if p not in read
+                    and not p.name.startswith(".") and p.suffix.lower() not in (".fai", ".gzi"))
     if files and others:
-        warnings.warn(f"{directory}: {len(others)} file(s) not named as FASTA ({', '.join(FASTA_SUFFIXES)}, optionally "
-                      f".gz or .bgz) are not read as classes: {', '.join(others[:5])}{' ...' if len(others) > 5 else ''}",
-                      stacklevel=2)
+        warnings.warn(f"{directory}: {len(others)} entries that are not FASTA files ({', '.join(FASTA_SUFFIXES)}, "
+                      f"optionally .gz or .bgz; folders are not searched) are not read as classes: "
+                      f"{', '.join(others[:5])}{' ...' if len(others) > 5 else ''}", stacklevel=2)
     if not files:
         found = sorted(p.name for p in directory.iterdir())[:10]
         raise DataError(directory, f"no FASTA files ({', '.join(FASTA_SUFFIXES)}, optionally .gz or .bgz); found {found}")
     owners: dict[str, Path] = {}
     for file in files:
         label = _stem(file)
-        if label in owners:
-            raise DataError(directory, f"class {label!r} has two files: {owners[label].name} and {file.name}")
+        if label.casefold() in {known.casefold() for known in owners}:
+            other = next(owners[known] for known in owners if known.casefold() == label.casefold())
+            raise DataError(directory, f"class {label!r} has two files: {other.name} and {file.name} (class names "
+                                       "differing only in case are one class)")
         owners[label] = file
     for label, file in owners.items():
         for header, sequence, line in read_fasta(file):

@@ -135,6 +135,10 @@ def test_directory_problems(tmp_path):
         list(read_records(tmp_path))
     write_fasta(tmp_path / "b.fasta", [("t", "GG")])
     assert [r.label for r in read_records(tmp_path)] == ["a", "b"]
+    write_fasta(tmp_path / "B.fna", [("t", "GG")])
+    with pytest.raises(DataError, match=r"class 'b' has two files: B.fna and b.fasta \(class names differing only in case"):
+        list(read_records(tmp_path))
+    (tmp_path / "B.fna").unlink()
     write_fasta(tmp_path / "b.fna.gz", [("t", "GG")])
     with pytest.raises(DataError, match="class 'b' has two files"):
         list(read_records(tmp_path))
@@ -202,7 +206,9 @@ def test_a_class_folder_reads_other_fasta_names_and_names_the_files_it_leaves_ou
     (tmp_path / "trna.fa.bgz").write_bytes(gzip.compress(b">t1\nTTGA\n"))  # bgzip is gzip-compatible
     (tmp_path / "rrna.fas.fai").write_text("r1\t4\t4\t4\t5\n")
     (tmp_path / "notes.txt").write_text("not a class")
-    with pytest.warns(UserWarning, match=r"1 file\(s\) not named as FASTA .* are not read as classes: notes.txt"):
+    (tmp_path / "old").mkdir()
+    with pytest.warns(UserWarning, match=r"2 entries that are not FASTA files .* folders are not searched\) are not read "
+                                         r"as classes: notes.txt, old/$"):
         records = list(read_records(tmp_path))
     assert sorted((r.label, r.id) for r in records) == [("genes", "g1"), ("rrna", "r1"), ("trna", "t1")]
 
