@@ -47,11 +47,12 @@ class Window(NamedTuple):
     strand: str = "+"
 
 
-_REGION = re.compile(r"^(?P<chrom>[^:]+)(?::(?P<start>[\d,]+%?)-(?P<end>[\d,]+%?))?$")
+_REGION = re.compile(r"^(?P<chrom>[^:]+)(?::(?P<start>\d+(?:\.\d+)?%|[\d,]+)-(?P<end>\d+(?:\.\d+)?%|[\d,]+))?$")
 
 
 def parse_region(text: str, chrom_sizes: dict[str, int]) -> list[Interval]:
-    """``chrom``, ``chrom:start-end`` (0-based, half-open) or ``chrom:80%-100%``; ``*`` means every chromosome.
+    """``chrom``, ``chrom:start-end`` (0-based, half-open) or ``chrom:80%-100%`` (decimals allowed: ``99.5%``);
+    ``*`` means every chromosome.
 
     >>> parse_region("*:80%-100%", {"chr1": 1000})
     [Interval(chrom='chr1', start=800, end=1000)]

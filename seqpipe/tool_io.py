@@ -8,16 +8,26 @@ when complete, a path that is not a seqpipe output of the same kind refused befo
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
 from collections.abc import Callable
+from pathlib import Path
 
 from seqpipe.command import CTRL_C_EXIT
-from seqpipe.errors import SeqpipeError
+from seqpipe.errors import ConfigError, SeqpipeError
 
 #: exit status of a run stopped by SIGTERM (128 + 15, as a shell reports a process killed by it)
 SIGTERM_EXIT = 143
+
+
+def output_prefix(text: str) -> Path:
+    """``--out PREFIX`` of a tool that writes PREFIX.<suffix> files; a folder (``out/``) is refused, as the files
+    would land beside it (``out.tsv``), not in it."""
+    if text.endswith(("/", os.sep)):
+        raise ConfigError(f"--out {text}: a prefix of file names, not a folder; give e.g. {Path(text) / 'scores'}")
+    return Path(text)
 
 
 def positive_int(text: str) -> int:

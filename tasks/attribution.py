@@ -44,7 +44,7 @@ from seqpipe.tasks.dna_classification import DNASequenceClassification
 from seqpipe.tasks.model_scoring import (add_bed_genome_options, add_device_option, add_table_options, batches, class_probabilities,
                                          label_names, load_model, log_odds, predict_data, reads_both_strands,
                                          window_scores)
-from seqpipe.tool_io import non_negative_int, positive_int, run_tool, tool_parser
+from seqpipe.tool_io import non_negative_int, output_prefix, positive_int, run_tool, tool_parser
 
 #: BASE_IDS as a tensor, to index and compare token ids with
 BASE_ID_TENSOR = torch.tensor(BASE_IDS)
@@ -129,7 +129,7 @@ def _replaced_output(module: torch.nn.Module, make_output):
 
 def explain(options: argparse.Namespace) -> None:
     """``seqpipe explain`` with its parsed ``options`` (see :func:`parser`)."""
-    out = Path(options.out)
+    out = output_prefix(options.out)
     paths = [out.with_name(out.name + ".npz"), out.with_name(out.name + ".logos")]
     outputs = [Output(paths[0], "attribution arrays file"), Output(paths[1], "attribution logos folder", folder=True)]
     with writing(*outputs) as (npz, logos):

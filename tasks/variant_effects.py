@@ -59,9 +59,11 @@ from seqpipe.tasks.model_scoring import (add_device_option, batches, class_proba
                                          strand_symmetric,
                                          log_odds, window_scores)
 from seqpipe.tasks.per_base import MaskedBaseLM, NextBaseLM
-from seqpipe.tool_io import run_tool, tool_parser
+from seqpipe.tool_io import output_prefix, run_tool, tool_parser
 
 SHOWN_MISMATCHES = 10
+#: IUPAC codes of more than one base (N apart), which an ALT may hold but a substitution cannot be scored for
+IUPAC_AMBIGUITY = set("RYSWKMBDHV")
 #: the id of each id's complement, to index with
 COMPLEMENT_IDS = torch.tensor(DNA_COMPLEMENT)
 #: the smallest --window a language model scores: a base before the variant predicts it, one after it on the other strand
@@ -84,6 +86,8 @@ def check_allele(allele: Allele, genome: Genome) -> str | None:
     """Why ``allele`` cannot be scored, or None. Only single-base substitutions are scored: an indel would need
     reference and alternate windows of different lengths, which a per-base score cannot compare position by
     position."""
+    if len(allele.alt) == 1 and allele.alt.upper() in IUPAC_AMBIGUITY:
+        return "ALT is an ambiguity code"
     if allele.alt.upper().strip("ACGTN"):
         return "symbolic or missing ALT"
     if len(allele.ref) != len(allele.alt):
@@ -346,7 +350,7 @@ def info_key(kind: str, name: str) -> str:
 
 def score_vcf(options: argparse.Namespace) -> None:
     """``seqpipe variants`` with its parsed ``options`` (see :func:`parser`)."""
-    out = Path(options.out)
+    out = output_prefix(options.out)
     paths = [out.with_name(out.name + suffix) for suffix in (".tsv", ".vcf.gz", ".skipped.tsv")]
     if options.window < 1:
         raise ConfigError(f"--window must be >= 1, got {options.window}")
@@ -375,7 +379,10 @@ def score_vcf(options: argparse.Namespace) -> None:
         reasons = [check_allele(a, genome) for a in alleles]
         scored = [a for a, reason in zip(alleles, reasons) if reason is None]
         if not scored:
-            raise DataError(options.vcf, f"none of its {len(alleles)} alleles can be scored ({reason_counts(reasons)})")
+            absent = sorted({a.chrom for a, reason in zip(alleles, reasons) if reason == "chromosome not in the FASTA"})
+            names = (f"; its chromosomes {absent[:5]} are not among the FASTA's {list(genome.chrom_sizes)[:5]}"
+                     if absent else "")
+            raise DataError(options.vcf, f"none of its {len(alleles)} alleles can be scored ({reason_counts(reasons)}){names}")
         if language_model:
             scores = language_model_scores(model, genome, scored, options.window, options.batch_size)
         else:
@@ -451,7 +458,7 @@ def info_values(values: np.ndarray, rows: list[int | None]) -> str:
 def report(total: int, skipped, mismatches: list[str], paths: list[Path]) -> None:
     """The counts on stdout; on stderr the records whose REF disagrees with the FASTA (the first
     SHOWN_MISMATCHES)."""
-    print(f"scored {total - len(skipped)} of {total} alleles; wrote {paths[0]} and {paths[1]}")
+    print(f"scored {total - len(skipped)} of {total} alleles; wrote {paths[0]}, {paths[1]} and {paths[2]}")
     if len(skipped):
         print(f"skipped {len(skipped)} (listed in {paths[2]}): {reason_counts(skipped['reason'])}")
     for mismatch in mismatches[:SHOWN_MISMATCHES]:

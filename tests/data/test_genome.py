@@ -193,6 +193,10 @@ def test_track_must_match_the_genome(genome_files, tmp_path):
 def test_regions_and_splits_never_overlap():
     assert parse_region("chrA:10-20", CHROMS) == [Interval("chrA", 10, 20)]
     assert parse_region("*:50%-100%", CHROMS)[1] == Interval("chrB", 850, 1700)
+    assert parse_region("chrB:99.5%-100%", CHROMS) == [Interval("chrB", round(1700 * 0.995), 1700)]
+    assert parse_region("chrA:1,000-2,000", CHROMS) == [Interval("chrA", 1000, 2000)]
+    with pytest.raises(ConfigError, match="expected 'chrom'"):
+        parse_region("chrA:1.5-20", CHROMS)  # a decimal position is not a base
     with pytest.raises(ConfigError):
         parse_region("chrA:20-10", CHROMS)
     splits = split_intervals(CHROMS, ["chrC"], ["chrA:2000-3000", "chrB:0-100"])

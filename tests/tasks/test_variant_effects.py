@@ -382,3 +382,15 @@ def test_a_language_model_scores_the_log_likelihood_ratio_of_both_strands(tmp_pa
         assert main([*args, *bad, "--out", str(tmp_path / "bad")]) == 2
         assert message in capsys.readouterr().err
     assert not list(tmp_path.glob("bad*"))
+
+
+def test_an_out_folder_and_unknown_chromosome_names_are_said(tmp_path, capsys):
+    write_checkpoint(tmp_path / "m.ckpt", CAUSAL_CLASSIFIER, ["neg", "pos"])
+    fasta = write_fasta(tmp_path / "g.fa", {"chr1": CHROM})
+    numbered = write_vcf(tmp_path / "n.vcf", [("1", 20, "x", "A", "C"), ("1", 30, "y", "A", "R")], {"1": 100})
+    args = ["--ckpt_path", str(tmp_path / "m.ckpt"), "--data.fasta", fasta, "--vcf", numbered]
+    assert main([*args, "--out", f"{tmp_path / 'scores'}/"]) == 2
+    assert capsys.readouterr().err.strip().endswith(f"a prefix of file names, not a folder; give e.g. {tmp_path / 'scores' / 'scores'}")
+    assert main([*args, "--out", str(tmp_path / "o")]) == 2
+    assert capsys.readouterr().err.strip().endswith("none of its 2 alleles can be scored (1 chromosome not in the FASTA, 1 ALT is an "
+                                                    "ambiguity code); its chromosomes ['1'] are not among the FASTA's ['chr1']")
