@@ -476,7 +476,7 @@ def reason_counts(reasons) -> str:
 def parser() -> argparse.ArgumentParser:
     p = tool_parser("seqpipe variants", __doc__)
     p.add_argument("--data.fasta", dest="fasta", required=True, help="the reference genome (plain, bgzip or gzip)")
-    p.add_argument("--vcf", required=True, help="the variants (VCF, plain or bgzip)")
+    p.add_argument("--vcf", required=True, help="the variants (VCF, plain, gzip or bgzip)")
     p.add_argument("--out", required=True, help="prefix of the outputs: PREFIX.tsv, PREFIX.vcf.gz, PREFIX.skipped.tsv")
     p.add_argument("--window", type=int, default=1001, help="bases per window, centred on the variant (default 1001)")
     p.add_argument("--span", type=int, help="per-base models: the central positions averaged (default: the window)")
