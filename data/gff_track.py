@@ -136,7 +136,9 @@ def feature_spans(gff: str | Path, features: list[str], chrom_sizes: dict[str, i
             spans[chrom].append((*end_span(start, end, strand, which), label))
     missing = sorted({kind for kind, _ in parsed} - types.keys())  # a class that would have no base: a typo
     if missing:
-        raise DataError(gff, f"no features of type {missing}; {describe_types(types)}")
+        ends_hint = next((f" ({name!r}: the part after ':' names an end, 'start' or 'end')" for name in missing
+                          if name.rpartition(":")[0] in types), "")
+        raise DataError(gff, f"no features of type {missing}{ends_hint}; {describe_types(types)}")
     return spans
 
 

@@ -172,6 +172,10 @@ def test_gff_track_without_the_feature_lists_the_types_there_are(genome_files, t
     assert gff_track_main([str(gff), str(genome_files[0]), str(tmp_path / "one.zarr"), "--feature", "CDS", "--feature", "rRNA"]) == 2
     assert capsys.readouterr().err.splitlines() == [
         f"seqpipe: error: {gff}: no features of type ['rRNA']; its types are CDS ({counts['CDS']}), gene ({counts['gene']})"]
+    assert gff_track_main([str(gff), str(genome_files[0]), str(tmp_path / "end.zarr"), "--feature", "CDS:middle"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"seqpipe: error: {gff}: no features of type ['CDS:middle'] ('CDS:middle': the part after ':' names an end, "
+        f"'start' or 'end'); its types are CDS ({counts['CDS']}), gene ({counts['gene']})"]
     many = tmp_path / "many.gff"
     many.write_text("".join(f"chrA\tsim\ttype{k:02d}\t1\t10\t.\t+\t.\tID=x{k}\n" for k in range(12)) + "##FASTA\n>chrA\n")
     with pytest.raises(DataError, match=r"its types are type00 \(1\), .*, type09 \(1\) and 2 more$"):
