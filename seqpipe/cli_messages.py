@@ -28,6 +28,10 @@ _IRRELEVANT_LOGS = (
     # a stop says itself in one seqpipe line (Ctrl-C, SIGTERM)
     "\nDetected KeyboardInterrupt, attempting graceful shutdown",
     "Received SIGTERM",
+    # on a machine without them (an accelerator that is there and used is still said)
+    "GPU available: False, used: False",
+    "TPU available: False",
+    "HPU available: False",
 )
 
 
