@@ -160,7 +160,7 @@ def _read_csv(path: Path, time_column: str | None, columns: Sequence[str] | None
     if table.empty:
         raise DataError(path, "no rows after the header")
     _check_comma_separated(path, table)
-    lines = _row_lines(path, len(table))
+    lines = RowLines(path, len(table))
     time_column = None if time_column == NO_TIME_COLUMN else time_column or _detect_time_column(table)
     if time_column is not None and time_column not in table.columns:
         raise DataError(path, f"no time column {time_column!r}; the columns are {list(table.columns)} (set data.time_column)")
@@ -173,7 +173,7 @@ def _read_csv(path: Path, time_column: str | None, columns: Sequence[str] | None
         bad = numbers.isna() & text.notna()
         if bad.any():
             row = int(np.flatnonzero(bad.to_numpy())[0])
-            raise DataError(path, f"column {name!r} is not numeric: row {row} holds {text.iat[row]!r}", line=None if lines is None else int(lines[row]))
+            raise DataError(path, f"column {name!r} is not numeric: row {row} holds {text.iat[row]!r}", line=lines.of(row))
         values[:, k] = numbers.to_numpy(dtype=np.float64)
     times = None if time_column is None else _parse_times(path, table[time_column], lines, date_format)
     series = _checked_series(path, names, times, values, fill, irregular, lines=lines)
@@ -181,12 +181,22 @@ def _read_csv(path: Path, time_column: str | None, columns: Sequence[str] | None
     return series
 
 
-def _row_lines(path: Path, rows: int) -> np.ndarray | None:
-    """The line in the file of each of the ``rows`` rows pandas read (it skips blank lines); None when they do not
-    add up (a quoted cell holding a line break), and messages then give row numbers only."""
-    with pd.io.common.get_handle(path, "r", compression="infer", errors="replace") as handle:
-        lines = np.array([number for number, text in enumerate(handle.handle, start=1) if text.strip()])[1:]
-    return lines if len(lines) == rows else None
+class RowLines:
+    """The line in the file of each of the ``rows`` rows pandas read (it skips blank lines), counted by reading the
+    file again only when a message asks (:meth:`of`)."""
+
+    def __init__(self, path: Path, rows: int):
+        self.path, self.rows = path, rows
+        self._lines: RowLines | None = None
+        self._counted = False
+
+    def of(self, row: int) -> int | None:
+        """Row ``row``'s line; None when the lines do not add up to the rows (a quoted cell holding a line break)."""
+        if not self._counted:
+            with pd.io.common.get_handle(self.path, "r", compression="infer", errors="replace") as handle:
+                lines = np.array([number for number, text in enumerate(handle.handle, start=1) if text.strip()])[1:]
+            self._lines, self._counted = (lines if len(lines) == self.rows else None), True
+        return None if self._lines is None else int(self._lines[row])
 
 
 def _check_comma_separated(path: Path, table: pd.DataFrame) -> None:
@@ -283,12 +293,13 @@ def _select(path: Path, available: list[str], wanted: Sequence[str] | None, hint
     return list(wanted)
 
 
-def _row_name(row: int, lines: np.ndarray | None) -> str:
-    """How messages name row ``row``: with its line in the file when ``lines`` (each row's line) is known."""
-    return f"row {row}" if lines is None else f"row {row} (line {lines[row]})"
+def _row_name(row: int, lines: RowLines | None) -> str:
+    """How messages name row ``row``: with its line in the file when ``lines`` knows it."""
+    line = None if lines is None else lines.of(row)
+    return f"row {row}" if line is None else f"row {row} (line {line})"
 
 
-def _parse_times(path: Path, text: pd.Series, lines: np.ndarray | None, date_format: str | None) -> pd.DatetimeIndex:
+def _parse_times(path: Path, text: pd.Series, lines: RowLines | None, date_format: str | None) -> pd.DatetimeIndex:
     """Timestamps from text (or datetime64): naive, in the file's UTC offset when every row has the same one,
     in UTC when it changes (daylight saving)."""
     if date_format is None and text.dtype.kind not in "mM" and not pd.isna(pd.to_numeric(text.iat[0], errors="coerce")):
@@ -338,7 +349,7 @@ def _warn_if_day_first_possible(path: Path, text: pd.Series, parsed: pd.Series) 
                    f"each of them also reads day first: if they are, set data.date_format '{day_first}")
 
 
-def _check_offsets(path: Path, text: pd.Series, lines: np.ndarray | None) -> None:
+def _check_offsets(path: Path, text: pd.Series, lines: RowLines | None) -> None:
     """A UTC offset on some timestamps and not on others is an error naming the first row that differs from row 0."""
     with_offset = text.astype(str).str.contains(_UTC_OFFSET).to_numpy()
     differs = np.flatnonzero(with_offset != with_offset[0])
@@ -388,7 +399,7 @@ _MISSING_ADVICE = "set data.fill to 'ffill' or 'interpolate' to fill them"
 _NON_FINITE_ADVICE = "infinite, or beyond float64; data.fill does not repair them: correct or empty those cells"
 
 
-def _cells_message(what: str, cells: list[tuple[int, int]], names: list[str], lines: np.ndarray | None, advice: str) -> str:
+def _cells_message(what: str, cells: list[tuple[int, int]], names: list[str], lines: RowLines | None, advice: str) -> str:
     rows = sorted({row for row, _ in cells})
     columns = [names[c] for c in sorted({c for _, c in cells})]
     shown = ", ".join(_row_name(row, lines) for row in rows[:_ROWS_SHOWN])
@@ -396,7 +407,7 @@ def _cells_message(what: str, cells: list[tuple[int, int]], names: list[str], li
     return f"{len(cells)} {what} values in column(s) {columns} at {shown}{more}; {advice}"
 
 
-def _handle_missing(path: Path, values: np.ndarray, names: list[str], fill: FillPolicy | None, lines: np.ndarray | None) -> np.ndarray:
+def _handle_missing(path: Path, values: np.ndarray, names: list[str], fill: FillPolicy | None, lines: RowLines | None) -> np.ndarray:
     infinite = np.isinf(values)
     if infinite.any():
         raise DataError(path, _cells_message("non-finite", list(zip(*np.nonzero(infinite))), names, lines, _NON_FINITE_ADVICE))
@@ -422,7 +433,7 @@ def _fill(path: Path, values: np.ndarray, names: list[str], fill: FillPolicy) ->
 
 
 def _checked_series(path: Path, names: list[str], times: pd.DatetimeIndex | None, values, fill: FillPolicy | None,
-                    irregular: IrregularPolicy, lines: np.ndarray | None) -> Series:
+                    irregular: IrregularPolicy, lines: RowLines | None) -> Series:
     """Check (and with ``fill`` repair) the values, put the rows on a regular grid if asked, infer the frequency.
 
     ``values``: (T, C) float64 in memory, or a lazily read store (already checked; ``fill`` None).
@@ -453,7 +464,7 @@ def _resample(path: Path, times: pd.DatetimeIndex, values: np.ndarray, names: li
     return regular.times, values
 
 
-def _infer_frequency(path: Path, times: pd.DatetimeIndex, lines: np.ndarray | None) -> str:
+def _infer_frequency(path: Path, times: pd.DatetimeIndex, lines: RowLines | None) -> str:
     """The series' pandas frequency; the first duplicated, out-of-order or off-grid row is an error."""
     if len(times) < 3:
         raise DataError(path, f"only {len(times)} rows: a frequency needs at least 3 timestamps")
