@@ -45,7 +45,8 @@ class SequenceModel(L.LightningModule):
     With ``trainer.max_time``, the first epoch's time decides how many of ``trainer.max_epochs`` fit in it: the
     run trains that many (it says so) and the cosine decay ends with the last of them, instead of being cut off
     at a high learning rate when the time runs out. The first epoch also carries one-off start-up costs, so the
-    count errs on the side of fewer epochs. A resumed run keeps the count and the schedule.
+    count errs on the side of fewer epochs. A resumed run keeps the count and the schedule; resumed with another
+    ``trainer.max_epochs``, it trains on with a new ``trainer.max_time`` budget, counted again after its first epoch.
 
     Args:
         backbone: the sequence backbone (input layer, blocks, final norm).
@@ -109,6 +110,8 @@ class SequenceModel(L.LightningModule):
         #: epochs this run trains when trainer.max_time holds fewer than trainer.max_epochs (None: max_epochs)
         self._timed_epochs: int | None = None
         self._requested_epochs: int | None = None  # trainer.max_epochs when they were counted
+        self._train_on = False  # resumed past a counted run's end: a new max_time budget, the epochs counted again
+        self._count_after_epoch: int | None = None  # the epoch after which this run counts the epochs that fit
         #: the contract the model was built from (None until bound); ``hparams["data_info"]`` is its saved form
         self.data_info: DataInfo | None = None
         #: a ``fit`` that resumes from a checkpoint (the CLI sets it for ``--ckpt_path``): ``pretrained`` is not read
@@ -348,7 +351,7 @@ class SequenceModel(L.LightningModule):
 
     def setup(self, stage: str) -> None:
         if stage == "fit":  # a new fit; a resumed one restores both from its checkpoint next
-            self._timed_epochs = None
+            self._timed_epochs, self._train_on = None, False
 
     def on_train_start(self) -> None:
         # estimated_stepping_batches (configure_optimizers) built the training loader before the checkpoint was
@@ -358,21 +361,30 @@ class SequenceModel(L.LightningModule):
         # here rather than in on_load_checkpoint: under some strategies the checkpoint is restored after the optimizers
         if self._timed_epochs is not None and self._timed_epochs < self.trainer.max_epochs:
             self.trainer.fit_loop.max_epochs = self._timed_epochs
+        timer = self._timer()
+        if self._train_on and timer is not None:
+            timer.load_state_dict({"time_elapsed": {}})  # the time the checkpoint's run spent is not this run's
+        self._count_after_epoch = self.current_epoch if self.current_epoch == 0 or self._train_on else None
 
     def on_train_epoch_end(self) -> None:
-        if self.current_epoch == 0:
+        if self.current_epoch == self._count_after_epoch:
             self._fit_epochs_to_max_time()
 
+    def _timer(self) -> Timer | None:
+        """The trainer's Timer (``trainer.max_time``), or None."""
+        return next((callback for callback in self.trainer.callbacks if isinstance(callback, Timer)), None)
+
     def _fit_epochs_to_max_time(self) -> None:
-        """After the first epoch, with ``trainer.max_time``: train only the epochs that fit in it (at least one more
-        than ``head_warmup_epochs``), the cosine decay ending with the last of them (the warm-up unchanged)."""
-        timer = next((callback for callback in self.trainer.callbacks if isinstance(callback, Timer)), None)
+        """After this run's first epoch, with ``trainer.max_time``: train only the epochs that fit in it (at least one
+        more than ``head_warmup_epochs``), the cosine decay ending with the last of them (the warm-up unchanged)."""
+        timer = self._timer()
         remaining = timer.time_remaining() if timer else None
         max_epochs, batches = self.trainer.max_epochs, self.trainer.num_training_batches
         if remaining is None or max_epochs is None or max_epochs < 0 or batches == math.inf:
             return
         first = timer.time_elapsed()
-        fit = max(1 + int(remaining // max(first, 1e-9)), self.hparams.head_warmup_epochs + 1)
+        done = self.current_epoch + 1
+        fit = max(done + int(remaining // max(first, 1e-9)), self.hparams.head_warmup_epochs + 1)
         epochs = self.trainer.strategy.broadcast(fit, src=0)  # rank 0's count, so that every process stops together
         if epochs >= max_epochs:
             return
@@ -385,7 +397,8 @@ class SequenceModel(L.LightningModule):
         for group, base, factor in zip(scheduler.optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
             group["lr"] = base * factor(scheduler.last_epoch)
         took = f"{first:.0f}" if first >= 10 else f"{first:.2g}"  # "53", or "0.42" rather than "0"
-        rank_zero_info(f"trainer.max_time {first + remaining:.0f} s: the first epoch took {took} s, so this run "
+        which = "its" if done > 1 else "the"  # a run resumed past a counted run's end: its own first epoch
+        rank_zero_info(f"trainer.max_time {first + remaining:.0f} s: {which} first epoch took {took} s, so this run "
                        f"trains {epochs} of its {max_epochs} epochs, and the learning-rate schedule ends with the last "
                        "of them")
 
@@ -411,9 +424,12 @@ class SequenceModel(L.LightningModule):
         requested = timed.get("max_epochs")
         trainer = self._trainer
         if trainer is not None and trainer.state.fn == "fit" and requested is not None and trainer.max_epochs != requested:
-            rank_zero_info(f"the checkpoint's run trained {timed['epochs']} of its {requested} epochs (what fit its "
-                           f"trainer.max_time); with trainer.max_epochs {trainer.max_epochs} training goes on to "
-                           f"epoch {trainer.max_epochs}, the learning-rate schedule over {trainer.max_epochs} epochs")
+            self._train_on = True
+            if trainer.max_epochs > checkpoint.get("epoch", 0) + 1:
+                rank_zero_info(f"the checkpoint's run trained {timed['epochs']} of its {requested} epochs (what fit its "
+                               f"trainer.max_time); with trainer.max_epochs {trainer.max_epochs} training goes on to "
+                               f"epoch {trainer.max_epochs} (within a new trainer.max_time, if set), the learning-rate "
+                               f"schedule over {trainer.max_epochs} epochs")
             return
         self._timed_epochs, self._requested_epochs = timed["epochs"], requested
         self._schedule = (timed["warmup_steps"], timed["total_steps"])

@@ -136,6 +136,16 @@ def test_max_time_fits_the_epochs_and_the_schedule_to_it_and_resuming_keeps_them
     assert "trained 3 of its 20 epochs (what fit its trainer.max_time); with trainer.max_epochs 6 training goes on" in caplog.text
     assert on.current_epoch == 6 and on.global_step == 18
     assert on.lr_scheduler_configs[0].scheduler.get_last_lr()[0] == pytest.approx(0.1)  # the end of the 6-epoch cosine
+    # ... and with trainer.max_time still set: a new budget (the checkpoint's spent time dropped), the epochs that fit
+    # it counted after this run's first epoch (10 s of 35: 2 more), the cosine ending with the last of them
+    caplog.clear()
+    clock = EpochClock(35, 10)
+    timed_on = trainer(tmp_path / "timed_on", max_epochs=30, callbacks=[clock])
+    with caplog.at_level("INFO"):
+        timed_on.fit(make_model(lr=1.0, min_lr_ratio=0.1), RandomTokens(), ckpt_path=tmp_path / "end.ckpt")
+    assert clock._offset == 0 and "its first epoch took 10 s, so this run trains 6 of its 30 epochs" in caplog.text
+    assert timed_on.current_epoch == 6 and timed_on.global_step == 18
+    assert timed_on.lr_scheduler_configs[0].scheduler.get_last_lr()[0] == pytest.approx(0.1)
 
 
 def test_max_time_says_how_long_a_short_first_epoch_took(tmp_path, caplog):
