@@ -1,7 +1,7 @@
 """Seeded generators of small synthetic data sets, for tests and the demo. Nothing is downloaded.
 
     seqpipe synthetic dna-motifs --out DIR --seed 0
-    seqpipe synthetic audio-clips --out DIR --kind formants --n-per-class 300
+    seqpipe synthetic audio-clips --out DIR --kind formants --n_per_class 300
 
 Each data set is one subcommand and one plain function that tests call with tiny sizes.
 """

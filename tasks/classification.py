@@ -31,7 +31,7 @@ class MatthewsCorrCoef(MulticlassMatthewsCorrCoef):
         truth, predicted, total = confmat.sum(1), confmat.sum(0), confmat.sum()
         covariance = confmat.trace() * total - (truth * predicted).sum()
         spread = ((total**2 - (predicted**2).sum()) * (total**2 - (truth**2).sum())).sqrt()
-        return (covariance / spread if spread > 0 else torch.zeros((), dtype=confmat.dtype)).float()
+        return (covariance / spread if spread > 0 else torch.zeros((), dtype=confmat.dtype, device=confmat.device)).float()
 
 
 def pool(features: torch.Tensor, lengths: torch.Tensor | None, how: Literal["mean", "last"]) -> torch.Tensor:

@@ -17,6 +17,7 @@ from seqpipe.dna_alphabet import base_index
 from seqpipe.errors import ConfigError
 from seqpipe.tasks.classification import SequenceClassification, pool
 
+
 def kmer_profile(x: torch.Tensor, k: int) -> torch.Tensor:
     """Token ids (B, L) -> L2-normalised counts of the 4**k k-mers of each row (B, 4**k), float.
 
@@ -95,5 +96,3 @@ class DNASequenceClassification(SequenceClassification):
         if self.kmer_size:
             pooled = torch.cat([pooled, kmer_profile(batch["x"], self.kmer_size).to(pooled.dtype)], dim=-1)
         return self.view_classifier(batch)(pooled)
-
-

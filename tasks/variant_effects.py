@@ -34,6 +34,7 @@ chromosome ends); ``--chunk_size`` runs long windows chunk by chunk with carried
 from __future__ import annotations
 
 import argparse
+import gzip
 import os
 import re
 import sys
@@ -51,12 +52,11 @@ import pandas as pd
 import torch
 
 from seqpipe.data.genome_io import Genome
-from seqpipe.data.readers import open_text
+from seqpipe.data.readers import compression, open_text
 from seqpipe.dna_alphabet import BASES, DNA_COMPLEMENT, DNA_VOCAB, N_ID, base_index, is_base, letters, reverse_complement_ids
 from seqpipe.errors import ConfigError, DataError
 from seqpipe.outputs import Output, writing
 from seqpipe.tasks.model_scoring import (add_device_option, batches, class_probabilities, label_names, load_model,
-                                         strand_symmetric,
                                          log_odds, window_scores)
 from seqpipe.tasks.per_base import MaskedBaseLM, NextBaseLM
 from seqpipe.tool_io import output_prefix, run_tool, tool_parser
@@ -96,9 +96,13 @@ def check_allele(allele: Allele, genome: Genome) -> str | None:
         return "multi-base substitution"
     if allele.alt.upper() not in set(BASES):
         return "ALT is N"
+    if allele.ref.upper() == "N":
+        return "REF is N"
     if allele.chrom not in genome.chrom_sizes:
         return "chromosome not in the FASTA"
-    if not 0 <= allele.pos < genome.chrom_sizes[allele.chrom]:
+    if allele.pos < 0:
+        return "POS 0 (before the chromosome's first base)"
+    if allele.pos >= genome.chrom_sizes[allele.chrom]:
         return "position past the chromosome end"
     found = letters(genome.read(allele.chrom, allele.pos, allele.pos + 1))
     if allele.ref.upper() != found:
@@ -139,10 +143,10 @@ def language_model_scores(model, genome: Genome, alleles: list[Allele], window: 
             refs = torch.from_numpy(np.stack([genome.read(a.chrom, a.pos - centre, a.pos - centre + window) for a in group])).long()
             ref_ids = torch.tensor([DNA_VOCAB[a.ref.upper()] for a in group])
             alt_ids = torch.tensor([DNA_VOCAB[a.alt.upper()] for a in group])
-            strands = [(refs, centre, ref_ids, alt_ids)]
-            if not strand_symmetric(model):
-                strands.append((reverse_complement_ids(refs, None), window - 1 - centre, COMPLEMENT_IDS[ref_ids],
-                                COMPLEMENT_IDS[alt_ids]))
+            # both strands always: even where the features are strand-symmetric, the other strand reads the
+            # complemented alleles, so its ratio differs (for a complementing substitution, A>T, it is the opposite)
+            strands = [(refs, centre, ref_ids, alt_ids),
+                       (reverse_complement_ids(refs, None), window - 1 - centre, COMPLEMENT_IDS[ref_ids], COMPLEMENT_IDS[alt_ids])]
             per_strand = [masked_site_llr(model, *strand) if masked else next_base_llr(model, *strand) for strand in strands]
             llr.append(torch.stack(per_strand).mean(0))
     return [Score("llr", "SEQPIPE_LLR", "log P(alt) - log P(ref) under the DNA language model, nats, both strands "
@@ -206,6 +210,15 @@ def open_vcf(vcf_path: Path):
         raise DataError(vcf_path, f"cannot be read as a VCF: {error}") from None
 
 
+def is_bcf(path: Path) -> bool:
+    """Whether the file is a BCF (binary VCF; plain or BGZF-compressed), which cyvcf2 reads too."""
+    with (gzip.open(path, "rb") if compression(path) != "none" else open(path, "rb")) as handle:
+        try:
+            return handle.read(3) == b"BCF"
+        except (OSError, EOFError, zlib.error):
+            return False
+
+
 def check_vcf_lines(vcf_path: Path) -> None:
     """Read the (plain or gzipped) VCF as text and refuse, naming the line, what htslib reads as a half-made record
     and cyvcf2 then crashes on (a segmentation fault, where the contig is not declared): an empty line, a record
@@ -214,6 +227,8 @@ def check_vcf_lines(vcf_path: Path) -> None:
         raise DataError(vcf_path, "is a directory, not a VCF file")
     if not vcf_path.is_file():
         raise DataError(vcf_path, "no such VCF file")
+    if is_bcf(vcf_path):  # binary: htslib reads its records as typed fields, not text lines
+        return
     header = False
     try:
         with open_text(vcf_path) as lines:
@@ -231,8 +246,8 @@ def check_vcf_lines(vcf_path: Path) -> None:
                 if len(fields) < 8:
                     raise DataError(vcf_path, f"malformed VCF: {len(fields)} tab-separated field(s); a record has at least "
                                               "8 (CHROM POS ID REF ALT QUAL FILTER INFO)", line=number)
-                if not (fields[1].isdigit() and int(fields[1]) >= 1):
-                    raise DataError(vcf_path, f"malformed VCF: POS {fields[1]!r} is not a position (an integer >= 1)",
+                if not (fields[1].isascii() and fields[1].isdigit()):
+                    raise DataError(vcf_path, f"malformed VCF: POS {fields[1]!r} is not a position (an integer >= 0)",
                                     line=number)
     except (UnicodeDecodeError, EOFError, OSError, zlib.error) as error:
         raise DataError(vcf_path, f"cannot be read as a VCF (plain or gzipped text): {error}") from None

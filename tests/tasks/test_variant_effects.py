@@ -118,7 +118,7 @@ def test_a_malformed_record_is_one_line_saying_what_htslib_found(tmp_path, capfd
     assert main(["--ckpt_path", str(tmp_path / "m.ckpt"), "--data.fasta", fasta, "--vcf", vcf, "--window", str(WINDOW),
                  "--out", str(tmp_path / "out")]) == 2
     assert capfd.readouterr().err.splitlines() == [
-        f"seqpipe: error: {vcf}, line 5: malformed VCF: POS 'abc' is not a position (an integer >= 1)"]
+        f"seqpipe: error: {vcf}, line 5: malformed VCF: POS 'abc' is not a position (an integer >= 0)"]
     assert not list(tmp_path.glob("out*")) and not list(tmp_path.glob(".out*"))
 
 
@@ -327,6 +327,9 @@ NEXT_BASE_LM = {**CAUSAL_CLASSIFIER, "head": {"class_path": "seqpipe.tasks.per_b
 MASKED_LM = {"backbone": {"class_path": "seqpipe.dna_backbones.BidirectionalBackbone", "init_args": {
                  "d_model": 8, "n_layers": 1, "block": {"class_path": "seqpipe.s4.S4Block", "init_args": {"d_state": 8}}}},
              "head": {"class_path": "seqpipe.tasks.per_base.MaskedBaseLM"}}
+#: RC-invariant features (configs/dna_pretrain_rc.yaml's kind): the same distribution at the site on both strands,
+#: but the other strand reads the complemented alleles, so its ratio is not the forward one
+MASKED_RC_LM = {**RC_PER_BASE, "head": {"class_path": "seqpipe.tasks.per_base.MaskedBaseLM"}}
 
 
 def window_log_likelihood(model, sequence: str) -> float:
@@ -345,7 +348,7 @@ def masked_llr(model, sequence: str, site: int, ref: str, alt: str) -> float:
     return float(logp["ACGT".index(alt)] - logp["ACGT".index(ref)])
 
 
-@pytest.mark.parametrize("config", [NEXT_BASE_LM, MASKED_LM], ids=["next-base", "masked"])
+@pytest.mark.parametrize("config", [NEXT_BASE_LM, MASKED_LM, MASKED_RC_LM], ids=["next-base", "masked", "masked, RC-invariant"])
 def test_a_language_model_scores_the_log_likelihood_ratio_of_both_strands(tmp_path, capsys, config):
     """The tool's llr (batched, only the terms from the variant on, strands averaged) against whole windows scored
     one at a time in float64 from the letters, on each strand; a window running off the chromosome start included."""
@@ -368,12 +371,15 @@ def test_a_language_model_scores_the_log_likelihood_ratio_of_both_strands(tmp_pa
         if config is NEXT_BASE_LM:
             strands = [window_log_likelihood(model, window(alt_window)) - window_log_likelihood(model, window(ref_window))
                        for window in (str, reverse_complement)]
-        else:
+        else:  # both strands, whatever the backbone
             strands = [masked_llr(model, ref_window, centre, row.ref, row.alt),
                        masked_llr(model, reverse_complement(ref_window), WINDOW - 1 - centre, reverse_complement(row.ref),
                                   reverse_complement(row.alt))]
         assert row.llr == pytest.approx(np.mean(strands), abs=1e-4)
-    assert table["llr"].abs().min() > 1e-4  # the model's random weights do tell the alleles apart
+    complementing = np.array([reverse_complement(r) == a for r, a in zip(table["ref"], table["alt"])])
+    if config is MASKED_RC_LM:  # strand-invariant features cannot tell A>T from T>A: the two strands cancel exactly
+        assert complementing.any() and np.abs(table["llr"][complementing]).max() < 1e-6
+    assert table["llr"][~complementing].abs().min() > 1e-4  # the model's random weights do tell the alleles apart
     records = list(VCF(str(tmp_path / "out.vcf.gz")))
     assert [r.INFO.get("SEQPIPE_LLR") for r in records] == pytest.approx(list(table["llr"]), abs=1e-5)
     capsys.readouterr()
@@ -394,3 +400,21 @@ def test_an_out_folder_and_unknown_chromosome_names_are_said(tmp_path, capsys):
     assert main([*args, "--out", str(tmp_path / "o")]) == 2
     assert capsys.readouterr().err.strip().endswith("none of its 2 alleles can be scored (1 chromosome not in the FASTA, 1 ALT is an "
                                                     "ambiguity code); its chromosomes ['1'] are not among the FASTA's ['chr1']")
+
+
+def test_ref_n_and_pos_0_are_skipped_with_their_reason(tmp_path, capsys):
+    """REF N (an N in the FASTA) has no base to compare with; POS 0 (allowed by VCF for telomeres) lies before the
+    chromosome. Both are listed as skipped; the rest is scored."""
+    data_info = {"vocab_size": 6, "tokenizer": "dna", "label_names": list("ACGT"), "next_token_targets": False}
+    write_checkpoint(tmp_path / "lm.ckpt", MASKED_LM, None, data_info=data_info)
+    chrom = CHROM[:100] + "N" + CHROM[101:]
+    fasta = write_fasta(tmp_path / "g.fa", {"chr1": chrom})
+    rows = [("chr1", 101, "n", "N", "A"), ("chr1", 0, "tel", "A", "C"),
+            ("chr1", 201, "ok", chrom[200], "ACGT".replace(chrom[200], "")[0])]
+    vcf = write_vcf(tmp_path / "v.vcf", rows, {"chr1": 400})
+    assert main(["--ckpt_path", str(tmp_path / "lm.ckpt"), "--data.fasta", fasta, "--vcf", vcf, "--window", str(WINDOW),
+                 "--out", str(tmp_path / "out")]) == 0
+    assert "skipped 2 (listed in" in capsys.readouterr().out
+    skipped = pd.read_csv(tmp_path / "out.skipped.tsv", sep="\t")
+    assert list(zip(skipped["id"], skipped["reason"])) == [("n", "REF is N"), ("tel", "POS 0 (before the chromosome's first base)")]
+    assert list(pd.read_csv(tmp_path / "out.tsv", sep="\t")["id"]) == ["ok"]
