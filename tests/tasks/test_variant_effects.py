@@ -4,6 +4,7 @@ RC-equivariant model, skipped alleles reported, the scored VCF read back with cy
 from __future__ import annotations
 
 import gzip
+from contextlib import closing
 
 import numpy as np
 import pandas as pd
@@ -418,3 +419,21 @@ def test_ref_n_and_pos_0_are_skipped_with_their_reason(tmp_path, capsys):
     skipped = pd.read_csv(tmp_path / "out.skipped.tsv", sep="\t")
     assert list(zip(skipped["id"], skipped["reason"])) == [("n", "REF is N"), ("tel", "POS 0 (before the chromosome's first base)")]
     assert list(pd.read_csv(tmp_path / "out.tsv", sep="\t")["id"]) == ["ok"]
+
+
+def test_a_bcf_is_read_as_its_vcf(tmp_path):
+    """A BCF (binary VCF, which cyvcf2 reads) passes the text checks untouched and scores as the VCF it was made of."""
+    from cyvcf2 import Writer
+
+    write_checkpoint(tmp_path / "m.ckpt", CAUSAL_CLASSIFIER, ["neg", "pos"])
+    fasta = write_fasta(tmp_path / "g.fa", {"chr1": CHROM})
+    vcf = write_vcf(tmp_path / "v.vcf", [("chr1", 201, "rs1", CHROM[200], "ACGT".replace(CHROM[200], "")[0])], {"chr1": 400})
+    source = VCF(vcf)
+    with closing(Writer(str(tmp_path / "v.bcf"), source, mode="wb")) as writer:
+        for record in source:
+            writer.write_record(record)
+    source.close()
+    for name in ("v.vcf", "v.bcf"):
+        assert main(["--ckpt_path", str(tmp_path / "m.ckpt"), "--data.fasta", fasta, "--vcf", str(tmp_path / name),
+                     "--window", str(WINDOW), "--out", str(tmp_path / name.replace(".", "_"))]) == 0
+    assert pd.read_csv(tmp_path / "v_bcf.tsv", sep="\t").equals(pd.read_csv(tmp_path / "v_vcf.tsv", sep="\t"))
