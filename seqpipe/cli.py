@@ -22,7 +22,7 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException, SI
 
 from seqpipe.callbacks import QuietSanityCheck, StopPredictionOnSigterm
 from seqpipe.checkpoints import (
-    RUN_CHECKPOINTS, LastCheckpoint, arguments_do_not_fit, check_checkpoint_classes, check_same_task, class_paths,
+    RUN_CHECKPOINTS, BestCheckpoint, LastCheckpoint, arguments_do_not_fit, check_checkpoint_classes, check_same_task, class_paths,
     model_hparams, newest_run_checkpoint, read_checkpoint,
 )
 from seqpipe.cli_messages import (
@@ -219,6 +219,9 @@ class SeqpipeCLI(LightningCLI):
             return
         for callback in self.trainer.checkpoint_callbacks:
             if not callback.best_model_path:
+                if isinstance(callback, BestCheckpoint):  # Lightning's own warning names a missing key only
+                    print(f"no best checkpoint: {callback.monitor} was never logged (no validation ran); --ckpt_path "
+                          "best has nothing to use, last.ckpt has the weights")
                 continue
             if isinstance(callback, LastCheckpoint):
                 print(f"last checkpoint: {callback.best_model_path}")

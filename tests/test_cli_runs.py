@@ -690,3 +690,11 @@ def test_a_fit_without_an_end_is_one_line_and_leaves_no_run(dataset, tmp_path, c
     err = capsys.readouterr().err
     assert err.startswith("seqpipe: error: trainer.max_epochs -1 with no trainer.max_steps sets no end to training")
     assert err.count("\n") == 1 and not list(tmp_path.rglob("*.yaml"))
+
+
+def test_a_fit_without_validation_says_it_has_no_best_checkpoint(dataset, tmp_path, capsys):
+    seqpipe("fit", "--config", dataset / "config.yaml", "--data.train", dataset / "train", "--trainer.max_epochs", 1,
+            "--trainer.limit_val_batches", 0, "--trainer.default_root_dir", tmp_path)
+    out = capsys.readouterr().out
+    assert "no best checkpoint: val/acc was never logged (no validation ran); --ckpt_path best has nothing to use" in out
+    assert f"last checkpoint: {tmp_path / 'lightning_logs/version_0/checkpoints/last.ckpt'}" in out
