@@ -152,8 +152,11 @@ class SequenceModel(L.LightningModule):
             self.metrics[split] = self.head.metrics().clone(prefix=f"{split}/")
 
     def configure_model(self) -> None:
+        """Bind the data's contract (from the trainer's data module unless restored) and, in a ``fit``, load the
+        pre-trained backbone. Also called by ``load_from_checkpoint``, without a trainer."""
+        fitting = self._trainer is not None and self._trainer.state.fn == "fit"
         if self.data_info is None:
-            datamodule = self.trainer.datamodule
+            datamodule = self._trainer.datamodule if self._trainer is not None else None
             info = getattr(datamodule, "data_info", None)
             if info is None:
                 raise ConfigError(
@@ -164,9 +167,9 @@ class SequenceModel(L.LightningModule):
                 raise ConfigError(f"{type(datamodule).__name__}.data_info is a {type(info).__name__}: a data module "
                                   "describes its data with a seqpipe.contracts.DataInfo")
             self._bind(info)
-        if self.data_info.next_token_targets and self.trainer.state.fn == "fit":
+        if self.data_info.next_token_targets and fitting:
             self._refuse_reading_ahead()
-        self._start_from_pretrained()
+        self._start_from_pretrained(fitting)
 
     def _refuse_reading_ahead(self) -> None:
         """Next-token targets need a causal backbone: one that reads later positions would see the answers."""
@@ -178,10 +181,10 @@ class SequenceModel(L.LightningModule):
                 "(configs/dna_pretrain.yaml's), or masked targets (data.objective masked with "
                 "seqpipe.tasks.per_base.MaskedBaseLM, as configs/dna_pretrain_rc.yaml does)")
 
-    def _start_from_pretrained(self) -> None:
+    def _start_from_pretrained(self, fitting: bool) -> None:
         """``fit`` only: load the ``pretrained`` backbone, unless the fit resumes (``resuming``: the checkpoint holds
         every weight, so the pre-trained file is not read); freeze the backbone when asked."""
-        if self.hparams.pretrained and self.trainer.state.fn == "fit" and not self.resuming:
+        if self.hparams.pretrained and fitting and not self.resuming:
             report_loaded(self.hparams.pretrained, load_backbone_weights(self.backbone, self.hparams.pretrained))
         if self.hparams.freeze_backbone:
             self.backbone.requires_grad_(False)

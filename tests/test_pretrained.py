@@ -281,3 +281,21 @@ def test_predict_streams_with_the_command_lines_chunk_size_over_the_checkpoints(
     main(["predict", "--config", str(tmp_path / "config.yaml"), "--data.predict", str(record), "--ckpt_path", str(checkpoint),
           "--model.chunk_size", "64", "--trainer.default_root_dir", str(tmp_path / "predict")])
     assert streamed == [64, 64]  # both strands, chunk by chunk
+
+
+def test_load_from_checkpoint_needs_no_trainer_for_a_fine_tuned_or_a_pretraining_model(tmp_path):
+    """``SequenceModel.load_from_checkpoint`` (the README's Python way in) calls configure_model without a trainer:
+    a model fine-tuned with ``pretrained`` and a next-base pre-training model load, their weights the saved ones."""
+    import lightning
+
+    save_lm_checkpoint(tmp_path / "lm.ckpt")
+    torch.manual_seed(3)
+    next_base = SequenceModel(mamba_backbone(), NextBaseLM(),
+                              data_info={"vocab_size": 6, "label_names": list("ACGT"), "next_token_targets": True})
+    for model, head in ((classifier(seed=1, pretrained=str(tmp_path / "lm.ckpt")), SequenceClassification(strands="average")),
+                        (next_base, NextBaseLM())):
+        torch.save({"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams),
+                    "pytorch-lightning_version": lightning.__version__}, tmp_path / "saved.ckpt")
+        loaded = SequenceModel.load_from_checkpoint(tmp_path / "saved.ckpt", backbone=mamba_backbone(), head=head).eval()
+        x, lengths = tokens()
+        assert torch.equal(loaded.backbone(x, lengths), model.eval().backbone(x, lengths))
