@@ -68,6 +68,12 @@ class TaskHead(nn.Module):
         """The outputs of :meth:`evaluation_views` (or :meth:`training_views`), in order -> the outputs of the batch."""
         return outputs[0]
 
+    def unimplemented(self) -> list[str]:
+        """The methods every head defines (``forward_pooled`` too for a ``mean_max_pooled`` head) that this one
+        leaves to the base class, which only raises."""
+        needed = ["forward", "loss", "metrics", "update_metrics", *(["forward_pooled"] if self.mean_max_pooled else [])]
+        return [name for name in needed if getattr(type(self), name) is getattr(TaskHead, name)]
+
     def forward(self, features: torch.Tensor, lengths: torch.Tensor | None, batch: dict[str, Any]) -> Any:
         """features (B, L, d_model), lengths (B,) or None -> task outputs (head-specific)."""
         raise NotImplementedError

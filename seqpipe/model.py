@@ -101,6 +101,10 @@ class SequenceModel(L.LightningModule):
         # Under LightningCLI the hparams hold the backbone and head *configs*, which restore the model from a
         # checkpoint; built from Python they are modules, which a checkpoint must not pickle.
         self.save_hyperparameters(ignore=None if _given_hyperparameters.get() else ["backbone", "head"])
+        missing = head.unimplemented()
+        if missing:
+            raise ConfigError(f"{type(head).__module__}.{type(head).__qualname__} does not define {', '.join(missing)}: a "
+                              "TaskHead defines forward, loss, metrics and update_metrics (README: Plug in a task head)")
         self.backbone = backbone
         self.head = head
         self.metrics = nn.ModuleDict()

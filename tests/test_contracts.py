@@ -9,6 +9,7 @@ import torch
 from seqpipe.backbone import Backbone
 from seqpipe.contracts import ChannelInput, DataInfo, SeriesInfo, TokenInput
 from seqpipe.errors import CheckpointError, ConfigError
+from seqpipe.heads import TaskHead
 from seqpipe.mamba import MambaBlock
 from seqpipe.model import SequenceModel
 from seqpipe.tasks.classification import SequenceClassification
@@ -119,3 +120,21 @@ def test_a_record_streamed_into_the_mean_and_max_keeps_the_heads_context():
     with torch.no_grad():
         logits = model({"x": torch.randint(1, 5, (2, 20)), "lengths": torch.full((2,), 20)})
     assert logits.shape == (2, 2)
+
+
+class HeadWithoutLoss(TaskHead):
+    def bind(self, d_model, data_info):
+        self.out = torch.nn.Linear(d_model, 2)
+
+    def forward(self, features, lengths, batch):
+        return self.out(features.mean(1))
+
+    def metrics(self):
+        from torchmetrics import MetricCollection
+        return MetricCollection({})
+
+
+def test_a_head_that_leaves_required_methods_undefined_is_refused_when_the_model_is_built():
+    with pytest.raises(ConfigError, match=r"test_contracts.HeadWithoutLoss does not define loss, update_metrics: a TaskHead "
+                                          r"defines forward, loss, metrics and update_metrics"):
+        SequenceModel(backbone(), HeadWithoutLoss(), data_info=DNA.to_dict())
