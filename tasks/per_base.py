@@ -17,6 +17,8 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import BinaryAccuracy, BinaryAUROC, MulticlassAccuracy, MulticlassAUROC
 
 from seqpipe.contracts import DataInfo
+from seqpipe.dna_alphabet import BASES
+from seqpipe.errors import ConfigError
 from seqpipe.heads import TaskHead
 
 
@@ -101,6 +103,17 @@ class NextBaseLM(PerBaseClassification):
     monitor = "val/loss"
     monitor_mode = "min"
 
+    def bind(self, d_model: int, data_info: DataInfo) -> None:
+        self.check_targets(data_info)
+        super().bind(d_model, data_info)
+
+    def check_targets(self, data_info: DataInfo) -> None:
+        """Refuse data whose targets are not this head's: the next base of each position."""
+        if not data_info.next_token_targets:
+            raise ConfigError("NextBaseLM predicts the next base, but the data's targets are not the next base: with "
+                              "data.objective masked use seqpipe.tasks.per_base.MaskedBaseLM (configs/dna_pretrain_rc.yaml)"
+                              ", or give data.objective next_base (GenomeData: data.target next_base)")
+
     def metrics(self) -> MetricCollection:
         from torchmetrics.text import Perplexity
 
@@ -122,3 +135,11 @@ class MaskedBaseLM(NextBaseLM):
     """
 
     task = "a masked-base language model"
+
+    def check_targets(self, data_info: DataInfo) -> None:
+        """Refuse data whose targets are not this head's: the original base of masked positions."""
+        if data_info.next_token_targets or list(data_info.label_names or []) != list(BASES):
+            raise ConfigError("MaskedBaseLM predicts the masked bases of DNAPretrainData(objective='masked'), but the "
+                              "data's targets are " + ("the next base: give data.objective masked, or use "
+                              "seqpipe.tasks.per_base.NextBaseLM" if data_info.next_token_targets else
+                              f"the classes {list(data_info.label_names or [])}"))

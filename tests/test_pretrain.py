@@ -211,7 +211,8 @@ def test_a_head_warmup_keeps_the_pretrained_backbone_through_its_epochs_then_tra
     config = {"seed_everything": 0, "trainer": {**TRAINER, "max_epochs": 1},
               "model": {"backbone": BACKBONE, "head": {"class_path": "seqpipe.tasks.per_base.NextBaseLM"}},
               "data": {"class_path": "seqpipe.data.pretrain.DNAPretrainData",
-                       "init_args": {"window_length": 64, "windows_per_epoch": 32, "batch_size": 16}}}
+                       "init_args": {"objective": "next_base", "window_length": 64, "windows_per_epoch": 32,
+                                     "batch_size": 16}}}
     pretrained = fit(tmp_path, "lm", config, "--data.fasta", f"[{genome}]") / "checkpoints/last.ckpt"
     before = {name.removeprefix("backbone."): tensor for name, tensor
               in torch.load(pretrained, weights_only=False)["state_dict"].items() if name.startswith("backbone.")}

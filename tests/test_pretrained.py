@@ -47,7 +47,7 @@ def save_lm_checkpoint(path, seed: int = 0, d_model: int = 16, make_backbone=mam
     """A pre-training model (next-base head, other classes) saved as ``seqpipe fit`` saves it: its weights and its
     backbone's class."""
     torch.manual_seed(seed)
-    model = SequenceModel(make_backbone(d_model), NextBaseLM(), data_info={"vocab_size": 6, "label_names": list("ACGT")})
+    model = SequenceModel(make_backbone(d_model), NextBaseLM(), data_info={"vocab_size": 6, "label_names": list("ACGT"), "next_token_targets": True})
     backbone = {"class_path": f"{type(model.backbone).__module__}.{type(model.backbone).__name__}"}
     torch.save({"state_dict": model.state_dict(), "hyper_parameters": {"backbone": backbone}}, path)
     return model
@@ -105,7 +105,7 @@ def test_a_checkpoint_of_another_backbone_is_refused_and_nothing_is_loaded(tmp_p
 
 def test_a_checkpoint_without_its_backbone_class_is_still_compared_by_its_tensors(tmp_path):
     torch.manual_seed(0)
-    plain = SequenceModel(plain_s4d_backbone(), NextBaseLM(), data_info={"vocab_size": 6, "label_names": list("ACGT")})
+    plain = SequenceModel(plain_s4d_backbone(), NextBaseLM(), data_info={"vocab_size": 6, "label_names": list("ACGT"), "next_token_targets": True})
     torch.save({"state_dict": plain.state_dict()}, tmp_path / "bare.ckpt")  # no hyper-parameters, so no class
     with pytest.raises(ConfigError, match=r"bare\.ckpt: the checkpoint's backbone is not this model's \(backbone "
                                           r"tensors only in the checkpoint: layers\.0\.mixer\.log_dt, .*; only in "
@@ -149,8 +149,7 @@ def test_backbone_lr_scale_and_freeze_backbone(tmp_path):
 
     lm = save_lm_checkpoint(tmp_path / "lm.ckpt")
     frozen = classifier(seed=1, freeze_backbone=True, pretrained=str(tmp_path / "lm.ckpt"))
-    frozen._trainer = SimpleNamespace(state=SimpleNamespace(fn="fit"))
-    frozen._start_from_pretrained()
+    frozen._start_from_pretrained(fitting=True)
     assert set(optimizer_lrs(frozen)) == {"head.classifier.weight", "head.classifier.bias"}
     assert all(torch.equal(p, q) for p, q in zip(frozen.backbone.parameters(), lm.backbone.parameters()))
     with pytest.raises(ConfigError, match="model.freeze_backbone trains the head alone, on a backbone that without "

@@ -8,7 +8,7 @@ import pytest
 import torch
 import zarr
 
-from dna_tool_fixtures import FORECASTER, RC_PER_BASE, SERIES_INFO, write_checkpoint, write_fasta
+from dna_tool_fixtures import DNA_INFO, FORECASTER, RC_PER_BASE, SERIES_INFO, write_checkpoint, write_fasta
 from seqpipe.data.tokenizers import DNATokenizer
 from seqpipe.dna_alphabet import reverse_complement_ids
 from seqpipe.tasks.embeddings import main, sequence_embeddings
@@ -65,7 +65,8 @@ def test_embed_writes_one_vector_per_record_with_the_ids_in_input_order(tmp_path
     records = [(f"seq{k}", "".join(rng.choice(list("ACGT"), n))) for k, n in enumerate((90, 12, 55))]
     fasta = write_fasta(tmp_path / "in.fa", records)
     ckpt = tmp_path / "m.ckpt"
-    model = write_checkpoint(ckpt, config, ["a", "b"] if config is MOTIF_CLASSIFIER else list("ACGT"))
+    model = write_checkpoint(ckpt, config, None, data_info={**DNA_INFO, "label_names": ["a", "b"]} if config is MOTIF_CLASSIFIER
+                             else {**DNA_INFO, "label_names": list("ACGT"), "next_token_targets": True})
     out = tmp_path / "emb.zarr"
     assert main(["--ckpt_path", str(ckpt), "--input", str(fasta), "--output", str(out), "--chunk_size", "16", "--batch_size", "2"]) == 0
     group = zarr.open_group(str(out), mode="r")

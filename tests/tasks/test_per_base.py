@@ -72,8 +72,24 @@ def test_prediction_rows_name_each_scored_base():
 
 def test_next_base_perplexity_is_exp_of_the_loss():
     head = NextBaseLM()
-    head.bind(8, labels(["A", "C", "G", "T"]))
+    head.bind(8, DataInfo(TokenInput(6), ["A", "C", "G", "T"], next_token_targets=True))
     metrics = head.metrics()
     logits, data = batch(5, classes=4)
     head.update_metrics(metrics, logits, data)
     assert metrics.compute()["perplexity"].item() == pytest.approx(np.exp(head.loss(logits, data).item()), rel=1e-5)
+
+
+def test_a_language_model_head_refuses_the_other_objectives_targets():
+    """NextBaseLM on masked targets, or MaskedBaseLM on next-base targets or on classes: one line at bind, so that no
+    model is trained (and no variant scored) with a head that reads its targets as something else."""
+    from seqpipe.errors import ConfigError
+    from seqpipe.tasks.per_base import MaskedBaseLM
+
+    masked, next_base = DataInfo(TokenInput(6), list("ACGT")), DataInfo(TokenInput(6), list("ACGT"), next_token_targets=True)
+    with pytest.raises(ConfigError, match="NextBaseLM predicts the next base, but the data's targets are not the next base"):
+        NextBaseLM().bind(8, masked)
+    with pytest.raises(ConfigError, match="MaskedBaseLM predicts the masked bases .* the data's targets are the next base"):
+        MaskedBaseLM().bind(8, next_base)
+    with pytest.raises(ConfigError, match=r"the data's targets are the classes \['other', 'CDS'\]"):
+        MaskedBaseLM().bind(8, labels(["other", "CDS"]))
+    NextBaseLM().bind(8, next_base), MaskedBaseLM().bind(8, masked)  # their own targets
