@@ -204,7 +204,8 @@ def check_checkpoint_classes(path: str | Path, hparams: dict[str, Any], user_mod
             continue
         raise CheckpointError(
             f"{path}: its model names {class_path!r} ({key.removesuffix('.class_path')}), from a module this run "
-            f"does not name; name it in your config or on the command line to allow it"
+            f"does not name; name it in your config or on the command line to allow it (the DNA tools: "
+            f"--trust_module {module})"
         )
 
 

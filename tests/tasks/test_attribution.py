@@ -32,7 +32,8 @@ def test_ism_and_gradients_find_the_planted_motif(tmp_path, capsys):
     fasta = write_fasta(tmp_path / "x.fa", records)
     # the head's module is not seqpipe's: refused (never imported) unless the user names it
     assert main(["--ckpt_path", str(tmp_path / "m.ckpt"), "--data.predict", fasta, "--out", str(tmp_path / "e")]) == 2
-    assert "names 'dna_tool_fixtures.PlantedMotifHead' (head), from a module this run does not name" in capsys.readouterr().err
+    assert ("names 'dna_tool_fixtures.PlantedMotifHead' (head), from a module this run does not name; name it in your "
+            "config or on the command line to allow it (the DNA tools: --trust_module dna_tool_fixtures)") in capsys.readouterr().err
     assert main(["--ckpt_path", str(tmp_path / "m.ckpt"), "--data.predict", fasta, "--out", str(tmp_path / "e"),
                  "--top", "2", "--batch_size", "50", "--trust_module", "dna_tool_fixtures"]) == 0
     assert "explained 4 records (class present)" in capsys.readouterr().out
