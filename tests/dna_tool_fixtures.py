@@ -127,3 +127,6 @@ class PlantedMotifHead(TaskHead):
 
     def metrics(self) -> MetricCollection:
         return MetricCollection({"acc": MulticlassAccuracy(2)})
+
+    def update_metrics(self, metrics: MetricCollection, outputs, batch) -> None:
+        metrics.update(outputs, batch["y"])
