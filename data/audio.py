@@ -215,8 +215,10 @@ class AudioClassificationData(SplitDataModule):
                 self.sample_rate = rate
             self.data_info = trained
         splits = {"fit": ("train", "val"), "validate": ("train", "val"), "test": ("train", "test"), "predict": ("predict",)}[stage]
-        # training clips: to learn the labels, or to go on training (fit --ckpt_path) with the checkpoint's labels
-        clips = {split: self._load(split) for split in splits if split != "train" or self.data_info is None or stage == "fit"}
+        # training clips: to learn the labels, to go on training (fit --ckpt_path) with the checkpoint's labels, or to
+        # hold out the validation share again (validate without data.val, as fit held it out)
+        needs_train = self.data_info is None or stage == "fit" or (stage == "validate" and self.sources["val"] is None)
+        clips = {split: self._load(split) for split in splits if split != "train" or needs_train}
         if "train" in clips:
             self._fit_labels(clips)
         if self.data_info is None:

@@ -60,6 +60,9 @@ def test_fit_test_predict_on_generated_clips(tmp_path, capsys):
     checkpoint = next(run.glob("lightning_logs/version_0/checkpoints/best.ckpt"))
     main(["test", *common, "--data.train", str(train), "--data.test", str(test), "--ckpt_path", str(checkpoint)])
     assert "test/acc" in capsys.readouterr().out
+    # validate without data.val: the training clips' held-out share, as a fit without data.val holds it out
+    main(["validate", *common, "--data.train", str(train), "--ckpt_path", str(checkpoint)])
+    assert "val/acc" in capsys.readouterr().out
     output = tmp_path / "predictions.csv"
     main(["predict", *common, "--data.predict", str(predict), "--ckpt_path", str(checkpoint), "--prediction.path", str(output)])
     frame = pd.read_csv(output).set_index("id")
