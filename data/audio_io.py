@@ -158,11 +158,16 @@ def _list_class_folders(root: Path) -> list[tuple[Path, str | None]]:
 
 
 def _read_manifest(manifest: Path, split: str | None, untagged: str | None) -> list[tuple[Path, str | None]]:
-    with open(manifest, newline="") as handle:
+    with open(manifest, newline="", encoding="utf-8-sig") as handle:  # "-sig": a byte-order mark (Excel) is dropped
         reader = csv.DictReader(handle)
         columns = reader.fieldnames or []
         if "path" not in columns:
-            raise DataError(manifest, f"a manifest needs a 'path' column (and 'label', optional 'split'); found {columns}")
+            separator = next((s for s in (";", "\t") if len(columns) == 1 and s in columns[0]), None)
+            hint = f": the file seems separated by {separator!r}, and a manifest is comma-separated" if separator else ""
+            raise DataError(manifest, f"a manifest needs a 'path' column (and 'label', optional 'split'); found "
+                                      f"{columns}{hint}", line=1)
+        if split is not None and "label" not in columns:
+            raise DataError(manifest, f"the {split} clips need a 'label' column; found {columns}", line=1)
         clips = []
         for line, row in enumerate(reader, start=2):
             if "split" in columns:

@@ -12,7 +12,7 @@ import torch
 
 import seqpipe.data.audio as audio
 from seqpipe.data.audio import AudioClassificationData, BucketBatchSampler
-from seqpipe.data.audio_io import decode_clip, trim_silence
+from seqpipe.data.audio_io import decode_clip, list_clips, trim_silence
 from seqpipe.data.base import stratified_holdout
 from seqpipe.errors import ConfigError, DataError
 
@@ -267,8 +267,6 @@ def test_a_clip_with_a_nan_sample_is_named_when_decoded(tmp_path):
 
 
 def test_mp3_clips_are_read_and_other_files_of_class_folders_named(tmp_path):
-    from seqpipe.data.audio_io import decode_clip, list_clips
-
     root = write_class_folders(tmp_path / "clips", np.random.default_rng(13), per_class=1, classes=("hum", "beep"))
     wave = tone(440, 0.5, 8000, np.random.default_rng(14))
     sf.write(root / "hum" / "extra.mp3", wave, 8000, format="MP3")
@@ -285,6 +283,16 @@ def test_a_manifest_row_without_a_label_is_named_by_its_line(tmp_path):
     (tmp_path / "m.csv").write_text("path,label\nclips/hum/0.wav,hum\nclips/hum/1.wav,\nclips/beep/0.wav,beep\n")
     with pytest.raises(DataError, match=r"m.csv, line 3: clip '.*clips/hum/1.wav' of the train split has no label"):
         data_module(tmp_path, train=str(root.parent / "m.csv")).setup("fit")
+    (tmp_path / "bom.csv").write_text("\ufeffpath,label\nclips/hum/0.wav,hum\nclips/beep/0.wav,beep\n", encoding="utf-8")
+    assert list_clips(tmp_path / "bom.csv", "train") == [(root / "hum" / "0.wav", "hum"), (root / "beep" / "0.wav", "beep")]
+    for name, text, message in (
+        ("class.csv", "path,class\nclips/hum/0.wav,hum\n", r"line 1: the train clips need a 'label' column; found \['path', 'class'\]"),
+        ("tabs.csv", "path\tlabel\nclips/hum/0.wav\thum\n", r"line 1: a manifest needs a 'path' column .*: the file seems separated "
+                                                             r"by '\\t', and a manifest is comma-separated"),
+    ):
+        (tmp_path / name).write_text(text)
+        with pytest.raises(DataError, match=rf"{name}, {message}"):
+            list_clips(tmp_path / name, "train")
 
 
 def test_a_flat_folder_of_clips_cannot_train(tmp_path):
