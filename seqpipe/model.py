@@ -136,6 +136,9 @@ class SequenceModel(L.LightningModule):
         if head_warmup_epochs and freeze_backbone:
             raise ConfigError("model.head_warmup_epochs and model.freeze_backbone both given: with freeze_backbone the "
                               "backbone never trains, so there is nothing to warm up before")
+        if freeze_backbone and backbone_lr_scale != 1.0:
+            raise ConfigError("model.backbone_lr_scale and model.freeze_backbone both given: a frozen backbone has no "
+                              "learning rate to scale; give one of them")
         if freeze_backbone and not pretrained:
             raise ConfigError("model.freeze_backbone trains the head alone, on a backbone that without model.pretrained "
                               "is random: give the pre-trained checkpoint (--model.pretrained PATH.ckpt)")

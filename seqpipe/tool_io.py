@@ -22,11 +22,15 @@ from seqpipe.errors import ConfigError, SeqpipeError
 SIGTERM_EXIT = 143
 
 
-def output_prefix(text: str) -> Path:
-    """``--out PREFIX`` of a tool that writes PREFIX.<suffix> files; a folder (``out/``) is refused, as the files
-    would land beside it (``out.tsv``), not in it."""
+def output_prefix(text: str, suffixes: tuple[str, ...]) -> Path:
+    """``--out PREFIX`` of a tool that writes PREFIX<suffix> files (``suffixes``: ".tsv", ...); a folder (``out/``),
+    whose files would land beside it, and a prefix ending in one of the suffixes (``scores.tsv.tsv``) are refused."""
     if text.endswith(("/", os.sep)):
         raise ConfigError(f"--out {text}: a prefix of file names, not a folder; give e.g. {Path(text) / 'scores'}")
+    ending = next((suffix for suffix in suffixes if text.endswith(suffix)), None)
+    if ending is not None:
+        raise ConfigError(f"--out {text}: a prefix, to which the tool adds {', '.join(suffixes)}; give "
+                          f"--out {text.removesuffix(ending)}")
     return Path(text)
 
 

@@ -129,8 +129,9 @@ def _replaced_output(module: torch.nn.Module, make_output):
 
 def explain(options: argparse.Namespace) -> None:
     """``seqpipe explain`` with its parsed ``options`` (see :func:`parser`)."""
-    out = output_prefix(options.out)
-    paths = [out.with_name(out.name + ".npz"), out.with_name(out.name + ".logos")]
+    suffixes = (".npz", ".logos")
+    out = output_prefix(options.out, suffixes)
+    paths = [out.with_name(out.name + suffix) for suffix in suffixes]
     outputs = [Output(paths[0], "attribution arrays file"), Output(paths[1], "attribution logos folder", folder=True)]
     with writing(*outputs) as (npz, logos):
         model = load_model(options.ckpt_path, trusted_modules=options.trust_module, device=options.device)

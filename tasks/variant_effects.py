@@ -365,8 +365,9 @@ def info_key(kind: str, name: str) -> str:
 
 def score_vcf(options: argparse.Namespace) -> None:
     """``seqpipe variants`` with its parsed ``options`` (see :func:`parser`)."""
-    out = output_prefix(options.out)
-    paths = [out.with_name(out.name + suffix) for suffix in (".tsv", ".vcf.gz", ".skipped.tsv")]
+    suffixes = (".tsv", ".vcf.gz", ".skipped.tsv")
+    out = output_prefix(options.out, suffixes)
+    paths = [out.with_name(out.name + suffix) for suffix in suffixes]
     if options.window < 1:
         raise ConfigError(f"--window must be >= 1, got {options.window}")
     if options.window % 2 == 0:

@@ -155,6 +155,8 @@ def test_backbone_lr_scale_and_freeze_backbone(tmp_path):
     with pytest.raises(ConfigError, match="model.freeze_backbone trains the head alone, on a backbone that without "
                                           "model.pretrained is random"):
         classifier(seed=1, freeze_backbone=True)
+    with pytest.raises(ConfigError, match="model.backbone_lr_scale and model.freeze_backbone both given"):
+        classifier(seed=1, freeze_backbone=True, backbone_lr_scale=0.1, pretrained=str(tmp_path / "lm.ckpt"))
 
 
 @pytest.mark.parametrize("option, value, needs", [

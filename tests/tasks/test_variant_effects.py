@@ -398,6 +398,9 @@ def test_an_out_folder_and_unknown_chromosome_names_are_said(tmp_path, capsys):
     args = ["--ckpt_path", str(tmp_path / "m.ckpt"), "--data.fasta", fasta, "--vcf", numbered]
     assert main([*args, "--out", f"{tmp_path / 'scores'}/"]) == 2
     assert capsys.readouterr().err.strip().endswith(f"a prefix of file names, not a folder; give e.g. {tmp_path / 'scores' / 'scores'}")
+    assert main([*args, "--out", str(tmp_path / "scores.tsv")]) == 2
+    assert capsys.readouterr().err.strip().endswith(f"a prefix, to which the tool adds .tsv, .vcf.gz, .skipped.tsv; give "
+                                                    f"--out {tmp_path / 'scores'}")
     assert main([*args, "--out", str(tmp_path / "o")]) == 2
     assert capsys.readouterr().err.strip().endswith("none of its 2 alleles can be scored (1 chromosome not in the FASTA, 1 ALT is an "
                                                     "ambiguity code); its chromosomes ['1'] are not among the FASTA's ['chr1']")
