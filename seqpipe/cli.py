@@ -85,6 +85,9 @@ class SeqpipeCLI(LightningCLI):
             super().parse_arguments(parser, args)
         except ArgumentError as error:
             raise ConfigError(describe_parse_error(str(error), parser, self.argv)) from None
+        except SyntaxError as error:  # a module the config names (a plug-in head), imported to read its arguments
+            raise ConfigError(f"{error.filename}, line {error.lineno}: {error.msg}: a module your config or command "
+                              "line names cannot be imported") from None
 
     def _parse_ckpt_path(self) -> None:
         """Resolve ``best``/``last``, then check the checkpoint (readable, trusted classes, same task) before its

@@ -698,3 +698,13 @@ def test_a_fit_without_validation_says_it_has_no_best_checkpoint(dataset, tmp_pa
     out = capsys.readouterr().out
     assert "no best checkpoint: val/acc was never logged (no validation ran); --ckpt_path best has nothing to use" in out
     assert f"last checkpoint: {tmp_path / 'lightning_logs/version_0/checkpoints/last.ckpt'}" in out
+
+
+def test_a_plug_in_module_with_a_syntax_error_is_one_line_naming_its_line(tmp_path, monkeypatch, capsys):
+    (tmp_path / "badheads.py").write_text("import torch\ndef broken(:\n    pass\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delitem(sys.modules, "badheads", raising=False)
+    demo = Path(__file__).parents[1] / "configs" / "demo.yaml"
+    assert exit_code("fit", "--config", demo, "--data.train", tmp_path, "--model.head", "badheads.Head") == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (f"seqpipe: error: {tmp_path / 'badheads.py'}, line 2: invalid "
+                                                         "syntax: a module your config or command line names cannot be imported")
