@@ -168,7 +168,7 @@ def _read_manifest(manifest: Path, split: str | None, untagged: str | None) -> l
                                       f"{columns}{hint}", line=1)
         if split is not None and "label" not in columns:
             raise DataError(manifest, f"the {split} clips need a 'label' column; found {columns}", line=1)
-        clips = []
+        clips, seen = [], {}
         for line, row in enumerate(reader, start=2):
             if "split" in columns:
                 row_split = SPLIT_NAMES.get((row.get("split") or "train").strip().lower())
@@ -180,6 +180,10 @@ def _read_manifest(manifest: Path, split: str | None, untagged: str | None) -> l
             if not path.is_file():
                 raise DataError(manifest, f"audio file {str(path)!r} does not exist", line=line)
             label = (row.get("label") or "").strip() or None
+            if path in seen and seen[path][1] != label:
+                raise DataError(manifest, f"clip {str(path)!r} is listed twice with different labels: {seen[path][1]!r} "
+                                          f"at line {seen[path][0]}, {label!r} here", line=line)
+            seen.setdefault(path, (line, label))
             if split is not None and row_split != split:
                 continue
             if split is not None and label is None:  # a labelled split (predict reads every row, labels unused)

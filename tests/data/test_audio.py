@@ -287,6 +287,8 @@ def test_a_manifest_row_without_a_label_is_named_by_its_line(tmp_path):
     assert list_clips(tmp_path / "bom.csv", "train") == [(root / "hum" / "0.wav", "hum"), (root / "beep" / "0.wav", "beep")]
     for name, text, message in (
         ("class.csv", "path,class\nclips/hum/0.wav,hum\n", r"line 1: the train clips need a 'label' column; found \['path', 'class'\]"),
+        ("twice.csv", "path,label\nclips/hum/0.wav,hum\nclips/beep/0.wav,beep\nclips/hum/0.wav,beep\n",
+         r"line 4: clip '.*clips/hum/0.wav' is listed twice with different labels: 'hum' at line 2, 'beep' here"),
         ("tabs.csv", "path\tlabel\nclips/hum/0.wav\thum\n", r"line 1: a manifest needs a 'path' column .*: the file seems separated "
                                                              r"by '\\t', and a manifest is comma-separated"),
     ):
