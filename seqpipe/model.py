@@ -192,7 +192,8 @@ class SequenceModel(L.LightningModule):
         """``fit`` only: load the ``pretrained`` backbone, unless the fit resumes (``resuming``: the checkpoint holds
         every weight, so the pre-trained file is not read); freeze the backbone when asked."""
         if self.hparams.pretrained and fitting and not self.resuming:
-            report_loaded(self.hparams.pretrained, load_backbone_weights(self.backbone, self.hparams.pretrained))
+            rate = getattr(self.data_info.input, "sample_rate", None)
+            report_loaded(self.hparams.pretrained, load_backbone_weights(self.backbone, self.hparams.pretrained, rate))
         if self.hparams.freeze_backbone:
             self.backbone.requires_grad_(False)
 

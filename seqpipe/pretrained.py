@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 
 from seqpipe.checkpoints import read_checkpoint
@@ -23,12 +23,13 @@ SAME_BACKBONE = ("fine-tune with the backbone class, layers and sizes of the run
                  "(its model.backbone)")
 
 
-def load_backbone_weights(backbone: nn.Module, path: str | Path) -> list[str]:
+def load_backbone_weights(backbone: nn.Module, path: str | Path, sample_rate: float | None = None) -> list[str]:
     """Copy the ``backbone.*`` tensors of the Lightning checkpoint at ``path`` into ``backbone``; returns their names.
 
     The checkpoint's backbone must be this one (:func:`check_same_backbone`), else a :class:`ConfigError`; a
     missing or unreadable checkpoint (read with ``weights_only``, see :func:`seqpipe.checkpoints.read_checkpoint`),
-    or one with no backbone tensor at all, is a :class:`CheckpointError`.
+    or one with no backbone tensor at all, is a :class:`CheckpointError`. ``sample_rate``: the data's (audio); a
+    checkpoint trained at another rate is said in one warning.
     """
     path = Path(path)
     if not path.is_file():
@@ -37,7 +38,13 @@ def load_backbone_weights(backbone: nn.Module, path: str | Path) -> list[str]:
     saved = {name[len(PREFIX):]: tensor for name, tensor in checkpoint["state_dict"].items() if name.startswith(PREFIX)}
     if not saved:
         raise CheckpointError(f"--model.pretrained {path}: the checkpoint holds no backbone weights (no 'backbone.*' tensors)")
-    check_same_backbone(path, backbone, saved, checkpoint.get("hyper_parameters") or {})
+    hparams = checkpoint.get("hyper_parameters") or {}
+    check_same_backbone(path, backbone, saved, hparams)
+    trained_rate = (hparams.get("data_info") or {}).get("sample_rate")  # DataInfo.to_dict's key
+    if sample_rate and trained_rate and trained_rate != sample_rate:
+        rank_zero_warn(f"--model.pretrained {path}: its backbone was trained on audio at {trained_rate:g} Hz, this data "
+                       f"is at {sample_rate:g} Hz, so its front end's filters and strides read other frequencies and "
+                       f"durations; --data.sample_rate {trained_rate:g} matches it")
     backbone.load_state_dict(saved)
     return list(saved)
 

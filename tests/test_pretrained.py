@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 from types import SimpleNamespace
 
 import pytest
@@ -300,3 +301,17 @@ def test_load_from_checkpoint_needs_no_trainer_for_a_fine_tuned_or_a_pretraining
         loaded = SequenceModel.load_from_checkpoint(tmp_path / "saved.ckpt", backbone=mamba_backbone(), head=head).eval()
         x, lengths = tokens()
         assert torch.equal(loaded.backbone(x, lengths), model.eval().backbone(x, lengths))
+
+
+def test_a_backbone_pretrained_at_another_sample_rate_is_said(tmp_path):
+    """Audio: a learned front end's filters and strides are in samples, so a backbone trained at 8 kHz reads 16 kHz
+    data at other frequencies and durations: loaded, with one warning naming both rates."""
+    backbone = plain_s4d_backbone()
+    torch.save({"state_dict": {f"backbone.{k}": v for k, v in backbone.state_dict().items()},
+                "hyper_parameters": {"data_info": {"input_dim": 1, "sample_rate": 8000, "label_names": ["a", "b"]}}},
+               tmp_path / "audio.ckpt")
+    with pytest.warns(UserWarning, match=r"trained on audio at 8000 Hz, this data is at 16000 Hz.*--data.sample_rate 8000"):
+        load_backbone_weights(plain_s4d_backbone(), tmp_path / "audio.ckpt", sample_rate=16000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_backbone_weights(plain_s4d_backbone(), tmp_path / "audio.ckpt", sample_rate=8000)
