@@ -48,10 +48,11 @@ class Output:
         """Raise :class:`ConfigError` unless ``path`` may be written; changes nothing."""
         for path in (self.path, self.partial):
             if path.exists() and not self._is_ours(path):
-                raise ConfigError(
-                    f"{path} exists and is not a seqpipe {self.kind}: refusing to replace it "
-                    "(move it away or choose another output path)"
-                )
+                edited = (path == self.path and not self.folder and path.is_file()
+                          and _read_json(self._file_marker()).get("kind") == self.kind)
+                what = f"was written by seqpipe as a {self.kind} but changed since" if edited else \
+                    f"exists and is not a seqpipe {self.kind}"
+                raise ConfigError(f"{path} {what}: refusing to replace it (move it away or choose another output path)")
 
     def claim(self) -> None:
         """:meth:`check`, then make way for ``partial``."""

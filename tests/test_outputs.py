@@ -33,7 +33,8 @@ def test_a_file_output_replaces_its_own_earlier_output_only(tmp_path):
         Output(target, "forecast plot").claim()
     target.write_text("the user's own edit")  # changed since seqpipe wrote it: no longer ours
     os.utime(target, ns=(1, 1))
-    with pytest.raises(ConfigError, match="is not a seqpipe predictions CSV"):
+    with pytest.raises(ConfigError, match=f"^{target} was written by seqpipe as a predictions CSV but changed since: "
+                                          "refusing to replace it"):
         Output(target, "predictions CSV").claim()
     assert target.read_text() == "the user's own edit"
 
