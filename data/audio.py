@@ -31,7 +31,8 @@ SHOWN_SKIPPED = 10
 
 
 class ClipDataset(Dataset):
-    """Clips as ``{"x": (L,) float32 samples, "y": class index (-1 unlabelled), "id": the file}``; decoded once, then served from an in-memory cache.
+    """Clips as ``{"x": (L,) float32 samples, "y": class index (-1 unlabelled), "id": the file}``; decoded once,
+    then served from an in-memory cache.
 
     ``augment`` (training only): random crop to ``max_samples``, random shift by up to ``shift_samples``
     (silence in front, or samples dropped from the start), gain within ±``gain_db``, white noise at an

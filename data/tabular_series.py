@@ -187,7 +187,7 @@ class RowLines:
 
     def __init__(self, path: Path, rows: int):
         self.path, self.rows = path, rows
-        self._lines: RowLines | None = None
+        self._lines: np.ndarray | None = None
         self._counted = False
 
     def of(self, row: int) -> int | None:

@@ -22,8 +22,8 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException, SI
 
 from seqpipe.callbacks import QuietSanityCheck, StopPredictionOnSigterm
 from seqpipe.checkpoints import (
-    RUN_CHECKPOINTS, BestCheckpoint, LastCheckpoint, arguments_do_not_fit, check_checkpoint_classes, check_same_task, class_paths,
-    model_hparams, newest_run_checkpoint, read_checkpoint,
+    RUN_CHECKPOINTS, BestCheckpoint, LastCheckpoint, arguments_do_not_fit, check_checkpoint_classes, check_same_task,
+    class_paths, model_hparams, newest_run_checkpoint, read_checkpoint,
 )
 from seqpipe.cli_messages import (
     config_files, describe_parse_error, seqpipe_warnings_on_one_line, silence_irrelevant_messages,
