@@ -17,6 +17,7 @@ existing output is replaced only when it is a seqpipe embeddings zarr (see :mod:
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -49,6 +50,10 @@ def embed(options: argparse.Namespace) -> None:
     """``seqpipe embed`` with its parsed ``options`` (see :func:`parser`)."""
     if options.batch_size < 1:
         raise ConfigError(f"--batch_size must be >= 1, got {options.batch_size}")
+    suffix = Path(options.output).suffix
+    if suffix not in ("", ".zarr"):
+        raise ConfigError(f"--output {options.output}: embed writes a zarr group (a folder), not a {suffix} file; give "
+                          f"a name ending in .zarr")
     output = Output(options.output, "embeddings zarr", zarr=True)
     model = load_model(options.ckpt_path, options.chunk_size, options.trust_module, options.device)
     data = predict_data(model, options.input, options, options.batch_size, input_option="--input")  # before the output is claimed

@@ -79,6 +79,8 @@ def test_embed_writes_one_vector_per_record_with_the_ids_in_input_order(tmp_path
     assert not (tmp_path / "emb.zarr.partial").exists()
     assert main(["--ckpt_path", str(ckpt), "--input", str(fasta), "--output", str(tmp_path / "e.zarr"), "--chunk_size", "0"]) == 2
     assert capsys.readouterr().err.endswith("--chunk_size must be positive, got 0\n")
+    assert main(["--ckpt_path", str(ckpt), "--input", str(fasta), "--output", str(tmp_path / "e.npy")]) == 2
+    assert capsys.readouterr().err.endswith("embed writes a zarr group (a folder), not a .npy file; give a name ending in .zarr\n")
     assert not (tmp_path / "e.zarr").exists()
 
 
