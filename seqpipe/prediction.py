@@ -22,9 +22,10 @@ class PredictionWriter(BasePredictionWriter):
     replaced only when it is a predictions CSV seqpipe wrote (see :mod:`seqpipe.outputs`).
 
     Args:
-        path: the CSV to write; by default ``predictions.csv`` inside the run directory. When another prediction
-            writer is among the trainer's callbacks (``GenomePredictionWriter`` stores per-base scores in zarr,
-            where a CSV would have a row per base), no CSV is written unless ``path`` is given.
+        path: the CSV to write (TAB-separated when it ends in ``.tsv``); by default ``predictions.csv`` inside the
+            run directory. When another prediction writer is among the trainer's callbacks
+            (``GenomePredictionWriter`` stores per-base scores in zarr, where a CSV would have a row per base), no
+            CSV is written unless ``path`` is given.
     """
 
     def __init__(self, path: str | None = None):
@@ -65,7 +66,8 @@ class PredictionWriter(BasePredictionWriter):
             prediction = prediction.assign(id=range(self._rows, self._rows + len(prediction)))
         self._rows += len(prediction)
         partial = self._output.partial
-        prediction.to_csv(partial, mode="a", header=not partial.exists(), index=False)
+        separator = "\t" if self._output.path.suffix.lower() == ".tsv" else ","
+        prediction.to_csv(partial, mode="a", header=not partial.exists(), index=False, sep=separator)
 
     def on_predict_end(self, trainer, pl_module) -> None:
         if self._output is not None and self._output.partial.exists():

@@ -567,6 +567,8 @@ def test_the_rich_progress_bar_joins_a_recipes_callbacks_unless_one_is_given(giv
 def test_model_options_unlike_the_checkpoints_are_said_to_be_unused(dataset, run, tmp_path, recwarn):
     seqpipe(*predict_args(dataset, "best", tmp_path / "same.csv"), "--trainer.default_root_dir", run)
     assert not [w for w in recwarn if "are not used" in str(w.message)]
+    seqpipe(*predict_args(dataset, "best", tmp_path / "same.tsv"), "--trainer.default_root_dir", run)  # by its name
+    assert pd.read_csv(tmp_path / "same.tsv", sep="\t").equals(pd.read_csv(tmp_path / "same.csv"))
     d_model = CONFIG["model"]["backbone"]["d_model"]
     with pytest.warns(UserWarning, match=rf"the model is the checkpoint's, so these options of the command line "
                                          rf"are not used: --model.backbone.init_args.d_model {2 * d_model} \(checkpoint: {d_model}\)"):
