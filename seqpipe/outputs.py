@@ -10,9 +10,11 @@ How seqpipe recognises its outputs: a folder output holds a marker file ``.seqpi
 kind, and a zarr store names it in its group attributes (``seqpipe_output`` in ``zarr.json``: a file of
 another name inside would be a stranger to every zarr reader); a file output has a marker ``.<name>.seqpipe-output`` beside it, naming its kind and the size and
 modification time the file had when it was written, so a file the user has since put in its place is
-not taken for seqpipe's. The ``partial`` of a run that crashed is cleared by the next run only when it
-carries the same marks (inside a folder, beside a file: ``.<name>.partial.seqpipe-output``), so a user's
-own ``<name>.partial`` is never taken for seqpipe's either.
+not taken for seqpipe's; a folder output's marks also count the files and bytes it held when written, so one
+the user has since added to is not replaced either. The ``partial`` of a run that crashed is cleared by the next
+run only when it carries the same marks (inside a folder, beside a file: ``.<name>.partial.seqpipe-output``),
+so a user's own ``<name>.partial`` is never taken for seqpipe's either; a ``partial`` whose marks name a process
+that is still running belongs to another seqpipe run writing the same path, which stops this one.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from seqpipe.errors import ConfigError
 MARKER = ".seqpipe-output"
 #: the group attribute that marks a zarr store as a seqpipe output (its value: the kind)
 ZARR_ATTRIBUTE = "seqpipe_output"
+#: the group attributes beside it: the writing process, and the files and bytes the store held when written
+ZARR_PID_ATTRIBUTE, ZARR_CONTENTS_ATTRIBUTE = "seqpipe_output_pid", "seqpipe_output_contents"
 
 
 class Output:
@@ -40,7 +44,7 @@ class Output:
     """
 
     def __init__(self, path: str | Path, kind: str, folder: bool = False, zarr: bool = False):
-        self.path, self.kind, self.folder, self.zarr = Path(path), kind, folder or zarr, zarr
+        self.path, self.kind, self.folder, self.zarr = Path(path).expanduser(), kind, folder or zarr, zarr
         self.partial = self.path.with_name(self.path.name + ".partial")
         self._claimed = False
 
@@ -48,11 +52,14 @@ class Output:
         """Raise :class:`ConfigError` unless ``path`` may be written; changes nothing."""
         for path in (self.path, self.partial):
             if path.exists() and not self._is_ours(path):
-                edited = (path == self.path and not self.folder and path.is_file()
-                          and _read_json(self._file_marker()).get("kind") == self.kind)
-                what = f"was written by seqpipe as a {self.kind} but changed since" if edited else \
-                    f"exists and is not a seqpipe {self.kind}"
+                edited = path == self.path and self._marks(path).get("kind") == self.kind
+                what = (f"was written by seqpipe as a {self.kind} but changed since{' (files added or changed in it)' if self.folder else ''}"
+                        if edited else f"exists and is not a seqpipe {self.kind}")
                 raise ConfigError(f"{path} {what}: refusing to replace it (move it away or choose another output path)")
+        writer = self._marks(self.partial).get("pid") if self.partial.exists() else None
+        if isinstance(writer, int) and writer != os.getpid() and _running(writer):
+            raise ConfigError(f"{self.path} is being written by another seqpipe run (process {writer}): wait for it to "
+                              "end, or choose another output path")
 
     def claim(self) -> None:
         """:meth:`check`, then make way for ``partial``."""
@@ -64,12 +71,12 @@ class Output:
             self.partial.mkdir()
             self._mark_folder()
         else:
-            _write_atomically(self._partial_marker(), json.dumps({"kind": self.kind}))
+            _write_atomically(self._partial_marker(), json.dumps({"kind": self.kind, "pid": os.getpid()}))
 
     def commit(self) -> None:
         """Move the finished ``partial`` to ``path``, replacing a previous output of this kind."""
         if self.folder:
-            self._mark_folder()  # again: a writer may have cleared the folder it was given
+            self._mark_folder(contents=_contents(self.partial))  # again: a writer may have cleared the folder
         if self.folder and self.path.exists():
             # a directory cannot be renamed over another: move the old one aside first, delete it last
             old = self.path.with_name(f"{self.path.name}.replaced-{os.getpid()}")
@@ -91,19 +98,32 @@ class Output:
             self._remove(self.partial)
             self._claimed = False
 
-    def _mark_folder(self) -> None:
+    def _mark_folder(self, contents: list[int] | None = None) -> None:
+        """Mark ``partial``: its kind and, while it is written, this process; when complete (``contents`` given),
+        the files and bytes it holds instead."""
+        marks = {"kind": self.kind, **({"pid": os.getpid()} if contents is None else {"contents": contents})}
         if not self.zarr:
-            (self.partial / MARKER).write_text(json.dumps({"kind": self.kind}))
+            (self.partial / MARKER).write_text(json.dumps(marks))
             return
         metadata = _read_json(self.partial / "zarr.json") or {"zarr_format": 3, "node_type": "group", "attributes": {}}
-        metadata.setdefault("attributes", {})[ZARR_ATTRIBUTE] = self.kind
+        attributes = metadata.setdefault("attributes", {})
+        attributes[ZARR_ATTRIBUTE] = self.kind
+        for key, name in (("pid", ZARR_PID_ATTRIBUTE), ("contents", ZARR_CONTENTS_ATTRIBUTE)):
+            attributes.pop(name, None)
+            if key in marks:
+                attributes[name] = marks[key]
         _write_atomically(self.partial / "zarr.json", json.dumps(metadata, indent=2))
 
-    def _folder_kind(self, folder: Path) -> str | None:
-        """The kind the marks in ``folder`` name (a zarr store's attribute, another folder's marker file), or None."""
-        if self.zarr:
-            return _read_json(folder / "zarr.json").get("attributes", {}).get(ZARR_ATTRIBUTE)
-        return _read_json(folder / MARKER).get("kind")
+    def _marks(self, path: Path) -> dict:
+        """What seqpipe's marks of ``path`` (the output or its partial) say: ``kind``, and where recorded ``pid`` and
+        (a folder) ``contents``; {} without marks."""
+        if not self.folder:
+            return _read_json(self._partial_marker() if path == self.partial else self._file_marker())
+        if not self.zarr:
+            return _read_json(path / MARKER)
+        attributes = _read_json(path / "zarr.json").get("attributes", {})
+        return {key: attributes[name] for key, name in (("kind", ZARR_ATTRIBUTE), ("pid", ZARR_PID_ATTRIBUTE),
+                                                         ("contents", ZARR_CONTENTS_ATTRIBUTE)) if name in attributes}
 
     def _remove(self, path: Path) -> None:
         if path.is_dir():
@@ -121,11 +141,14 @@ class Output:
 
     def _is_ours(self, path: Path) -> bool:
         if path == self.partial:  # left by a crashed seqpipe run only if it carries the marks claim() made
-            if self.folder:
-                return path.is_dir() and self._folder_kind(path) == self.kind
-            return _read_json(self._partial_marker()).get("kind") == self.kind
-        if self.folder:  # an empty folder holds nothing to lose
-            return path.is_dir() and (self._folder_kind(path) == self.kind or not any(path.iterdir()))
+            return (path.is_dir() == self.folder) and self._marks(path).get("kind") == self.kind
+        if self.folder:  # an empty folder holds nothing to lose; a marked one only what seqpipe wrote in it
+            if not path.is_dir():
+                return False
+            marks = self._marks(path)
+            if marks.get("kind") != self.kind:
+                return not any(path.iterdir())
+            return "contents" not in marks or list(marks["contents"]) == _contents(path)
         marker = _read_json(self._file_marker())
         if not path.is_file() or marker.get("kind") != self.kind:
             return False
@@ -164,6 +187,28 @@ def writing(*outputs: Output) -> Iterator[list[Path]]:
         raise
     for output in outputs:
         output.commit()
+
+
+def _contents(folder: Path) -> list[int]:
+    """[files, bytes] under ``folder``, its top-level marks (the marker file, a zarr store's zarr.json) left out."""
+    files = total = 0
+    for root, _, names in os.walk(folder):
+        for name in names:
+            if Path(root) == folder and name in (MARKER, "zarr.json"):
+                continue
+            files, total = files + 1, total + os.path.getsize(os.path.join(root, name))
+    return [files, total]
+
+
+def _running(pid: int) -> bool:
+    """Whether a process ``pid`` is running (one of another user counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _read_json(path: Path) -> dict:

@@ -84,7 +84,7 @@ def test_fit_test_predict(tmp_path, capsys, loss, data_file):
     with pytest.raises(SystemExit) as exit_info:
         main(again)
     assert exit_info.value.code == 2 and capsys.readouterr().err.strip().splitlines()[-1] == (
-        f"seqpipe: error: {out} exists and is not a seqpipe predictions CSV: refusing to replace it "
+        f"seqpipe: error: {out} was written by seqpipe as a predictions CSV but changed since: refusing to replace it "
         "(move it away or choose another output path)")
     assert out.read_text() == "stale"
     out.unlink()

@@ -3,6 +3,7 @@ replaced, an earlier output of the same kind is."""
 
 from __future__ import annotations
 
+import json
 import os
 from types import SimpleNamespace
 
@@ -13,7 +14,7 @@ import torch
 from seqpipe.contracts import ChannelInput, DataInfo
 from seqpipe.errors import ConfigError
 from seqpipe.heads import TaskHead
-from seqpipe.outputs import Output
+from seqpipe.outputs import Output, writing
 from seqpipe.prediction import PredictionWriter
 from seqpipe.tasks.classification import SequenceClassification
 
@@ -93,7 +94,10 @@ def test_a_zarr_output_is_marked_in_its_attributes_and_zarr_lists_it_without_a_s
         output.commit()
     group = zarr.open_group(str(target), mode="r")
     assert [name for name, _ in group.members()] == ["chr1"] and group["chr1"][:].tolist() == [3, 4]
-    assert dict(group.attrs) == {"label_names": ["other", "CDS"], "seqpipe_output": "genome predictions zarr"}
+    attributes = dict(group.attrs)
+    files, size = attributes.pop("seqpipe_output_contents")  # files and bytes, zarr.json left out
+    assert attributes == {"label_names": ["other", "CDS"], "seqpipe_output": "genome predictions zarr"}
+    assert files == 2 and size > 0
     assert sorted(p.name for p in target.iterdir()) == ["chr1", "zarr.json"]
     assert not [w for w in recwarn if "not recognized as a component" in str(w.message)]
 
@@ -134,3 +138,42 @@ def test_default_prediction_ids_number_the_rows_across_batches(tmp_path, head):
     if head is TaskHead:
         assert list(frame.columns) == ["id", "output_a", "output_b"]
         assert frame["output_a"].tolist() == [0] * 4 + [1] * 4 + [2] * 4
+
+
+def test_a_file_added_to_a_folder_output_keeps_it_from_being_replaced(tmp_path):
+    """A folder output is replaced only while it holds what seqpipe wrote: a file the user added (or changed) since
+    stops the next run, and is left as it was."""
+    target = tmp_path / "set"
+    for _ in range(2):  # seqpipe's own folder, replaced
+        with writing(Output(target, "synthetic set", folder=True)) as (partial,):
+            (partial / "train").mkdir()
+            (partial / "train" / "a.fa").write_text(">r\nACGT\n")
+    (target / "train" / "mine.fa").write_text(">mine\nGG\n")
+    with pytest.raises(ConfigError, match=rf"^{target} was written by seqpipe as a synthetic set but changed since "
+                                          r"\(files added or changed in it\): refusing to replace it"):
+        Output(target, "synthetic set", folder=True).claim()
+    assert (target / "train" / "mine.fa").read_text() == ">mine\nGG\n"
+
+
+def test_a_partial_that_a_running_seqpipe_writes_is_not_taken_and_a_dead_ones_is(tmp_path):
+    """Two runs writing one path: the second stops while the first (a live process) writes its partial; the partial
+    of a run that died is cleared."""
+    import subprocess
+    import sys
+
+    target = tmp_path / "p.csv"
+    first = Output(target, "predictions CSV")
+    first.claim()
+    first.partial.write_text("id\nA_1\n")
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        marker = target.with_name(".p.csv.partial.seqpipe-output")
+        marker.write_text(json.dumps({"kind": "predictions CSV", "pid": sleeper.pid}))  # as another process left it
+        with pytest.raises(ConfigError, match=rf"^{target} is being written by another seqpipe run \(process {sleeper.pid}\)"):
+            Output(target, "predictions CSV").claim()
+        assert first.partial.read_text() == "id\nA_1\n"
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    Output(target, "predictions CSV").claim()  # its process is gone: a crashed run's partial, cleared
+    assert not first.partial.exists()
