@@ -12,6 +12,7 @@ hyper-parameters name are imported only from trusted packages or from modules th
 from __future__ import annotations
 
 import importlib
+import os
 import pickle
 import random
 import re
@@ -229,7 +230,27 @@ def describe_head(class_path: str) -> str:
         return class_path
 
 
-class BestCheckpoint(ModelCheckpoint):
+class AtomicCheckpoint(ModelCheckpoint):
+    """A ModelCheckpoint whose file is written whole or not at all: into ``<file>.partial`` beside it, then renamed.
+    Lightning's own writer goes through a temporary file elsewhere (a copy, not a rename, across file systems), and
+    a full disk left a truncated ``last.ckpt`` over the good one; a folder made read-only mid-run failed silently.
+    A write that fails stops the run with one line naming the file and why."""
+
+    def _save_checkpoint(self, trainer, filepath: str) -> None:
+        partial = Path(f"{filepath}.partial")
+        try:
+            super()._save_checkpoint(trainer, str(partial))
+            if trainer.is_global_zero:
+                os.replace(partial, filepath)
+        except OSError as error:
+            partial.unlink(missing_ok=True)
+            raise CheckpointError(f"{filepath}: the checkpoint could not be written ({error.strerror or error}); the "
+                                  "run stops here (free space or fix the folder's permissions, then resume from the "
+                                  "last checkpoint written)") from None
+        self._last_checkpoint_saved = filepath
+
+
+class BestCheckpoint(AtomicCheckpoint):
     """Writes ``best.ckpt``, the best epoch by ``monitor``, over the epochs a resumed run's checkpoint had trained too.
 
     A resumed run writes into a new ``version_N``, and Lightning then forgets the best score so far: the first epoch
@@ -257,7 +278,7 @@ class BestCheckpoint(ModelCheckpoint):
             super()._remove_checkpoint(trainer, filepath)
 
 
-class LastCheckpoint(ModelCheckpoint):
+class LastCheckpoint(AtomicCheckpoint):
     """Writes ``last.ckpt`` at the end of every epoch, and when a run is interrupted (SIGTERM, Ctrl-C),
     so that ``fit --ckpt_path last`` resumes where it stopped. Nothing is written when the run failed
     (a non-finite loss must not leave a checkpoint behind).

@@ -710,3 +710,28 @@ def test_a_plug_in_module_with_a_syntax_error_is_one_line_naming_its_line(tmp_pa
     assert exit_code("fit", "--config", demo, "--data.train", tmp_path, "--model.head", "badheads.Head") == 2
     assert capsys.readouterr().err.splitlines()[-1] == (f"seqpipe: error: {tmp_path / 'badheads.py'}, line 2: invalid "
                                                          "syntax: a module your config or command line names cannot be imported")
+
+
+def test_a_checkpoint_that_cannot_be_written_stops_the_run_and_leaves_the_last_good_one(dataset, tmp_path, capsys,
+                                                                                        monkeypatch):
+    """A full disk at the second epoch's checkpoint: one line naming the file and the cause, exit 2, and the first
+    epoch's last.ckpt whole (it was written into last.ckpt.partial and renamed; a failed write leaves no partial)."""
+    import lightning.fabric.plugins.io.torch_io as torch_io
+
+    real_save, saves = torch_io._atomic_save, []
+
+    def disk_full_at_the_third_save(checkpoint, path):  # best and last of epoch 0, then the disk is full
+        saves.append(path)
+        if len(saves) > 2:
+            Path(path).write_bytes(b"PK\x03\x04 half a checkpoint")
+            raise OSError(28, "No space left on device")
+        real_save(checkpoint, path)
+
+    monkeypatch.setattr(torch_io, "_atomic_save", disk_full_at_the_third_save)
+    assert exit_code("fit", "--config", dataset / "config.yaml", "--data.train", dataset / "train",
+                     "--trainer.max_epochs", 3, "--trainer.default_root_dir", tmp_path) == 2
+    last = tmp_path / "lightning_logs/version_0/checkpoints/last.ckpt"
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("seqpipe: error: ") and "the checkpoint could not be written (No space left on device)" in err
+    assert torch.load(last, weights_only=True)["epoch"] == 0
+    assert not list(last.parent.glob("*.partial"))
