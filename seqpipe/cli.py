@@ -29,7 +29,7 @@ from seqpipe.cli_messages import (
     config_files, describe_parse_error, seqpipe_warnings_on_one_line, silence_irrelevant_messages,
 )
 from seqpipe.contracts import DataInfo, RestorableData
-from seqpipe.errors import CheckpointError, ConfigError, SeqpipeError
+from seqpipe.errors import CheckpointError, ConfigError, SeqpipeError, environment_error
 from seqpipe.model import SequenceModel
 from seqpipe.prediction import PredictionWriter
 from seqpipe.tool_io import CTRL_C_EXIT, SIGTERM_EXIT
@@ -392,6 +392,8 @@ def _user_error(error: BaseException) -> SeqpipeError | None:
                 return SeqpipeError(worker.group(1))
         if isinstance(error, SeqpipeError):
             return error
+        if environment_error(error) is not None:
+            return environment_error(error)
         if isinstance(error, MisconfigurationException):
             return ConfigError(f"Lightning: {error}")
         if isinstance(error, RuntimeError) and str(error).startswith("Early stopping conditioned on metric"):

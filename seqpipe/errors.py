@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
+
+#: operating-system errors of the user's environment (permissions, a full or read-only disk), shown as one line
+ENVIRONMENT_ERRNOS = (errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EISDIR, errno.ENOTDIR)
 
 
 class SeqpipeError(Exception):
@@ -29,6 +33,15 @@ def location(path: str | Path | None, record: str | int | None = None, line: int
     if line is not None:
         parts.append(f"line {line}")
     return ", ".join(parts)
+
+
+def environment_error(error: BaseException) -> SeqpipeError | None:
+    """``error`` as one line naming the file, when it is an :data:`ENVIRONMENT_ERRNOS` OSError (``x: Permission
+    denied``); else None."""
+    if not isinstance(error, OSError) or error.errno not in ENVIRONMENT_ERRNOS:
+        return None
+    where = " -> ".join(str(name) for name in (error.filename, error.filename2) if name is not None)
+    return SeqpipeError(f"{where or 'a file'}: {error.strerror or error}")
 
 
 class ConfigError(SeqpipeError, ValueError):

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from seqpipe.command import CTRL_C_EXIT
-from seqpipe.errors import ConfigError, SeqpipeError
+from seqpipe.errors import ConfigError, SeqpipeError, environment_error
 
 #: exit status of a run stopped by SIGTERM (128 + 15, as a shell reports a process killed by it)
 SIGTERM_EXIT = 143
@@ -87,6 +87,11 @@ def run_tool(tool: Callable[[argparse.Namespace], None], parser: argparse.Argume
         tool(options)
     except SeqpipeError as error:
         print(f"seqpipe: error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:
+        if environment_error(error) is None:
+            raise
+        print(f"seqpipe: error: {environment_error(error)}", file=sys.stderr)
         return 2
     except (KeyboardInterrupt, Terminated) as stop:
         name, status = ("Ctrl-C", CTRL_C_EXIT) if isinstance(stop, KeyboardInterrupt) else ("SIGTERM", SIGTERM_EXIT)

@@ -177,3 +177,24 @@ def test_a_partial_that_a_running_seqpipe_writes_is_not_taken_and_a_dead_ones_is
         sleeper.wait()
     Output(target, "predictions CSV").claim()  # its process is gone: a crashed run's partial, cleared
     assert not first.partial.exists()
+
+
+def test_a_full_disk_or_a_denied_folder_is_one_line_naming_the_file(capsys):
+    """OS errors of the user's environment (a full disk, no permission) end a tool in one line naming the file and
+    exit 2; another OSError is a bug and keeps its traceback."""
+    import argparse
+    import errno
+
+    from seqpipe.tool_io import run_tool
+
+    def full(options):
+        raise OSError(errno.ENOSPC, "No space left on device", "/data/out.tsv.partial")
+
+    def missing(options):
+        raise OSError(errno.EIO, "Input/output error", "/data/x")
+
+    parser = argparse.ArgumentParser(prog="seqpipe tool")
+    assert run_tool(full, parser, []) == 2
+    assert capsys.readouterr().err == "seqpipe: error: /data/out.tsv.partial: No space left on device\n"
+    with pytest.raises(OSError, match="Input/output error"):
+        run_tool(missing, parser, [])
