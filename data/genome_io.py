@@ -15,6 +15,7 @@ import gzip
 import hashlib
 import os
 import shutil
+import struct
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -118,8 +119,10 @@ class Genome:
                 index.parent.mkdir(parents=True, exist_ok=True)
             try:
                 self._fasta = pyfaidx.Fasta(str(self.path), indexname=str(index), gzi_indexname=str(blocks), as_raw=True)
-            except (pyfaidx.FastaIndexingError, ValueError, OSError) as error:
-                raise DataError(self.source, f"cannot index this FASTA with pyfaidx: {error}") from None
+            except (pyfaidx.FastaIndexingError, ValueError, OSError, EOFError, struct.error, RuntimeError) as error:
+                # struct.error, RuntimeError: what a truncated or damaged bgzip file gives
+                raise DataError(self.source, f"cannot index this FASTA with pyfaidx (a truncated or damaged file?): "
+                                             f"{error}") from None
             self._pid = os.getpid()
         return self._fasta
 
@@ -149,7 +152,11 @@ class Genome:
             if size == 0:
                 raise DataError(self.source, "a header without sequence", record=chrom)
             for start in range(0, size, block):
-                self.read(chrom, start, min(size, start + block))
+                try:
+                    self.read(chrom, start, min(size, start + block))
+                except (EOFError, OSError, struct.error, RuntimeError, zlib.error) as error:  # a damaged bgzip block
+                    raise DataError(self.source, f"cannot be read (a truncated or damaged file?): {error}",
+                                    record=chrom) from None
 
 
 def _usable_index(fasta: Path, index: Path, blocks: Path) -> bool:

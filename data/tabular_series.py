@@ -17,8 +17,10 @@ since no fill policy can tell what it stood for.
 
 from __future__ import annotations
 
+import gzip
 import re
 import warnings
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Sequence
@@ -155,8 +157,8 @@ def _read_csv(path: Path, time_column: str | None, columns: Sequence[str] | None
         table = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=["", "NA", "NaN", "nan", "null"])
     except pd.errors.EmptyDataError:
         raise DataError(path, "the file is empty") from None
-    except (pd.errors.ParserError, UnicodeDecodeError) as error:
-        raise DataError(path, f"cannot be read as CSV: {error}") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, EOFError, zlib.error, gzip.BadGzipFile) as error:
+        raise DataError(path, f"cannot be read as CSV (a truncated or damaged compressed file?): {error}") from None
     if table.empty:
         raise DataError(path, "no rows after the header")
     _check_comma_separated(path, table)

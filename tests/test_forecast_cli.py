@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
+
 import pandas as pd
 import pytest
 
@@ -105,6 +107,13 @@ def test_bad_data_exits_with_a_message(tmp_path, capsys):
               "--trainer.default_root_dir", str(tmp_path / "run")])
     assert exit_info.value.code == 2
     assert "missing values in column(s) ['v1'] at row 30 (line 32)" in capsys.readouterr().err
+    truncated = tmp_path / "series.csv.gz"  # a compressed CSV cut short: one line, no run folder left
+    truncated.write_bytes(gzip.compress(frame.read_bytes())[:300])
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(config), "--data.path", str(truncated), "--trainer.default_root_dir", str(tmp_path / "gz")])
+    assert exit_info.value.code == 2
+    assert f"{truncated}: cannot be read as CSV (a truncated or damaged compressed file?)" in capsys.readouterr().err
+    assert not list((tmp_path / "gz").rglob("*.yaml"))
 
 
 def test_predict_writes_timestamps_with_their_utc_offset(tmp_path):

@@ -340,3 +340,23 @@ def test_an_empty_fasta_record_is_one_error_naming_the_file_and_record(tmp_path)
     for stage in ("fit", "predict"):
         with pytest.raises(DataError, match=rf"^{fasta}, record 'empty': a header without sequence$"):
             GenomeData(str(fasta), target="next_base", window_length=64, val_regions=["*:70%-80%"]).setup(stage)
+
+
+def test_a_truncated_or_damaged_bgzip_genome_is_one_error_naming_it(tmp_path):
+    from Bio import bgzf
+
+    from seqpipe.data.genome_io import Genome
+
+    rng = np.random.default_rng(4)
+    text = ">chr1\n" + "\n".join("".join(rng.choice(list("ACGT"), 60)) for _ in range(3000)) + "\n"
+    with bgzf.BgzfWriter(str(tmp_path / "g.fa.bgz"), "wb") as writer:
+        writer.write(text.encode())
+    whole = (tmp_path / "g.fa.bgz").read_bytes()
+    damaged = bytearray(whole)
+    damaged[len(whole) // 2] ^= 0xFF
+    for name, content in (("truncated.fa.bgz", whole[: len(whole) // 2]), ("damaged.fa.bgz", bytes(damaged))):
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(DataError, match=rf"^{tmp_path / name}.*(cannot index this FASTA|cannot be read).*a truncated or "
+                                            r"damaged file\?"):
+            genome = Genome(tmp_path / name, tmp_path / "cache")
+            genome.check_letters()
