@@ -370,6 +370,9 @@ def main(args: list[str] | None = None) -> None:
         raise SystemExit(0)
     try:
         _make_cli(None if args is None else argv)
+    except KeyboardInterrupt:  # before the trainer ran (parsing, building the model and data): nothing to resume
+        print("seqpipe: stopped by Ctrl-C while starting; nothing was run", file=sys.stderr)
+        raise SystemExit(CTRL_C_EXIT) from None
     except Exception as error:
         user_error = _user_error(error)
         if user_error is None:

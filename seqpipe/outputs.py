@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -78,12 +79,15 @@ class Output:
         if self.folder:
             self._mark_folder(contents=_contents(self.partial))  # again: a writer may have cleared the folder
         if self.folder and self.path.exists():
-            # a directory cannot be renamed over another: move the old one aside first, delete it last
+            # a directory cannot be renamed over another: move the old one aside first, delete it last, with Ctrl-C
+            # and SIGTERM held back meanwhile (between the renames they would leave no output at all, during the
+            # deletion a half-deleted folder), and delivered when it is done
             old = self.path.with_name(f"{self.path.name}.replaced-{os.getpid()}")
-            os.replace(self.path, old)
-            os.replace(self.partial, self.path)
-            self._claimed = False
-            shutil.rmtree(old)
+            with _signals_held():
+                os.replace(self.path, old)
+                os.replace(self.partial, self.path)
+                self._claimed = False
+                shutil.rmtree(old)
             return
         os.replace(self.partial, self.path)
         self._claimed = False
@@ -187,6 +191,20 @@ def writing(*outputs: Output) -> Iterator[list[Path]]:
         raise
     for output in outputs:
         output.commit()
+
+
+@contextmanager
+def _signals_held() -> Iterator[None]:
+    """SIGINT and SIGTERM held back inside the block (on platforms with pthread_sigmask), delivered after it."""
+    held = {signal.SIGINT, signal.SIGTERM}
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def _contents(folder: Path) -> list[int]:

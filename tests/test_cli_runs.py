@@ -735,3 +735,16 @@ def test_a_checkpoint_that_cannot_be_written_stops_the_run_and_leaves_the_last_g
     assert err.startswith("seqpipe: error: ") and "the checkpoint could not be written (No space left on device)" in err
     assert torch.load(last, weights_only=True)["epoch"] == 0
     assert not list(last.parent.glob("*.partial"))
+
+
+def test_ctrl_c_while_the_command_line_is_read_is_one_line(monkeypatch, capsys):
+    """Ctrl-C after the imports but before the trainer runs (the config parsed, the model built) ends in one line and
+    exit status 130, as during the imports."""
+    from seqpipe import cli
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_make_cli", interrupted)
+    assert exit_code("fit", "--config", "x.yaml") == 130
+    assert capsys.readouterr().err == "seqpipe: stopped by Ctrl-C while starting; nothing was run\n"
