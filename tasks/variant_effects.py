@@ -282,7 +282,9 @@ def read_vcf(vcf_path: Path):
     except BaseException:
         vcf.close()
         raise
-    sys.stderr.write("".join(f"{line}\n" for line in log))  # htslib's warnings, as they were
+    # htslib's warnings, as they were, but for an undeclared contig's: the chromosomes are checked against the FASTA
+    # (its advice, to index the file with tabix, does not apply)
+    sys.stderr.write("".join(f"{line}\n" for line in log if "is not defined in the header" not in line))
     return vcf, records, alleles
 
 

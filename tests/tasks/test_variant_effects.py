@@ -440,3 +440,15 @@ def test_a_bcf_is_read_as_its_vcf(tmp_path):
         assert main(["--ckpt_path", str(tmp_path / "m.ckpt"), "--data.fasta", fasta, "--vcf", str(tmp_path / name),
                      "--window", str(WINDOW), "--out", str(tmp_path / name.replace(".", "_"))]) == 0
     assert pd.read_csv(tmp_path / "v_bcf.tsv", sep="\t").equals(pd.read_csv(tmp_path / "v_vcf.tsv", sep="\t"))
+
+
+def test_a_vcf_without_contig_lines_scores_without_htslibs_tabix_advice(tmp_path, capfd):
+    """Undeclared contigs are common and the chromosomes are checked against the FASTA: htslib's warning for each,
+    with its advice to index the file with tabix, is not passed on."""
+    write_checkpoint(tmp_path / "m.ckpt", CAUSAL_CLASSIFIER, ["neg", "pos"])
+    fasta = write_fasta(tmp_path / "g.fa", {"chr1": CHROM})
+    vcf = write_vcf(tmp_path / "v.vcf", [("chr1", 201, "rs1", CHROM[200], "ACGT".replace(CHROM[200], "")[0])], {})
+    assert main(["--ckpt_path", str(tmp_path / "m.ckpt"), "--data.fasta", fasta, "--vcf", vcf, "--window", str(WINDOW),
+                 "--out", str(tmp_path / "out")]) == 0
+    out, err = capfd.readouterr()
+    assert "scored 1 of 1 alleles" in out and "is not defined in the header" not in err
