@@ -8,6 +8,7 @@ import importlib
 import os
 import platform
 import re
+import signal
 import sys
 from argparse import ArgumentError
 from pathlib import Path
@@ -32,7 +33,7 @@ from seqpipe.contracts import DataInfo, RestorableData
 from seqpipe.errors import CheckpointError, ConfigError, SeqpipeError, environment_error
 from seqpipe.model import SequenceModel
 from seqpipe.prediction import PredictionWriter
-from seqpipe.tool_io import CTRL_C_EXIT, SIGTERM_EXIT
+from seqpipe.command import CTRL_C_EXIT, SIGTERM_EXIT
 
 #: subcommand -> ("module:function", help). The function takes the argument list and returns an exit code; it
 #: is imported only when its subcommand runs, so core does not import the data or task modules.
@@ -354,6 +355,14 @@ def keep_freed_memory() -> bool:
     return all(libc.mallopt(parameter, value) == 1 for parameter, value in MALLOPT_SETTINGS.items())
 
 
+def _sigterm_while_starting(signum, frame) -> None:
+    """SIGTERM before Lightning takes the signal (parsing, building the model and data, a stage's setup): raised as
+    Lightning's SIGTERMException, so that outputs already claimed are discarded and the run ends in one line. Once
+    Lightning's handler is installed it calls this one too: then it does nothing, and the run stops after its batch."""
+    if signal.getsignal(signal.SIGTERM) is _sigterm_while_starting:
+        raise SIGTERMException
+
+
 def main(args: list[str] | None = None) -> None:
     """Entry point; ``args`` replaces ``sys.argv[1:]`` (tests call ``main(["fit", "--config", ...])``)."""
     keep_freed_memory()
@@ -368,17 +377,31 @@ def main(args: list[str] | None = None) -> None:
     if not argv or "-h" in argv or "--help" in argv:
         _print_help(argv or ["--help"])
         raise SystemExit(0)
+    previous = signal.signal(signal.SIGTERM, _sigterm_while_starting) if _in_main_thread() else None
     try:
         _make_cli(None if args is None else argv)
     except KeyboardInterrupt:  # before the trainer ran (parsing, building the model and data): nothing to resume
         print("seqpipe: stopped by Ctrl-C while starting; nothing was run", file=sys.stderr)
         raise SystemExit(CTRL_C_EXIT) from None
+    except SIGTERMException:
+        print("seqpipe: stopped by SIGTERM while starting; nothing was run", file=sys.stderr)
+        raise SystemExit(SIGTERM_EXIT) from None
     except Exception as error:
         user_error = _user_error(error)
         if user_error is None:
             raise
         print(f"seqpipe: error: {user_error}", file=sys.stderr)
         raise SystemExit(2) from None
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _in_main_thread() -> bool:
+    """Whether this is the main thread, the only one where a signal handler can be set (tests may call main elsewhere)."""
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
 
 
 def _user_error(error: BaseException) -> SeqpipeError | None:

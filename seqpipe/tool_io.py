@@ -15,11 +15,9 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from seqpipe.command import CTRL_C_EXIT
+from seqpipe.command import CTRL_C_EXIT, SIGTERM_EXIT, Terminated, raise_terminated
 from seqpipe.errors import ConfigError, SeqpipeError, environment_error
 
-#: exit status of a run stopped by SIGTERM (128 + 15, as a shell reports a process killed by it)
-SIGTERM_EXIT = 143
 
 
 def output_prefix(text: str, suffixes: tuple[str, ...]) -> Path:
@@ -68,21 +66,13 @@ def tool_parser(prog: str, doc: str, checkpoint: bool = True) -> argparse.Argume
     return parser
 
 
-class Terminated(BaseException):
-    """SIGTERM, raised where the tool is (as Ctrl-C raises KeyboardInterrupt), so its outputs are discarded."""
-
-
-def _terminate(signum, frame) -> None:
-    raise Terminated
-
-
 def run_tool(tool: Callable[[argparse.Namespace], None], parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
     """Parses ``argv`` and runs ``tool`` on the options; a user error is printed as one line and gives exit code 2,
     success 0. Ctrl-C and SIGTERM stop it in one line with exit code 130 / 143, its unfinished outputs discarded
     (:func:`seqpipe.outputs.writing` discards them on any exception)."""
     options = parser.parse_args(argv)
     main_thread = threading.current_thread() is threading.main_thread()  # only there can a handler be set
-    previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
+    previous = signal.signal(signal.SIGTERM, raise_terminated) if main_thread else None
     try:
         tool(options)
     except SeqpipeError as error:

@@ -748,3 +748,15 @@ def test_ctrl_c_while_the_command_line_is_read_is_one_line(monkeypatch, capsys):
     monkeypatch.setattr(cli, "_make_cli", interrupted)
     assert exit_code("fit", "--config", "x.yaml") == 130
     assert capsys.readouterr().err == "seqpipe: stopped by Ctrl-C while starting; nothing was run\n"
+
+
+def test_sigterm_while_the_command_starts_is_one_line_and_exit_143(dataset, tmp_path):
+    """SIGTERM while torch and Lightning load (before Lightning takes the signal): one line and 143, no silent death."""
+    process = start_seqpipe("fit", "--config", dataset / "config.yaml", "--data.train", dataset / "train",
+                            "--trainer.default_root_dir", tmp_path)
+    time.sleep(1.0)  # inside the imports, which take seconds
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 143, err[-3000:]
+    assert err.strip().splitlines()[-1] == "seqpipe: stopped by SIGTERM while starting; nothing was run"
+    assert not list(tmp_path.iterdir())
