@@ -33,7 +33,7 @@ from seqpipe.contracts import DataInfo, RestorableData
 from seqpipe.errors import CheckpointError, ConfigError, SeqpipeError, environment_error
 from seqpipe.model import SequenceModel
 from seqpipe.prediction import PredictionWriter
-from seqpipe.command import CTRL_C_EXIT, SIGTERM_EXIT
+from seqpipe.command import CTRL_C_EXIT, SIGTERM_EXIT, exit_stopped_while_starting, in_main_thread
 
 #: subcommand -> ("module:function", help). The function takes the argument list and returns an exit code; it
 #: is imported only when its subcommand runs, so core does not import the data or task modules.
@@ -377,15 +377,11 @@ def main(args: list[str] | None = None) -> None:
     if not argv or "-h" in argv or "--help" in argv:
         _print_help(argv or ["--help"])
         raise SystemExit(0)
-    previous = signal.signal(signal.SIGTERM, _sigterm_while_starting) if _in_main_thread() else None
+    previous = signal.signal(signal.SIGTERM, _sigterm_while_starting) if in_main_thread() else None
     try:
         _make_cli(None if args is None else argv)
-    except KeyboardInterrupt:  # before the trainer ran (parsing, building the model and data): nothing to resume
-        print("seqpipe: stopped by Ctrl-C while starting; nothing was run", file=sys.stderr)
-        raise SystemExit(CTRL_C_EXIT) from None
-    except SIGTERMException:
-        print("seqpipe: stopped by SIGTERM while starting; nothing was run", file=sys.stderr)
-        raise SystemExit(SIGTERM_EXIT) from None
+    except (KeyboardInterrupt, SIGTERMException) as stop:  # before the trainer ran: nothing to resume
+        exit_stopped_while_starting(stop)
     except Exception as error:
         user_error = _user_error(error)
         if user_error is None:
@@ -395,13 +391,6 @@ def main(args: list[str] | None = None) -> None:
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
-
-
-def _in_main_thread() -> bool:
-    """Whether this is the main thread, the only one where a signal handler can be set (tests may call main elsewhere)."""
-    import threading
-
-    return threading.current_thread() is threading.main_thread()
 
 
 def _user_error(error: BaseException) -> SeqpipeError | None:
@@ -418,8 +407,8 @@ def _user_error(error: BaseException) -> SeqpipeError | None:
                 return SeqpipeError(worker.group(1))
         if isinstance(error, SeqpipeError):
             return error
-        if environment_error(error) is not None:
-            return environment_error(error)
+        if (environment := environment_error(error)) is not None:
+            return environment
         if isinstance(error, MisconfigurationException):
             return ConfigError(f"Lightning: {error}")
         if isinstance(error, RuntimeError) and str(error).startswith("Early stopping conditioned on metric"):

@@ -11,11 +11,10 @@ import argparse
 import os
 import signal
 import sys
-import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from seqpipe.command import CTRL_C_EXIT, SIGTERM_EXIT, Terminated, raise_terminated
+from seqpipe.command import Terminated, in_main_thread, raise_terminated, stop_name_and_status
 from seqpipe.errors import ConfigError, SeqpipeError, environment_error
 
 
@@ -71,7 +70,7 @@ def run_tool(tool: Callable[[argparse.Namespace], None], parser: argparse.Argume
     success 0. Ctrl-C and SIGTERM stop it in one line with exit code 130 / 143, its unfinished outputs discarded
     (:func:`seqpipe.outputs.writing` discards them on any exception)."""
     options = parser.parse_args(argv)
-    main_thread = threading.current_thread() is threading.main_thread()  # only there can a handler be set
+    main_thread = in_main_thread()
     previous = signal.signal(signal.SIGTERM, raise_terminated) if main_thread else None
     try:
         tool(options)
@@ -79,12 +78,12 @@ def run_tool(tool: Callable[[argparse.Namespace], None], parser: argparse.Argume
         print(f"seqpipe: error: {error}", file=sys.stderr)
         return 2
     except OSError as error:
-        if environment_error(error) is None:
+        if (environment := environment_error(error)) is None:
             raise
-        print(f"seqpipe: error: {environment_error(error)}", file=sys.stderr)
+        print(f"seqpipe: error: {environment}", file=sys.stderr)
         return 2
     except (KeyboardInterrupt, Terminated) as stop:
-        name, status = ("Ctrl-C", CTRL_C_EXIT) if isinstance(stop, KeyboardInterrupt) else ("SIGTERM", SIGTERM_EXIT)
+        name, status = stop_name_and_status(stop)
         print(f"{parser.prog}: stopped by {name}; nothing was written", file=sys.stderr)
         return status
     finally:
