@@ -63,8 +63,12 @@ def reverse_valid(h: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor
     return h.gather(1, source.view(*source.shape, *[1] * (h.dim() - 2)).expand_as(h))
 
 
+def complement_ids(ids: torch.Tensor) -> torch.Tensor:
+    """Token ids (any shape) -> the id of each one's complement (A <-> T, C <-> G; padding and N stay), same dtype."""
+    return torch.tensor(DNA_COMPLEMENT, device=ids.device)[ids.long()].to(ids.dtype)
+
+
 def reverse_complement_ids(ids: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
     """Token ids (B, L), right-padded -> the reverse complement of each row's valid part, in ``ids``' dtype.
     ``lengths`` (B,): each row's valid length (None: the whole row, padding included, is flipped)."""
-    table = torch.tensor(DNA_COMPLEMENT, device=ids.device)
-    return reverse_valid(table[ids.long()].to(ids.dtype), lengths)
+    return reverse_valid(complement_ids(ids), lengths)

@@ -53,7 +53,7 @@ import torch
 
 from seqpipe.data.genome_io import Genome
 from seqpipe.data.readers import compression, open_text
-from seqpipe.dna_alphabet import BASES, DNA_COMPLEMENT, DNA_VOCAB, N_ID, base_index, is_base, letters, reverse_complement_ids
+from seqpipe.dna_alphabet import DNA_VOCAB, N_ID, base_index, complement_ids, is_base, letters, reverse_complement_ids
 from seqpipe.errors import ConfigError, DataError
 from seqpipe.outputs import Output, writing
 from seqpipe.tasks.model_scoring import (add_device_option, batches, class_probabilities, label_names, load_model,
@@ -64,8 +64,6 @@ from seqpipe.tool_io import output_prefix, run_tool, tool_parser
 SHOWN_MISMATCHES = 10
 #: IUPAC codes of more than one base (N apart), which an ALT may hold but a substitution cannot be scored for
 IUPAC_AMBIGUITY = set("RYSWKMBDHV")
-#: the id of each id's complement, to index with
-COMPLEMENT_IDS = torch.tensor(DNA_COMPLEMENT)
 #: the smallest --window a language model scores: a base before the variant predicts it, one after it on the other strand
 LANGUAGE_MODEL_MIN_WINDOW = 3
 
@@ -94,7 +92,7 @@ def check_allele(allele: Allele, genome: Genome) -> str | None:
         return "indel"
     if len(allele.ref) != 1:
         return "multi-base substitution"
-    if allele.alt.upper() not in set(BASES):
+    if allele.alt.upper() == "N":
         return "ALT is N"
     if allele.ref.upper() == "N":
         return "REF is N"
@@ -146,7 +144,7 @@ def language_model_scores(model, genome: Genome, alleles: list[Allele], window: 
             # both strands always: even where the features are strand-symmetric, the other strand reads the
             # complemented alleles, so its ratio differs (for a complementing substitution, A>T, it is the opposite)
             strands = [(refs, centre, ref_ids, alt_ids),
-                       (reverse_complement_ids(refs, None), window - 1 - centre, COMPLEMENT_IDS[ref_ids], COMPLEMENT_IDS[alt_ids])]
+                       (reverse_complement_ids(refs, None), window - 1 - centre, complement_ids(ref_ids), complement_ids(alt_ids))]
             per_strand = [masked_site_llr(model, *strand) if masked else next_base_llr(model, *strand) for strand in strands]
             llr.append(torch.stack(per_strand).mean(0))
     return [Score("llr", "SEQPIPE_LLR", "log P(alt) - log P(ref) under the DNA language model, nats, both strands "
