@@ -23,6 +23,7 @@ import soundfile as sf
 import torch
 import torchaudio.functional as AF
 
+from seqpipe.data.readers import other_separator
 from seqpipe.errors import DataError
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")  # read by soundfile (libsndfile >= 1.1)
@@ -162,7 +163,7 @@ def _read_manifest(manifest: Path, split: str | None, untagged: str | None) -> l
         reader = csv.DictReader(handle)
         columns = reader.fieldnames or []
         if "path" not in columns:
-            separator = next((s for s in (";", "\t") if len(columns) == 1 and s in columns[0]), None)
+            separator = other_separator(columns, ",")
             hint = f": the file seems separated by {separator!r}, and a manifest is comma-separated" if separator else ""
             raise DataError(manifest, f"a manifest needs a 'path' column (and 'label', optional 'split'); found "
                                       f"{columns}{hint}", line=1)

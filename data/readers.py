@@ -184,10 +184,11 @@ def read_fasta_per_class(directory: str | Path) -> Iterator[Record]:
         found = sorted(p.name for p in directory.iterdir())[:10]
         raise DataError(directory, f"no FASTA files ({', '.join(FASTA_SUFFIXES)}, optionally .gz or .bgz); found {found}")
     owners: dict[str, Path] = {}
+    by_folded_label: dict[str, Path] = {}  # class names differing only in case are one class
     for file in files:
         label = _stem(file)
-        if label.casefold() in {known.casefold() for known in owners}:
-            other = next(owners[known] for known in owners if known.casefold() == label.casefold())
+        other = by_folded_label.setdefault(label.casefold(), file)
+        if other is not file:
             raise DataError(directory, f"class {label!r} has two files: {other.name} and {file.name} (class names "
                                        "differing only in case are one class)")
         owners[label] = file
@@ -266,12 +267,18 @@ def read_table(
         yield Record(record_id, cells[sequence_column], cells[label_column] if label_column else None, path, line)
 
 
+def other_separator(columns, separator: str) -> str | None:
+    """The separator (';', TAB or ',') other than ``separator`` that a header read as one column holds, or None:
+    the file is separated by that one."""
+    if len(columns) != 1:
+        return None
+    return next((s for s in (";", "\t", ",") if s != separator and s in str(columns[0])), None)
+
+
 def check_header_separator(path: Path, table: pd.DataFrame, separator: str, advice: str) -> None:
-    """Refuse a header read as one column that holds another separator than ``separator`` (';', TAB or ','): the
-    file is separated by that one. ``advice`` ends the message."""
-    if len(table.columns) != 1:
-        return
-    other = next((s for s in (";", "\t", ",") if s != separator and s in str(table.columns[0])), None)
+    """Refuse a header read as one column that holds another separator than ``separator`` (:func:`other_separator`).
+    ``advice`` ends the message."""
+    other = other_separator(table.columns, separator)
     if other is not None:
         raise DataError(path, f"the header is one column, {table.columns[0]!r}: the file seems separated by {other!r}, "
                               f"and seqpipe reads it as {SEPARATOR_NAMES[separator]}-separated{advice}", line=1)
