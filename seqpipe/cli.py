@@ -249,7 +249,7 @@ def _options_unlike_the_checkpoints(model: Namespace, hparams: dict, argv: list[
     """``model...`` options given on the command line ``argv`` (a recipe's own values are expected to differ from a
     run's overrides), but for INFERENCE_OPTIONS, whose value in ``model`` (the config before the checkpoint's
     hyper-parameters replace it) differs from the checkpoint's, as ``--name value (checkpoint: value)``."""
-    given = {arg.split("=")[0].removeprefix("--").replace("init_args.", "") for arg in argv if arg.startswith("--model.")}
+    given = _given_options(argv, "model")
     def leaves(value, prefix: str):
         if isinstance(value, dict):
             for key, inner in value.items():
@@ -267,13 +267,19 @@ def _options_unlike_the_checkpoints(model: Namespace, hparams: dict, argv: list[
     return unlike
 
 
+def _given_options(argv: list[str], group: str) -> set[str]:
+    """The ``group.*`` options (``model``, ``data``) of the command line ``argv``, as ``group.name.inner``
+    (``init_args.`` left out, ``=value`` too)."""
+    return {arg.split("=")[0].removeprefix("--").replace("init_args.", "") for arg in argv if arg.startswith(f"--{group}.")}
+
+
 def _data_options_unlike_the_checkpoints(data: Namespace | None, trained: DataInfo, argv: list[str]) -> list[str]:
     """``data.seq_len`` and ``data.pred_len`` given on the command line ``argv`` whose value differs from the
     checkpoint's series (a forecaster reads and predicts the window lengths it was trained for), as
     ``--name value (checkpoint: value)``."""
     if trained.series is None or data is None:
         return []
-    given = {arg.split("=")[0].removeprefix("--").replace("init_args.", "") for arg in argv if arg.startswith("--data.")}
+    given = _given_options(argv, "data")
     options = data.get("init_args") or data
     fixed = {"seq_len": trained.series.seq_len, "pred_len": trained.series.pred_len}
     return [f"--data.{name} {options.get(name)!r} (checkpoint: {value!r})" for name, value in fixed.items()
