@@ -1,6 +1,6 @@
 """seqpipe embed: one vector per DNA sequence from a trained or pre-trained model, written to zarr.
 
-    seqpipe embed --ckpt_path RUN/lightning_logs/version_0/checkpoints/best.ckpt --input seqs.fa --output embeddings.zarr \\
+    seqpipe embed --ckpt_path RUN/lightning_logs/version_0/checkpoints/best.ckpt --data.predict seqs.fa --out embeddings.zarr \\
         [--chunk_size 65536] [--both_strands] [--device cuda]
 
 Any checkpoint of a DNA model works — a classifier from ``configs/dna_classify.yaml`` or a backbone from
@@ -10,7 +10,7 @@ sequence's and its reverse complement's. ``--chunk_size`` streams long records (
 chunk with carried state, so memory is that of one chunk whatever the length.
 
 The output is a zarr group: ``embedding`` (n, d_model) float32 and ``id`` (n,) strings, in input order, and
-attributes ``checkpoint`` and ``d_model``. It is written under ``<output>.partial`` and renamed when complete; an
+attributes ``checkpoint`` and ``d_model``. It is written under ``<out>.partial`` and renamed when complete; an
 existing output is replaced only when it is a seqpipe embeddings zarr (see :mod:`seqpipe.outputs`).
 """
 
@@ -50,13 +50,13 @@ def embed(options: argparse.Namespace) -> None:
     """``seqpipe embed`` with its parsed ``options`` (see :func:`parser`)."""
     if options.batch_size < 1:
         raise ConfigError(f"--batch_size must be >= 1, got {options.batch_size}")
-    suffix = Path(options.output).suffix
+    suffix = Path(options.out).suffix
     if suffix not in ("", ".zarr"):
-        raise ConfigError(f"--output {options.output}: embed writes a zarr group (a folder), not a {suffix} file; give "
+        raise ConfigError(f"--out {options.out}: embed writes a zarr group (a folder), not a {suffix} file; give "
                           f"a name ending in .zarr")
-    output = Output(options.output, "embeddings zarr", zarr=True)
+    output = Output(options.out, "embeddings zarr", zarr=True)
     model = load_model(options.ckpt_path, options.chunk_size, options.trust_module, options.device)
-    data = predict_data(model, options.input, options, options.batch_size, input_option="--input")  # before the output is claimed
+    data = predict_data(model, options.predict, options, options.batch_size)  # before the output is claimed
     records = data.splits["predict"]
     with writing(output) as (partial,):
         import zarr
@@ -73,18 +73,19 @@ def embed(options: argparse.Namespace) -> None:
             start += len(values)
         ids = group.create_array("id", shape=(len(records.ids),), dtype=str)  # variable-length UTF-8
         ids[:] = np.array(records.ids, dtype=object)
-    print(f"{len(records.ids)} embeddings of {model.backbone.d_model} numbers written to {options.output}")
+    print(f"{len(records.ids)} embeddings of {model.backbone.d_model} numbers written to {options.out}")
 
 
 def parser() -> argparse.ArgumentParser:
     p = tool_parser("seqpipe embed", __doc__)
-    p.add_argument("--input", required=True, help="sequences: FASTA, a folder of FASTA files, or TSV/CSV (labels ignored)")
-    p.add_argument("--output", required=True, help="the zarr group to write (e.g. embeddings.zarr)")
+    p.add_argument("--data.predict", dest="predict", required=True,
+                   help="the sequences: a FASTA file (plain or gzip), a folder of FASTA files, a TSV/CSV table or a BED file, as for predict (labels ignored)")
+    p.add_argument("--out", required=True, help="the zarr group to write (e.g. embeddings.zarr)")
     p.add_argument("--batch_size", type=int, default=32, help="sequences per forward pass (default 32)")
     p.add_argument("--chunk_size", type=int, help="stream records longer than this chunk by chunk (causal backbones)")
     p.add_argument("--both_strands", action="store_true", help="average each sequence's and its reverse complement's embedding")
     add_table_options(p)
-    add_bed_genome_options(p, "--input")
+    add_bed_genome_options(p)
     add_device_option(p)
     return p
 

@@ -75,23 +75,21 @@ def add_table_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--id_column", help="TSV/CSV: the column holding record ids (default: the column id when there is one, else the row number)")
 
 
-def add_bed_genome_options(parser: argparse.ArgumentParser, input_option: str) -> None:
+def add_bed_genome_options(parser: argparse.ArgumentParser) -> None:
     """A DNA tool's ``--data.fasta`` and ``--data.cache_dir``, for sequences given as a BED file of regions."""
-    parser.add_argument("--data.fasta", dest="fasta", help=f"a BED {input_option}: the genome FASTA its rows refer to")
+    parser.add_argument("--data.fasta", dest="fasta", help="a BED --data.predict: the genome FASTA its rows refer to")
     parser.add_argument("--data.cache_dir", dest="cache_dir", help="where a plain-gzip genome is decompressed once "
                                                                    "(default: $SEQPIPE_CACHE or ~/.cache/seqpipe/genomes)")
 
 
-def predict_data(model: SequenceModel, path: str, options: argparse.Namespace, batch_size: int = 32,
-                 input_option: str = "--data.predict") -> DNAClassificationData:
+def predict_data(model: SequenceModel, path: str, options: argparse.Namespace, batch_size: int = 32) -> DNAClassificationData:
     """Any input ``seqpipe predict`` takes (a FASTA file, a folder of FASTA files, a TSV/CSV with the columns of
     :func:`add_table_options`, a BED file with the genome of :func:`add_bed_genome_options`), read with the
     vocabulary ``model`` was trained on and set up for predict: every record is read and checked here
-    (``.splits["predict"]``, ``.predict_dataloader()``). ``input_option``: the tool's option that gave ``path``, as
-    messages name it."""
+    (``.splits["predict"]``, ``.predict_dataloader()``); ``path`` is the tool's ``--data.predict``."""
     data = DNAClassificationData(predict=path, sequence_column=options.sequence_column, id_column=options.id_column,
                                  batch_size=batch_size, fasta=options.fasta, cache_dir=options.cache_dir)
-    data.option_names = {"predict": input_option, "fasta": "--data.fasta", "sequence_column": "--sequence_column",
+    data.option_names = {"predict": "--data.predict", "fasta": "--data.fasta", "sequence_column": "--sequence_column",
                          "id_column": "--id_column"}
     data.crop_as_trained = False  # the tools score whole records
     data.restore_data_info(model.data_info)

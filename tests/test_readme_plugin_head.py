@@ -58,7 +58,7 @@ def test_readme_plugin_head_example_fits_tests_and_predicts(tmp_path, monkeypatc
     sys.path.remove(str(work))
     monkeypatch.delitem(sys.modules, "myheads")
     checkpoint = next((work / "run").glob("lightning_logs/version_*/checkpoints/best.ckpt"))
-    embed = ["embed", "--ckpt_path", str(checkpoint), "--input", str(paths["NEW"]), "--output", "embeddings.zarr",
+    embed = ["embed", "--ckpt_path", str(checkpoint), "--data.predict", str(paths["NEW"]), "--out", "embeddings.zarr",
              "--trust_module", "myheads"]
     monkeypatch.chdir(tmp_path)  # elsewhere, the head's module is named
     with pytest.raises(SystemExit) as done:

@@ -68,18 +68,18 @@ def test_embed_writes_one_vector_per_record_with_the_ids_in_input_order(tmp_path
     model = write_checkpoint(ckpt, config, None, data_info={**DNA_INFO, "label_names": ["a", "b"]} if config is MOTIF_CLASSIFIER
                              else {**DNA_INFO, "label_names": list("ACGT"), "next_token_targets": True})
     out = tmp_path / "emb.zarr"
-    assert main(["--ckpt_path", str(ckpt), "--input", str(fasta), "--output", str(out), "--chunk_size", "16", "--batch_size", "2"]) == 0
+    assert main(["--ckpt_path", str(ckpt), "--data.predict", str(fasta), "--out", str(out), "--chunk_size", "16", "--batch_size", "2"]) == 0
     group = zarr.open_group(str(out), mode="r")
     assert list(group["id"][:]) == [name for name, _ in records]
     expected = torch.cat([sequence_embeddings(model, TOKENS.encode(s)[None]) for _, s in records]).numpy()
     np.testing.assert_allclose(group["embedding"][:], expected, rtol=1e-4, atol=1e-5)
     assert group.attrs["d_model"] == 8
     # run again: seqpipe's own output is replaced
-    assert main(["--ckpt_path", str(ckpt), "--input", str(fasta), "--output", str(out)]) == 0
+    assert main(["--ckpt_path", str(ckpt), "--data.predict", str(fasta), "--out", str(out)]) == 0
     assert not (tmp_path / "emb.zarr.partial").exists()
-    assert main(["--ckpt_path", str(ckpt), "--input", str(fasta), "--output", str(tmp_path / "e.zarr"), "--chunk_size", "0"]) == 2
+    assert main(["--ckpt_path", str(ckpt), "--data.predict", str(fasta), "--out", str(tmp_path / "e.zarr"), "--chunk_size", "0"]) == 2
     assert capsys.readouterr().err.endswith("--chunk_size must be positive, got 0\n")
-    assert main(["--ckpt_path", str(ckpt), "--input", str(fasta), "--output", str(tmp_path / "e.npy")]) == 2
+    assert main(["--ckpt_path", str(ckpt), "--data.predict", str(fasta), "--out", str(tmp_path / "e.npy")]) == 2
     assert capsys.readouterr().err.endswith("embed writes a zarr group (a folder), not a .npy file; give a name ending in .zarr\n")
     assert not (tmp_path / "e.zarr").exists()
 
@@ -91,11 +91,11 @@ def test_embed_refuses_a_users_path_and_a_bad_record_before_writing(tmp_path, ca
     users = tmp_path / "mine"
     users.mkdir()
     (users / "notes.txt").write_text("keep me")
-    assert main(["--ckpt_path", str(ckpt), "--input", str(fasta), "--output", str(users)]) == 2
+    assert main(["--ckpt_path", str(ckpt), "--data.predict", str(fasta), "--out", str(users)]) == 2
     assert "is not a seqpipe embeddings zarr" in capsys.readouterr().err
     assert (users / "notes.txt").read_text() == "keep me"
     bad = write_fasta(tmp_path / "bad.fa", [("r1", "ACGT"), ("r2", "AC-GT")])
-    assert main(["--ckpt_path", str(ckpt), "--input", str(bad), "--output", str(tmp_path / "e.zarr")]) == 2
+    assert main(["--ckpt_path", str(ckpt), "--data.predict", str(bad), "--out", str(tmp_path / "e.zarr")]) == 2
     err = capsys.readouterr().err
     assert "bad.fa" in err and "r2" in err and "'-'" in err
     assert not (tmp_path / "e.zarr").exists() and not (tmp_path / "e.zarr.partial").exists()
@@ -108,19 +108,19 @@ def test_a_table_without_the_columns_or_a_bed_file_without_a_genome_names_the_to
     table.write_text("name,dna\nr1,ACGTACGT\n")
     for extra, hint in (([], "'sequence'; the columns are ['name', 'dna'] (set --sequence_column)"),
                         (["--sequence_column", "dna", "--id_column", "id"], "'id'; the columns are ['name', 'dna'] (set --id_column)")):
-        assert main(["--ckpt_path", str(ckpt), "--input", str(table), "--output", str(tmp_path / "e.zarr"), *extra]) == 2
+        assert main(["--ckpt_path", str(ckpt), "--data.predict", str(table), "--out", str(tmp_path / "e.zarr"), *extra]) == 2
         assert capsys.readouterr().err.splitlines() == [f"seqpipe: error: {table}: no column {hint}"]
     bed = tmp_path / "rows.bed"
     bed.write_text("chr1\t0\t8\n")
-    assert main(["--ckpt_path", str(ckpt), "--input", str(bed), "--output", str(tmp_path / "e.zarr")]) == 2
+    assert main(["--ckpt_path", str(ckpt), "--data.predict", str(bed), "--out", str(tmp_path / "e.zarr")]) == 2
     assert capsys.readouterr().err.splitlines() == [
-        f"seqpipe: error: --input {bed} is a BED file: give --data.fasta, the genome its rows refer to"]
+        f"seqpipe: error: --data.predict {bed} is a BED file: give --data.fasta, the genome its rows refer to"]
 
 
 def test_a_forecasting_checkpoint_is_one_short_line(tmp_path, capsys):
     write_checkpoint(tmp_path / "f.ckpt", FORECASTER, None, data_info=SERIES_INFO)
     fasta = write_fasta(tmp_path / "in.fa", [("r1", "ACGTACGT")])
-    assert main(["--ckpt_path", str(tmp_path / "f.ckpt"), "--input", str(fasta), "--output", str(tmp_path / "e.zarr")]) == 2
+    assert main(["--ckpt_path", str(tmp_path / "f.ckpt"), "--data.predict", str(fasta), "--out", str(tmp_path / "e.zarr")]) == 2
     assert capsys.readouterr().err.splitlines() == [
         f"seqpipe: error: --ckpt_path {tmp_path / 'f.ckpt'}: a Forecasting model of 2 real-valued channels; the DNA tools "
         "(variants, explain, embed) need a model trained on DNA sequences"]
@@ -144,7 +144,7 @@ def test_embed_names_the_file_and_record_too_long_for_one_window(tmp_path, monke
     write_checkpoint(tmp_path / "m.ckpt", MOTIF_CLASSIFIER, ["a", "b"])
     fasta = write_fasta(tmp_path / "in.fa", [("short", "ACGT" * 5), ("long1", "ACGT" * 10)])
     monkeypatch.setattr(seqpipe.model, "LONGEST_WHOLE_INPUT", 32)
-    assert main(["--ckpt_path", str(tmp_path / "m.ckpt"), "--input", str(fasta), "--output", str(tmp_path / "e.zarr")]) == 2
+    assert main(["--ckpt_path", str(tmp_path / "m.ckpt"), "--data.predict", str(fasta), "--out", str(tmp_path / "e.zarr")]) == 2
     assert capsys.readouterr().err.splitlines() == [
         f"seqpipe: error: {fasta}, record 'long1': a record of 40 positions is longer than the 32 evaluated as one "
         "window: stream it with --chunk_size (e.g. 65536; causal backbones)"]
@@ -161,9 +161,9 @@ def test_a_bed_input_reads_a_gzip_genome_decompressed_into_the_given_cache(tmp_p
     (tmp_path / "rows.bed").write_text("chr1\t10\t50\n")
     fasta = write_fasta(tmp_path / "row.fa", [("chr1:10-50", chrom[10:50])])
     common = ["--ckpt_path", str(tmp_path / "m.ckpt")]
-    assert main([*common, "--input", str(tmp_path / "rows.bed"), "--data.fasta", str(tmp_path / "g.fa.gz"),
-                 "--data.cache_dir", str(tmp_path / "cache"), "--output", str(tmp_path / "bed.zarr")]) == 0
-    assert main([*common, "--input", fasta, "--output", str(tmp_path / "fa.zarr")]) == 0
+    assert main([*common, "--data.predict", str(tmp_path / "rows.bed"), "--data.fasta", str(tmp_path / "g.fa.gz"),
+                 "--data.cache_dir", str(tmp_path / "cache"), "--out", str(tmp_path / "bed.zarr")]) == 0
+    assert main([*common, "--data.predict", fasta, "--out", str(tmp_path / "fa.zarr")]) == 0
     assert any((tmp_path / "cache").iterdir())
     bed, fa = zarr.open_group(tmp_path / "bed.zarr", mode="r"), zarr.open_group(tmp_path / "fa.zarr", mode="r")
     np.testing.assert_array_equal(bed["embedding"][:], fa["embedding"][:])
@@ -177,6 +177,6 @@ def test_embed_reads_whole_records_whatever_max_length_the_model_was_trained_wit
                                data_info={**DNA_INFO, "label_names": ["a", "b"], "max_length": 8})
     sequence = "".join(np.random.default_rng(5).choice(list("ACGT"), 40))
     fasta = write_fasta(tmp_path / "in.fa", [("r1", sequence)])
-    assert main(["--ckpt_path", str(tmp_path / "m.ckpt"), "--input", fasta, "--output", str(tmp_path / "e.zarr")]) == 0
+    assert main(["--ckpt_path", str(tmp_path / "m.ckpt"), "--data.predict", fasta, "--out", str(tmp_path / "e.zarr")]) == 0
     whole = sequence_embeddings(cropped, TOKENS.encode(sequence)[None]).numpy()
     np.testing.assert_allclose(zarr.open_group(str(tmp_path / "e.zarr"), mode="r")["embedding"][:], whole, rtol=1e-4, atol=1e-5)
