@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -192,7 +193,9 @@ def draw_logos(x: torch.Tensor, ism: np.ndarray, grad_x_input: np.ndarray, width
     figure, axes = plt.subplots(2, 1, figsize=(max(6, width * 0.15), 4), sharex=True)
     for axis, values, label in ((axes[0], importance, "ISM importance"), (axes[1], grad_x_input, "gradient x input")):
         frame = pd.DataFrame(observed[window] * values[window, None], columns=list(BASES), index=range(start, start + len(observed[window])))
-        logomaker.Logo(frame, ax=axis)
+        with warnings.catch_warnings():  # an all-zero window (the model ignores it) is drawn flat, without a warning
+            warnings.filterwarnings("ignore", "Attempting to set identical low and high ylims")
+            logomaker.Logo(frame, ax=axis)
         axis.set_xlim(start - 0.5, start + len(frame) - 0.5)  # the window, not the record from position 0
         axis.set_ylabel(label)
     axes[0].set_title(title)
