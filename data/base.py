@@ -84,6 +84,12 @@ def check_options(positive: dict[str, int | None] | None = None, fractions: dict
             raise ConfigError(f"data.{name} must be between 0 and 1 (exclusive), got {value}")
 
 
+def check_shift_augment(shift_augment: int) -> None:
+    """Refuse a negative ``data.shift_augment`` (bases a training sequence or window moves either way; 0: off)."""
+    if shift_augment < 0:
+        raise ConfigError(f"data.shift_augment must be 0 (off) or a positive number of bases, got {shift_augment}")
+
+
 def untrained_predict_error(from_checkpoint: str) -> ConfigError:
     """The error of ``predict`` on a data module that has no trained model's ``data_info``;
     ``from_checkpoint``: what the checkpoint supplies."""

@@ -16,7 +16,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import DataLoader, Dataset
 
 from seqpipe.contracts import DataInfo, TokenInput
-from seqpipe.data.base import SplitDataModule, check_options, stratified_holdout
+from seqpipe.data.base import SplitDataModule, check_options, check_shift_augment, stratified_holdout
 from seqpipe.data.genome import BED_NAME_COLUMN, read_bed_records
 from seqpipe.data.genome_io import Genome
 from seqpipe.data.readers import Record, is_bed, labels_in_headers, number_shared_ids, read_records
@@ -205,8 +205,7 @@ class DNAClassificationData(SplitDataModule):
         super().__init__()
         self.fasta, self.cache_dir, self.label_column = fasta, cache_dir, label_column
         check_options({"max_length": max_length, "batch_size": batch_size}, {"val_fraction": val_fraction})
-        if shift_augment < 0:
-            raise ConfigError(f"data.shift_augment must be 0 (off) or a positive number of bases, got {shift_augment}")
+        check_shift_augment(shift_augment)
         self.paths = {"train": train, "val": val, "test": test, "predict": predict}
         self.reader_options = {"label_pattern": label_pattern, "sequence_column": sequence_column, "id_column": id_column}
         self.val_fraction, self.max_length, self.seed = val_fraction, max_length, seed

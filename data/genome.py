@@ -18,7 +18,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Dataset
 
 from seqpipe.contracts import DataInfo
-from seqpipe.data.base import SplitDataModule, untrained_predict_error
+from seqpipe.data.base import SplitDataModule, check_options, check_shift_augment, untrained_predict_error
 from seqpipe.data.bigwig_track import BigWigTrack, open_track
 from seqpipe.data.genome_io import Genome, Track
 from seqpipe.data.readers import Record, open_text
@@ -275,6 +275,8 @@ class GenomeData(SplitDataModule):
         shift_augment: int = 0,
     ):
         super().__init__()
+        check_options({"batch_size": batch_size, "windows_per_epoch": windows_per_epoch, "eval_stride": eval_stride})
+        check_shift_augment(shift_augment)
         self.track_label_names = track_label_names
         self.reverse_complement_augment, self.shift_augment = reverse_complement_augment, shift_augment
         self.fasta, self.target, self.track_path, self.bed = fasta, target, track, bed
@@ -310,8 +312,6 @@ class GenomeData(SplitDataModule):
             raise ConfigError("data.stream carries the state across windows, so they must not overlap: set predict_overlap 0")
         if self.reverse_complement_augment and self.target == "next_base":
             raise ConfigError("data.reverse_complement_augment would change next-base targets: use it with 'track' or 'window_class'")
-        if self.shift_augment < 0:
-            raise ConfigError(f"data.shift_augment must be >= 0, got {self.shift_augment}")
         if not 0 <= self.predict_overlap < self.window_length:
             raise ConfigError(f"data.predict_overlap must be in [0, window_length), got {self.predict_overlap}")
 
@@ -459,6 +459,8 @@ class GenomeData(SplitDataModule):
         generator = torch.Generator()
         sampler = self._sampler(split, window_length, generator)
         if len(sampler) == 0:
+            if split == "train":  # only BED rows can leave it empty (the regions always leave some genome)
+                raise ConfigError(f"no train windows: no row of data.bed {self.bed} is in the training split")
             raise ConfigError(f"no {split} windows: set data.{split}_regions (or a BED split column)")
         return self.split_loader(
             split, self._datasets[split], seed=self.seed, batch_size=1 if self.stream and split == "predict" else batch_size,

@@ -319,6 +319,21 @@ def test_bad_inputs_raise_with_the_file_named(tmp_path, genome_files):
         GenomeData(str(genome_files[0]), track="x.zarr", window_length=(1 << 20) + 1).setup("fit")
     with pytest.raises(ConfigError, match="overlap"):
         GenomeData(str(genome_files[0]), track="x.zarr", stream=True, predict_overlap=8).setup("predict")
+    for option, value in (("batch_size", 0), ("windows_per_epoch", -1), ("eval_stride", 0)):
+        with pytest.raises(ConfigError, match=f"data.{option} must be a positive integer, got {value}"):
+            GenomeData(str(genome_files[0]), **{option: value})
+    with pytest.raises(ConfigError, match="data.shift_augment must be 0 .off. or a positive number of bases, got -1"):
+        GenomeData(str(genome_files[0]), shift_augment=-1)
+    bed = tmp_path / "rows.bed"
+    bed.write_text("chrA\t100\t200\tx\t0\tval\n")
+    data = GenomeData(str(genome_files[0]), track=str(genome_files[3]), window_length=256, bed=str(bed), split_column=5)
+    data.setup("fit")
+    with pytest.raises(ConfigError, match=f"no train windows: no row of data.bed {bed} is in the training split"):
+        data.train_dataloader()
+    data = GenomeData(str(genome_files[0]), track=str(genome_files[3]), window_length=256)
+    data.setup("test")
+    with pytest.raises(ConfigError, match="no test windows: set data.test_regions"):
+        data.test_dataloader()
     (tmp_path / "bad.fa").write_text(">chrX\nACGT?ACGT\n")
     with pytest.raises(DataError, match="bad.fa"):
         Genome(tmp_path / "bad.fa").read("chrX", 0, 9)
