@@ -26,7 +26,8 @@ EVALUATED_SPLITS = ("val", "test")
 #: the most backbone positions evaluated as one window (the longest genome window); longer inputs must stream
 LONGEST_WHOLE_INPUT = 1 << 20
 #: what the too-long error tells a ``seqpipe fit/test/predict`` user to do
-STREAM_OR_CROP = "stream it with --model.chunk_size (e.g. 65536; causal backbones) or crop it with --data.max_length"
+STREAM_OR_CROP = ("stream it with --model.chunk_size (e.g. 65536; causal backbones) or crop it (--data.max_length for "
+                  "DNA, --data.max_seconds for audio)")
 
 
 def longest_record(batch: dict[str, Any]) -> str | None:

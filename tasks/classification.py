@@ -38,10 +38,9 @@ def pool(features: torch.Tensor, lengths: torch.Tensor | None, how: Literal["mea
     """features (B, L, D), lengths (B,) or None (all positions valid) -> (B, D), ignoring right padding."""
     if how == "mean":
         return valid_mean(features, lengths)
-    batch, length, _ = features.shape
     if lengths is None:
         return features[:, -1]
-    return features[torch.arange(batch, device=features.device), lengths - 1]
+    return features[torch.arange(len(features), device=features.device), lengths - 1]
 
 
 class SequenceClassification(TaskHead):
@@ -70,6 +69,8 @@ class SequenceClassification(TaskHead):
         super().__init__()
         if strands not in STRANDS:
             raise ConfigError(f"{type(self).__name__}: strands must be one of {', '.join(STRANDS)}, got {strands!r}")
+        if pooling not in ("mean", "last"):
+            raise ConfigError(f"{type(self).__name__}: pooling must be 'mean' or 'last', got {pooling!r}")
         self.pooling, self.strands = pooling, strands
         self.strand_views = "forward"  # ``strands`` once bound to DNA data
         self.dropout = nn.Dropout(dropout)

@@ -17,6 +17,7 @@ from seqpipe.dna_backbones import MotifBackbone
 from seqpipe.errors import ConfigError
 from seqpipe.model import SequenceModel
 from seqpipe.s4 import S4Block
+from seqpipe.tasks.classification import SequenceClassification
 from seqpipe.tasks.dna_classification import DNASequenceClassification, kmer_profile
 
 TOKENS = DNATokenizer()
@@ -100,6 +101,8 @@ def test_bad_options_are_one_error():
         DNASequenceClassification(strands="both")
     with pytest.raises(ConfigError, match="pooling must be"):
         DNASequenceClassification(pooling="sum")
+    with pytest.raises(ConfigError, match="SequenceClassification: pooling must be 'mean' or 'last', got 'max'"):
+        SequenceClassification(pooling="max")  # the plain head has no max: it would have pooled the last position
     with pytest.raises(ConfigError, match="kmer_size must be"):
         DNASequenceClassification(kmer_size=12)
     with pytest.raises(ConfigError, match="needs DNA tokens"):
