@@ -1,7 +1,7 @@
 """Build a per-base class track (zarr) from GFF features, aligned to a FASTA.
 
-    seqpipe track GENOME.gff[.gz] GENOME.fa[.gz] OUT.zarr --feature CDS [--feature tRNA ...]
-    seqpipe track GENOME.gff[.gz] GENOME.fa[.gz] OUT.zarr --feature CDS --feature CDS:start --feature CDS:end
+    seqpipe track --gff GENOME.gff[.gz] --data.fasta GENOME.fa[.gz] --out OUT.zarr --feature CDS [--feature tRNA ...]
+    seqpipe track --gff GENOME.gff[.gz] --data.fasta GENOME.fa[.gz] --out OUT.zarr --feature CDS --feature CDS:start --feature CDS:end
 
 The track holds one uint8 array per FASTA record (chunked, same length as the record): 0 where no listed
 feature lies, ``k`` where the k-th ``--feature`` lies (a later ``--feature`` wins where features overlap).
@@ -188,9 +188,9 @@ def write_track(options) -> None:
 def main(argv: list[str] | None = None) -> int:
     """``seqpipe track``; returns the exit code."""
     parser = tool_parser("seqpipe track", __doc__, checkpoint=False)
-    parser.add_argument("gff", help="GFF3 annotations (plain or gzip)")
-    parser.add_argument("fasta", help="the reference the annotations refer to (plain, bgzip or gzip)")
-    parser.add_argument("out", help="the zarr store to write (replaces a track this command wrote; anything else there is an error)")
+    parser.add_argument("--gff", required=True, help="GFF3 annotations (plain or gzip)")
+    parser.add_argument("--data.fasta", dest="fasta", required=True, help="the reference the annotations refer to (plain, bgzip or gzip)")
+    parser.add_argument("--out", required=True, help="the zarr store to write (replaces a track this command wrote; anything else there is an error)")
     parser.add_argument("--feature", action="append", required=True, help="a GFF feature type (column 3), or TYPE:start / TYPE:end (its first / last 3 bases on its strand); repeatable")
     return run_tool(write_track, parser, argv)
 

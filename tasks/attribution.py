@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from seqpipe.contracts import chosen_class
 from seqpipe.dna_alphabet import BASE_IDS, BASES, DNA_COMPLEMENT, DNA_VOCAB, reverse_valid
 from seqpipe.errors import ConfigError, DataError
 from seqpipe.outputs import Output, writing
@@ -137,9 +138,7 @@ def explain(options: argparse.Namespace) -> None:
     with writing(*outputs) as (npz, logos):
         model = load_model(options.ckpt_path, trusted_modules=options.trust_module, device=options.device)
         names = label_names(model)
-        target = options.target or names[-1]
-        if target not in names:
-            raise ConfigError(f"--target {target!r} is not a class of the model ({names})")
+        target = chosen_class(names, options.target, "--target")
         span = parse_span(options.span)
         sequences = predict_data(model, options.predict, options).splits["predict"]  # the readers refuse empty records
         ids, records = sequences.ids, [torch.from_numpy(tokens).long() for tokens in sequences.tokens]

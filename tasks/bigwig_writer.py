@@ -1,7 +1,7 @@
 """Genome predictions as bigWig, for IGV and the UCSC browser: one class's score from the zarr store that
 :class:`seqpipe.tasks.genome_writer.GenomePredictionWriter` writes (per base or per bin).
 
-    seqpipe bigwig PREDICTIONS.zarr OUT.bw [--score CLASS]
+    seqpipe bigwig --predictions PREDICTIONS.zarr --out OUT.bw [--target CLASS]
 
 The writer does this itself when given ``bigwig_path``. Bins never predicted (NaN, e.g. outside
 ``predict_regions``) are left out of the bigWig, so a browser shows no data there rather than 0.
@@ -14,15 +14,17 @@ from pathlib import Path
 
 import numpy as np
 
-from seqpipe.errors import ConfigError, DataError
+from seqpipe.contracts import chosen_class
+from seqpipe.errors import DataError
 from seqpipe.outputs import ZARR_ATTRIBUTE, Output, writing
 from seqpipe.tool_io import run_tool, tool_parser
 
 ROWS_PER_READ = 1 << 20
 
 
-def write_bigwig(zarr_path: str | Path, bigwig_path: str | Path, score: str | None = None) -> None:
-    """Write column ``score`` (a class name; default the last) of the zarr predictions to ``bigwig_path``.
+def write_bigwig(zarr_path: str | Path, bigwig_path: str | Path, target: str | None = None) -> None:
+    """Write the probability of class ``target`` (default the last; ``--target``) of the zarr predictions to
+    ``bigwig_path``.
 
     Each chromosome's array (bins, classes) becomes fixed-step entries of ``bin_size`` bases (the last bin
     clipped to the chromosome), one run of entries per stretch of predicted (non-NaN) bins.
@@ -44,10 +46,7 @@ def write_bigwig(zarr_path: str | Path, bigwig_path: str | Path, score: str | No
     missing = [chrom for chrom in sizes if chrom not in group]
     if missing:
         raise DataError(zarr_path, f"no array for chromosome {missing[0]!r} of its chrom_sizes: not a complete prediction store")
-    score = score or names[-1]
-    if score not in names:
-        raise ConfigError(f"score {score!r} is not a class of the predictions ({names})")
-    column = names.index(score)
+    column = names.index(chosen_class(names, target, "--target"))
     handle = pyBigWig.open(str(bigwig_path), "w")
     try:
         handle.addHeader(list(sizes.items()), maxZooms=10)
@@ -78,16 +77,16 @@ def _add_runs(handle, chrom: str, size: int, first_bin: int, values: np.ndarray,
 def convert(options: argparse.Namespace) -> None:
     """``seqpipe bigwig`` with the options :func:`main` parsed."""
     with writing(Output(options.out, "genome predictions bigWig")) as (partial,):
-        write_bigwig(options.zarr, partial, options.score)
+        write_bigwig(options.predictions, partial, options.target)
     print(f"wrote {options.out}")
 
 
 def main(argv: list[str] | None = None) -> int:
     """``seqpipe bigwig``; returns the exit code."""
     parser = tool_parser("seqpipe bigwig", __doc__, checkpoint=False)
-    parser.add_argument("zarr", help="genome predictions written by GenomePredictionWriter")
-    parser.add_argument("out", help="the bigWig to write (its own earlier output is replaced, anything else there refused)")
-    parser.add_argument("--score", help="the class to write (default: the last)")
+    parser.add_argument("--predictions", required=True, help="genome predictions written by GenomePredictionWriter (zarr)")
+    parser.add_argument("--out", required=True, help="the bigWig to write (its own earlier output is replaced, anything else there refused)")
+    parser.add_argument("--target", help="the class whose probability is written (default: the last)")
     return run_tool(convert, parser, argv)
 
 

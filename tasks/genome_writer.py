@@ -18,6 +18,7 @@ import pandas as pd
 from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities import rank_zero_info
 
+from seqpipe.contracts import chosen_class
 from seqpipe.errors import ConfigError
 from seqpipe.outputs import Output, claim_all, run_directory
 from seqpipe.tasks.bigwig_writer import write_bigwig
@@ -111,7 +112,7 @@ class GenomePredictionWriter(BasePredictionWriter):
             bins = ceil(chromosome length / ``bin_size``); never-predicted bins stay NaN. Group attributes
             ``label_names`` (the columns) and ``bin_size``. Default ``genome_predictions.zarr`` in the run
             directory.
-        bedgraph_path: bedGraph of the ``score`` class, one value per bin of ``bedgraph_bin_size`` bases,
+        bedgraph_path: bedGraph of the ``target`` class, one value per bin of ``bedgraph_bin_size`` bases,
             adjacent bins with the same rounded value merged into one line. Default
             ``genome_predictions.bedgraph`` in the run directory.
         bin_size: bases per zarr value: 1 (every base) or the mean over bins of ``bin_size`` bases (bin i =
@@ -120,10 +121,10 @@ class GenomePredictionWriter(BasePredictionWriter):
             the mean of the bases that were.
         bedgraph_bin_size: bases per bedGraph value, the same way (default: ``bin_size``). A human genome
             per base is billions of lines; 100 or so keeps a genome browser track small.
-        bigwig_path: bigWig of the ``score`` class at ``bin_size`` resolution, for IGV/UCSC
+        bigwig_path: bigWig of the ``target`` class at ``bin_size`` resolution, for IGV/UCSC
             (:mod:`seqpipe.tasks.bigwig_writer`; never-predicted bins are left out). Default
             ``genome_predictions.bw`` in the run directory.
-        score: the class whose probability goes into the bedGraph and the bigWig (default: the last class —
+        target: the class whose probability goes into the bedGraph and the bigWig (default: the last class —
             the feature, for a two-class track).
         decimals: rounding of the bedGraph values (fewer decimals, fewer and longer intervals).
 
@@ -140,7 +141,7 @@ class GenomePredictionWriter(BasePredictionWriter):
         bedgraph_path: str | None = None,
         bin_size: int = 1,
         bedgraph_bin_size: int | None = None,
-        score: str | None = None,
+        target: str | None = None,
         decimals: int = 3,
         bigwig_path: str | None = None,
     ):
@@ -148,7 +149,7 @@ class GenomePredictionWriter(BasePredictionWriter):
         for name, value in (("bin_size", bin_size), ("bedgraph_bin_size", bedgraph_bin_size)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise ConfigError(f"GenomePredictionWriter {name} must be a whole number of bases >= 1, got {value!r}")
-        self.zarr_path, self.bedgraph_path, self.score, self.decimals = zarr_path, bedgraph_path, score, decimals
+        self.zarr_path, self.bedgraph_path, self.target, self.decimals = zarr_path, bedgraph_path, target, decimals
         self.bigwig_path = bigwig_path
         self.bin_size, self.bedgraph_bin_size = bin_size, bedgraph_bin_size or bin_size
         self._bedgraph = None
@@ -166,9 +167,7 @@ class GenomePredictionWriter(BasePredictionWriter):
         if info is None:
             raise ConfigError("GenomePredictionWriter: the model has no classes yet: predict with --ckpt_path")
         names = info.classes(type(self).__name__)
-        score = self.score or names[-1]
-        if score not in names:
-            raise ConfigError(f"GenomePredictionWriter: score {score!r} is not a class of the model ({names})")
+        target = chosen_class(names, self.target, "GenomePredictionWriter: target")
         run_dir = run_directory(trainer)
         self._outputs = (
             Output(self.zarr_path or run_dir / "genome_predictions.zarr", "genome predictions zarr", zarr=True),
@@ -176,12 +175,12 @@ class GenomePredictionWriter(BasePredictionWriter):
             Output(self.bigwig_path or run_dir / "genome_predictions.bw", "genome predictions bigWig"),
         )
         claim_all(self._outputs)
-        self._names, self._score = names, score
+        self._names, self._target = names, target
 
     def on_predict_start(self, trainer, pl_module) -> None:
         import zarr
 
-        names, score = self._names, self._score
+        names, target = self._names, self._target
         trainer.predict_loop.return_predictions = False
         zarr_output, bedgraph_output, _ = self._outputs
         group = zarr.open_group(str(zarr_output.partial), mode="a")
@@ -193,10 +192,10 @@ class GenomePredictionWriter(BasePredictionWriter):
                 chrom, shape=(bins, len(names)), chunks=(min(bins, ZARR_CHUNK_BINS), len(names)), dtype="float32", fill_value=np.nan
             )
         self._columns = [f"prob_{name}" for name in names]
-        self._score_index = names.index(score)
+        self._target_index = names.index(target)
         self._bedgraph = open(bedgraph_output.partial, "w")
         per_bin = "" if self.bedgraph_bin_size == 1 else f", mean per {self.bedgraph_bin_size} bases"
-        self._bedgraph.write(f'track type=bedGraph name="{score} probability{per_bin}"\n')
+        self._bedgraph.write(f'track type=bedGraph name="{target} probability{per_bin}"\n')
         self._runs = BedGraphRuns(self._bedgraph, self.bedgraph_bin_size, self.decimals)
         self._chrom, self._last_position, self._done = None, -1, set()
 
@@ -225,7 +224,7 @@ class GenomePredictionWriter(BasePredictionWriter):
             self._write_runs(*self._bedgraph_bins.add(positions, probs))
 
     def _write_runs(self, index: np.ndarray, means: np.ndarray) -> None:
-        self._runs.add(self._chrom, self._chrom_sizes[self._chrom], index, means[:, self._score_index])
+        self._runs.add(self._chrom, self._chrom_sizes[self._chrom], index, means[:, self._target_index])
 
     def _store(self, index: np.ndarray, means: np.ndarray) -> None:
         """Write bins to the zarr array of the current chromosome, one slice per run of consecutive bins."""
@@ -250,7 +249,7 @@ class GenomePredictionWriter(BasePredictionWriter):
         self._bedgraph.close()
         self._bedgraph = None
         zarr_output, bedgraph_output, bigwig_output = self._outputs
-        write_bigwig(zarr_output.partial, bigwig_output.partial, self._score)
+        write_bigwig(zarr_output.partial, bigwig_output.partial, self._target)
         for output in self._outputs:
             output.commit()
         rank_zero_info(f"genome predictions written to {zarr_output.path}, {bedgraph_output.path} and {bigwig_output.path}")

@@ -63,7 +63,7 @@ def genome(tmp_path_factory):
     directory = tmp_path_factory.mktemp("genome")
     fasta, _ = write_genome(directory, seed=7, compression="gzip")
     write_gff(directory / "genes.gff", seed=8)
-    gff_track_main([str(directory / "genes.gff"), str(fasta), str(directory / "cds.zarr"), "--feature", "CDS"])
+    gff_track_main(["--gff", str(directory / "genes.gff"), "--data.fasta", str(fasta), "--out", str(directory / "cds.zarr"), "--feature", "CDS"])
     return directory, str(fasta), str(directory / "cds.zarr")
 
 

@@ -99,7 +99,7 @@ def test_gff_track_matches_the_features(genome_files, tmp_path, capsys):
     assert list(group.attrs["label_names"]) == ["other", "CDS"]
     for chrom, mask in masks.items():
         np.testing.assert_array_equal(group[chrom][:], mask)
-    gff_track_main([str(tmp_path / "genes.gff"), str(genome_files[0]), str(tmp_path / "again.zarr"), "--feature", "CDS"])
+    gff_track_main(["--gff", str(tmp_path / "genes.gff"), "--data.fasta", str(genome_files[0]), "--out", str(tmp_path / "again.zarr"), "--feature", "CDS"])
     assert "CDS" in capsys.readouterr().out
 
 
@@ -108,7 +108,7 @@ def test_gff_track_never_replaces_a_users_folder_but_replaces_its_own_track(geno
     users = tmp_path / "results"
     users.mkdir()
     (users / "thesis.txt").write_text("keep")
-    code = gff_track_main([str(tmp_path / "genes.gff"), str(fasta), str(users), "--feature", "CDS"])
+    code = gff_track_main(["--gff", str(tmp_path / "genes.gff"), "--data.fasta", str(fasta), "--out", str(users), "--feature", "CDS"])
     assert code == 2 and capsys.readouterr().err.strip().splitlines() == [
         f"seqpipe: error: {users} exists and is not a seqpipe per-base track: refusing to replace it "
         "(move it away or choose another output path)"]
@@ -120,7 +120,7 @@ def test_gff_track_never_replaces_a_users_folder_but_replaces_its_own_track(geno
             with open(tmp_path / "genes.gff", "a") as gff:
                 gff.write("chrA\tsim\tgene_X\t1\t1\t.\t+\t.\tID=x\n")
             expected = {**expected, "chrA": np.r_[1, np.zeros(CHROMS["chrA"] - 1, np.uint8)]}
-        gff_track_main([str(tmp_path / "genes.gff"), str(fasta), str(track), "--feature", feature])
+        gff_track_main(["--gff", str(tmp_path / "genes.gff"), "--data.fasta", str(fasta), "--out", str(track), "--feature", feature])
         group = zarr.open_group(str(track), mode="r")
         assert list(group.attrs["label_names"]) == ["other", feature]
         for chrom in CHROMS:
@@ -166,13 +166,13 @@ def test_gff_track_checks_the_fasta_as_fit_does(genome_files, tmp_path):
 def test_gff_track_without_the_feature_lists_the_types_there_are(genome_files, tmp_path, capsys):
     gff = tmp_path / "genes.gff"
     counts = {kind: gff.read_text().count(f"\t{kind}\t") for kind in ("CDS", "gene")}
-    assert gff_track_main([str(gff), str(genome_files[0]), str(tmp_path / "lower.zarr"), "--feature", "cds"]) == 2
+    assert gff_track_main(["--gff", str(gff), "--data.fasta", str(genome_files[0]), "--out", str(tmp_path / "lower.zarr"), "--feature", "cds"]) == 2
     assert capsys.readouterr().err.splitlines() == [
         f"seqpipe: error: {gff}: no features of type ['cds']; its types are CDS ({counts['CDS']}), gene ({counts['gene']})"]
-    assert gff_track_main([str(gff), str(genome_files[0]), str(tmp_path / "one.zarr"), "--feature", "CDS", "--feature", "rRNA"]) == 2
+    assert gff_track_main(["--gff", str(gff), "--data.fasta", str(genome_files[0]), "--out", str(tmp_path / "one.zarr"), "--feature", "CDS", "--feature", "rRNA"]) == 2
     assert capsys.readouterr().err.splitlines() == [
         f"seqpipe: error: {gff}: no features of type ['rRNA']; its types are CDS ({counts['CDS']}), gene ({counts['gene']})"]
-    assert gff_track_main([str(gff), str(genome_files[0]), str(tmp_path / "end.zarr"), "--feature", "CDS:middle"]) == 2
+    assert gff_track_main(["--gff", str(gff), "--data.fasta", str(genome_files[0]), "--out", str(tmp_path / "end.zarr"), "--feature", "CDS:middle"]) == 2
     assert capsys.readouterr().err.splitlines() == [
         f"seqpipe: error: {gff}: no features of type ['CDS:middle'] ('CDS:middle': the part after ':' names an end, "
         f"'start' or 'end'); its types are CDS ({counts['CDS']}), gene ({counts['gene']})"]

@@ -99,7 +99,7 @@ def test_unknown_target_is_one_line(tmp_path, capsys):
     fasta = write_fasta(tmp_path / "x.fa", {"r": "ACGTACGT"})
     assert main(["--ckpt_path", str(tmp_path / "m.ckpt"), "--data.predict", fasta, "--out", str(tmp_path / "e"),
                  "--target", "nope", "--trust_module", "dna_tool_fixtures"]) == 2
-    assert capsys.readouterr().err.strip() == "seqpipe: error: --target 'nope' is not a class of the model (['absent', 'present'])"
+    assert capsys.readouterr().err.strip() == "seqpipe: error: --target 'nope' is not a class of the model (absent, present)"
     assert not list(tmp_path.glob("e*"))
 
 

@@ -70,7 +70,7 @@ def predict_genome(tmp_path, writers, seed: int):
 def test_per_base_and_binned_scores_and_bedgraphs_agree_with_numpy(tmp_path):
     per_base = GenomePredictionWriter(str(tmp_path / "base.zarr"), str(tmp_path / "base.bedgraph"))
     binned = GenomePredictionWriter(str(tmp_path / "bins.zarr"), str(tmp_path / "bins.bedgraph"), bin_size=7,
-                                    bedgraph_bin_size=13, score="G", decimals=2)
+                                    bedgraph_bin_size=13, target="G", decimals=2)
     sequences, returned = predict_genome(tmp_path, [per_base, binned], seed=11)
     assert returned is None, "the writer must stop Lightning from keeping every base's prediction in memory"
     base, bins = zarr.open_group(str(tmp_path / "base.zarr"), mode="r"), zarr.open_group(str(tmp_path / "bins.zarr"), mode="r")
@@ -196,7 +196,7 @@ def test_bad_bin_size_names_the_option(option, value):
 def test_bigwig_read_back_equals_the_zarr_values(tmp_path, bin_size, capsys):
     """pyBigWig reads back the zarr values base by base (NaN where nothing was predicted), per base and per bin."""
     writer = GenomePredictionWriter(str(tmp_path / "p.zarr"), str(tmp_path / "p.bedgraph"), bin_size=bin_size,
-                                    score="G", bigwig_path=str(tmp_path / "p.bw"))
+                                    target="G", bigwig_path=str(tmp_path / "p.bw"))
     predict_genome(tmp_path, [writer], seed=3)
     group = zarr.open_group(str(tmp_path / "p.zarr"), mode="r")
     bigwig = pyBigWig.open(str(tmp_path / "p.bw"))
@@ -208,13 +208,13 @@ def test_bigwig_read_back_equals_the_zarr_values(tmp_path, bin_size, capsys):
     bigwig.close()
     assert not list(tmp_path.glob("*.partial"))
     # the stand-alone converter writes the same file; it replaces its own output, never a user's file
-    assert bigwig_main([str(tmp_path / "p.zarr"), str(tmp_path / "q.bw"), "--score", "G"]) == 0
+    assert bigwig_main(["--predictions", str(tmp_path / "p.zarr"), "--out", str(tmp_path / "q.bw"), "--target", "G"]) == 0
     again = pyBigWig.open(str(tmp_path / "q.bw"))
     np.testing.assert_array_equal(again.values("chrB", 0, CHROMS["chrB"], numpy=True),
                                   np.repeat(group["chrB"][:, 2], bin_size)[:CHROMS["chrB"]])
-    assert bigwig_main([str(tmp_path / "p.zarr"), str(tmp_path / "q.bw"), "--score", "G"]) == 0
+    assert bigwig_main(["--predictions", str(tmp_path / "p.zarr"), "--out", str(tmp_path / "q.bw"), "--target", "G"]) == 0
     (tmp_path / "mine.bw").write_bytes(b"a user's file")
-    assert bigwig_main([str(tmp_path / "p.zarr"), str(tmp_path / "mine.bw")]) == 2
+    assert bigwig_main(["--predictions", str(tmp_path / "p.zarr"), "--out", str(tmp_path / "mine.bw")]) == 2
     assert capsys.readouterr().err.strip().endswith("mine.bw exists and is not a seqpipe genome predictions bigWig: "
                                                      "refusing to replace it (move it away or choose another output path)")
     assert (tmp_path / "mine.bw").read_bytes() == b"a user's file"
@@ -222,10 +222,10 @@ def test_bigwig_read_back_equals_the_zarr_values(tmp_path, bin_size, capsys):
 
 @needs_proc
 def test_a_store_the_converter_cannot_finish_leaves_no_bigwig_and_no_open_file(tmp_path, capsys):
-    writer = GenomePredictionWriter(str(tmp_path / "p.zarr"), str(tmp_path / "p.bedgraph"), bin_size=1, score="G")
+    writer = GenomePredictionWriter(str(tmp_path / "p.zarr"), str(tmp_path / "p.bedgraph"), bin_size=1, target="G")
     predict_genome(tmp_path, [writer], seed=3)
     shutil.rmtree(tmp_path / "p.zarr" / "chrB")
-    assert bigwig_main([str(tmp_path / "p.zarr"), str(tmp_path / "q.bw")]) == 2
+    assert bigwig_main(["--predictions", str(tmp_path / "p.zarr"), "--out", str(tmp_path / "q.bw")]) == 2
     assert capsys.readouterr().err.strip().splitlines() == [
         f"seqpipe: error: {tmp_path / 'p.zarr'}: no array for chromosome 'chrB' of its chrom_sizes: not a complete prediction store"]
     assert not list(tmp_path.glob("*q.bw*")) and open_files_under(tmp_path) == []
@@ -234,7 +234,7 @@ def test_a_store_the_converter_cannot_finish_leaves_no_bigwig_and_no_open_file(t
 def test_bigwig_of_another_seqpipe_store_names_what_it_is(tmp_path, capsys):
     group = zarr.open_group(str(tmp_path / "emb.zarr"), mode="w")
     group.attrs["seqpipe_output"] = "embeddings zarr"
-    assert bigwig_main([str(tmp_path / "emb.zarr"), str(tmp_path / "x.bw")]) == 2
+    assert bigwig_main(["--predictions", str(tmp_path / "emb.zarr"), "--out", str(tmp_path / "x.bw")]) == 2
     assert capsys.readouterr().err.strip().splitlines() == [
         f"seqpipe: error: {tmp_path / 'emb.zarr'}: a seqpipe embeddings zarr without label_names, bin_size, chrom_sizes: "
         "seqpipe bigwig reads the genome predictions of a per-base model (genome_predictions.zarr of seqpipe predict)"]
