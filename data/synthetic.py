@@ -277,8 +277,8 @@ def main(argv: list[str] | None = None) -> int:
     dna = datasets.add_parser("dna-motifs", allow_abbrev=False, help="DNA classification with planted motifs, one FASTA per class")
     dna.add_argument("--out", required=True, type=Path, help="output directory (new, empty, or an earlier one of this command's)")
     dna.add_argument("--seed", type=int, default=0)
-    dna.add_argument("--n_train", "--n-train", type=positive_int, default=1500)
-    dna.add_argument("--n_test", "--n-test", type=positive_int, default=300)
+    dna.add_argument("--n_train", type=positive_int, default=1500)
+    dna.add_argument("--n_test", type=positive_int, default=300)
     dna.add_argument("--length", type=positive_int, default=200)
     dna.set_defaults(make=lambda a, out: make_dna_motif_dataset(out, a.seed, a.n_train, a.n_test, length=a.length))
 
@@ -293,9 +293,9 @@ def main(argv: list[str] | None = None) -> int:
     clips.add_argument("--out", required=True, type=Path, help="output directory (new, empty, or an earlier one of this command's)")
     clips.add_argument("--seed", type=int, default=0)
     clips.add_argument("--kind", choices=["signals", "formants"], default="signals")
-    clips.add_argument("--n_per_class", "--n-per-class", type=positive_int, default=40)
+    clips.add_argument("--n_per_class", type=positive_int, default=40)
     clips.add_argument("--seconds", type=float, nargs=2, default=(0.2, 2.3), metavar=("MIN", "MAX"))
-    clips.add_argument("--sample_rates", "--sample-rates", type=positive_int, nargs="+", default=[8000, 16000, 44100])
+    clips.add_argument("--sample_rates", type=positive_int, nargs="+", default=[8000, 16000, 44100])
     clips.add_argument("--formats", nargs="+", default=["wav", "flac", "ogg"], choices=["wav", "flac", "ogg"])
     clips.add_argument("--channels", type=positive_int, nargs="+", default=[1, 2])
     clips.set_defaults(make=lambda a, out: make_audio_clip_dataset(

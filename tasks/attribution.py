@@ -227,7 +227,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--span", help="per-base models: START:END, the positions whose probabilities are averaged")
     p.add_argument("--top", type=non_negative_int, default=10, help="logos for this many records of highest score (default 10)")
     p.add_argument("--logo_width", type=positive_int, default=60, help="positions per logo (default 60)")
-    p.add_argument("--batch_size", type=int, default=256, help="mutants per forward pass (default 256)")
+    p.add_argument("--batch_size", type=positive_int, default=256, help="mutants per forward pass (default 256)")
     add_table_options(p)
     add_bed_genome_options(p)
     add_device_option(p)

@@ -27,7 +27,7 @@ from seqpipe.errors import ConfigError
 from seqpipe.model import SequenceModel, longest_record
 from seqpipe.outputs import Output, writing
 from seqpipe.tasks.model_scoring import add_bed_genome_options, add_device_option, add_table_options, load_model, predict_data
-from seqpipe.tool_io import run_tool, tool_parser
+from seqpipe.tool_io import positive_int, run_tool, tool_parser
 
 
 def sequence_embeddings(model: SequenceModel, x: torch.Tensor, lengths: torch.Tensor | None = None,
@@ -48,8 +48,6 @@ def sequence_embeddings(model: SequenceModel, x: torch.Tensor, lengths: torch.Te
 
 def embed(options: argparse.Namespace) -> None:
     """``seqpipe embed`` with its parsed ``options`` (see :func:`parser`)."""
-    if options.batch_size < 1:
-        raise ConfigError(f"--batch_size must be >= 1, got {options.batch_size}")
     suffix = Path(options.out).suffix
     if suffix not in ("", ".zarr"):
         raise ConfigError(f"--out {options.out}: embed writes a zarr group (a folder), not a {suffix} file; give "
@@ -81,7 +79,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--data.predict", dest="predict", required=True,
                    help="the sequences: a FASTA file (plain or gzip), a folder of FASTA files, a TSV/CSV table or a BED file, as for predict (labels ignored)")
     p.add_argument("--out", required=True, help="the zarr group to write (e.g. embeddings.zarr)")
-    p.add_argument("--batch_size", type=int, default=32, help="sequences per forward pass (default 32)")
+    p.add_argument("--batch_size", type=positive_int, default=32, help="sequences per forward pass (default 32)")
     p.add_argument("--chunk_size", type=int, help="stream records longer than this chunk by chunk (causal backbones)")
     p.add_argument("--both_strands", action="store_true", help="average each sequence's and its reverse complement's embedding")
     add_table_options(p)

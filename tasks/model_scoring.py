@@ -129,14 +129,14 @@ def class_probabilities(model: SequenceModel, x: torch.Tensor, both_strands: boo
     return probs.cpu()
 
 
-def window_scores(probs: torch.Tensor, span: tuple[int, int] | None = None) -> torch.Tensor:
+def window_scores(probs: torch.Tensor, span: tuple[int, int] | None = None, option: str = "--span") -> torch.Tensor:
     """Probabilities (B, K) or (B, L, K) -> one score per class (B, K): per-base probabilities averaged over
     the positions ``span = (start, end)`` of the window (default all). A span of a sequence model's probabilities
-    is refused: it has no positions to average (the tools' ``--span``)."""
+    is refused: it has no positions to average (``option``: the tool's option that gave the span)."""
     if probs.dim() == 2:
         if span is not None:
-            raise ConfigError("--span averages a per-base model's positions, but this model gives one score per "
-                              "sequence: leave --span out")
+            raise ConfigError(f"{option} averages a per-base model's positions, but this model gives one score per "
+                              f"sequence: leave {option} out")
         return probs
     start, end = span or (0, probs.shape[1])
     return probs[:, start:end].mean(1)
@@ -149,7 +149,5 @@ def log_odds(p: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
 
 
 def batches(n: int, batch_size: int):
-    """Slices covering range(n) in steps of ``batch_size``."""
-    if batch_size < 1:
-        raise ConfigError(f"--batch_size must be >= 1, got {batch_size}")
+    """Slices covering range(n) in steps of ``batch_size`` (>= 1)."""
     return (slice(i, min(i + batch_size, n)) for i in range(0, n, batch_size))

@@ -5,8 +5,8 @@
 For every single-base substitution (each ALT of a record separately) the model scores the reference window
 and the alternate window centred on the variant (the variant at index ``window // 2``; an odd window makes the
 two strands mirror images), each as the mean of both strands. A per-base model's score of a class is its
-probability averaged over the central ``--span`` positions (default: the whole window); a sequence model has
-one score per window, and ``--span`` is an error there.
+probability averaged over the ``--central`` positions at the window's centre (default: the whole window); a
+sequence model has one score per window, and ``--central`` is an error there.
 
 A DNA language model (``NextBaseLM``, ``MaskedBaseLM``: pre-training checkpoints) scores zero-shot, as one
 log-likelihood ratio ``llr`` in nats, the mean of both strands: a next-base model, log P(alternate window) - log
@@ -59,7 +59,7 @@ from seqpipe.outputs import Output, writing
 from seqpipe.tasks.model_scoring import (add_device_option, batches, class_probabilities, label_names, load_model,
                                          log_odds, window_scores)
 from seqpipe.tasks.per_base import MaskedBaseLM, NextBaseLM
-from seqpipe.tool_io import output_prefix, run_tool, tool_parser
+from seqpipe.tool_io import output_prefix, positive_int, run_tool, tool_parser
 
 SHOWN_MISMATCHES = 10
 #: IUPAC codes of more than one base (N apart), which an ALT may hold but a substitution cannot be scored for
@@ -192,7 +192,7 @@ def score_alleles(
             alts = refs[rows].copy()
             alts[:, centre] = [DNA_VOCAB[a.alt.upper()] for a in group]
             probs = class_probabilities(model, torch.from_numpy(np.concatenate([refs, alts])).long())
-            scores = window_scores(probs, span).numpy()
+            scores = window_scores(probs, span, "--central").numpy()
             ref_scores.append(scores[:len(keys)][rows])
             alt_scores.append(scores[len(keys):])
     return np.concatenate(ref_scores), np.concatenate(alt_scores)
@@ -368,17 +368,15 @@ def score_vcf(options: argparse.Namespace) -> None:
     suffixes = (".tsv", ".vcf.gz", ".skipped.tsv")
     out = output_prefix(options.out, suffixes)
     paths = [out.with_name(out.name + suffix) for suffix in suffixes]
-    if options.window < 1:
-        raise ConfigError(f"--window must be >= 1, got {options.window}")
     if options.window % 2 == 0:
         print(f"seqpipe: warning: --window {options.window} is even: the variant is not at its centre, so the two "
               "strands' windows are not mirror images (an odd window makes them so)", file=sys.stderr)
     span = None
-    if options.span is not None:
-        if not 1 <= options.span <= options.window:
-            raise ConfigError(f"--span must be in [1, --window], got {options.span}")
-        span_start = options.window // 2 - options.span // 2
-        span = (span_start, span_start + options.span)
+    if options.central is not None:
+        if options.central > options.window:
+            raise ConfigError(f"--central must be at most --window ({options.window}), got {options.central}")
+        span_start = options.window // 2 - options.central // 2
+        span = (span_start, span_start + options.central)
     kinds = ("variant scores TSV", "scored VCF", "skipped variants TSV")
     outputs = [Output(path, kind) for path, kind in zip(paths, kinds)]
     with ExitStack() as stack:  # the inputs are closed before the outputs are committed or discarded
@@ -457,9 +455,9 @@ def _write_records(writer, records, alleles, reasons, scores: list[Score], sourc
 
 def check_language_model_options(options: argparse.Namespace) -> None:
     """Options that do not apply to a language model's log-likelihood ratio, refused."""
-    if options.span is not None:
-        raise ConfigError("--span averages a per-base classifier's positions; a language model scores each variant "
-                          "by one log-likelihood ratio: leave --span out")
+    if options.central is not None:
+        raise ConfigError("--central averages a per-base classifier's positions; a language model scores each variant "
+                          "by one log-likelihood ratio: leave --central out")
     if options.window < LANGUAGE_MODEL_MIN_WINDOW:
         raise ConfigError(f"--window must be >= {LANGUAGE_MODEL_MIN_WINDOW} for a language model (bases on both "
                           f"sides of the variant), got {options.window}")
@@ -494,9 +492,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--data.fasta", dest="fasta", required=True, help="the reference genome (plain, bgzip or gzip)")
     p.add_argument("--vcf", required=True, help="the variants (VCF, plain, gzip or bgzip)")
     p.add_argument("--out", required=True, help="prefix of the outputs: PREFIX.tsv, PREFIX.vcf.gz, PREFIX.skipped.tsv")
-    p.add_argument("--window", type=int, default=1001, help="bases per window, centred on the variant (default 1001)")
-    p.add_argument("--span", type=int, help="per-base models: the central positions averaged (default: the window)")
-    p.add_argument("--batch_size", type=int, default=64, help="alleles per forward pass (default 64)")
+    p.add_argument("--window", type=positive_int, default=1001, help="bases per window, centred on the variant (default 1001)")
+    p.add_argument("--central", type=positive_int, help="per-base models: the positions at the window's centre whose probabilities are averaged (default: the whole window)")
+    p.add_argument("--batch_size", type=positive_int, default=64, help="alleles per forward pass (default 64)")
     p.add_argument("--chunk_size", type=int, help="run windows chunk by chunk with carried state (causal backbones)")
     add_device_option(p)
     p.add_argument("--data.cache_dir", dest="cache_dir", help="where a plain-gzip FASTA is decompressed once")

@@ -503,14 +503,14 @@ def test_tools_are_subcommands_with_help(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "track" in out.split("tools:")[1] and "synthetic" in out.split("tools:")[1]
     assert exit_code("track", "--help") == 0 and capsys.readouterr().out.startswith("usage: seqpipe track")
-    assert exit_code("synthetic", "dna-motifs", "--out", tmp_path, "--n_train", 9, "--n-test", 3, "--length", 20) == 0
+    assert exit_code("synthetic", "dna-motifs", "--out", tmp_path, "--n_train", 9, "--n_test", 3, "--length", 20) == 0
     assert sorted(p.name for p in (tmp_path / "train").iterdir()) == ["background.fasta", "enhancer_like.fasta", "promoter_like.fasta"]
 
 
 def test_synthetic_writes_a_whole_set_or_nothing_and_never_into_a_users_folder(tmp_path, capsys, monkeypatch):
     from seqpipe.data import synthetic
 
-    small = ["--n-train", 6, "--n-test", 3, "--length", 20]
+    small = ["--n_train", 6, "--n_test", 3, "--length", 20]
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "reads.fa").write_text(">r\nACGT\n")

@@ -203,7 +203,7 @@ def test_a_variant_scores_like_its_complement_on_the_reverse_complement_genome(t
     for name, fasta, rows in (("f", forward, rows_f), ("r", reverse, rows_r)):
         vcf = write_vcf(tmp_path / f"{name}.vcf", sorted(rows, key=lambda r: r[1]), {"chr1": n})
         assert main(["--ckpt_path", str(tmp_path / "m.ckpt"), "--data.fasta", fasta, "--vcf", vcf,
-                     "--window", str(WINDOW), "--span", "11", "--out", str(tmp_path / name)]) == 0
+                     "--window", str(WINDOW), "--central", "11", "--out", str(tmp_path / name)]) == 0
         tables.append(pd.read_csv(tmp_path / f"{name}.tsv", sep="\t").set_index("id").sort_index())
     assert (tables[0]["diff_CDS"].abs() > 1e-4).all()  # the variants do change the scores
     np.testing.assert_allclose(tables[0][["diff_other", "diff_CDS"]], tables[1][["diff_other", "diff_CDS"]], atol=2e-6)
@@ -230,9 +230,9 @@ def test_bad_inputs_give_one_line(tmp_path, capsys):
                            {"chr1": len(CHROM), "1": 100})
     good = write_vcf(tmp_path / "good.vcf", [("chr1", 201, "rs1", CHROM[200], "ACGT".replace(CHROM[200], "")[0])], {"chr1": 400})
     for extra, message in (
-        (["--vcf", good, "--span", "11"], "--span averages a per-base model's positions, but this model gives one score "
-                                          "per sequence: leave --span out"),
-        (["--vcf", good, "--span", "0"], "--span must be in [1, --window], got 0"),
+        (["--vcf", good, "--central", "11"], "--central averages a per-base model's positions, but this model gives "
+                                             "one score per sequence: leave --central out"),
+        (["--vcf", good, "--window", "11", "--central", "13"], "--central must be at most --window (11), got 13"),
         (["--vcf", str(tmp_path / "missing.vcf")], "missing.vcf: no such VCF file"),
         (["--vcf", str(tmp_path)], f"{tmp_path}: is a directory, not a VCF file"),
         (["--vcf", str(tmp_path / "broken.vcf")], "broken.vcf, line 1: cannot be read as a VCF"),
@@ -242,6 +242,11 @@ def test_bad_inputs_give_one_line(tmp_path, capsys):
         assert main(["--ckpt_path", str(tmp_path / "m.ckpt"), "--data.fasta", fasta, "--out", str(tmp_path / "o"), *extra]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and message in err[0]
+    for option in ("--window", "--central", "--batch_size"):  # refused by the parser, before the model is loaded
+        with pytest.raises(SystemExit, match="2"):
+            main(["--ckpt_path", str(tmp_path / "m.ckpt"), "--data.fasta", fasta, "--vcf", good, "--out", str(tmp_path / "o"),
+                  option, "0"])
+        assert f"argument {option}: must be 1 or more, got 0" in capsys.readouterr().err
     assert not list(tmp_path.glob("o*"))
 
 
@@ -384,7 +389,7 @@ def test_a_language_model_scores_the_log_likelihood_ratio_of_both_strands(tmp_pa
     records = list(VCF(str(tmp_path / "out.vcf.gz")))
     assert [r.INFO.get("SEQPIPE_LLR") for r in records] == pytest.approx(list(table["llr"]), abs=1e-5)
     capsys.readouterr()
-    for bad, message in ((["--span", "5"], "--span averages a per-base classifier's positions; a language model"),
+    for bad, message in ((["--central", "5"], "--central averages a per-base classifier's positions; a language model"),
                          (["--window", "2"], "--window must be >= 3 for a language model")):
         assert main([*args, *bad, "--out", str(tmp_path / "bad")]) == 2
         assert message in capsys.readouterr().err
