@@ -20,9 +20,10 @@ from seqpipe.chunked import check_chunk_size
 from seqpipe.contracts import ChannelInput, TokenInput
 from seqpipe.data.dna import DNAClassificationData
 from seqpipe.dna_alphabet import DNA_VOCAB, reverse_complement_ids
-from seqpipe.dna_backbones import RCEquivariantBackbone
+from seqpipe.dna_backbones import BidirectionalBackbone, RCEquivariantBackbone
 from seqpipe.errors import CheckpointError, ConfigError
 from seqpipe.model import SequenceModel
+from seqpipe.tasks.per_base import PerBaseClassification
 
 
 def load_model(
@@ -103,11 +104,16 @@ def label_names(model: SequenceModel) -> list[str]:
 
 
 def strand_symmetric(model: SequenceModel) -> bool:
-    """Whether the model's outputs already cover both strands: by construction (reverse-complement invariant
-    features), or because its head averages them itself (``SequenceClassification(strands="average")``), so
-    that averaging over the strands again would change nothing but the cost."""
-    rc_invariant = isinstance(model.backbone, RCEquivariantBackbone) and model.backbone.output == "invariant"
-    return rc_invariant or getattr(model.head, "strand_invariant", False)
+    """Whether the model's outputs already cover both strands, so that averaging over the strands again would
+    change nothing but the cost: its head averages them itself (``SequenceClassification(strands="average")``), or
+    a per-base head reads strand-invariant features (``RCEquivariantBackbone(output="invariant")``,
+    ``BidirectionalBackbone(strand_average=True)``) position by position. A sequence head on such features is not:
+    its k-mer counts or last position read the given strand."""
+    backbone = model.backbone
+    invariant_features = ((isinstance(backbone, RCEquivariantBackbone) and backbone.output == "invariant")
+                          or (isinstance(backbone, BidirectionalBackbone) and backbone.strand_average))
+    per_base = isinstance(model.head, PerBaseClassification)
+    return getattr(model.head, "strand_invariant", False) or (invariant_features and per_base)
 
 
 def reads_both_strands(model: SequenceModel) -> bool:

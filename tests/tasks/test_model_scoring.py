@@ -19,11 +19,20 @@ def test_both_strands_are_averaged_at_the_same_genomic_position(tmp_path):
     tokenizer = DNATokenizer()
     sequences = ["".join(rng.choice(list("ACGTN"), 50)) for _ in range(3)]
     x = torch.stack([tokenizer.encode(s) for s in sequences])
-    # an RC-invariant backbone and a head that averages the strands itself cover both strands: scored once
+    # a per-base head on RC-invariant features and a head that averages the strands itself cover both strands:
+    # scored once; a sequence head reading the given strand's k-mers beside RC-invariant features does not
     one_strand_head = {**CAUSAL_CLASSIFIER, "head": {"class_path": "seqpipe.tasks.classification.SequenceClassification",
                                                      "init_args": {"strands": "forward"}}}
+    kmers_beside_invariant = {**RC_PER_BASE, "head": {
+        "class_path": "seqpipe.tasks.dna_classification.DNASequenceClassification",
+        "init_args": {"strands": "forward", "kmer_size": 3}}}
+    averaged_bidirectional = {**RC_PER_BASE, "backbone": {
+        "class_path": "seqpipe.dna_backbones.BidirectionalBackbone", "init_args": {
+            "d_model": 8, "n_layers": 1, "strand_average": True,
+            "block": {"class_path": "seqpipe.s4.S4Block", "init_args": {"d_state": 8}}}}}
     for config, labels, symmetric in ((RC_PER_BASE, ["other", "CDS"], True), (CAUSAL_CLASSIFIER, ["a", "b"], True),
-                                      (one_strand_head, ["a", "b"], False)):
+                                      (one_strand_head, ["a", "b"], False), (kmers_beside_invariant, ["a", "b"], False),
+                                      (averaged_bidirectional, ["other", "CDS"], True)):
         write_checkpoint(tmp_path / "m.ckpt", config, labels, seed=4)
         model = load_model(tmp_path / "m.ckpt")
         assert strand_symmetric(model) == symmetric
