@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from seqpipe.data.genome_io import Track
+from seqpipe.data.genome_io import Track, padded_read
 from seqpipe.errors import ConfigError, DataError
 
 BIGWIG_MAGIC = (0x888FFC26).to_bytes(4, "little")
@@ -78,19 +78,20 @@ class BigWigTrack:
             self._pid = os.getpid()
         return self._handle
 
-    def read(self, chrom: str, start: int, end: int, fill: int = NO_DATA) -> np.ndarray:
-        """Class indices (end - start,) int64; ``fill`` off the chromosome and where the bigWig has no data."""
-        values = np.full(end - start, fill, dtype=np.int64)
-        lo, hi = max(start, 0), min(end, self._chroms.get(chrom, 0))
-        if lo >= hi:
-            return values
+    def read(self, chrom: str, start: int, end: int) -> np.ndarray:
+        """Class indices (end - start,) int64; NO_DATA off the chromosome and where the bigWig has no data."""
+        return padded_read(self._chroms.get(chrom, 0), start, end, lambda lo, hi: self._class_indices(chrom, lo, hi),
+                           fill=NO_DATA, dtype=np.int64)
+
+    def _class_indices(self, chrom: str, lo: int, hi: int) -> np.ndarray:
+        """The class indices of [lo, hi) inside ``chrom`` (NO_DATA where the bigWig has none); a value that is not
+        one is an error naming its position."""
         raw = self._open().values(chrom, lo, hi, numpy=True)
         has_data = ~np.isnan(raw)
         bad = np.flatnonzero(has_data & ((raw != np.round(raw)) | (raw < 0) | (raw >= len(self.label_names))))
         if bad.size:
             raise DataError(self.path, f"{chrom}:{lo + bad[0] + 1}: value {raw[bad[0]]} is not a class index 0..{len(self.label_names) - 1}")
-        values[lo - start:hi - start] = np.where(has_data, raw, NO_DATA).astype(np.int64)
-        return values
+        return np.where(has_data, raw, NO_DATA).astype(np.int64)
 
     def __getstate__(self):
         return {**self.__dict__, "_handle": None, "_pid": None}

@@ -38,14 +38,15 @@ def cache_dir(override: str | Path | None = None) -> Path:
     return Path.home() / ".cache" / "seqpipe" / "genomes"
 
 
-def padded_read(size: int, start: int, end: int, read: Callable[[int, int], np.ndarray]) -> np.ndarray:
-    """Token ids (end - start,) uint8 of [start, end) on a sequence of ``size`` bases, N where the range leaves
-    [0, size); ``read(lo, hi)`` gives the ids of the part [lo, hi) inside it."""
-    ids = np.full(end - start, N_ID, dtype=np.uint8)
+def padded_read(size: int, start: int, end: int, read: Callable[[int, int], np.ndarray], fill: int = N_ID,
+                dtype: type = np.uint8) -> np.ndarray:
+    """Values (end - start,) of [start, end) on a sequence of ``size`` positions, ``fill`` where the range leaves
+    [0, size) (default: token ids, N there); ``read(lo, hi)`` gives the values of the part [lo, hi) inside it."""
+    values = np.full(end - start, fill, dtype=dtype)
     lo, hi = max(start, 0), min(end, size)
     if lo < hi:
-        ids[lo - start:hi - start] = read(lo, hi)
-    return ids
+        values[lo - start:hi - start] = read(lo, hi)
+    return values
 
 
 def cache_key(path: Path) -> str:
@@ -220,16 +221,12 @@ class Track:
         """Let go of the store (a later :meth:`read` opens it again)."""
         self._group, self._pid = None, None
 
-    def read(self, chrom: str, start: int, end: int, fill: int = 0) -> np.ndarray:
-        """Values (end - start,) int64; positions off the chromosome get ``fill``."""
+    def read(self, chrom: str, start: int, end: int) -> np.ndarray:
+        """Values (end - start,) int64; positions off the chromosome get 0."""
         if self._group is None or self._pid != os.getpid():
             self._group, self._pid = self._open(), os.getpid()
         array = self._group[chrom]
-        values = np.full(end - start, fill, dtype=np.int64)
-        lo, hi = max(start, 0), min(end, array.shape[0])
-        if lo < hi:
-            values[lo - start:hi - start] = array[lo:hi]
-        return values
+        return padded_read(array.shape[0], start, end, lambda lo, hi: array[lo:hi], fill=0, dtype=np.int64)
 
     def __getstate__(self):
         return {**self.__dict__, "_group": None, "_pid": None}

@@ -203,9 +203,6 @@ class StudentTForecast(ForecastLoss):
     def forward(self, params: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return -self.distribution(params).log_prob(target).mean()
 
-    def to_prediction(self, params: torch.Tensor) -> torch.Tensor:
-        return params[..., 0]
-
     def to_quantiles(self, params: torch.Tensor) -> torch.Tensor:
         loc, scale, df = (p[..., None] for p in params.unbind(-1))
         levels = torch.tensor(self.quantiles, dtype=params.dtype, device=params.device).expand_as(loc.expand(*loc.shape[:-1], len(self.quantiles)))

@@ -105,7 +105,7 @@ class BedGraphRuns:
 
 class GenomePredictionWriter(BasePredictionWriter):
     """Writes the per-base predictions of :class:`seqpipe.tasks.per_base.PerBaseClassification` as they
-    are made: scores to zarr, one class's score to a bedGraph.
+    are made: scores to zarr, one class's score to a bedGraph and a bigWig.
 
     Args:
         zarr_path: zarr group with one float32 array (bins, classes) per chromosome holding ``prob_<class>``,
@@ -129,7 +129,7 @@ class GenomePredictionWriter(BasePredictionWriter):
         decimals: rounding of the bedGraph values (fewer decimals, fewer and longer intervals).
 
     Needs :class:`seqpipe.data.genome.GenomeData` and windows in genome order (its grid sampler, one
-    process); a window out of order is an error. Both outputs are written under ``<path>.partial`` and
+    process); a window out of order is an error. The three outputs are written under ``<path>.partial`` and
     renamed when prediction has finished; an existing output is replaced only when seqpipe wrote it as
     the same kind of output, anything else at the path stops the run before prediction starts. Predictions are not also kept in memory: the writer turns off
     Lightning's ``return_predictions``, which would hold every base of the genome until the end.
@@ -156,7 +156,7 @@ class GenomePredictionWriter(BasePredictionWriter):
         self._outputs: tuple[Output, ...] = ()
 
     def setup(self, trainer, pl_module, stage: str) -> None:
-        """Check the arguments and claim both outputs before any prediction is made (see :mod:`seqpipe.outputs`)."""
+        """Check the arguments and claim the three outputs before any prediction is made (see :mod:`seqpipe.outputs`)."""
         if stage != "predict":
             return
         self._chrom_sizes = getattr(trainer.datamodule, "chrom_sizes", None)
