@@ -105,8 +105,9 @@ class SeqpipeCLI(LightningCLI):
             path = newest_run_checkpoint(path, config.trainer.default_root_dir or ".")
             print(f"--ckpt_path {config.ckpt_path}: {path}")
             config.ckpt_path = str(path)
-        elif path in ("hpc", "registry"):
-            return
+        elif path in ("hpc", "registry"):  # Lightning's, read without the checks below: give the file instead
+            raise CheckpointError(f"--ckpt_path {path}: give the checkpoint file (or last / best); a run that SLURM "
+                                  "requeues resumes from its own hpc checkpoint without --ckpt_path")
         elif Path(path).is_dir():
             raise CheckpointError(f"--ckpt_path {path}: is a directory, not a checkpoint file")
         elif not Path(path).is_file():
