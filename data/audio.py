@@ -8,7 +8,6 @@ With ``num_workers > 0`` each worker keeps its own cache, so the loaders use per
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Iterator, Sequence
 from functools import partial
@@ -25,7 +24,6 @@ from seqpipe.data.audio_io import Clip, decode_clip, list_clips, probe_clip, tri
 from seqpipe.data.base import SplitDataModule, check_options, stratified_holdout, untrained_predict_error
 from seqpipe.errors import ConfigError, DataError
 
-log = logging.getLogger(__name__)
 #: skipped clips a warning names (with what is wrong with each); the rest are counted
 SHOWN_SKIPPED = 10
 
@@ -154,7 +152,7 @@ class AudioClassificationData(SplitDataModule):
         shift_seconds: augmentation: the largest random shift of a clip (seconds).
         gain_db: augmentation: the largest random gain change (dB).
         noise_snr_db: augmentation: the signal-to-noise ratio of added noise (dB); None adds no noise.
-        skip_bad: leave out files whose header cannot be read, is out of bounds or that are empty, logging
+        skip_bad: leave out files whose header cannot be read, is out of bounds or that are empty, warning
             how many, instead of raising :class:`~seqpipe.errors.DataError`.
         max_clip_seconds: a longer clip is an error (before decoding), as are headers claiming a sample rate
             outside 1-384 kHz, more than 64 channels, or a rate that needs an oversized resampling filter (see :func:`check_header`): memory stays bounded on broken files.
@@ -277,7 +275,7 @@ class AudioClassificationData(SplitDataModule):
         if skipped:
             shown = "; ".join(reasons[:SHOWN_SKIPPED]) + (f"; and {len(skipped) - SHOWN_SKIPPED} more"
                                                          if len(skipped) > SHOWN_SKIPPED else "")
-            log.warning("skip_bad: skipped %d unreadable or empty clip(s): %s", len(skipped), shown)
+            rank_zero_warn(f"data.skip_bad: skipped {len(skipped)} unreadable or empty clip(s): {shown}")
             self.skipped += skipped
             lost = sorted({label for _, label in rows if label is not None} - {clip.label for clip in clips})
             if lost:
