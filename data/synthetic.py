@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -18,6 +19,9 @@ from seqpipe.dna_alphabet import BASES, reverse_complement
 from seqpipe.errors import ConfigError
 from seqpipe.outputs import Output, writing
 from seqpipe.tool_io import positive_int, run_tool, tool_parser
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 NUCLEOTIDES = np.array(list(BASES))
 
@@ -108,7 +112,7 @@ def make_dna_motif_dataset(
     return out_dir
 
 
-def sine_series(seed: int = 0, rows: int = 2000, n_columns: int = 3, freq: str = "h", start: str = "2021-01-01") -> "pd.DataFrame":
+def sine_series(seed: int = 0, rows: int = 2000, n_columns: int = 3, freq: str = "h", start: str = "2021-01-01") -> pd.DataFrame:
     """A seeded multivariate series: per column a daily and a weekly sinusoid of random amplitude and
     phase, a linear trend and Gaussian noise; a ``date`` column at ``freq``."""
     import pandas as pd
