@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from seqpipe.contracts import ChannelInput, DataInfo
 from seqpipe.data.audio_io import Clip, decode_clip, list_clips, probe_clip, trim_silence
 from seqpipe.data.base import SplitDataModule, check_options, stratified_holdout, untrained_predict_error
-from seqpipe.errors import ConfigError, DataError
+from seqpipe.errors import ConfigError, DataError, first_few
 
 #: skipped clips a warning names (with what is wrong with each); the rest are counted
 SHOWN_SKIPPED = 10
@@ -273,8 +273,7 @@ class AudioClassificationData(SplitDataModule):
                 skipped.append(path)
                 reasons.append(str(error))
         if skipped:
-            shown = "; ".join(reasons[:SHOWN_SKIPPED]) + (f"; and {len(skipped) - SHOWN_SKIPPED} more"
-                                                         if len(skipped) > SHOWN_SKIPPED else "")
+            shown = first_few(reasons, SHOWN_SKIPPED, "; ")
             rank_zero_warn(f"data.skip_bad: skipped {len(skipped)} unreadable or empty clip(s): {shown}")
             self.skipped += skipped
             lost = sorted({label for _, label in rows if label is not None} - {clip.label for clip in clips})

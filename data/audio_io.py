@@ -24,7 +24,7 @@ import torch
 import torchaudio.functional as AF
 
 from seqpipe.data.readers import other_separator
-from seqpipe.errors import DataError
+from seqpipe.errors import DataError, first_few
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")  # read by soundfile (libsndfile >= 1.1)
 SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
@@ -152,7 +152,7 @@ def _list_class_folders(root: Path) -> list[tuple[Path, str | None]]:
         read = set(files)
         others += [p for p in folder.iterdir() if p.is_file() and p not in read and not p.name.startswith(".")]
     if others:
-        shown = ", ".join(str(p.relative_to(root)) for p in others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
+        shown = first_few([str(p.relative_to(root)) for p in others], 5)
         warnings.warn(f"{root}: {len(others)} file(s) of the class folders are not {'/'.join(AUDIO_SUFFIXES)} clips "
                       f"and are left out: {shown}", stacklevel=2)
     return clips

@@ -22,7 +22,7 @@ from seqpipe.data.genome_io import Genome
 from seqpipe.data.readers import Record, is_bed, labels_in_headers, number_shared_ids, read_records
 from seqpipe.data.tokenizers import DNATokenizer
 from seqpipe.dna_alphabet import DNA_VOCAB
-from seqpipe.errors import ConfigError, DataError, location
+from seqpipe.errors import ConfigError, DataError, first_few, location
 
 #: the single-record classes a warning names
 SINGLES_SHOWN = 3
@@ -316,12 +316,11 @@ class DNAClassificationData(SplitDataModule):
                 f"{example.label!r}): the labels look like record ids, not classes; {advice}",
             )
         if singles:
-            named = ", ".join(f"{r.label!r} ({location(r.path, r.name, r.line)})" for r in singles[:SINGLES_SHOWN])
-            more = f" and {len(singles) - SINGLES_SHOWN} more" if len(singles) > SINGLES_SHOWN else ""
+            named = first_few([f"{r.label!r} ({location(r.path, r.name, r.line)})" for r in singles], SINGLES_SHOWN)
             one = len(singles) == 1
             held_out = "" if self.paths["val"] else (
                 f", and the validation split held out of data.train has none of {'it' if one else 'them'}")
-            rank_zero_warn(f"{'class' if one else 'classes'} {named}{more} of data.train {'has' if one else 'have'} "
+            rank_zero_warn(f"{'class' if one else 'classes'} {named} of data.train {'has' if one else 'have'} "
                            f"a single record: one example is too few to learn a class from{held_out}")
 
     def _split_training_set(self) -> tuple[EncodedSequences, EncodedSequences]:

@@ -29,7 +29,7 @@ import numpy as np
 
 from seqpipe.data.genome_io import Genome
 from seqpipe.data.readers import open_text
-from seqpipe.errors import ConfigError, DataError
+from seqpipe.errors import ConfigError, DataError, first_few
 from seqpipe.outputs import Output, writing
 from seqpipe.tool_io import run_tool, tool_parser
 
@@ -146,9 +146,7 @@ def describe_types(types: Counter[str]) -> str:
     """"its types are CDS (4), gene (4)": the first SHOWN_TYPES feature types of a GFF, sorted, with counts."""
     if not types:
         return "it has no feature lines"
-    names = sorted(types)
-    more = f" and {len(names) - SHOWN_TYPES} more" if len(names) > SHOWN_TYPES else ""
-    return "its types are " + ", ".join(f"{name} ({types[name]})" for name in names[:SHOWN_TYPES]) + more
+    return "its types are " + first_few([f"{name} ({types[name]})" for name in sorted(types)], SHOWN_TYPES)
 
 
 def build_track(gff: str | Path, fasta: str | Path, out: str | Path, features: list[str]) -> dict[str, int]:

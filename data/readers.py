@@ -19,7 +19,7 @@ from typing import IO, NamedTuple
 import numpy as np
 import pandas as pd
 
-from seqpipe.errors import ConfigError, DataError
+from seqpipe.errors import ConfigError, DataError, first_few
 
 FASTA_SUFFIXES = (".fa", ".fasta", ".fna", ".ffn", ".fas", ".fsa")
 #: a final suffix that names the compression, not the format (``promoter.fa.gz``)
@@ -179,7 +179,7 @@ def read_fasta_per_class(directory: str | Path) -> Iterator[Record]:
     if files and others:
         warnings.warn(f"{directory}: {len(others)} entries that are not FASTA files ({', '.join(FASTA_SUFFIXES)}, "
                       f"optionally .gz or .bgz; folders are not searched) are not read as classes: "
-                      f"{', '.join(others[:5])}{' ...' if len(others) > 5 else ''}", stacklevel=2)
+                      f"{first_few(others, 5)}", stacklevel=2)
     if not files:
         found = sorted(p.name for p in directory.iterdir())[:10]
         raise DataError(directory, f"no FASTA files ({', '.join(FASTA_SUFFIXES)}, optionally .gz or .bgz); found {found}")

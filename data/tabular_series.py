@@ -32,7 +32,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from seqpipe.data.readers import check_fields_match_header, check_header_separator
 from seqpipe.data.regular_grid import regularise, usual_step
-from seqpipe.errors import ConfigError, DataError
+from seqpipe.errors import ConfigError, DataError, first_few
 
 FillPolicy = Literal["ffill", "interpolate"]
 IrregularPolicy = Literal["error", "resample"]
@@ -404,9 +404,8 @@ _NON_FINITE_ADVICE = "infinite, or beyond float64; data.fill does not repair the
 def _cells_message(what: str, cells: list[tuple[int, int]], names: list[str], lines: RowLines | None, advice: str) -> str:
     rows = sorted({row for row, _ in cells})
     columns = [names[c] for c in sorted({c for _, c in cells})]
-    shown = ", ".join(_row_name(row, lines) for row in rows[:_ROWS_SHOWN])
-    more = f" and {len(rows) - _ROWS_SHOWN} more rows" if len(rows) > _ROWS_SHOWN else ""
-    return f"{len(cells)} {what} values in column(s) {columns} at {shown}{more}; {advice}"
+    shown = first_few([_row_name(row, lines) for row in rows], _ROWS_SHOWN, unit="rows")
+    return f"{len(cells)} {what} values in column(s) {columns} at {shown}; {advice}"
 
 
 def _handle_missing(path: Path, values: np.ndarray, names: list[str], fill: FillPolicy | None, lines: RowLines | None) -> np.ndarray:

@@ -35,6 +35,13 @@ def location(path: str | Path | None, record: str | int | None = None, line: int
     return ", ".join(parts)
 
 
+def first_few(items: list[str], shown: int, separator: str = ", ", unit: str = "") -> str:
+    """The first ``shown`` of ``items`` joined by ``separator``, and how many more there are: ``a, b and 3 more``
+    (``unit``: what they are, after the count: ``and 3 more rows``)."""
+    rest = len(items) - shown
+    return separator.join(items[:shown]) + (f" and {rest} more{' ' + unit if unit else ''}" if rest > 0 else "")
+
+
 def environment_error(error: BaseException) -> SeqpipeError | None:
     """``error`` as one line naming the file, when it is an :data:`ENVIRONMENT_ERRNOS` OSError (``x: Permission
     denied``); else None."""

@@ -15,7 +15,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 
 from seqpipe.checkpoints import read_checkpoint
-from seqpipe.errors import CheckpointError, ConfigError
+from seqpipe.errors import CheckpointError, ConfigError, first_few
 
 PREFIX = "backbone."
 #: what every "not this model's backbone" error tells the user to do
@@ -66,7 +66,7 @@ def check_same_backbone(path: Path, backbone: nn.Module, saved: dict[str, Tensor
     own = backbone.state_dict()
     only_saved, only_own = [name for name in saved if name not in own], [name for name in own if name not in saved]
     if only_saved or only_own:
-        sides = [f"{label}: {_summary(names, shown=3)}" for label, names in
+        sides = [f"{label}: {first_few(names, 3)}" for label, names in
                  (("only in the checkpoint", only_saved), ("only in this model", only_own)) if names]
         raise ConfigError(f"--model.pretrained {path}: the checkpoint's backbone is not this model's (backbone tensors "
                           f"{'; '.join(sides)}): {SAME_BACKBONE}")
@@ -80,8 +80,5 @@ def check_same_backbone(path: Path, backbone: nn.Module, saved: dict[str, Tensor
 
 def report_loaded(path: str | Path, loaded: list[str]) -> None:
     """One line for what came from the checkpoint (the whole backbone) and what is new (the head)."""
-    rank_zero_info(f"pretrained {path}: loaded {len(loaded)} backbone tensors ({_summary(loaded)}); new: the head")
+    rank_zero_info(f"pretrained {path}: loaded {len(loaded)} backbone tensors ({first_few(loaded, 6)}); new: the head")
 
-
-def _summary(names: list[str], shown: int = 6) -> str:
-    return ", ".join(names[:shown]) + (f", ... {len(names) - shown} more" if len(names) > shown else "")

@@ -88,10 +88,10 @@ def plain_s4d_backbone(d_model: int = 16, n_layers: int = 2) -> Backbone:
      "seqpipe.dna_backbones.RCEquivariantBackbone"),
     (plain_s4d_backbone, lambda: plain_s4d_backbone(n_layers=1),
      "the checkpoint's backbone is not this model's (backbone tensors only in the checkpoint: layers.1.norm.weight, "
-     "layers.1.mixer.log_dt, layers.1.mixer.A_log_neg_real, ... 6 more)"),
+     "layers.1.mixer.log_dt, layers.1.mixer.A_log_neg_real and 6 more)"),
     (lambda: plain_s4d_backbone(n_layers=1), plain_s4d_backbone,
      "the checkpoint's backbone is not this model's (backbone tensors only in this model: layers.1.norm.weight, "
-     "layers.1.mixer.log_dt, layers.1.mixer.A_log_neg_real, ... 6 more)"),
+     "layers.1.mixer.log_dt, layers.1.mixer.A_log_neg_real and 6 more)"),
 ])
 def test_a_checkpoint_of_another_backbone_is_refused_and_nothing_is_loaded(tmp_path, saved_backbone, make_backbone,
                                                                            difference):
