@@ -30,7 +30,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from seqpipe.contracts import RewindableLoader
 from seqpipe.dna_alphabet import DNA_COMPLEMENT
-from seqpipe.errors import CheckpointError
+from seqpipe.errors import CheckpointError, first_line
 
 #: names ``--ckpt_path`` resolves to a file of the newest run
 RUN_CHECKPOINTS = ("best", "last")
@@ -74,8 +74,13 @@ def _version_number(folder: Path) -> int | None:
     return int(number.group(1)) if number else None
 
 
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """The checkpoint's contents, loaded with ``weights_only=True``; one error line naming the file otherwise."""
+def read_checkpoint(path: str | Path, option: str = "--ckpt_path") -> dict[str, Any]:
+    """The checkpoint's contents, loaded with ``weights_only=True``; one error line naming the file otherwise (and
+    ``option``, the option that gave it, when there is no such file)."""
+    if Path(path).is_dir():
+        raise CheckpointError(f"{option} {path}: is a directory, not a checkpoint file")
+    if not Path(path).is_file():
+        raise CheckpointError(f"{option} {path}: no such checkpoint file")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except EOFError:
@@ -105,7 +110,7 @@ def why_unreadable(path: str | Path, error: Exception) -> str:
         unpickler = re.search(r"WeightsUnpickler error:\s*([^\n]+)|\n\n([^\n]+)", str(error))
         detail = f": {(unpickler.group(1) or unpickler.group(2)).strip()}" if unpickler else ""
         return f"it holds something other than tensors and plain data{detail}"
-    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+    return first_line(error)
 
 
 def model_hparams(path: str | Path, checkpoint: dict[str, Any]) -> dict[str, Any]:
@@ -146,8 +151,6 @@ def load_trained_model(path: str | Path, trusted_modules: Iterable[str] = ()):
     from seqpipe.model import SequenceModel  # imported here: seqpipe.model imports this module
 
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"--ckpt_path {path}: no such checkpoint file")
     checkpoint = read_checkpoint(path)
     hparams = model_hparams(path, checkpoint)
     check_checkpoint_classes(path, hparams, set(trusted_modules))
@@ -157,8 +160,7 @@ def load_trained_model(path: str | Path, trusted_modules: Iterable[str] = ()):
     except ArgumentError as error:
         raise arguments_do_not_fit(path, error) from None
     except (KeyError, RuntimeError, TypeError, ValueError) as error:
-        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise CheckpointError(f"{path}: not a seqpipe model checkpoint ({reason})") from None
+        raise CheckpointError(f"{path}: not a seqpipe model checkpoint ({first_line(error)})") from None
     return model.eval()
 
 

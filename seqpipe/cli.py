@@ -30,7 +30,7 @@ from seqpipe.cli_messages import (
     config_files, describe_parse_error, seqpipe_warnings_on_one_line, silence_irrelevant_messages,
 )
 from seqpipe.contracts import DataInfo, RestorableData
-from seqpipe.errors import CheckpointError, ConfigError, SeqpipeError, environment_error
+from seqpipe.errors import CheckpointError, ConfigError, SeqpipeError, environment_error, first_line
 from seqpipe.model import SequenceModel
 from seqpipe.prediction import PredictionWriter
 from seqpipe.command import CTRL_C_EXIT, SIGTERM_EXIT, exit_stopped_while_starting, in_main_thread
@@ -108,10 +108,6 @@ class SeqpipeCLI(LightningCLI):
         elif path in ("hpc", "registry"):  # Lightning's, read without the checks below: give the file instead
             raise CheckpointError(f"--ckpt_path {path}: give the checkpoint file (or last / best); a run that SLURM "
                                   "requeues resumes from its own hpc checkpoint without --ckpt_path")
-        elif Path(path).is_dir():
-            raise CheckpointError(f"--ckpt_path {path}: is a directory, not a checkpoint file")
-        elif not Path(path).is_file():
-            raise CheckpointError(f"--ckpt_path {path}: no such checkpoint file")
         checkpoint = read_checkpoint(path)
         hparams = model_hparams(path, checkpoint)
         if subcommand == "fit":
@@ -162,8 +158,7 @@ class SeqpipeCLI(LightningCLI):
         except (ValueError, ImportError, MisconfigurationException) as error:
             if isinstance(error, SeqpipeError):
                 raise
-            first = (str(error).strip().splitlines() or [type(error).__name__])[0]
-            raise ConfigError(f"Lightning: {first}") from None
+            raise ConfigError(f"Lightning: {first_line(error)}") from None
 
     def after_instantiate_classes(self) -> None:
         if self.subcommand == "predict" and self.trainer.world_size > 1:
@@ -419,7 +414,7 @@ def _user_error(error: BaseException) -> SeqpipeError | None:
         if isinstance(error, MisconfigurationException):
             return ConfigError(f"Lightning: {error}")
         if isinstance(error, RuntimeError) and str(error).startswith("Early stopping conditioned on metric"):
-            return ConfigError(f"EarlyStopping: {str(error).splitlines()[0]}")
+            return ConfigError(f"EarlyStopping: {first_line(error)}")
         if isinstance(error, RuntimeError) and str(error).startswith("Error(s) in loading state_dict"):
             detail = next((line.strip() for line in str(error).splitlines()[1:] if line.strip()), "")
             return CheckpointError(f"--ckpt_path: the checkpoint's weights do not fit the model the config builds (a "

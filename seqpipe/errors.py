@@ -35,6 +35,11 @@ def location(path: str | Path | None, record: str | int | None = None, line: int
     return ", ".join(parts)
 
 
+def first_line(error: BaseException) -> str:
+    """The first line of an error's message (its type's name when it has none): a library's long text as one line."""
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
 def first_few(items: list[str], shown: int, separator: str = ", ", unit: str = "") -> str:
     """The first ``shown`` of ``items`` joined by ``separator``, and how many more there are: ``a, b and 3 more``
     (``unit``: what they are, after the count: ``and 3 more rows``)."""

@@ -32,9 +32,7 @@ def load_backbone_weights(backbone: nn.Module, path: str | Path, sample_rate: fl
     checkpoint trained at another rate is said in one warning.
     """
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"--model.pretrained {path}: no such checkpoint file")
-    checkpoint = read_checkpoint(path)
+    checkpoint = read_checkpoint(path, "--model.pretrained")
     saved = {name[len(PREFIX):]: tensor for name, tensor in checkpoint["state_dict"].items() if name.startswith(PREFIX)}
     if not saved:
         raise CheckpointError(f"--model.pretrained {path}: the checkpoint holds no backbone weights (no 'backbone.*' tensors)")

@@ -234,6 +234,19 @@ def start_seqpipe(*args) -> subprocess.Popen:
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
+def wait_until_it_catches(process: subprocess.Popen, signum: int, timeout: float = 60.0) -> None:
+    """Wait until ``process`` has a handler for ``signum`` (Linux: its SigCgt mask), so that a signal sent then is
+    not one that Python's start-up, slow on a loaded machine, would die of before seqpipe runs."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
+        status = Path(f"/proc/{process.pid}/status").read_text()
+        caught = int(next(line for line in status.splitlines() if line.startswith("SigCgt:")).split()[1], 16)
+        if caught >> (signum - 1) & 1:
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"the process did not catch signal {signum} within {timeout} s")
+
+
 def test_lightning_noise_is_silenced_but_not_everything(dataset, tmp_path):
     """What a user's terminal shows for fit and predict (a subprocess: pytest would capture logs and warnings)."""
     printed = ""
@@ -754,7 +767,7 @@ def test_sigterm_while_the_command_starts_is_one_line_and_exit_143(dataset, tmp_
     """SIGTERM while torch and Lightning load (before Lightning takes the signal): one line and 143, no silent death."""
     process = start_seqpipe("fit", "--config", dataset / "config.yaml", "--data.train", dataset / "train",
                             "--trainer.default_root_dir", tmp_path)
-    time.sleep(1.0)  # inside the imports, which take seconds
+    wait_until_it_catches(process, signal.SIGTERM)  # its handler is in place: the imports, which take seconds, follow
     process.send_signal(signal.SIGTERM)
     _, err = process.communicate(timeout=120)
     assert process.returncode == 143, err[-3000:]

@@ -193,6 +193,10 @@ def test_missing_checkpoint_is_a_clear_error(dataset, tmp_path, capsys):
         seqpipe("predict", "--config", dataset / "config.yaml", "--data.predict", dataset / "unlabelled.fasta",
                 "--ckpt_path", tmp_path / "missing.ckpt")
     assert "missing.ckpt: no such checkpoint file" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        seqpipe("predict", "--config", dataset / "config.yaml", "--data.predict", dataset / "unlabelled.fasta",
+                "--ckpt_path", tmp_path)
+    assert f"seqpipe: error: --ckpt_path {tmp_path}: is a directory, not a checkpoint file" in capsys.readouterr().err
     with pytest.raises(SystemExit):  # Lightning's own names would skip the checks of the checkpoint's classes
         seqpipe("predict", "--config", dataset / "config.yaml", "--data.predict", dataset / "unlabelled.fasta",
                 "--ckpt_path", "registry")

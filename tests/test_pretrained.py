@@ -124,8 +124,10 @@ def test_a_shape_mismatch_names_the_parameter_and_both_shapes(tmp_path):
 
 def test_a_missing_or_foreign_checkpoint_is_one_error(tmp_path):
     model = classifier(seed=1)
-    with pytest.raises(CheckpointError, match="no such checkpoint"):
+    with pytest.raises(CheckpointError, match="^--model.pretrained .*absent.ckpt: no such checkpoint file$"):
         load_backbone_weights(model.backbone, tmp_path / "absent.ckpt")
+    with pytest.raises(CheckpointError, match="^--model.pretrained .*: is a directory, not a checkpoint file$"):
+        load_backbone_weights(model.backbone, tmp_path)
     (tmp_path / "junk.ckpt").write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="junk.ckpt: not a readable checkpoint"):
         load_backbone_weights(model.backbone, tmp_path / "junk.ckpt")
