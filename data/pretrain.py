@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from seqpipe.contracts import DataInfo
 from seqpipe.data.base import SplitDataModule, check_options
 from seqpipe.data.genome_io import Genome, padded_read
-from seqpipe.data.readers import FASTA_SUFFIXES, is_bed, is_fasta_name, number_shared_ids, read_records
+from seqpipe.data.readers import fasta_files_in, is_bed, number_shared_ids, read_records
 from seqpipe.data.samplers import GridWindowSampler, Interval, RandomWindowSampler, Window, check_window_length
 from seqpipe.data.tokenizers import DNATokenizer
 from seqpipe.dna_alphabet import BASE_IDS, BASES, N_ID, base_index, is_base, next_base_targets, reverse_complement_ids
@@ -256,15 +256,11 @@ def _chain(samplers: list[Sampler]) -> Sampler | list[Window]:
 
 
 def fasta_files(paths: list[str]) -> list[Path]:
-    """Files as given, and the FASTA files (by suffix, sorted) of each directory; an empty folder is an error."""
+    """Files as given, and the FASTA files of each directory (:func:`~seqpipe.data.readers.fasta_files_in`)."""
     files = []
     for path in map(Path, paths):
         if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.is_file() and is_fasta_name(p))
-            if not found:
-                raise DataError(path, f"no FASTA files (names ending in {', '.join(FASTA_SUFFIXES)}, optionally "
-                                      ".gz or .bgz) in this folder")
-            files += found
+            files += fasta_files_in(path, "")
         elif not path.is_file():
             raise DataError(path, "no such FASTA file or folder")
         else:

@@ -167,22 +167,30 @@ def number_shared_ids(records: list[Record]) -> list[Record]:
     return numbered
 
 
+def fasta_files_in(directory: Path, read_as: str) -> list[Path]:
+    """The FASTA files of ``directory`` by name (:func:`is_fasta_name`), sorted; none is an error listing what is
+    there. Other entries (but hidden files and FASTA indexes) are named in one warning: they are not read
+    (``read_as``: how they would have been, e.g. "as classes")."""
+    files = sorted(p for p in directory.iterdir() if p.is_file() and is_fasta_name(p))
+    kinds = f"{', '.join(FASTA_SUFFIXES)}, optionally .gz or .bgz"
+    if not files:
+        found = sorted(p.name for p in directory.iterdir())[:10]
+        raise DataError(directory, f"no FASTA files ({kinds}) in this folder; found {found}")
+    read = set(files)
+    others = sorted(p.name + ("/" if p.is_dir() else "") for p in directory.iterdir() if p not in read
+                    and not p.name.startswith(".") and p.suffix.lower() not in (".fai", ".gzi"))
+    if others:
+        warnings.warn(f"{directory}: {len(others)} entries that are not FASTA files ({kinds}; folders are not "
+                      f"searched) are not read{' ' + read_as if read_as else ''}: {first_few(others, 5)}", stacklevel=3)
+    return files
+
+
 def read_fasta_per_class(directory: str | Path) -> Iterator[Record]:
     """A directory of FASTA files (:data:`FASTA_SUFFIXES`, optionally .gz), one per class: the label is the file
     name without those suffixes. Files with other names are not classes: FASTA indexes (.fai, .gzi) are passed over,
     any other file is named in one warning."""
     directory = Path(directory)
-    files = sorted(p for p in directory.iterdir() if p.is_file() and is_fasta_name(p))
-    read = set(files)
-    others = sorted(p.name + ("/" if p.is_dir() else "") for p in directory.iterdir() if p not in read
-                    and not p.name.startswith(".") and p.suffix.lower() not in (".fai", ".gzi"))
-    if files and others:
-        warnings.warn(f"{directory}: {len(others)} entries that are not FASTA files ({', '.join(FASTA_SUFFIXES)}, "
-                      f"optionally .gz or .bgz; folders are not searched) are not read as classes: "
-                      f"{first_few(others, 5)}", stacklevel=2)
-    if not files:
-        found = sorted(p.name for p in directory.iterdir())[:10]
-        raise DataError(directory, f"no FASTA files ({', '.join(FASTA_SUFFIXES)}, optionally .gz or .bgz); found {found}")
+    files = fasta_files_in(directory, "as classes")
     owners: dict[str, Path] = {}
     by_folded_label: dict[str, Path] = {}  # class names differing only in case are one class
     for file in files:

@@ -114,6 +114,10 @@ def test_pretrain_data_errors(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="no FASTA files"):
         DNAPretrainData(fasta=[str(tmp_path / "empty")]).setup("fit")
+    (tmp_path / "empty" / "notes.txt").write_text("not a genome")  # beside a FASTA: named, not read
+    (tmp_path / "empty" / "genome.fa").write_text(genome.read_text())
+    with pytest.warns(UserWarning, match=r"1 entries that are not FASTA files .* are not read: notes.txt$"):
+        DNAPretrainData(fasta=[str(tmp_path / "empty")]).setup("fit")
 
 
 def fit(tmp_path, name: str, config: dict, *args: str):
