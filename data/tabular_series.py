@@ -70,8 +70,8 @@ class Series:
         return len(self.source)
 
     def read(self, start: int, stop: int) -> np.ndarray:
-        """Rows ``[start, stop)`` -> float32 array (stop - start, C)."""
-        return np.asarray(self.source[start:stop], dtype=np.float32)
+        """Rows ``[start, stop)`` -> float64 array (stop - start, C)."""
+        return np.asarray(self.source[start:stop], dtype=np.float64)
 
     def blocks(self, stop: int, rows: int = 65536):
         """Yield ``(first_row, float64 block)`` covering rows ``[0, stop)`` a block at a time."""

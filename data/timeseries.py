@@ -80,8 +80,8 @@ class ForecastWindows(Dataset):
         self.window = info.seq_len + (info.pred_len if with_target else 0)
         self.stride = stride
         self.count = (stop - start - self.window) // stride + 1
-        self.mean = np.asarray(info.mean, dtype=np.float32)
-        self.std = np.asarray(info.std, dtype=np.float32)
+        self.mean = np.asarray(info.mean, dtype=np.float64)
+        self.std = np.asarray(info.std, dtype=np.float64)
         self.target_index = list(info.target_index)
         times = series.times
         self.utc_offset = None if times is None or times.tz is None else int(times[0].utcoffset().total_seconds())
@@ -94,7 +94,8 @@ class ForecastWindows(Dataset):
             raise IndexError(f"window {index} of {len(self)}")
         seq_len, pred_len = self.info.seq_len, self.info.pred_len
         first = self.start + index * self.stride
-        rows = (self.series.read(first, first + self.window) - self.mean) / self.std
+        # scaled in float64, then float32: a column of 1e8 +- 3 would lose its variation in float32 first
+        rows = ((self.series.read(first, first + self.window) - self.mean) / self.std).astype(np.float32)
         item = {"x": torch.from_numpy(rows[:seq_len])}
         if self.with_target:
             item["y"] = torch.from_numpy(np.ascontiguousarray(rows[seq_len:, self.target_index]))
@@ -287,7 +288,8 @@ class ForecastData(SplitDataModule):
 
 def training_moments(series: Series, stop: int) -> tuple[np.ndarray, np.ndarray]:
     """Per-column mean and population standard deviation (as sklearn's StandardScaler) of rows
-    ``[0, stop)``, read block by block in float64. A constant column gets std 1 so it scales to zeros."""
+    ``[0, stop)``, read block by block in float64. A constant column (std within rounding of its mean) gets std 1 so
+    it scales to zeros; a column of small values keeps its own (values of 1e-12 vary by 1e-13)."""
     with np.errstate(over="ignore", invalid="ignore"):  # an overflow is named below
         mean = sum(block.sum(0) for _, block in series.blocks(stop)) / stop
         # a second pass around the mean: sums of squares of raw values lose the variance of large-offset columns
@@ -296,4 +298,4 @@ def training_moments(series: Series, stop: int) -> tuple[np.ndarray, np.ndarray]
     if overflow:
         raise DataError(series.path, f"column(s) {overflow} hold values too large for their mean and standard deviation "
                                      "(float64 overflows): rescale them")
-    return mean, np.where(std > 1e-12 * np.maximum(1.0, np.abs(mean)), std, 1.0)
+    return mean, np.where(std > 1e-12 * np.abs(mean), std, 1.0)

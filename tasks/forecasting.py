@@ -86,8 +86,9 @@ class Forecasting(TaskHead):
         self.seq_len, self.pred_len = int(series.seq_len), int(series.pred_len)
         self.n_inputs = len(series.columns)
         self.target_index = list(series.target_index)
-        self.register_buffer("scaler_mean", torch.tensor(series.mean, dtype=torch.float32)[self.target_index], persistent=False)
-        self.register_buffer("scaler_std", torch.tensor(series.std, dtype=torch.float32)[self.target_index], persistent=False)
+        # float64, as the data module scales: a column of 1e8 +- 3 keeps its variation back in the data's units
+        self.register_buffer("scaler_mean", torch.tensor(series.mean, dtype=torch.float64)[self.target_index], persistent=False)
+        self.register_buffer("scaler_std", torch.tensor(series.std, dtype=torch.float64)[self.target_index], persistent=False)
         forecasts = 1 if self.channel_independent else len(self.target_index)
         positions = self.seq_len if self.readout_positions == "flatten" else 1
         self.readout = nn.Linear(positions * d_model, self.pred_len * forecasts * self.distribution.n_params)
@@ -152,8 +153,8 @@ class Forecasting(TaskHead):
         return MetricCollection(metrics)
 
     def to_original(self, values: torch.Tensor) -> torch.Tensor:
-        """Scaled values (..., C_target) -> the data's units."""
-        return values * self.scaler_std + self.scaler_mean
+        """Scaled values (..., C_target) -> the data's units, float64."""
+        return values.double() * self.scaler_std + self.scaler_mean
 
     def update_metrics(self, metrics: MetricCollection, outputs: torch.Tensor, batch: dict[str, Any]) -> None:
         outputs, target = outputs.detach().float(), batch["y"].float()

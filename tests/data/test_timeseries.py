@@ -167,7 +167,7 @@ def test_missing_values_are_named_or_filled(tmp_path, frame, caplog):
     with caplog.at_level("INFO"):
         filled = read_series(path, fill="ffill").read(0, 60)
     assert "data.fill ffill filled 2 missing cells of 120 (v1 2)" in caplog.text
-    assert filled[4, 1] == np.float32(frame["v1"].iloc[3]) and filled[9, 1] == np.float32(frame["v1"].iloc[8])
+    assert filled[4, 1] == frame["v1"].iloc[3] and filled[9, 1] == frame["v1"].iloc[8]
     line = read_series(path, fill="interpolate").read(0, 60)
     np.testing.assert_allclose(line[4, 1], (frame["v1"].iloc[3] + frame["v1"].iloc[5]) / 2, rtol=1e-6)
 
@@ -514,3 +514,25 @@ def test_values_too_large_for_the_scaler_are_named(tmp_path, frame):
     with pytest.raises(DataError, match=r"huge.csv: column\(s\) \['v1'\] hold values too large for their mean and "
                                         r"standard deviation \(float64 overflows\)"):
         module(write(tmp_path, frame, "huge.csv"), split=[36, 12, 12])
+
+
+def test_columns_of_large_offsets_small_values_and_past_float32_keep_their_variation(tmp_path):
+    """Scaled in float64 and back in float64: a meter reading of 1e8 +- 3, values of 1e-12 +- 3e-13 and values of
+    1e40 (past float32) each scale to what float64 gives and return to their own units."""
+    frame = sine_series(seed=11, rows=120, n_columns=3)
+    wave = np.sin(2 * np.pi * np.arange(len(frame)) / 12)
+    frame["v0"], frame["v1"] = 1e8 + 3 * wave, 1e-12 * (10 + 3 * wave)
+    frame["v2"] = 1e40 * (2 + wave)
+    path = tmp_path / "scales.csv"
+    frame.to_csv(path, index=False, float_format="%.17g")
+    data = module(path, split=[72, 24, 24])
+    values = pd.read_csv(path)[["v0", "v1", "v2"]].to_numpy(np.float64)
+    mean, std = values[:72].mean(0), values[:72].std(0)
+    np.testing.assert_allclose(data.data_info.series.std, std, rtol=1e-9)  # none taken for a constant column
+    item = data.datasets["train"][3]
+    np.testing.assert_allclose(item["x"].numpy(), ((values - mean) / std)[3 : 3 + SEQ], atol=1e-6)
+    head = Forecasting()
+    head.bind(8, data.data_info)
+    back = head.to_original(item["y"]).numpy()
+    np.testing.assert_allclose(back, values[3 + SEQ : 3 + SEQ + PRED], rtol=1e-7, atol=0)
+    assert back.dtype == np.float64 and np.abs(back[:, 0] - 1e8).max() > 2.5  # the 1e8 column's variation is kept
