@@ -32,7 +32,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from seqpipe.data.readers import check_fields_match_header, check_header_separator
 from seqpipe.data.regular_grid import regularise, usual_step
-from seqpipe.errors import ConfigError, DataError, first_few
+from seqpipe.errors import ConfigError, DataError, first_few, first_line
 
 FillPolicy = Literal["ffill", "interpolate"]
 IrregularPolicy = Literal["error", "resample"]
@@ -223,6 +223,8 @@ def _read_zarr(path: Path, time_column, columns, fill, irregular, max_in_memory_
             raise DataError(path, f"a zarr array must be (T,) or (T, C); this one has shape {node.shape}")
         width = 1 if node.ndim == 1 else node.shape[1]
         available = [str(c) for c in node.attrs.get("columns", [f"x{i}" for i in range(width)])]
+        if len(available) != width:
+            raise DataError(path, f"its 'columns' attribute names {len(available)} columns, but the array has {width}")
         parts_by_name = {name: (node, None if node.ndim == 1 else i) for i, name in enumerate(available)}
         length = node.shape[0]
     else:
@@ -231,7 +233,12 @@ def _read_zarr(path: Path, time_column, columns, fill, irregular, max_in_memory_
         if time_column is not None and time_column not in arrays:
             raise DataError(path, f"no time coordinate {time_column!r}; the arrays are {sorted(arrays)} (set data.time_column)")
         available = [str(c) for c in node.attrs.get("columns", sorted(n for n in arrays if n != time_column))]
-        parts_by_name = {name: (arrays[name], None) for name in available if name in arrays}
+        absent = [name for name in available if name not in arrays]
+        if absent:
+            others = sorted(name for name, array in node.arrays() if array.ndim != 1)
+            raise DataError(path, f"its 'columns' attribute names {absent}, which are not 1-D arrays of the group (its "
+                                  f"1-D arrays: {sorted(arrays)}" + (f"; not read, not 1-D: {others})" if others else ")"))
+        parts_by_name = {name: (arrays[name], None) for name in available}
     names = _select(path, list(parts_by_name), columns, columns_hint)
     if not isinstance(node, zarr.Array):  # the arrays read (not others of the group) must be one length
         lengths = {name: arrays[name].shape[0] for name in [*names, *([time_column] if time_column else [])]}
@@ -308,6 +315,12 @@ def _parse_times(path: Path, text: pd.Series, lines: RowLines | None, date_forma
         raise DataError(path, f"timestamp {text.iat[0]!r} at {_row_name(0, lines)} is a number, not a date: write the "
                         "timestamps as dates (2021-01-01 00:00:00), give their format (data.date_format, e.g. '%Y%m%d'), "
                         "or set data.time_column none to number the rows")
+    if date_format is not None:
+        try:  # a format pandas cannot use raises even with errors="coerce"
+            pd.to_datetime(pd.Series(["2000-01-01"]), format=date_format, errors="coerce")
+        except ValueError as error:
+            raise ConfigError(f"data.date_format {date_format!r}: {first_line(error)} (strftime codes such as "
+                              "'%d/%m/%Y %H:%M')") from None
     options = {"errors": "coerce", "format": date_format or ("mixed" if text.dtype == object else None)}
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "Could not infer format")  # the error below names the row and data.date_format

@@ -536,3 +536,26 @@ def test_columns_of_large_offsets_small_values_and_past_float32_keep_their_varia
     back = head.to_original(item["y"]).numpy()
     np.testing.assert_allclose(back, values[3 + SEQ : 3 + SEQ + PRED], rtol=1e-7, atol=0)
     assert back.dtype == np.float64 and np.abs(back[:, 0] - 1e8).max() > 2.5  # the 1e8 column's variation is kept
+
+
+def test_a_date_format_pandas_cannot_use_is_one_error_naming_the_option(tmp_path, frame):
+    path = write(tmp_path, frame, "dates.csv")
+    with pytest.raises(ConfigError, match=r"^data.date_format '%s': 's' is a bad directive in format '%s'"):
+        read_series(path, date_format="%s")
+
+
+def test_a_zarr_columns_attribute_that_does_not_fit_the_data_is_refused(tmp_path):
+    import zarr
+
+    array = zarr.open_array(str(tmp_path / "wide.zarr"), mode="w", shape=(200, 2), dtype="f8")
+    array[:] = np.random.default_rng(0).normal(size=(200, 2))
+    array.attrs["columns"] = ["a", "b", "c"]
+    with pytest.raises(DataError, match=r"wide.zarr: its 'columns' attribute names 3 columns, but the array has 2"):
+        read_series(tmp_path / "wide.zarr")
+    group = zarr.open_group(str(tmp_path / "group.zarr"), mode="w")
+    group.create_array("a", shape=(200,), dtype="f8")[:] = np.arange(200.0)
+    group.create_array("grid", shape=(200, 3), dtype="f8")
+    group.attrs["columns"] = ["a", "grid"]
+    with pytest.raises(DataError, match=r"group.zarr: its 'columns' attribute names \['grid'\], which are not 1-D arrays "
+                                        r"of the group \(its 1-D arrays: \['a'\]; not read, not 1-D: \['grid'\]\)"):
+        read_series(tmp_path / "group.zarr", time_column="none")
