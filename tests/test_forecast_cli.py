@@ -93,6 +93,13 @@ def test_fit_test_predict(tmp_path, capsys, loss, data_file):
     main(again)
     main(again)
     assert len(pd.read_csv(out)) == 12 * 2 and not list(tmp_path.glob("forecast.*.partial"))
+    # a .png path would be the CSV's and the plot's: refused before any prediction
+    with pytest.raises(SystemExit):
+        main([*again[:-4], "--prediction.path", str(tmp_path / "plot.png"), *again[-2:]])
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"seqpipe: error: --prediction.path {tmp_path / 'plot.png'}: the predictions are a table; give a .csv or .tsv "
+        "name (a forecast's plot is written beside it as .png)")
+    assert not (tmp_path / "plot.png").exists()
 
 
 def test_bad_data_exits_with_a_message(tmp_path, capsys):
