@@ -157,11 +157,16 @@ def _read_csv(path: Path, time_column: str | None, columns: Sequence[str] | None
         table = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=["", "NA", "NaN", "nan", "null"])
     except pd.errors.EmptyDataError:
         raise DataError(path, "the file is empty") from None
-    except (pd.errors.ParserError, UnicodeDecodeError, EOFError, zlib.error, gzip.BadGzipFile) as error:
+    except UnicodeDecodeError:
+        line, byte = _first_non_utf8(path)
+        raise DataError(path, f"is not UTF-8 text{f' (byte {byte:#x})' if byte is not None else ''}: save it as UTF-8",
+                        line=line) from None
+    except (pd.errors.ParserError, EOFError, zlib.error, gzip.BadGzipFile) as error:
         raise DataError(path, f"cannot be read as CSV (a truncated or damaged compressed file?): {error}") from None
     if table.empty:
         raise DataError(path, "no rows after the header")
     _check_comma_separated(path, table)
+    _check_header_names(path)
     lines = RowLines(path, len(table))
     time_column = None if time_column == NO_TIME_COLUMN else time_column or _detect_time_column(table)
     if time_column is not None and time_column not in table.columns:
@@ -175,7 +180,8 @@ def _read_csv(path: Path, time_column: str | None, columns: Sequence[str] | None
         bad = numbers.isna() & text.notna()
         if bad.any():
             row = int(np.flatnonzero(bad.to_numpy())[0])
-            raise DataError(path, f"column {name!r} is not numeric: row {row} holds {text.iat[row]!r}", line=lines.of(row))
+            raise DataError(path, f"column {name!r} is not numeric: row {row} holds {text.iat[row]!r}; "
+                                  f"{_not_numeric_advice(name, text.iat[row])}", line=lines.of(row))
         values[:, k] = numbers.to_numpy(dtype=np.float64)
     times = None if time_column is None else _parse_times(path, table[time_column], lines, date_format)
     series = _checked_series(path, names, times, values, fill, irregular, lines=lines)
@@ -277,6 +283,41 @@ def _checked_lazy_series(path: Path, names: list[str], times, lazy: ZarrColumns,
         if irregular != "resample":
             raise
         raise DataError(path, f"data.irregular resample needs the series in memory ({too_large}): {error.problem}") from None
+
+
+def _first_non_utf8(path: Path) -> tuple[int | None, int | None]:
+    """The first line of a (possibly compressed) file that is not UTF-8, and its first byte that is not (None, None
+    when every line decodes alone)."""
+    with pd.io.common.get_handle(path, "rb", compression="infer", is_text=False) as handle:
+        for number, line in enumerate(handle.handle, start=1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as error:
+                return number, line[error.start]
+    return None, None
+
+
+def _check_header_names(path: Path) -> None:
+    """Refuse a header with an empty or a repeated name, which pandas would read as an ``Unnamed: k`` column (an
+    index written by ``to_csv``, a separator ending every line) or rename to ``a.1``."""
+    header = [str(name).strip() for name in pd.read_csv(path, header=None, nrows=1, dtype=str, keep_default_na=False).iloc[0]]
+    for k, name in enumerate(header, start=1):
+        if not name:
+            raise DataError(path, f"column {k} of the header has no name: name it, or leave it out (a separator ending "
+                                  "every line, or an index that to_csv wrote: write with index=False)", line=1)
+        if header.index(name) < k - 1:
+            raise DataError(path, f"columns {header.index(name) + 1} and {k} of the header are both named {name!r}", line=1)
+
+
+def _not_numeric_advice(name: str, cell: str) -> str:
+    """What to do about a text cell of a value column: name the time column when it holds times, else choose columns."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        is_time = pd.notna(pd.to_datetime(pd.Series([cell]), errors="coerce", format="mixed").iat[0])
+    if is_time:
+        return (f"it holds times: name the time column with data.time_column {name} (a date and a time in two columns "
+                "must be joined into one)")
+    return "choose the value columns with data.columns"
 
 
 def _detect_time_column(table: pd.DataFrame) -> str | None:

@@ -559,3 +559,19 @@ def test_a_zarr_columns_attribute_that_does_not_fit_the_data_is_refused(tmp_path
     with pytest.raises(DataError, match=r"group.zarr: its 'columns' attribute names \['grid'\], which are not 1-D arrays "
                                         r"of the group \(its 1-D arrays: \['a'\]; not read, not 1-D: \['grid'\]\)"):
         read_series(tmp_path / "group.zarr", time_column="none")
+
+
+@pytest.mark.parametrize("text, message", [
+    ("date,a,a\n2021-01-01 00:00,1,2\n", r"d.csv, line 1: columns 2 and 3 of the header are both named 'a'$"),
+    ("date,a,b,\n2021-01-01 00:00,1,2,\n", r"d.csv, line 1: column 4 of the header has no name: .*a separator ending every"),
+    (",date,a\n0,2021-01-01 00:00,1\n", r"d.csv, line 1: column 1 of the header has no name: .*index=False\)$"),
+    ("date,time,a\n2021-01-01,00:00,1\n", r"column 'time' is not numeric: row 0 holds '00:00'; it holds times: name the "
+                                          r"time column with data.time_column time \(a date and a time in two columns"),
+    ("date,station,a\n2021-01-01 00:00,x,1\n", r"column 'station' is not numeric: row 0 holds 'x'; choose the value "
+                                               r"columns with data.columns$"),
+    ("date,Temp \xb0C\n2021-01-01 00:00,1\n", r"d.csv, line 1: is not UTF-8 text \(byte 0xb0\): save it as UTF-8$"),
+])
+def test_headers_pandas_would_rename_and_text_columns_are_named_with_what_to_do(tmp_path, text, message):
+    (tmp_path / "d.csv").write_bytes(text.encode("latin-1"))
+    with pytest.raises(DataError, match=message):
+        read_series(tmp_path / "d.csv")
