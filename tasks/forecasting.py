@@ -13,11 +13,12 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 from torchmetrics import MeanAbsoluteError, MeanMetric, MeanSquaredError, MetricCollection
 
 from seqpipe.contracts import ChannelInput, DataInfo, InputSpec, SeriesInfo
-from seqpipe.errors import ConfigError
+from seqpipe.errors import ConfigError, first_few
 from seqpipe.heads import TaskHead
 from seqpipe.tasks.forecast_losses import ForecastLoss, PointForecast
 
@@ -89,6 +90,11 @@ class Forecasting(TaskHead):
         # float64, as the data module scales: a column of 1e8 +- 3 keeps its variation back in the data's units
         self.register_buffer("scaler_mean", torch.tensor(series.mean, dtype=torch.float64)[self.target_index], persistent=False)
         self.register_buffer("scaler_std", torch.tensor(series.std, dtype=torch.float64)[self.target_index], persistent=False)
+        others = [name for name in series.columns if name not in series.targets]
+        if self.channel_independent and others:
+            rank_zero_warn(f"Forecasting: channel_independent forecasts each target from its own history, so the other "
+                           f"input column(s) {first_few(others, 5)} cannot change the forecast: set "
+                           "--model.head.channel_independent false to use them, or leave them out with --data.columns")
         forecasts = 1 if self.channel_independent else len(self.target_index)
         positions = self.seq_len if self.readout_positions == "flatten" else 1
         self.readout = nn.Linear(positions * d_model, self.pred_len * forecasts * self.distribution.n_params)

@@ -119,7 +119,12 @@ def test_channel_independent_and_mixing_shapes(loss, channel_independent):
     data_info = info(targets=(2,), calendar=("hour", "day_of_week"))
     d_model = 5
     spec = head.backbone_input_spec(data_info)
-    head.bind(d_model, data_info)
+    if channel_independent:  # the two other inputs cannot change a target's forecast: said once, at bind
+        with pytest.warns(UserWarning, match=r"channel_independent forecasts each target from its own history, so the "
+                                             r"other input column\(s\) a, b cannot change the forecast"):
+            head.bind(d_model, data_info)
+    else:
+        head.bind(d_model, data_info)
     batch = {"x": torch.randn(B, SEQ, C), "x_calendar": torch.rand(B, SEQ, 2), "y": torch.randn(B, PRED, 1)}
     inputs, context = head.backbone_input(batch)
     expected = (B * C, SEQ, 1 + 2) if channel_independent else (B, SEQ, C + 2)
