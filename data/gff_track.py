@@ -7,8 +7,9 @@ The track holds one uint8 array per FASTA record (chunked, same length as the re
 feature lies, ``k`` where the k-th ``--feature`` lies (a later ``--feature`` wins where features overlap).
 A feature is a GFF type (column 3), or ``TYPE:start`` / ``TYPE:end``: the first / last 3 bases of each feature
 of that type *on its strand* (for a CDS, its start codon / its stop codon), so that a model learns the
-boundaries themselves and not only the composition inside. Parts of one feature (GFF lines sharing an ``ID``,
-e.g. a CDS split by a programmed frameshift) are one feature there; its strand must be "+" or "-". Both
+boundaries themselves and not only the composition inside. Parts of one feature (GFF3 lines sharing an ``ID``,
+e.g. a CDS split by a programmed frameshift, or GTF lines sharing a ``transcript_id``, the CDS exons of a
+transcript) are one feature there; its strand must be "+" or "-". Both
 strands count: a coding mask, not a strand annotation. The group attribute
 ``label_names`` is ``["other", FEATURE1, ...]``, which :class:`seqpipe.data.genome.GenomeData` reads as the
 class names. GFF coordinates (1-based, inclusive) become 0-based half-open spans; a feature on a record
@@ -63,10 +64,16 @@ def end_span(start: int, end: int, strand: str, which: str) -> tuple[int, int]:
 
 
 def feature_id(attributes: str) -> str | None:
-    """What joins the parts of one feature: the ``ID`` of a GFF attribute column, else its ``Parent`` (GFF
-    converted from GTF gives CDS parts a Parent only), else None."""
-    pairs = dict(pair.strip().partition("=")[::2] for pair in attributes.split(";"))
-    return pairs.get("ID") or pairs.get("Parent") or None
+    """What joins the parts of one feature: the ``ID`` of a GFF3 attribute column (``ID=cds1;Parent=t1``), else its
+    ``Parent`` (GFF converted from GTF gives CDS parts a Parent only), else a GTF line's ``transcript_id``
+    (``gene_id "g1"; transcript_id "t1";``: the exons of a transcript), else None."""
+    pairs = {}
+    for pair in attributes.split(";"):
+        key, equals, value = pair.strip().partition("=")
+        if not equals:  # GTF: key "value"
+            key, _, value = pair.strip().partition(" ")
+        pairs[key] = value.strip().strip('"')
+    return pairs.get("ID") or pairs.get("Parent") or pairs.get("transcript_id") or None
 
 
 def coordinate(gff: Path, text: str, name: str, line: int) -> int:
@@ -186,7 +193,7 @@ def write_track(options) -> None:
 def main(argv: list[str] | None = None) -> int:
     """``seqpipe track``; returns the exit code."""
     parser = tool_parser("seqpipe track", __doc__, checkpoint=False)
-    parser.add_argument("--gff", required=True, help="GFF3 annotations (plain or gzip)")
+    parser.add_argument("--gff", required=True, help="GFF3 or GTF annotations (plain or gzip)")
     parser.add_argument("--data.fasta", dest="fasta", required=True, help="the reference the annotations refer to (plain, bgzip or gzip)")
     parser.add_argument("--out", required=True, help="the zarr store to write (replaces a track this command wrote; anything else there is an error)")
     parser.add_argument("--feature", action="append", required=True, help="a GFF feature type (column 3), or TYPE:start / TYPE:end (its first / last 3 bases on its strand); repeatable")

@@ -421,6 +421,13 @@ def test_gff_track_joins_parts_by_parent_and_refuses_a_feature_across_the_origin
     build_track(gff, genome_files[0], tmp_path / "parts.zarr", ["CDS:start", "CDS:end"])
     values = zarr.open_group(str(tmp_path / "parts.zarr"), mode="r")["chrA"][:]
     assert np.flatnonzero(values == 1).tolist() == [100, 101, 102] and np.flatnonzero(values == 2).tolist() == [177, 178, 179]
+    # GTF: the CDS exons of one transcript_id are one feature, on either strand
+    gtf = tmp_path / "parts.gtf"
+    gtf.write_text('chrA\tsim\tCDS\t101\t130\t.\t-\t0\tgene_id "g1"; transcript_id "t1";\n'
+                   'chrA\tsim\tCDS\t151\t180\t.\t-\t0\tgene_id "g1"; transcript_id "t1";\n')
+    build_track(gtf, genome_files[0], tmp_path / "gtf.zarr", ["CDS:start", "CDS:end"])
+    values = zarr.open_group(str(tmp_path / "gtf.zarr"), mode="r")["chrA"][:]
+    assert np.flatnonzero(values == 1).tolist() == [177, 178, 179] and np.flatnonzero(values == 2).tolist() == [100, 101, 102]
     size = CHROMS["chrA"]
     gff.write_text(f"chrA\tsim\tCDS\t1\t60\t.\t+\t0\tID=ori\nchrA\tsim\tCDS\t{size - 59}\t{size}\t.\t+\t0\tID=ori\n")
     with pytest.raises(DataError, match=r"parts.gff.*line 2.*CDS ori: its parts reach both ends of chrA"):
