@@ -24,7 +24,7 @@ from seqpipe.data.genome_io import Genome, Track
 from seqpipe.data.readers import Record, open_text
 from seqpipe.data.samplers import (
     GridWindowSampler, Interval, ListWindowSampler, RandomWindowSampler, Window, check_window_length,
-    parse_region, split_intervals,
+    merge_intervals, parse_region, split_intervals,
 )
 from seqpipe.data.tokenizers import DNATokenizer
 from seqpipe.dna_alphabet import BASES, next_base_targets
@@ -258,9 +258,9 @@ class GenomeData(SplitDataModule):
         label_column: int | None = None,
         split_column: int | None = None,
         window_length: int = 4096,
-        val_regions: list[str] | None = None,
-        test_regions: list[str] | None = None,
-        predict_regions: list[str] | None = None,
+        val_regions: list[str | int] | None = None,
+        test_regions: list[str | int] | None = None,
+        predict_regions: list[str | int] | None = None,
         windows_per_epoch: int = 1000,
         weighting: Literal["length", "uniform"] = "length",
         eval_stride: int | None = None,
@@ -282,7 +282,9 @@ class GenomeData(SplitDataModule):
         self.fasta, self.target, self.track_path, self.bed = fasta, target, track, bed
         self.label_column, self.split_column = label_column, split_column
         self.window_length = window_length
-        self.regions = {"val": val_regions or [], "test": test_regions or [], "predict": predict_regions or ["*"]}
+        # a YAML list of Ensembl-style names ([1, 2, X]) reads 1 and 2 as numbers: they are chromosome names too
+        self.regions = {split: [str(region) for region in regions or default] for split, regions, default in
+                        (("val", val_regions, []), ("test", test_regions, []), ("predict", predict_regions, ["*"]))}
         self.windows_per_epoch, self.weighting, self.eval_stride = windows_per_epoch, weighting, eval_stride
         self.predict_overlap, self.stream = predict_overlap, stream
         self.batch_size, self.num_workers, self.seed, self.cache_dir = batch_size, num_workers, seed, cache_dir
@@ -323,7 +325,10 @@ class GenomeData(SplitDataModule):
             genome.check_letters()  # here, before the trainer writes anything, not when a window covers it
             self.genome = genome
         self.intervals = split_intervals(self.chrom_sizes, self.regions["val"], self.regions["test"])
-        self.intervals["predict"] = [i for text in self.regions["predict"] for i in parse_region(text, self.chrom_sizes)]
+        # in genome order (FASTA order, then position), overlaps merged: the genome writer needs each base once, in order
+        regions = merge_intervals([i for text in self.regions["predict"] for i in parse_region(text, self.chrom_sizes)])
+        fasta_order = {chrom: k for k, chrom in enumerate(self.chrom_sizes)}
+        self.intervals["predict"] = sorted(regions, key=lambda interval: (fasta_order[interval.chrom], interval.start))
         if self.bed is not None:
             self._assign_bed_windows(stage)
         label_names = self._label_names(stage)

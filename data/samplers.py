@@ -67,8 +67,10 @@ def parse_region(text: str, chrom_sizes: dict[str, int]) -> list[Interval]:
     for name in chrom_sizes if chrom == "*" else [chrom]:
         size = chrom_sizes[name]
         start, end = (0, size) if match["start"] is None else (_position(match["start"], size), _position(match["end"], size))
-        if not 0 <= start < end <= size:
-            raise ConfigError(f"region {text!r}: {name}:{start}-{end} is empty or outside the chromosome (length {size})")
+        if end > size:
+            raise ConfigError(f"region {text!r}: {name}:{start}-{end} ends past the chromosome's end (length {size})")
+        if not 0 <= start < end:
+            raise ConfigError(f"region {text!r}: {name}:{start}-{end} is empty")
         intervals.append(Interval(name, start, end))
     return intervals
 

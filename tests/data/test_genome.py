@@ -201,8 +201,10 @@ def test_regions_and_splits_never_overlap():
     assert parse_region("chrA:1,000-2,000", CHROMS) == [Interval("chrA", 1000, 2000)]
     with pytest.raises(ConfigError, match="expected 'chrom'"):
         parse_region("chrA:1.5-20", CHROMS)  # a decimal position is not a base
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match="chrA:20-10 is empty$"):
         parse_region("chrA:20-10", CHROMS)
+    with pytest.raises(ConfigError, match=r"chrC:800-1000 ends past the chromosome's end \(length 900\)$"):
+        parse_region("chrC:800-1000", CHROMS)
     splits = split_intervals(CHROMS, ["chrC"], ["chrA:2000-3000", "chrB:0-100"])
     covered = np.zeros(sum(CHROMS.values()), dtype=int)
     offsets = dict(zip(CHROMS, np.cumsum([0, *CHROMS.values()])))
@@ -433,3 +435,20 @@ def test_gff_track_joins_parts_by_parent_and_refuses_a_feature_across_the_origin
     with pytest.raises(DataError, match=r"parts.gff.*line 2.*CDS ori: its parts reach both ends of chrA"):
         build_track(gff, genome_files[0], tmp_path / "ori.zarr", ["CDS:start"])
     assert not (tmp_path / "ori.zarr").exists()
+
+
+def test_numbered_chromosomes_are_names_in_region_lists(tmp_path):
+    """Ensembl names chromosomes 1, 2, X: a command line's [2] is a list of one number, read as the name "2"."""
+    from jsonargparse import ArgumentParser
+
+    fasta = tmp_path / "numbered.fa"
+    fasta.write_text(">1\n" + "ACGT" * 100 + "\n>2\n" + "GGCA" * 50 + "\n>X\n" + "TTAG" * 25 + "\n")
+    parser = ArgumentParser()
+    parser.add_class_arguments(GenomeData, "data")
+    options = parser.parse_args(["--data.fasta", str(fasta), "--data.target", "next_base", "--data.val_regions", "[2]",
+                                 "--data.predict_regions", "[X, 1:0-40]"])
+    data = GenomeData(**options.data)
+    data.setup("fit")
+    assert data.intervals["val"] == [Interval("2", 0, 200)]
+    data.setup("predict")  # in FASTA order, whatever the order given
+    assert data.intervals["predict"] == [Interval("1", 0, 40), Interval("X", 0, 100)]

@@ -27,7 +27,8 @@ from seqpipe.tasks.bigwig_writer import main as bigwig_main
 from seqpipe.tasks.genome_writer import BedGraphRuns, BinMeans, GenomePredictionWriter
 from seqpipe.tasks.per_base import NextBaseLM
 
-REGIONS = ["chrA:130-2000", "chrA:2400-2950", "chrB", "chrC:5-800"]
+#: out of genome order, two overlapping: predicted in genome order, each base once
+REGIONS = ["chrB", "chrA:2400-2950", "chrA:130-2000", "chrC:5-800", "chrA:1900-2100"]
 
 
 def read_bedgraph(path) -> pd.DataFrame:
