@@ -80,6 +80,10 @@ class Allele:
     id: str
 
 
+#: the skip reason of a REF that is not the FASTA's base (a VCF of another assembly?), warned about record by record
+DISAGREES = "disagrees with the FASTA"
+
+
 def check_allele(allele: Allele, genome: Genome) -> str | None:
     """Why ``allele`` cannot be scored, or None. Only single-base substitutions are scored: an indel would need
     reference and alternate windows of different lengths, which a per-base score cannot compare position by
@@ -96,6 +100,8 @@ def check_allele(allele: Allele, genome: Genome) -> str | None:
         return "ALT is N"
     if allele.ref.upper() == "N":
         return "REF is N"
+    if allele.ref.upper() in IUPAC_AMBIGUITY:
+        return "REF is an ambiguity code"
     if allele.chrom not in genome.chrom_sizes:
         return "chromosome not in the FASTA"
     if allele.pos < 0:
@@ -104,7 +110,7 @@ def check_allele(allele: Allele, genome: Genome) -> str | None:
         return "position past the chromosome end"
     found = letters(genome.read(allele.chrom, allele.pos, allele.pos + 1))
     if allele.ref.upper() != found:
-        return f"REF {allele.ref} disagrees with the FASTA ({found})"
+        return f"REF {allele.ref} {DISAGREES} ({found})"
     return None
 
 
@@ -414,7 +420,7 @@ def score_vcf(options: argparse.Namespace) -> None:
         write_scored_vcf(vcf, records, alleles, reasons, scores, vcf_out, Path(options.vcf))
     # one line per record: its ALTs share the REF
     mismatches = {a.record: f"{a.chrom}:{a.pos + 1} {a.id}: {reason}" for a, reason in zip(alleles, reasons)
-                  if reason is not None and reason.startswith("REF")}
+                  if reason is not None and DISAGREES in reason}
     report(len(alleles), skipped, list(mismatches.values()), paths)
 
 
@@ -483,7 +489,7 @@ def report(total: int, skipped, mismatches: list[str], paths: list[Path]) -> Non
 
 def reason_counts(reasons) -> str:
     """"2 indel, 1 REF disagrees with the FASTA": how many alleles were skipped for each reason."""
-    counts = Counter("REF disagrees with the FASTA" if r.startswith("REF") else r for r in reasons if r is not None)
+    counts = Counter(f"REF {DISAGREES}" if DISAGREES in r else r for r in reasons if r is not None)
     return ", ".join(f"{n} {reason}" for reason, n in counts.items())
 
 

@@ -416,16 +416,18 @@ def test_ref_n_and_pos_0_are_skipped_with_their_reason(tmp_path, capsys):
     chromosome. Both are listed as skipped; the rest is scored."""
     data_info = {"vocab_size": 6, "tokenizer": "dna", "label_names": list("ACGT"), "next_token_targets": False}
     write_checkpoint(tmp_path / "lm.ckpt", MASKED_LM, None, data_info=data_info)
-    chrom = CHROM[:100] + "N" + CHROM[101:]
+    chrom = CHROM[:100] + "N" + CHROM[101:150] + "R" + CHROM[151:]
     fasta = write_fasta(tmp_path / "g.fa", {"chr1": chrom})
-    rows = [("chr1", 101, "n", "N", "A"), ("chr1", 0, "tel", "A", "C"),
+    rows = [("chr1", 101, "n", "N", "A"), ("chr1", 0, "tel", "A", "C"), ("chr1", 151, "iupac", "R", "A"),
             ("chr1", 201, "ok", chrom[200], "ACGT".replace(chrom[200], "")[0])]
     vcf = write_vcf(tmp_path / "v.vcf", rows, {"chr1": 400})
     assert main(["--ckpt_path", str(tmp_path / "lm.ckpt"), "--data.fasta", fasta, "--vcf", vcf, "--window", str(WINDOW),
                  "--out", str(tmp_path / "out")]) == 0
-    assert "skipped 2 (listed in" in capsys.readouterr().out
+    printed = capsys.readouterr()
+    assert "skipped 3 (listed in" in printed.out and "disagree" not in printed.out + printed.err  # none is a mismatch
     skipped = pd.read_csv(tmp_path / "out.skipped.tsv", sep="\t")
-    assert list(zip(skipped["id"], skipped["reason"])) == [("n", "REF is N"), ("tel", "POS 0 (before the chromosome's first base)")]
+    assert list(zip(skipped["id"], skipped["reason"])) == [("n", "REF is N"), ("tel", "POS 0 (before the chromosome's first base)"),
+                                                          ("iupac", "REF is an ambiguity code")]
     assert list(pd.read_csv(tmp_path / "out.tsv", sep="\t")["id"]) == ["ok"]
 
 
