@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Literal
 
 import pandas as pd
@@ -9,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torchmetrics import MetricCollection
+from torchmetrics.utilities import dim_zero_cat
 from torchmetrics.classification import MulticlassAccuracy, MulticlassAUROC, MulticlassF1Score, MulticlassMatthewsCorrCoef
 
 from seqpipe.chunked import valid_mean
@@ -32,6 +34,26 @@ class MatthewsCorrCoef(MulticlassMatthewsCorrCoef):
         covariance = confmat.trace() * total - (truth * predicted).sum()
         spread = ((total**2 - (predicted**2).sum()) * (total**2 - (truth**2).sum())).sqrt()
         return (covariance / spread if spread > 0 else torch.zeros((), dtype=confmat.dtype, device=confmat.device)).float()
+
+
+class PresentClassesAUROC(MulticlassAUROC):
+    """Macro one-vs-rest AUROC over the classes the epoch's targets hold (with positives and negatives), NaN when
+    none does. torchmetrics 1.9 counts a class absent from the split as 0 (with a warning): a validation split that
+    lacks a one-record class read 0.45 for a model whose present classes scored 0.88."""
+
+    def __init__(self, num_classes: int, thresholds: int | None = None):
+        super().__init__(num_classes, average="none", thresholds=thresholds)
+
+    def compute(self) -> torch.Tensor:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "No (positive|negative) samples in targets")  # the classes left out
+            per_class = super().compute()
+        if self.thresholds is None:
+            counts = torch.bincount(dim_zero_cat(self.target).long(), minlength=self.num_classes)
+        else:  # binned: the confusion matrices (thresholds, C, 2, 2) count each class's positives, row 1
+            counts = self.confmat[0, :, 1, :].sum(-1)
+        defined = (counts > 0) & (counts < counts.sum())
+        return per_class[defined].mean() if defined.any() else torch.tensor(float("nan"), device=per_class.device)
 
 
 def pool(features: torch.Tensor, lengths: torch.Tensor | None, how: Literal["mean", "last"]) -> torch.Tensor:
@@ -144,7 +166,7 @@ class SequenceClassification(TaskHead):
             "acc": MulticlassAccuracy(n, average="micro"),
             "f1": MulticlassF1Score(n, average="macro"),
             "mcc": MatthewsCorrCoef(n),
-            "auroc": MulticlassAUROC(n),
+            "auroc": PresentClassesAUROC(n),
         })
 
     def update_metrics(self, metrics: MetricCollection, outputs: torch.Tensor, batch: dict[str, Any]) -> None:

@@ -14,12 +14,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torchmetrics import MetricCollection
-from torchmetrics.classification import BinaryAccuracy, BinaryAUROC, MulticlassAccuracy, MulticlassAUROC
+from torchmetrics.classification import BinaryAccuracy, BinaryAUROC, MulticlassAccuracy
 
 from seqpipe.contracts import DataInfo
 from seqpipe.dna_alphabet import BASES
 from seqpipe.errors import ConfigError
 from seqpipe.heads import TaskHead
+from seqpipe.tasks.classification import PresentClassesAUROC
 
 
 class PerBaseClassification(TaskHead):
@@ -67,7 +68,7 @@ class PerBaseClassification(TaskHead):
         if n == 2:
             return MetricCollection({"acc": BinaryAccuracy(), "auroc": BinaryAUROC(thresholds=self.auroc_bins)})
         return MetricCollection({
-            "acc": MulticlassAccuracy(n, average="micro"), "auroc": MulticlassAUROC(n, thresholds=self.auroc_bins),
+            "acc": MulticlassAccuracy(n, average="micro"), "auroc": PresentClassesAUROC(n, thresholds=self.auroc_bins),
         })
 
     def update_metrics(self, metrics: MetricCollection, outputs: torch.Tensor, batch: dict[str, Any]) -> None:

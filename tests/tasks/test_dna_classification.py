@@ -6,8 +6,10 @@ from __future__ import annotations
 import itertools
 from collections import Counter
 
+import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from seqpipe.backbone import Backbone
 from seqpipe.chunked import valid_max
@@ -146,3 +148,23 @@ def test_mcc_matches_scikit_learn_and_is_zero_for_a_constant_prediction():
         metric = MatthewsCorrCoef(k)
         metric.update(predicted, truth)
         assert float(metric.compute()) == pytest.approx(matthews_corrcoef(truth.numpy(), predicted.numpy()), abs=1e-6)
+
+
+@pytest.mark.parametrize("thresholds", [None, 2000])
+def test_auroc_averages_the_classes_the_split_holds_as_scikit_learn(thresholds):
+    """Macro one-vs-rest AUROC against scikit-learn's over the classes present: a class the split lacks (a one-record
+    class kept for training) is left out, not counted as 0 as torchmetrics 1.9 does; none present is NaN."""
+    from sklearn.metrics import roc_auc_score
+
+    from seqpipe.tasks.classification import PresentClassesAUROC
+
+    generator = torch.Generator().manual_seed(1)
+    truth = torch.randint(0, 2, (80,), generator=generator)  # classes 0 and 1 of three
+    probs = torch.softmax(torch.randn(80, 3, generator=generator) + 2 * F.one_hot(truth, 3), -1)
+    metric = PresentClassesAUROC(3, thresholds)
+    metric.update(probs, truth)
+    expected = np.mean([roc_auc_score(truth.numpy() == k, probs[:, k].numpy()) for k in (0, 1)])
+    assert float(metric.compute()) == pytest.approx(expected, abs=1e-3 if thresholds else 1e-6)
+    one_class = PresentClassesAUROC(3, thresholds)
+    one_class.update(probs, torch.zeros(80, dtype=torch.long))
+    assert torch.isnan(one_class.compute())
