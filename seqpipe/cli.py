@@ -98,6 +98,9 @@ class SeqpipeCLI(LightningCLI):
         stream long records) are put back over them."""
         subcommand = self.config.get("subcommand")
         config = self.config[subcommand] if subcommand else None
+        if config is not None and not config.get("ckpt_path") and subcommand in ("test", "validate"):
+            # the model would be freshly initialised, and its metrics those of chance
+            raise ConfigError(f"{subcommand} scores a trained model: pass --ckpt_path (best, last or a checkpoint file)")
         if config is None or not config.get("ckpt_path"):
             return
         path = config.ckpt_path

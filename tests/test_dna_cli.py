@@ -197,6 +197,13 @@ def test_missing_checkpoint_is_a_clear_error(dataset, tmp_path, capsys):
         seqpipe("predict", "--config", dataset / "config.yaml", "--data.predict", dataset / "unlabelled.fasta",
                 "--ckpt_path", tmp_path)
     assert f"seqpipe: error: --ckpt_path {tmp_path}: is a directory, not a checkpoint file" in capsys.readouterr().err
+    for subcommand in ("test", "validate"):  # without a checkpoint they would score a freshly initialised model
+        with pytest.raises(SystemExit):
+            seqpipe(subcommand, "--config", dataset / "config.yaml", "--data.train", dataset / "train", "--data.test",
+                    dataset / "test", "--trainer.default_root_dir", tmp_path / "none")
+        assert capsys.readouterr().err.strip().splitlines()[-1] == (
+            f"seqpipe: error: {subcommand} scores a trained model: pass --ckpt_path (best, last or a checkpoint file)")
+    assert not (tmp_path / "none").exists()
     with pytest.raises(SystemExit):  # Lightning's own names would skip the checks of the checkpoint's classes
         seqpipe("predict", "--config", dataset / "config.yaml", "--data.predict", dataset / "unlabelled.fasta",
                 "--ckpt_path", "registry")
