@@ -60,8 +60,8 @@ class DNASequenceDataset(Dataset):
     """Items ``{"x": LongTensor (L,), "y": int (labelled data only), "id": str, "where": str (its file and
     id, for messages)}``.
 
-    Sequences longer than ``max_length`` are cropped: at a random offset when ``random_crop``, else around
-    their centre. ``max_shift``: each sequence is moved by a uniform random number of bases ``s`` in
+    Sequences longer than ``max_length`` are cropped: at a random offset when ``random_crop``, else as many bases
+    off each end (``max_length - 1`` kept when the excess is odd: strand-symmetric). ``max_shift``: each sequence is moved by a uniform random number of bases ``s`` in
     [-max_shift, max_shift], its length kept: bases ``s:`` then ``s`` N for ``s > 0``, ``-s`` N then bases
     ``:L + s`` for ``s < 0`` (a promoter's start site jitters by up to ``max_shift``). ``reverse_complement_p``:
     chance of replacing a sequence by its reverse complement. Randomness uses torch's generator, which the
@@ -88,8 +88,12 @@ class DNASequenceDataset(Dataset):
         tokens = self.data.tokens[index]
         if self.max_length is not None and len(tokens) > self.max_length:
             excess = len(tokens) - self.max_length
-            start = int(torch.randint(excess + 1, ())) if self.random_crop else excess // 2
-            tokens = tokens[start : start + self.max_length]
+            if self.random_crop:
+                start = int(torch.randint(excess + 1, ()))
+                tokens = tokens[start : start + self.max_length]
+            else:  # as many bases off each end, so the crop of a reverse complement is the crop's reverse complement
+                cut = (excess + 1) // 2  # an odd excess keeps max_length - 1 bases
+                tokens = tokens[cut : len(tokens) - cut]
         x = torch.from_numpy(tokens).long()
         if self.max_shift:
             x = shift(x, int(torch.randint(-self.max_shift, self.max_shift + 1, ())), DNA_VOCAB["N"])

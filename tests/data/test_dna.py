@@ -140,6 +140,15 @@ def test_max_length_crops_centre_for_evaluation_and_random_windows_for_training(
     for batch in first_training_batches(data, 200):
         windows |= {tokenizer.decode(row) for row in batch["x"] if len(tokenizer.decode(row)) == 4}
     assert windows == {strand[start : start + 4] for strand in strands for start in range(7)}
+    # an odd excess: as many bases off each end (one fewer kept), so a reverse complement keeps the same bases
+    reverse = tokenizer.decode(tokenizer.reverse_complement(tokenizer.encode(sequence)))
+    write_fasta(tmp_path / "both" / "a.fa", [("forward", sequence), ("reverse", reverse)])
+    write_fasta(tmp_path / "both" / "b.fa", [("b1", "TTT")])
+    data = DNAClassificationData(train=str(tmp_path / "both"), val=str(tmp_path / "both"), max_length=5, batch_size=4)
+    data.setup("fit")
+    batch = next(iter(data.val_dataloader()))
+    forward, backward = (tokenizer.decode(row[:n]) for row, n in zip(batch["x"][:2], batch["lengths"][:2]))
+    assert forward == sequence[3:7] and backward == tokenizer.decode(tokenizer.reverse_complement(tokenizer.encode(forward)))
 
 
 def test_predict_with_a_checkpoint_crops_as_the_model_was_trained_unless_told_otherwise(tmp_path, caplog):
