@@ -72,6 +72,10 @@ def test_records_sharing_a_first_word_are_named_by_their_whole_header(tmp_path):
     assert [r.id for r in read_records(path, labelled=False)] == ["pos r240", "neg r241 x", "pos r242"]
     twice = write_fasta(tmp_path / "b.fasta", [("pos r1", "ACGT"), ("pos r1", "GG")])
     assert [r.id for r in read_records(twice, labelled=False)] == ["pos", "pos"]
+    # the same file in a class folder gets the same ids
+    write_fasta(tmp_path / "classes" / "promoter.fa", [("pos r240", "ACGT"), ("neg  r241 x", "GG"), ("pos r242", "TT")])
+    write_fasta(tmp_path / "classes" / "other.fa", [("o1", "ACGT")])
+    assert [r.id for r in read_records(tmp_path / "classes")] == ["o1", "pos r240", "neg r241 x", "pos r242"]
 
 
 def test_label_pattern_without_group_takes_the_whole_match(tmp_path):
