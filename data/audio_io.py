@@ -135,9 +135,14 @@ def list_clips(source: str | Path, split: str | None, untagged: str | None = Non
     return _read_manifest(source, split, split if untagged is None else untagged)
 
 
+def _is_clip(path: Path) -> bool:
+    """An audio file by its name; hidden files (macOS's ``._clip.wav`` resource forks) are not clips."""
+    return path.is_file() and path.suffix.lower() in AUDIO_SUFFIXES and not path.name.startswith(".")
+
+
 def _list_class_folders(root: Path) -> list[tuple[Path, str | None]]:
     folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    loose = sorted(p for p in root.iterdir() if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES)
+    loose = sorted(p for p in root.iterdir() if _is_clip(p))
     if loose and not folders:  # a flat folder of clips: unlabelled, for prediction
         return [(path, None) for path in loose]
     if not folders:
@@ -145,7 +150,7 @@ def _list_class_folders(root: Path) -> list[tuple[Path, str | None]]:
                               "the clips in DIR itself), or give a CSV manifest")
     clips, others = [], []
     for folder in folders:
-        files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES)
+        files = sorted(p for p in folder.iterdir() if _is_clip(p))
         if not files:
             raise DataError(folder, f"empty class folder: no {'/'.join(AUDIO_SUFFIXES)} files")
         clips.extend((path, folder.name) for path in files)

@@ -258,8 +258,11 @@ class DNAClassificationData(SplitDataModule):
                            "trained with; sequences are cropped to the one given")
 
     def _check_vocabulary(self) -> None:
-        """A restored model must have been trained on the ids this tokenizer produces."""
-        trained = self.trained_info.input.vocab if self.trained_info and isinstance(self.trained_info.input, TokenInput) else None
+        """A restored model must have been trained on the ids this tokenizer produces (on tokens at all)."""
+        if self.trained_info is not None and not isinstance(self.trained_info.input, TokenInput):
+            raise ConfigError(f"the checkpoint's model reads {self.trained_info.input.channels}-channel signals (audio or a "
+                              "series), not DNA: give the config it was trained with")
+        trained = self.trained_info.input.vocab if self.trained_info else None
         if trained is not None and trained != self.tokenizer.vocab:
             raise ConfigError(f"the checkpoint's model was trained with the vocabulary {trained}, "
                               f"but the {self.tokenizer.name!r} tokenizer encodes with {self.tokenizer.vocab}")

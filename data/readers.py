@@ -326,8 +326,9 @@ def _finish_fasta_record(path: Path, header: str, line: int, chunks: list[str]) 
 
 
 def open_text(path: Path) -> IO[str]:
-    """The file as text (UTF-8), gunzipped when its content is gzip, whatever its name."""
-    return gzip.open(path, "rt", encoding="utf-8") if compression(path) != "none" else open(path, encoding="utf-8")
+    """The file as text (UTF-8, a byte-order mark as Windows editors write it dropped), gunzipped when its content
+    is gzip, whatever its name."""
+    return gzip.open(path, "rt", encoding="utf-8-sig") if compression(path) != "none" else open(path, encoding="utf-8-sig")
 
 
 def compression(path: Path) -> str:

@@ -174,6 +174,15 @@ def test_bad_input_raises_a_data_error_naming_the_file(tmp_path, case):
         data_module(tmp_path, train=str(source)).setup("fit")
 
 
+def test_hidden_files_in_class_folders_are_not_clips(tmp_path):
+    """macOS leaves ``._0.wav`` resource forks beside the clips it copies: not audio, and not read."""
+    root = write_class_folders(tmp_path / "clips", np.random.default_rng(3))
+    (root / "hum" / "._0.wav").write_bytes(b"\x00\x05\x16\x07 not audio")
+    dm = data_module(tmp_path, train=str(root))
+    dm.setup("fit")
+    assert len(dm.datasets["train"]) + len(dm.datasets["val"]) == 12
+
+
 @pytest.mark.parametrize("case", ["corrupt", "empty_clip"])
 def test_skip_bad_leaves_out_and_counts_bad_clips(tmp_path, case):
     source, _ = bad_input_cases(tmp_path)[case]

@@ -46,6 +46,10 @@ def test_checkpoint_trained_on_another_vocabulary_is_refused(motifs):
     data.restore_data_info(DataInfo.from_dict({"vocab_size": len(other), "vocab": other, "label_names": CLASSES}))
     with pytest.raises(ConfigError, match="vocabulary"):
         data.setup("predict")
+    data = DNAClassificationData(predict=str(motifs / "unlabelled.fasta"))  # an audio model's checkpoint
+    data.restore_data_info(DataInfo.from_dict({"input_dim": 1, "sample_rate": 16000.0, "label_names": CLASSES}))
+    with pytest.raises(ConfigError, match="the checkpoint's model reads 1-channel signals .audio or a series., not DNA"):
+        data.setup("predict")
 
 
 def test_batches(motifs):

@@ -107,6 +107,8 @@ def test_fasta_sequence_lines_are_joined_and_whitespace_stripped(tmp_path):
     path = tmp_path / "a.fa"
     path.write_text("\n>s1 desc\r\nACGT  \r\nGG\n\n>s2\nT\n")
     assert [(r.id, r.sequence) for r in read_records(path)] == [("s1", "ACGTGG"), ("s2", "T")]
+    path.write_bytes(b"\xef\xbb\xbf>s1 a\r\nACGT\r\n")  # UTF-8 with a byte-order mark, as Windows Notepad saves it
+    assert [(r.id, r.sequence) for r in read_records(path)] == [("s1", "ACGT")]
 
 
 @pytest.mark.parametrize(
