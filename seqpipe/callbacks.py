@@ -51,10 +51,11 @@ class SequenceLengthWarmup(Callback):
         return None
 
     def training_window(self, epoch: int, window_length: int, batch_size: int) -> tuple[int, int]:
-        """(window length, batch size) of training epoch ``epoch``: its stage's, or the data module's own after the
-        last stage."""
+        """(window length, batch size) of training epoch ``epoch``: its stage's (its window no longer than the data
+        module's ``window_length``: a warm-up never lengthens windows), or the data module's own after the last
+        stage."""
         stage = self.stage_at(epoch)
-        shape = (stage["window_length"], stage["batch_size"]) if stage else (window_length, batch_size)
+        shape = (min(stage["window_length"], window_length), stage["batch_size"]) if stage else (window_length, batch_size)
         if epoch == 0 or stage is not self.stage_at(epoch - 1):
             rank_zero_info(f"sequence-length warm-up: epoch {epoch} trains on windows of {shape[0]} in batches of {shape[1]}")
         return shape

@@ -111,5 +111,7 @@ def test_model_chunk_size_and_stream_state():
 def test_warmup_stages():
     warmup = SequenceLengthWarmup([{"epochs": 2, "window_length": 64, "batch_size": 8}, {"epochs": 1, "window_length": 256, "batch_size": 2}])
     assert [warmup.stage_at(e)["window_length"] if warmup.stage_at(e) else None for e in range(5)] == [64, 64, 256, None, None]
+    # a data module of shorter windows than a stage's (--data.window_length 128): the stage never lengthens them
+    assert [warmup.training_window(e, 128, 4) for e in range(4)] == [(64, 8), (64, 8), (128, 2), (128, 4)]
     with pytest.raises(ConfigError, match="stage 1"):
         SequenceLengthWarmup([{"epochs": 1, "window_length": 64}])
