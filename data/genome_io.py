@@ -14,6 +14,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
+import re
 import shutil
 import struct
 import zlib
@@ -122,6 +123,11 @@ class Genome:
                 self._fasta = pyfaidx.Fasta(str(self.path), indexname=str(index), gzi_indexname=str(blocks), as_raw=True)
             except (pyfaidx.FastaIndexingError, ValueError, OSError, EOFError, struct.error, RuntimeError) as error:
                 # struct.error, RuntimeError: what a truncated or damaged bgzip file gives
+                uneven = re.search(r"Inconsistent line found in >(\S+) at line (\d+)", str(error))
+                if uneven:
+                    raise DataError(self.source, "a sequence line of another length than the record's first: an indexed "
+                                                 "genome needs every line of a record but its last as long (re-wrap it, "
+                                                 "e.g. seqkit seq -w 60)", record=uneven[1], line=int(uneven[2])) from None
                 raise DataError(self.source, f"cannot index this FASTA with pyfaidx (a truncated or damaged file?): "
                                              f"{error}") from None
             self._pid = os.getpid()

@@ -336,6 +336,9 @@ def test_bad_inputs_raise_with_the_file_named(tmp_path, genome_files):
     data.setup("test")
     with pytest.raises(ConfigError, match="no test windows: set data.test_regions"):
         data.test_dataloader()
+    (tmp_path / "uneven.fa").write_text(">chrX\nACGTACGT\nACG\nACGTACGT\n")
+    with pytest.raises(DataError, match=r"uneven.fa, record 'chrX', line 3: a sequence line of another length .* seqkit"):
+        Genome(tmp_path / "uneven.fa", tmp_path / "cache").read("chrX", 0, 4)
     (tmp_path / "bad.fa").write_text(">chrX\nACGT?ACGT\n")
     with pytest.raises(DataError, match="bad.fa"):
         Genome(tmp_path / "bad.fa").read("chrX", 0, 9)
