@@ -210,6 +210,11 @@ class ForecastData(SplitDataModule):
         if saved and saved.series.calendar and self.series.times is None:
             raise DataError(self.path, f"no timestamps, which the model's calendar features "
                             f"({', '.join(saved.series.calendar)}) need; give the time column (data.time_column)")
+        trained_freq = saved.series.freq if saved else None
+        if trained_freq and self.series.freq and pd.tseries.frequencies.to_offset(trained_freq) != \
+                pd.tseries.frequencies.to_offset(self.series.freq):
+            raise DataError(self.path, f"its time step is {self.series.freq!r}, but the model was trained on steps of "
+                                       f"{trained_freq!r}: it would forecast steps it never learned")
         if saved and self.series.unused_columns:
             rank_zero_warn(f"{self.path}: column(s) {self.series.unused_columns} are ignored: the model was trained on {columns}")
         if stage == "predict":

@@ -120,6 +120,13 @@ def test_predict_window_is_the_last_rows_and_future_follows_the_frequency(series
     assert "y" not in item
     last = pd.Timestamp(frame["date"].iloc[-1])
     assert list(pd.to_datetime(item["future_time"].numpy())) == list(pd.date_range(last, periods=PRED + 1, freq="h")[1:])
+    # the same rows at 15-minute steps: the hourly model would forecast steps it never learned
+    quarter = frame.assign(date=pd.date_range(frame["date"].iloc[0], periods=len(frame), freq="15min"))
+    quarter.to_csv(series_dir / "quarter.csv", index=False)
+    data = ForecastData(path=str(series_dir / "quarter.csv"))
+    data.restore_data_info(trained)
+    with pytest.raises(DataError, match=r"quarter.csv: its time step is '15min', but the model was trained on steps of 'h'"):
+        data.setup("predict")
 
 
 @pytest.mark.parametrize("fit_time_column, predict_time_column", [(None, "none"), ("none", None)])
