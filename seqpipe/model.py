@@ -25,6 +25,8 @@ from seqpipe.pretrained import load_backbone_weights, report_loaded
 EVALUATED_SPLITS = ("val", "test")
 #: the most backbone positions evaluated as one window (the longest genome window); longer inputs must stream
 LONGEST_WHOLE_INPUT = 1 << 20
+#: the share of trainer.max_time left unplanned when its epochs are counted, for epochs slower than the first
+MAX_TIME_MARGIN = 0.1
 #: what the too-long error tells a ``seqpipe fit/test/predict`` user to do
 STREAM_OR_CROP = ("stream it with --model.chunk_size (e.g. 65536; causal backbones) or crop it (--data.max_length for "
                   "DNA, --data.max_seconds for audio)")
@@ -396,7 +398,9 @@ class SequenceModel(L.LightningModule):
             return
         first = timer.time_elapsed()
         done = self.current_epoch + 1
-        fit = max(done + int(remaining // max(first, 1e-9)), self.hparams.head_warmup_epochs + 1)
+        # the epochs that fit in all but MAX_TIME_MARGIN of what remains: a loaded machine's later epochs run slower
+        fitting = int(remaining * (1 - MAX_TIME_MARGIN) // max(first, 1e-9))
+        fit = max(done + fitting, self.hparams.head_warmup_epochs + 1)
         epochs = self.trainer.strategy.broadcast(fit, src=0)  # rank 0's count, so that every process stops together
         if epochs >= max_epochs:
             return
