@@ -166,9 +166,9 @@ def _read_csv(path: Path, time_column: str | None, columns: Sequence[str] | None
     if table.empty:
         raise DataError(path, "no rows after the header")
     _check_comma_separated(path, table)
-    _check_header_names(path)
     lines = RowLines(path, len(table))
     time_column = None if time_column == NO_TIME_COLUMN else time_column or _detect_time_column(table)
+    _check_header_names(path, table, time_column)
     if time_column is not None and time_column not in table.columns:
         raise DataError(path, f"no time column {time_column!r}; the columns are {list(table.columns)} (set data.time_column)")
     available = [c for c in table.columns if c != time_column]
@@ -297,12 +297,13 @@ def _first_non_utf8(path: Path) -> tuple[int | None, int | None]:
     return None, None
 
 
-def _check_header_names(path: Path) -> None:
+def _check_header_names(path: Path, table: pd.DataFrame, time_column: str | None) -> None:
     """Refuse a header with an empty or a repeated name, which pandas would read as an ``Unnamed: k`` column (an
-    index written by ``to_csv``, a separator ending every line) or rename to ``a.1``."""
+    index written by ``to_csv``, a separator ending every line) or rename to ``a.1``. An unnamed time column (the
+    DatetimeIndex of a frame that ``to_csv`` wrote) is read as the time column."""
     header = [str(name).strip() for name in pd.read_csv(path, header=None, nrows=1, dtype=str, keep_default_na=False).iloc[0]]
     for k, name in enumerate(header, start=1):
-        if not name:
+        if not name and table.columns[k - 1] != time_column:
             raise DataError(path, f"column {k} of the header has no name: name it, or leave it out (a separator ending "
                                   "every line, or an index that to_csv wrote: write with index=False)", line=1)
         if header.index(name) < k - 1:

@@ -582,3 +582,10 @@ def test_headers_pandas_would_rename_and_text_columns_are_named_with_what_to_do(
     (tmp_path / "d.csv").write_bytes(text.encode("latin-1"))
     with pytest.raises(DataError, match=message):
         read_series(tmp_path / "d.csv")
+
+
+def test_the_unnamed_time_index_of_a_frame_that_to_csv_wrote_is_the_time_column(tmp_path):
+    frame = pd.DataFrame({"a": np.arange(30.0)}, index=pd.date_range("2021-01-01", periods=30, freq="h"))
+    frame.to_csv(tmp_path / "indexed.csv")  # header ",a"
+    series = read_series(tmp_path / "indexed.csv")
+    assert series.columns == ["a"] and series.freq == "h" and series.times[0] == pd.Timestamp("2021-01-01")
