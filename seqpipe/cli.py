@@ -38,7 +38,7 @@ from seqpipe.command import CTRL_C_EXIT, SIGTERM_EXIT, exit_stopped_while_starti
 #: subcommand -> ("module:function", help). The function takes the argument list and returns an exit code; it
 #: is imported only when its subcommand runs, so core does not import the data or task modules.
 TOOLS = {
-    "track": ("seqpipe.data.gff_track:main", "write a per-base label track (zarr) from GFF3 annotations"),
+    "track": ("seqpipe.data.gff_track:main", "write a per-base label track (zarr) from GFF3 or GTF annotations"),
     "synthetic": ("seqpipe.data.synthetic:main", "generate a small seeded data set (DNA motifs, series, audio)"),
     "variants": ("seqpipe.tasks.variant_effects:main", "score the variants of a VCF with a trained DNA model"),
     "explain": ("seqpipe.tasks.attribution:main", "in-silico mutagenesis and gradient x input maps, with logos"),
@@ -74,6 +74,9 @@ class SeqpipeCLI(LightningCLI):
         would pass as ``--trainer.max_epochs`` where no other option starts so, and be refused where one does)."""
         parser = super().init_parser(**kwargs)
         parser.allow_abbrev = False
+        if "description" not in kwargs:  # the command's own parser (each subcommand's has its method's description)
+            parser.description = ("seqpipe: S4 and Mamba models for DNA, audio and time series. Train with fit, score "
+                                  "with test, validate and predict (--ckpt_path best, last or a checkpoint file).")
         return parser
 
     def add_arguments_to_parser(self, parser) -> None:
