@@ -77,18 +77,23 @@ class SequenceClassification(TaskHead):
             linear layer, and add the logits: the model can use what is strand-specific and what is on the other
             strand; for sequences given in a known orientation, fitted without reverse-complement augmentation.
             "forward": the sequence as given only.
+        monitor: the validation metric that chooses the best checkpoint (highest): "acc", or for imbalanced
+            classes "mcc", "f1" or "auroc" (accuracy would choose a model that always says the majority class).
 
-    Logs accuracy, macro-F1, MCC and macro one-vs-rest AUROC over the whole epoch; the best checkpoint is
-    the one with the highest ``val/acc``. Class names come from the data (sorted) and travel in the checkpoint.
+    Logs accuracy, macro-F1, MCC and macro one-vs-rest AUROC over the whole epoch. Class names come from the data
+    (sorted) and travel in the checkpoint.
     """
 
     task = "a sequence classifier"
-    monitor = "val/acc"
     monitor_mode = "max"
 
     def __init__(self, pooling: Literal["mean", "last"] = "mean", dropout: float = 0.0,
-                 strands: Literal["average", "pair", "forward"] = "average"):
+                 strands: Literal["average", "pair", "forward"] = "average",
+                 monitor: Literal["acc", "mcc", "f1", "auroc"] = "acc"):
         super().__init__()
+        if monitor not in ("acc", "mcc", "f1", "auroc"):
+            raise ConfigError(f"{type(self).__name__}: monitor must be acc, mcc, f1 or auroc, got {monitor!r}")
+        self.monitor = f"val/{monitor}"
         if strands not in STRANDS:
             raise ConfigError(f"{type(self).__name__}: strands must be one of {', '.join(STRANDS)}, got {strands!r}")
         if pooling not in ("mean", "last"):

@@ -46,6 +46,7 @@ class DNASequenceClassification(SequenceClassification):
         dropout: as for the parent.
         strands: as for the parent (the k-mers of each strand are counted in its own view, so with "average"
             both strands still get one prediction).
+        monitor: as for the parent.
 
     features (B, L, D) -> logits (B, n_classes).
     """
@@ -58,12 +59,13 @@ class DNASequenceClassification(SequenceClassification):
         dropout: float = 0.0,
         strands: Literal["average", "pair", "forward"] = "average",
         kmer_size: int = 0,
+        monitor: Literal["acc", "mcc", "f1", "auroc"] = "acc",
     ):
         if pooling not in ("mean", "last", "max", "mean_max"):
             raise ConfigError(f"DNASequenceClassification: pooling must be mean, last, max or mean_max, got {pooling!r}")
         if not 0 <= kmer_size <= 8:
             raise ConfigError(f"DNASequenceClassification: kmer_size must be 0 (none) to 8, got {kmer_size}")
-        super().__init__(pooling="mean", dropout=dropout, strands=strands)
+        super().__init__(pooling="mean", dropout=dropout, strands=strands, monitor=monitor)
         self.pooling, self.kmer_size = pooling, kmer_size
 
     def bind(self, d_model: int, data_info: DataInfo) -> None:

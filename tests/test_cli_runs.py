@@ -64,12 +64,12 @@ def predict_args(dataset: Path, checkpoint, out: Path) -> list:
 
 def test_fit_names_its_checkpoints_and_best_last_resolve_to_the_newest_run(dataset, tmp_path, capfd):
     root = tmp_path / "run"
-    for _ in range(2):  # the second fit is version_1: the name must follow it
+    for monitor in ("acc", "mcc"):  # the second fit is version_1: the name must follow it; it keeps the best MCC
         seqpipe("fit", "--config", dataset / "config.yaml", "--data.train", dataset / "train",
-                "--trainer.default_root_dir", root)
+                "--model.head.init_args.monitor", monitor, "--trainer.default_root_dir", root)
     out = capfd.readouterr().out
     newest = root / "lightning_logs" / "version_1" / "checkpoints"
-    assert "best checkpoint (val/acc " in out and f"{newest / 'best.ckpt'}" in out
+    assert "best checkpoint (val/acc " in out and "best checkpoint (val/mcc " in out and f"{newest / 'best.ckpt'}" in out
     assert f"last checkpoint: {newest / 'last.ckpt'}" in out
 
     seqpipe(*predict_args(dataset, "best", root / "predictions.csv"))

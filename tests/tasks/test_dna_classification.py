@@ -105,6 +105,9 @@ def test_bad_options_are_one_error():
         DNASequenceClassification(pooling="sum")
     with pytest.raises(ConfigError, match="SequenceClassification: pooling must be 'mean' or 'last', got 'max'"):
         SequenceClassification(pooling="max")  # the plain head has no max: it would have pooled the last position
+    with pytest.raises(ConfigError, match="monitor must be acc, mcc, f1 or auroc, got 'loss'"):
+        DNASequenceClassification(monitor="loss")
+    assert DNASequenceClassification(monitor="mcc").monitor == "val/mcc" and SequenceClassification().monitor == "val/acc"
     with pytest.raises(ConfigError, match="kmer_size must be"):
         DNASequenceClassification(kmer_size=12)
     with pytest.raises(ConfigError, match="needs DNA tokens"):
