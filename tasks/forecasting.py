@@ -87,9 +87,11 @@ class Forecasting(TaskHead):
         self.seq_len, self.pred_len = int(series.seq_len), int(series.pred_len)
         self.n_inputs = len(series.columns)
         self.target_index = list(series.target_index)
-        # float64, as the data module scales: a column of 1e8 +- 3 keeps its variation back in the data's units
-        self.register_buffer("scaler_mean", torch.tensor(series.mean, dtype=torch.float64)[self.target_index], persistent=False)
-        self.register_buffer("scaler_std", torch.tensor(series.std, dtype=torch.float64)[self.target_index], persistent=False)
+        # the targets' scaler in float64 on the CPU, as the data module scales (a column of 1e8 +- 3 keeps its variation
+        # back in the data's units; MPS has no float64), and its std on the model's device for the metrics' errors
+        self.target_mean = np.asarray(series.mean, dtype=np.float64)[self.target_index]
+        self.target_std = np.asarray(series.std, dtype=np.float64)[self.target_index]
+        self.register_buffer("scaler_std", torch.tensor(self.target_std, dtype=torch.float32), persistent=False)
         others = [name for name in series.columns if name not in series.targets]
         if self.channel_independent and others:
             rank_zero_warn(f"Forecasting: channel_independent forecasts each target from its own history, so the other "
@@ -158,17 +160,18 @@ class Forecasting(TaskHead):
             metrics |= {"crps": MeanMetric(), "coverage": MeanMetric()}
         return MetricCollection(metrics)
 
-    def to_original(self, values: torch.Tensor) -> torch.Tensor:
-        """Scaled values (..., C_target) -> the data's units, float64."""
-        return values.double() * self.scaler_std + self.scaler_mean
+    def to_original(self, values: torch.Tensor) -> np.ndarray:
+        """Scaled values (..., C_target) -> the data's units, float64 on the CPU."""
+        return values.detach().cpu().double().numpy() * self.target_std + self.target_mean
 
     def update_metrics(self, metrics: MetricCollection, outputs: torch.Tensor, batch: dict[str, Any]) -> None:
         outputs, target = outputs.detach().float(), batch["y"].float()
         point = self.distribution.to_prediction(outputs)
         metrics["mse"].update(point, target)
         metrics["mae"].update(point, target)
-        metrics["mse_orig"].update(self.to_original(point), self.to_original(target))
-        metrics["mae_orig"].update(self.to_original(point), self.to_original(target))
+        # errors in the data's units are the scaled errors times std (the mean cancels: no large offset in float32)
+        metrics["mse_orig"].update(point * self.scaler_std, target * self.scaler_std)
+        metrics["mae_orig"].update(point * self.scaler_std, target * self.scaler_std)
         if self.distribution.probabilistic:
             metrics["crps"].update(self.distribution.crps(outputs, target))
             metrics["coverage"].update(self.distribution.covered(outputs, target))
@@ -190,7 +193,7 @@ class Forecasting(TaskHead):
             "variable": np.tile(targets, batch_size * self.pred_len),
         })
         for name, values in columns.items():
-            frame[name] = values.cpu().numpy().ravel()
+            frame[name] = values.ravel()
         return frame
 
 
