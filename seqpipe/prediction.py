@@ -33,10 +33,6 @@ class PredictionWriter(BasePredictionWriter):
         if path is not None and Path(path).is_dir():
             # checked here, before the model and the data load, not after every prediction was computed
             raise ConfigError(f"--prediction.path {path}: is a directory; give a file name such as {Path(path) / 'predictions.csv'}")
-        if path is not None and Path(path).suffix.lower() not in ("", ".csv", ".tsv"):
-            # a forecast's plot goes beside the CSV as .png: out.png would be both, and one would be lost
-            raise ConfigError(f"--prediction.path {path}: the predictions are a table; give a .csv or .tsv name (a "
-                              "forecast's plot is written beside it as .png)")
         self.path = path
         self._output: Output | None = None
         self._rows = 0

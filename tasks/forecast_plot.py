@@ -9,6 +9,7 @@ import pandas as pd
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info
 
+from seqpipe.errors import ConfigError
 from seqpipe.outputs import Output, run_directory
 from seqpipe.prediction import PredictionWriter
 from seqpipe.tasks.forecasting import batch_times
@@ -94,6 +95,9 @@ class ForecastPlot(Callback):
     def _beside_csv(trainer) -> Path:
         for callback in trainer.callbacks:
             csv = callback.target_for(trainer) if isinstance(callback, PredictionWriter) else None
+            if csv is not None and csv.suffix.lower() == ".png":  # the plot and the CSV would be one file
+                raise ConfigError(f"--prediction.path {csv}: a forecast's plot is written beside the predictions as "
+                                  f".png; give the predictions another name (e.g. {csv.with_suffix('.csv')})")
             if csv is not None:
                 return csv.with_suffix(".png")
         return run_directory(trainer) / "predictions.png"

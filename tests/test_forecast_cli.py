@@ -97,8 +97,8 @@ def test_fit_test_predict(tmp_path, capsys, loss, data_file):
     with pytest.raises(SystemExit):
         main([*again[:-4], "--prediction.path", str(tmp_path / "plot.png"), *again[-2:]])
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
-        f"seqpipe: error: --prediction.path {tmp_path / 'plot.png'}: the predictions are a table; give a .csv or .tsv "
-        "name (a forecast's plot is written beside it as .png)")
+        f"seqpipe: error: --prediction.path {tmp_path / 'plot.png'}: a forecast's plot is written beside the "
+        f"predictions as .png; give the predictions another name (e.g. {tmp_path / 'plot.csv'})")
     assert not (tmp_path / "plot.png").exists()
 
 
