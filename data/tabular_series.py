@@ -168,11 +168,11 @@ def _read_csv(path: Path, time_column: str | None, columns: Sequence[str] | None
     _check_comma_separated(path, table)
     lines = RowLines(path, len(table))
     time_column = None if time_column == NO_TIME_COLUMN else time_column or _detect_time_column(table)
-    _check_header_names(path, table, time_column)
     if time_column is not None and time_column not in table.columns:
         raise DataError(path, f"no time column {time_column!r}; the columns are {list(table.columns)} (set data.time_column)")
     available = [c for c in table.columns if c != time_column]
     names = _select(path, available, columns, columns_hint)
+    _check_header_names(path, table, names)
     values = np.empty((len(table), len(names)), dtype=np.float64)
     for k, name in enumerate(names):
         text = table[name]
@@ -297,17 +297,20 @@ def _first_non_utf8(path: Path) -> tuple[int | None, int | None]:
     return None, None
 
 
-def _check_header_names(path: Path, table: pd.DataFrame, time_column: str | None) -> None:
-    """Refuse a header with an empty or a repeated name, which pandas would read as an ``Unnamed: k`` column (an
-    index written by ``to_csv``, a separator ending every line) or rename to ``a.1``. An unnamed time column (the
-    DatetimeIndex of a frame that ``to_csv`` wrote) is read as the time column."""
-    header = [str(name).strip() for name in pd.read_csv(path, header=None, nrows=1, dtype=str, keep_default_na=False).iloc[0]]
-    for k, name in enumerate(header, start=1):
-        if not name and table.columns[k - 1] != time_column:
-            raise DataError(path, f"column {k} of the header has no name: name it, or leave it out (a separator ending "
-                                  "every line, or an index that to_csv wrote: write with index=False)", line=1)
-        if header.index(name) < k - 1:
-            raise DataError(path, f"columns {header.index(name) + 1} and {k} of the header are both named {name!r}", line=1)
+def _check_header_names(path: Path, table: pd.DataFrame, used: list[str]) -> None:
+    """Refuse a value column read (``used``, pandas' names) whose header name is empty or repeated, which pandas reads
+    as an ``Unnamed: k`` column (an index written by ``to_csv``, a separator ending every line) or renames ``a.1``.
+    Columns left out (``data.columns``), and an unnamed time column (a frame's DatetimeIndex), may be so."""
+    header = [str(name) for name in pd.read_csv(path, header=None, nrows=1, dtype=str, keep_default_na=False).iloc[0]]
+    for column in used:
+        k = list(table.columns).index(column)
+        if not header[k].strip():
+            raise DataError(path, f"column {k + 1} of the header has no name: name it, or leave it out with data.columns "
+                                  "(a separator ending every line, or an index that to_csv wrote: write with index=False)",
+                            line=1)
+        if header.count(header[k]) > 1:
+            first, second = [i + 1 for i, name in enumerate(header) if name == header[k]][:2]
+            raise DataError(path, f"columns {first} and {second} of the header are both named {header[k]!r}", line=1)
 
 
 def _not_numeric_advice(name: str, cell: str) -> str:

@@ -584,6 +584,12 @@ def test_headers_pandas_would_rename_and_text_columns_are_named_with_what_to_do(
         read_series(tmp_path / "d.csv")
 
 
+def test_columns_left_out_may_be_unnamed_or_repeated(tmp_path):
+    rows = "".join(f"2021-01-01 {hour:02d}:00,1,2,{hour},\n" for hour in range(4))
+    (tmp_path / "d.csv").write_text("date,a,a,b,\n" + rows)
+    assert read_series(tmp_path / "d.csv", columns=["b"]).columns == ["b"]
+
+
 def test_the_unnamed_time_index_of_a_frame_that_to_csv_wrote_is_the_time_column(tmp_path):
     frame = pd.DataFrame({"a": np.arange(30.0)}, index=pd.date_range("2021-01-01", periods=30, freq="h"))
     frame.to_csv(tmp_path / "indexed.csv")  # header ",a"
