@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Literal, Sequence
 
@@ -211,10 +212,11 @@ class ForecastData(SplitDataModule):
             raise DataError(self.path, f"no timestamps, which the model's calendar features "
                             f"({', '.join(saved.series.calendar)}) need; give the time column (data.time_column)")
         trained_freq = saved.series.freq if saved else None
-        if trained_freq and self.series.freq and pd.tseries.frequencies.to_offset(trained_freq) != \
-                pd.tseries.frequencies.to_offset(self.series.freq):
+        if trained_freq and self.series.freq and not math.isclose(mean_step(trained_freq), mean_step(self.series.freq),
+                                                                   rel_tol=0.01):
             raise DataError(self.path, f"its time step is {self.series.freq!r}, but the model was trained on steps of "
-                                       f"{trained_freq!r}: it would forecast steps it never learned")
+                                       f"{trained_freq!r}: it would forecast steps it never learned (resample the rows "
+                                       "to the model's step, or train a model on this one)")
         if saved and self.series.unused_columns:
             rank_zero_warn(f"{self.path}: column(s) {self.series.unused_columns} are ignored: the model was trained on {columns}")
         if stage == "predict":
@@ -289,6 +291,13 @@ class ForecastData(SplitDataModule):
     def _loader(self, split: str) -> DataLoader:
         return self.split_loader(split, self.datasets[split], batch_size=self.batch_size, shuffle=split == "train",
                                  num_workers=self.num_workers)
+
+
+def mean_step(freq: str) -> float:
+    """The mean step of a pandas frequency in seconds, over 104 steps: the same for anchors that differ (weeks from
+    Sunday or Monday, month starts or ends), not for other steps (business days against days)."""
+    times = pd.date_range("2001-01-01", periods=105, freq=freq)
+    return (times[-1] - times[0]).total_seconds() / 104
 
 
 def training_moments(series: Series, stop: int) -> tuple[np.ndarray, np.ndarray]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -127,6 +128,15 @@ def test_predict_window_is_the_last_rows_and_future_follows_the_frequency(series
     data.restore_data_info(trained)
     with pytest.raises(DataError, match=r"quarter.csv: its time step is '15min', but the model was trained on steps of 'h'"):
         data.setup("predict")
+
+
+
+def test_the_time_step_check_compares_steps_not_anchors():
+    from seqpipe.data.timeseries import mean_step
+
+    assert mean_step("W-SUN") == mean_step("W-MON") and mean_step("h") == mean_step("60min")
+    assert math.isclose(mean_step("MS"), mean_step("ME"), rel_tol=0.01)
+    assert not math.isclose(mean_step("B"), mean_step("D"), rel_tol=0.01)
 
 
 @pytest.mark.parametrize("fit_time_column, predict_time_column", [(None, "none"), ("none", None)])
