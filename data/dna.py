@@ -26,9 +26,9 @@ from seqpipe.errors import ConfigError, DataError, first_few, location
 
 #: the single-record classes a warning names
 SINGLES_SHOWN = 3
-#: positions a training batch may hold once padded to its longest record (batch_size x length): 64 records of 65k
-#: bases; more takes gigabytes of activations a layer, which ended in an out-of-memory traceback after start-up
-LONGEST_TRAINING_BATCH = 1 << 22
+#: positions of a training batch padded to its longest record (batch_size x length) past which fit warns: 64 records
+#: of 65k bases; more takes gigabytes of activations a layer (an out-of-memory error, after start-up)
+LARGE_TRAINING_BATCH = 1 << 22
 
 
 def example_pattern(labels: Iterable[str], most: int = 8) -> str:
@@ -248,16 +248,16 @@ class DNAClassificationData(SplitDataModule):
             self.splits["test"] = self._encode(self._read("test"), label_names)
 
     def _check_training_batch(self, train: EncodedSequences) -> None:
-        """Refuse, before training, a record so long that a training batch padded to it would not fit in memory (one
+        """Warn, before training, of a record so long that a training batch padded to it may not fit in memory (one
         of 150,000 bases among 100-base promoters: 64 x 150,000 positions, gigabytes of activations per layer)."""
         longest = int(np.argmax([len(tokens) for tokens in train.tokens]))
         length = min(len(train.tokens[longest]), self.max_length or len(train.tokens[longest]))
-        if self.batch_size * length > LONGEST_TRAINING_BATCH:
-            fits = max(1, LONGEST_TRAINING_BATCH // self.batch_size)
-            raise DataError(train.where[longest], f"a training record of {length:,} bases: a batch of {self.batch_size} "
-                                                  f"padded to it would hold {self.batch_size * length:,} positions, more "
-                                                  f"than the {LONGEST_TRAINING_BATCH:,} allowed: crop with "
-                                                  f"--data.max_length {fits:,} or less, or lower --data.batch_size")
+        if self.batch_size * length > LARGE_TRAINING_BATCH:
+            fits = max(1, LARGE_TRAINING_BATCH // self.batch_size)
+            rank_zero_warn(f"{train.where[longest]}: a training record of {length:,} bases: a batch of {self.batch_size} "
+                           f"padded to it holds {self.batch_size * length:,} positions, which may not fit in memory: "
+                           f"crop with --data.max_length {fits} or less, lower --data.batch_size, or stream long "
+                           "records with --model.chunk_size (causal backbones)")
 
     def _crop_as_trained(self) -> None:
         """A restored model trained on sequences cropped to ``max_length`` reads new data so cropped too, unless

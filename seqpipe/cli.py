@@ -13,6 +13,7 @@ import sys
 from argparse import ArgumentError
 from pathlib import Path
 
+import torch
 import yaml
 from jsonargparse import Namespace
 from lightning.pytorch import LightningDataModule
@@ -421,6 +422,11 @@ def _user_error(error: BaseException) -> SeqpipeError | None:
             return ConfigError(f"Lightning: {error}")
         if isinstance(error, RuntimeError) and str(error).startswith("Early stopping conditioned on metric"):
             return ConfigError(f"EarlyStopping: {first_line(error)}")
+        if isinstance(error, torch.OutOfMemoryError) or (isinstance(error, RuntimeError)
+                                                          and "DefaultCPUAllocator: can't allocate memory" in str(error)):
+            return SeqpipeError(f"out of memory ({first_line(error)[:160]}): lower --data.batch_size, crop long "
+                                "sequences (--data.max_length, --data.window_length) or stream them in chunks "
+                                "(--model.chunk_size)")
         if isinstance(error, RuntimeError) and str(error).startswith("Error(s) in loading state_dict"):
             detail = next((line.strip() for line in str(error).splitlines()[1:] if line.strip()), "")
             return CheckpointError(f"--ckpt_path: the checkpoint's weights do not fit the model the config builds (a "

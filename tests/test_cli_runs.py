@@ -773,3 +773,12 @@ def test_sigterm_while_the_command_starts_is_one_line_and_exit_143(dataset, tmp_
     assert process.returncode == 143, err[-3000:]
     assert err.strip().splitlines()[-1] == "seqpipe: stopped by SIGTERM while starting; nothing was run"
     assert not list(tmp_path.iterdir())
+
+
+def test_running_out_of_memory_is_one_line_saying_what_to_lower():
+    from seqpipe.cli import _user_error
+
+    error = _user_error(RuntimeError("[enforce fail at alloc_cpu.cpp:119] data. DefaultCPUAllocator: can't allocate "
+                                     "memory: you tried to allocate 1036800000 bytes. Error code 12"))
+    assert str(error).startswith("out of memory ([enforce fail") and "--data.batch_size" in str(error)
+    assert "--model.chunk_size" in str(_user_error(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB")))
