@@ -6,7 +6,8 @@
 The track holds one uint8 array per FASTA record (chunked, same length as the record): 0 where no listed
 feature lies, ``k`` where the k-th ``--feature`` lies (a later ``--feature`` wins where features overlap).
 A feature is a GFF type (column 3), or ``TYPE:start`` / ``TYPE:end``: the first / last 3 bases of each feature
-of that type *on its strand* (for a CDS, its start codon / its stop codon), so that a model learns the
+of that type *on its strand* (for a GFF3 CDS, its start codon / its stop codon; a GTF CDS ends before its stop
+codon, a ``stop_codon`` feature of its own), so that a model learns the
 boundaries themselves and not only the composition inside. Parts of one feature (GFF3 lines sharing an ``ID``,
 e.g. a CDS split by a programmed frameshift, or GTF lines sharing a ``transcript_id``, the CDS exons of a
 transcript) are one feature there; its strand must be "+" or "-". Both
