@@ -212,6 +212,8 @@ class DNAClassificationData(SplitDataModule):
         super().__init__()
         self.fasta, self.cache_dir, self.label_column = fasta, cache_dir, label_column
         check_options({"max_length": max_length, "batch_size": batch_size}, {"val_fraction": val_fraction})
+        if max_length == 1:  # the strand-symmetric centre crop keeps max_length - 1 bases of an odd excess
+            raise ConfigError("data.max_length must be at least 2, got 1")
         check_shift_augment(shift_augment)
         self.paths = {"train": train, "val": val, "test": test, "predict": predict}
         self.reader_options = {"label_pattern": label_pattern, "sequence_column": sequence_column, "id_column": id_column}

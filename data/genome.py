@@ -465,7 +465,9 @@ class GenomeData(SplitDataModule):
         sampler = self._sampler(split, window_length, generator)
         if len(sampler) == 0:
             if split == "train":  # only BED rows can leave it empty (the regions always leave some genome)
-                raise ConfigError(f"no train windows: no row of data.bed {self.bed} is in the training split")
+                raise ConfigError(f"no train windows: no row of data.bed {self.bed} is in the training split (rows "
+                                  "outside data.val_regions and data.test_regions, or of split 'train' in the "
+                                  "data.split_column)")
             raise ConfigError(f"no {split} windows: set data.{split}_regions (or a BED split column)")
         return self.split_loader(
             split, self._datasets[split], seed=self.seed, batch_size=1 if self.stream and split == "predict" else batch_size,

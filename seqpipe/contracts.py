@@ -165,12 +165,12 @@ class DataInfo:
                    bool(saved.get("next_token_targets", False)), extra)
 
 
-def chosen_class(names: list[str], chosen: str | None, option: str) -> str:
-    """The class ``chosen`` among ``names`` (a model's classes, in index order), the last when None; one not among
-    them is an error naming ``option``, the tool option or parameter that gave it."""
+def chosen_class(names: list[str], chosen: str | None, option: str, of: str = "the model") -> str:
+    """The class ``chosen`` among ``names`` (the classes ``of`` a model or its predictions, in index order), the last
+    when None; one not among them is an error naming ``option``, the tool option or parameter that gave it."""
     chosen = names[-1] if chosen is None else chosen
     if chosen not in names:
-        raise ConfigError(f"{option} {chosen!r} is not a class of the model ({', '.join(names)})")
+        raise ConfigError(f"{option} {chosen!r} is not a class of {of} ({', '.join(names)})")
     return chosen
 
 

@@ -46,7 +46,7 @@ def write_bigwig(zarr_path: str | Path, bigwig_path: str | Path, target: str | N
     missing = [chrom for chrom in sizes if chrom not in group]
     if missing:
         raise DataError(zarr_path, f"no array for chromosome {missing[0]!r} of its chrom_sizes: not a complete prediction store")
-    column = names.index(chosen_class(names, target, "--target"))
+    column = names.index(chosen_class(names, target, "--target", "the predictions"))
     handle = pyBigWig.open(str(bigwig_path), "w")
     try:
         handle.addHeader(list(sizes.items()), maxZooms=10)

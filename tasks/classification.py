@@ -8,6 +8,7 @@ from typing import Any, Literal
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.utilities import dim_zero_cat
@@ -53,7 +54,10 @@ class PresentClassesAUROC(MulticlassAUROC):
         else:  # binned: the confusion matrices (thresholds, C, 2, 2) count each class's positives, row 1
             counts = self.confmat[0, :, 1, :].sum(-1)
         defined = (counts > 0) & (counts < counts.sum())
-        return per_class[defined].mean() if defined.any() else torch.tensor(float("nan"), device=per_class.device)
+        if not defined.any():  # a monitor of NaN would keep the first epoch's checkpoint as the best
+            rank_zero_warn("AUROC is undefined (NaN): the split holds one class only")
+            return torch.tensor(float("nan"), device=per_class.device)
+        return per_class[defined].mean()
 
 
 def pool(features: torch.Tensor, lengths: torch.Tensor | None, how: Literal["mean", "last"]) -> torch.Tensor:

@@ -354,6 +354,7 @@ def test_errors_name_a_record_whose_header_is_its_label_by_its_number(tmp_path):
         ({"train": "x.fa"}, "predict", "data.predict is not set"),
         ({"val_fraction": 1.0}, None, "data.val_fraction"),
         ({"max_length": 0}, None, "data.max_length"),
+        ({"max_length": 1}, None, "data.max_length must be at least 2, got 1"),
     ],
 )
 def test_missing_or_invalid_arguments_are_config_errors(arguments, stage, expected):
