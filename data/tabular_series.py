@@ -18,7 +18,6 @@ since no fill policy can tell what it stood for.
 from __future__ import annotations
 
 import gzip
-import re
 import warnings
 import zlib
 from dataclasses import dataclass, field
@@ -28,24 +27,17 @@ from typing import Literal, Sequence
 import numpy as np
 import pandas as pd
 
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info
 
 from seqpipe.data.readers import check_fields_match_header, check_header_separator
-from seqpipe.data.regular_grid import regularise, usual_step
-from seqpipe.errors import ConfigError, DataError, first_few, first_line
+from seqpipe.data.regular_grid import regularise
+from seqpipe.data.timestamps import RowLines, infer_frequency, parse_times, row_name, zarr_times
+from seqpipe.errors import ConfigError, DataError, first_few
 
 FillPolicy = Literal["ffill", "interpolate"]
 IrregularPolicy = Literal["error", "resample"]
 NO_TIME_COLUMN = "none"
-_CF_UNITS = {
-    "nanoseconds": "ns", "microseconds": "us", "milliseconds": "ms", "seconds": "s", "minutes": "min",
-    "hours": "h", "days": "D",
-}
-_CF_CALENDARS = (None, "standard", "gregorian", "proleptic_gregorian")
 TIME_COLUMN_NAMES = ("date", "datetime", "time", "timestamp", "ds")
-_UTC_OFFSET = r"(?:Z|[+-]\d\d:?\d\d)\s*$"  # how a timestamp's text ends when it carries its UTC offset
-_DAY_MONTH = r"^\s*(\d{1,2})([/.\-])(\d{1,2})\2(\d{4}|\d{2})(?:([ T])(\d{1,2}(?::\d\d){0,2}))?"  # 01/02/2021 12:00
-_DATE_FORMAT_HINT = "set data.date_format to the timestamps' format (e.g. '%d/%m/%Y %H:%M' for day-first dates)"
 _ROWS_SHOWN = 10
 
 
@@ -183,28 +175,10 @@ def _read_csv(path: Path, time_column: str | None, columns: Sequence[str] | None
             raise DataError(path, f"column {name!r} is not numeric: row {row} holds {text.iat[row]!r}; "
                                   f"{_not_numeric_advice(name, text.iat[row])}", line=lines.of(row))
         values[:, k] = numbers.to_numpy(dtype=np.float64)
-    times = None if time_column is None else _parse_times(path, table[time_column], lines, date_format)
+    times = None if time_column is None else parse_times(path, table[time_column], lines, date_format)
     series = _checked_series(path, names, times, values, fill, irregular, lines=lines)
     series.unused_columns = [c for c in available if c not in names]
     return series
-
-
-class RowLines:
-    """The line in the file of each of the ``rows`` rows pandas read (it skips blank lines), counted by reading the
-    file again only when a message asks (:meth:`of`)."""
-
-    def __init__(self, path: Path, rows: int):
-        self.path, self.rows = path, rows
-        self._lines: np.ndarray | None = None
-        self._counted = False
-
-    def of(self, row: int) -> int | None:
-        """Row ``row``'s line; None when the lines do not add up to the rows (a quoted cell holding a line break)."""
-        if not self._counted:
-            with pd.io.common.get_handle(self.path, "r", compression="infer", errors="replace") as handle:
-                lines = np.array([number for number, text in enumerate(handle.handle, start=1) if text.strip()])[1:]
-            self._lines, self._counted = (lines if len(lines) == self.rows else None), True
-        return None if self._lines is None else int(self._lines[row])
 
 
 def _check_comma_separated(path: Path, table: pd.DataFrame) -> None:
@@ -252,7 +226,7 @@ def _read_zarr(path: Path, time_column, columns, fill, irregular, max_in_memory_
             raise DataError(path, f"the 1-D arrays read differ in length: {lengths}")
         length = next(iter(lengths.values()), 0)
         if time_column is not None:
-            times = _zarr_times(path, time_column, arrays[time_column], date_format)
+            times = zarr_times(path, time_column, arrays[time_column], date_format)
     for name in names:
         array = parts_by_name[name][0]
         if not np.issubdtype(np.dtype(array.dtype), np.number) or np.issubdtype(np.dtype(array.dtype), np.timedelta64):
@@ -347,104 +321,6 @@ def _select(path: Path, available: list[str], wanted: Sequence[str] | None, hint
     return list(wanted)
 
 
-def _row_name(row: int, lines: RowLines | None) -> str:
-    """How messages name row ``row``: with its line in the file when ``lines`` knows it."""
-    line = None if lines is None else lines.of(row)
-    return f"row {row}" if line is None else f"row {row} (line {line})"
-
-
-def _parse_times(path: Path, text: pd.Series, lines: RowLines | None, date_format: str | None) -> pd.DatetimeIndex:
-    """Timestamps from text (or datetime64): naive, in the file's UTC offset when every row has the same one,
-    in UTC when it changes (daylight saving)."""
-    if date_format is None and text.dtype.kind not in "mM" and not pd.isna(pd.to_numeric(text.iat[0], errors="coerce")):
-        raise DataError(path, f"timestamp {text.iat[0]!r} at {_row_name(0, lines)} is a number, not a date: write the "
-                        "timestamps as dates (2021-01-01 00:00:00), give their format (data.date_format, e.g. '%Y%m%d'), "
-                        "or set data.time_column none to number the rows")
-    if date_format is not None:
-        try:  # a format pandas cannot use raises even with errors="coerce"
-            pd.to_datetime(pd.Series(["2000-01-01"]), format=date_format, errors="coerce")
-        except ValueError as error:
-            raise ConfigError(f"data.date_format {date_format!r}: {first_line(error)} (strftime codes such as "
-                              "'%d/%m/%Y %H:%M')") from None
-    options = {"errors": "coerce", "format": date_format or ("mixed" if text.dtype == object else None)}
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", "Could not infer format")  # the error below names the row and data.date_format
-        try:
-            parsed = pd.to_datetime(text, **options)
-        except ValueError:  # pandas refuses several UTC offsets in one column unless it converts them to UTC
-            _check_offsets(path, text, lines)
-            parsed = pd.to_datetime(text, utc=True, **options)
-    if parsed.isna().any():
-        row = int(np.flatnonzero(parsed.isna().to_numpy())[0])
-        advice = f"it does not match data.date_format {date_format!r}" if date_format else _DATE_FORMAT_HINT
-        if pd.isna(text.iat[row]):
-            raise DataError(path, f"the timestamp at {_row_name(row, lines)} is empty")
-        if text.dtype.kind not in "mM":  # pandas gives NaT, not an error, for an offset among naive timestamps
-            _check_offsets(path, text, lines)
-        raise DataError(path, f"timestamp {text.iat[row]!r} at {_row_name(row, lines)} is not a date; {advice}")
-    if date_format is None and text.dtype.kind not in "mM":
-        _warn_if_day_first_possible(path, text, parsed)
-    return pd.DatetimeIndex(parsed).as_unit("ns")  # batches carry int64 nanoseconds, whatever unit pandas chose
-
-
-def _warn_if_day_first_possible(path: Path, text: pd.Series, parsed: pd.Series) -> None:
-    """Warn when every timestamp, read month first as pandas does (01/02/2021 = 2 January), also reads day first:
-    nothing in the file tells the two apart, and only data.date_format can."""
-    parts = text.astype(str).str.extract(_DAY_MONTH)
-    if parts[0].isna().any():
-        return
-    first, second = parts[0].astype(int), parts[2].astype(int)
-    if first.max() > 12 or second.max() > 12 or (first == second).all():
-        return
-    row = int(np.flatnonzero((first != second).to_numpy())[0])
-    separator, year, clock_separator, clock = (parts.iat[row, i] for i in (1, 3, 4, 5))
-    day_first = f"%d{separator}%m{separator}{'%Y' if len(year) == 4 else '%y'}"
-    if isinstance(clock, str):
-        day_first += clock_separator + ":".join(["%H", "%M", "%S"][: clock.count(":") + 1])
-    if not re.fullmatch(_DAY_MONTH + r"\s*", str(text.iat[row])):  # a T, fractions, an offset: only the start is known
-        day_first = day_first[:8] + "...' (then the rest of the timestamp's format)"
-    else:
-        day_first += "'"
-    rank_zero_warn(f"{path}: timestamps such as {text.iat[row]!r} are read month first ({parsed.iat[row]:%Y-%m-%d}); "
-                   f"each of them also reads day first: if they are, set data.date_format '{day_first}")
-
-
-def _check_offsets(path: Path, text: pd.Series, lines: RowLines | None) -> None:
-    """A UTC offset on some timestamps and not on others is an error naming the first row that differs from row 0."""
-    with_offset = text.astype(str).str.contains(_UTC_OFFSET).to_numpy()
-    differs = np.flatnonzero(with_offset != with_offset[0])
-    if differs.size:
-        row = int(differs[0])
-        has, lacks = (row, 0) if with_offset[row] else (0, row)
-        raise DataError(path, f"timestamp {text.iat[has]!r} at {_row_name(has, lines)} has a UTC offset, but "
-                        f"{text.iat[lacks]!r} at {_row_name(lacks, lines)} has none: give every timestamp an offset, or none")
-
-
-def _zarr_times(path: Path, name: str, array, date_format: str | None) -> pd.DatetimeIndex:
-    """The time coordinate: datetime64, date strings, or numbers with CF-style ``units`` ("<unit> since <date>")."""
-    values = np.asarray(array[:])
-    if np.issubdtype(values.dtype, np.datetime64) or values.dtype.kind in "OSU":
-        return _parse_times(path, pd.Series(values), None, date_format)
-    units = array.attrs.get("units")
-    if values.dtype.kind not in "iuf" or not isinstance(units, str):
-        raise DataError(path, f"time coordinate {name!r} holds {values.dtype} values without CF-style units: store "
-                        "datetime64 values, or add a 'units' attribute such as 'seconds since 1970-01-01 00:00:00'")
-    unit, _, origin = units.strip().partition(" since ")
-    calendar = array.attrs.get("calendar")
-    if unit.lower() not in _CF_UNITS or calendar not in _CF_CALENDARS:
-        raise DataError(path, f"time coordinate {name!r}: units {units!r} (calendar {calendar!r}) are not understood; "
-                        f"expected '<{'|'.join(_CF_UNITS)}> since <date>' on the standard calendar")
-    try:
-        start = pd.Timestamp(origin.strip())
-    except ValueError:
-        raise DataError(path, f"time coordinate {name!r}: units {units!r} give no date after 'since'") from None
-    if np.isnan(values.astype(np.float64)).any():
-        row = int(np.flatnonzero(np.isnan(values.astype(np.float64)))[0])
-        raise DataError(path, f"time coordinate {name!r} is missing at row {row}")
-    offsets = pd.to_timedelta(values, unit=_CF_UNITS[unit.lower()])
-    return pd.DatetimeIndex(start.tz_localize(None) + offsets).as_unit("ns")
-
-
 def _bad_cells_by_chunks(columns: ZarrColumns) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
     """(row, column) of every infinite and of every missing value, read one chunk row-range at a time."""
     infinite, missing, rows = [], [], columns.chunk_rows() * 16
@@ -462,7 +338,7 @@ _NON_FINITE_ADVICE = "infinite, or beyond float64; data.fill does not repair the
 def _cells_message(what: str, cells: list[tuple[int, int]], names: list[str], lines: RowLines | None, advice: str) -> str:
     rows = sorted({row for row, _ in cells})
     columns = [names[c] for c in sorted({c for _, c in cells})]
-    shown = first_few([_row_name(row, lines) for row in rows], _ROWS_SHOWN, unit="rows")
+    shown = first_few([row_name(row, lines) for row in rows], _ROWS_SHOWN, unit="rows")
     return f"{len(cells)} {what} values in column(s) {columns} at {shown}; {advice}"
 
 
@@ -503,7 +379,7 @@ def _checked_series(path: Path, names: list[str], times: pd.DatetimeIndex | None
         values = _handle_missing(path, values, names, fill, lines)
     if times is not None and irregular == "resample":
         times, values = _resample(path, times, values, names, fill)
-    freq = None if times is None else _infer_frequency(path, times, lines)
+    freq = None if times is None else infer_frequency(path, times, lines)
     # float64 in memory, so the scaler's moments are the same whether a store is loaded whole or read lazily
     return Series(str(path), list(names), times, freq, values)
 
@@ -521,34 +397,6 @@ def _resample(path: Path, times: pd.DatetimeIndex, values: np.ndarray, names: li
                        f"{regular.inserted_steps} missing steps inserted and filled ({fill})")
     values = _fill(path, regular.values, names, fill) if regular.inserted_steps else regular.values
     return regular.times, values
-
-
-def _infer_frequency(path: Path, times: pd.DatetimeIndex, lines: RowLines | None) -> str:
-    """The series' pandas frequency; the first duplicated, out-of-order or off-grid row is an error."""
-    if len(times) < 3:
-        raise DataError(path, f"only {len(times)} rows: a frequency needs at least 3 timestamps")
-    steps = np.diff(times.asi8)
-    for row in np.flatnonzero(steps <= 0)[:1] + 1:
-        at = f"{times[row]} at {_row_name(int(row), lines)}"
-        if steps[row - 1] == 0:
-            raise DataError(path, f"duplicate timestamp: {at} repeats the previous row's; set data.irregular resample "
-                                  "to average rows sharing a timestamp")
-        raise DataError(path, f"timestamps are not sorted: {at} comes before the previous row's {times[row - 1]}; sort "
-                              "the rows by time (data.irregular resample sorts them too, and says how many it moved)")
-    freq = pd.infer_freq(times)
-    if freq is not None:
-        return freq
-    usual = usual_step(steps)
-    row = int(np.flatnonzero(steps != usual)[0]) + 1
-    expected = times[row - 1] + pd.Timedelta(usual, "ns")
-    on_grid = (times.asi8[row] - times.asi8[0]) % usual == 0
-    advice = ("set data.irregular resample (with data.fill) to insert missing steps" if on_grid else
-              "it is off the grid of that step from the first row: correct or remove it (data.irregular resample "
-              "repairs only duplicates and gaps)")
-    raise DataError(
-        path, f"irregular timestamps: {_row_name(row, lines)} is at {times[row]}, but the series steps by "
-        f"{pd.Timedelta(usual, 'ns')} (expected {expected}); {advice}"
-    )
 
 
 def check_fill(fill: str | None) -> None:
