@@ -60,6 +60,10 @@ class PerBaseClassification(TaskHead):
     def loss(self, outputs: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
         """Logits (B, L, K) -> cross-entropy against ``batch["y"]`` (B, L), averaged over the positions where
         ``batch["mask"]`` (B, L) is set."""
+        if batch["y"].dim() != 2:  # GenomeData(target="window_class"): one class per window
+            raise ConfigError(f"{type(self).__name__} scores every base, but the data gives one class per window "
+                              "(data.target window_class): use a sequence head, --model.head "
+                              "seqpipe.tasks.classification.SequenceClassification")
         mask = batch["mask"]
         return F.cross_entropy(outputs[mask].float(), batch["y"][mask].long())
 

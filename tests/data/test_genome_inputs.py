@@ -100,6 +100,21 @@ def test_bed_with_an_unknown_chromosome_is_one_line_naming_the_record(genome, tm
     assert capsys.readouterr().err.strip().splitlines() == [f"seqpipe: error: {bed}, line 3: chromosome 'chr9' is not in the FASTA"]
 
 
+def test_a_per_base_head_on_a_class_per_window_is_one_line_naming_the_head_to_use(genome, tmp_path, capsys):
+    fasta, _, _ = genome
+    bed = tmp_path / "w.bed"
+    bed.write_text("".join(f"chrA\t{start}\t{start + 20}\t{'pos' if start % 200 else 'neg'}\n" for start in range(0, 2000, 100)))
+    with pytest.raises(SystemExit):
+        cli_main(["fit", "--data", "seqpipe.data.genome.GenomeData", "--data.fasta", fasta, "--data.target", "window_class",
+                  "--data.bed", str(bed), "--data.label_column", "3", "--data.window_length", "32",
+                  "--model.backbone.d_model", "8", "--model.head", "seqpipe.tasks.per_base.PerBaseClassification",
+                  "--data.val_regions", "[chrA:0-1000]",
+                  "--trainer.logger", "false", "--trainer.max_epochs", "1", "--trainer.default_root_dir", str(tmp_path / "run")])
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "seqpipe: error: PerBaseClassification scores every base, but the data gives one class per window (data.target "
+        "window_class): use a sequence head, --model.head seqpipe.tasks.classification.SequenceClassification")
+
+
 def test_reverse_complement_and_shift_augmentation(genome):
     fasta, sequences, masks = genome
     data = GenomeData(fasta, track=str(genome[0]).replace("genome.fa", "cds.zarr"), window_length=50,
