@@ -374,8 +374,8 @@ class DNAClassificationData(SplitDataModule):
         if repeats:
             first, verb = repeats[0], "repeats" if len(repeats) == 1 else "repeat"
             rank_zero_warn(f"{self.paths['predict']}: {len(repeats)} of its records {verb} an earlier record's id (the "
-                           f"first repeat: {location(first.path, first.id, first.line)}); their prediction rows share the id, "
-                           "in input order")
+                           f"first repeat: {location(first.path, first.id, first.line)}); their output rows (predictions, "
+                           "embeddings, maps) share the id, in input order")
         baseless = [record for record in records if _BASE_LETTERS.isdisjoint(record.sequence)]
         if baseless:
             first = baseless[0]

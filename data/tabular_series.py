@@ -339,7 +339,7 @@ def _cells_message(what: str, cells: list[tuple[int, int]], names: list[str], li
     rows = sorted({row for row, _ in cells})
     columns = [names[c] for c in sorted({c for _, c in cells})]
     shown = first_few([row_name(row, lines) for row in rows], _ROWS_SHOWN, unit="rows")
-    return f"{len(cells)} {what} values in column(s) {columns} at {shown}; {advice}"
+    return f"{len(cells)} {what} value{'' if len(cells) == 1 else 's'} in column(s) {columns} at {shown}; {advice}"
 
 
 def _handle_missing(path: Path, values: np.ndarray, names: list[str], fill: FillPolicy | None, lines: RowLines | None) -> np.ndarray:
@@ -394,7 +394,7 @@ def _resample(path: Path, times: pd.DatetimeIndex, values: np.ndarray, names: li
     if regular.merged_rows or regular.inserted_steps or regular.unsorted_rows:
         rank_zero_info(f"{path}: resampled to a regular grid: {regular.unsorted_rows} rows out of time order moved into place, "
                        f"{regular.merged_rows} rows averaged with another of the same timestamp, "
-                       f"{regular.inserted_steps} missing steps inserted and filled ({fill})")
+                       f"{regular.inserted_steps} missing steps inserted" + (f" and filled ({fill})" if regular.inserted_steps else ""))
     values = _fill(path, regular.values, names, fill) if regular.inserted_steps else regular.values
     return regular.times, values
 

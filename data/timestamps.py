@@ -55,7 +55,8 @@ def parse_times(path: Path, text: pd.Series, lines: RowLines | None, date_format
     if date_format is None and text.dtype.kind not in "mM" and not pd.isna(pd.to_numeric(text.iat[0], errors="coerce")):
         raise DataError(path, f"timestamp {text.iat[0]!r} at {row_name(0, lines)} is a number, not a date: write the "
                         "timestamps as dates (2021-01-01 00:00:00), give their format (data.date_format, e.g. '%Y%m%d'), "
-                        "or set data.time_column none to number the rows")
+                        f"or set data.time_column none to number the rows and leave {text.name!r} out with data.columns "
+                        "(else it is forecast as a series)")
     if date_format is not None:
         try:  # a format pandas cannot use raises even with errors="coerce"
             pd.to_datetime(pd.Series(["2000-01-01"]), format=date_format, errors="coerce")

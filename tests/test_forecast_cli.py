@@ -113,7 +113,7 @@ def test_bad_data_exits_with_a_message(tmp_path, capsys):
         main(["fit", "--config", str(config), "--data.path", str(frame), "--data.seq_len", "16", "--data.pred_len", "8",
               "--trainer.default_root_dir", str(tmp_path / "run")])
     assert exit_info.value.code == 2
-    assert "missing values in column(s) ['v1'] at row 30 (line 32)" in capsys.readouterr().err
+    assert "1 missing value in column(s) ['v1'] at row 30 (line 32)" in capsys.readouterr().err
     truncated = tmp_path / "series.csv.gz"  # a compressed CSV cut short: one line, no run folder left
     truncated.write_bytes(gzip.compress(frame.read_bytes())[:300])
     with pytest.raises(SystemExit) as exit_info:

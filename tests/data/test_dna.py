@@ -310,7 +310,7 @@ def test_repeated_predict_ids_give_one_warning_naming_the_first(tmp_path):
         data.setup("predict")
     assert [str(w.message) for w in warnings] == [
         f"{queries}: 3 of its records repeat an earlier record's id (the first repeat: {queries}, record 'q1', line 5); "
-        "their prediction rows share the id, in input order"
+        "their output rows (predictions, embeddings, maps) share the id, in input order"
     ]
     assert data.splits["predict"].ids == ["q1", "q2", "q1", "q2", "q1"]
 
