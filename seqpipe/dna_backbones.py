@@ -67,6 +67,12 @@ class BidirectionalBackbone(WholeWindowsOnly, Backbone):
         )
         self.strand_average = strand_average
 
+    @property
+    def strand_invariant(self) -> bool:
+        """Whether, outside training, a sequence and its reverse complement get the same features at mirrored
+        positions (``strand_average``)."""
+        return self.strand_average
+
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """x (B, L) token ids -> features (B, L, d_model)."""
         features = super().forward(x, lengths)
@@ -153,6 +159,12 @@ class RCEquivariantBackbone(WholeWindowsOnly, Backbone):
         self.layers = nn.ModuleList(RCResidualBlock(d_model, block(d_model // 2), dropout) for _ in range(n_layers))
         self.norm = RCNorm(d_model)
         self.output = output
+
+    @property
+    def strand_invariant(self) -> bool:
+        """Whether a sequence and its reverse complement get the same features at mirrored positions
+        (``output`` "invariant")."""
+        return self.output == "invariant"
 
     def set_input(self, vocab_size: int | None = None, d_input: int | None = None, sample_rate: float | None = None) -> None:
         if vocab_size is None or d_input is not None or sample_rate is not None:

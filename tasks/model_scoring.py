@@ -20,7 +20,6 @@ from seqpipe.chunked import check_chunk_size
 from seqpipe.contracts import ChannelInput, TokenInput
 from seqpipe.data.dna import DNAClassificationData
 from seqpipe.dna_alphabet import DNA_VOCAB, reverse_complement_ids
-from seqpipe.dna_backbones import BidirectionalBackbone, RCEquivariantBackbone
 from seqpipe.errors import CheckpointError, ConfigError
 from seqpipe.model import SequenceModel
 from seqpipe.tasks.per_base import PerBaseClassification
@@ -106,12 +105,10 @@ def label_names(model: SequenceModel) -> list[str]:
 def strand_symmetric(model: SequenceModel) -> bool:
     """Whether the model's outputs already cover both strands, so that averaging over the strands again would
     change nothing but the cost: its head averages them itself (``SequenceClassification(strands="average")``), or
-    a per-base head reads strand-invariant features (``RCEquivariantBackbone(output="invariant")``,
-    ``BidirectionalBackbone(strand_average=True)``) position by position. A sequence head on such features is not:
-    its k-mer counts or last position read the given strand."""
-    backbone = model.backbone
-    invariant_features = ((isinstance(backbone, RCEquivariantBackbone) and backbone.output == "invariant")
-                          or (isinstance(backbone, BidirectionalBackbone) and backbone.strand_average))
+    a per-base head reads strand-invariant features (a backbone's ``strand_invariant``: ``RCEquivariantBackbone(
+    output="invariant")``, ``BidirectionalBackbone(strand_average=True)``) position by position. A sequence head on
+    such features is not: its k-mer counts or last position read the given strand."""
+    invariant_features = getattr(model.backbone, "strand_invariant", False)
     per_base = isinstance(model.head, PerBaseClassification)
     return getattr(model.head, "strand_invariant", False) or (invariant_features and per_base)
 
