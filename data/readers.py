@@ -134,13 +134,11 @@ def read_labelled_fasta(path: str | Path, label_pattern: str | None = r"^(\S+)")
     """One FASTA file; the record id is the header's first word, the label is what ``label_pattern``
     finds in the whole header (its group 1 if it has a group, else the whole match). ``None``: no labels.
 
-    Ids follow :func:`record_ids` (whole headers where first words repeat), so that predictions name each record. A
-    record whose id is its label (the default pattern's ``>LABEL`` alone) is named by its number in messages."""
+    Ids follow :func:`read_fasta_with_ids` (whole headers where first words repeat), so that predictions name each
+    record. A record whose id is its label (the default pattern's ``>LABEL`` alone) is named by its number in
+    messages."""
     pattern = _compile(label_pattern) if label_pattern is not None else None
-    entries = list(read_fasta(path))
-    ids = record_ids([header for header, _, _ in entries])
-    for number, (header, sequence, line) in enumerate(entries, start=1):
-        record_id = ids[number - 1]
+    for number, (record_id, header, sequence, line) in enumerate(read_fasta_with_ids(path), start=1):
         label = None
         if pattern is not None:
             match = pattern.search(header)
@@ -152,13 +150,15 @@ def read_labelled_fasta(path: str | Path, label_pattern: str | None = r"^(\S+)")
         yield Record(record_id, sequence, label, Path(path), line, number if label == record_id else None)
 
 
-def record_ids(headers: list[str]) -> list[str]:
-    """The ids of one FASTA file's records: each header's first word, or, where first words repeat but whole headers
-    do not (``>pos r240``, ``>pos r241``), each whole header, words joined by one space."""
-    first_words = [header.split()[0] for header in headers]
-    whole_headers = [" ".join(header.split()) for header in headers]
+def read_fasta_with_ids(path: str | Path) -> list[tuple[str, str, str, int]]:
+    """``(id, header, sequence, header_line)`` of each record of one FASTA file (:func:`read_fasta`). The id is the
+    header's first word, or, in a file whose first words repeat but whole headers do not (``>pos r240``,
+    ``>pos r241``), every record's whole header, words joined by one space."""
+    entries = list(read_fasta(path))
+    first_words = [header.split()[0] for header, _, _ in entries]
+    whole_headers = [" ".join(header.split()) for header, _, _ in entries]
     use_whole = len(set(first_words)) < len(first_words) and len(set(whole_headers)) == len(whole_headers)
-    return whole_headers if use_whole else first_words
+    return [(record_id, *entry) for record_id, entry in zip(whole_headers if use_whole else first_words, entries)]
 
 
 def number_shared_ids(records: list[Record]) -> list[Record]:
@@ -193,8 +193,9 @@ def fasta_files_in(directory: Path, read_as: str) -> list[Path]:
 
 def read_fasta_per_class(directory: str | Path) -> Iterator[Record]:
     """A directory of FASTA files (:data:`FASTA_SUFFIXES`, optionally .gz), one per class: the label is the file
-    name without those suffixes, the record ids those of :func:`record_ids` within each file. Files with other names
-    are not classes: FASTA indexes (.fai, .gzi) are passed over, any other file is named in one warning."""
+    name without those suffixes, the record ids those of :func:`read_fasta_with_ids` within each file. Files with
+    other names are not classes: FASTA indexes (.fai, .gzi) are passed over, any other file is named in one
+    warning."""
     directory = Path(directory)
     files = fasta_files_in(directory, "as classes")
     owners: dict[str, Path] = {}
@@ -207,8 +208,7 @@ def read_fasta_per_class(directory: str | Path) -> Iterator[Record]:
                                        "differing only in case are one class)")
         owners[label] = file
     for label, file in owners.items():
-        entries = list(read_fasta(file))
-        for record_id, (_, sequence, line) in zip(record_ids([header for header, _, _ in entries]), entries):
+        for record_id, _, sequence, line in read_fasta_with_ids(file):
             yield Record(record_id, sequence, label, file, line)
 
 
