@@ -64,9 +64,10 @@ class DNASequenceDataset(Dataset):
     id, for messages)}``.
 
     Sequences longer than ``max_length`` are cropped: at a random offset when ``random_crop``, else as many bases
-    off each end (``max_length - 1`` kept when the excess is odd: strand-symmetric). ``max_shift``: each sequence is moved by a uniform random number of bases ``s`` in
-    [-max_shift, max_shift], its length kept: bases ``s:`` then ``s`` N for ``s > 0``, ``-s`` N then bases
-    ``:L + s`` for ``s < 0`` (a promoter's start site jitters by up to ``max_shift``). ``reverse_complement_p``:
+    off each end (``max_length - 1`` kept when the excess is odd: strand-symmetric). ``max_shift``: each sequence
+    is moved by a uniform random number of bases ``s`` in [-max_shift, max_shift], its length kept: bases ``s:``
+    then ``s`` N for ``s > 0``, ``-s`` N then bases ``:L + s`` for ``s < 0`` (a promoter's start site jitters by up
+    to ``max_shift``). ``reverse_complement_p``:
     chance of replacing a sequence by its reverse complement. Randomness uses torch's generator, which the
     training loader seeds for each batch (:mod:`seqpipe.data.resumable`).
     """
